@@ -1,0 +1,193 @@
+//! `dormant`: checkpoint a running Linux process tree into an image directory and restore it.
+//!
+//! This binary is a thin shell over the library crates: it parses arguments (CRIU's flag names where the
+//! meaning is the same), sets up logging, and prints results. All real work is in dormant-engine (dump),
+//! dormant-restorer (restore) and dormant-image (show, verify).
+
+mod demo;
+mod error;
+mod show;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::CliError;
+
+#[derive(Debug, Parser)]
+#[command(name = "dormant", version, about = "Checkpoint and restore Linux processes")]
+struct Cli {
+    /// Write the log to this file instead of stderr.
+    #[arg(short = 'o', long = "log-file", global = true)]
+    log_file: Option<PathBuf>,
+    /// More log output (-v info, -vv debug, -vvv trace).
+    #[arg(short = 'v', action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Probe every kernel feature dump and restore use; exit non-zero if a required one is missing.
+    Check {
+        /// Print the probes as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Checkpoint the process PID into an image directory.
+    Dump {
+        /// The process to checkpoint.
+        #[arg(short = 't', long = "tree")]
+        pid: u32,
+        /// Where to write the image (created; an existing image there is replaced).
+        #[arg(short = 'D', long = "images-dir")]
+        images_dir: PathBuf,
+        /// Keep the process running after the dump instead of killing it.
+        #[arg(short = 'R', long = "leave-running")]
+        leave_running: bool,
+        /// The process is a shell job: its terminal on fds 0-2 is inherited at restore.
+        #[arg(long = "shell-job")]
+        shell_job: bool,
+        /// Write the dump statistics as JSON to this file.
+        #[arg(long = "stats-json", hide = true)]
+        stats_json: Option<PathBuf>,
+    },
+    /// Recreate the checkpointed process from an image directory.
+    Restore {
+        #[arg(short = 'D', long = "images-dir")]
+        images_dir: PathBuf,
+        /// Exit once the process runs instead of waiting for it (it is reparented to init or a subreaper).
+        #[arg(short = 'd', long = "restore-detached")]
+        detached: bool,
+        /// Write the restored root pid to this file.
+        #[arg(long)]
+        pidfile: Option<PathBuf>,
+        /// Give the restored process this terminal (dormant's own fds 0-2) for its shell-job fds.
+        #[arg(long = "shell-job")]
+        shell_job: bool,
+    },
+    /// Print an image in human-readable form, or its records as JSON.
+    Show {
+        #[arg(short = 'D', long = "images-dir")]
+        images_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every checksum and cross-reference of an image.
+    Verify {
+        #[arg(short = 'D', long = "images-dir")]
+        images_dir: PathBuf,
+    },
+    /// Start a built-in workload, dump it, kill it, restore it, and show that it continues intact.
+    Demo {
+        /// Patterned memory the workload holds, in MiB.
+        #[arg(long, default_value_t = 512)]
+        size_mib: u64,
+    },
+    /// The demo's workload (internal).
+    #[command(name = "__demo-workload", hide = true)]
+    DemoWorkload {
+        #[arg(long)]
+        size_mib: u64,
+        #[arg(long)]
+        trigger: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(cli.log_file.as_deref(), cli.verbose) {
+        eprintln!("dormant: {e}");
+        return ExitCode::from(2);
+    }
+    match run(cli.cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("dormant: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(file: Option<&std::path::Path>, verbose: u8) -> Result<(), CliError> {
+    let level = match verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        2 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    let mut b = env_logger::Builder::new();
+    b.filter_level(level).parse_default_env();
+    if let Some(path) = file {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| CliError::LogFile { path: path.to_owned(), source })?;
+        b.target(env_logger::Target::Pipe(Box::new(f)));
+        // A log file gets everything at info level at least: it is what a bug report attaches.
+        b.filter_level(level.max(log::LevelFilter::Info));
+    }
+    b.init();
+    Ok(())
+}
+
+fn run(cmd: Command) -> Result<ExitCode, CliError> {
+    match cmd {
+        Command::Check { json } => check(json),
+        Command::Dump { pid, images_dir, leave_running, shell_job, stats_json } => {
+            let stats = dormant_engine::Dump::builder(dormant_engine::Pid(pid))
+                .images_dir(&images_dir)
+                .leave_running(leave_running)
+                .shell_job(shell_job)
+                .build()?
+                .run()?;
+            log::info!("dump of pid {pid} into {}: {stats:?}", images_dir.display());
+            if let Some(path) = stats_json {
+                let text = serde_json::to_string_pretty(&stats).map_err(CliError::Json)?;
+                std::fs::write(&path, text).map_err(|source| CliError::Write { path, source })?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore { images_dir, detached, pidfile, shell_job } => {
+            let restored = dormant_restorer::Restore::builder(&images_dir)
+                .detached(detached)
+                .shell_job(shell_job)
+                .pidfile(pidfile)
+                .build()?
+                .run()?;
+            if detached {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let code = restored.wait()?;
+            Ok(ExitCode::from(code))
+        }
+        Command::Show { images_dir, json } => show::show(&images_dir, json),
+        Command::Verify { images_dir } => show::verify(&images_dir),
+        Command::Demo { size_mib } => demo::run(size_mib),
+        Command::DemoWorkload { size_mib, trigger } => demo::workload(size_mib, &trigger),
+    }
+}
+
+fn check(json: bool) -> Result<ExitCode, CliError> {
+    let probes = dormant_engine::kerndat::probe_all();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&probes).map_err(CliError::Json)?);
+    } else {
+        print!("{}", dormant_engine::kerndat::render_table(&probes));
+    }
+    let missing: Vec<String> = probes
+        .iter()
+        .filter(|p| p.required && !p.is_available())
+        .map(|p| format!("{:?} ({})", p.feature, p.kernel_option))
+        .collect();
+    if missing.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("dormant: missing kernel features needed for dump/restore: {}", missing.join(", "));
+        Ok(ExitCode::FAILURE)
+    }
+}

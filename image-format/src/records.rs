@@ -1,0 +1,442 @@
+//! Record schemas: what a dormant image says about a process tree.
+//!
+//! Every record type here is one [`RecordKind`]; a record file holds entries of exactly one kind. Field
+//! layout is the postcard encoding of these structs, so changing a field is a format change: add fields
+//! only at the end of a struct with `#[serde(default)]`, bump the minor version, and keep old readers working.
+//! Kernel ABI blobs (xsave area, siginfo) are carried as length-tagged bytes, never re-interpreted here.
+//!
+//! File naming (one place, so the dumper, the restorer and `verify` agree): see [`names`].
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "arbitrary")]
+use proptest_derive::Arbitrary;
+
+use crate::Record;
+
+/// The kind of entries a record file holds; written in its header and checked by every reader.
+#[repr(u16)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RecordKind {
+    Inventory = 1,
+    PageIndex = 2,
+    PsTree = 3,
+    TaskCore = 4,
+    ThreadCore = 5,
+    Mm = 6,
+    RegFiles = 7,
+    Fds = 8,
+    ShmemObjects = 9,
+}
+
+impl RecordKind {
+    /// Maps a header value back to a kind; `None` for values this build does not know.
+    pub fn from_u16(v: u16) -> Option<Self> {
+        Some(match v {
+            1 => Self::Inventory,
+            2 => Self::PageIndex,
+            3 => Self::PsTree,
+            4 => Self::TaskCore,
+            5 => Self::ThreadCore,
+            6 => Self::Mm,
+            7 => Self::RegFiles,
+            8 => Self::Fds,
+            9 => Self::ShmemObjects,
+            _ => return None,
+        })
+    }
+}
+
+/// File names inside an image directory.
+pub mod names {
+    use super::{Pid, ShmemId, Tid};
+
+    pub const PSTREE: &str = "pstree";
+    pub const REG_FILES: &str = "reg-files";
+    pub const SHMEM: &str = "shmem";
+
+    pub fn core(pid: Pid) -> String {
+        format!("core-{}", pid.0)
+    }
+    pub fn thread(tid: Tid) -> String {
+        format!("thread-{}", tid.0)
+    }
+    pub fn mm(pid: Pid) -> String {
+        format!("mm-{}", pid.0)
+    }
+    pub fn fds(pid: Pid) -> String {
+        format!("fds-{}", pid.0)
+    }
+    /// Page store of a task's private memory.
+    pub fn task_pages(pid: Pid) -> String {
+        format!("task-{}", pid.0)
+    }
+    /// Page store of one shared-memory object.
+    pub fn shmem_pages(id: ShmemId) -> String {
+        format!("shmem-{}", id.0)
+    }
+}
+
+/// A process id as seen in the namespace dormant runs in (the outermost one of the dumped tree).
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Pid(pub u32);
+
+/// A thread id; the leader's tid equals its [`Pid`].
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Tid(pub u32);
+
+/// An open file description in `reg-files`; shared by every fd (of any task) that shared it at dump time.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct FileId(pub u32);
+
+/// A shared-memory object (the shmem inode number of an anonymous shared mapping).
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ShmemId(pub u64);
+
+// ---------------------------------------------------------------------------------------------------------
+// Process tree
+// ---------------------------------------------------------------------------------------------------------
+
+/// One process of the dumped tree (`pstree`, one entry per process, root first).
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PsTreeEntry {
+    pub pid: Pid,
+    /// Parent inside the tree; `None` for the root.
+    pub ppid: Option<Pid>,
+    pub pgid: Pid,
+    pub sid: Pid,
+    /// Every thread, leader first.
+    pub threads: Vec<Tid>,
+}
+
+impl Record for PsTreeEntry {
+    const KIND: RecordKind = RecordKind::PsTree;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Per-process core state
+// ---------------------------------------------------------------------------------------------------------
+
+/// Process-wide state (`core-<pid>`, one entry).
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskCore {
+    pub pid: Pid,
+    /// `/proc/pid/comm` of the leader.
+    pub comm: String,
+    pub personality: u32,
+    pub umask: u32,
+    pub rlimits: Vec<Rlimit>,
+    /// All 64 signal actions, index 0 = signal 1. `None` when the dump could not ask the task (no parasite);
+    /// the restorer then leaves every action at its default and says so.
+    pub sigactions: Option<Vec<SigAction>>,
+    /// Real, virtual and profiling interval timers, in that order (from inside the task).
+    pub itimers: Option<[ITimer; 3]>,
+    pub creds: Creds,
+    /// `PR_GET_DUMPABLE`, `PR_GET_PDEATHSIG`, `PR_GET_CHILD_SUBREAPER`, when known.
+    pub dumpable: Option<u32>,
+    pub pdeathsig: Option<u32>,
+    pub child_subreaper: Option<bool>,
+    /// Process-wide pending signals (`PTRACE_PEEKSIGINFO` with the shared flag), raw `siginfo_t`s.
+    pub shared_pending: Vec<SigInfo>,
+    /// The task was stopped (job control) at dump time and must be stopped again after restore.
+    pub stopped: bool,
+}
+
+impl Record for TaskCore {
+    const KIND: RecordKind = RecordKind::TaskCore;
+}
+
+/// One resource limit (`RLIMIT_*` number, soft, hard; `u64::MAX` = infinity).
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    pub resource: u32,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// The kernel's `struct k_sigaction` for x86-64, as `rt_sigaction` reads and writes it.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SigAction {
+    pub handler: u64,
+    pub flags: u64,
+    pub restorer: u64,
+    pub mask: u64,
+}
+
+/// `struct itimerval` in microseconds.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ITimer {
+    pub interval_us: u64,
+    pub value_us: u64,
+}
+
+/// Credentials from `/proc/pid/status` (real, effective, saved, fs ids; capability sets).
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Creds {
+    pub uids: [u32; 4],
+    pub gids: [u32; 4],
+    pub groups: Vec<u32>,
+    pub cap_inh: u64,
+    pub cap_prm: u64,
+    pub cap_eff: u64,
+    pub cap_bnd: u64,
+    pub cap_amb: u64,
+    pub no_new_privs: bool,
+    pub securebits: Option<u32>,
+}
+
+/// A raw `siginfo_t` (128 bytes on x86-64), re-queued with `rt_tgsigqueueinfo` at restore.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigInfo(pub Vec<u8>);
+
+// ---------------------------------------------------------------------------------------------------------
+// Per-thread state
+// ---------------------------------------------------------------------------------------------------------
+
+/// One thread's CPU and signal state (`thread-<tid>`, one entry).
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadCore {
+    pub tid: Tid,
+    /// General registers after the syscall-restart rule was applied (see the engine's `regs` module).
+    pub regs: GpRegs,
+    /// The `NT_X86_XSTATE` regset exactly as the kernel returned it (standard, uncompacted XSAVE layout).
+    pub xstate: Vec<u8>,
+    /// Blocked signals (`PTRACE_GETSIGMASK`).
+    pub sigmask: u64,
+    /// Thread-private pending signals, raw `siginfo_t`s, in queue order.
+    pub pending: Vec<SigInfo>,
+    pub rseq: Option<Rseq>,
+    pub sigaltstack: Option<SigAltStack>,
+    /// `set_tid_address` value (`PR_GET_TID_ADDRESS`), when known.
+    pub clear_child_tid: Option<u64>,
+    pub comm: String,
+}
+
+impl Record for ThreadCore {
+    const KIND: RecordKind = RecordKind::ThreadCore;
+}
+
+/// x86-64 `struct user_regs_struct`, field for field.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GpRegs {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub rbp: u64,
+    pub rbx: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub orig_rax: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub eflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+    pub fs_base: u64,
+    pub gs_base: u64,
+    pub ds: u64,
+    pub es: u64,
+    pub fs: u64,
+    pub gs: u64,
+}
+
+/// An rseq registration (`PTRACE_GET_RSEQ_CONFIGURATION`).
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rseq {
+    pub addr: u64,
+    pub len: u32,
+    pub signature: u32,
+}
+
+/// `stack_t`.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigAltStack {
+    pub sp: u64,
+    pub flags: u32,
+    pub size: u64,
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Memory
+// ---------------------------------------------------------------------------------------------------------
+
+/// A process's address space (`mm-<pid>`, one entry). Its private pages are in the page store
+/// [`names::task_pages`]; pages of shared objects are in [`names::shmem_pages`].
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mm {
+    pub layout: MmLayout,
+    /// `/proc/pid/auxv` as native words (pairs of type, value), terminated by `AT_NULL`.
+    pub auxv: Vec<u64>,
+    /// The executable (`/proc/pid/exe`).
+    pub exe: FileId,
+    /// Every mapping, ascending by address, as `/proc/pid/smaps` listed it.
+    pub vmas: Vec<Vma>,
+}
+
+impl Record for Mm {
+    const KIND: RecordKind = RecordKind::Mm;
+}
+
+/// The mm fields `PR_SET_MM_MAP` restores (from `/proc/pid/stat` and, for `brk`, the task itself).
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MmLayout {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+}
+
+/// One mapping.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vma {
+    pub start: u64,
+    pub end: u64,
+    /// `PROT_*` bits.
+    pub prot: u32,
+    /// `MAP_SHARED` or `MAP_PRIVATE`, plus `MAP_GROWSDOWN` etc. as the kernel reported them.
+    pub map_flags: u32,
+    /// `madvise` state from smaps `VmFlags` (`MADV_*` advice numbers to re-apply, e.g. DONTFORK, DONTDUMP).
+    pub madvise: Vec<u32>,
+    /// Offset into the backing object, in bytes.
+    pub pgoff: u64,
+    pub backing: VmaBacking,
+    /// The name column of `/proc/pid/maps` (`[heap]`, `[stack]`, a path, or empty), for humans and checks.
+    pub name: String,
+}
+
+/// What a mapping is backed by, and so where restore gets its contents.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmaBacking {
+    /// Private anonymous memory (heap, stack, malloc arenas): pages in the task's page store.
+    Anon,
+    /// Anonymous shared memory (`MAP_SHARED|MAP_ANONYMOUS`, or `/dev/zero` shared): one object, dumped once.
+    Shmem(ShmemId),
+    /// A file mapping. Private: clean pages are re-read from the file, written (COW'd) ones are in the task's
+    /// page store. Shared: the data is the file's.
+    File(FileId),
+    /// The vDSO; its bytes are in the page store so restore can compare them with the running kernel's.
+    Vdso,
+    /// `[vvar]`, `[vvar_vclock]`: never restored from the image (the running kernel provides them).
+    Vvar,
+    /// `[vsyscall]`: fixed by the kernel, skipped.
+    Vsyscall,
+}
+
+/// One shared-memory object (`shmem`, one entry per object across the whole tree).
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShmemObject {
+    pub id: ShmemId,
+    /// Object size in bytes (the largest end offset of any mapping of it).
+    pub size: u64,
+    /// The process whose mapping was read; the page store's virtual addresses are object offsets.
+    pub owner: Pid,
+}
+
+impl Record for ShmemObject {
+    const KIND: RecordKind = RecordKind::ShmemObjects;
+}
+
+/// Page-store extent flags.
+pub mod page_flags {
+    /// Private anonymous or COW'd file page content.
+    pub const PRIVATE: u32 = 1 << 0;
+    /// vDSO bytes kept for comparison, not to be written into the restored task.
+    pub const VDSO: u32 = 1 << 1;
+    /// Offsets are object offsets of a shared-memory object, not virtual addresses.
+    pub const SHMEM: u32 = 1 << 2;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Files
+// ---------------------------------------------------------------------------------------------------------
+
+/// An open file description reachable by path (`reg-files`, one entry per description). Also used for the
+/// files behind mappings and for the executable, where `flags`/`pos` do not matter.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegFile {
+    pub id: FileId,
+    /// Absolute path in the dumped task's mount namespace.
+    pub path: String,
+    /// `O_*` flags from fdinfo (without `O_CLOEXEC`, which belongs to the fd).
+    pub flags: u32,
+    pub pos: u64,
+    /// What the file was at dump time; restore refuses a file that differs.
+    pub stat: FileStat,
+}
+
+impl Record for RegFile {
+    const KIND: RecordKind = RecordKind::RegFiles;
+}
+
+/// Identity of a file at dump time.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct FileStat {
+    pub dev: u64,
+    pub ino: u64,
+    /// `st_mode` (type and permission bits).
+    pub mode: u32,
+    pub size: u64,
+    pub mtime_ns: i128,
+    /// `st_rdev` for device nodes.
+    pub rdev: u64,
+}
+
+/// One task's fd table (`fds-<pid>`, one entry per fd, ascending).
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fd {
+    pub fd: i32,
+    pub cloexec: bool,
+    pub file: FdFile,
+}
+
+impl Record for Fd {
+    const KIND: RecordKind = RecordKind::Fds;
+}
+
+/// What an fd refers to.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FdFile {
+    /// A regular file, directory or device reopened by path.
+    Reg(FileId),
+    /// The controlling terminal of a shell job: restore uses the terminal dormant itself was started on.
+    InheritedTty,
+}
