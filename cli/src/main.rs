@@ -181,7 +181,7 @@ fn check(json: bool) -> Result<ExitCode, CliError> {
     }
     let missing: Vec<String> = probes
         .iter()
-        .filter(|p| p.required && !p.is_available())
+        .filter(|p| p.required && !p.status.is_available())
         .map(|p| format!("{:?} ({})", p.feature, p.kernel_option))
         .collect();
     if missing.is_empty() {

@@ -440,3 +440,190 @@ pub enum FdFile {
     /// The controlling terminal of a shell job: restore uses the terminal dormant itself was started on.
     InheritedTty,
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Naming and cross references
+// ---------------------------------------------------------------------------------------------------------
+
+/// What a file of an image holds, judged by its name (the header of a record file says it again, and the
+/// readers check that both agree).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileRole {
+    Records(RecordKind),
+    /// Raw page data of a page store.
+    PageData,
+}
+
+/// The role of image file `name`, or `None` for a name this format does not use.
+pub fn file_role(name: &str) -> Option<FileRole> {
+    let kind = match name {
+        crate::INVENTORY_FILE => RecordKind::Inventory,
+        names::PSTREE => RecordKind::PsTree,
+        names::REG_FILES => RecordKind::RegFiles,
+        names::SHMEM => RecordKind::ShmemObjects,
+        _ if name.starts_with("pages-") && name.ends_with(".img") => return Some(FileRole::PageData),
+        _ if name.starts_with("pagemap-") => RecordKind::PageIndex,
+        _ if name.starts_with("core-") => RecordKind::TaskCore,
+        _ if name.starts_with("thread-") => RecordKind::ThreadCore,
+        _ if name.starts_with("mm-") => RecordKind::Mm,
+        _ if name.starts_with("fds-") => RecordKind::Fds,
+        _ => return None,
+    };
+    Some(FileRole::Records(kind))
+}
+
+/// Checks what no single file can: that every record the others point to exists and agrees with them.
+/// Returns one line per problem, each naming the file and the reference; empty when the image is coherent.
+/// Files that fail to parse are reported by the container checks of [`crate::ImageReader::verify`]; here they
+/// are reported once more as unreadable references.
+pub fn check_references(img: &crate::ImageReader) -> Vec<String> {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    let mut problems = Vec::new();
+    let inv = img.inventory();
+    for f in &inv.files {
+        if file_role(&f.name).is_none() {
+            problems.push(format!("{}: not a file of this image format", f.name));
+        }
+    }
+    let tree: Vec<PsTreeEntry> = match img.read_records(names::PSTREE) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(format!("{}: {e}", names::PSTREE));
+            return problems;
+        }
+    };
+    if tree.first().map(|t| t.pid) != Some(inv.root_pid) {
+        problems.push(format!(
+            "{}: first task is {:?}, the inventory's root is {:?}",
+            names::PSTREE,
+            tree.first().map(|t| t.pid),
+            inv.root_pid
+        ));
+    }
+    let pids: BTreeSet<Pid> = tree.iter().map(|t| t.pid).collect();
+    let files: BTreeSet<FileId> = match img.read_records::<RegFile>(names::REG_FILES) {
+        Ok(v) => v.iter().map(|f| f.id).collect(),
+        Err(e) => {
+            problems.push(format!("{}: {e}", names::REG_FILES));
+            BTreeSet::new()
+        }
+    };
+    let shmem: BTreeMap<ShmemId, ShmemObject> = if img.has_file(names::SHMEM) {
+        match img.read_records::<ShmemObject>(names::SHMEM) {
+            Ok(v) => v.into_iter().map(|o| (o.id, o)).collect(),
+            Err(e) => {
+                problems.push(format!("{}: {e}", names::SHMEM));
+                BTreeMap::new()
+            }
+        }
+    } else {
+        BTreeMap::new()
+    };
+    let file_ref = |what: String, id: FileId, problems: &mut Vec<String>| {
+        if !files.contains(&id) {
+            problems.push(format!("{what}: file {} is not in {}", id.0, names::REG_FILES));
+        }
+    };
+    for t in &tree {
+        if let Some(pp) = t.ppid {
+            if !pids.contains(&pp) {
+                problems.push(format!("{}: parent {} of pid {} is not in the tree", names::PSTREE, pp.0, t.pid.0));
+            }
+        }
+        if t.threads.first().map(|x| x.0) != Some(t.pid.0) {
+            problems.push(format!("{}: pid {} does not list its leader thread first", names::PSTREE, t.pid.0));
+        }
+        match img.read_records::<TaskCore>(&names::core(t.pid)) {
+            Ok(c) if c.len() == 1 && c[0].pid == t.pid => {}
+            Ok(_) => problems.push(format!("{}: must hold exactly the core of pid {}", names::core(t.pid), t.pid.0)),
+            Err(e) => problems.push(format!("{}: {e}", names::core(t.pid))),
+        }
+        for tid in &t.threads {
+            match img.read_records::<ThreadCore>(&names::thread(*tid)) {
+                Ok(c) if c.len() == 1 && c[0].tid == *tid => {}
+                Ok(_) => problems.push(format!("{}: must hold exactly thread {}", names::thread(*tid), tid.0)),
+                Err(e) => problems.push(format!("{}: {e}", names::thread(*tid))),
+            }
+        }
+        match img.read_records::<Fd>(&names::fds(t.pid)) {
+            Ok(fds) => {
+                for fd in fds {
+                    if let FdFile::Reg(id) = fd.file {
+                        file_ref(format!("{} fd {}", names::fds(t.pid), fd.fd), id, &mut problems);
+                    }
+                }
+            }
+            Err(e) => problems.push(format!("{}: {e}", names::fds(t.pid))),
+        }
+        let mm = match img.read_records::<Mm>(&names::mm(t.pid)) {
+            Ok(mut m) if m.len() == 1 => m.remove(0),
+            Ok(_) => {
+                problems.push(format!("{}: must hold exactly one entry", names::mm(t.pid)));
+                continue;
+            }
+            Err(e) => {
+                problems.push(format!("{}: {e}", names::mm(t.pid)));
+                continue;
+            }
+        };
+        file_ref(format!("{} exe", names::mm(t.pid)), mm.exe, &mut problems);
+        let mut prev_end = 0;
+        for v in &mm.vmas {
+            if v.start >= v.end || v.start < prev_end || v.start % 4096 != 0 || v.end % 4096 != 0 {
+                problems.push(format!("{}: mapping {:#x}-{:#x} is empty, unaligned or overlaps", names::mm(t.pid), v.start, v.end));
+            }
+            prev_end = v.end;
+            match &v.backing {
+                VmaBacking::File(id) => file_ref(format!("{} mapping {:#x}", names::mm(t.pid), v.start), *id, &mut problems),
+                VmaBacking::Shmem(id) if !shmem.contains_key(id) => problems.push(format!(
+                    "{}: mapping {:#x} uses shared object {} that is not in {}",
+                    names::mm(t.pid),
+                    v.start,
+                    id.0,
+                    names::SHMEM
+                )),
+                _ => {}
+            }
+        }
+        let store = names::task_pages(t.pid);
+        match img.page_store(&store) {
+            Ok(ps) => {
+                for e in ps.extents() {
+                    let end = e.vaddr.saturating_add(e.len);
+                    let inside = mm.vmas.iter().any(|v| {
+                        v.start <= e.vaddr
+                            && end <= v.end
+                            && matches!(v.backing, VmaBacking::Anon | VmaBacking::File(_) | VmaBacking::Vdso)
+                    });
+                    if !inside {
+                        problems.push(format!(
+                            "pagemap-{store}: pages {:#x}-{end:#x} lie outside every private mapping of pid {}",
+                            e.vaddr, t.pid.0
+                        ));
+                    }
+                }
+            }
+            Err(e) => problems.push(format!("page store {store}: {e}")),
+        }
+    }
+    for obj in shmem.values() {
+        if !pids.contains(&obj.owner) {
+            problems.push(format!("{}: object {} is owned by pid {}, not in the tree", names::SHMEM, obj.id.0, obj.owner.0));
+        }
+        match img.page_store(&names::shmem_pages(obj.id)) {
+            Ok(ps) => {
+                if let Some(e) = ps.extents().iter().find(|e| e.vaddr.saturating_add(e.len) > obj.size) {
+                    problems.push(format!(
+                        "pagemap-{}: pages at offset {:#x} lie past the object's size {:#x}",
+                        names::shmem_pages(obj.id),
+                        e.vaddr,
+                        obj.size
+                    ));
+                }
+            }
+            Err(e) => problems.push(format!("page store {}: {e}", names::shmem_pages(obj.id))),
+        }
+    }
+    problems
+}
