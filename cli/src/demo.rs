@@ -82,12 +82,14 @@ pub fn run(size_mib: u64) -> Result<ExitCode, CliError> {
     let log_err = log.try_clone().map_err(|source| CliError::Write { path: log_path.clone(), source })?;
 
     println!("dormant demo: starting a workload with {size_mib} MiB of patterned memory");
-    let mut child = Command::new(&exe)
-        .args(["__demo-workload", "--size-mib", &size_mib.to_string(), "--trigger"])
+    let mut cmd = Command::new(&exe);
+    cmd.args(["__demo-workload", "--size-mib", &size_mib.to_string(), "--trigger"])
         .arg(&trigger)
         .stdin(Stdio::null())
         .stdout(log)
-        .stderr(log_err)
+        .stderr(log_err);
+    close_inherited_fds(&mut cmd);
+    let mut child = cmd
         .spawn()
         .map_err(|e| demo_err(format!("cannot start the workload: {e}")))?;
     let pid = child.id();
@@ -164,6 +166,23 @@ pub fn run(size_mib: u64) -> Result<ExitCode, CliError> {
         Ok(ExitCode::SUCCESS)
     } else {
         Err(demo_err(format!("the restored workload did not pass (exit {code}); log:\n{text}")))
+    }
+}
+
+/// The workload must hold only what dormant can checkpoint: whatever fds the demo itself inherited (a pipe
+/// from a terminal multiplexer, a CI runner's log fd) are closed in the child before exec.
+fn close_inherited_fds(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // Marked close-on-exec rather than closed, so std's own exec-error pipe keeps working until exec.
+    const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
+    // SAFETY: the closure runs in the forked child before exec and only makes one async-signal-safe syscall.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 

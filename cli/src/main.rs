@@ -139,7 +139,7 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
     match cmd {
         Command::Check { json } => check(json),
         Command::Dump { pid, images_dir, leave_running, shell_job, stats_json } => {
-            let stats = dormant_engine::Dump::builder(dormant_engine::Pid(pid))
+            let stats = dormant_engine::Dump::builder(dormant_image::records::Pid(pid))
                 .images_dir(&images_dir)
                 .leave_running(leave_running)
                 .shell_job(shell_job)
@@ -147,7 +147,7 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
                 .run()?;
             log::info!("dump of pid {pid} into {}: {stats:?}", images_dir.display());
             if let Some(path) = stats_json {
-                let text = serde_json::to_string_pretty(&stats).map_err(CliError::Json)?;
+                let text = serde_json::to_string_pretty(&stats_json_value(&stats)).map_err(CliError::Json)?;
                 std::fs::write(&path, text).map_err(|source| CliError::Write { path, source })?;
             }
             Ok(ExitCode::SUCCESS)
@@ -162,14 +162,33 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
             if detached {
                 return Ok(ExitCode::SUCCESS);
             }
-            let code = restored.wait()?;
-            Ok(ExitCode::from(code))
+            // Like a shell: the exit code, or 128 + the signal that killed it.
+            let code = match restored.wait()? {
+                dormant_restorer::ExitStatus::Exited(c) => c,
+                dormant_restorer::ExitStatus::Signaled { signal, .. } => 128 + signal,
+            };
+            Ok(ExitCode::from(code.clamp(0, 255) as u8))
         }
         Command::Show { images_dir, json } => show::show(&images_dir, json),
         Command::Verify { images_dir } => show::verify(&images_dir),
         Command::Demo { size_mib } => demo::run(size_mib),
         Command::DemoWorkload { size_mib, trigger } => demo::workload(size_mib, &trigger),
     }
+}
+
+/// The dump statistics as JSON (milliseconds and bytes), for scripts, the demo and the benchmarks.
+fn stats_json_value(stats: &dormant_engine::DumpStats) -> serde_json::Value {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let phases: serde_json::Map<String, serde_json::Value> =
+        stats.phases.iter().map(|(stage, d)| (format!("{stage:?}"), ms(*d).into())).collect();
+    serde_json::json!({
+        "frozen_ms": ms(stats.frozen),
+        "total_ms": ms(stats.total),
+        "release_ms": ms(stats.release),
+        "pages_written": stats.pages_written,
+        "bytes_written": stats.bytes_written,
+        "phases_ms": phases,
+    })
 }
 
 fn check(json: bool) -> Result<ExitCode, CliError> {

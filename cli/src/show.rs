@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use dormant_image::records::{self, FileRole, RecordKind};
+use dormant_image::records;
 use dormant_image::{ImageReader, Record};
 use serde_json::{json, Map, Value};
 

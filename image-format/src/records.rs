@@ -146,6 +146,10 @@ pub struct TaskCore {
     pub shared_pending: Vec<SigInfo>,
     /// The task was stopped (job control) at dump time and must be stopped again after restore.
     pub stopped: bool,
+    /// Working directory and root directory (`/proc/pid/cwd`, `/proc/pid/root`), as paths in the task's
+    /// mount namespace.
+    pub cwd: String,
+    pub root: String,
 }
 
 impl Record for TaskCore {

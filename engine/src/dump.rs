@@ -1,0 +1,597 @@
+//! Dump orchestration: seize → collect everything → write the image → commit → kill or resume.
+//!
+//! Until the image is committed, any failure drops the image writer (its temporary directory goes away) and
+//! detaches the target, which continues exactly as before: nothing injected stays, no signal is lost.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use dormant_image::records::{
+    names, Creds, Fd, ITimer, Mm, MmLayout, Pid, PsTreeEntry, SigAction, SigAltStack, TaskCore,
+    ThreadCore, Tid,
+};
+use dormant_image::ImageWriter;
+
+use crate::error::{DumpError, Result};
+use crate::files::{self, FileTable};
+use crate::mem::{self, CollectedVma};
+use crate::pagemap::PageWalker;
+use crate::proc;
+use crate::regs;
+use crate::seize::{self, ProcessIdentity, SeizedTask};
+
+/// How long to wait for a killed target's pid to become free.
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The stages of a dump, in order. Used for per-phase timings, for errors saying when a target vanished,
+/// and by tests to inject failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DumpStage {
+    /// The target is seized and stopped.
+    Seize,
+    /// Registers, XSAVE area, signal mask, pending signals, rseq read with ptrace.
+    Registers,
+    /// In-process state asked from the task (sigactions, itimers, brk, ...).
+    Remote,
+    /// `/proc` state: creds, limits, mm layout, auxv, exe.
+    ProcState,
+    /// File descriptors.
+    Files,
+    /// Mappings and page data.
+    Memory,
+    /// Record files written.
+    Records,
+    /// Image committed (an injected failure here fires just before the commit).
+    Commit,
+}
+
+impl DumpStage {
+    /// Every stage, in order.
+    pub const ALL: [DumpStage; 8] = [
+        DumpStage::Seize,
+        DumpStage::Registers,
+        DumpStage::Remote,
+        DumpStage::ProcState,
+        DumpStage::Files,
+        DumpStage::Memory,
+        DumpStage::Records,
+        DumpStage::Commit,
+    ];
+}
+
+/// What a dump did and how long it took.
+#[derive(Debug, Clone, Default)]
+pub struct DumpStats {
+    /// From the moment the target stopped until it was killed or let go.
+    pub frozen: Duration,
+    /// The whole `run()`.
+    pub total: Duration,
+    /// Private and shared page data written, in pages of [`crate::PAGE_SIZE`] and in bytes.
+    pub pages_written: u64,
+    pub bytes_written: u64,
+    /// Duration of each completed stage, in order.
+    pub phases: Vec<(DumpStage, Duration)>,
+    /// Killing (and waiting for the pid to be freed) or detaching the target after the commit.
+    pub release: Duration,
+    /// Where the image was committed.
+    pub image_dir: PathBuf,
+}
+
+type StageHook = Box<dyn FnMut(DumpStage, Pid)>;
+
+/// A configured dump of one process. See [`Dump::builder`].
+pub struct Dump {
+    pid: Pid,
+    images_dir: PathBuf,
+    leave_running: bool,
+    shell_job: bool,
+    fail_at: Option<DumpStage>,
+    stage_hook: Option<StageHook>,
+}
+
+impl std::fmt::Debug for Dump {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dump")
+            .field("pid", &self.pid)
+            .field("images_dir", &self.images_dir)
+            .field("leave_running", &self.leave_running)
+            .field("shell_job", &self.shell_job)
+            .field("fail_at", &self.fail_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Dump`].
+pub struct DumpBuilder {
+    pid: Pid,
+    images_dir: Option<PathBuf>,
+    leave_running: bool,
+    shell_job: bool,
+    fail_at: Option<DumpStage>,
+    stage_hook: Option<StageHook>,
+}
+
+impl std::fmt::Debug for DumpBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DumpBuilder")
+            .field("pid", &self.pid)
+            .field("images_dir", &self.images_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dump {
+    /// Starts configuring a dump of process `pid`.
+    pub fn builder(pid: Pid) -> DumpBuilder {
+        DumpBuilder {
+            pid,
+            images_dir: None,
+            leave_running: false,
+            shell_job: false,
+            fail_at: None,
+            stage_hook: None,
+        }
+    }
+}
+
+impl DumpBuilder {
+    /// Where the image appears (must not exist, be empty, or hold an image, which is replaced).
+    pub fn images_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.images_dir = Some(dir.into());
+        self
+    }
+
+    /// Let the process continue after the dump instead of killing it.
+    pub fn leave_running(mut self, yes: bool) -> Self {
+        self.leave_running = yes;
+        self
+    }
+
+    /// Accept a terminal on fds 0-2 (the restored process gets the restorer's terminal).
+    pub fn shell_job(mut self, yes: bool) -> Self {
+        self.shell_job = yes;
+        self
+    }
+
+    /// Test hook: fail the dump right after `stage` completes (for `Commit`: just before committing).
+    #[doc(hidden)]
+    pub fn fail_at(mut self, stage: DumpStage) -> Self {
+        self.fail_at = Some(stage);
+        self
+    }
+
+    /// Test hook: called on the dumping thread after each stage completes.
+    #[doc(hidden)]
+    pub fn on_stage(mut self, hook: impl FnMut(DumpStage, Pid) + 'static) -> Self {
+        self.stage_hook = Some(Box::new(hook));
+        self
+    }
+
+    pub fn build(self) -> Result<Dump> {
+        let images_dir = self.images_dir.ok_or(DumpError::Config {
+            pid: self.pid.0,
+            reason: "no images directory given",
+        })?;
+        if self.pid.0 == 0 || self.pid.0 == std::process::id() {
+            return Err(DumpError::Config {
+                pid: self.pid.0,
+                reason: "cannot dump pid 0 or the dumping process itself",
+            });
+        }
+        Ok(Dump {
+            pid: self.pid,
+            images_dir,
+            leave_running: self.leave_running,
+            shell_job: self.shell_job,
+            fail_at: self.fail_at,
+            stage_hook: self.stage_hook,
+        })
+    }
+}
+
+/// Per-run progress: the stage being worked on and the timings so far.
+struct Progress {
+    pid: u32,
+    current: DumpStage,
+    started: Instant,
+    phases: Vec<(DumpStage, Duration)>,
+    fail_at: Option<DumpStage>,
+    hook: Option<StageHook>,
+}
+
+impl Progress {
+    /// Marks `stage` complete: records its time, runs the hook, fires an injected failure.
+    fn done(&mut self, stage: DumpStage) -> Result<()> {
+        self.record(stage);
+        self.fail_point(stage)
+    }
+
+    fn record(&mut self, stage: DumpStage) {
+        let now = Instant::now();
+        self.phases.push((stage, now - self.started));
+        self.started = now;
+    }
+
+    /// Runs the hook and fires an injected failure for `stage`.
+    fn fail_point(&mut self, stage: DumpStage) -> Result<()> {
+        if let Some(hook) = self.hook.as_mut() {
+            hook(stage, Pid(self.pid));
+        }
+        if self.fail_at == Some(stage) {
+            return Err(DumpError::InjectedFailure {
+                pid: self.pid,
+                stage,
+            });
+        }
+        self.current = next_stage(stage);
+        Ok(())
+    }
+}
+
+fn next_stage(s: DumpStage) -> DumpStage {
+    let i = DumpStage::ALL.iter().position(|x| *x == s).unwrap_or(0);
+    DumpStage::ALL[(i + 1).min(DumpStage::ALL.len() - 1)]
+}
+
+/// Whether a seized process has died (zombie, reaped, or pid reused).
+fn is_dead(identity: &ProcessIdentity) -> bool {
+    match seize::read_stat(identity.pid) {
+        Ok(st) => st.start_time != identity.start_time || st.state == 'Z' || st.state == 'X',
+        Err(_) => true,
+    }
+}
+
+/// Everything collected from a task before records are written.
+struct Collected {
+    core: TaskCore,
+    thread: ThreadCore,
+    pstree: PsTreeEntry,
+    mm: Mm,
+    fds: Vec<Fd>,
+    vmas: Vec<CollectedVma>,
+}
+
+impl Dump {
+    /// Runs the dump. On success the image is committed and the target killed (its pid free) or, with
+    /// `leave_running`, resumed. On failure the target is resumed untouched and no image is left.
+    pub fn run(mut self) -> Result<DumpStats> {
+        let t0 = Instant::now();
+        let pid = self.pid.0;
+        let mut progress = Progress {
+            pid,
+            current: DumpStage::Seize,
+            started: t0,
+            phases: Vec::new(),
+            fail_at: self.fail_at,
+            hook: self.stage_hook.take(),
+        };
+        // The writer first: an unusable image directory fails before the target is touched.
+        let writer = ImageWriter::create(&self.images_dir).map_err(|source| DumpError::Image {
+            pid,
+            what: format!("create {}", self.images_dir.display()),
+            source,
+        })?;
+        let task = SeizedTask::seize(pid)?;
+        let frozen_at = Instant::now();
+        let identity = task.identity();
+        match self.dump_seized(&task, writer, &mut progress) {
+            Ok((image_dir, pages, bytes)) => {
+                let release = Instant::now();
+                if self.leave_running {
+                    // A job-control-stopped task re-enters its stop on detach (the kernel re-arms it).
+                    task.detach()?;
+                } else {
+                    task.kill(KILL_TIMEOUT)?;
+                }
+                let frozen = frozen_at.elapsed();
+                Ok(DumpStats {
+                    frozen,
+                    release: release.elapsed(),
+                    total: t0.elapsed(),
+                    pages_written: pages,
+                    bytes_written: bytes,
+                    phases: progress.phases,
+                    image_dir,
+                })
+            }
+            Err(err) => {
+                let stage = progress.current;
+                // Dropping the task detaches it; the writer was dropped inside dump_seized.
+                let detached = task.detach();
+                if is_dead(&identity) {
+                    log::warn!("pid {pid}: died during the dump ({stage:?}): {err}");
+                    return Err(DumpError::ProcessGone { pid, stage });
+                }
+                if let Err(e) = detached {
+                    log::error!("pid {pid}: cannot detach after a failed dump: {e}");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Collects and writes everything; returns the committed image path, pages and bytes written.
+    fn dump_seized(
+        &self,
+        task: &SeizedTask,
+        mut writer: ImageWriter,
+        progress: &mut Progress,
+    ) -> Result<(PathBuf, u64, u64)> {
+        let pid = task.pid();
+        progress.done(DumpStage::Seize)?;
+
+        // --- Registers: before anything is injected (rseq state, restart state).
+        let mut gpregs = regs::get_gpregs(pid)?;
+        let rseq = regs::get_rseq(pid)?;
+        let sigmask = regs::get_sigmask(pid)?;
+        let xstate = regs::get_xstate(pid)?;
+        let pending = regs::peek_pending(pid, false)?;
+        let shared_pending = regs::peek_pending(pid, true)?;
+        let fixup = regs::apply_restart_rule(&mut gpregs);
+        log::debug!("pid {pid}: restart fixup {fixup:?}");
+        let mem_file = mem::open_mem(pid)?;
+        if let Some(r) = &rseq {
+            regs::apply_rseq_abort(&mut gpregs, r, |a, b| regs::read_mem_exact(&mem_file, a, b))
+                .map_err(|source| DumpError::MemRead {
+                    pid,
+                    addr: r.addr,
+                    len: u64::from(r.len),
+                    source,
+                })?;
+        }
+        progress.done(DumpStage::Registers)?;
+
+        // --- In-process state, before the VMA snapshot (the scratch mapping is gone again by then).
+        let remote = remote_state(pid)?;
+        progress.done(DumpStage::Remote)?;
+
+        // --- /proc state.
+        let stat = seize::read_stat(pid)?;
+        let status_text = proc::read_string(pid, "status")?;
+        let status = proc::status::parse(&status_text).map_err(|reason| DumpError::ProcParse {
+            pid,
+            file: "status",
+            reason,
+        })?;
+        let comm = proc::read_string(pid, "comm")?
+            .trim_end_matches('\n')
+            .to_string();
+        let personality = proc::parse_personality(&proc::read_string(pid, "personality")?).ok_or(
+            DumpError::ProcParse {
+                pid,
+                file: "personality",
+                reason: "not a hex number".into(),
+            },
+        )?;
+        let rlimits =
+            proc::limits::parse(&proc::read_string(pid, "limits")?).map_err(|reason| {
+                DumpError::ProcParse {
+                    pid,
+                    file: "limits",
+                    reason,
+                }
+            })?;
+        let auxv = proc::parse_auxv(&proc::read_bytes(pid, "auxv")?);
+        let mut table = FileTable::new();
+        let exe = files::dump_exe(pid, &mut table)?;
+        let cwd = proc::read_link(pid, "cwd")?;
+        let root = proc::read_link(pid, "root")?;
+        progress.done(DumpStage::ProcState)?;
+
+        // --- Files.
+        let mut fds = Vec::new();
+        for fd in files::list_fds(pid)? {
+            fds.push(files::dump_fd(pid, fd, self.shell_job, &mut table)?);
+        }
+        progress.done(DumpStage::Files)?;
+
+        // --- Memory.
+        let vmas = mem::collect_vmas(pid, &mut table)?;
+        let walker = PageWalker::open(pid).map_err(|source| DumpError::ProcRead {
+            pid,
+            path: proc::path(pid, "pagemap"),
+            source,
+        })?;
+        let chunks = mem::plan_private_pages(pid, &vmas, &walker)?;
+        let store_name = names::task_pages(Pid(pid));
+        let image_err = |what: String| move |source| DumpError::Image { pid, what, source };
+        let store = writer
+            .page_store(&store_name)
+            .map_err(image_err(format!("page store {store_name}")))?;
+        let pool = mem::copy_pool()?;
+        let private_bytes = mem::copy_chunks(pid, &mem_file, &chunks, &store, &pool)?;
+        writer
+            .finish_page_store(store)
+            .map_err(image_err(format!("page store {store_name}")))?;
+        let (shmem, shmem_bytes) = mem::dump_shmem(pid, &vmas, &mut writer)?;
+        progress.done(DumpStage::Memory)?;
+
+        // --- Records.
+        let brk = remote
+            .brk
+            .unwrap_or_else(|| heap_end(&vmas, stat.start_brk));
+        let layout = MmLayout {
+            start_code: stat.start_code,
+            end_code: stat.end_code,
+            start_data: stat.start_data,
+            end_data: stat.end_data,
+            start_brk: stat.start_brk,
+            brk,
+            start_stack: stat.start_stack,
+            arg_start: stat.arg_start,
+            arg_end: stat.arg_end,
+            env_start: stat.env_start,
+            env_end: stat.env_end,
+        };
+        let creds = Creds {
+            securebits: remote.securebits,
+            ..status.creds.clone()
+        };
+        let collected = Collected {
+            core: TaskCore {
+                pid: Pid(pid),
+                comm: comm.clone(),
+                personality,
+                umask: status.umask,
+                rlimits,
+                sigactions: remote.sigactions.clone(),
+                itimers: remote.itimers,
+                creds,
+                dumpable: remote.dumpable,
+                pdeathsig: remote.pdeathsig,
+                child_subreaper: remote.child_subreaper,
+                shared_pending: shared_pending.clone(),
+                stopped: task.was_stopped(),
+                cwd,
+                root,
+            },
+            thread: ThreadCore {
+                tid: Tid(pid),
+                regs: gpregs,
+                xstate,
+                sigmask,
+                pending,
+                rseq,
+                sigaltstack: remote.sigaltstack,
+                clear_child_tid: remote.clear_child_tid,
+                comm,
+            },
+            pstree: PsTreeEntry {
+                pid: Pid(pid),
+                ppid: None,
+                pgid: Pid(stat.pgrp),
+                sid: Pid(stat.session),
+                threads: vec![Tid(pid)],
+            },
+            mm: Mm {
+                layout,
+                auxv,
+                exe,
+                vmas: vmas.iter().map(|v| v.vma.clone()).collect(),
+            },
+            fds,
+            vmas,
+        };
+        write_records(pid, &mut writer, &collected, &table, &shmem)?;
+        progress.done(DumpStage::Records)?;
+
+        // --- Commit (an injected failure fires just before it).
+        progress.fail_point(DumpStage::Commit)?;
+        let info = crate::inventory::info(Pid(pid))?;
+        let dir = writer
+            .commit(info)
+            .map_err(image_err("commit".to_string()))?;
+        progress.record(DumpStage::Commit);
+        let bytes = private_bytes + shmem_bytes;
+        Ok((dir, bytes / crate::PAGE_SIZE, bytes))
+    }
+}
+
+fn write_records(
+    pid: u32,
+    writer: &mut ImageWriter,
+    c: &Collected,
+    table: &FileTable,
+    shmem: &[dormant_image::records::ShmemObject],
+) -> Result<()> {
+    let err = |file: String| {
+        move |source| DumpError::Image {
+            pid,
+            what: file,
+            source,
+        }
+    };
+    let p = Pid(pid);
+    writer
+        .write_records(names::PSTREE, std::slice::from_ref(&c.pstree))
+        .map_err(err(names::PSTREE.into()))?;
+    writer
+        .write_records(&names::core(p), std::slice::from_ref(&c.core))
+        .map_err(err(names::core(p)))?;
+    writer
+        .write_records(&names::thread(Tid(pid)), std::slice::from_ref(&c.thread))
+        .map_err(err(names::thread(Tid(pid))))?;
+    writer
+        .write_records(&names::mm(p), std::slice::from_ref(&c.mm))
+        .map_err(err(names::mm(p)))?;
+    writer
+        .write_records(&names::fds(p), &c.fds)
+        .map_err(err(names::fds(p)))?;
+    writer
+        .write_records(names::REG_FILES, table.entries())
+        .map_err(err(names::REG_FILES.into()))?;
+    writer
+        .write_records(names::SHMEM, shmem)
+        .map_err(err(names::SHMEM.into()))?;
+    log::debug!("pid {pid}: records written ({} vmas)", c.vmas.len());
+    Ok(())
+}
+
+/// The program break when the task could not be asked: the end of `[heap]`, else where it starts.
+fn heap_end(vmas: &[CollectedVma], start_brk: u64) -> u64 {
+    vmas.iter()
+        .find(|v| v.vma.name == "[heap]")
+        .map(|v| v.vma.end)
+        .unwrap_or(start_brk)
+}
+
+/// State only the task itself can tell, asked with injected syscalls.
+#[derive(Debug, Default)]
+struct RemoteState {
+    sigactions: Option<Vec<SigAction>>,
+    itimers: Option<[ITimer; 3]>,
+    brk: Option<u64>,
+    sigaltstack: Option<SigAltStack>,
+    clear_child_tid: Option<u64>,
+    dumpable: Option<u32>,
+    pdeathsig: Option<u32>,
+    child_subreaper: Option<bool>,
+    securebits: Option<u32>,
+}
+
+fn remote_state(pid: u32) -> Result<RemoteState> {
+    use dormant_parasite::{query, RemoteTask, Tid as RTid};
+    let perr = |what: &'static str| {
+        move |e: dormant_parasite::ParasiteError| DumpError::Parasite {
+            pid,
+            what,
+            reason: e.to_string(),
+        }
+    };
+    let mut task = RemoteTask::new(RTid(pid as i32)).map_err(perr("prepare injection"))?;
+    let snap = query::snapshot(&mut task).map_err(perr("task snapshot"))?;
+    let us = |t: query::TimeVal| (t.sec.max(0) as u64) * 1_000_000 + t.usec.max(0) as u64;
+    let it = |v: query::ITimerVal| ITimer {
+        interval_us: us(v.interval),
+        value_us: us(v.value),
+    };
+    Ok(RemoteState {
+        sigactions: Some(
+            snap.sigactions
+                .iter()
+                .map(|a| SigAction {
+                    handler: a.handler,
+                    flags: a.flags,
+                    restorer: a.restorer,
+                    mask: a.mask,
+                })
+                .collect(),
+        ),
+        itimers: Some([
+            it(snap.itimers.real),
+            it(snap.itimers.virtual_),
+            it(snap.itimers.prof),
+        ]),
+        brk: Some(snap.brk),
+        sigaltstack: Some(SigAltStack {
+            sp: snap.altstack.sp,
+            flags: snap.altstack.flags as u32,
+            size: snap.altstack.size,
+        }),
+        clear_child_tid: snap.tid_address,
+        dumpable: Some(snap.dumpable as u32),
+        pdeathsig: Some(snap.pdeathsig as u32),
+        child_subreaper: Some(snap.child_subreaper),
+        securebits: Some(snap.securebits),
+    })
+}

@@ -1,0 +1,175 @@
+//! The dumper's error type: every variant names the process and the resource it was working on.
+
+use std::io;
+use std::path::PathBuf;
+
+use dormant_image::records::Pid;
+use nix::errno::Errno;
+
+use crate::dump::DumpStage;
+
+/// Why a dump failed. Before the image is committed, every failure leaves the target running as before.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error("pid {pid}: cannot read {path}: {source}")]
+    ProcRead {
+        pid: u32,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("pid {pid}: cannot parse {file}: {reason}")]
+    ProcParse {
+        pid: u32,
+        file: &'static str,
+        reason: String,
+    },
+    #[error("pid {pid}: {op} failed: {source}")]
+    Ptrace {
+        pid: u32,
+        op: &'static str,
+        #[source]
+        source: Errno,
+    },
+    #[error("pid {pid}: unexpected wait status while seizing: {status}")]
+    UnexpectedStop { pid: u32, status: String },
+    #[error("pid {pid} does not exist")]
+    NoSuchProcess { pid: u32 },
+    #[error("pid {pid} is a zombie and cannot be dumped")]
+    Zombie { pid: u32 },
+    #[error("pid {pid} was reused by another process while it was being seized")]
+    PidReused { pid: u32 },
+    #[error("pid {pid} exited or was killed during the dump ({stage:?})")]
+    ProcessGone { pid: u32, stage: DumpStage },
+    #[error(
+        "pid {pid} has {threads} threads; only single-threaded processes can be dumped for now"
+    )]
+    TooManyThreads { pid: u32, threads: usize },
+    #[error("pid {pid} has signal {signal} pending that the dump cannot preserve: {reason}")]
+    PendingSignal {
+        pid: u32,
+        signal: i32,
+        reason: &'static str,
+    },
+    #[error("pid {pid} mapping {start:#x}-{end:#x} {name:?}: {reason}")]
+    UnsupportedVma {
+        pid: u32,
+        start: u64,
+        end: u64,
+        name: String,
+        reason: String,
+    },
+    #[error("pid {pid} fd {fd}: {target} is not supported yet ({kind})")]
+    UnsupportedFd {
+        pid: u32,
+        fd: i32,
+        target: String,
+        kind: &'static str,
+    },
+    #[error("pid {pid} {what}: {path} is deleted; deleted files are not supported yet")]
+    DeletedFile {
+        pid: u32,
+        what: String,
+        path: String,
+    },
+    #[error("pid {pid}: cannot stat {what} ({path}): {source}")]
+    Stat {
+        pid: u32,
+        what: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("pid {pid}: reading memory {addr:#x}+{len:#x}: {source}")]
+    MemRead {
+        pid: u32,
+        addr: u64,
+        len: u64,
+        #[source]
+        source: io::Error,
+    },
+    #[error("pid {pid}: page walk of {start:#x}-{end:#x}: {source}")]
+    PageWalk {
+        pid: u32,
+        start: u64,
+        end: u64,
+        #[source]
+        source: io::Error,
+    },
+    #[error("pid {pid}: shared memory object {ino}: {source}")]
+    Shmem {
+        pid: u32,
+        ino: u64,
+        #[source]
+        source: io::Error,
+    },
+    #[error("pid {pid}: image {what}: {source}")]
+    Image {
+        pid: u32,
+        what: String,
+        #[source]
+        source: dormant_image::ImageError,
+    },
+    #[error("pid {pid}: remote query {what} failed: {reason}")]
+    Parasite {
+        pid: u32,
+        what: &'static str,
+        reason: String,
+    },
+    #[error("pid {pid}: failure injected at {stage:?}")]
+    InjectedFailure { pid: u32, stage: DumpStage },
+    #[error("pid {pid}: cannot kill after the dump: {source}")]
+    Kill {
+        pid: u32,
+        #[source]
+        source: Errno,
+    },
+    #[error("pid {pid} was killed but its pid was not freed within {secs} s (its parent does not reap it)")]
+    KillTimeout { pid: u32, secs: u64 },
+    #[error("dump of pid {pid} misconfigured: {reason}")]
+    Config { pid: u32, reason: &'static str },
+    #[error("building the page copy thread pool: {0}")]
+    ThreadPool(String),
+    #[error("host: {what}: {source}")]
+    Host {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl DumpError {
+    /// The process a failure is about, when it names one.
+    pub fn pid(&self) -> Option<Pid> {
+        use DumpError::*;
+        let pid = match self {
+            ProcRead { pid, .. }
+            | ProcParse { pid, .. }
+            | Ptrace { pid, .. }
+            | UnexpectedStop { pid, .. }
+            | NoSuchProcess { pid }
+            | Zombie { pid }
+            | PidReused { pid }
+            | ProcessGone { pid, .. }
+            | TooManyThreads { pid, .. }
+            | PendingSignal { pid, .. }
+            | UnsupportedVma { pid, .. }
+            | UnsupportedFd { pid, .. }
+            | DeletedFile { pid, .. }
+            | Stat { pid, .. }
+            | MemRead { pid, .. }
+            | PageWalk { pid, .. }
+            | Shmem { pid, .. }
+            | Image { pid, .. }
+            | Parasite { pid, .. }
+            | InjectedFailure { pid, .. }
+            | Kill { pid, .. }
+            | KillTimeout { pid, .. }
+            | Config { pid, .. } => *pid,
+            ThreadPool(_) | Host { .. } => return None,
+        };
+        Some(Pid(pid))
+    }
+}
+
+pub type Result<T, E = DumpError> = std::result::Result<T, E>;

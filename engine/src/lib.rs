@@ -1,0 +1,30 @@
+//! dormant-engine: the dumper. Seizes a process, reads its state from /proc and ptrace (plus the few things
+//! only the task can tell, through `dormant-parasite`), and writes a checkpoint image with `dormant-image`;
+//! `kerndat` probes which kernel features it can rely on.
+//!
+//! Entry point: [`Dump::builder`]. For now one single-threaded process with regular-file fds; threads, trees
+//! and containers come later (the modules are shaped for them: one seized task per [`seize::SeizedTask`],
+//! one [`files::FileTable`] per dump).
+//!
+//! What it does NOT do: restore (that is dormant-restorer); print or exit (callers get typed errors and `log`
+//! records); keep global state. All ptrace requests run on the thread that calls [`Dump::run`]; page copying
+//! uses a small local thread pool over `/proc/<pid>/mem`.
+#![cfg_attr(test, allow(clippy::unwrap_used))] // tests may unwrap (project rule)
+pub mod kerndat;
+
+pub mod dump;
+pub mod error;
+pub mod files;
+pub mod inventory;
+pub mod mem;
+pub mod pagemap;
+pub mod proc;
+pub mod regs;
+pub mod seize;
+
+pub use dormant_image::records::Pid;
+pub use dump::{Dump, DumpBuilder, DumpStage, DumpStats};
+pub use error::DumpError;
+
+/// The page size of x86-64 user mappings.
+pub const PAGE_SIZE: u64 = 4096;

@@ -1,0 +1,390 @@
+//! CPU and signal state of a seized thread, read with ptrace: general registers, the XSAVE area, the signal
+//! mask, pending signals and the rseq registration; plus the syscall-restart rule applied to saved registers.
+
+use dormant_image::records::{GpRegs, Rseq, SigInfo};
+use nix::errno::Errno;
+
+use crate::error::{DumpError, Result};
+
+const NT_PRSTATUS: libc::c_int = 1;
+const NT_X86_XSTATE: libc::c_int = 0x202;
+const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
+const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
+const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
+const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
+/// `sizeof(siginfo_t)` on x86-64.
+pub const SIGINFO_SIZE: usize = 128;
+
+const ERESTARTSYS: i64 = 512;
+const ERESTARTNOINTR: i64 = 513;
+const ERESTARTNOHAND: i64 = 514;
+const ERESTART_RESTARTBLOCK: i64 = 516;
+/// Length of the `syscall` instruction: the restart rule backs rip up by it.
+const SYSCALL_INSN_LEN: u64 = 2;
+
+/// What the restart rule did to a set of saved registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartFixup {
+    /// Not interrupted in a restartable syscall.
+    None,
+    /// The syscall re-executes after restore (rax = orig_rax, rip backed up onto the `syscall`).
+    Reexecute,
+    /// A restart-block syscall (nanosleep, clock_nanosleep, poll with timeout...) returns -EINTR instead.
+    Eintr,
+}
+
+/// Applies the kernel's syscall-restart rule to registers saved in a syscall-exit stop: what the kernel would
+/// have done on its way back to user space had the task not been stopped. `orig_rax < 0` means "not in a
+/// syscall" (also what the parasite uses for injected code).
+pub fn apply_restart_rule(regs: &mut GpRegs) -> RestartFixup {
+    if (regs.orig_rax as i64) < 0 {
+        return RestartFixup::None;
+    }
+    match -(regs.rax as i64) {
+        ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => {
+            regs.rax = regs.orig_rax;
+            regs.rip = regs.rip.wrapping_sub(SYSCALL_INSN_LEN);
+            RestartFixup::Reexecute
+        }
+        ERESTART_RESTARTBLOCK => {
+            regs.rax = (-(libc::EINTR as i64)) as u64;
+            RestartFixup::Eintr
+        }
+        _ => RestartFixup::None,
+    }
+}
+
+fn from_user_regs(r: &libc::user_regs_struct) -> GpRegs {
+    GpRegs {
+        r15: r.r15,
+        r14: r.r14,
+        r13: r.r13,
+        r12: r.r12,
+        rbp: r.rbp,
+        rbx: r.rbx,
+        r11: r.r11,
+        r10: r.r10,
+        r9: r.r9,
+        r8: r.r8,
+        rax: r.rax,
+        rcx: r.rcx,
+        rdx: r.rdx,
+        rsi: r.rsi,
+        rdi: r.rdi,
+        orig_rax: r.orig_rax,
+        rip: r.rip,
+        cs: r.cs,
+        eflags: r.eflags,
+        rsp: r.rsp,
+        ss: r.ss,
+        fs_base: r.fs_base,
+        gs_base: r.gs_base,
+        ds: r.ds,
+        es: r.es,
+        fs: r.fs,
+        gs: r.gs,
+    }
+}
+
+/// PTRACE_GETREGSET into `buf`; returns how many bytes the kernel filled.
+fn getregset(tid: u32, note: libc::c_int, buf: &mut [u8]) -> std::result::Result<usize, Errno> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: the kernel writes at most iov_len bytes into buf, which we own for the call, and updates
+    // iov_len, which lives on our stack.
+    let rc = unsafe {
+        libc::ptrace(
+            libc::PTRACE_GETREGSET,
+            tid as libc::pid_t,
+            note as usize as *mut libc::c_void,
+            &mut iov as *mut libc::iovec,
+        )
+    };
+    Errno::result(rc)?;
+    Ok(iov.iov_len)
+}
+
+/// General registers (NT_PRSTATUS) as the kernel saved them; refuses a 32-bit (compat) task.
+pub fn get_gpregs(tid: u32) -> Result<GpRegs> {
+    let mut raw = [0u8; std::mem::size_of::<libc::user_regs_struct>()];
+    let n = getregset(tid, NT_PRSTATUS, &mut raw).map_err(|source| DumpError::Ptrace {
+        pid: tid,
+        op: "PTRACE_GETREGSET(NT_PRSTATUS)",
+        source,
+    })?;
+    if n != raw.len() {
+        return Err(DumpError::ProcParse {
+            pid: tid,
+            file: "NT_PRSTATUS",
+            reason: format!("{n} bytes of registers: a 32-bit task cannot be dumped"),
+        });
+    }
+    // SAFETY: user_regs_struct is plain old data (only u64 fields) and raw holds exactly its size.
+    let regs: libc::user_regs_struct = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
+    Ok(from_user_regs(&regs))
+}
+
+/// The size of the XSAVE area for the features enabled in XCR0 (CPUID leaf 0xD, sub-leaf 0, EBX).
+pub fn xsave_size() -> usize {
+    // SAFETY: CPUID is available on every x86-64 CPU; leaf 0xD exists on every CPU with XSAVE, and on one
+    // without it returns zeros, handled below.
+    #[allow(unused_unsafe)]
+    let leaf = unsafe { std::arch::x86_64::__cpuid_count(0xd, 0) };
+    if leaf.ebx == 0 {
+        // No XSAVE: the legacy FXSAVE area.
+        512
+    } else {
+        leaf.ebx as usize
+    }
+}
+
+/// The NT_X86_XSTATE regset exactly as the kernel returns it (uncompacted XSAVE layout).
+pub fn get_xstate(tid: u32) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; xsave_size()];
+    let n = getregset(tid, NT_X86_XSTATE, &mut buf).map_err(|source| DumpError::Ptrace {
+        pid: tid,
+        op: "PTRACE_GETREGSET(NT_X86_XSTATE)",
+        source,
+    })?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// The blocked-signal mask (PTRACE_GETSIGMASK).
+pub fn get_sigmask(tid: u32) -> Result<u64> {
+    let mut mask = 0u64;
+    // SAFETY: the kernel writes 8 bytes (the size passed in addr) into `mask`.
+    let rc = unsafe {
+        libc::ptrace(
+            PTRACE_GETSIGMASK,
+            tid as libc::pid_t,
+            std::mem::size_of::<u64>(),
+            &mut mask as *mut u64,
+        )
+    };
+    Errno::result(rc).map_err(|source| DumpError::Ptrace {
+        pid: tid,
+        op: "PTRACE_GETSIGMASK",
+        source,
+    })?;
+    Ok(mask)
+}
+
+#[repr(C)]
+struct PeekSiginfoArgs {
+    off: u64,
+    flags: u32,
+    nr: i32,
+}
+
+/// Queued signals without dequeuing them (PTRACE_PEEKSIGINFO): thread-private, or process-wide when `shared`.
+pub fn peek_pending(tid: u32, shared: bool) -> Result<Vec<SigInfo>> {
+    const BATCH: usize = 32;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; BATCH * SIGINFO_SIZE];
+    loop {
+        let args = PeekSiginfoArgs {
+            off: out.len() as u64,
+            flags: if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 },
+            nr: BATCH as i32,
+        };
+        // SAFETY: args is a valid ptrace_peeksiginfo_args; the kernel writes at most nr siginfos into buf,
+        // which holds BATCH of them.
+        let rc = unsafe {
+            libc::ptrace(
+                PTRACE_PEEKSIGINFO,
+                tid as libc::pid_t,
+                &args as *const PeekSiginfoArgs,
+                buf.as_mut_ptr(),
+            )
+        };
+        let n = Errno::result(rc).map_err(|source| DumpError::Ptrace {
+            pid: tid,
+            op: "PTRACE_PEEKSIGINFO",
+            source,
+        })? as usize;
+        if n == 0 {
+            return Ok(out);
+        }
+        for si in buf.chunks_exact(SIGINFO_SIZE).take(n.min(BATCH)) {
+            out.push(SigInfo(si.to_vec()));
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct RseqConfiguration {
+    rseq_abi_pointer: u64,
+    rseq_abi_size: u32,
+    signature: u32,
+    flags: u32,
+    pad: u32,
+}
+
+/// The rseq registration (PTRACE_GET_RSEQ_CONFIGURATION). `None` when the thread registered none or the
+/// kernel lacks the request (it then cannot have told us anything, and the restorer leaves rseq off).
+pub fn get_rseq(tid: u32) -> Result<Option<Rseq>> {
+    let mut conf = RseqConfiguration::default();
+    // SAFETY: the kernel writes at most `addr` bytes (our struct's size) into conf.
+    let rc = unsafe {
+        libc::ptrace(
+            PTRACE_GET_RSEQ_CONFIGURATION,
+            tid as libc::pid_t,
+            std::mem::size_of::<RseqConfiguration>(),
+            &mut conf as *mut RseqConfiguration,
+        )
+    };
+    match Errno::result(rc) {
+        Ok(_) => {}
+        Err(Errno::EIO) | Err(Errno::EINVAL) => {
+            log::info!("pid {tid}: PTRACE_GET_RSEQ_CONFIGURATION not supported; rseq not recorded");
+            return Ok(None);
+        }
+        Err(source) => {
+            return Err(DumpError::Ptrace {
+                pid: tid,
+                op: "PTRACE_GET_RSEQ_CONFIGURATION",
+                source,
+            })
+        }
+    }
+    if conf.rseq_abi_pointer == 0 {
+        return Ok(None);
+    }
+    Ok(Some(Rseq {
+        addr: conf.rseq_abi_pointer,
+        len: conf.rseq_abi_size,
+        signature: conf.signature,
+    }))
+}
+
+/// If the thread stopped inside an rseq critical section, its saved rip moves to the section's abort
+/// handler: the kernel would have done that on return to user space. `read` reads target memory.
+pub fn apply_rseq_abort(
+    regs: &mut GpRegs,
+    rseq: &Rseq,
+    read: impl Fn(u64, &mut [u8]) -> std::io::Result<()>,
+) -> std::io::Result<bool> {
+    // struct rseq { u32 cpu_id_start; u32 cpu_id; u64 rseq_cs; ... }
+    let mut cs_ptr = [0u8; 8];
+    read(rseq.addr + 8, &mut cs_ptr)?;
+    let cs = u64::from_ne_bytes(cs_ptr);
+    if cs == 0 {
+        return Ok(false);
+    }
+    // struct rseq_cs { u32 version; u32 flags; u64 start_ip; u64 post_commit_offset; u64 abort_ip; }
+    let mut raw = [0u8; 32];
+    read(cs, &mut raw)?;
+    let word = |o: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&raw[o..o + 8]);
+        u64::from_ne_bytes(b)
+    };
+    let (start, len, abort) = (word(8), word(16), word(24));
+    if regs.rip >= start && regs.rip - start < len {
+        log::debug!(
+            "rip {:#x} in rseq section {start:#x}+{len:#x}: abort at {abort:#x}",
+            regs.rip
+        );
+        regs.rip = abort;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Reads target memory through `/proc/<pid>/mem` into `buf` (a helper for [`apply_rseq_abort`]).
+pub fn read_mem_exact(mem: &std::fs::File, addr: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    mem.read_exact_at(buf, addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regs(orig_rax: u64, rax: i64, rip: u64) -> GpRegs {
+        GpRegs {
+            orig_rax,
+            rax: rax as u64,
+            rip,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn erestartsys_family_reexecutes() {
+        for code in [512i64, 513, 514] {
+            let mut r = regs(0, -code, 0x1000);
+            assert_eq!(apply_restart_rule(&mut r), RestartFixup::Reexecute);
+            assert_eq!(r.rax, 0, "rax = orig_rax (read is 0)");
+            assert_eq!(r.rip, 0x0ffe);
+            let mut r = regs(202, -code, 0x5555_0000_0010);
+            apply_restart_rule(&mut r);
+            assert_eq!((r.rax, r.rip), (202, 0x5555_0000_000e));
+        }
+    }
+
+    #[test]
+    fn restart_block_becomes_eintr() {
+        let mut r = regs(230, -516, 0x2000);
+        assert_eq!(apply_restart_rule(&mut r), RestartFixup::Eintr);
+        assert_eq!(r.rax as i64, -4);
+        assert_eq!(r.rip, 0x2000, "rip unchanged");
+    }
+
+    #[test]
+    fn not_in_syscall_untouched() {
+        // orig_rax = -1: interrupted in user space (or injected code); rax may hold anything.
+        let mut r = regs(u64::MAX, -512, 0x3000);
+        let before = r;
+        assert_eq!(apply_restart_rule(&mut r), RestartFixup::None);
+        assert_eq!(r, before);
+    }
+
+    #[test]
+    fn other_results_untouched() {
+        for rax in [0i64, 5, -4, -11, -515, -517] {
+            let mut r = regs(0, rax, 0x3000);
+            let before = r;
+            assert_eq!(apply_restart_rule(&mut r), RestartFixup::None);
+            assert_eq!(r, before);
+        }
+    }
+
+    #[test]
+    fn xsave_size_is_sane() {
+        let s = xsave_size();
+        assert!(s >= 512 && s.is_multiple_of(64), "{s}");
+    }
+
+    #[test]
+    fn rseq_abort_moves_rip_inside_section() {
+        let mem = |addr: u64, buf: &mut [u8]| -> std::io::Result<()> {
+            match addr {
+                0x1008 => buf.copy_from_slice(&0x2000u64.to_ne_bytes()),
+                0x2000 => {
+                    buf.fill(0);
+                    buf[8..16].copy_from_slice(&0x4000u64.to_ne_bytes());
+                    buf[16..24].copy_from_slice(&0x20u64.to_ne_bytes());
+                    buf[24..32].copy_from_slice(&0x5000u64.to_ne_bytes());
+                }
+                _ => panic!("unexpected read {addr:#x}"),
+            }
+            Ok(())
+        };
+        let rseq = Rseq {
+            addr: 0x1000,
+            len: 32,
+            signature: 0x53053053,
+        };
+        let mut r = regs(u64::MAX, 0, 0x4010);
+        assert!(apply_rseq_abort(&mut r, &rseq, mem).unwrap());
+        assert_eq!(r.rip, 0x5000);
+        let mut r = regs(u64::MAX, 0, 0x4020);
+        assert!(!apply_rseq_abort(&mut r, &rseq, mem).unwrap());
+        assert_eq!(r.rip, 0x4020);
+    }
+}

@@ -1,0 +1,366 @@
+//! Seizing a task with ptrace and letting it go again.
+//!
+//! The kernel binds a tracee to the thread that seized it, so every method here must be called on the thread
+//! that called [`SeizedTask::seize`]; [`SeizedTask`] is deliberately `!Send`.
+
+use std::marker::PhantomData;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::ptrace;
+use nix::sys::signal::{self, Signal};
+use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid as NixPid;
+
+use crate::error::{DumpError, Result};
+use crate::proc;
+
+/// How often a restarted wait for the interrupt stop may see a signal stop before giving up.
+const MAX_SIGNAL_STOPS: usize = 64;
+
+/// The identity of a process across pid reuse: its pid and its start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessIdentity {
+    pub pid: u32,
+    pub start_time: u64,
+}
+
+impl ProcessIdentity {
+    /// Reads the identity of the process that has `pid` now.
+    pub fn current(pid: u32) -> Result<Self> {
+        let stat = read_stat(pid)?;
+        Ok(Self {
+            pid,
+            start_time: stat.start_time,
+        })
+    }
+
+    /// Whether the process is still there (not reaped, pid not reused). A zombie still counts as there.
+    pub fn still_there(&self) -> bool {
+        matches!(Self::current(self.pid), Ok(now) if now == *self)
+    }
+}
+
+/// Reads and parses `/proc/<pid>/stat`; a missing process becomes [`DumpError::NoSuchProcess`].
+pub fn read_stat(pid: u32) -> Result<proc::stat::ProcStat> {
+    let text = match proc::read_string(pid, "stat") {
+        Ok(t) => t,
+        Err(DumpError::ProcRead { source, .. }) if proc::is_gone(&source) => {
+            return Err(DumpError::NoSuchProcess { pid })
+        }
+        Err(e) => return Err(e),
+    };
+    proc::stat::parse(&text).map_err(|reason| DumpError::ProcParse {
+        pid,
+        file: "stat",
+        reason,
+    })
+}
+
+/// A task held in a ptrace stop by this thread. Dropping it detaches (the task continues as before).
+#[derive(Debug)]
+pub struct SeizedTask {
+    identity: ProcessIdentity,
+    /// The task was in a job-control stop; it stays stopped after detach.
+    stopped: bool,
+    released: bool,
+    /// Ptrace requests are bound to the seizing thread.
+    _not_send: PhantomData<*const ()>,
+}
+
+fn ptrace_err(pid: u32, op: &'static str) -> impl FnOnce(Errno) -> DumpError {
+    move |source| DumpError::Ptrace { pid, op, source }
+}
+
+fn is_stop_signal(sig: Signal) -> bool {
+    matches!(
+        sig,
+        Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU
+    )
+}
+
+impl SeizedTask {
+    /// PTRACE_SEIZE + PTRACE_INTERRUPT, then waits for the interrupt (or group-stop) event. A signal that
+    /// arrives first is re-injected and the wait repeated. Refuses zombies, multi-threaded processes and a
+    /// pid that was reused between reading its identity and seizing it.
+    pub fn seize(pid: u32) -> Result<Self> {
+        let before = read_stat(pid)?;
+        if before.state == 'Z' || before.state == 'X' {
+            return Err(DumpError::Zombie { pid });
+        }
+        let threads = proc::thread_ids(pid)?;
+        if threads.len() > 1 {
+            return Err(DumpError::TooManyThreads {
+                pid,
+                threads: threads.len(),
+            });
+        }
+        let identity = ProcessIdentity {
+            pid,
+            start_time: before.start_time,
+        };
+        let npid = NixPid::from_raw(pid as i32);
+        ptrace::seize(npid, ptrace::Options::empty()).map_err(|e| match e {
+            Errno::ESRCH => DumpError::NoSuchProcess { pid },
+            e => DumpError::Ptrace {
+                pid,
+                op: "PTRACE_SEIZE",
+                source: e,
+            },
+        })?;
+        let mut task = SeizedTask {
+            identity,
+            stopped: before.state == 'T',
+            released: false,
+            _not_send: PhantomData,
+        };
+        if before.state == 'T' {
+            // Already in a job-control stop: PTRACE_SEIZE itself re-traps it into a group-stop trap. An extra
+            // PTRACE_INTERRUPT could arrive after that trap and stay pending, firing again the next time the
+            // task is resumed (e.g. for an injected syscall); only interrupt if the trap does not come.
+            if !task.poll_event_stop(Duration::from_millis(200))? {
+                ptrace::interrupt(npid).map_err(ptrace_err(pid, "PTRACE_INTERRUPT"))?;
+                task.wait_for_event_stop()?;
+            }
+        } else {
+            ptrace::interrupt(npid).map_err(ptrace_err(pid, "PTRACE_INTERRUPT"))?;
+            task.wait_for_event_stop()?;
+        }
+        task.consume_pending_sigstop()?;
+        // Pid-reuse guard: the process we stopped must be the one whose identity we read.
+        match ProcessIdentity::current(pid) {
+            Ok(now) if now == identity => {}
+            Ok(_) => return Err(DumpError::PidReused { pid }),
+            Err(e) => return Err(e),
+        }
+        let threads = proc::thread_ids(pid)?;
+        if threads.len() > 1 {
+            return Err(DumpError::TooManyThreads {
+                pid,
+                threads: threads.len(),
+            });
+        }
+        log::debug!("pid {pid}: seized (job-control stopped: {})", task.stopped);
+        Ok(task)
+    }
+
+    /// Waits up to `timeout` for the first stop without blocking forever; `Ok(false)` if none came.
+    fn poll_event_stop(&mut self, timeout: Duration) -> Result<bool> {
+        let pid = self.identity.pid;
+        let npid = NixPid::from_raw(pid as i32);
+        let deadline = Instant::now() + timeout;
+        loop {
+            match waitid(
+                Id::Pid(npid),
+                WaitPidFlag::__WALL
+                    | WaitPidFlag::WNOHANG
+                    | WaitPidFlag::WSTOPPED
+                    | WaitPidFlag::WNOWAIT,
+            ) {
+                Ok(WaitStatus::StillAlive) => {}
+                Ok(_) => {
+                    // Something is there: consume it through the normal path.
+                    self.wait_for_event_stop()?;
+                    return Ok(true);
+                }
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(ptrace_err(pid, "wait for stop")(e)),
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// A SIGSTOP still queued would stop the task the next time it is resumed for injected code: let the
+    /// kernel deliver it now (the task then sits in a group stop and is recorded as stopped).
+    fn consume_pending_sigstop(&mut self) -> Result<()> {
+        let pid = self.identity.pid;
+        let npid = NixPid::from_raw(pid as i32);
+        let bit = 1u64 << (libc::SIGSTOP - 1);
+        for _ in 0..4 {
+            let text = proc::read_string(pid, "status")?;
+            let st = proc::status::parse(&text).map_err(|reason| DumpError::ProcParse {
+                pid,
+                file: "status",
+                reason,
+            })?;
+            if (st.sig_pnd | st.shd_pnd) & bit == 0 {
+                return Ok(());
+            }
+            log::debug!("pid {pid}: SIGSTOP pending while seizing; letting it take effect");
+            ptrace::cont(npid, None).map_err(ptrace_err(pid, "PTRACE_CONT"))?;
+            self.wait_for_event_stop()?;
+        }
+        Err(DumpError::PendingSignal {
+            pid,
+            signal: libc::SIGSTOP,
+            reason: "SIGSTOP stays pending",
+        })
+    }
+
+    fn wait_for_event_stop(&mut self) -> Result<()> {
+        let pid = self.identity.pid;
+        let npid = NixPid::from_raw(pid as i32);
+        for _ in 0..MAX_SIGNAL_STOPS {
+            let status = loop {
+                match waitpid(npid, Some(WaitPidFlag::__WALL)) {
+                    Err(Errno::EINTR) => continue,
+                    other => break other.map_err(ptrace_err(pid, "wait for stop"))?,
+                }
+            };
+            match status {
+                WaitStatus::PtraceEvent(_, sig, ev) if ev == libc::PTRACE_EVENT_STOP => {
+                    if is_stop_signal(sig) {
+                        // A group stop: the task was (or has just become) stopped by job control.
+                        self.stopped = true;
+                    }
+                    return Ok(());
+                }
+                WaitStatus::Stopped(_, sig) => {
+                    // A signal-delivery stop came first: hand the signal back and wait for our interrupt.
+                    log::debug!("pid {pid}: re-injecting {sig:?} while seizing");
+                    ptrace::cont(npid, Some(sig)).map_err(ptrace_err(pid, "PTRACE_CONT"))?;
+                }
+                WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
+                    self.released = true;
+                    return Err(DumpError::NoSuchProcess { pid });
+                }
+                other => {
+                    return Err(DumpError::UnexpectedStop {
+                        pid,
+                        status: format!("{other:?}"),
+                    })
+                }
+            }
+        }
+        Err(DumpError::UnexpectedStop {
+            pid,
+            status: format!("more than {MAX_SIGNAL_STOPS} signal stops"),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.identity.pid
+    }
+
+    pub fn identity(&self) -> ProcessIdentity {
+        self.identity
+    }
+
+    /// Whether the task was in a job-control stop when seized.
+    pub fn was_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Lets the task go. It continues exactly where it was (or stays job-control stopped).
+    pub fn detach(mut self) -> Result<()> {
+        self.released = true;
+        self.detach_inner()
+    }
+
+    fn detach_inner(&self) -> Result<()> {
+        let pid = self.identity.pid;
+        let npid = NixPid::from_raw(pid as i32);
+        match ptrace::detach(npid, None) {
+            Ok(()) => {
+                log::debug!("pid {pid}: detached");
+                Ok(())
+            }
+            Err(Errno::ESRCH) => {
+                // Gone (killed meanwhile) or not in a ptrace stop. Collect its exit so a non-child tracee's
+                // real parent can reap it; never reap our own child (its waiter does that).
+                self.release_dead();
+                Err(DumpError::NoSuchProcess { pid })
+            }
+            Err(e) => Err(DumpError::Ptrace {
+                pid,
+                op: "PTRACE_DETACH",
+                source: e,
+            }),
+        }
+    }
+
+    /// A traced task that died stays traced until its tracer waits for it; wait (without reaping our own
+    /// child) so that its parent can reap it.
+    fn release_dead(&self) {
+        let pid = self.identity.pid;
+        let npid = NixPid::from_raw(pid as i32);
+        let own_child = read_stat(pid)
+            .map(|s| s.ppid == std::process::id())
+            .unwrap_or(false);
+        let mut flags = WaitPidFlag::__WALL | WaitPidFlag::WNOHANG | WaitPidFlag::WEXITED;
+        if own_child {
+            flags |= WaitPidFlag::WNOWAIT;
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            match waitid(Id::Pid(npid), flags) {
+                Ok(WaitStatus::StillAlive) => thread::sleep(Duration::from_millis(5)),
+                Ok(_) | Err(_) => return,
+            }
+        }
+    }
+
+    /// Kills the task with SIGKILL while it is still stopped (so it runs no further instruction), then waits
+    /// until its pid is free: the tracer collects the exit, the real parent reaps it. When the caller is the
+    /// task's parent, reaping is the caller's job and this returns once the task is a zombie.
+    pub fn kill(mut self, timeout: Duration) -> Result<()> {
+        self.released = true;
+        let pid = self.identity.pid;
+        let npid = NixPid::from_raw(pid as i32);
+        let own_child = read_stat(pid)
+            .map(|s| s.ppid == std::process::id())
+            .unwrap_or(false);
+        signal::kill(npid, Signal::SIGKILL).map_err(|source| DumpError::Kill { pid, source })?;
+        let deadline = Instant::now() + timeout;
+        // Wait for the exit as its tracer.
+        let mut flags = WaitPidFlag::__WALL | WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG;
+        if own_child {
+            flags |= WaitPidFlag::WNOWAIT;
+        }
+        loop {
+            match waitid(Id::Pid(npid), flags) {
+                Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => break,
+                Ok(_) => {}
+                Err(Errno::EINTR) => {}
+                Err(Errno::ECHILD) => break,
+                Err(source) => return Err(DumpError::Kill { pid, source }),
+            }
+            if Instant::now() >= deadline {
+                return Err(DumpError::KillTimeout {
+                    pid,
+                    secs: timeout.as_secs(),
+                });
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        if own_child {
+            log::debug!("pid {pid}: killed; it is our child, the caller reaps it");
+            return Ok(());
+        }
+        while self.identity.still_there() {
+            if Instant::now() >= deadline {
+                return Err(DumpError::KillTimeout {
+                    pid,
+                    secs: timeout.as_secs(),
+                });
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        log::debug!("pid {pid}: killed and reaped");
+        Ok(())
+    }
+}
+
+impl Drop for SeizedTask {
+    fn drop(&mut self) {
+        if !self.released {
+            if let Err(e) = self.detach_inner() {
+                log::warn!("{e}");
+            }
+        }
+    }
+}

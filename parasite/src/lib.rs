@@ -1,0 +1,26 @@
+//! dormant-parasite: run code inside a task the caller has seized with ptrace.
+//!
+//! What it does: the remote-syscall primitive ([`RemoteTask::syscall`]): patch `syscall; int3` at a
+//! syscall site of the target, run one system call with the target's credentials and address space, and
+//! put registers, signal mask and code bytes back on every path. On top of it: target memory access
+//! through `/proc/<tid>/mem`, an injected scratch mapping ([`RemoteScratch`]), and the handful of
+//! in-process queries the dumper needs ([`query`]).
+//!
+//! What it does NOT do: it never seizes, interrupts, resumes or detaches a task (the caller owns the
+//! ptrace life cycle and must keep every request on the thread that seized the task), it does not apply
+//! the syscall-restart fixup to the registers it saves (that is the dumper's job on its own copy), and it
+//! does not yet carry the injected no_std blob.
+
+mod error;
+mod maps;
+mod ptrace;
+pub mod query;
+mod remote;
+mod site;
+#[doc(hidden)]
+pub mod test_hooks;
+
+pub use error::ParasiteError;
+pub use ptrace::{get_sigmask, set_sigmask, SigMask};
+pub use remote::{RemoteScratch, RemoteTask, Tid};
+pub use site::find_syscall_site;

@@ -1,0 +1,243 @@
+//! In-process state only the task itself can report, each fetched with one injected syscall whose
+//! output lands in a scratch area and is read back through /proc/<tid>/mem.
+//!
+//! Types are plain structs in the kernel's own units (no serde): the engine converts them to image
+//! records. [`snapshot`] gathers everything with a single scratch mapping.
+
+use crate::error::ParasiteError;
+use crate::remote::{RemoteScratch, RemoteTask};
+
+/// Number of signals (1..=64).
+pub const NSIG: usize = 64;
+
+/// One signal's disposition, the kernel's x86-64 `struct sigaction` as rt_sigaction sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SigAction {
+    /// Handler address, or 0 (SIG_DFL) / 1 (SIG_IGN).
+    pub handler: u64,
+    /// SA_* flags (SA_RESTORER included when the libc set one).
+    pub flags: u64,
+    /// sa_restorer.
+    pub restorer: u64,
+    /// Signals blocked while the handler runs, bit `n - 1` = signal `n`.
+    pub mask: u64,
+}
+
+/// `stack_t` from sigaltstack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AltStack {
+    pub sp: u64,
+    /// SS_ONSTACK / SS_DISABLE / SS_AUTODISARM bits.
+    pub flags: i32,
+    pub size: u64,
+}
+
+/// A `struct timeval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TimeVal {
+    pub sec: i64,
+    pub usec: i64,
+}
+
+/// `struct itimerval` from getitimer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ITimerVal {
+    pub interval: TimeVal,
+    pub value: TimeVal,
+}
+
+/// The three per-process interval timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ITimers {
+    pub real: ITimerVal,
+    pub virtual_: ITimerVal,
+    pub prof: ITimerVal,
+}
+
+/// Everything this module can fetch, from one scratch mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSnapshot {
+    /// Index `n - 1` holds signal `n`.
+    pub sigactions: [SigAction; NSIG],
+    pub altstack: AltStack,
+    pub brk: u64,
+    pub itimers: ITimers,
+    /// clear_child_tid (PR_GET_TID_ADDRESS; needs CONFIG_CHECKPOINT_RESTORE, else `None`).
+    pub tid_address: Option<u64>,
+    pub pdeathsig: i32,
+    pub dumpable: i32,
+    pub child_subreaper: bool,
+    pub securebits: u32,
+}
+
+/// Scratch bytes the queries need: 64 sigactions of 32 bytes plus a few small structs.
+const SIGACT_SIZE: usize = 32;
+const SCRATCH_LEN: usize = 4096;
+/// Offset for single-struct outputs, after the sigaction table.
+const SMALL_OFF: usize = NSIG * SIGACT_SIZE;
+
+/// Run every query using one injected mmap and one munmap.
+pub fn snapshot(task: &mut RemoteTask) -> Result<TaskSnapshot, ParasiteError> {
+    let mut scratch = task.scratch(SCRATCH_LEN)?;
+    let snap = TaskSnapshot {
+        sigactions: sigactions(&mut scratch)?,
+        altstack: sigaltstack(&mut scratch)?,
+        brk: brk(scratch.task())?,
+        itimers: itimers(&mut scratch)?,
+        tid_address: tid_address(&mut scratch)?,
+        pdeathsig: pdeathsig(&mut scratch)?,
+        dumpable: dumpable(scratch.task())?,
+        child_subreaper: child_subreaper(&mut scratch)?,
+        securebits: securebits(scratch.task())?,
+    };
+    scratch.close()?;
+    Ok(snap)
+}
+
+/// All 64 dispositions via `rt_sigaction(sig, NULL, &old, 8)`. SIGKILL and SIGSTOP are queryable
+/// (the kernel only refuses to *change* them) and report SIG_DFL.
+pub fn sigactions(scratch: &mut RemoteScratch<'_>) -> Result<[SigAction; NSIG], ParasiteError> {
+    let base = scratch.addr();
+    for sig in 1..=NSIG as u64 {
+        let out = base + (sig - 1) * SIGACT_SIZE as u64;
+        let ret = scratch
+            .task()
+            .syscall(libc::SYS_rt_sigaction, [sig, 0, out, 8, 0, 0])?;
+        scratch.task().check_ret("rt_sigaction", ret)?;
+    }
+    let mut raw = [0u8; NSIG * SIGACT_SIZE];
+    scratch.read(0, &mut raw)?;
+    let mut actions = [SigAction::default(); NSIG];
+    for (action, chunk) in actions.iter_mut().zip(raw.chunks_exact(SIGACT_SIZE)) {
+        *action = SigAction {
+            handler: u64_at(chunk, 0),
+            flags: u64_at(chunk, 8),
+            restorer: u64_at(chunk, 16),
+            mask: u64_at(chunk, 24),
+        };
+    }
+    Ok(actions)
+}
+
+/// `sigaltstack(NULL, &old)` of the injected thread.
+pub fn sigaltstack(scratch: &mut RemoteScratch<'_>) -> Result<AltStack, ParasiteError> {
+    let out = scratch.addr() + SMALL_OFF as u64;
+    let ret = scratch
+        .task()
+        .syscall(libc::SYS_sigaltstack, [0, out, 0, 0, 0, 0])?;
+    scratch.task().check_ret("sigaltstack", ret)?;
+    let mut raw = [0u8; 24];
+    scratch.read(SMALL_OFF, &mut raw)?;
+    Ok(AltStack {
+        sp: u64_at(&raw, 0),
+        flags: i32_at(&raw, 8),
+        size: u64_at(&raw, 16),
+    })
+}
+
+/// The exact program break, `brk(0)` (the `[heap]` end in maps is page-rounded).
+pub fn brk(task: &mut RemoteTask) -> Result<u64, ParasiteError> {
+    let ret = task.syscall(libc::SYS_brk, [0; 6])?;
+    Ok(task.check_ret("brk", ret)? as u64)
+}
+
+/// ITIMER_REAL, ITIMER_VIRTUAL and ITIMER_PROF via getitimer.
+pub fn itimers(scratch: &mut RemoteScratch<'_>) -> Result<ITimers, ParasiteError> {
+    let mut get = |which: i32| -> Result<ITimerVal, ParasiteError> {
+        let out = scratch.addr() + SMALL_OFF as u64;
+        let ret = scratch
+            .task()
+            .syscall(libc::SYS_getitimer, [which as u64, out, 0, 0, 0, 0])?;
+        scratch.task().check_ret("getitimer", ret)?;
+        let mut raw = [0u8; 32];
+        scratch.read(SMALL_OFF, &mut raw)?;
+        Ok(ITimerVal {
+            interval: TimeVal {
+                sec: u64_at(&raw, 0) as i64,
+                usec: u64_at(&raw, 8) as i64,
+            },
+            value: TimeVal {
+                sec: u64_at(&raw, 16) as i64,
+                usec: u64_at(&raw, 24) as i64,
+            },
+        })
+    };
+    Ok(ITimers {
+        real: get(libc::ITIMER_REAL)?,
+        virtual_: get(libc::ITIMER_VIRTUAL)?,
+        prof: get(libc::ITIMER_PROF)?,
+    })
+}
+
+/// clear_child_tid via PR_GET_TID_ADDRESS; `None` when the kernel lacks it (EINVAL without
+/// CONFIG_CHECKPOINT_RESTORE).
+pub fn tid_address(scratch: &mut RemoteScratch<'_>) -> Result<Option<u64>, ParasiteError> {
+    let out = scratch.addr() + SMALL_OFF as u64;
+    let ret = prctl(scratch.task(), libc::PR_GET_TID_ADDRESS, out)?;
+    if ret == -(libc::EINVAL as i64) {
+        return Ok(None);
+    }
+    scratch.task().check_ret("prctl(PR_GET_TID_ADDRESS)", ret)?;
+    let mut raw = [0u8; 8];
+    scratch.read(SMALL_OFF, &mut raw)?;
+    Ok(Some(u64::from_le_bytes(raw)))
+}
+
+/// The parent-death signal (0 = none), PR_GET_PDEATHSIG.
+pub fn pdeathsig(scratch: &mut RemoteScratch<'_>) -> Result<i32, ParasiteError> {
+    int_out(scratch, libc::PR_GET_PDEATHSIG, "prctl(PR_GET_PDEATHSIG)")
+}
+
+/// PR_GET_CHILD_SUBREAPER.
+pub fn child_subreaper(scratch: &mut RemoteScratch<'_>) -> Result<bool, ParasiteError> {
+    int_out(scratch, libc::PR_GET_CHILD_SUBREAPER, "prctl(PR_GET_CHILD_SUBREAPER)").map(|v| v != 0)
+}
+
+/// PR_GET_DUMPABLE (0, 1 or 2).
+pub fn dumpable(task: &mut RemoteTask) -> Result<i32, ParasiteError> {
+    let ret = prctl(task, libc::PR_GET_DUMPABLE, 0)?;
+    Ok(task.check_ret("prctl(PR_GET_DUMPABLE)", ret)? as i32)
+}
+
+/// PR_GET_SECUREBITS.
+pub fn securebits(task: &mut RemoteTask) -> Result<u32, ParasiteError> {
+    let ret = prctl(task, libc::PR_GET_SECUREBITS, 0)?;
+    Ok(task.check_ret("prctl(PR_GET_SECUREBITS)", ret)? as u32)
+}
+
+/// `munmap(addr, len)` in the target; see [`RemoteTask::munmap`].
+pub fn munmap(task: &mut RemoteTask, addr: u64, len: u64) -> Result<(), ParasiteError> {
+    task.munmap(addr, len)
+}
+
+fn prctl(task: &mut RemoteTask, option: i32, arg2: u64) -> Result<i64, ParasiteError> {
+    task.syscall(libc::SYS_prctl, [option as u64, arg2, 0, 0, 0, 0])
+}
+
+/// A prctl that writes one `int` through its second argument.
+fn int_out(
+    scratch: &mut RemoteScratch<'_>,
+    option: i32,
+    call: &'static str,
+) -> Result<i32, ParasiteError> {
+    let out = scratch.addr() + SMALL_OFF as u64;
+    // Clear the slot so a kernel that writes nothing cannot hand us a previous query's bytes.
+    scratch.write(SMALL_OFF, &[0u8; 4])?;
+    let ret = prctl(scratch.task(), option, out)?;
+    scratch.task().check_ret(call, ret)?;
+    let mut raw = [0u8; 4];
+    scratch.read(SMALL_OFF, &mut raw)?;
+    Ok(i32::from_le_bytes(raw))
+}
+
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[off..off + 8]);
+    u64::from_le_bytes(a)
+}
+
+fn i32_at(b: &[u8], off: usize) -> i32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[off..off + 4]);
+    i32::from_le_bytes(a)
+}

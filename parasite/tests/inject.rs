@@ -1,0 +1,394 @@
+//! Privileged tests of the remote-syscall primitive and the in-process queries.
+//!
+//! `harness = false`: the same binary is re-executed as a workload when `DORMANT_PARASITE_WORKLOAD`
+//! is set (see support/workload.rs), so each workload is a single-threaded process whose main thread
+//! is the task under test. Run a subset with `cargo test -p dormant-parasite --test inject -- <substr>`.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap (project rule)
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use dormant_parasite::query::{self, ITimerVal, SigAction, TaskSnapshot, TimeVal};
+use dormant_parasite::{ParasiteError, RemoteTask};
+use support::workload::*;
+use support::*;
+
+fn main() {
+    if let Ok(role) = std::env::var(ROLE_ENV) {
+        support::workload::run(&role);
+    }
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the parasite tests need root (ptrace, /proc/<pid>/mem, map_files); run them as root"
+    );
+    let tests: &[(&str, fn())] = &[
+        ("invariance_spinning_in_user_code", invariance_spinning_in_user_code),
+        ("invariance_in_nanosleep", invariance_in_nanosleep),
+        ("invariance_in_pipe_read", invariance_in_pipe_read),
+        ("invariance_in_futex_wait", invariance_in_futex_wait),
+        ("invariance_in_epoll_wait", invariance_in_epoll_wait),
+        ("failing_syscall_returns_errno_and_restores", failing_syscall_returns_errno_and_restores),
+        ("memory_helpers_reach_readonly_and_prot_none", memory_helpers_reach_readonly_and_prot_none),
+        ("munmap_query_removes_mapping", munmap_query_removes_mapping),
+        ("tracer_death_mid_injection_leaves_target_running", tracer_death_mid_injection_leaves_target_running),
+    ];
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let mut ran = 0;
+    for (name, test) in tests {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        eprintln!("test {name} ...");
+        let start = Instant::now();
+        test();
+        eprintln!("test {name} ... ok ({:.2}s)", start.elapsed().as_secs_f64());
+        ran += 1;
+    }
+    eprintln!("{ran} tests passed");
+}
+
+/// How a workload should look when seized, and how to let it finish afterwards.
+struct Scenario {
+    role: &'static str,
+    /// Blocking syscall the workload must sit in before we seize it (None: user code).
+    blocked_in: Option<i64>,
+    /// Expected orig_rax and (if known) rax at the interrupt stop.
+    stop_regs: (i64, Option<i64>),
+    /// Extra time to hold the task stopped (to make restart bugs observable).
+    hold: Duration,
+}
+
+const ERESTARTSYS: i64 = -512;
+const ERESTART_RESTARTBLOCK: i64 = -516;
+
+fn expected_snapshot_matches(w: &Workload, snap: &TaskSnapshot) {
+    let usr1 = snap.sigactions[libc::SIGUSR1 as usize - 1];
+    assert_eq!(
+        usr1,
+        SigAction {
+            handler: w.ready["handler"],
+            flags: USR1_FLAGS,
+            restorer: w.ready["restorer"],
+            mask: USR1_MASK,
+        },
+        "SIGUSR1 sigaction"
+    );
+    assert_eq!(snap.sigactions[libc::SIGUSR2 as usize - 1].handler, 1, "SIGUSR2 is SIG_IGN");
+    assert_eq!(snap.sigactions[libc::SIGKILL as usize - 1], SigAction::default(), "SIGKILL");
+    assert_eq!(snap.sigactions[libc::SIGSTOP as usize - 1], SigAction::default(), "SIGSTOP");
+    assert_eq!(snap.sigactions[libc::SIGTERM as usize - 1], SigAction::default(), "SIGTERM");
+    assert_eq!(snap.altstack.sp, w.ready["altsp"]);
+    assert_eq!(snap.altstack.size, ALTSTACK_SIZE as u64);
+    assert_eq!(snap.altstack.flags, 0, "not running on the altstack, not disabled");
+    assert_eq!(snap.brk, w.ready["brk"], "exact brk equals the workload's sbrk(0)");
+    assert_ne!(snap.brk % 4096, 0, "the workload's brk is deliberately unaligned");
+    check_timer("real", snap.itimers.real, REAL_TIMER);
+    check_timer("virtual", snap.itimers.virtual_, VIRT_TIMER);
+    check_timer("prof", snap.itimers.prof, PROF_TIMER);
+    assert_eq!(snap.tid_address, Some(w.ready["tidaddr"]), "clear_child_tid");
+    assert_eq!(snap.pdeathsig, PDEATHSIG);
+    assert_eq!(snap.dumpable, 0);
+    assert!(snap.child_subreaper);
+    assert_eq!(u64::from(snap.securebits), SECBIT_KEEP_CAPS);
+}
+
+/// The interval must be exact; the remaining value must be at most the armed value and have run
+/// down by less than 30 s (the test takes seconds).
+fn check_timer(which: &str, got: ITimerVal, set: (i64, i64, i64)) {
+    assert_eq!(got.interval, TimeVal { sec: set.0, usec: set.1 }, "{which} interval");
+    let value = got.value.sec as f64 + got.value.usec as f64 / 1e6;
+    assert!(
+        value <= set.2 as f64 && value > set.2 as f64 - 30.0,
+        "{which} value {value} vs armed {}",
+        set.2
+    );
+}
+
+/// Seize the workload, check the stop is the expected one, run every query plus a failing syscall,
+/// and assert registers, xstate, mask, maps and fds are byte-identical afterwards. Leaves the task
+/// detached.
+fn inject_everything_and_check_invariance(w: &Workload, sc: &Scenario) {
+    if let Some(nr) = sc.blocked_in {
+        w.wait_blocked_in(nr);
+    }
+    seize_and_stop(w.tid);
+    let before = capture(w.tid);
+    let stop_regs = (before.regs[15] as i64, before.regs[10] as i64);
+    assert_eq!(stop_regs.0, sc.stop_regs.0, "orig_rax at the interrupt stop of {}", sc.role);
+    if let Some(rax) = sc.stop_regs.1 {
+        assert_eq!(stop_regs.1, rax, "rax at the interrupt stop of {}", sc.role);
+    }
+
+    let mut task = RemoteTask::new(w.tid).unwrap();
+    let snap = query::snapshot(&mut task).unwrap();
+    expected_snapshot_matches(w, &snap);
+    let ebadf = task.syscall(libc::SYS_close, [u64::MAX, 0, 0, 0, 0, 0]).unwrap();
+    assert_eq!(ebadf, -(libc::EBADF as i64), "close(-1) returns -EBADF");
+    let pid = task.syscall(libc::SYS_getpid, [0; 6]).unwrap();
+    assert_eq!(pid, i64::from(w.tid.0), "getpid inside the target");
+    std::thread::sleep(sc.hold);
+
+    let after = capture(w.tid);
+    assert_eq!(before.regs, after.regs, "registers");
+    assert_eq!(before.xstate, after.xstate, "NT_X86_XSTATE bytes");
+    assert_eq!(before.sigmask, after.sigmask, "signal mask");
+    assert_eq!(before.maps, after.maps, "/proc/pid/maps");
+    assert_eq!(before.fds, after.fds, "fd table");
+    drop(task);
+    detach(w.tid);
+}
+
+fn invariance_spinning_in_user_code() {
+    let w = Workload::spawn("spin");
+    let counter = w.shm.u64_at(SHM_COUNTER);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while counter.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "spinner never started");
+    }
+    let sc = Scenario {
+        role: "spin",
+        blocked_in: None,
+        stop_regs: (-1, None), // in user code: not in a syscall, rax is whatever the loop holds
+        hold: Duration::ZERO,
+    };
+    inject_everything_and_check_invariance(&w, &sc);
+    let c1 = counter.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(200));
+    let c2 = counter.load(Ordering::Relaxed);
+    assert!(c2 > c1, "spinner keeps counting after detach ({c1} -> {c2})");
+    w.shm.u32_at(SHM_STOP).store(1, Ordering::Relaxed);
+    w.assert_exits_ok(Duration::from_secs(10));
+}
+
+/// nanosleep is interrupted with -ERESTART_RESTARTBLOCK; the restored registers must make it resume
+/// through restart_syscall with its original expiry (the workload checks it woke at 2 s, not 2 s plus
+/// the 0.6 s we held it).
+fn invariance_in_nanosleep() {
+    let w = Workload::spawn("nanosleep");
+    let sc = Scenario {
+        role: "nanosleep",
+        blocked_in: Some(libc::SYS_nanosleep),
+        stop_regs: (libc::SYS_nanosleep, Some(ERESTART_RESTARTBLOCK)),
+        hold: Duration::from_millis(600),
+    };
+    inject_everything_and_check_invariance(&w, &sc);
+    w.assert_exits_ok(Duration::from_secs(10));
+}
+
+/// read() on a pipe is interrupted with -ERESTARTSYS and must be re-executed: the workload then
+/// reads exactly the bytes written after detach.
+fn invariance_in_pipe_read() {
+    let mut w = Workload::spawn("pipe-read");
+    let sc = Scenario {
+        role: "pipe-read",
+        blocked_in: Some(libc::SYS_read),
+        stop_regs: (libc::SYS_read, Some(ERESTARTSYS)),
+        hold: Duration::ZERO,
+    };
+    inject_everything_and_check_invariance(&w, &sc);
+    w.write_stdin(PIPE_MESSAGE);
+    w.assert_exits_ok(Duration::from_secs(10));
+}
+
+/// FUTEX_WAIT is re-executed after the injection; we only wake it once it is back in futex wait.
+fn invariance_in_futex_wait() {
+    let w = Workload::spawn("futex");
+    let sc = Scenario {
+        role: "futex",
+        blocked_in: Some(libc::SYS_futex),
+        stop_regs: (libc::SYS_futex, Some(ERESTARTSYS)),
+        hold: Duration::ZERO,
+    };
+    inject_everything_and_check_invariance(&w, &sc);
+    w.wait_blocked_in(libc::SYS_futex);
+    let word = w.shm.u32_at(SHM_FUTEX);
+    word.store(1, Ordering::SeqCst);
+    // SAFETY: shared FUTEX_WAKE on the memfd word both processes map.
+    let woken = unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1, 0usize, 0usize, 0u32)
+    };
+    assert_eq!(woken, 1, "FUTEX_WAKE woke the restored waiter");
+    w.assert_exits_ok(Duration::from_secs(10));
+}
+
+/// epoll_wait is never restarted: the seize itself makes it return EINTR (rax = -EINTR at the stop);
+/// the restored registers must hand exactly that to the workload, which retries and then gets the
+/// event for the bytes written after detach.
+fn invariance_in_epoll_wait() {
+    let mut w = Workload::spawn("epoll");
+    let sc = Scenario {
+        role: "epoll",
+        blocked_in: Some(libc::SYS_epoll_wait),
+        stop_regs: (libc::SYS_epoll_wait, Some(-(libc::EINTR as i64))),
+        hold: Duration::ZERO,
+    };
+    inject_everything_and_check_invariance(&w, &sc);
+    w.write_stdin(PIPE_MESSAGE);
+    w.assert_exits_ok(Duration::from_secs(10));
+}
+
+/// A failing injected syscall (close(-1)) returns -EBADF and leaves nothing behind, also when it is
+/// the only injection (no scratch area involved); a following injection still works.
+fn failing_syscall_returns_errno_and_restores() {
+    let mut w = Workload::spawn("pipe-read");
+    w.wait_blocked_in(libc::SYS_read);
+    seize_and_stop(w.tid);
+    let before = capture(w.tid);
+    let mut task = RemoteTask::new(w.tid).unwrap();
+    let mut site_bytes = vec![0u8; 8];
+    task.read_mem(task.site(), &mut site_bytes).unwrap();
+    for fd in [u64::MAX, 9999] {
+        let ret = task.syscall(libc::SYS_close, [fd, 0, 0, 0, 0, 0]).unwrap();
+        assert_eq!(ret, -(libc::EBADF as i64), "close({}) in the target", fd as i64);
+        assert_eq!(capture(w.tid), before, "state after failing close({})", fd as i64);
+        let mut now = vec![0u8; 8];
+        task.read_mem(task.site(), &mut now).unwrap();
+        assert_eq!(now, site_bytes, "site bytes restored");
+    }
+    // The typed helpers turn a raw -errno into an error naming the call.
+    match task.munmap(0x1234, 4096) {
+        Err(ParasiteError::RemoteSyscall { call: "munmap", errno, .. }) => {
+            assert_eq!(errno, nix::errno::Errno::EINVAL)
+        }
+        other => panic!("munmap of an unaligned address: {other:?}"),
+    }
+    assert_eq!(capture(w.tid), before, "state after failing munmap");
+    assert_eq!(task.syscall(libc::SYS_getppid, [0; 6]).unwrap(), i64::from(std::process::id() as i32));
+    assert_eq!(capture(w.tid), before, "state after getppid");
+    drop(task);
+    detach(w.tid);
+    w.write_stdin(PIPE_MESSAGE);
+    w.assert_exits_ok(Duration::from_secs(10));
+}
+
+/// /proc/<pid>/mem access reaches read-only and PROT_NONE pages: write through a scratch page made
+/// PROT_NONE by an injected mprotect, read it back, and write into the read-only site page.
+fn memory_helpers_reach_readonly_and_prot_none() {
+    let mut w = Workload::spawn("pipe-read");
+    w.wait_blocked_in(libc::SYS_read);
+    seize_and_stop(w.tid);
+    let before = capture(w.tid);
+    let mut task = RemoteTask::new(w.tid).unwrap();
+    {
+        let mut scratch = task.scratch(8192).unwrap();
+        let addr = scratch.addr();
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
+        assert!(maps.contains(&format!("{addr:x}-{:x} rw-p", addr + 8192)), "scratch is mapped rw");
+        let ret = scratch.task().syscall(libc::SYS_mprotect, [addr, 8192, 0, 0, 0, 0]).unwrap();
+        assert_eq!(ret, 0);
+        let pattern: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+        scratch.write(1000, &pattern).unwrap();
+        let mut back = vec![0u8; pattern.len()];
+        scratch.task().read_mem(addr + 1000, &mut back).unwrap();
+        assert_eq!(back, pattern, "round trip through PROT_NONE pages");
+        assert!(scratch.read(8000, &mut [0u8; 500]).is_err(), "scratch reads are bounds checked");
+        scratch.close().unwrap();
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
+        assert!(!maps.contains(&format!("{addr:x}-")), "scratch unmapped by close");
+    }
+    // The site lies in an r-x file mapping: writable only through /proc/pid/mem (FOLL_FORCE).
+    let site = task.site();
+    let mut orig = [0u8; 8];
+    task.read_mem(site, &mut orig).unwrap();
+    task.write_mem(site, &[0x90; 8]).unwrap();
+    let mut now = [0u8; 8];
+    task.read_mem(site, &mut now).unwrap();
+    assert_eq!(now, [0x90; 8]);
+    task.write_mem(site, &orig).unwrap();
+    assert!(matches!(
+        task.read_mem(8, &mut [0u8; 8]),
+        Err(ParasiteError::Mem { .. })
+    ), "reading an unmapped address is an error naming the address");
+    assert_eq!(capture(w.tid), before);
+    drop(task);
+    detach(w.tid);
+    w.write_stdin(PIPE_MESSAGE);
+    w.assert_exits_ok(Duration::from_secs(10));
+}
+
+/// The restorer's use: munmap an area of the target (here one the target mapped itself: its
+/// sigaltstack buffer's pages are heap, so map a fresh area via the primitive and drop it).
+fn munmap_query_removes_mapping() {
+    let mut w = Workload::spawn("pipe-read");
+    w.wait_blocked_in(libc::SYS_read);
+    seize_and_stop(w.tid);
+    let maps_before = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
+    let mut task = RemoteTask::new(w.tid).unwrap();
+    let prot = (libc::PROT_READ | libc::PROT_EXEC) as u64;
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+    let addr = task.syscall(libc::SYS_mmap, [0, 3 * 4096, prot, flags, u64::MAX, 0]).unwrap() as u64;
+    let maps_mid = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
+    assert!(maps_mid.contains(&format!("{addr:x}-{:x} r-xp", addr + 3 * 4096)));
+    query::munmap(&mut task, addr, 3 * 4096).unwrap();
+    let maps_after = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
+    assert_eq!(maps_after, maps_before);
+    drop(task);
+    detach(w.tid);
+    w.write_stdin(PIPE_MESSAGE);
+    w.assert_exits_ok(Duration::from_secs(10));
+}
+
+/// Kill the injecting process right after it patched the syscall site (test hook), before it loaded
+/// any registers. ptrace detaches the target, which resumes with its own registers. Guarantee under
+/// test: the site is ELF padding past the end of an executable segment, so the stale `syscall; int3`
+/// bytes are never executed and the target keeps running and passes its own check. (Not guaranteed:
+/// the bytes are not put back, and a death after CONT kills the target with SIGTRAP.)
+fn tracer_death_mid_injection_leaves_target_running() {
+    let w = Workload::spawn("spin");
+    let counter = w.shm.u64_at(SHM_COUNTER);
+    while counter.load(Ordering::Relaxed) == 0 {}
+    let mut injector = Command::new(std::env::current_exe().unwrap())
+        .env(ROLE_ENV, "injector")
+        .env(TARGET_ENV, w.tid.0.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(injector.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let site: u64 = line.trim().strip_prefix("READY site=").unwrap().parse().unwrap();
+
+    // The site must be the last 8 bytes of an r-x file mapping (padding), per the site policy.
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
+    let in_padding = maps.lines().any(|l| {
+        let (range, rest) = l.split_once(' ').unwrap();
+        let (_, end) = range.split_once('-').unwrap();
+        rest.starts_with("r-x") && u64::from_str_radix(end, 16).unwrap() == site + 8
+    });
+    assert!(in_padding, "site {site:#x} is the tail of an r-x mapping:
+{maps}");
+
+    let patched = [0x0f, 0x05, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while peek(w.child.id(), site, 8) != patched {
+        assert!(Instant::now() < deadline, "injector never patched the site");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The target is still stopped by the injector.
+    let c_stopped = counter.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(counter.load(Ordering::Relaxed), c_stopped, "target stopped while patched");
+
+    injector.kill().unwrap();
+    injector.wait().unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while counter.load(Ordering::Relaxed) == c_stopped {
+        assert!(Instant::now() < deadline, "target did not resume after the tracer died");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let c1 = counter.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(counter.load(Ordering::Relaxed) > c1, "target keeps running");
+    assert_eq!(peek(w.child.id(), site, 8), patched, "(documented) stale bytes remain, unexecuted");
+    let tracer = std::fs::read_to_string(format!("/proc/{}/status", w.tid)).unwrap();
+    assert!(tracer.contains("TracerPid:\t0"), "target no longer traced");
+    w.shm.u32_at(SHM_STOP).store(1, Ordering::Relaxed);
+    w.assert_exits_ok(Duration::from_secs(10));
+}
+

@@ -1,0 +1,326 @@
+//! The restorer blob: the last stage of restoring one process.
+//!
+//! It runs in a forked child of dormant, on a stack inside its own anonymous area, with one argument block
+//! ([`RestoreArgs`]) laid out by the host side. It unmaps everything but that area, maps the saved VMAs,
+//! reads their pages from the page store, maps the vDSO, installs the mm layout, signal actions, rseq,
+//! timers and fs/gs base, reports success on a pipe, traps (`int3`) so the tracing parent can catch the
+//! moment, then `rt_sigreturn`s into the saved registers. On any failure it reports the step and errno and
+//! exits.
+//!
+//! What it does NOT do: it never allocates, never uses libc or std, and makes no decision the host side
+//! could make; it does not restore threads other than the leader yet (the block carries per-thread frames
+//! so clone3 can be added here), nor creds, pending signals or posix timers.
+#![no_std]
+#![no_main]
+
+use core::arch::{asm, naked_asm};
+
+use dormant_restorer_proto::{
+    ExtentArg, KSigAction, Report, RestoreArgs, RseqArg, Step, ThreadArgs, VmaArg, VmaKind,
+    EXIT_BASE, NSIG, PROTO_VERSION, REPORT_SIZE, TASK_SIZE,
+};
+
+mod mem;
+mod sys;
+
+const PROT_WRITE: u64 = 0x2;
+const MAP_SHARED: u64 = 0x01;
+const MAP_PRIVATE: u64 = 0x02;
+const MAP_FIXED: u64 = 0x10;
+const MAP_ANONYMOUS: u64 = 0x20;
+const MAP_GROWSDOWN: u64 = 0x100;
+const ARCH_SET_GS: u64 = 0x1001;
+const ARCH_SET_FS: u64 = 0x1002;
+const ARCH_MAP_VDSO_64: u64 = 0x2003;
+const PR_SET_MM: u64 = 35;
+const PR_SET_MM_MAP: u64 = 14;
+const RSEQ_FLAG_UNREGISTER: u64 = 1;
+const SIGKILL: usize = 9;
+const SIGSTOP: usize = 19;
+
+/// Entry point: `rdi` = the argument block. Realigns the stack and calls [`restore`], which never returns.
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+pub extern "C" fn restorer_entry() -> ! {
+    naked_asm!("and rsp, -16", "xor ebp, ebp", "call {main}", "ud2", main = sym restore)
+}
+
+/// A failed step: what, the errno, and a detail word (an address or a number).
+struct Failure {
+    step: Step,
+    errno: i32,
+    detail: u64,
+}
+
+fn check(step: Step, ret: i64, detail: u64) -> Result<i64, Failure> {
+    if (-4095..0).contains(&ret) {
+        Err(Failure {
+            step,
+            errno: -ret as i32,
+            detail,
+        })
+    } else {
+        Ok(ret)
+    }
+}
+
+extern "C" fn restore(args: *const RestoreArgs) -> ! {
+    // SAFETY: the host side placed a valid block at `args` inside the area, which nothing unmaps.
+    let a = unsafe { &*args };
+    let report_fd = a.report_fd;
+    match run(a) {
+        // `run` only returns on failure; success ends in rt_sigreturn.
+        Ok(never) => match never {},
+        Err(f) => {
+            let report = Report {
+                step: f.step as u32,
+                errno: f.errno,
+                detail: f.detail,
+            };
+            write_report(report_fd, &report);
+            sys::exit_group(EXIT_BASE + f.step as i32)
+        }
+    }
+}
+
+fn write_report(fd: i32, report: &Report) -> i64 {
+    sys::write(fd, report as *const Report as *const u8, REPORT_SIZE)
+}
+
+enum Never {}
+
+/// Builds a slice from a pointer and count of the argument block; an empty slice for a zero count.
+///
+/// # Safety
+/// `ptr` must point at `len` valid `T`s inside the blob area when `len != 0`.
+unsafe fn block_slice<'a, T>(ptr: u64, len: u64) -> &'a [T] {
+    if len == 0 {
+        &[]
+    } else {
+        // SAFETY: guaranteed by the caller (the host side laid out `len` entries at `ptr`).
+        unsafe { core::slice::from_raw_parts(ptr as *const T, len as usize) }
+    }
+}
+
+fn run(a: &RestoreArgs) -> Result<Never, Failure> {
+    if a.version != PROTO_VERSION
+        || a.nr_threads != 1
+        || a.area_start >= a.area_end
+        || a.area_end > TASK_SIZE
+    {
+        return Err(Failure {
+            step: Step::BadArgs,
+            errno: 22,
+            detail: a.version as u64,
+        });
+    }
+    // SAFETY: the host laid out these arrays inside the area (see `RestoreArgs`).
+    let (vmas, extents, close_fds, threads) = unsafe {
+        (
+            block_slice::<VmaArg>(a.vmas, a.nr_vmas),
+            block_slice::<ExtentArg>(a.extents, a.nr_extents),
+            block_slice::<i32>(a.close_fds, a.nr_close_fds),
+            block_slice::<ThreadArgs>(a.threads, a.nr_threads as u64),
+        )
+    };
+    let leader = &threads[0];
+
+    // The inherited registration points into memory that is about to go away; the kernel would fault the
+    // task on its next preemption if it stayed.
+    unregister_rseq(&a.inherited_rseq)?;
+
+    if a.area_start > 0 {
+        check(Step::UnmapLow, sys::munmap(0, a.area_start), a.area_start)?;
+    }
+    check(
+        Step::UnmapHigh,
+        sys::munmap(a.area_end, TASK_SIZE - a.area_end),
+        a.area_end,
+    )?;
+
+    for v in vmas {
+        map_vma(v)?;
+    }
+    for e in extents {
+        read_extent(a.pages_fd, e)?;
+    }
+    for v in vmas
+        .iter()
+        .filter(|v| v.fill != 0 && v.prot as u64 & PROT_WRITE == 0)
+    {
+        check(
+            Step::Protect,
+            sys::mprotect(v.start, v.end - v.start, v.prot as u64),
+            v.start,
+        )?;
+    }
+
+    if a.has_vdso != 0 {
+        check(
+            Step::MapVdso,
+            sys::arch_prctl(ARCH_MAP_VDSO_64, a.vdso_map_addr),
+            a.vdso_map_addr,
+        )?;
+    }
+    if a.has_mm_map != 0 {
+        let map = &a.mm_map as *const _ as u64;
+        let size = core::mem::size_of_val(&a.mm_map) as u64;
+        check(
+            Step::SetMm,
+            sys::prctl(PR_SET_MM, PR_SET_MM_MAP, map, size, 0),
+            0,
+        )?;
+    }
+    set_sigactions(a)?;
+    if leader.has_clear_child_tid != 0 {
+        check(
+            Step::SetTidAddress,
+            sys::set_tid_address(leader.clear_child_tid),
+            leader.clear_child_tid,
+        )?;
+    }
+    if leader.rseq.len != 0 {
+        let r = &leader.rseq;
+        check(
+            Step::RseqRegister,
+            sys::rseq(r.addr, r.len as u64, 0, r.sig as u64),
+            r.addr,
+        )?;
+    }
+    if a.has_itimers != 0 {
+        for (which, t) in a.itimers.iter().enumerate() {
+            let ret = sys::setitimer(which as u64, t as *const _ as u64);
+            check(Step::SetItimer, ret, which as u64)?;
+        }
+    }
+    check(
+        Step::SetFs,
+        sys::arch_prctl(ARCH_SET_FS, leader.fs_base),
+        leader.fs_base,
+    )?;
+    check(
+        Step::SetGs,
+        sys::arch_prctl(ARCH_SET_GS, leader.gs_base),
+        leader.gs_base,
+    )?;
+    for &fd in close_fds {
+        check(Step::CloseFd, sys::close(fd), fd as u64)?;
+    }
+
+    let ok = Report {
+        step: Step::Done as u32,
+        errno: 0,
+        detail: 0,
+    };
+    let written = write_report(a.report_fd, &ok);
+    if written != REPORT_SIZE as i64 {
+        let errno = if written < 0 { -written as i32 } else { 5 };
+        return Err(Failure {
+            step: Step::WriteReport,
+            errno,
+            detail: written as u64,
+        });
+    }
+    sys::close(a.report_fd);
+    sigreturn(leader.sigframe_uc)
+}
+
+fn unregister_rseq(r: &RseqArg) -> Result<(), Failure> {
+    if r.len == 0 {
+        return Ok(());
+    }
+    let mut ret = sys::rseq(r.addr, r.len as u64, RSEQ_FLAG_UNREGISTER, r.sig as u64);
+    // glibc >= 2.40 exports the feature size (20) as __rseq_size but registers 32 bytes.
+    if ret == -22 && r.len != 32 {
+        ret = sys::rseq(r.addr, 32, RSEQ_FLAG_UNREGISTER, r.sig as u64);
+    }
+    check(Step::RseqUnregister, ret, r.addr).map(drop)
+}
+
+fn map_vma(v: &VmaArg) -> Result<(), Failure> {
+    let len = v.end - v.start;
+    let mut prot = v.prot as u64;
+    if v.fill != 0 {
+        prot |= PROT_WRITE;
+    }
+    let (flags, fd, off) = match v.kind {
+        k if k == VmaKind::Anon as u32 => (MAP_PRIVATE | MAP_ANONYMOUS, -1i64, 0),
+        k if k == VmaKind::AnonGrowsDown as u32 => {
+            (MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN, -1, 0)
+        }
+        k if k == VmaKind::FilePrivate as u32 => (MAP_PRIVATE, v.fd as i64, v.pgoff),
+        k if k == VmaKind::Shared as u32 => (MAP_SHARED, v.fd as i64, v.pgoff),
+        _ => {
+            return Err(Failure {
+                step: Step::BadArgs,
+                errno: 22,
+                detail: v.start,
+            })
+        }
+    };
+    let ret = sys::mmap(v.start, len, prot, flags | MAP_FIXED, fd as u64, off);
+    let ret = check(Step::MapVma, ret, v.start)?;
+    if ret as u64 != v.start {
+        return Err(Failure {
+            step: Step::MapVma,
+            errno: 14,
+            detail: v.start,
+        });
+    }
+    Ok(())
+}
+
+fn read_extent(fd: i32, e: &ExtentArg) -> Result<(), Failure> {
+    let mut done = 0u64;
+    while done < e.len {
+        let ret = sys::pread64(fd, e.vaddr + done, e.len - done, e.file_offset + done);
+        let n = check(Step::ReadPages, ret, e.vaddr + done)?;
+        if n == 0 {
+            // The data file is shorter than the index says (the host checked; the file changed since).
+            return Err(Failure {
+                step: Step::ReadPages,
+                errno: 5,
+                detail: e.vaddr + done,
+            });
+        }
+        done += n as u64;
+    }
+    Ok(())
+}
+
+fn set_sigactions(a: &RestoreArgs) -> Result<(), Failure> {
+    let default = KSigAction::default();
+    for (i, act) in a.sigactions.iter().enumerate().take(NSIG) {
+        let sig = i + 1;
+        if sig == SIGKILL || sig == SIGSTOP {
+            continue;
+        }
+        let act = if a.has_sigactions != 0 { act } else { &default };
+        let ret = sys::rt_sigaction(sig as u64, act as *const KSigAction as u64, 0, 8);
+        check(Step::SigAction, ret, sig as u64)?;
+    }
+    Ok(())
+}
+
+/// Stops in a SIGTRAP for the tracing parent, then enters `rt_sigreturn` with `rsp` at the frame's
+/// `ucontext` (the kernel reads the frame at `rsp - 8`).
+fn sigreturn(uc: u64) -> ! {
+    // SAFETY: `uc` is the prepared frame inside the area; rt_sigreturn replaces every register, so no
+    // Rust state survives this block.
+    unsafe {
+        asm!(
+            "int3",
+            "mov rsp, {uc}",
+            "mov eax, 15",
+            "syscall",
+            "ud2",
+            uc = in(reg) uc,
+            options(noreturn)
+        )
+    }
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    sys::exit_group(EXIT_BASE + Step::BadArgs as i32)
+}

@@ -1,0 +1,346 @@
+//! The blob area: one anonymous range holding the relocated blob, its argument block with every array it
+//! points to, the thread's signal frame and the stack the blob runs on; and where to put it.
+//!
+//! Layout (each part aligned as it needs): blob | RestoreArgs | VmaArg[] | ExtentArg[] | close fds |
+//! auxv | ThreadArgs[] | rt_sigframe (64-aligned) | stack. All pointers in the block are absolute
+//! addresses for the final base, so the area can be built as bytes here and copied in place.
+
+use dormant_image::records::{GpRegs, SigAltStack};
+use dormant_restorer_proto::{
+    ExtentArg, ITimerVal, KSigAction, PrctlMmMap, RestoreArgs, RseqArg, ThreadArgs, VmaArg, NSIG,
+    PROTO_VERSION, TASK_SIZE,
+};
+
+use crate::blob::Blob;
+use crate::error::RestoreError;
+use crate::sigframe;
+
+const PAGE: u64 = 4096;
+/// Stack the blob runs on.
+const STACK_SIZE: u64 = 64 * 1024;
+/// Kept free on both sides of the area.
+pub const MARGIN: u64 = 16 * PAGE;
+/// Lowest address considered for the area.
+const LOW_LIMIT: u64 = 0x1_0000_0000;
+
+/// The leader thread's state for the blob.
+#[derive(Debug, Clone)]
+pub struct ThreadInput {
+    pub tid: u32,
+    pub regs: GpRegs,
+    pub xstate: Vec<u8>,
+    pub sigmask: u64,
+    pub altstack: Option<SigAltStack>,
+    pub clear_child_tid: Option<u64>,
+    pub rseq: Option<RseqArg>,
+}
+
+/// Everything the blob needs, before it is laid out.
+#[derive(Debug, Clone)]
+pub struct BlobInput {
+    pub vmas: Vec<VmaArg>,
+    pub extents: Vec<ExtentArg>,
+    pub close_fds: Vec<i32>,
+    pub pages_fd: i32,
+    pub report_fd: i32,
+    pub inherited_rseq: RseqArg,
+    /// First vvar page the vDSO is mapped at, if the task had one.
+    pub vdso_map_addr: Option<u64>,
+    /// The mm layout (its `auxv` pointer and size are filled in here) and the auxv words.
+    pub mm: Option<(PrctlMmMap, Vec<u64>)>,
+    pub sigactions: Option<Box<[KSigAction; NSIG]>>,
+    pub itimers: Option<[ITimerVal; 3]>,
+    pub thread: ThreadInput,
+}
+
+/// A laid-out area: `bytes` must be copied to `base`.
+#[derive(Debug)]
+pub struct Area {
+    pub base: u64,
+    pub bytes: Vec<u8>,
+    /// Address of the blob entry.
+    pub entry: u64,
+    /// Address of the [`RestoreArgs`].
+    pub args: u64,
+    /// Initial stack pointer (16-byte aligned).
+    pub stack_top: u64,
+    /// Where the leader's frame's `ucontext` is (what rt_sigreturn is entered with).
+    pub sigframe_uc: u64,
+}
+
+impl Area {
+    pub fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    pub fn end(&self) -> u64 {
+        self.base + self.len()
+    }
+}
+
+fn align(v: u64, a: u64) -> u64 {
+    v.div_ceil(a) * a
+}
+
+/// Offsets of each part from the base.
+struct Offsets {
+    args: u64,
+    vmas: u64,
+    extents: u64,
+    close_fds: u64,
+    auxv: u64,
+    threads: u64,
+    frame: u64,
+    stack_bottom: u64,
+    total: u64,
+}
+
+fn offsets(blob: &Blob, input: &BlobInput) -> Offsets {
+    let args = align(blob.span(), PAGE);
+    let vmas = align(args + size_of::<RestoreArgs>() as u64, 16);
+    let extents = align(vmas + (input.vmas.len() * size_of::<VmaArg>()) as u64, 16);
+    let close_fds = align(
+        extents + (input.extents.len() * size_of::<ExtentArg>()) as u64,
+        16,
+    );
+    let auxv = align(close_fds + (input.close_fds.len() * 4) as u64, 16);
+    let auxv_len = input.mm.as_ref().map_or(0, |(_, a)| a.len() * 8) as u64;
+    let threads = align(auxv + auxv_len, 16);
+    let frame = align(threads + size_of::<ThreadArgs>() as u64, 64);
+    let stack_bottom = align(
+        frame + sigframe::frame_len(input.thread.xstate.len()) as u64,
+        PAGE,
+    );
+    let total = stack_bottom + STACK_SIZE;
+    Offsets {
+        args,
+        vmas,
+        extents,
+        close_fds,
+        auxv,
+        threads,
+        frame,
+        stack_bottom,
+        total,
+    }
+}
+
+/// Bytes the area for `input` needs.
+pub fn size(blob: &Blob, input: &BlobInput) -> u64 {
+    offsets(blob, input).total
+}
+
+fn put<T: Copy>(bytes: &mut [u8], off: u64, items: &[T]) {
+    let len = std::mem::size_of_val(items);
+    let off = off as usize;
+    // SAFETY: `T` is one of the proto's repr(C) plain-data types (or an integer): viewing `items` as bytes
+    // reads exactly its initialized memory. Padding bytes inside those types are never read by the blob.
+    let src = unsafe { std::slice::from_raw_parts(items.as_ptr().cast::<u8>(), len) };
+    bytes[off..off + len].copy_from_slice(src);
+}
+
+/// Lays out the area for `input` at `base`.
+pub fn build(blob: &Blob, input: &BlobInput, base: u64) -> Result<Area, RestoreError> {
+    let o = offsets(blob, input);
+    let mut bytes = vec![0u8; o.total as usize];
+    blob.load_into(&mut bytes, base)?;
+
+    let t = &input.thread;
+    let frame = sigframe::build(
+        base + o.frame,
+        &t.regs,
+        &t.xstate,
+        t.sigmask,
+        t.altstack.as_ref(),
+    )
+    .map_err(|e| RestoreError::Xstate {
+        tid: t.tid,
+        len: t.xstate.len(),
+        reason: e.0,
+    })?;
+    put(&mut bytes, o.frame, &frame.bytes);
+    let stack_top = base + o.total - 16;
+
+    let thread = ThreadArgs {
+        tid: t.tid,
+        has_clear_child_tid: t.clear_child_tid.is_some() as u32,
+        clear_child_tid: t.clear_child_tid.unwrap_or(0),
+        fs_base: t.regs.fs_base,
+        gs_base: t.regs.gs_base,
+        rseq: t.rseq.unwrap_or_default(),
+        sigframe_uc: frame.uc_addr(),
+        stack_top,
+    };
+    put(&mut bytes, o.threads, &[thread]);
+    put(&mut bytes, o.vmas, &input.vmas);
+    put(&mut bytes, o.extents, &input.extents);
+    put(&mut bytes, o.close_fds, &input.close_fds);
+
+    let mut mm_map = PrctlMmMap::default();
+    if let Some((map, auxv)) = &input.mm {
+        put(&mut bytes, o.auxv, auxv);
+        mm_map = *map;
+        mm_map.auxv = base + o.auxv;
+        mm_map.auxv_size = (auxv.len() * 8) as u32;
+    }
+    let args = RestoreArgs {
+        version: PROTO_VERSION,
+        report_fd: input.report_fd,
+        pages_fd: input.pages_fd,
+        has_sigactions: input.sigactions.is_some() as u32,
+        area_start: base,
+        area_end: base + o.total,
+        inherited_rseq: input.inherited_rseq,
+        vmas: base + o.vmas,
+        nr_vmas: input.vmas.len() as u64,
+        extents: base + o.extents,
+        nr_extents: input.extents.len() as u64,
+        close_fds: base + o.close_fds,
+        nr_close_fds: input.close_fds.len() as u64,
+        has_vdso: input.vdso_map_addr.is_some() as u32,
+        has_mm_map: input.mm.is_some() as u32,
+        vdso_map_addr: input.vdso_map_addr.unwrap_or(0),
+        mm_map,
+        sigactions: input
+            .sigactions
+            .as_deref()
+            .copied()
+            .unwrap_or([KSigAction::default(); NSIG]),
+        has_itimers: input.itimers.is_some() as u32,
+        nr_threads: 1,
+        itimers: input.itimers.unwrap_or_default(),
+        threads: base + o.threads,
+    };
+    put(&mut bytes, o.args, &[args]);
+    debug_assert!(o.stack_bottom < o.total);
+    Ok(Area {
+        base,
+        bytes,
+        entry: base + blob.entry_offset(),
+        args: base + o.args,
+        stack_top,
+        sigframe_uc: frame.uc_addr(),
+    })
+}
+
+/// The highest page-aligned base for `size` bytes such that `[base - MARGIN, base + size + MARGIN)`
+/// overlaps none of `occupied` (half-open ranges, any order) and stays in `[LOW_LIMIT, TASK_SIZE)`.
+pub fn find_hole(size: u64, occupied: &[(u64, u64)]) -> Option<u64> {
+    let mut ranges: Vec<(u64, u64)> = occupied
+        .iter()
+        .map(|&(s, e)| (s.saturating_sub(MARGIN), e.saturating_add(MARGIN)))
+        .collect();
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (s, e) in ranges {
+        match merged.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => merged.push((s, e)),
+        }
+    }
+    let ranges = merged;
+    // Walk the gaps from the top down.
+    let mut ceiling = TASK_SIZE - MARGIN;
+    for &(start, end) in ranges.iter().rev() {
+        if end <= ceiling {
+            let gap_start = end.max(LOW_LIMIT);
+            if ceiling >= gap_start && ceiling - gap_start >= size {
+                return Some((ceiling - size) / PAGE * PAGE);
+            }
+        }
+        ceiling = ceiling.min(start);
+        if ceiling < LOW_LIMIT {
+            return None;
+        }
+    }
+    (ceiling >= LOW_LIMIT + size).then(|| (ceiling - size) / PAGE * PAGE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hole_avoids_every_range_with_margin() {
+        let occ = [
+            (0x7fff_f000_0000, 0x7fff_ffff_0000),
+            (0x7fff_e000_0000, 0x7fff_efff_0000),
+        ];
+        let b = find_hole(0x10_0000, &occ).unwrap();
+        for &(s, e) in &occ {
+            assert!(
+                b + 0x10_0000 + MARGIN <= s || b >= e + MARGIN,
+                "{b:#x} overlaps {s:#x}-{e:#x}"
+            );
+        }
+        assert_eq!(b % PAGE, 0);
+        // Between the two ranges there is a 64K-margin gap only: too small for 1M, so it goes below both.
+        assert!(b + 0x10_0000 <= 0x7fff_e000_0000 - MARGIN);
+        assert!(find_hole(TASK_SIZE, &occ).is_none());
+    }
+
+    #[test]
+    fn area_pointers_are_absolute_and_inside() {
+        let blob = Blob::embedded().unwrap();
+        let input = BlobInput {
+            vmas: vec![VmaArg {
+                start: 0x1000,
+                end: 0x2000,
+                pgoff: 0,
+                prot: 3,
+                kind: 1,
+                fd: -1,
+                fill: 1,
+            }],
+            extents: vec![ExtentArg {
+                vaddr: 0x1000,
+                len: 0x1000,
+                file_offset: 0,
+            }],
+            close_fds: vec![5, 6],
+            pages_fd: 5,
+            report_fd: 7,
+            inherited_rseq: RseqArg::default(),
+            vdso_map_addr: None,
+            mm: Some((PrctlMmMap::default(), vec![6, 4096, 0, 0])),
+            sigactions: None,
+            itimers: None,
+            thread: ThreadInput {
+                tid: 1,
+                regs: GpRegs::default(),
+                xstate: vec![0; 2432],
+                sigmask: 0,
+                altstack: None,
+                clear_child_tid: None,
+                rseq: None,
+            },
+        };
+        let base = 0x7100_0000_0000;
+        let area = build(&blob, &input, base).unwrap();
+        assert_eq!(area.len(), size(&blob, &input));
+        assert_eq!(area.len() % PAGE, 0);
+        let off = (area.args - base) as usize;
+        // SAFETY: the bytes at `off` were written from a RestoreArgs by `build`; read_unaligned copies.
+        let args: RestoreArgs =
+            unsafe { std::ptr::read_unaligned(area.bytes[off..].as_ptr().cast()) };
+        assert_eq!(args.version, PROTO_VERSION);
+        assert_eq!((args.area_start, args.area_end), (base, area.end()));
+        for p in [
+            args.vmas,
+            args.extents,
+            args.close_fds,
+            args.threads,
+            args.mm_map.auxv,
+            area.sigframe_uc,
+        ] {
+            assert!(p >= base && p < area.end(), "{p:#x}");
+        }
+        assert_eq!(args.mm_map.auxv_size, 32);
+        assert_eq!(area.stack_top % 16, 0);
+        assert!(area.entry >= base && area.entry < base + blob.span());
+    }
+}

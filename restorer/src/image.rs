@@ -1,0 +1,374 @@
+//! Reading one task out of an image and refusing what cannot be restored here, before anything is forked.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use dormant_image::records::{
+    names, page_flags, Fd, FdFile, FileId, FileStat, Mm, Pid, PsTreeEntry, RegFile, ShmemId,
+    ShmemObject, TaskCore, ThreadCore, VmaBacking,
+};
+use dormant_image::{ImageError, ImageReader, PageStoreReader};
+
+use crate::error::RestoreError;
+use crate::{cpu, procself, sigframe};
+
+/// Everything the image says about the one task being restored.
+#[derive(Debug)]
+pub struct TaskImage {
+    pub pid: Pid,
+    pub core: TaskCore,
+    pub thread: ThreadCore,
+    pub mm: Mm,
+    pub fds: Vec<Fd>,
+    pub files: BTreeMap<FileId, RegFile>,
+    pub shmem: BTreeMap<ShmemId, (ShmemObject, PageStoreReader)>,
+    /// The task's private page store, if the image has one.
+    pub pages: Option<PageStoreReader>,
+}
+
+impl TaskImage {
+    /// The file `id`, or a bad-image error naming who referred to it.
+    pub fn file(&self, dir: &Path, id: FileId, user: &str) -> Result<&RegFile, RestoreError> {
+        self.files.get(&id).ok_or_else(|| RestoreError::BadImage {
+            dir: dir.to_owned(),
+            reason: format!(
+                "{user} refers to file {} which is not in {}",
+                id.0,
+                names::REG_FILES
+            ),
+        })
+    }
+}
+
+fn image_err(dir: &Path) -> impl Fn(ImageError) -> RestoreError + '_ {
+    move |source| RestoreError::Image {
+        dir: dir.to_owned(),
+        source,
+    }
+}
+
+fn bad(dir: &Path, reason: impl Into<String>) -> RestoreError {
+    RestoreError::BadImage {
+        dir: dir.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Opens the image at `dir` and reads its (single) task.
+pub fn load(dir: &Path) -> Result<(ImageReader, TaskImage), RestoreError> {
+    let img = ImageReader::open(dir).map_err(image_err(dir))?;
+    let inv = img.inventory();
+    if inv.arch != dormant_image::ARCH {
+        return Err(bad(
+            dir,
+            format!("made on {}, this is {}", inv.arch, dormant_image::ARCH),
+        ));
+    }
+    let tree: Vec<PsTreeEntry> = img.read_records(names::PSTREE).map_err(image_err(dir))?;
+    let root = match tree.as_slice() {
+        [root] => root.clone(),
+        [] => return Err(bad(dir, "the process tree is empty")),
+        _ => {
+            return Err(RestoreError::Unsupported(format!(
+                "process trees ({} processes)",
+                tree.len()
+            )))
+        }
+    };
+    if root.pid != inv.root_pid {
+        return Err(bad(
+            dir,
+            format!(
+                "pstree root {} is not the inventory's root {}",
+                root.pid.0, inv.root_pid.0
+            ),
+        ));
+    }
+    let tid = match root.threads.as_slice() {
+        [t] if t.0 == root.pid.0 => *t,
+        [_] => {
+            return Err(bad(
+                dir,
+                format!("pid {}: leader thread is not listed first", root.pid.0),
+            ))
+        }
+        ts => {
+            return Err(RestoreError::Unsupported(format!(
+                "pid {}: {} threads",
+                root.pid.0,
+                ts.len()
+            )))
+        }
+    };
+    let pid = root.pid;
+    let core: TaskCore = img.read_single(&names::core(pid)).map_err(image_err(dir))?;
+    let thread: ThreadCore = img
+        .read_single(&names::thread(tid))
+        .map_err(image_err(dir))?;
+    let mm: Mm = img.read_single(&names::mm(pid)).map_err(image_err(dir))?;
+    let fds: Vec<Fd> = if img.has_file(&names::fds(pid)) {
+        img.read_records(&names::fds(pid)).map_err(image_err(dir))?
+    } else {
+        Vec::new()
+    };
+    let files: BTreeMap<FileId, RegFile> = if img.has_file(names::REG_FILES) {
+        img.read_records::<RegFile>(names::REG_FILES)
+            .map_err(image_err(dir))?
+            .into_iter()
+            .map(|f| (f.id, f))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    let mut shmem = BTreeMap::new();
+    if img.has_file(names::SHMEM) {
+        for obj in img
+            .read_records::<ShmemObject>(names::SHMEM)
+            .map_err(image_err(dir))?
+        {
+            let store = img
+                .page_store(&names::shmem_pages(obj.id))
+                .map_err(image_err(dir))?;
+            shmem.insert(obj.id, (obj, store));
+        }
+    }
+    let store = names::task_pages(pid);
+    let pages = if img.page_store_names().contains(&store) {
+        Some(img.page_store(&store).map_err(image_err(dir))?)
+    } else {
+        None
+    };
+    Ok((
+        img,
+        TaskImage {
+            pid,
+            core,
+            thread,
+            mm,
+            fds,
+            files,
+            shmem,
+            pages,
+        },
+    ))
+}
+
+/// Refuses an image whose FPU state this CPU cannot load.
+pub fn check_xstate(img: &ImageReader, task: &TaskImage) -> Result<(), RestoreError> {
+    let cpu = cpu::xcr0();
+    let image = img.inventory().xsave_features;
+    let thread_bv = sigframe::xstate_bv(&task.thread.xstate).unwrap_or(0);
+    for wanted in [image, thread_bv] {
+        if wanted & !cpu != 0 {
+            return Err(RestoreError::XsaveFeatures {
+                image: wanted,
+                cpu,
+                missing: wanted & !cpu,
+            });
+        }
+    }
+    let len = task.thread.xstate.len();
+    let ours = cpu::xsave_size() as usize;
+    if len != 0 && len > ours {
+        return Err(RestoreError::Xstate {
+            tid: task.thread.tid.0,
+            len,
+            reason: format!("larger than this CPU's XSAVE area of {ours} bytes"),
+        });
+    }
+    Ok(())
+}
+
+/// The dumped vDSO/vvar placement: where ARCH_MAP_VDSO_64 must map (the first vvar page), if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VdsoPlacement {
+    pub map_addr: u64,
+}
+
+/// Checks that the running vDSO is byte-identical to the dumped one and that vvar/vdso sit the same way
+/// relative to each other, so mapping a fresh one at the dumped address recreates the dumped layout.
+pub fn check_vdso(dir: &Path, task: &TaskImage) -> Result<Option<VdsoPlacement>, RestoreError> {
+    let vmas = &task.mm.vmas;
+    let Some(dumped) = vmas.iter().find(|v| v.backing == VmaBacking::Vdso) else {
+        return Ok(None);
+    };
+    let mismatch = |detail: String| RestoreError::VdsoMismatch { detail };
+    let dumped_vvars: Vec<_> = vmas
+        .iter()
+        .filter(|v| v.backing == VmaBacking::Vvar)
+        .collect();
+    let own = procself::vdso()?.ok_or_else(|| mismatch("this process has no vDSO".into()))?;
+    let len = (dumped.end - dumped.start) as usize;
+    if len != own.bytes.len() {
+        return Err(mismatch(format!(
+            "size {len:#x} in the image, {:#x} here",
+            own.bytes.len()
+        )));
+    }
+    // Rebuild the dumped bytes from the page store (pages never stored are zero).
+    let mut bytes = vec![0u8; len];
+    let store = task
+        .pages
+        .as_ref()
+        .ok_or_else(|| bad(dir, "the vDSO's bytes are missing (no page store)"))?;
+    let mut found = false;
+    for e in store
+        .extents()
+        .iter()
+        .filter(|e| e.flags & page_flags::VDSO != 0)
+    {
+        let end = e.vend().unwrap_or(u64::MAX);
+        if e.vaddr < dumped.start || end > dumped.end {
+            return Err(bad(
+                dir,
+                format!(
+                    "vDSO pages {:#x}-{end:#x} lie outside the vDSO mapping",
+                    e.vaddr
+                ),
+            ));
+        }
+        let off = (e.vaddr - dumped.start) as usize;
+        store
+            .read_extent(e, &mut bytes[off..off + e.len as usize])
+            .map_err(image_err(dir))?;
+        found = true;
+    }
+    if !found {
+        return Err(bad(dir, "the vDSO's bytes are missing from the page store"));
+    }
+    if let Some(at) = bytes.iter().zip(&own.bytes).position(|(a, b)| a != b) {
+        return Err(mismatch(format!("first difference at byte {at:#x}")));
+    }
+    // Layout: each vvar mapping's size and its distance to the vDSO must match.
+    let own_layout: Vec<(u64, u64)> = own
+        .vvars
+        .iter()
+        .map(|m| (own.vdso_start - m.start, m.end - m.start))
+        .collect();
+    let dumped_layout: Vec<(u64, u64)> = dumped_vvars
+        .iter()
+        .map(|v| (dumped.start.wrapping_sub(v.start), v.end - v.start))
+        .collect();
+    if own_layout != dumped_layout {
+        return Err(mismatch(format!(
+            "vvar layout (offset before vdso, size) {dumped_layout:x?} in the image, {own_layout:x?} here"
+        )));
+    }
+    let map_addr = dumped_vvars
+        .iter()
+        .map(|v| v.start)
+        .min()
+        .unwrap_or(dumped.start);
+    Ok(Some(VdsoPlacement { map_addr }))
+}
+
+/// What differs between a file's dumped identity and what is at its path now; `None` when it matches.
+pub fn stat_difference(saved: &FileStat, now: &std::fs::Metadata) -> Option<String> {
+    let mtime_now = i128::from(now.mtime()) * 1_000_000_000 + i128::from(now.mtime_nsec());
+    let mut diffs = Vec::new();
+    if saved.dev != now.dev() {
+        diffs.push(format!("device {:#x} -> {:#x}", saved.dev, now.dev()));
+    }
+    if saved.ino != now.ino() {
+        diffs.push(format!("inode {} -> {}", saved.ino, now.ino()));
+    }
+    if saved.mode & libc::S_IFMT != now.mode() & libc::S_IFMT {
+        diffs.push(format!(
+            "file type {:o} -> {:o}",
+            saved.mode & libc::S_IFMT,
+            now.mode() & libc::S_IFMT
+        ));
+    }
+    let regular = now.mode() & libc::S_IFMT == libc::S_IFREG;
+    if regular && saved.size != now.size() {
+        diffs.push(format!("size {} -> {}", saved.size, now.size()));
+    }
+    if regular && saved.mtime_ns != mtime_now {
+        diffs.push(format!("mtime {}ns -> {}ns", saved.mtime_ns, mtime_now));
+    }
+    (!diffs.is_empty()).then(|| diffs.join(", "))
+}
+
+/// Checks every file the task refers to (fds, mappings, exe) against its dumped identity.
+pub fn check_files(dir: &Path, task: &TaskImage) -> Result<(), RestoreError> {
+    let mut used: Vec<(FileId, String)> = Vec::new();
+    for fd in &task.fds {
+        if let FdFile::Reg(id) = fd.file {
+            used.push((id, format!("fd {}", fd.fd)));
+        }
+    }
+    for v in &task.mm.vmas {
+        if let VmaBacking::File(id) = v.backing {
+            used.push((id, format!("mapping {:#x}", v.start)));
+        }
+    }
+    used.push((task.mm.exe, "the executable".to_owned()));
+    for (id, user) in used {
+        let f = task.file(dir, id, &user)?;
+        let meta = std::fs::metadata(&f.path).map_err(|source| RestoreError::File {
+            what: "cannot stat",
+            path: f.path.clone(),
+            source,
+        })?;
+        if let Some(what) = stat_difference(&f.stat, &meta) {
+            return Err(RestoreError::FileChanged {
+                path: f.path.clone(),
+                what,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a pid that is in use, naming its owner.
+pub fn check_pid_free(pid: Pid) -> Result<(), RestoreError> {
+    let proc_dir = PathBuf::from(format!("/proc/{}", pid.0));
+    if proc_dir.exists() {
+        let owner = std::fs::read_to_string(proc_dir.join("comm"))
+            .ok()
+            .map(|c| c.trim().to_owned());
+        return Err(RestoreError::PidTaken { pid: pid.0, owner });
+    }
+    Ok(())
+}
+
+/// Verifies the crc of every stored page the restore will read.
+pub fn verify_pages(dir: &Path, task: &TaskImage) -> Result<u64, RestoreError> {
+    let mut total = 0;
+    if let Some(store) = &task.pages {
+        total += store.verify_all().map_err(image_err(dir))?;
+    }
+    for (_, store) in task.shmem.values() {
+        total += store.verify_all().map_err(image_err(dir))?;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_difference_names_what_changed() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), b"abc").unwrap();
+        let meta = std::fs::metadata(file.path()).unwrap();
+        let saved = FileStat {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            mode: meta.mode(),
+            size: 3,
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            rdev: 0,
+        };
+        assert_eq!(stat_difference(&saved, &meta), None);
+        let grown = FileStat { size: 4, ..saved };
+        assert_eq!(stat_difference(&grown, &meta).unwrap(), "size 4 -> 3");
+        let other = FileStat {
+            ino: saved.ino + 1,
+            ..saved
+        };
+        assert!(stat_difference(&other, &meta).unwrap().starts_with("inode"));
+    }
+}

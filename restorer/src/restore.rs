@@ -1,0 +1,197 @@
+//! The public entry point: [`Restore`] checks an image, prepares and starts the restored process.
+
+use std::path::{Path, PathBuf};
+
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid as NixPid;
+
+use crate::blob::Blob;
+use crate::error::RestoreError;
+use crate::{image, launch, prepare, procself};
+
+/// A restore of one image directory. Build it with [`Restore::builder`].
+#[derive(Debug, Clone)]
+pub struct Restore {
+    images_dir: PathBuf,
+    detached: bool,
+    shell_job: bool,
+    pidfile: Option<PathBuf>,
+}
+
+/// Options of a [`Restore`].
+#[derive(Debug, Clone)]
+pub struct RestoreBuilder {
+    inner: Restore,
+}
+
+impl RestoreBuilder {
+    /// Do not keep the restored process as a child to wait for: the caller will exit and leave it to
+    /// init. [`Restored::wait`] is still available while the caller lives.
+    pub fn detached(mut self, detached: bool) -> Self {
+        self.inner.detached = detached;
+        self
+    }
+
+    /// The process was dumped as a shell job: its terminal fds become this process's fds 0-2.
+    pub fn shell_job(mut self, shell_job: bool) -> Self {
+        self.inner.shell_job = shell_job;
+        self
+    }
+
+    /// Write the restored root pid to this file.
+    pub fn pidfile(mut self, pidfile: Option<PathBuf>) -> Self {
+        self.inner.pidfile = pidfile;
+        self
+    }
+
+    /// Finishes the options; fails when the image directory does not exist.
+    pub fn build(self) -> Result<Restore, RestoreError> {
+        let dir = &self.inner.images_dir;
+        if !dir.is_dir() {
+            return Err(RestoreError::BadImage {
+                dir: dir.clone(),
+                reason: "not a directory".into(),
+            });
+        }
+        Ok(self.inner)
+    }
+}
+
+/// How the restored process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Exited(i32),
+    Signaled { signal: i32, core_dumped: bool },
+}
+
+/// A restored, running process.
+#[derive(Debug)]
+pub struct Restored {
+    pid: u32,
+    detached: bool,
+}
+
+impl Restored {
+    /// The pid of the restored root process (the dumped one).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Whether the restore was requested detached.
+    pub fn is_detached(&self) -> bool {
+        self.detached
+    }
+
+    /// Waits for the restored process (a child of the caller) to end.
+    pub fn wait(self) -> Result<ExitStatus, RestoreError> {
+        let pid = NixPid::from_raw(self.pid as i32);
+        loop {
+            match waitpid(pid, None)
+                .map_err(|e| RestoreError::sys(format!("waiting for pid {}", self.pid), e))?
+            {
+                WaitStatus::Exited(_, code) => return Ok(ExitStatus::Exited(code)),
+                WaitStatus::Signaled(_, sig, core_dumped) => {
+                    return Ok(ExitStatus::Signaled {
+                        signal: sig as i32,
+                        core_dumped,
+                    })
+                }
+                _ => continue,
+            }
+        }
+    }
+}
+
+impl Restore {
+    /// Starts describing a restore of the image in `images_dir`.
+    pub fn builder(images_dir: impl Into<PathBuf>) -> RestoreBuilder {
+        RestoreBuilder {
+            inner: Restore {
+                images_dir: images_dir.into(),
+                detached: false,
+                shell_job: false,
+                pidfile: None,
+            },
+        }
+    }
+
+    /// The image directory.
+    pub fn images_dir(&self) -> &Path {
+        &self.images_dir
+    }
+
+    /// Checks the image, then forks the process with its original pid and restores it.
+    ///
+    /// Must be called while the calling process is single-threaded (checked): the restored process is
+    /// forked from it and runs plain code between the fork and the restorer blob. On failure nothing of
+    /// the restored process is left behind.
+    pub fn run(self) -> Result<Restored, RestoreError> {
+        let threads = procself::thread_count()?;
+        if threads != 1 {
+            return Err(RestoreError::NotSingleThreaded { threads });
+        }
+        let dir = self.images_dir.as_path();
+        let (img, task) = image::load(dir)?;
+        image::check_xstate(&img, &task)?;
+        let vdso = image::check_vdso(dir, &task)?;
+        image::check_files(dir, &task)?;
+        image::check_pid_free(task.pid)?;
+        let bytes = image::verify_pages(dir, &task)?;
+        log::debug!(
+            "image {}: pid {}, {bytes} bytes of pages verified",
+            dir.display(),
+            task.pid.0
+        );
+
+        let blob = Blob::embedded()?;
+        let policy = prepare::FdPolicy {
+            shell_job: self.shell_job,
+        };
+        let launch = prepare::prepare(dir, &blob, &task, vdso, policy)?;
+        let started = launch::start(launch)?;
+        if let Some(path) = &self.pidfile {
+            std::fs::write(path, format!("{}\n", started.pid)).map_err(|source| {
+                RestoreError::Pidfile {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        }
+        Ok(Restored {
+            pid: started.pid,
+            detached: self.detached,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_to_fork_from_a_multithreaded_process() {
+        let dir = tempfile::tempdir().unwrap();
+        // Keep a second thread alive for sure (the test harness may run this on its main thread alone).
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let helper = std::thread::spawn(move || rx.recv());
+        let err = Restore::builder(dir.path())
+            .build()
+            .unwrap()
+            .run()
+            .unwrap_err();
+        assert!(
+            matches!(err, RestoreError::NotSingleThreaded { threads } if threads >= 2),
+            "{err}"
+        );
+        drop(tx);
+        helper.join().unwrap().unwrap_err();
+    }
+
+    #[test]
+    fn builder_refuses_a_missing_directory() {
+        let err = Restore::builder("/nonexistent/dormant-image")
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("not a directory"), "{err}");
+    }
+}

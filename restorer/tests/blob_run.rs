@@ -1,0 +1,359 @@
+//! Runs the real restorer blob on hand-built argument blocks (no dumper needed): a child is forked with an
+//! exact pid, the blob replaces its whole address space with a few mappings filled from a page file, maps
+//! the vDSO at a chosen address, sets the mm layout and exe, a signal action and fs_base, then
+//! rt_sigreturns into a small victim function whose registers and FPU state come from the frame. The
+//! victim checks memory, registers, xmm0, fs_base and its signal mask and exits with 42 when all match.
+//!
+//! Privileged (clone3 set_tid, ptrace, map_files): fails with a message when not run as root.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileExt;
+
+use dormant_image::records::GpRegs;
+use dormant_restorer::area::{self, BlobInput, ThreadInput};
+use dormant_restorer::blob::Blob;
+use dormant_restorer::launch::{self, FdMove, Launch};
+use dormant_restorer::RestoreError;
+use dormant_restorer_proto::{KSigAction, PrctlMmMap, Step, VmaArg, VmaKind, NSIG};
+use nix::sys::wait::{waitpid, WaitStatus};
+
+mod common;
+
+use common::*;
+
+struct Victim {
+    launch: Launch,
+    go: OwnedFd,
+    data1: Vec<u8>,
+    data2: Vec<u8>,
+    _pages: tempfile::NamedTempFile,
+}
+
+fn build_victim(pid: u32, break_it: bool) -> Victim {
+    let blob = Blob::embedded().unwrap();
+    let code = victim_code();
+    let (data1, data2) = (pattern(0xa1), pattern(0xb2));
+    let pages = tempfile::NamedTempFile::new().unwrap();
+    let mut code_page = code.clone();
+    code_page.resize(PAGE as usize, 0xcc);
+    pages.as_file().write_all_at(&code_page, 0).unwrap();
+    pages.as_file().write_all_at(&data1, PAGE).unwrap();
+    pages.as_file().write_all_at(&data2, 2 * PAGE).unwrap();
+
+    let base = 10;
+    let pages_fd = lift(pages.as_file(), base);
+    let (go_read, go) = nix::unistd::pipe().unwrap();
+    let go_helper = lift(&go_read, base);
+    drop(go_read);
+    let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let report_write = lift(&report_write, base);
+    let exe = std::fs::File::open("/usr/bin/true").unwrap();
+    let exe_fd = lift(&exe, base);
+
+    let vma = |start: u64, pages: u64, prot: i32, kind: VmaKind, fd: RawFd, fill: bool| VmaArg {
+        start,
+        end: start + pages * PAGE,
+        pgoff: 0,
+        prot: prot as u32,
+        kind: kind as u32,
+        fd,
+        fill: fill as u32,
+    };
+    let mut vmas = vec![
+        vma(
+            CODE,
+            1,
+            libc::PROT_READ | libc::PROT_EXEC,
+            VmaKind::Anon,
+            -1,
+            true,
+        ),
+        vma(
+            DATA1,
+            2,
+            libc::PROT_READ | libc::PROT_WRITE,
+            VmaKind::Anon,
+            -1,
+            true,
+        ),
+        vma(DATA2, 1, libc::PROT_READ, VmaKind::Anon, -1, true),
+        vma(
+            STACK,
+            STACK_PAGES,
+            libc::PROT_READ | libc::PROT_WRITE,
+            VmaKind::AnonGrowsDown,
+            -1,
+            false,
+        ),
+    ];
+    if break_it {
+        vmas.push(vma(
+            0x5000_0008_0000,
+            1,
+            libc::PROT_READ,
+            VmaKind::FilePrivate,
+            999,
+            false,
+        ));
+    }
+    let extents = vec![
+        dormant_restorer_proto::ExtentArg {
+            vaddr: CODE,
+            len: PAGE,
+            file_offset: 0,
+        },
+        dormant_restorer_proto::ExtentArg {
+            vaddr: DATA1,
+            len: PAGE,
+            file_offset: PAGE,
+        },
+        dormant_restorer_proto::ExtentArg {
+            vaddr: DATA2,
+            len: PAGE,
+            file_offset: 2 * PAGE,
+        },
+    ];
+
+    let stack_top = STACK + STACK_PAGES * PAGE;
+    let regs = GpRegs {
+        rip: CODE,
+        rdi: DATA1,
+        rsi: first_word(&data1, 0),
+        rdx: DATA2,
+        r12: first_word(&data2, 0),
+        r13: XMM0,
+        rbp: SIGUSR1_BIT,
+        rsp: stack_top - 128,
+        fs_base: DATA1 + 8,
+        cs: 0x33,
+        ss: 0x2b,
+        eflags: 0x202,
+        ..Default::default()
+    };
+    let mm_map = PrctlMmMap {
+        start_code: CODE,
+        end_code: CODE + PAGE,
+        start_data: DATA1,
+        end_data: DATA1 + 2 * PAGE,
+        start_brk: DATA2 + PAGE,
+        brk: DATA2 + PAGE,
+        start_stack: stack_top - 256,
+        arg_start: DATA2,
+        arg_end: DATA2 + 16,
+        env_start: DATA2 + 16,
+        env_end: DATA2 + 32,
+        auxv: 0,
+        auxv_size: 0,
+        exe_fd: exe_fd.as_raw_fd() as u32,
+    };
+    let mut sigactions = Box::new([KSigAction::default(); NSIG]);
+    sigactions[libc::SIGUSR2 as usize - 1] = KSigAction {
+        handler: CODE,
+        flags: 0x0400_0000, /* SA_RESTORER */
+        restorer: CODE,
+        mask: 0,
+    };
+    let input = BlobInput {
+        vmas,
+        extents,
+        close_fds: vec![pages_fd.as_raw_fd(), exe_fd.as_raw_fd()],
+        pages_fd: pages_fd.as_raw_fd(),
+        report_fd: report_write.as_raw_fd(),
+        inherited_rseq: inherited_rseq(),
+        vdso_map_addr: Some(VDSO_AT),
+        mm: Some((mm_map, vec![libc::AT_PAGESZ, PAGE, libc::AT_NULL, 0])),
+        sigactions: Some(sigactions),
+        itimers: None,
+        thread: ThreadInput {
+            tid: pid,
+            regs,
+            xstate: xstate_with_xmm0(XMM0),
+            sigmask: SIGUSR1_BIT,
+            altstack: None,
+            clear_child_tid: None,
+            rseq: None,
+        },
+    };
+    let size = area::size(&blob, &input);
+    let mut occupied: Vec<(u64, u64)> = maps_of("self").iter().map(|m| (m.0, m.1)).collect();
+    occupied.push((CODE, VDSO_AT + 0x10_0000));
+    let at = area::find_hole(size, &occupied).unwrap();
+    let area = area::build(&blob, &input, at).unwrap();
+    let mut keep = vec![
+        0,
+        pages_fd.as_raw_fd(),
+        exe_fd.as_raw_fd(),
+        report_write.as_raw_fd(),
+    ];
+    keep.sort_unstable();
+    let launch = Launch {
+        pid: Some(pid),
+        area,
+        fd_moves: vec![FdMove {
+            from: go_helper.as_raw_fd(),
+            to: 0,
+            cloexec: false,
+        }],
+        keep_fds: keep,
+        helper_fds: vec![pages_fd, go_helper, exe_fd],
+        report_write,
+        report_read,
+        umask: Some(0o027),
+        rlimits: Vec::new(),
+        cwd: Some(c"/tmp".to_owned()),
+        expected_rip: CODE,
+        stopped: false,
+    };
+    Victim {
+        launch,
+        go,
+        data1,
+        data2,
+        _pages: pages,
+    }
+}
+
+fn restores_synthetic_task_and_sigreturns_into_it() {
+    let pid = free_pid();
+    let Victim {
+        launch,
+        go,
+        data1,
+        data2,
+        _pages,
+    } = build_victim(pid, false);
+    let (area_start, area_end) = (launch.area.base, launch.area.end());
+    let started = launch::start(launch).unwrap();
+    assert_eq!(started.pid, pid, "restored with the exact pid");
+
+    // The task now sits in its read(0) (it was released after rt_sigreturn): inspect it.
+    let maps = maps_of(&pid.to_string());
+    let find = |start: u64| {
+        maps.iter()
+            .find(|m| m.0 == start)
+            .unwrap_or_else(|| panic!("{start:#x} in {maps:#x?}"))
+    };
+    assert_eq!(find(CODE).2, "r-xp");
+    assert_eq!(
+        (find(DATA1).1, find(DATA1).2.as_str()),
+        (DATA1 + 2 * PAGE, "rw-p")
+    );
+    assert_eq!(find(DATA2).2, "r--p");
+    assert!(
+        maps.iter().all(|m| m.1 <= area_start || m.0 >= area_end),
+        "blob area removed: {maps:#x?}"
+    );
+    let named = |n: &str| {
+        maps.iter()
+            .find(|m| m.3 == n)
+            .unwrap_or_else(|| panic!("{n} in {maps:#x?}"))
+            .0
+    };
+    // ARCH_MAP_VDSO_64 at the first vvar page: [vvar] 16K, [vvar_vclock] 8K, then [vdso].
+    assert_eq!(named("[vvar]"), VDSO_AT);
+    assert_eq!(named("[vvar_vclock]"), VDSO_AT + 4 * PAGE);
+    assert_eq!(named("[vdso]"), VDSO_AT + 6 * PAGE);
+    assert_eq!(
+        named("[stack]"),
+        STACK,
+        "PR_SET_MM_MAP start_stack names the growsdown VMA [stack]"
+    );
+    // Nothing of the test binary is left, and the exe link was replaced through PR_SET_MM_MAP.
+    let own_exe = std::fs::read_link("/proc/self/exe").unwrap();
+    assert!(maps.iter().all(|m| m.3 != own_exe.to_str().unwrap()));
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/exe")).unwrap(),
+        std::path::Path::new("/usr/bin/true")
+    );
+    assert_eq!(
+        std::fs::read(format!("/proc/{pid}/cmdline")).unwrap(),
+        &data2[..16]
+    );
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(
+        u64::from_str_radix(&field("SigBlk:"), 16).unwrap(),
+        SIGUSR1_BIT
+    );
+    assert_eq!(
+        u64::from_str_radix(&field("SigCgt:"), 16).unwrap(),
+        1 << (libc::SIGUSR2 - 1)
+    );
+    assert_eq!(field("Umask:"), "0027");
+    // Only fd 0 (the go pipe) is left in the task.
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(fds, vec!["0".to_owned()]);
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap(),
+        std::path::Path::new("/tmp")
+    );
+    assert_eq!(first_word(&data1, 0) >> 32, 0xa1);
+
+    std::fs::File::from(go).write_all(&[1]).unwrap();
+    match waitpid(nix::unistd::Pid::from_raw(pid as i32), None).unwrap() {
+        WaitStatus::Exited(_, 42) => {}
+        other => panic!("victim did not verify itself: {other:?}"),
+    }
+}
+
+fn failed_step_is_reported_and_leaves_nothing() {
+    let pid = free_pid();
+    let v = build_victim(pid, true);
+    let err = launch::start(v.launch).unwrap_err();
+    match &err {
+        RestoreError::StepFailed {
+            pid: p,
+            step,
+            errno,
+            detail,
+            ..
+        } => {
+            assert_eq!(*p, pid);
+            assert_eq!(*step, Step::MapVma as u32, "{err}");
+            assert_eq!(*errno, nix::errno::Errno::EBADF, "{err}");
+            assert_eq!(*detail, 0x5000_0008_0000);
+        }
+        other => panic!("unexpected error {other}"),
+    }
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "no half-restored process left"
+    );
+}
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "blob_run: these tests need root (clone3 set_tid, ptrace, map_files); run them as root"
+        );
+        std::process::exit(1);
+    }
+    let tests: [(&str, fn()); 2] = [
+        (
+            "restores_synthetic_task_and_sigreturns_into_it",
+            restores_synthetic_task_and_sigreturns_into_it,
+        ),
+        (
+            "failed_step_is_reported_and_leaves_nothing",
+            failed_step_is_reported_and_leaves_nothing,
+        ),
+    ];
+    for (name, test) in tests {
+        eprint!("test {name} ... ");
+        test();
+        eprintln!("ok");
+    }
+}
