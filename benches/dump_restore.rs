@@ -29,7 +29,11 @@ fn dormant_bin() -> Result<PathBuf, Box<dyn Error>> {
         .map(|d| d.join("dormant"))
         .ok_or("cannot locate the target directory")?;
     if !bin.exists() {
-        return Err(format!("{} is missing: run `cargo build --release -p dormant-cli` first", bin.display()).into());
+        return Err(format!(
+            "{} is missing: run `cargo build --release -p dormant-cli` first",
+            bin.display()
+        )
+        .into());
     }
     Ok(bin)
 }
@@ -86,7 +90,12 @@ fn one(bin: &Path, dir: &Path, mib: u64) -> Result<Row, Box<dyn Error>> {
     let images = work.join("image");
     let out = File::create(&log)?;
     let mut child = Command::new(bin)
-        .args(["__demo-workload", "--size-mib", &mib.to_string(), "--trigger"])
+        .args([
+            "__demo-workload",
+            "--size-mib",
+            &mib.to_string(),
+            "--trigger",
+        ])
         .arg(&trigger)
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
@@ -121,7 +130,10 @@ fn one(bin: &Path, dir: &Path, mib: u64) -> Result<Row, Box<dyn Error>> {
     fs::remove_file(&base)?;
 
     let t = Instant::now();
-    let st = Command::new(bin).args(["restore", "-d", "-D"]).arg(&images).status()?;
+    let st = Command::new(bin)
+        .args(["restore", "-d", "-D"])
+        .arg(&images)
+        .status()?;
     let restore = t.elapsed();
     if !st.success() {
         return Err(format!("dormant restore failed: {st}").into());
@@ -133,7 +145,15 @@ fn one(bin: &Path, dir: &Path, mib: u64) -> Result<Row, Box<dyn Error>> {
         return Err(format!("restored workload did not pass ({status:?}):\n{text}").into());
     }
     fs::remove_dir_all(&work)?;
-    Ok(Row { mib, image_mib: bytes as f64 / 1048576.0, write, dump, frozen_ms, read, restore })
+    Ok(Row {
+        mib,
+        image_mib: bytes as f64 / 1048576.0,
+        write,
+        dump,
+        frozen_ms,
+        read,
+        restore,
+    })
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -154,7 +174,15 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("dump/restore throughput, dir {}", dir.display());
     println!(
         "{:>6} {:>9} | {:>10} {:>10} {:>6} {:>9} | {:>10} {:>10} {:>6}",
-        "MiB", "image", "write MB/s", "dump MB/s", "ratio", "frozen ms", "read MB/s", "rstr MB/s", "ratio"
+        "MiB",
+        "image",
+        "write MB/s",
+        "dump MB/s",
+        "ratio",
+        "frozen ms",
+        "read MB/s",
+        "rstr MB/s",
+        "ratio"
     );
     for mib in sizes {
         let r = one(&bin, &dir, mib)?;

@@ -50,7 +50,9 @@ fn read_log(path: &Path) -> String {
 }
 
 fn last_tick(log: &str) -> Option<u64> {
-    log.lines().rev().find_map(|l| l.strip_prefix("tick ")?.trim().parse().ok())
+    log.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("tick ")?.trim().parse().ok())
 }
 
 fn wait_for(log: &Path, what: &str, timeout: Duration) -> Result<String, CliError> {
@@ -61,14 +63,17 @@ fn wait_for(log: &Path, what: &str, timeout: Duration) -> Result<String, CliErro
             return Ok(text);
         }
         if start.elapsed() > timeout {
-            return Err(demo_err(format!("workload did not print {what:?} within {timeout:?}; log:\n{text}")));
+            return Err(demo_err(format!(
+                "workload did not print {what:?} within {timeout:?}; log:\n{text}"
+            )));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 pub fn run(size_mib: u64) -> Result<ExitCode, CliError> {
-    let exe = std::env::current_exe().map_err(|e| demo_err(format!("cannot find own executable: {e}")))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| demo_err(format!("cannot find own executable: {e}")))?;
     let scratch = Scratch::new()?;
     let log_path = scratch.0.join("workload.log");
     let trigger = scratch.0.join("check");
@@ -78,16 +83,27 @@ pub fn run(size_mib: u64) -> Result<ExitCode, CliError> {
         .append(true)
         .mode(0o600)
         .open(&log_path)
-        .map_err(|source| CliError::Write { path: log_path.clone(), source })?;
-    let log_err = log.try_clone().map_err(|source| CliError::Write { path: log_path.clone(), source })?;
+        .map_err(|source| CliError::Write {
+            path: log_path.clone(),
+            source,
+        })?;
+    let log_err = log.try_clone().map_err(|source| CliError::Write {
+        path: log_path.clone(),
+        source,
+    })?;
 
     println!("dormant demo: starting a workload with {size_mib} MiB of patterned memory");
     let mut cmd = Command::new(&exe);
-    cmd.args(["__demo-workload", "--size-mib", &size_mib.to_string(), "--trigger"])
-        .arg(&trigger)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err);
+    cmd.args([
+        "__demo-workload",
+        "--size-mib",
+        &size_mib.to_string(),
+        "--trigger",
+    ])
+    .arg(&trigger)
+    .stdin(Stdio::null())
+    .stdout(log)
+    .stderr(log_err);
     close_inherited_fds(&mut cmd);
     let mut child = cmd
         .spawn()
@@ -109,11 +125,17 @@ pub fn run(size_mib: u64) -> Result<ExitCode, CliError> {
         .spawn()
         .map_err(|e| demo_err(format!("cannot run dormant dump: {e}")))?;
     // We are the workload's parent: reap it when the dump kills it, so its pid becomes free.
-    let status = child.wait().map_err(|e| demo_err(format!("waiting for the workload: {e}")))?;
-    let dump_status = dump.wait().map_err(|e| demo_err(format!("waiting for dormant dump: {e}")))?;
+    let status = child
+        .wait()
+        .map_err(|e| demo_err(format!("waiting for the workload: {e}")))?;
+    let dump_status = dump
+        .wait()
+        .map_err(|e| demo_err(format!("waiting for dormant dump: {e}")))?;
     let dump_time = t_dump.elapsed();
     if !dump_status.success() {
-        return Err(demo_err(format!("dormant dump failed ({dump_status}); workload ended with {status}")));
+        return Err(demo_err(format!(
+            "dormant dump failed ({dump_status}); workload ended with {status}"
+        )));
     }
     let at_dump = last_tick(&read_log(&log_path)).unwrap_or(0);
     let image_bytes = dir_size(&images);
@@ -151,21 +173,38 @@ pub fn run(size_mib: u64) -> Result<ExitCode, CliError> {
     std::thread::sleep(Duration::from_millis(600));
     let after = last_tick(&read_log(&log_path)).unwrap_or(0);
     println!("the counter went on: tick {at_dump} at the dump, tick {after} now");
-    fs::write(&trigger, b"check").map_err(|source| CliError::Write { path: trigger.clone(), source })?;
+    fs::write(&trigger, b"check").map_err(|source| CliError::Write {
+        path: trigger.clone(),
+        source,
+    })?;
     let npid = nix::unistd::Pid::from_raw(pid as i32);
     let code = match nix::sys::wait::waitpid(npid, None) {
         Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => c,
-        Ok(other) => return Err(demo_err(format!("restored workload ended abnormally: {other:?}"))),
-        Err(e) => return Err(demo_err(format!("cannot wait for the restored workload {pid}: {e}"))),
+        Ok(other) => {
+            return Err(demo_err(format!(
+                "restored workload ended abnormally: {other:?}"
+            )))
+        }
+        Err(e) => {
+            return Err(demo_err(format!(
+                "cannot wait for the restored workload {pid}: {e}"
+            )))
+        }
     };
     let text = read_log(&log_path);
-    let verdict = text.lines().rev().find(|l| l.starts_with("PASS") || l.starts_with("FAIL")).unwrap_or("");
+    let verdict = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("PASS") || l.starts_with("FAIL"))
+        .unwrap_or("");
     println!("workload says: {verdict}");
     if code == 0 && verdict.starts_with("PASS") && after > at_dump {
         println!("demo OK");
         Ok(ExitCode::SUCCESS)
     } else {
-        Err(demo_err(format!("the restored workload did not pass (exit {code}); log:\n{text}")))
+        Err(demo_err(format!(
+            "the restored workload did not pass (exit {code}); log:\n{text}"
+        )))
     }
 }
 
@@ -188,7 +227,11 @@ fn close_inherited_fds(cmd: &mut Command) {
 
 fn dir_size(dir: &Path) -> u64 {
     fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
         .unwrap_or(0)
 }
 
@@ -219,9 +262,16 @@ pub fn workload(size_mib: u64, trigger: &Path) -> Result<ExitCode, CliError> {
             break;
         }
     }
-    let bad = mem.iter().enumerate().filter(|(i, w)| **w != pattern(*i as u64)).count();
+    let bad = mem
+        .iter()
+        .enumerate()
+        .filter(|(i, w)| **w != pattern(*i as u64))
+        .count();
     if bad == 0 {
-        let _ = writeln!(out, "PASS {size_mib} MiB of memory intact, counter at tick {tick}");
+        let _ = writeln!(
+            out,
+            "PASS {size_mib} MiB of memory intact, counter at tick {tick}"
+        );
         Ok(ExitCode::SUCCESS)
     } else {
         let _ = writeln!(out, "FAIL {bad} of {words} words differ");

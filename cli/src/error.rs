@@ -5,9 +5,15 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error("cannot open log file {path}: {source}")]
-    LogFile { path: PathBuf, source: std::io::Error },
+    LogFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("JSON encoding failed: {0}")]
     Json(serde_json::Error),
     #[error(transparent)]

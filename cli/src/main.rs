@@ -16,7 +16,11 @@ use clap::{Parser, Subcommand};
 use crate::error::CliError;
 
 #[derive(Debug, Parser)]
-#[command(name = "dormant", version, about = "Checkpoint and restore Linux processes")]
+#[command(
+    name = "dormant",
+    version,
+    about = "Checkpoint and restore Linux processes"
+)]
 struct Cli {
     /// Write the log to this file instead of stderr.
     #[arg(short = 'o', long = "log-file", global = true)]
@@ -102,10 +106,13 @@ fn main() -> ExitCode {
         eprintln!("dormant: {e}");
         return ExitCode::from(2);
     }
+    let logs_to_file = cli.log_file.is_some();
     match run(cli.cmd) {
         Ok(code) => code,
         Err(e) => {
-            log::error!("{e}");
+            if logs_to_file {
+                log::error!("{e}");
+            }
             eprintln!("dormant: {e}");
             ExitCode::FAILURE
         }
@@ -126,7 +133,10 @@ fn init_logging(file: Option<&std::path::Path>, verbose: u8) -> Result<(), CliEr
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|source| CliError::LogFile { path: path.to_owned(), source })?;
+            .map_err(|source| CliError::LogFile {
+                path: path.to_owned(),
+                source,
+            })?;
         b.target(env_logger::Target::Pipe(Box::new(f)));
         // A log file gets everything at info level at least: it is what a bug report attaches.
         b.filter_level(level.max(log::LevelFilter::Info));
@@ -138,7 +148,13 @@ fn init_logging(file: Option<&std::path::Path>, verbose: u8) -> Result<(), CliEr
 fn run(cmd: Command) -> Result<ExitCode, CliError> {
     match cmd {
         Command::Check { json } => check(json),
-        Command::Dump { pid, images_dir, leave_running, shell_job, stats_json } => {
+        Command::Dump {
+            pid,
+            images_dir,
+            leave_running,
+            shell_job,
+            stats_json,
+        } => {
             let stats = dormant_engine::Dump::builder(dormant_image::records::Pid(pid))
                 .images_dir(&images_dir)
                 .leave_running(leave_running)
@@ -147,12 +163,18 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
                 .run()?;
             log::info!("dump of pid {pid} into {}: {stats:?}", images_dir.display());
             if let Some(path) = stats_json {
-                let text = serde_json::to_string_pretty(&stats_json_value(&stats)).map_err(CliError::Json)?;
+                let text = serde_json::to_string_pretty(&stats_json_value(&stats))
+                    .map_err(CliError::Json)?;
                 std::fs::write(&path, text).map_err(|source| CliError::Write { path, source })?;
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Restore { images_dir, detached, pidfile, shell_job } => {
+        Command::Restore {
+            images_dir,
+            detached,
+            pidfile,
+            shell_job,
+        } => {
             let restored = dormant_restorer::Restore::builder(&images_dir)
                 .detached(detached)
                 .shell_job(shell_job)
@@ -179,8 +201,11 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
 /// The dump statistics as JSON (milliseconds and bytes), for scripts, the demo and the benchmarks.
 fn stats_json_value(stats: &dormant_engine::DumpStats) -> serde_json::Value {
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-    let phases: serde_json::Map<String, serde_json::Value> =
-        stats.phases.iter().map(|(stage, d)| (format!("{stage:?}"), ms(*d).into())).collect();
+    let phases: serde_json::Map<String, serde_json::Value> = stats
+        .phases
+        .iter()
+        .map(|(stage, d)| (format!("{stage:?}"), ms(*d).into()))
+        .collect();
     serde_json::json!({
         "frozen_ms": ms(stats.frozen),
         "total_ms": ms(stats.total),
@@ -194,7 +219,10 @@ fn stats_json_value(stats: &dormant_engine::DumpStats) -> serde_json::Value {
 fn check(json: bool) -> Result<ExitCode, CliError> {
     let probes = dormant_engine::kerndat::probe_all();
     if json {
-        println!("{}", serde_json::to_string_pretty(&probes).map_err(CliError::Json)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&probes).map_err(CliError::Json)?
+        );
     } else {
         print!("{}", dormant_engine::kerndat::render_table(&probes));
     }
@@ -206,7 +234,10 @@ fn check(json: bool) -> Result<ExitCode, CliError> {
     if missing.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("dormant: missing kernel features needed for dump/restore: {}", missing.join(", "));
+        eprintln!(
+            "dormant: missing kernel features needed for dump/restore: {}",
+            missing.join(", ")
+        );
         Ok(ExitCode::FAILURE)
     }
 }

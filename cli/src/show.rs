@@ -13,7 +13,10 @@ use serde_json::{json, Map, Value};
 
 use crate::error::CliError;
 
-fn records_json<R: Record + serde::Serialize>(img: &ImageReader, name: &str) -> Result<Value, CliError> {
+fn records_json<R: Record + serde::Serialize>(
+    img: &ImageReader,
+    name: &str,
+) -> Result<Value, CliError> {
     let items: Vec<R> = img.read_records(name)?;
     serde_json::to_value(items).map_err(CliError::Json)
 }
@@ -23,7 +26,9 @@ fn file_json(img: &ImageReader, name: &str, len: u64) -> Result<Value, CliError>
     Ok(match file_role(name) {
         Some(FileRole::PageData) => json!({ "page_data_bytes": len }),
         Some(FileRole::Records(kind)) => match kind {
-            RecordKind::Inventory => serde_json::to_value(img.inventory()).map_err(CliError::Json)?,
+            RecordKind::Inventory => {
+                serde_json::to_value(img.inventory()).map_err(CliError::Json)?
+            }
             RecordKind::PageIndex => records_json::<dormant_image::PageExtent>(img, name)?,
             RecordKind::PsTree => records_json::<PsTreeEntry>(img, name)?,
             RecordKind::TaskCore => records_json::<TaskCore>(img, name)?,
@@ -41,11 +46,17 @@ pub fn show(dir: &Path, as_json: bool) -> Result<ExitCode, CliError> {
     let img = ImageReader::open(dir)?;
     if as_json {
         let mut out = Map::new();
-        out.insert("inventory".into(), serde_json::to_value(img.inventory()).map_err(CliError::Json)?);
+        out.insert(
+            "inventory".into(),
+            serde_json::to_value(img.inventory()).map_err(CliError::Json)?,
+        );
         for f in &img.inventory().files {
             out.insert(f.name.clone(), file_json(&img, &f.name, f.len)?);
         }
-        println!("{}", serde_json::to_string_pretty(&Value::Object(out)).map_err(CliError::Json)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&Value::Object(out)).map_err(CliError::Json)?
+        );
         return Ok(ExitCode::SUCCESS);
     }
     print!("{}", human(&img)?);
@@ -53,8 +64,8 @@ pub fn show(dir: &Path, as_json: bool) -> Result<ExitCode, CliError> {
 }
 
 fn human(img: &ImageReader) -> Result<String, CliError> {
-    use std::fmt::Write;
     use records::*;
+    use std::fmt::Write;
     let inv = img.inventory();
     let mut s = String::new();
     let _ = writeln!(
@@ -70,7 +81,13 @@ fn human(img: &ImageReader) -> Result<String, CliError> {
         inv.root_pid.0
     );
     let files: Vec<RegFile> = img.read_records(names::REG_FILES)?;
-    let path_of = |id: FileId| files.iter().find(|f| f.id == id).map(|f| f.path.as_str()).unwrap_or("?");
+    let path_of = |id: FileId| {
+        files
+            .iter()
+            .find(|f| f.id == id)
+            .map(|f| f.path.as_str())
+            .unwrap_or("?")
+    };
     for t in img.read_records::<PsTreeEntry>(names::PSTREE)? {
         let core: TaskCore = img.read_single(&names::core(t.pid))?;
         let _ = writeln!(
@@ -128,15 +145,30 @@ fn human(img: &ImageReader) -> Result<String, CliError> {
             let what = match fd.file {
                 FdFile::Reg(id) => {
                     let f = files.iter().find(|f| f.id == id);
-                    format!("{} pos {} flags {:#o}", path_of(id), f.map_or(0, |f| f.pos), f.map_or(0, |f| f.flags))
+                    format!(
+                        "{} pos {} flags {:#o}",
+                        path_of(id),
+                        f.map_or(0, |f| f.pos),
+                        f.map_or(0, |f| f.flags)
+                    )
                 }
                 FdFile::InheritedTty => "inherited terminal".into(),
             };
-            let _ = writeln!(s, "  fd {}{}: {what}", fd.fd, if fd.cloexec { " (cloexec)" } else { "" });
+            let _ = writeln!(
+                s,
+                "  fd {}{}: {what}",
+                fd.fd,
+                if fd.cloexec { " (cloexec)" } else { "" }
+            );
         }
     }
     let total: u64 = inv.files.iter().map(|f| f.len).sum();
-    let _ = writeln!(s, "\n{} files, {:.1} MiB", inv.files.len(), total as f64 / 1048576.0);
+    let _ = writeln!(
+        s,
+        "\n{} files, {:.1} MiB",
+        inv.files.len(),
+        total as f64 / 1048576.0
+    );
     Ok(s)
 }
 
@@ -150,9 +182,16 @@ pub fn verify(dir: &Path) -> Result<ExitCode, CliError> {
         problems = records::check_references(&img);
     }
     if problems.is_empty() {
-        println!("{}: image OK ({} files)", dir.display(), img.inventory().files.len());
+        println!(
+            "{}: image OK ({} files)",
+            dir.display(),
+            img.inventory().files.len()
+        );
         Ok(ExitCode::SUCCESS)
     } else {
-        Err(CliError::Verify { dir: dir.to_owned(), problems: problems.join("\n") })
+        Err(CliError::Verify {
+            dir: dir.to_owned(),
+            problems: problems.join("\n"),
+        })
     }
 }

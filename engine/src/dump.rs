@@ -277,13 +277,17 @@ impl Dump {
         match self.dump_seized(&task, writer, &mut progress) {
             Ok((image_dir, pages, bytes)) => {
                 let release = Instant::now();
-                if self.leave_running {
+                // Frozen time ends when the task runs again or is killed; waiting for its pid to be
+                // freed (its parent's reaping) is release time, not frozen time.
+                let frozen = if self.leave_running {
                     // A job-control-stopped task re-enters its stop on detach (the kernel re-arms it).
                     task.detach()?;
+                    frozen_at.elapsed()
                 } else {
+                    let frozen = frozen_at.elapsed();
                     task.kill(KILL_TIMEOUT)?;
-                }
-                let frozen = frozen_at.elapsed();
+                    frozen
+                };
                 Ok(DumpStats {
                     frozen,
                     release: release.elapsed(),

@@ -465,7 +465,9 @@ pub fn file_role(name: &str) -> Option<FileRole> {
         names::PSTREE => RecordKind::PsTree,
         names::REG_FILES => RecordKind::RegFiles,
         names::SHMEM => RecordKind::ShmemObjects,
-        _ if name.starts_with("pages-") && name.ends_with(".img") => return Some(FileRole::PageData),
+        _ if name.starts_with("pages-") && name.ends_with(".img") => {
+            return Some(FileRole::PageData)
+        }
         _ if name.starts_with("pagemap-") => RecordKind::PageIndex,
         _ if name.starts_with("core-") => RecordKind::TaskCore,
         _ if name.starts_with("thread-") => RecordKind::ThreadCore,
@@ -526,27 +528,48 @@ pub fn check_references(img: &crate::ImageReader) -> Vec<String> {
     };
     let file_ref = |what: String, id: FileId, problems: &mut Vec<String>| {
         if !files.contains(&id) {
-            problems.push(format!("{what}: file {} is not in {}", id.0, names::REG_FILES));
+            problems.push(format!(
+                "{what}: file {} is not in {}",
+                id.0,
+                names::REG_FILES
+            ));
         }
     };
     for t in &tree {
         if let Some(pp) = t.ppid {
             if !pids.contains(&pp) {
-                problems.push(format!("{}: parent {} of pid {} is not in the tree", names::PSTREE, pp.0, t.pid.0));
+                problems.push(format!(
+                    "{}: parent {} of pid {} is not in the tree",
+                    names::PSTREE,
+                    pp.0,
+                    t.pid.0
+                ));
             }
         }
         if t.threads.first().map(|x| x.0) != Some(t.pid.0) {
-            problems.push(format!("{}: pid {} does not list its leader thread first", names::PSTREE, t.pid.0));
+            problems.push(format!(
+                "{}: pid {} does not list its leader thread first",
+                names::PSTREE,
+                t.pid.0
+            ));
         }
         match img.read_records::<TaskCore>(&names::core(t.pid)) {
             Ok(c) if c.len() == 1 && c[0].pid == t.pid => {}
-            Ok(_) => problems.push(format!("{}: must hold exactly the core of pid {}", names::core(t.pid), t.pid.0)),
+            Ok(_) => problems.push(format!(
+                "{}: must hold exactly the core of pid {}",
+                names::core(t.pid),
+                t.pid.0
+            )),
             Err(e) => problems.push(format!("{}: {e}", names::core(t.pid))),
         }
         for tid in &t.threads {
             match img.read_records::<ThreadCore>(&names::thread(*tid)) {
                 Ok(c) if c.len() == 1 && c[0].tid == *tid => {}
-                Ok(_) => problems.push(format!("{}: must hold exactly thread {}", names::thread(*tid), tid.0)),
+                Ok(_) => problems.push(format!(
+                    "{}: must hold exactly thread {}",
+                    names::thread(*tid),
+                    tid.0
+                )),
                 Err(e) => problems.push(format!("{}: {e}", names::thread(*tid))),
             }
         }
@@ -554,7 +577,11 @@ pub fn check_references(img: &crate::ImageReader) -> Vec<String> {
             Ok(fds) => {
                 for fd in fds {
                     if let FdFile::Reg(id) = fd.file {
-                        file_ref(format!("{} fd {}", names::fds(t.pid), fd.fd), id, &mut problems);
+                        file_ref(
+                            format!("{} fd {}", names::fds(t.pid), fd.fd),
+                            id,
+                            &mut problems,
+                        );
                     }
                 }
             }
@@ -575,11 +602,20 @@ pub fn check_references(img: &crate::ImageReader) -> Vec<String> {
         let mut prev_end = 0;
         for v in &mm.vmas {
             if v.start >= v.end || v.start < prev_end || v.start % 4096 != 0 || v.end % 4096 != 0 {
-                problems.push(format!("{}: mapping {:#x}-{:#x} is empty, unaligned or overlaps", names::mm(t.pid), v.start, v.end));
+                problems.push(format!(
+                    "{}: mapping {:#x}-{:#x} is empty, unaligned or overlaps",
+                    names::mm(t.pid),
+                    v.start,
+                    v.end
+                ));
             }
             prev_end = v.end;
             match &v.backing {
-                VmaBacking::File(id) => file_ref(format!("{} mapping {:#x}", names::mm(t.pid), v.start), *id, &mut problems),
+                VmaBacking::File(id) => file_ref(
+                    format!("{} mapping {:#x}", names::mm(t.pid), v.start),
+                    *id,
+                    &mut problems,
+                ),
                 VmaBacking::Shmem(id) if !shmem.contains_key(id) => problems.push(format!(
                     "{}: mapping {:#x} uses shared object {} that is not in {}",
                     names::mm(t.pid),
@@ -598,7 +634,10 @@ pub fn check_references(img: &crate::ImageReader) -> Vec<String> {
                     let inside = mm.vmas.iter().any(|v| {
                         v.start <= e.vaddr
                             && end <= v.end
-                            && matches!(v.backing, VmaBacking::Anon | VmaBacking::File(_) | VmaBacking::Vdso)
+                            && matches!(
+                                v.backing,
+                                VmaBacking::Anon | VmaBacking::File(_) | VmaBacking::Vdso
+                            )
                     });
                     if !inside {
                         problems.push(format!(
@@ -613,11 +652,20 @@ pub fn check_references(img: &crate::ImageReader) -> Vec<String> {
     }
     for obj in shmem.values() {
         if !pids.contains(&obj.owner) {
-            problems.push(format!("{}: object {} is owned by pid {}, not in the tree", names::SHMEM, obj.id.0, obj.owner.0));
+            problems.push(format!(
+                "{}: object {} is owned by pid {}, not in the tree",
+                names::SHMEM,
+                obj.id.0,
+                obj.owner.0
+            ));
         }
         match img.page_store(&names::shmem_pages(obj.id)) {
             Ok(ps) => {
-                if let Some(e) = ps.extents().iter().find(|e| e.vaddr.saturating_add(e.len) > obj.size) {
+                if let Some(e) = ps
+                    .extents()
+                    .iter()
+                    .find(|e| e.vaddr.saturating_add(e.len) > obj.size)
+                {
                     problems.push(format!(
                         "pagemap-{}: pages at offset {:#x} lie past the object's size {:#x}",
                         names::shmem_pages(obj.id),

@@ -190,7 +190,12 @@ pub fn pdeathsig(scratch: &mut RemoteScratch<'_>) -> Result<i32, ParasiteError> 
 
 /// PR_GET_CHILD_SUBREAPER.
 pub fn child_subreaper(scratch: &mut RemoteScratch<'_>) -> Result<bool, ParasiteError> {
-    int_out(scratch, libc::PR_GET_CHILD_SUBREAPER, "prctl(PR_GET_CHILD_SUBREAPER)").map(|v| v != 0)
+    int_out(
+        scratch,
+        libc::PR_GET_CHILD_SUBREAPER,
+        "prctl(PR_GET_CHILD_SUBREAPER)",
+    )
+    .map(|v| v != 0)
 }
 
 /// PR_GET_DUMPABLE (0, 1 or 2).

@@ -309,13 +309,12 @@ fn refuse_pending_sigtrap(tid: Tid) -> Result<(), ParasiteError> {
     })?;
     let sigtrap_bit = 1u64 << (Signal::SIGTRAP as i32 - 1);
     for key in ["SigPnd:", "ShdPnd:"] {
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .ok_or_else(|| ParasiteError::ProcParse {
+        let line = status.lines().find(|l| l.starts_with(key)).ok_or_else(|| {
+            ParasiteError::ProcParse {
                 path: path.clone(),
                 line: format!("<no {key} line>"),
-            })?;
+            }
+        })?;
         let mask = u64::from_str_radix(line[key.len()..].trim(), 16).map_err(|_| {
             ParasiteError::ProcParse {
                 path: path.clone(),

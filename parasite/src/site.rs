@@ -31,7 +31,10 @@ pub fn find_syscall_site(tid: Tid) -> Result<u64, ParasiteError> {
     for vma in candidates.clone().filter(|v| v.is_file()) {
         match padding_site(tid, vma) {
             Ok(Some(site)) => {
-                log::debug!("tid {tid}: syscall site {site:#x} in ELF padding of {}", vma.name);
+                log::debug!(
+                    "tid {tid}: syscall site {site:#x} in ELF padding of {}",
+                    vma.name
+                );
                 return Ok(site);
             }
             Ok(None) => {}
@@ -56,7 +59,10 @@ pub fn find_syscall_site(tid: Tid) -> Result<u64, ParasiteError> {
 /// `vma` maps; `None` if the segment fills the mapping.
 fn padding_site(tid: Tid, vma: &Vma) -> Result<Option<u64>, ParasiteError> {
     // map_files opens the mapped object itself, so this works for deleted or replaced files too.
-    let path = PathBuf::from(format!("/proc/{tid}/map_files/{:x}-{:x}", vma.start, vma.end));
+    let path = PathBuf::from(format!(
+        "/proc/{tid}/map_files/{:x}-{:x}",
+        vma.start, vma.end
+    ));
     let file = File::open(&path).map_err(|source| ParasiteError::Proc {
         path: path.clone(),
         source,

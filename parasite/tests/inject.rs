@@ -27,17 +27,32 @@ fn main() {
         "the parasite tests need root (ptrace, /proc/<pid>/mem, map_files); run them as root"
     );
     let tests: &[(&str, fn())] = &[
-        ("invariance_spinning_in_user_code", invariance_spinning_in_user_code),
+        (
+            "invariance_spinning_in_user_code",
+            invariance_spinning_in_user_code,
+        ),
         ("invariance_in_nanosleep", invariance_in_nanosleep),
         ("invariance_in_pipe_read", invariance_in_pipe_read),
         ("invariance_in_futex_wait", invariance_in_futex_wait),
         ("invariance_in_epoll_wait", invariance_in_epoll_wait),
-        ("failing_syscall_returns_errno_and_restores", failing_syscall_returns_errno_and_restores),
-        ("memory_helpers_reach_readonly_and_prot_none", memory_helpers_reach_readonly_and_prot_none),
+        (
+            "failing_syscall_returns_errno_and_restores",
+            failing_syscall_returns_errno_and_restores,
+        ),
+        (
+            "memory_helpers_reach_readonly_and_prot_none",
+            memory_helpers_reach_readonly_and_prot_none,
+        ),
         ("munmap_query_removes_mapping", munmap_query_removes_mapping),
-        ("tracer_death_mid_injection_leaves_target_running", tracer_death_mid_injection_leaves_target_running),
+        (
+            "tracer_death_mid_injection_leaves_target_running",
+            tracer_death_mid_injection_leaves_target_running,
+        ),
     ];
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let mut ran = 0;
     for (name, test) in tests {
         if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
@@ -78,19 +93,49 @@ fn expected_snapshot_matches(w: &Workload, snap: &TaskSnapshot) {
         },
         "SIGUSR1 sigaction"
     );
-    assert_eq!(snap.sigactions[libc::SIGUSR2 as usize - 1].handler, 1, "SIGUSR2 is SIG_IGN");
-    assert_eq!(snap.sigactions[libc::SIGKILL as usize - 1], SigAction::default(), "SIGKILL");
-    assert_eq!(snap.sigactions[libc::SIGSTOP as usize - 1], SigAction::default(), "SIGSTOP");
-    assert_eq!(snap.sigactions[libc::SIGTERM as usize - 1], SigAction::default(), "SIGTERM");
+    assert_eq!(
+        snap.sigactions[libc::SIGUSR2 as usize - 1].handler,
+        1,
+        "SIGUSR2 is SIG_IGN"
+    );
+    assert_eq!(
+        snap.sigactions[libc::SIGKILL as usize - 1],
+        SigAction::default(),
+        "SIGKILL"
+    );
+    assert_eq!(
+        snap.sigactions[libc::SIGSTOP as usize - 1],
+        SigAction::default(),
+        "SIGSTOP"
+    );
+    assert_eq!(
+        snap.sigactions[libc::SIGTERM as usize - 1],
+        SigAction::default(),
+        "SIGTERM"
+    );
     assert_eq!(snap.altstack.sp, w.ready["altsp"]);
     assert_eq!(snap.altstack.size, ALTSTACK_SIZE as u64);
-    assert_eq!(snap.altstack.flags, 0, "not running on the altstack, not disabled");
-    assert_eq!(snap.brk, w.ready["brk"], "exact brk equals the workload's sbrk(0)");
-    assert_ne!(snap.brk % 4096, 0, "the workload's brk is deliberately unaligned");
+    assert_eq!(
+        snap.altstack.flags, 0,
+        "not running on the altstack, not disabled"
+    );
+    assert_eq!(
+        snap.brk, w.ready["brk"],
+        "exact brk equals the workload's sbrk(0)"
+    );
+    assert_ne!(
+        snap.brk % 4096,
+        0,
+        "the workload's brk is deliberately unaligned"
+    );
     check_timer("real", snap.itimers.real, REAL_TIMER);
     check_timer("virtual", snap.itimers.virtual_, VIRT_TIMER);
     check_timer("prof", snap.itimers.prof, PROF_TIMER);
-    assert_eq!(snap.tid_address, Some(w.ready["tidaddr"]), "clear_child_tid");
+    assert_eq!(
+        snap.tid_address,
+        Some(w.ready["tidaddr"]),
+        "clear_child_tid"
+    );
     assert_eq!(snap.pdeathsig, PDEATHSIG);
     assert_eq!(snap.dumpable, 0);
     assert!(snap.child_subreaper);
@@ -100,7 +145,14 @@ fn expected_snapshot_matches(w: &Workload, snap: &TaskSnapshot) {
 /// The interval must be exact; the remaining value must be at most the armed value and have run
 /// down by less than 30 s (the test takes seconds).
 fn check_timer(which: &str, got: ITimerVal, set: (i64, i64, i64)) {
-    assert_eq!(got.interval, TimeVal { sec: set.0, usec: set.1 }, "{which} interval");
+    assert_eq!(
+        got.interval,
+        TimeVal {
+            sec: set.0,
+            usec: set.1
+        },
+        "{which} interval"
+    );
     let value = got.value.sec as f64 + got.value.usec as f64 / 1e6;
     assert!(
         value <= set.2 as f64 && value > set.2 as f64 - 30.0,
@@ -119,7 +171,11 @@ fn inject_everything_and_check_invariance(w: &Workload, sc: &Scenario) {
     seize_and_stop(w.tid);
     let before = capture(w.tid);
     let stop_regs = (before.regs[15] as i64, before.regs[10] as i64);
-    assert_eq!(stop_regs.0, sc.stop_regs.0, "orig_rax at the interrupt stop of {}", sc.role);
+    assert_eq!(
+        stop_regs.0, sc.stop_regs.0,
+        "orig_rax at the interrupt stop of {}",
+        sc.role
+    );
     if let Some(rax) = sc.stop_regs.1 {
         assert_eq!(stop_regs.1, rax, "rax at the interrupt stop of {}", sc.role);
     }
@@ -127,7 +183,9 @@ fn inject_everything_and_check_invariance(w: &Workload, sc: &Scenario) {
     let mut task = RemoteTask::new(w.tid).unwrap();
     let snap = query::snapshot(&mut task).unwrap();
     expected_snapshot_matches(w, &snap);
-    let ebadf = task.syscall(libc::SYS_close, [u64::MAX, 0, 0, 0, 0, 0]).unwrap();
+    let ebadf = task
+        .syscall(libc::SYS_close, [u64::MAX, 0, 0, 0, 0, 0])
+        .unwrap();
     assert_eq!(ebadf, -(libc::EBADF as i64), "close(-1) returns -EBADF");
     let pid = task.syscall(libc::SYS_getpid, [0; 6]).unwrap();
     assert_eq!(pid, i64::from(w.tid.0), "getpid inside the target");
@@ -160,7 +218,10 @@ fn invariance_spinning_in_user_code() {
     let c1 = counter.load(Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(200));
     let c2 = counter.load(Ordering::Relaxed);
-    assert!(c2 > c1, "spinner keeps counting after detach ({c1} -> {c2})");
+    assert!(
+        c2 > c1,
+        "spinner keeps counting after detach ({c1} -> {c2})"
+    );
     w.shm.u32_at(SHM_STOP).store(1, Ordering::Relaxed);
     w.assert_exits_ok(Duration::from_secs(10));
 }
@@ -210,7 +271,15 @@ fn invariance_in_futex_wait() {
     word.store(1, Ordering::SeqCst);
     // SAFETY: shared FUTEX_WAKE on the memfd word both processes map.
     let woken = unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1, 0usize, 0usize, 0u32)
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            1,
+            0usize,
+            0usize,
+            0u32,
+        )
     };
     assert_eq!(woken, 1, "FUTEX_WAKE woke the restored waiter");
     w.assert_exits_ok(Duration::from_secs(10));
@@ -244,21 +313,38 @@ fn failing_syscall_returns_errno_and_restores() {
     task.read_mem(task.site(), &mut site_bytes).unwrap();
     for fd in [u64::MAX, 9999] {
         let ret = task.syscall(libc::SYS_close, [fd, 0, 0, 0, 0, 0]).unwrap();
-        assert_eq!(ret, -(libc::EBADF as i64), "close({}) in the target", fd as i64);
-        assert_eq!(capture(w.tid), before, "state after failing close({})", fd as i64);
+        assert_eq!(
+            ret,
+            -(libc::EBADF as i64),
+            "close({}) in the target",
+            fd as i64
+        );
+        assert_eq!(
+            capture(w.tid),
+            before,
+            "state after failing close({})",
+            fd as i64
+        );
         let mut now = vec![0u8; 8];
         task.read_mem(task.site(), &mut now).unwrap();
         assert_eq!(now, site_bytes, "site bytes restored");
     }
     // The typed helpers turn a raw -errno into an error naming the call.
     match task.munmap(0x1234, 4096) {
-        Err(ParasiteError::RemoteSyscall { call: "munmap", errno, .. }) => {
+        Err(ParasiteError::RemoteSyscall {
+            call: "munmap",
+            errno,
+            ..
+        }) => {
             assert_eq!(errno, nix::errno::Errno::EINVAL)
         }
         other => panic!("munmap of an unaligned address: {other:?}"),
     }
     assert_eq!(capture(w.tid), before, "state after failing munmap");
-    assert_eq!(task.syscall(libc::SYS_getppid, [0; 6]).unwrap(), i64::from(std::process::id() as i32));
+    assert_eq!(
+        task.syscall(libc::SYS_getppid, [0; 6]).unwrap(),
+        i64::from(std::process::id() as i32)
+    );
     assert_eq!(capture(w.tid), before, "state after getppid");
     drop(task);
     detach(w.tid);
@@ -278,18 +364,30 @@ fn memory_helpers_reach_readonly_and_prot_none() {
         let mut scratch = task.scratch(8192).unwrap();
         let addr = scratch.addr();
         let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
-        assert!(maps.contains(&format!("{addr:x}-{:x} rw-p", addr + 8192)), "scratch is mapped rw");
-        let ret = scratch.task().syscall(libc::SYS_mprotect, [addr, 8192, 0, 0, 0, 0]).unwrap();
+        assert!(
+            maps.contains(&format!("{addr:x}-{:x} rw-p", addr + 8192)),
+            "scratch is mapped rw"
+        );
+        let ret = scratch
+            .task()
+            .syscall(libc::SYS_mprotect, [addr, 8192, 0, 0, 0, 0])
+            .unwrap();
         assert_eq!(ret, 0);
         let pattern: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
         scratch.write(1000, &pattern).unwrap();
         let mut back = vec![0u8; pattern.len()];
         scratch.task().read_mem(addr + 1000, &mut back).unwrap();
         assert_eq!(back, pattern, "round trip through PROT_NONE pages");
-        assert!(scratch.read(8000, &mut [0u8; 500]).is_err(), "scratch reads are bounds checked");
+        assert!(
+            scratch.read(8000, &mut [0u8; 500]).is_err(),
+            "scratch reads are bounds checked"
+        );
         scratch.close().unwrap();
         let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
-        assert!(!maps.contains(&format!("{addr:x}-")), "scratch unmapped by close");
+        assert!(
+            !maps.contains(&format!("{addr:x}-")),
+            "scratch unmapped by close"
+        );
     }
     // The site lies in an r-x file mapping: writable only through /proc/pid/mem (FOLL_FORCE).
     let site = task.site();
@@ -300,10 +398,13 @@ fn memory_helpers_reach_readonly_and_prot_none() {
     task.read_mem(site, &mut now).unwrap();
     assert_eq!(now, [0x90; 8]);
     task.write_mem(site, &orig).unwrap();
-    assert!(matches!(
-        task.read_mem(8, &mut [0u8; 8]),
-        Err(ParasiteError::Mem { .. })
-    ), "reading an unmapped address is an error naming the address");
+    assert!(
+        matches!(
+            task.read_mem(8, &mut [0u8; 8]),
+            Err(ParasiteError::Mem { .. })
+        ),
+        "reading an unmapped address is an error naming the address"
+    );
     assert_eq!(capture(w.tid), before);
     drop(task);
     detach(w.tid);
@@ -321,7 +422,9 @@ fn munmap_query_removes_mapping() {
     let mut task = RemoteTask::new(w.tid).unwrap();
     let prot = (libc::PROT_READ | libc::PROT_EXEC) as u64;
     let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-    let addr = task.syscall(libc::SYS_mmap, [0, 3 * 4096, prot, flags, u64::MAX, 0]).unwrap() as u64;
+    let addr = task
+        .syscall(libc::SYS_mmap, [0, 3 * 4096, prot, flags, u64::MAX, 0])
+        .unwrap() as u64;
     let maps_mid = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
     assert!(maps_mid.contains(&format!("{addr:x}-{:x} r-xp", addr + 3 * 4096)));
     query::munmap(&mut task, addr, 3 * 4096).unwrap();
@@ -350,8 +453,15 @@ fn tracer_death_mid_injection_leaves_target_running() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(injector.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let site: u64 = line.trim().strip_prefix("READY site=").unwrap().parse().unwrap();
+    BufReader::new(injector.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let site: u64 = line
+        .trim()
+        .strip_prefix("READY site=")
+        .unwrap()
+        .parse()
+        .unwrap();
 
     // The site must be the last 8 bytes of an r-x file mapping (padding), per the site policy.
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
@@ -360,8 +470,11 @@ fn tracer_death_mid_injection_leaves_target_running() {
         let (_, end) = range.split_once('-').unwrap();
         rest.starts_with("r-x") && u64::from_str_radix(end, 16).unwrap() == site + 8
     });
-    assert!(in_padding, "site {site:#x} is the tail of an r-x mapping:
-{maps}");
+    assert!(
+        in_padding,
+        "site {site:#x} is the tail of an r-x mapping:
+{maps}"
+    );
 
     let patched = [0x0f, 0x05, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc];
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -372,23 +485,33 @@ fn tracer_death_mid_injection_leaves_target_running() {
     // The target is still stopped by the injector.
     let c_stopped = counter.load(Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(counter.load(Ordering::Relaxed), c_stopped, "target stopped while patched");
+    assert_eq!(
+        counter.load(Ordering::Relaxed),
+        c_stopped,
+        "target stopped while patched"
+    );
 
     injector.kill().unwrap();
     injector.wait().unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(5);
     while counter.load(Ordering::Relaxed) == c_stopped {
-        assert!(Instant::now() < deadline, "target did not resume after the tracer died");
+        assert!(
+            Instant::now() < deadline,
+            "target did not resume after the tracer died"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let c1 = counter.load(Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(200));
     assert!(counter.load(Ordering::Relaxed) > c1, "target keeps running");
-    assert_eq!(peek(w.child.id(), site, 8), patched, "(documented) stale bytes remain, unexecuted");
+    assert_eq!(
+        peek(w.child.id(), site, 8),
+        patched,
+        "(documented) stale bytes remain, unexecuted"
+    );
     let tracer = std::fs::read_to_string(format!("/proc/{}/status", w.tid)).unwrap();
     assert!(tracer.contains("TracerPid:\t0"), "target no longer traced");
     w.shm.u32_at(SHM_STOP).store(1, Ordering::Relaxed);
     w.assert_exits_ok(Duration::from_secs(10));
 }
-

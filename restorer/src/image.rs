@@ -17,6 +17,8 @@ use crate::{cpu, procself, sigframe};
 #[derive(Debug)]
 pub struct TaskImage {
     pub pid: Pid,
+    /// The task's entry in the process tree (session and process group).
+    pub tree: PsTreeEntry,
     pub core: TaskCore,
     pub thread: ThreadCore,
     pub mm: Mm,
@@ -143,6 +145,7 @@ pub fn load(dir: &Path) -> Result<(ImageReader, TaskImage), RestoreError> {
         img,
         TaskImage {
             pid,
+            tree: root.clone(),
             core,
             thread,
             mm,

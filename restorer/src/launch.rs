@@ -61,6 +61,37 @@ pub struct Launch {
     pub expected_rip: u64,
     /// Stop the task with SIGSTOP once it is released (it was stopped when dumped).
     pub stopped: bool,
+    /// Session and process group to give the task before it enters the blob.
+    pub session: SessionPlan,
+    /// The task's `comm` (PR_SET_NAME), so `ps` shows the restored program, not dormant.
+    pub comm: Option<std::ffi::CString>,
+}
+
+/// What the child does about its session and process group.
+///
+/// A single restored process can lead a new session or group itself; joining a session or group led by
+/// another process needs that leader restored first (process trees), so such a task stays in dormant's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionPlan {
+    /// It led its session at dump time: `setsid()`.
+    NewSession,
+    /// It led its process group inside another session: `setpgid(0, 0)`.
+    NewGroup,
+    /// Its session and group were led by others: it keeps the restorer's.
+    Inherit,
+}
+
+impl SessionPlan {
+    /// The plan for a task with these ids at dump time.
+    pub fn for_ids(pid: u32, pgid: u32, sid: u32) -> Self {
+        if sid == pid {
+            Self::NewSession
+        } else if pgid == pid {
+            Self::NewGroup
+        } else {
+            Self::Inherit
+        }
+    }
 }
 
 /// A restored, running task.
@@ -94,6 +125,8 @@ struct ChildPlan<'a> {
     umask: Option<u32>,
     rlimits: &'a [RlimitSet],
     cwd: Option<&'a std::ffi::CStr>,
+    session: SessionPlan,
+    comm: Option<&'a std::ffi::CStr>,
     entry: u64,
     args: u64,
     stack_top: u64,
@@ -197,6 +230,8 @@ pub fn start(launch: Launch) -> Result<Started, RestoreError> {
         cwd,
         expected_rip,
         stopped,
+        session,
+        comm,
     } = launch;
     let (sync_read, sync_write) = pipe()?;
     let mapped = MappedArea::map(&area)?;
@@ -208,6 +243,8 @@ pub fn start(launch: Launch) -> Result<Started, RestoreError> {
         umask,
         rlimits: &rlimits,
         cwd: cwd.as_deref(),
+        session,
+        comm: comm.as_deref(),
         entry: area.entry,
         args: area.args,
         stack_top: area.stack_top,
@@ -513,6 +550,27 @@ fn child_main(plan: &ChildPlan<'_>) -> ! {
         // SAFETY: `dir` is a NUL-terminated path prepared before the fork.
         if unsafe { libc::chdir(dir.as_ptr()) } != 0 {
             child_fail(rep, Step::ChildChdir, errno(), 0);
+        }
+    }
+    match plan.session {
+        // SAFETY: setsid/setpgid change only this (child) process's ids.
+        SessionPlan::NewSession => unsafe {
+            if libc::setsid() < 0 {
+                child_fail(rep, Step::ChildSession, errno(), 0);
+            }
+        },
+        // SAFETY: as above.
+        SessionPlan::NewGroup => unsafe {
+            if libc::setpgid(0, 0) != 0 {
+                child_fail(rep, Step::ChildSession, errno(), 1);
+            }
+        },
+        SessionPlan::Inherit => {}
+    }
+    if let Some(name) = plan.comm {
+        // SAFETY: PR_SET_NAME reads at most 16 bytes of the NUL-terminated string prepared before the fork.
+        if unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) } != 0 {
+            child_fail(rep, Step::ChildComm, errno(), 0);
         }
     }
     if let Some(mask) = plan.umask {

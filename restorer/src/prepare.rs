@@ -484,6 +484,8 @@ pub fn prepare(
         cwd,
         expected_rip: t.regs.rip,
         stopped: core.stopped,
+        session: crate::launch::SessionPlan::for_ids(pid, task.tree.pgid.0, task.tree.sid.0),
+        comm: std::ffi::CString::new(core.comm.as_str()).ok(),
     })
 }
 

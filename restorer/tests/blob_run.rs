@@ -206,6 +206,8 @@ fn build_victim(pid: u32, break_it: bool) -> Victim {
         cwd: Some(c"/tmp".to_owned()),
         expected_rip: CODE,
         stopped: false,
+        session: dormant_restorer::launch::SessionPlan::NewSession,
+        comm: Some(c"victim".to_owned()),
     };
     Victim {
         launch,
@@ -290,6 +292,17 @@ fn restores_synthetic_task_and_sigreturns_into_it() {
         1 << (libc::SIGUSR2 - 1)
     );
     assert_eq!(field("Umask:"), "0027");
+    assert_eq!(field("Name:"), "victim");
+    // SessionPlan::NewSession: the task leads its own session and group.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(after_comm[2], pid.to_string(), "pgid: {stat}");
+    assert_eq!(after_comm[3], pid.to_string(), "sid: {stat}");
     // Only fd 0 (the go pipe) is left in the task.
     let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()

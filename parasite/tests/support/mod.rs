@@ -35,8 +35,9 @@ pub struct Shm {
 
 impl Shm {
     fn new() -> Shm {
-        let fd = nix::sys::memfd::memfd_create(c"parasite-test", nix::sys::memfd::MFdFlags::empty())
-            .unwrap();
+        let fd =
+            nix::sys::memfd::memfd_create(c"parasite-test", nix::sys::memfd::MFdFlags::empty())
+                .unwrap();
         nix::unistd::ftruncate(&fd, SHM_LEN as i64).unwrap();
         // SAFETY: maps the memfd we own; unmapped never (test process lifetime).
         let ptr = unsafe {
@@ -50,7 +51,10 @@ impl Shm {
             )
         };
         assert_ne!(ptr, libc::MAP_FAILED);
-        Shm { _fd: fd, ptr: ptr as *mut u8 }
+        Shm {
+            _fd: fd,
+            ptr: ptr as *mut u8,
+        }
     }
 
     pub fn u64_at(&self, off: usize) -> &std::sync::atomic::AtomicU64 {
@@ -86,7 +90,10 @@ impl Workload {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        assert!(line.starts_with("READY "), "workload {role} did not get ready: {line:?}");
+        assert!(
+            line.starts_with("READY "),
+            "workload {role} did not get ready: {line:?}"
+        );
         let ready: BTreeMap<String, u64> = line
             .split_whitespace()
             .skip(1)
@@ -97,7 +104,13 @@ impl Workload {
             .collect();
         let tid = Tid(ready["tid"] as i32);
         assert_eq!(tid.0 as u32, child.id(), "workload runs on its main thread");
-        Workload { child, stdin, tid, ready, shm }
+        Workload {
+            child,
+            stdin,
+            tid,
+            ready,
+            shm,
+        }
     }
 
     /// Wait until the workload sits in syscall `nr` (per /proc/<tid>/syscall) and is sleeping.
@@ -110,7 +123,10 @@ impl Workload {
             if sc.split_whitespace().next() == Some(&nr.to_string()) && state == 'S' {
                 return;
             }
-            assert!(Instant::now() < deadline, "workload never blocked in syscall {nr}: {sc}");
+            assert!(
+                Instant::now() < deadline,
+                "workload never blocked in syscall {nr}: {sc}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -179,9 +195,19 @@ pub fn xstate(tid: Tid) -> Vec<u8> {
     };
     // SAFETY: GETREGSET writes at most iov_len bytes into buf and updates iov_len.
     let rc = unsafe {
-        libc::ptrace(libc::PTRACE_GETREGSET, tid.0, NT_X86_XSTATE as usize, &mut iov)
+        libc::ptrace(
+            libc::PTRACE_GETREGSET,
+            tid.0,
+            NT_X86_XSTATE as usize,
+            &mut iov,
+        )
     };
-    assert_eq!(rc, 0, "GETREGSET NT_X86_XSTATE: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "GETREGSET NT_X86_XSTATE: {}",
+        std::io::Error::last_os_error()
+    );
     buf.truncate(iov.iov_len);
     buf
 }

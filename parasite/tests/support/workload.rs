@@ -46,15 +46,24 @@ struct KSigAction {
 
 fn check(cond: bool, what: &str) {
     if !cond {
-        eprintln!("workload: check failed: {what} (errno {})", std::io::Error::last_os_error());
+        eprintln!(
+            "workload: check failed: {what} (errno {})",
+            std::io::Error::last_os_error()
+        );
         std::process::exit(1);
     }
 }
 
 fn set_timer(which: libc::c_int, t: (i64, i64, i64)) {
     let v = libc::itimerval {
-        it_interval: libc::timeval { tv_sec: t.0, tv_usec: t.1 },
-        it_value: libc::timeval { tv_sec: t.2, tv_usec: 0 },
+        it_interval: libc::timeval {
+            tv_sec: t.0,
+            tv_usec: t.1,
+        },
+        it_value: libc::timeval {
+            tv_sec: t.2,
+            tv_usec: 0,
+        },
     };
     // SAFETY: setitimer reads a valid itimerval; no old value requested.
     let rc = unsafe { libc::setitimer(which, &v, std::ptr::null_mut()) };
@@ -87,9 +96,7 @@ fn setup() -> String {
         mask: USR1_MASK,
     };
     // SAFETY: raw rt_sigaction with a kernel-layout k_sigaction and sigsetsize 8.
-    let rc = unsafe {
-        libc::syscall(libc::SYS_rt_sigaction, libc::SIGUSR1, &act, 0usize, 8usize)
-    };
+    let rc = unsafe { libc::syscall(libc::SYS_rt_sigaction, libc::SIGUSR1, &act, 0usize, 8usize) };
     check(rc == 0, "rt_sigaction SIGUSR1");
     // SAFETY: plain libc call installing SIG_IGN.
     let rc = unsafe { libc::signal(libc::SIGUSR2, libc::SIG_IGN) };
@@ -102,7 +109,10 @@ fn setup() -> String {
         ss_size: ALTSTACK_SIZE,
     };
     // SAFETY: the leaked buffer outlives the process's use of it.
-    check(unsafe { libc::sigaltstack(&ss, std::ptr::null_mut()) } == 0, "sigaltstack");
+    check(
+        unsafe { libc::sigaltstack(&ss, std::ptr::null_mut()) } == 0,
+        "sigaltstack",
+    );
 
     set_timer(libc::ITIMER_REAL, REAL_TIMER);
     set_timer(libc::ITIMER_VIRTUAL, VIRT_TIMER);
@@ -118,10 +128,19 @@ fn setup() -> String {
     unsafe { libc::syscall(libc::SYS_set_tid_address, tid_addr) };
     // SAFETY: plain prctl calls with integer arguments.
     unsafe {
-        check(libc::prctl(libc::PR_SET_PDEATHSIG, PDEATHSIG as u64) == 0, "pdeathsig");
+        check(
+            libc::prctl(libc::PR_SET_PDEATHSIG, PDEATHSIG as u64) == 0,
+            "pdeathsig",
+        );
         check(libc::prctl(libc::PR_SET_DUMPABLE, 0u64) == 0, "dumpable");
-        check(libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1u64) == 0, "subreaper");
-        check(libc::prctl(libc::PR_SET_SECUREBITS, SECBIT_KEEP_CAPS) == 0, "securebits");
+        check(
+            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1u64) == 0,
+            "subreaper",
+        );
+        check(
+            libc::prctl(libc::PR_SET_SECUREBITS, SECBIT_KEEP_CAPS) == 0,
+            "securebits",
+        );
     }
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::syscall(libc::SYS_gettid) };
@@ -174,7 +193,10 @@ fn spin(shm: *mut u8) {
 
 fn nanosleep() {
     let start = Instant::now();
-    let req = libc::timespec { tv_sec: NANOSLEEP_SECS, tv_nsec: 0 };
+    let req = libc::timespec {
+        tv_sec: NANOSLEEP_SECS,
+        tv_nsec: 0,
+    };
     // SAFETY: raw nanosleep with a valid request and no remainder pointer.
     let rc = unsafe { libc::syscall(libc::SYS_nanosleep, &req, 0usize) };
     let elapsed = start.elapsed().as_secs_f64();
@@ -192,8 +214,14 @@ fn pipe_read() {
     let mut buf = [0u8; 64];
     // SAFETY: raw read into a local buffer of the given length.
     let n = unsafe { libc::syscall(libc::SYS_read, 0, buf.as_mut_ptr(), buf.len()) };
-    check(n == PIPE_MESSAGE.len() as i64, "read returned the message length");
-    check(&buf[..PIPE_MESSAGE.len()] == PIPE_MESSAGE, "read returned the message");
+    check(
+        n == PIPE_MESSAGE.len() as i64,
+        "read returned the message length",
+    );
+    check(
+        &buf[..PIPE_MESSAGE.len()] == PIPE_MESSAGE,
+        "read returned the message",
+    );
 }
 
 fn futex(shm: *mut u8) {
@@ -201,19 +229,36 @@ fn futex(shm: *mut u8) {
     let word = unsafe { &*(shm.add(SHM_FUTEX) as *const AtomicU32) };
     // SAFETY: shared (not PRIVATE) FUTEX_WAIT on a live word, expected value 0, no timeout.
     let rc = unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, 0u32, 0usize, 0usize, 0u32)
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            0u32,
+            0usize,
+            0usize,
+            0u32,
+        )
     };
     check(rc == 0, "FUTEX_WAIT woken by FUTEX_WAKE");
-    check(word.load(Ordering::SeqCst) == 1, "futex word set by the waker");
+    check(
+        word.load(Ordering::SeqCst) == 1,
+        "futex word set by the waker",
+    );
 }
 
 fn epoll() {
     // SAFETY: plain epoll setup on stdin.
     let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     check(epfd >= 0, "epoll_create1");
-    let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 7 };
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: 7,
+    };
     // SAFETY: valid epoll fd, fd 0 and event.
-    check(unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, 0, &mut ev) } == 0, "epoll_ctl");
+    check(
+        unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, 0, &mut ev) } == 0,
+        "epoll_ctl",
+    );
     let mut eintr = 0;
     let rc = loop {
         let mut out = libc::epoll_event { events: 0, u64: 0 };
@@ -224,7 +269,10 @@ fn epoll() {
             eintr += 1;
             continue;
         }
-        check(out.u64 == 7 && out.events & libc::EPOLLIN as u32 != 0, "epoll event");
+        check(
+            out.u64 == 7 && out.events & libc::EPOLLIN as u32 != 0,
+            "epoll event",
+        );
         break rc;
     };
     eprintln!("workload epoll: rc={rc} eintr={eintr}");

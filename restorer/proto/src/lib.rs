@@ -220,6 +220,8 @@ pub enum Step {
     ChildUmask = 36,
     ChildRseq = 37,
     ChildChdir = 38,
+    ChildSession = 39,
+    ChildComm = 40,
 }
 
 /// Exit status base of a failing blob.
@@ -256,6 +258,8 @@ impl Step {
             36 => ChildUmask,
             37 => ChildRseq,
             38 => ChildChdir,
+            39 => ChildSession,
+            40 => ChildComm,
             _ => return None,
         })
     }
@@ -290,6 +294,8 @@ impl Step {
             ChildUmask => "setting the umask (child)",
             ChildRseq => "unregistering the inherited rseq area (child)",
             ChildChdir => "changing to the saved working directory (child)",
+            ChildSession => "creating the saved session or process group (child)",
+            ChildComm => "setting the task's name (child)",
         }
     }
 }

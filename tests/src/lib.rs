@@ -1,0 +1,1 @@
+//! dormant-tests: self-verifying workloads and the privileged end-to-end test harness.
