@@ -89,18 +89,24 @@ fn one(bin: &Path, dir: &Path, mib: u64) -> Result<Row, Box<dyn Error>> {
     let trigger = work.join("check");
     let images = work.join("image");
     let out = File::create(&log)?;
-    let mut child = Command::new(bin)
-        .args([
-            "__demo-workload",
-            "--size-mib",
-            &mib.to_string(),
-            "--trigger",
-        ])
+    let mut cmd = Command::new(bin);
+    cmd.args(["__demo-workload", "--size-mib", &mib.to_string(), "--trigger"])
         .arg(&trigger)
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
-        .stderr(out)
-        .spawn()?;
+        .stderr(out);
+    // The workload must hold only fds dormant can checkpoint, not whatever the bench inherited.
+    // SAFETY: one async-signal-safe syscall in the child before exec; CLOSE_RANGE_CLOEXEC (4) keeps std's
+    // exec-error pipe working until exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 4u32) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
     let pid = child.id();
     wait_for_line(&log, "READY", Duration::from_secs(120 + mib / 8))?;
 

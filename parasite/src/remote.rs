@@ -84,6 +84,13 @@ impl RemoteTask {
     ///
     /// Registers, blocked mask and the site bytes are saved right before and restored on every path.
     /// If restoring fails the error is [`ParasiteError::RestoreFailed`] and the task must not be resumed.
+    ///
+    /// Known limits (kernel behaviour, not fixable from here): PTRACE_SETSIGMASK clears
+    /// TIF_RESTORE_SIGMASK, so a task stopped inside ppoll/pselect6/epoll_pwait/rt_sigsuspend keeps
+    /// the syscall's temporary mask; the int3 SIGTRAP resets a SIG_IGN disposition of SIGTRAP to
+    /// SIG_DFL; running any code ends an rseq critical section the task was stopped in, so read rseq
+    /// state before the first injection. If the syscall fails after partly succeeding (e.g. an
+    /// unexpected stop after mmap ran) its effect is not undone.
     pub fn syscall(&mut self, nr: i64, args: [u64; 6]) -> Result<i64, ParasiteError> {
         let tid = self.tid;
         // Save everything first; nothing is modified until all three reads succeeded.
