@@ -90,11 +90,16 @@ fn one(bin: &Path, dir: &Path, mib: u64) -> Result<Row, Box<dyn Error>> {
     let images = work.join("image");
     let out = File::create(&log)?;
     let mut cmd = Command::new(bin);
-    cmd.args(["__demo-workload", "--size-mib", &mib.to_string(), "--trigger"])
-        .arg(&trigger)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out);
+    cmd.args([
+        "__demo-workload",
+        "--size-mib",
+        &mib.to_string(),
+        "--trigger",
+    ])
+    .arg(&trigger)
+    .stdin(Stdio::null())
+    .stdout(out.try_clone()?)
+    .stderr(out);
     // The workload must hold only fds dormant can checkpoint, not whatever the bench inherited.
     // SAFETY: one async-signal-safe syscall in the child before exec; CLOSE_RANGE_CLOEXEC (4) keeps std's
     // exec-error pipe working until exec.

@@ -18,15 +18,24 @@ fn require_root() {
 }
 
 fn dormant(args: &[&str]) -> Output {
-    Command::new(DORMANT).args(args).output().expect("run dormant")
+    Command::new(DORMANT)
+        .args(args)
+        .output()
+        .expect("run dormant")
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn spawn(cmd: &mut Command) -> Child {
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     // SAFETY: one async-signal-safe syscall in the child before exec (CLOSE_RANGE_CLOEXEC, so std's
     // exec-error pipe survives until exec): the target holds only fds dormant supports.
     unsafe {
@@ -59,7 +68,13 @@ impl Drop for TempDir {
 /// once the pid is free, which needs the parent to reap concurrently.
 fn dump_and_reap(target: &mut Child, img: &Path) -> Output {
     let dump = Command::new(DORMANT)
-        .args(["dump", "-t", &target.id().to_string(), "-D", img.to_str().unwrap()])
+        .args([
+            "dump",
+            "-t",
+            &target.id().to_string(),
+            "-D",
+            img.to_str().unwrap(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -67,29 +82,48 @@ fn dump_and_reap(target: &mut Child, img: &Path) -> Output {
     let st = target.wait().unwrap();
     let out = dump.wait_with_output().unwrap();
     if out.status.success() {
-        assert!(!st.success(), "the dumped target should have been killed, it ended with {st}");
+        assert!(
+            !st.success(),
+            "the dumped target should have been killed, it ended with {st}"
+        );
     }
     out
 }
 
 fn status_field(pid: u32, key: &str) -> Option<String> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().to_owned())
+    s.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| v.trim().to_owned())
 }
 
 /// The target runs on untouched: not traced, not stopped, same signal mask.
 fn assert_untouched(pid: u32, sigblk_before: &str) {
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(status_field(pid, "TracerPid:").as_deref(), Some("0"), "pid {pid} is still traced");
+    assert_eq!(
+        status_field(pid, "TracerPid:").as_deref(),
+        Some("0"),
+        "pid {pid} is still traced"
+    );
     let state = status_field(pid, "State:").unwrap_or_default();
-    assert!(state.starts_with('S'), "pid {pid} should be sleeping, is {state}");
-    assert_eq!(status_field(pid, "SigBlk:").as_deref(), Some(sigblk_before), "pid {pid}: signal mask changed");
+    assert!(
+        state.starts_with('S'),
+        "pid {pid} should be sleeping, is {state}"
+    );
+    assert_eq!(
+        status_field(pid, "SigBlk:").as_deref(),
+        Some(sigblk_before),
+        "pid {pid}: signal mask changed"
+    );
 }
 
 fn wait_pid_free(pid: u32) {
     let start = Instant::now();
     while Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(start.elapsed() < Duration::from_secs(10), "pid {pid} still exists");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "pid {pid} still exists"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -101,17 +135,35 @@ fn unwritable_image_dir_fails_and_target_runs_on() {
     let ro = tmp.0.join("ro");
     std::fs::create_dir_all(&ro).unwrap();
     // Root ignores permission bits: a read-only file system is what really refuses writes.
-    nix::mount::mount(Some("tmpfs"), &ro, Some("tmpfs"), nix::mount::MsFlags::MS_RDONLY, None::<&str>)
-        .expect("mount a read-only tmpfs");
+    nix::mount::mount(
+        Some("tmpfs"),
+        &ro,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .expect("mount a read-only tmpfs");
     let mut sleep = spawn(Command::new("/usr/bin/sleep").arg("1000"));
     let pid = sleep.id();
     std::thread::sleep(Duration::from_millis(100));
     let sigblk = status_field(pid, "SigBlk:").unwrap();
-    let o = dormant(&["dump", "-t", &pid.to_string(), "-D", ro.join("img").to_str().unwrap()]);
+    let o = dormant(&[
+        "dump",
+        "-t",
+        &pid.to_string(),
+        "-D",
+        ro.join("img").to_str().unwrap(),
+    ]);
     let _ = nix::mount::umount(&ro);
-    assert!(!o.status.success(), "dump into a read-only directory succeeded");
+    assert!(
+        !o.status.success(),
+        "dump into a read-only directory succeeded"
+    );
     let msg = text(&o);
-    assert!(msg.contains(&pid.to_string()) && msg.contains("Read-only file system"), "unclear error:\n{msg}");
+    assert!(
+        msg.contains(&pid.to_string()) && msg.contains("Read-only file system"),
+        "unclear error:\n{msg}"
+    );
     assert_untouched(pid, &sigblk);
     sleep.kill().unwrap();
     sleep.wait().unwrap();
@@ -125,17 +177,40 @@ fn restore_refuses_a_taken_pid_and_leaves_nothing() {
     let mut sleep = spawn(Command::new("/usr/bin/sleep").arg("1000"));
     let pid = sleep.id();
     // -R: the original keeps its pid, so the restore must find it taken.
-    let o = dormant(&["dump", "-R", "-t", &pid.to_string(), "-D", img.to_str().unwrap()]);
+    let o = dormant(&[
+        "dump",
+        "-R",
+        "-t",
+        &pid.to_string(),
+        "-D",
+        img.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "dump failed:\n{}", text(&o));
-    let children_before = std::fs::read_to_string(format!("/proc/{}/task/{}/children", std::process::id(), std::process::id())).unwrap();
+    let children_before = std::fs::read_to_string(format!(
+        "/proc/{}/task/{}/children",
+        std::process::id(),
+        std::process::id()
+    ))
+    .unwrap();
     let o = dormant(&["restore", "-D", img.to_str().unwrap()]);
     assert!(!o.status.success(), "restore over a live pid succeeded");
     let msg = text(&o);
-    assert!(msg.contains(&pid.to_string()) && msg.contains("taken"), "unclear error:\n{msg}");
+    assert!(
+        msg.contains(&pid.to_string()) && msg.contains("taken"),
+        "unclear error:\n{msg}"
+    );
     // The original is the one still there, untouched.
-    assert_eq!(status_field(pid, "PPid:").unwrap(), std::process::id().to_string());
+    assert_eq!(
+        status_field(pid, "PPid:").unwrap(),
+        std::process::id().to_string()
+    );
     assert_eq!(status_field(pid, "TracerPid:").as_deref(), Some("0"));
-    let children_after = std::fs::read_to_string(format!("/proc/{}/task/{}/children", std::process::id(), std::process::id())).unwrap();
+    let children_after = std::fs::read_to_string(format!(
+        "/proc/{}/task/{}/children",
+        std::process::id(),
+        std::process::id()
+    ))
+    .unwrap();
     assert_eq!(children_before, children_after);
     sleep.kill().unwrap();
     sleep.wait().unwrap();
@@ -157,10 +232,19 @@ fn corrupted_image_is_refused_before_anything_runs() {
     bytes[100] ^= 0x55;
     std::fs::write(&pages, bytes).unwrap();
     let o = dormant(&["restore", "-D", img.to_str().unwrap()]);
-    assert!(!o.status.success(), "restore of a corrupted image succeeded");
+    assert!(
+        !o.status.success(),
+        "restore of a corrupted image succeeded"
+    );
     let msg = text(&o);
-    assert!(msg.contains(&format!("pages-task-{pid}.img")), "error must name the file:\n{msg}");
-    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "a half-restored pid {pid} was left behind");
+    assert!(
+        msg.contains(&format!("pages-task-{pid}.img")),
+        "error must name the file:\n{msg}"
+    );
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "a half-restored pid {pid} was left behind"
+    );
 }
 
 const MAPPER: &str = r#"
@@ -193,7 +277,10 @@ fn changed_file_behind_a_mapping_is_refused() {
         if maps.contains(data.to_str().unwrap()) {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "python never mapped the file");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "python never mapped the file"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(100));
@@ -203,9 +290,21 @@ fn changed_file_behind_a_mapping_is_refused() {
     wait_pid_free(pid);
     // Change the file behind the mapping (its size and mtime).
     std::fs::write(&data, vec![9u8; 12288]).unwrap();
-    let o = dormant(&["restore", "-D", img.to_str().unwrap(), "-o", log.to_str().unwrap()]);
+    let o = dormant(&[
+        "restore",
+        "-D",
+        img.to_str().unwrap(),
+        "-o",
+        log.to_str().unwrap(),
+    ]);
     assert!(!o.status.success(), "restore over a changed file succeeded");
     let msg = text(&o);
-    assert!(msg.contains(data.to_str().unwrap()) && msg.contains("size"), "error must name the file and what changed:\n{msg}");
-    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "a half-restored pid {pid} was left behind");
+    assert!(
+        msg.contains(data.to_str().unwrap()) && msg.contains("size"),
+        "error must name the file and what changed:\n{msg}"
+    );
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "a half-restored pid {pid} was left behind"
+    );
 }
