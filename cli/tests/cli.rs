@@ -1,6 +1,8 @@
 //! The CLI contract of issue 2: `check`, `show`, `verify` on real images of real processes.
 //! Privileged: these tests ptrace other processes and must run as root.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -3,6 +3,8 @@
 //! error, leave the target running untouched (dump) or leave no half-restored process behind (restore).
 //! Privileged: these tests ptrace, mount and clone3 with set_tid, and must run as root.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
