@@ -310,3 +310,44 @@ fn changed_file_behind_a_mapping_is_refused() {
         "a half-restored pid {pid} was left behind"
     );
 }
+
+#[test]
+fn procfs_fd_is_refused_and_target_runs_on() {
+    require_root();
+    let tmp = TempDir::new("procfd");
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.args([
+        "-c",
+        "import time; f = open('/proc/self/status'); time.sleep(1000)",
+    ]);
+    let mut py = spawn(&mut cmd);
+    let pid = py.id();
+    let start = Instant::now();
+    while !std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count() > 3)
+        .unwrap_or(false)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "python never opened the file"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let sigblk = status_field(pid, "SigBlk:").unwrap();
+    let img = tmp.0.join("img");
+    let o = dormant(&["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap()]);
+    assert!(
+        !o.status.success(),
+        "a /proc file was accepted as a regular file"
+    );
+    let msg = text(&o);
+    assert!(
+        msg.contains("fd 3") && msg.contains("procfs"),
+        "error must name the fd and procfs:\n{msg}"
+    );
+    assert!(!img.exists(), "a failed dump left an image behind");
+    assert_untouched(pid, &sigblk);
+    py.kill().unwrap();
+    py.wait().unwrap();
+}

@@ -127,6 +127,19 @@ fn kind_of(target: &str, mode: Option<u32>) -> &'static str {
     }
 }
 
+/// The pseudo file system an open fd lives on (`procfs`, `sysfs`), if it does.
+fn pseudo_fs(pid: u32, fd: i32) -> Option<&'static str> {
+    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+    const SYSFS_MAGIC: i64 = 0x6265_6572;
+    let path = format!("/proc/{pid}/fd/{fd}");
+    let st = nix::sys::statfs::statfs(path.as_str()).ok()?;
+    match st.filesystem_type().0 as i64 {
+        PROC_SUPER_MAGIC => Some("procfs file"),
+        SYSFS_MAGIC => Some("sysfs file"),
+        _ => None,
+    }
+}
+
 /// Whether a character device is a terminal (pty slaves, virtual consoles, serial lines, /dev/tty).
 fn is_tty_device(rdev: u64) -> bool {
     let major = libc::major(rdev);
@@ -182,6 +195,16 @@ pub fn dump_fd(pid: u32, fd: i32, shell_job: bool, table: &mut FileTable) -> Res
     let stat = stat_proc_link(pid, &format!("fd/{fd}"), || format!("fd {fd}"))?;
     let file = match stat.mode & libc::S_IFMT {
         libc::S_IFREG | libc::S_IFDIR => {
+            // A file of /proc or /sys describes some process or device at dump time; reopening its path
+            // later names something else (or nothing). Refuse it rather than write an image that lies.
+            if let Some(fs) = pseudo_fs(pid, fd) {
+                return Err(DumpError::UnsupportedFd {
+                    pid,
+                    fd,
+                    target: target.clone(),
+                    kind: fs,
+                });
+            }
             FdFile::Reg(table.open_file(&target, flags, info.pos, stat))
         }
         libc::S_IFCHR if PATH_DEVICES.contains(&target.as_str()) => {

@@ -295,6 +295,8 @@ mod tests {
                 kind: 1,
                 fd: -1,
                 fill: 1,
+                extra_flags: 0,
+                madvise: 0,
             }],
             extents: vec![ExtentArg {
                 vaddr: 0x1000,

@@ -294,20 +294,28 @@ pub fn stat_difference(saved: &FileStat, now: &std::fs::Metadata) -> Option<Stri
 }
 
 /// Checks every file the task refers to (fds, mappings, exe) against its dumped identity.
+///
+/// Files behind mappings and the executable must be exactly what they were (device, inode, size, mtime):
+/// clean pages of private mappings are re-read from them. A file that is only open through an fd is data
+/// the process (or others) may legitimately have changed since, as a log that is still appended to after a
+/// `--leave-running` dump: it must still be the same kind of file, and any other difference is logged.
 pub fn check_files(dir: &Path, task: &TaskImage) -> Result<(), RestoreError> {
-    let mut used: Vec<(FileId, String)> = Vec::new();
+    // (file, who uses it, must it be unchanged)
+    let mut used: Vec<(FileId, String, bool)> = Vec::new();
     for fd in &task.fds {
         if let FdFile::Reg(id) = fd.file {
-            used.push((id, format!("fd {}", fd.fd)));
+            used.push((id, format!("fd {}", fd.fd), false));
         }
     }
     for v in &task.mm.vmas {
         if let VmaBacking::File(id) = v.backing {
-            used.push((id, format!("mapping {:#x}", v.start)));
+            used.push((id, format!("mapping {:#x}", v.start), true));
         }
     }
-    used.push((task.mm.exe, "the executable".to_owned()));
-    for (id, user) in used {
+    used.push((task.mm.exe, "the executable".to_owned(), true));
+    let strict: std::collections::BTreeSet<FileId> =
+        used.iter().filter(|u| u.2).map(|u| u.0).collect();
+    for (id, user, _) in used {
         let f = task.file(dir, id, &user)?;
         let meta = std::fs::metadata(&f.path).map_err(|source| RestoreError::File {
             what: "cannot stat",
@@ -315,10 +323,18 @@ pub fn check_files(dir: &Path, task: &TaskImage) -> Result<(), RestoreError> {
             source,
         })?;
         if let Some(what) = stat_difference(&f.stat, &meta) {
-            return Err(RestoreError::FileChanged {
-                path: f.path.clone(),
-                what,
-            });
+            let same_type = f.stat.mode & libc::S_IFMT == meta.mode() & libc::S_IFMT;
+            if strict.contains(&id) || !same_type {
+                return Err(RestoreError::FileChanged {
+                    path: f.path.clone(),
+                    what,
+                });
+            }
+            log::warn!(
+                "pid {}: {user} ({}) changed since the dump ({what}); reopening it as it is now",
+                task.pid.0,
+                f.path
+            );
         }
     }
     Ok(())

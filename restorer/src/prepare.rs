@@ -268,6 +268,12 @@ pub fn prepare(
             kind: kind as u32,
             fd,
             fill: 0,
+            extra_flags: v.map_flags & dormant_restorer_proto::PASSED_MAP_FLAGS,
+            madvise: v
+                .madvise
+                .iter()
+                .filter(|a| **a < 32)
+                .fold(0, |m, a| m | 1 << a),
         });
     }
 

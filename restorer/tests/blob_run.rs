@@ -61,6 +61,8 @@ fn build_victim(pid: u32, break_it: bool) -> Victim {
         kind: kind as u32,
         fd,
         fill: fill as u32,
+        extra_flags: 0,
+        madvise: 0,
     };
     let mut vmas = vec![
         vma(

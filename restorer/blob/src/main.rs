@@ -258,8 +258,23 @@ fn map_vma(v: &VmaArg) -> Result<(), Failure> {
             })
         }
     };
-    let ret = sys::mmap(v.start, len, prot, flags | MAP_FIXED, fd as u64, off);
+    let extra = (v.extra_flags & dormant_restorer_proto::PASSED_MAP_FLAGS) as u64;
+    let ret = sys::mmap(
+        v.start,
+        len,
+        prot,
+        flags | extra | MAP_FIXED,
+        fd as u64,
+        off,
+    );
     let ret = check(Step::MapVma, ret, v.start)?;
+    // Advice is state the task can see (smaps VmFlags) but not behaviour it depends on: a kernel that
+    // lacks one (e.g. MADV_MERGEABLE without KSM) must not fail the restore, so errors are ignored.
+    for advice in 0..32u64 {
+        if v.madvise & (1 << advice) != 0 {
+            let _ = sys::madvise(v.start, len, advice);
+        }
+    }
     if ret as u64 != v.start {
         return Err(Failure {
             step: Step::MapVma,
@@ -270,7 +285,13 @@ fn map_vma(v: &VmaArg) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `MADV_POPULATE_WRITE` (5.14): fault in writable pages in one call.
+const MADV_POPULATE_WRITE: u64 = 23;
+
 fn read_extent(fd: i32, e: &ExtentArg) -> Result<(), Failure> {
+    // Allocate the extent's pages in one batch instead of one fault per page inside pread's copy; only
+    // the pages that hold data, so holes stay unpopulated. A kernel without it just takes the faults.
+    let _ = sys::madvise(e.vaddr, e.len, MADV_POPULATE_WRITE);
     let mut done = 0u64;
     while done < e.len {
         let ret = sys::pread64(fd, e.vaddr + done, e.len - done, e.file_offset + done);

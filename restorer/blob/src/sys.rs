@@ -7,6 +7,7 @@ const SYS_WRITE: u64 = 1;
 const SYS_CLOSE: u64 = 3;
 const SYS_MMAP: u64 = 9;
 const SYS_MPROTECT: u64 = 10;
+const SYS_MADVISE: u64 = 28;
 const SYS_MUNMAP: u64 = 11;
 const SYS_RT_SIGACTION: u64 = 13;
 const SYS_SETITIMER: u64 = 38;
@@ -53,6 +54,10 @@ pub fn close(fd: i32) -> i64 {
 
 pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> i64 {
     syscall6(SYS_MMAP, addr, len, prot, flags, fd, off)
+}
+
+pub fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
+    syscall6(SYS_MADVISE, addr, len, advice, 0, 0, 0)
 }
 
 pub fn mprotect(addr: u64, len: u64, prot: u64) -> i64 {

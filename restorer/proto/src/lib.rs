@@ -47,7 +47,14 @@ pub struct VmaArg {
     pub fd: i32,
     /// Non-zero when page extents are written into this mapping (it is mapped writable until then).
     pub fill: u32,
+    /// Extra `mmap` flags the mapping had (only `MAP_NORESERVE` is passed through).
+    pub extra_flags: u32,
+    /// `madvise` advice to re-apply: bit `n` set means advice number `n` (all used ones are < 32).
+    pub madvise: u32,
 }
+
+/// The mmap flags a restored mapping may carry over from the dumped one.
+pub const PASSED_MAP_FLAGS: u32 = 0x4000; // MAP_NORESERVE
 
 /// One run of pages to read from the page-store fd into the restored address space.
 #[repr(C)]

@@ -1,0 +1,205 @@
+//! The workload side of the test protocol.
+//!
+//! A workload is started as `wl_NAME TRIGGER DIR [ARGS...]` with its stdout and stderr on a regular log file.
+//! It sets up its state, prints `READY <pid>`, then waits until the file TRIGGER exists (a short sleep loop
+//! that tolerates EINTR, because a restore may interrupt any sleep). Then it verifies everything it set up,
+//! printing `ok <what>` or `FAIL <what>: <detail>` per check, and finally `PASS <workload>` (exit 0) or
+//! `FAILED <workload>: N of M checks` (exit 1). DIR is a private scratch directory for its files.
+//!
+//! The trigger is a file, not a signal, because signal handlers are not something every restore path
+//! supports, and a file survives the dump/restore gap without any state in the harness.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// How often a waiting workload looks for its trigger file.
+pub const TRIGGER_POLL: Duration = Duration::from_millis(5);
+
+/// How long a workload waits for its trigger before it gives up (so an abandoned workload never lingers).
+pub const TRIGGER_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// Why a workload could not run its protocol (as opposed to a failed check).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    #[error("usage: {program} TRIGGER DIR {usage}")]
+    Usage {
+        program: String,
+        usage: &'static str,
+    },
+    #[error("cannot write to stdout: {0}")]
+    Stdout(#[source] std::io::Error),
+    #[error("the trigger file {path} did not appear within {timeout:?}")]
+    TriggerTimeout { path: PathBuf, timeout: Duration },
+    #[error("setting up {what}: {detail}")]
+    Setup { what: String, detail: String },
+}
+
+impl WorkloadError {
+    /// A set-up step failed; `detail` says how.
+    pub fn setup(what: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        Self::Setup {
+            what: what.into(),
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// The command line every workload receives.
+#[derive(Debug, Clone)]
+pub struct WorkloadArgs {
+    /// The file whose appearance tells the workload to verify itself.
+    pub trigger: PathBuf,
+    /// A private scratch directory for files the workload creates.
+    pub dir: PathBuf,
+    /// Workload-specific arguments.
+    pub rest: Vec<String>,
+}
+
+impl WorkloadArgs {
+    /// Parses `TRIGGER DIR [ARGS...]` from the process's arguments.
+    pub fn from_env(usage: &'static str) -> Result<Self, WorkloadError> {
+        let mut it = std::env::args();
+        let program = it.next().unwrap_or_else(|| "workload".into());
+        let (Some(trigger), Some(dir)) = (it.next(), it.next()) else {
+            return Err(WorkloadError::Usage { program, usage });
+        };
+        Ok(Self {
+            trigger: trigger.into(),
+            dir: dir.into(),
+            rest: it.collect(),
+        })
+    }
+
+    /// Whether the workload-specific arguments contain `flag`.
+    pub fn has_flag(&self, flag: &str) -> bool {
+        self.rest.iter().any(|a| a == flag)
+    }
+}
+
+/// The flag that makes a workload damage one piece of its own state after the trigger, so a test can prove
+/// that the checks do catch damage.
+pub const INJECT_FAULT: &str = "--inject-fault";
+
+/// Writes one protocol line and flushes it, so the harness sees it even if the process is killed next.
+pub fn say(line: &str) -> Result<(), WorkloadError> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(WorkloadError::Stdout)
+}
+
+/// The pid announced in `READY`, 0 before it.
+static READY_PID: AtomicU32 = AtomicU32::new(0);
+
+/// Remembers the pid a workload announced (for workloads that write `READY` themselves, e.g. from asm).
+pub fn set_ready_pid(pid: u32) {
+    READY_PID.store(pid, Ordering::Relaxed);
+}
+
+/// Announces that the state is set up and the workload may be checkpointed from now on.
+pub fn ready() -> Result<(), WorkloadError> {
+    let pid = std::process::id();
+    set_ready_pid(pid);
+    say(&format!("READY {pid}"))
+}
+
+/// Blocks until `trigger` exists. `std::thread::sleep` is nanosleep in a loop that resumes on EINTR with the
+/// remaining time, so a restore that interrupts the sleep only shortens one poll period.
+pub fn wait_for_trigger(trigger: &Path) -> Result<(), WorkloadError> {
+    let start = Instant::now();
+    while !trigger.exists() {
+        if start.elapsed() > TRIGGER_TIMEOUT {
+            return Err(WorkloadError::TriggerTimeout {
+                path: trigger.to_path_buf(),
+                timeout: TRIGGER_TIMEOUT,
+            });
+        }
+        std::thread::sleep(TRIGGER_POLL);
+    }
+    Ok(())
+}
+
+/// Collects the results of a workload's checks and prints them as they come.
+#[derive(Debug)]
+pub struct Report {
+    workload: &'static str,
+    total: usize,
+    failed: usize,
+}
+
+impl Report {
+    pub fn new(workload: &'static str) -> Self {
+        Self {
+            workload,
+            total: 0,
+            failed: 0,
+        }
+    }
+
+    /// Records one check: `Ok(())` prints `ok <what>`, `Err(detail)` prints `FAIL <what>: <detail>`.
+    pub fn check(&mut self, what: &str, result: Result<(), String>) {
+        self.total += 1;
+        let line = match result {
+            Ok(()) => format!("ok {what}"),
+            Err(detail) => {
+                self.failed += 1;
+                format!("FAIL {what}: {detail}")
+            }
+        };
+        // A lost line only weakens the diagnostics: the verdict line and the exit code still tell.
+        let _ = say(&line);
+    }
+
+    /// An informational line (not a check), e.g. how a blocked syscall returned.
+    pub fn note(&self, what: &str) {
+        let _ = say(&format!("note {what}"));
+    }
+
+    /// Number of failed checks so far.
+    pub fn failed(&self) -> usize {
+        self.failed
+    }
+
+    /// Prints the verdict and gives the exit code: 0 only if at least one check ran and none failed.
+    /// First it checks that getpid() still returns the pid announced in `READY` (a restore must keep it).
+    pub fn finish(mut self) -> ExitCode {
+        let announced = READY_PID.load(Ordering::Relaxed);
+        let now = std::process::id();
+        self.check(
+            "same-pid",
+            if announced == now {
+                Ok(())
+            } else {
+                Err(format!("getpid() is {now}, READY said {announced}"))
+            },
+        );
+        if self.failed == 0 && self.total > 0 {
+            let _ = say(&format!("PASS {}", self.workload));
+            ExitCode::SUCCESS
+        } else {
+            let _ = say(&format!(
+                "FAILED {}: {} of {} checks",
+                self.workload, self.failed, self.total
+            ));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs a workload's `body`, turning a protocol error into a `FAIL` line and exit code 2.
+pub fn main_with(
+    workload: &'static str,
+    body: impl FnOnce() -> Result<ExitCode, WorkloadError>,
+) -> ExitCode {
+    match body() {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = say(&format!("FAIL {workload}-protocol: {e}"));
+            let _ = say(&format!("FAILED {workload}: protocol error"));
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! End-to-end: real processes dumped with `dormant dump`, killed, restored with `dormant restore` under
+//! their original pid, then told to verify themselves. Privileged (root), and they need the dormant binary
+//! built next to this test executable (`cargo build --release -p dormant-cli` for `cargo test --release`).
+//!
+//! Each test has its own scratch directory; the workloads of a few hundred MiB share two slots.
+
+use std::fs;
+use std::time::Duration;
+
+use dormant_tests::harness::{
+    self, blocked_syscall, proc_state, require_root, shell_status, wait_until, Result, Spec,
+    StdinKind, Workload,
+};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const NANOSLEEP: &[i64] = &[libc::SYS_nanosleep, libc::SYS_clock_nanosleep];
+const READ: &[i64] = &[libc::SYS_read];
+const POLL: &[i64] = &[libc::SYS_poll, libc::SYS_ppoll];
+
+fn memory() -> Spec {
+    Spec::workload("wl_memory", env!("CARGO_BIN_EXE_wl_memory")).big()
+}
+
+fn registers() -> Spec {
+    Spec::workload("wl_registers", env!("CARGO_BIN_EXE_wl_registers"))
+}
+
+fn syscalls() -> Spec {
+    Spec::workload("wl_syscalls", env!("CARGO_BIN_EXE_wl_syscalls"))
+}
+
+#[test]
+fn memory_dump_restore() -> Result<()> {
+    harness::dump_restore(memory())?;
+    Ok(())
+}
+
+#[test]
+fn memory_leave_running_then_restore() -> Result<()> {
+    harness::leave_running_then_restore(memory())?;
+    Ok(())
+}
+
+#[test]
+fn registers_dump_restore() -> Result<()> {
+    harness::dump_restore(registers())?;
+    Ok(())
+}
+
+#[test]
+fn registers_ymm_dump_restore() -> Result<()> {
+    harness::dump_restore(registers().args(["avx"]))?;
+    Ok(())
+}
+
+#[test]
+fn registers_leave_running_then_restore() -> Result<()> {
+    harness::leave_running_then_restore(registers())?;
+    Ok(())
+}
+
+#[test]
+fn syscalls_nanosleep_dump_restore() -> Result<()> {
+    // 10 s: a restore that re-runs the sleep for its remaining time still ends well inside the timeout.
+    harness::dump_restore(syscalls().args(["nanosleep", "10"]).blocked_in(NANOSLEEP))?;
+    Ok(())
+}
+
+#[test]
+fn syscalls_read_pty_dump_restore() -> Result<()> {
+    let line = "typed after the restore";
+    harness::dump_restore(
+        syscalls()
+            .args(["read", line])
+            .stdin(StdinKind::Pty { line: line.into() })
+            .blocked_in(READ),
+    )?;
+    Ok(())
+}
+
+#[test]
+fn syscalls_poll_pty_dump_restore() -> Result<()> {
+    let line = "poll wake-up after the restore";
+    harness::dump_restore(
+        syscalls()
+            .args(["poll", line])
+            .stdin(StdinKind::Pty { line: line.into() })
+            .blocked_in(POLL),
+    )?;
+    Ok(())
+}
+
+/// coreutils `sleep 1000`: after the restore it is alive under the same pid with the same command line and
+/// executable, sleeping (state S, in nanosleep), and SIGTERM still kills it (dormant restore exits 143).
+#[test]
+fn coreutils_sleep_dump_restore() -> Result<()> {
+    require_root()?;
+    harness::dormant_bin()?;
+    let sleep = harness::find_program("sleep")?;
+    let mut w = Workload::start(
+        Spec::plain("sleep", &sleep)
+            .args(["1000"])
+            .blocked_in(NANOSLEEP),
+    )?;
+    let pid = w.pid();
+    let cmdline =
+        fs::read(format!("/proc/{pid}/cmdline")).map_err(|e| w.fail(format!("cmdline: {e}")))?;
+    let exe = fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| w.fail(format!("exe: {e}")))?;
+    w.dump(false)?;
+    let mut r = w.restore()?;
+    let dormant = r.dormant_pid();
+    let asleep = wait_until(Duration::from_secs(60), || {
+        proc_state(pid).is_some_and(|(state, ppid)| state == 'S' && ppid == dormant)
+            && blocked_syscall(pid).is_some_and(|nr| NANOSLEEP.contains(&nr))
+    });
+    if !asleep {
+        return Err(w.fail(format!(
+            "restored sleep is not asleep under dormant {dormant}: stat {:?}, syscall {:?}",
+            proc_state(pid),
+            blocked_syscall(pid)
+        )));
+    }
+    let cmdline_after = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let exe_after = fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+    if cmdline_after != cmdline || exe_after != exe {
+        return Err(w.fail(format!(
+            "restored as {:?} ({exe_after:?}), was {:?} ({exe:?})",
+            String::from_utf8_lossy(&cmdline_after),
+            String::from_utf8_lossy(&cmdline)
+        )));
+    }
+    kill(Pid::from_raw(pid), Signal::SIGTERM).map_err(|e| w.fail(format!("SIGTERM: {e}")))?;
+    let st = w.wait_restored(&mut r, harness::FINISH_TIMEOUT)?;
+    if shell_status(st) != 128 + libc::SIGTERM {
+        return Err(w.fail(format!(
+            "dormant restore exited {st}, want 143 (killed by SIGTERM)"
+        )));
+    }
+    Ok(())
+}
+
+/// python3 with a 1e6-entry dict and an open file it writes to: after the restore it re-verifies both.
+#[test]
+fn python_dump_restore() -> Result<()> {
+    let spec = Spec::workload("wl_python", harness::python3()?)
+        .pre_args([harness::python_workload_script()])
+        .big();
+    harness::dump_restore(spec)?;
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! Every workload run WITHOUT dump or restore: set up, READY, trigger, verdict. Proves each workload's own
+//! checks pass on an untouched process (so a failure after a restore is the restore's fault), and, with
+//! `--inject-fault` or wrong terminal input, that the checks do fail when the state is damaged.
+//!
+//! Not privileged: these tests need no root.
+
+use dormant_tests::harness::{self, Result, Spec, StdinKind};
+use dormant_tests::workload::INJECT_FAULT;
+
+/// Syscall numbers on x86-64 the syscall workloads block in (glibc's nanosleep is clock_nanosleep).
+const NANOSLEEP: &[i64] = &[libc::SYS_nanosleep, libc::SYS_clock_nanosleep];
+const READ: &[i64] = &[libc::SYS_read];
+const POLL: &[i64] = &[libc::SYS_poll, libc::SYS_ppoll];
+
+fn memory() -> Spec {
+    Spec::workload("wl_memory", env!("CARGO_BIN_EXE_wl_memory")).big()
+}
+
+fn registers() -> Spec {
+    Spec::workload("wl_registers", env!("CARGO_BIN_EXE_wl_registers"))
+}
+
+fn syscalls() -> Spec {
+    Spec::workload("wl_syscalls", env!("CARGO_BIN_EXE_wl_syscalls"))
+}
+
+fn python() -> Result<Spec> {
+    Ok(Spec::workload("wl_python", harness::python3()?)
+        .pre_args([harness::python_workload_script()])
+        .big())
+}
+
+#[test]
+fn memory_passes_untouched() -> Result<()> {
+    let log = harness::self_check(memory())?;
+    assert!(
+        log.contains("ok big-holes") && log.contains("ok deep-stack"),
+        "{log}"
+    );
+    Ok(())
+}
+
+#[test]
+fn memory_detects_damage() -> Result<()> {
+    harness::self_check_fails(memory().args([INJECT_FAULT]), &["big-data", "deep-stack"])?;
+    Ok(())
+}
+
+#[test]
+fn registers_pass_untouched() -> Result<()> {
+    harness::self_check(registers())?;
+    Ok(())
+}
+
+#[test]
+fn registers_ymm_pass_untouched() -> Result<()> {
+    harness::self_check(registers().args(["avx"]))?;
+    Ok(())
+}
+
+#[test]
+fn registers_detect_damage() -> Result<()> {
+    let log = harness::self_check_fails(
+        registers().args([INJECT_FAULT]),
+        &[
+            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw")
+            {
+                "zmm0-31"
+            } else {
+                "ymm0-15"
+            },
+        ],
+    )?;
+    assert!(
+        log.contains("zmm29 lane 0") || log.contains("ymm13 lane 0"),
+        "{log}"
+    );
+    harness::self_check_fails(registers().args(["avx", INJECT_FAULT]), &["ymm0-15"])?;
+    Ok(())
+}
+
+#[test]
+fn syscalls_nanosleep_passes_untouched() -> Result<()> {
+    let log = harness::self_check(syscalls().args(["nanosleep", "1"]).blocked_in(NANOSLEEP))?;
+    assert!(log.contains("note nanosleep completed"), "{log}");
+    Ok(())
+}
+
+#[test]
+fn syscalls_read_pty_passes_untouched() -> Result<()> {
+    let line = "a line typed into the terminal";
+    harness::self_check(
+        syscalls()
+            .args(["read", line])
+            .stdin(StdinKind::Pty { line: line.into() })
+            .blocked_in(READ),
+    )?;
+    Ok(())
+}
+
+#[test]
+fn syscalls_read_pty_detects_wrong_line() -> Result<()> {
+    harness::self_check_fails(
+        syscalls()
+            .args(["read", "the expected line"])
+            .stdin(StdinKind::Pty {
+                line: "another line".into(),
+            })
+            .blocked_in(READ),
+        &["read-line"],
+    )?;
+    Ok(())
+}
+
+#[test]
+fn syscalls_poll_pty_passes_untouched() -> Result<()> {
+    let line = "poll wake-up";
+    harness::self_check(
+        syscalls()
+            .args(["poll", line])
+            .stdin(StdinKind::Pty { line: line.into() })
+            .blocked_in(POLL),
+    )?;
+    Ok(())
+}
+
+#[test]
+fn python_passes_untouched() -> Result<()> {
+    harness::self_check(python()?)?;
+    Ok(())
+}
+
+#[test]
+fn python_detects_damage() -> Result<()> {
+    harness::self_check_fails(python()?.args([INJECT_FAULT]), &["dict"])?;
+    Ok(())
+}
