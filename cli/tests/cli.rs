@@ -3,68 +3,11 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
 
-const DORMANT: &str = env!("CARGO_BIN_EXE_dormant");
+use common::*;
 
-fn require_root() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "these tests dump real processes and must run as root (ptrace, /proc/pid/mem, clone3 set_tid)"
-    );
-}
-
-fn dormant(args: &[&str]) -> Output {
-    Command::new(DORMANT)
-        .args(args)
-        .output()
-        .expect("run dormant")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// `sleep 1000` with nothing but /dev/null on fds 0-2 (fds the test runner holds are not inherited).
-fn spawn_sleep() -> Child {
-    let mut cmd = Command::new("/usr/bin/sleep");
-    cmd.arg("1000")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: one async-signal-safe syscall in the child before exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            // CLOSE_RANGE_CLOEXEC: std's exec-error pipe must survive until exec.
-            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 4u32) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn().expect("spawn sleep")
-}
-
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("dormant-cli-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use std::path::Path;
 
 fn flip_byte(path: &Path, offset: u64) {
     use std::os::unix::fs::FileExt;

@@ -14,38 +14,38 @@ use crate::PAGE_SIZE;
 /// `struct pm_scan_arg` of `linux/fs.h` (6.7); the installed headers predate it.
 #[repr(C)]
 #[derive(Debug, Default)]
-struct PmScanArg {
-    size: u64,
-    flags: u64,
-    start: u64,
-    end: u64,
-    walk_end: u64,
-    vec: u64,
-    vec_len: u64,
-    max_pages: u64,
-    category_inverted: u64,
-    category_mask: u64,
-    category_anyof_mask: u64,
-    return_mask: u64,
+pub(crate) struct PmScanArg {
+    pub size: u64,
+    pub flags: u64,
+    pub start: u64,
+    pub end: u64,
+    pub walk_end: u64,
+    pub vec: u64,
+    pub vec_len: u64,
+    pub max_pages: u64,
+    pub category_inverted: u64,
+    pub category_mask: u64,
+    pub category_anyof_mask: u64,
+    pub return_mask: u64,
 }
 
 /// `struct page_region`.
 #[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-struct PageRegion {
-    start: u64,
-    end: u64,
-    categories: u64,
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PageRegion {
+    pub start: u64,
+    pub end: u64,
+    pub categories: u64,
 }
 
 /// `_IOWR('f', 16, struct pm_scan_arg)`.
 const PAGEMAP_SCAN: libc::c_ulong =
     (3 << 30) | ((std::mem::size_of::<PmScanArg>() as libc::c_ulong) << 16) | (0x66 << 8) | 16;
 
-const PAGE_IS_FILE: u64 = 1 << 2;
-const PAGE_IS_PRESENT: u64 = 1 << 3;
-const PAGE_IS_SWAPPED: u64 = 1 << 4;
-const PAGE_IS_PFNZERO: u64 = 1 << 5;
+pub(crate) const PAGE_IS_FILE: u64 = 1 << 2;
+pub(crate) const PAGE_IS_PRESENT: u64 = 1 << 3;
+pub(crate) const PAGE_IS_SWAPPED: u64 = 1 << 4;
+pub(crate) const PAGE_IS_PFNZERO: u64 = 1 << 5;
 
 /// pagemap entry bits.
 const PM_PRESENT: u64 = 1 << 63;
@@ -234,7 +234,9 @@ pub fn push_coalesced(out: &mut Vec<PageRange>, start: u64, end: u64) {
     out.push(PageRange { start, end });
 }
 
-fn pm_scan(pagemap: &File, arg: &mut PmScanArg) -> io::Result<usize> {
+/// One PAGEMAP_SCAN ioctl. The caller must point `arg.vec`/`arg.vec_len` at a buffer of `PageRegion`s it
+/// owns for the duration of the call (the kernel writes at most `vec_len` of them).
+pub(crate) fn pm_scan(pagemap: &impl AsRawFd, arg: &mut PmScanArg) -> io::Result<usize> {
     // SAFETY: arg is a valid pm_scan_arg whose vec/vec_len describe a buffer the caller owns for the call;
     // the kernel writes at most vec_len page_regions there and updates walk_end in arg.
     let rc = unsafe { libc::ioctl(pagemap.as_raw_fd(), PAGEMAP_SCAN, arg as *mut PmScanArg) };

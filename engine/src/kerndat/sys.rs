@@ -499,41 +499,10 @@ pub(crate) fn uffdio_writeprotect(
 // ---------------------------------------------------------------------------------------------------
 // PAGEMAP_SCAN (Linux 6.7; include/uapi/linux/fs.h, newer than the installed headers).
 
-pub(crate) const PAGE_IS_PRESENT: u64 = 1 << 3;
-pub(crate) const PAGE_IS_PFNZERO: u64 = 1 << 5;
+pub(crate) use crate::pagemap::{PAGE_IS_PFNZERO, PAGE_IS_PRESENT};
 
-/// `struct page_region`.
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PageRegion {
-    pub start: u64,
-    pub end: u64,
-    pub categories: u64,
-}
-
-/// `struct pm_scan_arg`.
-#[repr(C)]
-#[derive(Debug, Default)]
-struct PmScanArg {
-    size: u64,
-    flags: u64,
-    start: u64,
-    end: u64,
-    walk_end: u64,
-    vec: u64,
-    vec_len: u64,
-    max_pages: u64,
-    category_inverted: u64,
-    category_mask: u64,
-    category_anyof_mask: u64,
-    return_mask: u64,
-}
-
-/// _IOWR('f', 16, struct pm_scan_arg).
-const PAGEMAP_SCAN: libc::c_ulong = (3 << 30)
-    | ((std::mem::size_of::<PmScanArg>() as libc::c_ulong) << 16)
-    | ((b'f' as libc::c_ulong) << 8)
-    | 16;
+pub(crate) use crate::pagemap::PageRegion;
+use crate::pagemap::PmScanArg;
 
 /// What one PAGEMAP_SCAN call asks for.
 #[derive(Debug, Clone, Copy)]
@@ -560,10 +529,10 @@ pub(crate) fn pagemap_scan(
         return_mask: query.return_mask,
         ..PmScanArg::default()
     };
-    // SAFETY: PAGEMAP_SCAN takes a struct pm_scan_arg whose `vec` points at `out`, writable for
-    // vec_len regions for the whole call.
-    let filled = unsafe { ioctl_struct(pagemap.as_fd(), PAGEMAP_SCAN, &mut arg) }?;
-    Ok((filled as usize, arg.walk_end))
+    // `vec` points at `out`, writable for vec_len regions for the whole call.
+    let filled = crate::pagemap::pm_scan(&pagemap.as_fd(), &mut arg)
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    Ok((filled, arg.walk_end))
 }
 
 // ---------------------------------------------------------------------------------------------------
