@@ -311,6 +311,10 @@ pub struct Spec {
     pub blocked_in: Vec<i64>,
     /// Takes a [`BigSlot`] for its whole life.
     pub big: bool,
+    /// On release, store this value into the first word of this file of the work directory and
+    /// FUTEX_WAKE its waiters (a shared futex: the key is the file's page, so our mapping reaches the
+    /// workload's).
+    pub futex_wake: Option<(String, u32)>,
 }
 
 impl Spec {
@@ -325,6 +329,7 @@ impl Spec {
             stdin: StdinKind::Null,
             blocked_in: Vec::new(),
             big: false,
+            futex_wake: None,
         }
     }
 
@@ -360,6 +365,46 @@ impl Spec {
         self.big = true;
         self
     }
+
+    pub fn futex_wake(mut self, file: &str, value: u32) -> Self {
+        self.futex_wake = Some((file.into(), value));
+        self
+    }
+}
+
+/// Stores `value` in the first word of `path` through a shared mapping and wakes every futex waiter on
+/// it; returns how many were woken.
+fn futex_store_and_wake(path: &Path, value: u32) -> std::io::Result<i64> {
+    use std::os::fd::AsRawFd;
+    let f = OpenOptions::new().read(true).write(true).open(path)?;
+    // SAFETY: a fresh shared mapping of one page of `f`, used only in this function and unmapped below.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    let word = p.cast::<u32>();
+    // SAFETY: `word` is the aligned start of the live mapping; the volatile store is seen by the waiter
+    // through the same page.
+    unsafe { std::ptr::write_volatile(word, value) };
+    // SAFETY: FUTEX_WAKE (shared) on a word of a live mapping; no memory is written by the kernel.
+    let woken =
+        unsafe { libc::syscall(libc::SYS_futex, word, libc::FUTEX_WAKE, i32::MAX, 0, 0, 0) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: unmaps exactly the mapping made above.
+    unsafe { libc::munmap(p, 4096) };
+    if woken < 0 {
+        return Err(err);
+    }
+    Ok(woken)
 }
 
 /// Makes a command's child safe to dump: its own session (so its process tree is self-contained) and no
@@ -652,6 +697,24 @@ impl Workload {
         fs::write(&t, b"check\n").map_err(io_err("creating the trigger", &t))?;
         if let (Some(pty), StdinKind::Pty { line }) = (&self.pty, &self.spec.stdin) {
             pty.write_line(line)?;
+        }
+        if let Some((file, value)) = &self.spec.futex_wake {
+            // The restored task re-enters FUTEX_WAIT by itself (syscall restart); wake it only once it is
+            // there, so that "woke exactly one waiter" proves the restored wait is on the same futex.
+            let pid = self.pid;
+            if !wait_until(Duration::from_secs(10), || {
+                blocked_syscall(pid) == Some(libc::SYS_futex)
+            }) {
+                return Err(self.fail("the workload never (re)entered FUTEX_WAIT"));
+            }
+            let p = self.scratch.path().join("work").join(file);
+            let woken =
+                futex_store_and_wake(&p, *value).map_err(io_err("waking the futex in", &p))?;
+            if woken != 1 {
+                return Err(self.fail(format!(
+                    "FUTEX_WAKE woke {woken} waiters, expected the workload"
+                )));
+            }
         }
         Ok(())
     }

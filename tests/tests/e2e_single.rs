@@ -17,6 +17,7 @@ use nix::unistd::Pid;
 const NANOSLEEP: &[i64] = &[libc::SYS_nanosleep, libc::SYS_clock_nanosleep];
 const READ: &[i64] = &[libc::SYS_read];
 const POLL: &[i64] = &[libc::SYS_poll, libc::SYS_ppoll];
+const FUTEX: &[i64] = &[libc::SYS_futex];
 
 fn memory() -> Spec {
     Spec::workload("wl_memory", env!("CARGO_BIN_EXE_wl_memory")).big()
@@ -87,6 +88,19 @@ fn syscalls_poll_pty_dump_restore() -> Result<()> {
             .args(["poll", line])
             .stdin(StdinKind::Pty { line: line.into() })
             .blocked_in(POLL),
+    )?;
+    Ok(())
+}
+
+/// Blocked in FUTEX_WAIT on a shared file mapping: after the restore the wait is re-entered (restart) on
+/// the same futex key, so the harness's FUTEX_WAKE through its own mapping of the file must reach it.
+#[test]
+fn syscalls_futex_dump_restore() -> Result<()> {
+    harness::dump_restore(
+        syscalls()
+            .args(["futex", "51966"])
+            .blocked_in(FUTEX)
+            .futex_wake("futex.word", 51966),
     )?;
     Ok(())
 }

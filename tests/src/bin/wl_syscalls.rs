@@ -8,6 +8,9 @@
 //!   trigger.
 //! - `poll LINE`: poll() on stdin with a long timeout, retried on EINTR, then read() the line. Then the
 //!   trigger.
+//! - `futex VALUE`: FUTEX_WAIT (shared, no timeout) on the first word of `DIR/futex.word`, mapped
+//!   MAP_SHARED, while it is 0; the harness stores VALUE there and FUTEX_WAKEs it. EINTR and EAGAIN are
+//!   retried. The word must then hold VALUE.
 //!
 //! The workload prints READY just before the syscall; the harness waits until `/proc/PID/syscall` shows it
 //! blocked there before it dumps.
@@ -18,7 +21,7 @@ use std::time::Duration;
 use dormant_tests::workload::{self, Report, WorkloadArgs, WorkloadError};
 use nix::time::{clock_gettime, ClockId};
 
-const USAGE: &str = "nanosleep SECONDS | read LINE | poll LINE";
+const USAGE: &str = "nanosleep SECONDS | read LINE | poll LINE | futex VALUE";
 /// poll's timeout: long enough for any dump and restore, short enough that a lost wake-up ends the test.
 const POLL_TIMEOUT_MS: libc::c_int = 300_000;
 
@@ -198,6 +201,70 @@ fn check_poll(report: &mut Report, line: &str) -> Result<(), WorkloadError> {
     Ok(())
 }
 
+fn check_futex(
+    report: &mut Report,
+    dir: &std::path::Path,
+    value: &str,
+) -> Result<(), WorkloadError> {
+    use std::os::fd::AsRawFd;
+    let want: u32 = value
+        .parse()
+        .map_err(|e| WorkloadError::setup("the futex value", e))?;
+    let path = dir.join("futex.word");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(|e| WorkloadError::setup("creating futex.word", e))?;
+    f.set_len(4096)
+        .map_err(|e| WorkloadError::setup("sizing futex.word", e))?;
+    // SAFETY: a fresh shared mapping of one page of the file; it stays mapped for the process's life.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(WorkloadError::setup(
+            "mapping futex.word",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let word = p.cast::<u32>();
+    workload::ready()?;
+    let mut eintr = 0u32;
+    let result = loop {
+        // SAFETY: the word is the aligned start of the live mapping.
+        let now = unsafe { std::ptr::read_volatile(word) };
+        if now != 0 {
+            break if now == want {
+                Ok(())
+            } else {
+                Err(format!("woke with {now}, want {want}"))
+            };
+        }
+        // SAFETY: FUTEX_WAIT (shared) on a word of a live mapping, no timeout.
+        let r = unsafe { libc::syscall(libc::SYS_futex, word, libc::FUTEX_WAIT, 0, 0, 0, 0) };
+        if r != 0 {
+            match nix::errno::Errno::last() {
+                nix::errno::Errno::EINTR => eintr += 1,
+                nix::errno::Errno::EAGAIN => {}
+                e => break Err(format!("futex wait failed: {e}")),
+            }
+        }
+    };
+    report.note(&format!("futex wait saw {eintr} EINTR"));
+    report.check("futex-wake", result);
+    Ok(())
+}
+
 fn run() -> Result<ExitCode, WorkloadError> {
     let args = WorkloadArgs::from_env(USAGE)?;
     let usage = || WorkloadError::Usage {
@@ -211,6 +278,7 @@ fn run() -> Result<ExitCode, WorkloadError> {
         "nanosleep" => check_nanosleep(&mut report, arg)?,
         "read" => check_read(&mut report, arg)?,
         "poll" => check_poll(&mut report, arg)?,
+        "futex" => check_futex(&mut report, &args.dir, arg)?,
         _ => return Err(usage()),
     }
     workload::wait_for_trigger(&args.trigger)?;
