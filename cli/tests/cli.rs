@@ -148,3 +148,47 @@ fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
 }
+
+/// `dump && restore -d --pidfile` as a script would run it: the restored `sleep` runs detached under its
+/// old pid, with its old name, and the pidfile says so.
+#[test]
+fn restore_detached_writes_pidfile_and_keeps_the_pid() {
+    require_root();
+    let tmp = TempDir::new("detached");
+    let img = tmp.0.join("img");
+    let pidfile = tmp.0.join("pid");
+    let mut sleep = spawn_sleep();
+    let pid = sleep.id();
+    let dump = std::process::Command::new(DORMANT)
+        .args(["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    // We are the parent: reap the original so that dump can see its pid free.
+    sleep.wait().unwrap();
+    assert!(dump.wait_with_output().unwrap().status.success());
+    let o = dormant(&[
+        "restore",
+        "-d",
+        "-D",
+        img.to_str().unwrap(),
+        "--pidfile",
+        pidfile.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "restore -d failed:\n{}", text(&o));
+    assert_eq!(
+        std::fs::read_to_string(&pidfile).unwrap().trim(),
+        pid.to_string()
+    );
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    assert!(
+        stat.starts_with(&format!("{pid} (sleep) S")),
+        "restored sleep: {stat}"
+    );
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert_eq!(cmdline, b"/usr/bin/sleep\01000\0");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+}
