@@ -185,7 +185,7 @@ fn restore_detached_writes_pidfile_and_keeps_the_pid() {
         "restored sleep: {stat}"
     );
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    assert_eq!(cmdline, b"/usr/bin/sleep\01000\0");
+    assert_eq!(cmdline, b"/usr/bin/sleep\x001000\x00");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::SIGKILL,
