@@ -65,6 +65,8 @@ pub struct Launch {
     pub session: SessionPlan,
     /// The task's `comm` (PR_SET_NAME), so `ps` shows the restored program, not dormant.
     pub comm: Option<std::ffi::CString>,
+    /// The task's execution domain (`personality(2)`), e.g. ADDR_NO_RANDOMIZE for later execs.
+    pub personality: Option<u32>,
 }
 
 /// What the child does about its session and process group.
@@ -127,6 +129,7 @@ struct ChildPlan<'a> {
     cwd: Option<&'a std::ffi::CStr>,
     session: SessionPlan,
     comm: Option<&'a std::ffi::CStr>,
+    personality: Option<u32>,
     entry: u64,
     args: u64,
     stack_top: u64,
@@ -232,6 +235,7 @@ pub fn start(launch: Launch) -> Result<Started, RestoreError> {
         stopped,
         session,
         comm,
+        personality,
     } = launch;
     let (sync_read, sync_write) = pipe()?;
     let mapped = MappedArea::map(&area)?;
@@ -245,6 +249,7 @@ pub fn start(launch: Launch) -> Result<Started, RestoreError> {
         cwd: cwd.as_deref(),
         session,
         comm: comm.as_deref(),
+        personality,
         entry: area.entry,
         args: area.args,
         stack_top: area.stack_top,
@@ -571,6 +576,12 @@ fn child_main(plan: &ChildPlan<'_>) -> ! {
         // SAFETY: PR_SET_NAME reads at most 16 bytes of the NUL-terminated string prepared before the fork.
         if unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) } != 0 {
             child_fail(rep, Step::ChildComm, errno(), 0);
+        }
+    }
+    if let Some(p) = plan.personality {
+        // SAFETY: personality only changes this (child) task's execution domain flags.
+        if unsafe { libc::personality(p as libc::c_ulong) } < 0 {
+            child_fail(rep, Step::ChildPersonality, errno(), p as u64);
         }
     }
     if let Some(mask) = plan.umask {

@@ -492,6 +492,7 @@ pub fn prepare(
         stopped: core.stopped,
         session: crate::launch::SessionPlan::for_ids(pid, task.tree.pgid.0, task.tree.sid.0),
         comm: std::ffi::CString::new(core.comm.as_str()).ok(),
+        personality: Some(core.personality),
     })
 }
 

@@ -210,6 +210,7 @@ fn build_victim(pid: u32, break_it: bool) -> Victim {
         stopped: false,
         session: dormant_restorer::launch::SessionPlan::NewSession,
         comm: Some(c"victim".to_owned()),
+        personality: Some(libc::ADDR_NO_RANDOMIZE as u32),
     };
     Victim {
         launch,
@@ -295,6 +296,12 @@ fn restores_synthetic_task_and_sigreturns_into_it() {
     );
     assert_eq!(field("Umask:"), "0027");
     assert_eq!(field("Name:"), "victim");
+    // /proc/PID/personality: the execution domain set before the blob ran.
+    let pers = std::fs::read_to_string(format!("/proc/{pid}/personality")).unwrap();
+    assert_eq!(
+        u32::from_str_radix(pers.trim(), 16).unwrap(),
+        libc::ADDR_NO_RANDOMIZE as u32
+    );
     // SessionPlan::NewSession: the task leads its own session and group.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let after_comm: Vec<&str> = stat

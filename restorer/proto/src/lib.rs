@@ -229,6 +229,7 @@ pub enum Step {
     ChildChdir = 38,
     ChildSession = 39,
     ChildComm = 40,
+    ChildPersonality = 41,
 }
 
 /// Exit status base of a failing blob.
@@ -267,6 +268,7 @@ impl Step {
             38 => ChildChdir,
             39 => ChildSession,
             40 => ChildComm,
+            41 => ChildPersonality,
             _ => return None,
         })
     }
@@ -303,6 +305,7 @@ impl Step {
             ChildChdir => "changing to the saved working directory (child)",
             ChildSession => "creating the saved session or process group (child)",
             ChildComm => "setting the task's name (child)",
+            ChildPersonality => "setting the execution domain (child)",
         }
     }
 }
