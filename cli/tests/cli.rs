@@ -179,10 +179,18 @@ fn restore_detached_writes_pidfile_and_keeps_the_pid() {
         std::fs::read_to_string(&pidfile).unwrap().trim(),
         pid.to_string()
     );
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Just after `restore -d` returns the task may still be on its way back into nanosleep.
+    let start = std::time::Instant::now();
+    let stat = loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        if stat.starts_with(&format!("{pid} (sleep) S")) || start.elapsed().as_secs() >= 5 {
+            break stat;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
     assert!(
         stat.starts_with(&format!("{pid} (sleep) S")),
-        "restored sleep: {stat}"
+        "restored sleep should be sleeping: {stat}"
     );
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     assert_eq!(cmdline, b"/usr/bin/sleep\x001000\x00");
