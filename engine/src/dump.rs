@@ -448,6 +448,7 @@ impl Dump {
                 stopped: task.was_stopped(),
                 cwd,
                 root,
+                posix_timers: Vec::new(),
             },
             thread: ThreadCore {
                 tid: Tid(pid),

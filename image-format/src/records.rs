@@ -150,6 +150,28 @@ pub struct TaskCore {
     /// mount namespace.
     pub cwd: String,
     pub root: String,
+    /// POSIX timers (`timer_create`), ascending by id.
+    pub posix_timers: Vec<PosixTimer>,
+}
+
+/// One POSIX timer: how it notifies (from `/proc/pid/timers`) and where it stands (`timer_gettime` and
+/// `timer_getoverrun` inside the task).
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PosixTimer {
+    pub id: i32,
+    pub clock: i32,
+    /// `SIGEV_*` (with `SIGEV_THREAD_ID` when a thread is the target).
+    pub notify: i32,
+    pub signo: i32,
+    /// `sigev_value` as the task gave it.
+    pub value: u64,
+    /// Target thread for `SIGEV_THREAD_ID`.
+    pub notify_tid: Option<Tid>,
+    pub interval_ns: u64,
+    /// Time to the next expiry; 0 = disarmed.
+    pub value_ns: u64,
+    pub overrun: i32,
 }
 
 impl Record for TaskCore {

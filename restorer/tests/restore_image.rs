@@ -144,6 +144,7 @@ fn write_image(pid: u32, corrupt_vdso: bool) -> Fixture {
         stopped: false,
         cwd: cwd.to_str().unwrap().into(),
         root: "/".into(),
+        posix_timers: Vec::new(),
     };
     w.write_records(&names::core(p), &[core]).unwrap();
     let stack_top = STACK + STACK_PAGES * PAGE;

@@ -331,6 +331,7 @@ fn capture(pid: i32, image: &Path, fifo: &Path) {
         stopped: false,
         cwd: "/".into(),
         root: "/".into(),
+        posix_timers: Vec::new(),
     };
     w.write_records(&names::core(p), &[core]).unwrap();
     w.commit(InventoryInfo {
