@@ -8,7 +8,7 @@
 #![no_std]
 
 /// Layout version of [`RestoreArgs`]; the blob refuses a block with another version.
-pub const PROTO_VERSION: u32 = 1;
+pub const PROTO_VERSION: u32 = 2;
 
 /// Name of the blob's entry symbol for the leader thread: `extern "C" fn(args: *const RestoreArgs) -> !`,
 /// entered with a 16-byte aligned stack (it realigns anyway).
