@@ -298,3 +298,51 @@ fn procfs_fd_is_refused_and_target_runs_on() {
     py.kill().unwrap();
     py.wait().unwrap();
 }
+
+/// A process that ran as another user is refused at restore (credentials are not restored yet): restoring
+/// it would silently give it root's rights. Nothing is left behind.
+#[test]
+fn other_users_process_is_refused_at_restore() {
+    require_root();
+    let tmp = TempDir::new("creds");
+    let img = tmp.0.join("img");
+    let mut cmd = Command::new("/usr/bin/sleep");
+    cmd.arg("1000");
+    // SAFETY: setgroups/setgid/setuid in the child before exec; async-signal-safe syscalls only.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(65534) != 0
+                || libc::setuid(65534) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut sleep = spawn(&mut cmd);
+    let pid = sleep.id();
+    let o = dump_and_reap(&mut sleep, &img);
+    assert!(
+        o.status.success(),
+        "dump of nobody's sleep failed:\n{}",
+        text(&o)
+    );
+    wait_pid_free(pid);
+    let o = dormant(&["restore", "-D", img.to_str().unwrap()]);
+    assert!(
+        !o.status.success(),
+        "a process of uid 65534 was restored as root"
+    );
+    let msg = text(&o);
+    assert!(
+        msg.contains(&format!("pid {pid} ran with uids [65534, 65534, 65534]"))
+            && msg.contains("credentials"),
+        "unclear error:\n{msg}"
+    );
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "a half-restored pid {pid} was left behind"
+    );
+}

@@ -340,6 +340,38 @@ pub fn check_files(dir: &Path, task: &TaskImage) -> Result<(), RestoreError> {
     Ok(())
 }
 
+/// Refuses a task whose credentials differ from the restorer's own.
+///
+/// Credentials are not restored yet, and a restored task runs with the restorer's: restoring a process
+/// that ran as another user would silently give it this user's rights (root's, usually). Until creds are
+/// restored, such an image must be restored by the same user it was dumped from.
+pub fn check_creds(task: &TaskImage) -> Result<(), RestoreError> {
+    let uid = nix::unistd::getresuid().map_err(|e| RestoreError::sys("getresuid", e))?;
+    let gid = nix::unistd::getresgid().map_err(|e| RestoreError::sys("getresgid", e))?;
+    let ours_u = [
+        uid.real.as_raw(),
+        uid.effective.as_raw(),
+        uid.saved.as_raw(),
+    ];
+    let ours_g = [
+        gid.real.as_raw(),
+        gid.effective.as_raw(),
+        gid.saved.as_raw(),
+    ];
+    let c = &task.core.creds;
+    if c.uids[..3] != ours_u || c.gids[..3] != ours_g {
+        return Err(RestoreError::Unsupported(format!(
+            "pid {} ran with uids {:?} and gids {:?} (real, effective, saved), dormant restore runs with \
+             uids {ours_u:?} and gids {ours_g:?}; restoring credentials is not implemented yet, so the \
+             restore must run as the user the process ran as",
+            task.pid.0,
+            &c.uids[..3],
+            &c.gids[..3]
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses a pid that is in use, naming its owner.
 pub fn check_pid_free(pid: Pid) -> Result<(), RestoreError> {
     let proc_dir = PathBuf::from(format!("/proc/{}", pid.0));

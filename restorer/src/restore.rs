@@ -134,6 +134,7 @@ impl Restore {
         let (img, task) = image::load(dir)?;
         image::check_xstate(&img, &task)?;
         let vdso = image::check_vdso(dir, &task)?;
+        image::check_creds(&task)?;
         image::check_files(dir, &task)?;
         image::check_pid_free(task.pid)?;
         let bytes = image::verify_pages(dir, &task)?;
