@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use dormant_image::records::{
-    names, Creds, Fd, ITimer, Mm, MmLayout, Pid, PsTreeEntry, SigAction, SigAltStack, TaskCore,
-    ThreadCore, Tid,
+    names, Creds, Fd, ITimer, Mm, MmLayout, Pid, PosixTimer, PsTreeEntry, SigAction, SigAltStack,
+    TaskCore, ThreadCore, Tid,
 };
 use dormant_image::ImageWriter;
 
@@ -448,7 +448,7 @@ impl Dump {
                 stopped: task.was_stopped(),
                 cwd,
                 root,
-                posix_timers: Vec::new(),
+                posix_timers: remote.posix_timers.clone(),
             },
             thread: ThreadCore {
                 tid: Tid(pid),
@@ -552,6 +552,7 @@ struct RemoteState {
     pdeathsig: Option<u32>,
     child_subreaper: Option<bool>,
     securebits: Option<u32>,
+    posix_timers: Vec<PosixTimer>,
 }
 
 fn remote_state(pid: u32) -> Result<RemoteState> {
@@ -565,6 +566,36 @@ fn remote_state(pid: u32) -> Result<RemoteState> {
     };
     let mut task = RemoteTask::new(RTid(pid as i32)).map_err(perr("prepare injection"))?;
     let snap = query::snapshot(&mut task).map_err(perr("task snapshot"))?;
+    let timer_text = proc::read_string(pid, "timers")?;
+    let entries = crate::timers::parse(&timer_text).map_err(|reason| DumpError::ProcParse {
+        pid,
+        file: "timers",
+        reason,
+    })?;
+    let states = if entries.is_empty() {
+        Vec::new()
+    } else {
+        let ids: Vec<i32> = entries.iter().map(|e| e.id).collect();
+        let mut scratch = task.scratch(4096).map_err(perr("timer scratch"))?;
+        let states = query::posix_timers(&mut scratch, &ids).map_err(perr("posix timers"))?;
+        scratch.close().map_err(perr("timer scratch"))?;
+        states
+    };
+    let posix_timers = entries
+        .iter()
+        .zip(&states)
+        .map(|(e, s)| PosixTimer {
+            id: e.id,
+            clock: e.clock,
+            notify: e.notify,
+            signo: e.signo,
+            value: e.value,
+            notify_tid: e.notify_tid,
+            interval_ns: s.interval_ns,
+            value_ns: s.value_ns,
+            overrun: s.overrun,
+        })
+        .collect();
     let us = |t: query::TimeVal| (t.sec.max(0) as u64) * 1_000_000 + t.usec.max(0) as u64;
     let it = |v: query::ITimerVal| ITimer {
         interval_us: us(v.interval),
@@ -598,5 +629,6 @@ fn remote_state(pid: u32) -> Result<RemoteState> {
         pdeathsig: Some(snap.pdeathsig as u32),
         child_subreaper: Some(snap.child_subreaper),
         securebits: Some(snap.securebits),
+        posix_timers,
     })
 }

@@ -21,6 +21,7 @@ pub mod pagemap;
 pub mod proc;
 pub mod regs;
 pub mod seize;
+pub mod timers;
 
 pub use dormant_image::records::Pid;
 pub use dump::{Dump, DumpBuilder, DumpStage, DumpStats};

@@ -72,6 +72,10 @@ fn main() {
             "multi_threaded_target_is_refused",
             multi_threaded_target_is_refused,
         ),
+        (
+            "posix_timers_and_pending_signals_recorded",
+            posix_timers_and_pending_signals_recorded,
+        ),
     ];
     let filter: Vec<String> = std::env::args()
         .skip(1)
@@ -460,6 +464,44 @@ fn process_state_and_files_recorded() {
         .find(|kv| kv[0] == libc::AT_PAGESZ)
         .unwrap()[1];
     assert_eq!(pagesz, 4096);
+    assert!(target.answers());
+}
+
+/// Both POSIX timers come out of /proc/<pid>/timers and timer_gettime with id, clock, notify, signal, value
+/// and times; the sigqueue'd signal is in the shared queue with its value.
+fn posix_timers_and_pending_signals_recorded() {
+    let target = Target::spawn("timers", &[], None);
+    let armed = target.report_u64("armed") as i32;
+    let idle = target.report_u64("idle") as i32;
+    let (_d, img_dir, _) = dump_leave_running(&target);
+    let img = open_verified(&img_dir);
+    let core = core_of(&img, target.pid);
+    let timers = &core.posix_timers;
+    assert_eq!(timers.len(), 2, "{timers:?}");
+    let a = timers.iter().find(|t| t.id == armed).unwrap();
+    assert_eq!(a.clock, libc::CLOCK_MONOTONIC);
+    assert_eq!(a.notify, libc::SIGEV_SIGNAL);
+    assert_eq!(a.signo, libc::SIGRTMIN() + 2);
+    assert_eq!(a.value, 0x309);
+    assert_eq!(a.notify_tid, None);
+    assert_eq!(a.interval_ns, 2_000_000_000);
+    assert!(
+        a.value_ns > 0 && a.value_ns <= 5_000_000_000,
+        "{}",
+        a.value_ns
+    );
+    let i = timers.iter().find(|t| t.id == idle).unwrap();
+    assert_eq!(i.clock, libc::CLOCK_REALTIME);
+    assert_eq!(i.notify, libc::SIGEV_NONE);
+    assert_eq!((i.interval_ns, i.value_ns), (0, 0));
+    let queued: Vec<_> = core
+        .shared_pending
+        .iter()
+        .filter(|si| si.0[0..4] == (libc::SIGRTMIN() + 1).to_le_bytes())
+        .collect();
+    assert_eq!(queued.len(), 1, "{:?}", core.shared_pending);
+    assert_eq!(queued[0].0.len(), 128);
+    assert_eq!(queued[0].0[24..32], 4242u64.to_le_bytes());
     assert!(target.answers());
 }
 

@@ -246,3 +246,41 @@ fn i32_at(b: &[u8], off: usize) -> i32 {
     a.copy_from_slice(&b[off..off + 4]);
     i32::from_le_bytes(a)
 }
+
+/// Where one POSIX timer stands: `timer_gettime` and `timer_getoverrun` run inside the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TimerState {
+    pub interval_ns: u64,
+    /// Time to the next expiry; 0 = disarmed.
+    pub value_ns: u64,
+    pub overrun: i32,
+}
+
+/// `timer_gettime` and `timer_getoverrun` for each id (timers are per process, so any thread of it will
+/// do); the ids come from `/proc/<pid>/timers`.
+pub fn posix_timers(
+    scratch: &mut RemoteScratch<'_>,
+    ids: &[i32],
+) -> Result<Vec<TimerState>, ParasiteError> {
+    let out = scratch.addr() + SMALL_OFF as u64;
+    let ns = |sec: u64, nsec: u64| (sec as i64).max(0) as u64 * 1_000_000_000 + nsec;
+    let mut states = Vec::with_capacity(ids.len());
+    for &id in ids {
+        let ret = scratch
+            .task()
+            .syscall(libc::SYS_timer_gettime, [id as u64, out, 0, 0, 0, 0])?;
+        scratch.task().check_ret("timer_gettime", ret)?;
+        let mut raw = [0u8; 32];
+        scratch.read(SMALL_OFF, &mut raw)?;
+        let ret = scratch
+            .task()
+            .syscall(libc::SYS_timer_getoverrun, [id as u64, 0, 0, 0, 0, 0])?;
+        let overrun = scratch.task().check_ret("timer_getoverrun", ret)? as i32;
+        states.push(TimerState {
+            interval_ns: ns(u64_at(&raw, 0), u64_at(&raw, 8)),
+            value_ns: ns(u64_at(&raw, 16), u64_at(&raw, 24)),
+            overrun,
+        });
+    }
+    Ok(states)
+}

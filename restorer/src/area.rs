@@ -2,13 +2,13 @@
 //! points to, the thread's signal frame and the stack the blob runs on; and where to put it.
 //!
 //! Layout (each part aligned as it needs): blob | RestoreArgs | VmaArg[] | ExtentArg[] | close fds |
-//! auxv | ThreadArgs[] | rt_sigframe (64-aligned) | stack. All pointers in the block are absolute
+//! TimerArg[] | QueuedSigArg[] | auxv | ThreadArgs[] | rt_sigframe (64-aligned) | stack. All pointers in the block are absolute
 //! addresses for the final base, so the area can be built as bytes here and copied in place.
 
 use dormant_image::records::{GpRegs, SigAltStack};
 use dormant_restorer_proto::{
-    ExtentArg, ITimerVal, KSigAction, PrctlMmMap, RestoreArgs, RseqArg, ThreadArgs, VmaArg, NSIG,
-    PROTO_VERSION, TASK_SIZE,
+    ExtentArg, ITimerVal, KSigAction, PrctlMmMap, QueuedSigArg, RestoreArgs, RseqArg, ThreadArgs,
+    TimerArg, VmaArg, NSIG, PROTO_VERSION, TASK_SIZE,
 };
 
 use crate::blob::Blob;
@@ -50,6 +50,10 @@ pub struct BlobInput {
     pub mm: Option<(PrctlMmMap, Vec<u64>)>,
     pub sigactions: Option<Box<[KSigAction; NSIG]>>,
     pub itimers: Option<[ITimerVal; 3]>,
+    /// POSIX timers to re-create, ascending by id.
+    pub timers: Vec<TimerArg>,
+    /// Pending signals to re-queue (process-wide ones first, each queue in its saved order).
+    pub siginfos: Vec<QueuedSigArg>,
     pub thread: ThreadInput,
 }
 
@@ -92,6 +96,8 @@ struct Offsets {
     vmas: u64,
     extents: u64,
     close_fds: u64,
+    timers: u64,
+    siginfos: u64,
     auxv: u64,
     threads: u64,
     frame: u64,
@@ -107,7 +113,15 @@ fn offsets(blob: &Blob, input: &BlobInput) -> Offsets {
         extents + (input.extents.len() * size_of::<ExtentArg>()) as u64,
         16,
     );
-    let auxv = align(close_fds + (input.close_fds.len() * 4) as u64, 16);
+    let timers = align(close_fds + (input.close_fds.len() * 4) as u64, 16);
+    let siginfos = align(
+        timers + (input.timers.len() * size_of::<TimerArg>()) as u64,
+        16,
+    );
+    let auxv = align(
+        siginfos + (input.siginfos.len() * size_of::<QueuedSigArg>()) as u64,
+        16,
+    );
     let auxv_len = input.mm.as_ref().map_or(0, |(_, a)| a.len() * 8) as u64;
     let threads = align(auxv + auxv_len, 16);
     let frame = align(threads + size_of::<ThreadArgs>() as u64, 64);
@@ -121,6 +135,8 @@ fn offsets(blob: &Blob, input: &BlobInput) -> Offsets {
         vmas,
         extents,
         close_fds,
+        timers,
+        siginfos,
         auxv,
         threads,
         frame,
@@ -179,6 +195,8 @@ pub fn build(blob: &Blob, input: &BlobInput, base: u64) -> Result<Area, RestoreE
     put(&mut bytes, o.vmas, &input.vmas);
     put(&mut bytes, o.extents, &input.extents);
     put(&mut bytes, o.close_fds, &input.close_fds);
+    put(&mut bytes, o.timers, &input.timers);
+    put(&mut bytes, o.siginfos, &input.siginfos);
 
     let mut mm_map = PrctlMmMap::default();
     if let Some((map, auxv)) = &input.mm {
@@ -214,6 +232,10 @@ pub fn build(blob: &Blob, input: &BlobInput, base: u64) -> Result<Area, RestoreE
         nr_threads: 1,
         itimers: input.itimers.unwrap_or_default(),
         threads: base + o.threads,
+        timers: base + o.timers,
+        nr_timers: input.timers.len() as u64,
+        siginfos: base + o.siginfos,
+        nr_siginfos: input.siginfos.len() as u64,
     };
     put(&mut bytes, o.args, &[args]);
     debug_assert!(o.stack_bottom < o.total);
@@ -311,6 +333,14 @@ mod tests {
             mm: Some((PrctlMmMap::default(), vec![6, 4096, 0, 0])),
             sigactions: None,
             itimers: None,
+            timers: vec![TimerArg::default()],
+            siginfos: vec![QueuedSigArg {
+                shared: 1,
+                signo: 10,
+                tid: 1,
+                _pad: 0,
+                info: [0; 128],
+            }],
             thread: ThreadInput {
                 tid: 1,
                 regs: GpRegs::default(),
@@ -336,6 +366,8 @@ mod tests {
             args.extents,
             args.close_fds,
             args.threads,
+            args.timers,
+            args.siginfos,
             args.mm_map.auxv,
             area.sigframe_uc,
         ] {

@@ -3,11 +3,12 @@
 //! What it does: reads and checks an image (format, arch, xsave features, vDSO, files, pid, page crcs),
 //! forks the process with its original pid (clone3 `set_tid`), rebuilds its fds, umask and rlimits in the
 //! child, then hands over to the no_std restorer blob (built from `blob/` by `build.rs`) which swaps in the
-//! saved address space, vDSO, mm layout, signal actions, rseq and timers and `rt_sigreturn`s into the saved
+//! saved address space, vDSO, mm layout, signal actions, rseq, interval timers and POSIX timers (with their
+//! saved ids, `PR_TIMER_CREATE_RESTORE_IDS`), re-queues pending signals and `rt_sigreturn`s into the saved
 //! registers. The caller traces the child until that sigreturn, removes the blob with one injected munmap
 //! and lets the process run.
 //!
-//! What it does NOT do (yet): process trees, threads, namespaces, mounts, creds, pending signals, sockets
+//! What it does NOT do (yet): process trees, threads, namespaces, mounts, creds, sockets
 //! and pipes. It never prints or exits; it logs through `log`. [`Restore::run`] forks from the calling
 //! process, which must be single-threaded.
 

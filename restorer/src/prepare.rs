@@ -7,9 +7,12 @@ use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
-use dormant_image::records::{page_flags, FdFile, FileId, ShmemId, VmaBacking};
+use dormant_image::records::{
+    page_flags, FdFile, FileId, PosixTimer, ShmemId, SigInfo, VmaBacking,
+};
 use dormant_restorer_proto::{
-    ExtentArg, ITimerVal, KSigAction, PrctlMmMap, RseqArg, VmaArg, VmaKind, NSIG,
+    ExtentArg, ITimerVal, KSigAction, PrctlMmMap, QueuedSigArg, RseqArg, TimerArg, VmaArg, VmaKind,
+    NSIG, SIGINFO_SIZE,
 };
 use nix::fcntl::{fcntl, FcntlArg};
 
@@ -386,9 +389,14 @@ pub fn prepare(
             value_usec: (t.value_us % 1_000_000) as i64,
         })
     });
-    if !core.shared_pending.is_empty() || !task.thread.pending.is_empty() {
-        log::warn!("pid {pid}: pending signals are not re-queued yet");
-    }
+    let siginfos = queued_signals(
+        dir,
+        pid,
+        &core.shared_pending,
+        &task.thread.pending,
+        task.thread.tid.0,
+    )?;
+    let timers = posix_timers(pid, &core.posix_timers)?;
     let rlimits = core
         .rlimits
         .iter()
@@ -462,6 +470,8 @@ pub fn prepare(
         mm: Some((mm_map, task.mm.auxv.clone())),
         sigactions,
         itimers,
+        timers,
+        siginfos,
         thread,
     };
 
@@ -517,4 +527,99 @@ fn resource_of(r: u32) -> Option<nix::sys::resource::Resource> {
         15 => RLIMIT_RTTIME,
         _ => return None,
     })
+}
+
+/// The saved pending signals as the blob re-queues them: the process-wide queue first, then the thread's.
+fn queued_signals(
+    dir: &Path,
+    pid: u32,
+    shared: &[SigInfo],
+    private: &[SigInfo],
+    tid: u32,
+) -> Result<Vec<QueuedSigArg>, RestoreError> {
+    let one = |si: &SigInfo, is_shared: bool| -> Result<QueuedSigArg, RestoreError> {
+        let info: [u8; SIGINFO_SIZE] =
+            si.0.as_slice()
+                .try_into()
+                .map_err(|_| RestoreError::BadImage {
+                    dir: dir.to_owned(),
+                    reason: format!(
+                        "pid {pid}: a pending siginfo of {} bytes instead of {SIGINFO_SIZE}",
+                        si.0.len()
+                    ),
+                })?;
+        let signo = i32::from_le_bytes([info[0], info[1], info[2], info[3]]);
+        if !(1..=NSIG as i32).contains(&signo) {
+            return Err(RestoreError::BadImage {
+                dir: dir.to_owned(),
+                reason: format!("pid {pid}: pending signal number {signo}"),
+            });
+        }
+        // The blob keeps SIGTRAP unblocked for its final int3 (see the blob's `block_signals`): a queued one
+        // would be delivered to the tracer in the middle of the restore instead of to the task.
+        if signo == libc::SIGTRAP {
+            return Err(RestoreError::Unsupported(format!(
+                "pid {pid}: a pending SIGTRAP cannot be re-queued (the restore itself traps)"
+            )));
+        }
+        Ok(QueuedSigArg {
+            shared: is_shared as u32,
+            signo,
+            tid: tid as i32,
+            _pad: 0,
+            info,
+        })
+    };
+    shared
+        .iter()
+        .map(|si| one(si, true))
+        .chain(private.iter().map(|si| one(si, false)))
+        .collect()
+}
+
+/// `prctl` option (Linux 6.17) that makes `timer_create` take the id from `*timer_id`.
+const PR_TIMER_CREATE_RESTORE_IDS: libc::c_int = 77;
+const PR_TIMER_CREATE_RESTORE_IDS_GET: libc::c_ulong = 2;
+
+/// The saved POSIX timers for the blob; refuses a task with timers on a kernel that cannot give them their
+/// ids back (a different id would silently break the task's `timer_*` calls).
+fn posix_timers(pid: u32, timers: &[PosixTimer]) -> Result<Vec<TimerArg>, RestoreError> {
+    if timers.is_empty() {
+        return Ok(Vec::new());
+    }
+    // SAFETY: the GET form of this prctl only reads a flag of the calling task.
+    let probe = unsafe {
+        libc::prctl(
+            PR_TIMER_CREATE_RESTORE_IDS,
+            PR_TIMER_CREATE_RESTORE_IDS_GET,
+            0,
+            0,
+            0,
+        )
+    };
+    if probe < 0 {
+        return Err(RestoreError::Unsupported(format!(
+            "pid {pid}: {} POSIX timer(s) but this kernel lacks PR_TIMER_CREATE_RESTORE_IDS (Linux 6.17+), \
+             so their ids cannot be restored: {}",
+            timers.len(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    const NS: u64 = 1_000_000_000;
+    Ok(timers
+        .iter()
+        .map(|t| TimerArg {
+            id: t.id,
+            clock: t.clock,
+            notify: t.notify,
+            signo: t.signo,
+            notify_tid: t.notify_tid.map_or(0, |tid| tid.0 as i32),
+            _pad: 0,
+            value: t.value,
+            interval_sec: (t.interval_ns / NS) as i64,
+            interval_nsec: (t.interval_ns % NS) as i64,
+            value_sec: (t.value_ns / NS) as i64,
+            value_nsec: (t.value_ns % NS) as i64,
+        })
+        .collect())
 }

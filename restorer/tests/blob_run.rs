@@ -169,6 +169,8 @@ fn build_victim(pid: u32, break_it: bool) -> Victim {
         mm: Some((mm_map, vec![libc::AT_PAGESZ, PAGE, libc::AT_NULL, 0])),
         sigactions: Some(sigactions),
         itimers: None,
+        timers: Vec::new(),
+        siginfos: Vec::new(),
         thread: ThreadInput {
             tid: pid,
             regs,

@@ -27,6 +27,10 @@ fn registers() -> Spec {
     Spec::workload("wl_registers", env!("CARGO_BIN_EXE_wl_registers"))
 }
 
+fn signals() -> Spec {
+    Spec::workload("wl_signals", env!("CARGO_BIN_EXE_wl_signals"))
+}
+
 fn syscalls() -> Spec {
     Spec::workload("wl_syscalls", env!("CARGO_BIN_EXE_wl_syscalls"))
 }
@@ -161,5 +165,17 @@ fn python_dump_restore() -> Result<()> {
         .pre_args([harness::python_workload_script()])
         .big();
     harness::dump_restore(spec)?;
+    Ok(())
+}
+
+#[test]
+fn signals_dump_restore() -> Result<()> {
+    harness::dump_restore(signals())?;
+    Ok(())
+}
+
+#[test]
+fn signals_leave_running_then_restore() -> Result<()> {
+    harness::leave_running_then_restore(signals())?;
     Ok(())
 }

@@ -20,6 +20,10 @@ fn registers() -> Spec {
     Spec::workload("wl_registers", env!("CARGO_BIN_EXE_wl_registers"))
 }
 
+fn signals() -> Spec {
+    Spec::workload("wl_signals", env!("CARGO_BIN_EXE_wl_signals"))
+}
+
 fn syscalls() -> Spec {
     Spec::workload("wl_syscalls", env!("CARGO_BIN_EXE_wl_syscalls"))
 }
@@ -133,5 +137,24 @@ fn python_passes_untouched() -> Result<()> {
 #[test]
 fn python_detects_damage() -> Result<()> {
     harness::self_check_fails(python()?.args([INJECT_FAULT]), &["dict"])?;
+    Ok(())
+}
+
+#[test]
+fn signals_pass_untouched() -> Result<()> {
+    let log = harness::self_check(signals())?;
+    assert!(
+        log.contains("ok queued-on-altstack") && log.contains("ok posix-timer-id"),
+        "{log}"
+    );
+    Ok(())
+}
+
+#[test]
+fn signals_detect_damage() -> Result<()> {
+    harness::self_check_fails(
+        signals().args([INJECT_FAULT]),
+        &["posix-timer-id", "posix-timer-ticks", "sigactions"],
+    )?;
     Ok(())
 }

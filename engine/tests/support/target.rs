@@ -172,6 +172,7 @@ pub fn run(role: &str) -> ! {
             idle_loop(&dir)
         }
         "memory" => role_memory(&dir),
+        "timers" => role_timers(&dir),
         "spin" => {
             write_atomic(&dir, "report", &format!("loop={:#x}\n", spin_loop_addr()));
             // SAFETY: never returns; clobbers only callee-saved registers of a frame that never resumes.
@@ -244,6 +245,76 @@ pub fn run(role: &str) -> ! {
         }
         other => panic!("unknown role {other}"),
     }
+}
+
+/// Two POSIX timers (one armed, 5 s then every 2 s, SIGRTMIN+2 value 0x309; one disarmed, SIGEV_NONE) and
+/// SIGRTMIN+1 blocked with one `sigqueue` (value 4242) pending.
+fn role_timers(dir: &Path) -> ! {
+    #[repr(C)]
+    struct SigEvent {
+        value: u64,
+        signo: i32,
+        notify: i32,
+        pad: [i32; 12],
+    }
+    let create = |clock: libc::clockid_t, notify: i32, signo: i32, value: u64| -> i32 {
+        let sev = SigEvent {
+            value,
+            signo,
+            notify,
+            pad: [0; 12],
+        };
+        let mut id = -1i32;
+        // SAFETY: `sev` and `id` are live for the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_timer_create,
+                clock,
+                &sev as *const SigEvent,
+                &mut id as *mut i32,
+            )
+        };
+        assert_eq!(r, 0, "timer_create");
+        id
+    };
+    let armed = create(
+        libc::CLOCK_MONOTONIC,
+        libc::SIGEV_SIGNAL,
+        libc::SIGRTMIN() + 2,
+        0x309,
+    );
+    let spec = [2i64, 0, 5, 0];
+    // SAFETY: `spec` is a live itimerspec (interval, value).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_timer_settime,
+            armed,
+            0,
+            spec.as_ptr(),
+            std::ptr::null_mut::<i64>(),
+        )
+    };
+    assert_eq!(r, 0, "timer_settime");
+    let idle = create(libc::CLOCK_REALTIME, libc::SIGEV_NONE, 0, 0);
+    // SAFETY: plain signal-mask and sigqueue calls on this process.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGRTMIN() + 1);
+        assert_eq!(
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()),
+            0
+        );
+        let value = libc::sigval {
+            sival_ptr: 4242usize as *mut libc::c_void,
+        };
+        assert_eq!(
+            libc::sigqueue(libc::getpid(), libc::SIGRTMIN() + 1, value),
+            0
+        );
+    }
+    write_atomic(dir, "report", &format!("armed={armed}\nidle={idle}\n"));
+    idle_loop(dir)
 }
 
 fn role_memory(dir: &Path) -> ! {

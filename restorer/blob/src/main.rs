@@ -3,21 +3,22 @@
 //! It runs in a forked child of dormant, on a stack inside its own anonymous area, with one argument block
 //! ([`RestoreArgs`]) laid out by the host side. It unmaps everything but that area, maps the saved VMAs,
 //! reads their pages from the page store, maps the vDSO, installs the mm layout, signal actions, rseq,
-//! timers and fs/gs base, reports success on a pipe, traps (`int3`) so the tracing parent can catch the
-//! moment, then `rt_sigreturn`s into the saved registers. On any failure it reports the step and errno and
-//! exits.
+//! interval timers and fs/gs base, blocks every signal but SIGTRAP, re-creates POSIX timers with their
+//! saved ids and re-queues pending signals, reports success on a pipe, traps (`int3`) so the tracing parent
+//! can catch the moment, then `rt_sigreturn`s into the saved registers. On any failure it reports the
+//! step and errno and exits.
 //!
 //! What it does NOT do: it never allocates, never uses libc or std, and makes no decision the host side
 //! could make; it does not restore threads other than the leader yet (the block carries per-thread frames
-//! so clone3 can be added here), nor creds, pending signals or posix timers.
+//! so clone3 can be added here), nor creds.
 #![no_std]
 #![no_main]
 
 use core::arch::{asm, naked_asm};
 
 use dormant_restorer_proto::{
-    ExtentArg, KSigAction, Report, RestoreArgs, RseqArg, Step, ThreadArgs, VmaArg, VmaKind,
-    EXIT_BASE, NSIG, PROTO_VERSION, REPORT_SIZE, TASK_SIZE,
+    ExtentArg, KSigAction, QueuedSigArg, Report, RestoreArgs, RseqArg, Step, ThreadArgs, TimerArg,
+    VmaArg, VmaKind, EXIT_BASE, NSIG, PROTO_VERSION, REPORT_SIZE, TASK_SIZE,
 };
 
 mod mem;
@@ -36,7 +37,12 @@ const PR_SET_MM: u64 = 35;
 const PR_SET_MM_MAP: u64 = 14;
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
 const SIGKILL: usize = 9;
+const SIGTRAP: usize = 5;
 const SIGSTOP: usize = 19;
+const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
+const PR_TIMER_CREATE_RESTORE_IDS_ON: u64 = 1;
+const PR_TIMER_CREATE_RESTORE_IDS_OFF: u64 = 0;
+const SIG_SETMASK: u64 = 2;
 
 /// Entry point: `rdi` = the argument block. Realigns the stack and calls [`restore`], which never returns.
 #[unsafe(naked)]
@@ -115,12 +121,14 @@ fn run(a: &RestoreArgs) -> Result<Never, Failure> {
         });
     }
     // SAFETY: the host laid out these arrays inside the area (see `RestoreArgs`).
-    let (vmas, extents, close_fds, threads) = unsafe {
+    let (vmas, extents, close_fds, threads, timers, siginfos) = unsafe {
         (
             block_slice::<VmaArg>(a.vmas, a.nr_vmas),
             block_slice::<ExtentArg>(a.extents, a.nr_extents),
             block_slice::<i32>(a.close_fds, a.nr_close_fds),
             block_slice::<ThreadArgs>(a.threads, a.nr_threads as u64),
+            block_slice::<TimerArg>(a.timers, a.nr_timers),
+            block_slice::<QueuedSigArg>(a.siginfos, a.nr_siginfos),
         )
     };
     let leader = &threads[0];
@@ -206,6 +214,11 @@ fn run(a: &RestoreArgs) -> Result<Never, Failure> {
     for &fd in close_fds {
         check(Step::CloseFd, sys::close(fd), fd as u64)?;
     }
+    // Timers are armed as late as possible so little of their time passes before the task runs; their
+    // signals stay blocked until rt_sigreturn installs the saved mask.
+    block_signals()?;
+    create_timers(timers)?;
+    queue_signals(siginfos)?;
 
     let ok = Report {
         step: Step::Done as u32,
@@ -319,6 +332,107 @@ fn set_sigactions(a: &RestoreArgs) -> Result<(), Failure> {
         let act = if a.has_sigactions != 0 { act } else { &default };
         let ret = sys::rt_sigaction(sig as u64, act as *const KSigAction as u64, 0, 8);
         check(Step::SigAction, ret, sig as u64)?;
+    }
+    Ok(())
+}
+
+/// Blocks every signal but SIGTRAP (and the unblockable two) until rt_sigreturn installs the saved mask:
+/// re-queued signals and timer expiries must wait for the restored task. SIGTRAP stays open because the
+/// final `int3` forces it, and a forced signal that is blocked gets its action reset to SIG_DFL.
+fn block_signals() -> Result<(), Failure> {
+    let set: u64 = !(1u64 << (SIGTRAP - 1));
+    let ret = sys::rt_sigprocmask(SIG_SETMASK, &set as *const u64 as u64, 0, 8);
+    check(Step::BlockSignals, ret, set).map(drop)
+}
+
+/// The kernel's `struct sigevent` (64 bytes on x86-64).
+#[repr(C)]
+struct SigEvent {
+    value: u64,
+    signo: i32,
+    notify: i32,
+    tid: i32,
+    _pad: [i32; 11],
+}
+
+/// Re-creates each timer with its saved id (the kernel hands out the id in `*timer_id` while
+/// PR_TIMER_CREATE_RESTORE_IDS is on) and arms it relative to now.
+fn create_timers(timers: &[TimerArg]) -> Result<(), Failure> {
+    if timers.is_empty() {
+        return Ok(());
+    }
+    check(
+        Step::TimerRestoreIds,
+        sys::prctl(
+            PR_TIMER_CREATE_RESTORE_IDS,
+            PR_TIMER_CREATE_RESTORE_IDS_ON,
+            0,
+            0,
+            0,
+        ),
+        0,
+    )?;
+    for t in timers {
+        let sev = SigEvent {
+            value: t.value,
+            signo: t.signo,
+            notify: t.notify,
+            tid: t.notify_tid,
+            _pad: [0; 11],
+        };
+        let mut id: i32 = t.id;
+        let ret = sys::timer_create(
+            t.clock as u64,
+            &sev as *const SigEvent as u64,
+            &mut id as *mut i32 as u64,
+        );
+        check(Step::TimerCreate, ret, t.id as u64)?;
+        if id != t.id {
+            return Err(Failure {
+                step: Step::TimerCreate,
+                errno: 17,
+                detail: t.id as u64,
+            });
+        }
+    }
+    check(
+        Step::TimerRestoreIds,
+        sys::prctl(
+            PR_TIMER_CREATE_RESTORE_IDS,
+            PR_TIMER_CREATE_RESTORE_IDS_OFF,
+            0,
+            0,
+            0,
+        ),
+        1,
+    )?;
+    for t in timers {
+        if t.value_sec == 0 && t.value_nsec == 0 {
+            continue;
+        }
+        let spec: [i64; 4] = [t.interval_sec, t.interval_nsec, t.value_sec, t.value_nsec];
+        let ret = sys::timer_settime(t.id as u64, 0, spec.as_ptr() as u64, 0);
+        check(Step::TimerSettime, ret, t.id as u64)?;
+    }
+    Ok(())
+}
+
+/// Re-queues the saved pending signals into this task, oldest first. Queueing to oneself is allowed for
+/// any `si_code` (the kernel only refuses kernel or kill() codes aimed at another task), so the saved
+/// siginfo goes back unchanged.
+fn queue_signals(siginfos: &[QueuedSigArg]) -> Result<(), Failure> {
+    if siginfos.is_empty() {
+        return Ok(());
+    }
+    let pid = sys::getpid() as u64;
+    for q in siginfos {
+        let info = q.info.as_ptr() as u64;
+        let ret = if q.shared != 0 {
+            sys::rt_sigqueueinfo(pid, q.signo as u64, info)
+        } else {
+            sys::rt_tgsigqueueinfo(pid, q.tid as u64, q.signo as u64, info)
+        };
+        check(Step::QueueSignal, ret, q.signo as u64)?;
     }
     Ok(())
 }

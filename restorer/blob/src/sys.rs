@@ -16,6 +16,12 @@ const SYS_ARCH_PRCTL: u64 = 158;
 const SYS_SET_TID_ADDRESS: u64 = 218;
 const SYS_EXIT_GROUP: u64 = 231;
 const SYS_RSEQ: u64 = 334;
+const SYS_RT_SIGPROCMASK: u64 = 14;
+const SYS_GETPID: u64 = 39;
+const SYS_RT_SIGQUEUEINFO: u64 = 129;
+const SYS_TIMER_CREATE: u64 = 222;
+const SYS_TIMER_SETTIME: u64 = 223;
+const SYS_RT_TGSIGQUEUEINFO: u64 = 297;
 
 #[inline(always)]
 fn syscall6(nr: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64, a6: u64) -> i64 {
@@ -90,6 +96,30 @@ pub fn set_tid_address(addr: u64) -> i64 {
 
 pub fn rseq(addr: u64, len: u64, flags: u64, sig: u64) -> i64 {
     syscall6(SYS_RSEQ, addr, len, flags, sig, 0, 0)
+}
+
+pub fn rt_sigprocmask(how: u64, set: u64, old: u64, setsize: u64) -> i64 {
+    syscall6(SYS_RT_SIGPROCMASK, how, set, old, setsize, 0, 0)
+}
+
+pub fn getpid() -> i64 {
+    syscall6(SYS_GETPID, 0, 0, 0, 0, 0, 0)
+}
+
+pub fn rt_sigqueueinfo(pid: u64, sig: u64, info: u64) -> i64 {
+    syscall6(SYS_RT_SIGQUEUEINFO, pid, sig, info, 0, 0, 0)
+}
+
+pub fn rt_tgsigqueueinfo(tgid: u64, tid: u64, sig: u64, info: u64) -> i64 {
+    syscall6(SYS_RT_TGSIGQUEUEINFO, tgid, tid, sig, info, 0, 0)
+}
+
+pub fn timer_create(clock: u64, sevp: u64, id_out: u64) -> i64 {
+    syscall6(SYS_TIMER_CREATE, clock, sevp, id_out, 0, 0, 0)
+}
+
+pub fn timer_settime(id: u64, flags: u64, new: u64, old: u64) -> i64 {
+    syscall6(SYS_TIMER_SETTIME, id, flags, new, old, 0, 0)
 }
 
 pub fn exit_group(code: i32) -> ! {

@@ -8,7 +8,7 @@
 #![no_std]
 
 /// Layout version of [`RestoreArgs`]; the blob refuses a block with another version.
-pub const PROTO_VERSION: u32 = 2;
+pub const PROTO_VERSION: u32 = 3;
 
 /// Name of the blob's entry symbol for the leader thread: `extern "C" fn(args: *const RestoreArgs) -> !`,
 /// entered with a 16-byte aligned stack (it realigns anyway).
@@ -178,6 +178,51 @@ pub struct RestoreArgs {
     pub itimers: [ITimerVal; 3],
     /// `*const ThreadArgs`, leader first.
     pub threads: u64,
+    /// `*const TimerArg` and its count: POSIX timers to recreate with their saved ids.
+    pub timers: u64,
+    pub nr_timers: u64,
+    /// `*const QueuedSigArg` and its count: pending signals to re-queue, in queue order.
+    pub siginfos: u64,
+    pub nr_siginfos: u64,
+}
+
+/// One POSIX timer: created with `timer_create` under `PR_TIMER_CREATE_RESTORE_IDS` so it gets `id`
+/// again, then armed with `timer_settime` (relative).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TimerArg {
+    pub id: i32,
+    pub clock: i32,
+    /// `SIGEV_*` (with `SIGEV_THREAD_ID` when a thread is the target).
+    pub notify: i32,
+    pub signo: i32,
+    /// Target thread for `SIGEV_THREAD_ID`.
+    pub notify_tid: i32,
+    pub _pad: i32,
+    /// `sigev_value`.
+    pub value: u64,
+    pub interval_sec: i64,
+    pub interval_nsec: i64,
+    /// Time to the next expiry; both zero = leave disarmed.
+    pub value_sec: i64,
+    pub value_nsec: i64,
+}
+
+/// Size of a raw `siginfo_t` on x86-64.
+pub const SIGINFO_SIZE: usize = 128;
+
+/// One pending signal to re-queue into the restored task itself (`rt_sigqueueinfo` for a process-wide
+/// one, `rt_tgsigqueueinfo` for a thread's own).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueuedSigArg {
+    /// Non-zero: process-wide (shared) queue.
+    pub shared: u32,
+    pub signo: i32,
+    /// The thread whose private queue gets it (ignored when `shared`).
+    pub tid: i32,
+    pub _pad: i32,
+    pub info: [u8; SIGINFO_SIZE],
 }
 
 /// Number of signals `rt_sigaction` knows on x86-64.
@@ -219,6 +264,11 @@ pub enum Step {
     CloseFd = 16,
     WriteReport = 17,
     SigReturn = 18,
+    TimerRestoreIds = 19,
+    TimerCreate = 20,
+    TimerSettime = 21,
+    BlockSignals = 22,
+    QueueSignal = 23,
     /// Steps of the forked child before it enters the blob (host code, same report format).
     ChildSync = 32,
     ChildDupFd = 33,
@@ -259,6 +309,11 @@ impl Step {
             16 => CloseFd,
             17 => WriteReport,
             18 => SigReturn,
+            19 => TimerRestoreIds,
+            20 => TimerCreate,
+            21 => TimerSettime,
+            22 => BlockSignals,
+            23 => QueueSignal,
             32 => ChildSync,
             33 => ChildDupFd,
             34 => ChildCloseFds,
@@ -296,6 +351,11 @@ impl Step {
             CloseFd => "closing helper fds",
             WriteReport => "writing the report",
             SigReturn => "rt_sigreturn",
+            TimerRestoreIds => "prctl(PR_TIMER_CREATE_RESTORE_IDS) (needs Linux 6.17 or later)",
+            TimerCreate => "re-creating a POSIX timer with its saved id",
+            TimerSettime => "arming a POSIX timer",
+            BlockSignals => "blocking signals before re-queueing pending ones",
+            QueueSignal => "re-queueing a pending signal",
             ChildSync => "waiting for the tracer (child)",
             ChildDupFd => "putting an fd in place (child)",
             ChildCloseFds => "closing fds the task must not have (child)",
