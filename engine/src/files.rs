@@ -149,25 +149,7 @@ fn is_tty_device(rdev: u64) -> bool {
 
 /// The fds of a task, ascending.
 pub fn list_fds(pid: u32) -> Result<Vec<i32>> {
-    let path = proc::path(pid, "fd");
-    let rd = std::fs::read_dir(&path).map_err(|source| DumpError::ProcRead {
-        pid,
-        path: path.clone(),
-        source,
-    })?;
-    let mut fds = Vec::new();
-    for entry in rd {
-        let entry = entry.map_err(|source| DumpError::ProcRead {
-            pid,
-            path: path.clone(),
-            source,
-        })?;
-        if let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse().ok()) {
-            fds.push(fd);
-        }
-    }
-    fds.sort_unstable();
-    Ok(fds)
+    proc::numbered_entries(pid, "fd")
 }
 
 /// Reads one fd: what it points to, its flags and position; registers a file in `table`.

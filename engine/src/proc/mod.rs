@@ -64,27 +64,32 @@ pub fn parse_personality(text: &str) -> Option<u32> {
     u32::from_str_radix(text.trim(), 16).ok()
 }
 
-/// Number of threads listed in `/proc/<pid>/task`.
+/// The threads listed in `/proc/<pid>/task`, ascending.
 pub fn thread_ids(pid: u32) -> Result<Vec<u32>> {
-    let path = path(pid, "task");
-    let rd = std::fs::read_dir(&path).map_err(|source| DumpError::ProcRead {
+    numbered_entries(pid, "task")
+}
+
+/// The numeric entries of directory `/proc/<pid>/<name>` (tids in `task`, fds in `fd`), ascending.
+pub fn numbered_entries<T: std::str::FromStr + Ord>(pid: u32, name: &str) -> Result<Vec<T>> {
+    let path = path(pid, name);
+    let err = |source| DumpError::ProcRead {
         pid,
         path: path.clone(),
         source,
-    })?;
-    let mut tids = Vec::new();
-    for entry in rd {
-        let entry = entry.map_err(|source| DumpError::ProcRead {
-            pid,
-            path: path.clone(),
-            source,
-        })?;
-        if let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) {
-            tids.push(tid);
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&path).map_err(err)? {
+        if let Some(n) = entry
+            .map_err(err)?
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse().ok())
+        {
+            out.push(n);
         }
     }
-    tids.sort_unstable();
-    Ok(tids)
+    out.sort_unstable();
+    Ok(out)
 }
 
 /// Whether an I/O error means "the process is gone".
