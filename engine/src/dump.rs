@@ -85,6 +85,7 @@ pub struct Dump {
     images_dir: PathBuf,
     leave_running: bool,
     shell_job: bool,
+    page_copy: mem::PageCopy,
     fail_at: Option<DumpStage>,
     stage_hook: Option<StageHook>,
 }
@@ -107,6 +108,7 @@ pub struct DumpBuilder {
     images_dir: Option<PathBuf>,
     leave_running: bool,
     shell_job: bool,
+    page_copy: mem::PageCopy,
     fail_at: Option<DumpStage>,
     stage_hook: Option<StageHook>,
 }
@@ -128,6 +130,7 @@ impl Dump {
             images_dir: None,
             leave_running: false,
             shell_job: false,
+            page_copy: mem::PageCopy::default(),
             fail_at: None,
             stage_hook: None,
         }
@@ -150,6 +153,12 @@ impl DumpBuilder {
     /// Accept a terminal on fds 0-2 (the restored process gets the restorer's terminal).
     pub fn shell_job(mut self, yes: bool) -> Self {
         self.shell_job = yes;
+        self
+    }
+
+    /// How page data is copied out of the target (method and threads); the default is the fastest here.
+    pub fn page_copy(mut self, copy: mem::PageCopy) -> Self {
+        self.page_copy = copy;
         self
     }
 
@@ -183,6 +192,7 @@ impl DumpBuilder {
             images_dir,
             leave_running: self.leave_running,
             shell_job: self.shell_job,
+            page_copy: self.page_copy,
             fail_at: self.fail_at,
             stage_hook: self.stage_hook,
         })
@@ -402,8 +412,15 @@ impl Dump {
         let store = writer
             .page_store(&store_name)
             .map_err(image_err(format!("page store {store_name}")))?;
-        let pool = mem::copy_pool()?;
-        let private_bytes = mem::copy_chunks(pid, &mem_file, &chunks, &store, &pool)?;
+        let pool = mem::copy_pool(self.page_copy.threads)?;
+        let private_bytes = mem::copy_chunks(
+            pid,
+            &mem_file,
+            &chunks,
+            &store,
+            &pool,
+            self.page_copy.method,
+        )?;
         writer
             .finish_page_store(store)
             .map_err(image_err(format!("page store {store_name}")))?;

@@ -26,6 +26,7 @@ pub mod timers;
 pub use dormant_image::records::Pid;
 pub use dump::{Dump, DumpBuilder, DumpStage, DumpStats};
 pub use error::DumpError;
+pub use mem::{CopyMethod, PageCopy};
 
 /// The page size of x86-64 user mappings.
 pub const PAGE_SIZE: u64 = 4096;

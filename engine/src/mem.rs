@@ -247,12 +247,35 @@ pub fn plan_private_pages(
     Ok(chunks)
 }
 
-/// Builds the copy thread pool: at most 4 threads (a few parallel preads saturate a disk or page cache).
-pub fn copy_pool() -> Result<rayon::ThreadPool> {
-    let n = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 4);
+/// How page data leaves the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CopyMethod {
+    /// `process_vm_readv`, which pins source pages in batches and copies once; pieces it cannot read
+    /// (PROT_NONE pages) fall back to `/proc/<pid>/mem`.
+    #[default]
+    VmReadv,
+    /// `pread` of `/proc/<pid>/mem` only: a kernel bounce page per 4 KiB, but it reads every page.
+    ProcMem,
+}
+
+/// How page data is copied: the method and the number of copying threads (0: one per CPU, at most 4, as
+/// a few parallel copies saturate a disk or the page cache).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PageCopy {
+    pub method: CopyMethod,
+    pub threads: usize,
+}
+
+/// Builds the copy thread pool.
+pub fn copy_pool(threads: usize) -> Result<rayon::ThreadPool> {
+    let n = if threads > 0 {
+        threads
+    } else {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 4)
+    };
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .thread_name(|i| format!("dormant-copy-{i}"))
@@ -273,6 +296,7 @@ pub fn copy_chunks(
     chunks: &[CopyChunk],
     store: &PageStoreWriter,
     pool: &rayon::ThreadPool,
+    method: CopyMethod,
 ) -> Result<u64> {
     pool.install(|| {
         chunks
@@ -285,7 +309,7 @@ pub fn copy_chunks(
                 // process_vm_readv pins the source pages in batches and copies once; /proc/pid/mem goes a
                 // page at a time through a kernel bounce page, about half as fast, but it also reads
                 // PROT_NONE pages, where process_vm_readv fails: it is the fallback.
-                if read_remote(pid, c.vaddr, buf) {
+                if method == CopyMethod::VmReadv && read_remote(pid, c.vaddr, buf) {
                     return store_chunk(pid, store, c, buf);
                 }
                 mem.read_exact_at(buf, c.vaddr)
