@@ -16,6 +16,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
 use common::require_root;
+use dormant_engine::regs;
 use dormant_image::records::*;
 use dormant_image::{ImageWriter, InventoryInfo};
 use dormant_restorer::{ExitStatus, Restore};
@@ -111,62 +112,14 @@ fn capture(pid: i32, image: &Path, fifo: &Path) {
     ptrace::interrupt(npid).unwrap();
     waitpid(npid, None).unwrap();
 
-    let r = ptrace::getregs(npid).unwrap();
-    let mut regs = GpRegs {
-        r15: r.r15,
-        r14: r.r14,
-        r13: r.r13,
-        r12: r.r12,
-        rbp: r.rbp,
-        rbx: r.rbx,
-        r11: r.r11,
-        r10: r.r10,
-        r9: r.r9,
-        r8: r.r8,
-        rax: r.rax,
-        rcx: r.rcx,
-        rdx: r.rdx,
-        rsi: r.rsi,
-        rdi: r.rdi,
-        orig_rax: r.orig_rax,
-        rip: r.rip,
-        cs: r.cs,
-        eflags: r.eflags,
-        rsp: r.rsp,
-        ss: r.ss,
-        fs_base: r.fs_base,
-        gs_base: r.gs_base,
-        ds: r.ds,
-        es: r.es,
-        fs: r.fs,
-        gs: r.gs,
-    };
-    // Syscall-restart rule: ERESTARTSYS/NOINTR/NOHAND re-execute the syscall.
-    if (regs.orig_rax as i64) >= 0 && [-512i64, -513, -514].contains(&(regs.rax as i64)) {
-        regs.rax = regs.orig_rax;
-        regs.rip -= 2;
-    }
-    let mut xstate = vec![0u8; 4096];
-    let mut iov = libc::iovec {
-        iov_base: xstate.as_mut_ptr().cast(),
-        iov_len: xstate.len(),
-    };
-    // SAFETY: PTRACE_GETREGSET writes at most iov_len bytes into `xstate` and updates iov_len.
-    let ret = unsafe { libc::ptrace(libc::PTRACE_GETREGSET, pid, 0x202usize, &mut iov) };
-    assert_eq!(ret, 0, "GETREGSET NT_X86_XSTATE");
-    xstate.truncate(iov.iov_len);
-    let mut sigmask = 0u64;
-    // SAFETY: PTRACE_GETSIGMASK writes 8 bytes into `sigmask`.
-    let ret = unsafe { libc::ptrace(0x420a, pid, 8usize, &mut sigmask) };
-    assert_eq!(ret, 0, "GETSIGMASK");
-    let mut rseq_conf = [0u64; 3];
-    // SAFETY: PTRACE_GET_RSEQ_CONFIGURATION writes a 24-byte struct.
-    let n = unsafe { libc::ptrace(0x420f, pid, 24usize, rseq_conf.as_mut_ptr()) };
-    let rseq = (n > 0 && rseq_conf[0] != 0).then(|| Rseq {
-        addr: rseq_conf[0],
-        len: rseq_conf[1] as u32,
-        signature: (rseq_conf[1] >> 32) as u32,
-    });
+    // The capture uses the dumper's own register readers (restart rule included): this test is about
+    // the restorer, not about reading registers again.
+    let tid = pid as u32;
+    let mut regs = regs::get_gpregs(tid).unwrap();
+    regs::apply_restart_rule(&mut regs);
+    let xstate = regs::get_xstate(tid).unwrap();
+    let sigmask = regs::get_sigmask(tid).unwrap();
+    let rseq = regs::get_rseq(tid).unwrap();
 
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let f: Vec<u64> = stat[stat.rfind(')').unwrap() + 2..]
