@@ -95,7 +95,10 @@ impl fmt::Debug for HarnessError {
 
 pub type Result<T> = std::result::Result<T, HarnessError>;
 
-fn io_err(what: impl Into<String>, path: &Path) -> impl FnOnce(std::io::Error) -> HarnessError {
+pub(crate) fn io_err(
+    what: impl Into<String>,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> HarnessError {
     let what = what.into();
     let path = path.to_path_buf();
     move |source| HarnessError::Io { what, path, source }
@@ -409,7 +412,7 @@ fn futex_store_and_wake(path: &Path, value: u32) -> std::io::Result<i64> {
 
 /// Makes a command's child safe to dump: its own session (so its process tree is self-contained) and no
 /// descriptor beyond 0-2 (cargo and CI runners may leak pipes, which a dump refuses).
-fn isolate(cmd: &mut Command, new_session: bool) {
+pub(crate) fn isolate(cmd: &mut Command, new_session: bool) {
     // Marked close-on-exec rather than closed, so std's own exec-error pipe keeps working until exec.
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: the closure runs in the forked child before exec and makes only async-signal-safe syscalls
@@ -433,7 +436,7 @@ fn isolate(cmd: &mut Command, new_session: bool) {
     }
 }
 
-fn read_lossy(path: &Path) -> String {
+pub(crate) fn read_lossy(path: &Path) -> String {
     fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()

@@ -9,6 +9,7 @@
 //! This crate does not dump or restore anything itself: it drives the `dormant` CLI exactly as a user would,
 //! so the end-to-end tests test the shipped binary. The protocol is described in `tests/README.md`.
 
+pub mod container;
 pub mod harness;
 pub mod maps;
 pub mod workload;

@@ -1,0 +1,355 @@
+//! `ctr_agent`: builds a container the way kata-agent does, with plain syscalls, for the container tests.
+//!
+//! `ctr_agent BASE WORKLOAD [ARGS...]`: BASE is an empty 0700 directory, WORKLOAD the `wl_container` binary,
+//! ARGS extra workload arguments (e.g. `--inject-fault`).
+//!
+//! The agent stands for kata-agent inside a Kata guest. It first moves into a mount namespace of its own
+//! (all mounts private, so nothing reaches the machine's mounts) and builds the agent's side there:
+//! - `BASE/shared` — a shared tmpfs standing for `/run/kata-containers/shared/containers/` (virtio-fs in
+//!   Kata), holding `ID/rootfs` (busybox-static, the workload and the libraries it needs) and the `hosts` and
+//!   `resolv.conf` files the agent bind-mounts into every container;
+//! - `BASE/sandbox/shm` — a shared tmpfs standing for the sandbox's `/dev/shm`.
+//!
+//! Then it creates the container's init with new mount, pid, uts and ipc namespaces, which, like
+//! kata-agent's container setup, makes `/` `MS_SLAVE|MS_REC` (so every mount of the container is a slave
+//! of a peer group that lives only in the agent's namespace), bind-mounts the rootfs, mounts proc and a
+//! tmpfs /dev with /dev/null|zero|urandom bound from the agent, binds `BASE/sandbox/shm` on /dev/shm and the
+//! shared `hosts` and `resolv.conf` on /etc, sets the hostname, `pivot_root`s and execs
+//! `/bin/sh /run.sh`: a busybox shell that runs the workload as its child.
+//!
+//! The container's stdout and stderr are `BASE/../container.log`, a file outside the container's mount
+//! namespace (as kata-agent hands a container its stdio).
+//!
+//! The agent prints `AGENT <agent pid> INIT <init pid>` and then reaps children until its stdin reaches EOF;
+//! then it kills the container (if it is still its child) and exits, which tears its namespace down. Tests
+//! run `dormant` inside the agent's mount namespace with `nsenter --mount=/proc/AGENT/ns/mnt`.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{chdir, pivot_root, sethostname, Pid};
+
+/// The hostname the container gets (the workload checks it).
+pub const HOSTNAME: &str = "dormant-ctr";
+/// The container id in the shared directory.
+const CONTAINER_ID: &str = "ctr0";
+
+#[derive(Debug)]
+struct Failure(String);
+
+type Result<T> = std::result::Result<T, Failure>;
+
+fn ctx<T, E: std::fmt::Display>(r: std::result::Result<T, E>, what: impl AsRef<str>) -> Result<T> {
+    r.map_err(|e| Failure(format!("{}: {e}", what.as_ref())))
+}
+
+fn mount_tmpfs(target: &Path, name: &str) -> Result<()> {
+    ctx(
+        mount(
+            Some(name),
+            target,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some("mode=0755"),
+        ),
+        format!("mount tmpfs {name} on {}", target.display()),
+    )
+}
+
+fn bind(src: &Path, dst: &Path) -> Result<()> {
+    ctx(
+        mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>),
+        format!("bind {} on {}", src.display(), dst.display()),
+    )
+}
+
+fn set_propagation(target: &Path, flags: MsFlags) -> Result<()> {
+    ctx(
+        mount(None::<&str>, target, None::<&str>, flags, None::<&str>),
+        format!("propagation {flags:?} of {}", target.display()),
+    )
+}
+
+fn mkdirs(path: &Path) -> Result<()> {
+    ctx(
+        fs::create_dir_all(path),
+        format!("mkdir {}", path.display()),
+    )
+}
+
+fn write_file(path: &Path, data: &str) -> Result<()> {
+    ctx(fs::write(path, data), format!("write {}", path.display()))
+}
+
+/// The shared libraries `bin` needs, from `ldd` (absolute paths only).
+fn libraries_of(bin: &Path) -> Result<Vec<PathBuf>> {
+    let out = ctx(Command::new("ldd").arg(bin).output(), "run ldd")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+        .map(PathBuf::from)
+        .collect())
+}
+
+/// Copies `src` into `rootfs` at the same path.
+fn copy_in(rootfs: &Path, src: &Path) -> Result<()> {
+    let rel = src.strip_prefix("/").unwrap_or(src);
+    let dst = rootfs.join(rel);
+    if let Some(parent) = dst.parent() {
+        mkdirs(parent)?;
+    }
+    // Follow symlinks: the copy is the library itself under the name the loader asks for.
+    ctx(
+        fs::copy(src, &dst),
+        format!("copy {} to {}", src.display(), dst.display()),
+    )?;
+    Ok(())
+}
+
+/// Fills the container's root filesystem: busybox with its applets, the workload and its libraries.
+fn build_rootfs(rootfs: &Path, workload: &Path, extra: &str) -> Result<()> {
+    for d in ["bin", "proc", "dev", "etc", "tmp", "work", "run", ".old"] {
+        mkdirs(&rootfs.join(d))?;
+    }
+    ctx(
+        fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777)),
+        "chmod tmp",
+    )?;
+    ctx(
+        fs::copy("/bin/busybox", rootfs.join("bin/busybox")),
+        "copy /bin/busybox (install busybox-static)",
+    )?;
+    for applet in [
+        "sh", "sleep", "cat", "echo", "hostname", "ls", "mount", "umount", "mkdir",
+    ] {
+        ctx(
+            symlink("busybox", rootfs.join("bin").join(applet)),
+            format!("symlink {applet}"),
+        )?;
+    }
+    ctx(
+        fs::copy(workload, rootfs.join("bin/wl_container")),
+        format!("copy {}", workload.display()),
+    )?;
+    for lib in libraries_of(workload)? {
+        copy_in(rootfs, &lib)?;
+    }
+    for f in ["hosts", "resolv.conf"] {
+        write_file(
+            &rootfs.join("etc").join(f),
+            "# placeholder, covered by a bind\n",
+        )?;
+    }
+    // The shell stays the workload's parent, so the container is a tree: sh (pid 1) → wl_container.
+    write_file(
+        &rootfs.join("run.sh"),
+        &format!(
+            "/bin/wl_container /tmp/trigger /work {extra}\nstatus=$?\necho \"sh: workload exited $status\"\nexit $status\n"
+        ),
+    )?;
+    Ok(())
+}
+
+/// The agent's own side: private namespace, shared directories, rootfs.
+fn build_agent_side(base: &Path, workload: &Path, extra: &str) -> Result<(PathBuf, PathBuf)> {
+    ctx(unshare(CloneFlags::CLONE_NEWNS), "unshare(CLONE_NEWNS)")?;
+    set_propagation(Path::new("/"), MsFlags::MS_REC | MsFlags::MS_PRIVATE)?;
+    mount_tmpfs(base, "agent")?;
+
+    let shared = base.join("shared");
+    mkdirs(&shared)?;
+    mount_tmpfs(&shared, "kata-shared")?;
+    set_propagation(&shared, MsFlags::MS_SHARED)?;
+    let cdir = shared.join(CONTAINER_ID);
+    let rootfs = cdir.join("rootfs");
+    mkdirs(&rootfs)?;
+    build_rootfs(&rootfs, workload, extra)?;
+    write_file(
+        &cdir.join("hosts"),
+        "127.0.0.1 localhost\n10.0.0.2 dormant-ctr\n",
+    )?;
+    write_file(&cdir.join("resolv.conf"), "nameserver 10.0.0.1\n")?;
+
+    let shm = base.join("sandbox/shm");
+    mkdirs(&shm)?;
+    mount_tmpfs(&shm, "sandbox-shm")?;
+    set_propagation(&shm, MsFlags::MS_SHARED)?;
+    Ok((cdir, shm))
+}
+
+/// Runs in the container's init (pid 1 of its pid namespace): mounts, pivot_root, exec the shell.
+fn container_init(cdir: &Path, shm: &Path, stdio: RawFd) -> Result<()> {
+    // kata-agent: every mount of the container becomes a slave of the agent's.
+    set_propagation(Path::new("/"), MsFlags::MS_REC | MsFlags::MS_SLAVE)?;
+    let rootfs = cdir.join("rootfs");
+    ctx(
+        mount(
+            Some(&rootfs),
+            &rootfs,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        ),
+        "bind the rootfs on itself",
+    )?;
+    ctx(
+        mount(
+            Some("proc"),
+            &rootfs.join("proc"),
+            Some("proc"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        ),
+        "mount proc",
+    )?;
+    let dev = rootfs.join("dev");
+    mount_tmpfs(&dev, "ctr-dev")?;
+    for node in ["null", "zero", "urandom"] {
+        let target = dev.join(node);
+        write_file(&target, "")?;
+        bind(&Path::new("/dev").join(node), &target)?;
+    }
+    mkdirs(&dev.join("shm"))?;
+    bind(shm, &dev.join("shm"))?;
+    bind(&cdir.join("hosts"), &rootfs.join("etc/hosts"))?;
+    bind(&cdir.join("resolv.conf"), &rootfs.join("etc/resolv.conf"))?;
+    ctx(sethostname(HOSTNAME), "sethostname")?;
+
+    ctx(chdir(&rootfs), "chdir rootfs")?;
+    ctx(pivot_root(".", ".old"), "pivot_root")?;
+    ctx(chdir("/"), "chdir /")?;
+    ctx(
+        umount2("/.old", MntFlags::MNT_DETACH),
+        "umount the old root",
+    )?;
+
+    for fd in [1, 2] {
+        dup_onto(stdio, fd)?;
+    }
+    let null = ctx(
+        fs::OpenOptions::new().read(true).open("/dev/null"),
+        "open /dev/null",
+    )?;
+    dup_onto(null.as_raw_fd(), 0)?;
+    close_from(3);
+    let sh = CString::from(c"/bin/sh");
+    let script = CString::from(c"/run.sh");
+    ctx(nix::unistd::execv(&sh, &[&sh, &script]), "exec /bin/sh")?;
+    Ok(())
+}
+
+/// Puts a copy of `from` at descriptor number `to` (stdio set-up before exec).
+fn dup_onto(from: RawFd, to: RawFd) -> Result<()> {
+    // SAFETY: dup2 on descriptor numbers; `from` is open for the duration of the call.
+    if unsafe { libc::dup2(from, to) } < 0 {
+        return Err(Failure(format!(
+            "dup2({from}, {to}): {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// Closes every descriptor from `first` up, so the container holds only its stdio.
+fn close_from(first: u32) {
+    // SAFETY: close_range only closes descriptors; nothing in this process uses them afterwards.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, first, u32::MAX, 0);
+    }
+}
+
+/// Forks the container's init into new mount, pid, uts and ipc namespaces.
+fn start_container(cdir: &Path, shm: &Path, log: &Path) -> Result<Pid> {
+    let stdio = ctx(
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(log),
+        format!("create {}", log.display()),
+    )?;
+    let fd = stdio.as_raw_fd();
+    let mut stack = vec![0u8; 1 << 20];
+    let flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
+    let cdir = cdir.to_path_buf();
+    let shm = shm.to_path_buf();
+    let child = Box::new(move || match container_init(&cdir, &shm, fd) {
+        Ok(()) => 0,
+        Err(Failure(msg)) => {
+            let _ = writeln!(std::io::stderr(), "ctr_agent: container init: {msg}");
+            127
+        }
+    });
+    // SAFETY: the agent is single-threaded; the child runs the closure on its own stack and then execs or
+    // exits, touching nothing the parent still needs.
+    let pid = unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) };
+    ctx(pid, "clone the container init")
+}
+
+fn run() -> Result<()> {
+    let mut args = std::env::args_os().skip(1);
+    let (Some(base), Some(workload)) = (args.next(), args.next()) else {
+        return Err(Failure("usage: ctr_agent BASE WORKLOAD".into()));
+    };
+    let base = PathBuf::from(base);
+    let workload = ctx(fs::canonicalize(PathBuf::from(workload)), "workload path")?;
+    let extra: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
+    let log = base
+        .parent()
+        .ok_or_else(|| Failure("BASE has no parent".into()))?
+        .join("container.log");
+    let (cdir, shm) = build_agent_side(&base, &workload, &extra.join(" "))?;
+    let init = start_container(&cdir, &shm, &log)?;
+    println!("AGENT {} INIT {}", std::process::id(), init);
+    ctx(std::io::stdout().flush(), "flush stdout")?;
+
+    // Reap until stdin closes; a non-blocking stdin lets one thread do both.
+    let stdin = std::io::stdin();
+    // SAFETY: fcntl on our own stdin descriptor.
+    unsafe {
+        let fl = libc::fcntl(0, libc::F_GETFL);
+        libc::fcntl(0, libc::F_SETFL, fl | libc::O_NONBLOCK);
+    }
+    let mut buf = [0u8; 256];
+    loop {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(st) => eprintln!("ctr_agent: reaped {st:?}"),
+            }
+        }
+        match stdin.lock().read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break,
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = kill(init, Signal::SIGKILL);
+    let _ = waitpid(init, None);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(msg)) => {
+            eprintln!("ctr_agent: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The test side of the container tests: starts `ctr_agent` (a stand-in for kata-agent that builds a
+//! container with plain syscalls, see `src/bin/ctr_agent.rs`), finds the container's processes, and runs
+//! commands such as `dormant` inside the agent's mount namespace, where the container's external masters
+//! live.
+//!
+//! Dropping a [`Container`] closes the agent's stdin: the agent kills the container (if it is still the
+//! agent's child) and exits, and its mount namespace goes with it.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+
+use crate::harness::{
+    io_err, isolate, read_lossy, require_root, wait_until, HarnessError, Result, Scratch,
+    READY_TIMEOUT,
+};
+
+/// A running agent and its container.
+#[derive(Debug)]
+pub struct Container {
+    agent: Child,
+    stdin: Option<ChildStdin>,
+    agent_pid: i32,
+    init_pid: i32,
+    scratch: Scratch,
+}
+
+impl Container {
+    /// Builds the Kata-like layout and starts the container; returns when the workload inside announced
+    /// `READY`.
+    pub fn start(agent_bin: &Path, workload_bin: &Path, workload_args: &[&str]) -> Result<Self> {
+        require_root()?;
+        let scratch = Scratch::new("container")?;
+        let base = scratch.path().join("agent");
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&base)
+            .map_err(io_err("creating the agent directory", &base))?;
+        let mut cmd = Command::new(agent_bin);
+        cmd.arg(&base)
+            .arg(workload_bin)
+            .args(workload_args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        isolate(&mut cmd, true);
+        let mut agent = cmd
+            .spawn()
+            .map_err(io_err("starting the container agent", agent_bin))?;
+        let stdin = agent.stdin.take();
+        let Some(stdout) = agent.stdout.take() else {
+            return Err(HarnessError::Sys {
+                what: "agent stdout".into(),
+                source: nix::errno::Errno::EBADF,
+            });
+        };
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(io_err("reading the agent's first line", agent_bin))?;
+        let parsed: Vec<&str> = line.split_whitespace().collect();
+        let (agent_pid, init_pid) = match parsed.as_slice() {
+            ["AGENT", a, "INIT", i] => (a.parse().ok(), i.parse().ok()),
+            _ => (None, None),
+        };
+        let (Some(agent_pid), Some(init_pid)) = (agent_pid, init_pid) else {
+            let _ = agent.kill();
+            let _ = agent.wait();
+            return Err(HarnessError::Verdict {
+                workload: "ctr_agent".into(),
+                pid: agent.id() as i32,
+                detail: format!("unexpected first line {line:?}"),
+                logs: read_lossy(&scratch.path().join("container.log")),
+            });
+        };
+        let c = Self {
+            agent,
+            stdin,
+            agent_pid,
+            init_pid,
+            scratch,
+        };
+        let log = c.log_path();
+        if !wait_until(READY_TIMEOUT, || {
+            let text = read_lossy(&log);
+            text.lines().any(|l| l.starts_with("READY ")) || text.contains("exited")
+        }) || !read_lossy(&log).lines().any(|l| l.starts_with("READY "))
+        {
+            return Err(HarnessError::Timeout {
+                what: "READY from the container workload".into(),
+                after: READY_TIMEOUT,
+                logs: c.log_text(),
+            });
+        }
+        Ok(c)
+    }
+
+    /// The agent (its mount namespace is the "outside" of the container).
+    pub fn agent_pid(&self) -> i32 {
+        self.agent_pid
+    }
+
+    /// The container's init (the busybox shell), as seen from outside.
+    pub fn init_pid(&self) -> i32 {
+        self.init_pid
+    }
+
+    /// The workload process, the shell's only child, as seen from outside.
+    pub fn workload_pid(&self) -> Option<i32> {
+        let pid = self.init_pid;
+        fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    /// The agent-side directory that holds the shared dir and the sandbox's /dev/shm.
+    pub fn base(&self) -> PathBuf {
+        self.scratch.path().join("agent")
+    }
+
+    /// The sandbox's /dev/shm in the agent's namespace: the outside master of the container's /dev/shm.
+    pub fn sandbox_shm(&self) -> PathBuf {
+        self.base().join("sandbox/shm")
+    }
+
+    pub fn scratch(&self) -> &Path {
+        self.scratch.path()
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.scratch.path().join("container.log")
+    }
+
+    pub fn log_text(&self) -> String {
+        read_lossy(&self.log_path())
+    }
+
+    /// A command that runs `program` in the agent's mount namespace.
+    pub fn in_agent_ns(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--mount=/proc/{}/ns/mnt", self.agent_pid))
+            .arg("--")
+            .arg(program);
+        isolate(&mut cmd, false);
+        cmd
+    }
+
+    /// The mountinfo of `pid` (read from outside: it shows the task's own mount namespace).
+    pub fn mountinfo(pid: i32) -> Result<String> {
+        let path = PathBuf::from(format!("/proc/{pid}/mountinfo"));
+        fs::read_to_string(&path).map_err(io_err("reading mountinfo", &path))
+    }
+
+    /// Tells the workload to verify itself: creates /tmp/trigger inside the container.
+    pub fn trigger(&self) -> Result<()> {
+        let path = PathBuf::from(format!("/proc/{}/root/tmp/trigger", self.init_pid));
+        fs::write(&path, b"").map_err(io_err("creating the trigger", &path))
+    }
+
+    /// Waits until the container's shell reported the workload's exit; returns the whole log.
+    pub fn wait_verdict(&self) -> Result<String> {
+        let log = self.log_path();
+        if !wait_until(crate::harness::FINISH_TIMEOUT, || {
+            read_lossy(&log).contains("sh: workload exited")
+        }) {
+            return Err(HarnessError::Timeout {
+                what: "the container workload's verdict".into(),
+                after: crate::harness::FINISH_TIMEOUT,
+                logs: self.log_text(),
+            });
+        }
+        Ok(self.log_text())
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.agent.wait();
+    }
+}
