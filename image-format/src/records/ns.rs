@@ -391,3 +391,9 @@ pub(super) fn check_ns_references(
         }
     }
 }
+
+impl std::fmt::Display for NsId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
