@@ -18,6 +18,7 @@ mod cpu;
 mod error;
 mod image;
 pub mod launch;
+pub mod ns;
 mod prepare;
 mod procself;
 mod restore;
