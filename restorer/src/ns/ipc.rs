@@ -10,6 +10,9 @@ use super::error::{NsRestoreError, Result};
 use super::sysv::{self, IpcKind};
 use super::user::to_inside;
 
+/// Ids are `sequence * IPC_SLOTS + slot` (the kernel's default `IPCMNI`, without `ipcmni_extend`).
+const IPC_SLOTS: i32 = 32768;
+
 /// An ipc namespace to recreate, with the page store of each shm segment (same order as `ns.shm`).
 #[derive(Debug)]
 pub struct IpcPlan {
@@ -89,7 +92,13 @@ fn create_with_id(
             ns,
             object: kind.name(),
             id,
-            reason: format!("its slot is in use; the kernel gave id {got}"),
+            reason: match sysv::id_at_index(kind, id % IPC_SLOTS) {
+                Some(occupant) => format!(
+                    "its slot {} is in use by id {occupant} (the kernel gave id {got})",
+                    id % IPC_SLOTS
+                ),
+                None => format!("the kernel gave id {got}"),
+            },
         });
     }
     Ok(())

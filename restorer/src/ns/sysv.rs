@@ -81,6 +81,23 @@ pub(crate) fn exists(kind: IpcKind, id: i32) -> Result<bool, Errno> {
     }
 }
 
+/// The id of the object at slot `idx` (`*_STAT_ANY`), if one uses it.
+pub(crate) fn id_at_index(kind: IpcKind, idx: i32) -> Option<i32> {
+    const SHM_STAT_ANY: i32 = 15;
+    const SEM_STAT_ANY: i32 = 20;
+    const MSG_STAT_ANY: i32 = 13;
+    let mut buf = [0u64; 32];
+    // SAFETY: each *_STAT_ANY writes one *64_ds (at most 120 bytes) into `buf` (256 bytes).
+    let rc = unsafe {
+        match kind {
+            IpcKind::Shm => libc::syscall(libc::SYS_shmctl, idx, SHM_STAT_ANY, buf.as_mut_ptr()),
+            IpcKind::Sem => libc::syscall(libc::SYS_semctl, idx, 0, SEM_STAT_ANY, buf.as_mut_ptr()),
+            IpcKind::Msg => libc::syscall(libc::SYS_msgctl, idx, MSG_STAT_ANY, buf.as_mut_ptr()),
+        }
+    };
+    check(rc).ok().map(|id| id as i32)
+}
+
 /// Removes object `id` (`IPC_RMID`).
 pub(crate) fn remove(kind: IpcKind, id: i32) -> Result<(), Errno> {
     // SAFETY: IPC_RMID takes no buffer; the last argument is ignored.
