@@ -686,7 +686,7 @@ pub fn check_references(img: &crate::ImageReader) -> Vec<String> {
             Err(e) => problems.push(format!("page store {store}: {e}")),
         }
     }
-    ns::check_ns_references(img, &pids, &mut problems);
+    problems.extend(ns::check_ns_references(img, &pids));
     for obj in shmem.values() {
         if !pids.contains(&obj.owner) {
             problems.push(format!(

@@ -364,6 +364,23 @@ fn dump_source() -> Dumped {
         let private = matches!(n.kind, NsKind::Uts | NsKind::Ipc);
         assert_eq!(n.external, !private, "{:?}", n);
     }
+    let problems = check_ns_references(&img, &[root].into());
+    assert!(problems.is_empty(), "{problems:?}");
+    // Only written pages are stored: pages 0 and 3 of the keyed segment, nothing of the untouched one.
+    let ipc: IpcNamespace = img
+        .read_single(&ns_names::ipc(ns[0].get(NsKind::Ipc).unwrap().id))
+        .unwrap();
+    let stored = |shmid| {
+        let ps = img
+            .page_store(&ns_names::sysv_shm_pages(ipc.id, shmid))
+            .unwrap();
+        ps.extents()
+            .iter()
+            .map(|e| (e.vaddr, e.len))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(stored(ids[0]), vec![(0, 4096), (3 * 4096, 4096)]);
+    assert_eq!(stored(ids[1]), vec![]);
     Dumped {
         _tmp: tmp,
         image,
@@ -641,10 +658,53 @@ fn cgroup_root_is_joined() {
         }
         Ok(())
     });
+    // With a cgroup namespace of its own in the image, the joined cgroup becomes the namespace's root.
+    let tmp_ns = tempfile::tempdir().unwrap();
+    let mut w = ImageWriter::create(&tmp_ns.path().join("img")).unwrap();
+    w.write_records(
+        ns_names::CGROUPS,
+        &[TaskCgroups {
+            pid: Pid(1),
+            lines: lines.clone(),
+        }],
+    )
+    .unwrap();
+    let cgroup_ns = TaskNamespaces {
+        pid: Pid(1),
+        namespaces: vec![NsRef {
+            kind: NsKind::Cgroup,
+            id: NsId(1),
+            external: false,
+        }],
+    };
+    w.write_records(ns_names::NS_IDS, &[cgroup_ns]).unwrap();
+    let img_ns = ImageReader::open(&commit(w, 1)).unwrap();
+    let plan_ns = NsPlan::from_image(&img_ns, Pid(1), &opts).unwrap();
+    assert!(plan_ns.new_cgroup_ns);
+    let cgroupns = ns_ino("self", "cgroup");
+    let r_ns = in_child(|| {
+        plan_ns.enter().map_err(|e| e.to_string())?;
+        ensure(ns_ino("self", "cgroup") != cgroupns, || {
+            "no new cgroup namespace".into()
+        })?;
+        let now = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        for l in &lines {
+            let want = format!("{}:{}:/", l.hierarchy, l.controllers.join(","));
+            ensure(now.lines().any(|x| x == want), || {
+                format!("no line {want:?} in {now:?}")
+            })?;
+        }
+        let procs = std::fs::read_to_string(plan_ns.cgroups[0].join("cgroup.procs")).unwrap();
+        ensure(
+            procs.lines().any(|p| p == std::process::id().to_string()),
+            || format!("not in {}: {procs:?}", plan_ns.cgroups[0].display()),
+        )
+    });
     for dir in &plan.cgroups {
         std::fs::remove_dir(dir).unwrap();
     }
     r.expect("joined the given cgroups");
+    r_ns.expect("cgroup namespace rooted at the joined cgroup");
     // A hierarchy that is not mounted here is refused with its name.
     let tmp2 = tempfile::tempdir().unwrap();
     let mut w = ImageWriter::create(&tmp2.path().join("img")).unwrap();
@@ -664,6 +724,45 @@ fn cgroup_root_is_joined() {
     let img = ImageReader::open(&commit(w, 1)).unwrap();
     let err = NsPlan::from_image(&img, Pid(1), &opts).unwrap_err();
     assert!(err.to_string().contains("name=dormant-none"), "{err}");
+}
+
+/// A segment removed while still attached cannot be recreated: the dump refuses it by id, and the source
+/// keeps its segment.
+fn removed_attached_segment_is_refused() {
+    let (id_r, id_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let mut src = Child::spawn(move |cmd| {
+        unshare(CloneFlags::CLONE_NEWIPC).map_err(|e| e.to_string())?;
+        // SAFETY: plain syscalls; the attachment stays mapped until this child exits.
+        let id = unsafe {
+            let id = libc::shmget(libc::IPC_PRIVATE, 4096, 0o600);
+            let p = libc::shmat(id, std::ptr::null(), 0);
+            if id < 0 || p as isize == -1 {
+                return Err(errno("shmget/shmat"));
+            }
+            p.cast::<u8>().write(42);
+            libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
+            id
+        };
+        std::fs::File::from(id_w)
+            .write_all(format!("{id}\n").as_bytes())
+            .map_err(|e| e.to_string())?;
+        wait_byte(cmd)?;
+        let ds = shm_stat(id)?;
+        ensure(ds.shm_nattch == 1, || format!("after the dump: {ds:?}"))
+    });
+    let mut line = String::new();
+    std::fs::File::from(id_r).read_to_string(&mut line).unwrap();
+    let id: i32 = line.trim().parse().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut w = ImageWriter::create(&tmp.path().join("img")).unwrap();
+    let err = dump_namespaces(&[Pid(src.pid.as_raw() as u32)], &mut w).unwrap_err();
+    src.send(b'c');
+    src.wait().expect("the source keeps its segment");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("shm {id}")) && msg.contains("IPC_RMID"),
+        "{msg}"
+    );
 }
 
 /// A child in its own user (and uts) namespace: dumped with its id maps, restored into a new user
@@ -767,6 +866,10 @@ fn main() {
     for (name, test) in [
         ("cgroup_root_is_joined", cgroup_root_is_joined as fn()),
         ("user_namespace_roundtrip", user_namespace_roundtrip),
+        (
+            "removed_attached_segment_is_refused",
+            removed_attached_segment_is_refused,
+        ),
     ] {
         eprint!("test {name} ... ");
         test();

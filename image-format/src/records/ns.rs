@@ -299,9 +299,19 @@ pub(super) fn ns_file_kind(name: &str) -> Option<super::RecordKind> {
 }
 
 /// The namespace half of `check_references`: every task named in `ns-ids` and `cgroups` is in the tree,
-/// every non-external uts/ipc namespace has its file, and every shm segment has its page store within its
-/// size. Images without `ns-ids` (dumps of plain processes) have nothing to check.
-pub(super) fn check_ns_references(
+/// every non-external uts/ipc/user namespace and every net namespace has its file, and every shm segment
+/// has its page store within its size. Images without `ns-ids` (dumps of plain processes) have nothing to
+/// check. Returns one line per problem.
+pub fn check_ns_references(
+    img: &crate::ImageReader,
+    pids: &std::collections::BTreeSet<Pid>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    check_ns_into(img, pids, &mut problems);
+    problems
+}
+
+fn check_ns_into(
     img: &crate::ImageReader,
     pids: &std::collections::BTreeSet<Pid>,
     problems: &mut Vec<String>,
@@ -325,7 +335,11 @@ pub(super) fn check_ns_references(
                 t.pid.0
             ));
         }
-        for n in t.namespaces.iter().filter(|n| !n.external) {
+        for n in t
+            .namespaces
+            .iter()
+            .filter(|n| !n.external || n.kind == NsKind::Net)
+        {
             dumped.insert((n.kind, n.id));
         }
     }
@@ -333,11 +347,13 @@ pub(super) fn check_ns_references(
         let file = match kind {
             NsKind::Uts => ns_names::uts(id),
             NsKind::Ipc => ns_names::ipc(id),
+            NsKind::Net => ns_names::net(id),
+            NsKind::User => ns_names::user(id),
             _ => continue,
         };
         if !img.has_file(&file) {
             problems.push(format!(
-                "{}: {} namespace {} is not external but {file} is missing",
+                "{}: {} namespace {} is dumped but {file} is missing",
                 ns_names::NS_IDS,
                 kind.proc_name(),
                 id.0
