@@ -162,6 +162,15 @@ impl NsPlan {
                     store.verify_all().map_err(read_err(&name))?;
                     shm_pages.push(store);
                 }
+                for (kind, count) in [
+                    (sysv::IpcKind::Shm, ns.shm.len()),
+                    (sysv::IpcKind::Sem, ns.sem.len()),
+                    (sysv::IpcKind::Msg, ns.msg.len()),
+                ] {
+                    if count > 0 {
+                        sysv::check_next_id_support(kind)?;
+                    }
+                }
                 Some(IpcPlan { ns, shm_pages })
             }
             None => None,

@@ -48,11 +48,34 @@ fn zeroed<T: Copy>() -> T {
 
 /// Asks the namespace to give the next object of `kind` the id `id` (consumed by the next `*get`).
 pub(crate) fn set_next_id(kind: IpcKind, id: i32) -> Result<()> {
-    std::fs::write(kind.next_id_file(), id.to_string()).map_err(|source| NsRestoreError::File {
-        what: "writing",
-        path: kind.next_id_file().into(),
-        source,
+    std::fs::write(kind.next_id_file(), id.to_string()).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            NsRestoreError::Unsupported(next_id_missing(kind))
+        } else {
+            NsRestoreError::File {
+                what: "writing",
+                path: kind.next_id_file().into(),
+                source,
+            }
+        }
     })
+}
+
+fn next_id_missing(kind: IpcKind) -> String {
+    format!(
+        "recreating System V {} objects with their ids needs {}, which this kernel lacks (CONFIG_CHECKPOINT_RESTORE)",
+        kind.name(),
+        kind.next_id_file()
+    )
+}
+
+/// Refuses, before anything is created, when this kernel cannot choose ids for `kind`.
+pub(crate) fn check_next_id_support(kind: IpcKind) -> Result<()> {
+    if std::path::Path::new(kind.next_id_file()).exists() {
+        Ok(())
+    } else {
+        Err(NsRestoreError::Unsupported(next_id_missing(kind)))
+    }
 }
 
 /// Whether an object of `kind` with exactly this id exists (`IPC_STAT` succeeds on it).
