@@ -700,8 +700,13 @@ fn cgroup_root_is_joined() {
             || format!("not in {}: {procs:?}", plan_ns.cgroups[0].display()),
         )
     });
+    assert_eq!(
+        plan.new_cgroups, plan.cgroups,
+        "the test's cgroups existed before"
+    );
+    assert!(plan.remove_new_cgroups().is_empty());
     for dir in &plan.cgroups {
-        std::fs::remove_dir(dir).unwrap();
+        assert!(!dir.exists(), "{} left behind", dir.display());
     }
     r.expect("joined the given cgroups");
     r_ns.expect("cgroup namespace rooted at the joined cgroup");
@@ -763,6 +768,26 @@ fn removed_attached_segment_is_refused() {
         msg.contains(&format!("shm {id}")) && msg.contains("IPC_RMID"),
         "{msg}"
     );
+}
+
+/// A task of the tree in a uts namespace other than the root's is refused by pid and kind.
+fn nested_namespace_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut w = ImageWriter::create(&tmp.path().join("img")).unwrap();
+    let task = |pid, uts| TaskNamespaces {
+        pid: Pid(pid),
+        namespaces: vec![NsRef {
+            kind: NsKind::Uts,
+            id: NsId(uts),
+            external: true,
+        }],
+    };
+    w.write_records(ns_names::NS_IDS, &[task(1, 7), task(2, 8)])
+        .unwrap();
+    let img = ImageReader::open(&commit(w, 1)).unwrap();
+    let err = NsPlan::from_image(&img, Pid(1), &NsOptions::default()).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("pid 2 is in another uts namespace"), "{msg}");
 }
 
 /// A child in its own user (and uts) namespace: dumped with its id maps, restored into a new user
@@ -866,6 +891,7 @@ fn main() {
     for (name, test) in [
         ("cgroup_root_is_joined", cgroup_root_is_joined as fn()),
         ("user_namespace_roundtrip", user_namespace_roundtrip),
+        ("nested_namespace_is_refused", nested_namespace_is_refused),
         (
             "removed_attached_segment_is_refused",
             removed_attached_segment_is_refused,

@@ -21,6 +21,19 @@ pub enum CgroupTarget {
     Root(PathBuf),
 }
 
+impl std::str::FromStr for CgroupTarget {
+    type Err = std::convert::Infallible;
+
+    /// `keep`, `dumped`, or an absolute path used in every hierarchy (`--cgroup-root`).
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(match s {
+            "keep" => CgroupTarget::Keep,
+            "dumped" => CgroupTarget::AsDumped,
+            path => CgroupTarget::Root(PathBuf::from(path)),
+        })
+    }
+}
+
 /// A cgroup hierarchy mounted here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgroupMount {

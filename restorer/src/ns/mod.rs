@@ -46,6 +46,33 @@ fn set_uts_name(
     Ok(())
 }
 
+/// Refuses a tree whose tasks are not all in the root's namespaces of the kinds restored here (a namespace
+/// created inside the tree would need restoring at that task's fork).
+fn refuse_nested(root: &TaskNamespaces, tasks: &[TaskNamespaces]) -> Result<()> {
+    const KINDS: [NsKind; 6] = [
+        NsKind::User,
+        NsKind::Uts,
+        NsKind::Ipc,
+        NsKind::Net,
+        NsKind::Cgroup,
+        NsKind::Time,
+    ];
+    for t in tasks {
+        for kind in KINDS {
+            let (a, b) = (root.get(kind).map(|n| n.id), t.get(kind).map(|n| n.id));
+            if a != b {
+                return Err(NsRestoreError::Unsupported(format!(
+                    "pid {} is in another {} namespace than the root task {}; namespaces created inside the tree are not restored yet",
+                    t.pid.0,
+                    kind.proc_name(),
+                    root.pid.0
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Which network namespace the restored tree gets. Its devices, addresses and routes are never in the
 /// image.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -57,6 +84,19 @@ pub enum NetMode {
     External(PathBuf),
     /// A new namespace with only `lo`, up when it was up in the dumped tree (`--net private`).
     Private,
+}
+
+impl std::str::FromStr for NetMode {
+    type Err = std::convert::Infallible;
+
+    /// `inherit`, `private`, or the path of a namespace to join.
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(match s {
+            "inherit" => NetMode::Inherit,
+            "private" => NetMode::Private,
+            path => NetMode::External(PathBuf::from(path)),
+        })
+    }
 }
 
 /// What the caller chooses at restore time (the image decides the rest).
@@ -83,6 +123,8 @@ pub struct NsPlan {
     pub net: NetPlan,
     /// Directories whose `cgroup.procs` the child joins.
     pub cgroups: Vec<PathBuf>,
+    /// Those of them that did not exist when the plan was made (the child creates them).
+    pub new_cgroups: Vec<PathBuf>,
     /// The tree had a cgroup namespace of its own: unshare one after joining the cgroups (its root is then
     /// the joined cgroup).
     pub new_cgroup_ns: bool,
@@ -103,15 +145,17 @@ impl NsPlan {
             let tasks: Vec<TaskNamespaces> = img
                 .read_records(ns_names::NS_IDS)
                 .map_err(read_err(ns_names::NS_IDS))?;
-            let t = tasks.into_iter().find(|t| t.pid == root).ok_or_else(|| {
-                NsRestoreError::BadImage {
-                    dir: dir.clone(),
-                    reason: format!(
-                        "{} has no entry for the root task {}",
-                        ns_names::NS_IDS,
-                        root.0
-                    ),
-                }
+            let root_ns = tasks.iter().find(|t| t.pid == root).cloned();
+            if let Some(r) = &root_ns {
+                refuse_nested(r, &tasks)?;
+            }
+            let t = root_ns.ok_or_else(|| NsRestoreError::BadImage {
+                dir: dir.clone(),
+                reason: format!(
+                    "{} has no entry for the root task {}",
+                    ns_names::NS_IDS,
+                    root.0
+                ),
             })?;
             Some(t)
         } else {
@@ -230,7 +274,9 @@ impl NsPlan {
             resolve_cgroups(&lines, &opts.cgroup, &own_cgroup_mounts()?)?
         };
 
+        let new_cgroups = cgroups.iter().filter(|d| !d.exists()).cloned().collect();
         Ok(NsPlan {
+            new_cgroups,
             user,
             uts,
             ipc,
@@ -238,6 +284,21 @@ impl NsPlan {
             cgroups,
             new_cgroup_ns: private(NsKind::Cgroup).is_some(),
         })
+    }
+
+    /// After a failed restore: removes the cgroup directories the child created (those still empty), so a
+    /// refused restore leaves nothing behind. Returns the ones that could not be removed.
+    pub fn remove_new_cgroups(&self) -> Vec<(PathBuf, std::io::Error)> {
+        let mut left = Vec::new();
+        // Deepest first: a created directory may hold another created one.
+        for dir in self.new_cgroups.iter().rev() {
+            match std::fs::remove_dir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => left.push((dir.clone(), e)),
+            }
+        }
+        left
     }
 
     /// The namespaces [`enter`](Self::enter) unshares after the user namespace.
@@ -289,5 +350,29 @@ impl NsPlan {
             set_loopback(loopback_up)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse_from_flag_values() {
+        assert_eq!("private".parse::<NetMode>().unwrap(), NetMode::Private);
+        assert_eq!("inherit".parse::<NetMode>().unwrap(), NetMode::Inherit);
+        assert_eq!(
+            "/proc/1/ns/net".parse::<NetMode>().unwrap(),
+            NetMode::External("/proc/1/ns/net".into())
+        );
+        assert_eq!("keep".parse::<CgroupTarget>().unwrap(), CgroupTarget::Keep);
+        assert_eq!(
+            "dumped".parse::<CgroupTarget>().unwrap(),
+            CgroupTarget::AsDumped
+        );
+        assert_eq!(
+            "/kata/c1".parse::<CgroupTarget>().unwrap(),
+            CgroupTarget::Root("/kata/c1".into())
+        );
     }
 }
