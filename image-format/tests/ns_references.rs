@@ -48,6 +48,7 @@ fn namespace_references_are_checked() {
         shm: vec![seg(5, 100), seg(6, 4096), seg(7, 4096)],
         sem: vec![],
         msg: vec![],
+        posix_mq: vec![],
     };
     w.write_records(&ns_names::ipc(NsId(2)), &[ipc]).unwrap();
     // Segment 5: one page, fine. Segment 6: a page past its size. Segment 7: no page store.

@@ -35,6 +35,81 @@ const MSGMNB: &str = "20000";
 const OWNER: (u32, u32) = (1234, 5678);
 const CREATOR: (u32, u32) = (4321, 8765);
 
+const MQ_NAME: &str = "dormant-q";
+const MQ_MSG_MAX: &str = "20";
+
+/// POSIX queue messages as sent (priority, data); received: highest priority first, FIFO within one.
+fn mq_sent() -> Vec<(u32, Vec<u8>)> {
+    vec![
+        (1, b"low-a".to_vec()),
+        (5, b"high".to_vec()),
+        (1, b"low-b".to_vec()),
+    ]
+}
+
+fn mq_expected() -> Vec<(u32, Vec<u8>)> {
+    let s = mq_sent();
+    vec![s[1].clone(), s[0].clone(), s[2].clone()]
+}
+
+fn mq_open(flags: i32) -> Result<libc::mqd_t, String> {
+    let name = std::ffi::CString::new(format!("/{MQ_NAME}")).unwrap();
+    // SAFETY: all-zero is a valid mq_attr.
+    let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
+    attr.mq_maxmsg = 5;
+    attr.mq_msgsize = 64;
+    // SAFETY: reads the name, and with O_CREAT a mode and one mq_attr.
+    let fd = unsafe {
+        libc::mq_open(
+            name.as_ptr(),
+            flags | libc::O_NONBLOCK,
+            0o640,
+            &attr as *const libc::mq_attr,
+        )
+    };
+    if fd < 0 {
+        return Err(errno("mq_open"));
+    }
+    Ok(fd)
+}
+
+type MqAttrs = (i64, i64, u32, u32, u32);
+
+/// Attributes and owner of the queue, then its messages (dequeued).
+fn mq_drain() -> Result<(MqAttrs, Vec<(u32, Vec<u8>)>), String> {
+    let fd = mq_open(libc::O_RDONLY)?;
+    // SAFETY: all-zero is a valid mq_attr / stat; the calls fill them.
+    let (mut attr, mut st): (libc::mq_attr, libc::stat) =
+        unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    // SAFETY: mq_getattr and fstat write one struct each.
+    if unsafe { libc::mq_getattr(fd, &mut attr) } != 0 || unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(errno("mq_getattr/fstat"));
+    }
+    let mut out = Vec::new();
+    loop {
+        let mut buf = [0u8; 64];
+        let mut prio = 0;
+        // SAFETY: writes at most 64 bytes and the priority.
+        let n = unsafe { libc::mq_receive(fd, buf.as_mut_ptr().cast(), 64, &mut prio) };
+        if n < 0 {
+            break;
+        }
+        out.push((prio, buf[..n as usize].to_vec()));
+    }
+    // SAFETY: closes our descriptor.
+    unsafe { libc::mq_close(fd) };
+    Ok((
+        (
+            attr.mq_maxmsg,
+            attr.mq_msgsize,
+            st.st_uid,
+            st.st_gid,
+            st.st_mode & 0o777,
+        ),
+        out,
+    ))
+}
+
 fn messages() -> Vec<(i64, Vec<u8>)> {
     vec![
         (1, b"first message".to_vec()),
@@ -269,6 +344,17 @@ fn build_source() -> Result<(Vec<i32>, i32, i32), String> {
                 return Err(errno("msgsnd"));
             }
         }
+        std::fs::write("/proc/sys/fs/mqueue/msg_max", MQ_MSG_MAX).map_err(|e| e.to_string())?;
+        let mq = mq_open(libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY)?;
+        for (prio, data) in mq_sent() {
+            if libc::mq_send(mq, data.as_ptr().cast(), data.len(), prio) != 0 {
+                return Err(errno("mq_send"));
+            }
+        }
+        if libc::fchown(mq, OWNER.0, OWNER.1) != 0 {
+            return Err(errno("fchown mq"));
+        }
+        libc::mq_close(mq);
         Ok((vec![keyed, private], sem, msg))
     }
 }
@@ -324,6 +410,10 @@ fn dump_source() -> Dumped {
         let got = drain(msg)?;
         ensure(got == messages(), || {
             format!("after the dump the queue holds {got:?}")
+        })?;
+        let (_, mq) = mq_drain()?;
+        ensure(mq == mq_expected(), || {
+            format!("after the dump the POSIX queue holds {mq:?}")
         })
     });
     let mut line = String::new();
@@ -356,6 +446,7 @@ fn dump_source() -> Dumped {
     assert_eq!(summary.sem_sets, 1);
     assert_eq!(summary.msg_queues, 1);
     assert_eq!(summary.messages, 3);
+    assert_eq!(summary.posix_queues, 1);
     let img = ImageReader::open(&image).unwrap();
     img.verify().unwrap();
     let ns: Vec<TaskNamespaces> = img.read_records(ns_names::NS_IDS).unwrap();
@@ -461,7 +552,18 @@ fn check_restored(d: &Dumped) -> Result<(), String> {
         || format!("queue {}: {q:?}", d.msg_id),
     )?;
     let got = drain(d.msg_id)?;
-    ensure(got == messages(), || format!("restored messages {got:?}"))
+    ensure(got == messages(), || format!("restored messages {got:?}"))?;
+    let mq_max = std::fs::read_to_string("/proc/sys/fs/mqueue/msg_max").unwrap();
+    ensure(mq_max.trim_end() == MQ_MSG_MAX, || {
+        format!("fs.mqueue.msg_max {mq_max:?}")
+    })?;
+    let (attrs, mq) = mq_drain()?;
+    ensure(attrs == (5, 64, OWNER.0, OWNER.1, 0o640), || {
+        format!("POSIX queue attributes {attrs:?}")
+    })?;
+    ensure(mq == mq_expected(), || {
+        format!("restored POSIX queue {mq:?}")
+    })
 }
 
 fn uts_and_ipc_roundtrip(d: &Dumped) {

@@ -13,20 +13,25 @@ use dormant_image::records::{
 use dormant_image::ImageWriter;
 use nix::unistd::{lseek, Whence};
 
-use super::uts::kernel_sysctl;
+use super::uts::sysctl;
 use super::{in_namespace, sysv, NsError, Result};
 
-/// The per-namespace limits under `/proc/sys/kernel` that restore sets before recreating objects (the
-/// `*_next_id` files are restore's tool, not state: they read -1 outside a restore).
-pub const IPC_SYSCTLS: [&str; 8] = [
-    "shmmax",
-    "shmall",
-    "shmmni",
-    "shm_rmid_forced",
-    "msgmax",
-    "msgmnb",
-    "msgmni",
-    "sem",
+/// The per-namespace limits under `/proc/sys` that restore sets before recreating objects (the
+/// `kernel/*_next_id` files are restore's tool, not state: they read -1 outside a restore).
+pub const IPC_SYSCTLS: [&str; 13] = [
+    "kernel/shmmax",
+    "kernel/shmall",
+    "kernel/shmmni",
+    "kernel/shm_rmid_forced",
+    "kernel/msgmax",
+    "kernel/msgmnb",
+    "kernel/msgmni",
+    "kernel/sem",
+    "fs/mqueue/msg_max",
+    "fs/mqueue/msgsize_max",
+    "fs/mqueue/queues_max",
+    "fs/mqueue/msg_default",
+    "fs/mqueue/msgsize_default",
 ];
 
 /// `SHM_DEST` and `SHM_LOCKED` as the kernel reports them in a segment's mode.
@@ -60,7 +65,7 @@ fn read_ipc(pid: Pid, ns: NsId) -> Result<(IpcNamespace, Vec<(i32, OwnedFd)>)> {
         for name in IPC_SYSCTLS {
             sysctls.push(IpcSysctl {
                 name: name.to_owned(),
-                value: kernel_sysctl(pid, name)?,
+                value: sysctl(pid, name)?,
             });
         }
 
@@ -181,6 +186,7 @@ fn read_ipc(pid: Pid, ns: NsId) -> Result<(IpcNamespace, Vec<(i32, OwnedFd)>)> {
                 shm,
                 sem,
                 msg,
+                posix_mq: super::mqueue::read_posix_queues(ns)?,
             },
             files,
         ))

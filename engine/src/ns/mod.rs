@@ -9,6 +9,7 @@
 mod cgroup;
 mod error;
 mod ipc;
+mod mqueue;
 mod net;
 mod sysv;
 mod user;
@@ -39,6 +40,7 @@ pub struct NsDumpSummary {
     pub sem_sets: usize,
     pub msg_queues: usize,
     pub messages: usize,
+    pub posix_queues: usize,
 }
 
 /// The nsfs inode of `/proc/<who>/ns/<kind>`; `None` when this kernel has no such namespace kind.
@@ -152,6 +154,7 @@ pub fn dump_namespaces(pids: &[Pid], w: &mut ImageWriter) -> Result<NsDumpSummar
                 summary.sem_sets += n.sem.len();
                 summary.msg_queues += n.msg.len();
                 summary.messages += n.msg.iter().map(|q| q.messages.len()).sum::<usize>();
+                summary.posix_queues += n.posix_mq.len();
                 w.write_records(&ns_names::ipc(id), &[n])
                     .map_err(image_err(ns_names::ipc(id)))?;
             }

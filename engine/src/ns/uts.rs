@@ -6,9 +6,9 @@ use dormant_image::records::{NsKind, Pid, UtsNamespace};
 
 use super::{in_namespace, NsError, Result};
 
-/// A `/proc/sys/kernel` value of the calling thread's namespaces, without the trailing newline.
-pub(super) fn kernel_sysctl(pid: Pid, name: &str) -> Result<String> {
-    let path = PathBuf::from(format!("/proc/sys/kernel/{name}"));
+/// A `/proc/sys` value (`kernel/hostname`) of the calling thread's namespaces, without the newline.
+pub(super) fn sysctl(pid: Pid, name: &str) -> Result<String> {
+    let path = PathBuf::from(format!("/proc/sys/{name}"));
     let mut s = std::fs::read_to_string(&path).map_err(|source| NsError::Proc {
         pid,
         path: path.clone(),
@@ -32,8 +32,8 @@ pub fn read_uts_namespace(pid: Pid) -> Result<UtsNamespace> {
     in_namespace(pid, NsKind::Uts, || {
         Ok(UtsNamespace {
             id,
-            hostname: kernel_sysctl(pid, "hostname")?,
-            domainname: kernel_sysctl(pid, "domainname")?,
+            hostname: sysctl(pid, "kernel/hostname")?,
+            domainname: sysctl(pid, "kernel/domainname")?,
         })
     })
 }

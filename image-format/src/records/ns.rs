@@ -116,13 +116,16 @@ pub struct IpcNamespace {
     pub shm: Vec<SysvShm>,
     pub sem: Vec<SysvSem>,
     pub msg: Vec<SysvMsgQueue>,
+    /// POSIX message queues (the namespace's mqueue filesystem), by name.
+    pub posix_mq: Vec<PosixMq>,
 }
 
 impl Record for IpcNamespace {
     const KIND: super::RecordKind = super::RecordKind::IpcNamespace;
 }
 
-/// One per-namespace ipc sysctl: file name under `/proc/sys/kernel` and its content without the newline.
+/// One per-namespace ipc sysctl: path under `/proc/sys` (`kernel/shmmax`, `fs/mqueue/msg_max`) and its
+/// content without the newline.
 #[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IpcSysctl {
@@ -182,6 +185,29 @@ pub struct SysvMsgQueue {
 pub struct SysvMsg {
     pub mtype: i64,
     pub text: Vec<u8>,
+}
+
+/// A POSIX message queue with its messages in receive order.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PosixMq {
+    /// Name without the leading `/`.
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Permission bits.
+    pub mode: u32,
+    pub maxmsg: u64,
+    pub msgsize: u64,
+    pub messages: Vec<PosixMqMsg>,
+}
+
+/// One message of a POSIX queue.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PosixMqMsg {
+    pub priority: u32,
+    pub data: Vec<u8>,
 }
 
 /// The cgroups of one task (`cgroups`, one entry per task), as `/proc/PID/cgroup` listed them.

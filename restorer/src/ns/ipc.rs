@@ -104,22 +104,94 @@ fn create_with_id(
     Ok(())
 }
 
-/// Sets the namespace's limits (`/proc/sys/kernel/*` of the calling thread's ipc namespace).
+/// Sets the namespace's limits (`/proc/sys/kernel/*`, `/proc/sys/fs/mqueue/*` of the calling thread's ipc
+/// namespace). Only those two directories may be named, without `..`.
 fn restore_sysctls(ipc: &IpcNamespace) -> Result<()> {
     for s in &ipc.sysctls {
-        if s.name.contains('/') || s.name.starts_with('.') {
+        let allowed = (s.name.starts_with("kernel/") || s.name.starts_with("fs/mqueue/"))
+            && s.name
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != "..");
+        if !allowed {
             return Err(NsRestoreError::IpcContent {
                 ns: ipc.id,
                 object: "sysctls".into(),
-                reason: format!("{:?} is not a sysctl name", s.name),
+                reason: format!("{:?} is not an ipc namespace sysctl", s.name),
             });
         }
-        let path = std::path::PathBuf::from(format!("/proc/sys/kernel/{}", s.name));
+        let path = std::path::PathBuf::from(format!("/proc/sys/{}", s.name));
         std::fs::write(&path, &s.value).map_err(|source| NsRestoreError::File {
             what: "writing",
             path,
             source,
         })?;
+    }
+    Ok(())
+}
+
+/// Recreates the POSIX queues with their attributes, owner, mode and messages.
+fn restore_posix_queues(
+    ipc: &IpcNamespace,
+    user: Option<(&[IdMapRange], &[IdMapRange])>,
+) -> Result<()> {
+    let ns = ipc.id;
+    for q in &ipc.posix_mq {
+        let object = format!("POSIX queue /{}", q.name);
+        let perm = local_perm(
+            ns,
+            &IpcPerm {
+                key: 0,
+                uid: q.uid,
+                gid: q.gid,
+                cuid: q.uid,
+                cgid: q.gid,
+                mode: q.mode,
+            },
+            &object,
+            user,
+        )?;
+        let bad = |reason: String| NsRestoreError::IpcContent {
+            ns,
+            object: object.clone(),
+            reason,
+        };
+        if q.name.is_empty() || q.name.contains('/') {
+            return Err(bad("not a queue name".into()));
+        }
+        let (Ok(maxmsg), Ok(msgsize)) = (i64::try_from(q.maxmsg), i64::try_from(q.msgsize)) else {
+            return Err(bad("attributes out of range".into()));
+        };
+        let mq =
+            sysv::PosixQueue::create(&q.name, q.mode, maxmsg, msgsize).map_err(|e| match e {
+                Errno::EEXIST => NsRestoreError::IpcIdTaken {
+                    ns,
+                    object: "POSIX queue",
+                    id: 0,
+                    reason: format!("/{} already exists", q.name),
+                },
+                e => NsRestoreError::Ipc {
+                    ns,
+                    object: object.clone(),
+                    op: "mq_open(O_CREAT|O_EXCL)",
+                    source: e,
+                },
+            })?;
+        for m in &q.messages {
+            mq.send(m.priority, &m.data)
+                .map_err(|source| NsRestoreError::Ipc {
+                    ns,
+                    object: object.clone(),
+                    op: "mq_send",
+                    source,
+                })?;
+        }
+        mq.set_owner(perm.uid, perm.gid, q.mode)
+            .map_err(|source| NsRestoreError::Ipc {
+                ns,
+                object: object.clone(),
+                op: "fchown/fchmod",
+                source,
+            })?;
     }
     Ok(())
 }
@@ -254,11 +326,13 @@ pub fn restore_ipc(plan: &IpcPlan, user: Option<(&[IdMapRange], &[IdMapRange])>)
             source,
         })?;
     }
+    restore_posix_queues(ipc, user)?;
     log::info!(
-        "ipc namespace {ns}: recreated {} shm segments, {} semaphore sets, {} message queues",
+        "ipc namespace {ns}: recreated {} shm segments, {} semaphore sets, {} message queues, {} POSIX queues",
         ipc.shm.len(),
         ipc.sem.len(),
-        ipc.msg.len()
+        ipc.msg.len(),
+        ipc.posix_mq.len()
     );
     Ok(())
 }

@@ -284,3 +284,58 @@ pub(crate) fn as_creator<T>(uid: u32, gid: u32, f: impl FnOnce() -> T) -> Result
     back_gid?;
     Ok(out)
 }
+
+/// A POSIX message queue opened for restore; closed on drop.
+#[derive(Debug)]
+pub(crate) struct PosixQueue(libc::mqd_t);
+
+impl PosixQueue {
+    /// Creates queue `/name` (it must not exist) with the given attributes.
+    pub(crate) fn create(name: &str, mode: u32, maxmsg: i64, msgsize: i64) -> Result<Self, Errno> {
+        let cname = std::ffi::CString::new(format!("/{name}")).map_err(|_| Errno::EINVAL)?;
+        let mut attr: libc::mq_attr = zeroed();
+        attr.mq_maxmsg = maxmsg;
+        attr.mq_msgsize = msgsize;
+        // SAFETY: mq_open reads the name and, with O_CREAT, a mode and one mq_attr.
+        let fd = unsafe {
+            libc::mq_open(
+                cname.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+                (mode & 0o777) as libc::mode_t,
+                &attr as *const libc::mq_attr,
+            )
+        };
+        if fd < 0 {
+            return Err(Errno::last());
+        }
+        Ok(PosixQueue(fd))
+    }
+
+    pub(crate) fn send(&self, priority: u32, data: &[u8]) -> Result<(), Errno> {
+        // SAFETY: mq_send reads `data.len()` bytes.
+        if unsafe { libc::mq_send(self.0, data.as_ptr().cast(), data.len(), priority) } != 0 {
+            return Err(Errno::last());
+        }
+        Ok(())
+    }
+
+    /// Owner and mode (the mode given at creation was narrowed by the umask).
+    pub(crate) fn set_owner(&self, uid: u32, gid: u32, mode: u32) -> Result<(), Errno> {
+        // SAFETY: a queue descriptor is a file descriptor on Linux; plain calls without pointers.
+        unsafe {
+            if libc::fchown(self.0, uid, gid) != 0
+                || libc::fchmod(self.0, (mode & 0o777) as libc::mode_t) != 0
+            {
+                return Err(Errno::last());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PosixQueue {
+    fn drop(&mut self) {
+        // SAFETY: closes the descriptor this value owns.
+        unsafe { libc::mq_close(self.0) };
+    }
+}
