@@ -74,9 +74,10 @@ fn mq_open(flags: i32) -> Result<libc::mqd_t, String> {
 }
 
 type MqAttrs = (i64, i64, u32, u32, u32);
+type MqMessages = Vec<(u32, Vec<u8>)>;
 
 /// Attributes and owner of the queue, then its messages (dequeued).
-fn mq_drain() -> Result<(MqAttrs, Vec<(u32, Vec<u8>)>), String> {
+fn mq_drain() -> Result<(MqAttrs, MqMessages), String> {
     let fd = mq_open(libc::O_RDONLY)?;
     // SAFETY: all-zero is a valid mq_attr / stat; the calls fill them.
     let (mut attr, mut st): (libc::mq_attr, libc::stat) =
