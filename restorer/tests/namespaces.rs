@@ -893,6 +893,55 @@ fn nested_namespace_is_refused() {
     assert!(msg.contains("pid 2 is in another uts namespace"), "{msg}");
 }
 
+/// A full POSIX queue cannot be read without letting a blocked sender in: the dump refuses it by name and
+/// the queue keeps its message.
+fn full_posix_queue_is_refused() {
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let mut src = Child::spawn(move |cmd| {
+        unshare(CloneFlags::CLONE_NEWIPC).map_err(|e| e.to_string())?;
+        let name = std::ffi::CString::new("/full-q").unwrap();
+        // SAFETY: all-zero is a valid mq_attr.
+        let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
+        attr.mq_maxmsg = 1;
+        attr.mq_msgsize = 8;
+        // SAFETY: reads the name, a mode and one mq_attr; then sends 3 bytes.
+        let fd = unsafe {
+            let fd = libc::mq_open(
+                name.as_ptr(),
+                libc::O_CREAT | libc::O_RDWR | libc::O_NONBLOCK,
+                0o600,
+                &attr as *const libc::mq_attr,
+            );
+            if fd < 0 || libc::mq_send(fd, b"one".as_ptr().cast(), 3, 0) != 0 {
+                return Err(errno("mq_open/mq_send"));
+            }
+            fd
+        };
+        drop(ready_w); // the queue exists
+        wait_byte(cmd)?; // the dump is over
+                         // SAFETY: mq_getattr writes one mq_attr.
+        if unsafe { libc::mq_getattr(fd, &mut attr) } != 0 {
+            return Err(errno("mq_getattr"));
+        }
+        ensure(attr.mq_curmsgs == 1, || {
+            format!("after the dump: {} messages", attr.mq_curmsgs)
+        })
+    });
+    let mut b = [0u8; 1];
+    let _ = std::fs::File::from(ready_r).read(&mut b);
+    let pid = Pid(src.pid.as_raw() as u32);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut w = ImageWriter::create(&tmp.path().join("img")).unwrap();
+    let err = dump_namespaces(&[pid], &mut w).unwrap_err();
+    src.send(b'c');
+    src.wait().expect("the full queue keeps its message");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("POSIX queue /full-q") && msg.contains("full"),
+        "{msg}"
+    );
+}
+
 /// A child in its own user (and uts) namespace: dumped with its id maps, restored into a new user
 /// namespace with the same maps.
 fn user_namespace_roundtrip() {
@@ -995,6 +1044,7 @@ fn main() {
         ("cgroup_root_is_joined", cgroup_root_is_joined as fn()),
         ("user_namespace_roundtrip", user_namespace_roundtrip),
         ("nested_namespace_is_refused", nested_namespace_is_refused),
+        ("full_posix_queue_is_refused", full_posix_queue_is_refused),
         (
             "removed_attached_segment_is_refused",
             removed_attached_segment_is_refused,
