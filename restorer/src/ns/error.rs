@@ -56,6 +56,12 @@ pub enum NsRestoreError {
         object: String,
         reason: String,
     },
+    #[error("page store {}: {}", .store, .source)]
+    ShmContent {
+        store: String,
+        #[source]
+        source: ImageError,
+    },
     #[error("cgroup {}: {}", .path.display(), .reason)]
     Cgroup { path: PathBuf, reason: String },
     #[error("user namespace {}: {}", .ns, .reason)]

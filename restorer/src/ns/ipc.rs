@@ -104,6 +104,14 @@ fn create_with_id(
     Ok(())
 }
 
+/// A page store read failure, naming the store (the image directory is named by the caller's context).
+fn store_err(pages: &PageStoreReader, source: dormant_image::ImageError) -> NsRestoreError {
+    NsRestoreError::ShmContent {
+        store: pages.name().to_owned(),
+        source,
+    }
+}
+
 /// Sets the namespace's limits (`/proc/sys/kernel/*`, `/proc/sys/fs/mqueue/*` of the calling thread's ipc
 /// namespace). Only those two directories may be named, without `..`.
 fn restore_sysctls(ipc: &IpcNamespace) -> Result<()> {
@@ -242,20 +250,12 @@ pub fn restore_ipc(plan: &IpcPlan, user: Option<(&[IdMapRange], &[IdMapRange])>)
             if end <= len {
                 pages
                     .read_extent(e, &mut bytes[start..end])
-                    .map_err(|source| NsRestoreError::Image {
-                        dir: Default::default(),
-                        file: pages.name().to_owned(),
-                        source,
-                    })?;
+                    .map_err(|source| store_err(pages, source))?;
             } else {
                 let mut page = vec![0u8; e.len as usize];
                 pages
                     .read_extent(e, &mut page)
-                    .map_err(|source| NsRestoreError::Image {
-                        dir: Default::default(),
-                        file: pages.name().to_owned(),
-                        source,
-                    })?;
+                    .map_err(|source| store_err(pages, source))?;
                 bytes[start..].copy_from_slice(&page[..len - start]);
             }
         }
