@@ -195,3 +195,36 @@ pub fn dump_namespaces(pids: &[Pid], w: &mut ImageWriter) -> Result<NsDumpSummar
     log::debug!("namespaces dumped: {summary:?}");
     Ok(summary)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_namespaces_are_all_external() {
+        let me = Pid(std::process::id());
+        let t = task_namespaces(me).unwrap();
+        assert_eq!(t.pid, me);
+        for kind in [
+            NsKind::User,
+            NsKind::Uts,
+            NsKind::Ipc,
+            NsKind::Net,
+            NsKind::Mnt,
+            NsKind::Pid,
+        ] {
+            let n = t
+                .get(kind)
+                .unwrap_or_else(|| panic!("no {kind:?} namespace"));
+            assert!(n.external, "{n:?}");
+            let ino = std::fs::metadata(format!("/proc/self/ns/{}", kind.proc_name()))
+                .unwrap()
+                .ino();
+            assert_eq!(n.id, NsId(ino));
+        }
+        assert!(matches!(
+            task_namespaces(Pid(u32::MAX)),
+            Err(NsError::Proc { .. })
+        ));
+    }
+}
