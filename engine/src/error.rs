@@ -130,6 +130,8 @@ pub enum DumpError {
     Config { pid: u32, reason: &'static str },
     #[error("building the page copy thread pool: {0}")]
     ThreadPool(String),
+    #[error("namespaces: {0}")]
+    Namespace(#[from] crate::ns::NsError),
     #[error("host: {what}: {source}")]
     Host {
         what: &'static str,
@@ -166,7 +168,7 @@ impl DumpError {
             | Kill { pid, .. }
             | KillTimeout { pid, .. }
             | Config { pid, .. } => *pid,
-            ThreadPool(_) | Host { .. } => return None,
+            ThreadPool(_) | Host { .. } | Namespace(_) => return None,
         };
         Some(Pid(pid))
     }

@@ -11,6 +11,7 @@
 //! uses a small local thread pool (`process_vm_readv`, `/proc/<pid>/mem` for unreadable pages).
 #![cfg_attr(test, allow(clippy::unwrap_used))] // tests may unwrap (project rule)
 pub mod kerndat;
+pub mod ns;
 
 pub mod dump;
 pub mod error;

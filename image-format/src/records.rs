@@ -14,6 +14,9 @@ use proptest_derive::Arbitrary;
 
 use crate::Record;
 
+mod ns;
+pub use ns::*;
+
 /// The kind of entries a record file holds; written in its header and checked by every reader.
 #[repr(u16)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -27,6 +30,12 @@ pub enum RecordKind {
     RegFiles = 7,
     Fds = 8,
     ShmemObjects = 9,
+    // 35-39: namespaces (records/ns.rs)
+    TaskNamespaces = 35,
+    UtsNamespace = 36,
+    IpcNamespace = 37,
+    TaskCgroups = 38,
+    NsState = 39,
 }
 
 impl RecordKind {
@@ -42,6 +51,11 @@ impl RecordKind {
             7 => Self::RegFiles,
             8 => Self::Fds,
             9 => Self::ShmemObjects,
+            35 => Self::TaskNamespaces,
+            36 => Self::UtsNamespace,
+            37 => Self::IpcNamespace,
+            38 => Self::TaskCgroups,
+            39 => Self::NsState,
             _ => return None,
         })
     }
@@ -495,7 +509,7 @@ pub fn file_role(name: &str) -> Option<FileRole> {
         _ if name.starts_with("thread-") => RecordKind::ThreadCore,
         _ if name.starts_with("mm-") => RecordKind::Mm,
         _ if name.starts_with("fds-") => RecordKind::Fds,
-        _ => return None,
+        _ => ns::ns_file_kind(name)?,
     };
     Some(FileRole::Records(kind))
 }
@@ -672,6 +686,7 @@ pub fn check_references(img: &crate::ImageReader) -> Vec<String> {
             Err(e) => problems.push(format!("page store {store}: {e}")),
         }
     }
+    problems.extend(ns::check_ns_references(img, &pids));
     for obj in shmem.values() {
         if !pids.contains(&obj.owner) {
             problems.push(format!(

@@ -105,6 +105,11 @@ fn roundtrip_schema_records() {
     roundtrip::<RegFile>();
     roundtrip::<Fd>();
     roundtrip::<ShmemObject>();
+    roundtrip::<TaskNamespaces>();
+    roundtrip::<UtsNamespace>();
+    roundtrip::<IpcNamespace>();
+    roundtrip::<TaskCgroups>();
+    roundtrip::<NsState>();
 }
 
 /// How one extent gets into the store.

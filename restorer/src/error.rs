@@ -21,6 +21,10 @@ pub enum RestoreError {
     #[error("image {dir}: {reason}")]
     BadImage { dir: PathBuf, reason: String },
 
+    /// Planning or recreating the tree's namespaces failed.
+    #[error("namespaces: {0}")]
+    Namespace(#[from] crate::ns::NsRestoreError),
+
     /// A feature of the image is not implemented yet.
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -8,8 +8,8 @@
 //! registers. The caller traces the child until that sigreturn, removes the blob with one injected munmap
 //! and lets the process run.
 //!
-//! What it does NOT do (yet): process trees, threads, namespaces, mounts, creds, sockets
-//! and pipes. It never prints or exits; it logs through `log`. [`Restore::run`] forks from the calling
+//! What it does NOT do (yet): process trees, threads, mounts, creds, sockets and pipes; namespaces other
+//! than mount and pid are planned and entered by [`ns`], which `Restore::run` does not call yet. It never prints or exits; it logs through `log`. [`Restore::run`] forks from the calling
 //! process, which must be single-threaded.
 
 pub mod area;
@@ -18,6 +18,7 @@ mod cpu;
 mod error;
 mod image;
 pub mod launch;
+pub mod ns;
 mod prepare;
 mod procself;
 mod restore;

@@ -1,0 +1,378 @@
+//! Namespaces other than mount and pid at restore: user (with id maps), uts (names), ipc (System V objects
+//! with their ids and contents), net (join one by path, or a private loopback-only one), cgroup membership
+//! and cgroup namespace.
+//!
+//! Use: [`NsPlan::from_image`] reads and checks everything before any fork; [`NsPlan::enter`] runs in the
+//! forked, single-threaded child that will become the parent of the restored tree, and moves it into its
+//! namespaces in the order the kernel's ownership rules need: cgroups and an external netns while the child
+//! still has its privileges in the initial user namespace, then the user namespace, then the namespaces it
+//! owns (uts, ipc, a private net, cgroup), then their contents. A failure leaves a child that the caller
+//! kills; new namespaces die with it.
+
+mod cgroup;
+mod error;
+mod ipc;
+mod net;
+mod sysv;
+mod user;
+
+use std::path::PathBuf;
+
+use dormant_image::records::{
+    ns_names, IpcNamespace, NsKind, NsState, Pid, TaskCgroups, TaskNamespaces, UserNamespace,
+    UtsNamespace,
+};
+use dormant_image::ImageReader;
+use nix::sched::CloneFlags;
+
+pub use cgroup::{
+    join_cgroups, own_cgroup_mounts, parse_cgroup_mounts, resolve_cgroups, CgroupMount,
+    CgroupTarget,
+};
+pub use error::{NsRestoreError, Result};
+pub use ipc::{restore_ipc, IpcPlan};
+pub use net::{interface_up, join_net_namespace, set_loopback};
+pub use user::{create_user_namespace, to_inside, write_id_maps};
+
+/// Calls `sethostname` or `setdomainname` (same signature) with `name`.
+fn set_uts_name(
+    call: unsafe extern "C" fn(*const libc::c_char, libc::size_t) -> libc::c_int,
+    name: &str,
+) -> std::result::Result<(), nix::errno::Errno> {
+    // SAFETY: both calls read `len` bytes of the string, which lives across the call.
+    if unsafe { call(name.as_ptr().cast(), name.len()) } != 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    Ok(())
+}
+
+/// Refuses a tree whose tasks are not all in the root's namespaces of the kinds restored here (a namespace
+/// created inside the tree would need restoring at that task's fork).
+fn refuse_nested(root: &TaskNamespaces, tasks: &[TaskNamespaces]) -> Result<()> {
+    const KINDS: [NsKind; 6] = [
+        NsKind::User,
+        NsKind::Uts,
+        NsKind::Ipc,
+        NsKind::Net,
+        NsKind::Cgroup,
+        NsKind::Time,
+    ];
+    for t in tasks {
+        for kind in KINDS {
+            let (a, b) = (root.get(kind).map(|n| n.id), t.get(kind).map(|n| n.id));
+            if a != b {
+                return Err(NsRestoreError::Unsupported(format!(
+                    "pid {} is in another {} namespace than the root task {}; namespaces created inside the tree are not restored yet",
+                    t.pid.0,
+                    kind.proc_name(),
+                    root.pid.0
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Which network namespace the restored tree gets. Its devices, addresses and routes are never in the
+/// image.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum NetMode {
+    /// The restorer's own (the default: Kata pods share the sandbox's namespace, which outlives containers).
+    #[default]
+    Inherit,
+    /// Join the namespace at this path (`/proc/PID/ns/net`, a bind-mounted `/var/run/netns/NAME`).
+    External(PathBuf),
+    /// A new namespace with only `lo`, up when it was up in the dumped tree (`--net private`).
+    Private,
+}
+
+impl std::str::FromStr for NetMode {
+    type Err = std::convert::Infallible;
+
+    /// `inherit`, `private`, or the path of a namespace to join.
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(match s {
+            "inherit" => NetMode::Inherit,
+            "private" => NetMode::Private,
+            path => NetMode::External(PathBuf::from(path)),
+        })
+    }
+}
+
+/// What the caller chooses at restore time (the image decides the rest).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NsOptions {
+    pub net: NetMode,
+    pub cgroup: CgroupTarget,
+}
+
+/// What happens to the network namespace, resolved from [`NetMode`] and the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetPlan {
+    Inherit,
+    Join(PathBuf),
+    Private { loopback_up: bool },
+}
+
+/// Everything [`NsPlan::enter`] does, read and checked from an image before the fork.
+#[derive(Debug)]
+pub struct NsPlan {
+    pub user: Option<UserNamespace>,
+    pub uts: Option<UtsNamespace>,
+    pub ipc: Option<IpcPlan>,
+    pub net: NetPlan,
+    /// Directories whose `cgroup.procs` the child joins.
+    pub cgroups: Vec<PathBuf>,
+    /// Those of them that did not exist when the plan was made (the child creates them).
+    pub new_cgroups: Vec<PathBuf>,
+    /// The tree had a cgroup namespace of its own: unshare one after joining the cgroups (its root is then
+    /// the joined cgroup).
+    pub new_cgroup_ns: bool,
+}
+
+impl NsPlan {
+    /// Plans the namespaces of the tree whose root task is `root`. An image without namespace records (a
+    /// plain process dump) plans nothing but what `opts` asks for. Refuses namespace kinds restore cannot
+    /// recreate (a time namespace of its own).
+    pub fn from_image(img: &ImageReader, root: Pid, opts: &NsOptions) -> Result<NsPlan> {
+        let dir = img.dir().to_owned();
+        let read_err = |file: &str| {
+            let dir = dir.clone();
+            let file = file.to_owned();
+            move |source| NsRestoreError::Image { dir, file, source }
+        };
+        let own = if img.has_file(ns_names::NS_IDS) {
+            let tasks: Vec<TaskNamespaces> = img
+                .read_records(ns_names::NS_IDS)
+                .map_err(read_err(ns_names::NS_IDS))?;
+            let root_ns = tasks.iter().find(|t| t.pid == root).cloned();
+            if let Some(r) = &root_ns {
+                refuse_nested(r, &tasks)?;
+            }
+            let t = root_ns.ok_or_else(|| NsRestoreError::BadImage {
+                dir: dir.clone(),
+                reason: format!(
+                    "{} has no entry for the root task {}",
+                    ns_names::NS_IDS,
+                    root.0
+                ),
+            })?;
+            Some(t)
+        } else {
+            None
+        };
+        let private = |kind| {
+            own.as_ref()
+                .and_then(|t| t.get(kind))
+                .filter(|n| !n.external)
+                .map(|n| n.id)
+        };
+        if private(NsKind::Time).is_some() {
+            return Err(NsRestoreError::Unsupported(
+                "the tree had a time namespace of its own; time namespaces are not restored yet"
+                    .into(),
+            ));
+        }
+
+        let user = match private(NsKind::User) {
+            Some(id) => match img.read_single::<NsState>(&ns_names::user(id)) {
+                Ok(NsState::User(u)) => Some(u),
+                Ok(other) => {
+                    return Err(NsRestoreError::BadImage {
+                        dir,
+                        reason: format!("{} holds {other:?}", ns_names::user(id)),
+                    })
+                }
+                Err(e) => return Err(read_err(&ns_names::user(id))(e)),
+            },
+            None => None,
+        };
+        let uts = match private(NsKind::Uts) {
+            Some(id) => Some(
+                img.read_single::<UtsNamespace>(&ns_names::uts(id))
+                    .map_err(read_err(&ns_names::uts(id)))?,
+            ),
+            None => None,
+        };
+        let ipc = match private(NsKind::Ipc) {
+            Some(id) => {
+                let ns = img
+                    .read_single::<IpcNamespace>(&ns_names::ipc(id))
+                    .map_err(read_err(&ns_names::ipc(id)))?;
+                let mut shm_pages = Vec::with_capacity(ns.shm.len());
+                for seg in &ns.shm {
+                    let name = ns_names::sysv_shm_pages(id, seg.id);
+                    let store = img.page_store(&name).map_err(read_err(&name))?;
+                    store.verify_all().map_err(read_err(&name))?;
+                    shm_pages.push(store);
+                }
+                for (kind, count) in [
+                    (sysv::IpcKind::Shm, ns.shm.len()),
+                    (sysv::IpcKind::Sem, ns.sem.len()),
+                    (sysv::IpcKind::Msg, ns.msg.len()),
+                ] {
+                    if count > 0 {
+                        sysv::check_next_id_support(kind)?;
+                    }
+                }
+                Some(IpcPlan { ns, shm_pages })
+            }
+            None => None,
+        };
+
+        let net = match &opts.net {
+            NetMode::Inherit => {
+                if let Some(id) = private(NsKind::Net) {
+                    log::info!(
+                        "the tree had network namespace {id} of its own; it joins the restorer's (pass a namespace path or private mode to change that)"
+                    );
+                }
+                NetPlan::Inherit
+            }
+            NetMode::External(p) => NetPlan::Join(p.clone()),
+            NetMode::Private => {
+                let dumped = own.as_ref().and_then(|t| t.get(NsKind::Net)).map(|n| n.id);
+                let loopback_up = match dumped {
+                    Some(id) if img.has_file(&ns_names::net(id)) => {
+                        match img
+                            .read_single::<NsState>(&ns_names::net(id))
+                            .map_err(read_err(&ns_names::net(id)))?
+                        {
+                            NsState::Net(n) => n.loopback_up,
+                            other => {
+                                return Err(NsRestoreError::BadImage {
+                                    dir,
+                                    reason: format!("{} holds {other:?}", ns_names::net(id)),
+                                })
+                            }
+                        }
+                    }
+                    _ => true,
+                };
+                NetPlan::Private { loopback_up }
+            }
+        };
+
+        let cgroups = if opts.cgroup == CgroupTarget::Keep {
+            Vec::new()
+        } else {
+            let all: Vec<TaskCgroups> = img
+                .read_records(ns_names::CGROUPS)
+                .map_err(read_err(ns_names::CGROUPS))?;
+            let lines = all
+                .into_iter()
+                .find(|t| t.pid == root)
+                .map(|t| t.lines)
+                .ok_or_else(|| NsRestoreError::BadImage {
+                    dir: dir.clone(),
+                    reason: format!(
+                        "{} has no entry for the root task {}",
+                        ns_names::CGROUPS,
+                        root.0
+                    ),
+                })?;
+            resolve_cgroups(&lines, &opts.cgroup, &own_cgroup_mounts()?)?
+        };
+
+        let new_cgroups = cgroups.iter().filter(|d| !d.exists()).cloned().collect();
+        Ok(NsPlan {
+            new_cgroups,
+            user,
+            uts,
+            ipc,
+            net,
+            cgroups,
+            new_cgroup_ns: private(NsKind::Cgroup).is_some(),
+        })
+    }
+
+    /// After a failed restore: removes the cgroup directories the child created (those still empty), so a
+    /// refused restore leaves nothing behind. Returns the ones that could not be removed.
+    pub fn remove_new_cgroups(&self) -> Vec<(PathBuf, std::io::Error)> {
+        let mut left = Vec::new();
+        // Deepest first: a created directory may hold another created one.
+        for dir in self.new_cgroups.iter().rev() {
+            match std::fs::remove_dir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => left.push((dir.clone(), e)),
+            }
+        }
+        left
+    }
+
+    /// The namespaces [`enter`](Self::enter) unshares after the user namespace.
+    pub fn unshare_flags(&self) -> CloneFlags {
+        let mut f = CloneFlags::empty();
+        if self.uts.is_some() {
+            f |= CloneFlags::CLONE_NEWUTS;
+        }
+        if self.ipc.is_some() {
+            f |= CloneFlags::CLONE_NEWIPC;
+        }
+        if matches!(self.net, NetPlan::Private { .. }) {
+            f |= CloneFlags::CLONE_NEWNET;
+        }
+        if self.new_cgroup_ns {
+            f |= CloneFlags::CLONE_NEWCGROUP;
+        }
+        f
+    }
+
+    /// Moves the calling process (single-threaded: a forked child that becomes the parent of the restored
+    /// tree) into the planned namespaces and recreates their state. Mount and pid namespaces are not
+    /// touched (the caller unshares them after this, so they are owned by the user namespace made here).
+    pub fn enter(&self) -> Result<()> {
+        let sys = |step| move |source| NsRestoreError::Syscall { step, source };
+        join_cgroups(0, &self.cgroups)?;
+        if let NetPlan::Join(p) = &self.net {
+            join_net_namespace(p)?;
+        }
+        if let Some(u) = &self.user {
+            create_user_namespace(u)?;
+        }
+        let flags = self.unshare_flags();
+        if !flags.is_empty() {
+            nix::sched::unshare(flags).map_err(sys("unshare(uts, ipc, net, cgroup)"))?;
+        }
+        if let Some(uts) = &self.uts {
+            set_uts_name(libc::sethostname, &uts.hostname).map_err(sys("sethostname"))?;
+            set_uts_name(libc::setdomainname, &uts.domainname).map_err(sys("setdomainname"))?;
+        }
+        if let Some(ipc) = &self.ipc {
+            let maps = self
+                .user
+                .as_ref()
+                .map(|u| (u.uid_map.as_slice(), u.gid_map.as_slice()));
+            restore_ipc(ipc, maps)?;
+        }
+        if let NetPlan::Private { loopback_up } = self.net {
+            set_loopback(loopback_up)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse_from_flag_values() {
+        assert_eq!("private".parse::<NetMode>().unwrap(), NetMode::Private);
+        assert_eq!("inherit".parse::<NetMode>().unwrap(), NetMode::Inherit);
+        assert_eq!(
+            "/proc/1/ns/net".parse::<NetMode>().unwrap(),
+            NetMode::External("/proc/1/ns/net".into())
+        );
+        assert_eq!("keep".parse::<CgroupTarget>().unwrap(), CgroupTarget::Keep);
+        assert_eq!(
+            "dumped".parse::<CgroupTarget>().unwrap(),
+            CgroupTarget::AsDumped
+        );
+        assert_eq!(
+            "/kata/c1".parse::<CgroupTarget>().unwrap(),
+            CgroupTarget::Root("/kata/c1".into())
+        );
+    }
+}
