@@ -18,6 +18,7 @@ use crate::mem::{self, CollectedVma};
 use crate::pagemap::PageWalker;
 use crate::proc;
 use crate::regs;
+use crate::threads;
 use crate::seize::{self, ProcessIdentity, SeizedTask};
 
 /// How long to wait for a killed target's pid to become free.
@@ -254,7 +255,8 @@ fn is_dead(identity: &ProcessIdentity) -> bool {
 /// Everything collected from a task before records are written.
 struct Collected {
     core: TaskCore,
-    thread: ThreadCore,
+    /// Every thread, the leader first.
+    threads: Vec<ThreadCore>,
     pstree: PsTreeEntry,
     mm: Mm,
     fds: Vec<Fd>,
@@ -334,29 +336,24 @@ impl Dump {
         let pid = task.pid();
         progress.done(DumpStage::Seize)?;
 
-        // --- Registers: before anything is injected (rseq state, restart state).
-        let mut gpregs = regs::get_gpregs(pid)?;
-        let rseq = regs::get_rseq(pid)?;
-        let sigmask = regs::get_sigmask(pid)?;
-        let xstate = regs::get_xstate(pid)?;
-        let pending = regs::peek_pending(pid, false)?;
-        let shared_pending = regs::peek_pending(pid, true)?;
-        let fixup = regs::apply_restart_rule(&mut gpregs);
-        log::debug!("pid {pid}: restart fixup {fixup:?}");
+        // --- Registers of every thread: before anything is injected (rseq state, restart state).
         let mem_file = mem::open_mem(pid)?;
-        if let Some(r) = &rseq {
-            regs::apply_rseq_abort(&mut gpregs, r, |a, b| regs::read_mem_exact(&mem_file, a, b))
-                .map_err(|source| DumpError::MemRead {
-                    pid,
-                    addr: r.addr,
-                    len: u64::from(r.len),
-                    source,
-                })?;
+        let mut thread_regs = Vec::new();
+        for tid in task.tids() {
+            thread_regs.push(threads::read_regs(pid, tid, &mem_file)?);
         }
+        let shared_pending = regs::peek_pending(pid, true)?;
         progress.done(DumpStage::Registers)?;
 
         // --- In-process state, before the VMA snapshot (the scratch mapping is gone again by then).
         let remote = remote_state(pid)?;
+        let mut thread_remote = vec![threads::ThreadRemote {
+            sigaltstack: remote.sigaltstack,
+            clear_child_tid: remote.clear_child_tid,
+        }];
+        for t in thread_regs.iter().skip(1) {
+            thread_remote.push(threads::remote(pid, t.tid)?);
+        }
         progress.done(DumpStage::Remote)?;
 
         // --- /proc state.
@@ -390,6 +387,11 @@ impl Dump {
         let exe = files::dump_exe(pid, &mut table)?;
         let cwd = proc::read_link(pid, "cwd")?;
         let root = proc::read_link(pid, "root")?;
+        let mut thread_comms = vec![comm.clone()];
+        for t in thread_regs.iter().skip(1) {
+            threads::check_creds(pid, t.tid, &status.creds)?;
+            thread_comms.push(threads::comm(pid, t.tid)?);
+        }
         progress.done(DumpStage::ProcState)?;
 
         // --- Files.
@@ -467,23 +469,18 @@ impl Dump {
                 root,
                 posix_timers: remote.posix_timers.clone(),
             },
-            thread: ThreadCore {
-                tid: Tid(pid),
-                regs: gpregs,
-                xstate,
-                sigmask,
-                pending,
-                rseq,
-                sigaltstack: remote.sigaltstack,
-                clear_child_tid: remote.clear_child_tid,
-                comm,
-            },
+            threads: thread_regs
+                .into_iter()
+                .zip(thread_remote)
+                .zip(thread_comms)
+                .map(|((r, rem), c)| threads::core(r, rem, c))
+                .collect(),
             pstree: PsTreeEntry {
                 pid: Pid(pid),
                 ppid: None,
                 pgid: Pid(stat.pgrp),
                 sid: Pid(stat.session),
-                threads: vec![Tid(pid)],
+                threads: task.tids().into_iter().map(Tid).collect(),
             },
             mm: Mm {
                 layout,
@@ -530,9 +527,11 @@ fn write_records(
     writer
         .write_records(&names::core(p), std::slice::from_ref(&c.core))
         .map_err(err(names::core(p)))?;
-    writer
-        .write_records(&names::thread(Tid(pid)), std::slice::from_ref(&c.thread))
-        .map_err(err(names::thread(Tid(pid))))?;
+    for t in &c.threads {
+        writer
+            .write_records(&names::thread(t.tid), std::slice::from_ref(t))
+            .map_err(err(names::thread(t.tid)))?;
+    }
     writer
         .write_records(&names::mm(p), std::slice::from_ref(&c.mm))
         .map_err(err(names::mm(p)))?;

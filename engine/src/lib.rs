@@ -22,6 +22,7 @@ pub mod pagemap;
 pub mod proc;
 pub mod regs;
 pub mod seize;
+pub mod threads;
 pub mod timers;
 
 pub use dormant_image::records::Pid;

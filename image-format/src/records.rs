@@ -15,7 +15,9 @@ use proptest_derive::Arbitrary;
 use crate::Record;
 
 mod ns;
+mod tree;
 pub use ns::*;
+pub use tree::*;
 
 /// The kind of entries a record file holds; written in its header and checked by every reader.
 #[repr(u16)]
@@ -262,6 +264,9 @@ pub struct ThreadCore {
     /// `set_tid_address` value (`PR_GET_TID_ADDRESS`), when known.
     pub clear_child_tid: Option<u64>,
     pub comm: String,
+    /// The robust futex list registration, when the thread had one.
+    #[serde(default)]
+    pub robust_list: Option<RobustList>,
 }
 
 impl Record for ThreadCore {
