@@ -18,8 +18,8 @@ use crate::mem::{self, CollectedVma};
 use crate::pagemap::PageWalker;
 use crate::proc;
 use crate::regs;
-use crate::threads;
 use crate::seize::{self, ProcessIdentity, SeizedTask};
+use crate::threads;
 
 /// How long to wait for a killed target's pid to become free.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);

@@ -371,14 +371,10 @@ impl SeizedTask {
         // reported once every other thread is gone: collect the threads first.
         for &tid in &self.threads {
             let ntid = NixPid::from_raw(tid as i32);
-            loop {
-                match waitid(
-                    Id::Pid(ntid),
-                    WaitPidFlag::__WALL | WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
-                ) {
-                    Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
-                    Ok(_) | Err(_) => break,
-                }
+            while let Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) = waitid(
+                Id::Pid(ntid),
+                WaitPidFlag::__WALL | WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
+            ) {
                 if Instant::now() >= deadline {
                     return Err(DumpError::KillTimeout {
                         pid,

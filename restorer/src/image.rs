@@ -20,7 +20,10 @@ pub struct TaskImage {
     /// The task's entry in the process tree (session and process group).
     pub tree: PsTreeEntry,
     pub core: TaskCore,
+    /// The leader thread.
     pub thread: ThreadCore,
+    /// Every other thread, in the order the process tree lists them.
+    pub other_threads: Vec<ThreadCore>,
     pub mm: Mm,
     pub fds: Vec<Fd>,
     pub files: BTreeMap<FileId, RegFile>,
@@ -30,6 +33,11 @@ pub struct TaskImage {
 }
 
 impl TaskImage {
+    /// Every thread, the leader first.
+    pub fn threads(&self) -> impl Iterator<Item = &ThreadCore> {
+        std::iter::once(&self.thread).chain(&self.other_threads)
+    }
+
     /// The file `id`, or a bad-image error naming who referred to it.
     pub fn file(&self, dir: &Path, id: FileId, user: &str) -> Result<&RegFile, RestoreError> {
         self.files.get(&id).ok_or_else(|| RestoreError::BadImage {
@@ -87,27 +95,34 @@ pub fn load(dir: &Path) -> Result<(ImageReader, TaskImage), RestoreError> {
             ),
         ));
     }
-    let tid = match root.threads.as_slice() {
-        [t] if t.0 == root.pid.0 => *t,
-        [_] => {
+    let tid = match root.threads.first() {
+        Some(t) if t.0 == root.pid.0 => *t,
+        Some(_) => {
             return Err(bad(
                 dir,
                 format!("pid {}: leader thread is not listed first", root.pid.0),
             ))
         }
-        ts => {
-            return Err(RestoreError::Unsupported(format!(
-                "pid {}: {} threads",
-                root.pid.0,
-                ts.len()
-            )))
-        }
+        None => return Err(bad(dir, format!("pid {}: no threads", root.pid.0))),
     };
     let pid = root.pid;
     let core: TaskCore = img.read_single(&names::core(pid)).map_err(image_err(dir))?;
     let thread: ThreadCore = img
         .read_single(&names::thread(tid))
         .map_err(image_err(dir))?;
+    let mut other_threads = Vec::new();
+    for t in &root.threads[1..] {
+        let core: ThreadCore = img
+            .read_single(&names::thread(*t))
+            .map_err(image_err(dir))?;
+        if core.tid != *t {
+            return Err(bad(
+                dir,
+                format!("{} holds thread {}", names::thread(*t), core.tid.0),
+            ));
+        }
+        other_threads.push(core);
+    }
     let mm: Mm = img.read_single(&names::mm(pid)).map_err(image_err(dir))?;
     let fds: Vec<Fd> = if img.has_file(&names::fds(pid)) {
         img.read_records(&names::fds(pid)).map_err(image_err(dir))?
@@ -148,6 +163,7 @@ pub fn load(dir: &Path) -> Result<(ImageReader, TaskImage), RestoreError> {
             tree: root.clone(),
             core,
             thread,
+            other_threads,
             mm,
             fds,
             files,
@@ -161,24 +177,26 @@ pub fn load(dir: &Path) -> Result<(ImageReader, TaskImage), RestoreError> {
 pub fn check_xstate(img: &ImageReader, task: &TaskImage) -> Result<(), RestoreError> {
     let cpu = cpu::xcr0();
     let image = img.inventory().xsave_features;
-    let thread_bv = sigframe::xstate_bv(&task.thread.xstate).unwrap_or(0);
-    for wanted in [image, thread_bv] {
-        if wanted & !cpu != 0 {
-            return Err(RestoreError::XsaveFeatures {
-                image: wanted,
-                cpu,
-                missing: wanted & !cpu,
+    let ours = cpu::xsave_size() as usize;
+    for thread in task.threads() {
+        let thread_bv = sigframe::xstate_bv(&thread.xstate).unwrap_or(0);
+        for wanted in [image, thread_bv] {
+            if wanted & !cpu != 0 {
+                return Err(RestoreError::XsaveFeatures {
+                    image: wanted,
+                    cpu,
+                    missing: wanted & !cpu,
+                });
+            }
+        }
+        let len = thread.xstate.len();
+        if len != 0 && len > ours {
+            return Err(RestoreError::Xstate {
+                tid: thread.tid.0,
+                len,
+                reason: format!("larger than this CPU's XSAVE area of {ours} bytes"),
             });
         }
-    }
-    let len = task.thread.xstate.len();
-    let ours = cpu::xsave_size() as usize;
-    if len != 0 && len > ours {
-        return Err(RestoreError::Xstate {
-            tid: task.thread.tid.0,
-            len,
-            reason: format!("larger than this CPU's XSAVE area of {ours} bytes"),
-        });
     }
     Ok(())
 }

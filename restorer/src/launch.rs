@@ -59,6 +59,8 @@ pub struct Launch {
     pub cwd: Option<std::ffi::CString>,
     /// The registers the task must have after its final rt_sigreturn (checked: rip).
     pub expected_rip: u64,
+    /// Every other thread the blob creates: its tid and the rip it must have after its rt_sigreturn.
+    pub other_threads: Vec<(u32, u64)>,
     /// Stop the task with SIGSTOP once it is released (it was stopped when dumped).
     pub stopped: bool,
     /// Session and process group to give the task before it enters the blob.
@@ -232,6 +234,7 @@ pub fn start(launch: Launch) -> Result<Started, RestoreError> {
         rlimits,
         cwd,
         expected_rip,
+        other_threads,
         stopped,
         session,
         comm,
@@ -298,10 +301,12 @@ pub fn start(launch: Launch) -> Result<Started, RestoreError> {
         area.end()
     );
     // From here on a failure kills the child; EXITKILL covers our own death.
+    let mut expected = vec![(pid, expected_rip)];
+    expected.extend(other_threads);
     let outcome = trace(
         pid,
         &area,
-        expected_rip,
+        &expected,
         stopped,
         sync_write,
         mapped,
@@ -310,7 +315,12 @@ pub fn start(launch: Launch) -> Result<Started, RestoreError> {
     if let Err(e) = &outcome {
         log::debug!("pid {pid}: restore failed ({e}); killing it");
         let _ = kill(NixPid::from_raw(pid as i32), Signal::SIGKILL);
-        let _ = waitpid(NixPid::from_raw(pid as i32), None);
+        // Traced threads stay zombies until their tracer collects them; only then is the leader's end
+        // reported.
+        for &(tid, _) in &expected[1..] {
+            let _ = waitpid(NixPid::from_raw(tid as i32), Some(WaitPidFlag::__WALL));
+        }
+        let _ = waitpid(NixPid::from_raw(pid as i32), Some(WaitPidFlag::__WALL));
     }
     outcome.map(|()| Started { pid })
 }
@@ -319,48 +329,99 @@ fn ptrace_err(pid: u32, op: &'static str) -> impl Fn(Errno) -> RestoreError {
     move |source| RestoreError::Ptrace { pid, op, source }
 }
 
+/// How often the tracer polls its tracees while waiting for every thread to reach its trap.
+const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Waits for the next event of any of `tids` without blocking on one that does not exist (yet): a thread
+/// is only traced once the leader has created it.
+fn wait_any(pid: u32, tids: &[u32]) -> Result<WaitStatus, RestoreError> {
+    loop {
+        for &tid in tids {
+            match waitpid(
+                NixPid::from_raw(tid as i32),
+                Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG),
+            ) {
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) | Err(Errno::EINTR) => {}
+                Ok(status) => return Ok(status),
+                Err(e) => return Err(RestoreError::sys(format!("waitpid {tid} (of {pid})"), e)),
+            }
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// Traces the restored process from the fork until every thread has run its final `rt_sigreturn`, then
+/// removes the blob area and lets all threads go. `expected` lists every thread (leader first) with the
+/// rip it must have once restored.
 fn trace(
     pid: u32,
     area: &Area,
-    expected_rip: u64,
+    expected: &[(u32, u64)],
     stopped: bool,
     sync_write: OwnedFd,
     mapped: MappedArea,
     mut report_file: File,
 ) -> Result<(), RestoreError> {
     let npid = NixPid::from_raw(pid as i32);
-    let opts = ptrace::Options::PTRACE_O_EXITKILL | ptrace::Options::PTRACE_O_TRACESYSGOOD;
+    let opts = ptrace::Options::PTRACE_O_EXITKILL
+        | ptrace::Options::PTRACE_O_TRACESYSGOOD
+        | ptrace::Options::PTRACE_O_TRACECLONE;
     ptrace::seize(npid, opts).map_err(ptrace_err(pid, "SEIZE"))?;
     nix::unistd::write(&sync_write, &[1])
         .map_err(|e| RestoreError::sys("releasing the child", e))?;
     drop(sync_write);
     drop(mapped);
 
-    // 1. The int3 right before the final rt_sigreturn (or a failure exit).
-    loop {
-        match waitpid(npid, Some(WaitPidFlag::__WALL))
-            .map_err(|e| RestoreError::sys("waitpid", e))?
-        {
-            WaitStatus::Stopped(_, Signal::SIGTRAP) => break,
+    let tids: Vec<u32> = expected.iter().map(|&(t, _)| t).collect();
+    let mut pending: Vec<u32> = tids.clone();
+    // 1. Each thread's int3 right before its final rt_sigreturn (or a failure exit).
+    while !pending.is_empty() {
+        let status = wait_any(pid, &pending)?;
+        let tid = status.pid().map_or(0, |p| p.as_raw() as u32);
+        let ntid = NixPid::from_raw(tid as i32);
+        match status {
+            WaitStatus::Stopped(_, Signal::SIGTRAP) => {
+                if tid == pid {
+                    let report =
+                        read_report(&mut report_file).ok_or_else(|| RestoreError::ChildLost {
+                            pid,
+                            what: "trapped without reporting success".into(),
+                        })?;
+                    if report.step != Step::Done as u32 {
+                        return Err(step_error(pid, &report));
+                    }
+                }
+                let want = expected
+                    .iter()
+                    .find(|&&(t, _)| t == tid)
+                    .map_or(0, |&(_, rip)| rip);
+                step_over_sigreturn(pid, tid, want)?;
+                pending.retain(|&t| t != tid);
+            }
             WaitStatus::Exited(_, code) => {
                 return Err(failure(
                     pid,
                     &mut report_file,
-                    format!("exited with {code}"),
+                    format!("thread {tid} exited with {code}"),
                 ))
             }
             WaitStatus::Signaled(_, sig, _) => {
-                return Err(failure(pid, &mut report_file, format!("killed by {sig}")));
+                return Err(failure(
+                    pid,
+                    &mut report_file,
+                    format!("thread {tid} killed by {sig}"),
+                ));
             }
             WaitStatus::Stopped(_, sig) => {
-                let rip = ptrace::getregs(npid).map(|r| r.rip).unwrap_or(0);
+                let rip = ptrace::getregs(ntid).map(|r| r.rip).unwrap_or(0);
                 return Err(RestoreError::ChildLost {
                     pid,
-                    what: format!("got {sig} at rip {rip:#x} in the restorer"),
+                    what: format!("thread {tid} got {sig} at rip {rip:#x} in the restorer"),
                 });
             }
+            // The leader's clone event, a new thread's first stop (auto-attached by TRACECLONE).
             WaitStatus::PtraceEvent(..) => {
-                ptrace::cont(npid, None).map_err(ptrace_err(pid, "CONT"))?;
+                ptrace::cont(ntid, None).map_err(ptrace_err(tid, "CONT"))?;
             }
             other => {
                 return Err(RestoreError::ChildLost {
@@ -370,44 +431,9 @@ fn trace(
             }
         }
     }
-    let report = read_report(&mut report_file).ok_or_else(|| RestoreError::ChildLost {
-        pid,
-        what: "trapped without reporting success".into(),
-    })?;
-    if report.step != Step::Done as u32 {
-        return Err(step_error(pid, &report));
-    }
 
-    // 2. rt_sigreturn entry, then exit: the task is in its restored state.
-    for (stage, op) in [
-        ("entry", "SYSCALL to rt_sigreturn entry"),
-        ("exit", "SYSCALL to rt_sigreturn exit"),
-    ] {
-        ptrace::syscall(npid, None).map_err(ptrace_err(pid, op))?;
-        match waitpid(npid, Some(WaitPidFlag::__WALL))
-            .map_err(|e| RestoreError::sys("waitpid", e))?
-        {
-            WaitStatus::PtraceSyscall(_) => {}
-            other => {
-                return Err(RestoreError::ChildLost {
-                    pid,
-                    what: format!("at rt_sigreturn {stage}: {other:?}"),
-                });
-            }
-        }
-    }
-    let regs = ptrace::getregs(npid).map_err(ptrace_err(pid, "GETREGS"))?;
-    if regs.rip != expected_rip {
-        return Err(RestoreError::ChildLost {
-            pid,
-            what: format!(
-                "after rt_sigreturn rip is {:#x}, expected {:#x}",
-                regs.rip, expected_rip
-            ),
-        });
-    }
-
-    // 3. Remove the blob area with one injected munmap, from a syscall site outside it.
+    // 2. Every thread stopped in its own code: remove the blob area with one injected munmap in the
+    // leader, from a syscall site outside it.
     let (base, end) = (area.base, area.end());
     let tid = Tid(pid as i32);
     let site = choose_site(pid, base, end)?;
@@ -416,12 +442,49 @@ fn trace(
     remote
         .munmap(base, end - base)
         .map_err(|source| RestoreError::Cleanup { pid, source })?;
+    for &t in tids.iter().skip(1) {
+        ptrace::detach(NixPid::from_raw(t as i32), None).map_err(ptrace_err(t, "DETACH"))?;
+    }
     ptrace::detach(npid, None).map_err(ptrace_err(pid, "DETACH"))?;
     if stopped {
         kill(npid, Signal::SIGSTOP)
             .map_err(|e| RestoreError::sys(format!("stopping pid {pid}"), e))?;
     }
-    log::info!("pid {pid}: restored");
+    log::info!("pid {pid}: restored ({} thread(s))", tids.len());
+    Ok(())
+}
+
+/// Steps thread `tid` (stopped at its trap) over `rt_sigreturn` (entry, exit) and checks that it ended
+/// up at `expected_rip`; it stays stopped there.
+fn step_over_sigreturn(pid: u32, tid: u32, expected_rip: u64) -> Result<(), RestoreError> {
+    let ntid = NixPid::from_raw(tid as i32);
+    for (stage, op) in [
+        ("entry", "SYSCALL to rt_sigreturn entry"),
+        ("exit", "SYSCALL to rt_sigreturn exit"),
+    ] {
+        ptrace::syscall(ntid, None).map_err(ptrace_err(tid, op))?;
+        match waitpid(ntid, Some(WaitPidFlag::__WALL))
+            .map_err(|e| RestoreError::sys("waitpid", e))?
+        {
+            WaitStatus::PtraceSyscall(_) => {}
+            other => {
+                return Err(RestoreError::ChildLost {
+                    pid,
+                    what: format!("thread {tid} at rt_sigreturn {stage}: {other:?}"),
+                });
+            }
+        }
+    }
+    let regs = ptrace::getregs(ntid).map_err(ptrace_err(tid, "GETREGS"))?;
+    if regs.rip != expected_rip {
+        return Err(RestoreError::ChildLost {
+            pid,
+            what: format!(
+                "thread {tid}: after rt_sigreturn rip is {:#x}, expected {:#x}",
+                regs.rip, expected_rip
+            ),
+        });
+    }
     Ok(())
 }
 

@@ -389,13 +389,10 @@ pub fn prepare(
             value_usec: (t.value_us % 1_000_000) as i64,
         })
     });
-    let siginfos = queued_signals(
-        dir,
-        pid,
-        &core.shared_pending,
-        &task.thread.pending,
-        task.thread.tid.0,
-    )?;
+    let mut siginfos = queued_signals(dir, pid, &core.shared_pending, true, 0)?;
+    for t in task.threads() {
+        siginfos.extend(queued_signals(dir, pid, &t.pending, false, t.tid.0)?);
+    }
     let timers = posix_timers(pid, &core.posix_timers)?;
     let rlimits = core
         .rlimits
@@ -435,20 +432,25 @@ pub fn prepare(
         )
     };
 
+    let threads: Vec<ThreadInput> = task
+        .threads()
+        .map(|t| ThreadInput {
+            tid: t.tid.0,
+            regs: t.regs,
+            xstate: t.xstate.clone(),
+            sigmask: t.sigmask,
+            altstack: t.sigaltstack,
+            clear_child_tid: t.clear_child_tid,
+            rseq: t.rseq.map(|r| RseqArg {
+                addr: r.addr,
+                len: r.len,
+                sig: r.signature,
+            }),
+            robust_list: t.robust_list,
+            comm: t.comm.clone(),
+        })
+        .collect();
     let t = &task.thread;
-    let thread = ThreadInput {
-        tid: t.tid.0,
-        regs: t.regs,
-        xstate: t.xstate.clone(),
-        sigmask: t.sigmask,
-        altstack: t.sigaltstack,
-        clear_child_tid: t.clear_child_tid,
-        rseq: t.rseq.map(|r| RseqArg {
-            addr: r.addr,
-            len: r.len,
-            sig: r.signature,
-        }),
-    };
 
     let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| RestoreError::sys("pipe2", e))?;
@@ -472,7 +474,7 @@ pub fn prepare(
         itimers,
         timers,
         siginfos,
-        thread,
+        threads,
     };
 
     // Place the area in a hole free in both layouts.
@@ -499,6 +501,11 @@ pub fn prepare(
         rlimits,
         cwd,
         expected_rip: t.regs.rip,
+        other_threads: task
+            .other_threads
+            .iter()
+            .map(|o| (o.tid.0, o.regs.rip))
+            .collect(),
         stopped: core.stopped,
         session: crate::launch::SessionPlan::for_ids(pid, task.tree.pgid.0, task.tree.sid.0),
         comm: std::ffi::CString::new(core.comm.as_str()).ok(),
@@ -529,12 +536,12 @@ fn resource_of(r: u32) -> Option<nix::sys::resource::Resource> {
     })
 }
 
-/// The saved pending signals as the blob re-queues them: the process-wide queue first, then the thread's.
+/// One saved queue of pending signals as the blob re-queues them (the process-wide one when `shared`).
 fn queued_signals(
     dir: &Path,
     pid: u32,
-    shared: &[SigInfo],
-    private: &[SigInfo],
+    queue: &[SigInfo],
+    shared: bool,
     tid: u32,
 ) -> Result<Vec<QueuedSigArg>, RestoreError> {
     let one = |si: &SigInfo, is_shared: bool| -> Result<QueuedSigArg, RestoreError> {
@@ -570,11 +577,7 @@ fn queued_signals(
             info,
         })
     };
-    shared
-        .iter()
-        .map(|si| one(si, true))
-        .chain(private.iter().map(|si| one(si, false)))
-        .collect()
+    queue.iter().map(|si| one(si, shared)).collect()
 }
 
 /// `prctl` option (Linux 6.17) that makes `timer_create` take the id from `*timer_id`.

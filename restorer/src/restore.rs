@@ -136,7 +136,9 @@ impl Restore {
         let vdso = image::check_vdso(dir, &task)?;
         image::check_creds(&task)?;
         image::check_files(dir, &task)?;
-        image::check_pid_free(task.pid)?;
+        for t in task.threads() {
+            image::check_pid_free(dormant_image::records::Pid(t.tid.0))?;
+        }
         let bytes = image::verify_pages(dir, &task)?;
         log::debug!(
             "image {}: pid {}, {bytes} bytes of pages verified",
