@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use dormant_image::records::{
-    names, Creds, Fd, ITimer, Mm, MmLayout, Pid, PosixTimer, PsTreeEntry, SigAction, SigAltStack,
-    TaskCore, ThreadCore, Tid,
+    names, Creds, Fd, ITimer, Mm, MmLayout, Pid, PosixTimer, PsTreeEntry, ShmemObject, SigAction,
+    SigAltStack, TaskCore, ThreadCore, Tid, VmaBacking,
 };
 use dormant_image::ImageWriter;
 
@@ -19,6 +19,7 @@ use crate::pagemap::PageWalker;
 use crate::proc;
 use crate::regs;
 use crate::seize::{self, ProcessIdentity, SeizedTask};
+use crate::tree::SeizedTree;
 use crate::threads;
 
 /// How long to wait for a killed target's pid to become free.
@@ -283,21 +284,21 @@ impl Dump {
             what: format!("create {}", self.images_dir.display()),
             source,
         })?;
-        let task = SeizedTask::seize(pid)?;
+        let tree = SeizedTree::seize(pid)?;
         let frozen_at = Instant::now();
-        let identity = task.identity();
-        match self.dump_seized(&task, writer, &mut progress) {
+        let identity = tree.root().identity();
+        match self.dump_seized(&tree, writer, &mut progress) {
             Ok((image_dir, pages, bytes)) => {
                 let release = Instant::now();
                 // Frozen time ends when the task runs again or is killed; waiting for its pid to be
                 // freed (its parent's reaping) is release time, not frozen time.
                 let frozen = if self.leave_running {
                     // A job-control-stopped task re-enters its stop on detach (the kernel re-arms it).
-                    task.detach()?;
+                    tree.detach()?;
                     frozen_at.elapsed()
                 } else {
                     let frozen = frozen_at.elapsed();
-                    task.kill(KILL_TIMEOUT)?;
+                    tree.kill(KILL_TIMEOUT)?;
                     frozen
                 };
                 Ok(DumpStats {
@@ -313,7 +314,7 @@ impl Dump {
             Err(err) => {
                 let stage = progress.current;
                 // Dropping the task detaches it; the writer was dropped inside dump_seized.
-                let detached = task.detach();
+                let detached = tree.detach();
                 if is_dead(&identity) {
                     log::warn!("pid {pid}: died during the dump ({stage:?}): {err}");
                     return Err(DumpError::ProcessGone { pid, stage });
@@ -329,12 +330,68 @@ impl Dump {
     /// Collects and writes everything; returns the committed image path, pages and bytes written.
     fn dump_seized(
         &self,
-        task: &SeizedTask,
+        tree: &SeizedTree,
         mut writer: ImageWriter,
         progress: &mut Progress,
     ) -> Result<(PathBuf, u64, u64)> {
-        let pid = task.pid();
+        let root = tree.root().pid();
         progress.done(DumpStage::Seize)?;
+        let mut table = FileTable::new();
+        let mut entries = Vec::with_capacity(tree.tasks.len());
+        let mut shmem: Vec<ShmemObject> = Vec::new();
+        let mut bytes = 0;
+        for t in &tree.tasks {
+            let (entry, objects, task_bytes) =
+                self.dump_task(&t.task, t.ppid, &mut writer, &mut table, &shmem, progress)?;
+            entries.push(entry);
+            shmem.extend(objects);
+            bytes += task_bytes;
+        }
+        let err = |file: &str| {
+            let what = file.to_string();
+            move |source| DumpError::Image {
+                pid: root,
+                what,
+                source,
+            }
+        };
+        writer
+            .write_records(names::PSTREE, &entries)
+            .map_err(err(names::PSTREE))?;
+        writer
+            .write_records(names::REG_FILES, table.entries())
+            .map_err(err(names::REG_FILES))?;
+        writer
+            .write_records(names::SHMEM, &shmem)
+            .map_err(err(names::SHMEM))?;
+        if !tree.zombies.is_empty() {
+            writer
+                .write_records(names::ZOMBIES, &tree.zombies)
+                .map_err(err(names::ZOMBIES))?;
+        }
+        progress.done(DumpStage::Records)?;
+
+        // --- Commit (an injected failure fires just before it).
+        progress.fail_point(DumpStage::Commit)?;
+        let info = crate::inventory::info(Pid(root))?;
+        let dir = writer.commit(info).map_err(err("commit"))?;
+        progress.record(DumpStage::Commit);
+        Ok((dir, bytes / crate::PAGE_SIZE, bytes))
+    }
+
+    /// Collects one seized process and writes its own records and page store; returns its tree entry,
+    /// the shared-memory objects it introduced (those in `known` are not dumped again) and the bytes of
+    /// page data written.
+    fn dump_task(
+        &self,
+        task: &SeizedTask,
+        ppid: Option<u32>,
+        writer: &mut ImageWriter,
+        table: &mut FileTable,
+        known: &[ShmemObject],
+        progress: &mut Progress,
+    ) -> Result<(PsTreeEntry, Vec<ShmemObject>, u64)> {
+        let pid = task.pid();
 
         // --- Registers of every thread: before anything is injected (rseq state, restart state).
         let mem_file = mem::open_mem(pid)?;
@@ -383,8 +440,7 @@ impl Dump {
                 }
             })?;
         let auxv = proc::parse_auxv(&proc::read_bytes(pid, "auxv")?);
-        let mut table = FileTable::new();
-        let exe = files::dump_exe(pid, &mut table)?;
+        let exe = files::dump_exe(pid, table)?;
         let cwd = proc::read_link(pid, "cwd")?;
         let root = proc::read_link(pid, "root")?;
         let mut thread_comms = vec![comm.clone()];
@@ -397,12 +453,12 @@ impl Dump {
         // --- Files.
         let mut fds = Vec::new();
         for fd in files::list_fds(pid)? {
-            fds.push(files::dump_fd(pid, fd, self.shell_job, &mut table)?);
+            fds.push(files::dump_fd(pid, fd, self.shell_job, table)?);
         }
         progress.done(DumpStage::Files)?;
 
         // --- Memory.
-        let vmas = mem::collect_vmas(pid, &mut table)?;
+        let vmas = mem::collect_vmas(pid, table)?;
         let walker = PageWalker::open(pid).map_err(|source| DumpError::ProcRead {
             pid,
             path: proc::path(pid, "pagemap"),
@@ -426,7 +482,16 @@ impl Dump {
         writer
             .finish_page_store(store)
             .map_err(image_err(format!("page store {store_name}")))?;
-        let (shmem, shmem_bytes) = mem::dump_shmem(pid, &vmas, &mut writer)?;
+        // An object shared with a process dumped before is stored once (its first dumper owns it).
+        let new_shmem: Vec<CollectedVma> = vmas
+            .iter()
+            .filter(|v| match v.vma.backing {
+                VmaBacking::Shmem(id) => !known.iter().any(|o| o.id == id),
+                _ => true,
+            })
+            .cloned()
+            .collect();
+        let (shmem, shmem_bytes) = mem::dump_shmem(pid, &new_shmem, writer)?;
         progress.done(DumpStage::Memory)?;
 
         // --- Records.
@@ -477,7 +542,7 @@ impl Dump {
                 .collect(),
             pstree: PsTreeEntry {
                 pid: Pid(pid),
-                ppid: None,
+                ppid: ppid.map(Pid),
                 pgid: Pid(stat.pgrp),
                 sid: Pid(stat.session),
                 threads: task.tids().into_iter().map(Tid).collect(),
@@ -491,28 +556,17 @@ impl Dump {
             fds,
             vmas,
         };
-        write_records(pid, &mut writer, &collected, &table, &shmem)?;
-        progress.done(DumpStage::Records)?;
-
-        // --- Commit (an injected failure fires just before it).
-        progress.fail_point(DumpStage::Commit)?;
-        let info = crate::inventory::info(Pid(pid))?;
-        let dir = writer
-            .commit(info)
-            .map_err(image_err("commit".to_string()))?;
-        progress.record(DumpStage::Commit);
-        let bytes = private_bytes + shmem_bytes;
-        Ok((dir, bytes / crate::PAGE_SIZE, bytes))
+        write_records(pid, writer, &collected)?;
+        Ok((
+            collected.pstree,
+            shmem,
+            private_bytes + shmem_bytes,
+        ))
     }
 }
 
-fn write_records(
-    pid: u32,
-    writer: &mut ImageWriter,
-    c: &Collected,
-    table: &FileTable,
-    shmem: &[dormant_image::records::ShmemObject],
-) -> Result<()> {
+/// Writes the records of one process (tree-wide files are written by the caller).
+fn write_records(pid: u32, writer: &mut ImageWriter, c: &Collected) -> Result<()> {
     let err = |file: String| {
         move |source| DumpError::Image {
             pid,
@@ -521,9 +575,6 @@ fn write_records(
         }
     };
     let p = Pid(pid);
-    writer
-        .write_records(names::PSTREE, std::slice::from_ref(&c.pstree))
-        .map_err(err(names::PSTREE.into()))?;
     writer
         .write_records(&names::core(p), std::slice::from_ref(&c.core))
         .map_err(err(names::core(p)))?;
@@ -538,12 +589,6 @@ fn write_records(
     writer
         .write_records(&names::fds(p), &c.fds)
         .map_err(err(names::fds(p)))?;
-    writer
-        .write_records(names::REG_FILES, table.entries())
-        .map_err(err(names::REG_FILES.into()))?;
-    writer
-        .write_records(names::SHMEM, shmem)
-        .map_err(err(names::SHMEM.into()))?;
     log::debug!("pid {pid}: records written ({} vmas)", c.vmas.len());
     Ok(())
 }

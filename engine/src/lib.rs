@@ -24,6 +24,7 @@ pub mod regs;
 pub mod seize;
 pub mod threads;
 pub mod timers;
+pub mod tree;
 
 pub use dormant_image::records::Pid;
 pub use dump::{Dump, DumpBuilder, DumpStage, DumpStats};

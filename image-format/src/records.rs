@@ -32,6 +32,8 @@ pub enum RecordKind {
     RegFiles = 7,
     Fds = 8,
     ShmemObjects = 9,
+    // 10-19: threads and process trees (records/tree.rs)
+    Zombie = 10,
     // 35-39: namespaces (records/ns.rs)
     TaskNamespaces = 35,
     UtsNamespace = 36,
@@ -53,6 +55,7 @@ impl RecordKind {
             7 => Self::RegFiles,
             8 => Self::Fds,
             9 => Self::ShmemObjects,
+            10 => Self::Zombie,
             35 => Self::TaskNamespaces,
             36 => Self::UtsNamespace,
             37 => Self::IpcNamespace,
@@ -70,6 +73,8 @@ pub mod names {
     pub const PSTREE: &str = "pstree";
     pub const REG_FILES: &str = "reg-files";
     pub const SHMEM: &str = "shmem";
+    /// Zombies of the tree (absent when there are none).
+    pub const ZOMBIES: &str = "zombies";
 
     pub fn core(pid: Pid) -> String {
         format!("core-{}", pid.0)
@@ -506,6 +511,7 @@ pub fn file_role(name: &str) -> Option<FileRole> {
         names::PSTREE => RecordKind::PsTree,
         names::REG_FILES => RecordKind::RegFiles,
         names::SHMEM => RecordKind::ShmemObjects,
+        names::ZOMBIES => RecordKind::Zombie,
         _ if name.starts_with("pages-") && name.ends_with(".img") => {
             return Some(FileRole::PageData)
         }
@@ -689,6 +695,30 @@ pub fn check_references(img: &crate::ImageReader) -> Vec<String> {
                 }
             }
             Err(e) => problems.push(format!("page store {store}: {e}")),
+        }
+    }
+    if img.has_file(names::ZOMBIES) {
+        match img.read_records::<Zombie>(names::ZOMBIES) {
+            Ok(zs) => {
+                for z in zs {
+                    if !pids.contains(&z.ppid) {
+                        problems.push(format!(
+                            "{}: parent {} of zombie {} is not in the tree",
+                            names::ZOMBIES,
+                            z.ppid.0,
+                            z.pid.0
+                        ));
+                    }
+                    if pids.contains(&z.pid) {
+                        problems.push(format!(
+                            "{}: zombie {} is also a live process of the tree",
+                            names::ZOMBIES,
+                            z.pid.0
+                        ));
+                    }
+                }
+            }
+            Err(e) => problems.push(format!("{}: {e}", names::ZOMBIES)),
         }
     }
     problems.extend(ns::check_ns_references(img, &pids));

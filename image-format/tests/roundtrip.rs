@@ -101,6 +101,7 @@ fn roundtrip_schema_records() {
     roundtrip::<PsTreeEntry>();
     roundtrip::<TaskCore>();
     roundtrip::<ThreadCore>();
+    roundtrip::<Zombie>();
     roundtrip::<Mm>();
     roundtrip::<RegFile>();
     roundtrip::<Fd>();

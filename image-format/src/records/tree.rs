@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::{Pid, RecordKind};
+use crate::Record;
+
 #[cfg(feature = "arbitrary")]
 use proptest_derive::Arbitrary;
 
@@ -13,4 +16,22 @@ use proptest_derive::Arbitrary;
 pub struct RobustList {
     pub head: u64,
     pub len: u64,
+}
+
+/// A zombie of the dumped tree (`zombies`, one entry per zombie): a child that exited and was not reaped
+/// yet. The restorer recreates it as a child of `ppid` that exits at once with `exit_status`, so the
+/// parent's `wait` still finds it.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Zombie {
+    pub pid: Pid,
+    pub ppid: Pid,
+    pub pgid: Pid,
+    pub sid: Pid,
+    /// The raw wait status (`exit code << 8`, or the terminating signal in the low 7 bits).
+    pub exit_status: u32,
+}
+
+impl Record for Zombie {
+    const KIND: RecordKind = RecordKind::Zombie;
 }
