@@ -19,8 +19,8 @@ use crate::pagemap::PageWalker;
 use crate::proc;
 use crate::regs;
 use crate::seize::{self, ProcessIdentity, SeizedTask};
-use crate::tree::SeizedTree;
 use crate::threads;
+use crate::tree::SeizedTree;
 
 /// How long to wait for a killed target's pid to become free.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -557,11 +557,7 @@ impl Dump {
             vmas,
         };
         write_records(pid, writer, &collected)?;
-        Ok((
-            collected.pstree,
-            shmem,
-            private_bytes + shmem_bytes,
-        ))
+        Ok((collected.pstree, shmem, private_bytes + shmem_bytes))
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use dormant_image::records::{
     names, page_flags, Fd, FdFile, FileId, FileStat, Mm, Pid, PsTreeEntry, RegFile, ShmemId,
-    ShmemObject, TaskCore, ThreadCore, VmaBacking,
+    ShmemObject, TaskCore, ThreadCore, VmaBacking, Zombie,
 };
 use dormant_image::{ImageError, ImageReader, PageStoreReader};
 
@@ -65,8 +65,15 @@ fn bad(dir: &Path, reason: impl Into<String>) -> RestoreError {
     }
 }
 
-/// Opens the image at `dir` and reads its (single) task.
-pub fn load(dir: &Path) -> Result<(ImageReader, TaskImage), RestoreError> {
+/// The whole image: every live process (pstree order: root first, parents before children) and zombies.
+#[derive(Debug)]
+pub struct TreeImage {
+    pub tasks: Vec<TaskImage>,
+    pub zombies: Vec<Zombie>,
+}
+
+/// Opens the image at `dir` and reads every process of its tree.
+pub fn load_tree(dir: &Path) -> Result<(ImageReader, TreeImage), RestoreError> {
     let img = ImageReader::open(dir).map_err(image_err(dir))?;
     let inv = img.inventory();
     if inv.arch != dormant_image::ARCH {
@@ -75,26 +82,56 @@ pub fn load(dir: &Path) -> Result<(ImageReader, TaskImage), RestoreError> {
             format!("made on {}, this is {}", inv.arch, dormant_image::ARCH),
         ));
     }
-    let tree: Vec<PsTreeEntry> = img.read_records(names::PSTREE).map_err(image_err(dir))?;
-    let root = match tree.as_slice() {
-        [root] => root.clone(),
-        [] => return Err(bad(dir, "the process tree is empty")),
-        _ => {
-            return Err(RestoreError::Unsupported(format!(
-                "process trees ({} processes)",
-                tree.len()
-            )))
+    let entries: Vec<PsTreeEntry> = img.read_records(names::PSTREE).map_err(image_err(dir))?;
+    match entries.first() {
+        None => return Err(bad(dir, "the process tree is empty")),
+        Some(root) if root.pid != inv.root_pid => {
+            return Err(bad(
+                dir,
+                format!(
+                    "pstree root {} is not the inventory's root {}",
+                    root.pid.0, inv.root_pid.0
+                ),
+            ))
         }
-    };
-    if root.pid != inv.root_pid {
-        return Err(bad(
-            dir,
-            format!(
-                "pstree root {} is not the inventory's root {}",
-                root.pid.0, inv.root_pid.0
-            ),
-        ));
+        Some(_) => {}
     }
+    let mut tasks = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let parent_known = match entry.ppid {
+            None => i == 0,
+            Some(pp) => entries[..i].iter().any(|e| e.pid == pp),
+        };
+        if !parent_known {
+            return Err(bad(
+                dir,
+                format!(
+                    "pid {}: parent {:?} is not listed before it in the tree",
+                    entry.pid.0,
+                    entry.ppid.map(|p| p.0)
+                ),
+            ));
+        }
+        tasks.push(load_task(&img, dir, entry)?);
+    }
+    let zombies: Vec<Zombie> = if img.has_file(names::ZOMBIES) {
+        img.read_records(names::ZOMBIES).map_err(image_err(dir))?
+    } else {
+        Vec::new()
+    };
+    for z in &zombies {
+        if !entries.iter().any(|e| e.pid == z.ppid) {
+            return Err(bad(
+                dir,
+                format!("zombie {}: parent {} is not in the tree", z.pid.0, z.ppid.0),
+            ));
+        }
+    }
+    Ok((img, TreeImage { tasks, zombies }))
+}
+
+/// Reads one process of the tree.
+fn load_task(img: &ImageReader, dir: &Path, root: &PsTreeEntry) -> Result<TaskImage, RestoreError> {
     let tid = match root.threads.first() {
         Some(t) if t.0 == root.pid.0 => *t,
         Some(_) => {
@@ -156,21 +193,18 @@ pub fn load(dir: &Path) -> Result<(ImageReader, TaskImage), RestoreError> {
     } else {
         None
     };
-    Ok((
-        img,
-        TaskImage {
-            pid,
-            tree: root.clone(),
-            core,
-            thread,
-            other_threads,
-            mm,
-            fds,
-            files,
-            shmem,
-            pages,
-        },
-    ))
+    Ok(TaskImage {
+        pid,
+        tree: root.clone(),
+        core,
+        thread,
+        other_threads,
+        mm,
+        fds,
+        files,
+        shmem,
+        pages,
+    })
 }
 
 /// Refuses an image whose FPU state this CPU cannot load.

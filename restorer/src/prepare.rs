@@ -153,13 +153,15 @@ pub struct FdPolicy {
     pub shell_job: bool,
 }
 
-/// Builds the launch for `task`.
+/// Builds the launch for `task`. Its blob area avoids `reserved` (the areas of the tree's other tasks,
+/// which are all mapped in this process at once before the first fork).
 pub fn prepare(
     dir: &Path,
     blob: &Blob,
     task: &TaskImage,
     vdso: Option<VdsoPlacement>,
     policy: FdPolicy,
+    reserved: &[(u64, u64)],
 ) -> Result<crate::launch::Launch, RestoreError> {
     let pid = task.pid.0;
     let max_target_fd = task.fds.iter().map(|f| f.fd).max().unwrap_or(-1);
@@ -482,6 +484,7 @@ pub fn prepare(
     let mut occupied: Vec<(u64, u64)> =
         procself::maps()?.iter().map(|m| (m.start, m.end)).collect();
     occupied.extend(task.mm.vmas.iter().map(|v| (v.start, v.end)));
+    occupied.extend_from_slice(reserved);
     let base = area::find_hole(size, &occupied).ok_or(RestoreError::NoHole { pid, size })?;
     let area = area::build(blob, &input, base)?;
 

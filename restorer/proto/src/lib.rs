@@ -294,6 +294,7 @@ pub enum Step {
     ChildSession = 39,
     ChildComm = 40,
     ChildPersonality = 41,
+    ChildFork = 42,
 }
 
 /// Exit status base of a failing blob.
@@ -341,6 +342,7 @@ impl Step {
             39 => ChildSession,
             40 => ChildComm,
             41 => ChildPersonality,
+            42 => ChildFork,
             _ => return None,
         })
     }
@@ -386,6 +388,7 @@ impl Step {
             ChildSession => "creating the saved session or process group (child)",
             ChildComm => "setting the task's name (child)",
             ChildPersonality => "setting the execution domain (child)",
+            ChildFork => "forking a child of the restored tree with its pid (child)",
         }
     }
 }
