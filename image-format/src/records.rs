@@ -14,7 +14,9 @@ use proptest_derive::Arbitrary;
 
 use crate::Record;
 
+mod mounts;
 mod ns;
+pub use mounts::*;
 pub use ns::*;
 
 /// The kind of entries a record file holds; written in its header and checked by every reader.
@@ -30,6 +32,9 @@ pub enum RecordKind {
     RegFiles = 7,
     Fds = 8,
     ShmemObjects = 9,
+    // 30-34: mount namespaces (records/mounts.rs)
+    Mounts = 30,
+    ExternalMasters = 31,
     // 35-39: namespaces (records/ns.rs)
     TaskNamespaces = 35,
     UtsNamespace = 36,
@@ -51,6 +56,8 @@ impl RecordKind {
             7 => Self::RegFiles,
             8 => Self::Fds,
             9 => Self::ShmemObjects,
+            30 => Self::Mounts,
+            31 => Self::ExternalMasters,
             35 => Self::TaskNamespaces,
             36 => Self::UtsNamespace,
             37 => Self::IpcNamespace,
@@ -509,7 +516,10 @@ pub fn file_role(name: &str) -> Option<FileRole> {
         _ if name.starts_with("thread-") => RecordKind::ThreadCore,
         _ if name.starts_with("mm-") => RecordKind::Mm,
         _ if name.starts_with("fds-") => RecordKind::Fds,
-        _ => ns::ns_file_kind(name)?,
+        _ => match mounts::mounts_file_kind(name) {
+            Some(k) => k,
+            None => ns::ns_file_kind(name)?,
+        },
     };
     Some(FileRole::Records(kind))
 }
@@ -687,6 +697,7 @@ pub fn check_references(img: &crate::ImageReader) -> Vec<String> {
         }
     }
     problems.extend(ns::check_ns_references(img, &pids));
+    problems.extend(mounts::check_mount_references(img));
     for obj in shmem.values() {
         if !pids.contains(&obj.owner) {
             problems.push(format!(
