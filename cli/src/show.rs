@@ -43,6 +43,8 @@ fn file_json(img: &ImageReader, name: &str, len: u64) -> Result<Value, CliError>
             RecordKind::IpcNamespace => records_json::<IpcNamespace>(img, name)?,
             RecordKind::TaskCgroups => records_json::<TaskCgroups>(img, name)?,
             RecordKind::NsState => records_json::<NsState>(img, name)?,
+            RecordKind::Mounts => records_json::<MountEntry>(img, name)?,
+            RecordKind::ExternalMasters => records_json::<ExternalMaster>(img, name)?,
         },
         None => json!({ "unknown_file_bytes": len }),
     })

@@ -14,8 +14,10 @@ use proptest_derive::Arbitrary;
 
 use crate::Record;
 
+mod mounts;
 mod ns;
 mod tree;
+pub use mounts::*;
 pub use ns::*;
 pub use tree::*;
 
@@ -34,6 +36,9 @@ pub enum RecordKind {
     ShmemObjects = 9,
     // 10-19: threads and process trees (records/tree.rs)
     Zombie = 10,
+    // 30-34: mount namespaces (records/mounts.rs)
+    Mounts = 30,
+    ExternalMasters = 31,
     // 35-39: namespaces (records/ns.rs)
     TaskNamespaces = 35,
     UtsNamespace = 36,
@@ -56,6 +61,8 @@ impl RecordKind {
             8 => Self::Fds,
             9 => Self::ShmemObjects,
             10 => Self::Zombie,
+            30 => Self::Mounts,
+            31 => Self::ExternalMasters,
             35 => Self::TaskNamespaces,
             36 => Self::UtsNamespace,
             37 => Self::IpcNamespace,
@@ -520,7 +527,10 @@ pub fn file_role(name: &str) -> Option<FileRole> {
         _ if name.starts_with("thread-") => RecordKind::ThreadCore,
         _ if name.starts_with("mm-") => RecordKind::Mm,
         _ if name.starts_with("fds-") => RecordKind::Fds,
-        _ => ns::ns_file_kind(name)?,
+        _ => match mounts::mounts_file_kind(name) {
+            Some(k) => k,
+            None => ns::ns_file_kind(name)?,
+        },
     };
     Some(FileRole::Records(kind))
 }
@@ -722,6 +732,7 @@ pub fn check_references(img: &crate::ImageReader) -> Vec<String> {
         }
     }
     problems.extend(ns::check_ns_references(img, &pids));
+    problems.extend(mounts::check_mount_references(img));
     for obj in shmem.values() {
         if !pids.contains(&obj.owner) {
             problems.push(format!(

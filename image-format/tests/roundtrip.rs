@@ -111,6 +111,8 @@ fn roundtrip_schema_records() {
     roundtrip::<IpcNamespace>();
     roundtrip::<TaskCgroups>();
     roundtrip::<NsState>();
+    roundtrip::<MountEntry>();
+    roundtrip::<ExternalMaster>();
 }
 
 /// How one extent gets into the store.

@@ -1,0 +1,71 @@
+//! The new mount API calls nix does not wrap (`move_mount`, `mount_setattr`), each in one small function.
+
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use nix::errno::Errno;
+
+pub const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x0000_0004;
+pub const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x0000_0040;
+pub const MOVE_MOUNT_SET_GROUP: u32 = 0x0000_0100;
+
+pub const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
+pub const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
+pub const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
+pub const MOUNT_ATTR_NOEXEC: u64 = 0x0000_0008;
+pub const MOUNT_ATTR_ATIME_MASK: u64 = 0x0000_0070;
+pub const MOUNT_ATTR_RELATIME: u64 = 0x0000_0000;
+pub const MOUNT_ATTR_NOATIME: u64 = 0x0000_0010;
+pub const MOUNT_ATTR_STRICTATIME: u64 = 0x0000_0020;
+pub const MOUNT_ATTR_NODIRATIME: u64 = 0x0000_0080;
+pub const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x0020_0000;
+
+/// `struct mount_attr` (linux/mount.h, first version, 32 bytes).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MountAttr {
+    pub attr_set: u64,
+    pub attr_clr: u64,
+    pub propagation: u64,
+    pub userns_fd: u64,
+}
+
+/// `move_mount(2)`.
+pub fn move_mount(
+    from: BorrowedFd<'_>,
+    from_path: &CStr,
+    to: BorrowedFd<'_>,
+    to_path: &CStr,
+    flags: u32,
+) -> Result<(), Errno> {
+    // SAFETY: both paths are valid NUL-terminated strings and both fds are open for the whole call; the
+    // kernel reads nothing else from our memory.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            from.as_raw_fd(),
+            from_path.as_ptr(),
+            to.as_raw_fd(),
+            to_path.as_ptr(),
+            flags,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+/// `mount_setattr(2)` on the mount `fd` is the root of (`AT_EMPTY_PATH`), not recursive.
+pub fn mount_setattr(fd: BorrowedFd<'_>, attr: &MountAttr) -> Result<(), Errno> {
+    // SAFETY: the path is a static empty C string, `attr` points to a live `MountAttr` whose size is passed
+    // along, and the fd is open for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as u32,
+            attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    Errno::result(r).map(drop)
+}
