@@ -319,19 +319,19 @@ impl Parasite {
         Ok(self.pipes.iter().map(|p| p.capacity).min().unwrap_or(0))
     }
 
-    /// Move the pages of `extents` (vaddr, len; page aligned) through the page pipes: the blob
-    /// vmsplices a pipe-full per pipe in one command, then one dumper thread per pipe hands its pipe
-    /// to `sink(vaddr, len, fd)`, which must consume exactly `len` bytes from `fd` (e.g. splice them
-    /// into the page store). Extents reach the sink in order per pipe, split at pipe capacity.
-    /// Returns the bytes moved.
+    /// Move the pages of `extents` (vaddr, len, tag; page aligned, readable) through the page pipes:
+    /// the blob vmsplices a pipe-full per pipe in one command, then one dumper thread per pipe hands
+    /// its pipe to `sink(vaddr, len, tag, fd)`, which must consume exactly `len` bytes from `fd` (e.g.
+    /// splice them into the page store). Extents are split at pipe capacity; the tag (e.g. page
+    /// flags) goes with every piece. Returns the bytes moved.
     pub fn splice_pages<E, F>(
         &mut self,
-        extents: &[(u64, u64)],
+        extents: &[(u64, u64, u32)],
         sink: F,
     ) -> Result<u64, SpliceError<E>>
     where
         E: Send,
-        F: Fn(u64, u64, BorrowedFd<'_>) -> Result<(), E> + Sync,
+        F: Fn(u64, u64, u32, BorrowedFd<'_>) -> Result<(), E> + Sync,
     {
         if self.pipes.is_empty() {
             return Err(SpliceError::Parasite(ParasiteError::Blob(
@@ -345,10 +345,10 @@ impl Parasite {
             .min()
             .unwrap_or(PAGE)
             .max(PAGE);
-        let mut pieces = extents.iter().flat_map(move |&(vaddr, len)| {
+        let mut pieces = extents.iter().flat_map(move |&(vaddr, len, tag)| {
             (0..len.div_ceil(step)).map(move |i| {
                 let off = i * step;
-                (vaddr + off, step.min(len - off))
+                (vaddr + off, step.min(len - off), tag)
             })
         });
         let mut pending = pieces.next();
@@ -356,18 +356,18 @@ impl Parasite {
         let max_iovs = ((DATA_LEN as usize) / std::mem::size_of::<Iov>()) / 2;
         while pending.is_some() {
             // Fill each pipe up to its capacity; a piece never exceeds the smallest capacity.
-            let mut rounds: Vec<Vec<(u64, u64)>> = vec![Vec::new(); self.pipes.len()];
+            let mut rounds: Vec<Vec<(u64, u64, u32)>> = vec![Vec::new(); self.pipes.len()];
             let mut iov_count = 0;
             'fill: for (i, pipe) in self.pipes.iter().enumerate() {
                 let mut used = 0;
-                while let Some((vaddr, len)) = pending {
+                while let Some((vaddr, len, tag)) = pending {
                     if used + len > pipe.capacity
                         || rounds[i].len() == IOV_MAX
                         || iov_count == max_iovs
                     {
                         continue 'fill;
                     }
-                    rounds[i].push((vaddr, len));
+                    rounds[i].push((vaddr, len, tag));
                     used += len;
                     iov_count += 1;
                     pending = pieces.next();
@@ -385,9 +385,9 @@ impl Parasite {
                     .filter(|(r, _)| !r.is_empty())
                     .map(|(round, pipe)| {
                         s.spawn(move || {
-                            round
-                                .iter()
-                                .try_for_each(|&(vaddr, len)| sink(vaddr, len, pipe.read.as_fd()))
+                            round.iter().try_for_each(|&(vaddr, len, tag)| {
+                                sink(vaddr, len, tag, pipe.read.as_fd())
+                            })
                         })
                     })
                     .collect();
@@ -402,7 +402,7 @@ impl Parasite {
         Ok(total)
     }
 
-    fn vmsplice_round(&mut self, rounds: &[Vec<(u64, u64)>]) -> Result<u64, ParasiteError> {
+    fn vmsplice_round(&mut self, rounds: &[Vec<(u64, u64, u32)>]) -> Result<u64, ParasiteError> {
         let leader = self.leader;
         let jobs_len = rounds.len() * std::mem::size_of::<PipeJob>();
         let iov_off = jobs_len.div_ceil(16) * 16;
@@ -419,7 +419,7 @@ impl Parasite {
             };
             self.area
                 .write(data + i * std::mem::size_of::<PipeJob>(), &job)?;
-            for &(base, len) in round {
+            for &(base, len, _) in round {
                 let at = data + iov_off + iov_index as usize * std::mem::size_of::<Iov>();
                 self.area.write(at, &Iov { base, len })?;
                 iov_index += 1;

@@ -245,31 +245,35 @@ fn run_every_blob_command(w: &Workload) {
         fds + 2,
         "only the two write ends stay in the target"
     );
-    let ranges: Vec<(u64, u64)> = maps
+    let ranges: Vec<(u64, u64, u32)> = maps
         .lines()
         .filter(|l| l.split_whitespace().nth(1).unwrap().starts_with('r'))
         .take(2)
         .map(|l| {
             let start = u64::from_str_radix(l.split('-').next().unwrap(), 16).unwrap();
-            (start, 4096)
+            (start, 4096, 7)
         })
         .collect();
     let got = std::sync::Mutex::new(Vec::new());
     let moved = p
-        .splice_pages(&ranges, |vaddr, len, fd| -> Result<(), std::io::Error> {
-            let mut buf = vec![0u8; len as usize];
-            let mut done = 0;
-            while done < buf.len() {
-                done += nix::unistd::read(fd, &mut buf[done..])?;
-            }
-            got.lock().unwrap().push((vaddr, buf));
-            Ok(())
-        })
+        .splice_pages(
+            &ranges,
+            |vaddr, len, tag, fd| -> Result<(), std::io::Error> {
+                assert_eq!(tag, 7, "the tag travels with the piece");
+                let mut buf = vec![0u8; len as usize];
+                let mut done = 0;
+                while done < buf.len() {
+                    done += nix::unistd::read(fd, &mut buf[done..])?;
+                }
+                got.lock().unwrap().push((vaddr, buf));
+                Ok(())
+            },
+        )
         .unwrap();
     assert_eq!(moved, 8192);
     let mut got = got.into_inner().unwrap();
     got.sort();
-    for ((vaddr, bytes), (start, len)) in got.iter().zip(&ranges) {
+    for ((vaddr, bytes), (start, len, _)) in got.iter().zip(&ranges) {
         assert_eq!(vaddr, start);
         assert_eq!(
             bytes,
