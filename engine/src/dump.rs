@@ -471,14 +471,14 @@ impl Dump {
             .page_store(&store_name)
             .map_err(image_err(format!("page store {store_name}")))?;
         let pool = mem::copy_pool(self.page_copy.threads)?;
-        let private_bytes = mem::copy_chunks(
-            pid,
-            &mem_file,
-            &chunks,
-            &store,
-            &pool,
-            self.page_copy.method,
-        )?;
+        let private_bytes = if self.page_copy.method == mem::CopyMethod::Parasite {
+            let fallback = (&mem_file, &pool);
+            let threads = self.page_copy.threads;
+            crate::parasite_pages::copy_chunks(pid, &vmas, &chunks, &store, threads, fallback)?
+        } else {
+            let method = self.page_copy.method;
+            mem::copy_chunks(pid, &mem_file, &chunks, &store, &pool, method)?
+        };
         writer
             .finish_page_store(store)
             .map_err(image_err(format!("page store {store_name}")))?;

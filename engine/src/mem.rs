@@ -256,6 +256,10 @@ pub enum CopyMethod {
     VmReadv,
     /// `pread` of `/proc/<pid>/mem` only: a kernel bounce page per 4 KiB, but it reads every page.
     ProcMem,
+    /// The injected parasite vmsplices readable pages into pipes that copy threads splice into the
+    /// page store (one copy instead of two); unreadable ones go through `VmReadv`, and so does
+    /// everything when injection is refused (see [`crate::parasite_pages`]).
+    Parasite,
 }
 
 /// How page data is copied: the method and the number of copying threads (0: one per CPU, at most 4, as

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use dormant_parasite::query::{self, ITimerVal, SigAction, TaskSnapshot, TimeVal};
-use dormant_parasite::{ParasiteError, RemoteTask};
+use dormant_parasite::{Parasite, ParasiteError, RemoteTask};
 use support::workload::*;
 use support::*;
 
@@ -189,6 +189,8 @@ fn inject_everything_and_check_invariance(w: &Workload, sc: &Scenario) {
     assert_eq!(ebadf, -(libc::EBADF as i64), "close(-1) returns -EBADF");
     let pid = task.syscall(libc::SYS_getpid, [0; 6]).unwrap();
     assert_eq!(pid, i64::from(w.tid.0), "getpid inside the target");
+    drop(task);
+    run_every_blob_command(w);
     std::thread::sleep(sc.hold);
 
     let after = capture(w.tid);
@@ -197,8 +199,94 @@ fn inject_everything_and_check_invariance(w: &Workload, sc: &Scenario) {
     assert_eq!(before.sigmask, after.sigmask, "signal mask");
     assert_eq!(before.maps, after.maps, "/proc/pid/maps");
     assert_eq!(before.fds, after.fds, "fd table");
-    drop(task);
     detach(w.tid);
+}
+
+/// Inject the blob, run each command (syscall, snapshot, thread state, vmsplice of real pages) and
+/// cure; the caller checks that the task is byte-identical afterwards.
+fn run_every_blob_command(w: &Workload) {
+    let mut p = Parasite::inject(w.tid, &[]).unwrap();
+    let (base, len) = p.area();
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
+    assert!(
+        maps.lines().any(
+            |l| l.starts_with(&format!("{base:x}-{:x} rwxs", base + len))
+                && l.contains("/memfd:dormant-parasite")
+        ),
+        "the shared area is mapped in the target:\n{maps}"
+    );
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", w.tid))
+        .unwrap()
+        .count();
+    assert_eq!(
+        p.syscall(w.tid, libc::SYS_getpid, [0; 6]).unwrap(),
+        i64::from(w.tid.0)
+    );
+    assert_eq!(
+        p.syscall(w.tid, libc::SYS_close, [u64::MAX, 0, 0, 0, 0, 0])
+            .unwrap(),
+        -(libc::EBADF as i64)
+    );
+    let snap = p.task_state().unwrap();
+    expected_snapshot_matches(w, &snap);
+    let t = p.thread_state(w.tid).unwrap();
+    assert_eq!(
+        t.altstack, snap.altstack,
+        "thread state agrees with the snapshot"
+    );
+
+    // vmsplice: the first two mappings' first pages, through two pipes, equal what /proc/pid/mem shows.
+    let cap = p.open_page_pipes(2, 1 << 20).unwrap();
+    assert!(cap >= 4096, "pipe capacity {cap}");
+    assert_eq!(
+        std::fs::read_dir(format!("/proc/{}/fd", w.tid))
+            .unwrap()
+            .count(),
+        fds + 2,
+        "only the two write ends stay in the target"
+    );
+    let ranges: Vec<(u64, u64, u32)> = maps
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1).unwrap().starts_with('r'))
+        .take(2)
+        .map(|l| {
+            let start = u64::from_str_radix(l.split('-').next().unwrap(), 16).unwrap();
+            (start, 4096, 7)
+        })
+        .collect();
+    let got = std::sync::Mutex::new(Vec::new());
+    let moved = p
+        .splice_pages(
+            &ranges,
+            |vaddr, len, tag, fd| -> Result<(), std::io::Error> {
+                assert_eq!(tag, 7, "the tag travels with the piece");
+                let mut buf = vec![0u8; len as usize];
+                let mut done = 0;
+                while done < buf.len() {
+                    done += nix::unistd::read(fd, &mut buf[done..])?;
+                }
+                got.lock().unwrap().push((vaddr, buf));
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert_eq!(moved, 8192);
+    let mut got = got.into_inner().unwrap();
+    got.sort();
+    for ((vaddr, bytes), (start, len, _)) in got.iter().zip(&ranges) {
+        assert_eq!(vaddr, start);
+        assert_eq!(
+            bytes,
+            &peek(w.child.id(), *start, *len as usize),
+            "pages at {start:#x}"
+        );
+    }
+    p.cure().unwrap();
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
+    assert!(
+        !maps.contains("dormant-parasite"),
+        "area unmapped by the cure"
+    );
 }
 
 fn invariance_spinning_in_user_code() {
