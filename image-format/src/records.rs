@@ -35,6 +35,7 @@ pub enum RecordKind {
     // 30-34: mount namespaces (records/mounts.rs)
     Mounts = 30,
     ExternalMasters = 31,
+    TmpfsContent = 32,
     // 35-39: namespaces (records/ns.rs)
     TaskNamespaces = 35,
     UtsNamespace = 36,
@@ -58,6 +59,7 @@ impl RecordKind {
             9 => Self::ShmemObjects,
             30 => Self::Mounts,
             31 => Self::ExternalMasters,
+            32 => Self::TmpfsContent,
             35 => Self::TaskNamespaces,
             36 => Self::UtsNamespace,
             37 => Self::IpcNamespace,

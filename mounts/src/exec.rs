@@ -277,6 +277,9 @@ impl<'a> Executor<'a> {
                     Some(*id),
                     self.mountpoint(*id),
                 ))?;
+                if let Some(recs) = self.img.tmpfs.get(id) {
+                    crate::tmpfs::restore_tree(&spot, recs)?;
+                }
                 self.finish_flat(*id, &spot)?;
             }
             Step::BindRoot { mount: id } => {

@@ -15,6 +15,7 @@ pub mod mountinfo;
 pub mod plan;
 pub mod sim;
 mod sys;
+pub mod tmpfs;
 
 pub use classify::{classify, dump_namespace};
 pub use error::{MountError, Result};

@@ -73,6 +73,18 @@ fn agent(base: &Path, img_dir: &Path) -> R {
             img.masters
         ));
     }
+    let tmp = img
+        .mounts
+        .iter()
+        .find(|m| m.mountpoint == "/tmp")
+        .ok_or("no /tmp dumped")?;
+    let tmp_recs = img.tmpfs.get(&tmp.id).map_or(0, Vec::len);
+    if tmp_recs < 7 {
+        return Err(format!(
+            "/tmp content has {tmp_recs} records: {:?}",
+            img.tmpfs
+        ));
+    }
     let mut w = ctx(ImageWriter::create(img_dir), "image writer")?;
     img.write(&mut w).map_err(|e| format!("write: {e}"))?;
     ctx(w.commit(info()), "commit")?;
@@ -105,6 +117,13 @@ fn agent(base: &Path, img_dir: &Path) -> R {
         if ctx(fs::read_to_string("/dev/shm/seg"), "read /dev/shm/seg")? != SHM_DATA {
             return Err("/dev/shm content changed".into());
         }
+        check_tmp(Path::new("/tmp")).map_err(|e| {
+            format!(
+                "{e}; /tmp holds {:?}",
+                fs::read_dir("/tmp")
+                    .map(|d| d.map(|e| e.map(|e| e.file_name())).collect::<Vec<_>>())
+            )
+        })?;
         if ctx(fs::read_to_string("/etc/hosts"), "read /etc/hosts")? != HOSTS {
             return Err("/etc/hosts content changed".into());
         }

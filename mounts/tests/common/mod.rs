@@ -225,6 +225,7 @@ impl Agent {
             &rootfs.join("etc/resolv.conf"),
         )?;
         tmpfs(&rootfs.join("tmp"), "ctr-tmp")?;
+        fill_tmp(&rootfs.join("tmp"))?;
         ctx(chdir(&rootfs), "chdir rootfs")?;
         ctx(pivot_root(".", ".old"), "pivot_root")?;
         ctx(chdir("/"), "chdir /")?;
@@ -243,4 +244,119 @@ pub fn scratch() -> tempfile::TempDir {
         .prefix("dormant-mounts-")
         .tempdir()
         .unwrap()
+}
+
+/// A 1 MiB sparse file with data at 4 KiB and at 512 KiB.
+pub const SPARSE_LEN: u64 = 1 << 20;
+
+/// Content of the container's private /tmp tmpfs: modes, owners, an xattr, a symlink, a hard link, a fifo, a
+/// sparse file.
+pub fn fill_tmp(tmp: &Path) -> R {
+    use std::os::unix::fs::{symlink, FileExt, PermissionsExt};
+    ctx(fs::create_dir(tmp.join("d")), "mkdir d")?;
+    ctx(fs::write(tmp.join("d/f"), "hello tmpfs\n"), "write d/f")?;
+    ctx(
+        fs::set_permissions(tmp.join("d/f"), fs::Permissions::from_mode(0o640)),
+        "chmod d/f",
+    )?;
+    ctx(
+        nix::unistd::chown(&tmp.join("d/f"), Some(1234.into()), Some(5678.into())),
+        "chown d/f",
+    )?;
+    ctx(
+        fs::set_permissions(tmp.join("d"), fs::Permissions::from_mode(0o1750)),
+        "chmod d",
+    )?;
+    ctx(symlink("d/f", tmp.join("link")), "symlink")?;
+    ctx(
+        fs::hard_link(tmp.join("d/f"), tmp.join("hard")),
+        "hard link",
+    )?;
+    ctx(
+        nix::unistd::mkfifo(
+            &tmp.join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o620),
+        ),
+        "mkfifo",
+    )?;
+    ctx(
+        fs::set_permissions(tmp.join("fifo"), fs::Permissions::from_mode(0o620)),
+        "chmod fifo",
+    )?;
+    let f = ctx(fs::File::create(tmp.join("sparse")), "create sparse")?;
+    ctx(f.set_len(SPARSE_LEN), "truncate sparse")?;
+    ctx(f.write_all_at(&[0xab; 100], 4096), "write sparse")?;
+    ctx(f.write_all_at(&[0xcd; 100], 512 << 10), "write sparse")?;
+    let name = std::ffi::CString::new("user.dormant").unwrap();
+    let path = std::ffi::CString::new(tmp.join("d/f").as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: NUL-terminated strings and a 5-byte value that outlive the call.
+    let r = unsafe { libc::setxattr(path.as_ptr(), name.as_ptr(), b"value".as_ptr().cast(), 5, 0) };
+    if r != 0 {
+        return Err(format!("setxattr: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Checks what [`fill_tmp`] made, in the restored /tmp.
+pub fn check_tmp(tmp: &Path) -> R {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let f = tmp.join("d/f");
+    let m = ctx(fs::symlink_metadata(&f), "stat d/f")?;
+    if ctx(fs::read_to_string(&f), "read d/f")? != "hello tmpfs\n" {
+        return Err("d/f content".into());
+    }
+    if (m.mode() & 0o7777, m.uid(), m.gid(), m.nlink()) != (0o640, 1234, 5678, 2) {
+        return Err(format!(
+            "d/f mode/owner/links {:o} {} {} {}",
+            m.mode(),
+            m.uid(),
+            m.gid(),
+            m.nlink()
+        ));
+    }
+    if ctx(fs::symlink_metadata(tmp.join("hard")), "stat hard")?.ino() != m.ino() {
+        return Err("hard is not a hard link of d/f".into());
+    }
+    if ctx(fs::symlink_metadata(tmp.join("d")), "stat d")?.mode() & 0o7777 != 0o1750 {
+        return Err("d mode".into());
+    }
+    if ctx(fs::read_link(tmp.join("link")), "readlink")? != Path::new("d/f") {
+        return Err("symlink target".into());
+    }
+    let fifo = ctx(fs::symlink_metadata(tmp.join("fifo")), "stat fifo")?;
+    if fifo.mode() != (libc::S_IFIFO | 0o620) {
+        return Err(format!("fifo mode {:o}", fifo.mode()));
+    }
+    let name = std::ffi::CString::new("user.dormant").unwrap();
+    let path = std::ffi::CString::new(f.as_os_str().as_encoded_bytes()).unwrap();
+    let mut buf = [0u8; 16];
+    // SAFETY: NUL-terminated strings; `buf` is writable for its length.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n != 5 || &buf[..5] != b"value" {
+        return Err(format!("xattr user.dormant: {n}"));
+    }
+    let s = ctx(fs::File::open(tmp.join("sparse")), "open sparse")?;
+    let sm = ctx(s.metadata(), "stat sparse")?;
+    if sm.len() != SPARSE_LEN || sm.blocks() * 512 > 64 << 10 {
+        return Err(format!("sparse size {} blocks {}", sm.len(), sm.blocks()));
+    }
+    let mut b = [0u8; 100];
+    for (off, v) in [(4096u64, 0xab), (512 << 10, 0xcd)] {
+        ctx(s.read_exact_at(&mut b, off), "read sparse")?;
+        if b.iter().any(|x| *x != v) {
+            return Err(format!("sparse data at {off}"));
+        }
+    }
+    ctx(s.read_exact_at(&mut b, 8192), "read hole")?;
+    if b.iter().any(|x| *x != 0) {
+        return Err("hole is not zero".into());
+    }
+    Ok(())
 }
