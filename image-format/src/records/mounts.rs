@@ -168,6 +168,21 @@ pub fn check_mount_references(img: &crate::ImageReader) -> Vec<String> {
             }
         }
     }
+    for f in &img.inventory().files {
+        let Some(id) = f.name.strip_prefix("tmpfs-").and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        if !mounts
+            .iter()
+            .any(|m| m.id == MountId(id) && m.how == MountSource::NewFs)
+        {
+            problems.push(format!(
+                "{}: content of mount {id}, which is not a recreated mount in {}",
+                f.name,
+                mount_names::MOUNTS
+            ));
+        }
+    }
     problems
 }
 
