@@ -18,6 +18,7 @@ mod sys;
 pub mod tmpfs;
 
 pub use classify::{classify, dump_namespace};
+pub use dormant_image::records::{ExternalMaster, MountEntry, MountId, MountSource, PeerGroup};
 pub use error::{MountError, Result};
 pub use exec::restore_namespace;
 pub use external::ExternalMap;
