@@ -394,24 +394,35 @@ impl<'a> Executor<'a> {
         self.setattr(id, attr, "setting propagation")
     }
 
-    fn drop_old_root(&mut self) -> Result<()> {
-        self.outside.clear();
+    /// Detaches the yard (with whatever flat mounts are still in it) and removes its directory. Runs at
+    /// the end of a restore and, through `Drop`, after a failed one, so no yard is left in the temp dir.
+    fn remove_yard(&mut self) -> Result<()> {
         if let Some(yard) = self.yard_fd.take() {
             let p = fd_path(yard.as_fd());
             umount2(&p, MntFlags::MNT_DETACH).map_err(sys_err(
                 "detaching the yard",
                 None,
-                &p.to_string_lossy(),
+                &self.yard.to_string_lossy(),
             ))?;
+            if let Some(name) = self.yard.file_name() {
+                nix::unistd::unlinkat(
+                    &self.yard_parent,
+                    name.as_bytes(),
+                    nix::unistd::UnlinkatFlags::RemoveDir,
+                )
+                .map_err(sys_err(
+                    "removing the yard directory",
+                    None,
+                    &self.yard.to_string_lossy(),
+                ))?;
+            }
         }
-        if let Some(name) = self.yard.file_name() {
-            let _ = nix::unistd::unlinkat(
-                &self.yard_parent,
-                name.as_bytes(),
-                nix::unistd::UnlinkatFlags::RemoveDir,
-            )
-            .map_err(|e| log::warn!("removing the yard directory {}: {e}", self.yard.display()));
-        }
+        Ok(())
+    }
+
+    fn drop_old_root(&mut self) -> Result<()> {
+        self.outside.clear();
+        self.remove_yard()?;
         // The old root sits on top of the new one: make it a slave first, so detaching it propagates
         // nowhere, then detach it.
         mount(
@@ -425,6 +436,14 @@ impl<'a> Executor<'a> {
         umount2(".", MntFlags::MNT_DETACH).map_err(sys_err("detaching the old root", None, "/"))?;
         nix::unistd::chdir("/").map_err(sys_err("entering the new root", None, "/"))?;
         Ok(())
+    }
+}
+
+impl Drop for Executor<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.remove_yard() {
+            log::warn!("mount restore: cleaning up the yard: {e}");
+        }
     }
 }
 
