@@ -113,6 +113,7 @@ fn roundtrip_schema_records() {
     roundtrip::<NsState>();
     roundtrip::<MountEntry>();
     roundtrip::<ExternalMaster>();
+    roundtrip::<TmpfsRecord>();
 }
 
 /// How one extent gets into the store.
