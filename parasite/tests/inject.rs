@@ -48,6 +48,10 @@ fn main() {
             "tracer_death_mid_injection_leaves_target_running",
             tracer_death_mid_injection_leaves_target_running,
         ),
+        (
+            "dumper_killed_at_each_parasite_stage",
+            dumper_killed_at_each_parasite_stage,
+        ),
     ];
     let filter: Vec<String> = std::env::args()
         .skip(1)
@@ -602,4 +606,86 @@ fn tracer_death_mid_injection_leaves_target_running() {
     assert!(tracer.contains("TracerPid:\t0"), "target no longer traced");
     w.shm.u32_at(SHM_STOP).store(1, Ordering::Relaxed);
     w.assert_exits_ok(Duration::from_secs(10));
+}
+
+/// SIGKILL the dumper (a separate injector process) at each stage of a parasite session and check
+/// what the target is left with. At every stage: the target is no longer traced, runs its own code
+/// again (its counter moves) and passes its own check at exit. Stage by stage, exactly:
+/// - SitePatched (first remote syscall, site written, not run): no area; the site keeps the stale
+///   `syscall; int3` bytes in ELF padding the target never executes.
+/// - AreaMapped: the memfd area stays mapped (never executed) and its fd stays open in the target.
+/// - BlobLoaded, CommandRunning, CureReturned: the area stays mapped, no fd is left. In
+///   CommandRunning the target finishes the command in the blob and rt_sigreturns to its own state.
+/// - CureUnmapped: nothing of the parasite is left.
+/// In all but SitePatched the site bytes are the original ones.
+fn dumper_killed_at_each_parasite_stage() {
+    use dormant_parasite::test_hooks::Stage;
+    for stage in Stage::ALL {
+        eprintln!("  stage {stage:?}");
+        let w = Workload::spawn("spin");
+        let counter = w.shm.u64_at(SHM_COUNTER);
+        while counter.load(Ordering::Relaxed) == 0 {}
+        let fds_before = std::fs::read_dir(format!("/proc/{}/fd", w.tid))
+            .unwrap()
+            .count();
+        let site = dormant_parasite::find_syscall_site(w.tid).unwrap();
+        let site_bytes = peek(w.child.id(), site, 8);
+        let status = Command::new(std::env::current_exe().unwrap())
+            .env(ROLE_ENV, "blob-injector")
+            .env(TARGET_ENV, w.tid.0.to_string())
+            .env(DIE_AT_ENV, (stage as u32).to_string())
+            .status()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "injector died at {stage:?}: {status:?}"
+        );
+
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let c0 = counter.load(Ordering::Relaxed);
+        while counter.load(Ordering::Relaxed) == c0 {
+            assert!(
+                Instant::now() < deadline,
+                "{stage:?}: target does not run after the dumper died"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let status = std::fs::read_to_string(format!("/proc/{}/status", w.tid)).unwrap();
+        assert!(
+            status.contains("TracerPid:\t0"),
+            "{stage:?}: target no longer traced"
+        );
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
+        let area_left = maps.contains("/memfd:dormant-parasite");
+        let expect_area = matches!(
+            stage,
+            Stage::AreaMapped | Stage::BlobLoaded | Stage::CommandRunning | Stage::CureReturned
+        );
+        assert_eq!(
+            area_left, expect_area,
+            "{stage:?}: parasite area left mapped?\n{maps}"
+        );
+        let fds = std::fs::read_dir(format!("/proc/{}/fd", w.tid))
+            .unwrap()
+            .count();
+        let expect_fds = fds_before + usize::from(stage == Stage::AreaMapped);
+        assert_eq!(fds, expect_fds, "{stage:?}: fds left in the target");
+        let now = peek(w.child.id(), site, 8);
+        if stage == Stage::SitePatched {
+            assert_eq!(
+                now,
+                [0x0f, 0x05, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc],
+                "stale, unexecuted site"
+            );
+        } else {
+            assert_eq!(
+                now, site_bytes,
+                "{stage:?}: site bytes are the original ones"
+            );
+        }
+        w.shm.u32_at(SHM_STOP).store(1, Ordering::Relaxed);
+        w.assert_exits_ok(Duration::from_secs(10));
+    }
 }

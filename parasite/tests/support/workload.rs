@@ -9,6 +9,8 @@ use std::time::Instant;
 pub const ROLE_ENV: &str = "DORMANT_PARASITE_WORKLOAD";
 pub const SHM_FD_ENV: &str = "DORMANT_PARASITE_SHM_FD";
 pub const TARGET_ENV: &str = "DORMANT_PARASITE_TARGET";
+/// For the "blob-injector" role: the test_hooks::Stage number at which it SIGKILLs itself.
+pub const DIE_AT_ENV: &str = "DORMANT_PARASITE_DIE_AT";
 
 /// Offsets in the shared memfd page.
 pub const SHM_FUTEX: usize = 0;
@@ -155,6 +157,9 @@ fn setup() -> String {
 pub fn run(role: &str) -> ! {
     if role == "injector" {
         super::injector();
+    }
+    if role == "blob-injector" {
+        super::blob_injector();
     }
     let shm = shm();
     let ready = setup();
