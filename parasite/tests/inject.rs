@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use dormant_parasite::query::{self, ITimerVal, SigAction, TaskSnapshot, TimeVal};
-use dormant_parasite::{Parasite, ParasiteError, RemoteTask};
+use dormant_parasite::{Parasite, ParasiteError, RemoteTask, Tid};
 use support::workload::*;
 use support::*;
 
@@ -47,6 +47,10 @@ fn main() {
         (
             "tracer_death_mid_injection_leaves_target_running",
             tracer_death_mid_injection_leaves_target_running,
+        ),
+        (
+            "multithreaded_per_thread_commands",
+            multithreaded_per_thread_commands,
         ),
         (
             "dumper_killed_at_each_parasite_stage",
@@ -617,6 +621,7 @@ fn tracer_death_mid_injection_leaves_target_running() {
 /// - BlobLoaded, CommandRunning, CureReturned: the area stays mapped, no fd is left. In
 ///   CommandRunning the target finishes the command in the blob and rt_sigreturns to its own state.
 /// - CureUnmapped: nothing of the parasite is left.
+///
 /// In all but SitePatched the site bytes are the original ones.
 fn dumper_killed_at_each_parasite_stage() {
     use dormant_parasite::test_hooks::Stage;
@@ -688,4 +693,51 @@ fn dumper_killed_at_each_parasite_stage() {
         w.shm.u32_at(SHM_STOP).store(1, Ordering::Relaxed);
         w.assert_exits_ok(Duration::from_secs(10));
     }
+}
+
+/// A three-thread target, every thread seized: the leader answers the snapshot, each worker answers
+/// its own thread-state command (its own altstack, its own tid), and after the cure every thread's
+/// registers, xstate and mask are byte-identical; the workload then checks itself.
+fn multithreaded_per_thread_commands() {
+    let w = Workload::spawn("threads");
+    let counter = w.shm.u64_at(SHM_COUNTER);
+    while counter.load(Ordering::Relaxed) == 0 {}
+    let workers = [Tid(w.ready["t0"] as i32), Tid(w.ready["t1"] as i32)];
+    let all = [w.tid, workers[0], workers[1]];
+    for &t in &all {
+        seize_and_stop(t);
+    }
+    let before: Vec<_> = all.iter().map(|&t| capture(t)).collect();
+    let mut p = Parasite::inject(w.tid, &workers).unwrap();
+    for (i, &t) in workers.iter().enumerate() {
+        let info = p.thread_state(t).unwrap();
+        assert_eq!(
+            info.altstack.sp,
+            w.ready[&format!("t{i}alt")],
+            "altstack of worker {i}"
+        );
+        assert_eq!(info.altstack.size, (ALTSTACK_SIZE + 4096 * (i + 1)) as u64);
+    }
+    let snap = p.task_state().unwrap();
+    expected_snapshot_matches(&w, &snap);
+    assert_eq!(
+        p.syscall(workers[1], libc::SYS_gettid, [0; 6]).unwrap(),
+        i64::from(workers[1].0)
+    );
+    p.cure().unwrap();
+    for (&t, b) in all.iter().zip(&before) {
+        let a = capture(t);
+        assert_eq!(b.regs, a.regs, "registers of {t}");
+        assert_eq!(b.xstate, a.xstate, "xstate of {t}");
+        assert_eq!(b.sigmask, a.sigmask, "mask of {t}");
+        assert_eq!(b.maps, a.maps, "maps");
+    }
+    for &t in &all {
+        detach(t);
+    }
+    let c1 = counter.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(counter.load(Ordering::Relaxed) > c1, "leader runs again");
+    w.shm.u32_at(SHM_STOP).store(1, Ordering::Relaxed);
+    w.assert_exits_ok(Duration::from_secs(10));
 }
