@@ -164,6 +164,15 @@ impl DumpBuilder {
         self
     }
 
+    /// Never inject the parasite blob for page data (`--no-parasite`): pages go through
+    /// process_vm_readv. The single remote syscalls for in-process state are still used.
+    pub fn no_parasite(mut self, yes: bool) -> Self {
+        if yes && self.page_copy.method == mem::CopyMethod::Parasite {
+            self.page_copy.method = mem::CopyMethod::VmReadv;
+        }
+        self
+    }
+
     /// Test hook: fail the dump right after `stage` completes (for `Commit`: just before committing).
     #[doc(hidden)]
     pub fn fail_at(mut self, stage: DumpStage) -> Self {
