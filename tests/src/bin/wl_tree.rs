@@ -15,6 +15,9 @@
 //! and reaps it with status 7, then ends the protocol: every child exits 0 (`a` only after reaping `g`
 //! with status 0), and the root reaps them all.
 //!
+//! Every answer also increments a word of anonymous shared memory (inherited by all); after each round the
+//! root checks the count, so the restored processes must still share that one page.
+//!
 //! `--inject-fault`: after the trigger `b` moves to its own process group, so the pgid check must fail.
 
 use std::fs::OpenOptions;
@@ -35,9 +38,11 @@ const QUIT: u32 = u32::MAX;
 const ZOMBIE_CODE: i32 = 7;
 const ROUND_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The shared page: word 0 the round, words 1..=4 the acks, then four words per member.
+/// The shared page: word 0 the round, words 1..=4 the acks, then four words per member; and one word of
+/// anonymous shared memory that every member increments once per round.
 struct Shared {
     base: *mut AtomicU32,
+    anon: *mut AtomicU32,
 }
 
 impl Shared {
@@ -54,6 +59,10 @@ impl Shared {
     }
     fn slot(&self, m: usize, field: usize) -> &AtomicU32 {
         self.word(8 + 4 * m + field)
+    }
+    fn answers(&self) -> &AtomicU32 {
+        // SAFETY: `anon` is a shared anonymous page mapped for the process's lifetime.
+        unsafe { &*self.anon }
     }
     fn ids(&self, m: usize) -> [u32; 4] {
         [0, 1, 2, 3].map(|f| self.slot(m, f).load(Ordering::Acquire))
@@ -115,6 +124,7 @@ fn member(shm: &Shared, m: usize, inject: bool) {
         for (f, v) in own_ids().into_iter().enumerate() {
             shm.slot(m, f).store(v, Ordering::Release);
         }
+        shm.answers().fetch_add(1, Ordering::AcqRel);
         shm.ack(m).store(r, Ordering::Release);
         futex_wake(shm.ack(m));
         seen = r;
@@ -205,8 +215,26 @@ fn run() -> Result<ExitCode, WorkloadError> {
         ));
     }
     drop(file);
+    // SAFETY: a new shared anonymous page, inherited by every child; it stays mapped for the process's life.
+    let anon = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if anon == libc::MAP_FAILED {
+        return Err(WorkloadError::setup(
+            "mapping shared anonymous memory",
+            std::io::Error::last_os_error(),
+        ));
+    }
     let shm = Shared {
         base: base.cast::<AtomicU32>(),
+        anon: anon.cast::<AtomicU32>(),
     };
 
     let a = fork()?;
@@ -293,6 +321,18 @@ fn run() -> Result<ExitCode, WorkloadError> {
         if failed {
             break;
         }
+        let count = shm.answers().load(Ordering::Acquire);
+        let want = r * NAMES.len() as u32;
+        report.check(
+            &format!("anon-shared-round-{r}"),
+            if count == want {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{count} answers counted in shared anonymous memory, want {want}"
+                ))
+            },
+        );
         for (m, (name, before)) in NAMES.iter().zip(&reference).enumerate() {
             let ids = shm.ids(m);
             report.check(
