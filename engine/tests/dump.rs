@@ -77,6 +77,10 @@ fn main() {
             tree_with_child_and_zombie_is_dumped,
         ),
         (
+            "stopped_multi_threaded_target_stays_stopped",
+            stopped_multi_threaded_target_stays_stopped,
+        ),
+        (
             "posix_timers_and_pending_signals_recorded",
             posix_timers_and_pending_signals_recorded,
         ),
@@ -800,6 +804,57 @@ fn multi_threaded_target_dumps_every_thread() {
         fs_bases.push(t.regs.fs_base);
     }
     assert_ne!(fs_bases[0], fs_bases[1], "each thread has its own TLS");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// A job-control-stopped process with two threads: every thread is dumped, and after a leave-running dump
+/// the process is still stopped (no stray trap resumes or re-stops a thread), untraced, and runs on SIGCONT.
+fn stopped_multi_threaded_target_stays_stopped() {
+    let (mut child, _) = python_target(
+        "import os,threading,time\nw=os.dup(1)\nos.dup2(os.open('/dev/null',os.O_RDWR),1)\nthreading.Thread(target=time.sleep,args=(100,)).start()\nos.write(w,b'up\\n')\nos.close(w)\ntime.sleep(100)",
+    );
+    let pid = child.id();
+    let npid = nix::unistd::Pid::from_raw(pid as i32);
+    nix::sys::signal::kill(npid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    wait_state(pid, 'T');
+    let (_d, img) = image_path();
+    let t0 = Instant::now();
+    Dump::builder(Pid(pid))
+        .images_dir(&img)
+        .leave_running(true)
+        .build()
+        .unwrap()
+        .run()
+        .unwrap();
+    let took = t0.elapsed();
+    std::thread::sleep(Duration::from_millis(200));
+    let tids: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(tids.len(), 2);
+    for tid in &tids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        assert_eq!(
+            state, "T",
+            "thread {tid} not stopped after the dump ({took:?})"
+        );
+    }
+    assert_eq!(status_field(pid, "TracerPid").as_deref(), Some("0"));
+    let r = open_verified(&img);
+    assert!(core_of(&r, pid).stopped);
+    let tree: Vec<dormant_image::records::PsTreeEntry> = r.read_records(names::PSTREE).unwrap();
+    assert_eq!(tree[0].threads.len(), 2);
+    nix::sys::signal::kill(npid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    wait_state(pid, 'S');
     child.kill().unwrap();
     child.wait().unwrap();
 }
