@@ -91,3 +91,28 @@ fn tree_self_check_catches_a_changed_pgid() -> Result<()> {
     )?;
     Ok(())
 }
+
+fn python_tree_threads() -> Result<Spec> {
+    Ok(
+        Spec::workload("wl_python_tree_threads", harness::python3()?)
+            .pre_args([PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("workloads/wl_python_tree_threads.py")]),
+    )
+}
+
+/// python3 whose child process runs three threads: the child is restored by its restored parent with all
+/// its tids, and each thread still finds its own threading.local value.
+#[test]
+fn python_child_with_threads_dump_restore() -> Result<()> {
+    harness::dump_restore(python_tree_threads()?)?;
+    Ok(())
+}
+
+#[test]
+fn python_child_with_threads_self_check_catches_a_changed_local() -> Result<()> {
+    harness::self_check_fails(
+        python_tree_threads()?.args([dormant_tests::workload::INJECT_FAULT]),
+        &["child-threads"],
+    )?;
+    Ok(())
+}
