@@ -393,10 +393,9 @@ impl Dump {
         progress.done(DumpStage::ProcState)?;
 
         // --- Files.
-        let mut fds = Vec::new();
-        for fd in files::list_fds(pid)? {
-            fds.push(files::dump_fd(pid, fd, self.shell_job, &mut table)?);
-        }
+        let mut file_descs = files::FileCollector::new(self.shell_job);
+        let fds = file_descs.dump_task(pid, &mut table)?;
+        file_descs.finish(pid, &mut writer)?;
         progress.done(DumpStage::Files)?;
 
         // --- Memory.

@@ -444,6 +444,7 @@ fn process_state_and_files_recorded() {
     let path_of = |fd: &Fd| match fd.file {
         FdFile::Reg(id) => files.iter().find(|f| f.id == id).unwrap().path.clone(),
         FdFile::InheritedTty => "tty".into(),
+        FdFile::Desc(id) => format!("desc {}", id.0),
     };
     assert_eq!(path_of(&fds[0]), "/dev/null");
     let log = target.path("log");

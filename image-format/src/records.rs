@@ -14,7 +14,9 @@ use proptest_derive::Arbitrary;
 
 use crate::Record;
 
+mod files;
 mod ns;
+pub use files::*;
 pub use ns::*;
 
 /// The kind of entries a record file holds; written in its header and checked by every reader.
@@ -30,6 +32,8 @@ pub enum RecordKind {
     RegFiles = 7,
     Fds = 8,
     ShmemObjects = 9,
+    // 20-29: open file descriptions (records/files.rs)
+    FileDescs = 20,
     // 35-39: namespaces (records/ns.rs)
     TaskNamespaces = 35,
     UtsNamespace = 36,
@@ -51,6 +55,7 @@ impl RecordKind {
             7 => Self::RegFiles,
             8 => Self::Fds,
             9 => Self::ShmemObjects,
+            20 => Self::FileDescs,
             35 => Self::TaskNamespaces,
             36 => Self::UtsNamespace,
             37 => Self::IpcNamespace,
@@ -68,6 +73,8 @@ pub mod names {
     pub const PSTREE: &str = "pstree";
     pub const REG_FILES: &str = "reg-files";
     pub const SHMEM: &str = "shmem";
+    /// Open file descriptions not reachable by path (pipes, sockets, eventfd, ...).
+    pub const FILE_DESCS: &str = "file-descs";
 
     pub fn core(pid: Pid) -> String {
         format!("core-{}", pid.0)
@@ -479,6 +486,8 @@ pub enum FdFile {
     Reg(FileId),
     /// The controlling terminal of a shell job: restore uses the terminal dormant itself was started on.
     InheritedTty,
+    /// A description in `file-descs` (pipe, socket, eventfd, ...).
+    Desc(DescId),
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -501,6 +510,7 @@ pub fn file_role(name: &str) -> Option<FileRole> {
         names::PSTREE => RecordKind::PsTree,
         names::REG_FILES => RecordKind::RegFiles,
         names::SHMEM => RecordKind::ShmemObjects,
+        names::FILE_DESCS => RecordKind::FileDescs,
         _ if name.starts_with("pages-") && name.ends_with(".img") => {
             return Some(FileRole::PageData)
         }
@@ -550,6 +560,17 @@ pub fn check_references(img: &crate::ImageReader) -> Vec<String> {
             problems.push(format!("{}: {e}", names::REG_FILES));
             BTreeSet::new()
         }
+    };
+    let descs: BTreeSet<DescId> = if img.has_file(names::FILE_DESCS) {
+        match img.read_records::<FileDesc>(names::FILE_DESCS) {
+            Ok(v) => v.iter().map(|d| d.id).collect(),
+            Err(e) => {
+                problems.push(format!("{}: {e}", names::FILE_DESCS));
+                BTreeSet::new()
+            }
+        }
+    } else {
+        BTreeSet::new()
     };
     let shmem: BTreeMap<ShmemId, ShmemObject> = if img.has_file(names::SHMEM) {
         match img.read_records::<ShmemObject>(names::SHMEM) {
@@ -612,12 +633,20 @@ pub fn check_references(img: &crate::ImageReader) -> Vec<String> {
         match img.read_records::<Fd>(&names::fds(t.pid)) {
             Ok(fds) => {
                 for fd in fds {
-                    if let FdFile::Reg(id) = fd.file {
-                        file_ref(
+                    match fd.file {
+                        FdFile::Reg(id) => file_ref(
                             format!("{} fd {}", names::fds(t.pid), fd.fd),
                             id,
                             &mut problems,
-                        );
+                        ),
+                        FdFile::Desc(id) if !descs.contains(&id) => problems.push(format!(
+                            "{} fd {}: description {} is not in {}",
+                            names::fds(t.pid),
+                            fd.fd,
+                            id.0,
+                            names::FILE_DESCS
+                        )),
+                        _ => {}
                     }
                 }
             }

@@ -105,6 +105,7 @@ fn roundtrip_schema_records() {
     roundtrip::<RegFile>();
     roundtrip::<Fd>();
     roundtrip::<ShmemObject>();
+    roundtrip::<FileDesc>();
     roundtrip::<TaskNamespaces>();
     roundtrip::<UtsNamespace>();
     roundtrip::<IpcNamespace>();

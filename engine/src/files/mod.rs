@@ -1,8 +1,20 @@
 //! Open files: the fd table of a task, and the table of files (by path) that fds, mappings and the
 //! executable refer to.
 //!
-//! Supported for now: regular files, directories, `/dev/null`, `/dev/zero`, `/dev/urandom`, and with
-//! `shell_job` a terminal on fds 0-2. Anything else fails the dump with an error naming the fd and its type.
+//! By path: regular files, directories, `/dev/null`, `/dev/zero`, `/dev/urandom`, and with `shell_job` a
+//! terminal on fds 0-2. By state ([`FileCollector`]): pipes with their bytes, connected unix socket pairs
+//! with queued messages, unconnected TCP/UDP sockets (bound, listening), eventfd, timerfd, signalfd, epoll,
+//! memfd. Anything else (established connections, netlink sockets, deleted files, ...) fails the dump with
+//! an error naming the process, the fd and its type. File locks are not dumped yet.
+
+mod anon;
+mod collector;
+mod inet;
+mod pipe;
+mod sys;
+mod unix;
+
+pub use collector::FileCollector;
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;

@@ -1,0 +1,286 @@
+//! The per-dump collector of open file descriptions: every fd of every task is looked at once, and fds
+//! that share a description (kcmp `KCMP_FILE`) share one record, so restore can open it once and let every
+//! task inherit it.
+
+use std::collections::{HashMap, HashSet};
+
+use dormant_image::records::{names, DescId, DescKind, EpollTarget, Fd, FdFile, FileDesc};
+use dormant_image::ImageWriter;
+
+use super::{anon, inet, pipe, sys, unix, FileTable};
+use crate::error::{DumpError, Result};
+use crate::proc;
+
+/// An fd already dumped: its description is reused by later fds that kcmp says are the same.
+#[derive(Debug)]
+struct Seen {
+    pid: u32,
+    fd: i32,
+    target: String,
+    file: FdFile,
+}
+
+/// Collects the fds of every task of one dump; see the module docs.
+#[derive(Debug, Default)]
+pub struct FileCollector {
+    shell_job: bool,
+    descs: Vec<FileDesc>,
+    seen: Vec<Seen>,
+    /// Pipes whose buffered bytes are already carried (by the first end met).
+    pipes_with_data: HashSet<u64>,
+    /// Unix socket peers, read once on the first unix socket.
+    unix_peers: Option<HashMap<u64, u64>>,
+}
+
+/// The description kind named by a link target, for messages and dispatch.
+fn kind_name(target: &str) -> &'static str {
+    match target {
+        t if t.starts_with("pipe:") => "pipe",
+        t if t.starts_with("socket:") => "socket",
+        "anon_inode:[eventfd]" => "eventfd",
+        "anon_inode:[timerfd]" => "timerfd",
+        "anon_inode:[signalfd]" => "signalfd",
+        "anon_inode:[eventpoll]" => "epoll",
+        t if t.starts_with("/memfd:") => "memfd",
+        _ => "file",
+    }
+}
+
+/// The inode in `pipe:[N]` / `socket:[N]`.
+fn bracket_ino(target: &str) -> Option<u64> {
+    target.split_once('[')?.1.strip_suffix(']')?.parse().ok()
+}
+
+impl FileCollector {
+    pub fn new(shell_job: bool) -> Self {
+        Self {
+            shell_job,
+            ..Self::default()
+        }
+    }
+
+    /// The fd table of `pid` (ascending). Files reachable by path go into `table`; the rest into this
+    /// collector's descriptions.
+    pub fn dump_task(&mut self, pid: u32, table: &mut FileTable) -> Result<Vec<Fd>> {
+        let task = sys::TaskFds::open(pid).map_err(|source| DumpError::ProcRead {
+            pid,
+            path: format!("pidfd of {pid}").into(),
+            source,
+        })?;
+        let mut out = Vec::new();
+        let mut epolls = Vec::new();
+        for fd in super::list_fds(pid)? {
+            let target = proc::read_link(pid, &format!("fd/{fd}"))?;
+            if kind_name(&target) == "epoll" {
+                epolls.push((fd, target));
+                continue;
+            }
+            out.push(self.dump_one(&task, fd, target, table, &[])?);
+        }
+        for (fd, target) in epolls {
+            let so_far = out.clone();
+            out.push(self.dump_one(&task, fd, target, table, &so_far)?);
+        }
+        out.sort_by_key(|f| f.fd);
+        Ok(out)
+    }
+
+    fn dump_one(
+        &mut self,
+        task: &sys::TaskFds,
+        fd: i32,
+        target: String,
+        table: &mut FileTable,
+        task_fds: &[Fd],
+    ) -> Result<Fd> {
+        let pid = task.pid();
+        let info_text = proc::read_string(pid, &format!("fdinfo/{fd}"))?;
+        let info = proc::fdinfo::parse(&info_text).map_err(|reason| DumpError::ProcParse {
+            pid,
+            file: "fdinfo",
+            reason: format!("fd {fd}: {reason}"),
+        })?;
+        let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
+        let flags = info.flags & !(libc::O_CLOEXEC as u32);
+        if let Some(file) = self.shared_with_earlier(pid, fd, &target) {
+            return Ok(Fd { fd, cloexec, file });
+        }
+        let kind = kind_name(&target);
+        let fail = |reason: String| DumpError::FileDesc {
+            pid,
+            fd,
+            kind,
+            reason,
+        };
+        if kind == "file" {
+            let got = super::dump_fd(pid, fd, self.shell_job, table)?;
+            self.remember(pid, fd, target, got.file.clone());
+            return Ok(got);
+        }
+        let dup = task
+            .get(fd)
+            .map_err(|e| fail(format!("pidfd_getfd: {e}")))?;
+        let desc = match kind {
+            "pipe" => {
+                let ino = bracket_ino(&target).ok_or_else(|| fail(format!("link {target}")))?;
+                let first = self.pipes_with_data.insert(ino);
+                pipe::dump(pid, fd, ino, flags, &dup, first).map_err(fail)?
+            }
+            "eventfd" => anon::eventfd(&info_text).map_err(fail)?,
+            "signalfd" => anon::signalfd(&info_text).map_err(fail)?,
+            "timerfd" => anon::timerfd(&info_text, &dup).map_err(fail)?,
+            "memfd" => anon::memfd(&target, info.pos, &dup).map_err(fail)?,
+            "epoll" => {
+                let mut targets = Vec::new();
+                for (tfd, events, data) in anon::epoll_lines(&info_text).map_err(fail)? {
+                    let file = task_fds
+                        .iter()
+                        .find(|f| f.fd == tfd)
+                        .map(|f| f.file.clone())
+                        .ok_or_else(|| {
+                            fail(format!(
+                                "watches fd {tfd}, which is closed or another epoll (not supported)"
+                            ))
+                        })?;
+                    targets.push(EpollTarget {
+                        file,
+                        fd: tfd,
+                        events,
+                        data,
+                    });
+                }
+                DescKind::Epoll { targets }
+            }
+            "socket" => {
+                let family = sys::sockopt_int(&dup, libc::SOL_SOCKET, libc::SO_DOMAIN)
+                    .map_err(|e| fail(format!("SO_DOMAIN: {e}")))?;
+                match family {
+                    libc::AF_UNIX => {
+                        let ino =
+                            bracket_ino(&target).ok_or_else(|| fail(format!("link {target}")))?;
+                        if self.unix_peers.is_none() {
+                            self.unix_peers = Some(unix::peers().map_err(fail)?);
+                        }
+                        let peers = self.unix_peers.as_ref().ok_or_else(|| fail("no peers".into()))?;
+                        unix::dump(ino, peers, &dup).map_err(fail)?
+                    }
+                    libc::AF_INET | libc::AF_INET6 => inet::dump(&dup, family).map_err(fail)?,
+                    other => {
+                        return Err(DumpError::UnsupportedFd {
+                            pid,
+                            fd,
+                            target,
+                            kind: family_name(other),
+                        })
+                    }
+                }
+            }
+            _ => {
+                return Err(DumpError::UnsupportedFd {
+                    pid,
+                    fd,
+                    target: target.clone(),
+                    kind: super::kind_of(&target, None),
+                })
+            }
+        };
+        let id = DescId(self.descs.len() as u32);
+        self.descs.push(FileDesc {
+            id,
+            flags,
+            kind: desc,
+        });
+        let file = FdFile::Desc(id);
+        self.remember(pid, fd, target, file.clone());
+        Ok(Fd { fd, cloexec, file })
+    }
+
+    fn remember(&mut self, pid: u32, fd: i32, target: String, file: FdFile) {
+        self.seen.push(Seen {
+            pid,
+            fd,
+            target,
+            file,
+        });
+    }
+
+    /// The record of an earlier fd that is the same open file description, if any.
+    fn shared_with_earlier(&self, pid: u32, fd: i32, target: &str) -> Option<FdFile> {
+        for s in self.seen.iter().filter(|s| s.target == target) {
+            match sys::same_description(pid, fd, s.pid, s.fd) {
+                Ok(true) => return Some(s.file.clone()),
+                Ok(false) => {}
+                Err(e) => {
+                    log::warn!("kcmp of pid {pid} fd {fd} with pid {} fd {}: {e}; treating them as distinct", s.pid, s.fd);
+                }
+            }
+        }
+        None
+    }
+
+    /// The descriptions collected so far.
+    pub fn descs(&self) -> &[FileDesc] {
+        &self.descs
+    }
+
+    /// Checks what only the whole dump can tell (every unix socket's peer is in it) and writes
+    /// `file-descs`. `pid` names the root task in errors.
+    pub fn finish(&self, pid: u32, writer: &mut ImageWriter) -> Result<()> {
+        let inos: HashSet<u64> = self
+            .descs
+            .iter()
+            .filter_map(|d| match d.kind {
+                DescKind::UnixPair { ino, .. } => Some(ino),
+                _ => None,
+            })
+            .collect();
+        for d in &self.descs {
+            if let DescKind::UnixPair { ino, peer, .. } = d.kind {
+                if !inos.contains(&peer) {
+                    let s = self.seen.iter().find(|s| s.file == FdFile::Desc(d.id));
+                    return Err(DumpError::FileDesc {
+                        pid: s.map_or(pid, |s| s.pid),
+                        fd: s.map_or(-1, |s| s.fd),
+                        kind: "socket",
+                        reason: format!(
+                            "unix socket {ino} is connected to socket {peer}, which no dumped process holds"
+                        ),
+                    });
+                }
+            }
+        }
+        if self.descs.is_empty() {
+            return Ok(());
+        }
+        writer
+            .write_records(names::FILE_DESCS, &self.descs)
+            .map_err(|source| DumpError::Image {
+                pid,
+                what: names::FILE_DESCS.into(),
+                source,
+            })
+    }
+}
+
+fn family_name(family: i32) -> &'static str {
+    match family {
+        libc::AF_NETLINK => "netlink socket",
+        libc::AF_PACKET => "packet socket",
+        libc::AF_VSOCK => "vsock socket",
+        _ => "socket of an unsupported family",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(bracket_ino("pipe:[77]"), Some(77));
+        assert_eq!(bracket_ino("socket:[5]"), Some(5));
+        assert_eq!(kind_name("anon_inode:[eventpoll]"), "epoll");
+        assert_eq!(kind_name("/memfd:x (deleted)"), "memfd");
+        assert_eq!(kind_name("/etc/passwd"), "file");
+    }
+}
