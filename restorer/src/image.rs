@@ -5,8 +5,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use dormant_image::records::{
-    names, page_flags, Fd, FdFile, FileId, FileStat, Mm, Pid, PsTreeEntry, RegFile, ShmemId,
-    ShmemObject, TaskCore, ThreadCore, VmaBacking,
+    names, page_flags, Fd, FdFile, FileDesc, FileId, FileStat, Mm, Pid, PsTreeEntry, RegFile,
+    ShmemId, ShmemObject, TaskCore, ThreadCore, VmaBacking,
 };
 use dormant_image::{ImageError, ImageReader, PageStoreReader};
 
@@ -24,6 +24,8 @@ pub struct TaskImage {
     pub mm: Mm,
     pub fds: Vec<Fd>,
     pub files: BTreeMap<FileId, RegFile>,
+    /// Open file descriptions not reachable by path (`file-descs`), in image order.
+    pub descs: Vec<FileDesc>,
     pub shmem: BTreeMap<ShmemId, (ShmemObject, PageStoreReader)>,
     /// The task's private page store, if the image has one.
     pub pages: Option<PageStoreReader>,
@@ -123,6 +125,12 @@ pub fn load(dir: &Path) -> Result<(ImageReader, TaskImage), RestoreError> {
     } else {
         BTreeMap::new()
     };
+    let descs: Vec<FileDesc> = if img.has_file(names::FILE_DESCS) {
+        img.read_records(names::FILE_DESCS)
+            .map_err(image_err(dir))?
+    } else {
+        Vec::new()
+    };
     let mut shmem = BTreeMap::new();
     if img.has_file(names::SHMEM) {
         for obj in img
@@ -151,6 +159,7 @@ pub fn load(dir: &Path) -> Result<(ImageReader, TaskImage), RestoreError> {
             mm,
             fds,
             files,
+            descs,
             shmem,
             pages,
         },

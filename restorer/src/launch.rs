@@ -45,6 +45,8 @@ pub struct Launch {
     /// The laid-out blob area (its args name the helper fds below).
     pub area: Area,
     pub fd_moves: Vec<FdMove>,
+    /// Steps on the task's files after its fds are in place (epoll registrations); see [`crate::files`].
+    pub child_actions: Vec<crate::files::ChildAction>,
     /// Every fd the child keeps when it enters the blob (target fds and the blob's helper fds), including
     /// the report pipe's write end.
     pub keep_fds: Vec<RawFd>,
@@ -123,6 +125,7 @@ struct ChildPlan<'a> {
     sync_read: RawFd,
     report_write: RawFd,
     moves: &'a [FdMove],
+    actions: &'a [crate::files::ChildAction],
     keep: &'a [RawFd],
     umask: Option<u32>,
     rlimits: &'a [RlimitSet],
@@ -224,6 +227,7 @@ pub fn start(launch: Launch) -> Result<Started, RestoreError> {
         pid: want_pid,
         area,
         fd_moves,
+        child_actions,
         keep_fds,
         helper_fds,
         report_write,
@@ -243,6 +247,7 @@ pub fn start(launch: Launch) -> Result<Started, RestoreError> {
         sync_read: sync_read.as_raw_fd(),
         report_write: report_write.as_raw_fd(),
         moves: &fd_moves,
+        actions: &child_actions,
         keep: &keep_fds,
         umask,
         rlimits: &rlimits,
@@ -534,6 +539,11 @@ fn child_main(plan: &ChildPlan<'_>) -> ! {
         // SAFETY: sets the fd flags of the fd just installed.
         if unsafe { libc::fcntl(m.to, libc::F_SETFD, flags) } != 0 {
             child_fail(rep, Step::ChildDupFd, errno(), m.to as u64);
+        }
+    }
+    for a in plan.actions {
+        if let Err(e) = crate::files::run_child_action(a) {
+            child_fail(rep, Step::ChildDupFd, e, 0);
         }
     }
     // Close every fd outside `keep` (sorted ascending), gap by gap.

@@ -16,6 +16,7 @@ pub mod area;
 pub mod blob;
 mod cpu;
 mod error;
+pub mod files;
 mod image;
 pub mod launch;
 pub mod ns;

@@ -171,8 +171,24 @@ pub fn prepare(
     // The task's own fds.
     let mut fd_moves = Vec::new();
     let mut keep = Vec::new();
+    let opened = crate::files::open_all(&task.descs)?;
+    // Fds that shared one description at dump time share the one reopened here.
+    let mut reg_fds: BTreeMap<FileId, RawFd> = BTreeMap::new();
     for fd in &task.fds {
         let from = match &fd.file {
+            FdFile::Reg(id) if reg_fds.contains_key(id) => reg_fds[id],
+            FdFile::Desc(id) => {
+                let f = opened.get(*id).ok_or_else(|| RestoreError::BadImage {
+                    dir: dir.to_owned(),
+                    reason: format!(
+                        "fd {} refers to file description {} which is not in {}",
+                        fd.fd,
+                        id.0,
+                        dormant_image::records::names::FILE_DESCS
+                    ),
+                })?;
+                helpers.lift(f, &format!("file description {}", id.0))?
+            }
             FdFile::Reg(id) => {
                 let f = task.file(dir, *id, &format!("fd {}", fd.fd))?;
                 let file = open_file(&f.path, f.flags as i32, "cannot reopen")?;
@@ -182,7 +198,9 @@ pub fn prepare(
                             RestoreError::sys(format!("seeking {} to {}", f.path, f.pos), e)
                         })?;
                 }
-                helpers.lift(&file, &f.path)?
+                let lifted = helpers.lift(&file, &f.path)?;
+                reg_fds.insert(*id, lifted);
+                lifted
             }
             FdFile::InheritedTty => {
                 if !policy.shell_job {
@@ -491,6 +509,7 @@ pub fn prepare(
         pid: Some(pid),
         area,
         fd_moves,
+        child_actions: opened.child_actions_for(&task.fds),
         keep_fds: keep,
         helper_fds: helpers.owned,
         report_write,

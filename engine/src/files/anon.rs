@@ -76,8 +76,8 @@ pub fn epoll_lines(info: &str) -> Result<Vec<(i32, u32, u64)>, String> {
             .map_err(|e| format!("{line:?}: tfd: {e}"))?;
         let events = u32::from_str_radix(take("events:")?, 16)
             .map_err(|e| format!("{line:?}: events: {e}"))?;
-        let data = u64::from_str_radix(take("data:")?, 16)
-            .map_err(|e| format!("{line:?}: data: {e}"))?;
+        let data =
+            u64::from_str_radix(take("data:")?, 16).map_err(|e| format!("{line:?}: data: {e}"))?;
         out.push((tfd, events, data));
     }
     Ok(out)
@@ -132,8 +132,10 @@ mod tests {
 
     #[test]
     fn eventfd_fdinfo() {
-        let k = eventfd("pos:\t0\neventfd-count:                7\neventfd-id: 3\neventfd-semaphore: 1\n")
-            .unwrap();
+        let k = eventfd(
+            "pos:\t0\neventfd-count:                7\neventfd-id: 3\neventfd-semaphore: 1\n",
+        )
+        .unwrap();
         assert_eq!(
             k,
             DescKind::EventFd {

@@ -161,7 +161,10 @@ impl FileCollector {
                         if self.unix_peers.is_none() {
                             self.unix_peers = Some(unix::peers().map_err(fail)?);
                         }
-                        let peers = self.unix_peers.as_ref().ok_or_else(|| fail("no peers".into()))?;
+                        let peers = self
+                            .unix_peers
+                            .as_ref()
+                            .ok_or_else(|| fail("no peers".into()))?;
                         unix::dump(ino, peers, &dup).map_err(fail)?
                     }
                     libc::AF_INET | libc::AF_INET6 => inet::dump(&dup, family).map_err(fail)?,

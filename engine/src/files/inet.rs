@@ -13,7 +13,8 @@ fn addr_of(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match ss.ss_family as i32 {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in, which it is large enough for.
-            let sin = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let sin =
+                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             Some(SocketAddr::new(
                 IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))),
                 u16::from_be(sin.sin_port),

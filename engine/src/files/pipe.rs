@@ -20,10 +20,7 @@ pub fn dump(
     // SAFETY: F_GETPIPE_SZ takes no argument and returns the size or -1.
     let size = unsafe { libc::fcntl(dup.as_raw_fd(), libc::F_GETPIPE_SZ) };
     if size < 0 {
-        return Err(format!(
-            "F_GETPIPE_SZ: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(format!("F_GETPIPE_SZ: {}", std::io::Error::last_os_error()));
     }
     let data = if with_data {
         Some(copy_buffered(pid, fd, size, dup)?)
@@ -51,8 +48,9 @@ fn copy_buffered(pid: u32, fd: i32, size: i32, dup: &OwnedFd) -> Result<Vec<u8>,
         .custom_flags(libc::O_NONBLOCK)
         .open(&path)
         .map_err(|e| format!("opening {path} for reading: {e}"))?;
-    let (ours_r, ours_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
-        .map_err(|e| format!("pipe2: {e}"))?;
+    let (ours_r, ours_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+            .map_err(|e| format!("pipe2: {e}"))?;
     // SAFETY: F_SETPIPE_SZ on our own pipe; returns the new size or -1.
     if unsafe { libc::fcntl(ours_w.as_raw_fd(), libc::F_SETPIPE_SZ, size) } < 0 {
         return Err(format!(

@@ -1,0 +1,131 @@
+//! Rebuilding the open file descriptions of `file-descs` (pipes, unix socket pairs, inet sockets, eventfd,
+//! timerfd, signalfd, epoll, memfd). Every description is opened ONCE in the restoring process before any
+//! task is forked, so every task that shared it inherits the same description through fork; each task then
+//! moves it to its fd number ([`crate::launch::FdMove`]) and runs its [`ChildAction`]s (epoll
+//! registrations, which are keyed by the fd number the task uses).
+
+mod open;
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use dormant_image::records::{DescId, DescKind, Fd, FdFile, FileDesc};
+
+pub use open::open_one;
+
+/// Why a description could not be rebuilt.
+#[derive(Debug, thiserror::Error)]
+pub enum FileRestoreError {
+    #[error("file description {id} ({kind}): {what}: {source}")]
+    Sys {
+        id: u32,
+        kind: &'static str,
+        what: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("file description {id} ({kind}): {reason}")]
+    Bad {
+        id: u32,
+        kind: &'static str,
+        reason: String,
+    },
+}
+
+/// A step the forked child runs after its fds are in place; plain data so the child does not allocate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildAction {
+    /// `epoll_ctl(epfd, EPOLL_CTL_ADD, fd, {events, data})`; `EEXIST` is fine (a task that shares the
+    /// epoll already added it).
+    EpollAdd {
+        epfd: i32,
+        fd: i32,
+        events: u32,
+        data: u64,
+    },
+}
+
+/// Runs one action in the child; returns the errno on failure. Allocation-free.
+pub fn run_child_action(a: &ChildAction) -> Result<(), i32> {
+    match *a {
+        ChildAction::EpollAdd {
+            epfd,
+            fd,
+            events,
+            data,
+        } => {
+            let mut ev = libc::epoll_event { events, u64: data };
+            // SAFETY: epoll_ctl reads one epoll_event from our stack.
+            let r = unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) };
+            if r != 0 {
+                let e = nix::errno::Errno::last_raw();
+                if e != libc::EEXIST {
+                    return Err(e);
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The descriptions of an image, open in this process.
+#[derive(Debug, Default)]
+pub struct OpenedFiles {
+    fds: BTreeMap<DescId, OwnedFd>,
+    descs: BTreeMap<DescId, FileDesc>,
+}
+
+/// Short name of a kind, for errors.
+pub fn kind_name(k: &DescKind) -> &'static str {
+    match k {
+        DescKind::PipeEnd { .. } => "pipe",
+        DescKind::EventFd { .. } => "eventfd",
+        DescKind::TimerFd { .. } => "timerfd",
+        DescKind::SignalFd { .. } => "signalfd",
+        DescKind::Epoll { .. } => "epoll",
+        DescKind::Memfd { .. } => "memfd",
+        DescKind::UnixPair { .. } => "unix socket",
+        DescKind::Inet(_) => "inet socket",
+    }
+}
+
+/// Opens every description of `descs` (in image order: referenced ones come first).
+pub fn open_all(descs: &[FileDesc]) -> Result<OpenedFiles, FileRestoreError> {
+    let mut state = open::State::default();
+    let mut opened = OpenedFiles::default();
+    for d in descs {
+        let fd = open_one(d, &mut state)?;
+        opened.fds.insert(d.id, fd);
+        opened.descs.insert(d.id, d.clone());
+    }
+    state.fill_queues(descs, &opened.fds)?;
+    Ok(opened)
+}
+
+impl OpenedFiles {
+    /// The open description `id`, if the image has it.
+    pub fn get(&self, id: DescId) -> Option<BorrowedFd<'_>> {
+        self.fds.get(&id).map(|f| f.as_fd())
+    }
+
+    /// The child-side actions of a task with fd table `fds`, given where its fds end up (`fd` numbers are
+    /// the task's own).
+    pub fn child_actions_for(&self, fds: &[Fd]) -> Vec<ChildAction> {
+        let mut out = Vec::new();
+        for f in fds {
+            let FdFile::Desc(id) = f.file else { continue };
+            let Some(DescKind::Epoll { targets }) = self.descs.get(&id).map(|d| &d.kind) else {
+                continue;
+            };
+            for t in targets {
+                out.push(ChildAction::EpollAdd {
+                    epfd: f.fd,
+                    fd: t.fd,
+                    events: t.events,
+                    data: t.data,
+                });
+            }
+        }
+        out
+    }
+}
