@@ -28,6 +28,8 @@ pub struct FileCollector {
     seen: Vec<Seen>,
     /// Pipes whose buffered bytes are already carried (by the first end met).
     pipes_with_data: HashSet<u64>,
+    /// Pipe ends met: (pipe inode, write end) → (pid, fd, whether the other end was open somewhere).
+    pipe_ends: HashMap<(u64, bool), (u32, i32, bool)>,
     /// Unix socket peers, read once on the first unix socket.
     unix_peers: Option<HashMap<u64, u64>>,
 }
@@ -123,6 +125,9 @@ impl FileCollector {
         let desc = match kind {
             "pipe" => {
                 let ino = bracket_ino(&target).ok_or_else(|| fail(format!("link {target}")))?;
+                let write = flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32;
+                let peer = pipe::peer_open(&dup, write).map_err(fail)?;
+                self.pipe_ends.insert((ino, write), (pid, fd, peer));
                 let first = self.pipes_with_data.insert(ino);
                 pipe::dump(pid, fd, ino, flags, &dup, first).map_err(fail)?
             }
@@ -252,6 +257,20 @@ impl FileCollector {
                 }
             }
         }
+        // A pipe whose other end is open but held by no dumped task would be cut off by a restore.
+        for (&(ino, write), &(pid, fd, peer_open)) in &self.pipe_ends {
+            if peer_open && !self.pipe_ends.contains_key(&(ino, !write)) {
+                return Err(DumpError::FileDesc {
+                    pid,
+                    fd,
+                    kind: "pipe",
+                    reason: format!(
+                        "the {} end of pipe:[{ino}] is held by a process outside the dump",
+                        if write { "read" } else { "write" }
+                    ),
+                });
+            }
+        }
         if self.descs.is_empty() {
             return Ok(());
         }
@@ -277,6 +296,75 @@ fn family_name(family: i32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
+
+    /// Dumps fds of this very process: dup'ed fds share a record, a pipe's bytes and a socket's queue are
+    /// copied and still there afterwards.
+    #[test]
+    fn own_pipe_and_socketpair() {
+        let me = std::process::id();
+        let task = sys::TaskFds::open(me).unwrap();
+        let (r, w) = nix::unistd::pipe().unwrap();
+        nix::unistd::write(&w, b"abc").unwrap();
+        let r2 = nix::unistd::dup(&r).unwrap();
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        use std::io::{Read, Write};
+        (&a).write_all(b"queued").unwrap();
+        let mut c = FileCollector::new(false);
+        let mut table = FileTable::new();
+        let mut dump = |fd: i32| {
+            let target = proc::read_link(me, &format!("fd/{fd}")).unwrap();
+            c.dump_one(&task, fd, target, &mut table, &[]).unwrap()
+        };
+        let fr = dump(r.as_raw_fd());
+        let fw = dump(w.as_raw_fd());
+        let fr2 = dump(r2.as_raw_fd());
+        let fa = dump(a.as_raw_fd());
+        let fb = dump(b.as_raw_fd());
+        assert_eq!(fr.file, fr2.file, "dup'ed fds share one description");
+        assert_ne!(fr.file, fw.file, "the two ends are two descriptions");
+        assert_ne!(fa.file, fb.file);
+        let kinds: Vec<&DescKind> = c.descs().iter().map(|d| &d.kind).collect();
+        assert_eq!(kinds.len(), 4);
+        assert!(
+            matches!(kinds[0], DescKind::PipeEnd { write: false, data: Some(d), .. } if d == b"abc"),
+            "{kinds:?}"
+        );
+        assert!(matches!(
+            kinds[1],
+            DescKind::PipeEnd {
+                write: true,
+                data: None,
+                ..
+            }
+        ));
+        let DescKind::UnixPair {
+            queued: qa,
+            peer: pa,
+            ..
+        } = kinds[2]
+        else {
+            panic!("{kinds:?}")
+        };
+        let DescKind::UnixPair {
+            queued: qb,
+            ino: ib,
+            ..
+        } = kinds[3]
+        else {
+            panic!("{kinds:?}")
+        };
+        assert!(qa.is_empty());
+        assert_eq!(qb.concat(), b"queued");
+        assert_eq!(pa, ib);
+        // Nothing was consumed.
+        let mut buf = [0u8; 3];
+        nix::unistd::read(&r, &mut buf).unwrap();
+        assert_eq!(&buf, b"abc");
+        let mut buf = [0u8; 6];
+        (&b).read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"queued");
+    }
 
     #[test]
     fn names() {

@@ -7,6 +7,22 @@ use dormant_image::records::DescKind;
 
 use super::sys;
 
+/// Whether the other end of the pipe is still open somewhere (a read end without writers polls POLLHUP, a
+/// write end without readers POLLERR). Asked before this module opens a read end of its own.
+pub fn peer_open(dup: &OwnedFd, write: bool) -> Result<bool, String> {
+    let mut p = libc::pollfd {
+        fd: dup.as_raw_fd(),
+        events: if write { libc::POLLOUT } else { libc::POLLIN },
+        revents: 0,
+    };
+    // SAFETY: polls one pollfd on our stack without waiting.
+    if unsafe { libc::poll(&mut p, 1, 0) } < 0 {
+        return Err(format!("poll: {}", std::io::Error::last_os_error()));
+    }
+    let gone = if write { libc::POLLERR } else { libc::POLLHUP };
+    Ok(p.revents & gone == 0)
+}
+
 /// One end of pipe `ino`. `with_data`: this is the first end of the pipe met, which carries its bytes.
 pub fn dump(
     pid: u32,

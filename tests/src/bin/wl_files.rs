@@ -147,16 +147,19 @@ fn set_up(kind: &str, args: &WorkloadArgs) -> Result<State, WorkloadError> {
             let mut p = [0; 2];
             // SAFETY: pipe2 writes two fds into `p`.
             cvt(
+                // SAFETY: pipe2 writes two fds into `p`.
                 unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) },
                 "pipe2",
             )?;
             // SAFETY: fcntl on our own fds.
             cvt(
+                // SAFETY: fcntl on our own fds.
                 unsafe { libc::fcntl(p[1], libc::F_SETPIPE_SZ, PIPE_SIZE) },
                 "F_SETPIPE_SZ",
             )?;
             // SAFETY: fcntl on our own fd.
             cvt(
+                // SAFETY: fcntl on our own fd.
                 unsafe { libc::fcntl(p[0], libc::F_SETFL, libc::O_NONBLOCK) },
                 "F_SETFL",
             )?;
@@ -168,11 +171,13 @@ fn set_up(kind: &str, args: &WorkloadArgs) -> Result<State, WorkloadError> {
             let mut d = [0; 2];
             // SAFETY: socketpair writes two fds.
             cvt(
+                // SAFETY: socketpair writes two fds.
                 unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, s.as_mut_ptr()) },
                 "socketpair",
             )?;
             // SAFETY: socketpair writes two fds.
             cvt(
+                // SAFETY: socketpair writes two fds.
                 unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, d.as_mut_ptr()) },
                 "socketpair dgram",
             )?;
@@ -210,6 +215,7 @@ fn set_up(kind: &str, args: &WorkloadArgs) -> Result<State, WorkloadError> {
                 };
                 // SAFETY: epoll_ctl reads one event from our stack.
                 cvt(
+                    // SAFETY: epoll_ctl reads one event from our stack.
                     unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut e) },
                     "epoll_ctl",
                 )?;
@@ -232,6 +238,7 @@ fn set_up(kind: &str, args: &WorkloadArgs) -> Result<State, WorkloadError> {
             };
             // SAFETY: reads one itimerspec.
             cvt(
+                // SAFETY: reads one itimerspec.
                 unsafe { libc::timerfd_settime(fd, 0, &spec, std::ptr::null_mut()) },
                 "timerfd_settime",
             )?;
@@ -248,6 +255,7 @@ fn set_up(kind: &str, args: &WorkloadArgs) -> Result<State, WorkloadError> {
             write_fd(fd, &memfd_pattern()).map_err(|e| WorkloadError::setup("memfd write", e))?;
             // SAFETY: lseek on our own fd.
             cvt(
+                // SAFETY: lseek on our own fd.
                 unsafe { libc::lseek(fd, MEMFD_POS, libc::SEEK_SET) } as i32,
                 "lseek",
             )?;
@@ -265,6 +273,7 @@ fn set_up(kind: &str, args: &WorkloadArgs) -> Result<State, WorkloadError> {
             // SAFETY: signalfd reads the set.
             State::SignalFd {
                 fd: cvt(
+                    // SAFETY: signalfd reads the set.
                     unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK) },
                     "signalfd",
                 )?,
@@ -286,6 +295,7 @@ fn set_up(kind: &str, args: &WorkloadArgs) -> Result<State, WorkloadError> {
         "netlink" => {
             // SAFETY: creating a socket.
             cvt(
+                // SAFETY: creating a socket.
                 unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE) },
                 "netlink socket",
             )?;
