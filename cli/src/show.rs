@@ -38,6 +38,7 @@ fn file_json(img: &ImageReader, name: &str, len: u64) -> Result<Value, CliError>
             RecordKind::Fds => records_json::<Fd>(img, name)?,
             RecordKind::ShmemObjects => records_json::<ShmemObject>(img, name)?,
             RecordKind::FileDescs => records_json::<FileDesc>(img, name)?,
+            RecordKind::FileLocks => records_json::<FileLock>(img, name)?,
             RecordKind::TaskNamespaces => records_json::<TaskNamespaces>(img, name)?,
             RecordKind::UtsNamespace => records_json::<UtsNamespace>(img, name)?,
             RecordKind::IpcNamespace => records_json::<IpcNamespace>(img, name)?,

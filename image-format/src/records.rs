@@ -34,6 +34,7 @@ pub enum RecordKind {
     ShmemObjects = 9,
     // 20-29: open file descriptions (records/files.rs)
     FileDescs = 20,
+    FileLocks = 21,
     // 35-39: namespaces (records/ns.rs)
     TaskNamespaces = 35,
     UtsNamespace = 36,
@@ -56,6 +57,7 @@ impl RecordKind {
             8 => Self::Fds,
             9 => Self::ShmemObjects,
             20 => Self::FileDescs,
+            21 => Self::FileLocks,
             35 => Self::TaskNamespaces,
             36 => Self::UtsNamespace,
             37 => Self::IpcNamespace,
@@ -87,6 +89,10 @@ pub mod names {
     }
     pub fn fds(pid: Pid) -> String {
         format!("fds-{}", pid.0)
+    }
+    /// File locks a task held.
+    pub fn locks(pid: Pid) -> String {
+        format!("locks-{}", pid.0)
     }
     /// Page store of a task's private memory.
     pub fn task_pages(pid: Pid) -> String {
@@ -519,6 +525,7 @@ pub fn file_role(name: &str) -> Option<FileRole> {
         _ if name.starts_with("thread-") => RecordKind::ThreadCore,
         _ if name.starts_with("mm-") => RecordKind::Mm,
         _ if name.starts_with("fds-") => RecordKind::Fds,
+        _ if name.starts_with("locks-") => RecordKind::FileLocks,
         _ => ns::ns_file_kind(name)?,
     };
     Some(FileRole::Records(kind))
@@ -632,6 +639,21 @@ pub fn check_references(img: &crate::ImageReader) -> Vec<String> {
         }
         match img.read_records::<Fd>(&names::fds(t.pid)) {
             Ok(fds) => {
+                if img.has_file(&names::locks(t.pid)) {
+                    match img.read_records::<FileLock>(&names::locks(t.pid)) {
+                        Ok(locks) => {
+                            for l in locks.iter().filter(|l| !fds.iter().any(|f| f.fd == l.fd)) {
+                                problems.push(format!(
+                                    "{}: lock on fd {} which is not in {}",
+                                    names::locks(t.pid),
+                                    l.fd,
+                                    names::fds(t.pid)
+                                ));
+                            }
+                        }
+                        Err(e) => problems.push(format!("{}: {e}", names::locks(t.pid))),
+                    }
+                }
                 for fd in fds {
                     match fd.file {
                         FdFile::Reg(id) => file_ref(

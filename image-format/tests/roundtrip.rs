@@ -106,6 +106,7 @@ fn roundtrip_schema_records() {
     roundtrip::<Fd>();
     roundtrip::<ShmemObject>();
     roundtrip::<FileDesc>();
+    roundtrip::<FileLock>();
     roundtrip::<TaskNamespaces>();
     roundtrip::<UtsNamespace>();
     roundtrip::<IpcNamespace>();

@@ -5,8 +5,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use dormant_image::records::{
-    names, page_flags, Fd, FdFile, FileDesc, FileId, FileStat, Mm, Pid, PsTreeEntry, RegFile,
-    ShmemId, ShmemObject, TaskCore, ThreadCore, VmaBacking,
+    names, page_flags, Fd, FdFile, FileDesc, FileId, FileLock, FileStat, Mm, Pid, PsTreeEntry,
+    RegFile, ShmemId, ShmemObject, TaskCore, ThreadCore, VmaBacking,
 };
 use dormant_image::{ImageError, ImageReader, PageStoreReader};
 
@@ -26,6 +26,8 @@ pub struct TaskImage {
     pub files: BTreeMap<FileId, RegFile>,
     /// Open file descriptions not reachable by path (`file-descs`), in image order.
     pub descs: Vec<FileDesc>,
+    /// File locks the task held (`locks-<pid>`).
+    pub locks: Vec<FileLock>,
     pub shmem: BTreeMap<ShmemId, (ShmemObject, PageStoreReader)>,
     /// The task's private page store, if the image has one.
     pub pages: Option<PageStoreReader>,
@@ -131,6 +133,12 @@ pub fn load(dir: &Path) -> Result<(ImageReader, TaskImage), RestoreError> {
     } else {
         Vec::new()
     };
+    let locks: Vec<FileLock> = if img.has_file(&names::locks(pid)) {
+        img.read_records(&names::locks(pid))
+            .map_err(image_err(dir))?
+    } else {
+        Vec::new()
+    };
     let mut shmem = BTreeMap::new();
     if img.has_file(names::SHMEM) {
         for obj in img
@@ -160,6 +168,7 @@ pub fn load(dir: &Path) -> Result<(ImageReader, TaskImage), RestoreError> {
             fds,
             files,
             descs,
+            locks,
             shmem,
             pages,
         },

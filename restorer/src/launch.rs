@@ -541,11 +541,6 @@ fn child_main(plan: &ChildPlan<'_>) -> ! {
             child_fail(rep, Step::ChildDupFd, errno(), m.to as u64);
         }
     }
-    for a in plan.actions {
-        if let Err(e) = crate::files::run_child_action(a) {
-            child_fail(rep, Step::ChildDupFd, e, 0);
-        }
-    }
     // Close every fd outside `keep` (sorted ascending), gap by gap.
     let mut next: u32 = 0;
     for &k in plan.keep.iter().chain(std::iter::once(&-1)) {
@@ -560,6 +555,13 @@ fn child_main(plan: &ChildPlan<'_>) -> ! {
             break;
         }
         next = k as u32 + 1;
+    }
+    // After the close: closing any fd of a file drops the process's POSIX locks on it, so they are taken
+    // only once the helper copies are gone.
+    for a in plan.actions {
+        if let Err(e) = crate::files::run_child_action(a) {
+            child_fail(rep, Step::ChildDupFd, e, 0);
+        }
     }
     if let Some(dir) = plan.cwd {
         // SAFETY: `dir` is a NUL-terminated path prepared before the fork.

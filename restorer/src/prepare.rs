@@ -220,6 +220,23 @@ pub fn prepare(
         keep.push(fd.fd);
     }
 
+    // Locks: a description's own on our copy now, POSIX ones by the child.
+    let mut child_actions = opened.child_actions_for(&task.fds);
+    for l in &task.locks {
+        let m = fd_moves
+            .iter()
+            .find(|m| m.to == l.fd)
+            .ok_or_else(|| RestoreError::BadImage {
+                dir: dir.to_owned(),
+                reason: format!("lock on fd {} which the task does not have", l.fd),
+            })?;
+        if let Some(a) = crate::files::lock_description(m.from, l).map_err(|e| {
+            RestoreError::sys(format!("taking the {:?} lock of fd {}", l.kind, l.fd), e)
+        })? {
+            child_actions.push(a);
+        }
+    }
+
     // Files behind mappings, shared-memory objects, the exe and the page store: kept for the blob.
     let mut blob_fds: Vec<RawFd> = Vec::new();
     let mut file_fds: BTreeMap<(FileId, bool), RawFd> = BTreeMap::new();
@@ -509,7 +526,7 @@ pub fn prepare(
         pid: Some(pid),
         area,
         fd_moves,
-        child_actions: opened.child_actions_for(&task.fds),
+        child_actions,
         keep_fds: keep,
         helper_fds: helpers.owned,
         report_write,

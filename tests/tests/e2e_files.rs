@@ -65,6 +65,12 @@ fn signalfd_mask() -> Result<()> {
 }
 
 #[test]
+fn flock_and_posix_locks_held() -> Result<()> {
+    harness::dump_restore(files(&["locks"]))?;
+    Ok(())
+}
+
+#[test]
 fn every_kind_leave_running_then_restore() -> Result<()> {
     harness::leave_running_then_restore(files(&[
         "dup",
@@ -76,6 +82,7 @@ fn every_kind_leave_running_then_restore() -> Result<()> {
         "timerfd",
         "memfd",
         "signalfd",
+        "locks",
     ]))?;
     Ok(())
 }

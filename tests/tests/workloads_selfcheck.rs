@@ -163,7 +163,8 @@ fn files(kinds: &[&str]) -> Spec {
     Spec::workload("wl_files", env!("CARGO_BIN_EXE_wl_files")).args(kinds.iter().copied())
 }
 
-const FILE_KINDS: [&str; 9] = [
+const FILE_KINDS: [&str; 10] = [
+    "locks",
     "dup",
     "pipe",
     "socketpair",
@@ -189,6 +190,6 @@ fn files_pass_untouched() -> Result<()> {
 fn files_detect_damage() -> Result<()> {
     let mut args = FILE_KINDS.to_vec();
     args.push(INJECT_FAULT);
-    harness::self_check_fails(files(&args), &["pipe", "eventfd"])?;
+    harness::self_check_fails(files(&args), &["locks", "pipe", "eventfd"])?;
     Ok(())
 }

@@ -4,10 +4,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use dormant_image::records::{names, DescId, DescKind, EpollTarget, Fd, FdFile, FileDesc};
+use dormant_image::records::{
+    names, DescId, DescKind, EpollTarget, Fd, FdFile, FileDesc, FileLock, LockKind, Pid,
+};
 use dormant_image::ImageWriter;
 
-use super::{anon, inet, pipe, sys, unix, FileTable};
+use super::{anon, inet, locks, pipe, sys, unix, FileTable};
 use crate::error::{DumpError, Result};
 use crate::proc;
 
@@ -30,9 +32,16 @@ pub struct FileCollector {
     pipes_with_data: HashSet<u64>,
     /// Pipe ends met: (pipe inode, write end) → (pid, fd, whether the other end was open somewhere).
     pipe_ends: HashMap<(u64, bool), (u32, i32, bool)>,
+    /// Locks per task, written as `locks-<pid>`.
+    locks: HashMap<u32, Vec<FileLock>>,
+    /// Locks already recorded: description locks by description, POSIX ones by task and file.
+    locks_seen: HashSet<(u32, String, FileLockKey)>,
     /// Unix socket peers, read once on the first unix socket.
     unix_peers: Option<HashMap<u64, u64>>,
 }
+
+/// What tells two listings of one lock apart: (kind, write, start, len).
+type FileLockKey = (u8, bool, u64, u64);
 
 /// The description kind named by a link target, for messages and dispatch.
 fn kind_name(target: &str) -> &'static str {
@@ -104,7 +113,14 @@ impl FileCollector {
         })?;
         let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
         let flags = info.flags & !(libc::O_CLOEXEC as u32);
+        let held = locks::parse(fd, &info_text).map_err(|reason| DumpError::FileDesc {
+            pid,
+            fd,
+            kind: "file lock",
+            reason,
+        })?;
         if let Some(file) = self.shared_with_earlier(pid, fd, &target) {
+            self.add_locks(pid, &target, &file, held);
             return Ok(Fd { fd, cloexec, file });
         }
         let kind = kind_name(&target);
@@ -116,6 +132,7 @@ impl FileCollector {
         };
         if kind == "file" {
             let got = super::dump_fd(pid, fd, self.shell_job, table)?;
+            self.add_locks(pid, &target, &got.file, held);
             self.remember(pid, fd, target, got.file.clone());
             return Ok(got);
         }
@@ -199,8 +216,23 @@ impl FileCollector {
             kind: desc,
         });
         let file = FdFile::Desc(id);
+        self.add_locks(pid, &target, &file, held);
         self.remember(pid, fd, target, file.clone());
         Ok(Fd { fd, cloexec, file })
+    }
+
+    /// Records `held` once: a description's locks once per description, POSIX locks once per task and file.
+    fn add_locks(&mut self, pid: u32, target: &str, file: &FdFile, held: Vec<FileLock>) {
+        for l in held {
+            let key = (l.kind as u8, l.write, l.start, l.len);
+            let owner = match l.kind {
+                LockKind::Posix => (pid, target.to_string(), key),
+                LockKind::Flock | LockKind::Ofd => (0, format!("{file:?}"), key),
+            };
+            if self.locks_seen.insert(owner) {
+                self.locks.entry(pid).or_default().push(l);
+            }
+        }
     }
 
     fn remember(&mut self, pid: u32, fd: i32, target: String, file: FdFile) {
@@ -270,6 +302,16 @@ impl FileCollector {
                     ),
                 });
             }
+        }
+        for (task, locks) in &self.locks {
+            let name = names::locks(Pid(*task));
+            writer
+                .write_records(&name, locks)
+                .map_err(|source| DumpError::Image {
+                    pid: *task,
+                    what: name.clone(),
+                    source,
+                })?;
         }
         if self.descs.is_empty() {
             return Ok(());

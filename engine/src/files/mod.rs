@@ -4,12 +4,13 @@
 //! By path: regular files, directories, `/dev/null`, `/dev/zero`, `/dev/urandom`, and with `shell_job` a
 //! terminal on fds 0-2. By state ([`FileCollector`]): pipes with their bytes, connected unix socket pairs
 //! with queued messages, unconnected TCP/UDP sockets (bound, listening), eventfd, timerfd, signalfd, epoll,
-//! memfd. Anything else (established connections, netlink sockets, deleted files, ...) fails the dump with
-//! an error naming the process, the fd and its type. File locks are not dumped yet.
+//! memfd; flock, OFD and POSIX record locks. Anything else (established connections, netlink sockets, deleted files, ...) fails the dump with
+//! an error naming the process, the fd and its type.
 
 mod anon;
 mod collector;
 mod inet;
+mod locks;
 mod pipe;
 mod sys;
 mod unix;

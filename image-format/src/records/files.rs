@@ -108,3 +108,30 @@ pub struct InetSocket {
     pub nodelay: bool,
     pub v6only: bool,
 }
+
+/// One file lock a task held (`locks-<pid>`, one entry per lock): flock and OFD locks belong to the open
+/// file description, POSIX record locks to the process.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileLock {
+    /// An fd of the task on the locked file's description.
+    pub fd: i32,
+    pub kind: LockKind,
+    pub write: bool,
+    pub start: u64,
+    /// Length in bytes; 0 = to the end of the file (and beyond).
+    pub len: u64,
+}
+
+impl Record for FileLock {
+    const KIND: RecordKind = RecordKind::FileLocks;
+}
+
+/// Which lock API took a [`FileLock`].
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockKind {
+    Flock,
+    Posix,
+    Ofd,
+}

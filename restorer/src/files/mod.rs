@@ -9,7 +9,7 @@ mod open;
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use dormant_image::records::{DescId, DescKind, Fd, FdFile, FileDesc};
+use dormant_image::records::{DescId, DescKind, Fd, FdFile, FileDesc, FileLock, LockKind};
 
 pub use open::open_one;
 
@@ -43,6 +43,13 @@ pub enum ChildAction {
         events: u32,
         data: u64,
     },
+    /// A POSIX record lock (`F_SETLK`), owned by the process that takes it.
+    SetLk {
+        fd: i32,
+        write: bool,
+        start: u64,
+        len: u64,
+    },
 }
 
 /// Runs one action in the child; returns the errno on failure. Allocation-free.
@@ -65,6 +72,55 @@ pub fn run_child_action(a: &ChildAction) -> Result<(), i32> {
             }
             Ok(())
         }
+        ChildAction::SetLk {
+            fd,
+            write,
+            start,
+            len,
+        } => set_lock(fd, libc::F_SETLK, write, start, len),
+    }
+}
+
+/// `fcntl(fd, cmd, {type, SEEK_SET, start, len})`; allocation-free. Returns the errno on failure.
+pub fn set_lock(fd: i32, cmd: i32, write: bool, start: u64, len: u64) -> Result<(), i32> {
+    // SAFETY: flock is plain data; all-zero is valid.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = if write { libc::F_WRLCK } else { libc::F_RDLCK } as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = start as libc::off_t;
+    fl.l_len = len as libc::off_t;
+    // SAFETY: fcntl reads one struct flock from our stack.
+    if unsafe { libc::fcntl(fd, cmd, &fl) } != 0 {
+        return Err(nix::errno::Errno::last_raw());
+    }
+    Ok(())
+}
+
+/// Takes a description's lock (flock or OFD) on `fd` before the fork, so every task sharing the description
+/// holds it; POSIX locks become [`ChildAction::SetLk`].
+pub fn lock_description(fd: i32, l: &FileLock) -> Result<Option<ChildAction>, nix::Error> {
+    match l.kind {
+        LockKind::Flock => {
+            let op = if l.write {
+                libc::LOCK_EX
+            } else {
+                libc::LOCK_SH
+            };
+            // SAFETY: flock on an fd this process owns.
+            if unsafe { libc::flock(fd, op | libc::LOCK_NB) } != 0 {
+                return Err(nix::Error::last());
+            }
+            Ok(None)
+        }
+        LockKind::Ofd => set_lock(fd, libc::F_OFD_SETLK, l.write, l.start, l.len)
+            .map(|()| None)
+            .map_err(nix::Error::from_raw),
+        LockKind::Posix => Ok(Some(ChildAction::SetLk {
+            fd: l.fd,
+            write: l.write,
+            start: l.start,
+            len: l.len,
+        })),
     }
 }
 

@@ -13,10 +13,13 @@
 //! - `timerfd`: a CLOCK_MONOTONIC timerfd every 20 ms; it must still tick after the trigger.
 //! - `memfd`: a 100 KiB memfd with a pattern, offset 1234.
 //! - `signalfd`: SIGUSR1 blocked and a signalfd for it; a SIGUSR1 raised after the trigger is read from it.
+//! - `locks`: an exclusive flock on one file and a POSIX write lock on bytes 10-19 of another; after the
+//!   trigger a new open of each sees them held (by this pid for the POSIX one).
 //! - `established` / `netlink`: an established loopback TCP connection / a netlink socket, which a dump
 //!   must refuse (the workload then runs on and passes its own check).
 //!
-//! `--inject-fault` reads the pipe's bytes and the eventfd's counter after the trigger, before checking.
+//! `--inject-fault` reads the pipe's bytes and the eventfd's counter and drops the flock after the trigger,
+//! before checking.
 
 use std::os::fd::RawFd;
 use std::process::ExitCode;
@@ -120,6 +123,11 @@ enum State {
     },
     SignalFd {
         fd: RawFd,
+    },
+    Locks {
+        flocked: RawFd,
+        a: std::path::PathBuf,
+        b: std::path::PathBuf,
     },
     /// Refused kinds: kept open only.
     Held,
@@ -278,6 +286,34 @@ fn set_up(kind: &str, args: &WorkloadArgs) -> Result<State, WorkloadError> {
                     "signalfd",
                 )?,
             }
+        }
+        "locks" => {
+            let a = args.dir.join("flocked");
+            let b = args.dir.join("posix-locked");
+            let open = |p: &std::path::Path| -> Result<RawFd, WorkloadError> {
+                std::fs::write(p, [0u8; 64]).map_err(|e| WorkloadError::setup("lock file", e))?;
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(p)
+                    .map_err(|e| WorkloadError::setup("lock file open", e))?;
+                Ok(std::os::fd::IntoRawFd::into_raw_fd(f))
+            };
+            let fa = open(&a)?;
+            let fb = open(&b)?;
+            // SAFETY: flock on our own fd.
+            let r = unsafe { libc::flock(fa, libc::LOCK_EX) };
+            cvt(r, "flock")?;
+            // SAFETY: flock is plain data.
+            let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+            fl.l_type = libc::F_WRLCK as libc::c_short;
+            fl.l_whence = libc::SEEK_SET as libc::c_short;
+            fl.l_start = 10;
+            fl.l_len = 10;
+            // SAFETY: fcntl reads one struct flock.
+            let r = unsafe { libc::fcntl(fb, libc::F_SETLK, &fl) };
+            cvt(r, "F_SETLK")?;
+            State::Locks { flocked: fa, a, b }
         }
         "established" => {
             let (l, port) = listener()?;
@@ -456,6 +492,41 @@ fn check(state: &State) -> Result<(), String> {
                 return Err(format!("signalfd read {signo:?}"));
             }
         }
+        State::Locks { ref a, ref b, .. } => {
+            let open = |p: &std::path::Path| {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(p)
+                    .map_err(|e| format!("open {p:?}: {e}"))
+            };
+            let fa = open(a)?;
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock on our own fd.
+            if unsafe { libc::flock(fa.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Err("the flock is no longer held".into());
+            }
+            let fb = open(b)?;
+            // SAFETY: flock is plain data.
+            let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+            fl.l_type = libc::F_WRLCK as libc::c_short;
+            fl.l_whence = libc::SEEK_SET as libc::c_short;
+            fl.l_len = 100;
+            // SAFETY: fcntl reads and writes one struct flock on our stack.
+            if unsafe { libc::fcntl(fb.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) } != 0 {
+                return Err(os_err("F_OFD_GETLK"));
+            }
+            // SAFETY: getpid has no preconditions.
+            let me = unsafe { libc::getpid() };
+            if fl.l_type != libc::F_WRLCK as libc::c_short
+                || (fl.l_start, fl.l_len, fl.l_pid) != (10, 10, me)
+            {
+                return Err(format!(
+                    "POSIX lock: type {} start {} len {} pid {} (want write 10 10 {me})",
+                    fl.l_type, fl.l_start, fl.l_len, fl.l_pid
+                ));
+            }
+        }
         State::Held => {}
     }
     Ok(())
@@ -466,6 +537,10 @@ fn inject_fault(states: &[(String, State)]) {
         match *s {
             State::Pipe { r, .. } => drop(read_fd(r, 4096)),
             State::EventFd { fd } => drop(read_fd(fd, 8)),
+            State::Locks { flocked, .. } => {
+                // SAFETY: flock on our own fd.
+                unsafe { libc::flock(flocked, libc::LOCK_UN) };
+            }
             _ => {}
         }
     }
