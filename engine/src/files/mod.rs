@@ -27,7 +27,7 @@ use crate::error::{DumpError, Result};
 use crate::proc;
 
 /// Character devices reopened by path.
-const PATH_DEVICES: [&str; 3] = ["/dev/null", "/dev/zero", "/dev/urandom"];
+const PATH_DEVICES: [&str; 4] = ["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"];
 /// Suffix the kernel appends to the path of an unlinked file.
 const DELETED: &str = " (deleted)";
 
