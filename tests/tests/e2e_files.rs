@@ -71,6 +71,12 @@ fn flock_and_posix_locks_held() -> Result<()> {
 }
 
 #[test]
+fn unix_listeners_accept_after_restore() -> Result<()> {
+    harness::dump_restore(files(&["unixlisten"]))?;
+    Ok(())
+}
+
+#[test]
 fn every_kind_leave_running_then_restore() -> Result<()> {
     harness::leave_running_then_restore(files(&[
         "dup",
@@ -83,6 +89,7 @@ fn every_kind_leave_running_then_restore() -> Result<()> {
         "memfd",
         "signalfd",
         "locks",
+        "unixlisten",
     ]))?;
     Ok(())
 }

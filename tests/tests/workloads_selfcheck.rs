@@ -163,7 +163,8 @@ fn files(kinds: &[&str]) -> Spec {
     Spec::workload("wl_files", env!("CARGO_BIN_EXE_wl_files")).args(kinds.iter().copied())
 }
 
-const FILE_KINDS: [&str; 10] = [
+const FILE_KINDS: [&str; 11] = [
+    "unixlisten",
     "locks",
     "dup",
     "pipe",

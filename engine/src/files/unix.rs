@@ -1,7 +1,7 @@
 //! Unix sockets: connected pairs (socketpair, or two connected sockets both in the dump) with their queued
 //! messages, peeked with `SO_PEEK_OFF` + `MSG_PEEK` so nothing is consumed. Peers come from a UNIX_DIAG
-//! dump. Bound, listening and unconnected unix sockets, and messages carrying fds or credentials, are
-//! refused.
+//! dump. Listening sockets are carried by name (path or abstract). Other bound or unconnected unix sockets,
+//! and messages carrying fds or credentials, are refused.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -112,12 +112,50 @@ fn is_named(dup: &OwnedFd) -> Result<bool, String> {
     Ok(len as usize > std::mem::size_of::<libc::sa_family_t>())
 }
 
-/// One end of a connected pair.
+/// The bound name (`sun_path` bytes, abstract names with their leading NUL).
+fn name_of(dup: &OwnedFd) -> Result<Vec<u8>, String> {
+    let (ss, len) = sys::sock_name(dup, false).map_err(|e| format!("getsockname: {e}"))?;
+    let off = std::mem::size_of::<libc::sa_family_t>();
+    // SAFETY: the storage holds a sockaddr_un for an AF_UNIX socket and is large enough for one.
+    let sun = unsafe { &*(&ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_un>() };
+    let n = (len as usize).saturating_sub(off).min(sun.sun_path.len());
+    let mut name: Vec<u8> = sun.sun_path[..n].iter().map(|&c| c as u8).collect();
+    if name.first() != Some(&0) {
+        // A path: drop the terminating NUL and anything after it.
+        if let Some(end) = name.iter().position(|&c| c == 0) {
+            name.truncate(end);
+        }
+    }
+    Ok(name)
+}
+
+/// A listening socket: its name; refused while connections wait in its accept queue (they would be lost).
+fn listener(dup: &OwnedFd, sock_type: i32) -> Result<DescKind, String> {
+    let mut p = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(dup),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: polls one pollfd on our stack without waiting.
+    if unsafe { libc::poll(&mut p, 1, 0) } < 0 {
+        return Err(format!("poll: {}", std::io::Error::last_os_error()));
+    }
+    if p.revents & libc::POLLIN != 0 {
+        return Err("listening unix socket has connections waiting to be accepted".into());
+    }
+    let name = name_of(dup)?;
+    if name.is_empty() {
+        return Err("listening unix socket without a name".into());
+    }
+    Ok(DescKind::UnixListen { name, sock_type })
+}
+
+/// One end of a connected pair, or a listener.
 pub fn dump(ino: u64, peers: &HashMap<u64, u64>, dup: &OwnedFd) -> Result<DescKind, String> {
     let sock_type = sys::sockopt_int(dup, libc::SOL_SOCKET, libc::SO_TYPE)
         .map_err(|e| format!("SO_TYPE: {e}"))?;
     if sys::sockopt_int(dup, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).unwrap_or(0) != 0 {
-        return Err("listening unix sockets are not supported yet".into());
+        return listener(dup, sock_type);
     }
     if is_named(dup)? {
         return Err("bound unix sockets are not supported yet".into());

@@ -76,6 +76,9 @@ pub enum DescKind {
     },
     /// An inet socket that is not connected: unbound, bound, or listening.
     Inet(InetSocket),
+    /// A listening unix socket with no connection waiting to be accepted. `name` is `sun_path` as bound: a
+    /// path, or a leading NUL byte and an abstract name.
+    UnixListen { name: Vec<u8>, sock_type: i32 },
 }
 
 /// One epoll registration: the description behind the registered fd, the fd number the task used, the

@@ -142,6 +142,7 @@ pub fn kind_name(k: &DescKind) -> &'static str {
         DescKind::Memfd { .. } => "memfd",
         DescKind::UnixPair { .. } => "unix socket",
         DescKind::Inet(_) => "inet socket",
+        DescKind::UnixListen { .. } => "unix listener",
     }
 }
 

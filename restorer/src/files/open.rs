@@ -53,155 +53,163 @@ pub fn open_one(d: &FileDesc, st: &mut State) -> Result<OwnedFd, FileRestoreErro
         }
     };
     let nonblock = d.flags & libc::O_NONBLOCK as u32 != 0;
-    let fd = match &d.kind {
-        DescKind::PipeEnd {
-            pipe,
-            write,
-            size,
-            data,
-        } => match st.pipe_ends.remove(&(*pipe, *write)) {
-            Some(fd) => fd,
-            None => {
-                let mut ends = [0 as libc::c_int; 2];
-                // SAFETY: pipe2 writes two fds into `ends`.
-                check(unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) })
-                    .map_err(sys("pipe2"))?;
-                // SAFETY: both fds were just created by pipe2 and are owned by nobody else.
-                let (r, w) =
-                    unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
-                // SAFETY: F_SETPIPE_SZ on our own pipe.
-                check(unsafe {
-                    libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, *size as libc::c_int)
-                })
-                .map_err(sys(&format!("F_SETPIPE_SZ {size}")))?;
-                if let Some(bytes) = data {
-                    write_all(&w, bytes).map_err(sys("writing the buffered bytes"))?;
-                }
-                let (mine, other) = if *write { (w, r) } else { (r, w) };
-                st.pipe_ends.insert((*pipe, !*write), other);
-                mine
-            }
-        },
-        DescKind::EventFd { count, semaphore } => {
-            let count = u32::try_from(*count).map_err(|_| FileRestoreError::Bad {
-                id,
-                kind,
-                reason: format!("counter {count} does not fit eventfd's initial value"),
-            })?;
-            let mut fl = libc::EFD_CLOEXEC;
-            if *semaphore {
-                fl |= libc::EFD_SEMAPHORE;
-            }
-            // SAFETY: eventfd takes an initial value and flags and returns a new fd.
-            owned(unsafe { libc::eventfd(count, fl) }).map_err(sys("eventfd"))?
-        }
-        DescKind::TimerFd {
-            clock,
-            interval_ns,
-            value_ns,
-        } => {
-            // SAFETY: timerfd_create takes a clock and flags and returns a new fd.
-            let fd = owned(unsafe { libc::timerfd_create(*clock, libc::TFD_CLOEXEC) })
-                .map_err(sys(&format!("timerfd_create clock {clock}")))?;
-            if *value_ns != 0 {
-                let spec = libc::itimerspec {
-                    it_interval: timespec(*interval_ns),
-                    it_value: timespec(*value_ns),
-                };
-                // SAFETY: reads one itimerspec from our stack; no old value is asked for.
-                check(unsafe {
-                    libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut())
-                })
-                .map_err(sys("timerfd_settime"))?;
-            }
-            fd
-        }
-        DescKind::SignalFd { mask } => {
-            // SAFETY: sigset_t is plain data; sigemptyset initialises it.
-            let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-            // SAFETY: initialises `set` on our stack.
-            unsafe { libc::sigemptyset(&mut set) };
-            for sig in 1..=64 {
-                if mask & (1u64 << (sig - 1)) != 0 {
-                    // SAFETY: adds a signal number to `set`; out-of-range numbers fail harmlessly.
-                    unsafe { libc::sigaddset(&mut set, sig) };
-                }
-            }
-            // SAFETY: signalfd reads the set from our stack and returns a new fd.
-            owned(unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC) })
-                .map_err(sys("signalfd"))?
-        }
-        DescKind::Epoll { .. } => {
-            // Registrations are added by each task (see ChildAction), keyed by its own fd numbers.
-            // SAFETY: epoll_create1 returns a new fd.
-            owned(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })
-                .map_err(sys("epoll_create1"))?
-        }
-        DescKind::Memfd {
-            name,
-            data,
-            pos,
-            seals,
-        } => {
-            let cname =
-                std::ffi::CString::new(name.as_str()).map_err(|_| FileRestoreError::Bad {
-                    id,
-                    kind,
-                    reason: format!("name {name:?} holds a NUL byte"),
-                })?;
-            // SAFETY: memfd_create reads the NUL-terminated name and returns a new fd.
-            let fd = owned(unsafe {
-                libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
-            })
-            .map_err(sys("memfd_create"))?;
-            write_all(&fd, data).map_err(sys("writing the content"))?;
-            nix::unistd::lseek(&fd, *pos as i64, nix::unistd::Whence::SeekSet)
-                .map_err(sys(&format!("seeking to {pos}")))?;
-            if *seals != 0 {
-                // SAFETY: F_ADD_SEALS on our own memfd.
-                check(unsafe {
-                    libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, *seals as libc::c_int)
-                })
-                .map_err(sys(&format!("F_ADD_SEALS {seals:#x}")))?;
-            }
-            fd
-        }
-        DescKind::UnixPair {
-            ino,
-            peer,
-            sock_type,
-            ..
-        } => {
-            st.unix_desc.insert(*ino, d.id);
-            match st.unix_ends.remove(ino) {
+    let fd =
+        match &d.kind {
+            DescKind::PipeEnd {
+                pipe,
+                write,
+                size,
+                data,
+            } => match st.pipe_ends.remove(&(*pipe, *write)) {
                 Some(fd) => fd,
                 None => {
-                    let mut sv = [0 as libc::c_int; 2];
-                    // SAFETY: socketpair writes two fds into `sv`.
+                    let mut ends = [0 as libc::c_int; 2];
+                    // SAFETY: pipe2 writes two fds into `ends`.
+                    check(unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) })
+                        .map_err(sys("pipe2"))?;
+                    // SAFETY: both fds were just created by pipe2 and are owned by nobody else.
+                    let (r, w) =
+                        unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
+                    // SAFETY: F_SETPIPE_SZ on our own pipe.
                     check(unsafe {
-                        libc::socketpair(
-                            libc::AF_UNIX,
-                            *sock_type | libc::SOCK_CLOEXEC,
-                            0,
-                            sv.as_mut_ptr(),
-                        )
+                        libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, *size as libc::c_int)
                     })
-                    .map_err(sys("socketpair"))?;
-                    // SAFETY: both fds were just created by socketpair and are owned by nobody else.
-                    let (a, b) =
-                        unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) };
-                    st.unix_ends.insert(*peer, b);
-                    a
+                    .map_err(sys(&format!("F_SETPIPE_SZ {size}")))?;
+                    if let Some(bytes) = data {
+                        write_all(&w, bytes).map_err(sys("writing the buffered bytes"))?;
+                    }
+                    let (mine, other) = if *write { (w, r) } else { (r, w) };
+                    st.pipe_ends.insert((*pipe, !*write), other);
+                    mine
+                }
+            },
+            DescKind::EventFd { count, semaphore } => {
+                let count = u32::try_from(*count).map_err(|_| FileRestoreError::Bad {
+                    id,
+                    kind,
+                    reason: format!("counter {count} does not fit eventfd's initial value"),
+                })?;
+                let mut fl = libc::EFD_CLOEXEC;
+                if *semaphore {
+                    fl |= libc::EFD_SEMAPHORE;
+                }
+                // SAFETY: eventfd takes an initial value and flags and returns a new fd.
+                owned(unsafe { libc::eventfd(count, fl) }).map_err(sys("eventfd"))?
+            }
+            DescKind::TimerFd {
+                clock,
+                interval_ns,
+                value_ns,
+            } => {
+                // SAFETY: timerfd_create takes a clock and flags and returns a new fd.
+                let fd = owned(unsafe { libc::timerfd_create(*clock, libc::TFD_CLOEXEC) })
+                    .map_err(sys(&format!("timerfd_create clock {clock}")))?;
+                if *value_ns != 0 {
+                    let spec = libc::itimerspec {
+                        it_interval: timespec(*interval_ns),
+                        it_value: timespec(*value_ns),
+                    };
+                    // SAFETY: reads one itimerspec from our stack; no old value is asked for.
+                    check(unsafe {
+                        libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut())
+                    })
+                    .map_err(sys("timerfd_settime"))?;
+                }
+                fd
+            }
+            DescKind::SignalFd { mask } => {
+                // SAFETY: sigset_t is plain data; sigemptyset initialises it.
+                let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+                // SAFETY: initialises `set` on our stack.
+                unsafe { libc::sigemptyset(&mut set) };
+                for sig in 1..=64 {
+                    if mask & (1u64 << (sig - 1)) != 0 {
+                        // SAFETY: adds a signal number to `set`; out-of-range numbers fail harmlessly.
+                        unsafe { libc::sigaddset(&mut set, sig) };
+                    }
+                }
+                // SAFETY: signalfd reads the set from our stack and returns a new fd.
+                owned(unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC) })
+                    .map_err(sys("signalfd"))?
+            }
+            DescKind::Epoll { .. } => {
+                // Registrations are added by each task (see ChildAction), keyed by its own fd numbers.
+                // SAFETY: epoll_create1 returns a new fd.
+                owned(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })
+                    .map_err(sys("epoll_create1"))?
+            }
+            DescKind::Memfd {
+                name,
+                data,
+                pos,
+                seals,
+            } => {
+                let cname =
+                    std::ffi::CString::new(name.as_str()).map_err(|_| FileRestoreError::Bad {
+                        id,
+                        kind,
+                        reason: format!("name {name:?} holds a NUL byte"),
+                    })?;
+                // SAFETY: memfd_create reads the NUL-terminated name and returns a new fd.
+                let fd = owned(unsafe {
+                    libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+                })
+                .map_err(sys("memfd_create"))?;
+                write_all(&fd, data).map_err(sys("writing the content"))?;
+                nix::unistd::lseek(&fd, *pos as i64, nix::unistd::Whence::SeekSet)
+                    .map_err(sys(&format!("seeking to {pos}")))?;
+                if *seals != 0 {
+                    // SAFETY: F_ADD_SEALS on our own memfd.
+                    check(unsafe {
+                        libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, *seals as libc::c_int)
+                    })
+                    .map_err(sys(&format!("F_ADD_SEALS {seals:#x}")))?;
+                }
+                fd
+            }
+            DescKind::UnixPair {
+                ino,
+                peer,
+                sock_type,
+                ..
+            } => {
+                st.unix_desc.insert(*ino, d.id);
+                match st.unix_ends.remove(ino) {
+                    Some(fd) => fd,
+                    None => {
+                        let mut sv = [0 as libc::c_int; 2];
+                        // SAFETY: socketpair writes two fds into `sv`.
+                        check(unsafe {
+                            libc::socketpair(
+                                libc::AF_UNIX,
+                                *sock_type | libc::SOCK_CLOEXEC,
+                                0,
+                                sv.as_mut_ptr(),
+                            )
+                        })
+                        .map_err(sys("socketpair"))?;
+                        // SAFETY: both fds were just created by socketpair and are owned by nobody else.
+                        let (a, b) =
+                            unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) };
+                        st.unix_ends.insert(*peer, b);
+                        a
+                    }
                 }
             }
-        }
-        DescKind::Inet(s) => open_inet(s).map_err(|(what, source)| FileRestoreError::Sys {
-            id,
-            kind,
-            what,
-            source,
-        })?,
-    };
+            DescKind::UnixListen { name, sock_type } => open_unix_listener(name, *sock_type)
+                .map_err(|(what, source)| FileRestoreError::Sys {
+                    id,
+                    kind,
+                    what,
+                    source,
+                })?,
+            DescKind::Inet(s) => open_inet(s).map_err(|(what, source)| FileRestoreError::Sys {
+                id,
+                kind,
+                what,
+                source,
+            })?,
+        };
     if nonblock {
         nix::fcntl::fcntl(
             &fd,
@@ -222,6 +230,56 @@ fn write_all(fd: &OwnedFd, mut bytes: &[u8]) -> Result<(), Errno> {
         }
     }
     Ok(())
+}
+
+/// Binds a unix socket to `name` and listens. A socket file left at the path by the dumped process (its
+/// socket is gone) is removed first; anything else at the path fails the bind.
+fn open_unix_listener(name: &[u8], sock_type: i32) -> Result<OwnedFd, (String, Errno)> {
+    let shown = String::from_utf8_lossy(name).replace('\0', "@");
+    // SAFETY: socket returns a new fd.
+    let fd = owned(unsafe { libc::socket(libc::AF_UNIX, sock_type | libc::SOCK_CLOEXEC, 0) })
+        .map_err(|e| ("socket(AF_UNIX)".to_string(), e))?;
+    // SAFETY: sockaddr_un is plain data; all-zero is valid.
+    let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if name.len() >= sun.sun_path.len() {
+        return Err((
+            format!("unix name {shown} is too long"),
+            Errno::ENAMETOOLONG,
+        ));
+    }
+    sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in sun.sun_path.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    if name.first() != Some(&0) {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::FileTypeExt;
+        let path = std::path::Path::new(std::ffi::OsStr::from_bytes(name));
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+            std::fs::remove_file(path).map_err(|e| {
+                (
+                    format!("removing the stale socket {shown}"),
+                    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                )
+            })?;
+        }
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>()
+        + name.len()
+        + usize::from(name.first() != Some(&0));
+    // SAFETY: bind reads `len` bytes of `sun` on our stack.
+    check(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sun as *const libc::sockaddr_un).cast(),
+            len as libc::socklen_t,
+        )
+    })
+    .map_err(|e| (format!("bind to {shown}"), e))?;
+    // SAFETY: listen on our own socket.
+    check(unsafe { libc::listen(fd.as_raw_fd(), libc::SOMAXCONN) })
+        .map_err(|e| ("listen".to_string(), e))?;
+    Ok(fd)
 }
 
 fn open_inet(s: &InetSocket) -> Result<OwnedFd, (String, Errno)> {

@@ -7,6 +7,8 @@
 //!   a datagram pair with two queued datagrams (boundaries must survive).
 //! - `tcp`: a TCP listener on 127.0.0.1 (port chosen by the kernel); after the trigger it must accept a new
 //!   connection from this process and carry bytes.
+//! - `unixlisten`: a listening unix stream socket bound to a path of DIR and one bound to an abstract name;
+//!   after the trigger each accepts a new connection from this process and carries bytes.
 //! - `eventfd`: an eventfd with counter 5.
 //! - `epoll`: an epoll set watching an eventfd with counter 1 (data 0xabcdef) and an empty pipe (data 7);
 //!   after the trigger exactly the eventfd is reported ready.
@@ -129,6 +131,12 @@ enum State {
         a: std::path::PathBuf,
         b: std::path::PathBuf,
     },
+    UnixListen {
+        path: RawFd,
+        abs: RawFd,
+        at: std::path::PathBuf,
+        name: String,
+    },
     /// Refused kinds: kept open only.
     Held,
 }
@@ -203,6 +211,23 @@ fn set_up(kind: &str, args: &WorkloadArgs) -> Result<State, WorkloadError> {
         "tcp" => {
             let (l, port) = listener()?;
             State::Tcp { l, port }
+        }
+        "unixlisten" => {
+            let at = args.dir.join("listen.sock");
+            let l = std::os::unix::net::UnixListener::bind(&at)
+                .map_err(|e| WorkloadError::setup("unix bind", e))?;
+            let name = format!("wl-files-{}", std::process::id());
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+                .map_err(|e| WorkloadError::setup("abstract name", e))?;
+            let a = std::os::unix::net::UnixListener::bind_addr(&addr)
+                .map_err(|e| WorkloadError::setup("abstract bind", e))?;
+            State::UnixListen {
+                path: std::os::fd::IntoRawFd::into_raw_fd(l),
+                abs: std::os::fd::IntoRawFd::into_raw_fd(a),
+                at,
+                name,
+            }
         }
         "eventfd" => State::EventFd {
             // SAFETY: eventfd returns a new fd.
@@ -525,6 +550,36 @@ fn check(state: &State) -> Result<(), String> {
                     "POSIX lock: type {} start {} len {} pid {} (want write 10 10 {me})",
                     fl.l_type, fl.l_start, fl.l_len, fl.l_pid
                 ));
+            }
+        }
+        State::UnixListen {
+            path,
+            abs,
+            ref at,
+            ref name,
+        } => {
+            use std::io::{Read, Write};
+            use std::os::linux::net::SocketAddrExt;
+            use std::os::unix::net::{SocketAddr, UnixStream};
+            let abs_addr =
+                SocketAddr::from_abstract_name(name.as_bytes()).map_err(|e| e.to_string())?;
+            let clients = [
+                UnixStream::connect(at).map_err(|e| format!("connect {at:?}: {e}"))?,
+                UnixStream::connect_addr(&abs_addr).map_err(|e| format!("connect @{name}: {e}"))?,
+            ];
+            for (l, mut c) in [path, abs].into_iter().zip(clients) {
+                // SAFETY: accept on our own listener.
+                let a = unsafe { libc::accept(l, std::ptr::null_mut(), std::ptr::null_mut()) };
+                if a < 0 {
+                    return Err(os_err("accept"));
+                }
+                c.write_all(b"ping").map_err(|e| e.to_string())?;
+                if read_fd(a, 4)? != b"ping" {
+                    return Err("accepted connection does not carry bytes".into());
+                }
+                let mut buf = [0u8; 1];
+                write_fd(a, b"!")?;
+                c.read_exact(&mut buf).map_err(|e| e.to_string())?;
             }
         }
         State::Held => {}
