@@ -77,6 +77,18 @@ fn unix_listeners_accept_after_restore() -> Result<()> {
 }
 
 #[test]
+fn unlinked_file_carried() -> Result<()> {
+    harness::dump_restore(files(&["ghost"]))?;
+    Ok(())
+}
+
+#[test]
+fn udp_bound_receives_after_restore() -> Result<()> {
+    harness::dump_restore(files(&["udp"]))?;
+    Ok(())
+}
+
+#[test]
 fn every_kind_leave_running_then_restore() -> Result<()> {
     harness::leave_running_then_restore(files(&[
         "dup",
@@ -90,6 +102,8 @@ fn every_kind_leave_running_then_restore() -> Result<()> {
         "signalfd",
         "locks",
         "unixlisten",
+        "ghost",
+        "udp",
     ]))?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use dormant_image::records::DescKind;
 
-/// memfd content larger than this is refused (it would be carried in the image).
+/// memfd or unlinked-file content larger than this is refused (it would be carried in the image).
 pub const MEMFD_MAX: u64 = 256 << 20;
 
 /// The value of `key:` in fdinfo text.
@@ -81,6 +81,23 @@ pub fn epoll_lines(info: &str) -> Result<Vec<(i32, u32, u64)>, String> {
         out.push((tfd, events, data));
     }
     Ok(out)
+}
+
+/// A regular file unlinked while open: its content (pread, the shared offset does not move) and mode.
+pub fn ghost(target: &str, pos: u64, dup: &OwnedFd) -> Result<DescKind, String> {
+    let st = nix::sys::stat::fstat(dup).map_err(|e| format!("fstat: {e}"))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_nlink != 0 {
+        return Err(format!("{target} is not an unlinked regular file"));
+    }
+    let DescKind::Memfd { data, .. } = memfd(target, pos, dup)? else {
+        return Err("unreachable content reader result".into());
+    };
+    Ok(DescKind::Ghost {
+        path: target.trim_end_matches(" (deleted)").to_string(),
+        mode: st.st_mode & 0o7777,
+        data,
+        pos,
+    })
 }
 
 /// A memfd: name from the link target (`/memfd:NAME (deleted)`), content read with pread (the shared

@@ -53,6 +53,7 @@ fn kind_name(target: &str) -> &'static str {
         "anon_inode:[signalfd]" => "signalfd",
         "anon_inode:[eventpoll]" => "epoll",
         t if t.starts_with("/memfd:") => "memfd",
+        t if t.starts_with('/') && t.ends_with(" (deleted)") => "unlinked file",
         _ => "file",
     }
 }
@@ -152,6 +153,7 @@ impl FileCollector {
             "signalfd" => anon::signalfd(&info_text).map_err(fail)?,
             "timerfd" => anon::timerfd(&info_text, &dup).map_err(fail)?,
             "memfd" => anon::memfd(&target, info.pos, &dup).map_err(fail)?,
+            "unlinked file" => anon::ghost(&target, info.pos, &dup).map_err(fail)?,
             "epoll" => {
                 let mut targets = Vec::new();
                 for (tfd, events, data) in anon::epoll_lines(&info_text).map_err(fail)? {

@@ -79,6 +79,14 @@ pub enum DescKind {
     /// A listening unix socket with no connection waiting to be accepted. `name` is `sun_path` as bound: a
     /// path, or a leading NUL byte and an abstract name.
     UnixListen { name: Vec<u8>, sock_type: i32 },
+    /// A regular file unlinked while open ("ghost"), carried with its content: `path` is where it lived
+    /// (restore creates an unnamed file in that directory), `mode` its permission bits.
+    Ghost {
+        path: String,
+        mode: u32,
+        data: Vec<u8>,
+        pos: u64,
+    },
 }
 
 /// One epoll registration: the description behind the registered fd, the fd number the task used, the

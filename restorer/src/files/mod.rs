@@ -143,6 +143,7 @@ pub fn kind_name(k: &DescKind) -> &'static str {
         DescKind::UnixPair { .. } => "unix socket",
         DescKind::Inet(_) => "inet socket",
         DescKind::UnixListen { .. } => "unix listener",
+        DescKind::Ghost { .. } => "unlinked file",
     }
 }
 

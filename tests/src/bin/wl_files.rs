@@ -9,6 +9,8 @@
 //!   connection from this process and carry bytes.
 //! - `unixlisten`: a listening unix stream socket bound to a path of DIR and one bound to an abstract name;
 //!   after the trigger each accepts a new connection from this process and carries bytes.
+//! - `ghost`: a 5000-byte file of DIR, unlinked while open, offset 100.
+//! - `udp`: a UDP socket bound to 127.0.0.1; after the trigger it receives a datagram sent to its port.
 //! - `eventfd`: an eventfd with counter 5.
 //! - `epoll`: an epoll set watching an eventfd with counter 1 (data 0xabcdef) and an empty pipe (data 7);
 //!   after the trigger exactly the eventfd is reported ready.
@@ -77,6 +79,10 @@ fn pos(fd: RawFd) -> i64 {
     unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) }
 }
 
+fn ghost_pattern() -> Vec<u8> {
+    (0..5000u32).map(|i| (i % 13) as u8 + b'a').collect()
+}
+
 fn memfd_pattern() -> Vec<u8> {
     (0..MEMFD_LEN).map(|i| (i * 7 % 251) as u8).collect()
 }
@@ -136,6 +142,12 @@ enum State {
         abs: RawFd,
         at: std::path::PathBuf,
         name: String,
+    },
+    Ghost {
+        fd: RawFd,
+    },
+    Udp {
+        fd: RawFd,
     },
     /// Refused kinds: kept open only.
     Held,
@@ -227,6 +239,25 @@ fn set_up(kind: &str, args: &WorkloadArgs) -> Result<State, WorkloadError> {
                 abs: std::os::fd::IntoRawFd::into_raw_fd(a),
                 at,
                 name,
+            }
+        }
+        "ghost" => {
+            let p = args.dir.join("ghost");
+            std::fs::write(&p, ghost_pattern())
+                .map_err(|e| WorkloadError::setup("ghost file", e))?;
+            let f = std::fs::File::open(&p).map_err(|e| WorkloadError::setup("ghost open", e))?;
+            std::fs::remove_file(&p).map_err(|e| WorkloadError::setup("ghost unlink", e))?;
+            let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
+            // SAFETY: lseek on our own fd.
+            let r = unsafe { libc::lseek(fd, 100, libc::SEEK_SET) };
+            cvt(r as i32, "lseek")?;
+            State::Ghost { fd }
+        }
+        "udp" => {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0")
+                .map_err(|e| WorkloadError::setup("udp bind", e))?;
+            State::Udp {
+                fd: std::os::fd::IntoRawFd::into_raw_fd(s),
             }
         }
         "eventfd" => State::EventFd {
@@ -580,6 +611,43 @@ fn check(state: &State) -> Result<(), String> {
                 let mut buf = [0u8; 1];
                 write_fd(a, b"!")?;
                 c.read_exact(&mut buf).map_err(|e| e.to_string())?;
+            }
+        }
+        State::Ghost { fd } => {
+            if pos(fd) != 100 {
+                return Err(format!("offset {}, want 100", pos(fd)));
+            }
+            let mut all = vec![0u8; 8192];
+            // SAFETY: pread into our buffer.
+            let n = unsafe { libc::pread(fd, all.as_mut_ptr().cast(), all.len(), 0) };
+            all.truncate(n.max(0) as usize);
+            if all != ghost_pattern() {
+                return Err(format!("content differs ({n} bytes)"));
+            }
+            let link =
+                std::fs::read_link(format!("/proc/self/fd/{fd}")).map_err(|e| e.to_string())?;
+            if !link.to_string_lossy().ends_with(" (deleted)") {
+                return Err(format!("link {link:?} is not an unlinked file"));
+            }
+            // SAFETY: fcntl on our own fd.
+            let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+            if fl & libc::O_ACCMODE != libc::O_RDONLY {
+                return Err(format!(
+                    "access mode {:#o}, want read-only",
+                    fl & libc::O_ACCMODE
+                ));
+            }
+        }
+        State::Udp { fd } => {
+            use std::os::fd::FromRawFd;
+            // SAFETY: we own `fd`; ManuallyDrop keeps it open for later checks.
+            let s = std::mem::ManuallyDrop::new(unsafe { std::net::UdpSocket::from_raw_fd(fd) });
+            let at = s.local_addr().map_err(|e| e.to_string())?;
+            let c = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+            c.send_to(b"dgram", at)
+                .map_err(|e| format!("send to {at}: {e}"))?;
+            if read_fd(fd, 64)? != b"dgram" {
+                return Err("datagram not received".into());
             }
         }
         State::Held => {}
