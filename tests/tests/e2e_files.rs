@@ -89,6 +89,12 @@ fn udp_bound_receives_after_restore() -> Result<()> {
 }
 
 #[test]
+fn async_owner_and_signal() -> Result<()> {
+    harness::dump_restore(files(&["owner"]))?;
+    Ok(())
+}
+
+#[test]
 fn every_kind_leave_running_then_restore() -> Result<()> {
     harness::leave_running_then_restore(files(&[
         "dup",
@@ -104,6 +110,7 @@ fn every_kind_leave_running_then_restore() -> Result<()> {
         "unixlisten",
         "ghost",
         "udp",
+        "owner",
     ]))?;
     Ok(())
 }

@@ -163,7 +163,8 @@ fn files(kinds: &[&str]) -> Spec {
     Spec::workload("wl_files", env!("CARGO_BIN_EXE_wl_files")).args(kinds.iter().copied())
 }
 
-const FILE_KINDS: [&str; 13] = [
+const FILE_KINDS: [&str; 14] = [
+    "owner",
     "ghost",
     "udp",
     "unixlisten",

@@ -211,11 +211,13 @@ impl FileCollector {
                 })
             }
         };
+        let owner = sys::owner(&dup).map_err(|e| fail(format!("F_GETOWN_EX: {e}")))?;
         let id = DescId(self.descs.len() as u32);
         self.descs.push(FileDesc {
             id,
             flags,
             kind: desc,
+            owner,
         });
         let file = FdFile::Desc(id);
         self.add_locks(pid, &target, &file, held);

@@ -4,6 +4,15 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 const KCMP_FILE: libc::c_int = 0;
+/// fcntl commands and `struct f_owner_ex` (not in the libc crate for this target).
+const F_GETSIG: libc::c_int = 11;
+const F_GETOWN_EX: libc::c_int = 16;
+
+#[repr(C)]
+struct FOwnerEx {
+    kind: libc::c_int,
+    pid: libc::pid_t,
+}
 
 /// A pidfd of a target task, used to take copies of its fds.
 #[derive(Debug)]
@@ -64,6 +73,25 @@ pub fn same_description(pid1: u32, fd1: i32, pid2: u32, fd2: i32) -> io::Result<
         return Err(io::Error::last_os_error());
     }
     Ok(r == 0)
+}
+
+/// The owner of a description (`F_GETOWN_EX`, `F_GETSIG`); `None` when nobody is set.
+pub fn owner(fd: &OwnedFd) -> io::Result<Option<dormant_image::records::FileOwner>> {
+    let mut ex = FOwnerEx { kind: 0, pid: 0 };
+    // SAFETY: F_GETOWN_EX writes one f_owner_ex into `ex` on our stack.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), F_GETOWN_EX, &mut ex) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if ex.pid == 0 {
+        return Ok(None);
+    }
+    // SAFETY: F_GETSIG takes no argument and returns the signal or -1.
+    let signal = unsafe { libc::fcntl(fd.as_raw_fd(), F_GETSIG) };
+    Ok(Some(dormant_image::records::FileOwner {
+        kind: ex.kind,
+        pid: ex.pid as u32,
+        signal: signal.max(0),
+    }))
 }
 
 /// `int` socket option `opt` at `level`.

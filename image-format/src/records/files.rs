@@ -22,9 +22,22 @@ pub struct DescId(pub u32);
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileDesc {
     pub id: DescId,
-    /// `O_*` status flags from fdinfo (without `O_CLOEXEC`); `O_NONBLOCK` is re-applied with `F_SETFL`.
+    /// `O_*` status flags from fdinfo (without `O_CLOEXEC`); `O_NONBLOCK` and `O_ASYNC` are re-applied with
+    /// `F_SETFL`.
     pub flags: u32,
     pub kind: DescKind,
+    /// Who gets SIGIO/SIGURG for this description (`F_SETOWN_EX`), and which signal (`F_SETSIG`).
+    pub owner: Option<FileOwner>,
+}
+
+/// `struct f_owner_ex` plus the `F_SETSIG` signal (0 = SIGIO).
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileOwner {
+    /// `F_OWNER_TID`, `F_OWNER_PID` or `F_OWNER_PGRP`.
+    pub kind: i32,
+    pub pid: u32,
+    pub signal: i32,
 }
 
 impl Record for FileDesc {

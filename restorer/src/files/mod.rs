@@ -13,6 +13,16 @@ use dormant_image::records::{DescId, DescKind, Fd, FdFile, FileDesc, FileLock, L
 
 pub use open::open_one;
 
+/// fcntl commands and `struct f_owner_ex` (not in the libc crate for this target).
+const F_SETSIG: libc::c_int = 10;
+const F_SETOWN_EX: libc::c_int = 15;
+
+#[repr(C)]
+struct FOwnerEx {
+    kind: libc::c_int,
+    pid: libc::pid_t,
+}
+
 /// Why a description could not be rebuilt.
 #[derive(Debug, thiserror::Error)]
 pub enum FileRestoreError {
@@ -43,6 +53,14 @@ pub enum ChildAction {
         events: u32,
         data: u64,
     },
+    /// `F_SETSIG` and `F_SETOWN_EX` on the task's fd (the owner is a restored pid, which exists only from the
+    /// fork on).
+    SetOwner {
+        fd: i32,
+        kind: i32,
+        pid: u32,
+        signal: i32,
+    },
     /// A POSIX record lock (`F_SETLK`), owned by the process that takes it.
     SetLk {
         fd: i32,
@@ -69,6 +87,26 @@ pub fn run_child_action(a: &ChildAction) -> Result<(), i32> {
                 if e != libc::EEXIST {
                     return Err(e);
                 }
+            }
+            Ok(())
+        }
+        ChildAction::SetOwner {
+            fd,
+            kind,
+            pid,
+            signal,
+        } => {
+            // SAFETY: F_SETSIG takes an int.
+            if unsafe { libc::fcntl(fd, F_SETSIG, signal) } != 0 {
+                return Err(nix::errno::Errno::last_raw());
+            }
+            let ex = FOwnerEx {
+                kind,
+                pid: pid as libc::pid_t,
+            };
+            // SAFETY: F_SETOWN_EX reads one f_owner_ex from our stack.
+            if unsafe { libc::fcntl(fd, F_SETOWN_EX, &ex) } != 0 {
+                return Err(nix::errno::Errno::last_raw());
             }
             Ok(())
         }
@@ -172,6 +210,14 @@ impl OpenedFiles {
         let mut out = Vec::new();
         for f in fds {
             let FdFile::Desc(id) = f.file else { continue };
+            if let Some(o) = self.descs.get(&id).and_then(|d| d.owner) {
+                out.push(ChildAction::SetOwner {
+                    fd: f.fd,
+                    kind: o.kind,
+                    pid: o.pid,
+                    signal: o.signal,
+                });
+            }
             let Some(DescKind::Epoll { targets }) = self.descs.get(&id).map(|d| &d.kind) else {
                 continue;
             };

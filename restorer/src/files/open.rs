@@ -223,12 +223,16 @@ pub fn open_one(d: &FileDesc, st: &mut State) -> Result<OwnedFd, FileRestoreErro
                 source,
             })?,
         };
+    let mut fl = nix::fcntl::OFlag::empty();
     if nonblock {
-        nix::fcntl::fcntl(
-            &fd,
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        )
-        .map_err(sys("F_SETFL O_NONBLOCK"))?;
+        fl |= nix::fcntl::OFlag::O_NONBLOCK;
+    }
+    if d.flags & libc::O_ASYNC as u32 != 0 {
+        fl |= nix::fcntl::OFlag::O_ASYNC;
+    }
+    if !fl.is_empty() {
+        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(fl))
+            .map_err(sys(&format!("F_SETFL {fl:?}")))?;
     }
     Ok(fd)
 }

@@ -11,6 +11,7 @@
 //!   after the trigger each accepts a new connection from this process and carries bytes.
 //! - `ghost`: a 5000-byte file of DIR, unlinked while open, offset 100.
 //! - `udp`: a UDP socket bound to 127.0.0.1; after the trigger it receives a datagram sent to its port.
+//! - `owner`: a pipe read end with O_ASYNC, owner this process (F_SETOWN_EX) and signal SIGURG (F_SETSIG).
 //! - `eventfd`: an eventfd with counter 5.
 //! - `epoll`: an epoll set watching an eventfd with counter 1 (data 0xabcdef) and an empty pipe (data 7);
 //!   after the trigger exactly the eventfd is reported ready.
@@ -30,6 +31,9 @@ use std::process::ExitCode;
 
 use dormant_tests::workload::{self, Report, WorkloadArgs, WorkloadError, INJECT_FAULT};
 
+/// fcntl commands not in the libc crate for this target.
+const F_SETSIG: libc::c_int = 10;
+const F_GETSIG: libc::c_int = 11;
 const USAGE: &str = "KIND... [--inject-fault]";
 const PIPE_BYTES: &[u8] = b"hello pipe";
 const PIPE_SIZE: i32 = 128 << 10;
@@ -149,6 +153,9 @@ enum State {
     Udp {
         fd: RawFd,
     },
+    Owner {
+        fd: RawFd,
+    },
     /// Refused kinds: kept open only.
     Held,
 }
@@ -259,6 +266,22 @@ fn set_up(kind: &str, args: &WorkloadArgs) -> Result<State, WorkloadError> {
             State::Udp {
                 fd: std::os::fd::IntoRawFd::into_raw_fd(s),
             }
+        }
+        "owner" => {
+            let mut p = [0; 2];
+            // SAFETY: pipe2 writes two fds into `p`.
+            let r = unsafe { libc::pipe2(p.as_mut_ptr(), 0) };
+            cvt(r, "pipe2")?;
+            // SAFETY: fcntl on our own fd.
+            let r = unsafe { libc::fcntl(p[0], libc::F_SETFL, libc::O_ASYNC) };
+            cvt(r, "F_SETFL O_ASYNC")?;
+            // SAFETY: fcntl on our own fd.
+            let r = unsafe { libc::fcntl(p[0], F_SETSIG, libc::SIGURG) };
+            cvt(r, "F_SETSIG")?;
+            // SAFETY: fcntl on our own fd; getpid has no preconditions.
+            let r = unsafe { libc::fcntl(p[0], libc::F_SETOWN, libc::getpid()) };
+            cvt(r, "F_SETOWN")?;
+            State::Owner { fd: p[0] }
         }
         "eventfd" => State::EventFd {
             // SAFETY: eventfd returns a new fd.
@@ -648,6 +671,24 @@ fn check(state: &State) -> Result<(), String> {
                 .map_err(|e| format!("send to {at}: {e}"))?;
             if read_fd(fd, 64)? != b"dgram" {
                 return Err("datagram not received".into());
+            }
+        }
+        State::Owner { fd } => {
+            // SAFETY: fcntl queries on our own fd; getpid has no preconditions.
+            let (fl, sig, own, me) = unsafe {
+                (
+                    libc::fcntl(fd, libc::F_GETFL),
+                    libc::fcntl(fd, F_GETSIG),
+                    libc::fcntl(fd, libc::F_GETOWN),
+                    libc::getpid(),
+                )
+            };
+            if fl & libc::O_ASYNC == 0 || sig != libc::SIGURG || own != me {
+                return Err(format!(
+                    "O_ASYNC {} signal {sig} owner {own} (want set, {}, {me})",
+                    fl & libc::O_ASYNC != 0,
+                    libc::SIGURG
+                ));
             }
         }
         State::Held => {}
