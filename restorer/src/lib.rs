@@ -8,7 +8,10 @@
 //! registers. The caller traces the child until that sigreturn, removes the blob with one injected munmap
 //! and lets the process run.
 //!
-//! What it does NOT do (yet): process trees, threads, mounts, creds, sockets and pipes; namespaces other
+//! Open file descriptions other than path-reopened files (pipes, sockets, eventfd, epoll, memfd, ...) are
+//! rebuilt by [`files`], once each, before the fork.
+//!
+//! What it does NOT do (yet): process trees, threads, mounts, creds, established TCP; namespaces other
 //! than mount and pid are planned and entered by [`ns`], which `Restore::run` does not call yet. It never prints or exits; it logs through `log`. [`Restore::run`] forks from the calling
 //! process, which must be single-threaded.
 
