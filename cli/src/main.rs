@@ -54,6 +54,9 @@ enum Command {
         /// The process is a shell job: its terminal on fds 0-2 is inherited at restore.
         #[arg(long = "shell-job")]
         shell_job: bool,
+        /// Do not inject the parasite blob; copy pages with process_vm_readv instead.
+        #[arg(long = "no-parasite")]
+        no_parasite: bool,
         /// Write the dump statistics as JSON to this file.
         #[arg(long = "stats-json", hide = true)]
         stats_json: Option<PathBuf>,
@@ -153,12 +156,14 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
             images_dir,
             leave_running,
             shell_job,
+            no_parasite,
             stats_json,
         } => {
             let stats = dormant_engine::Dump::builder(dormant_image::records::Pid(pid))
                 .images_dir(&images_dir)
                 .leave_running(leave_running)
                 .shell_job(shell_job)
+                .no_parasite(no_parasite)
                 .build()?
                 .run()?;
             log::info!("dump of pid {pid} into {}: {stats:?}", images_dir.display());

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use dormant_image::records::{
-    names, Creds, Fd, ITimer, Mm, MmLayout, Pid, PosixTimer, PsTreeEntry, SigAction, SigAltStack,
-    TaskCore, ThreadCore, Tid,
+    names, Creds, Fd, ITimer, Mm, MmLayout, Pid, PosixTimer, PsTreeEntry, ShmemObject, SigAction,
+    SigAltStack, TaskCore, ThreadCore, Tid, VmaBacking,
 };
 use dormant_image::ImageWriter;
 
@@ -19,6 +19,8 @@ use crate::pagemap::PageWalker;
 use crate::proc;
 use crate::regs;
 use crate::seize::{self, ProcessIdentity, SeizedTask};
+use crate::threads;
+use crate::tree::SeizedTree;
 
 /// How long to wait for a killed target's pid to become free.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -162,6 +164,15 @@ impl DumpBuilder {
         self
     }
 
+    /// Never inject the parasite blob for page data (`--no-parasite`): pages go through
+    /// process_vm_readv. The single remote syscalls for in-process state are still used.
+    pub fn no_parasite(mut self, yes: bool) -> Self {
+        if yes && self.page_copy.method == mem::CopyMethod::Parasite {
+            self.page_copy.method = mem::CopyMethod::VmReadv;
+        }
+        self
+    }
+
     /// Test hook: fail the dump right after `stage` completes (for `Commit`: just before committing).
     #[doc(hidden)]
     pub fn fail_at(mut self, stage: DumpStage) -> Self {
@@ -254,7 +265,8 @@ fn is_dead(identity: &ProcessIdentity) -> bool {
 /// Everything collected from a task before records are written.
 struct Collected {
     core: TaskCore,
-    thread: ThreadCore,
+    /// Every thread, the leader first.
+    threads: Vec<ThreadCore>,
     pstree: PsTreeEntry,
     mm: Mm,
     fds: Vec<Fd>,
@@ -281,21 +293,21 @@ impl Dump {
             what: format!("create {}", self.images_dir.display()),
             source,
         })?;
-        let task = SeizedTask::seize(pid)?;
+        let tree = SeizedTree::seize(pid)?;
         let frozen_at = Instant::now();
-        let identity = task.identity();
-        match self.dump_seized(&task, writer, &mut progress) {
+        let identity = tree.root().identity();
+        match self.dump_seized(&tree, writer, &mut progress) {
             Ok((image_dir, pages, bytes)) => {
                 let release = Instant::now();
                 // Frozen time ends when the task runs again or is killed; waiting for its pid to be
                 // freed (its parent's reaping) is release time, not frozen time.
                 let frozen = if self.leave_running {
                     // A job-control-stopped task re-enters its stop on detach (the kernel re-arms it).
-                    task.detach()?;
+                    tree.detach()?;
                     frozen_at.elapsed()
                 } else {
                     let frozen = frozen_at.elapsed();
-                    task.kill(KILL_TIMEOUT)?;
+                    tree.kill(KILL_TIMEOUT)?;
                     frozen
                 };
                 Ok(DumpStats {
@@ -311,7 +323,7 @@ impl Dump {
             Err(err) => {
                 let stage = progress.current;
                 // Dropping the task detaches it; the writer was dropped inside dump_seized.
-                let detached = task.detach();
+                let detached = tree.detach();
                 if is_dead(&identity) {
                     log::warn!("pid {pid}: died during the dump ({stage:?}): {err}");
                     return Err(DumpError::ProcessGone { pid, stage });
@@ -327,36 +339,100 @@ impl Dump {
     /// Collects and writes everything; returns the committed image path, pages and bytes written.
     fn dump_seized(
         &self,
-        task: &SeizedTask,
+        tree: &SeizedTree,
         mut writer: ImageWriter,
         progress: &mut Progress,
     ) -> Result<(PathBuf, u64, u64)> {
-        let pid = task.pid();
+        let root = tree.root().pid();
         progress.done(DumpStage::Seize)?;
-
-        // --- Registers: before anything is injected (rseq state, restart state).
-        let mut gpregs = regs::get_gpregs(pid)?;
-        let rseq = regs::get_rseq(pid)?;
-        let sigmask = regs::get_sigmask(pid)?;
-        let xstate = regs::get_xstate(pid)?;
-        let pending = regs::peek_pending(pid, false)?;
-        let shared_pending = regs::peek_pending(pid, true)?;
-        let fixup = regs::apply_restart_rule(&mut gpregs);
-        log::debug!("pid {pid}: restart fixup {fixup:?}");
-        let mem_file = mem::open_mem(pid)?;
-        if let Some(r) = &rseq {
-            regs::apply_rseq_abort(&mut gpregs, r, |a, b| regs::read_mem_exact(&mem_file, a, b))
-                .map_err(|source| DumpError::MemRead {
-                    pid,
-                    addr: r.addr,
-                    len: u64::from(r.len),
-                    source,
-                })?;
+        let mut table = FileTable::new();
+        // One for the whole tree: fds shared between processes share one record.
+        let mut file_descs = files::FileCollector::new(self.shell_job);
+        let mut entries = Vec::with_capacity(tree.tasks.len());
+        let mut shmem: Vec<ShmemObject> = Vec::new();
+        let mut bytes = 0;
+        for t in &tree.tasks {
+            let (entry, objects, task_bytes) = self.dump_task(
+                &t.task,
+                t.ppid,
+                &mut writer,
+                &mut table,
+                &mut file_descs,
+                &shmem,
+                progress,
+            )?;
+            entries.push(entry);
+            shmem.extend(objects);
+            bytes += task_bytes;
         }
+        let err = |file: &str| {
+            let what = file.to_string();
+            move |source| DumpError::Image {
+                pid: root,
+                what,
+                source,
+            }
+        };
+        file_descs.finish(root, &mut writer)?;
+        writer
+            .write_records(names::PSTREE, &entries)
+            .map_err(err(names::PSTREE))?;
+        writer
+            .write_records(names::REG_FILES, table.entries())
+            .map_err(err(names::REG_FILES))?;
+        writer
+            .write_records(names::SHMEM, &shmem)
+            .map_err(err(names::SHMEM))?;
+        if !tree.zombies.is_empty() {
+            writer
+                .write_records(names::ZOMBIES, &tree.zombies)
+                .map_err(err(names::ZOMBIES))?;
+        }
+        progress.done(DumpStage::Records)?;
+
+        // --- Commit (an injected failure fires just before it).
+        progress.fail_point(DumpStage::Commit)?;
+        let info = crate::inventory::info(Pid(root))?;
+        let dir = writer.commit(info).map_err(err("commit"))?;
+        progress.record(DumpStage::Commit);
+        Ok((dir, bytes / crate::PAGE_SIZE, bytes))
+    }
+
+    /// Collects one seized process and writes its own records and page store; returns its tree entry,
+    /// the shared-memory objects it introduced (those in `known` are not dumped again) and the bytes of
+    /// page data written.
+    // The tree-wide state (files by path, file descriptions, shared memory) is threaded through explicitly.
+    #[allow(clippy::too_many_arguments)]
+    fn dump_task(
+        &self,
+        task: &SeizedTask,
+        ppid: Option<u32>,
+        writer: &mut ImageWriter,
+        table: &mut FileTable,
+        file_descs: &mut files::FileCollector,
+        known: &[ShmemObject],
+        progress: &mut Progress,
+    ) -> Result<(PsTreeEntry, Vec<ShmemObject>, u64)> {
+        let pid = task.pid();
+
+        // --- Registers of every thread: before anything is injected (rseq state, restart state).
+        let mem_file = mem::open_mem(pid)?;
+        let mut thread_regs = Vec::new();
+        for tid in task.tids() {
+            thread_regs.push(threads::read_regs(pid, tid, &mem_file)?);
+        }
+        let shared_pending = regs::peek_pending(pid, true)?;
         progress.done(DumpStage::Registers)?;
 
         // --- In-process state, before the VMA snapshot (the scratch mapping is gone again by then).
         let remote = remote_state(pid)?;
+        let mut thread_remote = vec![threads::ThreadRemote {
+            sigaltstack: remote.sigaltstack,
+            clear_child_tid: remote.clear_child_tid,
+        }];
+        for t in thread_regs.iter().skip(1) {
+            thread_remote.push(threads::remote(pid, t.tid)?);
+        }
         progress.done(DumpStage::Remote)?;
 
         // --- /proc state.
@@ -386,20 +462,22 @@ impl Dump {
                 }
             })?;
         let auxv = proc::parse_auxv(&proc::read_bytes(pid, "auxv")?);
-        let mut table = FileTable::new();
-        let exe = files::dump_exe(pid, &mut table)?;
+        let exe = files::dump_exe(pid, table)?;
         let cwd = proc::read_link(pid, "cwd")?;
         let root = proc::read_link(pid, "root")?;
+        let mut thread_comms = vec![comm.clone()];
+        for t in thread_regs.iter().skip(1) {
+            threads::check_creds(pid, t.tid, &status.creds)?;
+            thread_comms.push(threads::comm(pid, t.tid)?);
+        }
         progress.done(DumpStage::ProcState)?;
 
         // --- Files.
-        let mut file_descs = files::FileCollector::new(self.shell_job);
-        let fds = file_descs.dump_task(pid, &mut table)?;
-        file_descs.finish(pid, &mut writer)?;
+        let fds = file_descs.dump_task(pid, table)?;
         progress.done(DumpStage::Files)?;
 
         // --- Memory.
-        let vmas = mem::collect_vmas(pid, &mut table)?;
+        let vmas = mem::collect_vmas(pid, table)?;
         let walker = PageWalker::open(pid).map_err(|source| DumpError::ProcRead {
             pid,
             path: proc::path(pid, "pagemap"),
@@ -412,18 +490,27 @@ impl Dump {
             .page_store(&store_name)
             .map_err(image_err(format!("page store {store_name}")))?;
         let pool = mem::copy_pool(self.page_copy.threads)?;
-        let private_bytes = mem::copy_chunks(
-            pid,
-            &mem_file,
-            &chunks,
-            &store,
-            &pool,
-            self.page_copy.method,
-        )?;
+        let private_bytes = if self.page_copy.method == mem::CopyMethod::Parasite {
+            let fallback = (&mem_file, &pool);
+            let threads = self.page_copy.threads;
+            crate::parasite_pages::copy_chunks(pid, &vmas, &chunks, &store, threads, fallback)?
+        } else {
+            let method = self.page_copy.method;
+            mem::copy_chunks(pid, &mem_file, &chunks, &store, &pool, method)?
+        };
         writer
             .finish_page_store(store)
             .map_err(image_err(format!("page store {store_name}")))?;
-        let (shmem, shmem_bytes) = mem::dump_shmem(pid, &vmas, &mut writer)?;
+        // An object shared with a process dumped before is stored once (its first dumper owns it).
+        let new_shmem: Vec<CollectedVma> = vmas
+            .iter()
+            .filter(|v| match v.vma.backing {
+                VmaBacking::Shmem(id) => !known.iter().any(|o| o.id == id),
+                _ => true,
+            })
+            .cloned()
+            .collect();
+        let (shmem, shmem_bytes) = mem::dump_shmem(pid, &new_shmem, writer)?;
         progress.done(DumpStage::Memory)?;
 
         // --- Records.
@@ -466,23 +553,18 @@ impl Dump {
                 root,
                 posix_timers: remote.posix_timers.clone(),
             },
-            thread: ThreadCore {
-                tid: Tid(pid),
-                regs: gpregs,
-                xstate,
-                sigmask,
-                pending,
-                rseq,
-                sigaltstack: remote.sigaltstack,
-                clear_child_tid: remote.clear_child_tid,
-                comm,
-            },
+            threads: thread_regs
+                .into_iter()
+                .zip(thread_remote)
+                .zip(thread_comms)
+                .map(|((r, rem), c)| threads::core(r, rem, c))
+                .collect(),
             pstree: PsTreeEntry {
                 pid: Pid(pid),
-                ppid: None,
+                ppid: ppid.map(Pid),
                 pgid: Pid(stat.pgrp),
                 sid: Pid(stat.session),
-                threads: vec![Tid(pid)],
+                threads: task.tids().into_iter().map(Tid).collect(),
             },
             mm: Mm {
                 layout,
@@ -493,28 +575,13 @@ impl Dump {
             fds,
             vmas,
         };
-        write_records(pid, &mut writer, &collected, &table, &shmem)?;
-        progress.done(DumpStage::Records)?;
-
-        // --- Commit (an injected failure fires just before it).
-        progress.fail_point(DumpStage::Commit)?;
-        let info = crate::inventory::info(Pid(pid))?;
-        let dir = writer
-            .commit(info)
-            .map_err(image_err("commit".to_string()))?;
-        progress.record(DumpStage::Commit);
-        let bytes = private_bytes + shmem_bytes;
-        Ok((dir, bytes / crate::PAGE_SIZE, bytes))
+        write_records(pid, writer, &collected)?;
+        Ok((collected.pstree, shmem, private_bytes + shmem_bytes))
     }
 }
 
-fn write_records(
-    pid: u32,
-    writer: &mut ImageWriter,
-    c: &Collected,
-    table: &FileTable,
-    shmem: &[dormant_image::records::ShmemObject],
-) -> Result<()> {
+/// Writes the records of one process (tree-wide files are written by the caller).
+fn write_records(pid: u32, writer: &mut ImageWriter, c: &Collected) -> Result<()> {
     let err = |file: String| {
         move |source| DumpError::Image {
             pid,
@@ -524,26 +591,19 @@ fn write_records(
     };
     let p = Pid(pid);
     writer
-        .write_records(names::PSTREE, std::slice::from_ref(&c.pstree))
-        .map_err(err(names::PSTREE.into()))?;
-    writer
         .write_records(&names::core(p), std::slice::from_ref(&c.core))
         .map_err(err(names::core(p)))?;
-    writer
-        .write_records(&names::thread(Tid(pid)), std::slice::from_ref(&c.thread))
-        .map_err(err(names::thread(Tid(pid))))?;
+    for t in &c.threads {
+        writer
+            .write_records(&names::thread(t.tid), std::slice::from_ref(t))
+            .map_err(err(names::thread(t.tid)))?;
+    }
     writer
         .write_records(&names::mm(p), std::slice::from_ref(&c.mm))
         .map_err(err(names::mm(p)))?;
     writer
         .write_records(&names::fds(p), &c.fds)
         .map_err(err(names::fds(p)))?;
-    writer
-        .write_records(names::REG_FILES, table.entries())
-        .map_err(err(names::REG_FILES.into()))?;
-    writer
-        .write_records(names::SHMEM, shmem)
-        .map_err(err(names::SHMEM.into()))?;
     log::debug!("pid {pid}: records written ({} vmas)", c.vmas.len());
     Ok(())
 }

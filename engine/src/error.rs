@@ -45,6 +45,15 @@ pub enum DumpError {
         "pid {pid} has {threads} threads; only single-threaded processes can be dumped for now"
     )]
     TooManyThreads { pid: u32, threads: usize },
+    #[error(
+        "pid {pid}: thread {tid} has credentials that differ from the leader's ({what}); per-thread \
+         credentials cannot be restored"
+    )]
+    ThreadCredsDiffer {
+        pid: u32,
+        tid: u32,
+        what: &'static str,
+    },
     #[error("pid {pid} has signal {signal} pending that the dump cannot preserve: {reason}")]
     PendingSignal {
         pid: u32,
@@ -162,6 +171,7 @@ impl DumpError {
             | PidReused { pid }
             | ProcessGone { pid, .. }
             | TooManyThreads { pid, .. }
+            | ThreadCredsDiffer { pid, .. }
             | PendingSignal { pid, .. }
             | UnsupportedVma { pid, .. }
             | UnsupportedFd { pid, .. }

@@ -19,10 +19,13 @@ pub mod files;
 pub mod inventory;
 pub mod mem;
 pub mod pagemap;
+pub mod parasite_pages;
 pub mod proc;
 pub mod regs;
 pub mod seize;
+pub mod threads;
 pub mod timers;
+pub mod tree;
 
 pub use dormant_image::records::Pid;
 pub use dump::{Dump, DumpBuilder, DumpStage, DumpStats};

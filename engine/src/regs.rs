@@ -1,7 +1,7 @@
 //! CPU and signal state of a seized thread, read with ptrace: general registers, the XSAVE area, the signal
 //! mask, pending signals and the rseq registration; plus the syscall-restart rule applied to saved registers.
 
-use dormant_image::records::{GpRegs, Rseq, SigInfo};
+use dormant_image::records::{GpRegs, RobustList, Rseq, SigInfo};
 use nix::errno::Errno;
 
 use crate::error::{DumpError, Result};
@@ -258,6 +258,31 @@ pub fn get_rseq(tid: u32) -> Result<Option<Rseq>> {
         addr: conf.rseq_abi_pointer,
         len: conf.rseq_abi_size,
         signature: conf.signature,
+    }))
+}
+
+/// The thread's robust futex list registration (`get_robust_list` on its tid); `None` when it registered
+/// none. Needs only ptrace-read access to the thread, no injection.
+pub fn get_robust_list(tid: u32) -> Result<Option<RobustList>> {
+    let mut head: u64 = 0;
+    let mut len: usize = 0;
+    // SAFETY: the kernel writes one pointer into `head` and one size into `len`, both on our stack.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            tid as libc::c_long,
+            &mut head as *mut u64,
+            &mut len as *mut usize,
+        )
+    };
+    Errno::result(rc).map_err(|source| DumpError::Ptrace {
+        pid: tid,
+        op: "get_robust_list",
+        source,
+    })?;
+    Ok((head != 0).then_some(RobustList {
+        head,
+        len: len as u64,
     }))
 }
 

@@ -18,6 +18,8 @@ use crate::proc;
 
 /// How often a restarted wait for the interrupt stop may see a signal stop before giving up.
 const MAX_SIGNAL_STOPS: usize = 64;
+/// How many scans of `/proc/<pid>/task` may still find new threads before seizing gives up.
+const MAX_THREAD_SCANS: usize = 32;
 
 /// The identity of a process across pid reuse: its pid and its start time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +64,8 @@ pub fn read_stat(pid: u32) -> Result<proc::stat::ProcStat> {
 #[derive(Debug)]
 pub struct SeizedTask {
     identity: ProcessIdentity,
+    /// Every other thread of the process, seized and stopped too (ascending tids).
+    threads: Vec<u32>,
     /// The task was in a job-control stop; it stays stopped after detach.
     stopped: bool,
     released: bool,
@@ -82,19 +86,13 @@ fn is_stop_signal(sig: Signal) -> bool {
 
 impl SeizedTask {
     /// PTRACE_SEIZE + PTRACE_INTERRUPT, then waits for the interrupt (or group-stop) event. A signal that
-    /// arrives first is re-injected and the wait repeated. Refuses zombies, multi-threaded processes and a
-    /// pid that was reused between reading its identity and seizing it.
+    /// arrives first is re-injected and the wait repeated. Then every other thread is seized the same way,
+    /// rescanning `/proc/<pid>/task` until a scan finds no new thread (a running thread may create more).
+    /// Refuses zombies and a pid that was reused between reading its identity and seizing it.
     pub fn seize(pid: u32) -> Result<Self> {
         let before = read_stat(pid)?;
         if before.state == 'Z' || before.state == 'X' {
             return Err(DumpError::Zombie { pid });
-        }
-        let threads = proc::thread_ids(pid)?;
-        if threads.len() > 1 {
-            return Err(DumpError::TooManyThreads {
-                pid,
-                threads: threads.len(),
-            });
         }
         let identity = ProcessIdentity {
             pid,
@@ -111,6 +109,7 @@ impl SeizedTask {
         })?;
         let mut task = SeizedTask {
             identity,
+            threads: Vec::new(),
             stopped: before.state == 'T',
             released: false,
             _not_send: PhantomData,
@@ -121,12 +120,13 @@ impl SeizedTask {
             // task is resumed (e.g. for an injected syscall); only interrupt if the trap does not come.
             if !task.poll_event_stop(Duration::from_millis(200))? {
                 ptrace::interrupt(npid).map_err(ptrace_err(pid, "PTRACE_INTERRUPT"))?;
-                task.wait_for_event_stop()?;
+                task.wait_for_event_stop(pid)?;
             }
         } else {
             ptrace::interrupt(npid).map_err(ptrace_err(pid, "PTRACE_INTERRUPT"))?;
-            task.wait_for_event_stop()?;
+            task.wait_for_event_stop(pid)?;
         }
+        task.seize_threads()?;
         task.consume_pending_sigstop()?;
         // Pid-reuse guard: the process we stopped must be the one whose identity we read.
         match ProcessIdentity::current(pid) {
@@ -134,15 +134,58 @@ impl SeizedTask {
             Ok(_) => return Err(DumpError::PidReused { pid }),
             Err(e) => return Err(e),
         }
-        let threads = proc::thread_ids(pid)?;
-        if threads.len() > 1 {
-            return Err(DumpError::TooManyThreads {
-                pid,
-                threads: threads.len(),
-            });
-        }
-        log::debug!("pid {pid}: seized (job-control stopped: {})", task.stopped);
+        log::debug!(
+            "pid {pid}: seized with {} other thread(s) (job-control stopped: {})",
+            task.threads.len(),
+            task.stopped
+        );
         Ok(task)
+    }
+
+    /// Seizes every thread not seized yet until a scan of `/proc/<pid>/task` shows nothing new. Only
+    /// already-stopped threads are left once a scan is stable, so no thread can be created behind it.
+    fn seize_threads(&mut self) -> Result<()> {
+        let pid = self.identity.pid;
+        for _ in 0..MAX_THREAD_SCANS {
+            let mut new = 0;
+            for tid in proc::thread_ids(pid)? {
+                if tid == pid || self.threads.contains(&tid) {
+                    continue;
+                }
+                let ntid = NixPid::from_raw(tid as i32);
+                match ptrace::seize(ntid, ptrace::Options::empty()) {
+                    Ok(()) => {}
+                    // It exited between the scan and the seize.
+                    Err(Errno::ESRCH) => continue,
+                    Err(e) => return Err(ptrace_err(tid, "PTRACE_SEIZE (thread)")(e)),
+                }
+                self.threads.push(tid);
+                new += 1;
+                ptrace::interrupt(ntid).map_err(ptrace_err(tid, "PTRACE_INTERRUPT (thread)"))?;
+                match self.wait_for_event_stop(tid) {
+                    Ok(()) => {}
+                    Err(DumpError::NoSuchProcess { .. }) => {
+                        self.threads.retain(|t| *t != tid);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if new == 0 {
+                self.threads.sort_unstable();
+                return Ok(());
+            }
+        }
+        Err(DumpError::UnexpectedStop {
+            pid,
+            status: format!("threads still appearing after {MAX_THREAD_SCANS} scans"),
+        })
+    }
+
+    /// Every seized thread, the leader first.
+    pub fn tids(&self) -> Vec<u32> {
+        std::iter::once(self.identity.pid)
+            .chain(self.threads.iter().copied())
+            .collect()
     }
 
     /// Waits up to `timeout` for the first stop without blocking forever; `Ok(false)` if none came.
@@ -161,7 +204,7 @@ impl SeizedTask {
                 Ok(WaitStatus::StillAlive) => {}
                 Ok(_) => {
                     // Something is there: consume it through the normal path.
-                    self.wait_for_event_stop()?;
+                    self.wait_for_event_stop(pid)?;
                     return Ok(true);
                 }
                 Err(Errno::EINTR) => {}
@@ -192,7 +235,7 @@ impl SeizedTask {
             }
             log::debug!("pid {pid}: SIGSTOP pending while seizing; letting it take effect");
             ptrace::cont(npid, None).map_err(ptrace_err(pid, "PTRACE_CONT"))?;
-            self.wait_for_event_stop()?;
+            self.wait_for_event_stop(pid)?;
         }
         Err(DumpError::PendingSignal {
             pid,
@@ -201,8 +244,8 @@ impl SeizedTask {
         })
     }
 
-    fn wait_for_event_stop(&mut self) -> Result<()> {
-        let pid = self.identity.pid;
+    /// Waits for the interrupt (or group-stop) event of `pid`, the leader or one of its threads.
+    fn wait_for_event_stop(&mut self, pid: u32) -> Result<()> {
         let npid = NixPid::from_raw(pid as i32);
         for _ in 0..MAX_SIGNAL_STOPS {
             let status = loop {
@@ -225,7 +268,9 @@ impl SeizedTask {
                     ptrace::cont(npid, Some(sig)).map_err(ptrace_err(pid, "PTRACE_CONT"))?;
                 }
                 WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
-                    self.released = true;
+                    if pid == self.identity.pid {
+                        self.released = true;
+                    }
                     return Err(DumpError::NoSuchProcess { pid });
                 }
                 other => {
@@ -262,6 +307,12 @@ impl SeizedTask {
     }
 
     fn detach_inner(&self) -> Result<()> {
+        for &tid in &self.threads {
+            match ptrace::detach(NixPid::from_raw(tid as i32), None) {
+                Ok(()) | Err(Errno::ESRCH) => {}
+                Err(e) => log::warn!("tid {tid}: PTRACE_DETACH: {e}"),
+            }
+        }
         let pid = self.identity.pid;
         let npid = NixPid::from_raw(pid as i32);
         match ptrace::detach(npid, None) {
@@ -316,6 +367,23 @@ impl SeizedTask {
             .unwrap_or(false);
         signal::kill(npid, Signal::SIGKILL).map_err(|source| DumpError::Kill { pid, source })?;
         let deadline = Instant::now() + timeout;
+        // A traced thread stays a zombie until its tracer waits for it, and the leader's exit is only
+        // reported once every other thread is gone: collect the threads first.
+        for &tid in &self.threads {
+            let ntid = NixPid::from_raw(tid as i32);
+            while let Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) = waitid(
+                Id::Pid(ntid),
+                WaitPidFlag::__WALL | WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
+            ) {
+                if Instant::now() >= deadline {
+                    return Err(DumpError::KillTimeout {
+                        pid,
+                        secs: timeout.as_secs(),
+                    });
+                }
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
         // Wait for the exit as its tracer.
         let mut flags = WaitPidFlag::__WALL | WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG;
         if own_child {

@@ -15,9 +15,13 @@ use proptest_derive::Arbitrary;
 use crate::Record;
 
 mod files;
+mod mounts;
 mod ns;
+mod tree;
 pub use files::*;
+pub use mounts::*;
 pub use ns::*;
+pub use tree::*;
 
 /// The kind of entries a record file holds; written in its header and checked by every reader.
 #[repr(u16)]
@@ -32,9 +36,15 @@ pub enum RecordKind {
     RegFiles = 7,
     Fds = 8,
     ShmemObjects = 9,
+    // 10-19: threads and process trees (records/tree.rs)
+    Zombie = 10,
     // 20-29: open file descriptions (records/files.rs)
     FileDescs = 20,
     FileLocks = 21,
+    // 30-34: mount namespaces (records/mounts.rs)
+    Mounts = 30,
+    ExternalMasters = 31,
+    TmpfsContent = 32,
     // 35-39: namespaces (records/ns.rs)
     TaskNamespaces = 35,
     UtsNamespace = 36,
@@ -56,8 +66,12 @@ impl RecordKind {
             7 => Self::RegFiles,
             8 => Self::Fds,
             9 => Self::ShmemObjects,
+            10 => Self::Zombie,
             20 => Self::FileDescs,
             21 => Self::FileLocks,
+            30 => Self::Mounts,
+            31 => Self::ExternalMasters,
+            32 => Self::TmpfsContent,
             35 => Self::TaskNamespaces,
             36 => Self::UtsNamespace,
             37 => Self::IpcNamespace,
@@ -77,6 +91,8 @@ pub mod names {
     pub const SHMEM: &str = "shmem";
     /// Open file descriptions not reachable by path (pipes, sockets, eventfd, ...).
     pub const FILE_DESCS: &str = "file-descs";
+    /// Zombies of the tree (absent when there are none).
+    pub const ZOMBIES: &str = "zombies";
 
     pub fn core(pid: Pid) -> String {
         format!("core-{}", pid.0)
@@ -275,6 +291,9 @@ pub struct ThreadCore {
     /// `set_tid_address` value (`PR_GET_TID_ADDRESS`), when known.
     pub clear_child_tid: Option<u64>,
     pub comm: String,
+    /// The robust futex list registration, when the thread had one.
+    #[serde(default)]
+    pub robust_list: Option<RobustList>,
 }
 
 impl Record for ThreadCore {
@@ -517,6 +536,7 @@ pub fn file_role(name: &str) -> Option<FileRole> {
         names::REG_FILES => RecordKind::RegFiles,
         names::SHMEM => RecordKind::ShmemObjects,
         names::FILE_DESCS => RecordKind::FileDescs,
+        names::ZOMBIES => RecordKind::Zombie,
         _ if name.starts_with("pages-") && name.ends_with(".img") => {
             return Some(FileRole::PageData)
         }
@@ -526,7 +546,10 @@ pub fn file_role(name: &str) -> Option<FileRole> {
         _ if name.starts_with("mm-") => RecordKind::Mm,
         _ if name.starts_with("fds-") => RecordKind::Fds,
         _ if name.starts_with("locks-") => RecordKind::FileLocks,
-        _ => ns::ns_file_kind(name)?,
+        _ => match mounts::mounts_file_kind(name) {
+            Some(k) => k,
+            None => ns::ns_file_kind(name)?,
+        },
     };
     Some(FileRole::Records(kind))
 }
@@ -737,7 +760,32 @@ pub fn check_references(img: &crate::ImageReader) -> Vec<String> {
             Err(e) => problems.push(format!("page store {store}: {e}")),
         }
     }
+    if img.has_file(names::ZOMBIES) {
+        match img.read_records::<Zombie>(names::ZOMBIES) {
+            Ok(zs) => {
+                for z in zs {
+                    if !pids.contains(&z.ppid) {
+                        problems.push(format!(
+                            "{}: parent {} of zombie {} is not in the tree",
+                            names::ZOMBIES,
+                            z.ppid.0,
+                            z.pid.0
+                        ));
+                    }
+                    if pids.contains(&z.pid) {
+                        problems.push(format!(
+                            "{}: zombie {} is also a live process of the tree",
+                            names::ZOMBIES,
+                            z.pid.0
+                        ));
+                    }
+                }
+            }
+            Err(e) => problems.push(format!("{}: {e}", names::ZOMBIES)),
+        }
+    }
     problems.extend(ns::check_ns_references(img, &pids));
+    problems.extend(mounts::check_mount_references(img));
     for obj in shmem.values() {
         if !pids.contains(&obj.owner) {
             problems.push(format!(

@@ -101,6 +101,7 @@ fn roundtrip_schema_records() {
     roundtrip::<PsTreeEntry>();
     roundtrip::<TaskCore>();
     roundtrip::<ThreadCore>();
+    roundtrip::<Zombie>();
     roundtrip::<Mm>();
     roundtrip::<RegFile>();
     roundtrip::<Fd>();
@@ -112,6 +113,9 @@ fn roundtrip_schema_records() {
     roundtrip::<IpcNamespace>();
     roundtrip::<TaskCgroups>();
     roundtrip::<NsState>();
+    roundtrip::<MountEntry>();
+    roundtrip::<ExternalMaster>();
+    roundtrip::<TmpfsRecord>();
 }
 
 /// How one extent gets into the store.

@@ -2,13 +2,14 @@
 //! points to, the thread's signal frame and the stack the blob runs on; and where to put it.
 //!
 //! Layout (each part aligned as it needs): blob | RestoreArgs | VmaArg[] | ExtentArg[] | close fds |
-//! TimerArg[] | QueuedSigArg[] | auxv | ThreadArgs[] | rt_sigframe (64-aligned) | stack. All pointers in the block are absolute
+//! TimerArg[] | QueuedSigArg[] | auxv | ThreadArgs[] | one rt_sigframe per thread (64-aligned) | one
+//! small stack per non-leader thread | the leader's stack. All pointers in the block are absolute
 //! addresses for the final base, so the area can be built as bytes here and copied in place.
 
-use dormant_image::records::{GpRegs, SigAltStack};
+use dormant_image::records::{GpRegs, RobustList, SigAltStack};
 use dormant_restorer_proto::{
     ExtentArg, ITimerVal, KSigAction, PrctlMmMap, QueuedSigArg, RestoreArgs, RseqArg, ThreadArgs,
-    TimerArg, VmaArg, NSIG, PROTO_VERSION, TASK_SIZE,
+    TimerArg, VmaArg, NSIG, PROTO_VERSION, TASK_SIZE, THREAD_STACK_SIZE,
 };
 
 use crate::blob::Blob;
@@ -23,7 +24,7 @@ pub const MARGIN: u64 = 16 * PAGE;
 /// Lowest address considered for the area.
 const LOW_LIMIT: u64 = 0x1_0000_0000;
 
-/// The leader thread's state for the blob.
+/// One thread's state for the blob.
 #[derive(Debug, Clone)]
 pub struct ThreadInput {
     pub tid: u32,
@@ -33,6 +34,19 @@ pub struct ThreadInput {
     pub altstack: Option<SigAltStack>,
     pub clear_child_tid: Option<u64>,
     pub rseq: Option<RseqArg>,
+    pub robust_list: Option<RobustList>,
+    /// The thread's name (at most 15 bytes are kept); empty: keep the inherited one.
+    pub comm: String,
+}
+
+impl ThreadInput {
+    fn comm_bytes(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        let b = self.comm.as_bytes();
+        let n = b.len().min(15);
+        out[..n].copy_from_slice(&b[..n]);
+        out
+    }
 }
 
 /// Everything the blob needs, before it is laid out.
@@ -54,7 +68,8 @@ pub struct BlobInput {
     pub timers: Vec<TimerArg>,
     /// Pending signals to re-queue (process-wide ones first, each queue in its saved order).
     pub siginfos: Vec<QueuedSigArg>,
-    pub thread: ThreadInput,
+    /// Every thread, the leader first.
+    pub threads: Vec<ThreadInput>,
 }
 
 /// A laid-out area: `bytes` must be copied to `base`.
@@ -100,7 +115,10 @@ struct Offsets {
     siginfos: u64,
     auxv: u64,
     threads: u64,
-    frame: u64,
+    /// One frame per thread.
+    frames: Vec<u64>,
+    /// Bottom of the first non-leader thread stack.
+    thread_stacks: u64,
     stack_bottom: u64,
     total: u64,
 }
@@ -124,11 +142,16 @@ fn offsets(blob: &Blob, input: &BlobInput) -> Offsets {
     );
     let auxv_len = input.mm.as_ref().map_or(0, |(_, a)| a.len() * 8) as u64;
     let threads = align(auxv + auxv_len, 16);
-    let frame = align(threads + size_of::<ThreadArgs>() as u64, 64);
-    let stack_bottom = align(
-        frame + sigframe::frame_len(input.thread.xstate.len()) as u64,
-        PAGE,
-    );
+    let mut next = threads + (input.threads.len() * size_of::<ThreadArgs>()) as u64;
+    let mut frames = Vec::with_capacity(input.threads.len());
+    for t in &input.threads {
+        let frame = align(next, 64);
+        frames.push(frame);
+        next = frame + sigframe::frame_len(t.xstate.len()) as u64;
+    }
+    let thread_stacks = align(next, PAGE);
+    let others = input.threads.len().saturating_sub(1) as u64;
+    let stack_bottom = thread_stacks + others * THREAD_STACK_SIZE;
     let total = stack_bottom + STACK_SIZE;
     Offsets {
         args,
@@ -139,7 +162,8 @@ fn offsets(blob: &Blob, input: &BlobInput) -> Offsets {
         siginfos,
         auxv,
         threads,
-        frame,
+        frames,
+        thread_stacks,
         stack_bottom,
         total,
     }
@@ -161,37 +185,55 @@ fn put<T: Copy>(bytes: &mut [u8], off: u64, items: &[T]) {
 
 /// Lays out the area for `input` at `base`.
 pub fn build(blob: &Blob, input: &BlobInput, base: u64) -> Result<Area, RestoreError> {
+    if input.threads.is_empty() {
+        return Err(RestoreError::Blob("no thread to restore".into()));
+    }
     let o = offsets(blob, input);
     let mut bytes = vec![0u8; o.total as usize];
     blob.load_into(&mut bytes, base)?;
 
-    let t = &input.thread;
-    let frame = sigframe::build(
-        base + o.frame,
-        &t.regs,
-        &t.xstate,
-        t.sigmask,
-        t.altstack.as_ref(),
-    )
-    .map_err(|e| RestoreError::Xstate {
-        tid: t.tid,
-        len: t.xstate.len(),
-        reason: e.0,
-    })?;
-    put(&mut bytes, o.frame, &frame.bytes);
     let stack_top = base + o.total - 16;
-
-    let thread = ThreadArgs {
-        tid: t.tid,
-        has_clear_child_tid: t.clear_child_tid.is_some() as u32,
-        clear_child_tid: t.clear_child_tid.unwrap_or(0),
-        fs_base: t.regs.fs_base,
-        gs_base: t.regs.gs_base,
-        rseq: t.rseq.unwrap_or_default(),
-        sigframe_uc: frame.uc_addr(),
-        stack_top,
-    };
-    put(&mut bytes, o.threads, &[thread]);
+    let mut thread_args = Vec::with_capacity(input.threads.len());
+    let mut leader_uc = 0;
+    for (i, (t, &frame_off)) in input.threads.iter().zip(&o.frames).enumerate() {
+        let frame = sigframe::build(
+            base + frame_off,
+            &t.regs,
+            &t.xstate,
+            t.sigmask,
+            t.altstack.as_ref(),
+        )
+        .map_err(|e| RestoreError::Xstate {
+            tid: t.tid,
+            len: t.xstate.len(),
+            reason: e.0,
+        })?;
+        put(&mut bytes, frame_off, &frame.bytes);
+        if i == 0 {
+            leader_uc = frame.uc_addr();
+        }
+        let own_stack_top = if i == 0 {
+            stack_top
+        } else {
+            base + o.thread_stacks + i as u64 * THREAD_STACK_SIZE - 16
+        };
+        thread_args.push(ThreadArgs {
+            tid: t.tid,
+            has_clear_child_tid: t.clear_child_tid.is_some() as u32,
+            clear_child_tid: t.clear_child_tid.unwrap_or(0),
+            fs_base: t.regs.fs_base,
+            gs_base: t.regs.gs_base,
+            rseq: t.rseq.unwrap_or_default(),
+            sigframe_uc: frame.uc_addr(),
+            stack_top: own_stack_top,
+            has_robust_list: t.robust_list.is_some() as u32,
+            _pad: 0,
+            robust_head: t.robust_list.map_or(0, |r| r.head),
+            robust_len: t.robust_list.map_or(0, |r| r.len),
+            comm: t.comm_bytes(),
+        });
+    }
+    put(&mut bytes, o.threads, &thread_args);
     put(&mut bytes, o.vmas, &input.vmas);
     put(&mut bytes, o.extents, &input.extents);
     put(&mut bytes, o.close_fds, &input.close_fds);
@@ -229,7 +271,7 @@ pub fn build(blob: &Blob, input: &BlobInput, base: u64) -> Result<Area, RestoreE
             .copied()
             .unwrap_or([KSigAction::default(); NSIG]),
         has_itimers: input.itimers.is_some() as u32,
-        nr_threads: 1,
+        nr_threads: input.threads.len() as u32,
         itimers: input.itimers.unwrap_or_default(),
         threads: base + o.threads,
         timers: base + o.timers,
@@ -245,7 +287,7 @@ pub fn build(blob: &Blob, input: &BlobInput, base: u64) -> Result<Area, RestoreE
         entry: base + blob.entry_offset(),
         args: base + o.args,
         stack_top,
-        sigframe_uc: frame.uc_addr(),
+        sigframe_uc: leader_uc,
     })
 }
 
@@ -341,7 +383,7 @@ mod tests {
                 _pad: 0,
                 info: [0; 128],
             }],
-            thread: ThreadInput {
+            threads: vec![ThreadInput {
                 tid: 1,
                 regs: GpRegs::default(),
                 xstate: vec![0; 2432],
@@ -349,7 +391,9 @@ mod tests {
                 altstack: None,
                 clear_child_tid: None,
                 rseq: None,
-            },
+                robust_list: None,
+                comm: String::new(),
+            }],
         };
         let base = 0x7100_0000_0000;
         let area = build(&blob, &input, base).unwrap();

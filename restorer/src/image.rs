@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use dormant_image::records::{
     names, page_flags, Fd, FdFile, FileDesc, FileId, FileLock, FileStat, Mm, Pid, PsTreeEntry,
-    RegFile, ShmemId, ShmemObject, TaskCore, ThreadCore, VmaBacking,
+    RegFile, ShmemId, ShmemObject, TaskCore, ThreadCore, VmaBacking, Zombie,
 };
 use dormant_image::{ImageError, ImageReader, PageStoreReader};
 
@@ -20,7 +20,10 @@ pub struct TaskImage {
     /// The task's entry in the process tree (session and process group).
     pub tree: PsTreeEntry,
     pub core: TaskCore,
+    /// The leader thread.
     pub thread: ThreadCore,
+    /// Every other thread, in the order the process tree lists them.
+    pub other_threads: Vec<ThreadCore>,
     pub mm: Mm,
     pub fds: Vec<Fd>,
     pub files: BTreeMap<FileId, RegFile>,
@@ -34,6 +37,11 @@ pub struct TaskImage {
 }
 
 impl TaskImage {
+    /// Every thread, the leader first.
+    pub fn threads(&self) -> impl Iterator<Item = &ThreadCore> {
+        std::iter::once(&self.thread).chain(&self.other_threads)
+    }
+
     /// The file `id`, or a bad-image error naming who referred to it.
     pub fn file(&self, dir: &Path, id: FileId, user: &str) -> Result<&RegFile, RestoreError> {
         self.files.get(&id).ok_or_else(|| RestoreError::BadImage {
@@ -61,8 +69,15 @@ fn bad(dir: &Path, reason: impl Into<String>) -> RestoreError {
     }
 }
 
-/// Opens the image at `dir` and reads its (single) task.
-pub fn load(dir: &Path) -> Result<(ImageReader, TaskImage), RestoreError> {
+/// The whole image: every live process (pstree order: root first, parents before children) and zombies.
+#[derive(Debug)]
+pub struct TreeImage {
+    pub tasks: Vec<TaskImage>,
+    pub zombies: Vec<Zombie>,
+}
+
+/// Opens the image at `dir` and reads every process of its tree.
+pub fn load_tree(dir: &Path) -> Result<(ImageReader, TreeImage), RestoreError> {
     let img = ImageReader::open(dir).map_err(image_err(dir))?;
     let inv = img.inventory();
     if inv.arch != dormant_image::ARCH {
@@ -71,47 +86,84 @@ pub fn load(dir: &Path) -> Result<(ImageReader, TaskImage), RestoreError> {
             format!("made on {}, this is {}", inv.arch, dormant_image::ARCH),
         ));
     }
-    let tree: Vec<PsTreeEntry> = img.read_records(names::PSTREE).map_err(image_err(dir))?;
-    let root = match tree.as_slice() {
-        [root] => root.clone(),
-        [] => return Err(bad(dir, "the process tree is empty")),
-        _ => {
-            return Err(RestoreError::Unsupported(format!(
-                "process trees ({} processes)",
-                tree.len()
-            )))
+    let entries: Vec<PsTreeEntry> = img.read_records(names::PSTREE).map_err(image_err(dir))?;
+    match entries.first() {
+        None => return Err(bad(dir, "the process tree is empty")),
+        Some(root) if root.pid != inv.root_pid => {
+            return Err(bad(
+                dir,
+                format!(
+                    "pstree root {} is not the inventory's root {}",
+                    root.pid.0, inv.root_pid.0
+                ),
+            ))
         }
-    };
-    if root.pid != inv.root_pid {
-        return Err(bad(
-            dir,
-            format!(
-                "pstree root {} is not the inventory's root {}",
-                root.pid.0, inv.root_pid.0
-            ),
-        ));
+        Some(_) => {}
     }
-    let tid = match root.threads.as_slice() {
-        [t] if t.0 == root.pid.0 => *t,
-        [_] => {
+    let mut tasks = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let parent_known = match entry.ppid {
+            None => i == 0,
+            Some(pp) => entries[..i].iter().any(|e| e.pid == pp),
+        };
+        if !parent_known {
+            return Err(bad(
+                dir,
+                format!(
+                    "pid {}: parent {:?} is not listed before it in the tree",
+                    entry.pid.0,
+                    entry.ppid.map(|p| p.0)
+                ),
+            ));
+        }
+        tasks.push(load_task(&img, dir, entry)?);
+    }
+    let zombies: Vec<Zombie> = if img.has_file(names::ZOMBIES) {
+        img.read_records(names::ZOMBIES).map_err(image_err(dir))?
+    } else {
+        Vec::new()
+    };
+    for z in &zombies {
+        if !entries.iter().any(|e| e.pid == z.ppid) {
+            return Err(bad(
+                dir,
+                format!("zombie {}: parent {} is not in the tree", z.pid.0, z.ppid.0),
+            ));
+        }
+    }
+    Ok((img, TreeImage { tasks, zombies }))
+}
+
+/// Reads one process of the tree.
+fn load_task(img: &ImageReader, dir: &Path, root: &PsTreeEntry) -> Result<TaskImage, RestoreError> {
+    let tid = match root.threads.first() {
+        Some(t) if t.0 == root.pid.0 => *t,
+        Some(_) => {
             return Err(bad(
                 dir,
                 format!("pid {}: leader thread is not listed first", root.pid.0),
             ))
         }
-        ts => {
-            return Err(RestoreError::Unsupported(format!(
-                "pid {}: {} threads",
-                root.pid.0,
-                ts.len()
-            )))
-        }
+        None => return Err(bad(dir, format!("pid {}: no threads", root.pid.0))),
     };
     let pid = root.pid;
     let core: TaskCore = img.read_single(&names::core(pid)).map_err(image_err(dir))?;
     let thread: ThreadCore = img
         .read_single(&names::thread(tid))
         .map_err(image_err(dir))?;
+    let mut other_threads = Vec::new();
+    for t in &root.threads[1..] {
+        let core: ThreadCore = img
+            .read_single(&names::thread(*t))
+            .map_err(image_err(dir))?;
+        if core.tid != *t {
+            return Err(bad(
+                dir,
+                format!("{} holds thread {}", names::thread(*t), core.tid.0),
+            ));
+        }
+        other_threads.push(core);
+    }
     let mm: Mm = img.read_single(&names::mm(pid)).map_err(image_err(dir))?;
     let fds: Vec<Fd> = if img.has_file(&names::fds(pid)) {
         img.read_records(&names::fds(pid)).map_err(image_err(dir))?
@@ -157,46 +209,46 @@ pub fn load(dir: &Path) -> Result<(ImageReader, TaskImage), RestoreError> {
     } else {
         None
     };
-    Ok((
-        img,
-        TaskImage {
-            pid,
-            tree: root.clone(),
-            core,
-            thread,
-            mm,
-            fds,
-            files,
-            descs,
-            locks,
-            shmem,
-            pages,
-        },
-    ))
+    Ok(TaskImage {
+        pid,
+        tree: root.clone(),
+        core,
+        thread,
+        other_threads,
+        mm,
+        fds,
+        files,
+        descs,
+        locks,
+        shmem,
+        pages,
+    })
 }
 
 /// Refuses an image whose FPU state this CPU cannot load.
 pub fn check_xstate(img: &ImageReader, task: &TaskImage) -> Result<(), RestoreError> {
     let cpu = cpu::xcr0();
     let image = img.inventory().xsave_features;
-    let thread_bv = sigframe::xstate_bv(&task.thread.xstate).unwrap_or(0);
-    for wanted in [image, thread_bv] {
-        if wanted & !cpu != 0 {
-            return Err(RestoreError::XsaveFeatures {
-                image: wanted,
-                cpu,
-                missing: wanted & !cpu,
+    let ours = cpu::xsave_size() as usize;
+    for thread in task.threads() {
+        let thread_bv = sigframe::xstate_bv(&thread.xstate).unwrap_or(0);
+        for wanted in [image, thread_bv] {
+            if wanted & !cpu != 0 {
+                return Err(RestoreError::XsaveFeatures {
+                    image: wanted,
+                    cpu,
+                    missing: wanted & !cpu,
+                });
+            }
+        }
+        let len = thread.xstate.len();
+        if len != 0 && len > ours {
+            return Err(RestoreError::Xstate {
+                tid: thread.tid.0,
+                len,
+                reason: format!("larger than this CPU's XSAVE area of {ours} bytes"),
             });
         }
-    }
-    let len = task.thread.xstate.len();
-    let ours = cpu::xsave_size() as usize;
-    if len != 0 && len > ours {
-        return Err(RestoreError::Xstate {
-            tid: task.thread.tid.0,
-            len,
-            reason: format!("larger than this CPU's XSAVE area of {ours} bytes"),
-        });
     }
     Ok(())
 }

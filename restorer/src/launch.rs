@@ -1,5 +1,13 @@
-//! Starting the restored task: clone3 with the exact pid, the child's last preparations, the jump into the
-//! blob, and the tracer side that catches the final `rt_sigreturn`, removes the blob area and lets go.
+//! Starting the restored tasks: clone3 with the exact pid, the child's last preparations, the jump into the
+//! blob, and the tracer side that catches each thread's final `rt_sigreturn`, removes the blob areas and lets
+//! go.
+//!
+//! A process tree is forked top-down: the restorer forks the root; every restored task, still running this
+//! crate's code, first takes its session and process group, then forks its own children (each with its exact
+//! pid, one at a time: a child reports on a pipe once its own subtree exists, so later siblings can join
+//! process groups led inside it), and only then puts its fds in place and enters its blob. Zombies are forked
+//! like the others and exit at once with their saved status. The restorer traces the whole tree
+//! (TRACEFORK/TRACECLONE auto-attach, EXITKILL): a failure anywhere kills every restored process.
 //!
 //! The caller must be single-threaded: the child runs ordinary (allocation-free) Rust between clone3 and
 //! the jump, which is only safe when no other thread could have held a lock at the moment of the fork.
@@ -61,6 +69,8 @@ pub struct Launch {
     pub cwd: Option<std::ffi::CString>,
     /// The registers the task must have after its final rt_sigreturn (checked: rip).
     pub expected_rip: u64,
+    /// Every other thread the blob creates: its tid and the rip it must have after its rt_sigreturn.
+    pub other_threads: Vec<(u32, u64)>,
     /// Stop the task with SIGSTOP once it is released (it was stopped when dumped).
     pub stopped: bool,
     /// Session and process group to give the task before it enters the blob.
@@ -81,8 +91,10 @@ pub enum SessionPlan {
     NewSession,
     /// It led its process group inside another session: `setpgid(0, 0)`.
     NewGroup,
-    /// Its session and group were led by others: it keeps the restorer's.
+    /// Its session and group were led by others: it keeps the restorer's (or its restored parent's).
     Inherit,
+    /// Its group is led by another restored process of its session, which exists by then: `setpgid(0, g)`.
+    JoinGroup(u32),
 }
 
 impl SessionPlan {
@@ -122,7 +134,18 @@ struct CloneArgs {
 
 /// Data the child reads after the fork; prepared before it, so the child allocates nothing.
 struct ChildPlan<'a> {
+    /// The exact pid (0: let the kernel choose, single-task tests only).
+    pid: u32,
+    /// Root only: wait for one byte here (the tracer has seized us); -1 for others.
     sync_read: RawFd,
+    /// Non-root: write one byte here once this task's session, group and subtree exist; -1 for the root.
+    forked_write: RawFd,
+    /// Read end of `forked_write` (read by the parent after forking this task).
+    forked_read: RawFd,
+    /// Indices (into the plan array) of the children this task forks, in order.
+    children: &'a [usize],
+    /// A zombie: exit with this wait status once forked.
+    zombie: Option<u32>,
     report_write: RawFd,
     moves: &'a [FdMove],
     actions: &'a [crate::files::ChildAction],
@@ -217,61 +240,233 @@ impl Drop for MaskGuard {
     }
 }
 
+/// One process of a tree to start.
+#[derive(Debug)]
+pub enum TreeTask {
+    /// A live process restored through its blob.
+    Live(Box<Launch>),
+    /// A zombie: forked with its pid, given its session and group, then exits with `status` (a raw wait
+    /// status) so its parent can still reap it.
+    Zombie {
+        pid: u32,
+        session: SessionPlan,
+        status: u32,
+    },
+}
+
+impl TreeTask {
+    fn pid(&self) -> u32 {
+        match self {
+            TreeTask::Live(l) => l.pid.unwrap_or(0),
+            TreeTask::Zombie { pid, .. } => *pid,
+        }
+    }
+}
+
+/// One node of the tree: the task and the index of its parent (`None` only for the root, index 0).
+#[derive(Debug)]
+pub struct TreeNode {
+    pub parent: Option<usize>,
+    pub task: TreeTask,
+}
+
 /// Starts the task described by `launch`, returns once it runs its own code again.
 pub fn start(launch: Launch) -> Result<Started, RestoreError> {
+    start_tree(vec![TreeNode {
+        parent: None,
+        task: TreeTask::Live(Box::new(launch)),
+    }])
+}
+
+/// What the tracer knows about one started process.
+struct Traced {
+    pid: u32,
+    /// Every thread with the rip it must have after its rt_sigreturn, leader first; empty for a zombie.
+    threads: Vec<(u32, u64)>,
+    area: Option<(u64, u64)>,
+    stopped: bool,
+    report: Option<File>,
+    zombie: Option<u32>,
+}
+
+/// Starts a whole tree (`nodes[0]` is the root; every parent comes before its children), returns once
+/// every restored thread runs its own code again. On failure no restored process is left.
+pub fn start_tree(nodes: Vec<TreeNode>) -> Result<Started, RestoreError> {
     let threads = procself::thread_count()?;
     if threads != 1 {
         return Err(RestoreError::NotSingleThreaded { threads });
     }
-    let Launch {
-        pid: want_pid,
-        area,
-        fd_moves,
-        child_actions,
-        keep_fds,
-        helper_fds,
-        report_write,
-        report_read,
-        umask,
-        rlimits,
-        cwd,
-        expected_rip,
-        stopped,
-        session,
-        comm,
-        personality,
-    } = launch;
+    if nodes
+        .first()
+        .is_none_or(|n| n.parent.is_some() || !matches!(n.task, TreeTask::Live(_)))
+    {
+        return Err(RestoreError::Blob(
+            "the tree's first node must be a live root".into(),
+        ));
+    }
     let (sync_read, sync_write) = pipe()?;
-    let mapped = MappedArea::map(&area)?;
-    let plan = ChildPlan {
-        sync_read: sync_read.as_raw_fd(),
-        report_write: report_write.as_raw_fd(),
-        moves: &fd_moves,
-        actions: &child_actions,
-        keep: &keep_fds,
-        umask,
-        rlimits: &rlimits,
-        cwd: cwd.as_deref(),
-        session,
-        comm: comm.as_deref(),
-        personality,
-        entry: area.entry,
-        args: area.args,
-        stack_top: area.stack_top,
-    };
-    let set_tid = [want_pid.unwrap_or(0) as libc::pid_t];
+    let mut forked_pipes: Vec<Option<(OwnedFd, OwnedFd)>> = Vec::with_capacity(nodes.len());
+    let mut mapped = Vec::new();
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    for (i, n) in nodes.iter().enumerate() {
+        if let Some(p) = n.parent {
+            if p >= i {
+                return Err(RestoreError::Blob(format!(
+                    "tree node {i} (pid {}) comes before its parent",
+                    n.task.pid()
+                )));
+            }
+            children[p].push(i);
+            forked_pipes.push(Some(pipe()?));
+        } else {
+            forked_pipes.push(None);
+        }
+        if let TreeTask::Live(l) = &n.task {
+            mapped.push(MappedArea::map(&l.area)?);
+        }
+    }
+    let mut plans = Vec::with_capacity(nodes.len());
+    for (i, n) in nodes.iter().enumerate() {
+        let (forked_read, forked_write) = forked_pipes[i]
+            .as_ref()
+            .map_or((-1, -1), |(r, w)| (r.as_raw_fd(), w.as_raw_fd()));
+        let sync = if i == 0 { sync_read.as_raw_fd() } else { -1 };
+        plans.push(match &n.task {
+            TreeTask::Live(l) => ChildPlan {
+                pid: l.pid.unwrap_or(0),
+                sync_read: sync,
+                forked_write,
+                forked_read,
+                children: &children[i],
+                zombie: None,
+                report_write: l.report_write.as_raw_fd(),
+                moves: &l.fd_moves,
+                actions: &l.child_actions,
+                keep: &l.keep_fds,
+                umask: l.umask,
+                rlimits: &l.rlimits,
+                cwd: l.cwd.as_deref(),
+                session: l.session,
+                comm: l.comm.as_deref(),
+                personality: l.personality,
+                entry: l.area.entry,
+                args: l.area.args,
+                stack_top: l.area.stack_top,
+            },
+            TreeTask::Zombie {
+                pid,
+                session,
+                status,
+            } => ChildPlan {
+                pid: *pid,
+                sync_read: sync,
+                forked_write,
+                forked_read,
+                children: &children[i],
+                zombie: Some(*status),
+                report_write: -1,
+                moves: &[],
+                actions: &[],
+                keep: &[],
+                umask: None,
+                rlimits: &[],
+                cwd: None,
+                session: *session,
+                comm: None,
+                personality: None,
+                entry: 0,
+                args: 0,
+                stack_top: 0,
+            },
+        });
+    }
+    let want_pid = plans[0].pid;
+    let mask = MaskGuard::block()?;
+    let ret = clone_exact(want_pid);
+    if ret == 0 {
+        child_main(&plans, 0);
+    }
+    drop(mask);
+    drop(plans);
+    drop(sync_read);
+    drop(forked_pipes);
+    // Only the children's copies of the helper fds and of the report pipes' write ends matter now; with ours
+    // closed a report pipe reads EOF if its task dies.
+    let mut traced = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        match n.task {
+            TreeTask::Live(l) => {
+                let Launch {
+                    pid,
+                    area,
+                    helper_fds,
+                    report_write,
+                    report_read,
+                    expected_rip,
+                    other_threads,
+                    stopped,
+                    ..
+                } = *l;
+                drop(helper_fds);
+                drop(report_write);
+                let pid = pid.unwrap_or(if traced.is_empty() {
+                    ret.max(0) as u32
+                } else {
+                    0
+                });
+                let mut threads = vec![(pid, expected_rip)];
+                threads.extend(other_threads);
+                traced.push(Traced {
+                    pid,
+                    threads,
+                    area: Some((area.base, area.end())),
+                    stopped,
+                    report: Some(File::from(report_read)),
+                    zombie: None,
+                });
+            }
+            TreeTask::Zombie { pid, status, .. } => traced.push(Traced {
+                pid,
+                threads: Vec::new(),
+                area: None,
+                stopped: false,
+                report: None,
+                zombie: Some(status),
+            }),
+        }
+    }
+    if ret < 0 {
+        let e = Errno::from_raw(-ret as i32);
+        return Err(match e {
+            Errno::EEXIST => RestoreError::PidTaken {
+                pid: want_pid,
+                owner: None,
+            },
+            _ => RestoreError::sys(format!("clone3 with pid {want_pid}"), e),
+        });
+    }
+    let pid = ret as u32;
+    log::debug!("pid {pid}: forked the root of {} task(s)", traced.len());
+    // From here on a failure kills the tree; EXITKILL covers our own death.
+    let outcome = trace(pid, &mut traced, sync_write, mapped);
+    if let Err(e) = &outcome {
+        log::debug!("pid {pid}: restore failed ({e}); killing the restored tree");
+        kill_all(&traced);
+    }
+    outcome.map(|()| Started { pid })
+}
+
+/// clone3 as a fork, with `pid` as the exact pid when non-zero. Returns 0 in the child, the pid in the
+/// parent, `-errno` on failure. Allocation-free (also called in restored tasks forking their children).
+fn clone_exact(pid: u32) -> i64 {
+    let set_tid = [pid as libc::pid_t];
     let args = CloneArgs {
         exit_signal: libc::SIGCHLD as u64,
-        set_tid: if want_pid.is_some() {
-            set_tid.as_ptr() as u64
-        } else {
-            0
-        },
-        set_tid_size: want_pid.is_some() as u64,
+        set_tid: if pid != 0 { set_tid.as_ptr() as u64 } else { 0 },
+        set_tid_size: (pid != 0) as u64,
         ..Default::default()
     };
-    let mask = MaskGuard::block()?;
-    // SAFETY: clone3 without CLONE_VM is a fork; the child only runs `child_main`, which never returns.
+    // SAFETY: clone3 without CLONE_VM is a fork; the caller runs only allocation-free code in the child.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone3,
@@ -279,154 +474,231 @@ pub fn start(launch: Launch) -> Result<Started, RestoreError> {
             size_of::<CloneArgs>(),
         )
     };
-    if ret == 0 {
-        child_main(&plan);
-    }
-    drop(mask);
-    // Only the child's copies of the helper fds and of the report pipe's write end matter now; with ours
-    // closed the report pipe reads EOF if the child dies.
-    drop(helper_fds);
-    drop(report_write);
-    drop(sync_read);
     if ret < 0 {
-        let e = Errno::last();
-        let pid = want_pid.unwrap_or(0);
-        return Err(match e {
-            Errno::EEXIST => RestoreError::PidTaken { pid, owner: None },
-            _ => RestoreError::sys(format!("clone3 with pid {pid}"), e),
-        });
+        -(Errno::last_raw() as i64)
+    } else {
+        ret
     }
-    let pid = ret as u32;
-    log::debug!(
-        "pid {pid}: forked, blob area {:#x}-{:#x}",
-        area.base,
-        area.end()
-    );
-    // From here on a failure kills the child; EXITKILL covers our own death.
-    let outcome = trace(
-        pid,
-        &area,
-        expected_rip,
-        stopped,
-        sync_write,
-        mapped,
-        File::from(report_read),
-    );
-    if let Err(e) = &outcome {
-        log::debug!("pid {pid}: restore failed ({e}); killing it");
-        let _ = kill(NixPid::from_raw(pid as i32), Signal::SIGKILL);
-        let _ = waitpid(NixPid::from_raw(pid as i32), None);
+}
+
+/// Kills every process of a failed restore and collects what the tracer must collect.
+fn kill_all(traced: &[Traced]) {
+    for t in traced {
+        if t.pid != 0 {
+            let _ = kill(NixPid::from_raw(t.pid as i32), Signal::SIGKILL);
+        }
     }
-    outcome.map(|()| Started { pid })
+    for t in traced.iter().rev() {
+        // Traced threads stay zombies until their tracer collects them; only then is a leader's end
+        // reported. A tid that never existed answers ECHILD at once.
+        for &(tid, _) in t.threads.iter().skip(1) {
+            let _ = waitpid(NixPid::from_raw(tid as i32), Some(WaitPidFlag::__WALL));
+        }
+        if t.pid != 0 {
+            let _ = waitpid(NixPid::from_raw(t.pid as i32), Some(WaitPidFlag::__WALL));
+        }
+    }
 }
 
 fn ptrace_err(pid: u32, op: &'static str) -> impl Fn(Errno) -> RestoreError {
     move |source| RestoreError::Ptrace { pid, op, source }
 }
 
+/// How often the tracer polls its tracees while waiting for every thread to reach its trap.
+const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Waits for the next event of any of `tids` without blocking on one that does not exist (yet): a thread
+/// is only traced once the leader has created it.
+fn wait_any(pid: u32, tids: &[u32]) -> Result<WaitStatus, RestoreError> {
+    loop {
+        for &tid in tids {
+            match waitpid(
+                NixPid::from_raw(tid as i32),
+                Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG),
+            ) {
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) | Err(Errno::EINTR) => {}
+                Ok(status) => return Ok(status),
+                Err(e) => return Err(RestoreError::sys(format!("waitpid {tid} (of {pid})"), e)),
+            }
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// Traces the restored tree from the fork until every thread has run its final `rt_sigreturn` and every
+/// zombie has exited, then removes the blob areas and lets all threads go.
 fn trace(
     pid: u32,
-    area: &Area,
-    expected_rip: u64,
-    stopped: bool,
+    traced: &mut [Traced],
     sync_write: OwnedFd,
-    mapped: MappedArea,
-    mut report_file: File,
+    mapped: Vec<MappedArea>,
 ) -> Result<(), RestoreError> {
     let npid = NixPid::from_raw(pid as i32);
-    let opts = ptrace::Options::PTRACE_O_EXITKILL | ptrace::Options::PTRACE_O_TRACESYSGOOD;
+    let opts = ptrace::Options::PTRACE_O_EXITKILL
+        | ptrace::Options::PTRACE_O_TRACESYSGOOD
+        | ptrace::Options::PTRACE_O_TRACECLONE
+        | ptrace::Options::PTRACE_O_TRACEFORK;
     ptrace::seize(npid, opts).map_err(ptrace_err(pid, "SEIZE"))?;
     nix::unistd::write(&sync_write, &[1])
         .map_err(|e| RestoreError::sys("releasing the child", e))?;
     drop(sync_write);
     drop(mapped);
 
-    // 1. The int3 right before the final rt_sigreturn (or a failure exit).
-    loop {
-        match waitpid(npid, Some(WaitPidFlag::__WALL))
-            .map_err(|e| RestoreError::sys("waitpid", e))?
-        {
-            WaitStatus::Stopped(_, Signal::SIGTRAP) => break,
+    // Every thread and zombie still to finish, with the index of its process.
+    let mut pending: Vec<(u32, usize)> = Vec::new();
+    for (i, t) in traced.iter().enumerate() {
+        if t.zombie.is_some() {
+            pending.push((t.pid, i));
+        }
+        pending.extend(t.threads.iter().map(|&(tid, _)| (tid, i)));
+    }
+    // 1. Each thread's int3 right before its final rt_sigreturn, each zombie's exit (or a failure).
+    while !pending.is_empty() {
+        let tids: Vec<u32> = pending.iter().map(|&(t, _)| t).collect();
+        let status = wait_any(pid, &tids)?;
+        let tid = status.pid().map_or(0, |p| p.as_raw() as u32);
+        let ntid = NixPid::from_raw(tid as i32);
+        let Some(&(_, idx)) = pending.iter().find(|&&(t, _)| t == tid) else {
+            continue;
+        };
+        let owner = &mut traced[idx];
+        match status {
+            WaitStatus::Stopped(_, Signal::SIGTRAP) if owner.zombie.is_none() => {
+                if tid == owner.pid {
+                    let report = owner.report.as_mut().and_then(read_report).ok_or_else(|| {
+                        RestoreError::ChildLost {
+                            pid: owner.pid,
+                            what: "trapped without reporting success".into(),
+                        }
+                    })?;
+                    if report.step != Step::Done as u32 {
+                        return Err(step_error(owner.pid, &report));
+                    }
+                }
+                let want = owner
+                    .threads
+                    .iter()
+                    .find(|&&(t, _)| t == tid)
+                    .map_or(0, |&(_, rip)| rip);
+                step_over_sigreturn(owner.pid, tid, want)?;
+                pending.retain(|&(t, _)| t != tid);
+            }
+            WaitStatus::Exited(_, code) if owner.zombie.is_some() => {
+                check_zombie(owner, zombie_status_exited(code))?;
+                pending.retain(|&(t, _)| t != tid);
+            }
+            WaitStatus::Signaled(_, sig, core) if owner.zombie.is_some() => {
+                check_zombie(owner, sig as u32 | if core { 0x80 } else { 0 })?;
+                pending.retain(|&(t, _)| t != tid);
+            }
             WaitStatus::Exited(_, code) => {
+                let pid = owner.pid;
                 return Err(failure(
                     pid,
-                    &mut report_file,
-                    format!("exited with {code}"),
-                ))
+                    owner.report.as_mut(),
+                    format!("thread {tid} exited with {code}"),
+                ));
             }
             WaitStatus::Signaled(_, sig, _) => {
-                return Err(failure(pid, &mut report_file, format!("killed by {sig}")));
+                let pid = owner.pid;
+                return Err(failure(
+                    pid,
+                    owner.report.as_mut(),
+                    format!("thread {tid} killed by {sig}"),
+                ));
             }
             WaitStatus::Stopped(_, sig) => {
-                let rip = ptrace::getregs(npid).map(|r| r.rip).unwrap_or(0);
+                let rip = ptrace::getregs(ntid).map(|r| r.rip).unwrap_or(0);
                 return Err(RestoreError::ChildLost {
-                    pid,
-                    what: format!("got {sig} at rip {rip:#x} in the restorer"),
+                    pid: owner.pid,
+                    what: format!("thread {tid} got {sig} at rip {rip:#x} in the restorer"),
                 });
             }
+            // Fork and clone events, a new task's first stop (auto-attached by TRACEFORK/TRACECLONE).
             WaitStatus::PtraceEvent(..) => {
-                ptrace::cont(npid, None).map_err(ptrace_err(pid, "CONT"))?;
+                ptrace::cont(ntid, None).map_err(ptrace_err(tid, "CONT"))?;
             }
             other => {
                 return Err(RestoreError::ChildLost {
-                    pid,
+                    pid: owner.pid,
                     what: format!("unexpected wait status {other:?}"),
                 })
             }
         }
     }
-    let report = read_report(&mut report_file).ok_or_else(|| RestoreError::ChildLost {
-        pid,
-        what: "trapped without reporting success".into(),
-    })?;
-    if report.step != Step::Done as u32 {
-        return Err(step_error(pid, &report));
-    }
 
-    // 2. rt_sigreturn entry, then exit: the task is in its restored state.
+    // 2. Every thread stopped in its own code: remove each blob area with one injected munmap in its
+    // leader, from a syscall site outside it; then let everything go.
+    for t in traced.iter() {
+        let Some((base, end)) = t.area else { continue };
+        let site = choose_site(t.pid, base, end)?;
+        let mut remote = RemoteTask::with_site(Tid(t.pid as i32), site)
+            .map_err(|source| RestoreError::Cleanup { pid: t.pid, source })?;
+        remote
+            .munmap(base, end - base)
+            .map_err(|source| RestoreError::Cleanup { pid: t.pid, source })?;
+    }
+    for t in traced.iter().rev() {
+        for &(tid, _) in t.threads.iter().rev() {
+            ptrace::detach(NixPid::from_raw(tid as i32), None)
+                .map_err(ptrace_err(tid, "DETACH"))?;
+        }
+        if t.stopped {
+            kill(NixPid::from_raw(t.pid as i32), Signal::SIGSTOP)
+                .map_err(|e| RestoreError::sys(format!("stopping pid {}", t.pid), e))?;
+        }
+        log::info!("pid {}: restored ({} thread(s))", t.pid, t.threads.len());
+    }
+    Ok(())
+}
+
+fn zombie_status_exited(code: i32) -> u32 {
+    ((code as u32) & 0xff) << 8
+}
+
+fn check_zombie(t: &Traced, got: u32) -> Result<(), RestoreError> {
+    let want = t.zombie.unwrap_or(0);
+    // Only the exit code or signal matters; the core-dump bit depends on the core limit.
+    if got & 0xff7f != want & 0xff7f {
+        return Err(RestoreError::ChildLost {
+            pid: t.pid,
+            what: format!("zombie ended with wait status {got:#x}, expected {want:#x}"),
+        });
+    }
+    Ok(())
+}
+
+/// Steps thread `tid` (stopped at its trap) over `rt_sigreturn` (entry, exit) and checks that it ended
+/// up at `expected_rip`; it stays stopped there.
+fn step_over_sigreturn(pid: u32, tid: u32, expected_rip: u64) -> Result<(), RestoreError> {
+    let ntid = NixPid::from_raw(tid as i32);
     for (stage, op) in [
         ("entry", "SYSCALL to rt_sigreturn entry"),
         ("exit", "SYSCALL to rt_sigreturn exit"),
     ] {
-        ptrace::syscall(npid, None).map_err(ptrace_err(pid, op))?;
-        match waitpid(npid, Some(WaitPidFlag::__WALL))
+        ptrace::syscall(ntid, None).map_err(ptrace_err(tid, op))?;
+        match waitpid(ntid, Some(WaitPidFlag::__WALL))
             .map_err(|e| RestoreError::sys("waitpid", e))?
         {
             WaitStatus::PtraceSyscall(_) => {}
             other => {
                 return Err(RestoreError::ChildLost {
                     pid,
-                    what: format!("at rt_sigreturn {stage}: {other:?}"),
+                    what: format!("thread {tid} at rt_sigreturn {stage}: {other:?}"),
                 });
             }
         }
     }
-    let regs = ptrace::getregs(npid).map_err(ptrace_err(pid, "GETREGS"))?;
+    let regs = ptrace::getregs(ntid).map_err(ptrace_err(tid, "GETREGS"))?;
     if regs.rip != expected_rip {
         return Err(RestoreError::ChildLost {
             pid,
             what: format!(
-                "after rt_sigreturn rip is {:#x}, expected {:#x}",
+                "thread {tid}: after rt_sigreturn rip is {:#x}, expected {:#x}",
                 regs.rip, expected_rip
             ),
         });
     }
-
-    // 3. Remove the blob area with one injected munmap, from a syscall site outside it.
-    let (base, end) = (area.base, area.end());
-    let tid = Tid(pid as i32);
-    let site = choose_site(pid, base, end)?;
-    let mut remote =
-        RemoteTask::with_site(tid, site).map_err(|source| RestoreError::Cleanup { pid, source })?;
-    remote
-        .munmap(base, end - base)
-        .map_err(|source| RestoreError::Cleanup { pid, source })?;
-    ptrace::detach(npid, None).map_err(ptrace_err(pid, "DETACH"))?;
-    if stopped {
-        kill(npid, Signal::SIGSTOP)
-            .map_err(|e| RestoreError::sys(format!("stopping pid {pid}"), e))?;
-    }
-    log::info!("pid {pid}: restored");
     Ok(())
 }
 
@@ -483,8 +755,8 @@ fn step_error(pid: u32, r: &Report) -> RestoreError {
     }
 }
 
-fn failure(pid: u32, report: &mut File, how: String) -> RestoreError {
-    match read_report(report) {
+fn failure(pid: u32, report: Option<&mut File>, how: String) -> RestoreError {
+    match report.and_then(read_report) {
         Some(r) if r.step != Step::Done as u32 => step_error(pid, &r),
         _ => RestoreError::ChildLost {
             pid,
@@ -497,14 +769,43 @@ fn failure(pid: u32, report: &mut File, how: String) -> RestoreError {
 // The child
 // ---------------------------------------------------------------------------------------------------------
 
+/// Ends a zombie-to-be with `status` (a raw wait status): `exit_group` with the code, or death by the
+/// signal with its default action.
+fn become_zombie(status: u32) -> ! {
+    let sig = (status & 0x7f) as i32;
+    if sig != 0 {
+        // SAFETY: resets the signal's action to the default, unblocks it and sends it to ourselves; no
+        // core file is written (the dumped process had already written its own, if any).
+        unsafe {
+            let lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &lim);
+            libc::signal(sig, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::kill(libc::getpid(), sig);
+        }
+    }
+    // SAFETY: ends this (child) process without running any destructor of the parent's copy.
+    unsafe { libc::syscall(libc::SYS_exit_group, ((status >> 8) & 0xff) as libc::c_int) };
+    loop {
+        std::hint::spin_loop();
+    }
+}
+
 fn child_fail(report_fd: RawFd, step: Step, errno: i32, detail: u64) -> ! {
     let r = Report {
         step: step as u32,
         errno,
         detail,
     };
-    // SAFETY: writes the plain-data report from our stack; then ends the process without running any
-    // destructor or atexit handler of the parent's copy.
+    // SAFETY: writes the plain-data report from our stack (a zombie-to-be has no report pipe: -1 fails
+    // harmlessly); then ends the process without running any destructor or atexit handler of the parent's
+    // copy.
     unsafe {
         libc::write(report_fd, (&r as *const Report).cast(), REPORT_SIZE);
         libc::syscall(
@@ -522,12 +823,61 @@ fn errno() -> i32 {
     Errno::last_raw()
 }
 
-fn child_main(plan: &ChildPlan<'_>) -> ! {
+fn child_main(plans: &[ChildPlan<'_>], index: usize) -> ! {
+    let plan = &plans[index];
     let rep = plan.report_write;
     let mut byte = [0u8; 1];
-    // SAFETY: reads one byte into our stack buffer.
-    if unsafe { libc::read(plan.sync_read, byte.as_mut_ptr().cast(), 1) } != 1 {
-        child_fail(rep, Step::ChildSync, errno(), 0);
+    if plan.sync_read >= 0 {
+        // SAFETY: reads one byte into our stack buffer.
+        if unsafe { libc::read(plan.sync_read, byte.as_mut_ptr().cast(), 1) } != 1 {
+            child_fail(rep, Step::ChildSync, errno(), 0);
+        }
+    }
+    // Session and group first: children forked below inherit them.
+    match plan.session {
+        // SAFETY: setsid/setpgid change only this (child) process's ids.
+        SessionPlan::NewSession => unsafe {
+            if libc::setsid() < 0 {
+                child_fail(rep, Step::ChildSession, errno(), 0);
+            }
+        },
+        // SAFETY: as above.
+        SessionPlan::NewGroup => unsafe {
+            if libc::setpgid(0, 0) != 0 {
+                child_fail(rep, Step::ChildSession, errno(), 1);
+            }
+        },
+        // SAFETY: as above.
+        SessionPlan::JoinGroup(g) => unsafe {
+            if libc::setpgid(0, g as libc::pid_t) != 0 {
+                child_fail(rep, Step::ChildSession, errno(), g as u64);
+            }
+        },
+        SessionPlan::Inherit => {}
+    }
+    // Children one at a time: each reports once its own subtree exists.
+    for &c in plan.children {
+        let child = &plans[c];
+        let ret = clone_exact(child.pid);
+        if ret == 0 {
+            child_main(plans, c);
+        }
+        if ret < 0 {
+            child_fail(rep, Step::ChildFork, (-ret) as i32, child.pid as u64);
+        }
+        // SAFETY: reads one byte into our stack buffer.
+        if unsafe { libc::read(child.forked_read, byte.as_mut_ptr().cast(), 1) } != 1 {
+            child_fail(rep, Step::ChildFork, errno(), child.pid as u64);
+        }
+    }
+    if plan.forked_write >= 0 {
+        // SAFETY: writes one byte from our stack buffer.
+        if unsafe { libc::write(plan.forked_write, byte.as_ptr().cast(), 1) } != 1 {
+            child_fail(rep, Step::ChildFork, errno(), 0);
+        }
+    }
+    if let Some(status) = plan.zombie {
+        become_zombie(status);
     }
     for m in plan.moves {
         // SAFETY: `from` is a helper fd inherited from the parent, `to` a target fd number below every
@@ -568,21 +918,6 @@ fn child_main(plan: &ChildPlan<'_>) -> ! {
         if unsafe { libc::chdir(dir.as_ptr()) } != 0 {
             child_fail(rep, Step::ChildChdir, errno(), 0);
         }
-    }
-    match plan.session {
-        // SAFETY: setsid/setpgid change only this (child) process's ids.
-        SessionPlan::NewSession => unsafe {
-            if libc::setsid() < 0 {
-                child_fail(rep, Step::ChildSession, errno(), 0);
-            }
-        },
-        // SAFETY: as above.
-        SessionPlan::NewGroup => unsafe {
-            if libc::setpgid(0, 0) != 0 {
-                child_fail(rep, Step::ChildSession, errno(), 1);
-            }
-        },
-        SessionPlan::Inherit => {}
     }
     if let Some(name) = plan.comm {
         // SAFETY: PR_SET_NAME reads at most 16 bytes of the NUL-terminated string prepared before the fork.

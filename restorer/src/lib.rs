@@ -27,6 +27,7 @@ mod prepare;
 mod procself;
 mod restore;
 pub mod sigframe;
+pub mod tree;
 
 pub use error::RestoreError;
 pub use restore::{ExitStatus, Restore, RestoreBuilder, Restored};

@@ -153,13 +153,16 @@ pub struct FdPolicy {
     pub shell_job: bool,
 }
 
-/// Builds the launch for `task`.
+/// Builds the launch for `task`. Its blob area avoids `reserved` (the areas of the tree's other tasks,
+/// which are all mapped in this process at once before the first fork).
 pub fn prepare(
     dir: &Path,
     blob: &Blob,
     task: &TaskImage,
     vdso: Option<VdsoPlacement>,
     policy: FdPolicy,
+    reserved: &[(u64, u64)],
+    opened: &crate::files::OpenedFiles,
 ) -> Result<crate::launch::Launch, RestoreError> {
     let pid = task.pid.0;
     let max_target_fd = task.fds.iter().map(|f| f.fd).max().unwrap_or(-1);
@@ -171,7 +174,6 @@ pub fn prepare(
     // The task's own fds.
     let mut fd_moves = Vec::new();
     let mut keep = Vec::new();
-    let opened = crate::files::open_all(&task.descs)?;
     // Fds that shared one description at dump time share the one reopened here.
     let mut reg_fds: BTreeMap<FileId, RawFd> = BTreeMap::new();
     for fd in &task.fds {
@@ -424,13 +426,10 @@ pub fn prepare(
             value_usec: (t.value_us % 1_000_000) as i64,
         })
     });
-    let siginfos = queued_signals(
-        dir,
-        pid,
-        &core.shared_pending,
-        &task.thread.pending,
-        task.thread.tid.0,
-    )?;
+    let mut siginfos = queued_signals(dir, pid, &core.shared_pending, true, 0)?;
+    for t in task.threads() {
+        siginfos.extend(queued_signals(dir, pid, &t.pending, false, t.tid.0)?);
+    }
     let timers = posix_timers(pid, &core.posix_timers)?;
     let rlimits = core
         .rlimits
@@ -470,20 +469,25 @@ pub fn prepare(
         )
     };
 
+    let threads: Vec<ThreadInput> = task
+        .threads()
+        .map(|t| ThreadInput {
+            tid: t.tid.0,
+            regs: t.regs,
+            xstate: t.xstate.clone(),
+            sigmask: t.sigmask,
+            altstack: t.sigaltstack,
+            clear_child_tid: t.clear_child_tid,
+            rseq: t.rseq.map(|r| RseqArg {
+                addr: r.addr,
+                len: r.len,
+                sig: r.signature,
+            }),
+            robust_list: t.robust_list,
+            comm: t.comm.clone(),
+        })
+        .collect();
     let t = &task.thread;
-    let thread = ThreadInput {
-        tid: t.tid.0,
-        regs: t.regs,
-        xstate: t.xstate.clone(),
-        sigmask: t.sigmask,
-        altstack: t.sigaltstack,
-        clear_child_tid: t.clear_child_tid,
-        rseq: t.rseq.map(|r| RseqArg {
-            addr: r.addr,
-            len: r.len,
-            sig: r.signature,
-        }),
-    };
 
     let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| RestoreError::sys("pipe2", e))?;
@@ -507,7 +511,7 @@ pub fn prepare(
         itimers,
         timers,
         siginfos,
-        thread,
+        threads,
     };
 
     // Place the area in a hole free in both layouts.
@@ -515,6 +519,7 @@ pub fn prepare(
     let mut occupied: Vec<(u64, u64)> =
         procself::maps()?.iter().map(|m| (m.start, m.end)).collect();
     occupied.extend(task.mm.vmas.iter().map(|v| (v.start, v.end)));
+    occupied.extend_from_slice(reserved);
     let base = area::find_hole(size, &occupied).ok_or(RestoreError::NoHole { pid, size })?;
     let area = area::build(blob, &input, base)?;
 
@@ -535,6 +540,11 @@ pub fn prepare(
         rlimits,
         cwd,
         expected_rip: t.regs.rip,
+        other_threads: task
+            .other_threads
+            .iter()
+            .map(|o| (o.tid.0, o.regs.rip))
+            .collect(),
         stopped: core.stopped,
         session: crate::launch::SessionPlan::for_ids(pid, task.tree.pgid.0, task.tree.sid.0),
         comm: std::ffi::CString::new(core.comm.as_str()).ok(),
@@ -565,12 +575,12 @@ fn resource_of(r: u32) -> Option<nix::sys::resource::Resource> {
     })
 }
 
-/// The saved pending signals as the blob re-queues them: the process-wide queue first, then the thread's.
+/// One saved queue of pending signals as the blob re-queues them (the process-wide one when `shared`).
 fn queued_signals(
     dir: &Path,
     pid: u32,
-    shared: &[SigInfo],
-    private: &[SigInfo],
+    queue: &[SigInfo],
+    shared: bool,
     tid: u32,
 ) -> Result<Vec<QueuedSigArg>, RestoreError> {
     let one = |si: &SigInfo, is_shared: bool| -> Result<QueuedSigArg, RestoreError> {
@@ -606,11 +616,7 @@ fn queued_signals(
             info,
         })
     };
-    shared
-        .iter()
-        .map(|si| one(si, true))
-        .chain(private.iter().map(|si| one(si, false)))
-        .collect()
+    queue.iter().map(|si| one(si, shared)).collect()
 }
 
 /// `prctl` option (Linux 6.17) that makes `timer_create` take the id from `*timer_id`.

@@ -7,7 +7,10 @@ use nix::unistd::Pid as NixPid;
 
 use crate::blob::Blob;
 use crate::error::RestoreError;
+use crate::launch::{TreeNode, TreeTask};
+use crate::tree::Member;
 use crate::{image, launch, prepare, procself};
+use dormant_image::records::Pid;
 
 /// A restore of one image directory. Build it with [`Restore::builder`].
 #[derive(Debug, Clone)]
@@ -131,25 +134,66 @@ impl Restore {
             return Err(RestoreError::NotSingleThreaded { threads });
         }
         let dir = self.images_dir.as_path();
-        let (img, task) = image::load(dir)?;
-        image::check_xstate(&img, &task)?;
-        let vdso = image::check_vdso(dir, &task)?;
-        image::check_creds(&task)?;
-        image::check_files(dir, &task)?;
-        image::check_pid_free(task.pid)?;
-        let bytes = image::verify_pages(dir, &task)?;
-        log::debug!(
-            "image {}: pid {}, {bytes} bytes of pages verified",
-            dir.display(),
-            task.pid.0
-        );
+        let (img, tree) = image::load_tree(dir)?;
+        for task in &tree.tasks {
+            image::check_xstate(&img, task)?;
+            image::check_creds(task)?;
+            image::check_files(dir, task)?;
+            for t in task.threads() {
+                image::check_pid_free(Pid(t.tid.0))?;
+            }
+        }
+        for z in &tree.zombies {
+            image::check_pid_free(z.pid)?;
+        }
+        let mut members: Vec<Member> = tree
+            .tasks
+            .iter()
+            .map(|t| Member::live(t.pid, t.tree.ppid, t.tree.pgid, t.tree.sid))
+            .collect();
+        members.extend(tree.zombies.iter().map(Member::zombie));
+        let planned = crate::tree::plan(&members)?;
 
         let blob = Blob::embedded()?;
         let policy = prepare::FdPolicy {
             shell_job: self.shell_job,
         };
-        let launch = prepare::prepare(dir, &blob, &task, vdso, policy)?;
-        let started = launch::start(launch)?;
+        // Every open file description once, before any fork: tasks that shared one inherit the same.
+        let opened =
+            crate::files::open_all(tree.tasks.first().map_or(&[][..], |t| t.descs.as_slice()))?;
+        let mut reserved = Vec::new();
+        let mut nodes = Vec::with_capacity(planned.len());
+        for p in &planned {
+            let task = match tree.tasks.get(p.input) {
+                Some(task) => {
+                    let vdso = image::check_vdso(dir, task)?;
+                    let bytes = image::verify_pages(dir, task)?;
+                    log::debug!(
+                        "image {}: pid {}, {bytes} bytes of pages verified",
+                        dir.display(),
+                        task.pid.0
+                    );
+                    let mut launch =
+                        prepare::prepare(dir, &blob, task, vdso, policy, &reserved, &opened)?;
+                    reserved.push((launch.area.base, launch.area.end()));
+                    launch.session = p.session;
+                    TreeTask::Live(Box::new(launch))
+                }
+                None => {
+                    let z = tree.zombies[p.input - tree.tasks.len()];
+                    TreeTask::Zombie {
+                        pid: z.pid.0,
+                        session: p.session,
+                        status: z.exit_status,
+                    }
+                }
+            };
+            nodes.push(TreeNode {
+                parent: p.parent,
+                task,
+            });
+        }
+        let started = launch::start_tree(nodes)?;
         if let Some(path) = &self.pidfile {
             std::fs::write(path, format!("{}\n", started.pid)).map_err(|source| {
                 RestoreError::Pidfile {

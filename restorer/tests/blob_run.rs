@@ -171,7 +171,7 @@ fn build_victim(pid: u32, break_it: bool) -> Victim {
         itimers: None,
         timers: Vec::new(),
         siginfos: Vec::new(),
-        thread: ThreadInput {
+        threads: vec![ThreadInput {
             tid: pid,
             regs,
             xstate: xstate_with_xmm0(XMM0),
@@ -179,7 +179,9 @@ fn build_victim(pid: u32, break_it: bool) -> Victim {
             altstack: None,
             clear_child_tid: None,
             rseq: None,
-        },
+            robust_list: None,
+            comm: String::new(),
+        }],
     };
     let size = area::size(&blob, &input);
     let mut occupied: Vec<(u64, u64)> = maps_of("self").iter().map(|m| (m.0, m.1)).collect();
@@ -210,6 +212,7 @@ fn build_victim(pid: u32, break_it: bool) -> Victim {
         child_actions: Vec::new(),
         cwd: Some(c"/tmp".to_owned()),
         expected_rip: CODE,
+        other_threads: Vec::new(),
         stopped: false,
         session: dormant_restorer::launch::SessionPlan::NewSession,
         comm: Some(c"victim".to_owned()),

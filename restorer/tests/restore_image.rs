@@ -174,6 +174,7 @@ fn write_image(pid: u32, corrupt_vdso: bool) -> Fixture {
         sigaltstack: None,
         clear_child_tid: None,
         comm: "victim".into(),
+        robust_list: None,
     };
     w.write_records(&names::thread(Tid(pid)), &[thread])
         .unwrap();

@@ -265,6 +265,7 @@ fn capture(pid: i32, image: &Path, fifo: &Path) {
         sigaltstack: None,
         clear_child_tid: None,
         comm: "victim".into(),
+        robust_list: None,
     };
     w.write_records(&names::thread(Tid(p.0)), &[thread])
         .unwrap();

@@ -173,9 +173,9 @@ fn redis_cli(
 }
 
 /// redis-server on a free loopback port with 10,000 keys: dumped after its client disconnected, restored,
-/// and every key read back. redis runs background threads, so this needs multi-threaded dump/restore.
+/// and every key read back (redis runs background threads: multi-threaded dump/restore plus its self-pipe,
+/// epoll set and TCP listener).
 #[test]
-#[ignore = "redis-server runs 5 threads: needs multi-threaded dump/restore (helper tree); run with --ignored"]
 fn redis_keys_survive() -> Result<()> {
     const KEYS: usize = 10_000;
     require_root()?;

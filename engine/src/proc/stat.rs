@@ -24,6 +24,9 @@ pub struct ProcStat {
     pub arg_end: u64,
     pub env_start: u64,
     pub env_end: u64,
+    /// Field 52: the wait status of a zombie (0 while the process lives, or when the kernel is too old to
+    /// show it).
+    pub exit_code: u32,
 }
 
 /// Parses the text of `/proc/<pid>/stat`. The comm field may hold spaces and parentheses, so the fixed
@@ -68,6 +71,7 @@ pub fn parse(text: &str) -> Result<ProcStat, String> {
         arg_end: num(49)?,
         env_start: num(50)?,
         env_end: num(51)?,
+        exit_code: small(52).unwrap_or(0),
     })
 }
 

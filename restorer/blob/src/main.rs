@@ -8,9 +8,14 @@
 //! can catch the moment, then `rt_sigreturn`s into the saved registers. On any failure it reports the
 //! step and errno and exits.
 //!
+//! Every other thread is created by the leader once memory, actions and the signal block are in place,
+//! with `clone3(CLONE_VM | CLONE_THREAD | ...)` and its saved tid (`set_tid`); it starts on its own small
+//! stack in the area ([`thread_entry`]), installs its per-thread state (robust list, clear_child_tid,
+//! rseq, fs/gs base, name), traps and `rt_sigreturn`s into its own frame, which also restores its signal
+//! mask and alternate stack.
+//!
 //! What it does NOT do: it never allocates, never uses libc or std, and makes no decision the host side
-//! could make; it does not restore threads other than the leader yet (the block carries per-thread frames
-//! so clone3 can be added here), nor creds.
+//! could make; nor creds.
 #![no_std]
 #![no_main]
 
@@ -18,7 +23,7 @@ use core::arch::{asm, naked_asm};
 
 use dormant_restorer_proto::{
     ExtentArg, KSigAction, QueuedSigArg, Report, RestoreArgs, RseqArg, Step, ThreadArgs, TimerArg,
-    VmaArg, VmaKind, EXIT_BASE, NSIG, PROTO_VERSION, REPORT_SIZE, TASK_SIZE,
+    VmaArg, VmaKind, EXIT_BASE, NSIG, PROTO_VERSION, REPORT_SIZE, TASK_SIZE, THREAD_STACK_SIZE,
 };
 
 mod mem;
@@ -110,7 +115,7 @@ unsafe fn block_slice<'a, T>(ptr: u64, len: u64) -> &'a [T] {
 
 fn run(a: &RestoreArgs) -> Result<Never, Failure> {
     if a.version != PROTO_VERSION
-        || a.nr_threads != 1
+        || a.nr_threads == 0
         || a.area_start >= a.area_end
         || a.area_end > TASK_SIZE
     {
@@ -180,43 +185,23 @@ fn run(a: &RestoreArgs) -> Result<Never, Failure> {
         )?;
     }
     set_sigactions(a)?;
-    if leader.has_clear_child_tid != 0 {
-        check(
-            Step::SetTidAddress,
-            sys::set_tid_address(leader.clear_child_tid),
-            leader.clear_child_tid,
-        )?;
-    }
-    if leader.rseq.len != 0 {
-        let r = &leader.rseq;
-        check(
-            Step::RseqRegister,
-            sys::rseq(r.addr, r.len as u64, 0, r.sig as u64),
-            r.addr,
-        )?;
-    }
+    thread_state(leader)?;
     if a.has_itimers != 0 {
         for (which, t) in a.itimers.iter().enumerate() {
             let ret = sys::setitimer(which as u64, t as *const _ as u64);
             check(Step::SetItimer, ret, which as u64)?;
         }
     }
-    check(
-        Step::SetFs,
-        sys::arch_prctl(ARCH_SET_FS, leader.fs_base),
-        leader.fs_base,
-    )?;
-    check(
-        Step::SetGs,
-        sys::arch_prctl(ARCH_SET_GS, leader.gs_base),
-        leader.gs_base,
-    )?;
     for &fd in close_fds {
         check(Step::CloseFd, sys::close(fd), fd as u64)?;
     }
     // Timers are armed as late as possible so little of their time passes before the task runs; their
     // signals stay blocked until rt_sigreturn installs the saved mask.
     block_signals()?;
+    // Threads inherit the blocked mask; they exist before timers and signals may name them.
+    for t in &threads[1..] {
+        clone_thread(t, a.report_fd)?;
+    }
     create_timers(timers)?;
     queue_signals(siginfos)?;
 
@@ -236,6 +221,143 @@ fn run(a: &RestoreArgs) -> Result<Never, Failure> {
     }
     sys::close(a.report_fd);
     sigreturn(leader.sigframe_uc)
+}
+
+/// The per-thread state every thread installs for itself: robust list, clear_child_tid, rseq, fs and gs
+/// base. (The signal mask and alternate stack come from its frame at `rt_sigreturn`.)
+fn thread_state(t: &ThreadArgs) -> Result<(), Failure> {
+    if t.has_robust_list != 0 {
+        check(
+            Step::SetRobustList,
+            sys::set_robust_list(t.robust_head, t.robust_len),
+            t.robust_head,
+        )?;
+    }
+    if t.has_clear_child_tid != 0 {
+        check(
+            Step::SetTidAddress,
+            sys::set_tid_address(t.clear_child_tid),
+            t.clear_child_tid,
+        )?;
+    }
+    if t.rseq.len != 0 {
+        let r = &t.rseq;
+        check(
+            Step::RseqRegister,
+            sys::rseq(r.addr, r.len as u64, 0, r.sig as u64),
+            r.addr,
+        )?;
+    }
+    check(
+        Step::SetFs,
+        sys::arch_prctl(ARCH_SET_FS, t.fs_base),
+        t.fs_base,
+    )?;
+    check(
+        Step::SetGs,
+        sys::arch_prctl(ARCH_SET_GS, t.gs_base),
+        t.gs_base,
+    )?;
+    Ok(())
+}
+
+const CLONE_VM: u64 = 0x100;
+const CLONE_FS: u64 = 0x200;
+const CLONE_FILES: u64 = 0x400;
+const CLONE_SIGHAND: u64 = 0x800;
+const CLONE_THREAD: u64 = 0x10000;
+const CLONE_SYSVSEM: u64 = 0x40000;
+const SYS_CLONE3: u64 = 435;
+const PR_SET_NAME: u64 = 15;
+
+/// The kernel's `struct clone_args` (version 2, with `set_tid` and `cgroup`).
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Creates thread `t` with its saved tid; the new thread runs [`thread_entry`] on its own stack.
+fn clone_thread(t: &ThreadArgs, report_fd: i32) -> Result<(), Failure> {
+    let tid: i32 = t.tid as i32;
+    let args = CloneArgs {
+        flags: CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: 0,
+        stack: t.stack_top - THREAD_STACK_SIZE,
+        stack_size: THREAD_STACK_SIZE,
+        tls: 0,
+        set_tid: &tid as *const i32 as u64,
+        set_tid_size: 1,
+        cgroup: 0,
+    };
+    let ret: i64;
+    // SAFETY: clone3 with CLONE_VM on a fresh stack inside the area. In the parent the block only returns
+    // the result; in the child (rax == 0) it never falls through: it calls `thread_entry` with the thread's
+    // args (r12 and r13 are copied into the child) on the new stack, and that never returns.
+    unsafe {
+        asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "mov rdi, r12",
+            "mov esi, r13d",
+            "and rsp, -16",
+            "xor ebp, ebp",
+            "call {entry}",
+            "ud2",
+            "2:",
+            entry = sym thread_entry,
+            inlateout("rax") SYS_CLONE3 as i64 => ret,
+            in("rdi") &args as *const CloneArgs as u64,
+            in("rsi") core::mem::size_of::<CloneArgs>() as u64,
+            in("r12") t as *const ThreadArgs as u64,
+            in("r13") report_fd as u64,
+            lateout("rcx") _,
+            lateout("r11") _,
+        );
+    }
+    check(Step::CloneThread, ret, t.tid as u64).map(drop)
+}
+
+/// First code of a non-leader thread: its own state, then the trap and its `rt_sigreturn`.
+extern "C" fn thread_entry(t: *const ThreadArgs, report_fd: i32) -> ! {
+    // SAFETY: the leader passed a pointer to this thread's entry of the args block inside the area.
+    let t = unsafe { &*t };
+    let result = thread_state(t).and_then(|()| {
+        if t.comm[0] != 0 {
+            check(
+                Step::ThreadComm,
+                sys::prctl(PR_SET_NAME, t.comm.as_ptr() as u64, 0, 0, 0),
+                t.tid as u64,
+            )?;
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => sigreturn(t.sigframe_uc),
+        Err(f) => {
+            // The leader may have closed the pipe already; the tracer then sees the exit code alone.
+            let report = Report {
+                step: f.step as u32,
+                errno: f.errno,
+                detail: f.detail,
+            };
+            write_report(report_fd, &report);
+            sys::exit_group(EXIT_BASE + f.step as i32)
+        }
+    }
 }
 
 fn unregister_rseq(r: &RseqArg) -> Result<(), Failure> {

@@ -127,3 +127,9 @@ pub fn exit_group(code: i32) -> ! {
         syscall6(SYS_EXIT_GROUP, code as u64, 0, 0, 0, 0, 0);
     }
 }
+
+const SYS_SET_ROBUST_LIST: u64 = 273;
+
+pub fn set_robust_list(head: u64, len: u64) -> i64 {
+    syscall6(SYS_SET_ROBUST_LIST, head, len, 0, 0, 0, 0)
+}

@@ -8,7 +8,7 @@
 #![no_std]
 
 /// Layout version of [`RestoreArgs`]; the blob refuses a block with another version.
-pub const PROTO_VERSION: u32 = 3;
+pub const PROTO_VERSION: u32 = 4;
 
 /// Name of the blob's entry symbol for the leader thread: `extern "C" fn(args: *const RestoreArgs) -> !`,
 /// entered with a 16-byte aligned stack (it realigns anyway).
@@ -131,9 +131,20 @@ pub struct ThreadArgs {
     pub rseq: RseqArg,
     /// Address of `frame.uc` of the prepared `rt_sigframe`: the stack pointer for `rt_sigreturn`.
     pub sigframe_uc: u64,
-    /// Top of the stack this thread runs the blob on (16-byte aligned).
+    /// Top of the stack this thread runs the blob on (16-byte aligned); a non-leader thread's stack is
+    /// [`THREAD_STACK_SIZE`] bytes below it.
     pub stack_top: u64,
+    /// Non-zero: call `set_robust_list(robust_head, robust_len)`.
+    pub has_robust_list: u32,
+    pub _pad: u32,
+    pub robust_head: u64,
+    pub robust_len: u64,
+    /// The thread's name, NUL-terminated (`PR_SET_NAME`); all zero: leave the inherited one.
+    pub comm: [u8; 16],
 }
+
+/// Size of the blob stack of each thread other than the leader.
+pub const THREAD_STACK_SIZE: u64 = 32 * 1024;
 
 /// The whole argument block (one per restored process).
 #[repr(C)]
@@ -173,7 +184,7 @@ pub struct RestoreArgs {
     pub sigactions: [KSigAction; NSIG],
     /// Non-zero: `setitimer` each of `itimers` (real, virtual, prof).
     pub has_itimers: u32,
-    /// Number of entries in `threads` (only 1 supported for now).
+    /// Number of entries in `threads` (at least 1, the leader).
     pub nr_threads: u32,
     pub itimers: [ITimerVal; 3],
     /// `*const ThreadArgs`, leader first.
@@ -269,6 +280,9 @@ pub enum Step {
     TimerSettime = 21,
     BlockSignals = 22,
     QueueSignal = 23,
+    SetRobustList = 24,
+    CloneThread = 25,
+    ThreadComm = 26,
     /// Steps of the forked child before it enters the blob (host code, same report format).
     ChildSync = 32,
     ChildDupFd = 33,
@@ -280,6 +294,7 @@ pub enum Step {
     ChildSession = 39,
     ChildComm = 40,
     ChildPersonality = 41,
+    ChildFork = 42,
 }
 
 /// Exit status base of a failing blob.
@@ -314,6 +329,9 @@ impl Step {
             21 => TimerSettime,
             22 => BlockSignals,
             23 => QueueSignal,
+            24 => SetRobustList,
+            25 => CloneThread,
+            26 => ThreadComm,
             32 => ChildSync,
             33 => ChildDupFd,
             34 => ChildCloseFds,
@@ -324,6 +342,7 @@ impl Step {
             39 => ChildSession,
             40 => ChildComm,
             41 => ChildPersonality,
+            42 => ChildFork,
             _ => return None,
         })
     }
@@ -356,6 +375,9 @@ impl Step {
             TimerSettime => "arming a POSIX timer",
             BlockSignals => "blocking signals before re-queueing pending ones",
             QueueSignal => "re-queueing a pending signal",
+            SetRobustList => "set_robust_list",
+            CloneThread => "creating a thread with its saved tid (clone3 set_tid)",
+            ThreadComm => "setting a thread's name",
             ChildSync => "waiting for the tracer (child)",
             ChildDupFd => "putting an fd in place (child)",
             ChildCloseFds => "closing fds the task must not have (child)",
@@ -366,6 +388,7 @@ impl Step {
             ChildSession => "creating the saved session or process group (child)",
             ChildComm => "setting the task's name (child)",
             ChildPersonality => "setting the execution domain (child)",
+            ChildFork => "forking a child of the restored tree with its pid (child)",
         }
     }
 }

@@ -1,0 +1,256 @@
+//! Mount namespaces: every mount of the dumped tree's mount namespace, how restore gets each one back, and
+//! the peer groups outside the namespace that some of its mounts are slaves of ("external masters").
+//!
+//! Restore builds the tree the "mount-v2" way (every mount private and flat, moved into place, sharing set
+//! last), so the records describe the final state only, never an order of mount calls.
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "arbitrary")]
+use proptest_derive::Arbitrary;
+
+use super::RecordKind;
+use crate::Record;
+
+/// A mount id as the dumped namespace's mountinfo showed it; only a label inside one image.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct MountId(pub u32);
+
+/// A peer group id (`shared:N` / `master:N`). Groups of dumped mounts are labels; the group of an external
+/// master is the outside namespace's id at dump time, kept for diagnostics.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PeerGroup(pub u32);
+
+/// How restore gets a mount back.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountSource {
+    /// The namespace's root mount: a bind of the directory restore is given as the container root.
+    Root,
+    /// A filesystem dormant creates anew (proc, sysfs, tmpfs, devpts, mqueue, cgroup2) from `fstype`,
+    /// `source` and `super_opts`.
+    NewFs,
+    /// A bind of another dumped mount: restore clones `of` at `root` relative to `of`'s root.
+    BindOf { of: MountId },
+    /// A bind of something outside the namespace, reached at restore through the path mapped to `key`
+    /// (`--external mnt[KEY]:PATH`; by default the key is itself the outside path).
+    External { key: String },
+}
+
+/// One mount (`mounts`, one entry per mount, parents before children).
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountEntry {
+    pub id: MountId,
+    /// `None` for the namespace's root mount.
+    pub parent: Option<MountId>,
+    /// Absolute path in the dumped namespace.
+    pub mountpoint: String,
+    /// Path of the mount's root inside its filesystem.
+    pub root: String,
+    pub fstype: String,
+    pub source: String,
+    /// Per-mount options as mountinfo showed them (`rw,nosuid,relatime`).
+    pub mount_opts: String,
+    /// Superblock options as mountinfo showed them.
+    pub super_opts: String,
+    pub shared: Option<PeerGroup>,
+    pub master: Option<PeerGroup>,
+    pub unbindable: bool,
+    pub how: MountSource,
+}
+
+impl Record for MountEntry {
+    const KIND: RecordKind = RecordKind::Mounts;
+}
+
+/// A peer group outside the dumped namespace that dumped mounts are slaves of (`mnt-masters`, one entry per
+/// group). Restore joins the group from the outside mount at the path `key` maps to.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalMaster {
+    pub group: PeerGroup,
+    pub key: String,
+    /// Where the dumper found the group (its own namespace's path), for messages.
+    pub found_at: String,
+}
+
+impl Record for ExternalMaster {
+    const KIND: RecordKind = RecordKind::ExternalMasters;
+}
+
+/// File names of the mount records.
+pub mod mount_names {
+    pub const MOUNTS: &str = "mounts";
+    pub const MOUNT_MASTERS: &str = "mnt-masters";
+
+    /// Content of the tmpfs mount `id`.
+    pub fn tmpfs(id: super::MountId) -> String {
+        format!("tmpfs-{}", id.0)
+    }
+}
+
+pub(super) fn mounts_file_kind(name: &str) -> Option<RecordKind> {
+    Some(match name {
+        mount_names::MOUNTS => RecordKind::Mounts,
+        mount_names::MOUNT_MASTERS => RecordKind::ExternalMasters,
+        _ if name.starts_with("tmpfs-") => RecordKind::TmpfsContent,
+        _ => return None,
+    })
+}
+
+/// The mount half of `check_references`: parents and bind sources exist, exactly one root, and every master
+/// group is either carried by a dumped mount or listed as an external master. Images without `mounts` have
+/// nothing to check.
+pub fn check_mount_references(img: &crate::ImageReader) -> Vec<String> {
+    use std::collections::BTreeSet;
+    let mut problems = Vec::new();
+    if !img.has_file(mount_names::MOUNTS) {
+        return problems;
+    }
+    let mounts: Vec<MountEntry> = match img.read_records(mount_names::MOUNTS) {
+        Ok(m) => m,
+        Err(e) => return vec![format!("{}: {e}", mount_names::MOUNTS)],
+    };
+    let masters: Vec<ExternalMaster> = if img.has_file(mount_names::MOUNT_MASTERS) {
+        match img.read_records(mount_names::MOUNT_MASTERS) {
+            Ok(m) => m,
+            Err(e) => return vec![format!("{}: {e}", mount_names::MOUNT_MASTERS)],
+        }
+    } else {
+        Vec::new()
+    };
+    let ids: BTreeSet<MountId> = mounts.iter().map(|m| m.id).collect();
+    let groups: BTreeSet<PeerGroup> = mounts.iter().filter_map(|m| m.shared).collect();
+    let ext: BTreeSet<PeerGroup> = masters.iter().map(|m| m.group).collect();
+    let roots = mounts.iter().filter(|m| m.parent.is_none()).count();
+    if roots != 1 {
+        problems.push(format!(
+            "{}: {roots} mounts without a parent, want exactly one root",
+            mount_names::MOUNTS
+        ));
+    }
+    for m in &mounts {
+        if let Some(p) = m.parent {
+            if !ids.contains(&p) {
+                problems.push(format!(
+                    "{}: parent {} of mount {} ({}) is not dumped",
+                    mount_names::MOUNTS,
+                    p.0,
+                    m.id.0,
+                    m.mountpoint
+                ));
+            }
+        }
+        if let MountSource::BindOf { of } = m.how {
+            if !ids.contains(&of) {
+                problems.push(format!(
+                    "{}: mount {} ({}) binds mount {} that is not dumped",
+                    mount_names::MOUNTS,
+                    m.id.0,
+                    m.mountpoint,
+                    of.0
+                ));
+            }
+        }
+        if let Some(g) = m.master {
+            if !groups.contains(&g) && !ext.contains(&g) {
+                problems.push(format!(
+                    "{}: mount {} ({}) is a slave of group {} that neither a dumped mount nor {} carries",
+                    mount_names::MOUNTS,
+                    m.id.0,
+                    m.mountpoint,
+                    g.0,
+                    mount_names::MOUNT_MASTERS
+                ));
+            }
+        }
+    }
+    for f in &img.inventory().files {
+        let Some(id) = f.name.strip_prefix("tmpfs-").and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        if !mounts
+            .iter()
+            .any(|m| m.id == MountId(id) && m.how == MountSource::NewFs)
+        {
+            problems.push(format!(
+                "{}: content of mount {id}, which is not a recreated mount in {}",
+                f.name,
+                mount_names::MOUNTS
+            ));
+        }
+    }
+    problems
+}
+
+/// One record of a tmpfs's content (`tmpfs-<MOUNT ID>`): the nodes in pre-order (a directory before what
+/// it holds), each file's data chunks after its node. Only the data segments of sparse files are stored.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TmpfsRecord {
+    Node(TmpfsNode),
+    /// Bytes of node `node` at `offset` (at most [`TMPFS_CHUNK`] per record).
+    Data {
+        node: u32,
+        offset: u64,
+        bytes: Vec<u8>,
+    },
+}
+
+/// Largest data chunk per [`TmpfsRecord::Data`].
+pub const TMPFS_CHUNK: usize = 1 << 20;
+
+impl Record for TmpfsRecord {
+    const KIND: RecordKind = RecordKind::TmpfsContent;
+}
+
+/// One file, directory, link or special node of a tmpfs.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TmpfsNode {
+    /// Position in pre-order; `Data` and `HardLink` refer to it.
+    pub index: u32,
+    /// Path relative to the mount's root (raw bytes; empty for the root itself).
+    pub path: Vec<u8>,
+    pub kind: TmpfsNodeKind,
+    /// Permission bits including set-id and sticky (`st_mode & 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_ns: i128,
+    pub xattrs: Vec<Xattr>,
+}
+
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TmpfsNodeKind {
+    Dir,
+    File {
+        size: u64,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
+    Fifo,
+    CharDev {
+        rdev: u64,
+    },
+    BlockDev {
+        rdev: u64,
+    },
+    /// Another name of the regular file at index `to`.
+    HardLink {
+        to: u32,
+    },
+}
+
+/// One extended attribute.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Xattr {
+    pub name: Vec<u8>,
+    pub value: Vec<u8>,
+}

@@ -1,0 +1,27 @@
+//! dormant's mount namespaces: reads a namespace's mounts from mountinfo, decides how each comes back
+//! (created anew, cloned from another dumped mount, or bound from outside), records the outside peer groups
+//! its mounts are slaves of ("external masters", the Kata case), and rebuilds the tree the mount-v2 way.
+//!
+//! What this crate does NOT do: it does not enter namespaces or fork (restore runs in a process that has
+//! already unshared its mount namespace), does not dump file contents of the mounts it recreates (yet:
+//! tmpfs content is open), and does not restore process state; the engine and restorer call it.
+
+pub mod classify;
+pub mod error;
+pub mod exec;
+pub mod external;
+pub mod image;
+pub mod mountinfo;
+pub mod plan;
+pub mod sim;
+mod sys;
+pub mod tmpfs;
+
+pub use classify::{classify, dump_namespace};
+pub use dormant_image::records::{ExternalMaster, MountEntry, MountId, MountSource, PeerGroup};
+pub use error::{MountError, Result};
+pub use exec::restore_namespace;
+pub use external::ExternalMap;
+pub use image::MountImage;
+pub use mountinfo::{MountInfo, MountTree};
+pub use plan::{plan, Step};

@@ -1,0 +1,136 @@
+//! The new mount API calls nix does not wrap (`move_mount`, `mount_setattr`), each in one small function.
+
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use nix::errno::Errno;
+
+pub const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x0000_0004;
+pub const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x0000_0040;
+pub const MOVE_MOUNT_SET_GROUP: u32 = 0x0000_0100;
+
+pub const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
+pub const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
+pub const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
+pub const MOUNT_ATTR_NOEXEC: u64 = 0x0000_0008;
+pub const MOUNT_ATTR_ATIME_MASK: u64 = 0x0000_0070;
+pub const MOUNT_ATTR_RELATIME: u64 = 0x0000_0000;
+pub const MOUNT_ATTR_NOATIME: u64 = 0x0000_0010;
+pub const MOUNT_ATTR_STRICTATIME: u64 = 0x0000_0020;
+pub const MOUNT_ATTR_NODIRATIME: u64 = 0x0000_0080;
+pub const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x0020_0000;
+
+/// `struct mount_attr` (linux/mount.h, first version, 32 bytes).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MountAttr {
+    pub attr_set: u64,
+    pub attr_clr: u64,
+    pub propagation: u64,
+    pub userns_fd: u64,
+}
+
+/// `move_mount(2)`.
+pub fn move_mount(
+    from: BorrowedFd<'_>,
+    from_path: &CStr,
+    to: BorrowedFd<'_>,
+    to_path: &CStr,
+    flags: u32,
+) -> Result<(), Errno> {
+    // SAFETY: both paths are valid NUL-terminated strings and both fds are open for the whole call; the
+    // kernel reads nothing else from our memory.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            from.as_raw_fd(),
+            from_path.as_ptr(),
+            to.as_raw_fd(),
+            to_path.as_ptr(),
+            flags,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+/// `mount_setattr(2)` on the mount `fd` is the root of (`AT_EMPTY_PATH`), not recursive.
+pub fn mount_setattr(fd: BorrowedFd<'_>, attr: &MountAttr) -> Result<(), Errno> {
+    // SAFETY: the path is a static empty C string, `attr` points to a live `MountAttr` whose size is passed
+    // along, and the fd is open for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as u32,
+            attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+fn c_path(p: &std::path::Path) -> Result<std::ffi::CString, Errno> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+/// `llistxattr(2)`: the attribute names of `p` (not following a symlink).
+pub fn list_xattrs(p: &std::path::Path) -> Result<Vec<Vec<u8>>, Errno> {
+    let cp = c_path(p)?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: `cp` is NUL-terminated and `buf` is writable for `buf.len()` bytes.
+        let n = unsafe { libc::llistxattr(cp.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        match Errno::result(n) {
+            Ok(n) => {
+                buf.truncate(n as usize);
+                return Ok(buf
+                    .split(|b| *b == 0)
+                    .filter(|s| !s.is_empty())
+                    .map(<[u8]>::to_vec)
+                    .collect());
+            }
+            Err(Errno::ERANGE) if buf.len() < (1 << 20) => buf.resize(buf.len() * 4, 0),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `lgetxattr(2)`.
+pub fn get_xattr(p: &std::path::Path, name: &[u8]) -> Result<Vec<u8>, Errno> {
+    let cp = c_path(p)?;
+    let cn = std::ffi::CString::new(name).map_err(|_| Errno::EINVAL)?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: both strings are NUL-terminated and `buf` is writable for `buf.len()` bytes.
+        let n = unsafe {
+            libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        };
+        match Errno::result(n) {
+            Ok(n) => {
+                buf.truncate(n as usize);
+                return Ok(buf);
+            }
+            Err(Errno::ERANGE) if buf.len() < (1 << 20) => buf.resize(buf.len() * 4, 0),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `lsetxattr(2)`.
+pub fn set_xattr(p: &std::path::Path, name: &[u8], value: &[u8]) -> Result<(), Errno> {
+    let cp = c_path(p)?;
+    let cn = std::ffi::CString::new(name).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: both strings are NUL-terminated and `value` is readable for `value.len()` bytes.
+    let r = unsafe {
+        libc::lsetxattr(
+            cp.as_ptr(),
+            cn.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    Errno::result(r).map(drop)
+}

@@ -1,0 +1,67 @@
+//! End-to-end: multi-threaded processes dumped with `dormant dump`, killed, restored with `dormant
+//! restore` under their original pid and tids, then told to verify themselves. Privileged (root), and they
+//! need the dormant binary built next to this test executable (see e2e_single.rs).
+
+use std::path::PathBuf;
+
+use dormant_tests::harness::{self, Result, Spec, StdinKind};
+
+const LINE: &str = "typed for the reader thread";
+
+fn threads() -> Spec {
+    Spec::workload("wl_threads", env!("CARGO_BIN_EXE_wl_threads"))
+        .args([LINE])
+        .stdin(StdinKind::Pty { line: LINE.into() })
+}
+
+fn python_threads_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("workloads/wl_python_threads.py")
+}
+
+fn python_threads() -> Result<Spec> {
+    Ok(
+        Spec::workload("wl_python_threads", harness::python3()?)
+            .pre_args([python_threads_script()]),
+    )
+}
+
+/// Seven threads blocked in futex (twice), read on a pty, nanosleep, sigwaitinfo, poll, and one busy:
+/// every tid, thread-local value, blocked set and name comes back, and each wakes the way it waits.
+#[test]
+fn threads_dump_restore() -> Result<()> {
+    harness::dump_restore(threads())?;
+    Ok(())
+}
+
+/// The original keeps running after a `--leave-running` dump of all its threads, then the image restores.
+#[test]
+fn threads_leave_running_then_restore() -> Result<()> {
+    harness::leave_running_then_restore(threads())?;
+    Ok(())
+}
+
+/// The workload's own checks catch a changed blocked set (so a passing run means something).
+#[test]
+fn threads_self_check_catches_a_changed_sigmask() -> Result<()> {
+    harness::self_check_fails(
+        threads().args([dormant_tests::workload::INJECT_FAULT]),
+        &["t-pipe-sigmask"],
+    )?;
+    Ok(())
+}
+
+/// python3 with four threads (Event, Condition, sleep, computation) and threading.local values.
+#[test]
+fn python_threads_dump_restore() -> Result<()> {
+    harness::dump_restore(python_threads()?)?;
+    Ok(())
+}
+
+#[test]
+fn python_threads_self_check_catches_a_wrong_sum() -> Result<()> {
+    harness::self_check_fails(
+        python_threads()?.args([dormant_tests::workload::INJECT_FAULT]),
+        &["py-compute-sum"],
+    )?;
+    Ok(())
+}
