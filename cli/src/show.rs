@@ -37,6 +37,8 @@ fn file_json(img: &ImageReader, name: &str, len: u64) -> Result<Value, CliError>
             RecordKind::RegFiles => records_json::<RegFile>(img, name)?,
             RecordKind::Fds => records_json::<Fd>(img, name)?,
             RecordKind::ShmemObjects => records_json::<ShmemObject>(img, name)?,
+            RecordKind::FileDescs => records_json::<FileDesc>(img, name)?,
+            RecordKind::FileLocks => records_json::<FileLock>(img, name)?,
             RecordKind::Zombie => records_json::<Zombie>(img, name)?,
             RecordKind::TaskNamespaces => records_json::<TaskNamespaces>(img, name)?,
             RecordKind::UtsNamespace => records_json::<UtsNamespace>(img, name)?,
@@ -162,6 +164,7 @@ fn human(img: &ImageReader) -> Result<String, CliError> {
                     )
                 }
                 FdFile::InheritedTty => "inherited terminal".into(),
+                FdFile::Desc(id) => format!("file description {}", id.0),
             };
             let _ = writeln!(
                 s,

@@ -346,12 +346,21 @@ impl Dump {
         let root = tree.root().pid();
         progress.done(DumpStage::Seize)?;
         let mut table = FileTable::new();
+        // One for the whole tree: fds shared between processes share one record.
+        let mut file_descs = files::FileCollector::new(self.shell_job);
         let mut entries = Vec::with_capacity(tree.tasks.len());
         let mut shmem: Vec<ShmemObject> = Vec::new();
         let mut bytes = 0;
         for t in &tree.tasks {
-            let (entry, objects, task_bytes) =
-                self.dump_task(&t.task, t.ppid, &mut writer, &mut table, &shmem, progress)?;
+            let (entry, objects, task_bytes) = self.dump_task(
+                &t.task,
+                t.ppid,
+                &mut writer,
+                &mut table,
+                &mut file_descs,
+                &shmem,
+                progress,
+            )?;
             entries.push(entry);
             shmem.extend(objects);
             bytes += task_bytes;
@@ -364,6 +373,7 @@ impl Dump {
                 source,
             }
         };
+        file_descs.finish(root, &mut writer)?;
         writer
             .write_records(names::PSTREE, &entries)
             .map_err(err(names::PSTREE))?;
@@ -391,12 +401,15 @@ impl Dump {
     /// Collects one seized process and writes its own records and page store; returns its tree entry,
     /// the shared-memory objects it introduced (those in `known` are not dumped again) and the bytes of
     /// page data written.
+    // The tree-wide state (files by path, file descriptions, shared memory) is threaded through explicitly.
+    #[allow(clippy::too_many_arguments)]
     fn dump_task(
         &self,
         task: &SeizedTask,
         ppid: Option<u32>,
         writer: &mut ImageWriter,
         table: &mut FileTable,
+        file_descs: &mut files::FileCollector,
         known: &[ShmemObject],
         progress: &mut Progress,
     ) -> Result<(PsTreeEntry, Vec<ShmemObject>, u64)> {
@@ -460,10 +473,7 @@ impl Dump {
         progress.done(DumpStage::ProcState)?;
 
         // --- Files.
-        let mut fds = Vec::new();
-        for fd in files::list_fds(pid)? {
-            fds.push(files::dump_fd(pid, fd, self.shell_job, table)?);
-        }
+        let fds = file_descs.dump_task(pid, table)?;
         progress.done(DumpStage::Files)?;
 
         // --- Memory.

@@ -75,6 +75,14 @@ pub enum DumpError {
         target: String,
         kind: &'static str,
     },
+    /// An fd whose kind is supported but whose state cannot be dumped (or read).
+    #[error("pid {pid} fd {fd} ({kind}): {reason}")]
+    FileDesc {
+        pid: u32,
+        fd: i32,
+        kind: &'static str,
+        reason: String,
+    },
     #[error("pid {pid} {what}: {path} is deleted; deleted files are not supported yet")]
     DeletedFile {
         pid: u32,
@@ -167,6 +175,7 @@ impl DumpError {
             | PendingSignal { pid, .. }
             | UnsupportedVma { pid, .. }
             | UnsupportedFd { pid, .. }
+            | FileDesc { pid, .. }
             | DeletedFile { pid, .. }
             | Stat { pid, .. }
             | MemRead { pid, .. }

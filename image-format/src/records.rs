@@ -14,9 +14,11 @@ use proptest_derive::Arbitrary;
 
 use crate::Record;
 
+mod files;
 mod mounts;
 mod ns;
 mod tree;
+pub use files::*;
 pub use mounts::*;
 pub use ns::*;
 pub use tree::*;
@@ -36,6 +38,9 @@ pub enum RecordKind {
     ShmemObjects = 9,
     // 10-19: threads and process trees (records/tree.rs)
     Zombie = 10,
+    // 20-29: open file descriptions (records/files.rs)
+    FileDescs = 20,
+    FileLocks = 21,
     // 30-34: mount namespaces (records/mounts.rs)
     Mounts = 30,
     ExternalMasters = 31,
@@ -62,6 +67,8 @@ impl RecordKind {
             8 => Self::Fds,
             9 => Self::ShmemObjects,
             10 => Self::Zombie,
+            20 => Self::FileDescs,
+            21 => Self::FileLocks,
             30 => Self::Mounts,
             31 => Self::ExternalMasters,
             32 => Self::TmpfsContent,
@@ -82,6 +89,8 @@ pub mod names {
     pub const PSTREE: &str = "pstree";
     pub const REG_FILES: &str = "reg-files";
     pub const SHMEM: &str = "shmem";
+    /// Open file descriptions not reachable by path (pipes, sockets, eventfd, ...).
+    pub const FILE_DESCS: &str = "file-descs";
     /// Zombies of the tree (absent when there are none).
     pub const ZOMBIES: &str = "zombies";
 
@@ -96,6 +105,10 @@ pub mod names {
     }
     pub fn fds(pid: Pid) -> String {
         format!("fds-{}", pid.0)
+    }
+    /// File locks a task held.
+    pub fn locks(pid: Pid) -> String {
+        format!("locks-{}", pid.0)
     }
     /// Page store of a task's private memory.
     pub fn task_pages(pid: Pid) -> String {
@@ -502,6 +515,8 @@ pub enum FdFile {
     Reg(FileId),
     /// The controlling terminal of a shell job: restore uses the terminal dormant itself was started on.
     InheritedTty,
+    /// A description in `file-descs` (pipe, socket, eventfd, ...).
+    Desc(DescId),
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -524,6 +539,7 @@ pub fn file_role(name: &str) -> Option<FileRole> {
         names::PSTREE => RecordKind::PsTree,
         names::REG_FILES => RecordKind::RegFiles,
         names::SHMEM => RecordKind::ShmemObjects,
+        names::FILE_DESCS => RecordKind::FileDescs,
         names::ZOMBIES => RecordKind::Zombie,
         _ if name.starts_with("pages-") && name.ends_with(".img") => {
             return Some(FileRole::PageData)
@@ -533,6 +549,7 @@ pub fn file_role(name: &str) -> Option<FileRole> {
         _ if name.starts_with("thread-") => RecordKind::ThreadCore,
         _ if name.starts_with("mm-") => RecordKind::Mm,
         _ if name.starts_with("fds-") => RecordKind::Fds,
+        _ if name.starts_with("locks-") => RecordKind::FileLocks,
         _ => match mounts::mounts_file_kind(name) {
             Some(k) => k,
             None => ns::ns_file_kind(name)?,
@@ -577,6 +594,17 @@ pub fn check_references(img: &crate::ImageReader) -> Vec<String> {
             problems.push(format!("{}: {e}", names::REG_FILES));
             BTreeSet::new()
         }
+    };
+    let descs: BTreeSet<DescId> = if img.has_file(names::FILE_DESCS) {
+        match img.read_records::<FileDesc>(names::FILE_DESCS) {
+            Ok(v) => v.iter().map(|d| d.id).collect(),
+            Err(e) => {
+                problems.push(format!("{}: {e}", names::FILE_DESCS));
+                BTreeSet::new()
+            }
+        }
+    } else {
+        BTreeSet::new()
     };
     let shmem: BTreeMap<ShmemId, ShmemObject> = if img.has_file(names::SHMEM) {
         match img.read_records::<ShmemObject>(names::SHMEM) {
@@ -638,13 +666,36 @@ pub fn check_references(img: &crate::ImageReader) -> Vec<String> {
         }
         match img.read_records::<Fd>(&names::fds(t.pid)) {
             Ok(fds) => {
+                if img.has_file(&names::locks(t.pid)) {
+                    match img.read_records::<FileLock>(&names::locks(t.pid)) {
+                        Ok(locks) => {
+                            for l in locks.iter().filter(|l| !fds.iter().any(|f| f.fd == l.fd)) {
+                                problems.push(format!(
+                                    "{}: lock on fd {} which is not in {}",
+                                    names::locks(t.pid),
+                                    l.fd,
+                                    names::fds(t.pid)
+                                ));
+                            }
+                        }
+                        Err(e) => problems.push(format!("{}: {e}", names::locks(t.pid))),
+                    }
+                }
                 for fd in fds {
-                    if let FdFile::Reg(id) = fd.file {
-                        file_ref(
+                    match fd.file {
+                        FdFile::Reg(id) => file_ref(
                             format!("{} fd {}", names::fds(t.pid), fd.fd),
                             id,
                             &mut problems,
-                        );
+                        ),
+                        FdFile::Desc(id) if !descs.contains(&id) => problems.push(format!(
+                            "{} fd {}: description {} is not in {}",
+                            names::fds(t.pid),
+                            fd.fd,
+                            id.0,
+                            names::FILE_DESCS
+                        )),
+                        _ => {}
                     }
                 }
             }

@@ -106,6 +106,8 @@ fn roundtrip_schema_records() {
     roundtrip::<RegFile>();
     roundtrip::<Fd>();
     roundtrip::<ShmemObject>();
+    roundtrip::<FileDesc>();
+    roundtrip::<FileLock>();
     roundtrip::<TaskNamespaces>();
     roundtrip::<UtsNamespace>();
     roundtrip::<IpcNamespace>();

@@ -25,6 +25,10 @@ pub enum RestoreError {
     #[error("namespaces: {0}")]
     Namespace(#[from] crate::ns::NsRestoreError),
 
+    /// Rebuilding an open file description failed.
+    #[error("files: {0}")]
+    Files(#[from] crate::files::FileRestoreError),
+
     /// A feature of the image is not implemented yet.
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -5,8 +5,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use dormant_image::records::{
-    names, page_flags, Fd, FdFile, FileId, FileStat, Mm, Pid, PsTreeEntry, RegFile, ShmemId,
-    ShmemObject, TaskCore, ThreadCore, VmaBacking, Zombie,
+    names, page_flags, Fd, FdFile, FileDesc, FileId, FileLock, FileStat, Mm, Pid, PsTreeEntry,
+    RegFile, ShmemId, ShmemObject, TaskCore, ThreadCore, VmaBacking, Zombie,
 };
 use dormant_image::{ImageError, ImageReader, PageStoreReader};
 
@@ -27,6 +27,10 @@ pub struct TaskImage {
     pub mm: Mm,
     pub fds: Vec<Fd>,
     pub files: BTreeMap<FileId, RegFile>,
+    /// Open file descriptions not reachable by path (`file-descs`), in image order.
+    pub descs: Vec<FileDesc>,
+    /// File locks the task held (`locks-<pid>`).
+    pub locks: Vec<FileLock>,
     pub shmem: BTreeMap<ShmemId, (ShmemObject, PageStoreReader)>,
     /// The task's private page store, if the image has one.
     pub pages: Option<PageStoreReader>,
@@ -183,6 +187,18 @@ fn load_task(img: &ImageReader, dir: &Path, root: &PsTreeEntry) -> Result<TaskIm
     } else {
         BTreeMap::new()
     };
+    let descs: Vec<FileDesc> = if img.has_file(names::FILE_DESCS) {
+        img.read_records(names::FILE_DESCS)
+            .map_err(image_err(dir))?
+    } else {
+        Vec::new()
+    };
+    let locks: Vec<FileLock> = if img.has_file(&names::locks(pid)) {
+        img.read_records(&names::locks(pid))
+            .map_err(image_err(dir))?
+    } else {
+        Vec::new()
+    };
     let mut shmem = BTreeMap::new();
     if img.has_file(names::SHMEM) {
         for obj in img
@@ -210,6 +226,8 @@ fn load_task(img: &ImageReader, dir: &Path, root: &PsTreeEntry) -> Result<TaskIm
         mm,
         fds,
         files,
+        descs,
+        locks,
         shmem,
         pages,
     })

@@ -53,6 +53,8 @@ pub struct Launch {
     /// The laid-out blob area (its args name the helper fds below).
     pub area: Area,
     pub fd_moves: Vec<FdMove>,
+    /// Steps on the task's files after its fds are in place (epoll registrations); see [`crate::files`].
+    pub child_actions: Vec<crate::files::ChildAction>,
     /// Every fd the child keeps when it enters the blob (target fds and the blob's helper fds), including
     /// the report pipe's write end.
     pub keep_fds: Vec<RawFd>,
@@ -146,6 +148,7 @@ struct ChildPlan<'a> {
     zombie: Option<u32>,
     report_write: RawFd,
     moves: &'a [FdMove],
+    actions: &'a [crate::files::ChildAction],
     keep: &'a [RawFd],
     umask: Option<u32>,
     rlimits: &'a [RlimitSet],
@@ -338,6 +341,7 @@ pub fn start_tree(nodes: Vec<TreeNode>) -> Result<Started, RestoreError> {
                 zombie: None,
                 report_write: l.report_write.as_raw_fd(),
                 moves: &l.fd_moves,
+                actions: &l.child_actions,
                 keep: &l.keep_fds,
                 umask: l.umask,
                 rlimits: &l.rlimits,
@@ -362,6 +366,7 @@ pub fn start_tree(nodes: Vec<TreeNode>) -> Result<Started, RestoreError> {
                 zombie: Some(*status),
                 report_write: -1,
                 moves: &[],
+                actions: &[],
                 keep: &[],
                 umask: None,
                 rlimits: &[],
@@ -904,6 +909,13 @@ fn child_main(plans: &[ChildPlan<'_>], index: usize) -> ! {
             break;
         }
         next = k as u32 + 1;
+    }
+    // After the close: closing any fd of a file drops the process's POSIX locks on it, so they are taken
+    // only once the helper copies are gone.
+    for a in plan.actions {
+        if let Err(e) = crate::files::run_child_action(a) {
+            child_fail(rep, Step::ChildDupFd, e, 0);
+        }
     }
     if let Some(dir) = plan.cwd {
         // SAFETY: `dir` is a NUL-terminated path prepared before the fork.

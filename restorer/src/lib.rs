@@ -10,8 +10,11 @@
 //! caller traces the whole tree until those sigreturns, removes each blob with one injected munmap and lets
 //! the processes run.
 //!
-//! What it does NOT do (yet): nested pid namespaces, helper processes for missing session or group
-//! leaders, COW sharing between processes, mounts, creds, sockets and pipes; namespaces other
+//! Open file descriptions other than path-reopened files (pipes, sockets, eventfd, epoll, memfd, ...) are
+//! rebuilt by [`files`], once each, before the fork.
+//!
+//! What it does NOT do (yet): helper processes for missing session or group leaders, COW sharing between
+//! processes, creds, established TCP; namespaces other
 //! than mount and pid are planned and entered by [`ns`], which `Restore::run` does not call yet. It never prints or exits; it logs through `log`. [`Restore::run`] forks from the calling
 //! process, which must be single-threaded.
 
@@ -19,6 +22,7 @@ pub mod area;
 pub mod blob;
 mod cpu;
 mod error;
+pub mod files;
 mod image;
 pub mod launch;
 pub mod ns;

@@ -171,6 +171,7 @@ pub fn prepare(
     vdso: Option<VdsoPlacement>,
     policy: FdPolicy,
     tree_shared: &mut TreeShared,
+    opened: &crate::files::OpenedFiles,
 ) -> Result<crate::launch::Launch, RestoreError> {
     let pid = task.pid.0;
     let max_target_fd = task.fds.iter().map(|f| f.fd).max().unwrap_or(-1);
@@ -182,8 +183,23 @@ pub fn prepare(
     // The task's own fds.
     let mut fd_moves = Vec::new();
     let mut keep = Vec::new();
+    // Fds that shared one description at dump time share the one reopened here.
+    let mut reg_fds: BTreeMap<FileId, RawFd> = BTreeMap::new();
     for fd in &task.fds {
         let from = match &fd.file {
+            FdFile::Reg(id) if reg_fds.contains_key(id) => reg_fds[id],
+            FdFile::Desc(id) => {
+                let f = opened.get(*id).ok_or_else(|| RestoreError::BadImage {
+                    dir: dir.to_owned(),
+                    reason: format!(
+                        "fd {} refers to file description {} which is not in {}",
+                        fd.fd,
+                        id.0,
+                        dormant_image::records::names::FILE_DESCS
+                    ),
+                })?;
+                helpers.lift(f, &format!("file description {}", id.0))?
+            }
             FdFile::Reg(id) => {
                 let f = task.file(dir, *id, &format!("fd {}", fd.fd))?;
                 let file = open_file(&f.path, f.flags as i32, "cannot reopen")?;
@@ -193,7 +209,9 @@ pub fn prepare(
                             RestoreError::sys(format!("seeking {} to {}", f.path, f.pos), e)
                         })?;
                 }
-                helpers.lift(&file, &f.path)?
+                let lifted = helpers.lift(&file, &f.path)?;
+                reg_fds.insert(*id, lifted);
+                lifted
             }
             FdFile::InheritedTty => {
                 if !policy.shell_job {
@@ -211,6 +229,23 @@ pub fn prepare(
             cloexec: fd.cloexec,
         });
         keep.push(fd.fd);
+    }
+
+    // Locks: a description's own on our copy now, POSIX ones by the child.
+    let mut child_actions = opened.child_actions_for(&task.fds);
+    for l in &task.locks {
+        let m = fd_moves
+            .iter()
+            .find(|m| m.to == l.fd)
+            .ok_or_else(|| RestoreError::BadImage {
+                dir: dir.to_owned(),
+                reason: format!("lock on fd {} which the task does not have", l.fd),
+            })?;
+        if let Some(a) = crate::files::lock_description(m.from, l).map_err(|e| {
+            RestoreError::sys(format!("taking the {:?} lock of fd {}", l.kind, l.fd), e)
+        })? {
+            child_actions.push(a);
+        }
     }
 
     // Files behind mappings, shared-memory objects, the exe and the page store: kept for the blob.
@@ -513,6 +548,7 @@ pub fn prepare(
         pid: Some(pid),
         area,
         fd_moves,
+        child_actions,
         keep_fds: keep,
         helper_fds: helpers.owned,
         report_write,

@@ -159,6 +159,9 @@ impl Restore {
             shell_job: self.shell_job,
         };
         let mut shared = prepare::TreeShared::default();
+        // Every open file description once, before any fork: tasks that shared one inherit the same.
+        let opened =
+            crate::files::open_all(tree.tasks.first().map_or(&[][..], |t| t.descs.as_slice()))?;
         let mut nodes = Vec::with_capacity(planned.len());
         for p in &planned {
             let task = match tree.tasks.get(p.input) {
@@ -170,7 +173,8 @@ impl Restore {
                         dir.display(),
                         task.pid.0
                     );
-                    let mut launch = prepare::prepare(dir, &blob, task, vdso, policy, &mut shared)?;
+                    let mut launch =
+                        prepare::prepare(dir, &blob, task, vdso, policy, &mut shared, &opened)?;
                     launch.session = p.session;
                     TreeTask::Live(Box::new(launch))
                 }

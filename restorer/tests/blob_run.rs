@@ -209,6 +209,7 @@ fn build_victim(pid: u32, break_it: bool) -> Victim {
         report_read,
         umask: Some(0o027),
         rlimits: Vec::new(),
+        child_actions: Vec::new(),
         cwd: Some(c"/tmp".to_owned()),
         expected_rip: CODE,
         other_threads: Vec::new(),

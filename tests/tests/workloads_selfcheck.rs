@@ -158,3 +158,42 @@ fn signals_detect_damage() -> Result<()> {
     )?;
     Ok(())
 }
+
+fn files(kinds: &[&str]) -> Spec {
+    Spec::workload("wl_files", env!("CARGO_BIN_EXE_wl_files")).args(kinds.iter().copied())
+}
+
+const FILE_KINDS: [&str; 14] = [
+    "owner",
+    "ghost",
+    "udp",
+    "unixlisten",
+    "locks",
+    "dup",
+    "pipe",
+    "socketpair",
+    "tcp",
+    "eventfd",
+    "epoll",
+    "timerfd",
+    "memfd",
+    "signalfd",
+];
+
+#[test]
+fn files_pass_untouched() -> Result<()> {
+    let log = harness::self_check(files(&FILE_KINDS))?;
+    assert!(
+        log.contains("ok socketpair") && log.contains("ok epoll"),
+        "{log}"
+    );
+    Ok(())
+}
+
+#[test]
+fn files_detect_damage() -> Result<()> {
+    let mut args = FILE_KINDS.to_vec();
+    args.push(INJECT_FAULT);
+    harness::self_check_fails(files(&args), &["locks", "pipe", "eventfd"])?;
+    Ok(())
+}

@@ -1,8 +1,21 @@
 //! Open files: the fd table of a task, and the table of files (by path) that fds, mappings and the
 //! executable refer to.
 //!
-//! Supported for now: regular files, directories, `/dev/null`, `/dev/zero`, `/dev/urandom`, and with
-//! `shell_job` a terminal on fds 0-2. Anything else fails the dump with an error naming the fd and its type.
+//! By path: regular files, directories, `/dev/null`, `/dev/zero`, `/dev/urandom`, and with `shell_job` a
+//! terminal on fds 0-2. By state ([`FileCollector`]): pipes with their bytes, connected unix socket pairs
+//! with queued messages, unconnected TCP/UDP sockets (bound, listening), eventfd, timerfd, signalfd, epoll,
+//! memfd; flock, OFD and POSIX record locks. Anything else (established connections, netlink sockets, deleted files, ...) fails the dump with
+//! an error naming the process, the fd and its type.
+
+mod anon;
+mod collector;
+mod inet;
+mod locks;
+mod pipe;
+mod sys;
+mod unix;
+
+pub use collector::FileCollector;
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -14,7 +27,7 @@ use crate::error::{DumpError, Result};
 use crate::proc;
 
 /// Character devices reopened by path.
-const PATH_DEVICES: [&str; 3] = ["/dev/null", "/dev/zero", "/dev/urandom"];
+const PATH_DEVICES: [&str; 4] = ["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"];
 /// Suffix the kernel appends to the path of an unlinked file.
 const DELETED: &str = " (deleted)";
 

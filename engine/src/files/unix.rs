@@ -1,0 +1,234 @@
+//! Unix sockets: connected pairs (socketpair, or two connected sockets both in the dump) with their queued
+//! messages, peeked with `SO_PEEK_OFF` + `MSG_PEEK` so nothing is consumed. Peers come from a UNIX_DIAG
+//! dump. Listening sockets are carried by name (path or abstract). Other bound or unconnected unix sockets,
+//! and messages carrying fds or credentials, are refused.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use dormant_image::records::DescKind;
+use nix::errno::Errno;
+use nix::sys::socket::{self, MsgFlags, SockFlag, SockProtocol, SockType};
+
+use super::sys;
+
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_DUMP: u16 = 0x300;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_HDRLEN: usize = 16;
+const UDIAG_SHOW_PEER: u32 = 0x4;
+const UNIX_DIAG_PEER: u16 = 2;
+/// Size of `struct unix_diag_msg`; attributes follow it.
+const UNIX_DIAG_MSG_LEN: usize = 16;
+/// Largest single message peeked.
+const PEEK_BUF: usize = 256 << 10;
+
+fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(off..off + 4)?.try_into().ok()?))
+}
+
+fn u16_at(b: &[u8], off: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(b.get(off..off + 2)?.try_into().ok()?))
+}
+
+/// Inode → peer inode of every connected unix socket of this network namespace.
+pub fn peers() -> Result<HashMap<u64, u64>, String> {
+    let sock: OwnedFd = socket::socket(
+        socket::AddressFamily::Netlink,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkSockDiag,
+    )
+    .map_err(|e| format!("socket(NETLINK_SOCK_DIAG): {e}"))?;
+    let mut req = Vec::with_capacity(40);
+    req.extend_from_slice(&40u32.to_ne_bytes());
+    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    req.push(libc::AF_UNIX as u8);
+    req.push(0);
+    req.extend_from_slice(&0u16.to_ne_bytes());
+    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // all states
+    req.extend_from_slice(&0u32.to_ne_bytes()); // ino
+    req.extend_from_slice(&UDIAG_SHOW_PEER.to_ne_bytes());
+    req.extend_from_slice(&[0xff; 8]); // cookie
+    socket::send(sock.as_raw_fd(), &req, MsgFlags::empty())
+        .map_err(|e| format!("sending the UNIX_DIAG request: {e}"))?;
+    let mut map = HashMap::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match socket::recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+            Ok(n) => n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(format!("reading the UNIX_DIAG reply: {e}")),
+        };
+        if n == 0 {
+            return Err("UNIX_DIAG reply ended without NLMSG_DONE".into());
+        }
+        let mut off = 0;
+        while off + NLMSG_HDRLEN <= n {
+            let len = u32_at(&buf, off).unwrap_or(0) as usize;
+            let kind = u16_at(&buf, off + 4).unwrap_or(0);
+            if len < NLMSG_HDRLEN || off + len > n {
+                return Err("malformed UNIX_DIAG message".into());
+            }
+            let msg = &buf[off + NLMSG_HDRLEN..off + len];
+            match kind {
+                NLMSG_DONE => return Ok(map),
+                NLMSG_ERROR => {
+                    let code = u32_at(msg, 0).unwrap_or(0) as i32;
+                    return Err(format!("UNIX_DIAG: {}", Errno::from_raw(-code)));
+                }
+                SOCK_DIAG_BY_FAMILY => {
+                    let ino = u32_at(msg, 4).unwrap_or(0);
+                    let mut a = UNIX_DIAG_MSG_LEN;
+                    while a + 4 <= msg.len() {
+                        let alen = u16_at(msg, a).unwrap_or(0) as usize;
+                        let atype = u16_at(msg, a + 2).unwrap_or(0);
+                        if alen < 4 {
+                            break;
+                        }
+                        if atype == UNIX_DIAG_PEER {
+                            if let Some(p) = u32_at(msg, a + 4) {
+                                map.insert(u64::from(ino), u64::from(p));
+                            }
+                        }
+                        a += (alen + 3) & !3;
+                    }
+                }
+                _ => {}
+            }
+            off += (len + 3) & !3;
+        }
+    }
+}
+
+/// Whether the socket has a name (path or abstract); socketpair ends have none.
+fn is_named(dup: &OwnedFd) -> Result<bool, String> {
+    let (_, len) = sys::sock_name(dup, false).map_err(|e| format!("getsockname: {e}"))?;
+    Ok(len as usize > std::mem::size_of::<libc::sa_family_t>())
+}
+
+/// The bound name (`sun_path` bytes, abstract names with their leading NUL).
+fn name_of(dup: &OwnedFd) -> Result<Vec<u8>, String> {
+    let (ss, len) = sys::sock_name(dup, false).map_err(|e| format!("getsockname: {e}"))?;
+    let off = std::mem::size_of::<libc::sa_family_t>();
+    // SAFETY: the storage holds a sockaddr_un for an AF_UNIX socket and is large enough for one.
+    let sun = unsafe { &*(&ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_un>() };
+    let n = (len as usize).saturating_sub(off).min(sun.sun_path.len());
+    let mut name: Vec<u8> = sun.sun_path[..n].iter().map(|&c| c as u8).collect();
+    if name.first() != Some(&0) {
+        // A path: drop the terminating NUL and anything after it.
+        if let Some(end) = name.iter().position(|&c| c == 0) {
+            name.truncate(end);
+        }
+    }
+    Ok(name)
+}
+
+/// A listening socket: its name; refused while connections wait in its accept queue (they would be lost).
+fn listener(dup: &OwnedFd, sock_type: i32) -> Result<DescKind, String> {
+    let mut p = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(dup),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: polls one pollfd on our stack without waiting.
+    if unsafe { libc::poll(&mut p, 1, 0) } < 0 {
+        return Err(format!("poll: {}", std::io::Error::last_os_error()));
+    }
+    if p.revents & libc::POLLIN != 0 {
+        return Err("listening unix socket has connections waiting to be accepted".into());
+    }
+    let name = name_of(dup)?;
+    if name.is_empty() {
+        return Err("listening unix socket without a name".into());
+    }
+    Ok(DescKind::UnixListen { name, sock_type })
+}
+
+/// One end of a connected pair, or a listener.
+pub fn dump(ino: u64, peers: &HashMap<u64, u64>, dup: &OwnedFd) -> Result<DescKind, String> {
+    let sock_type = sys::sockopt_int(dup, libc::SOL_SOCKET, libc::SO_TYPE)
+        .map_err(|e| format!("SO_TYPE: {e}"))?;
+    if sys::sockopt_int(dup, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).unwrap_or(0) != 0 {
+        return listener(dup, sock_type);
+    }
+    if is_named(dup)? {
+        return Err("bound unix sockets are not supported yet".into());
+    }
+    let peer = *peers
+        .get(&ino)
+        .ok_or("unconnected unix sockets are not supported yet")?;
+    let queued = peek_all(dup)?;
+    Ok(DescKind::UnixPair {
+        ino,
+        peer,
+        sock_type,
+        queued,
+    })
+}
+
+/// Every queued message, peeked from offset 0 on with `SO_PEEK_OFF`; the socket's own peek offset is put
+/// back afterwards.
+fn peek_all(dup: &OwnedFd) -> Result<Vec<Vec<u8>>, String> {
+    let old = sys::sockopt_int(dup, libc::SOL_SOCKET, libc::SO_PEEK_OFF)
+        .map_err(|e| format!("SO_PEEK_OFF: {e}"))?;
+    sys::set_sockopt_int(dup, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
+        .map_err(|e| format!("setting SO_PEEK_OFF: {e}"))?;
+    let got = peek_loop(dup);
+    let reset = sys::set_sockopt_int(dup, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old);
+    let got = got?;
+    reset.map_err(|e| format!("putting SO_PEEK_OFF back to {old}: {e}"))?;
+    Ok(got)
+}
+
+fn peek_loop(dup: &OwnedFd) -> Result<Vec<Vec<u8>>, String> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; PEEK_BUF];
+    let mut cmsg = [0u8; 256];
+    loop {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: msghdr is plain data; all-zero is valid.
+        let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
+        mh.msg_iov = &mut iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = cmsg.as_mut_ptr().cast();
+        mh.msg_controllen = cmsg.len();
+        // SAFETY: the kernel writes into `buf` and `cmsg` within the lengths given in `mh`.
+        let n = unsafe {
+            libc::recvmsg(
+                dup.as_raw_fd(),
+                &mut mh,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EAGAIN) {
+                return Ok(out);
+            }
+            return Err(format!("peeking the queue: {e}"));
+        }
+        if mh.msg_controllen > 0 || mh.msg_flags & libc::MSG_CTRUNC != 0 {
+            return Err(
+                "a queued message carries fds or credentials (SCM_RIGHTS/SCM_CREDENTIALS), which is not supported"
+                    .into(),
+            );
+        }
+        if mh.msg_flags & libc::MSG_TRUNC != 0 {
+            return Err(format!("a queued message is larger than {PEEK_BUF} bytes"));
+        }
+        if n == 0 {
+            // Stream end-of-data (peer shut down) or an empty datagram.
+            return Ok(out);
+        }
+        out.push(buf[..n as usize].to_vec());
+    }
+}

@@ -1,0 +1,161 @@
+//! Open file descriptions that are not reopened by path (`file-descs`): pipes, sockets, eventfd, epoll,
+//! timerfd, signalfd, memfd. One entry per description, shared by every fd (of every task) that shared it
+//! at dump time; fds point at them with [`super::FdFile::Desc`].
+//!
+//! Entries are ordered so that every description an entry refers to (an epoll's targets) comes first.
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "arbitrary")]
+use proptest_derive::Arbitrary;
+
+use super::{FdFile, RecordKind};
+use crate::Record;
+
+/// An entry of `file-descs`.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DescId(pub u32);
+
+/// One open file description.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDesc {
+    pub id: DescId,
+    /// `O_*` status flags from fdinfo (without `O_CLOEXEC`); `O_NONBLOCK` and `O_ASYNC` are re-applied with
+    /// `F_SETFL`.
+    pub flags: u32,
+    pub kind: DescKind,
+    /// Who gets SIGIO/SIGURG for this description (`F_SETOWN_EX`), and which signal (`F_SETSIG`).
+    pub owner: Option<FileOwner>,
+}
+
+/// `struct f_owner_ex` plus the `F_SETSIG` signal (0 = SIGIO).
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileOwner {
+    /// `F_OWNER_TID`, `F_OWNER_PID` or `F_OWNER_PGRP`.
+    pub kind: i32,
+    pub pid: u32,
+    pub signal: i32,
+}
+
+impl Record for FileDesc {
+    const KIND: RecordKind = RecordKind::FileDescs;
+}
+
+/// What a description is, with the state restore needs to rebuild it.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DescKind {
+    /// One end of a pipe or FIFO-less pipe (`pipe:[inode]`). Both ends of one pipe share `pipe`; the
+    /// buffered bytes are carried once, on the entry with `data: Some`.
+    PipeEnd {
+        pipe: u64,
+        write: bool,
+        /// `F_GETPIPE_SZ`.
+        size: u32,
+        data: Option<Vec<u8>>,
+    },
+    /// `eventfd` with its counter.
+    EventFd { count: u64, semaphore: bool },
+    /// `timerfd` with its clock and the time to the next expiry (0 = disarmed).
+    TimerFd {
+        clock: i32,
+        interval_ns: u64,
+        value_ns: u64,
+    },
+    /// `signalfd` with its mask.
+    SignalFd { mask: u64 },
+    /// `epoll` instance; the registrations are re-added in the task (see [`EpollTarget`]).
+    Epoll { targets: Vec<EpollTarget> },
+    /// `memfd_create` file with its content.
+    Memfd {
+        name: String,
+        data: Vec<u8>,
+        pos: u64,
+        seals: u32,
+    },
+    /// One end of a unix socket pair (`socketpair`, or two sockets connected to each other). `queued` is
+    /// what this end's receive queue held (peeked, not consumed): restore sends it from the peer.
+    UnixPair {
+        /// Inode of this socket and of its peer (from sock_diag); the pair is created when the lower inode
+        /// is met, and both ends share the entry of that pair.
+        ino: u64,
+        peer: u64,
+        sock_type: i32,
+        /// Queued messages in order (one chunk for a stream socket).
+        queued: Vec<Vec<u8>>,
+    },
+    /// An inet socket that is not connected: unbound, bound, or listening.
+    Inet(InetSocket),
+    /// A listening unix socket with no connection waiting to be accepted. `name` is `sun_path` as bound: a
+    /// path, or a leading NUL byte and an abstract name.
+    UnixListen { name: Vec<u8>, sock_type: i32 },
+    /// A regular file unlinked while open ("ghost"), carried with its content: `path` is where it lived
+    /// (restore creates an unnamed file in that directory), `mode` its permission bits.
+    Ghost {
+        path: String,
+        mode: u32,
+        data: Vec<u8>,
+        pos: u64,
+    },
+}
+
+/// One epoll registration: the description behind the registered fd, the fd number the task used, the
+/// events and the user data.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpollTarget {
+    pub file: FdFile,
+    pub fd: i32,
+    pub events: u32,
+    pub data: u64,
+}
+
+/// A TCP or UDP socket, IPv4 or IPv6, not connected.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InetSocket {
+    /// `AF_INET` or `AF_INET6`.
+    pub family: i32,
+    /// `SOCK_STREAM` or `SOCK_DGRAM`.
+    pub sock_type: i32,
+    pub protocol: i32,
+    /// Local address (16 bytes; IPv4 in the first 4) and port; `None` when unbound.
+    pub bound: Option<([u8; 16], u16)>,
+    /// Listen backlog when listening.
+    pub listen_backlog: Option<u32>,
+    pub reuseaddr: bool,
+    pub reuseport: bool,
+    pub keepalive: bool,
+    pub nodelay: bool,
+    pub v6only: bool,
+}
+
+/// One file lock a task held (`locks-<pid>`, one entry per lock): flock and OFD locks belong to the open
+/// file description, POSIX record locks to the process.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileLock {
+    /// An fd of the task on the locked file's description.
+    pub fd: i32,
+    pub kind: LockKind,
+    pub write: bool,
+    pub start: u64,
+    /// Length in bytes; 0 = to the end of the file (and beyond).
+    pub len: u64,
+}
+
+impl Record for FileLock {
+    const KIND: RecordKind = RecordKind::FileLocks;
+}
+
+/// Which lock API took a [`FileLock`].
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockKind {
+    Flock,
+    Posix,
+    Ofd,
+}

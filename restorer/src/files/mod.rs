@@ -1,0 +1,235 @@
+//! Rebuilding the open file descriptions of `file-descs` (pipes, unix socket pairs, inet sockets, eventfd,
+//! timerfd, signalfd, epoll, memfd). Every description is opened ONCE in the restoring process before any
+//! task is forked, so every task that shared it inherits the same description through fork; each task then
+//! moves it to its fd number ([`crate::launch::FdMove`]) and runs its [`ChildAction`]s (epoll
+//! registrations, which are keyed by the fd number the task uses).
+
+mod open;
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use dormant_image::records::{DescId, DescKind, Fd, FdFile, FileDesc, FileLock, LockKind};
+
+pub use open::open_one;
+
+/// fcntl commands and `struct f_owner_ex` (not in the libc crate for this target).
+const F_SETSIG: libc::c_int = 10;
+const F_SETOWN_EX: libc::c_int = 15;
+
+#[repr(C)]
+struct FOwnerEx {
+    kind: libc::c_int,
+    pid: libc::pid_t,
+}
+
+/// Why a description could not be rebuilt.
+#[derive(Debug, thiserror::Error)]
+pub enum FileRestoreError {
+    #[error("file description {id} ({kind}): {what}: {source}")]
+    Sys {
+        id: u32,
+        kind: &'static str,
+        what: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("file description {id} ({kind}): {reason}")]
+    Bad {
+        id: u32,
+        kind: &'static str,
+        reason: String,
+    },
+}
+
+/// A step the forked child runs after its fds are in place; plain data so the child does not allocate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildAction {
+    /// `epoll_ctl(epfd, EPOLL_CTL_ADD, fd, {events, data})`; `EEXIST` is fine (a task that shares the
+    /// epoll already added it).
+    EpollAdd {
+        epfd: i32,
+        fd: i32,
+        events: u32,
+        data: u64,
+    },
+    /// `F_SETSIG` and `F_SETOWN_EX` on the task's fd (the owner is a restored pid, which exists only from the
+    /// fork on).
+    SetOwner {
+        fd: i32,
+        kind: i32,
+        pid: u32,
+        signal: i32,
+    },
+    /// A POSIX record lock (`F_SETLK`), owned by the process that takes it.
+    SetLk {
+        fd: i32,
+        write: bool,
+        start: u64,
+        len: u64,
+    },
+}
+
+/// Runs one action in the child; returns the errno on failure. Allocation-free.
+pub fn run_child_action(a: &ChildAction) -> Result<(), i32> {
+    match *a {
+        ChildAction::EpollAdd {
+            epfd,
+            fd,
+            events,
+            data,
+        } => {
+            let mut ev = libc::epoll_event { events, u64: data };
+            // SAFETY: epoll_ctl reads one epoll_event from our stack.
+            let r = unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) };
+            if r != 0 {
+                let e = nix::errno::Errno::last_raw();
+                if e != libc::EEXIST {
+                    return Err(e);
+                }
+            }
+            Ok(())
+        }
+        ChildAction::SetOwner {
+            fd,
+            kind,
+            pid,
+            signal,
+        } => {
+            // SAFETY: F_SETSIG takes an int.
+            if unsafe { libc::fcntl(fd, F_SETSIG, signal) } != 0 {
+                return Err(nix::errno::Errno::last_raw());
+            }
+            let ex = FOwnerEx {
+                kind,
+                pid: pid as libc::pid_t,
+            };
+            // SAFETY: F_SETOWN_EX reads one f_owner_ex from our stack.
+            if unsafe { libc::fcntl(fd, F_SETOWN_EX, &ex) } != 0 {
+                return Err(nix::errno::Errno::last_raw());
+            }
+            Ok(())
+        }
+        ChildAction::SetLk {
+            fd,
+            write,
+            start,
+            len,
+        } => set_lock(fd, libc::F_SETLK, write, start, len),
+    }
+}
+
+/// `fcntl(fd, cmd, {type, SEEK_SET, start, len})`; allocation-free. Returns the errno on failure.
+pub fn set_lock(fd: i32, cmd: i32, write: bool, start: u64, len: u64) -> Result<(), i32> {
+    // SAFETY: flock is plain data; all-zero is valid.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = if write { libc::F_WRLCK } else { libc::F_RDLCK } as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = start as libc::off_t;
+    fl.l_len = len as libc::off_t;
+    // SAFETY: fcntl reads one struct flock from our stack.
+    if unsafe { libc::fcntl(fd, cmd, &fl) } != 0 {
+        return Err(nix::errno::Errno::last_raw());
+    }
+    Ok(())
+}
+
+/// Takes a description's lock (flock or OFD) on `fd` before the fork, so every task sharing the description
+/// holds it; POSIX locks become [`ChildAction::SetLk`].
+pub fn lock_description(fd: i32, l: &FileLock) -> Result<Option<ChildAction>, nix::Error> {
+    match l.kind {
+        LockKind::Flock => {
+            let op = if l.write {
+                libc::LOCK_EX
+            } else {
+                libc::LOCK_SH
+            };
+            // SAFETY: flock on an fd this process owns.
+            if unsafe { libc::flock(fd, op | libc::LOCK_NB) } != 0 {
+                return Err(nix::Error::last());
+            }
+            Ok(None)
+        }
+        LockKind::Ofd => set_lock(fd, libc::F_OFD_SETLK, l.write, l.start, l.len)
+            .map(|()| None)
+            .map_err(nix::Error::from_raw),
+        LockKind::Posix => Ok(Some(ChildAction::SetLk {
+            fd: l.fd,
+            write: l.write,
+            start: l.start,
+            len: l.len,
+        })),
+    }
+}
+
+/// The descriptions of an image, open in this process.
+#[derive(Debug, Default)]
+pub struct OpenedFiles {
+    fds: BTreeMap<DescId, OwnedFd>,
+    descs: BTreeMap<DescId, FileDesc>,
+}
+
+/// Short name of a kind, for errors.
+pub fn kind_name(k: &DescKind) -> &'static str {
+    match k {
+        DescKind::PipeEnd { .. } => "pipe",
+        DescKind::EventFd { .. } => "eventfd",
+        DescKind::TimerFd { .. } => "timerfd",
+        DescKind::SignalFd { .. } => "signalfd",
+        DescKind::Epoll { .. } => "epoll",
+        DescKind::Memfd { .. } => "memfd",
+        DescKind::UnixPair { .. } => "unix socket",
+        DescKind::Inet(_) => "inet socket",
+        DescKind::UnixListen { .. } => "unix listener",
+        DescKind::Ghost { .. } => "unlinked file",
+    }
+}
+
+/// Opens every description of `descs` (in image order: referenced ones come first).
+pub fn open_all(descs: &[FileDesc]) -> Result<OpenedFiles, FileRestoreError> {
+    let mut state = open::State::default();
+    let mut opened = OpenedFiles::default();
+    for d in descs {
+        let fd = open_one(d, &mut state)?;
+        opened.fds.insert(d.id, fd);
+        opened.descs.insert(d.id, d.clone());
+    }
+    state.fill_queues(descs, &opened.fds)?;
+    Ok(opened)
+}
+
+impl OpenedFiles {
+    /// The open description `id`, if the image has it.
+    pub fn get(&self, id: DescId) -> Option<BorrowedFd<'_>> {
+        self.fds.get(&id).map(|f| f.as_fd())
+    }
+
+    /// The child-side actions of a task with fd table `fds`, given where its fds end up (`fd` numbers are
+    /// the task's own).
+    pub fn child_actions_for(&self, fds: &[Fd]) -> Vec<ChildAction> {
+        let mut out = Vec::new();
+        for f in fds {
+            let FdFile::Desc(id) = f.file else { continue };
+            if let Some(o) = self.descs.get(&id).and_then(|d| d.owner) {
+                out.push(ChildAction::SetOwner {
+                    fd: f.fd,
+                    kind: o.kind,
+                    pid: o.pid,
+                    signal: o.signal,
+                });
+            }
+            let Some(DescKind::Epoll { targets }) = self.descs.get(&id).map(|d| &d.kind) else {
+                continue;
+            };
+            for t in targets {
+                out.push(ChildAction::EpollAdd {
+                    epfd: f.fd,
+                    fd: t.fd,
+                    events: t.events,
+                    data: t.data,
+                });
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,481 @@
+//! Opening one description of each kind.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use dormant_image::records::{DescId, DescKind, FileDesc, InetSocket};
+use nix::errno::Errno;
+
+use super::{kind_name, FileRestoreError};
+
+/// Ends created together with an earlier description and waiting for their own entry (the other end of a
+/// pipe or of a socket pair).
+#[derive(Debug, Default)]
+pub struct State {
+    pipe_ends: HashMap<(u64, bool), OwnedFd>,
+    unix_ends: HashMap<u64, OwnedFd>,
+    /// Unix socket inode → the description holding it.
+    unix_desc: HashMap<u64, DescId>,
+}
+
+fn check(r: libc::c_int) -> Result<libc::c_int, Errno> {
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r)
+    }
+}
+
+fn owned(r: libc::c_int) -> Result<OwnedFd, Errno> {
+    let fd = check(r)?;
+    // SAFETY: `fd` was just returned by a syscall that creates a new fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+fn timespec(ns: u64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    }
+}
+
+/// Opens description `d` (both ends of a pipe or pair on the first of them).
+pub fn open_one(d: &FileDesc, st: &mut State) -> Result<OwnedFd, FileRestoreError> {
+    let kind = kind_name(&d.kind);
+    let id = d.id.0;
+    let sys = |what: &str| {
+        let what = what.to_string();
+        move |source: Errno| FileRestoreError::Sys {
+            id,
+            kind,
+            what,
+            source,
+        }
+    };
+    let nonblock = d.flags & libc::O_NONBLOCK as u32 != 0;
+    let fd =
+        match &d.kind {
+            DescKind::PipeEnd {
+                pipe,
+                write,
+                size,
+                data,
+            } => match st.pipe_ends.remove(&(*pipe, *write)) {
+                Some(fd) => fd,
+                None => {
+                    let mut ends = [0 as libc::c_int; 2];
+                    // SAFETY: pipe2 writes two fds into `ends`.
+                    check(unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) })
+                        .map_err(sys("pipe2"))?;
+                    // SAFETY: both fds were just created by pipe2 and are owned by nobody else.
+                    let (r, w) =
+                        unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
+                    // SAFETY: F_SETPIPE_SZ on our own pipe.
+                    check(unsafe {
+                        libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, *size as libc::c_int)
+                    })
+                    .map_err(sys(&format!("F_SETPIPE_SZ {size}")))?;
+                    if let Some(bytes) = data {
+                        write_all(&w, bytes).map_err(sys("writing the buffered bytes"))?;
+                    }
+                    let (mine, other) = if *write { (w, r) } else { (r, w) };
+                    st.pipe_ends.insert((*pipe, !*write), other);
+                    mine
+                }
+            },
+            DescKind::EventFd { count, semaphore } => {
+                let count = u32::try_from(*count).map_err(|_| FileRestoreError::Bad {
+                    id,
+                    kind,
+                    reason: format!("counter {count} does not fit eventfd's initial value"),
+                })?;
+                let mut fl = libc::EFD_CLOEXEC;
+                if *semaphore {
+                    fl |= libc::EFD_SEMAPHORE;
+                }
+                // SAFETY: eventfd takes an initial value and flags and returns a new fd.
+                owned(unsafe { libc::eventfd(count, fl) }).map_err(sys("eventfd"))?
+            }
+            DescKind::TimerFd {
+                clock,
+                interval_ns,
+                value_ns,
+            } => {
+                // SAFETY: timerfd_create takes a clock and flags and returns a new fd.
+                let fd = owned(unsafe { libc::timerfd_create(*clock, libc::TFD_CLOEXEC) })
+                    .map_err(sys(&format!("timerfd_create clock {clock}")))?;
+                if *value_ns != 0 {
+                    let spec = libc::itimerspec {
+                        it_interval: timespec(*interval_ns),
+                        it_value: timespec(*value_ns),
+                    };
+                    // SAFETY: reads one itimerspec from our stack; no old value is asked for.
+                    check(unsafe {
+                        libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut())
+                    })
+                    .map_err(sys("timerfd_settime"))?;
+                }
+                fd
+            }
+            DescKind::SignalFd { mask } => {
+                // SAFETY: sigset_t is plain data; sigemptyset initialises it.
+                let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+                // SAFETY: initialises `set` on our stack.
+                unsafe { libc::sigemptyset(&mut set) };
+                for sig in 1..=64 {
+                    if mask & (1u64 << (sig - 1)) != 0 {
+                        // SAFETY: adds a signal number to `set`; out-of-range numbers fail harmlessly.
+                        unsafe { libc::sigaddset(&mut set, sig) };
+                    }
+                }
+                // SAFETY: signalfd reads the set from our stack and returns a new fd.
+                owned(unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC) })
+                    .map_err(sys("signalfd"))?
+            }
+            DescKind::Epoll { .. } => {
+                // Registrations are added by each task (see ChildAction), keyed by its own fd numbers.
+                // SAFETY: epoll_create1 returns a new fd.
+                owned(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })
+                    .map_err(sys("epoll_create1"))?
+            }
+            DescKind::Memfd {
+                name,
+                data,
+                pos,
+                seals,
+            } => {
+                let cname =
+                    std::ffi::CString::new(name.as_str()).map_err(|_| FileRestoreError::Bad {
+                        id,
+                        kind,
+                        reason: format!("name {name:?} holds a NUL byte"),
+                    })?;
+                // SAFETY: memfd_create reads the NUL-terminated name and returns a new fd.
+                let fd = owned(unsafe {
+                    libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+                })
+                .map_err(sys("memfd_create"))?;
+                write_all(&fd, data).map_err(sys("writing the content"))?;
+                nix::unistd::lseek(&fd, *pos as i64, nix::unistd::Whence::SeekSet)
+                    .map_err(sys(&format!("seeking to {pos}")))?;
+                if *seals != 0 {
+                    // SAFETY: F_ADD_SEALS on our own memfd.
+                    check(unsafe {
+                        libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, *seals as libc::c_int)
+                    })
+                    .map_err(sys(&format!("F_ADD_SEALS {seals:#x}")))?;
+                }
+                fd
+            }
+            DescKind::UnixPair {
+                ino,
+                peer,
+                sock_type,
+                ..
+            } => {
+                st.unix_desc.insert(*ino, d.id);
+                match st.unix_ends.remove(ino) {
+                    Some(fd) => fd,
+                    None => {
+                        let mut sv = [0 as libc::c_int; 2];
+                        // SAFETY: socketpair writes two fds into `sv`.
+                        check(unsafe {
+                            libc::socketpair(
+                                libc::AF_UNIX,
+                                *sock_type | libc::SOCK_CLOEXEC,
+                                0,
+                                sv.as_mut_ptr(),
+                            )
+                        })
+                        .map_err(sys("socketpair"))?;
+                        // SAFETY: both fds were just created by socketpair and are owned by nobody else.
+                        let (a, b) =
+                            unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) };
+                        st.unix_ends.insert(*peer, b);
+                        a
+                    }
+                }
+            }
+            DescKind::Ghost {
+                path,
+                mode,
+                data,
+                pos,
+            } => open_ghost(path, *mode, d.flags, data, *pos).map_err(|(what, source)| {
+                FileRestoreError::Sys {
+                    id,
+                    kind,
+                    what,
+                    source,
+                }
+            })?,
+            DescKind::UnixListen { name, sock_type } => open_unix_listener(name, *sock_type)
+                .map_err(|(what, source)| FileRestoreError::Sys {
+                    id,
+                    kind,
+                    what,
+                    source,
+                })?,
+            DescKind::Inet(s) => open_inet(s).map_err(|(what, source)| FileRestoreError::Sys {
+                id,
+                kind,
+                what,
+                source,
+            })?,
+        };
+    let mut fl = nix::fcntl::OFlag::empty();
+    if nonblock {
+        fl |= nix::fcntl::OFlag::O_NONBLOCK;
+    }
+    if d.flags & libc::O_ASYNC as u32 != 0 {
+        fl |= nix::fcntl::OFlag::O_ASYNC;
+    }
+    if !fl.is_empty() {
+        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(fl))
+            .map_err(sys(&format!("F_SETFL {fl:?}")))?;
+    }
+    Ok(fd)
+}
+
+fn write_all(fd: &OwnedFd, mut bytes: &[u8]) -> Result<(), Errno> {
+    while !bytes.is_empty() {
+        match nix::unistd::write(fd, bytes) {
+            Ok(0) => return Err(Errno::EIO),
+            Ok(n) => bytes = &bytes[n..],
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// An unnamed file (O_TMPFILE) in the directory the unlinked file lived in, filled with its content, then
+/// reopened through /proc/self/fd with the original access mode and flags.
+fn open_ghost(
+    path: &str,
+    mode: u32,
+    flags: u32,
+    data: &[u8],
+    pos: u64,
+) -> Result<OwnedFd, (String, Errno)> {
+    let dir = std::path::Path::new(path)
+        .parent()
+        .unwrap_or(std::path::Path::new("/"));
+    let cdir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| (format!("directory of {path}"), Errno::EINVAL))?;
+    // SAFETY: open reads the NUL-terminated path and returns a new fd.
+    let tmp = owned(unsafe {
+        libc::open(
+            cdir.as_ptr(),
+            libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    })
+    .map_err(|e| (format!("O_TMPFILE in {}", dir.display()), e))?;
+    write_all(&tmp, data).map_err(|e| (format!("writing the content of {path}"), e))?;
+    let keep = flags
+        & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY | libc::O_TMPFILE) as u32;
+    let again = std::ffi::CString::new(format!("/proc/self/fd/{}", tmp.as_raw_fd()))
+        .map_err(|_| ("proc path".to_string(), Errno::EINVAL))?;
+    // SAFETY: open reads the NUL-terminated path and returns a new fd.
+    let fd = owned(unsafe { libc::open(again.as_ptr(), keep as libc::c_int | libc::O_CLOEXEC) })
+        .map_err(|e| (format!("reopening the copy of {path}"), e))?;
+    nix::unistd::lseek(&fd, pos as i64, nix::unistd::Whence::SeekSet)
+        .map_err(|e| (format!("seeking {path} to {pos}"), e))?;
+    Ok(fd)
+}
+
+/// Binds a unix socket to `name` and listens. A socket file left at the path by the dumped process (its
+/// socket is gone) is removed first; anything else at the path fails the bind.
+fn open_unix_listener(name: &[u8], sock_type: i32) -> Result<OwnedFd, (String, Errno)> {
+    let shown = String::from_utf8_lossy(name).replace('\0', "@");
+    // SAFETY: socket returns a new fd.
+    let fd = owned(unsafe { libc::socket(libc::AF_UNIX, sock_type | libc::SOCK_CLOEXEC, 0) })
+        .map_err(|e| ("socket(AF_UNIX)".to_string(), e))?;
+    // SAFETY: sockaddr_un is plain data; all-zero is valid.
+    let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if name.len() >= sun.sun_path.len() {
+        return Err((
+            format!("unix name {shown} is too long"),
+            Errno::ENAMETOOLONG,
+        ));
+    }
+    sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in sun.sun_path.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    if name.first() != Some(&0) {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::FileTypeExt;
+        let path = std::path::Path::new(std::ffi::OsStr::from_bytes(name));
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+            std::fs::remove_file(path).map_err(|e| {
+                (
+                    format!("removing the stale socket {shown}"),
+                    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                )
+            })?;
+        }
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>()
+        + name.len()
+        + usize::from(name.first() != Some(&0));
+    // SAFETY: bind reads `len` bytes of `sun` on our stack.
+    check(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sun as *const libc::sockaddr_un).cast(),
+            len as libc::socklen_t,
+        )
+    })
+    .map_err(|e| (format!("bind to {shown}"), e))?;
+    // SAFETY: listen on our own socket.
+    check(unsafe { libc::listen(fd.as_raw_fd(), libc::SOMAXCONN) })
+        .map_err(|e| ("listen".to_string(), e))?;
+    Ok(fd)
+}
+
+fn open_inet(s: &InetSocket) -> Result<OwnedFd, (String, Errno)> {
+    let e = |what: &str| {
+        let what = what.to_string();
+        move |err: Errno| (what, err)
+    };
+    // SAFETY: socket returns a new fd.
+    let fd = owned(unsafe { libc::socket(s.family, s.sock_type | libc::SOCK_CLOEXEC, s.protocol) })
+        .map_err(e("socket"))?;
+    let set = |level, name, on: bool, what: &str| -> Result<(), (String, Errno)> {
+        let v: libc::c_int = on.into();
+        // SAFETY: setsockopt reads one int from our stack.
+        check(unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                level,
+                name,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        })
+        .map(|_| ())
+        .map_err(e(what))
+    };
+    set(
+        libc::SOL_SOCKET,
+        libc::SO_REUSEADDR,
+        s.reuseaddr,
+        "SO_REUSEADDR",
+    )?;
+    set(
+        libc::SOL_SOCKET,
+        libc::SO_REUSEPORT,
+        s.reuseport,
+        "SO_REUSEPORT",
+    )?;
+    set(
+        libc::SOL_SOCKET,
+        libc::SO_KEEPALIVE,
+        s.keepalive,
+        "SO_KEEPALIVE",
+    )?;
+    if s.sock_type == libc::SOCK_STREAM {
+        set(
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            s.nodelay,
+            "TCP_NODELAY",
+        )?;
+    }
+    if s.family == libc::AF_INET6 {
+        set(
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            s.v6only,
+            "IPV6_V6ONLY",
+        )?;
+    }
+    if let Some((addr, port)) = s.bound {
+        // SAFETY: sockaddr_storage is plain data; all-zero is valid.
+        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let len = if s.family == libc::AF_INET {
+            // SAFETY: sockaddr_storage is large enough and suitably aligned for sockaddr_in.
+            let sin = unsafe {
+                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = port.to_be();
+            sin.sin_addr.s_addr = u32::from_be_bytes([addr[0], addr[1], addr[2], addr[3]]).to_be();
+            std::mem::size_of::<libc::sockaddr_in>()
+        } else {
+            // SAFETY: sockaddr_storage is large enough and suitably aligned for sockaddr_in6.
+            let sin6 = unsafe {
+                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = port.to_be();
+            sin6.sin6_addr.s6_addr = addr;
+            std::mem::size_of::<libc::sockaddr_in6>()
+        };
+        // SAFETY: bind reads `len` bytes of the address from our stack.
+        check(unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&ss as *const libc::sockaddr_storage).cast(),
+                len as libc::socklen_t,
+            )
+        })
+        .map_err(e(&format!("bind to port {port}")))?;
+    }
+    if let Some(backlog) = s.listen_backlog {
+        // SAFETY: listen on our own socket.
+        check(unsafe { libc::listen(fd.as_raw_fd(), backlog.min(i32::MAX as u32) as libc::c_int) })
+            .map_err(e("listen"))?;
+    }
+    Ok(fd)
+}
+
+impl State {
+    /// Sends every unix socket's queued messages from its peer (after all descriptions exist).
+    pub fn fill_queues(
+        &self,
+        descs: &[FileDesc],
+        fds: &std::collections::BTreeMap<DescId, OwnedFd>,
+    ) -> Result<(), FileRestoreError> {
+        for d in descs {
+            let DescKind::UnixPair { peer, queued, .. } = &d.kind else {
+                continue;
+            };
+            if queued.is_empty() {
+                continue;
+            }
+            let peer_fd = self
+                .unix_desc
+                .get(peer)
+                .and_then(|pid| fds.get(pid))
+                .or_else(|| self.unix_ends.get(peer))
+                .ok_or_else(|| FileRestoreError::Bad {
+                    id: d.id.0,
+                    kind: "unix socket",
+                    reason: format!("peer socket {peer} was not created"),
+                })?;
+            for m in queued {
+                // SAFETY: send reads `m.len()` bytes from `m`.
+                let n = unsafe {
+                    libc::send(
+                        peer_fd.as_raw_fd(),
+                        m.as_ptr().cast(),
+                        m.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                };
+                if n < 0 || n as usize != m.len() {
+                    return Err(FileRestoreError::Sys {
+                        id: d.id.0,
+                        kind: "unix socket",
+                        what: format!("re-queueing a {} byte message", m.len()),
+                        source: Errno::last(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}

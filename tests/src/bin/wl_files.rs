@@ -1,0 +1,742 @@
+//! Workload `wl_files`: open files of many kinds whose state must survive a checkpoint.
+//!
+//! `wl_files TRIGGER DIR KIND... [--inject-fault]`, KIND one of:
+//! - `dup`: a regular file opened once and dup'ed; the two fds share one offset (3 at READY).
+//! - `pipe`: a pipe of 128 KiB with 10 buffered bytes, read end O_NONBLOCK.
+//! - `socketpair`: a stream pair with two messages queued towards one end and one towards the other, and
+//!   a datagram pair with two queued datagrams (boundaries must survive).
+//! - `tcp`: a TCP listener on 127.0.0.1 (port chosen by the kernel); after the trigger it must accept a new
+//!   connection from this process and carry bytes.
+//! - `unixlisten`: a listening unix stream socket bound to a path of DIR and one bound to an abstract name;
+//!   after the trigger each accepts a new connection from this process and carries bytes.
+//! - `ghost`: a 5000-byte file of DIR, unlinked while open, offset 100.
+//! - `udp`: a UDP socket bound to 127.0.0.1; after the trigger it receives a datagram sent to its port.
+//! - `owner`: a pipe read end with O_ASYNC, owner this process (F_SETOWN_EX) and signal SIGURG (F_SETSIG).
+//! - `eventfd`: an eventfd with counter 5.
+//! - `epoll`: an epoll set watching an eventfd with counter 1 (data 0xabcdef) and an empty pipe (data 7);
+//!   after the trigger exactly the eventfd is reported ready.
+//! - `timerfd`: a CLOCK_MONOTONIC timerfd every 20 ms; it must still tick after the trigger.
+//! - `memfd`: a 100 KiB memfd with a pattern, offset 1234.
+//! - `signalfd`: SIGUSR1 blocked and a signalfd for it; a SIGUSR1 raised after the trigger is read from it.
+//! - `locks`: an exclusive flock on one file and a POSIX write lock on bytes 10-19 of another; after the
+//!   trigger a new open of each sees them held (by this pid for the POSIX one).
+//! - `established` / `netlink`: an established loopback TCP connection / a netlink socket, which a dump
+//!   must refuse (the workload then runs on and passes its own check).
+//!
+//! `--inject-fault` reads the pipe's bytes and the eventfd's counter and drops the flock after the trigger,
+//! before checking.
+
+use std::os::fd::RawFd;
+use std::process::ExitCode;
+
+use dormant_tests::workload::{self, Report, WorkloadArgs, WorkloadError, INJECT_FAULT};
+
+/// fcntl commands not in the libc crate for this target.
+const F_SETSIG: libc::c_int = 10;
+const F_GETSIG: libc::c_int = 11;
+const USAGE: &str = "KIND... [--inject-fault]";
+const PIPE_BYTES: &[u8] = b"hello pipe";
+const PIPE_SIZE: i32 = 128 << 10;
+const MEMFD_LEN: usize = 100 << 10;
+const MEMFD_POS: i64 = 1234;
+const MEMFD_NAME: &str = "wl-files-memfd";
+const EPOLL_EVENTFD_DATA: u64 = 0xab_cdef;
+
+fn os_err(what: &str) -> String {
+    format!("{what}: {}", std::io::Error::last_os_error())
+}
+
+fn setup_err(what: &str) -> WorkloadError {
+    WorkloadError::setup(what, std::io::Error::last_os_error())
+}
+
+fn cvt(r: libc::c_int, what: &str) -> Result<libc::c_int, WorkloadError> {
+    if r < 0 {
+        Err(setup_err(what))
+    } else {
+        Ok(r)
+    }
+}
+
+fn write_fd(fd: RawFd, b: &[u8]) -> Result<(), String> {
+    // SAFETY: writes `b.len()` bytes from `b`.
+    let n = unsafe { libc::write(fd, b.as_ptr().cast(), b.len()) };
+    if n as usize != b.len() {
+        return Err(os_err(&format!("write to fd {fd} (got {n})")));
+    }
+    Ok(())
+}
+
+fn read_fd(fd: RawFd, max: usize) -> Result<Vec<u8>, String> {
+    let mut buf = vec![0u8; max];
+    // SAFETY: reads at most `max` bytes into `buf`.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), max) };
+    if n < 0 {
+        return Err(os_err(&format!("read from fd {fd}")));
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+fn pos(fd: RawFd) -> i64 {
+    // SAFETY: lseek on our own fd.
+    unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) }
+}
+
+fn ghost_pattern() -> Vec<u8> {
+    (0..5000u32).map(|i| (i % 13) as u8 + b'a').collect()
+}
+
+fn memfd_pattern() -> Vec<u8> {
+    (0..MEMFD_LEN).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+/// A loopback TCP listener; returns the fd and its port.
+fn listener() -> Result<(RawFd, u16), WorkloadError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| WorkloadError::setup("tcp bind", e))?;
+    let port = l
+        .local_addr()
+        .map_err(|e| WorkloadError::setup("tcp addr", e))?
+        .port();
+    Ok((std::os::fd::IntoRawFd::into_raw_fd(l), port))
+}
+
+/// The fds one kind set up, checked after the trigger.
+#[derive(Debug)]
+enum State {
+    Dup {
+        a: RawFd,
+        b: RawFd,
+    },
+    Pipe {
+        r: RawFd,
+        w: RawFd,
+    },
+    Pairs {
+        s: [RawFd; 2],
+        d: [RawFd; 2],
+    },
+    Tcp {
+        l: RawFd,
+        port: u16,
+    },
+    EventFd {
+        fd: RawFd,
+    },
+    Epoll {
+        ep: RawFd,
+    },
+    TimerFd {
+        fd: RawFd,
+    },
+    Memfd {
+        fd: RawFd,
+    },
+    SignalFd {
+        fd: RawFd,
+    },
+    Locks {
+        flocked: RawFd,
+        a: std::path::PathBuf,
+        b: std::path::PathBuf,
+    },
+    UnixListen {
+        path: RawFd,
+        abs: RawFd,
+        at: std::path::PathBuf,
+        name: String,
+    },
+    Ghost {
+        fd: RawFd,
+    },
+    Udp {
+        fd: RawFd,
+    },
+    Owner {
+        fd: RawFd,
+    },
+    /// Refused kinds: kept open only.
+    Held,
+}
+
+fn set_up(kind: &str, args: &WorkloadArgs) -> Result<State, WorkloadError> {
+    Ok(match kind {
+        "dup" => {
+            let path = args.dir.join("dup-file");
+            std::fs::write(&path, b"0123456789")
+                .map_err(|e| WorkloadError::setup("dup file", e))?;
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| WorkloadError::setup("dup file open", e))?;
+            let a = std::os::fd::IntoRawFd::into_raw_fd(f);
+            // SAFETY: dup of our own fd.
+            let b = cvt(unsafe { libc::dup(a) }, "dup")?;
+            // SAFETY: lseek on our own fd.
+            cvt(unsafe { libc::lseek(a, 3, libc::SEEK_SET) } as i32, "lseek")?;
+            State::Dup { a, b }
+        }
+        "pipe" => {
+            let mut p = [0; 2];
+            // SAFETY: pipe2 writes two fds into `p`.
+            cvt(
+                // SAFETY: pipe2 writes two fds into `p`.
+                unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) },
+                "pipe2",
+            )?;
+            // SAFETY: fcntl on our own fds.
+            cvt(
+                // SAFETY: fcntl on our own fds.
+                unsafe { libc::fcntl(p[1], libc::F_SETPIPE_SZ, PIPE_SIZE) },
+                "F_SETPIPE_SZ",
+            )?;
+            // SAFETY: fcntl on our own fd.
+            cvt(
+                // SAFETY: fcntl on our own fd.
+                unsafe { libc::fcntl(p[0], libc::F_SETFL, libc::O_NONBLOCK) },
+                "F_SETFL",
+            )?;
+            write_fd(p[1], PIPE_BYTES).map_err(|e| WorkloadError::setup("pipe write", e))?;
+            State::Pipe { r: p[0], w: p[1] }
+        }
+        "socketpair" => {
+            let mut s = [0; 2];
+            let mut d = [0; 2];
+            // SAFETY: socketpair writes two fds.
+            cvt(
+                // SAFETY: socketpair writes two fds.
+                unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, s.as_mut_ptr()) },
+                "socketpair",
+            )?;
+            // SAFETY: socketpair writes two fds.
+            cvt(
+                // SAFETY: socketpair writes two fds.
+                unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, d.as_mut_ptr()) },
+                "socketpair dgram",
+            )?;
+            for (fd, m) in [
+                (s[0], &b"to b 1"[..]),
+                (s[0], b"to b 2"),
+                (s[1], b"to a"),
+                (d[0], b"m1"),
+                (d[0], b"m22"),
+            ] {
+                write_fd(fd, m).map_err(|e| WorkloadError::setup("socket send", e))?;
+            }
+            State::Pairs { s, d }
+        }
+        "tcp" => {
+            let (l, port) = listener()?;
+            State::Tcp { l, port }
+        }
+        "unixlisten" => {
+            let at = args.dir.join("listen.sock");
+            let l = std::os::unix::net::UnixListener::bind(&at)
+                .map_err(|e| WorkloadError::setup("unix bind", e))?;
+            let name = format!("wl-files-{}", std::process::id());
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+                .map_err(|e| WorkloadError::setup("abstract name", e))?;
+            let a = std::os::unix::net::UnixListener::bind_addr(&addr)
+                .map_err(|e| WorkloadError::setup("abstract bind", e))?;
+            State::UnixListen {
+                path: std::os::fd::IntoRawFd::into_raw_fd(l),
+                abs: std::os::fd::IntoRawFd::into_raw_fd(a),
+                at,
+                name,
+            }
+        }
+        "ghost" => {
+            let p = args.dir.join("ghost");
+            std::fs::write(&p, ghost_pattern())
+                .map_err(|e| WorkloadError::setup("ghost file", e))?;
+            let f = std::fs::File::open(&p).map_err(|e| WorkloadError::setup("ghost open", e))?;
+            std::fs::remove_file(&p).map_err(|e| WorkloadError::setup("ghost unlink", e))?;
+            let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
+            // SAFETY: lseek on our own fd.
+            let r = unsafe { libc::lseek(fd, 100, libc::SEEK_SET) };
+            cvt(r as i32, "lseek")?;
+            State::Ghost { fd }
+        }
+        "udp" => {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0")
+                .map_err(|e| WorkloadError::setup("udp bind", e))?;
+            State::Udp {
+                fd: std::os::fd::IntoRawFd::into_raw_fd(s),
+            }
+        }
+        "owner" => {
+            let mut p = [0; 2];
+            // SAFETY: pipe2 writes two fds into `p`.
+            let r = unsafe { libc::pipe2(p.as_mut_ptr(), 0) };
+            cvt(r, "pipe2")?;
+            // SAFETY: fcntl on our own fd.
+            let r = unsafe { libc::fcntl(p[0], libc::F_SETFL, libc::O_ASYNC) };
+            cvt(r, "F_SETFL O_ASYNC")?;
+            // SAFETY: fcntl on our own fd.
+            let r = unsafe { libc::fcntl(p[0], F_SETSIG, libc::SIGURG) };
+            cvt(r, "F_SETSIG")?;
+            // SAFETY: fcntl on our own fd; getpid has no preconditions.
+            let r = unsafe { libc::fcntl(p[0], libc::F_SETOWN, libc::getpid()) };
+            cvt(r, "F_SETOWN")?;
+            State::Owner { fd: p[0] }
+        }
+        "eventfd" => State::EventFd {
+            // SAFETY: eventfd returns a new fd.
+            fd: cvt(unsafe { libc::eventfd(5, libc::EFD_NONBLOCK) }, "eventfd")?,
+        },
+        "epoll" => {
+            // SAFETY: creating fds.
+            let ev = cvt(unsafe { libc::eventfd(1, libc::EFD_NONBLOCK) }, "eventfd")?;
+            let mut p = [0; 2];
+            // SAFETY: pipe2 writes two fds.
+            cvt(unsafe { libc::pipe2(p.as_mut_ptr(), 0) }, "pipe2")?;
+            // SAFETY: creating an epoll fd.
+            let ep = cvt(unsafe { libc::epoll_create1(0) }, "epoll_create1")?;
+            for (fd, data) in [(ev, EPOLL_EVENTFD_DATA), (p[0], 7)] {
+                let mut e = libc::epoll_event {
+                    events: libc::EPOLLIN as u32,
+                    u64: data,
+                };
+                // SAFETY: epoll_ctl reads one event from our stack.
+                cvt(
+                    // SAFETY: epoll_ctl reads one event from our stack.
+                    unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut e) },
+                    "epoll_ctl",
+                )?;
+            }
+            State::Epoll { ep }
+        }
+        "timerfd" => {
+            // SAFETY: creating a timerfd.
+            let fd = cvt(
+                unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, 0) },
+                "timerfd_create",
+            )?;
+            let t = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 20_000_000,
+            };
+            let spec = libc::itimerspec {
+                it_interval: t,
+                it_value: t,
+            };
+            // SAFETY: reads one itimerspec.
+            cvt(
+                // SAFETY: reads one itimerspec.
+                unsafe { libc::timerfd_settime(fd, 0, &spec, std::ptr::null_mut()) },
+                "timerfd_settime",
+            )?;
+            State::TimerFd { fd }
+        }
+        "memfd" => {
+            let name =
+                std::ffi::CString::new(MEMFD_NAME).map_err(|e| WorkloadError::setup("name", e))?;
+            // SAFETY: memfd_create reads a NUL-terminated name.
+            let fd = cvt(
+                unsafe { libc::memfd_create(name.as_ptr(), 0) },
+                "memfd_create",
+            )?;
+            write_fd(fd, &memfd_pattern()).map_err(|e| WorkloadError::setup("memfd write", e))?;
+            // SAFETY: lseek on our own fd.
+            cvt(
+                // SAFETY: lseek on our own fd.
+                unsafe { libc::lseek(fd, MEMFD_POS, libc::SEEK_SET) } as i32,
+                "lseek",
+            )?;
+            State::Memfd { fd }
+        }
+        "signalfd" => {
+            // SAFETY: sigset_t is plain data, initialised by sigemptyset.
+            let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+            // SAFETY: building a signal set on our stack and blocking it.
+            unsafe {
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGUSR1);
+                libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            }
+            // SAFETY: signalfd reads the set.
+            State::SignalFd {
+                fd: cvt(
+                    // SAFETY: signalfd reads the set.
+                    unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK) },
+                    "signalfd",
+                )?,
+            }
+        }
+        "locks" => {
+            let a = args.dir.join("flocked");
+            let b = args.dir.join("posix-locked");
+            let open = |p: &std::path::Path| -> Result<RawFd, WorkloadError> {
+                std::fs::write(p, [0u8; 64]).map_err(|e| WorkloadError::setup("lock file", e))?;
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(p)
+                    .map_err(|e| WorkloadError::setup("lock file open", e))?;
+                Ok(std::os::fd::IntoRawFd::into_raw_fd(f))
+            };
+            let fa = open(&a)?;
+            let fb = open(&b)?;
+            // SAFETY: flock on our own fd.
+            let r = unsafe { libc::flock(fa, libc::LOCK_EX) };
+            cvt(r, "flock")?;
+            // SAFETY: flock is plain data.
+            let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+            fl.l_type = libc::F_WRLCK as libc::c_short;
+            fl.l_whence = libc::SEEK_SET as libc::c_short;
+            fl.l_start = 10;
+            fl.l_len = 10;
+            // SAFETY: fcntl reads one struct flock.
+            let r = unsafe { libc::fcntl(fb, libc::F_SETLK, &fl) };
+            cvt(r, "F_SETLK")?;
+            State::Locks { flocked: fa, a, b }
+        }
+        "established" => {
+            let (l, port) = listener()?;
+            let c = std::net::TcpStream::connect(("127.0.0.1", port))
+                .map_err(|e| WorkloadError::setup("connect", e))?;
+            // SAFETY: accept on our own listener.
+            let a = cvt(
+                unsafe { libc::accept(l, std::ptr::null_mut(), std::ptr::null_mut()) },
+                "accept",
+            )?;
+            std::mem::forget(c);
+            let _ = a;
+            State::Held
+        }
+        "netlink" => {
+            // SAFETY: creating a socket.
+            cvt(
+                // SAFETY: creating a socket.
+                unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE) },
+                "netlink socket",
+            )?;
+            State::Held
+        }
+        other => {
+            return Err(WorkloadError::setup(
+                "kind",
+                format!("unknown kind {other:?}"),
+            ))
+        }
+    })
+}
+
+fn check(state: &State) -> Result<(), String> {
+    match *state {
+        State::Dup { a, b } => {
+            if pos(b) != 3 {
+                return Err(format!("dup'ed fd at offset {}, want 3", pos(b)));
+            }
+            let got = read_fd(a, 2)?;
+            if got != b"34" || pos(b) != 5 {
+                return Err(format!(
+                    "read {got:?} via one fd, other fd at {} (offset not shared)",
+                    pos(b)
+                ));
+            }
+        }
+        State::Pipe { r, w } => {
+            // SAFETY: fcntl on our own fds.
+            let (size, fl) = unsafe {
+                (
+                    libc::fcntl(w, libc::F_GETPIPE_SZ),
+                    libc::fcntl(r, libc::F_GETFL),
+                )
+            };
+            if size != PIPE_SIZE {
+                return Err(format!("pipe size {size}, want {PIPE_SIZE}"));
+            }
+            if fl & libc::O_NONBLOCK == 0 {
+                return Err("read end lost O_NONBLOCK".into());
+            }
+            let got = read_fd(r, 4096)?;
+            if got != PIPE_BYTES {
+                return Err(format!("buffered {got:?}, want {PIPE_BYTES:?}"));
+            }
+            write_fd(w, b"more")?;
+            if read_fd(r, 16)? != b"more" {
+                return Err("the two ends are not one pipe".into());
+            }
+        }
+        State::Pairs { s, d } => {
+            let mut got = Vec::new();
+            while got.len() < 12 {
+                let b = read_fd(s[1], 64)?;
+                if b.is_empty() {
+                    break;
+                }
+                got.extend(b);
+            }
+            if got != b"to b 1to b 2" {
+                return Err(format!(
+                    "stream end b read {:?}",
+                    String::from_utf8_lossy(&got)
+                ));
+            }
+            if read_fd(s[0], 64)? != b"to a" {
+                return Err("stream end a lost its message".into());
+            }
+            if read_fd(d[1], 64)? != b"m1" || read_fd(d[1], 64)? != b"m22" {
+                return Err("datagrams lost or merged".into());
+            }
+            write_fd(s[1], b"x")?;
+            if read_fd(s[0], 8)? != b"x" {
+                return Err("stream pair no longer connected".into());
+            }
+        }
+        State::Tcp { l, port } => {
+            let c = std::net::TcpStream::connect(("127.0.0.1", port))
+                .map_err(|e| format!("connect to {port}: {e}"))?;
+            // SAFETY: accept on our own listener.
+            let a = unsafe { libc::accept(l, std::ptr::null_mut(), std::ptr::null_mut()) };
+            if a < 0 {
+                return Err(os_err("accept"));
+            }
+            use std::io::Read;
+            write_fd(a, b"hi")?;
+            let mut buf = [0u8; 2];
+            (&c).read_exact(&mut buf)
+                .map_err(|e| format!("client read: {e}"))?;
+            if &buf != b"hi" {
+                return Err(format!("client got {buf:?}"));
+            }
+        }
+        State::EventFd { fd } => {
+            let b = read_fd(fd, 8)?;
+            let v = u64::from_ne_bytes(b.as_slice().try_into().map_err(|_| "short eventfd read")?);
+            if v != 5 {
+                return Err(format!("eventfd counter {v}, want 5"));
+            }
+        }
+        State::Epoll { ep } => {
+            let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
+            // SAFETY: the kernel writes at most 4 events into `evs`.
+            let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), 4, 0) };
+            if n != 1 {
+                return Err(format!("epoll_wait reported {n} ready fds, want 1"));
+            }
+            let data = evs[0].u64;
+            if data != EPOLL_EVENTFD_DATA {
+                return Err(format!(
+                    "ready data {data:#x}, want {EPOLL_EVENTFD_DATA:#x}"
+                ));
+            }
+        }
+        State::TimerFd { fd } => {
+            let b = read_fd(fd, 8)?;
+            let v = u64::from_ne_bytes(b.as_slice().try_into().map_err(|_| "short timerfd read")?);
+            if v == 0 {
+                return Err("timerfd read 0 expirations".into());
+            }
+            // SAFETY: itimerspec is plain data.
+            let mut cur: libc::itimerspec = unsafe { std::mem::zeroed() };
+            // SAFETY: writes one itimerspec.
+            unsafe { libc::timerfd_gettime(fd, &mut cur) };
+            if cur.it_interval.tv_nsec != 20_000_000 || cur.it_interval.tv_sec != 0 {
+                return Err(format!(
+                    "interval {:?}s {}ns",
+                    cur.it_interval.tv_sec, cur.it_interval.tv_nsec
+                ));
+            }
+        }
+        State::Memfd { fd } => {
+            if pos(fd) != MEMFD_POS {
+                return Err(format!("offset {}, want {MEMFD_POS}", pos(fd)));
+            }
+            let link = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                .map_err(|e| format!("readlink: {e}"))?;
+            if !link.to_string_lossy().contains(MEMFD_NAME) {
+                return Err(format!("link {link:?} lost the name"));
+            }
+            let mut all = vec![0u8; MEMFD_LEN + 16];
+            // SAFETY: pread into our buffer.
+            let n = unsafe { libc::pread(fd, all.as_mut_ptr().cast(), all.len(), 0) };
+            all.truncate(n.max(0) as usize);
+            if all != memfd_pattern() {
+                return Err(format!("content differs ({n} bytes)"));
+            }
+        }
+        State::SignalFd { fd } => {
+            // SAFETY: signals ourselves.
+            unsafe { libc::raise(libc::SIGUSR1) };
+            let b = read_fd(fd, 128)?;
+            let signo = b
+                .get(..4)
+                .map(|x| u32::from_ne_bytes([x[0], x[1], x[2], x[3]]));
+            if signo != Some(libc::SIGUSR1 as u32) {
+                return Err(format!("signalfd read {signo:?}"));
+            }
+        }
+        State::Locks { ref a, ref b, .. } => {
+            let open = |p: &std::path::Path| {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(p)
+                    .map_err(|e| format!("open {p:?}: {e}"))
+            };
+            let fa = open(a)?;
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock on our own fd.
+            if unsafe { libc::flock(fa.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Err("the flock is no longer held".into());
+            }
+            let fb = open(b)?;
+            // SAFETY: flock is plain data.
+            let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+            fl.l_type = libc::F_WRLCK as libc::c_short;
+            fl.l_whence = libc::SEEK_SET as libc::c_short;
+            fl.l_len = 100;
+            // SAFETY: fcntl reads and writes one struct flock on our stack.
+            if unsafe { libc::fcntl(fb.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) } != 0 {
+                return Err(os_err("F_OFD_GETLK"));
+            }
+            // SAFETY: getpid has no preconditions.
+            let me = unsafe { libc::getpid() };
+            if fl.l_type != libc::F_WRLCK as libc::c_short
+                || (fl.l_start, fl.l_len, fl.l_pid) != (10, 10, me)
+            {
+                return Err(format!(
+                    "POSIX lock: type {} start {} len {} pid {} (want write 10 10 {me})",
+                    fl.l_type, fl.l_start, fl.l_len, fl.l_pid
+                ));
+            }
+        }
+        State::UnixListen {
+            path,
+            abs,
+            ref at,
+            ref name,
+        } => {
+            use std::io::{Read, Write};
+            use std::os::linux::net::SocketAddrExt;
+            use std::os::unix::net::{SocketAddr, UnixStream};
+            let abs_addr =
+                SocketAddr::from_abstract_name(name.as_bytes()).map_err(|e| e.to_string())?;
+            let clients = [
+                UnixStream::connect(at).map_err(|e| format!("connect {at:?}: {e}"))?,
+                UnixStream::connect_addr(&abs_addr).map_err(|e| format!("connect @{name}: {e}"))?,
+            ];
+            for (l, mut c) in [path, abs].into_iter().zip(clients) {
+                // SAFETY: accept on our own listener.
+                let a = unsafe { libc::accept(l, std::ptr::null_mut(), std::ptr::null_mut()) };
+                if a < 0 {
+                    return Err(os_err("accept"));
+                }
+                c.write_all(b"ping").map_err(|e| e.to_string())?;
+                if read_fd(a, 4)? != b"ping" {
+                    return Err("accepted connection does not carry bytes".into());
+                }
+                let mut buf = [0u8; 1];
+                write_fd(a, b"!")?;
+                c.read_exact(&mut buf).map_err(|e| e.to_string())?;
+            }
+        }
+        State::Ghost { fd } => {
+            if pos(fd) != 100 {
+                return Err(format!("offset {}, want 100", pos(fd)));
+            }
+            let mut all = vec![0u8; 8192];
+            // SAFETY: pread into our buffer.
+            let n = unsafe { libc::pread(fd, all.as_mut_ptr().cast(), all.len(), 0) };
+            all.truncate(n.max(0) as usize);
+            if all != ghost_pattern() {
+                return Err(format!("content differs ({n} bytes)"));
+            }
+            let link =
+                std::fs::read_link(format!("/proc/self/fd/{fd}")).map_err(|e| e.to_string())?;
+            if !link.to_string_lossy().ends_with(" (deleted)") {
+                return Err(format!("link {link:?} is not an unlinked file"));
+            }
+            // SAFETY: fcntl on our own fd.
+            let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+            if fl & libc::O_ACCMODE != libc::O_RDONLY {
+                return Err(format!(
+                    "access mode {:#o}, want read-only",
+                    fl & libc::O_ACCMODE
+                ));
+            }
+        }
+        State::Udp { fd } => {
+            use std::os::fd::FromRawFd;
+            // SAFETY: we own `fd`; ManuallyDrop keeps it open for later checks.
+            let s = std::mem::ManuallyDrop::new(unsafe { std::net::UdpSocket::from_raw_fd(fd) });
+            let at = s.local_addr().map_err(|e| e.to_string())?;
+            let c = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+            c.send_to(b"dgram", at)
+                .map_err(|e| format!("send to {at}: {e}"))?;
+            if read_fd(fd, 64)? != b"dgram" {
+                return Err("datagram not received".into());
+            }
+        }
+        State::Owner { fd } => {
+            // SAFETY: fcntl queries on our own fd; getpid has no preconditions.
+            let (fl, sig, own, me) = unsafe {
+                (
+                    libc::fcntl(fd, libc::F_GETFL),
+                    libc::fcntl(fd, F_GETSIG),
+                    libc::fcntl(fd, libc::F_GETOWN),
+                    libc::getpid(),
+                )
+            };
+            if fl & libc::O_ASYNC == 0 || sig != libc::SIGURG || own != me {
+                return Err(format!(
+                    "O_ASYNC {} signal {sig} owner {own} (want set, {}, {me})",
+                    fl & libc::O_ASYNC != 0,
+                    libc::SIGURG
+                ));
+            }
+        }
+        State::Held => {}
+    }
+    Ok(())
+}
+
+fn inject_fault(states: &[(String, State)]) {
+    for (_, s) in states {
+        match *s {
+            State::Pipe { r, .. } => drop(read_fd(r, 4096)),
+            State::EventFd { fd } => drop(read_fd(fd, 8)),
+            State::Locks { flocked, .. } => {
+                // SAFETY: flock on our own fd.
+                unsafe { libc::flock(flocked, libc::LOCK_UN) };
+            }
+            _ => {}
+        }
+    }
+}
+
+fn run() -> Result<ExitCode, WorkloadError> {
+    let args = WorkloadArgs::from_env(USAGE)?;
+    let mut report = Report::new("wl_files");
+    let kinds: Vec<String> = args
+        .rest
+        .iter()
+        .filter(|a| !a.starts_with("--"))
+        .cloned()
+        .collect();
+    if kinds.is_empty() {
+        return Err(WorkloadError::setup("kinds", "none given"));
+    }
+    let mut states = Vec::new();
+    for k in &kinds {
+        states.push((k.clone(), set_up(k, &args)?));
+    }
+    workload::ready()?;
+    workload::wait_for_trigger(&args.trigger)?;
+    if args.has_flag(INJECT_FAULT) {
+        inject_fault(&states);
+    }
+    for (k, s) in &states {
+        report.check(k, check(s));
+    }
+    Ok(report.finish())
+}
+
+fn main() -> ExitCode {
+    workload::main_with("wl_files", run)
+}

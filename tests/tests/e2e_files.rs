@@ -1,0 +1,255 @@
+//! End-to-end: open files of every supported kind survive dump → kill → restore (the `wl_files` workload
+//! checks them itself), and an fd the dumper cannot carry fails the dump with an error naming the process,
+//! the fd and its type while the target runs on untouched. Privileged (root); needs the dormant binary.
+
+use std::time::Duration;
+
+use dormant_tests::harness::{self, require_root, Result, Spec, Workload};
+
+fn files(kinds: &[&str]) -> Spec {
+    Spec::workload("wl_files", env!("CARGO_BIN_EXE_wl_files")).args(kinds.iter().copied())
+}
+
+#[test]
+fn dup_fds_share_offset() -> Result<()> {
+    harness::dump_restore(files(&["dup"]))?;
+    Ok(())
+}
+
+#[test]
+fn pipe_with_buffered_data() -> Result<()> {
+    harness::dump_restore(files(&["pipe"]))?;
+    Ok(())
+}
+
+#[test]
+fn socketpairs_with_queued_messages() -> Result<()> {
+    harness::dump_restore(files(&["socketpair"]))?;
+    Ok(())
+}
+
+#[test]
+fn tcp_listener_accepts_after_restore() -> Result<()> {
+    harness::dump_restore(files(&["tcp"]))?;
+    Ok(())
+}
+
+#[test]
+fn eventfd_counter() -> Result<()> {
+    harness::dump_restore(files(&["eventfd"]))?;
+    Ok(())
+}
+
+#[test]
+fn epoll_reports_readiness() -> Result<()> {
+    harness::dump_restore(files(&["epoll"]))?;
+    Ok(())
+}
+
+#[test]
+fn timerfd_still_ticking() -> Result<()> {
+    harness::dump_restore(files(&["timerfd"]))?;
+    Ok(())
+}
+
+#[test]
+fn memfd_content() -> Result<()> {
+    harness::dump_restore(files(&["memfd"]))?;
+    Ok(())
+}
+
+#[test]
+fn signalfd_mask() -> Result<()> {
+    harness::dump_restore(files(&["signalfd"]))?;
+    Ok(())
+}
+
+#[test]
+fn flock_and_posix_locks_held() -> Result<()> {
+    harness::dump_restore(files(&["locks"]))?;
+    Ok(())
+}
+
+#[test]
+fn unix_listeners_accept_after_restore() -> Result<()> {
+    harness::dump_restore(files(&["unixlisten"]))?;
+    Ok(())
+}
+
+#[test]
+fn unlinked_file_carried() -> Result<()> {
+    harness::dump_restore(files(&["ghost"]))?;
+    Ok(())
+}
+
+#[test]
+fn udp_bound_receives_after_restore() -> Result<()> {
+    harness::dump_restore(files(&["udp"]))?;
+    Ok(())
+}
+
+#[test]
+fn async_owner_and_signal() -> Result<()> {
+    harness::dump_restore(files(&["owner"]))?;
+    Ok(())
+}
+
+#[test]
+fn every_kind_leave_running_then_restore() -> Result<()> {
+    harness::leave_running_then_restore(files(&[
+        "dup",
+        "pipe",
+        "socketpair",
+        "tcp",
+        "eventfd",
+        "epoll",
+        "timerfd",
+        "memfd",
+        "signalfd",
+        "locks",
+        "unixlisten",
+        "ghost",
+        "udp",
+        "owner",
+    ]))?;
+    Ok(())
+}
+
+/// The dump must fail naming pid, fd and `what`; the target then runs on and passes its own check.
+fn refused(kind: &str, what: &str) -> Result<()> {
+    require_root()?;
+    harness::dormant_bin()?;
+    let mut w = Workload::start(files(&[kind]))?;
+    let pid = w.pid();
+    let logs = match w.dump(false) {
+        Ok(()) => return Err(w.fail(format!("dump of an fd of kind {kind} succeeded"))),
+        Err(e) => e.to_string(),
+    };
+    if !logs.contains(&format!("pid {pid} fd ")) || !logs.contains(what) {
+        return Err(w.fail(format!(
+            "dump error does not name pid {pid}, the fd and {what:?}: {logs}"
+        )));
+    }
+    w.release()?;
+    let st = w.wait_exit(Duration::from_secs(60))?;
+    w.expect_pass(st)?;
+    Ok(())
+}
+
+#[test]
+fn established_tcp_refused_target_resumes() -> Result<()> {
+    refused("established", "established TCP connection 127.0.0.1:")
+}
+
+#[test]
+fn netlink_socket_refused_target_resumes() -> Result<()> {
+    refused("netlink", "netlink socket")
+}
+
+/// Runs redis-cli against `port` with `args`, optionally feeding `stdin`; returns stdout.
+fn redis_cli(
+    cli: &std::path::Path,
+    port: u16,
+    args: &[String],
+    stdin: Option<&[u8]>,
+) -> std::io::Result<String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(cli);
+    cmd.arg("-p").arg(port.to_string()).args(args);
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    if let (Some(data), Some(mut sin)) = (stdin, child.stdin.take()) {
+        sin.write_all(data)?;
+    }
+    let out = child.wait_with_output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// redis-server on a free loopback port with 10,000 keys: dumped after its client disconnected, restored,
+/// and every key read back (redis runs background threads: multi-threaded dump/restore plus its self-pipe,
+/// epoll set and TCP listener).
+#[test]
+fn redis_keys_survive() -> Result<()> {
+    const KEYS: usize = 10_000;
+    require_root()?;
+    harness::dormant_bin()?;
+    let server = harness::find_program("redis-server")?;
+    let cli = harness::find_program("redis-cli")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| harness::HarnessError::Io {
+            what: "picking a free port".into(),
+            path: "127.0.0.1:0".into(),
+            source: e,
+        })?;
+    let port_s = port.to_string();
+    let mut w = Workload::start(Spec::plain("redis", &server).args([
+        "--port",
+        &port_s,
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+    ]))?;
+    let ping = || {
+        harness::wait_until(Duration::from_secs(30), || {
+            redis_cli(&cli, port, &["PING".into()], None).is_ok_and(|o| o.trim() == "PONG")
+        })
+    };
+    if !ping() {
+        return Err(w.fail("redis-server does not answer PING"));
+    }
+    let mut load = Vec::new();
+    for i in 0..KEYS {
+        let (k, v) = (format!("key:{i}"), format!("value:{i}"));
+        load.extend_from_slice(
+            format!(
+                "*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n${}\r\n{v}\r\n",
+                k.len(),
+                v.len()
+            )
+            .as_bytes(),
+        );
+    }
+    redis_cli(&cli, port, &["--pipe".into()], Some(&load))
+        .map_err(|e| w.fail(format!("load: {e}")))?;
+    let size = redis_cli(&cli, port, &["DBSIZE".into()], None).unwrap_or_default();
+    if size.trim() != KEYS.to_string() {
+        return Err(w.fail(format!("DBSIZE {size:?} after loading")));
+    }
+    w.dump(false)?;
+    let mut r = w.restore()?;
+    let result = (|| {
+        if !ping() {
+            return Err(w.fail("restored redis-server does not answer PING"));
+        }
+        let mut mget = vec!["MGET".to_string()];
+        mget.extend((0..KEYS).map(|i| format!("key:{i}")));
+        let out = redis_cli(&cli, port, &mget, None).map_err(|e| w.fail(format!("MGET: {e}")))?;
+        let got: Vec<&str> = out.lines().collect();
+        let bad = (0..KEYS)
+            .filter(|&i| got.get(i) != Some(&format!("value:{i}").as_str()))
+            .count();
+        if got.len() != KEYS || bad != 0 {
+            return Err(w.fail(format!(
+                "{bad} of {KEYS} keys wrong after restore ({} lines)",
+                got.len()
+            )));
+        }
+        Ok(())
+    })();
+    r.kill();
+    result
+}
