@@ -14,9 +14,11 @@ use proptest_derive::Arbitrary;
 
 use crate::Record;
 
+mod container;
 mod mounts;
 mod ns;
 mod tree;
+pub use container::*;
 pub use mounts::*;
 pub use ns::*;
 pub use tree::*;
@@ -45,6 +47,8 @@ pub enum RecordKind {
     IpcNamespace = 37,
     TaskCgroups = 38,
     NsState = 39,
+    // 40-44: containers (records/container.rs)
+    NsPids = 40,
 }
 
 impl RecordKind {
@@ -68,6 +72,7 @@ impl RecordKind {
             37 => Self::IpcNamespace,
             38 => Self::TaskCgroups,
             39 => Self::NsState,
+            40 => Self::NsPids,
             _ => return None,
         })
     }
@@ -529,7 +534,10 @@ pub fn file_role(name: &str) -> Option<FileRole> {
         _ if name.starts_with("fds-") => RecordKind::Fds,
         _ => match mounts::mounts_file_kind(name) {
             Some(k) => k,
-            None => ns::ns_file_kind(name)?,
+            None => match container::container_file_kind(name) {
+                Some(k) => k,
+                None => ns::ns_file_kind(name)?,
+            },
         },
     };
     Some(FileRole::Records(kind))
@@ -733,6 +741,7 @@ pub fn check_references(img: &crate::ImageReader) -> Vec<String> {
     }
     problems.extend(ns::check_ns_references(img, &pids));
     problems.extend(mounts::check_mount_references(img));
+    problems.extend(container::check_container_references(img));
     for obj in shmem.values() {
         if !pids.contains(&obj.owner) {
             problems.push(format!(

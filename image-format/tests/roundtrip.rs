@@ -113,6 +113,7 @@ fn roundtrip_schema_records() {
     roundtrip::<NsState>();
     roundtrip::<MountEntry>();
     roundtrip::<ExternalMaster>();
+    roundtrip::<NsPids>();
 }
 
 /// How one extent gets into the store.

@@ -3,8 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use dormant_mounts::mountinfo::{DevId, MountInfo, MountTree, PeerGroup};
 use dormant_image::records::MountId;
+use dormant_mounts::mountinfo::{DevId, MountInfo, MountTree, PeerGroup};
 use proptest::prelude::*;
 
 fn path() -> impl Strategy<Value = String> {
@@ -67,12 +67,24 @@ fn parses_a_real_line_with_escapes_and_optional_fields() {
     let m = MountInfo::parse(l).unwrap();
     assert_eq!(m.id, MountId(36));
     assert_eq!(m.parent, MountId(35));
-    assert_eq!(m.dev, DevId { major: 98, minor: 0 });
+    assert_eq!(
+        m.dev,
+        DevId {
+            major: 98,
+            minor: 0
+        }
+    );
     assert_eq!(m.root, "/mnt 1");
     assert_eq!(m.mountpoint, "/mnt/par\\ent");
-    assert_eq!((m.shared, m.master, m.propagate_from), (Some(PeerGroup(2)), Some(PeerGroup(1)), Some(PeerGroup(3))));
+    assert_eq!(
+        (m.shared, m.master, m.propagate_from),
+        (Some(PeerGroup(2)), Some(PeerGroup(1)), Some(PeerGroup(3)))
+    );
     assert!(m.unbindable);
-    assert_eq!((m.fstype.as_str(), m.source.as_str()), ("ext3", "/dev/root"));
+    assert_eq!(
+        (m.fstype.as_str(), m.source.as_str()),
+        ("ext3", "/dev/root")
+    );
     assert_eq!(m.render(), l);
     assert!(MountInfo::parse("36 35 98:0 / / rw shared:x - a b c").is_err());
     assert!(MountInfo::parse("36 35 98:0 / / rw").is_err());

@@ -57,7 +57,9 @@ fn build(root_master: bool, choices: &[Choice]) -> (MountImage, Vec<OutsideMount
     for (i, &(kind, parent_sel, share, root_sel, unbindable, ro)) in choices.iter().enumerate() {
         let id = MountId(i as u32 + 2);
         let parent = &mounts[parent_sel as usize % mounts.len()];
-        let taken = mounts.iter().any(|m| m.parent == Some(parent.id) && m.mountpoint == parent.mountpoint);
+        let taken = mounts
+            .iter()
+            .any(|m| m.parent == Some(parent.id) && m.mountpoint == parent.mountpoint);
         let mountpoint = if root_sel % 7 == 0 && parent.parent.is_some() && !taken {
             parent.mountpoint.clone() // stacked on its parent (one mount per spot, as the kernel has it)
         } else if parent.mountpoint == "/" {
@@ -68,13 +70,25 @@ fn build(root_master: bool, choices: &[Choice]) -> (MountImage, Vec<OutsideMount
         let parent_id = parent.id;
         let (sb, root, fstype, source, how) = match kind % 3 {
             0 => {
-                sbs.push(Sb { ext_group: None, group: None });
-                (sbs.len() - 1, "/".to_string(), "tmpfs".to_string(), format!("t{}", id.0), MountSource::NewFs)
+                sbs.push(Sb {
+                    ext_group: None,
+                    group: None,
+                });
+                (
+                    sbs.len() - 1,
+                    "/".to_string(),
+                    "tmpfs".to_string(),
+                    format!("t{}", id.0),
+                    MountSource::NewFs,
+                )
             }
             1 => {
                 let sb = sbs.len();
                 let g = (root_sel % 2 == 0).then_some(PeerGroup(900 + sb as u32));
-                sbs.push(Sb { ext_group: g, group: None });
+                sbs.push(Sb {
+                    ext_group: g,
+                    group: None,
+                });
                 let path = format!("/outside{sb}");
                 outside.push(OutsideMount {
                     path: path.clone(),
@@ -91,7 +105,13 @@ fn build(root_master: bool, choices: &[Choice]) -> (MountImage, Vec<OutsideMount
                 } else {
                     ("/".to_string(), path)
                 };
-                (sb, root, "ext4".into(), format!("/dev/vd{sb}"), MountSource::External { key })
+                (
+                    sb,
+                    root,
+                    "ext4".into(),
+                    format!("/dev/vd{sb}"),
+                    MountSource::External { key },
+                )
             }
             _ => {
                 let src_i = root_sel as usize % mounts.len();
@@ -103,10 +123,18 @@ fn build(root_master: bool, choices: &[Choice]) -> (MountImage, Vec<OutsideMount
                 } else {
                     format!("{}/b", src.root)
                 };
-                (sb_of[src_i], root, src.fstype.clone(), src.source.clone(), MountSource::BindOf { of: src.id })
+                (
+                    sb_of[src_i],
+                    root,
+                    src.fstype.clone(),
+                    src.source.clone(),
+                    MountSource::BindOf { of: src.id },
+                )
             }
         };
-        let under = |outer: &str, inner: &str| outer == "/" || inner == outer || inner.starts_with(&format!("{outer}/"));
+        let under = |outer: &str, inner: &str| {
+            outer == "/" || inner == outer || inner.starts_with(&format!("{outer}/"))
+        };
         let s = &mut sbs[sb];
         let (mut shared, mut master) = (None, None);
         match share % 5 {
@@ -148,7 +176,11 @@ fn build(root_master: bool, choices: &[Choice]) -> (MountImage, Vec<OutsideMount
             root,
             fstype,
             source,
-            mount_opts: MountAttrs { rdonly: ro, ..attrs }.render(),
+            mount_opts: MountAttrs {
+                rdonly: ro,
+                ..attrs
+            }
+            .render(),
             super_opts: "rw".into(),
             shared,
             master,
@@ -162,7 +194,11 @@ fn build(root_master: bool, choices: &[Choice]) -> (MountImage, Vec<OutsideMount
         .enumerate()
         .filter_map(|(i, s)| s.ext_group.map(|g| (i, g)))
         .filter(|(_, g)| mounts.iter().any(|m| m.master == Some(*g)))
-        .map(|(i, g)| ExternalMaster { group: g, key: format!("/outside{i}"), found_at: format!("/outside{i}") })
+        .map(|(i, g)| ExternalMaster {
+            group: g,
+            key: format!("/outside{i}"),
+            found_at: format!("/outside{i}"),
+        })
         .collect();
     (MountImage { mounts, masters }, outside)
 }
@@ -195,7 +231,11 @@ fn a_slave_of_an_outside_group_joins_it_then_turns_slave() {
     let join = steps.iter().position(|s| {
         matches!(s, Step::JoinGroup { mount: MountId(1), from: GroupFrom::External(k) } if k == "/outside0")
     });
-    let slave = steps.iter().position(|s| matches!(s, Step::MakeSlave { mount: MountId(1) }));
-    let pivot = steps.iter().position(|s| matches!(s, Step::PivotRoot { .. }));
+    let slave = steps
+        .iter()
+        .position(|s| matches!(s, Step::MakeSlave { mount: MountId(1) }));
+    let pivot = steps
+        .iter()
+        .position(|s| matches!(s, Step::PivotRoot { .. }));
     assert!(pivot < join && join < slave, "{steps:#?}");
 }

@@ -14,6 +14,7 @@
 
 pub mod area;
 pub mod blob;
+pub mod container;
 mod cpu;
 mod error;
 mod image;

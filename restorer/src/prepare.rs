@@ -494,6 +494,7 @@ pub fn prepare(
     keep.dedup();
     Ok(Launch {
         pid: Some(pid),
+        ns_pid: None,
         area,
         fd_moves,
         keep_fds: keep,

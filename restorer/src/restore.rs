@@ -19,6 +19,7 @@ pub struct Restore {
     detached: bool,
     shell_job: bool,
     pidfile: Option<PathBuf>,
+    container: crate::container::ContainerOptions,
 }
 
 /// Options of a [`Restore`].
@@ -44,6 +45,12 @@ impl RestoreBuilder {
     /// Write the restored root pid to this file.
     pub fn pidfile(mut self, pidfile: Option<PathBuf>) -> Self {
         self.inner.pidfile = pidfile;
+        self
+    }
+
+    /// How a container image is restored (root, external mounts, net and cgroup choices).
+    pub fn container(mut self, opts: crate::container::ContainerOptions) -> Self {
+        self.inner.container = opts;
         self
     }
 
@@ -114,6 +121,7 @@ impl Restore {
                 detached: false,
                 shell_job: false,
                 pidfile: None,
+                container: Default::default(),
             },
         }
     }
@@ -135,6 +143,15 @@ impl Restore {
         }
         let dir = self.images_dir.as_path();
         let (img, tree) = image::load_tree(dir)?;
+        // A container image: enter its namespaces first, so its files are opened inside them.
+        let root_pid = tree.tasks.first().map_or(Pid(0), |t| t.pid);
+        let container =
+            crate::container::ContainerPlan::from_image(&img, root_pid, &self.container)?;
+        let entered = match &container {
+            Some(plan) => Some(plan.enter(dir)?),
+            None => None,
+        };
+        let dir = entered.as_ref().map_or(dir, |e| e.images_dir.as_path());
         for task in &tree.tasks {
             image::check_xstate(&img, task)?;
             image::check_creds(task)?;
@@ -152,6 +169,9 @@ impl Restore {
             .map(|t| Member::live(t.pid, t.tree.ppid, t.tree.pgid, t.tree.sid))
             .collect();
         members.extend(tree.zombies.iter().map(Member::zombie));
+        if let Some(plan) = &container {
+            plan.adopt_outside_session(&mut members);
+        }
         let planned = crate::tree::plan(&members)?;
 
         let blob = Blob::embedded()?;
@@ -172,6 +192,7 @@ impl Restore {
                     );
                     let mut launch = prepare::prepare(dir, &blob, task, vdso, policy, &reserved)?;
                     reserved.push((launch.area.base, launch.area.end()));
+                    launch.ns_pid = container.as_ref().and_then(|c| c.ns_pid(task.pid));
                     launch.session = p.session;
                     TreeTask::Live(Box::new(launch))
                 }
