@@ -73,6 +73,35 @@ fn read_ns_pids(pids: &[Pid]) -> Result<Vec<NsPids>> {
         .collect()
 }
 
+/// Before a dumped tree is killed: when its root (`pids[0]`) is the init of a pid namespace, sends
+/// SIGKILL to every task and returns true, meaning the tasks must be collected in reverse (children
+/// first); otherwise does nothing and returns false (parents first, the usual order).
+pub fn kill_order(pids: &[u32]) -> bool {
+    let Some(&root) = pids.first() else {
+        return false;
+    };
+    let is_init = std::fs::read_to_string(format!("/proc/{root}/status"))
+        .ok()
+        .and_then(|s| parse_ns_pids(&s))
+        .is_some_and(|levels| levels.len() > 1 && levels.last() == Some(&1));
+    if !is_init {
+        return false;
+    }
+    for &pid in pids {
+        if let Ok(pid) = i32::try_from(pid) {
+            // A task already gone is fine: it is collected below all the same.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    log::debug!(
+        "pid {root} is a pid namespace init: its tree is killed at once, collected children first"
+    );
+    true
+}
+
 /// Whether task `root` is in a mount namespace other than the dumper's (a container).
 pub fn is_container(root: Pid) -> Result<bool> {
     Ok(mnt_ns(&root.0.to_string(), root.0)? != mnt_ns("self", root.0)?)

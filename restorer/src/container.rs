@@ -59,6 +59,8 @@ pub struct Entered {
     image_dir: OwnedFd,
     /// The image directory as a path that still resolves inside the container (`/proc/self/fd/N`).
     pub images_dir: PathBuf,
+    /// The tree's file paths as opened in the restorer's namespace before the pivot.
+    outside: BTreeMap<String, OwnedFd>,
 }
 
 fn mount_err(dir: &Path) -> impl Fn(dormant_mounts::MountError) -> RestoreError + '_ {
@@ -145,13 +147,31 @@ impl ContainerPlan {
     /// Moves the calling process into the container's namespaces (see the module doc). `images_dir` is
     /// the image directory, still reachable by path here. On error the caller's namespaces are half
     /// changed: the caller (a restore process) must fail and exit.
-    pub fn enter(&self, images_dir: &Path) -> Result<Entered, RestoreError> {
+    ///
+    /// `file_paths` are the paths of the tree's files as the dumper saw them: each is opened (`O_PATH`) here
+    /// first, so one that turns out not to exist inside the container (stdio the agent handed in) can
+    /// be reopened from the restorer's namespace afterwards ([`Entered::relocate`]).
+    pub fn enter<'a>(
+        &self,
+        images_dir: &Path,
+        file_paths: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Entered, RestoreError> {
         let image_dir = open(
             images_dir,
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
         .map_err(|e| RestoreError::sys(format!("open {}", images_dir.display()), e))?;
+        let mut outside = BTreeMap::new();
+        for p in file_paths {
+            if outside.contains_key(p) {
+                continue;
+            }
+            // Not there outside: it can only be the container's own (or missing, reported later).
+            if let Ok(fd) = open(p, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()) {
+                outside.insert(p.to_string(), fd);
+            }
+        }
         self.ns.enter()?;
         unshare(CloneFlags::CLONE_NEWNS)
             .map_err(|e| RestoreError::sys("unshare(CLONE_NEWNS)".to_string(), e))?;
@@ -164,8 +184,33 @@ impl ContainerPlan {
         Ok(Entered {
             image_dir,
             images_dir: path,
+            outside,
         })
     }
+}
+
+/// For a file the restorer writes after entering the container (the pidfile): holds its directory in
+/// the restorer's own namespace and returns the path that reaches it from inside (`/proc/self/fd/N/NAME`).
+pub fn hold_outside_path(path: &Path) -> Result<(OwnedFd, PathBuf), RestoreError> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().ok_or_else(|| RestoreError::Pidfile {
+        path: path.to_owned(),
+        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+    })?;
+    let fd = open(
+        parent,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| RestoreError::Pidfile {
+        path: path.to_owned(),
+        source: e.into(),
+    })?;
+    let inside = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())).join(name);
+    Ok((fd, inside))
 }
 
 /// Reads `ns-pids`: outer pid → innermost pid, for tasks one pid namespace down from the dumper (deeper
@@ -239,6 +284,22 @@ impl ContainerPlan {
 }
 
 impl Entered {
+    /// Points `path` (a file of the tree, as dumped) at the copy opened outside before the pivot when it
+    /// does not exist inside the container: files outside the container's mount namespace, such as the
+    /// log file an agent handed in as stdio, are reopened from the restorer's namespace by their path.
+    /// A path that exists inside is the container's own and is left alone.
+    pub fn relocate(&self, path: &mut String) {
+        if Path::new(path.as_str()).symlink_metadata().is_ok() {
+            return;
+        }
+        if let Some(fd) = self.outside.get(path.as_str()) {
+            log::info!(
+                "{path} is not in the container's mount namespace: reopened from the restorer's namespace"
+            );
+            *path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        }
+    }
+
     /// Keeps the image directory open until the restore is done.
     pub fn image_dir(&self) -> &OwnedFd {
         &self.image_dir

@@ -142,13 +142,25 @@ impl Restore {
             return Err(RestoreError::NotSingleThreaded { threads });
         }
         let dir = self.images_dir.as_path();
-        let (img, tree) = image::load_tree(dir)?;
+        let (img, mut tree) = image::load_tree(dir)?;
         // A container image: enter its namespaces first, so its files are opened inside them.
         let root_pid = tree.tasks.first().map_or(Pid(0), |t| t.pid);
         let container =
             crate::container::ContainerPlan::from_image(&img, root_pid, &self.container)?;
+        // The pidfile is written after the pivot: reach it through its directory opened before.
+        let pidfile = match (&container, &self.pidfile) {
+            (Some(_), Some(p)) => Some(crate::container::hold_outside_path(p)?),
+            _ => None,
+        };
         let entered = match &container {
-            Some(plan) => Some(plan.enter(dir)?),
+            Some(plan) => {
+                let paths = tree.tasks.iter().flat_map(|t| t.files.values());
+                let e = plan.enter(dir, paths.map(|f| f.path.as_str()))?;
+                for f in tree.tasks.iter_mut().flat_map(|t| t.files.values_mut()) {
+                    e.relocate(&mut f.path);
+                }
+                Some(e)
+            }
             None => None,
         };
         let dir = entered.as_ref().map_or(dir, |e| e.images_dir.as_path());
@@ -212,7 +224,10 @@ impl Restore {
         }
         let started = launch::start_tree(nodes)?;
         if let Some(path) = &self.pidfile {
-            std::fs::write(path, format!("{}\n", started.pid)).map_err(|source| {
+            let at = pidfile
+                .as_ref()
+                .map_or(path.as_path(), |(_, p)| p.as_path());
+            std::fs::write(at, format!("{}\n", started.pid)).map_err(|source| {
                 RestoreError::Pidfile {
                     path: path.clone(),
                     source,
