@@ -416,6 +416,9 @@ pub enum VmaBacking {
     Vvar,
     /// `[vsyscall]`: fixed by the kernel, skipped.
     Vsyscall,
+    /// An attachment of System V shared memory segment `shmid` (`/SYSV<key>` in maps). The segment and its
+    /// contents belong to the ipc namespace's records; restore maps the segment restored under this id.
+    SysvShm { shmid: u32 },
 }
 
 /// One shared-memory object (`shmem`, one entry per object across the whole tree).

@@ -24,6 +24,7 @@ mod prepare;
 mod procself;
 mod restore;
 pub mod sigframe;
+mod sysv_map;
 pub mod tree;
 
 pub use error::RestoreError;
