@@ -79,6 +79,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         ("/proc/pid/mem, parallel", CopyMethod::ProcMem, 0),
         ("process_vm_readv, 1 thread", CopyMethod::VmReadv, 1),
         ("process_vm_readv, parallel", CopyMethod::VmReadv, 0),
+        ("parasite vmsplice, 1 thread", CopyMethod::Parasite, 1),
+        ("parasite vmsplice, parallel", CopyMethod::Parasite, 0),
     ];
     println!(
         "page dump throughput vs write()+fsync, dir {}",

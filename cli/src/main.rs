@@ -54,6 +54,9 @@ enum Command {
         /// The process is a shell job: its terminal on fds 0-2 is inherited at restore.
         #[arg(long = "shell-job")]
         shell_job: bool,
+        /// Do not inject the parasite blob; copy pages with process_vm_readv instead.
+        #[arg(long = "no-parasite")]
+        no_parasite: bool,
         /// Write the dump statistics as JSON to this file.
         #[arg(long = "stats-json", hide = true)]
         stats_json: Option<PathBuf>,
@@ -171,6 +174,7 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
             images_dir,
             leave_running,
             shell_job,
+            no_parasite,
             stats_json,
             external,
         } => {
@@ -179,6 +183,7 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
                 .externals(external)
                 .leave_running(leave_running)
                 .shell_job(shell_job)
+                .no_parasite(no_parasite)
                 .build()?
                 .run()?;
             log::info!("dump of pid {pid} into {}: {stats:?}", images_dir.display());

@@ -173,6 +173,15 @@ impl DumpBuilder {
         self
     }
 
+    /// Never inject the parasite blob for page data (`--no-parasite`): pages go through
+    /// process_vm_readv. The single remote syscalls for in-process state are still used.
+    pub fn no_parasite(mut self, yes: bool) -> Self {
+        if yes && self.page_copy.method == mem::CopyMethod::Parasite {
+            self.page_copy.method = mem::CopyMethod::VmReadv;
+        }
+        self
+    }
+
     /// Test hook: fail the dump right after `stage` completes (for `Commit`: just before committing).
     #[doc(hidden)]
     pub fn fail_at(mut self, stage: DumpStage) -> Self {
@@ -484,14 +493,14 @@ impl Dump {
             .page_store(&store_name)
             .map_err(image_err(format!("page store {store_name}")))?;
         let pool = mem::copy_pool(self.page_copy.threads)?;
-        let private_bytes = mem::copy_chunks(
-            pid,
-            &mem_file,
-            &chunks,
-            &store,
-            &pool,
-            self.page_copy.method,
-        )?;
+        let private_bytes = if self.page_copy.method == mem::CopyMethod::Parasite {
+            let fallback = (&mem_file, &pool);
+            let threads = self.page_copy.threads;
+            crate::parasite_pages::copy_chunks(pid, &vmas, &chunks, &store, threads, fallback)?
+        } else {
+            let method = self.page_copy.method;
+            mem::copy_chunks(pid, &mem_file, &chunks, &store, &pool, method)?
+        };
         writer
             .finish_page_store(store)
             .map_err(image_err(format!("page store {store_name}")))?;

@@ -20,6 +20,7 @@ pub mod files;
 pub mod inventory;
 pub mod mem;
 pub mod pagemap;
+pub mod parasite_pages;
 pub mod proc;
 pub mod regs;
 pub mod seize;

@@ -262,10 +262,15 @@ pub fn plan_private_pages(
 pub enum CopyMethod {
     /// `process_vm_readv`, which pins source pages in batches and copies once; pieces it cannot read
     /// (PROT_NONE pages) fall back to `/proc/<pid>/mem`.
-    #[default]
     VmReadv,
     /// `pread` of `/proc/<pid>/mem` only: a kernel bounce page per 4 KiB, but it reads every page.
     ProcMem,
+    /// The injected parasite vmsplices readable pages into pipes that copy threads splice into the
+    /// page store (one copy instead of two); unreadable ones go through `VmReadv`, and so does
+    /// everything when injection is refused (see [`crate::parasite_pages`]). The default: measured
+    /// at or above process_vm_readv (benches/page_dump.rs), and it leaves the copy to the kernel.
+    #[default]
+    Parasite,
 }
 
 /// How page data is copied: the method and the number of copying threads (0: one per CPU, at most 4, as

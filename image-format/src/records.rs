@@ -41,6 +41,7 @@ pub enum RecordKind {
     // 30-34: mount namespaces (records/mounts.rs)
     Mounts = 30,
     ExternalMasters = 31,
+    TmpfsContent = 32,
     // 35-39: namespaces (records/ns.rs)
     TaskNamespaces = 35,
     UtsNamespace = 36,
@@ -67,6 +68,7 @@ impl RecordKind {
             10 => Self::Zombie,
             30 => Self::Mounts,
             31 => Self::ExternalMasters,
+            32 => Self::TmpfsContent,
             35 => Self::TaskNamespaces,
             36 => Self::UtsNamespace,
             37 => Self::IpcNamespace,

@@ -114,6 +114,7 @@ fn roundtrip_schema_records() {
     roundtrip::<MountEntry>();
     roundtrip::<ExternalMaster>();
     roundtrip::<NsPids>();
+    roundtrip::<TmpfsRecord>();
 }
 
 /// How one extent gets into the store.

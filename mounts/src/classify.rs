@@ -179,7 +179,16 @@ pub fn classify(
 pub fn dump_namespace(pid: i32, ext: &ExternalMap) -> Result<MountImage> {
     let inside = MountTree::read(Some(pid))?;
     let outside = MountTree::read(None)?;
-    classify(&inside, &outside, ext, pid)
+    let mut img = classify(&inside, &outside, ext, pid)?;
+    for m in &img.mounts {
+        if m.how == MountSource::NewFs && m.fstype == "tmpfs" {
+            let dir = std::path::PathBuf::from(format!("/proc/{pid}/root{}", m.mountpoint));
+            let recs = crate::tmpfs::dump_tree(&dir)?;
+            log::info!("pid {pid}: tmpfs {}: {} records", m.mountpoint, recs.len());
+            img.tmpfs.insert(m.id, recs);
+        }
+    }
+    Ok(img)
 }
 
 #[cfg(test)]

@@ -31,8 +31,10 @@ use crate::sys::{self, MountAttr};
 
 /// Rebuilds the dumped mount namespace `img` in the caller's (fresh, unshared) mount namespace and pivots
 /// into it. `root` is the container root directory (the namespace's root mount is a bind of it); external
-/// keys are resolved through `ext` (a key not mapped is a path). On error the namespace is left half built:
-/// the caller's process is expected to exit, which takes the namespace with it.
+/// keys are resolved through `ext` (a key not mapped is a path). On error the namespace is left half built
+/// (the yard is removed): the caller's process is expected to exit, which takes the namespace with it.
+/// proc is mounted for the caller's pid namespace, so call this from a process already in the restored
+/// tree's pid namespace (e.g. its future init) when the tree has one.
 pub fn restore_namespace(img: &MountImage, root: &Path, ext: &ExternalMap) -> Result<()> {
     let steps = plan(img)?;
     let mut x = Executor::new(img, root, ext, &steps)?;
@@ -277,6 +279,9 @@ impl<'a> Executor<'a> {
                     Some(*id),
                     self.mountpoint(*id),
                 ))?;
+                if let Some(recs) = self.img.tmpfs.get(id) {
+                    crate::tmpfs::restore_tree(&spot, recs)?;
+                }
                 self.finish_flat(*id, &spot)?;
             }
             Step::BindRoot { mount: id } => {
@@ -391,24 +396,35 @@ impl<'a> Executor<'a> {
         self.setattr(id, attr, "setting propagation")
     }
 
-    fn drop_old_root(&mut self) -> Result<()> {
-        self.outside.clear();
+    /// Detaches the yard (with whatever flat mounts are still in it) and removes its directory. Runs at
+    /// the end of a restore and, through `Drop`, after a failed one, so no yard is left in the temp dir.
+    fn remove_yard(&mut self) -> Result<()> {
         if let Some(yard) = self.yard_fd.take() {
             let p = fd_path(yard.as_fd());
             umount2(&p, MntFlags::MNT_DETACH).map_err(sys_err(
                 "detaching the yard",
                 None,
-                &p.to_string_lossy(),
+                &self.yard.to_string_lossy(),
             ))?;
+            if let Some(name) = self.yard.file_name() {
+                nix::unistd::unlinkat(
+                    &self.yard_parent,
+                    name.as_bytes(),
+                    nix::unistd::UnlinkatFlags::RemoveDir,
+                )
+                .map_err(sys_err(
+                    "removing the yard directory",
+                    None,
+                    &self.yard.to_string_lossy(),
+                ))?;
+            }
         }
-        if let Some(name) = self.yard.file_name() {
-            let _ = nix::unistd::unlinkat(
-                &self.yard_parent,
-                name.as_bytes(),
-                nix::unistd::UnlinkatFlags::RemoveDir,
-            )
-            .map_err(|e| log::warn!("removing the yard directory {}: {e}", self.yard.display()));
-        }
+        Ok(())
+    }
+
+    fn drop_old_root(&mut self) -> Result<()> {
+        self.outside.clear();
+        self.remove_yard()?;
         // The old root sits on top of the new one: make it a slave first, so detaching it propagates
         // nowhere, then detach it.
         mount(
@@ -422,6 +438,14 @@ impl<'a> Executor<'a> {
         umount2(".", MntFlags::MNT_DETACH).map_err(sys_err("detaching the old root", None, "/"))?;
         nix::unistd::chdir("/").map_err(sys_err("entering the new root", None, "/"))?;
         Ok(())
+    }
+}
+
+impl Drop for Executor<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.remove_yard() {
+            log::warn!("mount restore: cleaning up the yard: {e}");
+        }
     }
 }
 

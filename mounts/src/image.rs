@@ -1,6 +1,10 @@
 //! [`MountImage`]: the mount records of one dumped namespace, and their place in a dormant image.
 
-use dormant_image::records::{mount_names, ExternalMaster, MountEntry};
+use std::collections::BTreeMap;
+
+use dormant_image::records::{
+    mount_names, ExternalMaster, MountEntry, MountId, MountSource, TmpfsRecord,
+};
 use dormant_image::{ImageReader, ImageWriter};
 
 use crate::error::Result;
@@ -12,6 +16,9 @@ use crate::mountinfo::{DevId, MountInfo, MountTree};
 pub struct MountImage {
     pub mounts: Vec<MountEntry>,
     pub masters: Vec<ExternalMaster>,
+    /// Content of the tmpfs mounts restore creates anew (held in memory: meant for /dev, /tmp, /dev/shm
+    /// sized content).
+    pub tmpfs: BTreeMap<MountId, Vec<TmpfsRecord>>,
 }
 
 impl MountImage {
@@ -19,6 +26,9 @@ impl MountImage {
     pub fn write(&self, w: &mut ImageWriter) -> Result<()> {
         w.write_records(mount_names::MOUNTS, &self.mounts)?;
         w.write_records(mount_names::MOUNT_MASTERS, &self.masters)?;
+        for (id, recs) in &self.tmpfs {
+            w.write_records(&mount_names::tmpfs(*id), recs)?;
+        }
         Ok(())
     }
 
@@ -33,7 +43,19 @@ impl MountImage {
         } else {
             Vec::new()
         };
-        Ok(Some(MountImage { mounts, masters }))
+        let mut tmpfs = BTreeMap::new();
+        for m in &mounts {
+            let m: &MountEntry = m;
+            let name = mount_names::tmpfs(m.id);
+            if m.how == MountSource::NewFs && r.has_file(&name) {
+                tmpfs.insert(m.id, r.read_records(&name)?);
+            }
+        }
+        Ok(Some(MountImage {
+            mounts,
+            masters,
+            tmpfs,
+        }))
     }
 
     /// The tree as a mountinfo would show it (device numbers are not kept: all read 0:0), for comparing a

@@ -15,8 +15,10 @@ pub mod mountinfo;
 pub mod plan;
 pub mod sim;
 mod sys;
+pub mod tmpfs;
 
 pub use classify::{classify, dump_namespace};
+pub use dormant_image::records::{ExternalMaster, MountEntry, MountId, MountSource, PeerGroup};
 pub use error::{MountError, Result};
 pub use exec::restore_namespace;
 pub use external::ExternalMap;

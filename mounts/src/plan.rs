@@ -255,15 +255,38 @@ pub fn plan(img: &MountImage) -> Result<Vec<Step>> {
         .filter(|m| m.shared.is_some() || m.master.is_some())
         .collect();
     pending.sort_by_key(|m| m.root.len());
-    let mut started: BTreeMap<PeerGroup, MountId> = BTreeMap::new();
+    // Members of each group already done; a joiner copies from one whose root contains its own.
+    let mut started: BTreeMap<PeerGroup, Vec<&MountEntry>> = BTreeMap::new();
+    let source_in = |started: &BTreeMap<PeerGroup, Vec<&MountEntry>>,
+                     g: PeerGroup,
+                     m: &MountEntry|
+     -> Option<Result<MountId>> {
+        let members = started.get(&g)?;
+        Some(
+            members
+                .iter()
+                .find(|r| sub_path(&r.root, &m.root).is_some())
+                .map(|r| r.id)
+                .ok_or_else(|| MountError::Sharing {
+                    id: m.id,
+                    mountpoint: m.mountpoint.clone(),
+                    group: g,
+                    why: format!(
+                        "no restored member of the group has a root containing {} (members with disjoint \
+                         roots are not supported)",
+                        m.root
+                    ),
+                }),
+        )
+    };
     while !pending.is_empty() {
         let before = pending.len();
         let mut rest = Vec::new();
         for m in pending {
             let master_from = match m.master {
                 None => None,
-                Some(g) => match (started.get(&g), ext.get(&g)) {
-                    (Some(r), _) => Some(GroupFrom::Mount(*r)),
+                Some(g) => match (source_in(&started, g, m), ext.get(&g)) {
+                    (Some(r), _) => Some(GroupFrom::Mount(r?)),
                     (None, Some(key)) => Some(GroupFrom::External(key.to_string())),
                     (None, None) if img.mounts.iter().any(|x| x.shared == Some(g)) => {
                         rest.push(m);
@@ -279,11 +302,14 @@ pub fn plan(img: &MountImage) -> Result<Vec<Step>> {
                     }
                 },
             };
-            if let Some(r) = m.shared.and_then(|n| started.get(&n)) {
+            if let Some(r) = m.shared.and_then(|n| source_in(&started, n, m)) {
                 steps.push(Step::JoinGroup {
                     mount: m.id,
-                    from: GroupFrom::Mount(*r),
+                    from: GroupFrom::Mount(r?),
                 });
+                if let Some(n) = m.shared {
+                    started.entry(n).or_default().push(m);
+                }
                 continue;
             }
             if let Some(from) = master_from {
@@ -292,7 +318,7 @@ pub fn plan(img: &MountImage) -> Result<Vec<Step>> {
             }
             if let Some(n) = m.shared {
                 steps.push(Step::MakeShared { mount: m.id });
-                started.insert(n, m.id);
+                started.entry(n).or_default().push(m);
             }
         }
         if rest.len() == before {

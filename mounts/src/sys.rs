@@ -69,3 +69,68 @@ pub fn mount_setattr(fd: BorrowedFd<'_>, attr: &MountAttr) -> Result<(), Errno> 
     };
     Errno::result(r).map(drop)
 }
+
+fn c_path(p: &std::path::Path) -> Result<std::ffi::CString, Errno> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+/// `llistxattr(2)`: the attribute names of `p` (not following a symlink).
+pub fn list_xattrs(p: &std::path::Path) -> Result<Vec<Vec<u8>>, Errno> {
+    let cp = c_path(p)?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: `cp` is NUL-terminated and `buf` is writable for `buf.len()` bytes.
+        let n = unsafe { libc::llistxattr(cp.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        match Errno::result(n) {
+            Ok(n) => {
+                buf.truncate(n as usize);
+                return Ok(buf
+                    .split(|b| *b == 0)
+                    .filter(|s| !s.is_empty())
+                    .map(<[u8]>::to_vec)
+                    .collect());
+            }
+            Err(Errno::ERANGE) if buf.len() < (1 << 20) => buf.resize(buf.len() * 4, 0),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `lgetxattr(2)`.
+pub fn get_xattr(p: &std::path::Path, name: &[u8]) -> Result<Vec<u8>, Errno> {
+    let cp = c_path(p)?;
+    let cn = std::ffi::CString::new(name).map_err(|_| Errno::EINVAL)?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: both strings are NUL-terminated and `buf` is writable for `buf.len()` bytes.
+        let n = unsafe {
+            libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        };
+        match Errno::result(n) {
+            Ok(n) => {
+                buf.truncate(n as usize);
+                return Ok(buf);
+            }
+            Err(Errno::ERANGE) if buf.len() < (1 << 20) => buf.resize(buf.len() * 4, 0),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `lsetxattr(2)`.
+pub fn set_xattr(p: &std::path::Path, name: &[u8], value: &[u8]) -> Result<(), Errno> {
+    let cp = c_path(p)?;
+    let cn = std::ffi::CString::new(name).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: both strings are NUL-terminated and `value` is readable for `value.len()` bytes.
+    let r = unsafe {
+        libc::lsetxattr(
+            cp.as_ptr(),
+            cn.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    Errno::result(r).map(drop)
+}

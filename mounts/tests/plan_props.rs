@@ -200,7 +200,14 @@ fn build(root_master: bool, choices: &[Choice]) -> (MountImage, Vec<OutsideMount
             found_at: format!("/outside{i}"),
         })
         .collect();
-    (MountImage { mounts, masters }, outside)
+    (
+        MountImage {
+            mounts,
+            masters,
+            tmpfs: Default::default(),
+        },
+        outside,
+    )
 }
 
 proptest! {

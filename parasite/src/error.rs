@@ -86,4 +86,25 @@ pub enum ParasiteError {
         failures: String,
         outcome: String,
     },
+
+    /// The embedded parasite blob (or a frame built for it) is unusable.
+    #[error("parasite blob: {0}")]
+    Blob(String),
+
+    /// A blob command failed inside the target.
+    #[error("tid {tid}: parasite command {command} failed at step {step}: {errno}")]
+    Command {
+        tid: Tid,
+        command: &'static str,
+        step: u32,
+        errno: nix::errno::Errno,
+    },
+
+    /// The blob did not behave as the protocol says (never finished, stopped elsewhere, bad answer).
+    #[error("tid {tid}: parasite {what}")]
+    Protocol { tid: Tid, what: String },
+
+    /// A local system call of the dumper (pidfd, mmap of the shared area, pipes) failed.
+    #[error("{what}: {source}")]
+    Local { what: String, source: nix::Error },
 }

@@ -4,15 +4,22 @@
 //! syscall site of the target, run one system call with the target's credentials and address space, and
 //! put registers, signal mask and code bytes back on every path. On top of it: target memory access
 //! through `/proc/<tid>/mem`, an injected scratch mapping ([`RemoteScratch`]), and the handful of
-//! in-process queries the dumper needs ([`query`]).
+//! in-process queries the dumper needs ([`query`]). The injected no_std blob ([`Parasite`]): a memfd area
+//! shared by dumper and target, commands run one per resume inside a chosen thread (a batched state
+//! snapshot, per-thread state, vmsplice of pages into pipes the dumper drains in parallel), and a cure
+//! through `rt_sigreturn` that returns every thread to its exact saved state.
 //!
 //! What it does NOT do: it never seizes, interrupts, resumes or detaches a task (the caller owns the
 //! ptrace life cycle and must keep every request on the thread that seized the task), it does not apply
 //! the syscall-restart fixup to the registers it saves (that is the dumper's job on its own copy), and it
-//! does not yet carry the injected no_std blob.
+//! does not decide what to dump: it answers commands.
 
+mod area;
+mod blob;
 mod error;
+mod frame;
 mod maps;
+mod parasite;
 mod ptrace;
 pub mod query;
 mod remote;
@@ -20,7 +27,9 @@ mod site;
 #[doc(hidden)]
 pub mod test_hooks;
 
+pub use blob::BlobImage;
 pub use error::ParasiteError;
+pub use parasite::{Parasite, SpliceError, ThreadInfo};
 pub use ptrace::{get_sigmask, set_sigmask, SigMask};
 pub use remote::{RemoteScratch, RemoteTask, Tid};
 pub use site::find_syscall_site;

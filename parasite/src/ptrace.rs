@@ -113,3 +113,102 @@ impl Tid {
         Pid::from_raw(self.0)
     }
 }
+
+/// `NT_X86_XSTATE` (elf.h): the XSAVE image regset.
+const NT_X86_XSTATE: libc::c_int = 0x202;
+/// Largest XSAVE image we accept (AMX tiles included, with room to spare).
+const XSTATE_MAX: usize = 64 * 1024;
+
+/// The thread's full XSAVE image (standard format, software bytes included) as PTRACE_GETREGSET
+/// returns it.
+pub(crate) fn get_xstate(tid: Tid) -> Result<Vec<u8>, ParasiteError> {
+    let mut buf = vec![0u8; XSTATE_MAX];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: GETREGSET writes at most iov_len bytes into `buf` (alive and writable) and updates
+    // iov_len to the size it wrote.
+    let rc = unsafe {
+        libc::ptrace(
+            libc::PTRACE_GETREGSET,
+            tid.0,
+            NT_X86_XSTATE as usize as *mut c_void,
+            &mut iov as *mut libc::iovec as *mut c_void,
+        )
+    };
+    check(rc, tid, "GETREGSET(NT_X86_XSTATE)")?;
+    buf.truncate(iov.iov_len);
+    Ok(buf)
+}
+
+/// Put back an XSAVE image read by [`get_xstate`].
+pub(crate) fn set_xstate(tid: Tid, xstate: &[u8]) -> Result<(), ParasiteError> {
+    let mut iov = libc::iovec {
+        iov_base: xstate.as_ptr() as *mut c_void,
+        iov_len: xstate.len(),
+    };
+    // SAFETY: SETREGSET only reads iov_len bytes from `xstate`, which is alive for the call.
+    let rc = unsafe {
+        libc::ptrace(
+            libc::PTRACE_SETREGSET,
+            tid.0,
+            NT_X86_XSTATE as usize as *mut c_void,
+            &mut iov as *mut libc::iovec as *mut c_void,
+        )
+    };
+    check(rc, tid, "SETREGSET(NT_X86_XSTATE)")
+}
+
+/// `PTRACE_EVENTMSG_SYSCALL_ENTRY` / `_EXIT` (linux/ptrace.h): the event message of a syscall stop.
+const EVENTMSG_SYSCALL_ENTRY: libc::c_long = 1;
+const EVENTMSG_SYSCALL_EXIT: libc::c_long = 2;
+
+/// What a stop is: a syscall entry (with the syscall number and rip), a syscall exit, or something
+/// else (`None`: a real SIGTRAP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SyscallStop {
+    Entry { nr: u64, rip: u64 },
+    Exit,
+    None,
+}
+
+/// Classify a SIGTRAP stop. Works whether or not the caller seized with PTRACE_O_TRACESYSGOOD (we
+/// must not change its options): a syscall stop has si_code SIGTRAP (or SIGTRAP|0x80), and its
+/// event message says entry or exit (PTRACE_GET_SYSCALL_INFO would need TRACESYSGOOD).
+pub(crate) fn syscall_stop(tid: Tid) -> Result<SyscallStop, ParasiteError> {
+    let si = ptrace::getsiginfo(tid.pid()).map_err(|source| ParasiteError::Ptrace {
+        tid,
+        op: "GETSIGINFO",
+        source,
+    })?;
+    let trap = libc::SIGTRAP;
+    if si.si_signo != trap || (si.si_code != trap && si.si_code != trap | 0x80) {
+        return Ok(SyscallStop::None);
+    }
+    let msg = ptrace::getevent(tid.pid()).map_err(|source| ParasiteError::Ptrace {
+        tid,
+        op: "GETEVENTMSG",
+        source,
+    })?;
+    Ok(match msg {
+        EVENTMSG_SYSCALL_ENTRY => {
+            let regs = getregs(tid)?;
+            SyscallStop::Entry {
+                nr: regs.orig_rax,
+                rip: regs.rip,
+            }
+        }
+        EVENTMSG_SYSCALL_EXIT => SyscallStop::Exit,
+        _ => SyscallStop::None,
+    })
+}
+
+/// Resume to the next syscall entry or exit (or signal).
+pub(crate) fn resume_to_syscall(tid: Tid) -> Result<(), ParasiteError> {
+    ptrace::syscall(tid.pid(), None).map_err(|source| ParasiteError::Ptrace {
+        tid,
+        op: "SYSCALL",
+        source,
+    })
+}

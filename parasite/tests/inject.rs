@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use dormant_parasite::query::{self, ITimerVal, SigAction, TaskSnapshot, TimeVal};
-use dormant_parasite::{ParasiteError, RemoteTask};
+use dormant_parasite::{Parasite, ParasiteError, RemoteTask, Tid};
 use support::workload::*;
 use support::*;
 
@@ -47,6 +47,14 @@ fn main() {
         (
             "tracer_death_mid_injection_leaves_target_running",
             tracer_death_mid_injection_leaves_target_running,
+        ),
+        (
+            "multithreaded_per_thread_commands",
+            multithreaded_per_thread_commands,
+        ),
+        (
+            "dumper_killed_at_each_parasite_stage",
+            dumper_killed_at_each_parasite_stage,
         ),
     ];
     let filter: Vec<String> = std::env::args()
@@ -189,6 +197,8 @@ fn inject_everything_and_check_invariance(w: &Workload, sc: &Scenario) {
     assert_eq!(ebadf, -(libc::EBADF as i64), "close(-1) returns -EBADF");
     let pid = task.syscall(libc::SYS_getpid, [0; 6]).unwrap();
     assert_eq!(pid, i64::from(w.tid.0), "getpid inside the target");
+    drop(task);
+    run_every_blob_command(w);
     std::thread::sleep(sc.hold);
 
     let after = capture(w.tid);
@@ -197,8 +207,94 @@ fn inject_everything_and_check_invariance(w: &Workload, sc: &Scenario) {
     assert_eq!(before.sigmask, after.sigmask, "signal mask");
     assert_eq!(before.maps, after.maps, "/proc/pid/maps");
     assert_eq!(before.fds, after.fds, "fd table");
-    drop(task);
     detach(w.tid);
+}
+
+/// Inject the blob, run each command (syscall, snapshot, thread state, vmsplice of real pages) and
+/// cure; the caller checks that the task is byte-identical afterwards.
+fn run_every_blob_command(w: &Workload) {
+    let mut p = Parasite::inject(w.tid, &[]).unwrap();
+    let (base, len) = p.area();
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
+    assert!(
+        maps.lines().any(
+            |l| l.starts_with(&format!("{base:x}-{:x} rwxs", base + len))
+                && l.contains("/memfd:dormant-parasite")
+        ),
+        "the shared area is mapped in the target:\n{maps}"
+    );
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", w.tid))
+        .unwrap()
+        .count();
+    assert_eq!(
+        p.syscall(w.tid, libc::SYS_getpid, [0; 6]).unwrap(),
+        i64::from(w.tid.0)
+    );
+    assert_eq!(
+        p.syscall(w.tid, libc::SYS_close, [u64::MAX, 0, 0, 0, 0, 0])
+            .unwrap(),
+        -(libc::EBADF as i64)
+    );
+    let snap = p.task_state().unwrap();
+    expected_snapshot_matches(w, &snap);
+    let t = p.thread_state(w.tid).unwrap();
+    assert_eq!(
+        t.altstack, snap.altstack,
+        "thread state agrees with the snapshot"
+    );
+
+    // vmsplice: the first two mappings' first pages, through two pipes, equal what /proc/pid/mem shows.
+    let cap = p.open_page_pipes(2, 1 << 20).unwrap();
+    assert!(cap >= 4096, "pipe capacity {cap}");
+    assert_eq!(
+        std::fs::read_dir(format!("/proc/{}/fd", w.tid))
+            .unwrap()
+            .count(),
+        fds + 2,
+        "only the two write ends stay in the target"
+    );
+    let ranges: Vec<(u64, u64, u32)> = maps
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1).unwrap().starts_with('r'))
+        .take(2)
+        .map(|l| {
+            let start = u64::from_str_radix(l.split('-').next().unwrap(), 16).unwrap();
+            (start, 4096, 7)
+        })
+        .collect();
+    let got = std::sync::Mutex::new(Vec::new());
+    let moved = p
+        .splice_pages(
+            &ranges,
+            |vaddr, len, tag, fd| -> Result<(), std::io::Error> {
+                assert_eq!(tag, 7, "the tag travels with the piece");
+                let mut buf = vec![0u8; len as usize];
+                let mut done = 0;
+                while done < buf.len() {
+                    done += nix::unistd::read(fd, &mut buf[done..])?;
+                }
+                got.lock().unwrap().push((vaddr, buf));
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert_eq!(moved, 8192);
+    let mut got = got.into_inner().unwrap();
+    got.sort();
+    for ((vaddr, bytes), (start, len, _)) in got.iter().zip(&ranges) {
+        assert_eq!(vaddr, start);
+        assert_eq!(
+            bytes,
+            &peek(w.child.id(), *start, *len as usize),
+            "pages at {start:#x}"
+        );
+    }
+    p.cure().unwrap();
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
+    assert!(
+        !maps.contains("dormant-parasite"),
+        "area unmapped by the cure"
+    );
 }
 
 fn invariance_spinning_in_user_code() {
@@ -512,6 +608,136 @@ fn tracer_death_mid_injection_leaves_target_running() {
     );
     let tracer = std::fs::read_to_string(format!("/proc/{}/status", w.tid)).unwrap();
     assert!(tracer.contains("TracerPid:\t0"), "target no longer traced");
+    w.shm.u32_at(SHM_STOP).store(1, Ordering::Relaxed);
+    w.assert_exits_ok(Duration::from_secs(10));
+}
+
+/// SIGKILL the dumper (a separate injector process) at each stage of a parasite session and check
+/// what the target is left with. At every stage: the target is no longer traced, runs its own code
+/// again (its counter moves) and passes its own check at exit. Stage by stage, exactly:
+/// - SitePatched (first remote syscall, site written, not run): no area; the site keeps the stale
+///   `syscall; int3` bytes in ELF padding the target never executes.
+/// - AreaMapped: the memfd area stays mapped (never executed) and its fd stays open in the target.
+/// - BlobLoaded, CommandRunning, CureReturned: the area stays mapped, no fd is left. In
+///   CommandRunning the target finishes the command in the blob and rt_sigreturns to its own state.
+/// - CureUnmapped: nothing of the parasite is left.
+///
+/// In all but SitePatched the site bytes are the original ones.
+fn dumper_killed_at_each_parasite_stage() {
+    use dormant_parasite::test_hooks::Stage;
+    for stage in Stage::ALL {
+        eprintln!("  stage {stage:?}");
+        let w = Workload::spawn("spin");
+        let counter = w.shm.u64_at(SHM_COUNTER);
+        while counter.load(Ordering::Relaxed) == 0 {}
+        let fds_before = std::fs::read_dir(format!("/proc/{}/fd", w.tid))
+            .unwrap()
+            .count();
+        let site = dormant_parasite::find_syscall_site(w.tid).unwrap();
+        let site_bytes = peek(w.child.id(), site, 8);
+        let status = Command::new(std::env::current_exe().unwrap())
+            .env(ROLE_ENV, "blob-injector")
+            .env(TARGET_ENV, w.tid.0.to_string())
+            .env(DIE_AT_ENV, (stage as u32).to_string())
+            .status()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "injector died at {stage:?}: {status:?}"
+        );
+
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let c0 = counter.load(Ordering::Relaxed);
+        while counter.load(Ordering::Relaxed) == c0 {
+            assert!(
+                Instant::now() < deadline,
+                "{stage:?}: target does not run after the dumper died"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let status = std::fs::read_to_string(format!("/proc/{}/status", w.tid)).unwrap();
+        assert!(
+            status.contains("TracerPid:\t0"),
+            "{stage:?}: target no longer traced"
+        );
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
+        let area_left = maps.contains("/memfd:dormant-parasite");
+        let expect_area = matches!(
+            stage,
+            Stage::AreaMapped | Stage::BlobLoaded | Stage::CommandRunning | Stage::CureReturned
+        );
+        assert_eq!(
+            area_left, expect_area,
+            "{stage:?}: parasite area left mapped?\n{maps}"
+        );
+        let fds = std::fs::read_dir(format!("/proc/{}/fd", w.tid))
+            .unwrap()
+            .count();
+        let expect_fds = fds_before + usize::from(stage == Stage::AreaMapped);
+        assert_eq!(fds, expect_fds, "{stage:?}: fds left in the target");
+        let now = peek(w.child.id(), site, 8);
+        if stage == Stage::SitePatched {
+            assert_eq!(
+                now,
+                [0x0f, 0x05, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc],
+                "stale, unexecuted site"
+            );
+        } else {
+            assert_eq!(
+                now, site_bytes,
+                "{stage:?}: site bytes are the original ones"
+            );
+        }
+        w.shm.u32_at(SHM_STOP).store(1, Ordering::Relaxed);
+        w.assert_exits_ok(Duration::from_secs(10));
+    }
+}
+
+/// A three-thread target, every thread seized: the leader answers the snapshot, each worker answers
+/// its own thread-state command (its own altstack, its own tid), and after the cure every thread's
+/// registers, xstate and mask are byte-identical; the workload then checks itself.
+fn multithreaded_per_thread_commands() {
+    let w = Workload::spawn("threads");
+    let counter = w.shm.u64_at(SHM_COUNTER);
+    while counter.load(Ordering::Relaxed) == 0 {}
+    let workers = [Tid(w.ready["t0"] as i32), Tid(w.ready["t1"] as i32)];
+    let all = [w.tid, workers[0], workers[1]];
+    for &t in &all {
+        seize_and_stop(t);
+    }
+    let before: Vec<_> = all.iter().map(|&t| capture(t)).collect();
+    let mut p = Parasite::inject(w.tid, &workers).unwrap();
+    for (i, &t) in workers.iter().enumerate() {
+        let info = p.thread_state(t).unwrap();
+        assert_eq!(
+            info.altstack.sp,
+            w.ready[&format!("t{i}alt")],
+            "altstack of worker {i}"
+        );
+        assert_eq!(info.altstack.size, (ALTSTACK_SIZE + 4096 * (i + 1)) as u64);
+    }
+    let snap = p.task_state().unwrap();
+    expected_snapshot_matches(&w, &snap);
+    assert_eq!(
+        p.syscall(workers[1], libc::SYS_gettid, [0; 6]).unwrap(),
+        i64::from(workers[1].0)
+    );
+    p.cure().unwrap();
+    for (&t, b) in all.iter().zip(&before) {
+        let a = capture(t);
+        assert_eq!(b.regs, a.regs, "registers of {t}");
+        assert_eq!(b.xstate, a.xstate, "xstate of {t}");
+        assert_eq!(b.sigmask, a.sigmask, "mask of {t}");
+        assert_eq!(b.maps, a.maps, "maps");
+    }
+    for &t in &all {
+        detach(t);
+    }
+    let c1 = counter.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(counter.load(Ordering::Relaxed) > c1, "leader runs again");
     w.shm.u32_at(SHM_STOP).store(1, Ordering::Relaxed);
     w.assert_exits_ok(Duration::from_secs(10));
 }

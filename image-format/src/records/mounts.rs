@@ -85,12 +85,18 @@ impl Record for ExternalMaster {
 pub mod mount_names {
     pub const MOUNTS: &str = "mounts";
     pub const MOUNT_MASTERS: &str = "mnt-masters";
+
+    /// Content of the tmpfs mount `id`.
+    pub fn tmpfs(id: super::MountId) -> String {
+        format!("tmpfs-{}", id.0)
+    }
 }
 
 pub(super) fn mounts_file_kind(name: &str) -> Option<RecordKind> {
     Some(match name {
         mount_names::MOUNTS => RecordKind::Mounts,
         mount_names::MOUNT_MASTERS => RecordKind::ExternalMasters,
+        _ if name.starts_with("tmpfs-") => RecordKind::TmpfsContent,
         _ => return None,
     })
 }
@@ -162,5 +168,89 @@ pub fn check_mount_references(img: &crate::ImageReader) -> Vec<String> {
             }
         }
     }
+    for f in &img.inventory().files {
+        let Some(id) = f.name.strip_prefix("tmpfs-").and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        if !mounts
+            .iter()
+            .any(|m| m.id == MountId(id) && m.how == MountSource::NewFs)
+        {
+            problems.push(format!(
+                "{}: content of mount {id}, which is not a recreated mount in {}",
+                f.name,
+                mount_names::MOUNTS
+            ));
+        }
+    }
     problems
+}
+
+/// One record of a tmpfs's content (`tmpfs-<MOUNT ID>`): the nodes in pre-order (a directory before what
+/// it holds), each file's data chunks after its node. Only the data segments of sparse files are stored.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TmpfsRecord {
+    Node(TmpfsNode),
+    /// Bytes of node `node` at `offset` (at most [`TMPFS_CHUNK`] per record).
+    Data {
+        node: u32,
+        offset: u64,
+        bytes: Vec<u8>,
+    },
+}
+
+/// Largest data chunk per [`TmpfsRecord::Data`].
+pub const TMPFS_CHUNK: usize = 1 << 20;
+
+impl Record for TmpfsRecord {
+    const KIND: RecordKind = RecordKind::TmpfsContent;
+}
+
+/// One file, directory, link or special node of a tmpfs.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TmpfsNode {
+    /// Position in pre-order; `Data` and `HardLink` refer to it.
+    pub index: u32,
+    /// Path relative to the mount's root (raw bytes; empty for the root itself).
+    pub path: Vec<u8>,
+    pub kind: TmpfsNodeKind,
+    /// Permission bits including set-id and sticky (`st_mode & 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_ns: i128,
+    pub xattrs: Vec<Xattr>,
+}
+
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TmpfsNodeKind {
+    Dir,
+    File {
+        size: u64,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
+    Fifo,
+    CharDev {
+        rdev: u64,
+    },
+    BlockDev {
+        rdev: u64,
+    },
+    /// Another name of the regular file at index `to`.
+    HardLink {
+        to: u32,
+    },
+}
+
+/// One extended attribute.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Xattr {
+    pub name: Vec<u8>,
+    pub value: Vec<u8>,
 }

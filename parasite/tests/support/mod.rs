@@ -259,3 +259,34 @@ pub fn injector() -> ! {
     let _ = task.syscall(libc::SYS_getpid, [0; 6]);
     unreachable!("the stall hook never returns");
 }
+
+/// The "blob-injector" role: seize the target named in the environment and run a whole parasite
+/// session (inject, snapshot, vmsplice one page, cure) with the die-at hook set to the stage in
+/// DIE_AT_ENV, so this process is SIGKILLed there. Exits 0 if the stage was never reached.
+pub fn blob_injector() -> ! {
+    use dormant_parasite::test_hooks::{die_at, Stage};
+    let target: i32 = std::env::var(TARGET_ENV).unwrap().parse().unwrap();
+    let stage: u32 = std::env::var(DIE_AT_ENV).unwrap().parse().unwrap();
+    let tid = Tid(target);
+    seize_and_stop(tid);
+    die_at(Stage::ALL.iter().copied().find(|s| *s as u32 == stage));
+    let mut p = dormant_parasite::Parasite::inject(tid, &[]).unwrap();
+    p.task_state().unwrap();
+    p.open_page_pipes(1, 1 << 16).unwrap();
+    let (base, _) = p.area();
+    p.splice_pages(
+        &[(base, 4096, 0)],
+        |_, len, _, fd| -> Result<(), nix::Error> {
+            let mut buf = vec![0u8; len as usize];
+            let mut done = 0;
+            while done < buf.len() {
+                done += nix::unistd::read(fd, &mut buf[done..])?;
+            }
+            Ok(())
+        },
+    )
+    .unwrap();
+    p.cure().unwrap();
+    detach(tid);
+    std::process::exit(0)
+}

@@ -9,6 +9,8 @@ use std::time::Instant;
 pub const ROLE_ENV: &str = "DORMANT_PARASITE_WORKLOAD";
 pub const SHM_FD_ENV: &str = "DORMANT_PARASITE_SHM_FD";
 pub const TARGET_ENV: &str = "DORMANT_PARASITE_TARGET";
+/// For the "blob-injector" role: the test_hooks::Stage number at which it SIGKILLs itself.
+pub const DIE_AT_ENV: &str = "DORMANT_PARASITE_DIE_AT";
 
 /// Offsets in the shared memfd page.
 pub const SHM_FUTEX: usize = 0;
@@ -156,8 +158,26 @@ pub fn run(role: &str) -> ! {
     if role == "injector" {
         super::injector();
     }
+    if role == "blob-injector" {
+        super::blob_injector();
+    }
     let shm = shm();
-    let ready = setup();
+    let mut ready = setup();
+    let mut threads = Vec::new();
+    if role == "threads" {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for i in 0..2u64 {
+            let tx = tx.clone();
+            let shm = shm as usize;
+            threads.push(std::thread::spawn(move || {
+                worker_thread(i, shm as *mut u8, tx)
+            }));
+        }
+        for _ in 0..2 {
+            let (i, tid, altsp): (u64, i64, u64) = rx.recv().unwrap();
+            ready.push_str(&format!(" t{i}={tid} t{i}alt={altsp}"));
+        }
+    }
     let mut out = std::io::stdout();
     writeln!(out, "{ready}").unwrap();
     out.flush().unwrap();
@@ -167,6 +187,12 @@ pub fn run(role: &str) -> ! {
         "pipe-read" => pipe_read(),
         "futex" => futex(shm),
         "epoll" => epoll(),
+        "threads" => {
+            spin(shm);
+            for t in threads {
+                check(t.join().is_ok(), "worker thread");
+            }
+        }
         other => {
             eprintln!("unknown workload role {other}");
             std::process::exit(2)
@@ -279,4 +305,48 @@ fn epoll() {
     check(rc == 1, "one ready event");
     check(eintr <= 1, "at most the one EINTR caused by the seize");
     pipe_read();
+}
+
+/// A worker of the "threads" role: its own sigaltstack, then thread 0 spins and thread 1 sleeps in
+/// nanosleep until the stop word is set; both check their altstack is still theirs at the end.
+fn worker_thread(i: u64, shm: *mut u8, tx: std::sync::mpsc::Sender<(u64, i64, u64)>) {
+    let size = ALTSTACK_SIZE + 4096 * (i as usize + 1);
+    let stack = Box::leak(vec![0u8; size].into_boxed_slice());
+    let ss = libc::stack_t {
+        ss_sp: stack.as_mut_ptr() as *mut libc::c_void,
+        ss_flags: 0,
+        ss_size: size,
+    };
+    // SAFETY: the leaked buffer outlives the thread's use of it.
+    check(
+        unsafe { libc::sigaltstack(&ss, std::ptr::null_mut()) } == 0,
+        "thread sigaltstack",
+    );
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    tx.send((i, tid, stack.as_ptr() as u64)).unwrap();
+    // SAFETY: the stop word lies inside the shared page and is 4-byte aligned.
+    let stop = unsafe { &*(shm.add(SHM_STOP) as *const AtomicU32) };
+    let mut n = 0u64;
+    while stop.load(Ordering::Relaxed) == 0 {
+        if i == 1 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        n = n.wrapping_add(1);
+    }
+    let mut now: libc::stack_t = libc::stack_t {
+        ss_sp: std::ptr::null_mut(),
+        ss_flags: 0,
+        ss_size: 0,
+    };
+    // SAFETY: reads the current altstack into a local.
+    check(
+        unsafe { libc::sigaltstack(std::ptr::null(), &mut now) } == 0,
+        "read altstack",
+    );
+    check(
+        now.ss_sp as u64 == stack.as_ptr() as u64 && now.ss_size == size,
+        "thread altstack kept",
+    );
+    check(n > 0, "worker made progress");
 }
