@@ -289,6 +289,18 @@ fn container_dump_restore() {
     let restored = read_pid(&pidfile);
     let _guard = KillOnDrop(restored);
     assert_eq!(restored, init, "the init keeps its outside pid");
+    let status = std::fs::read_to_string(format!("/proc/{restored}/status")).unwrap();
+    assert!(
+        status.contains(&format!("NSpid:\t{restored}\t1\n")),
+        "the restored init is pid 1 of a new pid namespace:\n{status}"
+    );
+    let child =
+        std::fs::read_to_string(format!("/proc/{restored}/task/{restored}/children")).unwrap();
+    assert_eq!(
+        child.split_whitespace().collect::<Vec<_>>(),
+        [workload.to_string()],
+        "the shell's child is the workload again, with its pid"
+    );
     let after = mounts(&Container::mountinfo(restored).unwrap());
     // The same mountpoints (the workload compares the whole normalised tree itself); mountinfo lists mounts
     // in creation order, which restore does not keep.
