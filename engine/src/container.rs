@@ -102,6 +102,34 @@ pub fn kill_order(pids: &[u32]) -> bool {
     true
 }
 
+/// Stores the content of external tmpfs directories mounted under `/dev` in the container (Kata's /dev/shm,
+/// a bind of the sandbox's shm tmpfs): its files belong to the container's state even though the mount
+/// comes from outside. Other external mounts (the rootfs, shared-directory volumes) are not copied.
+fn dump_external_tmpfs(
+    pid: i32,
+    img: &MountImage,
+    w: &mut ImageWriter,
+) -> dormant_mounts::Result<()> {
+    for m in &img.mounts {
+        let external = matches!(m.how, dormant_image::records::MountSource::External { .. });
+        if !external || m.fstype != "tmpfs" || !m.mountpoint.starts_with("/dev/") {
+            continue;
+        }
+        let dir = PathBuf::from(format!("/proc/{pid}/root{}", m.mountpoint));
+        if !dir.is_dir() {
+            continue;
+        }
+        let recs = dormant_mounts::tmpfs::dump_tree(&dir)?;
+        log::info!(
+            "pid {pid}: external tmpfs {}: {} content records",
+            m.mountpoint,
+            recs.len()
+        );
+        w.write_records(&container_names::ext_tmpfs(m.id), &recs)?;
+    }
+    Ok(())
+}
+
 /// Whether task `root` is in a mount namespace other than the dumper's (a container).
 pub fn is_container(root: Pid) -> Result<bool> {
     Ok(mnt_ns(&root.0.to_string(), root.0)? != mnt_ns("self", root.0)?)
@@ -156,6 +184,7 @@ pub fn dump_container(
                 source,
             })?;
     }
+    dump_external_tmpfs(pid, &img, w).map_err(mount_err)?;
     let namespaces = ns::dump_namespaces(pids, w)?;
     let summary = ContainerSummary {
         mounts: img.mounts.len(),

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use dormant_image::records::{container_names, MountSource, NsPids, Pid};
+use dormant_image::records::{container_names, MountSource, NsPids, Pid, TmpfsRecord};
 use dormant_image::ImageReader;
 use dormant_mounts::{ExternalMap, MountImage, MountTree};
 use nix::fcntl::{open, OFlag};
@@ -49,6 +49,8 @@ pub struct ContainerPlan {
     ext: ExternalMap,
     root: PathBuf,
     ns: NsPlan,
+    /// Content of external tmpfs mounts under /dev (mountpoint, records), see `restore_external_tmpfs`.
+    ext_tmpfs: Vec<(String, Vec<TmpfsRecord>)>,
     /// Outer pid → pid inside the tree's pid namespace, for every task the image has `ns-pids` of.
     ns_pids: BTreeMap<u32, u32>,
 }
@@ -61,6 +63,8 @@ pub struct Entered {
     pub images_dir: PathBuf,
     /// The tree's file paths as opened in the restorer's namespace before the pivot.
     outside: BTreeMap<String, OwnedFd>,
+    /// Mountpoints whose content was recreated from the image (see `restore_external_tmpfs`).
+    refilled: Vec<String>,
 }
 
 fn mount_err(dir: &Path) -> impl Fn(dormant_mounts::MountError) -> RestoreError + '_ {
@@ -123,6 +127,19 @@ impl ContainerPlan {
         );
         let ns = NsPlan::from_image(img, root_pid, &opts.ns)?;
         let ns_pids = read_ns_pids(img)?;
+        let mut ext_tmpfs = Vec::new();
+        for m in &mounts.mounts {
+            let name = container_names::ext_tmpfs(m.id);
+            if img.has_file(&name) {
+                let recs = img
+                    .read_records(&name)
+                    .map_err(|source| RestoreError::Image {
+                        dir: dir.to_owned(),
+                        source,
+                    })?;
+                ext_tmpfs.push((m.mountpoint.clone(), recs));
+            }
+        }
         if let Some(&inner) = ns_pids.get(&root_pid.0) {
             if inner != 1 {
                 return Err(RestoreError::BadImage {
@@ -140,6 +157,7 @@ impl ContainerPlan {
             ext,
             root,
             ns,
+            ext_tmpfs,
             ns_pids,
         }))
     }
@@ -177,6 +195,7 @@ impl ContainerPlan {
             .map_err(|e| RestoreError::sys("unshare(CLONE_NEWNS)".to_string(), e))?;
         dormant_mounts::restore_namespace(&self.mounts, &self.root, &self.ext)
             .map_err(mount_err(images_dir))?;
+        let refilled = self.restore_external_tmpfs(images_dir)?;
         unshare(CloneFlags::CLONE_NEWPID)
             .map_err(|e| RestoreError::sys("unshare(CLONE_NEWPID)".to_string(), e))?;
         log::info!("container restore: namespaces entered, mount tree rebuilt");
@@ -185,6 +204,7 @@ impl ContainerPlan {
             image_dir,
             images_dir: path,
             outside,
+            refilled,
         })
     }
 }
@@ -245,6 +265,29 @@ fn read_ns_pids(img: &ImageReader) -> Result<BTreeMap<u32, u32>, RestoreError> {
 }
 
 impl ContainerPlan {
+    /// Puts back the dumped content of external tmpfs mounts (Kata's /dev/shm) when the outside tmpfs they
+    /// are bound from is empty (a new sandbox); a non-empty one is the same sandbox's, still holding the
+    /// files (and shared with any other container using it), and is left alone.
+    fn restore_external_tmpfs(&self, images_dir: &Path) -> Result<Vec<String>, RestoreError> {
+        let mut refilled = Vec::new();
+        for (mountpoint, recs) in &self.ext_tmpfs {
+            let dir = Path::new(mountpoint);
+            let empty = std::fs::read_dir(dir)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+            if empty {
+                dormant_mounts::tmpfs::restore_tree(dir, recs).map_err(mount_err(images_dir))?;
+                log::info!("container restore: {mountpoint} was empty outside: content restored from the image");
+                refilled.push(mountpoint.clone());
+            } else {
+                log::info!(
+                    "container restore: {mountpoint} still holds its files outside: kept as is"
+                );
+            }
+        }
+        Ok(refilled)
+    }
+
     /// The pid task `pid` (outer) gets inside the tree's pid namespace.
     pub fn ns_pid(&self, pid: Pid) -> Option<u32> {
         self.ns_pids.get(&pid.0).copied()
@@ -284,6 +327,32 @@ impl ContainerPlan {
 }
 
 impl Entered {
+    /// A file of the tree that lies in a tmpfs whose content was just recreated from the image is that
+    /// content, under a new inode: its dumped identity (device, inode, mtime) is replaced by the recreated
+    /// file's, so the checks against the dump hold it to type and size only.
+    pub fn adopt_refilled(&self, file: &mut dormant_image::records::RegFile) {
+        use std::os::unix::fs::MetadataExt;
+        let inside = self.refilled.iter().any(|mp| {
+            dormant_mounts::classify::sub_path(mp, &file.path).is_some_and(|rel| !rel.is_empty())
+        });
+        if !inside {
+            return;
+        }
+        let Ok(meta) = std::fs::metadata(&file.path) else {
+            return;
+        };
+        if meta.mode() & libc::S_IFMT != file.stat.mode & libc::S_IFMT
+            || meta.size() != file.stat.size
+        {
+            return;
+        }
+        file.stat.dev = meta.dev();
+        file.stat.ino = meta.ino();
+        file.stat.mtime_ns =
+            i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+        log::debug!("{}: recreated from the image, identity updated", file.path);
+    }
+
     /// Points `path` (a file of the tree, as dumped) at the copy opened outside before the pivot when it
     /// does not exist inside the container: files outside the container's mount namespace, such as the
     /// log file an agent handed in as stdio, are reopened from the restorer's namespace by their path.

@@ -158,6 +158,7 @@ impl Restore {
                 let e = plan.enter(dir, paths.map(|f| f.path.as_str()))?;
                 for f in tree.tasks.iter_mut().flat_map(|t| t.files.values_mut()) {
                     e.relocate(&mut f.path);
+                    e.adopt_refilled(f);
                 }
                 Some(e)
             }

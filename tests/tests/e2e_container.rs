@@ -252,6 +252,19 @@ fn read_pid(path: &Path) -> i32 {
 
 #[test]
 fn container_dump_restore() {
+    dump_restore(false);
+}
+
+/// The sandbox's shm tmpfs is emptied between dump and restore (a new sandbox): /dev/shm's files come back
+/// from the image, and the POSIX shm mapping is again the restored file's memory.
+#[test]
+fn container_dump_restore_into_an_empty_sandbox_shm() {
+    dump_restore(true);
+}
+
+/// Dumps the Kata-like container from the agent's namespace with no flags, optionally empties the
+/// sandbox shm, restores it and checks it from inside (the workload) and outside.
+fn dump_restore(wipe_sandbox_shm: bool) {
     let c = start(&[]);
     let init = c.init_pid();
     let workload = c.workload_pid().unwrap();
@@ -269,6 +282,20 @@ fn container_dump_restore() {
             && pid_is_free(workload)),
         "the dumped container must be gone"
     );
+    if wipe_sandbox_shm {
+        let mut rm = c.in_agent_ns("sh");
+        rm.arg("-c")
+            .arg(format!("rm -rf {}/*", c.sandbox_shm().display()));
+        run_ok(rm);
+        let left = std::fs::read_dir(format!(
+            "/proc/{}/root{}",
+            c.agent_pid(),
+            c.sandbox_shm().display()
+        ))
+        .unwrap()
+        .count();
+        assert_eq!(left, 0, "the sandbox shm must be empty before the restore");
+    }
     let pidfile = c.scratch().join("restored.pid");
     let out = dormant_in_agent(
         &c,

@@ -26,10 +26,21 @@ impl Record for NsPids {
 /// File names of the container records.
 pub mod container_names {
     pub const NS_PIDS: &str = "ns-pids";
+
+    /// Content ([`crate::records::TmpfsRecord`]s) of an external tmpfs mount the container uses (its /dev/shm,
+    /// bound from the sandbox's): restored into the outside tmpfs when that is empty at restore.
+    pub fn ext_tmpfs(id: crate::records::MountId) -> String {
+        format!("ext-tmpfs-{}", id.0)
+    }
 }
 
 pub(super) fn container_file_kind(name: &str) -> Option<RecordKind> {
-    (name == container_names::NS_PIDS).then_some(RecordKind::NsPids)
+    if name == container_names::NS_PIDS {
+        return Some(RecordKind::NsPids);
+    }
+    name.strip_prefix("ext-tmpfs-")
+        .filter(|id| id.parse::<u32>().is_ok())
+        .map(|_| RecordKind::TmpfsContent)
 }
 
 /// The container half of `check_references`: every `ns-pids` entry is a task of the tree and starts with
