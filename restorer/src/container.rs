@@ -12,8 +12,13 @@
 //! restore reads the image (`/proc/self/fd/N`), and one of its own root, through which files that live
 //! outside the container (stdio the agent handed in) are reopened by their path.
 //!
-//! What this does NOT do: restore tmpfs content, or decide pids inside the new pid namespace (the process
-//! tree restore does).
+//! The tree is then forked by the usual tree restore with `set_tid = [ns pid, outer pid]` (pids from the
+//! image's `ns-pids`); a session or group led from outside the container becomes one led by its init. The
+//! content of external tmpfs mounts under /dev (Kata's /dev/shm) is put back when the outside tmpfs is
+//! empty.
+//!
+//! What this does NOT do: mount the container's /proc for its own pid namespace (it shows the restorer's),
+//! or restore the tmpfs content of mounts it recreates (dormant-mounts does).
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};

@@ -8,9 +8,12 @@
 //! registers. The caller traces the child until that sigreturn, removes the blob with one injected munmap
 //! and lets the process run.
 //!
-//! What it does NOT do (yet): process trees, threads, mounts, creds, sockets and pipes; namespaces other
-//! than mount and pid are planned and entered by [`ns`], which `Restore::run` does not call yet. It never prints or exits; it logs through `log`. [`Restore::run`] forks from the calling
-//! process, which must be single-threaded.
+//! A container image (one with a mount tree) is restored inside its namespaces: [`container`] moves the
+//! restoring process into them ([`ns`] for uts/ipc/net/cgroup/user, then a rebuilt mount namespace and a
+//! new pid namespace) before the tree is forked, which changes the calling process's own namespaces.
+//!
+//! What it does NOT do (yet): creds, sockets and pipes. It never prints or exits; it logs through `log`.
+//! [`Restore::run`] forks from the calling process, which must be single-threaded.
 
 pub mod area;
 pub mod blob;
