@@ -534,7 +534,11 @@ mod tests {
         );
         assert!(classify(&entry("/dev/mem", true, 9, &["io", "pf"])).is_err());
         assert!(classify(&entry("[uprobes]", false, 0, &[])).is_err());
-        assert!(classify(&entry("/SYSV00000000 (deleted)", true, 5, &[])).is_err());
+        // A SysV attachment names its segment id as the inode.
+        assert_eq!(
+            classify(&entry("/SYSV00000000 (deleted)", true, 5, &[])),
+            Ok(VmaClass::SysvShm { shmid: 5 })
+        );
         assert!(classify(&entry("/memfd:x (deleted)", true, 5, &[])).is_err());
     }
 
