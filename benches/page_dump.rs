@@ -1,13 +1,14 @@
 //! Page-dump throughput of the dumper by copy method and thread count, as a ratio to plain `write()` +
 //! fsync of the same number of bytes to the same directory, in the same run.
 //!
-//! Methods: `/proc/<pid>/mem` (pread), `process_vm_readv` (the default), each with one copying thread and
-//! with the default pool. (The parasite's vmsplice path is not built yet: it will be a third row.) The
+//! Methods: `/proc/<pid>/mem` (pread), `process_vm_readv`, and the parasite's vmsplice into pipes spliced
+//! into the page store (the default), each with one copying thread and with the default pool. The
 //! target is this binary re-run as a workload holding N MiB of written anonymous memory; every dump runs
 //! with `leave_running`, so one target serves all rows. Guest memory is touched once up front (the host
 //! backs it lazily, and first-touch faults would be charged to whichever row runs first).
 //!
-//! Needs root. Environment: `DORMANT_BENCH_SIZES_MIB` (default `1024,4096`), `DORMANT_BENCH_DIR`.
+//! Needs root. Environment: `DORMANT_BENCH_SIZES_MIB` (default `1024,4096`), `DORMANT_BENCH_REPS` (default
+//! 3; each row prints the median ratio and all of them), `DORMANT_BENCH_DIR`.
 
 use std::error::Error;
 use std::fs::{self, File};
@@ -73,6 +74,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         .split(',')
         .map(|s| s.trim().parse())
         .collect::<Result<_, _>>()?;
+    let reps: usize = std::env::var("DORMANT_BENCH_REPS")
+        .unwrap_or_else(|_| "3".into())
+        .parse()?;
     warm_guest_memory(sizes.iter().copied().max().unwrap_or(0));
     let rows = [
         ("/proc/pid/mem, 1 thread", CopyMethod::ProcMem, 1),
@@ -114,27 +118,34 @@ fn main() -> Result<(), Box<dyn Error>> {
             std::thread::sleep(Duration::from_millis(20));
         }
         println!(
-            "{mib} MiB (each row right after its own write()+fsync baseline of the same bytes):"
+            "{mib} MiB (each sample right after its own write()+fsync baseline of the same bytes):"
         );
         for (name, method, threads) in rows {
-            // Disk and page-cache speed drift during a run: each row gets its own baseline, taken just
-            // before it.
-            let base = baseline_write(&dir.join("baseline.bin"), (mib as u64) << 20)?;
-            let base_rate = mib as f64 / base.as_secs_f64();
-            let img = dir.join("img");
-            let stats = Dump::builder(Pid(child.id()))
-                .images_dir(&img)
-                .leave_running(true)
-                .page_copy(PageCopy { method, threads })
-                .build()?
-                .run()?;
-            let rate = stats.bytes_written as f64 / 1048576.0 / stats.total.as_secs_f64();
+            // Disk and page-cache speed drift during a run: each measurement gets its own baseline,
+            // taken just before it, and a row reports the median of its `reps` ratios.
+            let mut samples = Vec::new();
+            for _ in 0..reps {
+                let base = baseline_write(&dir.join("baseline.bin"), (mib as u64) << 20)?;
+                let base_rate = mib as f64 / base.as_secs_f64();
+                let img = dir.join("img");
+                let stats = Dump::builder(Pid(child.id()))
+                    .images_dir(&img)
+                    .leave_running(true)
+                    .page_copy(PageCopy { method, threads })
+                    .build()?
+                    .run()?;
+                let rate = stats.bytes_written as f64 / 1048576.0 / stats.total.as_secs_f64();
+                samples.push((rate / base_rate, rate, base_rate, stats.frozen));
+                fs::remove_dir_all(&img)?;
+            }
+            samples.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (ratio, rate, base_rate, frozen) = samples[samples.len() / 2];
+            let spread: Vec<String> = samples.iter().map(|s| format!("{:.2}", s.0)).collect();
             println!(
-                "  {name:<28} {rate:>7.0} MiB/s  write() {base_rate:>7.0} MiB/s  ratio {:.2}  (frozen {:.0} ms)",
-                rate / base_rate,
-                stats.frozen.as_secs_f64() * 1e3
+                "  {name:<28} {rate:>7.0} MiB/s  write() {base_rate:>7.0} MiB/s  median ratio {ratio:.2} of [{}]  (frozen {:.0} ms)",
+                spread.join(" "),
+                frozen.as_secs_f64() * 1e3
             );
-            fs::remove_dir_all(&img)?;
         }
         child.kill()?;
         child.wait()?;

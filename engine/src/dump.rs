@@ -568,6 +568,7 @@ impl Dump {
                 pgid: Pid(stat.pgrp),
                 sid: Pid(stat.session),
                 threads: task.tids().into_iter().map(Tid).collect(),
+                ns_pids: status.ns_pids.iter().copied().map(Pid).collect(),
             },
             mm: Mm {
                 layout,

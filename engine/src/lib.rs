@@ -2,9 +2,9 @@
 //! only the task can tell, through `dormant-parasite`), and writes a checkpoint image with `dormant-image`;
 //! `kerndat` probes which kernel features it can rely on.
 //!
-//! Entry point: [`Dump::builder`]. For now one single-threaded process with regular-file fds; threads, trees
-//! and containers come later (the modules are shaped for them: one seized task per [`seize::SeizedTask`],
-//! one [`files::FileTable`] per dump).
+//! Entry point: [`Dump::builder`]: a whole process tree from its root ([`tree::SeizedTree`]), every thread of
+//! every process ([`threads`]), zombies as records; one [`files::FileTable`] per dump. Containers (nested
+//! pid namespaces) come later: the nested pids are recorded, not used.
 //!
 //! What it does NOT do: restore (that is dormant-restorer); print or exit (callers get typed errors and `log`
 //! records); keep global state. All ptrace requests run on the thread that calls [`Dump::run`]; page copying

@@ -118,7 +118,7 @@ impl SeizedTask {
             // Already in a job-control stop: PTRACE_SEIZE itself re-traps it into a group-stop trap. An extra
             // PTRACE_INTERRUPT could arrive after that trap and stay pending, firing again the next time the
             // task is resumed (e.g. for an injected syscall); only interrupt if the trap does not come.
-            if !task.poll_event_stop(Duration::from_millis(200))? {
+            if !task.poll_event_stop(pid, Duration::from_millis(200))? {
                 ptrace::interrupt(npid).map_err(ptrace_err(pid, "PTRACE_INTERRUPT"))?;
                 task.wait_for_event_stop(pid)?;
             }
@@ -161,8 +161,22 @@ impl SeizedTask {
                 }
                 self.threads.push(tid);
                 new += 1;
-                ptrace::interrupt(ntid).map_err(ptrace_err(tid, "PTRACE_INTERRUPT (thread)"))?;
-                match self.wait_for_event_stop(tid) {
+                // As for the leader: a thread in a job-control stop re-traps by itself on PTRACE_SEIZE, and an
+                // extra interrupt could stay pending and fire on a later resume.
+                let waited = if self.stopped {
+                    match self.poll_event_stop(tid, Duration::from_millis(200)) {
+                        Ok(true) => Ok(()),
+                        Ok(false) => ptrace::interrupt(ntid)
+                            .map_err(ptrace_err(tid, "PTRACE_INTERRUPT (thread)"))
+                            .and_then(|()| self.wait_for_event_stop(tid)),
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    ptrace::interrupt(ntid)
+                        .map_err(ptrace_err(tid, "PTRACE_INTERRUPT (thread)"))?;
+                    self.wait_for_event_stop(tid)
+                };
+                match waited {
                     Ok(()) => {}
                     Err(DumpError::NoSuchProcess { .. }) => {
                         self.threads.retain(|t| *t != tid);
@@ -189,8 +203,7 @@ impl SeizedTask {
     }
 
     /// Waits up to `timeout` for the first stop without blocking forever; `Ok(false)` if none came.
-    fn poll_event_stop(&mut self, timeout: Duration) -> Result<bool> {
-        let pid = self.identity.pid;
+    fn poll_event_stop(&mut self, pid: u32, timeout: Duration) -> Result<bool> {
         let npid = NixPid::from_raw(pid as i32);
         let deadline = Instant::now() + timeout;
         loop {

@@ -69,8 +69,16 @@ fn main() {
             kill_after_dump_of_own_child_leaves_reaping_to_us,
         ),
         (
-            "multi_threaded_target_is_refused",
-            multi_threaded_target_is_refused,
+            "multi_threaded_target_dumps_every_thread",
+            multi_threaded_target_dumps_every_thread,
+        ),
+        (
+            "tree_with_child_and_zombie_is_dumped",
+            tree_with_child_and_zombie_is_dumped,
+        ),
+        (
+            "stopped_multi_threaded_target_stays_stopped",
+            stopped_multi_threaded_target_stays_stopped,
         ),
         (
             "posix_timers_and_pending_signals_recorded",
@@ -733,39 +741,163 @@ fn kill_after_dump_of_own_child_leaves_reaping_to_us() {
     assert!(img.exists());
 }
 
-/// Threads are a later issue: a clear refusal, the process untouched.
-fn multi_threaded_target_is_refused() {
-    let mut child = std::process::Command::new("python3")
-        .args(["-c", "import threading,time\nthreading.Thread(target=time.sleep,args=(100,)).start()\nprint('up',flush=True)\ntime.sleep(100)"])
+/// Starts python3 running `script` (which writes one line to its stdout pipe when set up, then closes
+/// it) and returns that line.
+fn python_target(script: &str) -> (std::process::Child, String) {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args(["-c", script])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::null());
+    // SAFETY: only close_range runs between fork and exec (no stray test fds in the target).
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 4u32);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    // Until EOF: every process has closed the pipe, which the dump would refuse.
     let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut line).unwrap();
+    assert!(line.starts_with("up"), "{line:?}");
+    (child, line)
+}
+
+/// Every thread is dumped: the pstree lists each tid (leader first), each has its own thread record with
+/// its registers and its robust list (glibc registers one per thread), and the process goes on untraced.
+fn multi_threaded_target_dumps_every_thread() {
+    let (mut child, _) = python_target(
+        "import os,threading,time\nw=os.dup(1)\nos.dup2(os.open('/dev/null',os.O_RDWR),1)\nthreading.Thread(target=time.sleep,args=(100,)).start()\nos.write(w,b'up\\n')\nos.close(w)\ntime.sleep(100)",
+    );
     let pid = child.id();
+    let mut tids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+        .collect();
+    tids.sort_unstable();
+    assert_eq!(tids.len(), 2, "{tids:?}");
     let (_d, img) = image_path();
-    let err = Dump::builder(Pid(pid))
+    Dump::builder(Pid(pid))
         .images_dir(&img)
         .leave_running(true)
         .build()
         .unwrap()
         .run()
-        .unwrap_err();
-    assert!(
-        matches!(err, DumpError::TooManyThreads { threads: 2, .. }),
-        "{err:?}"
-    );
-    assert!(
-        err.to_string()
-            .contains(&format!("pid {pid} has 2 threads")),
-        "{err}"
-    );
+        .unwrap();
     assert_running_untraced(pid);
+    let r = open_verified(&img);
+    let tree: Vec<dormant_image::records::PsTreeEntry> = r.read_records(names::PSTREE).unwrap();
+    assert_eq!(tree.len(), 1);
+    let listed: Vec<u32> = tree[0].threads.iter().map(|t| t.0).collect();
+    assert_eq!(listed[0], pid, "leader first");
+    let mut sorted = listed.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, tids);
+    let mut fs_bases = Vec::new();
+    for &tid in &tids {
+        let t = thread_of(&r, tid);
+        assert_eq!(t.tid.0, tid);
+        assert!(!t.xstate.is_empty());
+        assert!(t.robust_list.is_some(), "tid {tid}: no robust list");
+        fs_bases.push(t.regs.fs_base);
+    }
+    assert_ne!(fs_bases[0], fs_bases[1], "each thread has its own TLS");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// A job-control-stopped process with two threads: every thread is dumped, and after a leave-running dump
+/// the process is still stopped (no stray trap resumes or re-stops a thread), untraced, and runs on SIGCONT.
+fn stopped_multi_threaded_target_stays_stopped() {
+    let (mut child, _) = python_target(
+        "import os,threading,time\nw=os.dup(1)\nos.dup2(os.open('/dev/null',os.O_RDWR),1)\nthreading.Thread(target=time.sleep,args=(100,)).start()\nos.write(w,b'up\\n')\nos.close(w)\ntime.sleep(100)",
+    );
+    let pid = child.id();
+    let npid = nix::unistd::Pid::from_raw(pid as i32);
+    nix::sys::signal::kill(npid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    wait_state(pid, 'T');
+    let (_d, img) = image_path();
+    let t0 = Instant::now();
+    Dump::builder(Pid(pid))
+        .images_dir(&img)
+        .leave_running(true)
+        .build()
+        .unwrap()
+        .run()
+        .unwrap();
+    let took = t0.elapsed();
+    std::thread::sleep(Duration::from_millis(200));
+    let tids: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(tids.len(), 2);
+    for tid in &tids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        assert_eq!(
+            state, "T",
+            "thread {tid} not stopped after the dump ({took:?})"
+        );
+    }
+    assert_eq!(status_field(pid, "TracerPid").as_deref(), Some("0"));
+    let r = open_verified(&img);
+    assert!(core_of(&r, pid).stopped);
+    let tree: Vec<dormant_image::records::PsTreeEntry> = r.read_records(names::PSTREE).unwrap();
+    assert_eq!(tree[0].threads.len(), 2);
+    nix::sys::signal::kill(npid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    wait_state(pid, 'S');
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// A process with a live child and an unreaped child (a zombie): both children are in the image, the live
+/// one with its parent link and its own records, the zombie with its exit status; all keep running.
+fn tree_with_child_and_zombie_is_dumped() {
+    let (mut child, line) = python_target(
+        "import os,time\nw=os.dup(1)\nos.dup2(os.open('/dev/null',os.O_RDWR),1)\nc=os.fork()\nif c==0:\n    os.close(w); time.sleep(100); os._exit(0)\nz=os.fork()\nif z==0:\n    os._exit(3)\nwhile open(f'/proc/{z}/stat').read().rsplit(')',1)[1].split()[0]!='Z': time.sleep(0.01)\nos.write(w,f'up {c} {z}\\n'.encode())\nos.close(w)\ntime.sleep(100)",
+    );
+    let pid = child.id();
+    let ids: Vec<u32> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|w| w.parse().unwrap())
+        .collect();
+    let (live, zombie) = (ids[0], ids[1]);
+    let (_d, img) = image_path();
+    Dump::builder(Pid(pid))
+        .images_dir(&img)
+        .leave_running(true)
+        .build()
+        .unwrap()
+        .run()
+        .unwrap();
+    assert_running_untraced(pid);
+    assert_running_untraced(live);
+    let r = open_verified(&img);
+    let tree: Vec<dormant_image::records::PsTreeEntry> = r.read_records(names::PSTREE).unwrap();
+    let pids: Vec<(u32, Option<u32>)> = tree
+        .iter()
+        .map(|e| (e.pid.0, e.ppid.map(|p| p.0)))
+        .collect();
+    assert_eq!(pids, [(pid, None), (live, Some(pid))]);
+    assert_eq!(core_of(&r, live).pid.0, live);
+    let zombies: Vec<dormant_image::records::Zombie> = r.read_records(names::ZOMBIES).unwrap();
+    assert_eq!(zombies.len(), 1);
+    assert_eq!((zombies[0].pid.0, zombies[0].ppid.0), (zombie, pid));
+    assert_eq!(zombies[0].exit_status, 3 << 8);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(live as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 }

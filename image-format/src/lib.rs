@@ -29,8 +29,9 @@ pub use records::RecordKind;
 pub use writer::ImageWriter;
 
 /// Major version of the format. A reader refuses any other major: a new major means old readers would
-/// misread the image, not merely miss something.
-pub const FORMAT_MAJOR: u16 = 1;
+/// misread the image, not merely miss something. 2: threads and trees (`ThreadCore::robust_list`,
+/// `PsTreeEntry::ns_pids`), files, mounts and namespaces; 1 was single-process only.
+pub const FORMAT_MAJOR: u16 = 2;
 /// Minor version of the format. Readers accept any minor of their major (minors only add).
 pub const FORMAT_MINOR: u16 = 0;
 

@@ -147,6 +147,10 @@ pub struct PsTreeEntry {
     pub sid: Pid,
     /// Every thread, leader first.
     pub threads: Vec<Tid>,
+    /// `NSpid`: the pid in each pid namespace from the dumper's (= `pid`) down to the process's own; one
+    /// entry when the process is in the dumper's pid namespace, empty when the kernel did not say.
+    #[serde(default)]
+    pub ns_pids: Vec<Pid>,
 }
 
 impl Record for PsTreeEntry {

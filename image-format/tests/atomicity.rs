@@ -293,7 +293,10 @@ fn versions_and_arch_are_checked() {
         "{err}"
     );
     assert!(
-        err.to_string().contains("inventory") && err.to_string().contains("reads major 1"),
+        err.to_string().contains("inventory")
+            && err
+                .to_string()
+                .contains(&format!("reads major {FORMAT_MAJOR}")),
         "{err}"
     );
     // Header and content disagreeing is refused.

@@ -112,6 +112,14 @@ pub fn load_tree(dir: &Path) -> Result<(ImageReader, TreeImage), RestoreError> {
                 ),
             ));
         }
+        if entry.ns_pids.len() > 1 {
+            return Err(RestoreError::Unsupported(format!(
+                "pid {} is pid {:?} in nested pid namespace(s); restoring nested pid namespaces is not \
+                 implemented",
+                entry.pid.0,
+                entry.ns_pids.iter().skip(1).map(|p| p.0).collect::<Vec<_>>()
+            )));
+        }
         tasks.push(load_task(&img, dir, entry)?);
     }
     let zombies: Vec<Zombie> = if img.has_file(names::ZOMBIES) {

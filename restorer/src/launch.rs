@@ -624,6 +624,10 @@ fn trace(
                     format!("thread {tid} killed by {sig}"),
                 ));
             }
+            // A zombie-to-be killing itself: a tracee stops on delivery; hand the signal over.
+            WaitStatus::Stopped(_, sig) if owner.zombie.is_some() => {
+                ptrace::cont(ntid, Some(sig)).map_err(ptrace_err(tid, "CONT"))?;
+            }
             WaitStatus::Stopped(_, sig) => {
                 let rip = ptrace::getregs(ntid).map(|r| r.rip).unwrap_or(0);
                 return Err(RestoreError::ChildLost {

@@ -1,19 +1,23 @@
 //! dormant-restorer: rebuilds a process from a dormant image.
 //!
-//! What it does: reads and checks an image (format, arch, xsave features, vDSO, files, pid, page crcs),
-//! forks the process with its original pid (clone3 `set_tid`), rebuilds its fds, umask and rlimits in the
-//! child, then hands over to the no_std restorer blob (built from `blob/` by `build.rs`) which swaps in the
-//! saved address space, vDSO, mm layout, signal actions, rseq, interval timers and POSIX timers (with their
-//! saved ids, `PR_TIMER_CREATE_RESTORE_IDS`), re-queues pending signals and `rt_sigreturn`s into the saved
-//! registers. The caller traces the child until that sigreturn, removes the blob with one injected munmap
-//! and lets the process run.
+//! What it does: reads and checks an image (format, arch, xsave features, vDSO, files, pids, page crcs),
+//! forks the process tree top-down with the original pids (clone3 `set_tid`; each restored task forks its
+//! own children after taking its session and group, see [`tree`]), recreates zombies, rebuilds fds, umask
+//! and rlimits in each child, then hands over to the no_std restorer blob (built from `blob/` by
+//! `build.rs`) which swaps in the saved address space, vDSO, mm layout, signal actions, rseq, interval timers
+//! and POSIX timers (with their saved ids, `PR_TIMER_CREATE_RESTORE_IDS`), creates the other threads with
+//! their tids, re-queues pending signals and `rt_sigreturn`s every thread into its saved registers. The
+//! caller traces the whole tree until those sigreturns, removes each blob with one injected munmap and lets
+//! the processes run.
 //!
 //! A container image (one with a mount tree) is restored inside its namespaces: [`container`] moves the
 //! restoring process into them ([`ns`] for uts/ipc/net/cgroup/user, then a rebuilt mount namespace and a
-//! new pid namespace) before the tree is forked, which changes the calling process's own namespaces.
+//! new pid namespace, one level deep) before the tree is forked, which changes the calling process's own
+//! namespaces.
 //!
-//! What it does NOT do (yet): creds, sockets and pipes. It never prints or exits; it logs through `log`.
-//! [`Restore::run`] forks from the calling process, which must be single-threaded.
+//! What it does NOT do (yet): deeper nested pid namespaces, helper processes for missing session or group
+//! leaders, COW sharing between processes, creds, sockets and pipes. It never prints or exits; it logs
+//! through `log`. [`Restore::run`] forks from the calling process, which must be single-threaded.
 
 pub mod area;
 pub mod blob;

@@ -153,15 +153,24 @@ pub struct FdPolicy {
     pub shell_job: bool,
 }
 
-/// Builds the launch for `task`. Its blob area avoids `reserved` (the areas of the tree's other tasks,
-/// which are all mapped in this process at once before the first fork).
+/// What the tasks of one tree share while they are prepared.
+#[derive(Debug, Default)]
+pub struct TreeShared {
+    /// Blob areas laid out so far (all are mapped in this process at once before the first fork).
+    pub areas: Vec<(u64, u64)>,
+    /// Shared-memory objects created so far, by id: created once, mapped by every task that had them.
+    pub shmem: BTreeMap<ShmemId, OwnedFd>,
+}
+
+/// Builds the launch for `task`. Its blob area avoids the areas already in `tree_shared`, and is added to
+/// them.
 pub fn prepare(
     dir: &Path,
     blob: &Blob,
     task: &TaskImage,
     vdso: Option<VdsoPlacement>,
     policy: FdPolicy,
-    reserved: &[(u64, u64)],
+    tree_shared: &mut TreeShared,
 ) -> Result<crate::launch::Launch, RestoreError> {
     let pid = task.pid.0;
     let max_target_fd = task.fds.iter().map(|f| f.fd).max().unwrap_or(-1);
@@ -247,8 +256,15 @@ pub fn prepare(
                 let fd = match shmem_fds.get(id) {
                     Some(fd) => *fd,
                     None => {
-                        let obj = create_shmem(dir, task, *id)?;
-                        let fd = helpers.lift(&obj, &format!("shared object {}", id.0))?;
+                        // One object per id for the whole tree: processes that shared it at dump time
+                        // map the same object again.
+                        let obj = match tree_shared.shmem.entry(*id) {
+                            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                            std::collections::btree_map::Entry::Vacant(e) => {
+                                e.insert(create_shmem(dir, task, *id)?)
+                            }
+                        };
+                        let fd = helpers.lift(&*obj, &format!("shared object {}", id.0))?;
                         shmem_fds.insert(*id, fd);
                         blob_fds.push(fd);
                         fd
@@ -490,9 +506,10 @@ pub fn prepare(
     let mut occupied: Vec<(u64, u64)> =
         procself::maps()?.iter().map(|m| (m.start, m.end)).collect();
     occupied.extend(task.mm.vmas.iter().map(|v| (v.start, v.end)));
-    occupied.extend_from_slice(reserved);
+    occupied.extend_from_slice(&tree_shared.areas);
     let base = area::find_hole(size, &occupied).ok_or(RestoreError::NoHole { pid, size })?;
     let area = area::build(blob, &input, base)?;
+    tree_shared.areas.push((area.base, area.end()));
 
     keep.extend(blob_fds);
     keep.push(report_fd);

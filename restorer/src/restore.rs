@@ -191,7 +191,7 @@ impl Restore {
         let policy = prepare::FdPolicy {
             shell_job: self.shell_job,
         };
-        let mut reserved = Vec::new();
+        let mut shared = prepare::TreeShared::default();
         let mut nodes = Vec::with_capacity(planned.len());
         for p in &planned {
             let task = match tree.tasks.get(p.input) {
@@ -203,8 +203,7 @@ impl Restore {
                         dir.display(),
                         task.pid.0
                     );
-                    let mut launch = prepare::prepare(dir, &blob, task, vdso, policy, &reserved)?;
-                    reserved.push((launch.area.base, launch.area.end()));
+                    let mut launch = prepare::prepare(dir, &blob, task, vdso, policy, &mut shared)?;
                     launch.ns_pid = container.as_ref().and_then(|c| c.ns_pid(task.pid));
                     launch.session = p.session;
                     TreeTask::Live(Box::new(launch))
@@ -223,6 +222,8 @@ impl Restore {
                 task,
             });
         }
+        // Every task holds its own copies of the shared objects now.
+        drop(shared);
         let started = launch::start_tree(nodes)?;
         if let Some(path) = &self.pidfile {
             let at = pidfile

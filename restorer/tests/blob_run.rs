@@ -362,6 +362,115 @@ fn failed_step_is_reported_and_leaves_nothing() {
     );
 }
 
+/// A pid after `pid` that is free (for a second task of a tree).
+fn free_pid_after(pid: u32) -> u32 {
+    (pid + 1..32768)
+        .find(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+        .unwrap()
+}
+
+/// (state, ppid, pgid, sid) from /proc/PID/stat.
+fn stat_ids(pid: u32) -> Option<(char, u32, u32, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f: Vec<String> = stat
+        .rsplit(')')
+        .next()?
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    Some((
+        f[0].chars().next()?,
+        f[1].parse().ok()?,
+        f[2].parse().ok()?,
+        f[3].parse().ok()?,
+    ))
+}
+
+fn gone_within(pid: u32, secs: u64) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
+}
+
+/// A tree of the victim and two zombie children: each is forked by the restored victim with its exact pid,
+/// in the victim's session and group, and sits there as its zombie, one with the saved exit code, one
+/// killed by the saved signal (the tracer checks both statuses).
+fn tree_with_a_zombie_child() {
+    let pid = free_pid();
+    let zpid = free_pid_after(pid);
+    let zpid2 = free_pid_after(zpid);
+    let v = build_victim(pid, false);
+    let nodes = vec![
+        launch::TreeNode {
+            parent: None,
+            task: launch::TreeTask::Live(Box::new(v.launch)),
+        },
+        launch::TreeNode {
+            parent: Some(0),
+            task: launch::TreeTask::Zombie {
+                pid: zpid,
+                session: launch::SessionPlan::Inherit,
+                status: 5 << 8,
+            },
+        },
+        launch::TreeNode {
+            parent: Some(0),
+            task: launch::TreeTask::Zombie {
+                pid: zpid2,
+                session: launch::SessionPlan::Inherit,
+                status: libc::SIGTERM as u32,
+            },
+        },
+    ];
+    let started = launch::start_tree(nodes).unwrap();
+    assert_eq!(started.pid, pid);
+    assert_eq!(stat_ids(zpid), Some(('Z', pid, pid, pid)));
+    assert_eq!(stat_ids(zpid2), Some(('Z', pid, pid, pid)));
+    std::fs::File::from(v.go).write_all(&[1]).unwrap();
+    match waitpid(nix::unistd::Pid::from_raw(pid as i32), None).unwrap() {
+        WaitStatus::Exited(_, 42) => {}
+        other => panic!("victim did not verify itself: {other:?}"),
+    }
+    assert!(
+        gone_within(zpid, 5),
+        "the orphaned zombie is reaped by init"
+    );
+}
+
+/// A zombie that cannot end the way the image says (SIGCHLD's default action is to ignore it, so it exits
+/// 0 instead) fails the restore, and every process of the tree is gone afterwards.
+fn tree_failure_kills_every_restored_process() {
+    let pid = free_pid();
+    let zpid = free_pid_after(pid);
+    let v = build_victim(pid, false);
+    let nodes = vec![
+        launch::TreeNode {
+            parent: None,
+            task: launch::TreeTask::Live(Box::new(v.launch)),
+        },
+        launch::TreeNode {
+            parent: Some(0),
+            task: launch::TreeTask::Zombie {
+                pid: zpid,
+                session: launch::SessionPlan::Inherit,
+                status: libc::SIGCHLD as u32,
+            },
+        },
+    ];
+    let err = launch::start_tree(nodes).unwrap_err();
+    assert!(
+        err.to_string().contains("zombie ended with wait status"),
+        "{err}"
+    );
+    assert!(gone_within(pid, 5), "restored root {pid} left behind");
+    assert!(gone_within(zpid, 5), "zombie {zpid} left behind");
+}
+
 fn main() {
     if !nix::unistd::geteuid().is_root() {
         eprintln!(
@@ -369,7 +478,12 @@ fn main() {
         );
         std::process::exit(1);
     }
-    let tests: [(&str, fn()); 2] = [
+    let tests: [(&str, fn()); 4] = [
+        ("tree_with_a_zombie_child", tree_with_a_zombie_child),
+        (
+            "tree_failure_kills_every_restored_process",
+            tree_failure_kills_every_restored_process,
+        ),
         (
             "restores_synthetic_task_and_sigreturns_into_it",
             restores_synthetic_task_and_sigreturns_into_it,

@@ -114,6 +114,7 @@ fn write_image(pid: u32, corrupt_vdso: bool) -> Fixture {
             pgid: p,
             sid: p,
             threads: vec![Tid(pid)],
+            ns_pids: Vec::new(),
         }],
     )
     .unwrap();

@@ -252,6 +252,7 @@ fn capture(pid: i32, image: &Path, fifo: &Path) {
             pgid: p,
             sid: p,
             threads: vec![Tid(p.0)],
+            ns_pids: Vec::new(),
         }],
     )
     .unwrap();

@@ -65,3 +65,54 @@ fn python_threads_self_check_catches_a_wrong_sum() -> Result<()> {
     )?;
     Ok(())
 }
+
+fn tree() -> Spec {
+    Spec::workload("wl_tree", env!("CARGO_BIN_EXE_wl_tree"))
+}
+
+/// A session leader with two process groups (one led by a child, joined by that child's sibling), a
+/// grandchild and a zombie: after the restore every pid, ppid, pgid and sid is what it was, the zombie is
+/// still there to be reaped with its status, and the shared-memory protocol between them goes on.
+#[test]
+fn tree_dump_restore() -> Result<()> {
+    harness::dump_restore(tree())?;
+    Ok(())
+}
+
+// No leave-running variant for wl_tree: its protocol lives in a shared file mapping, whose content is the
+// file's (not part of the image), so the original's run to the end leaves the file saying "quit".
+
+/// The workload's own checks catch a process that changed its group.
+#[test]
+fn tree_self_check_catches_a_changed_pgid() -> Result<()> {
+    harness::self_check_fails(
+        tree().args([dormant_tests::workload::INJECT_FAULT]),
+        &["b-ids-round-2", "b-ids-round-3", "b-ids-round-4"],
+    )?;
+    Ok(())
+}
+
+fn python_tree_threads() -> Result<Spec> {
+    Ok(
+        Spec::workload("wl_python_tree_threads", harness::python3()?)
+            .pre_args([PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("workloads/wl_python_tree_threads.py")]),
+    )
+}
+
+/// python3 whose child process runs three threads: the child is restored by its restored parent with all
+/// its tids, and each thread still finds its own threading.local value.
+#[test]
+fn python_child_with_threads_dump_restore() -> Result<()> {
+    harness::dump_restore(python_tree_threads()?)?;
+    Ok(())
+}
+
+#[test]
+fn python_child_with_threads_self_check_catches_a_changed_local() -> Result<()> {
+    harness::self_check_fails(
+        python_tree_threads()?.args([dormant_tests::workload::INJECT_FAULT]),
+        &["child-threads"],
+    )?;
+    Ok(())
+}

@@ -13,6 +13,9 @@ pub struct ProcStatus {
     /// Seccomp mode (0 = none).
     pub seccomp: u32,
     pub threads: u32,
+    /// `NSpid`: the pid in each pid namespace from the reader's down to the process's own (empty on kernels
+    /// without the line).
+    pub ns_pids: Vec<u32>,
 }
 
 fn ids4(v: &str) -> Result<[u32; 4], String> {
@@ -77,6 +80,12 @@ pub fn parse(text: &str) -> Result<ProcStatus, String> {
             }
             "Seccomp" => st.seccomp = value.parse().map_err(|e| ctx(format!("{e}")))?,
             "Threads" => st.threads = value.parse().map_err(|e| ctx(format!("{e}")))?,
+            "NSpid" => {
+                st.ns_pids = value
+                    .split_whitespace()
+                    .map(|s| s.parse::<u32>().map_err(|e| ctx(e.to_string())))
+                    .collect::<Result<_, _>>()?;
+            }
             _ => {}
         }
     }
