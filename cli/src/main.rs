@@ -60,6 +60,10 @@ enum Command {
         /// Write the dump statistics as JSON to this file.
         #[arg(long = "stats-json", hide = true)]
         stats_json: Option<PathBuf>,
+        /// A container mount to dump as external: `mnt[MOUNTPOINT]:KEY` (repeatable). The container root,
+        /// binds from outside and outside masters are found without it.
+        #[arg(long = "external", value_name = "mnt[MOUNTPOINT]:KEY")]
+        external: Vec<String>,
     },
     /// Recreate the checkpointed process from an image directory.
     Restore {
@@ -74,6 +78,20 @@ enum Command {
         /// Give the restored process this terminal (dormant's own fds 0-2) for its shell-job fds.
         #[arg(long = "shell-job")]
         shell_job: bool,
+        /// Container images: the directory the container's root mount is bound from (default: where the
+        /// dumped root's filesystem is mounted in this namespace).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Container images: `mnt[KEY]:PATH` binds the external mount or master stored under KEY from
+        /// PATH (repeatable; a key not given is used as the path).
+        #[arg(long = "external", value_name = "mnt[KEY]:PATH")]
+        external: Vec<String>,
+        /// Container images: `inherit` (default), `private` (new namespace with lo) or a namespace path.
+        #[arg(long, default_value = "inherit")]
+        net: dormant_restorer::ns::NetMode,
+        /// Container images: `keep` (default), `dumped`, or a cgroup path to restore into.
+        #[arg(long = "cgroup-root", default_value = "keep")]
+        cgroup_root: dormant_restorer::ns::CgroupTarget,
     },
     /// Print an image in human-readable form, or its records as JSON.
     Show {
@@ -158,9 +176,11 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
             shell_job,
             no_parasite,
             stats_json,
+            external,
         } => {
             let stats = dormant_engine::Dump::builder(dormant_image::records::Pid(pid))
                 .images_dir(&images_dir)
+                .externals(external)
                 .leave_running(leave_running)
                 .shell_job(shell_job)
                 .no_parasite(no_parasite)
@@ -179,8 +199,21 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
             detached,
             pidfile,
             shell_job,
+            root,
+            external,
+            net,
+            cgroup_root,
         } => {
+            let container = dormant_restorer::container::ContainerOptions {
+                root,
+                externals: external,
+                ns: dormant_restorer::ns::NsOptions {
+                    net,
+                    cgroup: cgroup_root,
+                },
+            };
             let restored = dormant_restorer::Restore::builder(&images_dir)
+                .container(container)
                 .detached(detached)
                 .shell_job(shell_job)
                 .pidfile(pidfile)

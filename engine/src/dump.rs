@@ -90,6 +90,7 @@ pub struct Dump {
     page_copy: mem::PageCopy,
     fail_at: Option<DumpStage>,
     stage_hook: Option<StageHook>,
+    container: crate::container::ContainerOptions,
 }
 
 impl std::fmt::Debug for Dump {
@@ -113,6 +114,7 @@ pub struct DumpBuilder {
     page_copy: mem::PageCopy,
     fail_at: Option<DumpStage>,
     stage_hook: Option<StageHook>,
+    container: crate::container::ContainerOptions,
 }
 
 impl std::fmt::Debug for DumpBuilder {
@@ -135,6 +137,7 @@ impl Dump {
             page_copy: mem::PageCopy::default(),
             fail_at: None,
             stage_hook: None,
+            container: Default::default(),
         }
     }
 }
@@ -161,6 +164,12 @@ impl DumpBuilder {
     /// How page data is copied out of the target (method and threads); the default is the fastest here.
     pub fn page_copy(mut self, copy: mem::PageCopy) -> Self {
         self.page_copy = copy;
+        self
+    }
+
+    /// `--external mnt[MOUNTPOINT]:KEY` specs for a container's mounts (see [`crate::container`]).
+    pub fn externals(mut self, specs: Vec<String>) -> Self {
+        self.container.externals = specs;
         self
     }
 
@@ -206,6 +215,7 @@ impl DumpBuilder {
             page_copy: self.page_copy,
             fail_at: self.fail_at,
             stage_hook: self.stage_hook,
+            container: self.container,
         })
     }
 }
@@ -345,6 +355,9 @@ impl Dump {
     ) -> Result<(PathBuf, u64, u64)> {
         let root = tree.root().pid();
         progress.done(DumpStage::Seize)?;
+        // A container's mount tree and namespaces first: an unrestorable mount refuses the dump early.
+        let pids: Vec<Pid> = tree.tasks.iter().map(|t| Pid(t.task.pid())).collect();
+        crate::container::dump_container(&pids, &self.container, &mut writer)?;
         let mut table = FileTable::new();
         // One for the whole tree: fds shared between processes share one record.
         let mut file_descs = files::FileCollector::new(self.shell_job);

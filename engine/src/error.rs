@@ -147,6 +147,12 @@ pub enum DumpError {
     Config { pid: u32, reason: &'static str },
     #[error("building the page copy thread pool: {0}")]
     ThreadPool(String),
+    #[error("pid {pid}: mount namespace: {source}")]
+    Mounts {
+        pid: u32,
+        #[source]
+        source: dormant_mounts::MountError,
+    },
     #[error("namespaces: {0}")]
     Namespace(#[from] crate::ns::NsError),
     #[error("host: {what}: {source}")]
@@ -186,6 +192,7 @@ impl DumpError {
             | InjectedFailure { pid, .. }
             | Kill { pid, .. }
             | KillTimeout { pid, .. }
+            | Mounts { pid, .. }
             | Config { pid, .. } => *pid,
             ThreadPool(_) | Host { .. } | Namespace(_) => return None,
         };

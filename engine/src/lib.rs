@@ -13,6 +13,7 @@
 pub mod kerndat;
 pub mod ns;
 
+pub mod container;
 pub mod dump;
 pub mod error;
 pub mod files;

@@ -39,8 +39,16 @@ const MADVISE_FLAGS: [(&str, u32); 8] = [
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VmaClass {
     Anon,
-    Shmem { ino: u64 },
-    File { path: String },
+    Shmem {
+        ino: u64,
+    },
+    /// A System V shm attachment; maps show the segment id as the inode.
+    SysvShm {
+        shmid: u32,
+    },
+    File {
+        path: String,
+    },
     Vdso,
     Vvar,
     Vsyscall,
@@ -83,7 +91,8 @@ pub fn classify(e: &SmapsEntry) -> std::result::Result<VmaClass, String> {
         return Ok(VmaClass::Shmem { ino: e.inode });
     }
     if name.starts_with("/SYSV") {
-        return Err("SysV shared memory is not supported yet".into());
+        let shmid = u32::try_from(e.inode).map_err(|_| format!("SysV segment id {}", e.inode))?;
+        return Ok(VmaClass::SysvShm { shmid });
     }
     if name.starts_with("/memfd:") {
         return Err("memfd mappings are not supported yet".into());
@@ -133,6 +142,7 @@ pub fn collect_vmas(pid: u32, table: &mut FileTable) -> Result<Vec<CollectedVma>
         let backing = match &class {
             VmaClass::Anon => VmaBacking::Anon,
             VmaClass::Shmem { ino } => VmaBacking::Shmem(ShmemId(*ino)),
+            VmaClass::SysvShm { shmid } => VmaBacking::SysvShm { shmid: *shmid },
             VmaClass::Vdso => VmaBacking::Vdso,
             VmaClass::Vvar => VmaBacking::Vvar,
             VmaClass::Vsyscall => VmaBacking::Vsyscall,
@@ -524,7 +534,11 @@ mod tests {
         );
         assert!(classify(&entry("/dev/mem", true, 9, &["io", "pf"])).is_err());
         assert!(classify(&entry("[uprobes]", false, 0, &[])).is_err());
-        assert!(classify(&entry("/SYSV00000000 (deleted)", true, 5, &[])).is_err());
+        // A SysV attachment names its segment id as the inode.
+        assert_eq!(
+            classify(&entry("/SYSV00000000 (deleted)", true, 5, &[])),
+            Ok(VmaClass::SysvShm { shmid: 5 })
+        );
         assert!(classify(&entry("/memfd:x (deleted)", true, 5, &[])).is_err());
     }
 

@@ -122,8 +122,17 @@ impl SeizedTree {
 
     /// Kills every process, parents first: a killed parent's children (and zombies) go to the reaper, which
     /// frees their pids; a child killed first would stay a zombie of its stopped parent.
+    ///
+    /// A root that is the init of its pid namespace (a container) cannot exit before every other task of
+    /// the namespace is reaped, which waits for us as their tracer: all are signalled first, then
+    /// collected children first (see [`crate::container::kill_order`]).
     pub fn kill(self, timeout: Duration) -> Result<()> {
-        for t in self.tasks {
+        let pids: Vec<u32> = self.tasks.iter().map(|t| t.task.pid()).collect();
+        let mut tasks = self.tasks;
+        if crate::container::kill_order(&pids) {
+            tasks.reverse();
+        }
+        for t in tasks {
             t.task.kill(timeout)?;
         }
         Ok(())

@@ -14,10 +14,12 @@ use proptest_derive::Arbitrary;
 
 use crate::Record;
 
+mod container;
 mod files;
 mod mounts;
 mod ns;
 mod tree;
+pub use container::*;
 pub use files::*;
 pub use mounts::*;
 pub use ns::*;
@@ -51,6 +53,8 @@ pub enum RecordKind {
     IpcNamespace = 37,
     TaskCgroups = 38,
     NsState = 39,
+    // 40-44: containers (records/container.rs)
+    NsPids = 40,
 }
 
 impl RecordKind {
@@ -77,6 +81,7 @@ impl RecordKind {
             37 => Self::IpcNamespace,
             38 => Self::TaskCgroups,
             39 => Self::NsState,
+            40 => Self::NsPids,
             _ => return None,
         })
     }
@@ -430,6 +435,9 @@ pub enum VmaBacking {
     Vvar,
     /// `[vsyscall]`: fixed by the kernel, skipped.
     Vsyscall,
+    /// An attachment of System V shared memory segment `shmid` (`/SYSV<key>` in maps). The segment and its
+    /// contents belong to the ipc namespace's records; restore maps the segment restored under this id.
+    SysvShm { shmid: u32 },
 }
 
 /// One shared-memory object (`shmem`, one entry per object across the whole tree).
@@ -552,7 +560,10 @@ pub fn file_role(name: &str) -> Option<FileRole> {
         _ if name.starts_with("locks-") => RecordKind::FileLocks,
         _ => match mounts::mounts_file_kind(name) {
             Some(k) => k,
-            None => ns::ns_file_kind(name)?,
+            None => match container::container_file_kind(name) {
+                Some(k) => k,
+                None => ns::ns_file_kind(name)?,
+            },
         },
     };
     Some(FileRole::Records(kind))
@@ -790,6 +801,7 @@ pub fn check_references(img: &crate::ImageReader) -> Vec<String> {
     }
     problems.extend(ns::check_ns_references(img, &pids));
     problems.extend(mounts::check_mount_references(img));
+    problems.extend(container::check_container_references(img));
     for obj in shmem.values() {
         if !pids.contains(&obj.owner) {
             problems.push(format!(

@@ -115,6 +115,7 @@ fn roundtrip_schema_records() {
     roundtrip::<NsState>();
     roundtrip::<MountEntry>();
     roundtrip::<ExternalMaster>();
+    roundtrip::<NsPids>();
     roundtrip::<TmpfsRecord>();
 }
 

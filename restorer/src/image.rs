@@ -116,7 +116,10 @@ pub fn load_tree(dir: &Path) -> Result<(ImageReader, TreeImage), RestoreError> {
                 ),
             ));
         }
-        if entry.ns_pids.len() > 1 {
+        // A container image (with its mount tree) is restored into a new pid namespace one level down
+        // (see `container`); deeper nesting, or nesting without the container's namespaces, is refused.
+        let container = img.has_file(dormant_image::records::mount_names::MOUNTS);
+        if entry.ns_pids.len() > if container { 2 } else { 1 } {
             return Err(RestoreError::Unsupported(format!(
                 "pid {} is pid {:?} in nested pid namespace(s); restoring nested pid namespaces is not \
                  implemented",

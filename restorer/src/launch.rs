@@ -50,6 +50,9 @@ pub struct RlimitSet {
 pub struct Launch {
     /// The exact pid to create (clone3 set_tid); `None` lets the kernel choose (tests only).
     pub pid: Option<u32>,
+    /// In a container restore: the pid inside the tree's new pid namespace (`pid` is then the outer one);
+    /// clone3 gets both. `None` outside containers.
+    pub ns_pid: Option<u32>,
     /// The laid-out blob area (its args name the helper fds below).
     pub area: Area,
     pub fd_moves: Vec<FdMove>,
@@ -136,6 +139,8 @@ struct CloneArgs {
 struct ChildPlan<'a> {
     /// The exact pid (0: let the kernel choose, single-task tests only).
     pid: u32,
+    /// The pid inside a container's pid namespace, 0 outside containers.
+    ns_pid: u32,
     /// Root only: wait for one byte here (the tracer has seized us); -1 for others.
     sync_read: RawFd,
     /// Non-root: write one byte here once this task's session, group and subtree exist; -1 for the root.
@@ -334,6 +339,7 @@ pub fn start_tree(nodes: Vec<TreeNode>) -> Result<Started, RestoreError> {
         plans.push(match &n.task {
             TreeTask::Live(l) => ChildPlan {
                 pid: l.pid.unwrap_or(0),
+                ns_pid: l.ns_pid.unwrap_or(0),
                 sync_read: sync,
                 forked_write,
                 forked_read,
@@ -359,6 +365,7 @@ pub fn start_tree(nodes: Vec<TreeNode>) -> Result<Started, RestoreError> {
                 status,
             } => ChildPlan {
                 pid: *pid,
+                ns_pid: 0,
                 sync_read: sync,
                 forked_write,
                 forked_read,
@@ -382,7 +389,7 @@ pub fn start_tree(nodes: Vec<TreeNode>) -> Result<Started, RestoreError> {
     }
     let want_pid = plans[0].pid;
     let mask = MaskGuard::block()?;
-    let ret = clone_exact(want_pid);
+    let ret = clone_exact(want_pid, plans[0].ns_pid);
     if ret == 0 {
         child_main(&plans, 0);
     }
@@ -456,14 +463,29 @@ pub fn start_tree(nodes: Vec<TreeNode>) -> Result<Started, RestoreError> {
     outcome.map(|()| Started { pid })
 }
 
-/// clone3 as a fork, with `pid` as the exact pid when non-zero. Returns 0 in the child, the pid in the
-/// parent, `-errno` on failure. Allocation-free (also called in restored tasks forking their children).
-fn clone_exact(pid: u32) -> i64 {
-    let set_tid = [pid as libc::pid_t];
+/// clone3 as a fork, with `pid` as the exact pid when non-zero and, in a container, `ns_pid` (non-zero)
+/// as its pid in the pid namespace one level down (set_tid is innermost first). Returns 0 in the child,
+/// the pid in the parent, `-errno` on failure. Allocation-free (also called in restored tasks forking
+/// their children).
+fn clone_exact(pid: u32, ns_pid: u32) -> i64 {
+    let set_tid = if ns_pid != 0 {
+        [ns_pid as libc::pid_t, pid as libc::pid_t]
+    } else {
+        [pid as libc::pid_t, 0]
+    };
+    let size = match (pid, ns_pid) {
+        (0, _) => 0,
+        (_, 0) => 1,
+        _ => 2,
+    };
     let args = CloneArgs {
         exit_signal: libc::SIGCHLD as u64,
-        set_tid: if pid != 0 { set_tid.as_ptr() as u64 } else { 0 },
-        set_tid_size: (pid != 0) as u64,
+        set_tid: if size != 0 {
+            set_tid.as_ptr() as u64
+        } else {
+            0
+        },
+        set_tid_size: size,
         ..Default::default()
     };
     // SAFETY: clone3 without CLONE_VM is a fork; the caller runs only allocation-free code in the child.
@@ -862,7 +884,7 @@ fn child_main(plans: &[ChildPlan<'_>], index: usize) -> ! {
     // Children one at a time: each reports once its own subtree exists.
     for &c in plan.children {
         let child = &plans[c];
-        let ret = clone_exact(child.pid);
+        let ret = clone_exact(child.pid, child.ns_pid);
         if ret == 0 {
             child_main(plans, c);
         }

@@ -13,13 +13,18 @@
 //! Open file descriptions other than path-reopened files (pipes, sockets, eventfd, epoll, memfd, ...) are
 //! rebuilt by [`files`], once each, before the fork.
 //!
-//! What it does NOT do (yet): helper processes for missing session or group leaders, COW sharing between
-//! processes, creds, established TCP; namespaces other
-//! than mount and pid are planned and entered by [`ns`], which `Restore::run` does not call yet. It never prints or exits; it logs through `log`. [`Restore::run`] forks from the calling
-//! process, which must be single-threaded.
+//! A container image (one with a mount tree) is restored inside its namespaces: [`container`] moves the
+//! restoring process into them ([`ns`] for uts/ipc/net/cgroup/user, then a rebuilt mount namespace and a
+//! new pid namespace, one level deep) before the tree is forked, which changes the calling process's own
+//! namespaces.
+//!
+//! What it does NOT do (yet): deeper nested pid namespaces, helper processes for missing session or group
+//! leaders, COW sharing between processes, creds, established TCP. It never prints or exits; it logs
+//! through `log`. [`Restore::run`] forks from the calling process, which must be single-threaded.
 
 pub mod area;
 pub mod blob;
+pub mod container;
 mod cpu;
 mod error;
 pub mod files;
@@ -30,6 +35,7 @@ mod prepare;
 mod procself;
 mod restore;
 pub mod sigframe;
+mod sysv_map;
 pub mod tree;
 
 pub use error::RestoreError;

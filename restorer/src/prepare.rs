@@ -307,6 +307,12 @@ pub fn prepare(
                 };
                 (VmaKind::Shared, fd)
             }
+            VmaBacking::SysvShm { shmid } => {
+                let obj = crate::sysv_map::segment_fd(*shmid, v.prot)?;
+                let fd = helpers.lift(&obj, &format!("SysV segment {shmid}"))?;
+                blob_fds.push(fd);
+                (VmaKind::Shared, fd)
+            }
             VmaBacking::Vdso | VmaBacking::Vvar | VmaBacking::Vsyscall => continue,
         };
         if !v.madvise.is_empty() {
@@ -546,6 +552,7 @@ pub fn prepare(
     keep.dedup();
     Ok(Launch {
         pid: Some(pid),
+        ns_pid: None,
         area,
         fd_moves,
         child_actions,

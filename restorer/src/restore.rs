@@ -19,6 +19,7 @@ pub struct Restore {
     detached: bool,
     shell_job: bool,
     pidfile: Option<PathBuf>,
+    container: crate::container::ContainerOptions,
 }
 
 /// Options of a [`Restore`].
@@ -44,6 +45,12 @@ impl RestoreBuilder {
     /// Write the restored root pid to this file.
     pub fn pidfile(mut self, pidfile: Option<PathBuf>) -> Self {
         self.inner.pidfile = pidfile;
+        self
+    }
+
+    /// How a container image is restored (root, external mounts, net and cgroup choices).
+    pub fn container(mut self, opts: crate::container::ContainerOptions) -> Self {
+        self.inner.container = opts;
         self
     }
 
@@ -114,6 +121,7 @@ impl Restore {
                 detached: false,
                 shell_job: false,
                 pidfile: None,
+                container: Default::default(),
             },
         }
     }
@@ -134,7 +142,29 @@ impl Restore {
             return Err(RestoreError::NotSingleThreaded { threads });
         }
         let dir = self.images_dir.as_path();
-        let (img, tree) = image::load_tree(dir)?;
+        let (img, mut tree) = image::load_tree(dir)?;
+        // A container image: enter its namespaces first, so its files are opened inside them.
+        let root_pid = tree.tasks.first().map_or(Pid(0), |t| t.pid);
+        let container =
+            crate::container::ContainerPlan::from_image(&img, root_pid, &self.container)?;
+        // The pidfile is written after the pivot: reach it through its directory opened before.
+        let pidfile = match (&container, &self.pidfile) {
+            (Some(_), Some(p)) => Some(crate::container::hold_outside_path(p)?),
+            _ => None,
+        };
+        let entered = match &container {
+            Some(plan) => {
+                let paths = tree.tasks.iter().flat_map(|t| t.files.values());
+                let e = plan.enter(dir, paths.map(|f| f.path.as_str()))?;
+                for f in tree.tasks.iter_mut().flat_map(|t| t.files.values_mut()) {
+                    e.relocate(&mut f.path);
+                    e.adopt_refilled(f);
+                }
+                Some(e)
+            }
+            None => None,
+        };
+        let dir = entered.as_ref().map_or(dir, |e| e.images_dir.as_path());
         for task in &tree.tasks {
             image::check_xstate(&img, task)?;
             image::check_creds(task)?;
@@ -152,6 +182,9 @@ impl Restore {
             .map(|t| Member::live(t.pid, t.tree.ppid, t.tree.pgid, t.tree.sid))
             .collect();
         members.extend(tree.zombies.iter().map(Member::zombie));
+        if let Some(plan) = &container {
+            plan.adopt_outside_session(&mut members);
+        }
         let planned = crate::tree::plan(&members)?;
 
         let blob = Blob::embedded()?;
@@ -175,6 +208,7 @@ impl Restore {
                     );
                     let mut launch =
                         prepare::prepare(dir, &blob, task, vdso, policy, &mut shared, &opened)?;
+                    launch.ns_pid = container.as_ref().and_then(|c| c.ns_pid(task.pid));
                     launch.session = p.session;
                     TreeTask::Live(Box::new(launch))
                 }
@@ -196,7 +230,10 @@ impl Restore {
         drop(shared);
         let started = launch::start_tree(nodes)?;
         if let Some(path) = &self.pidfile {
-            std::fs::write(path, format!("{}\n", started.pid)).map_err(|source| {
+            let at = pidfile
+                .as_ref()
+                .map_or(path.as_path(), |(_, p)| p.as_path());
+            std::fs::write(at, format!("{}\n", started.pid)).map_err(|source| {
                 RestoreError::Pidfile {
                     path: path.clone(),
                     source,

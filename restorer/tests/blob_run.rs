@@ -197,6 +197,7 @@ fn build_victim(pid: u32, break_it: bool) -> Victim {
     keep.sort_unstable();
     let launch = Launch {
         pid: Some(pid),
+        ns_pid: None,
         area,
         fd_moves: vec![FdMove {
             from: go_helper.as_raw_fd(),

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use dormant_tests::container::Container;
+use dormant_tests::harness::{dormant_bin, pid_is_free, wait_until, FINISH_TIMEOUT};
 
 fn start(args: &[&str]) -> Container {
     Container::start(
@@ -142,5 +143,205 @@ fn container_workload_catches_damage() {
     assert!(
         log.contains("FAIL dev-shm-plain-file") && log.contains("sh: workload exited 1"),
         "the damaged /dev/shm file must be caught:\n{log}"
+    );
+}
+
+/// The `dormant` binary with `args`, run in the agent's mount namespace (where the container's external
+/// masters are).
+fn dormant_in_agent(c: &Container, args: &[&str]) -> std::process::Output {
+    let mut cmd = c.in_agent_ns(dormant_bin().unwrap());
+    cmd.args(args);
+    cmd.output().unwrap()
+}
+
+/// Asserts a dump was refused for an unreachable external master, naming `mountpoint`, `master:GROUP` and
+/// the flag, with no image left behind.
+fn assert_refused(out: &std::process::Output, img: &Path, mountpoint: &str, group: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the dump must be refused: {err}");
+    for want in [
+        format!("mount {mountpoint} is a slave of peer group {group} (master:{group})"),
+        format!("--external mnt[{mountpoint}]:KEY"),
+    ] {
+        assert!(err.contains(&want), "the error must say {want:?}: {err}");
+    }
+    assert!(
+        !img.join("inventory").exists(),
+        "no image may be committed by a refused dump"
+    );
+}
+
+#[test]
+fn container_without_outside_master_is_refused() {
+    let c = start(&[]);
+    let init = c.init_pid();
+    let workload = c.workload_pid().unwrap();
+    let inside = mounts(&Container::mountinfo(init).unwrap());
+    let group_of = |mp: &str| {
+        let (_, opts) = inside.iter().find(|(m, _)| m == mp).unwrap();
+        tag(opts, "master").unwrap()
+    };
+    let img = c.scratch().join("img");
+
+    // From the machine's mount namespace, not the agent's: none of the agent's groups is mounted here, the
+    // first mount found without its master is the container root.
+    let mut cmd = Command::new(dormant_bin().unwrap());
+    cmd.args(["dump", "-t", &init.to_string(), "-D"]).arg(&img);
+    assert_refused(&cmd.output().unwrap(), &img, "/", &group_of("/"));
+
+    // From a copy of the agent's namespace (peer groups kept) where the sandbox shm, the outside master of
+    // /dev/shm, is unmounted: its group lives on in the agent's namespace, but not where the dumper runs.
+    let mut cmd = c.in_agent_ns("unshare");
+    cmd.args(["-m", "--propagation", "unchanged", "sh", "-c"])
+        .arg(format!(
+            "umount {} && exec {} dump -t {init} -D {}",
+            c.sandbox_shm().display(),
+            dormant_bin().unwrap().display(),
+            img.display()
+        ));
+    assert_refused(
+        &cmd.output().unwrap(),
+        &img,
+        "/dev/shm",
+        &group_of("/dev/shm"),
+    );
+
+    // The container is untouched: its /dev/shm is still a slave of the agent's sandbox shm.
+    assert_external_master_layout(&c, init);
+
+    // Nothing lost: the container runs on as before and passes its own check.
+    assert!(!pid_is_free(init) && !pid_is_free(workload));
+    c.trigger().unwrap();
+    let log = c.wait_verdict().unwrap();
+    assert!(
+        log.contains("PASS wl_container") && log.contains("sh: workload exited 0"),
+        "the container must run on after a refused dump:\n{log}"
+    );
+}
+
+/// Kills a restored container's init (and with it its pid namespace) if the test ends before the container
+/// ended itself: the restored init is no longer the agent's child, so the agent cannot.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // Only while the pid is still a pid-namespace init (not reused by an unrelated process).
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.0)).unwrap_or_default();
+        let is_init = status
+            .lines()
+            .any(|l| l.starts_with("NSpid:") && l.split_whitespace().last() == Some("1"));
+        if !is_init {
+            return;
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// The restored container's init, found by the pidfile restore writes.
+fn read_pid(path: &Path) -> i32 {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn container_dump_restore() {
+    dump_restore(false);
+}
+
+/// The sandbox's shm tmpfs is emptied between dump and restore (a new sandbox): /dev/shm's files come back
+/// from the image, and the POSIX shm mapping is again the restored file's memory.
+#[test]
+fn container_dump_restore_into_an_empty_sandbox_shm() {
+    dump_restore(true);
+}
+
+/// Dumps the Kata-like container from the agent's namespace with no flags, optionally empties the
+/// sandbox shm, restores it and checks it from inside (the workload) and outside.
+fn dump_restore(wipe_sandbox_shm: bool) {
+    let c = start(&[]);
+    let init = c.init_pid();
+    let workload = c.workload_pid().unwrap();
+    let before = mounts(&Container::mountinfo(init).unwrap());
+    let img = c.scratch().join("img");
+    let img_s = img.to_str().unwrap();
+    let out = dormant_in_agent(&c, &["dump", "-t", &init.to_string(), "-D", img_s]);
+    assert!(
+        out.status.success(),
+        "dump with no mount flags: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        wait_until(FINISH_TIMEOUT, || pid_is_free(init)
+            && pid_is_free(workload)),
+        "the dumped container must be gone"
+    );
+    if wipe_sandbox_shm {
+        let mut rm = c.in_agent_ns("sh");
+        rm.arg("-c")
+            .arg(format!("rm -rf {}/*", c.sandbox_shm().display()));
+        run_ok(rm);
+        let left = std::fs::read_dir(format!(
+            "/proc/{}/root{}",
+            c.agent_pid(),
+            c.sandbox_shm().display()
+        ))
+        .unwrap()
+        .count();
+        assert_eq!(left, 0, "the sandbox shm must be empty before the restore");
+    }
+    let pidfile = c.scratch().join("restored.pid");
+    let out = dormant_in_agent(
+        &c,
+        &[
+            "restore",
+            "-d",
+            "-D",
+            img_s,
+            "--pidfile",
+            pidfile.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "restore with no mount flags: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored = read_pid(&pidfile);
+    let _guard = KillOnDrop(restored);
+    assert_eq!(restored, init, "the init keeps its outside pid");
+    let status = std::fs::read_to_string(format!("/proc/{restored}/status")).unwrap();
+    assert!(
+        status.contains(&format!("NSpid:\t{restored}\t1\n")),
+        "the restored init is pid 1 of a new pid namespace:\n{status}"
+    );
+    let child =
+        std::fs::read_to_string(format!("/proc/{restored}/task/{restored}/children")).unwrap();
+    assert_eq!(
+        child.split_whitespace().collect::<Vec<_>>(),
+        [workload.to_string()],
+        "the shell's child is the workload again, with its pid"
+    );
+    let after = mounts(&Container::mountinfo(restored).unwrap());
+    // The same mountpoints (the workload compares the whole normalised tree itself); mountinfo lists mounts
+    // in creation order, which restore does not keep.
+    let points = |m: &[(String, Vec<String>)]| {
+        let mut v: Vec<String> = m.iter().map(|(p, _)| p.clone()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(points(&before), points(&after), "the same mount tree");
+    assert_external_master_layout(&c, restored);
+    c.trigger().unwrap();
+    let log = c.wait_verdict().unwrap();
+    assert!(
+        log.contains("PASS wl_container") && log.contains("sh: workload exited 0"),
+        "the restored workload's verdict:\n{log}"
     );
 }

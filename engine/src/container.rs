@@ -1,0 +1,211 @@
+//! Containers: a dumped tree whose root task lives in a mount namespace other than the dumper's.
+//!
+//! Such a tree is dumped with its mount tree (through `dormant-mounts`: mounts it recreates, binds of other
+//! dumped mounts, external mounts such as the container root and Kata's shared-directory binds, and the
+//! outside peer groups its mounts are slaves of) and its other namespaces (uts, ipc, cgroup, net, user,
+//! through [`crate::ns::dump_namespaces`]). External mounts and external masters are looked up in the
+//! dumper's own mount namespace, so `dormant dump` is run where kata-agent runs (its mount namespace), and
+//! no flag is needed for the layout kata-agent builds.
+//!
+//! A task that shares the dumper's mount namespace is a plain process dump: nothing here is written, and
+//! its namespaces stay the restorer's.
+//!
+//! What this does NOT do: dump tmpfs file contents (the mounts crate's job) or translate paths of open
+//! files between the two namespaces.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use dormant_image::records::{container_names, NsPids, Pid};
+use dormant_image::ImageWriter;
+use dormant_mounts::{ExternalMap, MountImage};
+
+use crate::error::{DumpError, Result};
+use crate::ns::{self, NsDumpSummary};
+
+/// What the caller tells the dumper about a container (CRIU's `--external mnt[MOUNTPOINT]:KEY`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerOptions {
+    /// `mnt[MOUNTPOINT]:KEY` specs (others are ignored here).
+    pub externals: Vec<String>,
+}
+
+/// What [`dump_container`] wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerSummary {
+    pub mounts: usize,
+    pub external_mounts: usize,
+    pub external_masters: usize,
+    pub namespaces: NsDumpSummary,
+}
+
+/// The mount namespace inode of `/proc/<who>/ns/mnt`.
+fn mnt_ns(who: &str, pid: u32) -> Result<u64> {
+    let path = PathBuf::from(format!("/proc/{who}/ns/mnt"));
+    std::fs::metadata(&path)
+        .map(|m| m.ino())
+        .map_err(|source| DumpError::ProcRead { pid, path, source })
+}
+
+/// The `NSpid` line of a `/proc/PID/status` text: the pid in every pid namespace, the reader's first.
+pub fn parse_ns_pids(status: &str) -> Option<Vec<u32>> {
+    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    line.split_whitespace().map(|f| f.parse().ok()).collect()
+}
+
+/// Reads the `NSpid` levels of every task.
+fn read_ns_pids(pids: &[Pid]) -> Result<Vec<NsPids>> {
+    pids.iter()
+        .map(|&pid| {
+            let path = PathBuf::from(format!("/proc/{}/status", pid.0));
+            let text = std::fs::read_to_string(&path).map_err(|source| DumpError::ProcRead {
+                pid: pid.0,
+                path,
+                source,
+            })?;
+            let levels = parse_ns_pids(&text).ok_or(DumpError::ProcParse {
+                pid: pid.0,
+                file: "status",
+                reason: "no usable NSpid line".into(),
+            })?;
+            Ok(NsPids { pid, levels })
+        })
+        .collect()
+}
+
+/// Before a dumped tree is killed: when its root (`pids[0]`) is the init of a pid namespace, sends
+/// SIGKILL to every task and returns true, meaning the tasks must be collected in reverse (children
+/// first); otherwise does nothing and returns false (parents first, the usual order).
+pub fn kill_order(pids: &[u32]) -> bool {
+    let Some(&root) = pids.first() else {
+        return false;
+    };
+    let is_init = std::fs::read_to_string(format!("/proc/{root}/status"))
+        .ok()
+        .and_then(|s| parse_ns_pids(&s))
+        .is_some_and(|levels| levels.len() > 1 && levels.last() == Some(&1));
+    if !is_init {
+        return false;
+    }
+    for &pid in pids {
+        if let Ok(pid) = i32::try_from(pid) {
+            // A task already gone is fine: it is collected below all the same.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    log::debug!(
+        "pid {root} is a pid namespace init: its tree is killed at once, collected children first"
+    );
+    true
+}
+
+/// Stores the content of external tmpfs directories mounted under `/dev` in the container (Kata's /dev/shm,
+/// a bind of the sandbox's shm tmpfs): its files belong to the container's state even though the mount
+/// comes from outside. Other external mounts (the rootfs, shared-directory volumes) are not copied.
+fn dump_external_tmpfs(
+    pid: i32,
+    img: &MountImage,
+    w: &mut ImageWriter,
+) -> dormant_mounts::Result<()> {
+    for m in &img.mounts {
+        let external = matches!(m.how, dormant_image::records::MountSource::External { .. });
+        if !external || m.fstype != "tmpfs" || !m.mountpoint.starts_with("/dev/") {
+            continue;
+        }
+        let dir = PathBuf::from(format!("/proc/{pid}/root{}", m.mountpoint));
+        if !dir.is_dir() {
+            continue;
+        }
+        let recs = dormant_mounts::tmpfs::dump_tree(&dir)?;
+        log::info!(
+            "pid {pid}: external tmpfs {}: {} content records",
+            m.mountpoint,
+            recs.len()
+        );
+        w.write_records(&container_names::ext_tmpfs(m.id), &recs)?;
+    }
+    Ok(())
+}
+
+/// Whether task `root` is in a mount namespace other than the dumper's (a container).
+pub fn is_container(root: Pid) -> Result<bool> {
+    Ok(mnt_ns(&root.0.to_string(), root.0)? != mnt_ns("self", root.0)?)
+}
+
+/// Dumps the mount tree and namespaces of the container whose init is `pids[0]` (every pid of the seized
+/// tree follows, the tasks frozen). Returns `None`, writing nothing, when the root shares the dumper's
+/// mount namespace. Fails before anything is written when a mount cannot be restored or one of its masters
+/// cannot be found outside (the error names the mount, its group and the flag).
+pub fn dump_container(
+    pids: &[Pid],
+    opts: &ContainerOptions,
+    w: &mut ImageWriter,
+) -> Result<Option<ContainerSummary>> {
+    let Some(&root) = pids.first() else {
+        return Ok(None);
+    };
+    if !is_container(root)? {
+        return Ok(None);
+    }
+    let mount_err = |source| DumpError::Mounts {
+        pid: root.0,
+        source,
+    };
+    let ext = ExternalMap::parse(opts.externals.iter().map(String::as_str)).map_err(mount_err)?;
+    let pid = i32::try_from(root.0).map_err(|_| DumpError::Config {
+        pid: root.0,
+        reason: "pid out of range",
+    })?;
+    let img: MountImage = dormant_mounts::dump_namespace(pid, &ext).map_err(mount_err)?;
+    img.write(w).map_err(mount_err)?;
+    let external_mounts = img
+        .mounts
+        .iter()
+        .filter(|m| matches!(m.how, dormant_image::records::MountSource::External { .. }))
+        .count();
+    for m in &img.masters {
+        log::info!(
+            "pid {}: peer group {} is an external master, found at {} (key {:?})",
+            root.0,
+            m.group.0,
+            m.found_at,
+            m.key
+        );
+    }
+    let ns_pids = read_ns_pids(pids)?;
+    if ns_pids.iter().any(|p| p.levels.len() > 1) {
+        w.write_records(container_names::NS_PIDS, &ns_pids)
+            .map_err(|source| DumpError::Image {
+                pid: root.0,
+                what: container_names::NS_PIDS.to_string(),
+                source,
+            })?;
+    }
+    dump_external_tmpfs(pid, &img, w).map_err(mount_err)?;
+    let namespaces = ns::dump_namespaces(pids, w)?;
+    let summary = ContainerSummary {
+        mounts: img.mounts.len(),
+        external_mounts,
+        external_masters: img.masters.len(),
+        namespaces,
+    };
+    log::info!("pid {}: container dumped: {summary:?}", root.0);
+    Ok(Some(summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ns_pids_from_status() {
+        let status = "Name:\tsh\nTgid:\t4242\nNSpid:\t4242\t1\nNSpgid:\t4242\t1\n";
+        assert_eq!(parse_ns_pids(status), Some(vec![4242, 1]));
+        assert_eq!(parse_ns_pids("NSpid:\t7\n"), Some(vec![7]));
+        assert_eq!(parse_ns_pids("NSpid:\t7\tx\n"), None);
+        assert_eq!(parse_ns_pids("Name:\tsh\n"), None);
+    }
+}
