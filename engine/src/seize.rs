@@ -99,7 +99,7 @@ impl SeizedTask {
             start_time: before.start_time,
         };
         let npid = NixPid::from_raw(pid as i32);
-        ptrace::seize(npid, ptrace::Options::empty()).map_err(|e| match e {
+        ptrace::seize(npid, dormant_parasite::SEIZE_OPTIONS).map_err(|e| match e {
             Errno::ESRCH => DumpError::NoSuchProcess { pid },
             e => DumpError::Ptrace {
                 pid,
@@ -153,7 +153,7 @@ impl SeizedTask {
                     continue;
                 }
                 let ntid = NixPid::from_raw(tid as i32);
-                match ptrace::seize(ntid, ptrace::Options::empty()) {
+                match ptrace::seize(ntid, dormant_parasite::SEIZE_OPTIONS) {
                     Ok(()) => {}
                     // It exited between the scan and the seize.
                     Err(Errno::ESRCH) => continue,

@@ -33,3 +33,14 @@ pub use parasite::{Parasite, SpliceError, ThreadInfo};
 pub use ptrace::{get_sigmask, set_sigmask, SigMask};
 pub use remote::{RemoteScratch, RemoteTask, Tid};
 pub use site::find_syscall_site;
+
+/// The options a caller must pass to `PTRACE_SEIZE` for every task it hands to this crate.
+///
+/// `PTRACE_O_TRACESYSGOOD` is what keeps the target alive if the dumper dies mid-command: a tracee left
+/// in a syscall-stop by a tracer that exits is woken with the stop's code still in place, and the kernel
+/// sends that code to it as a signal. Without the option the code is a plain SIGTRAP, which kills a target
+/// that is running (or parked in) blob code, where SIGTRAP is the one signal left unblocked; with it the
+/// code is `SIGTRAP | 0x80`, not a valid signal number, and nothing is sent (`dumper_killed_at_each_parasite_stage`).
+/// No `PTRACE_O_EXITKILL`: a dumper crash must leave the target running.
+pub const SEIZE_OPTIONS: nix::sys::ptrace::Options =
+    nix::sys::ptrace::Options::PTRACE_O_TRACESYSGOOD;

@@ -155,7 +155,7 @@ impl Workload {
 /// PTRACE_SEIZE + PTRACE_INTERRUPT + wait for the interrupt's event stop.
 pub fn seize_and_stop(tid: Tid) {
     let pid = Pid::from_raw(tid.0);
-    ptrace::seize(pid, ptrace::Options::empty()).unwrap();
+    ptrace::seize(pid, dormant_parasite::SEIZE_OPTIONS).unwrap();
     ptrace::interrupt(pid).unwrap();
     match waitpid(pid, Some(WaitPidFlag::__WALL)).unwrap() {
         WaitStatus::PtraceEvent(_, Signal::SIGTRAP, libc::PTRACE_EVENT_STOP) => {}
