@@ -70,6 +70,9 @@ pub struct Launch {
     pub rlimits: Vec<RlimitSet>,
     /// Working directory to change to (absolute), if known.
     pub cwd: Option<std::ffi::CString>,
+    /// Root directory to `chroot` into after the `chdir` (absolute, in the restorer's view), when the task
+    /// was chrooted.
+    pub root: Option<std::ffi::CString>,
     /// The registers the task must have after its final rt_sigreturn (checked: rip).
     pub expected_rip: u64,
     /// Every other thread the blob creates: its tid and the rip it must have after its rt_sigreturn.
@@ -158,6 +161,7 @@ struct ChildPlan<'a> {
     umask: Option<u32>,
     rlimits: &'a [RlimitSet],
     cwd: Option<&'a std::ffi::CStr>,
+    root: Option<&'a std::ffi::CStr>,
     session: SessionPlan,
     comm: Option<&'a std::ffi::CStr>,
     personality: Option<u32>,
@@ -352,6 +356,7 @@ pub fn start_tree(nodes: Vec<TreeNode>) -> Result<Started, RestoreError> {
                 umask: l.umask,
                 rlimits: &l.rlimits,
                 cwd: l.cwd.as_deref(),
+                root: l.root.as_deref(),
                 session: l.session,
                 comm: l.comm.as_deref(),
                 personality: l.personality,
@@ -378,6 +383,7 @@ pub fn start_tree(nodes: Vec<TreeNode>) -> Result<Started, RestoreError> {
                 umask: None,
                 rlimits: &[],
                 cwd: None,
+                root: None,
                 session: *session,
                 comm: None,
                 personality: None,
@@ -943,6 +949,15 @@ fn child_main(plans: &[ChildPlan<'_>], index: usize) -> ! {
         // SAFETY: `dir` is a NUL-terminated path prepared before the fork.
         if unsafe { libc::chdir(dir.as_ptr()) } != 0 {
             child_fail(rep, Step::ChildChdir, errno(), 0);
+        }
+    }
+    // After the chdir (the saved cwd is a path in the restorer's view, under the root) and after this
+    // task forked its children (each changes directory itself, from the restorer's view, before its own
+    // chroot).
+    if let Some(dir) = plan.root {
+        // SAFETY: `dir` is a NUL-terminated path prepared before the fork.
+        if unsafe { libc::chroot(dir.as_ptr()) } != 0 {
+            child_fail(rep, Step::ChildChroot, errno(), 0);
         }
     }
     if let Some(name) = plan.comm {

@@ -474,12 +474,17 @@ pub fn prepare(
         })
         .collect();
 
-    if !core.root.is_empty() && core.root != "/" {
-        return Err(RestoreError::Unsupported(format!(
-            "pid {pid}: root directory {} (chroot)",
-            core.root
-        )));
-    }
+    // A chrooted task: its root is a path in the dumper's view, like its cwd and its files.
+    let root = if core.root.is_empty() || core.root == "/" {
+        None
+    } else {
+        Some(
+            std::ffi::CString::new(core.root.as_str()).map_err(|_| RestoreError::BadImage {
+                dir: dir.to_owned(),
+                reason: format!("pid {pid}: root directory {:?} contains NUL", core.root),
+            })?,
+        )
+    };
     let cwd = if core.cwd.is_empty() {
         None
     } else {
@@ -563,6 +568,7 @@ pub fn prepare(
         umask: Some(core.umask),
         rlimits,
         cwd,
+        root,
         expected_rip: t.regs.rip,
         other_threads: task
             .other_threads

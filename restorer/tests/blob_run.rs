@@ -212,6 +212,7 @@ fn build_victim(pid: u32, break_it: bool) -> Victim {
         rlimits: Vec::new(),
         child_actions: Vec::new(),
         cwd: Some(c"/tmp".to_owned()),
+        root: None,
         expected_rip: CODE,
         other_threads: Vec::new(),
         stopped: false,

@@ -179,3 +179,11 @@ fn signals_leave_running_then_restore() -> Result<()> {
     harness::leave_running_then_restore(signals())?;
     Ok(())
 }
+
+/// A chrooted process: restored inside the same root (chroot after chdir in the forked child), with its
+/// working directory under that root and its umask; the workload checks all three itself.
+#[test]
+fn chrooted_process_dump_restore() -> Result<()> {
+    harness::dump_restore(Spec::workload("wl_root", env!("CARGO_BIN_EXE_wl_root")))?;
+    Ok(())
+}

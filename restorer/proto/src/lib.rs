@@ -295,6 +295,7 @@ pub enum Step {
     ChildComm = 40,
     ChildPersonality = 41,
     ChildFork = 42,
+    ChildChroot = 50,
 }
 
 /// Exit status base of a failing blob.
@@ -341,6 +342,7 @@ impl Step {
             38 => ChildChdir,
             39 => ChildSession,
             40 => ChildComm,
+            50 => ChildChroot,
             41 => ChildPersonality,
             42 => ChildFork,
             _ => return None,
@@ -387,6 +389,7 @@ impl Step {
             ChildChdir => "changing to the saved working directory (child)",
             ChildSession => "creating the saved session or process group (child)",
             ChildComm => "setting the task's name (child)",
+            ChildChroot => "changing to the saved root directory (child)",
             ChildPersonality => "setting the execution domain (child)",
             ChildFork => "forking a child of the restored tree with its pid (child)",
         }
