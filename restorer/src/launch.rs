@@ -73,6 +73,8 @@ pub struct Launch {
     /// Root directory to `chroot` into after the `chdir` (absolute, in the restorer's view), when the task
     /// was chrooted.
     pub root: Option<std::ffi::CString>,
+    /// Process attributes set with prctl in the child.
+    pub prctl: ProcessCtl,
     /// The registers the task must have after its final rt_sigreturn (checked: rip).
     pub expected_rip: u64,
     /// Every other thread the blob creates: its tid and the rip it must have after its rt_sigreturn.
@@ -101,6 +103,47 @@ pub enum SessionPlan {
     Inherit,
     /// Its group is led by another restored process of its session, which exists by then: `setpgid(0, g)`.
     JoinGroup(u32),
+}
+
+/// Per-process attributes the child sets with prctl before it enters the blob (`None`: not known, left
+/// as inherited). Credentials are not restored (a task with other credentials is refused), so nothing
+/// later resets dumpable or pdeathsig the way a uid change would.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcessCtl {
+    pub child_subreaper: Option<bool>,
+    /// 0 or 1 (the kernel refuses 2, `suid_dumpable`, through prctl; such a value is left as is).
+    pub dumpable: Option<u32>,
+    pub securebits: Option<u32>,
+    /// Signal sent when the parent dies. Set by the child right after the fork, so "the parent" is its
+    /// restored parent; [`start_tree`] drops it for the root, whose parent is the restorer.
+    pub pdeathsig: Option<u32>,
+}
+
+impl ProcessCtl {
+    /// Applies every known attribute to the calling process; on failure, which one (0 subreaper,
+    /// 1 dumpable, 2 securebits, 3 pdeathsig) and the errno.
+    fn apply(&self) -> Result<(), (u64, i32)> {
+        let set = |which: u64, option: libc::c_int, value: libc::c_ulong| {
+            // SAFETY: these prctl options take one integer argument and change only the calling process.
+            if unsafe { libc::prctl(option, value, 0, 0, 0) } != 0 {
+                return Err((which, errno()));
+            }
+            Ok(())
+        };
+        if let Some(on) = self.child_subreaper {
+            set(0, libc::PR_SET_CHILD_SUBREAPER, on as libc::c_ulong)?;
+        }
+        if let Some(d) = self.dumpable.filter(|d| *d <= 1) {
+            set(1, libc::PR_SET_DUMPABLE, d as libc::c_ulong)?;
+        }
+        if let Some(bits) = self.securebits {
+            set(2, libc::PR_SET_SECUREBITS, bits as libc::c_ulong)?;
+        }
+        if let Some(sig) = self.pdeathsig {
+            set(3, libc::PR_SET_PDEATHSIG, sig as libc::c_ulong)?;
+        }
+        Ok(())
+    }
 }
 
 impl SessionPlan {
@@ -162,6 +205,7 @@ struct ChildPlan<'a> {
     rlimits: &'a [RlimitSet],
     cwd: Option<&'a std::ffi::CStr>,
     root: Option<&'a std::ffi::CStr>,
+    prctl: ProcessCtl,
     session: SessionPlan,
     comm: Option<&'a std::ffi::CStr>,
     personality: Option<u32>,
@@ -357,6 +401,22 @@ pub fn start_tree(nodes: Vec<TreeNode>) -> Result<Started, RestoreError> {
                 rlimits: &l.rlimits,
                 cwd: l.cwd.as_deref(),
                 root: l.root.as_deref(),
+                prctl: if i == 0 {
+                    if l.prctl.pdeathsig.is_some_and(|s| s != 0) {
+                        log::warn!(
+                            "pid {}: parent-death signal {} not restored: the tree's root has the \
+                             restorer as its parent",
+                            l.pid.unwrap_or(0),
+                            l.prctl.pdeathsig.unwrap_or(0)
+                        );
+                    }
+                    ProcessCtl {
+                        pdeathsig: None,
+                        ..l.prctl
+                    }
+                } else {
+                    l.prctl
+                },
                 session: l.session,
                 comm: l.comm.as_deref(),
                 personality: l.personality,
@@ -384,6 +444,7 @@ pub fn start_tree(nodes: Vec<TreeNode>) -> Result<Started, RestoreError> {
                 rlimits: &[],
                 cwd: None,
                 root: None,
+                prctl: ProcessCtl::default(),
                 session: *session,
                 comm: None,
                 personality: None,
@@ -959,6 +1020,9 @@ fn child_main(plans: &[ChildPlan<'_>], index: usize) -> ! {
         if unsafe { libc::chroot(dir.as_ptr()) } != 0 {
             child_fail(rep, Step::ChildChroot, errno(), 0);
         }
+    }
+    if let Err((which, e)) = plan.prctl.apply() {
+        child_fail(rep, Step::ChildPrctl, e, which);
     }
     if let Some(name) = plan.comm {
         // SAFETY: PR_SET_NAME reads at most 16 bytes of the NUL-terminated string prepared before the fork.

@@ -569,6 +569,12 @@ pub fn prepare(
         rlimits,
         cwd,
         root,
+        prctl: crate::launch::ProcessCtl {
+            child_subreaper: core.child_subreaper,
+            dumpable: core.dumpable,
+            securebits: core.creds.securebits,
+            pdeathsig: core.pdeathsig,
+        },
         expected_rip: t.regs.rip,
         other_threads: task
             .other_threads

@@ -213,6 +213,7 @@ fn build_victim(pid: u32, break_it: bool) -> Victim {
         child_actions: Vec::new(),
         cwd: Some(c"/tmp".to_owned()),
         root: None,
+        prctl: Default::default(),
         expected_rip: CODE,
         other_threads: Vec::new(),
         stopped: false,

@@ -116,3 +116,12 @@ fn python_child_with_threads_self_check_catches_a_changed_local() -> Result<()> 
     )?;
     Ok(())
 }
+
+/// Child subreaper, dumpable and securebits of the root and a child's parent-death signal come back, and
+/// are used: an orphan made after the restore is reparented to (and reaped by) the subreaper root, and no
+/// stray SIGUSR2 reaches the child.
+#[test]
+fn process_attributes_dump_restore() -> Result<()> {
+    harness::dump_restore(Spec::workload("wl_prctl", env!("CARGO_BIN_EXE_wl_prctl")))?;
+    Ok(())
+}

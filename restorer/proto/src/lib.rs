@@ -296,6 +296,7 @@ pub enum Step {
     ChildPersonality = 41,
     ChildFork = 42,
     ChildChroot = 50,
+    ChildPrctl = 51,
 }
 
 /// Exit status base of a failing blob.
@@ -343,6 +344,7 @@ impl Step {
             39 => ChildSession,
             40 => ChildComm,
             50 => ChildChroot,
+            51 => ChildPrctl,
             41 => ChildPersonality,
             42 => ChildFork,
             _ => return None,
@@ -390,6 +392,7 @@ impl Step {
             ChildSession => "creating the saved session or process group (child)",
             ChildComm => "setting the task's name (child)",
             ChildChroot => "changing to the saved root directory (child)",
+            ChildPrctl => "setting subreaper, dumpable, securebits or pdeathsig (child)",
             ChildPersonality => "setting the execution domain (child)",
             ChildFork => "forking a child of the restored tree with its pid (child)",
         }
