@@ -213,15 +213,20 @@ impl Restore {
                 )));
             }
             image::check_pid_free(Pid(helper))?;
-            log::info!("pid {helper}: a helper process stands in for a gone leader ({:?})", p.node);
+            log::info!(
+                "pid {helper}: a helper process stands in for a gone leader ({:?})",
+                p.node
+            );
         }
         // Inside a nested pid namespace `setpgid` takes the group's pid as seen there.
         let session_inside = |session: SessionPlan| match session {
-            SessionPlan::JoinGroup(g) if nested => inner_pid(g).map(SessionPlan::JoinGroup).ok_or_else(|| {
-                RestoreError::Unsupported(format!(
+            SessionPlan::JoinGroup(g) if nested => {
+                inner_pid(g).map(SessionPlan::JoinGroup).ok_or_else(|| {
+                    RestoreError::Unsupported(format!(
                     "process group {g}: its pid inside the tree's pid namespace is not recorded"
                 ))
-            }),
+                })
+            }
             other => Ok(other),
         };
 

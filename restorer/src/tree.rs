@@ -496,7 +496,11 @@ mod tests {
         let err = plan(&members).unwrap_err();
         assert!(err.to_string().contains("children of both"), "{err}");
         // The root's group is led from outside: a child that joins it later cannot.
-        let members = [live(10, None, 5, 5), live(11, Some(10), 11, 5), live(12, Some(11), 5, 5)];
+        let members = [
+            live(10, None, 5, 5),
+            live(11, Some(10), 11, 5),
+            live(12, Some(11), 5, 5),
+        ];
         let err = plan(&members).unwrap_err();
         assert!(err.to_string().contains("led from outside"), "{err}");
         // A session led by a live process of the tree that is not an ancestor.
@@ -513,6 +517,9 @@ mod tests {
     fn refuses_members_outside_the_root() {
         let members = [live(10, None, 10, 10), live(11, Some(77), 10, 10)];
         let err = plan(&members).unwrap_err();
-        assert!(err.to_string().contains("parent 77 is not in the tree"), "{err}");
+        assert!(
+            err.to_string().contains("parent 77 is not in the tree"),
+            "{err}"
+        );
     }
 }
