@@ -118,8 +118,10 @@ pub fn load_tree(dir: &Path) -> Result<(ImageReader, TreeImage), RestoreError> {
         }
         // A container image (with its mount tree) is restored into a new pid namespace one level down
         // (see `container`); deeper nesting, or nesting without the container's namespaces, is refused.
+        // A root that is the init of its own pid namespace is restored into a new one too (`pidns`).
         let container = img.has_file(dormant_image::records::mount_names::MOUNTS);
-        if entry.ns_pids.len() > if container { 2 } else { 1 } {
+        let ns_init_root = entries[0].ns_pids.len() == 2 && entries[0].ns_pids[1] == Pid(1);
+        if entry.ns_pids.len() > if container || ns_init_root { 2 } else { 1 } {
             return Err(RestoreError::Unsupported(format!(
                 "pid {} is pid {:?} in nested pid namespace(s); restoring nested pid namespaces is not \
                  implemented",

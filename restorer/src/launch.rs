@@ -195,6 +195,12 @@ struct ChildPlan<'a> {
     forked_read: RawFd,
     /// Indices (into the plan array) of the children this task forks, in order.
     children: &'a [usize],
+    /// Group helpers it forks before it joins their group (`SessionPlan::JoinGroup`) and reaps after.
+    early: &'a [usize],
+    /// A helper: exit 0 once its children are forked (its parent reaps it).
+    helper: bool,
+    /// `PR_SET_CHILD_SUBREAPER` before forking (a session helper's children come back to it).
+    subreaper_first: bool,
     /// A zombie: exit with this wait status once forked.
     zombie: Option<u32>,
     report_write: RawFd,
@@ -305,13 +311,26 @@ pub enum TreeTask {
         session: SessionPlan,
         status: u32,
     },
+    /// A stand-in for a session or group leader that is gone (see [`crate::tree`]): forked with the
+    /// leader's pid, it takes the session or group, forks its children and exits 0; its parent reaps it.
+    Helper { pid: u32, kind: HelperKind },
+}
+
+/// What a helper process stands in for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HelperKind {
+    /// A session leader: `setsid()`, then it forks its children (the session's members).
+    Session,
+    /// A group leader: `setpgid(0, 0)`. Its parent forks it before joining the group with
+    /// `SessionPlan::JoinGroup`, and reaps it right after.
+    Group,
 }
 
 impl TreeTask {
     fn pid(&self) -> u32 {
         match self {
             TreeTask::Live(l) => l.pid.unwrap_or(0),
-            TreeTask::Zombie { pid, .. } => *pid,
+            TreeTask::Zombie { pid, .. } | TreeTask::Helper { pid, .. } => *pid,
         }
     }
 }
@@ -321,6 +340,9 @@ impl TreeTask {
 pub struct TreeNode {
     pub parent: Option<usize>,
     pub task: TreeTask,
+    /// Become a child subreaper before forking the children: a session helper among them exits, and
+    /// its children must be reparented to this process (see [`crate::tree`]).
+    pub subreaper_first: bool,
 }
 
 /// Starts the task described by `launch`, returns once it runs its own code again.
@@ -328,6 +350,7 @@ pub fn start(launch: Launch) -> Result<Started, RestoreError> {
     start_tree(vec![TreeNode {
         parent: None,
         task: TreeTask::Live(Box::new(launch)),
+        subreaper_first: false,
     }])
 }
 
@@ -339,7 +362,9 @@ struct Traced {
     area: Option<(u64, u64)>,
     stopped: bool,
     report: Option<File>,
+    /// The wait status it must end with: a zombie's saved one, 0 for a helper; `None` for live tasks.
     zombie: Option<u32>,
+    helper: bool,
 }
 
 /// Starts a whole tree (`nodes[0]` is the root; every parent comes before its children), returns once
@@ -361,6 +386,7 @@ pub fn start_tree(nodes: Vec<TreeNode>) -> Result<Started, RestoreError> {
     let mut forked_pipes: Vec<Option<(OwnedFd, OwnedFd)>> = Vec::with_capacity(nodes.len());
     let mut mapped = Vec::new();
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    let mut early: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
     for (i, n) in nodes.iter().enumerate() {
         if let Some(p) = n.parent {
             if p >= i {
@@ -369,7 +395,17 @@ pub fn start_tree(nodes: Vec<TreeNode>) -> Result<Started, RestoreError> {
                     n.task.pid()
                 )));
             }
-            children[p].push(i);
+            if matches!(
+                n.task,
+                TreeTask::Helper {
+                    kind: HelperKind::Group,
+                    ..
+                }
+            ) {
+                early[p].push(i);
+            } else {
+                children[p].push(i);
+            }
             forked_pipes.push(Some(pipe()?));
         } else {
             forked_pipes.push(None);
@@ -392,6 +428,9 @@ pub fn start_tree(nodes: Vec<TreeNode>) -> Result<Started, RestoreError> {
                 forked_write,
                 forked_read,
                 children: &children[i],
+                early: &early[i],
+                helper: false,
+                subreaper_first: n.subreaper_first,
                 zombie: None,
                 report_write: l.report_write.as_raw_fd(),
                 moves: &l.fd_moves,
@@ -401,21 +440,29 @@ pub fn start_tree(nodes: Vec<TreeNode>) -> Result<Started, RestoreError> {
                 rlimits: &l.rlimits,
                 cwd: l.cwd.as_deref(),
                 root: l.root.as_deref(),
-                prctl: if i == 0 {
-                    if l.prctl.pdeathsig.is_some_and(|s| s != 0) {
-                        log::warn!(
-                            "pid {}: parent-death signal {} not restored: the tree's root has the \
-                             restorer as its parent",
-                            l.pid.unwrap_or(0),
-                            l.prctl.pdeathsig.unwrap_or(0)
-                        );
+                prctl: {
+                    // The root's parent is the restorer; a task forked by a helper gets the signal when
+                    // the helper exits. Either would fire a parent-death signal the task never had.
+                    let forked_by_helper = n
+                        .parent
+                        .is_some_and(|p| matches!(nodes[p].task, TreeTask::Helper { .. }));
+                    if i == 0 || forked_by_helper {
+                        if l.prctl.pdeathsig.is_some_and(|s| s != 0) {
+                            log::warn!(
+                                "pid {}: parent-death signal {} not restored: its parent at restore \
+                                 is {}",
+                                l.pid.unwrap_or(0),
+                                l.prctl.pdeathsig.unwrap_or(0),
+                                if i == 0 { "the restorer" } else { "a session or group helper" }
+                            );
+                        }
+                        ProcessCtl {
+                            pdeathsig: None,
+                            ..l.prctl
+                        }
+                    } else {
+                        l.prctl
                     }
-                    ProcessCtl {
-                        pdeathsig: None,
-                        ..l.prctl
-                    }
-                } else {
-                    l.prctl
                 },
                 session: l.session,
                 comm: l.comm.as_deref(),
@@ -424,34 +471,45 @@ pub fn start_tree(nodes: Vec<TreeNode>) -> Result<Started, RestoreError> {
                 args: l.area.args,
                 stack_top: l.area.stack_top,
             },
-            TreeTask::Zombie {
-                pid,
-                session,
-                status,
-            } => ChildPlan {
-                pid: *pid,
-                ns_pid: 0,
-                sync_read: sync,
-                forked_write,
-                forked_read,
-                children: &children[i],
-                zombie: Some(*status),
-                report_write: -1,
-                moves: &[],
-                actions: &[],
-                keep: &[],
-                umask: None,
-                rlimits: &[],
-                cwd: None,
-                root: None,
-                prctl: ProcessCtl::default(),
-                session: *session,
-                comm: None,
-                personality: None,
-                entry: 0,
-                args: 0,
-                stack_top: 0,
-            },
+            TreeTask::Zombie { .. } | TreeTask::Helper { .. } => {
+                let (session, zombie, helper) = match n.task {
+                    TreeTask::Zombie {
+                        session, status, ..
+                    } => (session, Some(status), false),
+                    TreeTask::Helper {
+                        kind: HelperKind::Session,
+                        ..
+                    } => (SessionPlan::NewSession, None, true),
+                    _ => (SessionPlan::NewGroup, None, true),
+                };
+                ChildPlan {
+                    pid: n.task.pid(),
+                    ns_pid: 0,
+                    sync_read: sync,
+                    forked_write,
+                    forked_read,
+                    children: &children[i],
+                    early: &early[i],
+                    helper,
+                    subreaper_first: n.subreaper_first,
+                    zombie,
+                    report_write: -1,
+                    moves: &[],
+                    actions: &[],
+                    keep: &[],
+                    umask: None,
+                    rlimits: &[],
+                    cwd: None,
+                    root: None,
+                    prctl: ProcessCtl::default(),
+                    session,
+                    comm: None,
+                    personality: None,
+                    entry: 0,
+                    args: 0,
+                    stack_top: 0,
+                }
+            }
         });
     }
     let want_pid = plans[0].pid;
@@ -497,6 +555,7 @@ pub fn start_tree(nodes: Vec<TreeNode>) -> Result<Started, RestoreError> {
                     stopped,
                     report: Some(File::from(report_read)),
                     zombie: None,
+                    helper: false,
                 });
             }
             TreeTask::Zombie { pid, status, .. } => traced.push(Traced {
@@ -506,6 +565,16 @@ pub fn start_tree(nodes: Vec<TreeNode>) -> Result<Started, RestoreError> {
                 stopped: false,
                 report: None,
                 zombie: Some(status),
+                helper: false,
+            }),
+            TreeTask::Helper { pid, .. } => traced.push(Traced {
+                pid,
+                threads: Vec::new(),
+                area: None,
+                stopped: false,
+                report: None,
+                zombie: Some(0),
+                helper: true,
             }),
         }
     }
@@ -732,6 +801,9 @@ fn trace(
             .map_err(|source| RestoreError::Cleanup { pid: t.pid, source })?;
     }
     for t in traced.iter().rev() {
+        if t.helper {
+            continue;
+        }
         for &(tid, _) in t.threads.iter().rev() {
             ptrace::detach(NixPid::from_raw(tid as i32), None)
                 .map_err(ptrace_err(tid, "DETACH"))?;
@@ -753,9 +825,14 @@ fn check_zombie(t: &Traced, got: u32) -> Result<(), RestoreError> {
     let want = t.zombie.unwrap_or(0);
     // Only the exit code or signal matters; the core-dump bit depends on the core limit.
     if got & 0xff7f != want & 0xff7f {
+        let what = if t.helper {
+            "helper process (stand-in for a gone session or group leader)"
+        } else {
+            "zombie"
+        };
         return Err(RestoreError::ChildLost {
             pid: t.pid,
-            what: format!("zombie ended with wait status {got:#x}, expected {want:#x}"),
+            what: format!("{what} ended with wait status {got:#x}, expected {want:#x}"),
         });
     }
     Ok(())
@@ -916,6 +993,47 @@ fn errno() -> i32 {
     Errno::last_raw()
 }
 
+/// Forks child `c` of the plan with its exact pid and waits until it reports that its own session, group
+/// and subtree exist.
+fn fork_child(plans: &[ChildPlan<'_>], c: usize, rep: RawFd) {
+    let child = &plans[c];
+    let ret = clone_exact(child.pid, child.ns_pid);
+    if ret == 0 {
+        child_main(plans, c);
+    }
+    if ret < 0 {
+        child_fail(rep, Step::ChildFork, (-ret) as i32, child.pid as u64);
+    }
+    let mut byte = [0u8; 1];
+    // SAFETY: reads one byte into our stack buffer.
+    if unsafe { libc::read(child.forked_read, byte.as_mut_ptr().cast(), 1) } != 1 {
+        child_fail(rep, Step::ChildFork, errno(), child.pid as u64);
+    }
+}
+
+/// Reaps helper `pid` (our child) once it exited 0 (the tracer collects it first), and drops the SIGCHLD it
+/// sent: none was pending at dump time that the blob does not queue again itself.
+fn reap_helper(pid: u32, rep: RawFd) {
+    let mut status = 0;
+    // SAFETY: waits for our own child; the status goes to our stack.
+    let got = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::__WALL) };
+    if got != pid as libc::pid_t || status != 0 {
+        let e = if got < 0 { errno() } else { 0 };
+        child_fail(rep, Step::ChildFork, e, pid as u64);
+    }
+    // SAFETY: sigset_t is plain data on our stack; a zero timeout only polls for a pending SIGCHLD.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        libc::sigtimedwait(&set, std::ptr::null_mut(), &zero);
+    }
+}
+
 fn child_main(plans: &[ChildPlan<'_>], index: usize) -> ! {
     let plan = &plans[index];
     let rep = plan.report_write;
@@ -940,27 +1058,33 @@ fn child_main(plans: &[ChildPlan<'_>], index: usize) -> ! {
                 child_fail(rep, Step::ChildSession, errno(), 1);
             }
         },
-        // SAFETY: as above.
-        SessionPlan::JoinGroup(g) => unsafe {
-            if libc::setpgid(0, g as libc::pid_t) != 0 {
+        SessionPlan::JoinGroup(g) => {
+            // A group whose leader is gone: its helper creates it (and, a zombie until reaped below,
+            // keeps it alive while we join).
+            for &c in plan.early {
+                fork_child(plans, c, rep);
+            }
+            // SAFETY: as above.
+            if unsafe { libc::setpgid(0, g as libc::pid_t) } != 0 {
                 child_fail(rep, Step::ChildSession, errno(), g as u64);
             }
-        },
+            for &c in plan.early {
+                reap_helper(plans[c].pid, rep);
+            }
+        }
         SessionPlan::Inherit => {}
+    }
+    if plan.subreaper_first {
+        // SAFETY: PR_SET_CHILD_SUBREAPER takes one integer and changes only this process.
+        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+            child_fail(rep, Step::ChildSession, errno(), 2);
+        }
     }
     // Children one at a time: each reports once its own subtree exists.
     for &c in plan.children {
-        let child = &plans[c];
-        let ret = clone_exact(child.pid, child.ns_pid);
-        if ret == 0 {
-            child_main(plans, c);
-        }
-        if ret < 0 {
-            child_fail(rep, Step::ChildFork, (-ret) as i32, child.pid as u64);
-        }
-        // SAFETY: reads one byte into our stack buffer.
-        if unsafe { libc::read(child.forked_read, byte.as_mut_ptr().cast(), 1) } != 1 {
-            child_fail(rep, Step::ChildFork, errno(), child.pid as u64);
+        fork_child(plans, c, rep);
+        if plans[c].helper {
+            reap_helper(plans[c].pid, rep);
         }
     }
     if plan.forked_write >= 0 {
@@ -968,6 +1092,11 @@ fn child_main(plans: &[ChildPlan<'_>], index: usize) -> ! {
         if unsafe { libc::write(plan.forked_write, byte.as_ptr().cast(), 1) } != 1 {
             child_fail(rep, Step::ChildFork, errno(), 0);
         }
+    }
+    if plan.helper {
+        // SAFETY: ends this helper process without running any destructor of the parent's copy; its
+        // children are reparented to its parent (a subreaper or the pid namespace's init).
+        unsafe { libc::syscall(libc::SYS_exit_group, 0) };
     }
     if let Some(status) = plan.zombie {
         become_zombie(status);

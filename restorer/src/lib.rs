@@ -2,7 +2,8 @@
 //!
 //! What it does: reads and checks an image (format, arch, xsave features, vDSO, files, pids, page crcs),
 //! forks the process tree top-down with the original pids (clone3 `set_tid`; each restored task forks its
-//! own children after taking its session and group, see [`tree`]), recreates zombies, rebuilds fds, umask
+//! own children after taking its session and group, see [`tree`]; short-lived helper processes stand in for
+//! session and group leaders that are gone), recreates zombies, rebuilds fds, umask
 //! and rlimits in each child, then hands over to the no_std restorer blob (built from `blob/` by
 //! `build.rs`) which swaps in the saved address space, vDSO, mm layout, signal actions, rseq, interval timers
 //! and POSIX timers (with their saved ids, `PR_TIMER_CREATE_RESTORE_IDS`), creates the other threads with
@@ -16,10 +17,11 @@
 //! A container image (one with a mount tree) is restored inside its namespaces: [`container`] moves the
 //! restoring process into them ([`ns`] for uts/ipc/net/cgroup/user, then a rebuilt mount namespace and a
 //! new pid namespace, one level deep) before the tree is forked, which changes the calling process's own
-//! namespaces.
+//! namespaces. A tree whose root is the init of its own pid namespace without being a container is forked
+//! into a new pid namespace with its inner pids too (`pidns`).
 //!
-//! What it does NOT do (yet): deeper nested pid namespaces, helper processes for missing session or group
-//! leaders, COW sharing between processes, creds, established TCP. It never prints or exits; it logs
+//! What it does NOT do (yet): deeper nested pid namespaces, COW sharing between processes, creds,
+//! established TCP. It never prints or exits; it logs
 //! through `log`. [`Restore::run`] forks from the calling process, which must be single-threaded.
 
 pub mod area;
@@ -31,6 +33,7 @@ pub mod files;
 mod image;
 pub mod launch;
 pub mod ns;
+mod pidns;
 mod prepare;
 mod procself;
 mod restore;

@@ -7,8 +7,8 @@ use nix::unistd::Pid as NixPid;
 
 use crate::blob::Blob;
 use crate::error::RestoreError;
-use crate::launch::{TreeNode, TreeTask};
-use crate::tree::Member;
+use crate::launch::{HelperKind, SessionPlan, TreeNode, TreeTask};
+use crate::tree::{Member, Node};
 use crate::{image, launch, prepare, procself};
 use dormant_image::records::Pid;
 
@@ -176,16 +176,59 @@ impl Restore {
         for z in &tree.zombies {
             image::check_pid_free(z.pid)?;
         }
+        // A tree whose root is the init of its own pid namespace without being a container is restored
+        // into a new pid namespace too (a container always is).
+        let pidns = match &container {
+            Some(_) => None,
+            None => crate::pidns::PidNsPlan::from_tree(&tree)?,
+        };
+        let nested = container.is_some() || pidns.is_some();
+        let inner_pid = |pid: u32| match (&container, &pidns) {
+            (Some(c), _) => c.ns_pid(Pid(pid)),
+            (None, Some(p)) => p.ns_pid(pid),
+            (None, None) => None,
+        };
         let mut members: Vec<Member> = tree
             .tasks
             .iter()
-            .map(|t| Member::live(t.pid, t.tree.ppid, t.tree.pgid, t.tree.sid))
+            .enumerate()
+            .map(|(i, t)| {
+                Member::live(t.pid, t.tree.ppid, t.tree.pgid, t.tree.sid)
+                    .subreaper(t.core.child_subreaper == Some(true))
+                    .ns_init(i == 0 && nested)
+            })
             .collect();
         members.extend(tree.zombies.iter().map(Member::zombie));
         if let Some(plan) = &container {
             plan.adopt_outside_session(&mut members);
         }
         let planned = crate::tree::plan(&members)?;
+        for p in &planned {
+            let Some(helper) = p.node.helper_pid() else {
+                continue;
+            };
+            if nested {
+                return Err(RestoreError::Unsupported(format!(
+                    "the gone leader {helper} of a session or group inside the tree's pid namespace needs a                      helper process, whose pid inside is not recorded"
+                )));
+            }
+            image::check_pid_free(Pid(helper))?;
+            log::info!(
+                "pid {helper}: a helper process stands in for a gone leader ({:?})",
+                p.node
+            );
+        }
+        // Inside a nested pid namespace `setpgid` takes the group's pid as seen there.
+        let session_inside = |session: SessionPlan| match session {
+            SessionPlan::JoinGroup(g) if nested => {
+                inner_pid(g).map(SessionPlan::JoinGroup).ok_or_else(|| {
+                    RestoreError::Unsupported(format!(
+                    "process group {g}: its pid inside the tree's pid namespace is not recorded"
+                ))
+                })
+            }
+            other => Ok(other),
+        };
 
         let blob = Blob::embedded()?;
         let policy = prepare::FdPolicy {
@@ -197,7 +240,32 @@ impl Restore {
             crate::files::open_all(tree.tasks.first().map_or(&[][..], |t| t.descs.as_slice()))?;
         let mut nodes = Vec::with_capacity(planned.len());
         for p in &planned {
-            let task = match tree.tasks.get(p.input) {
+            let input = match p.node {
+                Node::Member(i) => i,
+                Node::SessionHelper { sid } => {
+                    nodes.push(TreeNode {
+                        parent: p.parent,
+                        task: TreeTask::Helper {
+                            pid: sid,
+                            kind: HelperKind::Session,
+                        },
+                        subreaper_first: p.subreaper_first,
+                    });
+                    continue;
+                }
+                Node::GroupHelper { pgid } => {
+                    nodes.push(TreeNode {
+                        parent: p.parent,
+                        task: TreeTask::Helper {
+                            pid: pgid,
+                            kind: HelperKind::Group,
+                        },
+                        subreaper_first: p.subreaper_first,
+                    });
+                    continue;
+                }
+            };
+            let task = match tree.tasks.get(input) {
                 Some(task) => {
                     let vdso = image::check_vdso(dir, task)?;
                     let bytes = image::verify_pages(dir, task)?;
@@ -208,15 +276,15 @@ impl Restore {
                     );
                     let mut launch =
                         prepare::prepare(dir, &blob, task, vdso, policy, &mut shared, &opened)?;
-                    launch.ns_pid = container.as_ref().and_then(|c| c.ns_pid(task.pid));
-                    launch.session = p.session;
+                    launch.ns_pid = inner_pid(task.pid.0);
+                    launch.session = session_inside(p.session)?;
                     TreeTask::Live(Box::new(launch))
                 }
                 None => {
-                    let z = tree.zombies[p.input - tree.tasks.len()];
+                    let z = tree.zombies[input - tree.tasks.len()];
                     TreeTask::Zombie {
                         pid: z.pid.0,
-                        session: p.session,
+                        session: session_inside(p.session)?,
                         status: z.exit_status,
                     }
                 }
@@ -224,10 +292,14 @@ impl Restore {
             nodes.push(TreeNode {
                 parent: p.parent,
                 task,
+                subreaper_first: p.subreaper_first,
             });
         }
         // Every task holds its own copies of the shared objects now.
         drop(shared);
+        if let Some(p) = &pidns {
+            p.enter()?;
+        }
         let started = launch::start_tree(nodes)?;
         if let Some(path) = &self.pidfile {
             let at = pidfile

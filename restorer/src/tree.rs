@@ -1,17 +1,34 @@
-//! The shape of a restored process tree: in which order processes are forked and how each one gets its
-//! session and process group.
+//! The shape of a restored process tree: in which order processes are forked, how each one gets its
+//! session and process group, and which helper processes stand in for leaders that no longer exist.
 //!
 //! Every process is forked by its own restored parent, so parent links (and ppids) come out right by
 //! construction. Sessions and groups are recreated, not copied: a session leader calls `setsid()` before it
-//! forks its members; a group leader calls `setpgid(0, 0)` before it forks; a member of a group led by
-//! another process joins it with `setpgid(0, pgid)`, which needs that leader to exist already, so among
-//! siblings session leaders are forked first, then group leaders, then the rest (each sibling's whole
-//! subtree is in place before the next sibling is forked).
+//! forks its members; a group leader calls `setpgid(0, 0)` before it forks; a member of a group that
+//! already exists (its leader, or any earlier member, is forked before it) joins it with
+//! `setpgid(0, pgid)`. Among siblings session leaders are forked first, then group leaders, then the rest
+//! (each sibling's whole subtree is in place before the next sibling is forked).
 //!
-//! What it does NOT do: create helper processes for sessions or groups whose leader is gone (such trees
-//! are refused with an error naming the process), or nested pid namespaces.
+//! Leaders that are gone (exited and reaped, so not even a zombie is left) are stood in for by helpers:
+//! short-lived processes forked with the leader's pid that exit before the restore ends.
+//! - A session helper: a task whose session is neither its own nor its parent's and whose leader is not in
+//!   the tree was reparented: its session leader (or an intermediate parent) exited and the orphan went to
+//!   the nearest child subreaper, which is its dumped parent `P`. The helper is forked by `P` with the
+//!   session's id as pid, calls `setsid()`, forks every such child of `P` in that session, and exits; its
+//!   children are reparented to `P` again, which therefore must be a child subreaper while it forks
+//!   (`Planned::subreaper_first`) or the init of the tree's pid namespace. `P`'s other children in that
+//!   session are forked by the same helper; children of two different parents in one leaderless session
+//!   are refused (one pid, one helper).
+//! - A group helper: the first task (in fork order) of a process group whose leader is not in the tree
+//!   forks, before it joins the group, a helper with the group's id as pid that calls `setpgid(0, 0)` and
+//!   exits; the task then joins the group (the helper, a zombie until reaped, still holds it) and reaps the
+//!   helper. Later members join the group the first one keeps alive.
+//!
+//! What it does NOT do: restore a root whose session or group is led from outside the tree other than by
+//! inheriting the restorer's (the root's own parent is the restorer); a task born in a session its parent
+//! left later (CRIU's "born sid"), or a session led by a live task that is not its ancestor; helpers inside
+//! a nested pid namespace (their inner pids are not recorded).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use dormant_image::records::{Pid, Zombie};
 
@@ -27,6 +44,11 @@ pub struct Member {
     pub pgid: u32,
     pub sid: u32,
     pub zombie: bool,
+    /// Orphans of its descendants were reparented to it: it was a child subreaper at dump time, or it is
+    /// the init of the tree's pid namespace (then `ns_init` too).
+    pub reaper: bool,
+    /// The init of the restored tree's pid namespace: reaps orphans without being a subreaper.
+    pub ns_init: bool,
 }
 
 impl Member {
@@ -37,6 +59,8 @@ impl Member {
             pgid: z.pgid.0,
             sid: z.sid.0,
             zombie: true,
+            reaper: false,
+            ns_init: false,
         }
     }
 
@@ -47,9 +71,72 @@ impl Member {
             pgid: pgid.0,
             sid: sid.0,
             zombie: false,
+            reaper: false,
+            ns_init: false,
         }
     }
 
+    /// Marks a process that was a child subreaper at dump time (`TaskCore::child_subreaper`).
+    pub fn subreaper(mut self, yes: bool) -> Self {
+        self.reaper |= yes;
+        self
+    }
+
+    /// Marks the root as the init of the tree's own pid namespace.
+    pub fn ns_init(mut self, yes: bool) -> Self {
+        self.ns_init = yes;
+        self.reaper |= yes;
+        self
+    }
+}
+
+/// What a planned process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Node {
+    /// A process of the image: its index in the planner's input.
+    Member(usize),
+    /// A stand-in for the gone leader of session `sid` (its pid): `setsid()`, forks its children, exits.
+    SessionHelper { sid: u32 },
+    /// A stand-in for the gone leader of group `pgid` (its pid), forked by the group's first member before
+    /// that member joins: `setpgid(0, 0)`, exits.
+    GroupHelper { pgid: u32 },
+}
+
+impl Node {
+    pub fn helper_pid(&self) -> Option<u32> {
+        match *self {
+            Node::Member(_) => None,
+            Node::SessionHelper { sid } => Some(sid),
+            Node::GroupHelper { pgid } => Some(pgid),
+        }
+    }
+}
+
+/// A planned process: what it is, its parent's position in the plan, its session plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Planned {
+    pub node: Node,
+    pub parent: Option<usize>,
+    pub session: SessionPlan,
+    /// It must be a child subreaper before it forks its children: a session helper among them exits and
+    /// its children must come back to it.
+    pub subreaper_first: bool,
+}
+
+/// A process to fork: a member of the image or a session helper (group helpers are added while the
+/// sessions are planned, right after the member that forks them).
+#[derive(Debug, Clone, Copy)]
+struct Vertex {
+    pid: u32,
+    pgid: u32,
+    sid: u32,
+    zombie: bool,
+    ns_init: bool,
+    node: Node,
+    parent: Option<usize>,
+}
+
+impl Vertex {
     /// Session leaders first, then group leaders, then the rest; live before zombies; then by pid.
     fn fork_rank(&self) -> (u8, bool, u32) {
         let rank = if self.sid == self.pid {
@@ -63,105 +150,205 @@ impl Member {
     }
 }
 
-/// A planned process: its index in the input, its parent's position in the plan, its session plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Planned {
-    pub input: usize,
-    pub parent: Option<usize>,
-    pub session: SessionPlan,
+fn unsupported(msg: String) -> RestoreError {
+    RestoreError::Unsupported(msg)
 }
 
-/// Orders `members` (`members[0]` is the root) for forking and decides each one's session plan.
+/// Orders `members` (`members[0]` is the root) for forking, inserts helpers for leaders that are gone, and
+/// decides each process's session plan. Every parent comes before its children in the result.
 pub fn plan(members: &[Member]) -> Result<Vec<Planned>, RestoreError> {
     let Some(root) = members.first() else {
         return Ok(Vec::new());
     };
-    let mut children: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    let index_of: BTreeMap<u32, usize> = members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.pid, i))
+        .collect();
+    let mut vs: Vec<Vertex> = members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Vertex {
+            pid: m.pid,
+            pgid: m.pgid,
+            sid: m.sid,
+            zombie: m.zombie,
+            ns_init: m.ns_init,
+            node: Node::Member(i),
+            parent: None,
+        })
+        .collect();
+    let mut session_helpers: BTreeMap<u32, usize> = BTreeMap::new();
     for (i, m) in members.iter().enumerate().skip(1) {
-        let pp = m.ppid.ok_or_else(|| {
-            RestoreError::Unsupported(format!("pid {}: a second root in the tree", m.pid))
-        })?;
-        children.entry(pp).or_default().push(i);
+        let pp = m
+            .ppid
+            .ok_or_else(|| unsupported(format!("pid {}: a second root in the tree", m.pid)))?;
+        let Some(&pi) = index_of.get(&pp) else {
+            return Err(unsupported(format!(
+                "pid {}: its parent {pp} is not in the tree: not all processes are descendants of the \
+                 root {}",
+                m.pid, root.pid
+            )));
+        };
+        let parent = &members[pi];
+        let mut pv = pi;
+        if m.sid != m.pid && m.sid != parent.sid && !index_of.contains_key(&m.sid) {
+            if !parent.reaper {
+                return Err(unsupported(format!(
+                    "pid {}: session {} has no leader in the tree and is not its parent {}'s, and {} was \
+                     not a child subreaper, so it was not reparented to it (a process born in a session \
+                     its parent left afterwards is not restored)",
+                    m.pid, m.sid, pp, pp
+                )));
+            }
+            if m.sid == root.sid {
+                return Err(unsupported(format!(
+                    "pid {}: its session {} is the root's, which is led from outside the tree",
+                    m.pid, m.sid
+                )));
+            }
+            pv = match session_helpers.get(&m.sid) {
+                Some(&h) if vs[h].parent == Some(pi) => h,
+                Some(&h) => {
+                    let other = vs[h].parent.map_or(0, |p| vs[p].pid);
+                    return Err(unsupported(format!(
+                        "session {} has no leader in the tree and members that are children of both {} \
+                         and {}; one helper process with its pid can only be forked by one of them",
+                        m.sid, other, pp
+                    )));
+                }
+                None => {
+                    vs.push(Vertex {
+                        pid: m.sid,
+                        pgid: m.sid,
+                        sid: m.sid,
+                        zombie: false,
+                        ns_init: false,
+                        node: Node::SessionHelper { sid: m.sid },
+                        parent: Some(pi),
+                    });
+                    session_helpers.insert(m.sid, vs.len() - 1);
+                    vs.len() - 1
+                }
+            };
+        }
+        vs[i].parent = Some(pv);
+    }
+    let mut children: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (v, x) in vs.iter().enumerate() {
+        if let Some(p) = x.parent {
+            children.entry(p).or_default().push(v);
+        }
     }
     for list in children.values_mut() {
-        list.sort_by_key(|&i| members[i].fork_rank());
+        list.sort_by_key(|&v| vs[v].fork_rank());
     }
     // Depth-first preorder: a parent before its children, a sibling's subtree before the next sibling.
-    let mut order: Vec<(usize, Option<usize>)> = Vec::with_capacity(members.len());
+    let mut order: Vec<(usize, Option<usize>)> = Vec::with_capacity(vs.len());
     let mut stack: Vec<(usize, Option<usize>)> = vec![(0, None)];
-    while let Some((i, parent_pos)) = stack.pop() {
+    while let Some((v, parent_pos)) = stack.pop() {
         let pos = order.len();
-        order.push((i, parent_pos));
-        if let Some(kids) = children.get(&members[i].pid) {
+        order.push((v, parent_pos));
+        if let Some(kids) = children.get(&v) {
             for &k in kids.iter().rev() {
                 stack.push((k, Some(pos)));
             }
         }
     }
-    if order.len() != members.len() {
-        return Err(RestoreError::Unsupported(format!(
+    if order.len() != vs.len() {
+        return Err(unsupported(format!(
             "{} process(es) of the tree are not descendants of the root {}",
-            members.len() - order.len(),
+            vs.len() - order.len(),
             root.pid
         )));
     }
-    let position: BTreeMap<u32, usize> = order
+    let member_pos: BTreeMap<u32, usize> = order
         .iter()
         .enumerate()
-        .map(|(pos, &(i, _))| (members[i].pid, pos))
+        .filter(|(_, &(v, _))| matches!(vs[v].node, Node::Member(_)))
+        .map(|(pos, &(v, _))| (vs[v].pid, pos))
         .collect();
-    let mut out = Vec::with_capacity(order.len());
-    for (pos, &(i, parent_pos)) in order.iter().enumerate() {
-        let m = &members[i];
-        let session = match parent_pos {
-            None => SessionPlan::for_ids(m.pid, m.pgid, m.sid),
-            Some(pp) => {
-                let parent = &members[order[pp].0];
-                session_of(m, parent, &position, pos)?
-            }
+    // Groups that exist once the process at a position is forked (each earlier process has taken its
+    // group before forking anything): a member of one of them joins it.
+    let mut groups: BTreeSet<u32> = BTreeSet::new();
+    let root_leads_group = root.pgid == root.pid || root.sid == root.pid;
+    let root_group_outside = (!root_leads_group).then_some(root.pgid);
+    let mut out: Vec<Planned> = Vec::with_capacity(order.len());
+    let mut new_pos = vec![0usize; order.len()];
+    for (pos, &(v, parent_pos)) in order.iter().enumerate() {
+        let me = vs[v];
+        let parent = parent_pos.map(|pp| (new_pos[pp], vs[order[pp].0]));
+        new_pos[pos] = out.len();
+        let (session, group_helper) = match parent {
+            None => (SessionPlan::for_ids(me.pid, me.pgid, me.sid), None),
+            Some((_, p)) => session_of(&me, &p, &groups, &member_pos, pos, root_group_outside)?,
         };
         out.push(Planned {
-            input: i,
-            parent: parent_pos,
+            node: me.node,
+            parent: parent.map(|(np, _)| np),
             session,
+            subreaper_first: false,
         });
+        if let Some(pgid) = group_helper {
+            out.push(Planned {
+                node: Node::GroupHelper { pgid },
+                parent: Some(new_pos[pos]),
+                session: SessionPlan::NewGroup,
+                subreaper_first: false,
+            });
+        }
+        if let (Node::SessionHelper { .. }, Some((np, p))) = (me.node, parent) {
+            out[np].subreaper_first = !p.ns_init;
+        }
+        if parent.is_some() || root_leads_group {
+            groups.insert(me.pgid);
+        }
     }
     Ok(out)
 }
 
+/// The session plan of `me` (not the root), and the pid of a group helper it must fork first, if any.
 fn session_of(
-    m: &Member,
-    parent: &Member,
-    position: &BTreeMap<u32, usize>,
+    me: &Vertex,
+    parent: &Vertex,
+    groups: &BTreeSet<u32>,
+    member_pos: &BTreeMap<u32, usize>,
     pos: usize,
-) -> Result<SessionPlan, RestoreError> {
-    if m.sid == m.pid {
-        return Ok(SessionPlan::NewSession);
+    root_group_outside: Option<u32>,
+) -> Result<(SessionPlan, Option<u32>), RestoreError> {
+    if me.sid == me.pid {
+        return Ok((SessionPlan::NewSession, None));
     }
-    if m.sid != parent.sid {
-        return Err(RestoreError::Unsupported(format!(
-            "pid {}: session {} is neither its own nor its parent {}'s (session leaders that are not \
-             ancestors need helper processes, not implemented)",
-            m.pid, m.sid, parent.pid
+    if me.sid != parent.sid {
+        return Err(unsupported(format!(
+            "pid {}: session {} is neither its own nor its parent {}'s, and its leader is in the tree \
+             without being its ancestor (not restored)",
+            me.pid, me.sid, parent.pid
         )));
     }
-    if m.pgid == m.pid {
-        return Ok(SessionPlan::NewGroup);
+    if me.pgid == me.pid {
+        return Ok((SessionPlan::NewGroup, None));
     }
-    if m.pgid == parent.pgid {
-        return Ok(SessionPlan::Inherit);
+    if me.pgid == parent.pgid {
+        return Ok((SessionPlan::Inherit, None));
     }
-    match position.get(&m.pgid) {
-        Some(&leader) if leader < pos => Ok(SessionPlan::JoinGroup(m.pgid)),
-        Some(_) => Err(RestoreError::Unsupported(format!(
+    if groups.contains(&me.pgid) {
+        return Ok((SessionPlan::JoinGroup(me.pgid), None));
+    }
+    if member_pos.get(&me.pgid).is_some_and(|&l| l > pos) {
+        return Err(unsupported(format!(
             "pid {}: its process group leader {} would be forked after it",
-            m.pid, m.pgid
-        ))),
-        None => Err(RestoreError::Unsupported(format!(
-            "pid {}: process group {} has no leader in the tree (helper processes not implemented)",
-            m.pid, m.pgid
-        ))),
+            me.pid, me.pgid
+        )));
     }
+    if root_group_outside == Some(me.pgid) {
+        return Err(unsupported(format!(
+            "pid {}: process group {} is the root's, which is led from outside the tree (the root's group \
+             is the restorer's after the restore)",
+            me.pid, me.pgid
+        )));
+    }
+    Ok((SessionPlan::JoinGroup(me.pgid), Some(me.pgid)))
 }
 
 #[cfg(test)]
@@ -169,13 +356,25 @@ mod tests {
     use super::*;
 
     fn live(pid: u32, ppid: Option<u32>, pgid: u32, sid: u32) -> Member {
-        Member {
-            pid,
-            ppid,
-            pgid,
-            sid,
-            zombie: false,
-        }
+        Member::live(Pid(pid), ppid.map(Pid), Pid(pgid), Pid(sid))
+    }
+
+    /// (pid, parent pid, session plan, subreaper_first) of every planned process, in order.
+    fn shape(members: &[Member], plan: &[Planned]) -> Vec<(u32, Option<u32>, SessionPlan, bool)> {
+        let pid = |p: &Planned| match p.node {
+            Node::Member(i) => members[i].pid,
+            other => other.helper_pid().unwrap_or(0),
+        };
+        plan.iter()
+            .map(|p| {
+                (
+                    pid(p),
+                    p.parent.map(|pp| pid(&plan[pp])),
+                    p.session,
+                    p.subreaper_first,
+                )
+            })
+            .collect()
     }
 
     #[test]
@@ -193,40 +392,134 @@ mod tests {
             },
         ];
         let plan = plan(&members).unwrap();
-        let pids: Vec<u32> = plan.iter().map(|p| members[p.input].pid).collect();
-        assert_eq!(pids, [100, 101, 103, 102, 104]);
-        let sessions: Vec<SessionPlan> = plan.iter().map(|p| p.session).collect();
+        assert!(plan.iter().all(|p| matches!(p.node, Node::Member(_))));
         assert_eq!(
-            sessions,
+            shape(&members, &plan),
             [
-                SessionPlan::NewSession,
-                SessionPlan::NewGroup,
-                SessionPlan::Inherit,
-                SessionPlan::JoinGroup(101),
-                SessionPlan::Inherit,
+                (100, None, SessionPlan::NewSession, false),
+                (101, Some(100), SessionPlan::NewGroup, false),
+                (103, Some(101), SessionPlan::Inherit, false),
+                (102, Some(100), SessionPlan::JoinGroup(101), false),
+                (104, Some(100), SessionPlan::Inherit, false),
             ]
         );
-        let parents: Vec<Option<u32>> = plan
-            .iter()
-            .map(|p| p.parent.map(|pp| members[plan[pp].input].pid))
-            .collect();
-        assert_eq!(parents, [None, Some(100), Some(101), Some(100), Some(100)]);
     }
 
     #[test]
-    fn refuses_a_group_without_leader_and_a_foreign_session() {
-        let members = [live(10, None, 10, 10), live(11, Some(10), 99, 10)];
-        let err = plan(&members).unwrap_err();
-        assert!(err.to_string().contains("group 99 has no leader"), "{err}");
+    fn gone_group_leader_gets_a_helper_forked_by_its_first_member() {
+        // Group 50 (leader gone) has two members, children of the subreaper root 10: the first forks the
+        // helper 50 before it joins, the second joins the group the first keeps alive.
+        let members = [
+            live(10, None, 10, 10).subreaper(true),
+            live(52, Some(10), 50, 10),
+            live(51, Some(10), 50, 10),
+            live(53, Some(51), 50, 10),
+        ];
+        let plan = plan(&members).unwrap();
+        assert_eq!(
+            shape(&members, &plan),
+            [
+                (10, None, SessionPlan::NewSession, false),
+                (51, Some(10), SessionPlan::JoinGroup(50), false),
+                (50, Some(51), SessionPlan::NewGroup, false),
+                (53, Some(51), SessionPlan::Inherit, false),
+                (52, Some(10), SessionPlan::JoinGroup(50), false),
+            ]
+        );
+        assert_eq!(plan[2].node, Node::GroupHelper { pgid: 50 });
+    }
+
+    #[test]
+    fn gone_session_leader_gets_a_helper_under_the_subreaper() {
+        // Session 60 (leader gone, double fork): 61 (group 60) and 62 (own group, with child 63) were
+        // reparented to the subreaper root 10; 64 is an ordinary child of the root.
+        let members = [
+            live(10, None, 10, 10).subreaper(true),
+            live(64, Some(10), 10, 10),
+            live(62, Some(10), 62, 60),
+            live(61, Some(10), 60, 60),
+            live(63, Some(62), 62, 60),
+        ];
+        let plan = plan(&members).unwrap();
+        assert_eq!(
+            shape(&members, &plan),
+            [
+                (10, None, SessionPlan::NewSession, true),
+                (60, Some(10), SessionPlan::NewSession, false),
+                (62, Some(60), SessionPlan::NewGroup, false),
+                (63, Some(62), SessionPlan::Inherit, false),
+                (61, Some(60), SessionPlan::Inherit, false),
+                (64, Some(10), SessionPlan::Inherit, false),
+            ]
+        );
+        assert_eq!(plan[1].node, Node::SessionHelper { sid: 60 });
+        // The init of the tree's pid namespace reaps orphans without being a subreaper.
+        let mut in_ns = members;
+        in_ns[0] = live(10, None, 10, 10).ns_init(true);
+        let plan = super::plan(&in_ns).unwrap();
+        assert!(!plan[0].subreaper_first);
+        assert_eq!(plan[1].node, Node::SessionHelper { sid: 60 });
+    }
+
+    #[test]
+    fn a_session_helper_and_a_group_helper_inside_its_session() {
+        // Session 70 gone; its member 71 (reparented to the root) is in group 72, whose leader is gone too.
+        let members = [
+            live(10, None, 10, 10).subreaper(true),
+            live(71, Some(10), 72, 70),
+        ];
+        let plan = plan(&members).unwrap();
+        assert_eq!(
+            shape(&members, &plan),
+            [
+                (10, None, SessionPlan::NewSession, true),
+                (70, Some(10), SessionPlan::NewSession, false),
+                (71, Some(70), SessionPlan::JoinGroup(72), false),
+                (72, Some(71), SessionPlan::NewGroup, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn refuses_what_a_helper_cannot_recreate() {
+        // Not a subreaper: the child cannot have been reparented to it.
         let members = [live(10, None, 10, 10), live(11, Some(10), 11, 98)];
         let err = plan(&members).unwrap_err();
-        assert!(err.to_string().contains("session 98"), "{err}");
+        assert!(err.to_string().contains("not a child subreaper"), "{err}");
+        // One leaderless session with members under two parents.
+        let members = [
+            live(10, None, 10, 10).subreaper(true),
+            live(11, Some(10), 11, 10).subreaper(true),
+            live(12, Some(10), 12, 98),
+            live(13, Some(11), 13, 98),
+        ];
+        let err = plan(&members).unwrap_err();
+        assert!(err.to_string().contains("children of both"), "{err}");
+        // The root's group is led from outside: a child that joins it later cannot.
+        let members = [
+            live(10, None, 5, 5),
+            live(11, Some(10), 11, 5),
+            live(12, Some(11), 5, 5),
+        ];
+        let err = plan(&members).unwrap_err();
+        assert!(err.to_string().contains("led from outside"), "{err}");
+        // A session led by a live process of the tree that is not an ancestor.
+        let members = [
+            live(10, None, 10, 10).subreaper(true),
+            live(11, Some(10), 11, 11),
+            live(12, Some(10), 12, 11),
+        ];
+        let err = plan(&members).unwrap_err();
+        assert!(err.to_string().contains("session 11"), "{err}");
     }
 
     #[test]
     fn refuses_members_outside_the_root() {
         let members = [live(10, None, 10, 10), live(11, Some(77), 10, 10)];
         let err = plan(&members).unwrap_err();
-        assert!(err.to_string().contains("not descendants"), "{err}");
+        assert!(
+            err.to_string().contains("parent 77 is not in the tree"),
+            "{err}"
+        );
     }
 }

@@ -412,6 +412,7 @@ fn tree_with_a_zombie_child() {
         launch::TreeNode {
             parent: None,
             task: launch::TreeTask::Live(Box::new(v.launch)),
+            subreaper_first: false,
         },
         launch::TreeNode {
             parent: Some(0),
@@ -420,6 +421,7 @@ fn tree_with_a_zombie_child() {
                 session: launch::SessionPlan::Inherit,
                 status: 5 << 8,
             },
+            subreaper_first: false,
         },
         launch::TreeNode {
             parent: Some(0),
@@ -428,6 +430,7 @@ fn tree_with_a_zombie_child() {
                 session: launch::SessionPlan::Inherit,
                 status: libc::SIGTERM as u32,
             },
+            subreaper_first: false,
         },
     ];
     let started = launch::start_tree(nodes).unwrap();
@@ -445,6 +448,72 @@ fn tree_with_a_zombie_child() {
     );
 }
 
+/// Helpers for gone leaders: a session helper (forked by the subreaper victim) forks a zombie into its
+/// session and exits, so the zombie comes back to the victim; another zombie of the victim forks a group
+/// helper, joins its group and reaps it. Afterwards both zombies have the victim as parent and the gone
+/// leaders' ids as session and group, and neither helper pid exists.
+fn tree_with_helpers_for_gone_leaders() {
+    let pid = free_pid();
+    let sid = free_pid_after(pid);
+    let z1 = free_pid_after(sid);
+    let z2 = free_pid_after(z1);
+    let pgid = free_pid_after(z2);
+    let v = build_victim(pid, false);
+    let zombie = |zpid, session| launch::TreeTask::Zombie {
+        pid: zpid,
+        session,
+        status: 3 << 8,
+    };
+    let nodes = vec![
+        launch::TreeNode {
+            parent: None,
+            task: launch::TreeTask::Live(Box::new(v.launch)),
+            subreaper_first: true,
+        },
+        launch::TreeNode {
+            parent: Some(0),
+            task: launch::TreeTask::Helper {
+                pid: sid,
+                kind: launch::HelperKind::Session,
+            },
+            subreaper_first: false,
+        },
+        launch::TreeNode {
+            parent: Some(1),
+            task: zombie(z1, launch::SessionPlan::Inherit),
+            subreaper_first: false,
+        },
+        launch::TreeNode {
+            parent: Some(0),
+            task: zombie(z2, launch::SessionPlan::JoinGroup(pgid)),
+            subreaper_first: false,
+        },
+        launch::TreeNode {
+            parent: Some(3),
+            task: launch::TreeTask::Helper {
+                pid: pgid,
+                kind: launch::HelperKind::Group,
+            },
+            subreaper_first: false,
+        },
+    ];
+    let started = launch::start_tree(nodes).unwrap();
+    assert_eq!(started.pid, pid);
+    let (_, _, _, root_sid) = stat_ids(pid).unwrap();
+    assert_eq!(stat_ids(z1), Some(('Z', pid, sid, sid)));
+    assert_eq!(stat_ids(z2), Some(('Z', pid, pgid, root_sid)));
+    assert!(gone_within(sid, 5) && gone_within(pgid, 5), "helpers left");
+    std::fs::File::from(v.go).write_all(&[1]).unwrap();
+    match waitpid(nix::unistd::Pid::from_raw(pid as i32), None).unwrap() {
+        WaitStatus::Exited(_, 42) => {}
+        other => panic!("victim did not verify itself: {other:?}"),
+    }
+    assert!(
+        gone_within(z1, 5) && gone_within(z2, 5),
+        "the orphaned zombies are reaped by init"
+    );
+}
+
 /// A zombie that cannot end the way the image says (SIGCHLD's default action is to ignore it, so it exits
 /// 0 instead) fails the restore, and every process of the tree is gone afterwards.
 fn tree_failure_kills_every_restored_process() {
@@ -455,6 +524,7 @@ fn tree_failure_kills_every_restored_process() {
         launch::TreeNode {
             parent: None,
             task: launch::TreeTask::Live(Box::new(v.launch)),
+            subreaper_first: false,
         },
         launch::TreeNode {
             parent: Some(0),
@@ -463,6 +533,7 @@ fn tree_failure_kills_every_restored_process() {
                 session: launch::SessionPlan::Inherit,
                 status: libc::SIGCHLD as u32,
             },
+            subreaper_first: false,
         },
     ];
     let err = launch::start_tree(nodes).unwrap_err();
@@ -481,8 +552,12 @@ fn main() {
         );
         std::process::exit(1);
     }
-    let tests: [(&str, fn()); 4] = [
+    let tests: [(&str, fn()); 5] = [
         ("tree_with_a_zombie_child", tree_with_a_zombie_child),
+        (
+            "tree_with_helpers_for_gone_leaders",
+            tree_with_helpers_for_gone_leaders,
+        ),
         (
             "tree_failure_kills_every_restored_process",
             tree_failure_kills_every_restored_process,

@@ -318,6 +318,9 @@ pub struct Spec {
     /// FUTEX_WAKE its waiters (a shared futex: the key is the file's page, so our mapping reaches the
     /// workload's).
     pub futex_wake: Option<(String, u32)>,
+    /// The process to dump is the one the workload names in `READY <pid>`, not the started one (a
+    /// launcher that forks the tree's root, e.g. into a new pid namespace, and waits for it).
+    pub root_from_ready: bool,
 }
 
 impl Spec {
@@ -333,6 +336,7 @@ impl Spec {
             blocked_in: Vec::new(),
             big: false,
             futex_wake: None,
+            root_from_ready: false,
         }
     }
 
@@ -366,6 +370,11 @@ impl Spec {
 
     pub fn big(mut self) -> Self {
         self.big = true;
+        self
+    }
+
+    pub fn root_from_ready(mut self) -> Self {
+        self.root_from_ready = true;
         self
     }
 
@@ -463,6 +472,62 @@ pub fn proc_state(pid: i32) -> Option<(char, i32)> {
     let state = f.next()?.chars().next()?;
     let ppid = f.next()?.parse().ok()?;
     Some((state, ppid))
+}
+
+/// The ids of one process of a tree, as `/proc` shows them (in the reader's pid namespace), and its
+/// `NSpid` levels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeIds {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    pub ns_pids: Vec<i32>,
+}
+
+/// The ids of `root` and every descendant (zombies included), sorted by pid; `None` if any vanished
+/// while being read.
+pub fn tree_ids(root: i32) -> Option<Vec<TreeIds>> {
+    let mut out = Vec::new();
+    let mut todo = vec![root];
+    while let Some(pid) = todo.pop() {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<i32>().ok());
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let ns_pids = status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .map(|l| {
+                l.split_whitespace()
+                    .filter_map(|v| v.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(TreeIds {
+            pid,
+            ppid: num(1)?,
+            pgid: num(2)?,
+            sid: num(3)?,
+            ns_pids,
+        });
+        for task in fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+            let task = task.ok()?.file_name();
+            let kids = fs::read_to_string(format!(
+                "/proc/{pid}/task/{}/children",
+                task.to_string_lossy()
+            ))
+            .unwrap_or_default();
+            todo.extend(
+                kids.split_whitespace()
+                    .filter_map(|k| k.parse::<i32>().ok()),
+            );
+        }
+    }
+    out.sort_by_key(|t| t.pid);
+    out.dedup();
+    Some(out)
 }
 
 /// Whether `pid` names no process at all (not even a zombie).
@@ -581,8 +646,18 @@ impl Workload {
         if self.spec.protocol == Protocol::Workload {
             let log = self.log_path();
             let mut exited = None;
+            let from_ready = self.spec.root_from_ready;
+            let mut named = None;
             let ok = wait_until(READY_TIMEOUT, || {
-                if read_lossy(&log).lines().any(|l| l == want) {
+                let text = read_lossy(&log);
+                if from_ready {
+                    named = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("READY ")?.trim().parse::<i32>().ok());
+                    if named.is_some() {
+                        return true;
+                    }
+                } else if text.lines().any(|l| l == want) {
                     return true;
                 }
                 exited = self
@@ -604,6 +679,9 @@ impl Workload {
                     format!("{want} in the log of {}", self.spec.name),
                     READY_TIMEOUT,
                 ));
+            }
+            if let Some(root) = named {
+                self.pid = root;
             }
         }
         if !self.spec.blocked_in.is_empty() {
@@ -1166,6 +1244,40 @@ pub fn dump_restore(spec: Spec) -> Result<String> {
     w.release()?;
     w.finish_restored(&mut r)?;
     Ok(w.log_text())
+}
+
+/// [`dump_restore`], and after the restore the whole tree's pids, ppids, pgids, sids and `NSpid`s, read
+/// from `/proc`, are the dumped ones (read the same way before the dump), except the root's ppid, which is
+/// dormant restore's pid. Returns the ids before the dump and the log.
+pub fn dump_restore_same_tree(spec: Spec) -> Result<(Vec<TreeIds>, String)> {
+    require_root()?;
+    dormant_bin()?;
+    let mut w = Workload::start(spec)?;
+    let before = tree_ids(w.pid()).ok_or_else(|| w.fail("the tree changed while it was read"))?;
+    w.dump(false)?;
+    let mut r = w.restore()?;
+    w.expect_restored_pid(&mut r)?;
+    // The root's parent is dormant restore now (as for every restore); everything else is the same.
+    let mut want = before.clone();
+    for t in want.iter_mut().filter(|t| t.pid == w.pid()) {
+        t.ppid = r.dormant_pid();
+    }
+    let mut after = None;
+    // The tree is forked top-down after the root appears; the ids settle once every process exists (and
+    // every helper standing in for a gone leader has gone again).
+    let same = wait_until(Duration::from_secs(30), || {
+        after = tree_ids(w.pid());
+        after.as_ref() == Some(&want)
+    });
+    if !same {
+        r.kill();
+        return Err(w.fail(format!(
+            "the restored tree's ids differ:\n want  {want:?}\n after {after:?}"
+        )));
+    }
+    w.release()?;
+    w.finish_restored(&mut r)?;
+    Ok((before, w.log_text()))
 }
 
 /// `dump --leave-running`: the original goes on and passes its own check; then (after it exited and was

@@ -125,3 +125,75 @@ fn process_attributes_dump_restore() -> Result<()> {
     harness::dump_restore(Spec::workload("wl_prctl", env!("CARGO_BIN_EXE_wl_prctl")))?;
     Ok(())
 }
+
+fn orphans() -> Spec {
+    Spec::workload("wl_orphans", env!("CARGO_BIN_EXE_wl_orphans"))
+}
+
+/// A process group whose leader exited and was reaped (members: the leader's orphaned child and a
+/// sibling that joined it) and a session whose leader did the same after forking (a double fork: the
+/// orphans were reparented to the subreaper root): helpers with the gone leaders' pids recreate both, and
+/// every pid, ppid, pgid and sid in `/proc` is the dumped one, with no helper left.
+#[test]
+fn orphans_of_gone_leaders_dump_restore() -> Result<()> {
+    let (ids, _) = harness::dump_restore_same_tree(orphans())?;
+    assert_eq!(ids.len(), 6, "{ids:?}");
+    let root = ids
+        .iter()
+        .find(|t| !ids.iter().any(|p| p.pid == t.ppid))
+        .map_or(0, |t| t.pid);
+    // The group whose leader is gone and the session whose leader is gone are really in the tree.
+    assert!(
+        ids.iter()
+            .any(|t| t.pgid != t.pid && !ids.iter().any(|l| l.pid == t.pgid)),
+        "{ids:?}"
+    );
+    assert!(
+        ids.iter()
+            .any(|t| t.sid != root && t.ppid == root && !ids.iter().any(|l| l.pid == t.sid)),
+        "{ids:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn orphans_self_check_catches_a_changed_pgid() -> Result<()> {
+    harness::self_check_fails(
+        orphans().args([dormant_tests::workload::INJECT_FAULT]),
+        &["m2-ids-round-2", "m2-ids-round-3", "m2-ids-round-4"],
+    )?;
+    Ok(())
+}
+
+fn pidns() -> Spec {
+    Spec::workload("wl_pidns", env!("CARGO_BIN_EXE_wl_pidns")).root_from_ready()
+}
+
+/// A tree whose root is the init of its own pid namespace (not a container: same mount namespace): it is
+/// restored into a new pid namespace, with the same pids inside (1, 2, 3, checked by the workload) and
+/// outside (`/proc` and `NSpid`, checked here).
+#[test]
+fn pid_namespace_init_dump_restore() -> Result<()> {
+    let (ids, _) = harness::dump_restore_same_tree(pidns())?;
+    let mut inner: Vec<Vec<i32>> = ids.iter().map(|t| t.ns_pids[1..].to_vec()).collect();
+    inner.sort();
+    assert_eq!(inner, [vec![1], vec![2], vec![3]], "{ids:?}");
+    assert!(
+        ids.iter().all(|t| t.ns_pids.first() == Some(&t.pid)),
+        "{ids:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn pidns_self_check_catches_a_changed_pid() -> Result<()> {
+    harness::self_check_fails(
+        pidns().args([dormant_tests::workload::INJECT_FAULT]),
+        &[
+            "g-pids-inside-round-2",
+            "g-pids-inside-round-3",
+            "g-pids-inside-round-4",
+        ],
+    )?;
+    Ok(())
+}

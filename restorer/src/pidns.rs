@@ -1,0 +1,99 @@
+//! A tree whose root is the init of its own pid namespace but which shares the dumper's mount namespace
+//! (started with `unshare(CLONE_NEWPID)` and a fork, or `unshare --pid --fork`, not a container).
+//!
+//! The image says so through `PsTreeEntry::ns_pids`: the root has two levels, `[outer pid, 1]`, and every
+//! other task `[outer pid, inner pid]`. The restorer calls `unshare(CLONE_NEWPID)` right before it forks
+//! the tree, so the root is forked as pid 1 of a new namespace and every task with `clone3`
+//! `set_tid = [inner pid, outer pid]` (`Launch::ns_pid`): the outer pids, which the tracer and the restored
+//! tree's outside observers use, stay the dumped ones. The tree shares the restorer's `/proc`, which shows
+//! the outer namespace, as the dumped tree shared the dumper's: nothing is mounted.
+//!
+//! What this does NOT do: nesting deeper than one level below the restorer's namespace; threads other
+//! than the leader and zombies inside the namespace (their inner ids are not wired to `clone3` yet, so
+//! such trees are refused); helper processes for gone session or group leaders inside the namespace
+//! (their inner pids are not recorded).
+
+use std::collections::BTreeMap;
+
+use nix::sched::{unshare, CloneFlags};
+
+use crate::error::RestoreError;
+use crate::image::TreeImage;
+
+/// The tree's own pid namespace, planned from the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PidNsPlan {
+    /// Outer pid → pid inside the namespace, for every task.
+    inner: BTreeMap<u32, u32>,
+}
+
+impl PidNsPlan {
+    /// `None` when the tree's root is in the restorer's pid namespace (one `ns_pids` level, or none
+    /// recorded); the plan when it is the init of a namespace one level down; an error for any other
+    /// nesting.
+    pub fn from_tree(tree: &TreeImage) -> Result<Option<PidNsPlan>, RestoreError> {
+        let Some(root) = tree.tasks.first() else {
+            return Ok(None);
+        };
+        match root.tree.ns_pids.as_slice() {
+            [] | [_] => return Ok(None),
+            [_, one] if one.0 == 1 => {}
+            levels => {
+                return Err(RestoreError::Unsupported(format!(
+                    "root {}: pids {:?} in nested pid namespaces; only a root that is the init of a pid \
+                     namespace one level below the restorer's is restored",
+                    root.pid.0,
+                    levels.iter().map(|p| p.0).collect::<Vec<_>>()
+                )))
+            }
+        }
+        let mut inner = BTreeMap::new();
+        for t in &tree.tasks {
+            match t.tree.ns_pids.as_slice() {
+                [outer, i] if outer.0 == t.pid.0 => {
+                    inner.insert(t.pid.0, i.0);
+                }
+                levels => {
+                    return Err(RestoreError::Unsupported(format!(
+                        "pid {}: pids {:?} where the tree's pid namespace (root {}) needs [outer, inner]",
+                        t.pid.0,
+                        levels.iter().map(|p| p.0).collect::<Vec<_>>(),
+                        root.pid.0
+                    )))
+                }
+            }
+            if !t.other_threads.is_empty() {
+                return Err(RestoreError::Unsupported(format!(
+                    "pid {}: {} thread(s) besides the leader inside a nested pid namespace (their inner \
+                     tids are not restored yet)",
+                    t.pid.0,
+                    t.other_threads.len()
+                )));
+            }
+        }
+        if let Some(z) = tree.zombies.first() {
+            return Err(RestoreError::Unsupported(format!(
+                "zombie {} inside a nested pid namespace: its pid there is not recorded",
+                z.pid.0
+            )));
+        }
+        Ok(Some(PidNsPlan { inner }))
+    }
+
+    /// The pid task `pid` (outer) has inside the namespace.
+    pub fn ns_pid(&self, pid: u32) -> Option<u32> {
+        self.inner.get(&pid).copied()
+    }
+
+    /// Makes the calling (restoring, single-threaded) process's next child the init of a new pid
+    /// namespace. The caller's own pid namespace does not change.
+    pub fn enter(&self) -> Result<(), RestoreError> {
+        unshare(CloneFlags::CLONE_NEWPID)
+            .map_err(|e| RestoreError::sys("unshare(CLONE_NEWPID)".to_string(), e))?;
+        log::info!(
+            "pid namespace: the tree's root is forked as the init of a new pid namespace ({} task(s))",
+            self.inner.len()
+        );
+        Ok(())
+    }
+}

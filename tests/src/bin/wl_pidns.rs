@@ -1,0 +1,226 @@
+//! Workload `wl_pidns`: a tree whose root is the init of its own pid namespace, sharing everything else
+//! (mounts included) with its parent: not a container.
+//!
+//! `wl_pidns TRIGGER DIR [--inject-fault]`. Started by the harness, the process first acts as a launcher:
+//! it calls `unshare(CLONE_NEWPID)` and forks the init `i` (pid 1 inside), waits until `i` is set up, prints
+//! `READY <outer pid of i>` (the tree to dump is `i`'s) and waits for `i`. The init calls setsid, forks `c`,
+//! which forks `g`; all three share a page of anonymous memory. Round 1 records what each sees of itself
+//! from inside (getpid, getppid: `i` is 1 with parent 0, `c` is 2 with parent 1, `g` is 3 with parent 2).
+//! After the trigger the init runs three more rounds and compares; then `c` and `g` exit 0 (`c` after
+//! reaping `g`) and the init reaps `c`.
+//!
+//! `--inject-fault`: after the trigger `g` reports a changed pid, so its check must fail.
+
+use std::os::fd::OwnedFd;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use dormant_tests::workload::{self, Report, WorkloadArgs, WorkloadError, INJECT_FAULT};
+
+const USAGE: &str = "[--inject-fault]";
+const NAMES: [&str; 3] = ["i", "c", "g"];
+const QUIT: u32 = u32::MAX;
+const TIMEOUT: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(2);
+
+/// Word 0 the round, words 1..=3 the acks, then (getpid, getppid) per process.
+struct Shared(*mut AtomicU32);
+
+impl Shared {
+    fn word(&self, i: usize) -> &AtomicU32 {
+        // SAFETY: the page holds 1024 words and i < 16; the mapping lives for the process's lifetime.
+        unsafe { &*self.0.add(i) }
+    }
+    fn answer(&self, m: usize, r: u32, inject: bool) {
+        // SAFETY: plain id queries of the calling process.
+        let (pid, ppid) = unsafe { (libc::getpid() as u32, libc::getppid() as u32) };
+        let pid = if inject && r > 1 { pid + 100 } else { pid };
+        self.word(8 + 2 * m).store(pid, Ordering::Release);
+        self.word(9 + 2 * m).store(ppid, Ordering::Release);
+        self.word(1 + m).store(r, Ordering::Release);
+    }
+    fn ids(&self, m: usize) -> [u32; 2] {
+        [
+            self.word(8 + 2 * m).load(Ordering::Acquire),
+            self.word(9 + 2 * m).load(Ordering::Acquire),
+        ]
+    }
+}
+
+fn fork() -> Result<libc::pid_t, WorkloadError> {
+    // SAFETY: the workload is single-threaded, so the child may run ordinary code.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(WorkloadError::setup(
+            "fork",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(pid)
+}
+
+fn exit_now(code: i32) -> ! {
+    // SAFETY: ends a forked child without running the parent's atexit handlers twice.
+    unsafe { libc::_exit(code) }
+}
+
+fn wait_status(pid: libc::pid_t) -> Option<i32> {
+    let mut status = 0;
+    // SAFETY: waits for our own child; the status is written to our stack.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    (r == pid).then_some(status)
+}
+
+fn exited_0(s: Option<i32>) -> bool {
+    s.is_some_and(|s| libc::WIFEXITED(s) && libc::WEXITSTATUS(s) == 0)
+}
+
+fn member(shm: &Shared, m: usize, inject: bool) {
+    let mut seen = 0;
+    loop {
+        let r = shm.word(0).load(Ordering::Acquire);
+        if r == QUIT {
+            return;
+        }
+        if r != seen {
+            shm.answer(m, r, inject && m == 2);
+            seen = r;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+fn round(shm: &Shared, r: u32) -> Result<(), String> {
+    shm.word(0).store(r, Ordering::Release);
+    shm.answer(0, r, false);
+    for (m, name) in NAMES.iter().enumerate().skip(1) {
+        let deadline = Instant::now() + TIMEOUT;
+        while shm.word(1 + m).load(Ordering::Acquire) != r {
+            if Instant::now() > deadline {
+                return Err(format!("{name} did not answer round {r}"));
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+    Ok(())
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), WorkloadError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| WorkloadError::setup("pipe", std::io::Error::from(e)))
+}
+
+/// The launcher: a new pid namespace for the next child, which is the workload proper.
+fn launch() -> Result<ExitCode, WorkloadError> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
+        .map_err(|e| WorkloadError::setup("unshare(CLONE_NEWPID)", std::io::Error::from(e)))?;
+    let (ready_r, ready_w) = pipe()?;
+    let init = fork()?;
+    if init == 0 {
+        drop(ready_r);
+        return init_main(ready_w);
+    }
+    drop(ready_w);
+    let mut byte = [0u8; 1];
+    if nix::unistd::read(&ready_r, &mut byte) != Ok(1) {
+        return Err(WorkloadError::setup("init", "it never set up"));
+    }
+    workload::say(&format!("READY {init}"))?;
+    // The init's verdict is what counts: it prints PASS itself (after a dump it is gone and so are we).
+    let code = wait_status(init).map_or(2, |s| {
+        if libc::WIFEXITED(s) {
+            libc::WEXITSTATUS(s)
+        } else {
+            2
+        }
+    });
+    Ok(ExitCode::from(code as u8))
+}
+
+fn init_main(ready: OwnedFd) -> Result<ExitCode, WorkloadError> {
+    let args = WorkloadArgs::from_env(USAGE)?;
+    let inject = args.has_flag(INJECT_FAULT);
+    // SAFETY: a new shared anonymous page, inherited by every child; it stays mapped for the process's life.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if page == libc::MAP_FAILED {
+        return Err(WorkloadError::setup(
+            "mapping shared anonymous memory",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let shm = Shared(page.cast());
+    // SAFETY: a new session for the init (it was in the launcher's, which is outside the tree).
+    unsafe { libc::setsid() };
+    let c = fork()?;
+    if c == 0 {
+        drop(ready);
+        let g = match fork() {
+            Ok(0) => {
+                member(&shm, 2, inject);
+                exit_now(0)
+            }
+            Ok(g) => g,
+            Err(_) => exit_now(3),
+        };
+        member(&shm, 1, inject);
+        exit_now(if exited_0(wait_status(g)) { 0 } else { 4 })
+    }
+    round(&shm, 1).map_err(|e| WorkloadError::setup("round 1", e))?;
+    let reference: Vec<[u32; 2]> = (0..NAMES.len()).map(|m| shm.ids(m)).collect();
+    let want = [[1, 0], [2, 1], [3, 2]];
+    if reference != want {
+        return Err(WorkloadError::setup(
+            "pids inside the namespace",
+            format!("{reference:?}, expected {want:?}"),
+        ));
+    }
+    workload::set_ready_pid(1);
+    nix::unistd::write(&ready, &[1])
+        .map_err(|e| WorkloadError::setup("ready pipe", std::io::Error::from(e)))?;
+    drop(ready);
+    workload::wait_for_trigger(&args.trigger)?;
+
+    let mut report = Report::new("wl_pidns");
+    for r in 2..=4 {
+        let answered = round(&shm, r);
+        let failed = answered.is_err();
+        report.check(&format!("round-{r}"), answered);
+        if failed {
+            break;
+        }
+        for (m, (name, before)) in NAMES.iter().zip(&reference).enumerate() {
+            let ids = shm.ids(m);
+            report.check(
+                &format!("{name}-pids-inside-round-{r}"),
+                if ids == *before {
+                    Ok(())
+                } else {
+                    Err(format!("getpid/getppid {ids:?}, before {before:?}"))
+                },
+            );
+        }
+    }
+    shm.word(0).store(QUIT, Ordering::Release);
+    report.check(
+        "c-exit",
+        match wait_status(c) {
+            Some(st) if libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0 => Ok(()),
+            other => Err(format!("wait status {other:?}")),
+        },
+    );
+    Ok(report.finish())
+}
+
+fn main() -> ExitCode {
+    workload::main_with("wl_pidns", launch)
+}
