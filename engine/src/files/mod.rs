@@ -9,6 +9,7 @@
 
 mod anon;
 mod collector;
+mod fifo;
 mod inet;
 mod locks;
 mod pipe;
