@@ -392,3 +392,82 @@ fn peek_loop(dup: &OwnedFd, dgram: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Stri
         out.push((name, buf[..n as usize].to_vec()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dormant_image::records::UnixDatagram as Queued;
+    use std::os::unix::net::{UnixDatagram, UnixStream};
+
+    fn dup_of(fd: &impl std::os::fd::AsFd) -> OwnedFd {
+        fd.as_fd().try_clone_to_owned().unwrap()
+    }
+
+    fn ino_of(fd: &impl AsRawFd) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .unwrap()
+            .ino()
+    }
+
+    /// A bound datagram socket's queue comes with each sender's name (empty datagrams included), and
+    /// stays queued.
+    #[test]
+    fn bound_datagram_queue_with_senders() {
+        let dir = tempfile::tempdir().unwrap();
+        let (at, from) = (dir.path().join("srv"), dir.path().join("cli"));
+        let srv = UnixDatagram::bind(&at).unwrap();
+        let cli = UnixDatagram::bind(&from).unwrap();
+        cli.send_to(b"one", &at).unwrap();
+        UnixDatagram::unbound().unwrap().send_to(b"", &at).unwrap();
+        cli.send_to(b"three", &at).unwrap();
+        let ino = ino_of(&srv);
+        let got = dump(ino, &peers().unwrap(), &dup_of(&srv)).unwrap();
+        let DescKind::UnixDgram {
+            name, peer, queued, ..
+        } = got
+        else {
+            panic!("{got:?}")
+        };
+        assert_eq!(name, at.as_os_str().as_encoded_bytes());
+        assert_eq!(peer, None);
+        let from = from.as_os_str().as_encoded_bytes().to_vec();
+        let q = |from: &[u8], data: &[u8]| Queued {
+            from: from.to_vec(),
+            data: data.to_vec(),
+        };
+        assert_eq!(
+            queued,
+            vec![q(&from, b"one"), q(b"", b""), q(&from, b"three")]
+        );
+        let mut buf = [0u8; 8];
+        assert_eq!(srv.recv(&mut buf).unwrap(), 3, "nothing was consumed");
+    }
+
+    /// An fd in flight is refused by name, and the copy the peek installed here is closed again.
+    #[test]
+    fn scm_rights_refused_without_leaking() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("passed");
+        let passed = std::fs::File::create(&path).unwrap();
+        let fds = [passed.as_raw_fd()];
+        let iov = [std::io::IoSlice::new(b"x")];
+        let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+        nix::sys::socket::sendmsg::<()>(a.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
+            .unwrap();
+        // Fds of this process open on the passed file (other tests run in parallel: count only these).
+        let count = || {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .flatten()
+                .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == path))
+                .count()
+        };
+        let (dup, peers) = (dup_of(&b), peers().unwrap());
+        let before = count();
+        let err = dump(ino_of(&b), &peers, &dup).unwrap_err();
+        assert!(err.contains("SCM_RIGHTS"), "{err}");
+        assert_eq!(count(), before, "the peeked fd was closed");
+    }
+}
