@@ -1,5 +1,6 @@
-//! Rebuilding the open file descriptions of `file-descs` (pipes, unix socket pairs, inet sockets, eventfd,
-//! timerfd, signalfd, epoll, memfd). Every description is opened ONCE in the restoring process before any
+//! Rebuilding the open file descriptions of `file-descs` (pipes, FIFOs, unix socket pairs, listeners, named
+//! connections and datagram sockets, inet sockets, eventfd, timerfd, signalfd, epoll, memfd, unlinked
+//! files). Every description is opened ONCE in the restoring process before any
 //! task is forked, so every task that shared it inherits the same description through fork; each task then
 //! moves it to its fd number ([`crate::launch::FdMove`]) and runs its [`ChildAction`]s (epoll
 //! registrations, which are keyed by the fd number the task uses).
