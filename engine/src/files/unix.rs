@@ -235,10 +235,7 @@ pub fn dump(ino: u64, peers: &HashMap<u64, u64>, dup: &OwnedFd) -> Result<DescKi
                     "datagram socket connected to an unnamed socket that is not its pair".into(),
                 );
             }
-            let queued = peek_all(dup)?
-                .into_iter()
-                .map(|(from, data)| UnixDatagram { from, data })
-                .collect();
+            let queued = peek_all(dup)?;
             return Ok(DescKind::UnixDgram {
                 ino,
                 name,
@@ -258,7 +255,7 @@ pub fn dump(ino: u64, peers: &HashMap<u64, u64>, dup: &OwnedFd) -> Result<DescKi
             )
         });
     };
-    let queued = peek_all(dup)?.into_iter().map(|(_, data)| data).collect();
+    let queued = peek_all(dup)?.into_iter().map(|m| m.data).collect();
     if name.is_empty() && peer_name.is_empty() {
         return Ok(DescKind::UnixPair {
             ino,
@@ -279,7 +276,7 @@ pub fn dump(ino: u64, peers: &HashMap<u64, u64>, dup: &OwnedFd) -> Result<DescKi
 
 /// Every queued message with its sender's name (empty when unnamed, and for stream sockets), peeked from
 /// offset 0 on with `SO_PEEK_OFF`; the socket's own peek offset is put back afterwards.
-fn peek_all(dup: &OwnedFd) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+fn peek_all(dup: &OwnedFd) -> Result<Vec<UnixDatagram>, String> {
     let dgram = sys::sockopt_int(dup, libc::SOL_SOCKET, libc::SO_TYPE)
         .map_err(|e| format!("SO_TYPE: {e}"))?
         == libc::SOCK_DGRAM;
@@ -321,7 +318,7 @@ fn close_passed_fds(mh: &libc::msghdr) -> usize {
     closed
 }
 
-fn peek_loop(dup: &OwnedFd, dgram: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+fn peek_loop(dup: &OwnedFd, dgram: bool) -> Result<Vec<UnixDatagram>, String> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; PEEK_BUF];
     let mut cmsg = [0u64; 64];
@@ -389,7 +386,10 @@ fn peek_loop(dup: &OwnedFd, dgram: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Stri
         } else {
             Vec::new()
         };
-        out.push((name, buf[..n as usize].to_vec()));
+        out.push(UnixDatagram {
+            from: name,
+            data: buf[..n as usize].to_vec(),
+        });
     }
 }
 

@@ -468,6 +468,7 @@ fn set_up(kind: &str, args: &WorkloadArgs) -> Result<State, WorkloadError> {
             )?;
             // SAFETY: fcntl on our own fd.
             cvt(
+                // SAFETY: a syscall on our own fds / stack buffers.
                 unsafe { libc::fcntl(w, libc::F_SETPIPE_SZ, FIFO_SIZE) },
                 "F_SETPIPE_SZ",
             )?;
@@ -528,6 +529,7 @@ fn fork_share(args: &WorkloadArgs) -> Result<State, WorkloadError> {
     let app = open(&app_path, true)?;
     // SAFETY: lseek on our own fd.
     cvt(
+        // SAFETY: a syscall on our own fds / stack buffers.
         unsafe { libc::lseek(fd, 3, libc::SEEK_SET) } as i32,
         "lseek",
     )?;
@@ -712,6 +714,7 @@ fn scm_rights() -> Result<State, WorkloadError> {
     let mut s = [0; 2];
     // SAFETY: socketpair writes two fds.
     cvt(
+        // SAFETY: a syscall on our own fds / stack buffers.
         unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, s.as_mut_ptr()) },
         "socketpair",
     )?;
@@ -731,6 +734,7 @@ fn unix_outside(args: &WorkloadArgs) -> Result<State, WorkloadError> {
     let mut s = [0; 2];
     // SAFETY: socketpair writes two fds.
     cvt(
+        // SAFETY: a syscall on our own fds / stack buffers.
         unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, s.as_mut_ptr()) },
         "socketpair",
     )?;
