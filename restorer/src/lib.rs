@@ -11,8 +11,9 @@
 //! caller traces the whole tree until those sigreturns, removes each blob with one injected munmap and lets
 //! the processes run.
 //!
-//! Open file descriptions other than path-reopened files (pipes, sockets, eventfd, epoll, memfd, ...) are
-//! rebuilt by [`files`], once each, before the fork.
+//! Open file descriptions other than path-reopened files (pipes, FIFOs, sockets, eventfd, epoll, memfd,
+//! ...) are rebuilt by [`files`], once each, before the fork; regular files are reopened once per tree
+//! (`TreeShared` in `prepare`), so descriptions shared across a fork stay shared.
 //!
 //! A container image (one with a mount tree) is restored inside its namespaces: [`container`] moves the
 //! restoring process into them ([`ns`] for uts/ipc/net/cgroup/user, then a rebuilt mount namespace and a

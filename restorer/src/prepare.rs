@@ -160,6 +160,9 @@ pub struct TreeShared {
     pub areas: Vec<(u64, u64)>,
     /// Shared-memory objects created so far, by id: created once, mapped by every task that had them.
     pub shmem: BTreeMap<ShmemId, OwnedFd>,
+    /// Regular files reopened so far, by id: one open file description per id for the whole tree, so fds
+    /// of several processes that shared one (opened before a fork) share its offset again.
+    pub reg: BTreeMap<FileId, OwnedFd>,
 }
 
 /// Builds the launch for `task`. Its blob area avoids the areas already in `tree_shared`, and is added to
@@ -183,7 +186,8 @@ pub fn prepare(
     // The task's own fds.
     let mut fd_moves = Vec::new();
     let mut keep = Vec::new();
-    // Fds that shared one description at dump time share the one reopened here.
+    // Fds that shared one description at dump time share the one reopened here (and, through
+    // `tree_shared.reg`, with the other tasks of the tree).
     let mut reg_fds: BTreeMap<FileId, RawFd> = BTreeMap::new();
     for fd in &task.fds {
         let from = match &fd.file {
@@ -202,14 +206,24 @@ pub fn prepare(
             }
             FdFile::Reg(id) => {
                 let f = task.file(dir, *id, &format!("fd {}", fd.fd))?;
-                let file = open_file(&f.path, f.flags as i32, "cannot reopen")?;
-                if f.pos != 0 {
-                    nix::unistd::lseek(file.as_fd(), f.pos as i64, nix::unistd::Whence::SeekSet)
-                        .map_err(|e| {
-                            RestoreError::sys(format!("seeking {} to {}", f.path, f.pos), e)
-                        })?;
-                }
-                let lifted = helpers.lift(&file, &f.path)?;
+                let file = match tree_shared.reg.entry(*id) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        let file = open_file(&f.path, f.flags as i32, "cannot reopen")?;
+                        if f.pos != 0 {
+                            nix::unistd::lseek(
+                                file.as_fd(),
+                                f.pos as i64,
+                                nix::unistd::Whence::SeekSet,
+                            )
+                            .map_err(|e| {
+                                RestoreError::sys(format!("seeking {} to {}", f.path, f.pos), e)
+                            })?;
+                        }
+                        e.insert(OwnedFd::from(file))
+                    }
+                };
+                let lifted = helpers.lift(&*file, &f.path)?;
                 reg_fds.insert(*id, lifted);
                 lifted
             }

@@ -163,7 +163,13 @@ fn files(kinds: &[&str]) -> Spec {
     Spec::workload("wl_files", env!("CARGO_BIN_EXE_wl_files")).args(kinds.iter().copied())
 }
 
-const FILE_KINDS: [&str; 14] = [
+const FILE_KINDS: [&str; 20] = [
+    "forkshare",
+    "fifo",
+    "unixdgram",
+    "unixaccept",
+    "scmrights",
+    "unixoutside",
     "owner",
     "ghost",
     "udp",
@@ -194,6 +200,9 @@ fn files_pass_untouched() -> Result<()> {
 fn files_detect_damage() -> Result<()> {
     let mut args = FILE_KINDS.to_vec();
     args.push(INJECT_FAULT);
-    harness::self_check_fails(files(&args), &["locks", "pipe", "eventfd"])?;
+    harness::self_check_fails(
+        files(&args),
+        &["locks", "pipe", "eventfd", "fifo", "forkshare"],
+    )?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use dormant_image::records::{
 };
 use dormant_image::ImageWriter;
 
-use super::{anon, inet, locks, pipe, sys, unix, FileTable};
+use super::{anon, fifo, inet, locks, pipe, sys, unix, FileTable};
 use crate::error::{DumpError, Result};
 use crate::proc;
 
@@ -38,6 +38,10 @@ pub struct FileCollector {
     locks_seen: HashSet<(u32, String, FileLockKey)>,
     /// Unix socket peers, read once on the first unix socket.
     unix_peers: Option<HashMap<u64, u64>>,
+    /// FIFOs whose buffered bytes are already carried.
+    fifos_with_data: HashSet<fifo::FifoKey>,
+    /// FIFO ends met, as `pipe_ends` (an O_RDWR open counts as both ends).
+    fifo_ends: HashMap<(fifo::FifoKey, bool), (u32, i32, bool)>,
 }
 
 /// What tells two listings of one lock apart: (kind, write, start, len).
@@ -125,6 +129,12 @@ impl FileCollector {
             return Ok(Fd { fd, cloexec, file });
         }
         let kind = kind_name(&target);
+        // A FIFO is reopened by path but carries pipe state: a description of its own.
+        let fifo = match kind {
+            "file" | "unlinked file" => fifo::identify(pid, fd),
+            _ => None,
+        };
+        let kind = if fifo.is_some() { "fifo" } else { kind };
         let fail = |reason: String| DumpError::FileDesc {
             pid,
             fd,
@@ -148,6 +158,27 @@ impl FileCollector {
                 self.pipe_ends.insert((ino, write), (pid, fd, peer));
                 let first = self.pipes_with_data.insert(ino);
                 pipe::dump(pid, fd, ino, flags, &dup, first).map_err(fail)?
+            }
+            "fifo" => {
+                let key = fifo.ok_or_else(|| fail("not a FIFO any more".into()))?;
+                if target.ends_with(" (deleted)") {
+                    return Err(fail(format!(
+                        "{target}: an unlinked FIFO cannot be reopened by path"
+                    )));
+                }
+                let access = flags & libc::O_ACCMODE as u32;
+                if access == libc::O_RDWR as u32 {
+                    self.fifo_ends.insert((key, false), (pid, fd, false));
+                    self.fifo_ends.insert((key, true), (pid, fd, false));
+                } else {
+                    let write = access == libc::O_WRONLY as u32;
+                    let peer = pipe::peer_open(&dup, write).map_err(fail)?;
+                    self.fifo_ends
+                        .entry((key, write))
+                        .or_insert((pid, fd, peer));
+                }
+                let first = self.fifos_with_data.insert(key);
+                fifo::dump(pid, fd, &target, key, &dup, first).map_err(fail)?
             }
             "eventfd" => anon::eventfd(&info_text).map_err(fail)?,
             "signalfd" => anon::signalfd(&info_text).map_err(fail)?,
@@ -274,23 +305,35 @@ impl FileCollector {
             .descs
             .iter()
             .filter_map(|d| match d.kind {
-                DescKind::UnixPair { ino, .. } => Some(ino),
+                DescKind::UnixPair { ino, .. }
+                | DescKind::UnixConn { ino, .. }
+                | DescKind::UnixDgram { ino, .. } => Some(ino),
                 _ => None,
             })
             .collect();
         for d in &self.descs {
-            if let DescKind::UnixPair { ino, peer, .. } = d.kind {
-                if !inos.contains(&peer) {
-                    let s = self.seen.iter().find(|s| s.file == FdFile::Desc(d.id));
-                    return Err(DumpError::FileDesc {
-                        pid: s.map_or(pid, |s| s.pid),
-                        fd: s.map_or(-1, |s| s.fd),
-                        kind: "socket",
-                        reason: format!(
-                            "unix socket {ino} is connected to socket {peer}, which no dumped process holds"
-                        ),
-                    });
-                }
+            let (ino, peer, peer_name) = match &d.kind {
+                DescKind::UnixPair { ino, peer, .. } => (*ino, *peer, &[][..]),
+                DescKind::UnixConn {
+                    ino,
+                    peer,
+                    peer_name,
+                    ..
+                } => (*ino, *peer, peer_name.as_slice()),
+                _ => continue,
+            };
+            if !inos.contains(&peer) {
+                let s = self.seen.iter().find(|s| s.file == FdFile::Desc(d.id));
+                return Err(DumpError::FileDesc {
+                    pid: s.map_or(pid, |s| s.pid),
+                    fd: s.map_or(-1, |s| s.fd),
+                    kind: "socket",
+                    reason: format!(
+                        "unix socket {ino} is connected to socket {peer}{}, {}",
+                        unix::shown_name(peer_name),
+                        unix::holders_text(peer)
+                    ),
+                });
             }
         }
         // A pipe whose other end is open but held by no dumped task would be cut off by a restore.
@@ -303,6 +346,22 @@ impl FileCollector {
                     reason: format!(
                         "the {} end of pipe:[{ino}] is held by a process outside the dump",
                         if write { "read" } else { "write" }
+                    ),
+                });
+            }
+        }
+        // Likewise a FIFO: an end kept open outside would also keep the buffered bytes, which restore
+        // would then write a second time.
+        for (&(key, write), &(pid, fd, peer_open)) in &self.fifo_ends {
+            if peer_open && !self.fifo_ends.contains_key(&(key, !write)) {
+                return Err(DumpError::FileDesc {
+                    pid,
+                    fd,
+                    kind: "fifo",
+                    reason: format!(
+                        "the {} end of this FIFO (inode {}) is held by a process outside the dump",
+                        if write { "read" } else { "write" },
+                        key.1
                     ),
                 });
             }

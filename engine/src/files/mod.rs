@@ -2,13 +2,15 @@
 //! executable refer to.
 //!
 //! By path: regular files, directories, `/dev/null`, `/dev/zero`, `/dev/urandom`, and with `shell_job` a
-//! terminal on fds 0-2. By state ([`FileCollector`]): pipes with their bytes, connected unix socket pairs
-//! with queued messages, unconnected TCP/UDP sockets (bound, listening), eventfd, timerfd, signalfd, epoll,
-//! memfd; flock, OFD and POSIX record locks. Anything else (established connections, netlink sockets, deleted files, ...) fails the dump with
+//! terminal on fds 0-2. By state ([`FileCollector`]): pipes and FIFOs with their bytes, connected unix
+//! socket pairs and named unix connections (accepted ones and their clients) with queued messages, bound or
+//! connected unix datagram sockets with their queues, unix listeners, unconnected TCP/UDP sockets (bound,
+//! listening), eventfd, timerfd, signalfd, epoll, memfd, unlinked files; flock, OFD and POSIX record locks. Anything else (established connections, netlink sockets, deleted files, ...) fails the dump with
 //! an error naming the process, the fd and its type.
 
 mod anon;
 mod collector;
+mod fifo;
 mod inet;
 mod locks;
 mod pipe;

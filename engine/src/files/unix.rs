@@ -1,12 +1,15 @@
 //! Unix sockets: connected pairs (socketpair, or two connected sockets both in the dump) with their queued
 //! messages, peeked with `SO_PEEK_OFF` + `MSG_PEEK` so nothing is consumed. Peers come from a UNIX_DIAG
-//! dump. Listening sockets are carried by name (path or abstract). Other bound or unconnected unix sockets,
-//! and messages carrying fds or credentials, are refused.
+//! dump. Listening sockets are carried by name (path or abstract); connected stream sockets with a name on
+//! either side (an accepted connection and its client) with both names; datagram sockets that are bound or
+//! connected to a bound one with their name, their peer's name and their queued datagrams (each with its
+//! sender's name). Unnamed unconnected stream sockets and messages carrying fds (`SCM_RIGHTS`) or
+//! credentials are refused.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use dormant_image::records::DescKind;
+use dormant_image::records::{DescKind, UnixDatagram};
 use nix::errno::Errno;
 use nix::sys::socket::{self, MsgFlags, SockFlag, SockProtocol, SockType};
 
@@ -115,9 +118,65 @@ fn is_named(dup: &OwnedFd) -> Result<bool, String> {
 /// The bound name (`sun_path` bytes, abstract names with their leading NUL).
 fn name_of(dup: &OwnedFd) -> Result<Vec<u8>, String> {
     let (ss, len) = sys::sock_name(dup, false).map_err(|e| format!("getsockname: {e}"))?;
-    let off = std::mem::size_of::<libc::sa_family_t>();
     // SAFETY: the storage holds a sockaddr_un for an AF_UNIX socket and is large enough for one.
     let sun = unsafe { &*(&ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_un>() };
+    Ok(sun_bytes(sun, len))
+}
+
+/// The peer's name; empty when the peer is unnamed or there is none.
+fn peer_name_of(dup: &OwnedFd) -> Result<Vec<u8>, String> {
+    match sys::sock_name(dup, true) {
+        Ok((ss, len)) => {
+            // SAFETY: the storage holds a sockaddr_un for an AF_UNIX socket and is large enough for one.
+            let sun =
+                unsafe { &*(&ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_un>() };
+            Ok(sun_bytes(sun, len))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(Vec::new()),
+        Err(e) => Err(format!("getpeername: {e}")),
+    }
+}
+
+/// A name for messages: ` (path)`, ` (@abstract)`, or nothing for an unnamed socket.
+pub fn shown_name(name: &[u8]) -> String {
+    if name.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", String::from_utf8_lossy(name).replace('\0', "@"))
+    }
+}
+
+/// Which processes hold socket `ino` (scans `/proc/*/fd`; for error messages only).
+pub fn holders_text(ino: u64) -> String {
+    let want = format!("socket:[{ino}]");
+    let mut pids = Vec::new();
+    if let Ok(procs) = std::fs::read_dir("/proc") {
+        for p in procs.flatten() {
+            let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+                continue;
+            };
+            if fds
+                .flatten()
+                .any(|f| std::fs::read_link(f.path()).is_ok_and(|l| l.as_os_str() == want.as_str()))
+            {
+                pids.push(pid.to_string());
+            }
+        }
+    }
+    if pids.is_empty() {
+        "which no dumped process holds".into()
+    } else {
+        format!("held by pid {} outside the dump", pids.join(", "))
+    }
+}
+
+/// `sun_path` bytes of an address of length `len`: a path without its terminating NUL, or an abstract name
+/// with its leading NUL; empty for an unnamed socket.
+fn sun_bytes(sun: &libc::sockaddr_un, len: libc::socklen_t) -> Vec<u8> {
+    let off = std::mem::size_of::<libc::sa_family_t>();
     let n = (len as usize).saturating_sub(off).min(sun.sun_path.len());
     let mut name: Vec<u8> = sun.sun_path[..n].iter().map(|&c| c as u8).collect();
     if name.first() != Some(&0) {
@@ -126,7 +185,7 @@ fn name_of(dup: &OwnedFd) -> Result<Vec<u8>, String> {
             name.truncate(end);
         }
     }
-    Ok(name)
+    name
 }
 
 /// A listening socket: its name; refused while connections wait in its accept queue (they would be lost).
@@ -150,63 +209,143 @@ fn listener(dup: &OwnedFd, sock_type: i32) -> Result<DescKind, String> {
     Ok(DescKind::UnixListen { name, sock_type })
 }
 
-/// One end of a connected pair, or a listener.
+/// One end of a connected pair or connection, a datagram socket, or a listener.
 pub fn dump(ino: u64, peers: &HashMap<u64, u64>, dup: &OwnedFd) -> Result<DescKind, String> {
     let sock_type = sys::sockopt_int(dup, libc::SOL_SOCKET, libc::SO_TYPE)
         .map_err(|e| format!("SO_TYPE: {e}"))?;
     if sys::sockopt_int(dup, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).unwrap_or(0) != 0 {
         return listener(dup, sock_type);
     }
-    if is_named(dup)? {
-        return Err("bound unix sockets are not supported yet".into());
+    let name = if is_named(dup)? {
+        name_of(dup)?
+    } else {
+        Vec::new()
+    };
+    let peer = peers.get(&ino).copied();
+    let peer_name = if peer.is_some() {
+        peer_name_of(dup)?
+    } else {
+        Vec::new()
+    };
+    if sock_type == libc::SOCK_DGRAM {
+        let mutual = peer.is_some_and(|p| peers.get(&p) == Some(&ino));
+        if !(mutual && name.is_empty() && peer_name.is_empty()) {
+            if peer.is_some() && peer_name.is_empty() {
+                return Err(
+                    "datagram socket connected to an unnamed socket that is not its pair".into(),
+                );
+            }
+            let queued = peek_all(dup)?;
+            return Ok(DescKind::UnixDgram {
+                ino,
+                name,
+                peer,
+                peer_name,
+                queued,
+            });
+        }
     }
-    let peer = *peers
-        .get(&ino)
-        .ok_or("unconnected unix sockets are not supported yet")?;
-    let queued = peek_all(dup)?;
-    Ok(DescKind::UnixPair {
+    let Some(peer) = peer else {
+        return Err(if name.is_empty() {
+            "unconnected unix sockets are not supported yet".into()
+        } else {
+            format!(
+                "unix socket bound to{} is neither listening nor connected (not supported yet)",
+                shown_name(&name)
+            )
+        });
+    };
+    let queued = peek_all(dup)?.into_iter().map(|m| m.data).collect();
+    if name.is_empty() && peer_name.is_empty() {
+        return Ok(DescKind::UnixPair {
+            ino,
+            peer,
+            sock_type,
+            queued,
+        });
+    }
+    Ok(DescKind::UnixConn {
         ino,
         peer,
         sock_type,
+        name,
+        peer_name,
         queued,
     })
 }
 
-/// Every queued message, peeked from offset 0 on with `SO_PEEK_OFF`; the socket's own peek offset is put
-/// back afterwards.
-fn peek_all(dup: &OwnedFd) -> Result<Vec<Vec<u8>>, String> {
+/// Every queued message with its sender's name (empty when unnamed, and for stream sockets), peeked from
+/// offset 0 on with `SO_PEEK_OFF`; the socket's own peek offset is put back afterwards.
+fn peek_all(dup: &OwnedFd) -> Result<Vec<UnixDatagram>, String> {
+    let dgram = sys::sockopt_int(dup, libc::SOL_SOCKET, libc::SO_TYPE)
+        .map_err(|e| format!("SO_TYPE: {e}"))?
+        == libc::SOCK_DGRAM;
     let old = sys::sockopt_int(dup, libc::SOL_SOCKET, libc::SO_PEEK_OFF)
         .map_err(|e| format!("SO_PEEK_OFF: {e}"))?;
     sys::set_sockopt_int(dup, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
         .map_err(|e| format!("setting SO_PEEK_OFF: {e}"))?;
-    let got = peek_loop(dup);
+    let got = peek_loop(dup, dgram);
     let reset = sys::set_sockopt_int(dup, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old);
     let got = got?;
     reset.map_err(|e| format!("putting SO_PEEK_OFF back to {old}: {e}"))?;
     Ok(got)
 }
 
-fn peek_loop(dup: &OwnedFd) -> Result<Vec<Vec<u8>>, String> {
+/// Most messages peeked from one socket (a guard against a queue that never ends).
+const MAX_MESSAGES: usize = 1 << 20;
+
+/// Closes every fd an `SCM_RIGHTS` control message of `mh` installed in this process (a peek installs
+/// copies of the fds in flight); returns how many there were.
+fn close_passed_fds(mh: &libc::msghdr) -> usize {
+    let mut closed = 0;
+    // SAFETY: `mh` was filled by recvmsg; the CMSG_* macros walk its control buffer within msg_controllen.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(mh);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c).cast::<libc::c_int>();
+                let header = libc::CMSG_LEN(0) as usize;
+                let n = ((*c).cmsg_len as usize).saturating_sub(header)
+                    / std::mem::size_of::<libc::c_int>();
+                for i in 0..n {
+                    libc::close(data.add(i).read_unaligned());
+                    closed += 1;
+                }
+            }
+            c = libc::CMSG_NXTHDR(mh, c);
+        }
+    }
+    closed
+}
+
+fn peek_loop(dup: &OwnedFd, dgram: bool) -> Result<Vec<UnixDatagram>, String> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; PEEK_BUF];
-    let mut cmsg = [0u8; 256];
+    let mut cmsg = [0u64; 64];
     loop {
+        if out.len() >= MAX_MESSAGES {
+            return Err(format!("more than {MAX_MESSAGES} queued messages"));
+        }
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),
         };
+        // SAFETY: sockaddr_un is plain data; all-zero is valid.
+        let mut from: libc::sockaddr_un = unsafe { std::mem::zeroed() };
         // SAFETY: msghdr is plain data; all-zero is valid.
         let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
+        mh.msg_name = (&mut from as *mut libc::sockaddr_un).cast();
+        mh.msg_namelen = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
         mh.msg_iov = &mut iov;
         mh.msg_iovlen = 1;
         mh.msg_control = cmsg.as_mut_ptr().cast();
-        mh.msg_controllen = cmsg.len();
-        // SAFETY: the kernel writes into `buf` and `cmsg` within the lengths given in `mh`.
+        mh.msg_controllen = std::mem::size_of_val(&cmsg);
+        // SAFETY: the kernel writes into `buf`, `from` and `cmsg` within the lengths given in `mh`.
         let n = unsafe {
             libc::recvmsg(
                 dup.as_raw_fd(),
                 &mut mh,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
             )
         };
         if n < 0 {
@@ -216,19 +355,119 @@ fn peek_loop(dup: &OwnedFd) -> Result<Vec<Vec<u8>>, String> {
             }
             return Err(format!("peeking the queue: {e}"));
         }
-        if mh.msg_controllen > 0 || mh.msg_flags & libc::MSG_CTRUNC != 0 {
+        if close_passed_fds(&mh) > 0 {
+            return Err(format!(
+                "message {} of the receive queue carries open files in flight (SCM_RIGHTS), which cannot be \
+                 carried; the sender's fds exist only in the queue",
+                out.len() + 1
+            ));
+        }
+        if mh.msg_flags & libc::MSG_CTRUNC != 0 {
+            return Err(format!(
+                "message {} of the receive queue carries more ancillary data (SCM_RIGHTS) than fits",
+                out.len() + 1
+            ));
+        }
+        if mh.msg_controllen > 0 {
             return Err(
-                "a queued message carries fds or credentials (SCM_RIGHTS/SCM_CREDENTIALS), which is not supported"
+                "a queued message carries credentials (SCM_CREDENTIALS), which is not supported"
                     .into(),
             );
         }
         if mh.msg_flags & libc::MSG_TRUNC != 0 {
             return Err(format!("a queued message is larger than {PEEK_BUF} bytes"));
         }
-        if n == 0 {
-            // Stream end-of-data (peer shut down) or an empty datagram.
+        if n == 0 && !dgram {
+            // Stream end-of-data (peer shut down).
             return Ok(out);
         }
-        out.push(buf[..n as usize].to_vec());
+        let name = if dgram {
+            sun_bytes(&from, mh.msg_namelen)
+        } else {
+            Vec::new()
+        };
+        out.push(UnixDatagram {
+            from: name,
+            data: buf[..n as usize].to_vec(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dormant_image::records::UnixDatagram as Queued;
+    use std::os::unix::net::{UnixDatagram, UnixStream};
+
+    fn dup_of(fd: &impl std::os::fd::AsFd) -> OwnedFd {
+        fd.as_fd().try_clone_to_owned().unwrap()
+    }
+
+    fn ino_of(fd: &impl AsRawFd) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .unwrap()
+            .ino()
+    }
+
+    /// A bound datagram socket's queue comes with each sender's name (empty datagrams included), and
+    /// stays queued.
+    #[test]
+    fn bound_datagram_queue_with_senders() {
+        let dir = tempfile::tempdir().unwrap();
+        let (at, from) = (dir.path().join("srv"), dir.path().join("cli"));
+        let srv = UnixDatagram::bind(&at).unwrap();
+        let cli = UnixDatagram::bind(&from).unwrap();
+        cli.send_to(b"one", &at).unwrap();
+        UnixDatagram::unbound().unwrap().send_to(b"", &at).unwrap();
+        cli.send_to(b"three", &at).unwrap();
+        let ino = ino_of(&srv);
+        let got = dump(ino, &peers().unwrap(), &dup_of(&srv)).unwrap();
+        let DescKind::UnixDgram {
+            name, peer, queued, ..
+        } = got
+        else {
+            panic!("{got:?}")
+        };
+        assert_eq!(name, at.as_os_str().as_encoded_bytes());
+        assert_eq!(peer, None);
+        let from = from.as_os_str().as_encoded_bytes().to_vec();
+        let q = |from: &[u8], data: &[u8]| Queued {
+            from: from.to_vec(),
+            data: data.to_vec(),
+        };
+        assert_eq!(
+            queued,
+            vec![q(&from, b"one"), q(b"", b""), q(&from, b"three")]
+        );
+        let mut buf = [0u8; 8];
+        assert_eq!(srv.recv(&mut buf).unwrap(), 3, "nothing was consumed");
+    }
+
+    /// An fd in flight is refused by name, and the copy the peek installed here is closed again.
+    #[test]
+    fn scm_rights_refused_without_leaking() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("passed");
+        let passed = std::fs::File::create(&path).unwrap();
+        let fds = [passed.as_raw_fd()];
+        let iov = [std::io::IoSlice::new(b"x")];
+        let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+        nix::sys::socket::sendmsg::<()>(a.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
+            .unwrap();
+        // Fds of this process open on the passed file (other tests run in parallel: count only these).
+        let count = || {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .flatten()
+                .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == path))
+                .count()
+        };
+        let (dup, peers) = (dup_of(&b), peers().unwrap());
+        let before = count();
+        let err = dump(ino_of(&b), &peers, &dup).unwrap_err();
+        assert!(err.contains("SCM_RIGHTS"), "{err}");
+        assert_eq!(count(), before, "the peeked fd was closed");
     }
 }

@@ -100,6 +100,51 @@ pub enum DescKind {
         data: Vec<u8>,
         pos: u64,
     },
+    /// One open of a FIFO (named pipe), reopened by `path` with the access mode of [`FileDesc::flags`].
+    /// `dev`/`ino` identify the FIFO at dump time (all ends of one FIFO share them); the buffered bytes are
+    /// carried once per FIFO, on the entry with `data: Some`.
+    Fifo {
+        path: String,
+        dev: u64,
+        ino: u64,
+        /// `F_GETPIPE_SZ`.
+        size: u32,
+        data: Option<Vec<u8>>,
+    },
+    /// One end of a connected unix stream or seqpacket socket of which at least one side has a name: an
+    /// accepted connection (its name is the listener's) and its client. Restore connects a new socket to a
+    /// listener of that name (the restored one, or a temporary one) and accepts, so both names read back.
+    UnixConn {
+        ino: u64,
+        peer: u64,
+        sock_type: i32,
+        /// This socket's name (`sun_path` bytes as in [`DescKind::UnixListen`]); empty when unnamed.
+        name: Vec<u8>,
+        /// The peer's name; empty when unnamed.
+        peer_name: Vec<u8>,
+        /// What this end's receive queue held (restore sends it from the peer).
+        queued: Vec<Vec<u8>>,
+    },
+    /// A unix datagram socket that is bound, or connected to a bound one (a mutually connected unnamed
+    /// pair is a [`DescKind::UnixPair`]). Restore binds it, re-sends its queue, then connects it.
+    UnixDgram {
+        ino: u64,
+        /// Bound name; empty when unnamed.
+        name: Vec<u8>,
+        /// The socket it is connected to (inode and name), if any.
+        peer: Option<u64>,
+        peer_name: Vec<u8>,
+        queued: Vec<UnixDatagram>,
+    },
+}
+
+/// One datagram waiting in a unix datagram socket's receive queue.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnixDatagram {
+    /// The sender's name as `recvfrom` reports it; empty when the sender was unnamed.
+    pub from: Vec<u8>,
+    pub data: Vec<u8>,
 }
 
 /// One epoll registration: the description behind the registered fd, the fd number the task used, the

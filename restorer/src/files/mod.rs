@@ -1,10 +1,13 @@
-//! Rebuilding the open file descriptions of `file-descs` (pipes, unix socket pairs, inet sockets, eventfd,
-//! timerfd, signalfd, epoll, memfd). Every description is opened ONCE in the restoring process before any
+//! Rebuilding the open file descriptions of `file-descs` (pipes, FIFOs, unix socket pairs, listeners, named
+//! connections and datagram sockets, inet sockets, eventfd, timerfd, signalfd, epoll, memfd, unlinked
+//! files). Every description is opened ONCE in the restoring process before any
 //! task is forked, so every task that shared it inherits the same description through fork; each task then
 //! moves it to its fd number ([`crate::launch::FdMove`]) and runs its [`ChildAction`]s (epoll
 //! registrations, which are keyed by the fd number the task uses).
 
+mod fifo;
 mod open;
+mod unix;
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -182,6 +185,9 @@ pub fn kind_name(k: &DescKind) -> &'static str {
         DescKind::Inet(_) => "inet socket",
         DescKind::UnixListen { .. } => "unix listener",
         DescKind::Ghost { .. } => "unlinked file",
+        DescKind::Fifo { .. } => "fifo",
+        DescKind::UnixConn { .. } => "unix connection",
+        DescKind::UnixDgram { .. } => "unix datagram socket",
     }
 }
 
@@ -189,7 +195,13 @@ pub fn kind_name(k: &DescKind) -> &'static str {
 pub fn open_all(descs: &[FileDesc]) -> Result<OpenedFiles, FileRestoreError> {
     let mut state = open::State::default();
     let mut opened = OpenedFiles::default();
-    for d in descs {
+    // Listeners first: connections accepted from one are rebuilt through it.
+    let is_listener = |d: &&FileDesc| matches!(d.kind, DescKind::UnixListen { .. });
+    let listeners_first = descs
+        .iter()
+        .filter(is_listener)
+        .chain(descs.iter().filter(|d| !is_listener(d)));
+    for d in listeners_first {
         let fd = open_one(d, &mut state)?;
         opened.fds.insert(d.id, fd);
         opened.descs.insert(d.id, d.clone());

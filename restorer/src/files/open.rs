@@ -16,9 +16,11 @@ pub struct State {
     unix_ends: HashMap<u64, OwnedFd>,
     /// Unix socket inode → the description holding it.
     unix_desc: HashMap<u64, DescId>,
+    /// Restored listening unix sockets by name (copies), for connections accepted from them.
+    listeners: HashMap<Vec<u8>, OwnedFd>,
 }
 
-fn check(r: libc::c_int) -> Result<libc::c_int, Errno> {
+pub(super) fn check(r: libc::c_int) -> Result<libc::c_int, Errno> {
     if r < 0 {
         Err(Errno::last())
     } else {
@@ -26,7 +28,7 @@ fn check(r: libc::c_int) -> Result<libc::c_int, Errno> {
     }
 }
 
-fn owned(r: libc::c_int) -> Result<OwnedFd, Errno> {
+pub(super) fn owned(r: libc::c_int) -> Result<OwnedFd, Errno> {
     let fd = check(r)?;
     // SAFETY: `fd` was just returned by a syscall that creates a new fd; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
@@ -53,176 +55,233 @@ pub fn open_one(d: &FileDesc, st: &mut State) -> Result<OwnedFd, FileRestoreErro
         }
     };
     let nonblock = d.flags & libc::O_NONBLOCK as u32 != 0;
-    let fd =
-        match &d.kind {
-            DescKind::PipeEnd {
-                pipe,
-                write,
-                size,
-                data,
-            } => match st.pipe_ends.remove(&(*pipe, *write)) {
-                Some(fd) => fd,
-                None => {
-                    let mut ends = [0 as libc::c_int; 2];
-                    // SAFETY: pipe2 writes two fds into `ends`.
-                    check(unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) })
-                        .map_err(sys("pipe2"))?;
-                    // SAFETY: both fds were just created by pipe2 and are owned by nobody else.
-                    let (r, w) =
-                        unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
-                    // SAFETY: F_SETPIPE_SZ on our own pipe.
-                    check(unsafe {
-                        libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, *size as libc::c_int)
-                    })
-                    .map_err(sys(&format!("F_SETPIPE_SZ {size}")))?;
-                    if let Some(bytes) = data {
-                        write_all(&w, bytes).map_err(sys("writing the buffered bytes"))?;
-                    }
-                    let (mine, other) = if *write { (w, r) } else { (r, w) };
-                    st.pipe_ends.insert((*pipe, !*write), other);
-                    mine
+    let fd = match &d.kind {
+        DescKind::PipeEnd {
+            pipe,
+            write,
+            size,
+            data,
+        } => match st.pipe_ends.remove(&(*pipe, *write)) {
+            Some(fd) => fd,
+            None => {
+                let mut ends = [0 as libc::c_int; 2];
+                // SAFETY: pipe2 writes two fds into `ends`.
+                check(unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) })
+                    .map_err(sys("pipe2"))?;
+                // SAFETY: both fds were just created by pipe2 and are owned by nobody else.
+                let (r, w) =
+                    unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
+                // SAFETY: F_SETPIPE_SZ on our own pipe.
+                check(unsafe {
+                    libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, *size as libc::c_int)
+                })
+                .map_err(sys(&format!("F_SETPIPE_SZ {size}")))?;
+                if let Some(bytes) = data {
+                    write_all(&w, bytes).map_err(sys("writing the buffered bytes"))?;
                 }
-            },
-            DescKind::EventFd { count, semaphore } => {
-                let count = u32::try_from(*count).map_err(|_| FileRestoreError::Bad {
+                let (mine, other) = if *write { (w, r) } else { (r, w) };
+                st.pipe_ends.insert((*pipe, !*write), other);
+                mine
+            }
+        },
+        DescKind::EventFd { count, semaphore } => {
+            let count = u32::try_from(*count).map_err(|_| FileRestoreError::Bad {
+                id,
+                kind,
+                reason: format!("counter {count} does not fit eventfd's initial value"),
+            })?;
+            let mut fl = libc::EFD_CLOEXEC;
+            if *semaphore {
+                fl |= libc::EFD_SEMAPHORE;
+            }
+            // SAFETY: eventfd takes an initial value and flags and returns a new fd.
+            owned(unsafe { libc::eventfd(count, fl) }).map_err(sys("eventfd"))?
+        }
+        DescKind::TimerFd {
+            clock,
+            interval_ns,
+            value_ns,
+        } => {
+            // SAFETY: timerfd_create takes a clock and flags and returns a new fd.
+            let fd = owned(unsafe { libc::timerfd_create(*clock, libc::TFD_CLOEXEC) })
+                .map_err(sys(&format!("timerfd_create clock {clock}")))?;
+            if *value_ns != 0 {
+                let spec = libc::itimerspec {
+                    it_interval: timespec(*interval_ns),
+                    it_value: timespec(*value_ns),
+                };
+                // SAFETY: reads one itimerspec from our stack; no old value is asked for.
+                check(unsafe {
+                    libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut())
+                })
+                .map_err(sys("timerfd_settime"))?;
+            }
+            fd
+        }
+        DescKind::SignalFd { mask } => {
+            // SAFETY: sigset_t is plain data; sigemptyset initialises it.
+            let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+            // SAFETY: initialises `set` on our stack.
+            unsafe { libc::sigemptyset(&mut set) };
+            for sig in 1..=64 {
+                if mask & (1u64 << (sig - 1)) != 0 {
+                    // SAFETY: adds a signal number to `set`; out-of-range numbers fail harmlessly.
+                    unsafe { libc::sigaddset(&mut set, sig) };
+                }
+            }
+            // SAFETY: signalfd reads the set from our stack and returns a new fd.
+            owned(unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC) })
+                .map_err(sys("signalfd"))?
+        }
+        DescKind::Epoll { .. } => {
+            // Registrations are added by each task (see ChildAction), keyed by its own fd numbers.
+            // SAFETY: epoll_create1 returns a new fd.
+            owned(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })
+                .map_err(sys("epoll_create1"))?
+        }
+        DescKind::Memfd {
+            name,
+            data,
+            pos,
+            seals,
+        } => {
+            let cname =
+                std::ffi::CString::new(name.as_str()).map_err(|_| FileRestoreError::Bad {
                     id,
                     kind,
-                    reason: format!("counter {count} does not fit eventfd's initial value"),
+                    reason: format!("name {name:?} holds a NUL byte"),
                 })?;
-                let mut fl = libc::EFD_CLOEXEC;
-                if *semaphore {
-                    fl |= libc::EFD_SEMAPHORE;
-                }
-                // SAFETY: eventfd takes an initial value and flags and returns a new fd.
-                owned(unsafe { libc::eventfd(count, fl) }).map_err(sys("eventfd"))?
-            }
-            DescKind::TimerFd {
-                clock,
-                interval_ns,
-                value_ns,
-            } => {
-                // SAFETY: timerfd_create takes a clock and flags and returns a new fd.
-                let fd = owned(unsafe { libc::timerfd_create(*clock, libc::TFD_CLOEXEC) })
-                    .map_err(sys(&format!("timerfd_create clock {clock}")))?;
-                if *value_ns != 0 {
-                    let spec = libc::itimerspec {
-                        it_interval: timespec(*interval_ns),
-                        it_value: timespec(*value_ns),
-                    };
-                    // SAFETY: reads one itimerspec from our stack; no old value is asked for.
-                    check(unsafe {
-                        libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut())
-                    })
-                    .map_err(sys("timerfd_settime"))?;
-                }
-                fd
-            }
-            DescKind::SignalFd { mask } => {
-                // SAFETY: sigset_t is plain data; sigemptyset initialises it.
-                let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-                // SAFETY: initialises `set` on our stack.
-                unsafe { libc::sigemptyset(&mut set) };
-                for sig in 1..=64 {
-                    if mask & (1u64 << (sig - 1)) != 0 {
-                        // SAFETY: adds a signal number to `set`; out-of-range numbers fail harmlessly.
-                        unsafe { libc::sigaddset(&mut set, sig) };
-                    }
-                }
-                // SAFETY: signalfd reads the set from our stack and returns a new fd.
-                owned(unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC) })
-                    .map_err(sys("signalfd"))?
-            }
-            DescKind::Epoll { .. } => {
-                // Registrations are added by each task (see ChildAction), keyed by its own fd numbers.
-                // SAFETY: epoll_create1 returns a new fd.
-                owned(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })
-                    .map_err(sys("epoll_create1"))?
-            }
-            DescKind::Memfd {
-                name,
-                data,
-                pos,
-                seals,
-            } => {
-                let cname =
-                    std::ffi::CString::new(name.as_str()).map_err(|_| FileRestoreError::Bad {
-                        id,
-                        kind,
-                        reason: format!("name {name:?} holds a NUL byte"),
-                    })?;
-                // SAFETY: memfd_create reads the NUL-terminated name and returns a new fd.
-                let fd = owned(unsafe {
-                    libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+            // SAFETY: memfd_create reads the NUL-terminated name and returns a new fd.
+            let fd = owned(unsafe {
+                libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+            })
+            .map_err(sys("memfd_create"))?;
+            write_all(&fd, data).map_err(sys("writing the content"))?;
+            nix::unistd::lseek(&fd, *pos as i64, nix::unistd::Whence::SeekSet)
+                .map_err(sys(&format!("seeking to {pos}")))?;
+            if *seals != 0 {
+                // SAFETY: F_ADD_SEALS on our own memfd.
+                check(unsafe {
+                    libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, *seals as libc::c_int)
                 })
-                .map_err(sys("memfd_create"))?;
-                write_all(&fd, data).map_err(sys("writing the content"))?;
-                nix::unistd::lseek(&fd, *pos as i64, nix::unistd::Whence::SeekSet)
-                    .map_err(sys(&format!("seeking to {pos}")))?;
-                if *seals != 0 {
-                    // SAFETY: F_ADD_SEALS on our own memfd.
+                .map_err(sys(&format!("F_ADD_SEALS {seals:#x}")))?;
+            }
+            fd
+        }
+        DescKind::UnixPair {
+            ino,
+            peer,
+            sock_type,
+            ..
+        } => {
+            st.unix_desc.insert(*ino, d.id);
+            match st.unix_ends.remove(ino) {
+                Some(fd) => fd,
+                None => {
+                    let mut sv = [0 as libc::c_int; 2];
+                    // SAFETY: socketpair writes two fds into `sv`.
                     check(unsafe {
-                        libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, *seals as libc::c_int)
+                        libc::socketpair(
+                            libc::AF_UNIX,
+                            *sock_type | libc::SOCK_CLOEXEC,
+                            0,
+                            sv.as_mut_ptr(),
+                        )
                     })
-                    .map_err(sys(&format!("F_ADD_SEALS {seals:#x}")))?;
-                }
-                fd
-            }
-            DescKind::UnixPair {
-                ino,
-                peer,
-                sock_type,
-                ..
-            } => {
-                st.unix_desc.insert(*ino, d.id);
-                match st.unix_ends.remove(ino) {
-                    Some(fd) => fd,
-                    None => {
-                        let mut sv = [0 as libc::c_int; 2];
-                        // SAFETY: socketpair writes two fds into `sv`.
-                        check(unsafe {
-                            libc::socketpair(
-                                libc::AF_UNIX,
-                                *sock_type | libc::SOCK_CLOEXEC,
-                                0,
-                                sv.as_mut_ptr(),
-                            )
-                        })
-                        .map_err(sys("socketpair"))?;
-                        // SAFETY: both fds were just created by socketpair and are owned by nobody else.
-                        let (a, b) =
-                            unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) };
-                        st.unix_ends.insert(*peer, b);
-                        a
-                    }
+                    .map_err(sys("socketpair"))?;
+                    // SAFETY: both fds were just created by socketpair and are owned by nobody else.
+                    let (a, b) =
+                        unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) };
+                    st.unix_ends.insert(*peer, b);
+                    a
                 }
             }
-            DescKind::Ghost {
-                path,
-                mode,
-                data,
-                pos,
-            } => open_ghost(path, *mode, d.flags, data, *pos).map_err(|(what, source)| {
+        }
+        DescKind::Ghost {
+            path,
+            mode,
+            data,
+            pos,
+        } => open_ghost(path, *mode, d.flags, data, *pos).map_err(|(what, source)| {
+            FileRestoreError::Sys {
+                id,
+                kind,
+                what,
+                source,
+            }
+        })?,
+        DescKind::UnixListen { name, sock_type } => {
+            let fd = open_unix_listener(name, *sock_type).map_err(|(what, source)| {
                 FileRestoreError::Sys {
                     id,
                     kind,
                     what,
                     source,
                 }
-            })?,
-            DescKind::UnixListen { name, sock_type } => open_unix_listener(name, *sock_type)
-                .map_err(|(what, source)| FileRestoreError::Sys {
-                    id,
-                    kind,
-                    what,
-                    source,
-                })?,
-            DescKind::Inet(s) => open_inet(s).map_err(|(what, source)| FileRestoreError::Sys {
+            })?;
+            let copy = fd.try_clone().map_err(|e| FileRestoreError::Sys {
+                id,
+                kind,
+                what: "dup".into(),
+                source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            })?;
+            st.listeners.insert(name.clone(), copy);
+            fd
+        }
+        DescKind::Fifo {
+            path,
+            dev,
+            ino,
+            size,
+            data,
+        } => super::fifo::open_fifo(path, *dev, *ino, d.flags, *size, data.as_deref()).map_err(
+            |(what, source)| FileRestoreError::Sys {
                 id,
                 kind,
                 what,
                 source,
-            })?,
-        };
+            },
+        )?,
+        DescKind::UnixConn {
+            ino,
+            peer,
+            sock_type,
+            name,
+            peer_name,
+            ..
+        } => {
+            st.unix_desc.insert(*ino, d.id);
+            match st.unix_ends.remove(ino) {
+                Some(fd) => fd,
+                None => {
+                    let (mine, other) =
+                        super::unix::open_connection(*sock_type, name, peer_name, &st.listeners)
+                            .map_err(|(what, source)| FileRestoreError::Sys {
+                                id,
+                                kind,
+                                what,
+                                source,
+                            })?;
+                    st.unix_ends.insert(*peer, other);
+                    mine
+                }
+            }
+        }
+        DescKind::UnixDgram { name, .. } => {
+            super::unix::open_datagram(name).map_err(|(what, source)| FileRestoreError::Sys {
+                id,
+                kind,
+                what,
+                source,
+            })?
+        }
+        DescKind::Inet(s) => open_inet(s).map_err(|(what, source)| FileRestoreError::Sys {
+            id,
+            kind,
+            what,
+            source,
+        })?,
+    };
     let mut fl = nix::fcntl::OFlag::empty();
     if nonblock {
         fl |= nix::fcntl::OFlag::O_NONBLOCK;
@@ -237,7 +296,7 @@ pub fn open_one(d: &FileDesc, st: &mut State) -> Result<OwnedFd, FileRestoreErro
     Ok(fd)
 }
 
-fn write_all(fd: &OwnedFd, mut bytes: &[u8]) -> Result<(), Errno> {
+pub(super) fn write_all(fd: &OwnedFd, mut bytes: &[u8]) -> Result<(), Errno> {
     while !bytes.is_empty() {
         match nix::unistd::write(fd, bytes) {
             Ok(0) => return Err(Errno::EIO),
@@ -287,7 +346,7 @@ fn open_ghost(
 
 /// Binds a unix socket to `name` and listens. A socket file left at the path by the dumped process (its
 /// socket is gone) is removed first; anything else at the path fails the bind.
-fn open_unix_listener(name: &[u8], sock_type: i32) -> Result<OwnedFd, (String, Errno)> {
+pub(super) fn open_unix_listener(name: &[u8], sock_type: i32) -> Result<OwnedFd, (String, Errno)> {
     let shown = String::from_utf8_lossy(name).replace('\0', "@");
     // SAFETY: socket returns a new fd.
     let fd = owned(unsafe { libc::socket(libc::AF_UNIX, sock_type | libc::SOCK_CLOEXEC, 0) })
@@ -440,7 +499,9 @@ impl State {
         fds: &std::collections::BTreeMap<DescId, OwnedFd>,
     ) -> Result<(), FileRestoreError> {
         for d in descs {
-            let DescKind::UnixPair { peer, queued, .. } = &d.kind else {
+            let (DescKind::UnixPair { peer, queued, .. } | DescKind::UnixConn { peer, queued, .. }) =
+                &d.kind
+            else {
                 continue;
             };
             if queued.is_empty() {
@@ -476,6 +537,6 @@ impl State {
                 }
             }
         }
-        Ok(())
+        super::unix::fill_datagrams(descs, fds)
     }
 }

@@ -20,6 +20,21 @@
 //! - `signalfd`: SIGUSR1 blocked and a signalfd for it; a SIGUSR1 raised after the trigger is read from it.
 //! - `locks`: an exclusive flock on one file and a POSIX write lock on bytes 10-19 of another; after the
 //!   trigger a new open of each sees them held (by this pid for the POSIX one).
+//! - `forkshare`: a file opened (offset 3) and an O_APPEND file opened before a fork; after the trigger the
+//!   parent and the child write through their inherited fds in turns and each sees the offset the other
+//!   left (3 → 5 by the parent, → 7 by the child, → 9 by the parent; the append file grows 3 → 5).
+//! - `fifo`: a FIFO of DIR opened read-only (O_NONBLOCK) and write-only, pipe size 64 KiB, 10 bytes
+//!   buffered; after the trigger the bytes are there and the two fds are one pipe again.
+//! - `unixdgram`: datagram sockets bound to a path and to an abstract name, a client bound to a path that
+//!   sent one datagram to the first, and an unnamed client connected to the second that sent two; after the
+//!   trigger the queues (boundaries, the sender's name), the names and the connection are as before.
+//! - `unixaccept`: a unix stream connection accepted from a listener on a path of DIR (bytes queued both
+//!   ways), and one accepted from an abstract listener closed since; after the trigger the bytes, both
+//!   ends' names, the connections and the first listener work, and the closed name is free.
+//! - `scmrights`: a socketpair with a queued message carrying a pipe fd (SCM_RIGHTS), which a dump must
+//!   refuse; the check receives it and reads the pipe through the passed fd.
+//! - `unixoutside`: a socketpair end whose peer is held by a process outside this tree (a grandchild whose
+//!   parent exited; its pid in DIR/outside.pid), which a dump must refuse; the check gets an echo from it.
 //! - `established` / `netlink`: an established loopback TCP connection / a netlink socket, which a dump
 //!   must refuse (the workload then runs on and passes its own check).
 //!
@@ -41,6 +56,8 @@ const MEMFD_LEN: usize = 100 << 10;
 const MEMFD_POS: i64 = 1234;
 const MEMFD_NAME: &str = "wl-files-memfd";
 const EPOLL_EVENTFD_DATA: u64 = 0xab_cdef;
+const FIFO_BYTES: &[u8] = b"fifo bytes";
+const FIFO_SIZE: i32 = 64 << 10;
 
 fn os_err(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
@@ -155,6 +172,44 @@ enum State {
     },
     Owner {
         fd: RawFd,
+    },
+    ForkShare {
+        fd: RawFd,
+        app: RawFd,
+        cmd: RawFd,
+        ack: RawFd,
+        child: libc::pid_t,
+        path: std::path::PathBuf,
+        app_path: std::path::PathBuf,
+    },
+    Fifo {
+        r: RawFd,
+        w: RawFd,
+        path: std::path::PathBuf,
+    },
+    UnixDgram {
+        srv_path: std::os::unix::net::UnixDatagram,
+        srv_abs: std::os::unix::net::UnixDatagram,
+        bound: std::os::unix::net::UnixDatagram,
+        conn: std::os::unix::net::UnixDatagram,
+        at: std::path::PathBuf,
+        client_at: std::path::PathBuf,
+        abs: String,
+    },
+    UnixAccept {
+        l: std::os::unix::net::UnixListener,
+        acc: std::os::unix::net::UnixStream,
+        cli: std::os::unix::net::UnixStream,
+        acc2: std::os::unix::net::UnixStream,
+        cli2: std::os::unix::net::UnixStream,
+        at: std::path::PathBuf,
+        abs: String,
+    },
+    ScmRights {
+        b: RawFd,
+    },
+    Outside {
+        s: RawFd,
     },
     /// Refused kinds: kept open only.
     Held,
@@ -394,6 +449,36 @@ fn set_up(kind: &str, args: &WorkloadArgs) -> Result<State, WorkloadError> {
             cvt(r, "F_SETLK")?;
             State::Locks { flocked: fa, a, b }
         }
+        "forkshare" => fork_share(args)?,
+        "fifo" => {
+            let path = args.dir.join("fifo");
+            let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+                .map_err(|e| WorkloadError::setup("fifo path", e))?;
+            // SAFETY: mkfifo and open read the NUL-terminated path.
+            cvt(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, "mkfifo")?;
+            // SAFETY: as above; a non-blocking read-only open of a FIFO does not wait for a writer.
+            let r = cvt(
+                unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK) },
+                "open fifo for reading",
+            )?;
+            // SAFETY: as above; a reader exists, so this does not wait.
+            let w = cvt(
+                unsafe { libc::open(c.as_ptr(), libc::O_WRONLY) },
+                "open fifo for writing",
+            )?;
+            // SAFETY: fcntl on our own fd.
+            cvt(
+                // SAFETY: a syscall on our own fds / stack buffers.
+                unsafe { libc::fcntl(w, libc::F_SETPIPE_SZ, FIFO_SIZE) },
+                "F_SETPIPE_SZ",
+            )?;
+            write_fd(w, FIFO_BYTES).map_err(|e| WorkloadError::setup("fifo write", e))?;
+            State::Fifo { r, w, path }
+        }
+        "unixdgram" => unix_dgram(args)?,
+        "unixaccept" => unix_accept(args)?,
+        "scmrights" => scm_rights()?,
+        "unixoutside" => unix_outside(args)?,
         "established" => {
             let (l, port) = listener()?;
             let c = std::net::TcpStream::connect(("127.0.0.1", port))
@@ -423,6 +508,271 @@ fn set_up(kind: &str, args: &WorkloadArgs) -> Result<State, WorkloadError> {
             ))
         }
     })
+}
+
+/// `forkshare`: see the module docs. The child answers commands on a pipe until told to quit.
+fn fork_share(args: &WorkloadArgs) -> Result<State, WorkloadError> {
+    let path = args.dir.join("fork-file");
+    let app_path = args.dir.join("fork-append");
+    std::fs::write(&path, b"0123456789").map_err(|e| WorkloadError::setup("fork file", e))?;
+    std::fs::write(&app_path, b"abc").map_err(|e| WorkloadError::setup("append file", e))?;
+    let open = |p: &std::path::Path, append: bool| -> Result<RawFd, WorkloadError> {
+        let f = std::fs::OpenOptions::new()
+            .read(!append)
+            .write(!append)
+            .append(append)
+            .open(p)
+            .map_err(|e| WorkloadError::setup("fork file open", e))?;
+        Ok(std::os::fd::IntoRawFd::into_raw_fd(f))
+    };
+    let fd = open(&path, false)?;
+    let app = open(&app_path, true)?;
+    // SAFETY: lseek on our own fd.
+    cvt(
+        // SAFETY: a syscall on our own fds / stack buffers.
+        unsafe { libc::lseek(fd, 3, libc::SEEK_SET) } as i32,
+        "lseek",
+    )?;
+    let (mut cmd, mut ack) = ([0; 2], [0; 2]);
+    // SAFETY: pipe2 writes two fds each.
+    cvt(unsafe { libc::pipe2(cmd.as_mut_ptr(), 0) }, "pipe2")?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::pipe2(ack.as_mut_ptr(), 0) }, "pipe2")?;
+    // SAFETY: the workload is single-threaded; the child only makes raw syscalls and exits with _exit.
+    let child = cvt(unsafe { libc::fork() }, "fork")?;
+    if child == 0 {
+        // SAFETY: raw syscalls on fds this child inherited; no allocation.
+        unsafe {
+            libc::close(cmd[1]);
+            libc::close(ack[0]);
+            loop {
+                let mut c = 0u8;
+                if libc::read(cmd[0], (&mut c as *mut u8).cast(), 1) != 1 {
+                    libc::_exit(2);
+                }
+                let before = libc::lseek(fd, 0, libc::SEEK_CUR);
+                let other = if c == b'w' {
+                    libc::write(fd, b"CC".as_ptr().cast(), 2);
+                    libc::write(app, b"c".as_ptr().cast(), 1);
+                    libc::lseek(fd, 0, libc::SEEK_CUR)
+                } else {
+                    libc::lseek(app, 0, libc::SEEK_CUR)
+                };
+                let mut reply = [0u8; 16];
+                reply[..8].copy_from_slice(&before.to_ne_bytes());
+                reply[8..].copy_from_slice(&other.to_ne_bytes());
+                libc::write(ack[1], reply.as_ptr().cast(), 16);
+                if c != b'w' {
+                    libc::_exit(0);
+                }
+            }
+        }
+    }
+    // SAFETY: closing the child's ends in the parent.
+    unsafe {
+        libc::close(cmd[0]);
+        libc::close(ack[1]);
+    }
+    Ok(State::ForkShare {
+        fd,
+        app,
+        cmd: cmd[1],
+        ack: ack[0],
+        child,
+        path,
+        app_path,
+    })
+}
+
+/// One command to the `forkshare` child; its two offsets back.
+fn ask_child(cmd: RawFd, ack: RawFd, c: u8) -> Result<(i64, i64), String> {
+    write_fd(cmd, &[c])?;
+    let b = read_fd(ack, 16)?;
+    if b.len() != 16 {
+        return Err(format!("child answered {} bytes", b.len()));
+    }
+    let word = |i: usize| i64::from_ne_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+    Ok((word(0), word(8)))
+}
+
+fn abstract_addr(name: &str) -> Result<std::os::unix::net::SocketAddr, std::io::Error> {
+    use std::os::linux::net::SocketAddrExt;
+    std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+}
+
+fn unix_dgram(args: &WorkloadArgs) -> Result<State, WorkloadError> {
+    use std::os::unix::net::UnixDatagram;
+    let e = |what: &'static str| move |err: std::io::Error| WorkloadError::setup(what, err);
+    let at = args.dir.join("dgram.sock");
+    let client_at = args.dir.join("dgram-client.sock");
+    let abs = format!("wl-files-dgram-{}", std::process::id());
+    let srv_path = UnixDatagram::bind(&at).map_err(e("dgram bind"))?;
+    let srv_abs =
+        UnixDatagram::bind_addr(&abstract_addr(&abs).map_err(e("abstract"))?).map_err(e("bind"))?;
+    let bound = UnixDatagram::bind(&client_at).map_err(e("client bind"))?;
+    bound.send_to(b"d1", &at).map_err(e("send d1"))?;
+    let conn = UnixDatagram::unbound().map_err(e("unbound"))?;
+    conn.connect_addr(&abstract_addr(&abs).map_err(e("abstract"))?)
+        .map_err(e("connect"))?;
+    conn.send(b"d2").map_err(e("send d2"))?;
+    conn.send(b"d33").map_err(e("send d33"))?;
+    Ok(State::UnixDgram {
+        srv_path,
+        srv_abs,
+        bound,
+        conn,
+        at,
+        client_at,
+        abs,
+    })
+}
+
+fn unix_accept(args: &WorkloadArgs) -> Result<State, WorkloadError> {
+    use std::io::Write;
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let e = |what: &'static str| move |err: std::io::Error| WorkloadError::setup(what, err);
+    let at = args.dir.join("accept.sock");
+    let l = UnixListener::bind(&at).map_err(e("bind"))?;
+    let mut cli = UnixStream::connect(&at).map_err(e("connect"))?;
+    let (mut acc, _) = l.accept().map_err(e("accept"))?;
+    cli.write_all(b"c2s").map_err(e("write"))?;
+    acc.write_all(b"s2c").map_err(e("write"))?;
+    let abs = format!("wl-files-accept-{}", std::process::id());
+    let l2 = UnixListener::bind_addr(&abstract_addr(&abs).map_err(e("abstract"))?)
+        .map_err(e("bind abstract"))?;
+    let mut cli2 = UnixStream::connect_addr(&abstract_addr(&abs).map_err(e("abstract"))?)
+        .map_err(e("connect abstract"))?;
+    let (acc2, _) = l2.accept().map_err(e("accept abstract"))?;
+    drop(l2);
+    cli2.write_all(b"x2").map_err(e("write"))?;
+    Ok(State::UnixAccept {
+        l,
+        acc,
+        cli,
+        acc2,
+        cli2,
+        at,
+        abs,
+    })
+}
+
+/// Sends `data` on `fd` with one fd attached (SCM_RIGHTS).
+fn send_with_fd(fd: RawFd, data: &[u8], passed: RawFd) -> Result<(), WorkloadError> {
+    let mut cmsg = [0u64; 4];
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr is plain data; the CMSG macros write one header and one int inside `cmsg`.
+    unsafe {
+        let mut mh: libc::msghdr = std::mem::zeroed();
+        mh.msg_iov = &mut iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = cmsg.as_mut_ptr().cast();
+        mh.msg_controllen = libc::CMSG_SPACE(4) as usize;
+        let c = libc::CMSG_FIRSTHDR(&mh);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
+        libc::CMSG_DATA(c)
+            .cast::<libc::c_int>()
+            .write_unaligned(passed);
+        cvt(libc::sendmsg(fd, &mh, 0) as i32, "sendmsg SCM_RIGHTS")?;
+    }
+    Ok(())
+}
+
+/// Receives one message with one fd attached; returns the bytes and the fd.
+fn recv_with_fd(fd: RawFd) -> Result<(Vec<u8>, RawFd), String> {
+    let mut cmsg = [0u64; 8];
+    let mut buf = [0u8; 64];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; recvmsg writes within the given lengths; CMSG macros walk `cmsg`.
+    unsafe {
+        let mut mh: libc::msghdr = std::mem::zeroed();
+        mh.msg_iov = &mut iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = cmsg.as_mut_ptr().cast();
+        mh.msg_controllen = std::mem::size_of_val(&cmsg);
+        let n = libc::recvmsg(fd, &mut mh, libc::MSG_DONTWAIT);
+        if n < 0 {
+            return Err(os_err("recvmsg"));
+        }
+        let c = libc::CMSG_FIRSTHDR(&mh);
+        if c.is_null() || (*c).cmsg_type != libc::SCM_RIGHTS {
+            return Err("the message arrived without its fd".into());
+        }
+        let passed = libc::CMSG_DATA(c).cast::<libc::c_int>().read_unaligned();
+        Ok((buf[..n as usize].to_vec(), passed))
+    }
+}
+
+fn scm_rights() -> Result<State, WorkloadError> {
+    let mut s = [0; 2];
+    // SAFETY: socketpair writes two fds.
+    cvt(
+        // SAFETY: a syscall on our own fds / stack buffers.
+        unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, s.as_mut_ptr()) },
+        "socketpair",
+    )?;
+    let mut p = [0; 2];
+    // SAFETY: pipe2 writes two fds.
+    cvt(unsafe { libc::pipe2(p.as_mut_ptr(), 0) }, "pipe2")?;
+    write_fd(p[1], b"scm").map_err(|e| WorkloadError::setup("pipe write", e))?;
+    send_with_fd(s[0], b"fd", p[0])?;
+    // The read end now exists only in the queue.
+    // SAFETY: closing our own fd.
+    unsafe { libc::close(p[0]) };
+    Ok(State::ScmRights { b: s[1] })
+}
+
+/// `unixoutside`: the peer lives in a grandchild whose parent exited, so it is outside this tree.
+fn unix_outside(args: &WorkloadArgs) -> Result<State, WorkloadError> {
+    let mut s = [0; 2];
+    // SAFETY: socketpair writes two fds.
+    cvt(
+        // SAFETY: a syscall on our own fds / stack buffers.
+        unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, s.as_mut_ptr()) },
+        "socketpair",
+    )?;
+    // SAFETY: single-threaded; the children only make raw syscalls and leave with _exit.
+    let a = cvt(unsafe { libc::fork() }, "fork")?;
+    if a == 0 {
+        // SAFETY: raw syscalls only, no allocation.
+        unsafe {
+            if libc::fork() != 0 {
+                libc::_exit(0);
+            }
+            libc::close(s[0]);
+            let me = libc::getpid().to_ne_bytes();
+            libc::write(s[1], me.as_ptr().cast(), 4);
+            let mut buf = [0u8; 64];
+            loop {
+                let n = libc::read(s[1], buf.as_mut_ptr().cast(), buf.len());
+                if n <= 0 {
+                    libc::_exit(0);
+                }
+                libc::write(s[1], buf.as_ptr().cast(), n as usize);
+            }
+        }
+    }
+    // SAFETY: reaping our own child; closing our copy of the grandchild's end.
+    unsafe {
+        libc::waitpid(a, std::ptr::null_mut(), 0);
+        libc::close(s[1]);
+    }
+    let b = read_fd(s[0], 4).map_err(|e| WorkloadError::setup("outside pid", e))?;
+    let pid = i32::from_ne_bytes(
+        b.as_slice()
+            .try_into()
+            .map_err(|_| WorkloadError::setup("outside pid", "short read"))?,
+    );
+    std::fs::write(args.dir.join("outside.pid"), pid.to_string())
+        .map_err(|e| WorkloadError::setup("outside.pid", e))?;
+    Ok(State::Outside { s: s[0] })
 }
 
 fn check(state: &State) -> Result<(), String> {
@@ -691,6 +1041,214 @@ fn check(state: &State) -> Result<(), String> {
                 ));
             }
         }
+        State::ForkShare {
+            fd,
+            app,
+            cmd,
+            ack,
+            child,
+            ref path,
+            ref app_path,
+        } => {
+            if pos(fd) != 3 {
+                return Err(format!("shared fd at offset {}, want 3", pos(fd)));
+            }
+            write_fd(fd, b"PP")?;
+            let (before, after) = ask_child(cmd, ack, b'w')?;
+            if (before, after) != (5, 7) {
+                return Err(format!(
+                    "the child saw offsets {before} → {after}, want 5 → 7 (description not shared)"
+                ));
+            }
+            if pos(fd) != 7 {
+                return Err(format!(
+                    "after the child's write the parent is at {}, want 7",
+                    pos(fd)
+                ));
+            }
+            write_fd(fd, b"pp")?;
+            write_fd(app, b"p")?;
+            let (child_pos, child_app) = ask_child(cmd, ack, b'q')?;
+            if (child_pos, child_app, pos(app)) != (9, 5, 5) {
+                return Err(format!(
+                    "child at {child_pos}, child's append fd at {child_app}, ours at {} (want 9, 5, 5)",
+                    pos(app)
+                ));
+            }
+            let mut st = 0;
+            // SAFETY: reaping our own child.
+            if unsafe { libc::waitpid(child, &mut st, 0) } != child
+                || !libc::WIFEXITED(st)
+                || libc::WEXITSTATUS(st) != 0
+            {
+                return Err(format!("child {child} ended with status {st:#x}"));
+            }
+            let got = std::fs::read(path).map_err(|e| e.to_string())?;
+            let got_app = std::fs::read(app_path).map_err(|e| e.to_string())?;
+            if got != b"012PPCCpp9" || got_app != b"abccp" {
+                return Err(format!(
+                    "files hold {:?} and {:?}",
+                    String::from_utf8_lossy(&got),
+                    String::from_utf8_lossy(&got_app)
+                ));
+            }
+            // SAFETY: fcntl on our own fd.
+            if unsafe { libc::fcntl(app, libc::F_GETFL) } & libc::O_APPEND == 0 {
+                return Err("the append fd lost O_APPEND".into());
+            }
+        }
+        State::Fifo { r, w, ref path } => {
+            // SAFETY: fcntl on our own fds.
+            let (size, rfl, wfl) = unsafe {
+                (
+                    libc::fcntl(r, libc::F_GETPIPE_SZ),
+                    libc::fcntl(r, libc::F_GETFL),
+                    libc::fcntl(w, libc::F_GETFL),
+                )
+            };
+            if size != FIFO_SIZE {
+                return Err(format!("FIFO size {size}, want {FIFO_SIZE}"));
+            }
+            if rfl & libc::O_ACCMODE != libc::O_RDONLY
+                || rfl & libc::O_NONBLOCK == 0
+                || wfl & libc::O_ACCMODE != libc::O_WRONLY
+            {
+                return Err(format!("flags {rfl:#o} and {wfl:#o}"));
+            }
+            let link =
+                std::fs::read_link(format!("/proc/self/fd/{r}")).map_err(|e| e.to_string())?;
+            if &link != path {
+                return Err(format!("read end is {link:?}, want {path:?}"));
+            }
+            let got = read_fd(r, 4096)?;
+            if got != FIFO_BYTES {
+                return Err(format!("buffered {got:?}, want {FIFO_BYTES:?}"));
+            }
+            write_fd(w, b"more")?;
+            if read_fd(r, 16)? != b"more" {
+                return Err("the two ends are not one FIFO".into());
+            }
+        }
+        State::UnixDgram {
+            ref srv_path,
+            ref srv_abs,
+            ref bound,
+            ref conn,
+            ref at,
+            ref client_at,
+            ref abs,
+        } => {
+            use std::os::linux::net::SocketAddrExt;
+            for s in [srv_path, srv_abs, bound, conn] {
+                s.set_nonblocking(true).map_err(|e| e.to_string())?;
+            }
+            let mut buf = [0u8; 64];
+            let (n, from) = srv_path
+                .recv_from(&mut buf)
+                .map_err(|e| format!("recv d1: {e}"))?;
+            if &buf[..n] != b"d1" || from.as_pathname() != Some(client_at.as_path()) {
+                return Err(format!("path socket got {:?} from {from:?}", &buf[..n]));
+            }
+            for want in [&b"d2"[..], b"d33"] {
+                let n = srv_abs.recv(&mut buf).map_err(|e| format!("recv: {e}"))?;
+                if &buf[..n] != want {
+                    return Err(format!(
+                        "abstract socket got {:?}, want {want:?}",
+                        &buf[..n]
+                    ));
+                }
+            }
+            let local = srv_path.local_addr().map_err(|e| e.to_string())?;
+            let abs_local = srv_abs.local_addr().map_err(|e| e.to_string())?;
+            let peer = conn.peer_addr().map_err(|e| format!("peer_addr: {e}"))?;
+            if local.as_pathname() != Some(at.as_path())
+                || abs_local.as_abstract_name() != Some(abs.as_bytes())
+                || peer.as_abstract_name() != Some(abs.as_bytes())
+            {
+                return Err(format!("names {local:?}, {abs_local:?}, peer {peer:?}"));
+            }
+            conn.send(b"x")
+                .map_err(|e| format!("send on the connected socket: {e}"))?;
+            let n = srv_abs.recv(&mut buf).map_err(|e| format!("recv x: {e}"))?;
+            srv_abs
+                .send_to(b"y", client_at)
+                .map_err(|e| format!("send to {client_at:?}: {e}"))?;
+            let m = bound
+                .recv(&mut buf[n..])
+                .map_err(|e| format!("recv y: {e}"))?;
+            if &buf[..n + m] != b"xy" {
+                return Err(format!("new datagrams {:?}", &buf[..n + m]));
+            }
+        }
+        State::UnixAccept {
+            ref l,
+            ref acc,
+            ref cli,
+            ref acc2,
+            ref cli2,
+            ref at,
+            ref abs,
+        } => {
+            use std::io::{Read, Write};
+            use std::os::linux::net::SocketAddrExt;
+            for s in [acc, cli, acc2, cli2] {
+                s.set_nonblocking(true).map_err(|e| e.to_string())?;
+            }
+            let mut buf = [0u8; 16];
+            let mut read = |mut s: &std::os::unix::net::UnixStream, want: &[u8]| {
+                let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+                if &buf[..n] != want {
+                    return Err(format!("read {:?}, want {want:?}", &buf[..n]));
+                }
+                Ok::<(), String>(())
+            };
+            read(acc, b"c2s")?;
+            read(cli, b"s2c")?;
+            read(acc2, b"x2")?;
+            let names = [
+                acc.local_addr().map_err(|e| e.to_string())?,
+                cli.peer_addr().map_err(|e| e.to_string())?,
+                cli.local_addr().map_err(|e| e.to_string())?,
+                acc2.local_addr().map_err(|e| e.to_string())?,
+                cli2.peer_addr().map_err(|e| e.to_string())?,
+            ];
+            if names[0].as_pathname() != Some(at.as_path())
+                || names[1].as_pathname() != Some(at.as_path())
+                || !names[2].is_unnamed()
+                || names[3].as_abstract_name() != Some(abs.as_bytes())
+                || names[4].as_abstract_name() != Some(abs.as_bytes())
+            {
+                return Err(format!("names {names:?}"));
+            }
+            (&*acc).write_all(b"more").map_err(|e| e.to_string())?;
+            read(cli, b"more")?;
+            (&*cli2).write_all(b"y").map_err(|e| e.to_string())?;
+            read(acc2, b"y")?;
+            let c = std::os::unix::net::UnixStream::connect(at)
+                .map_err(|e| format!("connect {at:?}: {e}"))?;
+            let (a, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
+            (&c).write_all(b"z").map_err(|e| e.to_string())?;
+            a.set_nonblocking(true).map_err(|e| e.to_string())?;
+            read(&a, b"z")?;
+            let addr = abstract_addr(abs).map_err(|e| e.to_string())?;
+            if std::os::unix::net::UnixStream::connect_addr(&addr).is_ok() {
+                return Err(format!(
+                    "@{abs} accepts connections, but its listener was closed"
+                ));
+            }
+        }
+        State::ScmRights { b } => {
+            let (data, passed) = recv_with_fd(b)?;
+            if data != b"fd" || read_fd(passed, 8)? != b"scm" {
+                return Err(format!("message {data:?} or the passed pipe is wrong"));
+            }
+        }
+        State::Outside { s } => {
+            write_fd(s, b"ping")?;
+            if read_fd(s, 4)? != b"ping" {
+                return Err("no echo from the outside peer".into());
+            }
+        }
         State::Held => {}
     }
     Ok(())
@@ -701,6 +1259,11 @@ fn inject_fault(states: &[(String, State)]) {
         match *s {
             State::Pipe { r, .. } => drop(read_fd(r, 4096)),
             State::EventFd { fd } => drop(read_fd(fd, 8)),
+            State::Fifo { r, .. } => drop(read_fd(r, 4096)),
+            State::ForkShare { fd, .. } => {
+                // SAFETY: lseek on our own fd.
+                unsafe { libc::lseek(fd, 0, libc::SEEK_SET) };
+            }
             State::Locks { flocked, .. } => {
                 // SAFETY: flock on our own fd.
                 unsafe { libc::flock(flocked, libc::LOCK_UN) };

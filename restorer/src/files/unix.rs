@@ -1,0 +1,268 @@
+//! Unix sockets that carry names: connected stream/seqpacket sockets of which one side is named (an
+//! accepted connection and its client), and bound or connected datagram sockets.
+//!
+//! A connection is rebuilt the way it was made: the client side (bound to its own name first, if it had
+//! one) connects to a listener of the server side's name, and the accepted socket becomes the server side,
+//! so `getsockname`/`getpeername` on both ends read back as at dump time. The listener is the restored one
+//! when the image has a listener of that name (listeners are opened before anything else); otherwise a
+//! temporary one is bound for the moment of the connect (a listener closed before the dump).
+//!
+//! Datagram sockets are bound at open; after every description exists their queues are re-sent (each
+//! datagram from the restored socket of its sender's name, or from an unnamed socket when the sender is
+//! not in the image), and only then are they connected (a connected socket accepts datagrams only from
+//! its peer).
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use dormant_image::records::{DescId, DescKind, FileDesc};
+use nix::errno::Errno;
+
+use super::open::{check, owned};
+use super::FileRestoreError;
+
+/// `name` for messages (`@` for the abstract namespace's leading NUL).
+fn shown(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).replace('\0', "@")
+}
+
+/// The address of `name` (a path, or a leading NUL and an abstract name) and its length.
+fn sockaddr(name: &[u8]) -> Result<(libc::sockaddr_un, libc::socklen_t), (String, Errno)> {
+    // SAFETY: sockaddr_un is plain data; all-zero is valid.
+    let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if name.is_empty() || name.len() >= sun.sun_path.len() {
+        return Err((
+            format!("unix name {:?} is empty or too long", shown(name)),
+            Errno::ENAMETOOLONG,
+        ));
+    }
+    sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in sun.sun_path.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>()
+        + name.len()
+        + usize::from(name.first() != Some(&0));
+    Ok((sun, len as libc::socklen_t))
+}
+
+fn new_socket(sock_type: i32) -> Result<OwnedFd, (String, Errno)> {
+    // SAFETY: socket returns a new fd.
+    owned(unsafe { libc::socket(libc::AF_UNIX, sock_type | libc::SOCK_CLOEXEC, 0) })
+        .map_err(|e| ("socket(AF_UNIX)".to_string(), e))
+}
+
+/// Binds `fd` to `name`; a socket file left at the path by the dumped socket is removed first (anything
+/// else at the path fails the bind).
+fn bind_named(fd: &OwnedFd, name: &[u8]) -> Result<(), (String, Errno)> {
+    let (sun, len) = sockaddr(name)?;
+    if name.first() != Some(&0) {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::FileTypeExt;
+        let path = std::path::Path::new(std::ffi::OsStr::from_bytes(name));
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+            std::fs::remove_file(path).map_err(|e| {
+                (
+                    format!("removing the stale socket {}", shown(name)),
+                    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                )
+            })?;
+        }
+    }
+    // SAFETY: bind reads `len` bytes of `sun` on our stack.
+    check(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sun as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    })
+    .map(|_| ())
+    .map_err(|e| (format!("bind to {}", shown(name)), e))
+}
+
+fn connect_named(fd: &OwnedFd, name: &[u8]) -> Result<(), (String, Errno)> {
+    let (sun, len) = sockaddr(name)?;
+    // SAFETY: connect reads `len` bytes of `sun` on our stack.
+    check(unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&sun as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    })
+    .map(|_| ())
+    .map_err(|e| (format!("connect to {}", shown(name)), e))
+}
+
+/// Both ends of a connection whose ends are named `name` (this end) and `peer_name`; returns (this end,
+/// the peer's end). `listeners` are the restored listeners by name.
+pub fn open_connection(
+    sock_type: i32,
+    name: &[u8],
+    peer_name: &[u8],
+    listeners: &HashMap<Vec<u8>, OwnedFd>,
+) -> Result<(OwnedFd, OwnedFd), (String, Errno)> {
+    // Which side was accepted: the one named like a restored listener, else the named one.
+    let mine_is_server = if listeners.contains_key(name) {
+        true
+    } else if listeners.contains_key(peer_name) {
+        false
+    } else {
+        !name.is_empty()
+    };
+    let (server_name, client_name) = if mine_is_server {
+        (name, peer_name)
+    } else {
+        (peer_name, name)
+    };
+    let temp;
+    let listener = match listeners.get(server_name) {
+        Some(l) => l,
+        None => {
+            temp = super::open::open_unix_listener(server_name, sock_type)?;
+            &temp
+        }
+    };
+    let client = new_socket(sock_type)?;
+    if !client_name.is_empty() {
+        bind_named(&client, client_name)?;
+    }
+    connect_named(&client, server_name)?;
+    let mut p = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: polls one pollfd on our stack; the connection is queued by the connect above.
+    if unsafe { libc::poll(&mut p, 1, 1000) } != 1 {
+        return Err((
+            format!("no connection to accept on {}", shown(server_name)),
+            Errno::EAGAIN,
+        ));
+    }
+    // SAFETY: accept4 on our listener; no address is asked for.
+    let accepted = owned(unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC,
+        )
+    })
+    .map_err(|e| (format!("accept on {}", shown(server_name)), e))?;
+    Ok(if mine_is_server {
+        (accepted, client)
+    } else {
+        (client, accepted)
+    })
+}
+
+/// A datagram socket bound to `name` (unbound when empty); queue and connection come later
+/// ([`fill_datagrams`]).
+pub fn open_datagram(name: &[u8]) -> Result<OwnedFd, (String, Errno)> {
+    let fd = new_socket(libc::SOCK_DGRAM)?;
+    if !name.is_empty() {
+        bind_named(&fd, name)?;
+    }
+    Ok(fd)
+}
+
+/// Re-sends every datagram socket's queue, then connects the connected ones (see the module docs).
+pub fn fill_datagrams(
+    descs: &[FileDesc],
+    fds: &std::collections::BTreeMap<DescId, OwnedFd>,
+) -> Result<(), FileRestoreError> {
+    let by_name: HashMap<&[u8], DescId> = descs
+        .iter()
+        .filter_map(|d| match &d.kind {
+            DescKind::UnixDgram { name, .. } if !name.is_empty() => Some((name.as_slice(), d.id)),
+            _ => None,
+        })
+        .collect();
+    let fail = |id: DescId, what: String, source: Errno| FileRestoreError::Sys {
+        id: id.0,
+        kind: "unix datagram socket",
+        what,
+        source,
+    };
+    let mut unnamed: Option<OwnedFd> = None;
+    for d in descs {
+        let DescKind::UnixDgram { name, queued, .. } = &d.kind else {
+            continue;
+        };
+        if queued.is_empty() {
+            continue;
+        }
+        if name.is_empty() {
+            return Err(FileRestoreError::Bad {
+                id: d.id.0,
+                kind: "unix datagram socket",
+                reason: format!("{} queued datagrams on an unnamed socket", queued.len()),
+            });
+        }
+        let (sun, len) = sockaddr(name).map_err(|(w, e)| fail(d.id, w, e))?;
+        for m in queued {
+            let sender = match by_name.get(m.from.as_slice()).and_then(|id| fds.get(id)) {
+                Some(fd) => fd,
+                None => {
+                    if !m.from.is_empty() {
+                        log::warn!(
+                            "a datagram queued on {} came from {}, which is not in the image; it is re-sent from an unnamed socket",
+                            shown(name),
+                            shown(&m.from)
+                        );
+                    }
+                    if unnamed.is_none() {
+                        unnamed =
+                            Some(new_socket(libc::SOCK_DGRAM).map_err(|(w, e)| fail(d.id, w, e))?);
+                    }
+                    unnamed.as_ref().ok_or_else(|| FileRestoreError::Bad {
+                        id: d.id.0,
+                        kind: "unix datagram socket",
+                        reason: "no sender socket".into(),
+                    })?
+                }
+            };
+            // SAFETY: sendto reads `m.data` and `len` bytes of `sun` on our stack.
+            let n = unsafe {
+                libc::sendto(
+                    sender.as_raw_fd(),
+                    m.data.as_ptr().cast(),
+                    m.data.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    (&sun as *const libc::sockaddr_un).cast(),
+                    len,
+                )
+            };
+            if n < 0 || n as usize != m.data.len() {
+                return Err(fail(
+                    d.id,
+                    format!(
+                        "re-queueing a {} byte datagram on {}",
+                        m.data.len(),
+                        shown(name)
+                    ),
+                    Errno::last(),
+                ));
+            }
+        }
+    }
+    for d in descs {
+        let DescKind::UnixDgram {
+            peer: Some(_),
+            peer_name,
+            ..
+        } = &d.kind
+        else {
+            continue;
+        };
+        let fd = fds.get(&d.id).ok_or_else(|| FileRestoreError::Bad {
+            id: d.id.0,
+            kind: "unix datagram socket",
+            reason: "not opened".into(),
+        })?;
+        connect_named(fd, peer_name).map_err(|(w, e)| fail(d.id, w, e))?;
+    }
+    Ok(())
+}
