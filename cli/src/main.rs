@@ -57,6 +57,10 @@ enum Command {
         /// Do not inject the parasite blob; copy pages with process_vm_readv instead.
         #[arg(long = "no-parasite")]
         no_parasite: bool,
+        /// How pages leave the target: `vm-readv` (default: process_vm_readv, /proc/PID/mem for
+        /// PROT_NONE pages), `parasite` (the injected blob vmsplices them into pipes) or `proc-mem`.
+        #[arg(long = "page-copy", default_value = "vm-readv", value_parser = parse_page_copy)]
+        page_copy: dormant_engine::CopyMethod,
         /// Write the dump statistics as JSON to this file.
         #[arg(long = "stats-json", hide = true)]
         stats_json: Option<PathBuf>,
@@ -175,6 +179,7 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
             leave_running,
             shell_job,
             no_parasite,
+            page_copy,
             stats_json,
             external,
         } => {
@@ -183,6 +188,10 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
                 .externals(external)
                 .leave_running(leave_running)
                 .shell_job(shell_job)
+                .page_copy(dormant_engine::PageCopy {
+                    method: page_copy,
+                    threads: 0,
+                })
                 .no_parasite(no_parasite)
                 .build()?
                 .run()?;
@@ -277,5 +286,17 @@ fn check(json: bool) -> Result<ExitCode, CliError> {
             missing.join(", ")
         );
         Ok(ExitCode::FAILURE)
+    }
+}
+
+/// `--page-copy` values.
+fn parse_page_copy(s: &str) -> Result<dormant_engine::CopyMethod, String> {
+    match s {
+        "vm-readv" => Ok(dormant_engine::CopyMethod::VmReadv),
+        "parasite" => Ok(dormant_engine::CopyMethod::Parasite),
+        "proc-mem" => Ok(dormant_engine::CopyMethod::ProcMem),
+        other => Err(format!(
+            "{other:?}: expected vm-readv, parasite or proc-mem"
+        )),
     }
 }

@@ -173,8 +173,9 @@ impl DumpBuilder {
         self
     }
 
-    /// Never inject the parasite blob for page data (`--no-parasite`): pages go through
-    /// process_vm_readv. The single remote syscalls for in-process state are still used.
+    /// Never inject the parasite blob for page data (`--no-parasite`), whatever [`Self::page_copy`]
+    /// says: pages go through process_vm_readv. The single remote syscalls for in-process state are
+    /// still used.
     pub fn no_parasite(mut self, yes: bool) -> Self {
         if yes && self.page_copy.method == mem::CopyMethod::Parasite {
             self.page_copy.method = mem::CopyMethod::VmReadv;

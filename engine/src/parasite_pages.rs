@@ -33,7 +33,10 @@ pub fn copy_chunks(
         chunks.iter().copied().partition(|c| readable(c));
     let (mem_file, pool) = fallback;
     let parasite_bytes = match splice_all(pid, &direct, store, threads) {
-        Ok(n) => n,
+        Ok(n) => {
+            log::info!("pid {pid}: {n} bytes of pages spliced through the parasite");
+            n
+        }
         Err(Fallback(reason)) => {
             log::warn!("pid {pid}: parasite page copy refused ({reason}); using process_vm_readv");
             mem::copy_chunks(pid, mem_file, &direct, store, pool, CopyMethod::VmReadv)?

@@ -321,6 +321,8 @@ pub struct Spec {
     /// The process to dump is the one the workload names in `READY <pid>`, not the started one (a
     /// launcher that forks the tree's root, e.g. into a new pid namespace, and waits for it).
     pub root_from_ready: bool,
+    /// Extra arguments for `dormant dump`.
+    pub dump_args: Vec<OsString>,
 }
 
 impl Spec {
@@ -337,6 +339,7 @@ impl Spec {
             big: false,
             futex_wake: None,
             root_from_ready: false,
+            dump_args: Vec::new(),
         }
     }
 
@@ -370,6 +373,12 @@ impl Spec {
 
     pub fn big(mut self) -> Self {
         self.big = true;
+        self
+    }
+
+    /// Passes `a` to `dormant dump` too.
+    pub fn dump_args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, a: I) -> Self {
+        self.dump_args.extend(a.into_iter().map(Into::into));
         self
     }
 
@@ -881,6 +890,7 @@ impl Workload {
         if self.pty.is_some() {
             cmd.arg("--shell-job");
         }
+        cmd.args(&self.spec.dump_args);
         cmd.stdin(Stdio::null()).stdout(out).stderr(out_err);
         isolate(&mut cmd, false);
         let mut dump = cmd.spawn().map_err(io_err("running dormant dump", &bin))?;

@@ -41,6 +41,26 @@ fn memory_dump_restore() -> Result<()> {
     Ok(())
 }
 
+/// The same memory workload with its pages moved by the injected parasite (vmsplice into pipes spliced
+/// into the page store) instead of the default process_vm_readv: every page checksum must match.
+#[test]
+fn memory_parasite_page_copy_dump_restore() -> Result<()> {
+    harness::require_root()?;
+    harness::dormant_bin()?;
+    let mut w = harness::Workload::start(memory().dump_args(["--page-copy", "parasite"]))?;
+    w.dump(false)?;
+    let dump_log = std::fs::read_to_string(w.scratch().join("dump.log")).unwrap_or_default();
+    assert!(
+        dump_log.contains("spliced through the parasite") && !dump_log.contains("refused"),
+        "the pages did not go through the parasite:\n{dump_log}"
+    );
+    let mut r = w.restore()?;
+    w.expect_restored_pid(&mut r)?;
+    w.release()?;
+    w.finish_restored(&mut r)?;
+    Ok(())
+}
+
 #[test]
 fn memory_leave_running_then_restore() -> Result<()> {
     harness::leave_running_then_restore(memory())?;
