@@ -480,8 +480,9 @@ impl Dump {
         let cwd = proc::read_link(pid, "cwd")?;
         let root = proc::read_link(pid, "root")?;
         let mut thread_comms = vec![comm.clone()];
+        let mut thread_ns_tids = vec![status.ns_pids.clone()];
         for t in thread_regs.iter().skip(1) {
-            threads::check_creds(pid, t.tid, &status.creds)?;
+            thread_ns_tids.push(threads::check_creds(pid, t.tid, &status.creds)?);
             thread_comms.push(threads::comm(pid, t.tid)?);
         }
         progress.done(DumpStage::ProcState)?;
@@ -571,7 +572,8 @@ impl Dump {
                 .into_iter()
                 .zip(thread_remote)
                 .zip(thread_comms)
-                .map(|((r, rem), c)| threads::core(r, rem, c))
+                .zip(thread_ns_tids)
+                .map(|(((r, rem), c), ns)| threads::core(r, rem, c, ns))
                 .collect(),
             pstree: PsTreeEntry {
                 pid: Pid(pid),

@@ -100,8 +100,9 @@ pub fn comm(pid: u32, tid: u32) -> Result<String> {
 }
 
 /// Refuses a thread whose credentials differ from the leader's: the restorer creates every thread with
-/// the process's credentials and has no way to give one thread others.
-pub fn check_creds(pid: u32, tid: u32, leader: &Creds) -> Result<()> {
+/// the process's credentials and has no way to give one thread others. Returns the thread's `NSpid`
+/// levels (its tid in each pid namespace, the dumper's first).
+pub fn check_creds(pid: u32, tid: u32, leader: &Creds) -> Result<Vec<u32>> {
     let file = format!("task/{tid}/status");
     let text = proc::read_string(pid, &file)?;
     let status = proc::status::parse(&text).map_err(|reason| DumpError::ProcParse {
@@ -129,13 +130,13 @@ pub fn check_creds(pid: u32, tid: u32, leader: &Creds) -> Result<()> {
     } else if c.no_new_privs != leader.no_new_privs {
         "no_new_privs"
     } else {
-        return Ok(());
+        return Ok(status.ns_pids);
     };
     Err(DumpError::ThreadCredsDiffer { pid, tid, what })
 }
 
 /// Assembles the record of one thread.
-pub fn core(regs: ThreadRegs, remote: ThreadRemote, comm: String) -> ThreadCore {
+pub fn core(regs: ThreadRegs, remote: ThreadRemote, comm: String, ns_tids: Vec<u32>) -> ThreadCore {
     ThreadCore {
         tid: Tid(regs.tid),
         regs: regs.regs,
@@ -147,5 +148,6 @@ pub fn core(regs: ThreadRegs, remote: ThreadRemote, comm: String) -> ThreadCore 
         clear_child_tid: remote.clear_child_tid,
         comm,
         robust_list: regs.robust_list,
+        ns_tids: ns_tids.into_iter().map(Tid).collect(),
     }
 }

@@ -303,6 +303,11 @@ pub struct ThreadCore {
     /// The robust futex list registration, when the thread had one.
     #[serde(default)]
     pub robust_list: Option<RobustList>,
+    /// `NSpid` of the thread: its tid in each pid namespace from the dumper's down to its own (one entry
+    /// outside nested pid namespaces). A thread of a task restored in a nested pid namespace is created
+    /// with both levels.
+    #[serde(default)]
+    pub ns_tids: Vec<Tid>,
 }
 
 impl Record for ThreadCore {

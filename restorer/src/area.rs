@@ -37,6 +37,8 @@ pub struct ThreadInput {
     pub robust_list: Option<RobustList>,
     /// The thread's name (at most 15 bytes are kept); empty: keep the inherited one.
     pub comm: String,
+    /// Its tid inside the task's nested pid namespace, 0 when the task is not in one.
+    pub ns_tid: u32,
 }
 
 impl ThreadInput {
@@ -227,7 +229,7 @@ pub fn build(blob: &Blob, input: &BlobInput, base: u64) -> Result<Area, RestoreE
             sigframe_uc: frame.uc_addr(),
             stack_top: own_stack_top,
             has_robust_list: t.robust_list.is_some() as u32,
-            _pad: 0,
+            ns_tid: t.ns_tid,
             robust_head: t.robust_list.map_or(0, |r| r.head),
             robust_len: t.robust_list.map_or(0, |r| r.len),
             comm: t.comm_bytes(),
@@ -393,6 +395,7 @@ mod tests {
                 rseq: None,
                 robust_list: None,
                 comm: String::new(),
+                ns_tid: 0,
             }],
         };
         let base = 0x7100_0000_0000;

@@ -8,9 +8,10 @@
 //! tree's outside observers use, stay the dumped ones. The tree shares the restorer's `/proc`, which shows
 //! the outer namespace, as the dumped tree shared the dumper's: nothing is mounted.
 //!
-//! What this does NOT do: nesting deeper than one level below the restorer's namespace; threads other
-//! than the leader and zombies inside the namespace (their inner ids are not wired to `clone3` yet, so
-//! such trees are refused); helper processes for gone session or group leaders inside the namespace
+//! Threads are created by the blob with `set_tid = [inner, outer]` from their recorded `NSpid`.
+//!
+//! What this does NOT do: nesting deeper than one level below the restorer's namespace; zombies inside
+//! the namespace (their inner pids are not wired to `clone3` yet, so such trees are refused); helper processes for gone session or group leaders inside the namespace
 //! (their inner pids are not recorded).
 
 use std::collections::BTreeMap;
@@ -62,12 +63,17 @@ impl PidNsPlan {
                     )))
                 }
             }
-            if !t.other_threads.is_empty() {
+            if let Some(o) = t
+                .other_threads
+                .iter()
+                .find(|o| !matches!(o.ns_tids.as_slice(), [outer, _] if *outer == o.tid))
+            {
                 return Err(RestoreError::Unsupported(format!(
-                    "pid {}: {} thread(s) besides the leader inside a nested pid namespace (their inner \
-                     tids are not restored yet)",
+                    "pid {} thread {}: tids {:?} where the tree's pid namespace needs [outer, inner] \
+                     (an image from before inner tids were recorded?)",
                     t.pid.0,
-                    t.other_threads.len()
+                    o.tid.0,
+                    o.ns_tids.iter().map(|p| p.0).collect::<Vec<_>>()
                 )));
             }
         }

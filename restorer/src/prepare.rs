@@ -526,6 +526,12 @@ pub fn prepare(
             }),
             robust_list: t.robust_list,
             comm: t.comm.clone(),
+            // Two levels only in a nested pid namespace (container or namespace init); whether that
+            // restore is possible is decided for the whole tree.
+            ns_tid: match t.ns_tids.as_slice() {
+                [outer, inner] if *outer == t.tid => inner.0,
+                _ => 0,
+            },
         })
         .collect();
     let t = &task.thread;

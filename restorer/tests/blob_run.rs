@@ -181,6 +181,7 @@ fn build_victim(pid: u32, break_it: bool) -> Victim {
             rseq: None,
             robust_list: None,
             comm: String::new(),
+            ns_tid: 0,
         }],
     };
     let size = area::size(&blob, &input);

@@ -176,6 +176,7 @@ fn write_image(pid: u32, corrupt_vdso: bool) -> Fixture {
         clear_child_tid: None,
         comm: "victim".into(),
         robust_list: None,
+        ns_tids: Vec::new(),
     };
     w.write_records(&names::thread(Tid(pid)), &[thread])
         .unwrap();

@@ -267,6 +267,7 @@ fn capture(pid: i32, image: &Path, fifo: &Path) {
         clear_child_tid: None,
         comm: "victim".into(),
         robust_list: None,
+        ns_tids: Vec::new(),
     };
     w.write_records(&names::thread(Tid(p.0)), &[thread])
         .unwrap();

@@ -288,7 +288,12 @@ struct CloneArgs {
 
 /// Creates thread `t` with its saved tid; the new thread runs [`thread_entry`] on its own stack.
 fn clone_thread(t: &ThreadArgs, report_fd: i32) -> Result<(), Failure> {
-    let tid: i32 = t.tid as i32;
+    // Innermost namespace first, as clone3 wants them.
+    let tids: [i32; 2] = if t.ns_tid != 0 {
+        [t.ns_tid as i32, t.tid as i32]
+    } else {
+        [t.tid as i32, 0]
+    };
     let args = CloneArgs {
         flags: CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM,
         pidfd: 0,
@@ -298,8 +303,8 @@ fn clone_thread(t: &ThreadArgs, report_fd: i32) -> Result<(), Failure> {
         stack: t.stack_top - THREAD_STACK_SIZE,
         stack_size: THREAD_STACK_SIZE,
         tls: 0,
-        set_tid: &tid as *const i32 as u64,
-        set_tid_size: 1,
+        set_tid: tids.as_ptr() as u64,
+        set_tid_size: if t.ns_tid != 0 { 2 } else { 1 },
         cgroup: 0,
     };
     let ret: i64;

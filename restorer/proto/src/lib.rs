@@ -136,7 +136,9 @@ pub struct ThreadArgs {
     pub stack_top: u64,
     /// Non-zero: call `set_robust_list(robust_head, robust_len)`.
     pub has_robust_list: u32,
-    pub _pad: u32,
+    /// Non-zero: the thread's tid inside the task's (nested) pid namespace; clone3 gets
+    /// `set_tid = [ns_tid, tid]`.
+    pub ns_tid: u32,
     pub robust_head: u64,
     pub robust_len: u64,
     /// The thread's name, NUL-terminated (`PR_SET_NAME`); all zero: leave the inherited one.

@@ -9,6 +9,9 @@
 //! After the trigger the init runs three more rounds and compares; then `c` and `g` exit 0 (`c` after
 //! reaping `g`) and the init reaps `c`.
 //!
+//! The init also runs a second thread, which reports its tid inside the namespace (gettid) before the
+//! dump and again after the trigger; both must be equal.
+//!
 //! `--inject-fault`: after the trigger `g` reports a changed pid, so its check must fail.
 
 use std::os::fd::OwnedFd;
@@ -184,6 +187,20 @@ fn init_main(ready: OwnedFd) -> Result<ExitCode, WorkloadError> {
             format!("{reference:?}, expected {want:?}"),
         ));
     }
+    // A second thread of the init: its tid inside the namespace must come back too.
+    let (to_thread, thread_rx) = std::sync::mpsc::channel::<()>();
+    let (thread_tx, from_thread) = std::sync::mpsc::channel::<libc::pid_t>();
+    let thread = std::thread::spawn(move || {
+        // SAFETY: gettid has no preconditions.
+        let tid = || unsafe { libc::gettid() };
+        let _ = thread_tx.send(tid());
+        if thread_rx.recv().is_ok() {
+            let _ = thread_tx.send(tid());
+        }
+    });
+    let thread_tid = from_thread
+        .recv()
+        .map_err(|e| WorkloadError::setup("second thread", e))?;
     workload::set_ready_pid(1);
     nix::unistd::write(&ready, &[1])
         .map_err(|e| WorkloadError::setup("ready pipe", std::io::Error::from(e)))?;
@@ -210,6 +227,16 @@ fn init_main(ready: OwnedFd) -> Result<ExitCode, WorkloadError> {
             );
         }
     }
+    let _ = to_thread.send(());
+    let tid_now = from_thread.recv_timeout(TIMEOUT);
+    report.check(
+        "thread-tid-inside",
+        match tid_now {
+            Ok(t) if t == thread_tid && t > 3 => Ok(()),
+            other => Err(format!("gettid {other:?}, before {thread_tid}")),
+        },
+    );
+    let _ = thread.join();
     shm.word(0).store(QUIT, Ordering::Release);
     report.check(
         "c-exit",
