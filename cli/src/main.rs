@@ -57,6 +57,10 @@ enum Command {
         /// Do not inject the parasite blob; copy pages with process_vm_readv instead.
         #[arg(long = "no-parasite")]
         no_parasite: bool,
+        /// Dump established TCP connections with TCP_REPAIR instead of refusing them; when the process is
+        /// killed after the dump its connections are dropped silently, for `restore --tcp-established`.
+        #[arg(long = "tcp-established")]
+        tcp_established: bool,
         /// Write the dump statistics as JSON to this file.
         #[arg(long = "stats-json", hide = true)]
         stats_json: Option<PathBuf>,
@@ -78,6 +82,10 @@ enum Command {
         /// Give the restored process this terminal (dormant's own fds 0-2) for its shell-job fds.
         #[arg(long = "shell-job")]
         shell_job: bool,
+        /// Rebuild the established TCP connections of the image with TCP_REPAIR (the image must have been
+        /// dumped with `--tcp-established`).
+        #[arg(long = "tcp-established")]
+        tcp_established: bool,
         /// Container images: the directory the container's root mount is bound from (default: where the
         /// dumped root's filesystem is mounted in this namespace).
         #[arg(long)]
@@ -175,6 +183,7 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
             leave_running,
             shell_job,
             no_parasite,
+            tcp_established,
             stats_json,
             external,
         } => {
@@ -184,6 +193,7 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
                 .leave_running(leave_running)
                 .shell_job(shell_job)
                 .no_parasite(no_parasite)
+                .tcp_established(tcp_established)
                 .build()?
                 .run()?;
             log::info!("dump of pid {pid} into {}: {stats:?}", images_dir.display());
@@ -199,6 +209,7 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
             detached,
             pidfile,
             shell_job,
+            tcp_established,
             root,
             external,
             net,
@@ -216,6 +227,7 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
                 .container(container)
                 .detached(detached)
                 .shell_job(shell_job)
+                .tcp_established(tcp_established)
                 .pidfile(pidfile)
                 .build()?
                 .run()?;

@@ -321,6 +321,9 @@ pub struct Spec {
     /// The process to dump is the one the workload names in `READY <pid>`, not the started one (a
     /// launcher that forks the tree's root, e.g. into a new pid namespace, and waits for it).
     pub root_from_ready: bool,
+    /// Extra arguments of `dormant dump` and of `dormant restore` (e.g. `--tcp-established`).
+    pub dump_args: Vec<OsString>,
+    pub restore_args: Vec<OsString>,
 }
 
 impl Spec {
@@ -337,6 +340,8 @@ impl Spec {
             big: false,
             futex_wake: None,
             root_from_ready: false,
+            dump_args: Vec::new(),
+            restore_args: Vec::new(),
         }
     }
 
@@ -375,6 +380,18 @@ impl Spec {
 
     pub fn root_from_ready(mut self) -> Self {
         self.root_from_ready = true;
+        self
+    }
+
+    /// Passes `a` to every `dormant dump` of this workload.
+    pub fn dump_args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, a: I) -> Self {
+        self.dump_args.extend(a.into_iter().map(Into::into));
+        self
+    }
+
+    /// Passes `a` to every `dormant restore` of this workload.
+    pub fn restore_args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, a: I) -> Self {
+        self.restore_args.extend(a.into_iter().map(Into::into));
         self
     }
 
@@ -881,6 +898,7 @@ impl Workload {
         if self.pty.is_some() {
             cmd.arg("--shell-job");
         }
+        cmd.args(&self.spec.dump_args);
         cmd.stdin(Stdio::null()).stdout(out).stderr(out_err);
         isolate(&mut cmd, false);
         let mut dump = cmd.spawn().map_err(io_err("running dormant dump", &bin))?;
@@ -1000,7 +1018,8 @@ impl Workload {
             .arg(self.image_dir())
             .arg("-o")
             .arg(self.scratch.path().join("restore.log"))
-            .arg("-v");
+            .arg("-v")
+            .args(&self.spec.restore_args);
         match &self.pty {
             Some(pty) => {
                 cmd.arg("--shell-job").stdin(pty.slave_stdio()?);
