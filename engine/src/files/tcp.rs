@@ -185,6 +185,8 @@ pub fn dump(
     let reuseport = flag(libc::SOL_SOCKET, libc::SO_REUSEPORT, "SO_REUSEPORT")?;
     let keepalive = flag(libc::SOL_SOCKET, libc::SO_KEEPALIVE, "SO_KEEPALIVE")?;
     let nodelay = flag(libc::IPPROTO_TCP, libc::TCP_NODELAY, "TCP_NODELAY")?;
+    let sndbuf = opt(libc::SOL_SOCKET, libc::SO_SNDBUF, "SO_SNDBUF")?.max(0) as u32;
+    let rcvbuf = opt(libc::SOL_SOCKET, libc::SO_RCVBUF, "SO_RCVBUF")?.max(0) as u32;
     let v6only = family == libc::AF_INET6
         && flag(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, "IPV6_V6ONLY")?;
 
@@ -255,5 +257,7 @@ pub fn dump(
         keepalive,
         nodelay,
         v6only,
+        sndbuf,
+        rcvbuf,
     })
 }

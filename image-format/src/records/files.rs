@@ -215,6 +215,10 @@ pub struct TcpConnection {
     pub keepalive: bool,
     pub nodelay: bool,
     pub v6only: bool,
+    /// `SO_SNDBUF` / `SO_RCVBUF` as read (the kernel's doubled values). Restore sets them (which stops
+    /// the kernel's buffer autotuning for this socket), raised while the queues are refilled if needed.
+    pub sndbuf: u32,
+    pub rcvbuf: u32,
 }
 
 /// `struct tcp_repair_window`.

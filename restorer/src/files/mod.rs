@@ -231,6 +231,18 @@ pub fn open_all(descs: &[FileDesc], tcp_established: bool) -> Result<OpenedFiles
         opened.descs.insert(d.id, d.clone());
     }
     state.fill_queues(descs, &opened.fds)?;
+    // Established TCP connections leave repair mode last, when every end in the image exists.
+    for d in descs {
+        let (DescKind::TcpEstablished(c), Some(fd)) = (&d.kind, opened.fds.get(&d.id)) else {
+            continue;
+        };
+        tcp::finish(fd, c).map_err(|(what, source)| FileRestoreError::Sys {
+            id: d.id.0,
+            kind: kind_name(&d.kind),
+            what: format!("{}: {what}", tcp::shown(c)),
+            source,
+        })?;
+    }
     Ok(opened)
 }
 

@@ -56,6 +56,24 @@ struct RepairWindow {
 
 type Failure = (String, Errno);
 
+/// `SO_SNDBUFFORCE` / `SO_RCVBUFFORCE`: buffer sizes beyond the sysctl limits (CAP_NET_ADMIN).
+const SO_SNDBUFFORCE: libc::c_int = 32;
+const SO_RCVBUFFORCE: libc::c_int = 33;
+
+/// A buffer size (as the kernel reports it, doubled) with room for `queued` bytes plus their overhead.
+fn room(dumped: u32, queued: usize) -> u32 {
+    let need = (queued as u64).saturating_mul(2).saturating_add(64 * 1024);
+    u64::from(dumped).max(need).min(i32::MAX as u64) as u32
+}
+
+/// Sets a socket buffer to `size` as the kernel reports it (the kernel doubles what it is given).
+fn set_buffer(fd: &OwnedFd, opt: i32, size: u32, what: &str) -> Result<(), Failure> {
+    if size == 0 {
+        return Ok(());
+    }
+    set_int(fd, libc::SOL_SOCKET, opt, (size / 2) as libc::c_int, what)
+}
+
 fn socket_addr(family: i32, (a, port): ([u8; 16], u16)) -> SocketAddr {
     if family == libc::AF_INET {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3])), port)
@@ -144,7 +162,7 @@ fn refill(fd: &OwnedFd, data: &[u8], what: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Rebuilds connection `c`; the socket is out of repair mode and carries its options when this returns.
+/// Rebuilds connection `c`; the socket is still in repair mode when this returns (see [`finish`]).
 pub fn open(c: &TcpConnection) -> Result<OwnedFd, Failure> {
     let tcp = libc::IPPROTO_TCP;
     // SAFETY: socket returns a new fd.
@@ -176,8 +194,9 @@ pub fn open(c: &TcpConnection) -> Result<OwnedFd, Failure> {
             "IPV6_V6ONLY",
         )?;
     }
-    // Repair mode lets the bind share the port with a listener or an old socket still lingering.
-    set_int(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1, "SO_REUSEADDR")?;
+    // Repair mode forces address reuse, so the bind shares the port with the restored listener the
+    // connection was accepted from (or an old socket still lingering). Setting SO_REUSEADDR now would
+    // replace that forced reuse with the ordinary one, which a listener on the port refuses.
     let (local, local_len) = sockaddr(c.family, c.local);
     // SAFETY: bind reads `local_len` bytes of the address from our stack.
     check(unsafe {
@@ -241,6 +260,9 @@ pub fn open(c: &TcpConnection) -> Result<OwnedFd, Failure> {
         c.timestamp as libc::c_int,
         "TCP_TIMESTAMP",
     )?;
+    // The queues are charged to the buffers: room for each refill first, the dumped sizes after.
+    set_buffer(&fd, SO_SNDBUFFORCE, room(c.sndbuf, c.send_queue.len()), "SO_SNDBUFFORCE")?;
+    set_buffer(&fd, SO_RCVBUFFORCE, room(c.rcvbuf, c.recv_queue.len()), "SO_RCVBUFFORCE")?;
     set_int(&fd, tcp, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE")?;
     refill(&fd, &c.send_queue, "send")?;
     set_int(&fd, tcp, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE")?;
@@ -254,14 +276,23 @@ pub fn open(c: &TcpConnection) -> Result<OwnedFd, Failure> {
         rcv_wup: c.window.rcv_wup,
     };
     set_raw(&fd, tcp, TCP_REPAIR_WINDOW, &w, "TCP_REPAIR_WINDOW")?;
-    // Leaving repair mode sends one window probe, which makes the peer acknowledge and so refreshes
-    // what this end knows of its window.
-    set_int(&fd, tcp, TCP_REPAIR, REPAIR_OFF, "TCP_REPAIR off")?;
+    set_buffer(&fd, SO_SNDBUFFORCE, c.sndbuf, "SO_SNDBUFFORCE")?;
+    set_buffer(&fd, SO_RCVBUFFORCE, c.rcvbuf, "SO_RCVBUFFORCE")?;
+    Ok(fd)
+}
+
+/// Takes the rebuilt connection on `fd` out of repair mode and sets its options. Called once every
+/// description exists: leaving repair mode sends a window probe, and with both ends in the image the
+/// peer must be there to take it (a probe to a missing socket, or to the listener on its port, would be
+/// answered with a RST).
+pub fn finish(fd: &OwnedFd, c: &TcpConnection) -> Result<(), Failure> {
+    let tcp = libc::IPPROTO_TCP;
+    set_int(fd, tcp, TCP_REPAIR, REPAIR_OFF, "TCP_REPAIR off")?;
     // Leaving repair mode reset the address reuse; now the dumped options.
     let sol = libc::SOL_SOCKET;
-    set_int(&fd, sol, libc::SO_REUSEADDR, c.reuseaddr.into(), "SO_REUSEADDR")?;
-    set_int(&fd, sol, libc::SO_REUSEPORT, c.reuseport.into(), "SO_REUSEPORT")?;
-    set_int(&fd, sol, libc::SO_KEEPALIVE, c.keepalive.into(), "SO_KEEPALIVE")?;
-    set_int(&fd, tcp, libc::TCP_NODELAY, c.nodelay.into(), "TCP_NODELAY")?;
-    Ok(fd)
+    set_int(fd, sol, libc::SO_REUSEADDR, c.reuseaddr.into(), "SO_REUSEADDR")?;
+    set_int(fd, sol, libc::SO_REUSEPORT, c.reuseport.into(), "SO_REUSEPORT")?;
+    set_int(fd, sol, libc::SO_KEEPALIVE, c.keepalive.into(), "SO_KEEPALIVE")?;
+    set_int(fd, tcp, libc::TCP_NODELAY, c.nodelay.into(), "TCP_NODELAY")?;
+    Ok(())
 }
