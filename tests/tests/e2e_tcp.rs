@@ -31,7 +31,10 @@ fn tcp(mode: &[&str]) -> Spec {
 /// not read by the workload) and the workload's pending bytes left unread here.
 fn connected(dump_args: &[&str], restore_args: &[&str]) -> Result<(Workload, TcpStream)> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| io("listen", e))?;
-    let port = l.local_addr().map_err(|e| io("listener address", e))?.port();
+    let port = l
+        .local_addr()
+        .map_err(|e| io("listener address", e))?
+        .port();
     // The workload waits for the server's bytes before READY, so accept and send from a thread.
     let server = std::thread::spawn(move || -> std::io::Result<TcpStream> {
         let (mut s, _) = l.accept()?;

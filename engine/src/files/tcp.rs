@@ -187,8 +187,8 @@ pub fn dump(
     let nodelay = flag(libc::IPPROTO_TCP, libc::TCP_NODELAY, "TCP_NODELAY")?;
     let sndbuf = opt(libc::SOL_SOCKET, libc::SO_SNDBUF, "SO_SNDBUF")?.max(0) as u32;
     let rcvbuf = opt(libc::SOL_SOCKET, libc::SO_RCVBUF, "SO_RCVBUF")?.max(0) as u32;
-    let v6only = family == libc::AF_INET6
-        && flag(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, "IPV6_V6ONLY")?;
+    let v6only =
+        family == libc::AF_INET6 && flag(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, "IPV6_V6ONLY")?;
 
     sys::set_sockopt_int(&fd, libc::IPPROTO_TCP, TCP_REPAIR, 1)
         .map_err(|e| format!("{conn}: TCP_REPAIR on: {e} (needs CAP_NET_ADMIN)"))?;

@@ -195,7 +195,10 @@ pub fn kind_name(k: &DescKind) -> &'static str {
 
 /// Opens every description of `descs` (in image order: referenced ones come first). Established TCP
 /// connections are rebuilt only with `tcp_established` (an image holding one is refused otherwise).
-pub fn open_all(descs: &[FileDesc], tcp_established: bool) -> Result<OpenedFiles, FileRestoreError> {
+pub fn open_all(
+    descs: &[FileDesc],
+    tcp_established: bool,
+) -> Result<OpenedFiles, FileRestoreError> {
     if !tcp_established {
         if let Some((d, c)) = descs.iter().find_map(|d| match &d.kind {
             DescKind::TcpEstablished(c) => Some((d, c)),

@@ -261,11 +261,33 @@ pub fn open(c: &TcpConnection) -> Result<OwnedFd, Failure> {
         "TCP_TIMESTAMP",
     )?;
     // The queues are charged to the buffers: room for each refill first, the dumped sizes after.
-    set_buffer(&fd, SO_SNDBUFFORCE, room(c.sndbuf, c.send_queue.len()), "SO_SNDBUFFORCE")?;
-    set_buffer(&fd, SO_RCVBUFFORCE, room(c.rcvbuf, c.recv_queue.len()), "SO_RCVBUFFORCE")?;
-    set_int(&fd, tcp, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE, "TCP_REPAIR_QUEUE")?;
+    set_buffer(
+        &fd,
+        SO_SNDBUFFORCE,
+        room(c.sndbuf, c.send_queue.len()),
+        "SO_SNDBUFFORCE",
+    )?;
+    set_buffer(
+        &fd,
+        SO_RCVBUFFORCE,
+        room(c.rcvbuf, c.recv_queue.len()),
+        "SO_RCVBUFFORCE",
+    )?;
+    set_int(
+        &fd,
+        tcp,
+        TCP_REPAIR_QUEUE,
+        TCP_SEND_QUEUE,
+        "TCP_REPAIR_QUEUE",
+    )?;
     refill(&fd, &c.send_queue, "send")?;
-    set_int(&fd, tcp, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE, "TCP_REPAIR_QUEUE")?;
+    set_int(
+        &fd,
+        tcp,
+        TCP_REPAIR_QUEUE,
+        TCP_RECV_QUEUE,
+        "TCP_REPAIR_QUEUE",
+    )?;
     refill(&fd, &c.recv_queue, "receive")?;
     // After the receive queue: the kernel checks the window against the restored rcv_nxt.
     let w = RepairWindow {
@@ -290,9 +312,27 @@ pub fn finish(fd: &OwnedFd, c: &TcpConnection) -> Result<(), Failure> {
     set_int(fd, tcp, TCP_REPAIR, REPAIR_OFF, "TCP_REPAIR off")?;
     // Leaving repair mode reset the address reuse; now the dumped options.
     let sol = libc::SOL_SOCKET;
-    set_int(fd, sol, libc::SO_REUSEADDR, c.reuseaddr.into(), "SO_REUSEADDR")?;
-    set_int(fd, sol, libc::SO_REUSEPORT, c.reuseport.into(), "SO_REUSEPORT")?;
-    set_int(fd, sol, libc::SO_KEEPALIVE, c.keepalive.into(), "SO_KEEPALIVE")?;
+    set_int(
+        fd,
+        sol,
+        libc::SO_REUSEADDR,
+        c.reuseaddr.into(),
+        "SO_REUSEADDR",
+    )?;
+    set_int(
+        fd,
+        sol,
+        libc::SO_REUSEPORT,
+        c.reuseport.into(),
+        "SO_REUSEPORT",
+    )?;
+    set_int(
+        fd,
+        sol,
+        libc::SO_KEEPALIVE,
+        c.keepalive.into(),
+        "SO_KEEPALIVE",
+    )?;
     set_int(fd, tcp, libc::TCP_NODELAY, c.nodelay.into(), "TCP_NODELAY")?;
     Ok(())
 }

@@ -92,7 +92,9 @@ fn addrs(s: &TcpStream) -> Result<(SocketAddr, SocketAddr), String> {
 fn same_addrs(s: &TcpStream, before: (SocketAddr, SocketAddr), what: &str) -> Result<(), String> {
     let now = addrs(s)?;
     if now != before {
-        return Err(format!("{what}: addresses {now:?}, before the dump {before:?}"));
+        return Err(format!(
+            "{what}: addresses {now:?}, before the dump {before:?}"
+        ));
     }
     Ok(())
 }
@@ -131,8 +133,8 @@ fn set_up(args: &WorkloadArgs) -> Result<State, WorkloadError> {
             Ok(State::Peer { s, at })
         }
         Some("loop") => {
-            let l = TcpListener::bind("127.0.0.1:0")
-                .map_err(|e| WorkloadError::setup("listen", e))?;
+            let l =
+                TcpListener::bind("127.0.0.1:0").map_err(|e| WorkloadError::setup("listen", e))?;
             let port = l
                 .local_addr()
                 .map_err(|e| WorkloadError::setup("listener address", e))?
@@ -184,10 +186,7 @@ fn set_up(args: &WorkloadArgs) -> Result<State, WorkloadError> {
             wait_inq(&c, SERVER_PENDING_LEN, "a's bytes at c")?;
             let at_c = addrs(&c).map_err(|e| WorkloadError::setup("addresses", e))?;
             let at_a = addrs(&a).map_err(|e| WorkloadError::setup("addresses", e))?;
-            workload::say(&format!(
-                "note c wrote {to_a} bytes; {} wait at a",
-                inq(&a)
-            ))?;
+            workload::say(&format!("note c wrote {to_a} bytes; {} wait at a", inq(&a)))?;
             Ok(State::Loop {
                 l,
                 c,
@@ -211,7 +210,11 @@ fn check(state: State) -> Result<(), String> {
                     "{queued} bytes queued after the restore, want {SERVER_PENDING_LEN}"
                 ));
             }
-            expect(&mut s, &pattern(b's', SERVER_PENDING_LEN), "the server's pending bytes")?;
+            expect(
+                &mut s,
+                &pattern(b's', SERVER_PENDING_LEN),
+                "the server's pending bytes",
+            )?;
             s.write_all(CLIENT_NEW)
                 .map_err(|e| format!("write after the restore: {e}"))?;
             expect(&mut s, SERVER_REPLY, "the server's reply")
