@@ -30,6 +30,15 @@ fn tcp(mode: &[&str]) -> Spec {
 /// A server on 127.0.0.1 and the workload connected to it, with the server's pending bytes sent (and
 /// not read by the workload) and the workload's pending bytes left unread here.
 fn connected(dump_args: &[&str], restore_args: &[&str]) -> Result<(Workload, TcpStream)> {
+    connected_with(&[], dump_args, restore_args)
+}
+
+/// [`connected`] with extra workload arguments.
+fn connected_with(
+    extra: &[&str],
+    dump_args: &[&str],
+    restore_args: &[&str],
+) -> Result<(Workload, TcpStream)> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| io("listen", e))?;
     let port = l
         .local_addr()
@@ -42,6 +51,7 @@ fn connected(dump_args: &[&str], restore_args: &[&str]) -> Result<(Workload, Tcp
         Ok(s)
     });
     let spec = tcp(&["peer", &port.to_string()])
+        .args(extra.iter().copied())
         .dump_args(dump_args.iter().copied())
         .restore_args(restore_args.iter().copied());
     let w = Workload::start(spec)?;
@@ -166,6 +176,29 @@ fn established_connection_refused_without_flag() -> Result<()> {
     };
     if !logs.contains(&format!("pid {pid} fd ")) || !logs.contains("established TCP connection") {
         return Err(w.fail(format!("dump error does not name the connection: {logs}")));
+    }
+    server_untouched(&w, &s)?;
+    w.release()?;
+    serve(&w, &mut s)?;
+    let st = w.wait_exit(Duration::from_secs(60))?;
+    w.expect_pass(st)
+}
+
+/// A dump with the flag that fails after the connection went into repair mode (a netlink socket met
+/// later) switches repair mode off again: the target runs on with a working connection.
+#[test]
+fn failed_dump_leaves_connection_working() -> Result<()> {
+    require_root()?;
+    harness::dormant_bin()?;
+    let (mut w, mut s) = connected_with(&["--also-netlink"], &[FLAG], &[FLAG])?;
+    let logs = match w.dump(false) {
+        Ok(()) => return Err(w.fail("dump of a netlink socket succeeded")),
+        Err(e) => e.to_string(),
+    };
+    if !logs.contains("netlink socket") {
+        return Err(w.fail(format!(
+            "dump error does not name the netlink socket: {logs}"
+        )));
     }
     server_untouched(&w, &s)?;
     w.release()?;

@@ -6,6 +6,7 @@
 //!   [`SERVER_PENDING`] sits unread in its receive queue. After the trigger: the same local and peer
 //!   addresses, exactly those queued bytes, then [`CLIENT_NEW`] out and [`SERVER_REPLY`] back on the same
 //!   connection (the server never saw a reconnect).
+//!   With `--also-netlink` it also holds a netlink socket, which makes a dump fail after the connection.
 //! - `loop`: both ends of a loopback connection (connect to its own listener, accept), with bytes queued
 //!   both ways; the accepted end has a tiny receive buffer and the client wrote until its send queue was
 //!   full too, so both the receive and the send queues are carried. After the trigger: the addresses, every
@@ -19,7 +20,10 @@ use std::time::{Duration, Instant};
 
 use dormant_tests::workload::{self, Report, WorkloadArgs, WorkloadError};
 
-const USAGE: &str = "wl_tcp TRIGGER DIR (peer PORT | loop)";
+const USAGE: &str = "wl_tcp TRIGGER DIR (peer PORT [--also-netlink] | loop)";
+/// `peer` also holds a netlink socket (opened after the connection, so a dump meets it later and fails
+/// after the connection went into repair mode).
+const ALSO_NETLINK: &str = "--also-netlink";
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `len` bytes counting up from `tag` (period 251, so a shift shows).
@@ -129,6 +133,17 @@ fn set_up(args: &WorkloadArgs) -> Result<State, WorkloadError> {
             s.write_all(&pattern(b'c', CLIENT_PENDING_LEN))
                 .map_err(|e| WorkloadError::setup("write the pending bytes", e))?;
             wait_inq(&s, SERVER_PENDING_LEN, "the server's pending bytes")?;
+            if args.has_flag(ALSO_NETLINK) {
+                // SAFETY: creating a socket; it stays open (leaked) for the dump to refuse.
+                let fd =
+                    unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE) };
+                if fd < 0 {
+                    return Err(WorkloadError::setup(
+                        "netlink socket",
+                        std::io::Error::last_os_error(),
+                    ));
+                }
+            }
             let at = addrs(&s).map_err(|e| WorkloadError::setup("addresses", e))?;
             Ok(State::Peer { s, at })
         }
