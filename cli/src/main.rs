@@ -61,6 +61,10 @@ enum Command {
         /// PROT_NONE pages), `parasite` (the injected blob vmsplices them into pipes) or `proc-mem`.
         #[arg(long = "page-copy", default_value = "vm-readv", value_parser = parse_page_copy)]
         page_copy: dormant_engine::CopyMethod,
+        /// Dump established TCP connections with TCP_REPAIR instead of refusing them; when the process is
+        /// killed after the dump its connections are dropped silently, for `restore --tcp-established`.
+        #[arg(long = "tcp-established")]
+        tcp_established: bool,
         /// Write the dump statistics as JSON to this file.
         #[arg(long = "stats-json", hide = true)]
         stats_json: Option<PathBuf>,
@@ -82,6 +86,10 @@ enum Command {
         /// Give the restored process this terminal (dormant's own fds 0-2) for its shell-job fds.
         #[arg(long = "shell-job")]
         shell_job: bool,
+        /// Rebuild the established TCP connections of the image with TCP_REPAIR (the image must have been
+        /// dumped with `--tcp-established`).
+        #[arg(long = "tcp-established")]
+        tcp_established: bool,
         /// Container images: the directory the container's root mount is bound from (default: where the
         /// dumped root's filesystem is mounted in this namespace).
         #[arg(long)]
@@ -180,6 +188,7 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
             shell_job,
             no_parasite,
             page_copy,
+            tcp_established,
             stats_json,
             external,
         } => {
@@ -193,6 +202,7 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
                     threads: 0,
                 })
                 .no_parasite(no_parasite)
+                .tcp_established(tcp_established)
                 .build()?
                 .run()?;
             log::info!("dump of pid {pid} into {}: {stats:?}", images_dir.display());
@@ -208,6 +218,7 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
             detached,
             pidfile,
             shell_job,
+            tcp_established,
             root,
             external,
             net,
@@ -225,6 +236,7 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
                 .container(container)
                 .detached(detached)
                 .shell_job(shell_job)
+                .tcp_established(tcp_established)
                 .pidfile(pidfile)
                 .build()?
                 .run()?;

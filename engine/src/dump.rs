@@ -87,6 +87,7 @@ pub struct Dump {
     images_dir: PathBuf,
     leave_running: bool,
     shell_job: bool,
+    tcp_established: bool,
     page_copy: mem::PageCopy,
     fail_at: Option<DumpStage>,
     stage_hook: Option<StageHook>,
@@ -100,6 +101,7 @@ impl std::fmt::Debug for Dump {
             .field("images_dir", &self.images_dir)
             .field("leave_running", &self.leave_running)
             .field("shell_job", &self.shell_job)
+            .field("tcp_established", &self.tcp_established)
             .field("fail_at", &self.fail_at)
             .finish_non_exhaustive()
     }
@@ -111,6 +113,7 @@ pub struct DumpBuilder {
     images_dir: Option<PathBuf>,
     leave_running: bool,
     shell_job: bool,
+    tcp_established: bool,
     page_copy: mem::PageCopy,
     fail_at: Option<DumpStage>,
     stage_hook: Option<StageHook>,
@@ -134,6 +137,7 @@ impl Dump {
             images_dir: None,
             leave_running: false,
             shell_job: false,
+            tcp_established: false,
             page_copy: mem::PageCopy::default(),
             fail_at: None,
             stage_hook: None,
@@ -158,6 +162,14 @@ impl DumpBuilder {
     /// Accept a terminal on fds 0-2 (the restored process gets the restorer's terminal).
     pub fn shell_job(mut self, yes: bool) -> Self {
         self.shell_job = yes;
+        self
+    }
+
+    /// Dump established TCP connections with `TCP_REPAIR` (CRIU's `--tcp-established`) instead of
+    /// refusing them. When the dump kills the target, its connections are closed in repair mode (the peer
+    /// is told nothing) so that a restore can take them over.
+    pub fn tcp_established(mut self, yes: bool) -> Self {
+        self.tcp_established = yes;
         self
     }
 
@@ -213,6 +225,7 @@ impl DumpBuilder {
             images_dir,
             leave_running: self.leave_running,
             shell_job: self.shell_job,
+            tcp_established: self.tcp_established,
             page_copy: self.page_copy,
             fail_at: self.fail_at,
             stage_hook: self.stage_hook,
@@ -308,17 +321,23 @@ impl Dump {
         let frozen_at = Instant::now();
         let identity = tree.root().identity();
         match self.dump_seized(&tree, writer, &mut progress) {
-            Ok((image_dir, pages, bytes)) => {
+            Ok((image_dir, pages, bytes, repaired)) => {
                 let release = Instant::now();
                 // Frozen time ends when the task runs again or is killed; waiting for its pid to be
                 // freed (its parent's reaping) is release time, not frozen time.
                 let frozen = if self.leave_running {
+                    // Connections leave repair mode before the tree runs again.
+                    drop(repaired);
                     // A job-control-stopped task re-enters its stop on detach (the kernel re-arms it).
                     tree.detach()?;
                     frozen_at.elapsed()
                 } else {
                     let frozen = frozen_at.elapsed();
+                    // The dumper's copies keep the sockets (in repair mode) open through the kill; closing
+                    // them afterwards drops the connections without a word to the peers. If the kill
+                    // fails, dropping them switches repair mode off.
                     tree.kill(KILL_TIMEOUT)?;
+                    repaired.close_silently();
                     frozen
                 };
                 Ok(DumpStats {
@@ -347,13 +366,14 @@ impl Dump {
         }
     }
 
-    /// Collects and writes everything; returns the committed image path, pages and bytes written.
+    /// Collects and writes everything; returns the committed image path, pages and bytes written, and the
+    /// TCP sockets left in repair mode (on error they are dropped here, which switches repair off).
     fn dump_seized(
         &self,
         tree: &SeizedTree,
         mut writer: ImageWriter,
         progress: &mut Progress,
-    ) -> Result<(PathBuf, u64, u64)> {
+    ) -> Result<(PathBuf, u64, u64, files::RepairedSockets)> {
         let root = tree.root().pid();
         progress.done(DumpStage::Seize)?;
         // A container's mount tree and namespaces first: an unrestorable mount refuses the dump early.
@@ -361,7 +381,8 @@ impl Dump {
         crate::container::dump_container(&pids, &self.container, &mut writer)?;
         let mut table = FileTable::new();
         // One for the whole tree: fds shared between processes share one record.
-        let mut file_descs = files::FileCollector::new(self.shell_job);
+        let mut file_descs =
+            files::FileCollector::new(self.shell_job).tcp_established(self.tcp_established);
         let mut entries = Vec::with_capacity(tree.tasks.len());
         let mut shmem: Vec<ShmemObject> = Vec::new();
         let mut bytes = 0;
@@ -409,7 +430,12 @@ impl Dump {
         let info = crate::inventory::info(Pid(root))?;
         let dir = writer.commit(info).map_err(err("commit"))?;
         progress.record(DumpStage::Commit);
-        Ok((dir, bytes / crate::PAGE_SIZE, bytes))
+        Ok((
+            dir,
+            bytes / crate::PAGE_SIZE,
+            bytes,
+            file_descs.take_repaired(),
+        ))
     }
 
     /// Collects one seized process and writes its own records and page store; returns its tree entry,

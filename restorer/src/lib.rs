@@ -21,8 +21,10 @@
 //! namespaces. A tree whose root is the init of its own pid namespace without being a container is forked
 //! into a new pid namespace with its inner pids too (`pidns`).
 //!
-//! What it does NOT do (yet): deeper nested pid namespaces, COW sharing between processes, creds,
-//! established TCP. It never prints or exits; it logs
+//! Established TCP connections are rebuilt in repair mode with [`RestoreBuilder::tcp_established`].
+//!
+//! What it does NOT do (yet): deeper nested pid namespaces, COW sharing between processes, creds, TCP
+//! connections in states other than established. It never prints or exits; it logs
 //! through `log`. [`Restore::run`] forks from the calling process, which must be single-threaded.
 
 pub mod area;

@@ -18,6 +18,7 @@ pub struct Restore {
     images_dir: PathBuf,
     detached: bool,
     shell_job: bool,
+    tcp_established: bool,
     pidfile: Option<PathBuf>,
     container: crate::container::ContainerOptions,
 }
@@ -39,6 +40,13 @@ impl RestoreBuilder {
     /// The process was dumped as a shell job: its terminal fds become this process's fds 0-2.
     pub fn shell_job(mut self, shell_job: bool) -> Self {
         self.inner.shell_job = shell_job;
+        self
+    }
+
+    /// Rebuild established TCP connections of the image with `TCP_REPAIR` (CRIU's `--tcp-established`);
+    /// without it an image holding one is refused.
+    pub fn tcp_established(mut self, yes: bool) -> Self {
+        self.inner.tcp_established = yes;
         self
     }
 
@@ -120,6 +128,7 @@ impl Restore {
                 images_dir: images_dir.into(),
                 detached: false,
                 shell_job: false,
+                tcp_established: false,
                 pidfile: None,
                 container: Default::default(),
             },
@@ -236,8 +245,10 @@ impl Restore {
         };
         let mut shared = prepare::TreeShared::default();
         // Every open file description once, before any fork: tasks that shared one inherit the same.
-        let opened =
-            crate::files::open_all(tree.tasks.first().map_or(&[][..], |t| t.descs.as_slice()))?;
+        let opened = crate::files::open_all(
+            tree.tasks.first().map_or(&[][..], |t| t.descs.as_slice()),
+            self.tcp_established,
+        )?;
         let mut nodes = Vec::with_capacity(planned.len());
         for p in &planned {
             let input = match p.node {

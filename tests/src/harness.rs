@@ -321,8 +321,9 @@ pub struct Spec {
     /// The process to dump is the one the workload names in `READY <pid>`, not the started one (a
     /// launcher that forks the tree's root, e.g. into a new pid namespace, and waits for it).
     pub root_from_ready: bool,
-    /// Extra arguments for `dormant dump`.
+    /// Extra arguments of `dormant dump` and of `dormant restore` (e.g. `--tcp-established`).
     pub dump_args: Vec<OsString>,
+    pub restore_args: Vec<OsString>,
 }
 
 impl Spec {
@@ -340,6 +341,7 @@ impl Spec {
             futex_wake: None,
             root_from_ready: false,
             dump_args: Vec::new(),
+            restore_args: Vec::new(),
         }
     }
 
@@ -376,14 +378,20 @@ impl Spec {
         self
     }
 
-    /// Passes `a` to `dormant dump` too.
+    pub fn root_from_ready(mut self) -> Self {
+        self.root_from_ready = true;
+        self
+    }
+
+    /// Passes `a` to every `dormant dump` of this workload.
     pub fn dump_args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, a: I) -> Self {
         self.dump_args.extend(a.into_iter().map(Into::into));
         self
     }
 
-    pub fn root_from_ready(mut self) -> Self {
-        self.root_from_ready = true;
+    /// Passes `a` to every `dormant restore` of this workload.
+    pub fn restore_args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, a: I) -> Self {
+        self.restore_args.extend(a.into_iter().map(Into::into));
         self
     }
 
@@ -1010,7 +1018,8 @@ impl Workload {
             .arg(self.image_dir())
             .arg("-o")
             .arg(self.scratch.path().join("restore.log"))
-            .arg("-v");
+            .arg("-v")
+            .args(&self.spec.restore_args);
         match &self.pty {
             Some(pty) => {
                 cmd.arg("--shell-job").stdin(pty.slave_stdio()?);

@@ -42,6 +42,10 @@ pub struct FileCollector {
     fifos_with_data: HashSet<fifo::FifoKey>,
     /// FIFO ends met, as `pipe_ends` (an O_RDWR open counts as both ends).
     fifo_ends: HashMap<(fifo::FifoKey, bool), (u32, i32, bool)>,
+    /// Dump established TCP connections in repair mode instead of refusing them (`--tcp-established`).
+    tcp_established: bool,
+    /// Copies of the TCP sockets left in repair mode; see [`inet::RepairedSockets`].
+    repaired: inet::RepairedSockets,
 }
 
 /// What tells two listings of one lock apart: (kind, write, start, len).
@@ -73,6 +77,18 @@ impl FileCollector {
             shell_job,
             ..Self::default()
         }
+    }
+
+    /// Dump established TCP connections with `TCP_REPAIR` (they are refused otherwise).
+    pub fn tcp_established(mut self, yes: bool) -> Self {
+        self.tcp_established = yes;
+        self
+    }
+
+    /// The sockets this dump put in repair mode: the caller keeps them until the target is dead (then
+    /// [`inet::RepairedSockets::close_silently`]) or drops them to switch repair mode off.
+    pub fn take_repaired(&mut self) -> inet::RepairedSockets {
+        std::mem::take(&mut self.repaired)
     }
 
     /// The fd table of `pid` (ascending). Files reachable by path go into `table`; the rest into this
@@ -222,7 +238,10 @@ impl FileCollector {
                             .ok_or_else(|| fail("no peers".into()))?;
                         unix::dump(ino, peers, &dup).map_err(fail)?
                     }
-                    libc::AF_INET | libc::AF_INET6 => inet::dump(&dup, family).map_err(fail)?,
+                    libc::AF_INET | libc::AF_INET6 => {
+                        inet::dump(&dup, family, self.tcp_established, &mut self.repaired)
+                            .map_err(fail)?
+                    }
                     other => {
                         return Err(DumpError::UnsupportedFd {
                             pid,

@@ -1,5 +1,7 @@
 //! TCP and UDP sockets that are not connected: unbound, bound, or listening, with their common options.
-//! Connected sockets (established TCP, connected UDP) are refused with an error naming the connection.
+//! Connected sockets (established TCP, connected UDP) are refused with an error naming the connection,
+//! except established TCP with `--tcp-established`: the socket is put in repair mode and its queues,
+//! sequence numbers, options and windows are read (see [`RepairedSockets`] for how repair mode is left).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::OwnedFd;
@@ -7,9 +9,10 @@ use std::os::fd::OwnedFd;
 use dormant_image::records::{DescKind, InetSocket};
 
 use super::sys;
+pub use super::tcp::RepairedSockets;
 
 /// Address and port of a `sockaddr_in`/`sockaddr_in6`.
-fn addr_of(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+pub(super) fn addr_of(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match ss.ss_family as i32 {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in, which it is large enough for.
@@ -33,8 +36,15 @@ fn addr_of(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// Refusal text for a connected socket (the caller decides whether that is an error).
-pub fn dump(dup: &OwnedFd, family: i32) -> Result<DescKind, String> {
+/// The description of an inet socket, or a refusal text (the caller decides whether that is an error).
+/// With `tcp_established`, an established TCP socket is dumped in repair mode and a copy of `dup` joins
+/// `repaired`, which keeps repair mode on until the dump decides how the target ends.
+pub fn dump(
+    dup: &OwnedFd,
+    family: i32,
+    tcp_established: bool,
+    repaired: &mut RepairedSockets,
+) -> Result<DescKind, String> {
     let opt = |level, name, what: &str| {
         sys::sockopt_int(dup, level, name).map_err(|e| format!("getsockopt {what}: {e}"))
     };
@@ -46,6 +56,12 @@ pub fn dump(dup: &OwnedFd, family: i32) -> Result<DescKind, String> {
     let (local, _) = sys::sock_name(dup, false).map_err(|e| format!("getsockname: {e}"))?;
     let local = addr_of(&local).ok_or("getsockname gave no inet address")?;
     if let Ok((peer, _)) = sys::sock_name(dup, true) {
+        if tcp_established && sock_type == libc::SOCK_STREAM {
+            let peer = addr_of(&peer).ok_or("getpeername gave no inet address")?;
+            let copy = dup.try_clone().map_err(|e| format!("dup: {e}"))?;
+            return super::tcp::dump(copy, family, local, peer, repaired)
+                .map(DescKind::TcpEstablished);
+        }
         let what = if sock_type == libc::SOCK_STREAM {
             "established TCP connection"
         } else {

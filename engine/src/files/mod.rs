@@ -5,8 +5,10 @@
 //! terminal on fds 0-2. By state ([`FileCollector`]): pipes and FIFOs with their bytes, connected unix
 //! socket pairs and named unix connections (accepted ones and their clients) with queued messages, bound or
 //! connected unix datagram sockets with their queues, unix listeners, unconnected TCP/UDP sockets (bound,
-//! listening), eventfd, timerfd, signalfd, epoll, memfd, unlinked files; flock, OFD and POSIX record locks. Anything else (established connections, netlink sockets, deleted files, ...) fails the dump with
-//! an error naming the process, the fd and its type.
+//! listening), established TCP connections with `--tcp-established` (repair mode, [`RepairedSockets`]),
+//! eventfd, timerfd, signalfd, epoll, memfd, unlinked files; flock, OFD and POSIX record locks. Anything
+//! else (established connections without the flag, netlink sockets, deleted files, ...) fails the dump
+//! with an error naming the process, the fd and its type.
 
 mod anon;
 mod collector;
@@ -15,9 +17,11 @@ mod inet;
 mod locks;
 mod pipe;
 mod sys;
+mod tcp;
 mod unix;
 
 pub use collector::FileCollector;
+pub use tcp::RepairedSockets;
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;

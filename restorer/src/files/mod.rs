@@ -7,6 +7,7 @@
 
 mod fifo;
 mod open;
+mod tcp;
 mod unix;
 
 use std::collections::BTreeMap;
@@ -188,15 +189,41 @@ pub fn kind_name(k: &DescKind) -> &'static str {
         DescKind::Fifo { .. } => "fifo",
         DescKind::UnixConn { .. } => "unix connection",
         DescKind::UnixDgram { .. } => "unix datagram socket",
+        DescKind::TcpEstablished(_) => "TCP connection",
     }
 }
 
-/// Opens every description of `descs` (in image order: referenced ones come first).
-pub fn open_all(descs: &[FileDesc]) -> Result<OpenedFiles, FileRestoreError> {
+/// Opens every description of `descs` (in image order: referenced ones come first). Established TCP
+/// connections are rebuilt only with `tcp_established` (an image holding one is refused otherwise).
+pub fn open_all(
+    descs: &[FileDesc],
+    tcp_established: bool,
+) -> Result<OpenedFiles, FileRestoreError> {
+    if !tcp_established {
+        if let Some((d, c)) = descs.iter().find_map(|d| match &d.kind {
+            DescKind::TcpEstablished(c) => Some((d, c)),
+            _ => None,
+        }) {
+            return Err(FileRestoreError::Bad {
+                id: d.id.0,
+                kind: kind_name(&d.kind),
+                reason: format!(
+                    "the image holds the established TCP connection {}; restore it with --tcp-established",
+                    tcp::shown(c)
+                ),
+            });
+        }
+    }
     let mut state = open::State::default();
     let mut opened = OpenedFiles::default();
-    // Listeners first: connections accepted from one are rebuilt through it.
-    let is_listener = |d: &&FileDesc| matches!(d.kind, DescKind::UnixListen { .. });
+    // Listeners first: connections accepted from one are rebuilt through it, and an accepted TCP
+    // connection rebinds the listener's port (allowed in repair mode while the listener exists; the
+    // listener's own bind would conflict with the connection the other way round).
+    let is_listener = |d: &&FileDesc| match &d.kind {
+        DescKind::UnixListen { .. } => true,
+        DescKind::Inet(s) => s.listen_backlog.is_some(),
+        _ => false,
+    };
     let listeners_first = descs
         .iter()
         .filter(is_listener)
@@ -207,6 +234,18 @@ pub fn open_all(descs: &[FileDesc]) -> Result<OpenedFiles, FileRestoreError> {
         opened.descs.insert(d.id, d.clone());
     }
     state.fill_queues(descs, &opened.fds)?;
+    // Established TCP connections leave repair mode last, when every end in the image exists.
+    for d in descs {
+        let (DescKind::TcpEstablished(c), Some(fd)) = (&d.kind, opened.fds.get(&d.id)) else {
+            continue;
+        };
+        tcp::finish(fd, c).map_err(|(what, source)| FileRestoreError::Sys {
+            id: d.id.0,
+            kind: kind_name(&d.kind),
+            what: format!("{}: {what}", tcp::shown(c)),
+            source,
+        })?;
+    }
     Ok(opened)
 }
 

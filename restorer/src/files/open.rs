@@ -281,6 +281,14 @@ pub fn open_one(d: &FileDesc, st: &mut State) -> Result<OwnedFd, FileRestoreErro
             what,
             source,
         })?,
+        DescKind::TcpEstablished(c) => {
+            super::tcp::open(c).map_err(|(what, source)| FileRestoreError::Sys {
+                id,
+                kind,
+                what: format!("{}: {what}", super::tcp::shown(c)),
+                source,
+            })?
+        }
     };
     let mut fl = nix::fcntl::OFlag::empty();
     if nonblock {
