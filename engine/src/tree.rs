@@ -62,6 +62,12 @@ fn zombie(pid: u32, ppid: u32) -> Result<Zombie> {
         pgid: Pid(st.pgrp),
         sid: Pid(st.session),
         exit_status: st.exit_code,
+        // A zombie's status still has its NSpid line; an unreadable one only loses the inner pid.
+        inner_pid: crate::proc::read_string(pid, "status")
+            .ok()
+            .and_then(|s| crate::container::parse_ns_pids(&s))
+            .and_then(|levels| levels.get(1).copied())
+            .map(Pid),
     })
 }
 

@@ -310,6 +310,8 @@ pub enum TreeTask {
         pid: u32,
         session: SessionPlan,
         status: u32,
+        /// Its pid inside the tree's nested pid namespace, 0 when not in one.
+        ns_pid: u32,
     },
     /// A stand-in for a session or group leader that is gone (see [`crate::tree`]): forked with the
     /// leader's pid, it takes the session or group, forks its children and exits 0; its parent reaps it.
@@ -484,7 +486,10 @@ pub fn start_tree(nodes: Vec<TreeNode>) -> Result<Started, RestoreError> {
                 };
                 ChildPlan {
                     pid: n.task.pid(),
-                    ns_pid: 0,
+                    ns_pid: match n.task {
+                        TreeTask::Zombie { ns_pid, .. } => ns_pid,
+                        _ => 0,
+                    },
                     sync_read: sync,
                     forked_write,
                     forked_read,

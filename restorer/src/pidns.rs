@@ -10,8 +10,9 @@
 //!
 //! Threads are created by the blob with `set_tid = [inner, outer]` from their recorded `NSpid`.
 //!
-//! What this does NOT do: nesting deeper than one level below the restorer's namespace; zombies inside
-//! the namespace (their inner pids are not wired to `clone3` yet, so such trees are refused); helper processes for gone session or group leaders inside the namespace
+//! Zombies too, from the `NSpid` their record carries.
+//!
+//! What this does NOT do: nesting deeper than one level below the restorer's namespace; helper processes for gone session or group leaders inside the namespace
 //! (their inner pids are not recorded).
 
 use std::collections::BTreeMap;
@@ -77,7 +78,7 @@ impl PidNsPlan {
                 )));
             }
         }
-        if let Some(z) = tree.zombies.first() {
+        if let Some(z) = tree.zombies.iter().find(|z| z.inner_pid.is_none()) {
             return Err(RestoreError::Unsupported(format!(
                 "zombie {} inside a nested pid namespace: its pid there is not recorded",
                 z.pid.0

@@ -297,6 +297,11 @@ impl Restore {
                         pid: z.pid.0,
                         session: session_inside(p.session)?,
                         status: z.exit_status,
+                        ns_pid: z
+                            .inner_pid
+                            .map(|p| p.0)
+                            .or_else(|| inner_pid(z.pid.0))
+                            .unwrap_or(0),
                     }
                 }
             };

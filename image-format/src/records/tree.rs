@@ -30,6 +30,10 @@ pub struct Zombie {
     pub sid: Pid,
     /// The raw wait status (`exit code << 8`, or the terminating signal in the low 7 bits).
     pub exit_status: u32,
+    /// Its pid in the pid namespace one level below the dumper's, when it lived in one (the second
+    /// `NSpid` entry; deeper nesting is not restorable anyway).
+    #[serde(default)]
+    pub inner_pid: Option<Pid>,
 }
 
 impl Record for Zombie {

@@ -10,7 +10,8 @@
 //! reaping `g`) and the init reaps `c`.
 //!
 //! The init also runs a second thread, which reports its tid inside the namespace (gettid) before the
-//! dump and again after the trigger; both must be equal.
+//! dump and again after the trigger; both must be equal. And it has a zombie child (exit code 5, left
+//! unreaped): after the trigger `waitpid` of its inside pid must reap it with that code.
 //!
 //! `--inject-fault`: after the trigger `g` reports a changed pid, so its check must fail.
 
@@ -24,6 +25,7 @@ use dormant_tests::workload::{self, Report, WorkloadArgs, WorkloadError, INJECT_
 const USAGE: &str = "[--inject-fault]";
 const NAMES: [&str; 3] = ["i", "c", "g"];
 const QUIT: u32 = u32::MAX;
+const ZOMBIE_CODE: i32 = 5;
 const TIMEOUT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(2);
 
@@ -201,6 +203,29 @@ fn init_main(ready: OwnedFd) -> Result<ExitCode, WorkloadError> {
     let thread_tid = from_thread
         .recv()
         .map_err(|e| WorkloadError::setup("second thread", e))?;
+    // A zombie child of the init: exits at once and stays unreaped (waitid WNOWAIT) until the trigger.
+    let z = fork()?;
+    if z == 0 {
+        exit_now(ZOMBIE_CODE)
+    }
+    // SAFETY: waitid with WNOWAIT only waits for our child to exit, leaving it a zombie; the siginfo is
+    // written on our stack.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe {
+        libc::waitid(
+            libc::P_PID,
+            z as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOWAIT,
+        )
+    } != 0
+    {
+        return Err(WorkloadError::setup(
+            "zombie",
+            std::io::Error::last_os_error(),
+        ));
+    }
     workload::set_ready_pid(1);
     nix::unistd::write(&ready, &[1])
         .map_err(|e| WorkloadError::setup("ready pipe", std::io::Error::from(e)))?;
@@ -237,6 +262,18 @@ fn init_main(ready: OwnedFd) -> Result<ExitCode, WorkloadError> {
         },
     );
     let _ = thread.join();
+    // The zombie, restored under its pid inside: reaping that pid gives its exit code.
+    let mut st = 0;
+    // SAFETY: waits for our own child and writes its status on our stack.
+    let reaped = unsafe { libc::waitpid(z, &mut st, 0) };
+    report.check(
+        "zombie-inside",
+        if reaped == z && libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == ZOMBIE_CODE {
+            Ok(())
+        } else {
+            Err(format!("waitpid({z}) = {reaped}, status {st:#x}"))
+        },
+    );
     shm.word(0).store(QUIT, Ordering::Release);
     report.check(
         "c-exit",
