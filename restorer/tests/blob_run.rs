@@ -466,6 +466,7 @@ fn tree_with_helpers_for_gone_leaders() {
         pid: zpid,
         session,
         status: 3 << 8,
+        ns_pid: 0,
     };
     let nodes = vec![
         launch::TreeNode {
@@ -535,6 +536,7 @@ fn tree_failure_kills_every_restored_process() {
                 pid: zpid,
                 session: launch::SessionPlan::Inherit,
                 status: libc::SIGCHLD as u32,
+                ns_pid: 0,
             },
             subreaper_first: false,
         },
