@@ -13,6 +13,7 @@ pub mod external;
 pub mod image;
 pub mod mountinfo;
 pub mod plan;
+pub mod procfs;
 pub mod sim;
 mod sys;
 pub mod tmpfs;

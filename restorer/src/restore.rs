@@ -300,16 +300,20 @@ impl Restore {
         if let Some(p) = &pidns {
             p.enter()?;
         }
-        let started = launch::start_tree(nodes)?;
+        let mut before_release = |root: u32| match &container {
+            Some(_) => crate::container::show_tree_pid_namespace(root),
+            None => Ok(()),
+        };
+        let started = launch::start_tree_with(nodes, &mut before_release)?;
         if let Some(path) = &self.pidfile {
-            let at = pidfile
-                .as_ref()
-                .map_or(path.as_path(), |(_, p)| p.as_path());
-            std::fs::write(at, format!("{}\n", started.pid)).map_err(|source| {
-                RestoreError::Pidfile {
-                    path: path.clone(),
-                    source,
-                }
+            let text = format!("{}\n", started.pid);
+            let written = match &pidfile {
+                Some((dir, name)) => crate::container::write_at(dir, name, text.as_bytes()),
+                None => std::fs::write(path, text),
+            };
+            written.map_err(|source| RestoreError::Pidfile {
+                path: path.clone(),
+                source,
             })?;
         }
         Ok(Restored {

@@ -321,6 +321,13 @@ fn dump_restore(wipe_sandbox_shm: bool) {
         status.contains(&format!("NSpid:\t{restored}\t1\n")),
         "the restored init is pid 1 of a new pid namespace:\n{status}"
     );
+    // The container's own /proc (reached through its root) is a proc of its pid namespace: pid 1 there is
+    // the init, with a single NSpid level.
+    let inner = std::fs::read_to_string(format!("/proc/{restored}/root/proc/1/status")).unwrap();
+    assert!(
+        inner.contains("NSpid:\t1\n") && inner.contains("Name:\tsh\n"),
+        "the container's /proc must show its own pid namespace:\n{inner}"
+    );
     let child =
         std::fs::read_to_string(format!("/proc/{restored}/task/{restored}/children")).unwrap();
     assert_eq!(
