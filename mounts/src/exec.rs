@@ -297,7 +297,11 @@ impl<'a> Executor<'a> {
                 of,
                 subpath,
             } => {
-                let src = fd_path(self.fd(*of)?).join(subpath);
+                // Not joined when empty: a trailing slash would make a bind of a file fail (ENOTDIR).
+                let mut src = fd_path(self.fd(*of)?);
+                if !subpath.is_empty() {
+                    src = src.join(subpath);
+                }
                 self.bind_flat(*id, &src)?;
             }
             Step::SetAttrs { mount: id, attrs } => {

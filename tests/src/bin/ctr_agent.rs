@@ -12,7 +12,8 @@
 //!
 //! Then it creates the container's init with new mount, pid, uts and ipc namespaces, which, like
 //! kata-agent's container setup, makes `/` `MS_SLAVE|MS_REC` (so every mount of the container is a slave
-//! of a peer group that lives only in the agent's namespace), bind-mounts the rootfs, mounts proc and a
+//! of a peer group that lives only in the agent's namespace), bind-mounts the rootfs, mounts proc (with
+//! `/proc/timer_list` masked by /dev/null and a read-only `/proc/sys`, as kata-agent does) and a
 //! tmpfs /dev with /dev/null|zero|urandom bound from the agent, binds `BASE/sandbox/shm` on /dev/shm and the
 //! shared `hosts` and `resolv.conf` on /etc, sets the hostname, `pivot_root`s and execs
 //! `/bin/sh /run.sh`: a busybox shell that runs the workload as its child.
@@ -211,6 +212,20 @@ fn container_init(cdir: &Path, shm: &Path, stdio: RawFd) -> Result<()> {
             None::<&str>,
         ),
         "mount proc",
+    )?;
+    // Masked and read-only paths under /proc, as kata-agent sets them: submounts of the container's proc.
+    bind(Path::new("/dev/null"), &rootfs.join("proc/timer_list"))?;
+    let sys = rootfs.join("proc/sys");
+    bind(&sys, &sys)?;
+    ctx(
+        mount(
+            None::<&str>,
+            &sys,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        ),
+        "make /proc/sys read-only",
     )?;
     let dev = rootfs.join("dev");
     mount_tmpfs(&dev, "ctr-dev")?;
