@@ -20,6 +20,8 @@ pub struct Restore {
     shell_job: bool,
     pidfile: Option<PathBuf>,
     container: crate::container::ContainerOptions,
+    inherit_fds: Vec<String>,
+    inherited: crate::files::Inherited,
 }
 
 /// Options of a [`Restore`].
@@ -55,7 +57,15 @@ impl RestoreBuilder {
     }
 
     /// Finishes the options; fails when the image directory does not exist.
-    pub fn build(self) -> Result<Restore, RestoreError> {
+    /// `--inherit-fd fd[N]:KEY` specs: the tree's fds on the external description KEY get a copy of this
+    /// process's fd N (see [`crate::files::Inherited`]).
+    pub fn inherit_fds(mut self, specs: Vec<String>) -> Self {
+        self.inner.inherit_fds = specs;
+        self
+    }
+
+    pub fn build(mut self) -> Result<Restore, RestoreError> {
+        self.inner.inherited = crate::files::Inherited::parse(&self.inner.inherit_fds)?;
         let dir = &self.inner.images_dir;
         if !dir.is_dir() {
             return Err(RestoreError::BadImage {
@@ -122,6 +132,8 @@ impl Restore {
                 shell_job: false,
                 pidfile: None,
                 container: Default::default(),
+                inherit_fds: Vec::new(),
+                inherited: Default::default(),
             },
         }
     }
@@ -143,6 +155,9 @@ impl Restore {
         }
         let dir = self.images_dir.as_path();
         let (img, mut tree) = image::load_tree(dir)?;
+        // Every external description needs its fd handed in: checked before any namespace changes.
+        self.inherited
+            .check(tree.tasks.first().map_or(&[][..], |t| t.descs.as_slice()))?;
         // A container image: enter its namespaces first, so its files are opened inside them.
         let root_pid = tree.tasks.first().map_or(Pid(0), |t| t.pid);
         let container =
@@ -236,8 +251,10 @@ impl Restore {
         };
         let mut shared = prepare::TreeShared::default();
         // Every open file description once, before any fork: tasks that shared one inherit the same.
-        let opened =
-            crate::files::open_all(tree.tasks.first().map_or(&[][..], |t| t.descs.as_slice()))?;
+        let opened = crate::files::open_all_inheriting(
+            tree.tasks.first().map_or(&[][..], |t| t.descs.as_slice()),
+            &self.inherited,
+        )?;
         let mut nodes = Vec::with_capacity(planned.len());
         for p in &planned {
             let input = match p.node {

@@ -136,6 +136,11 @@ pub enum DescKind {
         peer_name: Vec<u8>,
         queued: Vec<UnixDatagram>,
     },
+    /// A description whose other side lives outside the dumped tree and is not carried (CRIU's external
+    /// files): today one end of a pipe whose other end only processes outside the dump held (`key` is
+    /// `pipe:[INODE]`), such as the stdio pipes kata-agent hands a container. Restore uses the descriptor
+    /// the caller hands over for the key (`--inherit-fd fd[N]:KEY`) and fails without one.
+    External { key: String },
 }
 
 /// One datagram waiting in a unix datagram socket's receive queue.

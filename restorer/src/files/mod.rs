@@ -6,6 +6,7 @@
 //! registrations, which are keyed by the fd number the task uses).
 
 mod fifo;
+mod inherit;
 mod open;
 mod unix;
 
@@ -14,6 +15,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use dormant_image::records::{DescId, DescKind, Fd, FdFile, FileDesc, FileLock, LockKind};
 
+pub use inherit::{InheritSpecError, Inherited};
 pub use open::open_one;
 
 /// fcntl commands and `struct f_owner_ex` (not in the libc crate for this target).
@@ -188,12 +190,22 @@ pub fn kind_name(k: &DescKind) -> &'static str {
         DescKind::Fifo { .. } => "fifo",
         DescKind::UnixConn { .. } => "unix connection",
         DescKind::UnixDgram { .. } => "unix datagram socket",
+        DescKind::External { .. } => "external",
     }
 }
 
 /// Opens every description of `descs` (in image order: referenced ones come first).
 pub fn open_all(descs: &[FileDesc]) -> Result<OpenedFiles, FileRestoreError> {
+    open_all_inheriting(descs, &Inherited::default())
+}
+
+/// [`open_all`], external descriptions taken from `inherited` (`--inherit-fd`).
+pub fn open_all_inheriting(
+    descs: &[FileDesc],
+    inherited: &Inherited,
+) -> Result<OpenedFiles, FileRestoreError> {
     let mut state = open::State::default();
+    state.inherited = inherited.clone();
     let mut opened = OpenedFiles::default();
     // Listeners first: connections accepted from one are rebuilt through it.
     let is_listener = |d: &&FileDesc| matches!(d.kind, DescKind::UnixListen { .. });
