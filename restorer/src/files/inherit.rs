@@ -112,7 +112,12 @@ mod tests {
         let ok = Inherited::parse(&["fd[0]:pipe:[123]".to_string()]).unwrap();
         assert_eq!(ok.get("pipe:[123]"), Some(0));
         assert_eq!(ok.get("pipe:[124]"), None);
-        for bad in ["fd0:pipe:[1]", "fd[x]:pipe:[1]", "fd[0]:", "fd[999999]:pipe:[1]"] {
+        for bad in [
+            "fd0:pipe:[1]",
+            "fd[x]:pipe:[1]",
+            "fd[0]:",
+            "fd[999999]:pipe:[1]",
+        ] {
             assert!(Inherited::parse(&[bad.to_string()]).is_err(), "{bad}");
         }
         let twice = ["fd[0]:k".to_string(), "fd[1]:k".to_string()];
@@ -130,6 +135,9 @@ mod tests {
             owner: None,
         };
         let e = Inherited::default().check(&[d]).unwrap_err().to_string();
-        assert!(e.contains("pipe:[42]") && e.contains("--inherit-fd fd[N]:pipe:[42]"), "{e}");
+        assert!(
+            e.contains("pipe:[42]") && e.contains("--inherit-fd fd[N]:pipe:[42]"),
+            "{e}"
+        );
     }
 }
