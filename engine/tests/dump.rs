@@ -587,11 +587,9 @@ fn pipe_on_stdin_dumped_as_external_on_request() {
         .run()
         .unwrap();
     let img = open_verified(&img_dir);
-    let fds: Vec<dormant_image::records::Fd> = img
-        .read_records(&names::fds(Pid(target.pid)))
-        .unwrap();
-    let descs: Vec<dormant_image::records::FileDesc> =
-        img.read_records(names::FILE_DESCS).unwrap();
+    let fds: Vec<dormant_image::records::Fd> =
+        img.read_records(&names::fds(Pid(target.pid))).unwrap();
+    let descs: Vec<dormant_image::records::FileDesc> = img.read_records(names::FILE_DESCS).unwrap();
     let fd0 = fds.iter().find(|f| f.fd == 0).unwrap();
     let dormant_image::records::FdFile::Desc(id) = fd0.file else {
         panic!("fd 0 is {fd0:?}")
