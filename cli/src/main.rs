@@ -72,6 +72,10 @@ enum Command {
         /// binds from outside and outside masters are found without it.
         #[arg(long = "external", value_name = "mnt[MOUNTPOINT]:KEY")]
         external: Vec<String>,
+        /// Dump a pipe end whose other end only processes outside the dump hold as external
+        /// (`pipe:[INODE]`), to be handed in at restore with `--inherit-fd` (always on for a container).
+        #[arg(long = "external-pipes")]
+        external_pipes: bool,
     },
     /// Recreate the checkpointed process from an image directory.
     Restore {
@@ -104,6 +108,10 @@ enum Command {
         /// Container images: `keep` (default), `dumped`, or a cgroup path to restore into.
         #[arg(long = "cgroup-root", default_value = "keep")]
         cgroup_root: dormant_restorer::ns::CgroupTarget,
+        /// `fd[N]:KEY`: every fd of the tree on the external description KEY (e.g. `pipe:[1234]`, as
+        /// `dormant show` lists it) gets a copy of dormant's own fd N instead (repeatable).
+        #[arg(long = "inherit-fd", value_name = "fd[N]:KEY")]
+        inherit_fd: Vec<String>,
     },
     /// Print an image in human-readable form, or its records as JSON.
     Show {
@@ -191,10 +199,12 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
             tcp_established,
             stats_json,
             external,
+            external_pipes,
         } => {
             let stats = dormant_engine::Dump::builder(dormant_image::records::Pid(pid))
                 .images_dir(&images_dir)
                 .externals(external)
+                .external_pipes(external_pipes)
                 .leave_running(leave_running)
                 .shell_job(shell_job)
                 .page_copy(dormant_engine::PageCopy {
@@ -223,6 +233,7 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
             external,
             net,
             cgroup_root,
+            inherit_fd,
         } => {
             let container = dormant_restorer::container::ContainerOptions {
                 root,
@@ -238,6 +249,7 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
                 .shell_job(shell_job)
                 .tcp_established(tcp_established)
                 .pidfile(pidfile)
+                .inherit_fds(inherit_fd)
                 .build()?
                 .run()?;
             if detached {

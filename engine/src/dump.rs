@@ -92,6 +92,7 @@ pub struct Dump {
     fail_at: Option<DumpStage>,
     stage_hook: Option<StageHook>,
     container: crate::container::ContainerOptions,
+    external_pipes: bool,
 }
 
 impl std::fmt::Debug for Dump {
@@ -118,6 +119,7 @@ pub struct DumpBuilder {
     fail_at: Option<DumpStage>,
     stage_hook: Option<StageHook>,
     container: crate::container::ContainerOptions,
+    external_pipes: bool,
 }
 
 impl std::fmt::Debug for DumpBuilder {
@@ -142,6 +144,7 @@ impl Dump {
             fail_at: None,
             stage_hook: None,
             container: Default::default(),
+            external_pipes: false,
         }
     }
 }
@@ -176,6 +179,14 @@ impl DumpBuilder {
     /// How page data is copied out of the target (method and threads); the default is the fastest here.
     pub fn page_copy(mut self, copy: mem::PageCopy) -> Self {
         self.page_copy = copy;
+        self
+    }
+
+    /// `--external-pipes`: a pipe end whose other end only processes outside the dump hold is dumped as
+    /// external (`pipe:[INODE]`, handed in at restore with `--inherit-fd`) instead of refusing the dump.
+    /// A container dump always does this (the agent holds the other ends of its stdio pipes).
+    pub fn external_pipes(mut self, yes: bool) -> Self {
+        self.external_pipes = yes;
         self
     }
 
@@ -230,6 +241,7 @@ impl DumpBuilder {
             fail_at: self.fail_at,
             stage_hook: self.stage_hook,
             container: self.container,
+            external_pipes: self.external_pipes,
         })
     }
 }
@@ -378,11 +390,12 @@ impl Dump {
         progress.done(DumpStage::Seize)?;
         // A container's mount tree and namespaces first: an unrestorable mount refuses the dump early.
         let pids: Vec<Pid> = tree.tasks.iter().map(|t| Pid(t.task.pid())).collect();
-        crate::container::dump_container(&pids, &self.container, &mut writer)?;
+        let container = crate::container::dump_container(&pids, &self.container, &mut writer)?;
         let mut table = FileTable::new();
         // One for the whole tree: fds shared between processes share one record.
         let mut file_descs =
             files::FileCollector::new(self.shell_job).tcp_established(self.tcp_established);
+        file_descs.external_pipes(container.is_some() || self.external_pipes);
         let mut entries = Vec::with_capacity(tree.tasks.len());
         let mut shmem: Vec<ShmemObject> = Vec::new();
         let mut bytes = 0;

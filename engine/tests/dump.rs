@@ -50,6 +50,10 @@ fn main() {
             "pipe_on_stdin_fails_and_target_keeps_working",
             pipe_on_stdin_fails_and_target_keeps_working,
         ),
+        (
+            "pipe_on_stdin_dumped_as_external_on_request",
+            pipe_on_stdin_dumped_as_external_on_request,
+        ),
         ("tty_needs_shell_job", tty_needs_shell_job),
         (
             "every_injected_failure_leaves_target_untouched",
@@ -562,6 +566,46 @@ fn pipe_on_stdin_fails_and_target_keeps_working() {
         Some("hello"),
         "the interrupted read() must still deliver the data"
     );
+}
+
+/// The same pipe with `external_pipes`: the dump succeeds and fd 0 is an external description keyed by the
+/// pipe's inode (`pipe:[INODE]`, handed in at restore with `--inherit-fd`), carrying none of its state.
+fn pipe_on_stdin_dumped_as_external_on_request() {
+    use std::os::unix::fs::MetadataExt;
+    let mut target = Target::spawn("stdin_reader", &[], Some(Stdio::piped()));
+    wait_in_syscall(target.pid, 0);
+    let ino = std::fs::metadata(format!("/proc/{}/fd/0", target.pid))
+        .unwrap()
+        .ino();
+    let (_d, img_dir) = image_path();
+    Dump::builder(target.pid())
+        .images_dir(&img_dir)
+        .leave_running(true)
+        .external_pipes(true)
+        .build()
+        .unwrap()
+        .run()
+        .unwrap();
+    let img = open_verified(&img_dir);
+    let fds: Vec<dormant_image::records::Fd> =
+        img.read_records(&names::fds(Pid(target.pid))).unwrap();
+    let descs: Vec<dormant_image::records::FileDesc> = img.read_records(names::FILE_DESCS).unwrap();
+    let fd0 = fds.iter().find(|f| f.fd == 0).unwrap();
+    let dormant_image::records::FdFile::Desc(id) = fd0.file else {
+        panic!("fd 0 is {fd0:?}")
+    };
+    let d = descs.iter().find(|d| d.id == id).unwrap();
+    assert_eq!(
+        d.kind,
+        dormant_image::records::DescKind::External {
+            key: format!("pipe:[{ino}]")
+        }
+    );
+    assert_running_untraced(target.pid);
+    let mut stdin = target.child.as_mut().unwrap().stdin.take().unwrap();
+    stdin.write_all(b"hello").unwrap();
+    let got = wait_for_file(&target.path("got"), Duration::from_secs(10));
+    assert_eq!(got.as_deref(), Some("hello"));
 }
 
 /// A terminal on fds 0-2 is refused without shell_job and recorded as InheritedTty with it.

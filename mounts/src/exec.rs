@@ -33,8 +33,8 @@ use crate::sys::{self, MountAttr};
 /// into it. `root` is the container root directory (the namespace's root mount is a bind of it); external
 /// keys are resolved through `ext` (a key not mapped is a path). On error the namespace is left half built
 /// (the yard is removed): the caller's process is expected to exit, which takes the namespace with it.
-/// proc is mounted for the caller's pid namespace, so call this from a process already in the restored
-/// tree's pid namespace (e.g. its future init) when the tree has one.
+/// proc is mounted for the caller's pid namespace; a restorer outside the tree's pid namespace swaps the
+/// proc mounts with [`crate::procfs::replace_proc_mounts`] once that namespace has its init.
 pub fn restore_namespace(img: &MountImage, root: &Path, ext: &ExternalMap) -> Result<()> {
     let steps = plan(img)?;
     let mut x = Executor::new(img, root, ext, &steps)?;
@@ -297,7 +297,11 @@ impl<'a> Executor<'a> {
                 of,
                 subpath,
             } => {
-                let src = fd_path(self.fd(*of)?).join(subpath);
+                // Not joined when empty: a trailing slash would make a bind of a file fail (ENOTDIR).
+                let mut src = fd_path(self.fd(*of)?);
+                if !subpath.is_empty() {
+                    src = src.join(subpath);
+                }
                 self.bind_flat(*id, &src)?;
             }
             Step::SetAttrs { mount: id, attrs } => {

@@ -1,6 +1,8 @@
 //! dormant's mount namespaces: reads a namespace's mounts from mountinfo, decides how each comes back
 //! (created anew, cloned from another dumped mount, or bound from outside), records the outside peer groups
-//! its mounts are slaves of ("external masters", the Kata case), and rebuilds the tree the mount-v2 way.
+//! its mounts are slaves of ("external masters", the Kata case), rebuilds the tree the mount-v2 way, and,
+//! once the restored tree's pid namespace has its init, swaps the rebuilt proc mounts for ones of that
+//! namespace (`procfs`).
 //!
 //! What this crate does NOT do: it does not enter namespaces or fork (restore runs in a process that has
 //! already unshared its mount namespace), does not dump file contents of the mounts it recreates (yet:
@@ -13,6 +15,7 @@ pub mod external;
 pub mod image;
 pub mod mountinfo;
 pub mod plan;
+pub mod procfs;
 pub mod sim;
 mod sys;
 pub mod tmpfs;

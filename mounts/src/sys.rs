@@ -1,13 +1,22 @@
-//! The new mount API calls nix does not wrap (`move_mount`, `mount_setattr`), each in one small function.
+//! The new mount API calls nix does not wrap (`move_mount`, `mount_setattr`, `fsopen`, `fsconfig`,
+//! `fsmount`), each in one small function.
 
 use std::ffi::CStr;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::errno::Errno;
 
 pub const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x0000_0004;
 pub const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x0000_0040;
 pub const MOVE_MOUNT_SET_GROUP: u32 = 0x0000_0100;
+pub const MOVE_MOUNT_BENEATH: u32 = 0x0000_0200;
+
+const FSOPEN_CLOEXEC: u32 = 0x0000_0001;
+const FSMOUNT_CLOEXEC: u32 = 0x0000_0001;
+const FSCONFIG_SET_FLAG: u32 = 0;
+const FSCONFIG_SET_STRING: u32 = 1;
+const FSCONFIG_SET_FD: u32 = 5;
+const FSCONFIG_CMD_CREATE: u32 = 6;
 
 pub const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
 pub const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
@@ -68,6 +77,82 @@ pub fn mount_setattr(fd: BorrowedFd<'_>, attr: &MountAttr) -> Result<(), Errno> 
         )
     };
     Errno::result(r).map(drop)
+}
+
+/// One `fsconfig(2)` setting of a filesystem context made by [`fsopen`].
+#[derive(Debug, Clone, Copy)]
+pub enum FsParam<'a> {
+    /// A flag option (`FSCONFIG_SET_FLAG`).
+    Flag(&'a CStr),
+    /// `key=value` (`FSCONFIG_SET_STRING`).
+    Str(&'a CStr, &'a CStr),
+    /// An option whose value is a descriptor (`FSCONFIG_SET_FD`), e.g. proc's `pidns`.
+    Fd(&'a CStr, BorrowedFd<'a>),
+}
+
+/// `fsopen(2)`: a new filesystem context of type `fstype` (close-on-exec).
+pub fn fsopen(fstype: &CStr) -> Result<OwnedFd, Errno> {
+    // SAFETY: `fstype` is NUL-terminated; the returned descriptor is new and owned by us alone.
+    let r = unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) };
+    // SAFETY: a non-negative result is a descriptor nobody else owns.
+    Errno::result(r).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `fsconfig(2)`: sets one parameter of the context `fs`.
+pub fn fsconfig(fs: BorrowedFd<'_>, param: FsParam<'_>) -> Result<(), Errno> {
+    let (cmd, key, value, aux) = match param {
+        FsParam::Flag(k) => (FSCONFIG_SET_FLAG, k.as_ptr(), std::ptr::null(), 0),
+        FsParam::Str(k, v) => (FSCONFIG_SET_STRING, k.as_ptr(), v.as_ptr(), 0),
+        FsParam::Fd(k, fd) => (
+            FSCONFIG_SET_FD,
+            k.as_ptr(),
+            std::ptr::null(),
+            fd.as_raw_fd(),
+        ),
+    };
+    // SAFETY: key and value are NUL-terminated (or null where the command takes none) and live for the
+    // call; the descriptors are open for the call.
+    let r = unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, key, value, aux) };
+    Errno::result(r).map(drop)
+}
+
+/// `fsconfig(FSCONFIG_CMD_CREATE)` then `fsmount(2)`: creates the superblock of the context `fs` and returns
+/// a detached mount of it with the `MOUNT_ATTR_*` flags `attrs`.
+pub fn fsmount(fs: BorrowedFd<'_>, attrs: u64) -> Result<OwnedFd, Errno> {
+    // SAFETY: a command without key or value on an open context.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    };
+    Errno::result(r)?;
+    // SAFETY: plain syscall on an open context; the result is a new descriptor.
+    let r = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) };
+    // SAFETY: a non-negative result is a descriptor nobody else owns.
+    Errno::result(r).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// The id of the mount `fd` is on (`statx` `STATX_MNT_ID`).
+pub fn mount_id_of(fd: BorrowedFd<'_>) -> Result<u64, Errno> {
+    // SAFETY: statx is plain data the kernel fills.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: empty path with AT_EMPTY_PATH on an open fd; `st` is a valid out-pointer.
+    let r = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_MNT_ID,
+            &mut st,
+        )
+    };
+    Errno::result(r)?;
+    Ok(st.stx_mnt_id)
 }
 
 fn c_path(p: &std::path::Path) -> Result<std::ffi::CString, Errno> {

@@ -17,8 +17,13 @@
 //! content of external tmpfs mounts under /dev (Kata's /dev/shm) is put back when the outside tmpfs is
 //! empty.
 //!
-//! What this does NOT do: mount the container's /proc for its own pid namespace (it shows the restorer's),
-//! or restore the tmpfs content of mounts it recreates (dormant-mounts does).
+//! The container's proc mounts are created while the restorer rebuilds the mount tree, before the tree's
+//! pid namespace has its init, so they show the restorer's pid namespace, which is what the restorer reads
+//! while it restores. Once every task is restored, and before any runs, they are swapped for proc mounts
+//! of the tree's pid namespace ([`show_tree_pid_namespace`]).
+//!
+//! What this does NOT do: restore the tmpfs content of mounts it recreates (dormant-mounts does). A file of
+//! the tree opened under /proc is reopened through the restorer's view of it (outer pids).
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -215,8 +220,10 @@ impl ContainerPlan {
 }
 
 /// For a file the restorer writes after entering the container (the pidfile): holds its directory in
-/// the restorer's own namespace and returns the path that reaches it from inside (`/proc/self/fd/N/NAME`).
-pub fn hold_outside_path(path: &Path) -> Result<(OwnedFd, PathBuf), RestoreError> {
+/// the restorer's own namespace, before the pivot, and returns it with the file's name, for
+/// [`write_at`]. (Not a `/proc/self/fd/N` path: the container's /proc shows the tree's pid namespace by
+/// the time the pidfile is written.)
+pub fn hold_outside_path(path: &Path) -> Result<(OwnedFd, std::ffi::OsString), RestoreError> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -234,8 +241,39 @@ pub fn hold_outside_path(path: &Path) -> Result<(OwnedFd, PathBuf), RestoreError
         path: path.to_owned(),
         source: e.into(),
     })?;
-    let inside = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())).join(name);
-    Ok((fd, inside))
+    Ok((fd, name.to_owned()))
+}
+
+/// Writes `data` to `name` in the directory `dir` (created or truncated, mode 0644).
+pub fn write_at(dir: &OwnedFd, name: &std::ffi::OsStr, data: &[u8]) -> std::io::Result<()> {
+    let fd = nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o644),
+    )?;
+    std::io::Write::write_all(&mut std::fs::File::from(fd), data)
+}
+
+/// Gives the container's proc mounts the restored tree's pid namespace (the one `root`, its init by its
+/// outer pid, is pid 1 of). Runs once the tree is restored and before it is let go: until then the
+/// restorer reads /proc by its own pids, which the proc mounted while the mount tree was rebuilt shows.
+pub fn show_tree_pid_namespace(root: u32) -> Result<(), RestoreError> {
+    let path = format!("/proc/{root}/ns/pid");
+    let ns = open(
+        path.as_str(),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| RestoreError::sys(format!("open {path}"), e))?;
+    let n = dormant_mounts::procfs::replace_proc_mounts(std::os::fd::AsFd::as_fd(&ns)).map_err(
+        |e| RestoreError::BadImage {
+            dir: PathBuf::from(format!("/proc/{root}")),
+            reason: format!("container proc for pid {root}'s pid namespace: {e}"),
+        },
+    )?;
+    log::info!("container restore: {n} proc mount(s) now show the container's pid namespace");
+    Ok(())
 }
 
 /// Reads `ns-pids`: outer pid → innermost pid, for tasks one pid namespace down from the dumper (deeper

@@ -29,6 +29,10 @@ pub enum RestoreError {
     #[error("files: {0}")]
     Files(#[from] crate::files::FileRestoreError),
 
+    /// An `--inherit-fd` spec is malformed or names a descriptor that is not open.
+    #[error("{0}")]
+    InheritFd(#[from] crate::files::InheritSpecError),
+
     /// A feature of the image is not implemented yet.
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -372,6 +372,19 @@ struct Traced {
 /// Starts a whole tree (`nodes[0]` is the root; every parent comes before its children), returns once
 /// every restored thread runs its own code again. On failure no restored process is left.
 pub fn start_tree(nodes: Vec<TreeNode>) -> Result<Started, RestoreError> {
+    start_tree_with(nodes, &mut |_| Ok(()))
+}
+
+/// A step [`start_tree_with`] runs once every task of the tree is restored and still stopped by the tracer,
+/// right before they are let go; it gets the root's pid.
+pub type BeforeRelease<'a> = dyn FnMut(u32) -> Result<(), RestoreError> + 'a;
+
+/// [`start_tree`], running `before_release` between the last traced step and the release (a container
+/// restore swaps the container's proc mounts there); its failure kills the tree like any other.
+pub fn start_tree_with(
+    nodes: Vec<TreeNode>,
+    before_release: &mut BeforeRelease<'_>,
+) -> Result<Started, RestoreError> {
     let threads = procself::thread_count()?;
     if threads != 1 {
         return Err(RestoreError::NotSingleThreaded { threads });
@@ -596,7 +609,7 @@ pub fn start_tree(nodes: Vec<TreeNode>) -> Result<Started, RestoreError> {
     let pid = ret as u32;
     log::debug!("pid {pid}: forked the root of {} task(s)", traced.len());
     // From here on a failure kills the tree; EXITKILL covers our own death.
-    let outcome = trace(pid, &mut traced, sync_write, mapped);
+    let outcome = trace(pid, &mut traced, sync_write, mapped, before_release);
     if let Err(e) = &outcome {
         log::debug!("pid {pid}: restore failed ({e}); killing the restored tree");
         kill_all(&traced);
@@ -695,6 +708,7 @@ fn trace(
     traced: &mut [Traced],
     sync_write: OwnedFd,
     mapped: Vec<MappedArea>,
+    before_release: &mut BeforeRelease<'_>,
 ) -> Result<(), RestoreError> {
     let npid = NixPid::from_raw(pid as i32);
     let opts = ptrace::Options::PTRACE_O_EXITKILL
@@ -805,6 +819,7 @@ fn trace(
             .munmap(base, end - base)
             .map_err(|source| RestoreError::Cleanup { pid: t.pid, source })?;
     }
+    before_release(pid)?;
     for t in traced.iter().rev() {
         if t.helper {
             continue;

@@ -21,6 +21,8 @@ pub struct Restore {
     tcp_established: bool,
     pidfile: Option<PathBuf>,
     container: crate::container::ContainerOptions,
+    inherit_fds: Vec<String>,
+    inherited: crate::files::Inherited,
 }
 
 /// Options of a [`Restore`].
@@ -63,7 +65,15 @@ impl RestoreBuilder {
     }
 
     /// Finishes the options; fails when the image directory does not exist.
-    pub fn build(self) -> Result<Restore, RestoreError> {
+    /// `--inherit-fd fd[N]:KEY` specs: the tree's fds on the external description KEY get a copy of this
+    /// process's fd N (see [`crate::files::Inherited`]).
+    pub fn inherit_fds(mut self, specs: Vec<String>) -> Self {
+        self.inner.inherit_fds = specs;
+        self
+    }
+
+    pub fn build(mut self) -> Result<Restore, RestoreError> {
+        self.inner.inherited = crate::files::Inherited::parse(&self.inner.inherit_fds)?;
         let dir = &self.inner.images_dir;
         if !dir.is_dir() {
             return Err(RestoreError::BadImage {
@@ -131,6 +141,8 @@ impl Restore {
                 tcp_established: false,
                 pidfile: None,
                 container: Default::default(),
+                inherit_fds: Vec::new(),
+                inherited: Default::default(),
             },
         }
     }
@@ -152,6 +164,9 @@ impl Restore {
         }
         let dir = self.images_dir.as_path();
         let (img, mut tree) = image::load_tree(dir)?;
+        // Every external description needs its fd handed in: checked before any namespace changes.
+        self.inherited
+            .check(tree.tasks.first().map_or(&[][..], |t| t.descs.as_slice()))?;
         // A container image: enter its namespaces first, so its files are opened inside them.
         let root_pid = tree.tasks.first().map_or(Pid(0), |t| t.pid);
         let container =
@@ -245,9 +260,10 @@ impl Restore {
         };
         let mut shared = prepare::TreeShared::default();
         // Every open file description once, before any fork: tasks that shared one inherit the same.
-        let opened = crate::files::open_all(
+        let opened = crate::files::open_all_inheriting(
             tree.tasks.first().map_or(&[][..], |t| t.descs.as_slice()),
             self.tcp_established,
+            &self.inherited,
         )?;
         let mut nodes = Vec::with_capacity(planned.len());
         for p in &planned {
@@ -316,16 +332,20 @@ impl Restore {
         if let Some(p) = &pidns {
             p.enter()?;
         }
-        let started = launch::start_tree(nodes)?;
+        let mut before_release = |root: u32| match &container {
+            Some(_) => crate::container::show_tree_pid_namespace(root),
+            None => Ok(()),
+        };
+        let started = launch::start_tree_with(nodes, &mut before_release)?;
         if let Some(path) = &self.pidfile {
-            let at = pidfile
-                .as_ref()
-                .map_or(path.as_path(), |(_, p)| p.as_path());
-            std::fs::write(at, format!("{}\n", started.pid)).map_err(|source| {
-                RestoreError::Pidfile {
-                    path: path.clone(),
-                    source,
-                }
+            let text = format!("{}\n", started.pid);
+            let written = match &pidfile {
+                Some((dir, name)) => crate::container::write_at(dir, name, text.as_bytes()),
+                None => std::fs::write(path, text),
+            };
+            written.map_err(|source| RestoreError::Pidfile {
+                path: path.clone(),
+                source,
             })?;
         }
         Ok(Restored {

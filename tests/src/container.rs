@@ -8,6 +8,7 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -25,12 +26,36 @@ pub struct Container {
     agent_pid: i32,
     init_pid: i32,
     scratch: Scratch,
+    /// The read end of the container's stdout pipe (non-blocking), when started with one.
+    stdout: Option<std::fs::File>,
+    /// What was read from `stdout` so far.
+    stdout_seen: std::cell::RefCell<String>,
 }
 
 impl Container {
     /// Builds the Kata-like layout and starts the container; returns when the workload inside announced
     /// `READY`.
     pub fn start(agent_bin: &Path, workload_bin: &Path, workload_args: &[&str]) -> Result<Self> {
+        Self::start_inner(agent_bin, workload_bin, workload_args, false)
+    }
+
+    /// [`Container::start`], the container's stdout being a pipe whose read end only the test holds (as
+    /// kata-agent hands a container stdio pipes); `READY` and the verdict arrive there
+    /// ([`Container::read_stdout_until`]).
+    pub fn start_with_stdout_pipe(
+        agent_bin: &Path,
+        workload_bin: &Path,
+        workload_args: &[&str],
+    ) -> Result<Self> {
+        Self::start_inner(agent_bin, workload_bin, workload_args, true)
+    }
+
+    fn start_inner(
+        agent_bin: &Path,
+        workload_bin: &Path,
+        workload_args: &[&str],
+        stdout_pipe: bool,
+    ) -> Result<Self> {
         require_root()?;
         let scratch = Scratch::new("container")?;
         let base = scratch.path().join("agent");
@@ -46,9 +71,29 @@ impl Container {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         isolate(&mut cmd, true);
+        let pipe = if stdout_pipe {
+            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| {
+                HarnessError::Sys {
+                    what: "pipe for the container's stdout".into(),
+                    source,
+                }
+            })?;
+            crate::harness::pass_as_fd3(&mut cmd, w.as_raw_fd());
+            cmd.env("CTR_AGENT_STDOUT_FD", "3");
+            Some((r, w))
+        } else {
+            None
+        };
         let mut agent = cmd
             .spawn()
             .map_err(io_err("starting the container agent", agent_bin))?;
+        // Only the container keeps the write end.
+        let pipe_read = pipe.map(|(r, w)| {
+            drop(w);
+            let f = std::fs::File::from(r);
+            set_nonblocking(&f);
+            f
+        });
         let stdin = agent.stdin.take();
         let Some(stdout) = agent.stdout.take() else {
             return Err(HarnessError::Sys {
@@ -81,7 +126,13 @@ impl Container {
             agent_pid,
             init_pid,
             scratch,
+            stdout: pipe_read,
+            stdout_seen: Default::default(),
         };
+        if c.stdout.is_some() {
+            c.read_stdout_until("READY ", READY_TIMEOUT)?;
+            return Ok(c);
+        }
         let log = c.log_path();
         if !wait_until(READY_TIMEOUT, || {
             let text = read_lossy(&log);
@@ -95,6 +146,28 @@ impl Container {
             });
         }
         Ok(c)
+    }
+
+    /// The read end of the container's stdout pipe, when started with one.
+    pub fn stdout_pipe(&self) -> Option<&std::fs::File> {
+        self.stdout.as_ref()
+    }
+
+    /// Reads the container's stdout pipe until what was read holds `needle`; returns all of it.
+    pub fn read_stdout_until(&self, needle: &str, timeout: std::time::Duration) -> Result<String> {
+        let Some(f) = &self.stdout else {
+            return Err(HarnessError::Verdict {
+                workload: "ctr_agent".into(),
+                pid: self.agent_pid,
+                detail: "the container was started without a stdout pipe".into(),
+                logs: self.log_text(),
+            });
+        };
+        read_until(f, &self.stdout_seen, needle, timeout).map_err(|seen| HarnessError::Timeout {
+            what: format!("{needle:?} on the container's stdout pipe"),
+            after: timeout,
+            logs: format!("stdout pipe: {seen}\nlog: {}", self.log_text()),
+        })
     }
 
     /// The agent (its mount namespace is the "outside" of the container).
@@ -175,6 +248,46 @@ impl Container {
             });
         }
         Ok(self.log_text())
+    }
+}
+
+/// Makes `f` non-blocking (a pipe read end polled by [`read_until`]).
+pub fn set_nonblocking(f: &std::fs::File) {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    if let Ok(fl) = fcntl(f, FcntlArg::F_GETFL) {
+        let _ = fcntl(
+            f,
+            FcntlArg::F_SETFL(OFlag::from_bits_truncate(fl) | OFlag::O_NONBLOCK),
+        );
+    }
+}
+
+/// Reads the non-blocking `f` into `seen` until `seen` holds `needle` (Ok, all of it) or `timeout` passes
+/// (Err, what was seen).
+pub fn read_until(
+    mut f: &std::fs::File,
+    seen: &std::cell::RefCell<String>,
+    needle: &str,
+    timeout: std::time::Duration,
+) -> std::result::Result<String, String> {
+    use std::io::Read;
+    let mut buf = [0u8; 4096];
+    let found = wait_until(timeout, || {
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen
+                    .borrow_mut()
+                    .push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        seen.borrow().contains(needle)
+    });
+    let text = seen.borrow().clone();
+    if found {
+        Ok(text)
+    } else {
+        Err(text)
     }
 }
 

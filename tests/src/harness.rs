@@ -462,6 +462,25 @@ pub(crate) fn isolate(cmd: &mut Command, new_session: bool) {
     }
 }
 
+/// Hands `fd` to a command's child as its fd 3 (after [`isolate`], which marks every fd from 3 up
+/// close-on-exec: the dup clears that flag on the copy).
+pub fn pass_as_fd3(cmd: &mut Command, fd: std::os::fd::RawFd) {
+    // SAFETY: the closure runs in the forked child before exec and only calls dup2 (async-signal-safe);
+    // `fd` stays open in the parent until the child is spawned.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if fd == 3 {
+                let fl = libc::fcntl(3, libc::F_GETFD);
+                libc::fcntl(3, libc::F_SETFD, fl & !libc::FD_CLOEXEC);
+            }
+            Ok(())
+        });
+    }
+}
+
 pub(crate) fn read_lossy(path: &Path) -> String {
     fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())

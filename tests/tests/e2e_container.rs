@@ -321,6 +321,13 @@ fn dump_restore(wipe_sandbox_shm: bool) {
         status.contains(&format!("NSpid:\t{restored}\t1\n")),
         "the restored init is pid 1 of a new pid namespace:\n{status}"
     );
+    // The container's own /proc (reached through its root) is a proc of its pid namespace: pid 1 there is
+    // the init, with a single NSpid level.
+    let inner = std::fs::read_to_string(format!("/proc/{restored}/root/proc/1/status")).unwrap();
+    assert!(
+        inner.contains("NSpid:\t1\n") && inner.contains("Name:\tsh\n"),
+        "the container's /proc must show its own pid namespace:\n{inner}"
+    );
     let child =
         std::fs::read_to_string(format!("/proc/{restored}/task/{restored}/children")).unwrap();
     assert_eq!(
@@ -343,5 +350,97 @@ fn dump_restore(wipe_sandbox_shm: bool) {
     assert!(
         log.contains("PASS wl_container") && log.contains("sh: workload exited 0"),
         "the restored workload's verdict:\n{log}"
+    );
+}
+
+/// The container's stdout is a pipe whose read end only the test holds (kata-agent's stdio pipes): the
+/// dump records it as external (`pipe:[INODE]`); a restore without `--inherit-fd` fails naming the key and
+/// the flag; a restore with `--inherit-fd fd[3]:pipe:[INODE]` and a fresh pipe's write end as dormant's
+/// fd 3 gives the restored container that pipe: the verdict arrives on it, nothing more on the old one.
+#[test]
+fn container_stdout_pipe_is_inherited_at_restore() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+
+    let c = Container::start_with_stdout_pipe(
+        Path::new(env!("CARGO_BIN_EXE_ctr_agent")),
+        Path::new(env!("CARGO_BIN_EXE_wl_container")),
+        &[],
+    )
+    .unwrap();
+    let init = c.init_pid();
+    let workload = c.workload_pid().unwrap();
+    let old = c.stdout_pipe().unwrap();
+    let key = format!("pipe:[{}]", old.metadata().unwrap().ino());
+    let img = c.scratch().join("img");
+    let img_s = img.to_str().unwrap();
+    let out = dormant_in_agent(&c, &["dump", "-t", &init.to_string(), "-D", img_s]);
+    assert!(
+        out.status.success(),
+        "a container whose stdout pipe is held outside must dump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        wait_until(FINISH_TIMEOUT, || pid_is_free(init)
+            && pid_is_free(workload)),
+        "the dumped container must be gone"
+    );
+
+    // Without the flag: refused before anything is restored, naming the key and the flag.
+    let out = dormant_in_agent(&c, &["restore", "-d", "-D", img_s]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "restore without --inherit-fd: {err}");
+    assert!(
+        err.contains(&key) && err.contains(&format!("--inherit-fd fd[N]:{key}")),
+        "the error must name {key} and the flag: {err}"
+    );
+    assert!(
+        pid_is_free(init),
+        "nothing may be left of a refused restore"
+    );
+
+    // With a fresh pipe handed in as dormant's fd 3.
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let pidfile = c.scratch().join("restored.pid");
+    let mut cmd = c.in_agent_ns(dormant_bin().unwrap());
+    cmd.args(["restore", "-d", "-D", img_s, "--pidfile"])
+        .arg(&pidfile)
+        .arg("--inherit-fd")
+        .arg(format!("fd[3]:{key}"));
+    dormant_tests::harness::pass_as_fd3(&mut cmd, w.as_raw_fd());
+    let out = cmd.output().unwrap();
+    drop(w);
+    assert!(
+        out.status.success(),
+        "restore with --inherit-fd: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored = read_pid(&pidfile);
+    let _guard = KillOnDrop(restored);
+    assert_eq!(restored, init);
+    let fresh = std::fs::File::from(r);
+    let fresh_ino = fresh.metadata().unwrap().ino();
+    for pid in [restored, workload] {
+        let link = std::fs::read_link(format!("/proc/{pid}/fd/1")).unwrap();
+        assert_eq!(
+            link.to_string_lossy(),
+            format!("pipe:[{fresh_ino}]"),
+            "pid {pid}'s stdout must be the pipe handed in"
+        );
+    }
+    dormant_tests::container::set_nonblocking(&fresh);
+    c.trigger().unwrap();
+    let seen = std::cell::RefCell::new(String::new());
+    let text =
+        dormant_tests::container::read_until(&fresh, &seen, "sh: workload exited", FINISH_TIMEOUT)
+            .unwrap_or_else(|t| panic!("no verdict on the new pipe: {t:?}\nlog: {}", c.log_text()));
+    assert!(
+        text.contains("PASS wl_container") && text.contains("sh: workload exited 0"),
+        "the restored workload's verdict on the new pipe:\n{text}"
+    );
+    let before = c.read_stdout_until("READY ", FINISH_TIMEOUT).unwrap();
+    assert!(
+        !before.contains("PASS") && !before.contains("sh: workload exited"),
+        "nothing of the restored container may arrive on the old pipe: {before}"
     );
 }

@@ -46,6 +46,9 @@ pub struct FileCollector {
     tcp_established: bool,
     /// Copies of the TCP sockets left in repair mode; see [`inet::RepairedSockets`].
     repaired: inet::RepairedSockets,
+    /// Dump a pipe end whose other end only processes outside the dump hold as [`DescKind::External`]
+    /// instead of refusing the dump (see [`FileCollector::external_pipes`]).
+    external_pipes: bool,
 }
 
 /// What tells two listings of one lock apart: (kind, write, start, len).
@@ -89,6 +92,13 @@ impl FileCollector {
     /// [`inet::RepairedSockets::close_silently`]) or drops them to switch repair mode off.
     pub fn take_repaired(&mut self) -> inet::RepairedSockets {
         std::mem::take(&mut self.repaired)
+    }
+
+    /// Lets pipes whose other end is held only outside the dump be dumped as external (`pipe:[INODE]`,
+    /// handed in again at restore with `--inherit-fd`): always for a container (its stdio comes from the
+    /// agent), on request (`--external-pipes`) otherwise.
+    pub fn external_pipes(&mut self, yes: bool) {
+        self.external_pipes = yes;
     }
 
     /// The fd table of `pid` (ascending). Files reachable by path go into `table`; the rest into this
@@ -319,7 +329,7 @@ impl FileCollector {
 
     /// Checks what only the whole dump can tell (every unix socket's peer is in it) and writes
     /// `file-descs`. `pid` names the root task in errors.
-    pub fn finish(&self, pid: u32, writer: &mut ImageWriter) -> Result<()> {
+    pub fn finish(&mut self, pid: u32, writer: &mut ImageWriter) -> Result<()> {
         let inos: HashSet<u64> = self
             .descs
             .iter()
@@ -355,18 +365,40 @@ impl FileCollector {
                 });
             }
         }
-        // A pipe whose other end is open but held by no dumped task would be cut off by a restore.
+        // A pipe whose other end is open but held by no dumped task would be cut off by a restore, unless
+        // the end is dumped as external (containers, `--external-pipes`): the caller hands a new one in at
+        // restore (`--inherit-fd`).
+        let mut external = Vec::new();
         for (&(ino, write), &(pid, fd, peer_open)) in &self.pipe_ends {
             if peer_open && !self.pipe_ends.contains_key(&(ino, !write)) {
+                if self.external_pipes {
+                    log::info!(
+                        "pid {pid} fd {fd}: the {} end of pipe:[{ino}] is held outside the dump: dumped \
+                         as external (restore with --inherit-fd fd[N]:pipe:[{ino}])",
+                        if write { "read" } else { "write" }
+                    );
+                    external.push((ino, write));
+                    continue;
+                }
                 return Err(DumpError::FileDesc {
                     pid,
                     fd,
                     kind: "pipe",
                     reason: format!(
-                        "the {} end of pipe:[{ino}] is held by a process outside the dump",
+                        "the {} end of pipe:[{ino}] is held by a process outside the dump (dump it as \
+                         external with --external-pipes and restore with --inherit-fd fd[N]:pipe:[{ino}])",
                         if write { "read" } else { "write" }
                     ),
                 });
+            }
+        }
+        for d in &mut self.descs {
+            if let DescKind::PipeEnd { pipe, write, .. } = d.kind {
+                if external.contains(&(pipe, write)) {
+                    d.kind = DescKind::External {
+                        key: format!("pipe:[{pipe}]"),
+                    };
+                }
             }
         }
         // Likewise a FIFO: an end kept open outside would also keep the buffered bytes, which restore

@@ -139,6 +139,11 @@ pub enum DescKind {
     /// An established TCP connection (IPv4 or IPv6), dumped with `TCP_REPAIR` under `--tcp-established`
     /// and rebuilt in repair mode (no handshake: the peer keeps its socket and never sees a reconnect).
     TcpEstablished(TcpConnection),
+    /// A description whose other side lives outside the dumped tree and is not carried (CRIU's external
+    /// files): today one end of a pipe whose other end only processes outside the dump held (`key` is
+    /// `pipe:[INODE]`), such as the stdio pipes kata-agent hands a container. Restore uses the descriptor
+    /// the caller hands over for the key (`--inherit-fd fd[N]:KEY`) and fails without one.
+    External { key: String },
 }
 
 /// One datagram waiting in a unix datagram socket's receive queue.

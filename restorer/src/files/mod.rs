@@ -6,6 +6,7 @@
 //! registrations, which are keyed by the fd number the task uses).
 
 mod fifo;
+mod inherit;
 mod open;
 mod tcp;
 mod unix;
@@ -15,6 +16,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use dormant_image::records::{DescId, DescKind, Fd, FdFile, FileDesc, FileLock, LockKind};
 
+pub use inherit::{InheritSpecError, Inherited};
 pub use open::open_one;
 
 /// fcntl commands and `struct f_owner_ex` (not in the libc crate for this target).
@@ -190,6 +192,7 @@ pub fn kind_name(k: &DescKind) -> &'static str {
         DescKind::UnixConn { .. } => "unix connection",
         DescKind::UnixDgram { .. } => "unix datagram socket",
         DescKind::TcpEstablished(_) => "TCP connection",
+        DescKind::External { .. } => "external",
     }
 }
 
@@ -198,6 +201,15 @@ pub fn kind_name(k: &DescKind) -> &'static str {
 pub fn open_all(
     descs: &[FileDesc],
     tcp_established: bool,
+) -> Result<OpenedFiles, FileRestoreError> {
+    open_all_inheriting(descs, tcp_established, &Inherited::default())
+}
+
+/// [`open_all`], external descriptions taken from `inherited` (`--inherit-fd`).
+pub fn open_all_inheriting(
+    descs: &[FileDesc],
+    tcp_established: bool,
+    inherited: &Inherited,
 ) -> Result<OpenedFiles, FileRestoreError> {
     if !tcp_established {
         if let Some((d, c)) = descs.iter().find_map(|d| match &d.kind {
@@ -215,6 +227,7 @@ pub fn open_all(
         }
     }
     let mut state = open::State::default();
+    state.inherited = inherited.clone();
     let mut opened = OpenedFiles::default();
     // Listeners first: connections accepted from one are rebuilt through it, and an accepted TCP
     // connection rebinds the listener's port (allowed in repair mode while the listener exists; the

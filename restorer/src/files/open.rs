@@ -18,6 +18,8 @@ pub struct State {
     unix_desc: HashMap<u64, DescId>,
     /// Restored listening unix sockets by name (copies), for connections accepted from them.
     listeners: HashMap<Vec<u8>, OwnedFd>,
+    /// `--inherit-fd` descriptors for external descriptions.
+    pub(super) inherited: super::Inherited,
 }
 
 pub(super) fn check(r: libc::c_int) -> Result<libc::c_int, Errno> {
@@ -275,6 +277,8 @@ pub fn open_one(d: &FileDesc, st: &mut State) -> Result<OwnedFd, FileRestoreErro
                 source,
             })?
         }
+        // The caller's description as it is: its status flags are the caller's business.
+        DescKind::External { key } => return st.inherited.dup(id, key),
         DescKind::Inet(s) => open_inet(s).map_err(|(what, source)| FileRestoreError::Sys {
             id,
             kind,

@@ -12,13 +12,16 @@
 //!
 //! Then it creates the container's init with new mount, pid, uts and ipc namespaces, which, like
 //! kata-agent's container setup, makes `/` `MS_SLAVE|MS_REC` (so every mount of the container is a slave
-//! of a peer group that lives only in the agent's namespace), bind-mounts the rootfs, mounts proc and a
+//! of a peer group that lives only in the agent's namespace), bind-mounts the rootfs, mounts proc (with
+//! `/proc/timer_list` masked by /dev/null and a read-only `/proc/sys`, as kata-agent does) and a
 //! tmpfs /dev with /dev/null|zero|urandom bound from the agent, binds `BASE/sandbox/shm` on /dev/shm and the
 //! shared `hosts` and `resolv.conf` on /etc, sets the hostname, `pivot_root`s and execs
 //! `/bin/sh /run.sh`: a busybox shell that runs the workload as its child.
 //!
 //! The container's stdout and stderr are `BASE/../container.log`, a file outside the container's mount
-//! namespace (as kata-agent hands a container its stdio).
+//! namespace (as kata-agent hands a container its stdio). With `CTR_AGENT_STDOUT_FD=3` in the environment
+//! the container's stdout is instead the agent's fd 3 (a pipe whose read end the test holds, as kata-agent
+//! hands a container stdio pipes); the agent closes its own copy once the container is started.
 //!
 //! The agent prints `AGENT <agent pid> INIT <init pid>` and then reaps children until its stdin reaches EOF;
 //! then it kills the container (if it is still its child) and exits, which tears its namespace down. Tests
@@ -188,7 +191,7 @@ fn build_agent_side(base: &Path, workload: &Path, extra: &str) -> Result<(PathBu
 }
 
 /// Runs in the container's init (pid 1 of its pid namespace): mounts, pivot_root, exec the shell.
-fn container_init(cdir: &Path, shm: &Path, stdio: RawFd) -> Result<()> {
+fn container_init(cdir: &Path, shm: &Path, stdio: RawFd, stdout: Option<RawFd>) -> Result<()> {
     // kata-agent: every mount of the container becomes a slave of the agent's.
     set_propagation(Path::new("/"), MsFlags::MS_REC | MsFlags::MS_SLAVE)?;
     let rootfs = cdir.join("rootfs");
@@ -212,6 +215,20 @@ fn container_init(cdir: &Path, shm: &Path, stdio: RawFd) -> Result<()> {
         ),
         "mount proc",
     )?;
+    // Masked and read-only paths under /proc, as kata-agent sets them: submounts of the container's proc.
+    bind(Path::new("/dev/null"), &rootfs.join("proc/timer_list"))?;
+    let sys = rootfs.join("proc/sys");
+    bind(&sys, &sys)?;
+    ctx(
+        mount(
+            None::<&str>,
+            &sys,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        ),
+        "make /proc/sys read-only",
+    )?;
     let dev = rootfs.join("dev");
     mount_tmpfs(&dev, "ctr-dev")?;
     for node in ["null", "zero", "urandom"] {
@@ -233,9 +250,8 @@ fn container_init(cdir: &Path, shm: &Path, stdio: RawFd) -> Result<()> {
         "umount the old root",
     )?;
 
-    for fd in [1, 2] {
-        dup_onto(stdio, fd)?;
-    }
+    dup_onto(stdout.unwrap_or(stdio), 1)?;
+    dup_onto(stdio, 2)?;
     let null = ctx(
         fs::OpenOptions::new().read(true).open("/dev/null"),
         "open /dev/null",
@@ -269,7 +285,7 @@ fn close_from(first: u32) {
 }
 
 /// Forks the container's init into new mount, pid, uts and ipc namespaces.
-fn start_container(cdir: &Path, shm: &Path, log: &Path) -> Result<Pid> {
+fn start_container(cdir: &Path, shm: &Path, log: &Path, stdout: Option<RawFd>) -> Result<Pid> {
     let stdio = ctx(
         fs::OpenOptions::new()
             .create(true)
@@ -286,7 +302,7 @@ fn start_container(cdir: &Path, shm: &Path, log: &Path) -> Result<Pid> {
         | CloneFlags::CLONE_NEWIPC;
     let cdir = cdir.to_path_buf();
     let shm = shm.to_path_buf();
-    let child = Box::new(move || match container_init(&cdir, &shm, fd) {
+    let child = Box::new(move || match container_init(&cdir, &shm, fd, stdout) {
         Ok(()) => 0,
         Err(Failure(msg)) => {
             let _ = writeln!(std::io::stderr(), "ctr_agent: container init: {msg}");
@@ -312,7 +328,15 @@ fn run() -> Result<()> {
         .ok_or_else(|| Failure("BASE has no parent".into()))?
         .join("container.log");
     let (cdir, shm) = build_agent_side(&base, &workload, &extra.join(" "))?;
-    let init = start_container(&cdir, &shm, &log)?;
+    let stdout: Option<RawFd> = match std::env::var("CTR_AGENT_STDOUT_FD") {
+        Ok(v) => Some(ctx(v.parse(), "CTR_AGENT_STDOUT_FD")?),
+        Err(_) => None,
+    };
+    let init = start_container(&cdir, &shm, &log, stdout)?;
+    if let Some(fd) = stdout {
+        // SAFETY: the agent's own copy of the container's stdout, used by nothing else here.
+        unsafe { libc::close(fd) };
+    }
     println!("AGENT {} INIT {}", std::process::id(), init);
     ctx(std::io::stdout().flush(), "flush stdout")?;
 

@@ -12,7 +12,9 @@
 //!   through the file), and an unmapped file `/dev/shm/plain` keeps its content and mode;
 //! - its own `/proc/self/mountinfo`, normalised (mount and peer-group ids renumbered, device numbers left
 //!   out), is the same tree as before;
-//! - its parent is still the shell, pid 1.
+//! - its parent is still the shell, pid 1;
+//! - the container's /proc shows the container's pid namespace: `/proc/self` is its own (inner) pid,
+//!   `/proc/1` is the shell, and its `NSpid` has one level (a proc of an outer namespace shows two).
 
 use std::fs;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
@@ -250,6 +252,32 @@ fn normalised_mountinfo() -> Result<Vec<String>, String> {
     Ok(result)
 }
 
+/// Checks that /proc is a proc of this process's own pid namespace.
+fn proc_is_own_pid_namespace() -> Result<(), String> {
+    let me = std::process::id().to_string();
+    let link = fs::read_link("/proc/self").map_err(|e| format!("readlink /proc/self: {e}"))?;
+    if link.to_string_lossy() != me {
+        return Err(format!(
+            "/proc/self is {}, but getpid() is {me}: /proc shows another pid namespace",
+            link.display()
+        ));
+    }
+    let init = fs::read_to_string("/proc/1/status").map_err(|e| format!("/proc/1/status: {e}"))?;
+    let name = init.lines().find_map(|l| l.strip_prefix("Name:\t"));
+    if name != Some("sh") {
+        return Err(format!("/proc/1 is {name:?}, want the container's shell"));
+    }
+    let own =
+        fs::read_to_string("/proc/self/status").map_err(|e| format!("/proc/self/status: {e}"))?;
+    let nspid = own.lines().find_map(|l| l.strip_prefix("NSpid:"));
+    if nspid.map(|v| v.split_whitespace().collect::<Vec<_>>()) != Some(vec![me.as_str()]) {
+        return Err(format!(
+            "NSpid is {nspid:?} in /proc/self/status, want only {me}"
+        ));
+    }
+    Ok(())
+}
+
 fn body() -> Result<ExitCode, WorkloadError> {
     let args = WorkloadArgs::from_env("[--inject-fault]")?;
     let host = hostname().map_err(|e| WorkloadError::setup("hostname", e))?;
@@ -259,6 +287,7 @@ fn body() -> Result<ExitCode, WorkloadError> {
             format!("is {host}, the container should be {HOSTNAME}"),
         ));
     }
+    proc_is_own_pid_namespace().map_err(|e| WorkloadError::setup("/proc", e))?;
     let sysv = SysvShm::create()?;
     let posix = PosixShm::create()?;
     fs::write(PLAIN_PATH, PLAIN_TEXT).map_err(|e| WorkloadError::setup(PLAIN_PATH, e))?;
@@ -314,6 +343,7 @@ fn body() -> Result<ExitCode, WorkloadError> {
             }
         }),
     );
+    report.check("proc-shows-own-pid-namespace", proc_is_own_pid_namespace());
     report.check(
         "parent-is-container-shell",
         match nix::unistd::getppid().as_raw() {
