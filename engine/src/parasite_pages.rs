@@ -1,18 +1,25 @@
-//! Private pages through the injected parasite: the blob vmsplices page ranges into pipes (one per
-//! copy thread, at most fs.pipe-max-size each) and dumper threads splice them into the page store, so
-//! each byte is copied once (page -> page cache) instead of twice (page -> buffer -> page cache).
+//! Private pages through the injected parasite: the blob takes the crc32 of each page range in place and
+//! vmsplices it into a pipe (two per copy thread, at most fs.pipe-max-size each), and dumper threads
+//! splice the pipes into the page store while the blob fills the next ones. Each byte is copied once
+//! (page -> page cache) and read once more by the crc in the target, against two copies plus a crc for
+//! process_vm_readv (page -> buffer -> page cache).
 //!
-//! Only readable mappings go this way (vmsplice cannot read PROT_NONE pages); the rest, and everything
+//! Only readable mappings go this way (vmsplice cannot read PROT_NONE pages); the rest, everything when
+//! the readable part is too small to pay for the injection ([`PARASITE_MIN_BYTES`]), and everything
 //! when injection is refused or fails before any page moved, goes through [`mem::copy_chunks`].
 
 use dormant_image::PageStoreWriter;
-use dormant_parasite::{Parasite, SpliceError, Tid};
+use dormant_parasite::{PagePiece, Parasite, SpliceError, Tid};
 
 use crate::error::{DumpError, Result};
 use crate::mem::{self, CollectedVma, CopyChunk, CopyMethod};
 
 /// Bytes asked for each page pipe (the kernel caps it at fs.pipe-max-size, 1 MiB by default).
 const PIPE_SIZE: u64 = 1 << 20;
+
+/// Below this many readable bytes the parasite is not injected: injecting, opening pipes and curing
+/// cost about as much as process_vm_readv needs for this much memory (benches/page_dump.rs).
+pub const PARASITE_MIN_BYTES: u64 = 64 << 20;
 
 /// Copy `chunks` of task `pid` (single-threaded, or with its other threads stopped) into `store`
 /// through the parasite; returns the bytes written.
@@ -32,6 +39,11 @@ pub fn copy_chunks(
     let (direct, rest): (Vec<CopyChunk>, Vec<CopyChunk>) =
         chunks.iter().copied().partition(|c| readable(c));
     let (mem_file, pool) = fallback;
+    let direct_bytes: u64 = direct.iter().map(|c| c.len).sum();
+    if direct_bytes < PARASITE_MIN_BYTES {
+        log::debug!("pid {pid}: {direct_bytes} bytes of pages, process_vm_readv without the parasite");
+        return mem::copy_chunks(pid, mem_file, chunks, store, pool, CopyMethod::VmReadv);
+    }
     let parasite_bytes = match splice_all(pid, &direct, store, threads) {
         Ok(n) => n,
         Err(Fallback(reason)) => {
@@ -69,7 +81,7 @@ fn splice_all(
     };
     let mut parasite =
         Parasite::inject(Tid(pid as i32), &[]).map_err(|e| Fallback(e.to_string()))?;
-    let pipes = if threads > 0 {
+    let drains = if threads > 0 {
         threads
     } else {
         std::thread::available_parallelism()
@@ -77,15 +89,17 @@ fn splice_all(
             .unwrap_or(1)
             .clamp(1, 4)
     };
-    if let Err(e) = parasite.open_page_pipes(pipes, PIPE_SIZE) {
+    // Two pipes per drain thread: the blob fills one half while the threads drain the other.
+    if let Err(e) = parasite.open_page_pipes(2 * drains, PIPE_SIZE) {
         // Nothing stored yet: cure and fall back.
         parasite.cure().map_err(|e| Failed(perr("cure")(e)))?;
         return Err(Fallback(e.to_string()));
     }
     let extents: Vec<(u64, u64, u32)> = chunks.iter().map(|c| (c.vaddr, c.len, c.flags)).collect();
-    let moved = parasite.splice_pages(&extents, |vaddr, len, flags, fd| {
+    let moved = parasite.splice_pages(&extents, drains, |p: PagePiece, fd| {
+        // The blob took the crc of these very bytes in the frozen target: nothing is read back.
         store
-            .write_extent_from_fd(vaddr, flags, fd, len)
+            .write_extent_from_fd_with_crc(p.vaddr, p.tag, fd, p.len, p.crc32)
             .map(drop)
             .map_err(|source| DumpError::Image {
                 pid,

@@ -29,7 +29,7 @@ pub mod test_hooks;
 
 pub use blob::BlobImage;
 pub use error::ParasiteError;
-pub use parasite::{Parasite, SpliceError, ThreadInfo};
+pub use parasite::{PagePiece, Parasite, SpliceError, ThreadInfo};
 pub use ptrace::{get_sigmask, set_sigmask, SigMask};
 pub use remote::{RemoteScratch, RemoteTask, Tid};
 pub use site::find_syscall_site;
