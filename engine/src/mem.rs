@@ -265,10 +265,12 @@ pub enum CopyMethod {
     VmReadv,
     /// `pread` of `/proc/<pid>/mem` only: a kernel bounce page per 4 KiB, but it reads every page.
     ProcMem,
-    /// The injected parasite vmsplices readable pages into pipes that copy threads splice into the
-    /// page store (one copy instead of two); unreadable ones go through `VmReadv`, and so does
-    /// everything when injection is refused (see [`crate::parasite_pages`]). The default: measured
-    /// at or above process_vm_readv (benches/page_dump.rs), and it leaves the copy to the kernel.
+    /// The injected parasite takes the crc32 of readable pages in place and vmsplices them into
+    /// pipes that copy threads splice into the page store (one copy and one read instead of two
+    /// copies and a read); unreadable ones go through `VmReadv`, and so does everything when the
+    /// readable part is below [`crate::parasite_pages::PARASITE_MIN_BYTES`] or injection is refused
+    /// (see [`crate::parasite_pages`]). The default: from 64 MiB on it measured faster than
+    /// process_vm_readv (benches/page_dump.rs; numbers in docs/design-notes.md, Dump).
     #[default]
     Parasite,
 }

@@ -327,11 +327,10 @@ impl Parasite {
     /// (e.g. page flags) goes with every piece, and so does the crc32 of its bytes, taken by the blob
     /// right before the vmsplice (so the sink never reads the data). Returns the bytes moved.
     ///
-    /// Pipelined: `drain_threads` dumper threads (at least 1) drain pipes while this thread has the
-    /// blob fill the free ones, one command for all of them (each command costs a ptrace round trip
-    /// and a few syscall stops, so it waits until about as many pipes are free as there are drain
-    /// threads). Open about twice as many pipes as drain threads, so one half fills while the other
-    /// drains.
+    /// Pipelined: `drain_threads` dumper threads (at least 1, at most one per pipe) drain pipes while
+    /// this thread has the blob fill the free ones, one command for all of them. Each command costs a
+    /// ptrace round trip and two syscall stops per vmsplice, so it waits until half the pipes are
+    /// free: open at least two pipes per drain thread, so one half fills while the other drains.
     pub fn splice_pages<E, F>(
         &mut self,
         extents: &[(u64, u64, u32)],
@@ -368,7 +367,7 @@ impl Parasite {
         // The pipes leave `self` while the drain threads borrow them (commands need `&mut self`).
         let pipes = std::mem::take(&mut self.pipes);
         let drain_threads = drain_threads.clamp(1, pipes.len());
-        let refill_at = pipes.len().saturating_sub(drain_threads).max(1);
+        let refill_at = (pipes.len() / 2).max(1);
         let max_iovs = split_data(pipes.len(), 0).max_iovs;
         let (job_tx, job_rx) = mpsc::channel::<(usize, Vec<PagePiece>)>();
         let job_rx = Mutex::new(job_rx);
