@@ -48,7 +48,9 @@ pub fn copy_chunks(
     let (mem_file, pool) = fallback;
     let direct_bytes: u64 = direct.iter().map(|c| c.len).sum();
     if direct_bytes < PARASITE_MIN_BYTES {
-        log::debug!("pid {pid}: {direct_bytes} bytes of pages, process_vm_readv without the parasite");
+        log::debug!(
+            "pid {pid}: {direct_bytes} bytes of pages, process_vm_readv without the parasite"
+        );
         return mem::copy_chunks(pid, mem_file, chunks, store, pool, CopyMethod::VmReadv);
     }
     let parasite_bytes = match splice_all(pid, &direct, store, threads) {

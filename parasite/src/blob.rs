@@ -23,7 +23,10 @@ pub(crate) fn cpu_supported() -> Result<(), ParasiteError> {
         ("sse2", std::arch::is_x86_feature_detected!("sse2")),
         ("ssse3", std::arch::is_x86_feature_detected!("ssse3")),
         ("sse4.1", std::arch::is_x86_feature_detected!("sse4.1")),
-        ("pclmulqdq", std::arch::is_x86_feature_detected!("pclmulqdq")),
+        (
+            "pclmulqdq",
+            std::arch::is_x86_feature_detected!("pclmulqdq"),
+        ),
     ]
     .into_iter()
     .filter(|(_, have)| !have)

@@ -275,7 +275,10 @@ fn run_every_blob_command(w: &Workload) {
             [0, random_len, prot, flags, u64::MAX, 0],
         )
         .unwrap() as u64;
-    assert!(random_at < u64::MAX - 4095, "mmap in the target: {random_at:#x}");
+    assert!(
+        random_at < u64::MAX - 4095,
+        "mmap in the target: {random_at:#x}"
+    );
     let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(w.child.id());
     let random: Vec<u8> = (0..random_len / 8)
         .flat_map(|_| {
@@ -342,8 +345,12 @@ fn run_every_blob_command(w: &Workload) {
         .collect();
     assert!(in_random == random, "the random mapping arrived whole");
     assert_eq!(
-        p.syscall(w.tid, libc::SYS_munmap, [random_at, random_len, 0, 0, 0, 0, ])
-            .unwrap(),
+        p.syscall(
+            w.tid,
+            libc::SYS_munmap,
+            [random_at, random_len, 0, 0, 0, 0,]
+        )
+        .unwrap(),
         0
     );
     p.cure().unwrap();
