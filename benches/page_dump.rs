@@ -3,12 +3,16 @@
 //!
 //! Methods: `/proc/<pid>/mem` (pread), `process_vm_readv`, and the parasite's vmsplice into pipes spliced
 //! into the page store (the default), each with one copying thread and with the default pool. The
+//! parasite rows measure `CopyMethod::Parasite` as the dumper runs it: below
+//! `parasite_pages::PARASITE_MIN_BYTES` of pages it does not inject and copies with process_vm_readv, so
+//! at those sizes the rows show that automatic choice. The
 //! target is this binary re-run as a workload holding N MiB of written anonymous memory; every dump runs
 //! with `leave_running`, so one target serves all rows. Guest memory is touched once up front (the host
 //! backs it lazily, and first-touch faults would be charged to whichever row runs first).
 //!
 //! Needs root. Environment: `DORMANT_BENCH_SIZES_MIB` (default `1024,4096`), `DORMANT_BENCH_REPS` (default
-//! 3; each row prints the median ratio and all of them), `DORMANT_BENCH_DIR`.
+//! 3; each row prints the median ratio and all of them), `DORMANT_BENCH_DIR`, `DORMANT_BENCH_ROWS` (only
+//! rows whose name contains one of these `;`-separated strings, e.g. `readv, parallel;parasite`).
 
 use std::error::Error;
 use std::fs::{self, File};
@@ -86,6 +90,11 @@ fn main() -> Result<(), Box<dyn Error>> {
         ("parasite vmsplice, 1 thread", CopyMethod::Parasite, 1),
         ("parasite vmsplice, parallel", CopyMethod::Parasite, 0),
     ];
+    let only = std::env::var("DORMANT_BENCH_ROWS").unwrap_or_default();
+    let rows: Vec<_> = rows
+        .into_iter()
+        .filter(|(name, _, _)| only.split(';').any(|f| name.contains(f.trim())))
+        .collect();
     println!(
         "page dump throughput vs write()+fsync, dir {}",
         dir.display()
@@ -120,7 +129,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         println!(
             "{mib} MiB (each sample right after its own write()+fsync baseline of the same bytes):"
         );
-        for (name, method, threads) in rows {
+        for &(name, method, threads) in &rows {
             // Disk and page-cache speed drift during a run: each measurement gets its own baseline,
             // taken just before it, and a row reports the median of its `reps` ratios.
             let mut samples = Vec::new();

@@ -13,6 +13,9 @@ const TARGET: &str = "x86_64-unknown-linux-gnu";
 const BLOB_FLAGS: &[&str] = &[
     "-Crelocation-model=pie",
     "-Ctarget-feature=+crt-static",
+    // crc32fast's folding path (crcs of spliced pages, see proto CMD_VMSPLICE); the host checks the CPU
+    // has these (`blob::cpu_supported`) before it injects the blob. Keep the two lists in step.
+    "-Ctarget-feature=+sse2,+ssse3,+sse4.1,+pclmulqdq",
     "-Cpanic=abort",
     "-Clink-arg=-nostartfiles",
     "-Clink-arg=-nostdlib",

@@ -261,19 +261,17 @@ pub fn plan_private_pages(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CopyMethod {
     /// `process_vm_readv`, which pins source pages in batches and copies once; pieces it cannot read
-    /// (PROT_NONE pages) fall back to `/proc/<pid>/mem`. The default: in benches/page_dump.rs it is the
-    /// fastest row at every size measured (2 MiB to 4 GiB) but one run's 1 GiB, where the parasite row
-    /// led within the noise. The parasite's copy is not the zero-copy it looks like: the page store
-    /// reads every spliced extent back for its crc32, so it also touches each byte twice, and it pays
-    /// for the injection and a ptrace round trip per pipe-full on top.
-    #[default]
+    /// (PROT_NONE pages) fall back to `/proc/<pid>/mem`.
     VmReadv,
     /// `pread` of `/proc/<pid>/mem` only: a kernel bounce page per 4 KiB, but it reads every page.
     ProcMem,
-    /// The injected parasite vmsplices readable pages into pipes that copy threads splice into the
-    /// page store; unreadable ones go through `VmReadv`, and so does everything when injection is
-    /// refused (see [`crate::parasite_pages`]). Chosen with `--page-copy parasite`; it becomes the
-    /// better default once the blob computes each extent's crc32 itself (no read-back).
+    /// The injected parasite takes the crc32 of readable pages in place and vmsplices them into
+    /// pipes that copy threads splice into the page store (one copy and one read instead of two
+    /// copies and a read); unreadable ones go through `VmReadv`, and so does everything when the
+    /// readable part is below [`crate::parasite_pages::PARASITE_MIN_BYTES`] or injection is refused
+    /// (see [`crate::parasite_pages`]). The default: from 64 MiB on it measured faster than
+    /// process_vm_readv (benches/page_dump.rs; numbers in docs/design-notes.md, Dump).
+    #[default]
     Parasite,
 }
 

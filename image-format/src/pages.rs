@@ -200,6 +200,33 @@ impl PageStoreWriter {
         src: BorrowedFd<'_>,
         len: u64,
     ) -> Result<PageExtent> {
+        self.fd_extent(vaddr, flags, src, len, None)
+    }
+
+    /// Like [`write_extent_from_fd`](Self::write_extent_from_fd), but the caller already knows the
+    /// crc32 (crc32fast's value) of the `len` bytes `src` will deliver, so nothing is read back: the
+    /// bytes are copied once, by the splice. The caller vouches for the crc (the parasite takes it in
+    /// the frozen target right before it vmsplices the same pages); a wrong one makes `verify` and
+    /// restore refuse the image, it cannot corrupt what they accept.
+    pub fn write_extent_from_fd_with_crc(
+        &self,
+        vaddr: u64,
+        flags: u32,
+        src: BorrowedFd<'_>,
+        len: u64,
+        crc32: u32,
+    ) -> Result<PageExtent> {
+        self.fd_extent(vaddr, flags, src, len, Some(crc32))
+    }
+
+    fn fd_extent(
+        &self,
+        vaddr: u64,
+        flags: u32,
+        src: BorrowedFd<'_>,
+        len: u64,
+        crc32: Option<u32>,
+    ) -> Result<PageExtent> {
         self.check_extent(vaddr, len)?;
         let file_offset = self.reserve(len);
         let moved = match self.splice_in(src, file_offset, len)? {
@@ -214,7 +241,10 @@ impl PageStoreWriter {
                 got: moved,
             });
         }
-        let crc32 = crc_of_range(&self.file, &self.data_name, file_offset, len)?;
+        let crc32 = match crc32 {
+            Some(crc) => crc,
+            None => crc_of_range(&self.file, &self.data_name, file_offset, len)?,
+        };
         let extent = PageExtent {
             vaddr,
             len,

@@ -125,10 +125,17 @@ enum Via {
     Pwrite,
     Pipe,
     PlainFile,
+    /// Spliced from a pipe with the crc given by the caller (the parasite's path): nothing read back.
+    PipeWithCrc,
 }
 
 fn via() -> impl Strategy<Value = Via> {
-    prop_oneof![Just(Via::Pwrite), Just(Via::Pipe), Just(Via::PlainFile)]
+    prop_oneof![
+        Just(Via::Pwrite),
+        Just(Via::Pipe),
+        Just(Via::PlainFile),
+        Just(Via::PipeWithCrc)
+    ]
 }
 
 fn write_via(
@@ -140,16 +147,28 @@ fn write_via(
 ) -> PageExtent {
     match how {
         Via::Pwrite => ps.write_extent(vaddr, flags, data).unwrap(),
-        Via::Pipe => {
+        Via::Pipe | Via::PipeWithCrc => {
             let (rx, tx) = nix::unistd::pipe().unwrap();
             let feed = data.to_vec();
             let writer = std::thread::spawn(move || {
                 let mut tx = std::fs::File::from(tx);
                 tx.write_all(&feed).unwrap();
             });
-            let e = ps
-                .write_extent_from_fd(vaddr, flags, rx.as_fd(), data.len() as u64)
-                .unwrap();
+            let len = data.len() as u64;
+            let e = match how {
+                Via::PipeWithCrc => ps
+                    .write_extent_from_fd_with_crc(
+                        vaddr,
+                        flags,
+                        rx.as_fd(),
+                        len,
+                        crc32fast::hash(data),
+                    )
+                    .unwrap(),
+                _ => ps
+                    .write_extent_from_fd(vaddr, flags, rx.as_fd(), len)
+                    .unwrap(),
+            };
             writer.join().unwrap();
             e
         }

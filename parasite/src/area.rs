@@ -26,6 +26,8 @@ unsafe impl Pod for dormant_parasite_proto::PipeJob {}
 unsafe impl Pod for dormant_parasite_proto::Iov {}
 // SAFETY: an integer array.
 unsafe impl Pod for [i32; 2] {}
+// SAFETY: an integer.
+unsafe impl Pod for u32 {}
 
 /// The dumper's shared mapping of the area; unmapped on drop.
 #[derive(Debug)]

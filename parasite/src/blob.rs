@@ -15,6 +15,33 @@ static BLOB_ELF: &[u8] = include_bytes!(env!("DORMANT_PARASITE_BLOB"));
 
 pub(crate) const PAGE: u64 = 4096;
 
+/// Whether this CPU runs the blob: `build.rs` compiles it with SSSE3, SSE4.1 and PCLMULQDQ (for the crc32
+/// of spliced pages), so on a CPU without them it would fault inside the target. Keep in step with
+/// `BLOB_FLAGS` in build.rs.
+pub(crate) fn cpu_supported() -> Result<(), ParasiteError> {
+    let missing: Vec<&str> = [
+        ("sse2", std::arch::is_x86_feature_detected!("sse2")),
+        ("ssse3", std::arch::is_x86_feature_detected!("ssse3")),
+        ("sse4.1", std::arch::is_x86_feature_detected!("sse4.1")),
+        (
+            "pclmulqdq",
+            std::arch::is_x86_feature_detected!("pclmulqdq"),
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, have)| !have)
+    .map(|(name, _)| name)
+    .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(ParasiteError::Blob(format!(
+            "this CPU lacks {} the blob is built with",
+            missing.join(", ")
+        )))
+    }
+}
+
 /// A loadable image: segments, relocation slots, entry offset and page-rounded span.
 #[derive(Debug)]
 pub struct BlobImage {

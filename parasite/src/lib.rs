@@ -6,7 +6,8 @@
 //! through `/proc/<tid>/mem`, an injected scratch mapping ([`RemoteScratch`]), and the handful of
 //! in-process queries the dumper needs ([`query`]). The injected no_std blob ([`Parasite`]): a memfd area
 //! shared by dumper and target, commands run one per resume inside a chosen thread (a batched state
-//! snapshot, per-thread state, vmsplice of pages into pipes the dumper drains in parallel), and a cure
+//! snapshot, per-thread state, vmsplice of pages into pipes the dumper drains in parallel, with the crc32
+//! of each piece taken inside the target), and a cure
 //! through `rt_sigreturn` that returns every thread to its exact saved state.
 //!
 //! What it does NOT do: it never seizes, interrupts, resumes or detaches a task (the caller owns the
@@ -29,7 +30,7 @@ pub mod test_hooks;
 
 pub use blob::BlobImage;
 pub use error::ParasiteError;
-pub use parasite::{Parasite, SpliceError, ThreadInfo};
+pub use parasite::{PagePiece, Parasite, SpliceError, ThreadInfo};
 pub use ptrace::{get_sigmask, set_sigmask, SigMask};
 pub use remote::{RemoteScratch, RemoteTask, Tid};
 pub use site::find_syscall_site;

@@ -24,6 +24,7 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{mpsc, Mutex};
 
 use dormant_parasite_proto as proto;
 use libc::user_regs_struct;
@@ -128,6 +129,7 @@ impl Parasite {
     /// Inject into the process whose thread-group leader is `leader`; `others` are further threads of
     /// it that commands may be sent to. All must be seized and stopped.
     pub fn inject(leader: Tid, others: &[Tid]) -> Result<Parasite, ParasiteError> {
+        crate::blob::cpu_supported()?;
         let blob = BlobImage::embedded()?;
         let mut threads = BTreeMap::new();
         for &tid in std::iter::once(&leader).chain(others) {
@@ -319,19 +321,25 @@ impl Parasite {
         Ok(self.pipes.iter().map(|p| p.capacity).min().unwrap_or(0))
     }
 
-    /// Move the pages of `extents` (vaddr, len, tag; page aligned, readable) through the page pipes:
-    /// the blob vmsplices a pipe-full per pipe in one command, then one dumper thread per pipe hands
-    /// its pipe to `sink(vaddr, len, tag, fd)`, which must consume exactly `len` bytes from `fd` (e.g.
-    /// splice them into the page store). Extents are split at pipe capacity; the tag (e.g. page
-    /// flags) goes with every piece. Returns the bytes moved.
+    /// Move the pages of `extents` (vaddr, len, tag; page aligned, readable, present) through the page
+    /// pipes and hand each piece to `sink(piece, fd)`, which must consume exactly `piece.len` bytes
+    /// from `fd` (e.g. splice them into the page store). Extents are split at pipe capacity; the tag
+    /// (e.g. page flags) goes with every piece, and so does the crc32 of its bytes, taken by the blob
+    /// right before the vmsplice (so the sink never reads the data). Returns the bytes moved.
+    ///
+    /// Pipelined: `drain_threads` dumper threads (at least 1, at most one per pipe) drain pipes while
+    /// this thread has the blob fill the free ones, one command for all of them. Each command costs a
+    /// ptrace round trip and two syscall stops per vmsplice, so it waits until half the pipes are
+    /// free: open at least two pipes per drain thread, so one half fills while the other drains.
     pub fn splice_pages<E, F>(
         &mut self,
         extents: &[(u64, u64, u32)],
+        drain_threads: usize,
         sink: F,
     ) -> Result<u64, SpliceError<E>>
     where
         E: Send,
-        F: Fn(u64, u64, u32, BorrowedFd<'_>) -> Result<(), E> + Sync,
+        F: Fn(PagePiece, BorrowedFd<'_>) -> Result<(), E> + Sync,
     {
         if self.pipes.is_empty() {
             return Err(SpliceError::Parasite(ParasiteError::Blob(
@@ -348,88 +356,191 @@ impl Parasite {
         let mut pieces = extents.iter().flat_map(move |&(vaddr, len, tag)| {
             (0..len.div_ceil(step)).map(move |i| {
                 let off = i * step;
-                (vaddr + off, step.min(len - off), tag)
+                PagePiece {
+                    vaddr: vaddr + off,
+                    len: step.min(len - off),
+                    tag,
+                    crc32: 0,
+                }
             })
         });
-        let mut pending = pieces.next();
-        let mut total = 0;
-        let max_iovs = ((DATA_LEN as usize) / std::mem::size_of::<Iov>()) / 2;
-        while pending.is_some() {
-            // Fill each pipe up to its capacity; a piece never exceeds the smallest capacity.
-            let mut rounds: Vec<Vec<(u64, u64, u32)>> = vec![Vec::new(); self.pipes.len()];
-            let mut iov_count = 0;
-            'fill: for (i, pipe) in self.pipes.iter().enumerate() {
-                let mut used = 0;
-                while let Some((vaddr, len, tag)) = pending {
-                    if used + len > pipe.capacity
-                        || rounds[i].len() == IOV_MAX
-                        || iov_count == max_iovs
-                    {
-                        continue 'fill;
+        // The pipes leave `self` while the drain threads borrow them (commands need `&mut self`).
+        let pipes = std::mem::take(&mut self.pipes);
+        let drain_threads = drain_threads.clamp(1, pipes.len());
+        let refill_at = (pipes.len() / 2).max(1);
+        let max_iovs = split_data(pipes.len(), 0).max_iovs;
+        let (job_tx, job_rx) = mpsc::channel::<(usize, Vec<PagePiece>)>();
+        let job_rx = Mutex::new(job_rx);
+        let (done_tx, done_rx) = mpsc::channel::<Result<usize, SpliceError<E>>>();
+        let result = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..drain_threads)
+                .map(|_| {
+                    let (job_rx, done_tx, pipes, sink) = (&job_rx, done_tx.clone(), &pipes, &sink);
+                    s.spawn(move || drain_worker(job_rx, &done_tx, pipes, sink))
+                })
+                .collect();
+            drop(done_tx);
+            let mut free: Vec<usize> = (0..pipes.len()).collect();
+            let mut busy = 0usize;
+            let mut total = 0u64;
+            let mut pending = pieces.next();
+            let mut failure: Option<SpliceError<E>> = None;
+            let on_done = |r: Result<usize, SpliceError<E>>,
+                           free: &mut Vec<usize>,
+                           failure: &mut Option<SpliceError<E>>| {
+                match r {
+                    Ok(i) => free.push(i),
+                    Err(e) => {
+                        failure.get_or_insert(e);
                     }
-                    rounds[i].push((vaddr, len, tag));
-                    used += len;
-                    iov_count += 1;
-                    pending = pieces.next();
+                }
+            };
+            while pending.is_some() && failure.is_none() {
+                while let Ok(r) = done_rx.try_recv() {
+                    busy -= 1;
+                    on_done(r, &mut free, &mut failure);
+                }
+                if failure.is_some() {
+                    break;
+                }
+                if busy > 0 && free.len() < refill_at {
+                    match done_rx.recv() {
+                        Ok(r) => {
+                            busy -= 1;
+                            on_done(r, &mut free, &mut failure);
+                        }
+                        Err(_) => break, // every worker is gone; reported below
+                    }
+                    continue;
+                }
+                // Fill each free pipe up to its capacity; a piece never exceeds the smallest one.
+                let mut rounds: Vec<(usize, Vec<PagePiece>)> = Vec::new();
+                let mut iov_count = 0;
+                'fill: for &i in &free {
+                    let mut round = Vec::new();
+                    let mut used = 0;
+                    while let Some(piece) = pending {
+                        if used + piece.len > pipes[i].capacity
+                            || round.len() == IOV_MAX
+                            || iov_count == max_iovs
+                        {
+                            rounds.push((i, round));
+                            continue 'fill;
+                        }
+                        round.push(piece);
+                        used += piece.len;
+                        iov_count += 1;
+                        pending = pieces.next();
+                    }
+                    rounds.push((i, round));
+                    break;
+                }
+                rounds.retain(|(_, r)| !r.is_empty());
+                match self.vmsplice_round(&pipes, &mut rounds) {
+                    Ok(n) => total += n,
+                    Err(e) => {
+                        failure = Some(SpliceError::Parasite(e));
+                        break;
+                    }
+                }
+                for (i, round) in rounds {
+                    free.retain(|&f| f != i);
+                    busy += 1;
+                    if job_tx.send((i, round)).is_err() {
+                        busy -= 1;
+                        failure.get_or_insert(SpliceError::Parasite(ParasiteError::Blob(
+                            "every page drain thread has stopped".into(),
+                        )));
+                    }
                 }
             }
-            total += self
-                .vmsplice_round(&rounds)
-                .map_err(SpliceError::Parasite)?;
-            let pipes = &self.pipes;
-            let sink = &sink;
-            std::thread::scope(|s| {
-                let workers: Vec<_> = rounds
-                    .iter()
-                    .zip(pipes)
-                    .filter(|(r, _)| !r.is_empty())
-                    .map(|(round, pipe)| {
-                        s.spawn(move || {
-                            round.iter().try_for_each(|&(vaddr, len, tag)| {
-                                sink(vaddr, len, tag, pipe.read.as_fd())
-                            })
-                        })
-                    })
-                    .collect();
-                workers.into_iter().try_for_each(|w| match w.join() {
-                    Ok(r) => r.map_err(SpliceError::Sink),
-                    Err(_) => Err(SpliceError::Parasite(ParasiteError::Blob(
-                        "page sink thread panicked".into(),
-                    ))),
-                })
-            })?;
-        }
-        Ok(total)
+            // No more work: let the drain threads finish what they hold, then stop.
+            drop(job_tx);
+            while busy > 0 {
+                match done_rx.recv() {
+                    Ok(r) => {
+                        busy -= 1;
+                        if let Err(e) = r {
+                            failure.get_or_insert(e);
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            for w in workers {
+                if w.join().is_err() {
+                    failure.get_or_insert(SpliceError::Parasite(ParasiteError::Blob(
+                        "page drain thread panicked".into(),
+                    )));
+                }
+            }
+            if busy > 0 {
+                failure.get_or_insert(SpliceError::Parasite(ParasiteError::Blob(
+                    "page drain threads stopped with pipes still full".into(),
+                )));
+            }
+            match failure {
+                Some(e) => Err(e),
+                None => Ok(total),
+            }
+        });
+        self.pipes = pipes;
+        result
     }
 
-    fn vmsplice_round(&mut self, rounds: &[Vec<(u64, u64, u32)>]) -> Result<u64, ParasiteError> {
+    /// One command: the blob vmsplices each round's pieces into its pipe (`rounds`: pipe index and
+    /// pieces) and stores their crcs, which are copied into the pieces. Returns the bytes moved.
+    fn vmsplice_round(
+        &mut self,
+        pipes: &[PagePipe],
+        rounds: &mut [(usize, Vec<PagePiece>)],
+    ) -> Result<u64, ParasiteError> {
         let leader = self.leader;
-        let jobs_len = rounds.len() * std::mem::size_of::<PipeJob>();
-        let iov_off = jobs_len.div_ceil(16) * 16;
+        let iovs: usize = rounds.iter().map(|(_, r)| r.len()).sum();
+        let split = split_data(rounds.len(), iovs);
+        if iovs > split.max_iovs {
+            return Err(ParasiteError::Blob(format!(
+                "{iovs} iovecs do not fit the data region"
+            )));
+        }
         let mut iov_index = 0u32;
         let mut expected = 0;
         let data = self.layout.data as usize;
-        for (i, (round, pipe)) in rounds.iter().zip(&self.pipes).enumerate() {
+        for (j, (pipe, round)) in rounds.iter().enumerate() {
             let job = PipeJob {
-                fd: pipe.target_write_fd,
+                fd: pipes[*pipe].target_write_fd,
                 iov_first: iov_index,
                 iov_count: round.len() as u32,
                 pad: 0,
                 moved: 0,
             };
             self.area
-                .write(data + i * std::mem::size_of::<PipeJob>(), &job)?;
-            for &(base, len, _) in round {
-                let at = data + iov_off + iov_index as usize * std::mem::size_of::<Iov>();
-                self.area.write(at, &Iov { base, len })?;
+                .write(data + j * std::mem::size_of::<PipeJob>(), &job)?;
+            for piece in round {
+                let at = data + split.iov_off + iov_index as usize * std::mem::size_of::<Iov>();
+                self.area.write(
+                    at,
+                    &Iov {
+                        base: piece.vaddr,
+                        len: piece.len,
+                    },
+                )?;
                 iov_index += 1;
-                expected += len;
+                expected += piece.len;
             }
         }
         let c = self.command(
             leader,
             proto::CMD_VMSPLICE,
-            [rounds.len() as u64, iov_off as u64, 0, 0, 0, 0, 0],
+            [
+                rounds.len() as u64,
+                split.iov_off as u64,
+                split.crc_off as u64,
+                0,
+                0,
+                0,
+                0,
+            ],
         )?;
         self.check_command(leader, "vmsplice", &c)?;
         if c.ret as u64 != expected {
@@ -437,6 +548,13 @@ impl Parasite {
                 tid: leader,
                 what: format!("vmsplice moved {} of {expected} bytes", c.ret),
             });
+        }
+        let mut k = 0;
+        for (_, round) in rounds.iter_mut() {
+            for piece in round {
+                piece.crc32 = self.area.read(data + split.crc_off + 4 * k)?;
+                k += 1;
+            }
         }
         Ok(expected)
     }
@@ -697,6 +815,71 @@ pub struct ThreadInfo {
     pub altstack: AltStack,
     /// clear_child_tid; `None` when the kernel lacks PR_GET_TID_ADDRESS.
     pub tid_address: Option<u64>,
+}
+
+/// One piece of [`Parasite::splice_pages`]: `len` bytes at `vaddr` of the target, the caller's tag,
+/// and the crc32 (IEEE, crc32fast's value) of the bytes, computed inside the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PagePiece {
+    pub vaddr: u64,
+    pub len: u64,
+    pub tag: u32,
+    pub crc32: u32,
+}
+
+/// Where the parts of a vmsplice command sit in the data region: jobs, then iovecs, then crcs.
+struct DataSplit {
+    iov_off: usize,
+    crc_off: usize,
+    /// Most iovecs (each with its crc) that fit after the jobs.
+    max_iovs: usize,
+}
+
+fn split_data(jobs: usize, iovs: usize) -> DataSplit {
+    let iov_off = (jobs * std::mem::size_of::<PipeJob>()).div_ceil(16) * 16;
+    let per_iov = std::mem::size_of::<Iov>() + std::mem::size_of::<u32>();
+    DataSplit {
+        iov_off,
+        crc_off: iov_off + iovs * std::mem::size_of::<Iov>(),
+        max_iovs: (DATA_LEN as usize).saturating_sub(iov_off) / per_iov,
+    }
+}
+
+/// A drain thread of [`Parasite::splice_pages`]: takes (pipe, pieces) jobs until the channel closes,
+/// hands each piece to the sink and reports the pipe free again (or the failure, then stops).
+fn drain_worker<E, F>(
+    jobs: &Mutex<mpsc::Receiver<(usize, Vec<PagePiece>)>>,
+    done: &mpsc::Sender<Result<usize, SpliceError<E>>>,
+    pipes: &[PagePipe],
+    sink: &F,
+) where
+    F: Fn(PagePiece, BorrowedFd<'_>) -> Result<(), E> + Sync,
+{
+    loop {
+        // Nothing panics while the lock is held; a poisoned lock still guards a valid receiver.
+        let job = jobs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .recv();
+        let Ok((pipe, pieces)) = job else {
+            return;
+        };
+        let fd = pipes[pipe].read.as_fd();
+        let drained = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pieces.iter().try_for_each(|&p| sink(p, fd))
+        }));
+        let report = match drained {
+            Ok(Ok(())) => Ok(pipe),
+            Ok(Err(e)) => Err(SpliceError::Sink(e)),
+            Err(_) => Err(SpliceError::Parasite(ParasiteError::Blob(
+                "page sink panicked".into(),
+            ))),
+        };
+        let failed = report.is_err();
+        if done.send(report).is_err() || failed {
+            return;
+        }
+    }
 }
 
 /// Failure of [`Parasite::splice_pages`]: the parasite side, or the caller's sink.

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use dormant_parasite::query::{self, ITimerVal, SigAction, TaskSnapshot, TimeVal};
-use dormant_parasite::{Parasite, ParasiteError, RemoteTask, Tid};
+use dormant_parasite::{PagePiece, Parasite, ParasiteError, RemoteTask, Tid};
 use support::workload::*;
 use support::*;
 
@@ -253,7 +253,7 @@ fn run_every_blob_command(w: &Workload) {
         fds + 2,
         "only the two write ends stay in the target"
     );
-    let ranges: Vec<(u64, u64, u32)> = maps
+    let mut ranges: Vec<(u64, u64, u32)> = maps
         .lines()
         .filter(|l| l.split_whitespace().nth(1).unwrap().starts_with('r'))
         .take(2)
@@ -262,33 +262,97 @@ fn run_every_blob_command(w: &Workload) {
             (start, 4096, 7)
         })
         .collect();
+    // And random bytes in a fresh anonymous mapping, in pieces of odd sizes (split at pipe capacity,
+    // filling both pipes in one command, drained by two threads), so the blob's crc (crc32fast built
+    // no_std with carry-less multiplication) is checked against the host's on data with no pattern.
+    let random_len = (3 << 20) + 7 * 4096;
+    let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+    let random_at = p
+        .syscall(
+            w.tid,
+            libc::SYS_mmap,
+            [0, random_len, prot, flags, u64::MAX, 0],
+        )
+        .unwrap() as u64;
+    assert!(
+        random_at < u64::MAX - 4095,
+        "mmap in the target: {random_at:#x}"
+    );
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(w.child.id());
+    let random: Vec<u8> = (0..random_len / 8)
+        .flat_map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed.to_le_bytes()
+        })
+        .collect();
+    {
+        use std::os::unix::fs::FileExt;
+        let mem = std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/proc/{}/mem", w.tid))
+            .unwrap();
+        mem.write_all_at(&random, random_at).unwrap();
+    }
+    for (off, len) in [(0, 5 * 4096), (5 * 4096, (1 << 20) + 2 * 4096)] {
+        ranges.push((random_at + off, len, 7));
+    }
+    let rest = 5 * 4096 + (1 << 20) + 2 * 4096;
+    ranges.push((random_at + rest, random_len - rest, 7));
     let got = std::sync::Mutex::new(Vec::new());
     let moved = p
         .splice_pages(
             &ranges,
-            |vaddr, len, tag, fd| -> Result<(), std::io::Error> {
-                assert_eq!(tag, 7, "the tag travels with the piece");
-                let mut buf = vec![0u8; len as usize];
+            2,
+            |piece: PagePiece, fd| -> Result<(), std::io::Error> {
+                assert_eq!(piece.tag, 7, "the tag travels with the piece");
+                assert!(piece.len <= cap, "pieces are split at pipe capacity");
+                let mut buf = vec![0u8; piece.len as usize];
                 let mut done = 0;
                 while done < buf.len() {
                     done += nix::unistd::read(fd, &mut buf[done..])?;
                 }
-                got.lock().unwrap().push((vaddr, buf));
+                got.lock().unwrap().push((piece.vaddr, piece.crc32, buf));
                 Ok(())
             },
         )
         .unwrap();
-    assert_eq!(moved, 8192);
+    let expected: u64 = ranges.iter().map(|r| r.1).sum();
+    assert_eq!(moved, expected);
     let mut got = got.into_inner().unwrap();
     got.sort();
-    for ((vaddr, bytes), (start, len, _)) in got.iter().zip(&ranges) {
-        assert_eq!(vaddr, start);
+    let got_bytes: u64 = got.iter().map(|g| g.2.len() as u64).sum();
+    assert_eq!(got_bytes, expected, "every piece reached the sink once");
+    for (vaddr, crc, bytes) in &got {
         assert_eq!(
             bytes,
-            &peek(w.child.id(), *start, *len as usize),
-            "pages at {start:#x}"
+            &peek(w.child.id(), *vaddr, bytes.len()),
+            "pages at {vaddr:#x}"
+        );
+        assert_eq!(
+            *crc,
+            crc32fast::hash(bytes),
+            "the blob's crc32 of {:#x} bytes at {vaddr:#x} equals crc32fast's",
+            bytes.len()
         );
     }
+    let in_random: Vec<u8> = got
+        .iter()
+        .filter(|g| g.0 >= random_at)
+        .flat_map(|g| g.2.iter().copied())
+        .collect();
+    assert!(in_random == random, "the random mapping arrived whole");
+    assert_eq!(
+        p.syscall(
+            w.tid,
+            libc::SYS_munmap,
+            [random_at, random_len, 0, 0, 0, 0,]
+        )
+        .unwrap(),
+        0
+    );
     p.cure().unwrap();
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
     assert!(

@@ -157,10 +157,12 @@ fn fill_thread(t: &mut ThreadState) -> Result<(), (i64, u32)> {
 
 /// Move each job's pages into its pipe without blocking; stops at the first pipe that is full
 /// (EAGAIN: the host sized the jobs wrongly) or fails. A partly moved iovec is advanced in place (the
-/// array is scratch the host rewrites for every command).
+/// array is scratch the host rewrites for every command). With `args[2]` set, each iovec's crc32 is
+/// stored first (see [`CMD_VMSPLICE`]).
 fn vmsplice(c: &mut Control) -> (i64, u32) {
     let jobs = c.data as *mut PipeJob;
     let iovs = (c.data + c.args[1]) as *mut Iov;
+    let crcs = (c.args[2] != 0).then(|| (c.data + c.args[2]) as *mut u32);
     let mut total = 0i64;
     for j in 0..c.args[0] as usize {
         // SAFETY: the host wrote args[0] jobs at `data` and their iovecs at `data + args[1]`, inside the
@@ -169,6 +171,19 @@ fn vmsplice(c: &mut Control) -> (i64, u32) {
         job.moved = 0;
         let mut next = job.iov_first as usize;
         let end = next + job.iov_count as usize;
+        if let Some(crcs) = crcs {
+            for k in next..end {
+                // SAFETY: `k < end`: inside the job's iovecs; the crc array has one slot per iovec
+                // (host-checked to fit the data region). The iovec names pages of this task's own
+                // readable mappings that the host found present, and every other thread is stopped,
+                // so they are readable and stay unchanged until the vmsplice below.
+                unsafe {
+                    let iov = *iovs.add(k);
+                    let bytes = core::slice::from_raw_parts(iov.base as *const u8, iov.len as usize);
+                    *crcs.add(k) = crc32fast::hash(bytes);
+                }
+            }
+        }
         while next < end {
             // SAFETY: `next < end`: inside the job's part of the iovec array.
             let iov = unsafe { iovs.add(next) };

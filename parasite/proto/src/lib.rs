@@ -12,7 +12,7 @@
 #![no_std]
 
 /// Bumped on any layout change.
-pub const PROTO_VERSION: u32 = 1;
+pub const PROTO_VERSION: u32 = 2;
 /// First word of a valid [`Control`] block ("DORMPARA").
 pub const CONTROL_MAGIC: u64 = 0x4152_4150_4d52_4f44;
 /// Name of the blob's entry symbol (`rdi` = address of the [`Control`] block).
@@ -30,7 +30,15 @@ pub const CMD_SNAPSHOT: u32 = 2;
 /// Fill a [`ThreadState`] at [`Control::data`] for the calling thread.
 pub const CMD_THREAD_STATE: u32 = 3;
 /// Vmsplice page ranges into pipes: `args[0]` = number of [`PipeJob`]s at [`Control::data`], followed by
-/// the [`Iov`] array they index (`args[1]` = its offset from `data`). `ret` = total bytes moved or -errno.
+/// the [`Iov`] array they index (`args[1]` = its offset from `data`) and, when `args[2]` is not 0, a
+/// `u32` array at `data + args[2]` (one per iovec) where the blob stores the crc32 (IEEE, as
+/// crc32fast computes it) of each iovec's bytes, read right before they are vmspliced. `ret` = total
+/// bytes moved or -errno.
+///
+/// Why the crc is taken in the target: the task is frozen (only the thread running the blob runs, and
+/// it runs nothing but this command), so the bytes cannot change between the crc and the vmsplice, and
+/// reading them in place is the only read that costs no copy. The dumper would otherwise have to read
+/// every spliced extent back from the page store.
 pub const CMD_VMSPLICE: u32 = 4;
 
 /// The command block at the start of the shared area's control page.

@@ -276,8 +276,9 @@ pub fn blob_injector() -> ! {
     let (base, _) = p.area();
     p.splice_pages(
         &[(base, 4096, 0)],
-        |_, len, _, fd| -> Result<(), nix::Error> {
-            let mut buf = vec![0u8; len as usize];
+        1,
+        |piece: dormant_parasite::PagePiece, fd| -> Result<(), nix::Error> {
+            let mut buf = vec![0u8; piece.len as usize];
             let mut done = 0;
             while done < buf.len() {
                 done += nix::unistd::read(fd, &mut buf[done..])?;
