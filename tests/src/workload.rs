@@ -203,3 +203,31 @@ pub fn main_with(
         }
     }
 }
+
+/// `fork(2)` for workloads that build process trees. The caller must be single-threaded, or the child
+/// must run only async-signal-safe code (e.g. [`exit_now`]).
+pub fn fork() -> Result<libc::pid_t, WorkloadError> {
+    // SAFETY: per the contract above, the child runs only code that is safe after a fork.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(WorkloadError::setup(
+            "fork",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(pid)
+}
+
+/// Waits for child `pid`; its raw wait status, or `None` when waitpid failed.
+pub fn wait_status(pid: libc::pid_t) -> Option<i32> {
+    let mut status = 0;
+    // SAFETY: waits for our own child; the status is written to our stack.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    (r == pid).then_some(status)
+}
+
+/// Ends a forked child at once, without running the parent's atexit handlers or destructors again.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit ends this process; nothing of it runs afterwards.
+    unsafe { libc::_exit(code) }
+}

@@ -23,7 +23,9 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use dormant_tests::workload::{self, Report, WorkloadArgs, WorkloadError, INJECT_FAULT};
+use dormant_tests::workload::{
+    self, exit_now, fork, wait_status, Report, WorkloadArgs, WorkloadError, INJECT_FAULT,
+};
 
 const USAGE: &str = "[--inject-fault]";
 const NAMES: [&str; 5] = ["m1", "m2", "d", "d2", "e"];
@@ -75,30 +77,6 @@ fn own_ids() -> [u32; 4] {
             libc::getsid(0) as u32,
         ]
     }
-}
-
-fn fork() -> Result<libc::pid_t, WorkloadError> {
-    // SAFETY: the workload is single-threaded, so the child may run ordinary code.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(WorkloadError::setup(
-            "fork",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(pid)
-}
-
-fn exit_now(code: i32) -> ! {
-    // SAFETY: ends a forked child without running the parent's atexit handlers twice.
-    unsafe { libc::_exit(code) }
-}
-
-fn wait_status(pid: libc::pid_t) -> Option<i32> {
-    let mut status = 0;
-    // SAFETY: waits for our own child; the status is written to our stack.
-    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-    (r == pid).then_some(status)
 }
 
 fn exited_0(s: Option<i32>) -> bool {
