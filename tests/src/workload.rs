@@ -231,3 +231,26 @@ pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit ends this process; nothing of it runs afterwards.
     unsafe { libc::_exit(code) }
 }
+
+/// Maps one page of shared anonymous memory (inherited by every child forked afterwards, shared with
+/// them); it stays mapped for the process's lifetime.
+pub fn shared_anon_page() -> Result<*mut libc::c_void, WorkloadError> {
+    // SAFETY: a new mapping chosen by the kernel; nothing else is touched.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if page == libc::MAP_FAILED {
+        return Err(WorkloadError::setup(
+            "mapping shared anonymous memory",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(page)
+}

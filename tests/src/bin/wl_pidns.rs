@@ -124,23 +124,7 @@ fn launch() -> Result<ExitCode, WorkloadError> {
 fn init_main(ready: OwnedFd) -> Result<ExitCode, WorkloadError> {
     let args = WorkloadArgs::from_env(USAGE)?;
     let inject = args.has_flag(INJECT_FAULT);
-    // SAFETY: a new shared anonymous page, inherited by every child; it stays mapped for the process's life.
-    let page = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if page == libc::MAP_FAILED {
-        return Err(WorkloadError::setup(
-            "mapping shared anonymous memory",
-            std::io::Error::last_os_error(),
-        ));
-    }
+    let page = workload::shared_anon_page()?;
     let shm = Shared(page.cast());
     // SAFETY: a new session for the init (it was in the launcher's, which is outside the tree).
     unsafe { libc::setsid() };

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use dormant_tests::workload::{self, Report, WorkloadArgs, WorkloadError};
+use dormant_tests::workload::{self, exit_now, Report, WorkloadArgs, WorkloadError};
 
 const SECBIT_KEEP_CAPS: libc::c_ulong = 1 << 4;
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -40,11 +40,6 @@ impl Page {
 fn prctl_get(option: libc::c_int) -> i64 {
     // SAFETY: PR_GET_* options that return their value and take no pointer.
     i64::from(unsafe { libc::prctl(option, 0, 0, 0, 0) })
-}
-
-fn exit_now(code: i32) -> ! {
-    // SAFETY: ends this process without running the parent's atexit handlers or destructors.
-    unsafe { libc::_exit(code) }
 }
 
 fn wait_until(cond: impl Fn() -> bool) -> bool {
@@ -130,23 +125,7 @@ fn wait_exit(pid: libc::pid_t) -> Option<i32> {
 
 fn run() -> Result<ExitCode, WorkloadError> {
     let args = WorkloadArgs::from_env("(no arguments)")?;
-    // SAFETY: a new shared anonymous page, inherited by the children; mapped for the process's life.
-    let mem = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if mem == libc::MAP_FAILED {
-        return Err(WorkloadError::setup(
-            "mmap",
-            std::io::Error::last_os_error(),
-        ));
-    }
+    let mem = workload::shared_anon_page()?;
     let page = Page(mem.cast());
     let set = |what: &str, option: libc::c_int, value: libc::c_ulong| {
         // SAFETY: these PR_SET_* options take one integer and change only this process.

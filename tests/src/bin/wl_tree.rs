@@ -193,23 +193,7 @@ fn run() -> Result<ExitCode, WorkloadError> {
         ));
     }
     drop(file);
-    // SAFETY: a new shared anonymous page, inherited by every child; it stays mapped for the process's life.
-    let anon = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if anon == libc::MAP_FAILED {
-        return Err(WorkloadError::setup(
-            "mapping shared anonymous memory",
-            std::io::Error::last_os_error(),
-        ));
-    }
+    let anon = workload::shared_anon_page()?;
     let shm = Shared {
         base: base.cast::<AtomicU32>(),
         anon: anon.cast::<AtomicU32>(),
