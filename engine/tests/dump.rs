@@ -205,18 +205,55 @@ fn memory_image_matches_target() {
         }
     }
     // Every stored private extent equals live memory (the target is still stopped) and carries PRIVATE or VDSO.
+    // The kernel-written fields of the thread's rseq area are the exception: the kernel stores the current cpu
+    // (cpu_id_start, cpu_id, node_id, mm_cid) on every return to user mode after a migration, and the parasite
+    // returns to user mode on whatever cpu the scheduler picks.
     assert_eq!(proc_state(target.pid), Some('T'));
+    let rseq = thread_of(&img, target.pid)
+        .rseq
+        .expect("glibc registers rseq");
+    let kernel_written = [rseq.addr..rseq.addr + 8, rseq.addr + 20..rseq.addr + 28];
+    let masked = |vaddr: u64, mut b: Vec<u8>| {
+        for r in &kernel_written {
+            for a in r.clone() {
+                if let Some(i) = a.checked_sub(vaddr).filter(|&i| i < b.len() as u64) {
+                    b[i as usize] = 0;
+                }
+            }
+        }
+        b
+    };
     for (e, bytes) in &store {
         assert!(
             e.flags == page_flags::PRIVATE || e.flags == page_flags::VDSO,
             "flags {:#x}",
             e.flags
         );
-        assert!(
-            read_live(target.pid, e.vaddr, e.len as usize) == *bytes,
-            "extent {:#x} differs from live",
-            e.vaddr
-        );
+        let live = masked(e.vaddr, read_live(target.pid, e.vaddr, e.len as usize));
+        let bytes = &masked(e.vaddr, bytes.clone());
+        if live != *bytes {
+            let page = live
+                .chunks(PAGE)
+                .zip(bytes.chunks(PAGE))
+                .position(|(l, b)| l != b)
+                .unwrap_or(0);
+            let at = e.vaddr + (page * PAGE) as u64;
+            let diff: Vec<String> = live[page * PAGE..(page + 1) * PAGE]
+                .iter()
+                .zip(&bytes[page * PAGE..(page + 1) * PAGE])
+                .enumerate()
+                .filter(|(_, (l, b))| l != b)
+                .map(|(i, (l, b))| format!("{i:#x}:{b:#x}->{l:#x}"))
+                .collect();
+            eprintln!("differing bytes: {diff:?}");
+            let syscall = std::fs::read_to_string(format!("/proc/{}/syscall", target.pid));
+            eprintln!("syscall now: {syscall:?}");
+            let maps = std::fs::read_to_string(format!("/proc/{}/maps", target.pid)).unwrap();
+            panic!(
+                "extent {:#x}+{:#x} differs from live at page {at:#x}\nmaps:\n{maps}",
+                e.vaddr, e.len
+            );
+        }
     }
     nix::sys::signal::kill(npid, nix::sys::signal::Signal::SIGCONT).unwrap();
     assert_running_untraced(target.pid);
