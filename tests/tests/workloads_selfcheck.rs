@@ -202,7 +202,7 @@ fn files_detect_damage() -> Result<()> {
     args.push(INJECT_FAULT);
     harness::self_check_fails(
         files(&args),
-        &["locks", "pipe", "eventfd", "fifo", "forkshare"],
+        &["locks", "pipe", "eventfd", "fifo", "forkshare", "timerfd"],
     )?;
     Ok(())
 }

@@ -50,10 +50,13 @@ pub fn timerfd(info: &str, dup: &OwnedFd) -> Result<DescKind, String> {
             std::io::Error::last_os_error()
         ));
     }
+    let v = field(info, "ticks").ok_or("fdinfo has no ticks")?;
+    let ticks: u64 = v.parse().map_err(|e| format!("ticks {v:?}: {e}"))?;
     Ok(DescKind::TimerFd {
         clock,
         interval_ns: ns(cur.it_interval),
         value_ns: ns(cur.it_value),
+        ticks,
     })
 }
 

@@ -59,11 +59,13 @@ pub enum DescKind {
     },
     /// `eventfd` with its counter.
     EventFd { count: u64, semaphore: bool },
-    /// `timerfd` with its clock and the time to the next expiry (0 = disarmed).
+    /// `timerfd` with its clock, the time to the next expiry (0 = disarmed) and the expirations that
+    /// happened but were not read yet (`ticks`, put back with `TFD_IOC_SET_TICKS`).
     TimerFd {
         clock: i32,
         interval_ns: u64,
         value_ns: u64,
+        ticks: u64,
     },
     /// `signalfd` with its mask.
     SignalFd { mask: u64 },

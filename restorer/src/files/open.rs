@@ -103,6 +103,7 @@ pub fn open_one(d: &FileDesc, st: &mut State) -> Result<OwnedFd, FileRestoreErro
             clock,
             interval_ns,
             value_ns,
+            ticks,
         } => {
             // SAFETY: timerfd_create takes a clock and flags and returns a new fd.
             let fd = owned(unsafe { libc::timerfd_create(*clock, libc::TFD_CLOEXEC) })
@@ -117,6 +118,15 @@ pub fn open_one(d: &FileDesc, st: &mut State) -> Result<OwnedFd, FileRestoreErro
                     libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut())
                 })
                 .map_err(sys("timerfd_settime"))?;
+            }
+            if *ticks != 0 {
+                /// `_IOW('T', 0, u64)`: sets the count of unread expirations (CONFIG_CHECKPOINT_RESTORE).
+                const TFD_IOC_SET_TICKS: libc::c_ulong = 0x4008_5400;
+                // SAFETY: the ioctl reads one u64 from our stack.
+                check(unsafe {
+                    libc::ioctl(fd.as_raw_fd(), TFD_IOC_SET_TICKS, ticks as *const u64)
+                })
+                .map_err(sys(&format!("TFD_IOC_SET_TICKS {ticks}")))?;
             }
             fd
         }

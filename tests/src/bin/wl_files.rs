@@ -15,7 +15,9 @@
 //! - `eventfd`: an eventfd with counter 5.
 //! - `epoll`: an epoll set watching an eventfd with counter 1 (data 0xabcdef) and an empty pipe (data 7);
 //!   after the trigger exactly the eventfd is reported ready.
-//! - `timerfd`: a CLOCK_MONOTONIC timerfd every 20 ms; it must still tick after the trigger.
+//! - `timerfd`: a CLOCK_MONOTONIC timerfd every 20 ms, which must still tick after the trigger, and a
+//!   non-blocking one-shot CLOCK_BOOTTIME timerfd that expired once before the dump and was not read: after
+//!   the trigger exactly one expiration is read from it, then none.
 //! - `memfd`: a 100 KiB memfd with a pattern, offset 1234.
 //! - `signalfd`: SIGUSR1 blocked and a signalfd for it; a SIGUSR1 raised after the trigger is read from it.
 //! - `locks`: an exclusive flock on one file and a POSIX write lock on bytes 10-19 of another; after the
@@ -38,8 +40,8 @@
 //! - `established` / `netlink`: an established loopback TCP connection / a netlink socket, which a dump
 //!   must refuse (the workload then runs on and passes its own check).
 //!
-//! `--inject-fault` reads the pipe's bytes and the eventfd's counter and drops the flock after the trigger,
-//! before checking.
+//! `--inject-fault` reads the pipe's bytes, the eventfd's counter and the one-shot timerfd's expiration and
+//! drops the flock after the trigger, before checking.
 
 use std::os::fd::RawFd;
 use std::process::ExitCode;
@@ -146,6 +148,8 @@ enum State {
     },
     TimerFd {
         fd: RawFd,
+        /// Expired once, never read.
+        expired: RawFd,
     },
     Memfd {
         fd: RawFd,
@@ -384,7 +388,40 @@ fn set_up(kind: &str, args: &WorkloadArgs) -> Result<State, WorkloadError> {
                 unsafe { libc::timerfd_settime(fd, 0, &spec, std::ptr::null_mut()) },
                 "timerfd_settime",
             )?;
-            State::TimerFd { fd }
+            let expired = cvt(
+                // SAFETY: creating a timerfd.
+                unsafe { libc::timerfd_create(libc::CLOCK_BOOTTIME, libc::TFD_NONBLOCK) },
+                "timerfd_create",
+            )?;
+            let once = libc::itimerspec {
+                it_interval: libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                },
+                it_value: libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 1_000_000,
+                },
+            };
+            cvt(
+                // SAFETY: reads one itimerspec.
+                unsafe { libc::timerfd_settime(expired, 0, &once, std::ptr::null_mut()) },
+                "timerfd_settime",
+            )?;
+            // Wait (without reading) until it has expired, so the dump sees one unread expiration.
+            let mut p = libc::pollfd {
+                fd: expired,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: polls one pollfd on our stack.
+            if unsafe { libc::poll(&mut p, 1, 5000) } != 1 {
+                return Err(WorkloadError::setup(
+                    "timerfd",
+                    "one-shot timer did not expire",
+                ));
+            }
+            State::TimerFd { fd, expired }
         }
         "memfd" => {
             let name =
@@ -876,7 +913,20 @@ fn check(state: &State) -> Result<(), String> {
                 ));
             }
         }
-        State::TimerFd { fd } => {
+        State::TimerFd { fd, expired } => {
+            let b = read_fd(expired, 8)
+                .map_err(|e| format!("one-shot timerfd lost its unread expiration: {e}"))?;
+            let n = u64::from_ne_bytes(
+                b.as_slice()
+                    .try_into()
+                    .map_err(|_| "short one-shot timerfd read")?,
+            );
+            if n != 1 {
+                return Err(format!("one-shot timerfd read {n} expirations, want 1"));
+            }
+            if read_fd(expired, 8).is_ok() {
+                return Err("one-shot timerfd expired again".into());
+            }
             let b = read_fd(fd, 8)?;
             let v = u64::from_ne_bytes(b.as_slice().try_into().map_err(|_| "short timerfd read")?);
             if v == 0 {
@@ -1259,6 +1309,7 @@ fn inject_fault(states: &[(String, State)]) {
         match *s {
             State::Pipe { r, .. } => drop(read_fd(r, 4096)),
             State::EventFd { fd } => drop(read_fd(fd, 8)),
+            State::TimerFd { expired, .. } => drop(read_fd(expired, 8)),
             State::Fifo { r, .. } => drop(read_fd(r, 4096)),
             State::ForkShare { fd, .. } => {
                 // SAFETY: lseek on our own fd.
