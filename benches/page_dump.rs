@@ -12,7 +12,8 @@
 //!
 //! Needs root. Environment: `DORMANT_BENCH_SIZES_MIB` (default `1024,4096`), `DORMANT_BENCH_REPS` (default
 //! 3; each row prints the median ratio and all of them), `DORMANT_BENCH_DIR`, `DORMANT_BENCH_ROWS` (only
-//! rows whose name contains one of these `;`-separated strings, e.g. `readv, parallel;parasite`).
+//! rows whose name contains one of these `;`-separated strings, e.g. `readv, parallel;parasite`). Each row
+//! also prints the stage durations of its median sample, to show where a dump's time goes.
 
 use std::error::Error;
 use std::fs::{self, File};
@@ -144,17 +145,29 @@ fn main() -> Result<(), Box<dyn Error>> {
                     .build()?
                     .run()?;
                 let rate = stats.bytes_written as f64 / 1048576.0 / stats.total.as_secs_f64();
-                samples.push((rate / base_rate, rate, base_rate, stats.frozen));
+                let phases: Vec<String> = stats
+                    .phases
+                    .iter()
+                    .map(|(stage, d)| format!("{stage:?} {:.0}", d.as_secs_f64() * 1e3))
+                    .collect();
+                samples.push((
+                    rate / base_rate,
+                    rate,
+                    base_rate,
+                    stats.frozen,
+                    phases.join(", "),
+                ));
                 fs::remove_dir_all(&img)?;
             }
             samples.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let (ratio, rate, base_rate, frozen) = samples[samples.len() / 2];
+            let (ratio, rate, base_rate, frozen, phases) = &samples[samples.len() / 2];
             let spread: Vec<String> = samples.iter().map(|s| format!("{:.2}", s.0)).collect();
             println!(
                 "  {name:<28} {rate:>7.0} MiB/s  write() {base_rate:>7.0} MiB/s  median ratio {ratio:.2} of [{}]  (frozen {:.0} ms)",
                 spread.join(" "),
                 frozen.as_secs_f64() * 1e3
             );
+            println!("    median sample's stages (ms): {phases}");
         }
         child.kill()?;
         child.wait()?;

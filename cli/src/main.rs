@@ -57,10 +57,10 @@ enum Command {
         /// Do not inject the parasite blob; copy pages with process_vm_readv instead.
         #[arg(long = "no-parasite")]
         no_parasite: bool,
-        /// How pages leave the target: `parasite` (default: the injected blob vmsplices them into pipes,
-        /// process_vm_readv below 48 MiB of pages), `vm-readv` (process_vm_readv, /proc/PID/mem for
-        /// PROT_NONE pages) or `proc-mem`.
-        #[arg(long = "page-copy", default_value = "parasite", value_parser = parse_page_copy)]
+        /// How pages leave the target: `vm-readv` (default: process_vm_readv in parallel, /proc/PID/mem
+        /// for PROT_NONE pages), `parasite` (the injected blob vmsplices them into pipes; process_vm_readv
+        /// below 48 MiB of pages) or `proc-mem`.
+        #[arg(long = "page-copy", default_value = "vm-readv", value_parser = parse_page_copy)]
         page_copy: dormant_engine::CopyMethod,
         /// Dump established TCP connections with TCP_REPAIR instead of refusing them; when the process is
         /// killed after the dump its connections are dropped silently, for `restore --tcp-established`.

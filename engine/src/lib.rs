@@ -8,9 +8,9 @@
 //!
 //! What it does NOT do: restore (that is dormant-restorer); print or exit (callers get typed errors and `log`
 //! records); keep global state. All ptrace requests run on the thread that calls [`Dump::run`]; page copying
-//! uses a small local thread pool (`process_vm_readv`, `/proc/<pid>/mem` for unreadable pages) or, by default
-//! above `parasite_pages::PARASITE_MIN_BYTES`, the parasite's vmsplice into pipes that dumper threads splice
-//! into the page store.
+//! uses a small local thread pool (`process_vm_readv`, `/proc/<pid>/mem` for unreadable pages) or, when asked
+//! (`CopyMethod::Parasite`, above `parasite_pages::PARASITE_MIN_BYTES`), the parasite's vmsplice into pipes
+//! that dumper threads splice into the page store.
 #![cfg_attr(test, allow(clippy::unwrap_used))] // tests may unwrap (project rule)
 pub mod kerndat;
 pub mod ns;

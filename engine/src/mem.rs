@@ -261,7 +261,10 @@ pub fn plan_private_pages(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CopyMethod {
     /// `process_vm_readv`, which pins source pages in batches and copies once; pieces it cannot read
-    /// (PROT_NONE pages) fall back to `/proc/<pid>/mem`.
+    /// (PROT_NONE pages) fall back to `/proc/<pid>/mem`. The default: on an idle 2-core guest it measured
+    /// faster than the parasite at every size from 64 MiB to 4 GiB (benches/page_dump.rs; numbers in
+    /// docs/design-notes.md, Dump).
+    #[default]
     VmReadv,
     /// `pread` of `/proc/<pid>/mem` only: a kernel bounce page per 4 KiB, but it reads every page.
     ProcMem,
@@ -269,9 +272,9 @@ pub enum CopyMethod {
     /// pipes that copy threads splice into the page store (one copy and one read instead of two
     /// copies and a read); unreadable ones go through `VmReadv`, and so does everything when the
     /// readable part is below [`crate::parasite_pages::PARASITE_MIN_BYTES`] or injection is refused
-    /// (see [`crate::parasite_pages`]). The default: from 64 MiB on it measured faster than
-    /// process_vm_readv (benches/page_dump.rs; numbers in docs/design-notes.md, Dump).
-    #[default]
+    /// (see [`crate::parasite_pages`]). It uses less dumper CPU, so it only wins when the dumper's
+    /// CPUs are busy with other work; the base for pre-dump, where pages spliced while frozen are
+    /// drained after the task runs again.
     Parasite,
 }
 

