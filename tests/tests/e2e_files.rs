@@ -227,6 +227,29 @@ fn redis_cli(
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `st` of a listening socket in /proc/net/tcp.
+const TCP_LISTEN: u8 = 0x0A;
+/// `st` of a closed connection that no fd holds any more.
+const TCP_TIME_WAIT: u8 = 0x06;
+
+/// The states of the IPv4 TCP sockets whose local port is `port` (from /proc/net/tcp).
+fn tcp_sockets_on_port(port: u16) -> std::io::Result<Vec<u8>> {
+    let text = std::fs::read_to_string("/proc/net/tcp")?;
+    Ok(text
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut cols = l.split_whitespace();
+            let local = cols.nth(1)?;
+            let state = cols.nth(1)?;
+            let (_, p) = local.split_once(':')?;
+            (u16::from_str_radix(p, 16).ok()? == port)
+                .then(|| u8::from_str_radix(state, 16).ok())
+                .flatten()
+        })
+        .collect())
+}
+
 /// redis-server on a free loopback port with 10,000 keys: dumped after its client disconnected, restored,
 /// and every key read back (redis runs background threads: multi-threaded dump/restore plus its self-pipe,
 /// epoll set and TCP listener).
@@ -283,6 +306,20 @@ fn redis_keys_survive() -> Result<()> {
     let size = redis_cli(&cli, port, &["DBSIZE".into()], None).unwrap_or_default();
     if size.trim() != KEYS.to_string() {
         return Err(w.fail(format!("DBSIZE {size:?} after loading")));
+    }
+    // redis-cli has exited, but the server may not have closed its end yet (CLOSE_WAIT), and a dump
+    // without --tcp-established refuses any TCP connection: wait until only the listener is left.
+    if !harness::wait_until(Duration::from_secs(10), || {
+        tcp_sockets_on_port(port).is_ok_and(|states| {
+            states
+                .iter()
+                .all(|&s| s == TCP_LISTEN || s == TCP_TIME_WAIT)
+        })
+    }) {
+        return Err(w.fail(format!(
+            "redis-server kept a client connection: {:?}",
+            tcp_sockets_on_port(port)
+        )));
     }
     w.dump(false)?;
     let mut r = w.restore()?;
