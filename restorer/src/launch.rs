@@ -729,14 +729,36 @@ fn trace(
         }
         pending.extend(t.threads.iter().map(|&(tid, _)| (tid, i)));
     }
+    // Every traced thread, polled until the end: one that already passed its rt_sigreturn stays stopped,
+    // so an event from it means it was killed. That happens when the init of the tree's pid namespace
+    // fails: its exit kills the namespace, and it waits in the kernel until we reap the traced zombies,
+    // so waiting only for its own event would wait forever.
+    let all: Vec<u32> = pending.iter().map(|&(t, _)| t).collect();
     // 1. Each thread's int3 right before its final rt_sigreturn, each zombie's exit (or a failure).
     while !pending.is_empty() {
-        let tids: Vec<u32> = pending.iter().map(|&(t, _)| t).collect();
-        let status = wait_any(pid, &tids)?;
+        let status = wait_any(pid, &all)?;
         let tid = status.pid().map_or(0, |p| p.as_raw() as u32);
         let ntid = NixPid::from_raw(tid as i32);
         let Some(&(_, idx)) = pending.iter().find(|&&(t, _)| t == tid) else {
-            continue;
+            // The task that failed wrote why before it exited; its report says more than the kill.
+            for t in traced.iter_mut() {
+                if let Some(r) = t.report.as_mut().and_then(ready_report) {
+                    if r.step != Step::Done as u32 {
+                        return Err(step_error(t.pid, &r));
+                    }
+                }
+            }
+            let owner = traced
+                .iter()
+                .find(|t| t.threads.iter().any(|&(t, _)| t == tid))
+                .map_or(tid, |t| t.pid);
+            return Err(RestoreError::ChildLost {
+                pid: owner,
+                what: format!(
+                    "thread {tid}, already restored, ended while the rest of the tree was being \
+                     restored ({status:?}): another task failed, or the init of its pid namespace did"
+                ),
+            });
         };
         let owner = &mut traced[idx];
         match status {
@@ -932,6 +954,25 @@ fn read_report(file: &mut File) -> Option<Report> {
         errno: i32::from_ne_bytes(buf[4..8].try_into().ok()?),
         detail: u64::from_ne_bytes(buf[8..16].try_into().ok()?),
     })
+}
+
+/// The report in `file` if one can be read at once (a task that is still running has written none).
+fn ready_report(file: &mut File) -> Option<Report> {
+    use std::os::fd::AsFd;
+    let mut fds = [nix::poll::PollFd::new(
+        file.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
+        Ok(1)
+            if fds[0]
+                .revents()
+                .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLIN)) =>
+        {
+            read_report(file)
+        }
+        _ => None,
+    }
 }
 
 fn step_error(pid: u32, r: &Report) -> RestoreError {

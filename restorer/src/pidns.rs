@@ -104,3 +104,64 @@ impl PidNsPlan {
         Ok(())
     }
 }
+
+/// How a pid or tid recorded by the dumper (in its own pid namespace) reads inside the restored tree's
+/// namespace, for the ids a restored task hands to the kernel itself: the thread a private pending
+/// signal is re-queued to, the thread a POSIX timer signals (`SIGEV_THREAD_ID`), the owner of an fd
+/// (`F_SETOWN_EX`). The kernel reads each in the caller's pid namespace.
+#[derive(Debug, Clone, Default)]
+pub struct InnerIds {
+    /// Outer → inner for every task and thread of a tree in a nested namespace; `None`: not nested,
+    /// every id reads the same.
+    map: Option<BTreeMap<u32, u32>>,
+}
+
+impl InnerIds {
+    /// Ids of a tree restored in the restorer's own pid namespace: unchanged.
+    pub fn same() -> Self {
+        Self { map: None }
+    }
+
+    /// Ids of a tree restored in a nested pid namespace: tasks through `inner_pid`, threads through their
+    /// recorded `NSpid`.
+    pub fn nested(tree: &TreeImage, inner_pid: impl Fn(u32) -> Option<u32>) -> Self {
+        let mut map = BTreeMap::new();
+        for t in &tree.tasks {
+            if let Some(i) = inner_pid(t.pid.0) {
+                map.insert(t.pid.0, i);
+            }
+            for th in t.threads() {
+                if let [outer, inner] = th.ns_tids.as_slice() {
+                    if *outer == th.tid {
+                        map.insert(outer.0, inner.0);
+                    }
+                }
+            }
+        }
+        Self { map: Some(map) }
+    }
+
+    /// The id inside for `outer`; `None` when the tree is nested and `outer` is none of its tasks or
+    /// threads (a process outside the namespace, which has no id there).
+    pub fn inner(&self, outer: u32) -> Option<u32> {
+        match &self.map {
+            None => Some(outer),
+            Some(m) => m.get(&outer).copied(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod inner_ids_tests {
+    use super::*;
+
+    #[test]
+    fn same_is_identity_and_nested_maps_only_known_ids() {
+        assert_eq!(InnerIds::same().inner(4242), Some(4242));
+        let ids = InnerIds {
+            map: Some(BTreeMap::from([(500, 1), (501, 2)])),
+        };
+        assert_eq!(ids.inner(501), Some(2));
+        assert_eq!(ids.inner(777), None);
+    }
+}

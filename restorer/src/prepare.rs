@@ -163,6 +163,8 @@ pub struct TreeShared {
     /// Regular files reopened so far, by id: one open file description per id for the whole tree, so fds
     /// of several processes that shared one (opened before a fork) share its offset again.
     pub reg: BTreeMap<FileId, OwnedFd>,
+    /// How the tree's recorded pids and tids read inside its own pid namespace.
+    pub ids: crate::pidns::InnerIds,
 }
 
 /// Builds the launch for `task`. Its blob area avoids the areas already in `tree_shared`, and is added to
@@ -462,11 +464,36 @@ pub fn prepare(
             value_usec: (t.value_us % 1_000_000) as i64,
         })
     });
+    // The blob queues and creates these inside the tree's pid namespace: thread ids as seen there.
+    let inner_tid = |tid: u32| {
+        tree_shared
+            .ids
+            .inner(tid)
+            .ok_or_else(|| RestoreError::BadImage {
+                dir: dir.to_owned(),
+                reason: format!(
+                    "pid {pid}: thread {tid} has no tid recorded inside its pid namespace"
+                ),
+            })
+    };
     let mut siginfos = queued_signals(dir, pid, &core.shared_pending, true, 0)?;
     for t in task.threads() {
-        siginfos.extend(queued_signals(dir, pid, &t.pending, false, t.tid.0)?);
+        if !t.pending.is_empty() {
+            siginfos.extend(queued_signals(
+                dir,
+                pid,
+                &t.pending,
+                false,
+                inner_tid(t.tid.0)?,
+            )?);
+        }
     }
-    let timers = posix_timers(pid, &core.posix_timers)?;
+    let mut timers = posix_timers(pid, &core.posix_timers)?;
+    for t in &mut timers {
+        if t.notify_tid != 0 {
+            t.notify_tid = inner_tid(t.notify_tid as u32)? as i32;
+        }
+    }
     let rlimits = core
         .rlimits
         .iter()

@@ -212,6 +212,11 @@ impl Restore {
             (None, Some(p)) => p.ns_pid(pid),
             (None, None) => None,
         };
+        let inner_ids = if nested {
+            crate::pidns::InnerIds::nested(&tree, inner_pid)
+        } else {
+            crate::pidns::InnerIds::same()
+        };
         let mut members: Vec<Member> = tree
             .tasks
             .iter()
@@ -258,7 +263,10 @@ impl Restore {
         let policy = prepare::FdPolicy {
             shell_job: self.shell_job,
         };
-        let mut shared = prepare::TreeShared::default();
+        let mut shared = prepare::TreeShared {
+            ids: inner_ids,
+            ..Default::default()
+        };
         // Every open file description once, before any fork: tasks that shared one inherit the same.
         let opened = crate::files::open_all_inheriting(
             tree.tasks.first().map_or(&[][..], |t| t.descs.as_slice()),
@@ -332,9 +340,12 @@ impl Restore {
         if let Some(p) = &pidns {
             p.enter()?;
         }
-        let mut before_release = |root: u32| match &container {
-            Some(_) => crate::container::show_tree_pid_namespace(root),
-            None => Ok(()),
+        let mut before_release = |root: u32| {
+            opened.set_owners()?;
+            match &container {
+                Some(_) => crate::container::show_tree_pid_namespace(root),
+                None => Ok(()),
+            }
         };
         let started = launch::start_tree_with(nodes, &mut before_release)?;
         if let Some(path) = &self.pidfile {

@@ -200,10 +200,10 @@ fn run(a: &RestoreArgs) -> Result<Never, Failure> {
     block_signals()?;
     // Threads inherit the blocked mask; they exist before timers and signals may name them.
     for t in &threads[1..] {
-        clone_thread(t, a.report_fd)?;
+        clone_thread(t, a.report_fd, siginfos)?;
     }
     create_timers(timers)?;
-    queue_signals(siginfos)?;
+    queue_signals(siginfos, true)?;
 
     let ok = Report {
         step: Step::Done as u32,
@@ -286,8 +286,9 @@ struct CloneArgs {
     cgroup: u64,
 }
 
-/// Creates thread `t` with its saved tid; the new thread runs [`thread_entry`] on its own stack.
-fn clone_thread(t: &ThreadArgs, report_fd: i32) -> Result<(), Failure> {
+/// Creates thread `t` with its saved tid; the new thread runs [`thread_entry`] on its own stack and
+/// re-queues its own pending signals from `siginfos`.
+fn clone_thread(t: &ThreadArgs, report_fd: i32, siginfos: &[QueuedSigArg]) -> Result<(), Failure> {
     // Innermost namespace first, as clone3 wants them.
     let tids: [i32; 2] = if t.ns_tid != 0 {
         [t.ns_tid as i32, t.tid as i32]
@@ -310,7 +311,8 @@ fn clone_thread(t: &ThreadArgs, report_fd: i32) -> Result<(), Failure> {
     let ret: i64;
     // SAFETY: clone3 with CLONE_VM on a fresh stack inside the area. In the parent the block only returns
     // the result; in the child (rax == 0) it never falls through: it calls `thread_entry` with the thread's
-    // args (r12 and r13 are copied into the child) on the new stack, and that never returns.
+    // args and the signal block (r12-r15 are copied into the child) on the new stack, and that never
+    // returns.
     unsafe {
         asm!(
             "syscall",
@@ -318,6 +320,8 @@ fn clone_thread(t: &ThreadArgs, report_fd: i32) -> Result<(), Failure> {
             "jnz 2f",
             "mov rdi, r12",
             "mov esi, r13d",
+            "mov rdx, r14",
+            "mov rcx, r15",
             "and rsp, -16",
             "xor ebp, ebp",
             "call {entry}",
@@ -329,6 +333,8 @@ fn clone_thread(t: &ThreadArgs, report_fd: i32) -> Result<(), Failure> {
             in("rsi") core::mem::size_of::<CloneArgs>() as u64,
             in("r12") t as *const ThreadArgs as u64,
             in("r13") report_fd as u64,
+            in("r14") siginfos.as_ptr() as u64,
+            in("r15") siginfos.len() as u64,
             lateout("rcx") _,
             lateout("r11") _,
         );
@@ -337,9 +343,15 @@ fn clone_thread(t: &ThreadArgs, report_fd: i32) -> Result<(), Failure> {
 }
 
 /// First code of a non-leader thread: its own state, then the trap and its `rt_sigreturn`.
-extern "C" fn thread_entry(t: *const ThreadArgs, report_fd: i32) -> ! {
-    // SAFETY: the leader passed a pointer to this thread's entry of the args block inside the area.
-    let t = unsafe { &*t };
+extern "C" fn thread_entry(
+    t: *const ThreadArgs,
+    report_fd: i32,
+    siginfos: *const QueuedSigArg,
+    nr_siginfos: u64,
+) -> ! {
+    // SAFETY: the leader passed a pointer to this thread's entry of the args block inside the area, and
+    // the args block's signal array with its length.
+    let (t, siginfos) = unsafe { (&*t, block_slice::<QueuedSigArg>(siginfos as u64, nr_siginfos)) };
     let result = thread_state(t).and_then(|()| {
         if t.comm[0] != 0 {
             check(
@@ -348,7 +360,7 @@ extern "C" fn thread_entry(t: *const ThreadArgs, report_fd: i32) -> ! {
                 t.tid as u64,
             )?;
         }
-        Ok(())
+        queue_signals(siginfos, false)
     });
     match result {
         Ok(()) => sigreturn(t.sigframe_uc),
@@ -544,20 +556,27 @@ fn create_timers(timers: &[TimerArg]) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Re-queues the saved pending signals into this task, oldest first. Queueing to oneself is allowed for
-/// any `si_code` (the kernel only refuses kernel or kill() codes aimed at another task), so the saved
-/// siginfo goes back unchanged.
-fn queue_signals(siginfos: &[QueuedSigArg]) -> Result<(), Failure> {
+/// Re-queues the saved pending signals of the calling thread, oldest first: its private ones (`tid` is
+/// its own, as seen inside its pid namespace) and, for the leader (`shared`), the process-wide ones. The
+/// kernel takes any `si_code` only when a thread queues to itself (a kill()/tgkill() code or a kernel
+/// one aimed at another thread is EPERM), so each thread queues its own and the saved siginfo goes back
+/// unchanged.
+fn queue_signals(siginfos: &[QueuedSigArg], shared: bool) -> Result<(), Failure> {
     if siginfos.is_empty() {
         return Ok(());
     }
-    let pid = sys::getpid() as u64;
+    let (pid, tid) = (sys::getpid() as u64, sys::gettid() as u64);
     for q in siginfos {
         let info = q.info.as_ptr() as u64;
         let ret = if q.shared != 0 {
+            if !shared {
+                continue;
+            }
             sys::rt_sigqueueinfo(pid, q.signo as u64, info)
+        } else if q.tid as u64 == tid {
+            sys::rt_tgsigqueueinfo(pid, tid, q.signo as u64, info)
         } else {
-            sys::rt_tgsigqueueinfo(pid, q.tid as u64, q.signo as u64, info)
+            continue;
         };
         check(Step::QueueSignal, ret, q.signo as u64)?;
     }

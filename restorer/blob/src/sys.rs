@@ -18,6 +18,7 @@ const SYS_EXIT_GROUP: u64 = 231;
 const SYS_RSEQ: u64 = 334;
 const SYS_RT_SIGPROCMASK: u64 = 14;
 const SYS_GETPID: u64 = 39;
+const SYS_GETTID: u64 = 186;
 const SYS_RT_SIGQUEUEINFO: u64 = 129;
 const SYS_TIMER_CREATE: u64 = 222;
 const SYS_TIMER_SETTIME: u64 = 223;
@@ -104,6 +105,10 @@ pub fn rt_sigprocmask(how: u64, set: u64, old: u64, setsize: u64) -> i64 {
 
 pub fn getpid() -> i64 {
     syscall6(SYS_GETPID, 0, 0, 0, 0, 0, 0)
+}
+
+pub fn gettid() -> i64 {
+    syscall6(SYS_GETTID, 0, 0, 0, 0, 0, 0)
 }
 
 pub fn rt_sigqueueinfo(pid: u64, sig: u64, info: u64) -> i64 {

@@ -232,7 +232,8 @@ pub struct QueuedSigArg {
     /// Non-zero: process-wide (shared) queue.
     pub shared: u32,
     pub signo: i32,
-    /// The thread whose private queue gets it (ignored when `shared`).
+    /// The thread whose private queue gets it, as seen inside the task's pid namespace (ignored when
+    /// `shared`); that thread queues it itself.
     pub tid: i32,
     pub _pad: i32,
     pub info: [u8; SIGINFO_SIZE],

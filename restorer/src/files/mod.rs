@@ -12,7 +12,7 @@ mod tcp;
 mod unix;
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use dormant_image::records::{DescId, DescKind, Fd, FdFile, FileDesc, FileLock, LockKind};
 
@@ -59,14 +59,6 @@ pub enum ChildAction {
         events: u32,
         data: u64,
     },
-    /// `F_SETSIG` and `F_SETOWN_EX` on the task's fd (the owner is a restored pid, which exists only from the
-    /// fork on).
-    SetOwner {
-        fd: i32,
-        kind: i32,
-        pid: u32,
-        signal: i32,
-    },
     /// A POSIX record lock (`F_SETLK`), owned by the process that takes it.
     SetLk {
         fd: i32,
@@ -93,26 +85,6 @@ pub fn run_child_action(a: &ChildAction) -> Result<(), i32> {
                 if e != libc::EEXIST {
                     return Err(e);
                 }
-            }
-            Ok(())
-        }
-        ChildAction::SetOwner {
-            fd,
-            kind,
-            pid,
-            signal,
-        } => {
-            // SAFETY: F_SETSIG takes an int.
-            if unsafe { libc::fcntl(fd, F_SETSIG, signal) } != 0 {
-                return Err(nix::errno::Errno::last_raw());
-            }
-            let ex = FOwnerEx {
-                kind,
-                pid: pid as libc::pid_t,
-            };
-            // SAFETY: F_SETOWN_EX reads one f_owner_ex from our stack.
-            if unsafe { libc::fcntl(fd, F_SETOWN_EX, &ex) } != 0 {
-                return Err(nix::errno::Errno::last_raw());
             }
             Ok(())
         }
@@ -274,14 +246,6 @@ impl OpenedFiles {
         let mut out = Vec::new();
         for f in fds {
             let FdFile::Desc(id) = f.file else { continue };
-            if let Some(o) = self.descs.get(&id).and_then(|d| d.owner) {
-                out.push(ChildAction::SetOwner {
-                    fd: f.fd,
-                    kind: o.kind,
-                    pid: o.pid,
-                    signal: o.signal,
-                });
-            }
             let Some(DescKind::Epoll { targets }) = self.descs.get(&id).map(|d| &d.kind) else {
                 continue;
             };
@@ -295,5 +259,41 @@ impl OpenedFiles {
             }
         }
         out
+    }
+
+    /// Sets each description's owner and signal (`F_SETOWN_EX`, `F_SETSIG`) on the restorer's own copy, once
+    /// every task and thread of the tree exists and before any runs: an owner may be a thread, which only
+    /// the blob creates, and the ids recorded are the dumper's, which read the same in the restorer's pid
+    /// namespace (a nested tree's own ids would not). Both are properties of the description, so the
+    /// tasks' fds see them. The owner's credentials (which decide whom SIGIO may signal) become the
+    /// restorer's.
+    pub fn set_owners(&self) -> Result<(), FileRestoreError> {
+        for (id, d) in &self.descs {
+            let (Some(o), Some(fd)) = (d.owner, self.fds.get(id)) else {
+                continue;
+            };
+            let fail = |what: String| {
+                let source = nix::Error::last();
+                FileRestoreError::Sys {
+                    id: id.0,
+                    kind: kind_name(&d.kind),
+                    what,
+                    source,
+                }
+            };
+            // SAFETY: F_SETSIG takes an int.
+            if unsafe { libc::fcntl(fd.as_raw_fd(), F_SETSIG, o.signal) } != 0 {
+                return Err(fail(format!("F_SETSIG {}", o.signal)));
+            }
+            let ex = FOwnerEx {
+                kind: o.kind,
+                pid: o.pid as libc::pid_t,
+            };
+            // SAFETY: F_SETOWN_EX reads one f_owner_ex from our stack.
+            if unsafe { libc::fcntl(fd.as_raw_fd(), F_SETOWN_EX, &ex) } != 0 {
+                return Err(fail(format!("F_SETOWN_EX kind {} pid {}", o.kind, o.pid)));
+            }
+        }
+        Ok(())
     }
 }

@@ -10,8 +10,13 @@
 //! reaping `g`) and the init reaps `c`.
 //!
 //! The init also runs a second thread, which reports its tid inside the namespace (gettid) before the
-//! dump and again after the trigger; both must be equal. And it has a zombie child (exit code 5, left
-//! unreaped): after the trigger `waitpid` of its inside pid must reap it with that code.
+//! dump and again after the trigger; both must be equal. Three things aim at that thread by its tid,
+//! which the dumper sees under another number: a SIGUSR1 sent with tgkill and left pending (blocked in the
+//! thread), a POSIX timer with SIGEV_THREAD_ID and SIGUSR2, armed for an hour, and the owner
+//! (F_OWNER_TID) of a pipe's read end. After the trigger the thread must still have its SIGUSR1 pending,
+//! the pipe's owner must be its tid, and the timer, re-armed for 1 ms, must signal the thread. And the init
+//! has a zombie child (exit code 5, left unreaped): after the trigger `waitpid` of its inside pid must
+//! reap it with that code.
 //!
 //! `--inject-fault`: after the trigger `g` reports a changed pid, so its check must fail.
 
@@ -154,17 +159,37 @@ fn init_main(ready: OwnedFd) -> Result<ExitCode, WorkloadError> {
     // A second thread of the init: its tid inside the namespace must come back too.
     let (to_thread, thread_rx) = std::sync::mpsc::channel::<()>();
     let (thread_tx, from_thread) = std::sync::mpsc::channel::<libc::pid_t>();
+    let (signals_tx, from_signals) = std::sync::mpsc::channel::<Result<(), String>>();
     let thread = std::thread::spawn(move || {
         // SAFETY: gettid has no preconditions.
         let tid = || unsafe { libc::gettid() };
+        if let Err(e) = block(&[libc::SIGUSR1, libc::SIGUSR2]) {
+            let _ = signals_tx.send(Err(e));
+        }
         let _ = thread_tx.send(tid());
         if thread_rx.recv().is_ok() {
             let _ = thread_tx.send(tid());
+            let pending =
+                take_signal(libc::SIGUSR1, 0).map_err(|e| format!("tgkill'd SIGUSR1: {e}"));
+            let timer =
+                take_signal(libc::SIGUSR2, 5000).map_err(|e| format!("timer's SIGUSR2: {e}"));
+            let _ = signals_tx.send(pending.and(timer));
         }
     });
     let thread_tid = from_thread
         .recv()
         .map_err(|e| WorkloadError::setup("second thread", e))?;
+    // Aimed at the thread: a pending signal, a timer and a pipe's owner.
+    // SAFETY: tgkill sends to our own thread, which blocks SIGUSR1.
+    if unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), thread_tid, libc::SIGUSR1) } != 0 {
+        return Err(WorkloadError::setup(
+            "tgkill",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let timer = thread_timer(thread_tid)?;
+    let (owned_r, _owned_w) = pipe()?;
+    set_owner_tid(&owned_r, thread_tid)?;
     // A zombie child of the init: exits at once and stays unreaped (waitid WNOWAIT) until the trigger.
     let z = fork()?;
     if z == 0 {
@@ -214,8 +239,16 @@ fn init_main(ready: OwnedFd) -> Result<ExitCode, WorkloadError> {
             );
         }
     }
+    report.check("pipe-owner-tid", owner_tid(&owned_r, thread_tid));
+    report.check("timer-rearmed", arm(timer, Duration::from_millis(1)));
     let _ = to_thread.send(());
     let tid_now = from_thread.recv_timeout(TIMEOUT);
+    report.check(
+        "thread-signals",
+        from_signals
+            .recv_timeout(TIMEOUT)
+            .unwrap_or_else(|e| Err(format!("no answer: {e}"))),
+    );
     report.check(
         "thread-tid-inside",
         match tid_now {
@@ -245,6 +278,121 @@ fn init_main(ready: OwnedFd) -> Result<ExitCode, WorkloadError> {
         },
     );
     Ok(report.finish())
+}
+
+/// Blocks `signals` in the calling thread.
+fn block(signals: &[libc::c_int]) -> Result<(), String> {
+    let mut set = nix::sys::signal::SigSet::empty();
+    for &s in signals {
+        set.add(nix::sys::signal::Signal::try_from(s).map_err(|e| e.to_string())?);
+    }
+    set.thread_block()
+        .map_err(|e| format!("blocking {signals:?}: {e}"))
+}
+
+/// Takes `signo` from the calling thread's pending signals, waiting up to `ms`.
+fn take_signal(signo: libc::c_int, ms: i64) -> Result<(), String> {
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(nix::sys::signal::Signal::try_from(signo).map_err(|e| e.to_string())?);
+    let ts = libc::timespec {
+        tv_sec: ms / 1000,
+        tv_nsec: (ms % 1000) * 1_000_000,
+    };
+    // SAFETY: reads the set and the timeout from our stack; no siginfo is asked for.
+    let got = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
+    if got == signo {
+        Ok(())
+    } else {
+        Err(format!(
+            "sigtimedwait {got} ({}) after {ms} ms",
+            std::io::Error::last_os_error()
+        ))
+    }
+}
+
+/// A CLOCK_MONOTONIC timer that sends SIGUSR2 to thread `tid` (SIGEV_THREAD_ID), armed for an hour.
+fn thread_timer(tid: libc::pid_t) -> Result<libc::timer_t, WorkloadError> {
+    const SIGEV_THREAD_ID: libc::c_int = 4;
+    // SAFETY: sigevent is plain data; all-zero is valid.
+    let mut ev: libc::sigevent = unsafe { std::mem::zeroed() };
+    ev.sigev_notify = SIGEV_THREAD_ID;
+    ev.sigev_signo = libc::SIGUSR2;
+    ev.sigev_notify_thread_id = tid;
+    let mut timer: libc::timer_t = std::ptr::null_mut();
+    // SAFETY: reads the sigevent and writes the timer id, both on our stack.
+    if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut ev, &mut timer) } != 0 {
+        return Err(WorkloadError::setup(
+            "timer_create",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    arm(timer, Duration::from_secs(3600)).map_err(|e| WorkloadError::setup("timer", e))?;
+    Ok(timer)
+}
+
+/// Arms `timer` once, `after` from now.
+fn arm(timer: libc::timer_t, after: Duration) -> Result<(), String> {
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: after.as_secs() as libc::time_t,
+            tv_nsec: after.subsec_nanos() as libc::c_long,
+        },
+    };
+    // SAFETY: reads one itimerspec from our stack; no old value.
+    if unsafe { libc::timer_settime(timer, 0, &spec, std::ptr::null_mut()) } != 0 {
+        return Err(format!(
+            "timer_settime: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// `struct f_owner_ex`.
+#[repr(C)]
+struct FOwnerEx {
+    kind: libc::c_int,
+    pid: libc::pid_t,
+}
+const F_SETOWN_EX: libc::c_int = 15;
+const F_GETOWN_EX: libc::c_int = 16;
+const F_OWNER_TID: libc::c_int = 0;
+
+fn set_owner_tid(fd: &OwnedFd, tid: libc::pid_t) -> Result<(), WorkloadError> {
+    use std::os::fd::AsRawFd;
+    let ex = FOwnerEx {
+        kind: F_OWNER_TID,
+        pid: tid,
+    };
+    // SAFETY: F_SETOWN_EX reads one f_owner_ex from our stack.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), F_SETOWN_EX, &ex) } != 0 {
+        return Err(WorkloadError::setup(
+            "F_SETOWN_EX",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+fn owner_tid(fd: &OwnedFd, want: libc::pid_t) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let mut ex = FOwnerEx { kind: -1, pid: 0 };
+    // SAFETY: F_GETOWN_EX writes one f_owner_ex on our stack.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), F_GETOWN_EX, &mut ex) } != 0 {
+        return Err(format!("F_GETOWN_EX: {}", std::io::Error::last_os_error()));
+    }
+    if ex.kind == F_OWNER_TID && ex.pid == want {
+        Ok(())
+    } else {
+        Err(format!(
+            "owner kind {} pid {}, want tid {want}",
+            ex.kind, ex.pid
+        ))
+    }
 }
 
 fn main() -> ExitCode {
