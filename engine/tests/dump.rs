@@ -661,15 +661,22 @@ fn tty_needs_shell_job() {
     assert!(
         matches!(
             err,
-            DumpError::UnsupportedFd {
+            DumpError::FileDesc {
                 fd: 0,
-                kind: "character device",
+                kind: "pty slave",
                 ..
             }
         ),
         "{err:?}"
     );
-    assert!(err.to_string().contains("/dev/pts/"), "{err}");
+    assert!(
+        err.to_string().contains("/dev/pts/")
+            && err
+                .to_string()
+                .contains("its master is held by no process of the dump")
+            && err.to_string().contains("--shell-job"),
+        "{err}"
+    );
     assert_running_untraced(target.pid);
     let (_d2, img2) = image_path();
     Dump::builder(target.pid())

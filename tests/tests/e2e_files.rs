@@ -47,6 +47,12 @@ fn epoll_reports_readiness() -> Result<()> {
 }
 
 #[test]
+fn pty_pair_termios_window_and_data() -> Result<()> {
+    harness::dump_restore(files(&["pty"]))?;
+    Ok(())
+}
+
+#[test]
 fn timerfd_still_ticking() -> Result<()> {
     harness::dump_restore(files(&["timerfd"]))?;
     Ok(())
@@ -130,6 +136,7 @@ fn every_kind_leave_running_then_restore() -> Result<()> {
         "eventfd",
         "epoll",
         "timerfd",
+        "pty",
         "memfd",
         "signalfd",
         "locks",

@@ -163,7 +163,7 @@ fn files(kinds: &[&str]) -> Spec {
     Spec::workload("wl_files", env!("CARGO_BIN_EXE_wl_files")).args(kinds.iter().copied())
 }
 
-const FILE_KINDS: [&str; 20] = [
+const FILE_KINDS: [&str; 21] = [
     "forkshare",
     "fifo",
     "unixdgram",
@@ -182,6 +182,7 @@ const FILE_KINDS: [&str; 20] = [
     "eventfd",
     "epoll",
     "timerfd",
+    "pty",
     "memfd",
     "signalfd",
 ];
@@ -202,7 +203,15 @@ fn files_detect_damage() -> Result<()> {
     args.push(INJECT_FAULT);
     harness::self_check_fails(
         files(&args),
-        &["locks", "pipe", "eventfd", "fifo", "forkshare", "timerfd"],
+        &[
+            "locks",
+            "pipe",
+            "eventfd",
+            "fifo",
+            "forkshare",
+            "timerfd",
+            "pty",
+        ],
     )?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use dormant_image::records::{
 };
 use dormant_image::ImageWriter;
 
-use super::{anon, fifo, inet, locks, pipe, sys, unix, FileTable};
+use super::{anon, fifo, inet, locks, pipe, pty, sys, unix, FileTable};
 use crate::error::{DumpError, Result};
 use crate::proc;
 
@@ -64,6 +64,8 @@ fn kind_name(target: &str) -> &'static str {
         "anon_inode:[signalfd]" => "signalfd",
         "anon_inode:[eventpoll]" => "epoll",
         t if t.starts_with("/memfd:") => "memfd",
+        t if pty::is_master(t) => "pty master",
+        t if pty::slave_index(t).is_some() => "pty slave",
         t if t.starts_with('/') && t.ends_with(" (deleted)") => "unlinked file",
         _ => "file",
     }
@@ -161,6 +163,12 @@ impl FileCollector {
             _ => None,
         };
         let kind = if fifo.is_some() { "fifo" } else { kind };
+        // The shell-job terminal is inherited at restore, not rebuilt.
+        let kind = if kind == "pty slave" && self.shell_job && (0..=2).contains(&fd) {
+            "file"
+        } else {
+            kind
+        };
         let fail = |reason: String| DumpError::FileDesc {
             pid,
             fd,
@@ -210,6 +218,8 @@ impl FileCollector {
             "signalfd" => anon::signalfd(&info_text).map_err(fail)?,
             "timerfd" => anon::timerfd(&info_text, &dup).map_err(fail)?,
             "memfd" => anon::memfd(&target, info.pos, &dup).map_err(fail)?,
+            "pty master" => pty::dump(&dup, true, &target).map_err(fail)?,
+            "pty slave" => pty::dump(&dup, false, &target).map_err(fail)?,
             "unlinked file" => anon::ghost(&target, info.pos, &dup).map_err(fail)?,
             "epoll" => {
                 let mut targets = Vec::new();
@@ -398,6 +408,41 @@ impl FileCollector {
                     d.kind = DescKind::External {
                         key: format!("pipe:[{pipe}]"),
                     };
+                }
+            }
+        }
+        // A pty slave is rebuilt with its master: one whose master is not in the dump (the terminal the
+        // dump was started from, say) cannot be.
+        let masters: HashSet<u32> = self
+            .descs
+            .iter()
+            .filter_map(|d| match d.kind {
+                DescKind::Pty {
+                    master: true,
+                    index,
+                    ..
+                } => Some(index),
+                _ => None,
+            })
+            .collect();
+        for d in &self.descs {
+            if let DescKind::Pty {
+                master: false,
+                index,
+                ..
+            } = d.kind
+            {
+                if !masters.contains(&index) {
+                    let s = self.seen.iter().find(|s| s.file == FdFile::Desc(d.id));
+                    return Err(DumpError::FileDesc {
+                        pid: s.map_or(pid, |s| s.pid),
+                        fd: s.map_or(-1, |s| s.fd),
+                        kind: "pty slave",
+                        reason: format!(
+                            "/dev/pts/{index}: its master is held by no process of the dump (the \
+                             terminal the tree runs in is inherited with --shell-job, on fds 0-2 only)"
+                        ),
+                    });
                 }
             }
         }

@@ -16,6 +16,7 @@ mod fifo;
 mod inet;
 mod locks;
 mod pipe;
+mod pty;
 mod sys;
 mod tcp;
 mod unix;

@@ -146,6 +146,34 @@ pub enum DescKind {
     /// `pipe:[INODE]`), such as the stdio pipes kata-agent hands a container. Restore uses the descriptor
     /// the caller hands over for the key (`--inherit-fd fd[N]:KEY`) and fails without one.
     External { key: String },
+    /// One end of a pseudo-terminal pair whose two ends are both held in the dumped tree: the master
+    /// (`/dev/ptmx`) or the slave (`/dev/pts/INDEX`). The pair's state is the slave's and is carried by
+    /// both ends, so either can rebuild the pair; restore opens a new pair (its index may differ).
+    Pty {
+        master: bool,
+        index: u32,
+        state: PtyState,
+    },
+}
+
+/// What a pseudo-terminal pair carries: the slave's termios, the window size, the master's packet mode
+/// and the slave's lock.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PtyState {
+    pub iflag: u32,
+    pub oflag: u32,
+    pub cflag: u32,
+    pub lflag: u32,
+    pub line: u8,
+    /// `c_cc`, 32 bytes on this architecture.
+    pub cc: Vec<u8>,
+    pub ispeed: u32,
+    pub ospeed: u32,
+    /// `struct winsize`: rows, columns, x and y pixels.
+    pub winsize: [u16; 4],
+    pub packet: bool,
+    pub locked: bool,
 }
 
 /// One datagram waiting in a unix datagram socket's receive queue.

@@ -165,6 +165,8 @@ pub fn kind_name(k: &DescKind) -> &'static str {
         DescKind::UnixDgram { .. } => "unix datagram socket",
         DescKind::TcpEstablished(_) => "TCP connection",
         DescKind::External { .. } => "external",
+        DescKind::Pty { master: true, .. } => "pty master",
+        DescKind::Pty { master: false, .. } => "pty slave",
     }
 }
 
@@ -204,9 +206,11 @@ pub fn open_all_inheriting(
     // Listeners first: connections accepted from one are rebuilt through it, and an accepted TCP
     // connection rebinds the listener's port (allowed in repair mode while the listener exists; the
     // listener's own bind would conflict with the connection the other way round).
+    // Pty masters first too: each opens its pair, and the slave's description takes the slave.
     let is_listener = |d: &&FileDesc| match &d.kind {
         DescKind::UnixListen { .. } => true,
         DescKind::Inet(s) => s.listen_backlog.is_some(),
+        DescKind::Pty { master, .. } => *master,
         _ => false,
     };
     let listeners_first = descs

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use dormant_image::records::{DescId, DescKind, FileDesc, InetSocket};
+use dormant_image::records::{DescId, DescKind, FileDesc, InetSocket, PtyState};
 use nix::errno::Errno;
 
 use super::{kind_name, FileRestoreError};
@@ -13,6 +13,8 @@ use super::{kind_name, FileRestoreError};
 #[derive(Debug, Default)]
 pub struct State {
     pipe_ends: HashMap<(u64, bool), OwnedFd>,
+    /// The slave of each pty pair opened so far, by dumped index, until its description is opened.
+    pty_slaves: HashMap<u32, OwnedFd>,
     unix_ends: HashMap<u64, OwnedFd>,
     /// Unix socket inode → the description holding it.
     unix_desc: HashMap<u64, DescId>,
@@ -86,6 +88,31 @@ pub fn open_one(d: &FileDesc, st: &mut State) -> Result<OwnedFd, FileRestoreErro
                 mine
             }
         },
+        DescKind::Pty {
+            master: false,
+            index,
+            ..
+        } => st
+            .pty_slaves
+            .remove(index)
+            .ok_or_else(|| FileRestoreError::Bad {
+                id,
+                kind,
+                reason: format!("/dev/pts/{index}: no master of that index in the image"),
+            })?,
+        DescKind::Pty {
+            master: true,
+            index,
+            state,
+        } => {
+            let (master, slave) = open_pty(state).map_err(|(what, e)| sys(what)(e))?;
+            let now = ioctl_int(&master, libc::TIOCGPTN).map_err(sys("TIOCGPTN"))?;
+            if now as u32 != *index {
+                log::info!("pty {index} is restored as /dev/pts/{now}");
+            }
+            st.pty_slaves.insert(*index, slave);
+            master
+        }
         DescKind::EventFd { count, semaphore } => {
             let count = u32::try_from(*count).map_err(|_| FileRestoreError::Bad {
                 id,
@@ -316,6 +343,67 @@ pub fn open_one(d: &FileDesc, st: &mut State) -> Result<OwnedFd, FileRestoreErro
             .map_err(sys(&format!("F_SETFL {fl:?}")))?;
     }
     Ok(fd)
+}
+
+fn ioctl_int(fd: &OwnedFd, req: libc::Ioctl) -> Result<libc::c_int, Errno> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: the request writes one int into `v` on our stack.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), req, &mut v) })?;
+    Ok(v)
+}
+
+/// A new pty pair (master, slave) with `state` applied: termios and window size through the slave, packet
+/// mode and lock on the master (the lock last, once the slave is open).
+fn open_pty(state: &PtyState) -> Result<(OwnedFd, OwnedFd), (&'static str, Errno)> {
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: opens a new pty master from a NUL-terminated literal path.
+    let master =
+        owned(unsafe { libc::open(c"/dev/ptmx".as_ptr(), flags) }).map_err(|e| ("/dev/ptmx", e))?;
+    let zero: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int from our stack.
+    check(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &zero) })
+        .map_err(|e| ("unlocking the slave", e))?;
+    // SAFETY: TIOCGPTPEER opens the pair's slave with `flags` and returns the new fd.
+    let slave = owned(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) })
+        .map_err(|e| ("TIOCGPTPEER", e))?;
+    // SAFETY: termios is plain data; every field the kernel reads is set below.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    t.c_iflag = state.iflag;
+    t.c_oflag = state.oflag;
+    t.c_cflag = state.cflag;
+    t.c_lflag = state.lflag;
+    t.c_line = state.line;
+    for (dst, src) in t.c_cc.iter_mut().zip(&state.cc) {
+        *dst = *src;
+    }
+    t.c_ispeed = state.ispeed;
+    t.c_ospeed = state.ospeed;
+    // SAFETY: reads one termios from our stack.
+    check(unsafe { libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &t) })
+        .map_err(|e| ("tcsetattr", e))?;
+    let [ws_row, ws_col, ws_xpixel, ws_ypixel] = state.winsize;
+    let ws = libc::winsize {
+        ws_row,
+        ws_col,
+        ws_xpixel,
+        ws_ypixel,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from our stack.
+    check(unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &ws) })
+        .map_err(|e| ("TIOCSWINSZ", e))?;
+    if state.packet {
+        let one: libc::c_int = 1;
+        // SAFETY: TIOCPKT reads one int from our stack.
+        check(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCPKT, &one) })
+            .map_err(|e| ("TIOCPKT", e))?;
+    }
+    if state.locked {
+        let one: libc::c_int = 1;
+        // SAFETY: TIOCSPTLCK reads one int from our stack.
+        check(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &one) })
+            .map_err(|e| ("locking the slave", e))?;
+    }
+    Ok((master, slave))
 }
 
 pub(super) fn write_all(fd: &OwnedFd, mut bytes: &[u8]) -> Result<(), Errno> {

@@ -19,6 +19,9 @@
 //!   non-blocking one-shot CLOCK_BOOTTIME timerfd that expired once before the dump and was not read: after
 //!   the trigger exactly one expiration is read from it, then none.
 //! - `memfd`: a 100 KiB memfd with a pattern, offset 1234.
+//! - `pty`: a pseudo-terminal pair (the master dup'ed, the slave O_NONBLOCK) in raw mode at 57600 baud,
+//!   window 37x101: after the trigger the termios and window size are the same, bytes go both ways, and
+//!   the two master fds are one description. (`--inject-fault` changes the window size.)
 //! - `signalfd`: SIGUSR1 blocked and a signalfd for it; a SIGUSR1 raised after the trigger is read from it.
 //! - `locks`: an exclusive flock on one file and a POSIX write lock on bytes 10-19 of another; after the
 //!   trigger a new open of each sees them held (by this pid for the POSIX one).
@@ -97,6 +100,47 @@ fn read_fd(fd: RawFd, max: usize) -> Result<Vec<u8>, String> {
     Ok(buf)
 }
 
+const PTY_ROWS: u16 = 37;
+const PTY_COLS: u16 = 101;
+
+fn set_winsize(fd: RawFd, rows: u16, cols: u16) -> Result<(), String> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from our stack.
+    if unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) } != 0 {
+        return Err(os_err("TIOCSWINSZ"));
+    }
+    Ok(())
+}
+
+/// Reads `want` bytes from `fd` (which may be non-blocking), waiting up to 5 s for them.
+fn read_some(fd: RawFd, want: usize) -> Result<Vec<u8>, String> {
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while got.len() < want {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: polls one pollfd on our stack.
+        unsafe { libc::poll(&mut p, 1, 100) };
+        let mut buf = [0u8; 64];
+        // SAFETY: reads into our buffer.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), want - got.len()) };
+        if n > 0 {
+            got.extend_from_slice(&buf[..n as usize]);
+        } else if std::time::Instant::now() > deadline {
+            return Err(format!("read {} of {want} bytes from fd {fd}", got.len()));
+        }
+    }
+    Ok(got)
+}
+
 fn pos(fd: RawFd) -> i64 {
     // SAFETY: lseek on our own fd.
     unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) }
@@ -150,6 +194,11 @@ enum State {
         fd: RawFd,
         /// Expired once, never read.
         expired: RawFd,
+    },
+    Pty {
+        master: RawFd,
+        master_dup: RawFd,
+        slave: RawFd,
     },
     Memfd {
         fd: RawFd,
@@ -422,6 +471,51 @@ fn set_up(kind: &str, args: &WorkloadArgs) -> Result<State, WorkloadError> {
                 ));
             }
             State::TimerFd { fd, expired }
+        }
+        "pty" => {
+            // SAFETY: opens a new pty master.
+            let master = cvt(
+                unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY) },
+                "posix_openpt",
+            )?;
+            // SAFETY: unlocks our own master's slave.
+            cvt(unsafe { libc::unlockpt(master) }, "unlockpt")?;
+            let mut name = [0 as libc::c_char; 64];
+            // SAFETY: writes the slave's NUL-terminated path into `name`.
+            if unsafe { libc::ptsname_r(master, name.as_mut_ptr(), name.len()) } != 0 {
+                return Err(WorkloadError::setup(
+                    "ptsname_r",
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            let slave = cvt(
+                // SAFETY: opens the NUL-terminated slave path.
+                unsafe {
+                    libc::open(
+                        name.as_ptr(),
+                        libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK,
+                    )
+                },
+                "open slave",
+            )?;
+            // SAFETY: termios is plain data; tcgetattr fills it.
+            let mut t: libc::termios = unsafe { std::mem::zeroed() };
+            // SAFETY: termios calls on our own slave with `t` on our stack.
+            unsafe {
+                cvt(libc::tcgetattr(slave, &mut t), "tcgetattr")?;
+                libc::cfmakeraw(&mut t);
+                cvt(libc::cfsetspeed(&mut t, libc::B57600), "cfsetspeed")?;
+                cvt(libc::tcsetattr(slave, libc::TCSANOW, &t), "tcsetattr")?;
+            }
+            set_winsize(slave, PTY_ROWS, PTY_COLS)
+                .map_err(|e| WorkloadError::setup("winsize", e))?;
+            // SAFETY: dup of our own fd.
+            let master_dup = cvt(unsafe { libc::dup(master) }, "dup")?;
+            State::Pty {
+                master,
+                master_dup,
+                slave,
+            }
         }
         "memfd" => {
             let name =
@@ -943,6 +1037,68 @@ fn check(state: &State) -> Result<(), String> {
                 ));
             }
         }
+        State::Pty {
+            master,
+            master_dup,
+            slave,
+        } => {
+            // SAFETY: termios is plain data; tcgetattr fills it.
+            let mut t: libc::termios = unsafe { std::mem::zeroed() };
+            // SAFETY: reads our own slave's termios onto our stack.
+            if unsafe { libc::tcgetattr(slave, &mut t) } != 0 {
+                return Err(os_err("tcgetattr"));
+            }
+            // SAFETY: reads a field of `t`.
+            let speed = unsafe { libc::cfgetospeed(&t) };
+            if t.c_lflag & (libc::ICANON | libc::ECHO) != 0 || speed != libc::B57600 {
+                return Err(format!(
+                    "termios lflag {:#o} speed {speed:#o}, want raw at B57600",
+                    t.c_lflag
+                ));
+            }
+            let mut ws = libc::winsize {
+                ws_row: 0,
+                ws_col: 0,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: TIOCGWINSZ writes one winsize on our stack.
+            if unsafe { libc::ioctl(slave, libc::TIOCGWINSZ, &mut ws) } != 0 {
+                return Err(os_err("TIOCGWINSZ"));
+            }
+            if (ws.ws_row, ws.ws_col) != (PTY_ROWS, PTY_COLS) {
+                return Err(format!(
+                    "window {}x{}, want {PTY_ROWS}x{PTY_COLS}",
+                    ws.ws_row, ws.ws_col
+                ));
+            }
+            // SAFETY: kcmp compares two of our own fds.
+            let same = unsafe {
+                libc::syscall(
+                    libc::SYS_kcmp,
+                    libc::getpid(),
+                    libc::getpid(),
+                    0, // KCMP_FILE
+                    master,
+                    master_dup,
+                )
+            };
+            if same != 0 {
+                return Err(format!(
+                    "the dup'ed master fds are distinct descriptions ({same})"
+                ));
+            }
+            write_fd(master, b"ping")?;
+            let got = read_some(slave, 4)?;
+            if got != b"ping" {
+                return Err(format!("slave read {got:?}, want ping"));
+            }
+            write_fd(slave, b"pong")?;
+            let got = read_some(master_dup, 4)?;
+            if got != b"pong" {
+                return Err(format!("master read {got:?}, want pong"));
+            }
+        }
         State::Memfd { fd } => {
             if pos(fd) != MEMFD_POS {
                 return Err(format!("offset {}, want {MEMFD_POS}", pos(fd)));
@@ -1310,6 +1466,7 @@ fn inject_fault(states: &[(String, State)]) {
             State::Pipe { r, .. } => drop(read_fd(r, 4096)),
             State::EventFd { fd } => drop(read_fd(fd, 8)),
             State::TimerFd { expired, .. } => drop(read_fd(expired, 8)),
+            State::Pty { slave, .. } => drop(set_winsize(slave, 1, 1)),
             State::Fifo { r, .. } => drop(read_fd(r, 4096)),
             State::ForkShare { fd, .. } => {
                 // SAFETY: lseek on our own fd.
