@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use dormant_image::records::{DescId, DescKind, FileDesc, InetSocket};
+use dormant_image::records::{DescId, DescKind, FileDesc, InetSocket, InotifyWatch};
 use nix::errno::Errno;
 
 use super::{kind_name, FileRestoreError};
@@ -293,6 +293,19 @@ pub fn open_one(d: &FileDesc, st: &mut State) -> Result<OwnedFd, FileRestoreErro
                 source,
             })?
         }
+        DescKind::Inotify { watches } => {
+            open_inotify(watches).map_err(|(what, source)| FileRestoreError::Sys {
+                id,
+                kind,
+                what,
+                source,
+            })?
+        }
+        // A stand-in the task replaces with `pidfd_open` of the restored process once it exists
+        // (ChildAction::PidfdOpen): here, before any fork, the target is not there yet.
+        // SAFETY: eventfd takes an initial value and flags and returns a new fd.
+        DescKind::Pidfd { .. } => owned(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) })
+            .map_err(sys("eventfd (stand-in for a pidfd)"))?,
     };
     let mut fl = nix::fcntl::OFlag::empty();
     if nonblock {
@@ -306,6 +319,113 @@ pub fn open_one(d: &FileDesc, st: &mut State) -> Result<OwnedFd, FileRestoreErro
             .map_err(sys(&format!("F_SETFL {fl:?}")))?;
     }
     Ok(fd)
+}
+
+/// Watch descriptors beyond this are refused: reaching one takes that many placeholder watches.
+const INOTIFY_MAX_WD: i32 = 1 << 22;
+
+/// An inotify instance whose watches have the dumped wd numbers and masks. The kernel hands out wds
+/// cyclically upward from 1 (verified on 6.18: after removing wd 1 the next add gets 2, not 1), so watches
+/// are added in ascending wd order and every gap is burnt with a placeholder watch on a memfd of ours,
+/// removed at once. Each removal queues an `IN_IGNORED` event, which is drained from the still private
+/// instance (the dump carried no events). Returned blocking; the caller applies the dumped status flags.
+fn open_inotify(watches: &[InotifyWatch]) -> Result<OwnedFd, (String, Errno)> {
+    // SAFETY: inotify_init1 returns a new fd.
+    let fd = owned(unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) })
+        .map_err(|e| ("inotify_init1".to_string(), e))?;
+    let mut sorted: Vec<&InotifyWatch> = watches.iter().collect();
+    sorted.sort_by_key(|w| w.wd);
+    let mut placeholder: Option<(OwnedFd, std::ffi::CString)> = None;
+    let mut next = 1;
+    for w in sorted {
+        if w.wd < next || w.wd > INOTIFY_MAX_WD {
+            return Err((
+                format!(
+                    "watch descriptor {} of {} cannot be recreated (next free is {next}, limit {INOTIFY_MAX_WD})",
+                    w.wd, w.path
+                ),
+                Errno::EINVAL,
+            ));
+        }
+        let mut burnt = 0u32;
+        while next < w.wd {
+            if placeholder.is_none() {
+                let name = c"dormant-inotify-placeholder";
+                // SAFETY: memfd_create reads the NUL-terminated name and returns a new fd.
+                let m = owned(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })
+                    .map_err(|e| ("memfd_create (inotify placeholder)".to_string(), e))?;
+                let path = std::ffi::CString::new(format!("/proc/self/fd/{}", m.as_raw_fd()))
+                    .map_err(|_| ("placeholder path".to_string(), Errno::EINVAL))?;
+                placeholder = Some((m, path));
+            }
+            let Some((_, path)) = &placeholder else {
+                break;
+            };
+            // SAFETY: reads the NUL-terminated path; returns a wd or -1.
+            let got = check(unsafe {
+                libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), libc::IN_ACCESS)
+            })
+            .map_err(|e| (format!("placeholder watch before wd {}", w.wd), e))?;
+            // SAFETY: removes the watch just added to our own instance.
+            check(unsafe { libc::inotify_rm_watch(fd.as_raw_fd(), got) })
+                .map_err(|e| (format!("removing placeholder wd {got}"), e))?;
+            next = got + 1;
+            burnt += 1;
+            // Keep the queue of IN_IGNORED events short of its limit (an overflow event would stay).
+            if burnt % 1024 == 0 {
+                drain(&fd);
+            }
+        }
+        drain(&fd);
+        let md = std::fs::symlink_metadata(&w.path)
+            .map_err(|e| (format!("watched path {}", w.path), errno_of(&e)))?;
+        use std::os::unix::fs::MetadataExt;
+        if md.ino() != w.ino || md.dev() != w.dev {
+            return Err((
+                format!(
+                    "watched path {} is inode {} on device {:#x} now, not inode {} on {:#x} as dumped",
+                    w.path,
+                    md.ino(),
+                    md.dev(),
+                    w.ino,
+                    w.dev
+                ),
+                Errno::ESTALE,
+            ));
+        }
+        let mut mask = w.mask & !(libc::IN_MASK_ADD | IN_MASK_CREATE);
+        if w.symlink {
+            mask |= libc::IN_DONT_FOLLOW;
+        }
+        let cpath = std::ffi::CString::new(w.path.as_str())
+            .map_err(|_| (format!("watched path {:?} holds a NUL byte", w.path), Errno::EINVAL))?;
+        // SAFETY: reads the NUL-terminated path; returns a wd or -1.
+        let got = check(unsafe { libc::inotify_add_watch(fd.as_raw_fd(), cpath.as_ptr(), mask) })
+            .map_err(|e| (format!("inotify_add_watch {} mask {mask:#x}", w.path), e))?;
+        if got != w.wd {
+            return Err((
+                format!("watch on {} got wd {got}, not the dumped {}", w.path, w.wd),
+                Errno::EINVAL,
+            ));
+        }
+        next = got + 1;
+    }
+    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()))
+        .map_err(|e| ("F_SETFL (blocking)".to_string(), e))?;
+    Ok(fd)
+}
+
+/// `IN_MASK_CREATE` (not in the libc crate for this target): never part of a kept mask.
+const IN_MASK_CREATE: u32 = 0x1000_0000;
+
+/// Reads (and drops) every queued event of a non-blocking inotify instance of ours.
+fn drain(fd: &OwnedFd) {
+    let mut buf = [0u8; 4096];
+    while matches!(nix::unistd::read(fd, &mut buf), Ok(n) if n > 0) {}
+}
+
+fn errno_of(e: &std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
 pub(super) fn write_all(fd: &OwnedFd, mut bytes: &[u8]) -> Result<(), Errno> {
