@@ -437,4 +437,3 @@ mod tests {
         assert!(err.to_string().contains("not a directory"), "{err}");
     }
 }
-

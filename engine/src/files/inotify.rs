@@ -175,9 +175,14 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let oct = b.get(i + 1..i + 4).filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let oct = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
         if let (b'\\', Some(d)) = (b[i], oct) {
-            out.push(d.iter().fold(0u8, |a, c| a.wrapping_mul(8).wrapping_add(c - b'0')));
+            out.push(
+                d.iter()
+                    .fold(0u8, |a, c| a.wrapping_mul(8).wrapping_add(c - b'0')),
+            );
             i += 4;
             continue;
         }
@@ -217,7 +222,13 @@ fn resolve_on(
 ) -> Result<(String, bool), String> {
     let cpoint = std::ffi::CString::new(point).map_err(|_| "NUL in mount point".to_string())?;
     // SAFETY: open reads the NUL-terminated path and returns a new fd (or -1).
-    let m = unsafe { libc::open(cpoint.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    // Not O_PATH: open_by_handle_at refuses an O_PATH mount fd (EBADF).
+    let m = unsafe {
+        libc::open(
+            cpoint.as_ptr(),
+            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
     if m < 0 {
         return Err(format!("open: {}", std::io::Error::last_os_error()));
     }
@@ -328,7 +339,8 @@ inotify wd:2 ino:994171 sdev:fe00001 mask:80000fff ignored_mask:0 fhandle-bytes:
         // SAFETY: reads the NUL-terminated path.
         let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), p.as_ptr(), libc::IN_CREATE) };
         assert_eq!(wd, 1);
-        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap();
+        let info =
+            std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap();
         // Needs CAP_DAC_READ_SEARCH for open_by_handle_at: the tests run as root.
         let DescKind::Inotify { watches } = dump(&info, &fd).unwrap() else {
             panic!("not an inotify description")

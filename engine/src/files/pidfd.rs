@@ -56,13 +56,18 @@ mod tests {
     #[test]
     fn pids() {
         let tree: HashSet<u32> = [10, 11].into();
-        let info = |p: &str| format!("pos:\t0\nflags:\t02004002\nmnt_id:\t4\nino:\t25\nPid:\t{p}\nNSpid:\t{p}\n");
+        let info = |p: &str| {
+            format!("pos:\t0\nflags:\t02004002\nmnt_id:\t4\nino:\t25\nPid:\t{p}\nNSpid:\t{p}\n")
+        };
         assert_eq!(
             dump(&info("11"), 0o4002, &tree),
             Ok(DescKind::Pidfd { pid: 11 })
         );
         let e = dump(&info("12"), 0, &tree).unwrap_err();
-        assert!(e.contains("pid 12") && e.contains("outside the dumped tree"), "{e}");
+        assert!(
+            e.contains("pid 12") && e.contains("outside the dumped tree"),
+            "{e}"
+        );
         assert!(dump(&info("-1"), 0, &tree).unwrap_err().contains("reaped"));
         assert!(dump(&info("0"), 0, &tree).is_err());
         assert!(dump(&info("11"), PIDFD_THREAD, &tree).is_err());

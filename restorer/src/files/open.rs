@@ -397,8 +397,12 @@ fn open_inotify(watches: &[InotifyWatch]) -> Result<OwnedFd, (String, Errno)> {
         if w.symlink {
             mask |= libc::IN_DONT_FOLLOW;
         }
-        let cpath = std::ffi::CString::new(w.path.as_str())
-            .map_err(|_| (format!("watched path {:?} holds a NUL byte", w.path), Errno::EINVAL))?;
+        let cpath = std::ffi::CString::new(w.path.as_str()).map_err(|_| {
+            (
+                format!("watched path {:?} holds a NUL byte", w.path),
+                Errno::EINVAL,
+            )
+        })?;
         // SAFETY: reads the NUL-terminated path; returns a wd or -1.
         let got = check(unsafe { libc::inotify_add_watch(fd.as_raw_fd(), cpath.as_ptr(), mask) })
             .map_err(|e| (format!("inotify_add_watch {} mask {mask:#x}", w.path), e))?;
@@ -410,8 +414,11 @@ fn open_inotify(watches: &[InotifyWatch]) -> Result<OwnedFd, (String, Errno)> {
         }
         next = got + 1;
     }
-    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()))
-        .map_err(|e| ("F_SETFL (blocking)".to_string(), e))?;
+    nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+    )
+    .map_err(|e| ("F_SETFL (blocking)".to_string(), e))?;
     Ok(fd)
 }
 
