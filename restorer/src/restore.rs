@@ -408,6 +408,26 @@ fn exists_before_actions(planned: &[crate::tree::Planned], holder: usize, target
 
 #[cfg(test)]
 mod tests {
+
+    /// Fork order root, A, A's child, B: a task sees its ancestors, its subtree and what was forked before
+    /// it when it sets up its files (pidfd targets), never a later sibling's subtree.
+    #[test]
+    fn pidfd_targets_that_exist_in_time() {
+        let node = |parent| crate::tree::Planned {
+            node: Node::Member(0),
+            parent,
+            session: SessionPlan::Inherit,
+            subreaper_first: false,
+        };
+        let planned = [node(None), node(Some(0)), node(Some(1)), node(Some(0))];
+        assert!(exists_before_actions(&planned, 1, 0));
+        assert!(exists_before_actions(&planned, 1, 1));
+        assert!(exists_before_actions(&planned, 1, 2));
+        assert!(!exists_before_actions(&planned, 1, 3));
+        assert!(!exists_before_actions(&planned, 2, 3));
+        assert!(exists_before_actions(&planned, 3, 2));
+        assert!(exists_before_actions(&planned, 0, 3));
+    }
     use super::*;
 
     #[test]

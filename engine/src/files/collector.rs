@@ -540,6 +540,8 @@ mod tests {
         assert_eq!(bracket_ino("socket:[5]"), Some(5));
         assert_eq!(kind_name("anon_inode:[eventpoll]"), "epoll");
         assert_eq!(kind_name("/memfd:x (deleted)"), "memfd");
+        assert_eq!(kind_name("anon_inode:inotify"), "inotify");
+        assert_eq!(kind_name("anon_inode:[pidfd]"), "pidfd");
         assert_eq!(kind_name("/etc/passwd"), "file");
     }
 }

@@ -372,7 +372,7 @@ fn open_inotify(watches: &[InotifyWatch]) -> Result<OwnedFd, (String, Errno)> {
             next = got + 1;
             burnt += 1;
             // Keep the queue of IN_IGNORED events short of its limit (an overflow event would stay).
-            if burnt % 1024 == 0 {
+            if burnt.is_multiple_of(1024) {
                 drain(&fd);
             }
         }
@@ -677,5 +677,94 @@ impl State {
             }
         }
         super::unix::fill_datagrams(descs, fds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn watch(wd: i32, mask: u32, path: &std::path::Path) -> InotifyWatch {
+        let md = std::fs::symlink_metadata(path).unwrap();
+        InotifyWatch {
+            wd,
+            mask,
+            path: path.to_str().unwrap().to_string(),
+            ino: md.ino(),
+            dev: md.dev(),
+            symlink: md.file_type().is_symlink(),
+        }
+    }
+
+    /// Gaps in the wd numbers are burnt with placeholders; the instance comes back with exactly the wanted
+    /// wds and masks, an empty queue and blocking.
+    #[test]
+    fn inotify_same_wds_and_masks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir(&a).unwrap();
+        std::fs::write(&b, b"").unwrap();
+        let ws = [
+            watch(5, libc::IN_MODIFY | libc::IN_ONESHOT, &b),
+            watch(2, libc::IN_CREATE | libc::IN_DELETE, &a),
+        ];
+        let fd = open_inotify(&ws).unwrap();
+        let info =
+            std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap();
+        let lines: Vec<(String, String)> = info
+            .lines()
+            .filter(|l| l.starts_with("inotify "))
+            .map(|l| {
+                let f = |k: &str| {
+                    l.split_whitespace()
+                        .find_map(|x| x.strip_prefix(k))
+                        .unwrap()
+                        .to_string()
+                };
+                (f("wd:"), f("mask:"))
+            })
+            .collect();
+        let mut lines = lines;
+        lines.sort();
+        assert_eq!(
+            lines,
+            vec![
+                (
+                    "2".into(),
+                    format!("{:x}", libc::IN_CREATE | libc::IN_DELETE)
+                ),
+                (
+                    "5".into(),
+                    format!("{:x}", libc::IN_MODIFY | libc::IN_ONESHOT)
+                ),
+            ]
+        );
+        let mut queued: libc::c_int = -1;
+        // SAFETY: FIONREAD writes one int to our stack.
+        assert_eq!(
+            unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut queued) },
+            0
+        );
+        assert_eq!(queued, 0, "placeholder IN_IGNORED events left in the queue");
+        let fl = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+        assert_eq!(fl & libc::O_NONBLOCK, 0);
+    }
+
+    /// A path that names another inode now is refused rather than watched.
+    #[test]
+    fn inotify_refuses_a_replaced_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        std::fs::create_dir(&a).unwrap();
+        let w = watch(1, libc::IN_CREATE, &a);
+        std::fs::remove_dir(&a).unwrap();
+        std::fs::write(dir.path().join("pad"), b"").unwrap();
+        std::fs::create_dir(&a).unwrap();
+        if std::fs::metadata(&a).unwrap().ino() == w.ino {
+            return; // the file system reused the inode number: nothing to tell apart
+        }
+        let (what, _) = open_inotify(&[w]).unwrap_err();
+        assert!(what.contains("not inode"), "{what}");
     }
 }

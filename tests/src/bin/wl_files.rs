@@ -70,7 +70,7 @@ const MEMFD_NAME: &str = "wl-files-memfd";
 const EPOLL_EVENTFD_DATA: u64 = 0xab_cdef;
 const FIFO_BYTES: &[u8] = b"fifo bytes";
 const FIFO_SIZE: i32 = 64 << 10;
-const PIDFD_EPOLL_DATA: u64 = 0x51d_fd;
+const PIDFD_EPOLL_DATA: u64 = 0x51_dfd0;
 
 fn os_err(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
@@ -1440,6 +1440,7 @@ fn inotify(args: &WorkloadArgs) -> Result<State, WorkloadError> {
     let wg = w(&gone, libc::IN_DELETE)?;
     // SAFETY: removes a watch of our own instance.
     cvt(
+        // SAFETY: removes a watch of our own instance.
         unsafe { libc::inotify_rm_watch(fd, wg) },
         "inotify_rm_watch",
     )?;
@@ -1498,6 +1499,7 @@ fn pidfd_child() -> Result<State, WorkloadError> {
     let mut p = [0; 2];
     // SAFETY: pipe2 writes two fds into `p`.
     cvt(
+        // SAFETY: pipe2 writes two fds into `p`.
         unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) },
         "pipe2",
     )?;
@@ -1526,6 +1528,7 @@ fn pidfd_child() -> Result<State, WorkloadError> {
     };
     // SAFETY: epoll_ctl reads one epoll_event from our stack.
     cvt(
+        // SAFETY: epoll_ctl reads one epoll_event from our stack.
         unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, pidfd, &mut ev) },
         "epoll_ctl",
     )?;
@@ -1595,6 +1598,7 @@ fn pidfd_outside(args: &WorkloadArgs) -> Result<State, WorkloadError> {
     let mut p = [0; 2];
     // SAFETY: pipe2 writes two fds into `p`.
     cvt(
+        // SAFETY: pipe2 writes two fds into `p`.
         unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) },
         "pipe2",
     )?;
