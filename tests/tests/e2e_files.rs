@@ -136,6 +136,14 @@ fn pidfd_of_child_refers_to_it() -> Result<()> {
     Ok(())
 }
 
+/// A pidfd of a child that exited before the dump (a zombie, restored as one): readable at once after the
+/// restore, and waitid(P_PIDFD) reaps that child with its status.
+#[test]
+fn pidfd_of_zombie_child_reaps_it() -> Result<()> {
+    harness::dump_restore(files(&["pidfdzombie"]))?;
+    Ok(())
+}
+
 /// Both kinds with the rest of a tree's file state, in one process with a child.
 #[test]
 fn inotify_and_pidfd_with_epoll_and_eventfd() -> Result<()> {

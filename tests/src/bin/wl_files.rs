@@ -42,6 +42,8 @@
 //! - `pidfd`: a child waiting on a pipe, a pidfd of it (PIDFD_NONBLOCK) registered in an epoll set; after
 //!   the trigger the child is told to exit 7: the pidfd becomes readable, epoll reports it and
 //!   waitid(P_PIDFD) reaps exactly that child with status 7.
+//! - `pidfdzombie`: a pidfd of a child that has exited (exit 9) and is not reaped yet; after the trigger it
+//!   is readable at once and waitid(P_PIDFD) reaps exactly that child with status 9.
 //! - `pidfdoutside`: a pidfd of a process outside this tree (a grandchild whose parent exited; its pid in
 //!   DIR/pidfd-outside.pid), which a dump must refuse; the check signals it through the pidfd.
 //! - `pidfdreaped`: a pidfd of a child already reaped (fdinfo `Pid: -1`), which a dump must refuse.
@@ -237,6 +239,10 @@ enum State {
     },
     PidfdOutside {
         pidfd: RawFd,
+    },
+    PidfdZombie {
+        pidfd: RawFd,
+        child: libc::pid_t,
     },
     InotifyQueued {
         fd: RawFd,
@@ -512,6 +518,18 @@ fn set_up(kind: &str, args: &WorkloadArgs) -> Result<State, WorkloadError> {
         "inotify" => inotify(args)?,
         "pidfd" => pidfd_child()?,
         "pidfdoutside" => pidfd_outside(args)?,
+        "pidfdzombie" => {
+            let child = workload::fork()?;
+            if child == 0 {
+                workload::exit_now(9);
+            }
+            let pidfd = pidfd_open(child, 0).map_err(|e| WorkloadError::setup("pidfd_open", e))?;
+            // Readable once the child has exited: a zombie when the dump comes.
+            if !poll_in(pidfd, 10_000).map_err(|e| WorkloadError::setup("pidfd poll", e))? {
+                return Err(WorkloadError::setup("pidfdzombie", "child did not exit"));
+            }
+            State::PidfdZombie { pidfd, child }
+        }
         "pidfdreaped" => {
             let child = workload::fork()?;
             if child == 0 {
@@ -1330,6 +1348,12 @@ fn check(state: &State) -> Result<(), String> {
                 return Err("the outside process did not exit after SIGKILL".into());
             }
         }
+        State::PidfdZombie { pidfd, child } => {
+            if !poll_in(pidfd, 0)? {
+                return Err("the pidfd of the exited child is not readable".into());
+            }
+            reap_pidfd(pidfd, child, 9)?;
+        }
         State::InotifyQueued { fd } => {
             let ev = read_events(fd)?;
             if ev.len() != 1 || ev[0].0 != 1 || ev[0].1 != libc::IN_CREATE || ev[0].2 != "queued" {
@@ -1569,6 +1593,11 @@ fn check_pidfd(pidfd: RawFd, ep: RawFd, cmd: RawFd, child: libc::pid_t) -> Resul
     if n != 1 || { evs[0].u64 } != PIDFD_EPOLL_DATA {
         return Err(format!("epoll_wait gave {n} events, want the pidfd's"));
     }
+    reap_pidfd(pidfd, child, 7)
+}
+
+/// waitid(P_PIDFD) must reap exactly `child` with exit status `code`.
+fn reap_pidfd(pidfd: RawFd, child: libc::pid_t, code: i32) -> Result<(), String> {
     // SAFETY: siginfo_t is plain data; waitid fills it.
     let mut si: libc::siginfo_t = unsafe { std::mem::zeroed() };
     // SAFETY: waitid on our own pidfd (P_PIDFD = 3) writes one siginfo_t.
@@ -1585,9 +1614,9 @@ fn check_pidfd(pidfd: RawFd, ep: RawFd, cmd: RawFd, child: libc::pid_t) -> Resul
     }
     // SAFETY: filled by waitid for an exited child.
     let (pid, status) = unsafe { (si.si_pid(), si.si_status()) };
-    if pid != child || status != 7 {
+    if pid != child || status != code {
         return Err(format!(
-            "waitid(P_PIDFD) reaped pid {pid} status {status}, want {child} status 7"
+            "waitid(P_PIDFD) reaped pid {pid} status {status}, want {child} status {code}"
         ));
     }
     Ok(())
