@@ -742,10 +742,8 @@ mod tests {
         );
         let mut queued: libc::c_int = -1;
         // SAFETY: FIONREAD writes one int to our stack.
-        assert_eq!(
-            unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut queued) },
-            0
-        );
+        let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut queued) };
+        assert_eq!(r, 0);
         assert_eq!(queued, 0, "placeholder IN_IGNORED events left in the queue");
         let fl = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL).unwrap();
         assert_eq!(fl & libc::O_NONBLOCK, 0);
