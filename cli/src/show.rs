@@ -94,6 +94,11 @@ fn human(img: &ImageReader) -> Result<String, CliError> {
         inv.root_pid.0
     );
     let files: Vec<RegFile> = img.read_records(names::REG_FILES)?;
+    let descs: Vec<FileDesc> = if img.has_file(names::FILE_DESCS) {
+        img.read_records(names::FILE_DESCS)?
+    } else {
+        Vec::new()
+    };
     let path_of = |id: FileId| {
         files
             .iter()
@@ -166,7 +171,10 @@ fn human(img: &ImageReader) -> Result<String, CliError> {
                     )
                 }
                 FdFile::InheritedTty => "inherited terminal".into(),
-                FdFile::Desc(id) => format!("file description {}", id.0),
+                FdFile::Desc(id) => match descs.iter().find(|d| d.id == id) {
+                    Some(d) => format!("file description {}: {}", id.0, desc_summary(&d.kind)),
+                    None => format!("file description {} (missing)", id.0),
+                },
             };
             let _ = writeln!(
                 s,
@@ -184,6 +192,58 @@ fn human(img: &ImageReader) -> Result<String, CliError> {
         total as f64 / 1048576.0
     );
     Ok(s)
+}
+
+/// One line about a description for the human-readable view (`--json` has every field).
+fn desc_summary(k: &records::DescKind) -> String {
+    use records::DescKind;
+    match k {
+        DescKind::PipeEnd { pipe, write, .. } => {
+            format!(
+                "pipe:[{pipe}] {} end",
+                if *write { "write" } else { "read" }
+            )
+        }
+        DescKind::EventFd { count, .. } => format!("eventfd count {count}"),
+        DescKind::TimerFd { clock, .. } => format!("timerfd clock {clock}"),
+        DescKind::SignalFd { mask } => format!("signalfd mask {mask:#x}"),
+        DescKind::Epoll { targets } => format!("epoll, {} registrations", targets.len()),
+        DescKind::Memfd { name, data, .. } => format!("memfd {name:?}, {} bytes", data.len()),
+        DescKind::UnixPair { ino, peer, .. } => format!("unix socket {ino} paired with {peer}"),
+        DescKind::Inet(i) => format!("inet socket family {} type {}", i.family, i.sock_type),
+        DescKind::UnixListen { name, .. } => {
+            format!(
+                "unix listener {}",
+                String::from_utf8_lossy(name).replace('\0', "@")
+            )
+        }
+        DescKind::Ghost { path, data, .. } => {
+            format!("unlinked file {path}, {} bytes", data.len())
+        }
+        DescKind::Fifo { path, .. } => format!("fifo {path}"),
+        DescKind::UnixConn { ino, peer, .. } => format!("unix connection {ino} to {peer}"),
+        DescKind::UnixDgram { ino, .. } => format!("unix datagram socket {ino}"),
+        DescKind::TcpEstablished(c) => format!("TCP connection, local port {}", c.local.1),
+        DescKind::External { key } => format!("external {key}"),
+        DescKind::Inotify { watches } => {
+            let ws: Vec<String> = watches
+                .iter()
+                .map(|w| format!("wd {} mask {:#x} {}", w.wd, w.mask, w.path))
+                .collect();
+            format!("inotify [{}]", ws.join(", "))
+        }
+        DescKind::Pidfd { pid } => format!("pidfd of pid {pid}"),
+        DescKind::Pty {
+            master,
+            index,
+            state,
+        } => format!(
+            "pty {} {index}, window {}x{}",
+            if *master { "master of" } else { "slave" },
+            state.winsize[0],
+            state.winsize[1]
+        ),
+    }
 }
 
 pub fn verify(dir: &Path) -> Result<ExitCode, CliError> {

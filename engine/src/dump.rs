@@ -403,6 +403,12 @@ impl Dump {
         let mut file_descs =
             files::FileCollector::new(self.shell_job).tcp_established(self.tcp_established);
         file_descs.external_pipes(container.is_some() || self.external_pipes);
+        file_descs.tree_pids(
+            tree.tasks
+                .iter()
+                .map(|t| t.task.pid())
+                .chain(tree.zombies.iter().map(|z| z.pid.0)),
+        );
         let mut entries = Vec::with_capacity(tree.tasks.len());
         let mut shmem: Vec<ShmemObject> = Vec::new();
         let mut bytes = 0;

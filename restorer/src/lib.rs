@@ -12,8 +12,9 @@
 //! the processes run.
 //!
 //! Open file descriptions other than path-reopened files (pipes, FIFOs, sockets, eventfd, epoll, memfd,
-//! ...) are rebuilt by [`files`], once each, before the fork; regular files are reopened once per tree
-//! (`TreeShared` in `prepare`), so descriptions shared across a fork stay shared.
+//! inotify, ...) are rebuilt by [`files`], once each, before the fork; regular files are reopened once per
+//! tree (`TreeShared` in `prepare`), so descriptions shared across a fork stay shared. pidfds are the
+//! exception: each holder reopens its own with `pidfd_open` after the fork, once its target exists.
 //!
 //! A container image (one with a mount tree) is restored inside its namespaces: [`container`] moves the
 //! restoring process into them ([`ns`] for uts/ipc/net/cgroup/user, then a rebuilt mount namespace and a

@@ -273,8 +273,17 @@ impl Restore {
             self.tcp_established,
             &self.inherited,
         )?;
+        // Where each process of the image is in the fork order, for the pidfds tasks reopen.
+        let planned_at: std::collections::HashMap<u32, usize> = planned
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match p.node {
+                Node::Member(m) => members.get(m).map(|m| (m.pid, i)),
+                _ => None,
+            })
+            .collect();
         let mut nodes = Vec::with_capacity(planned.len());
-        for p in &planned {
+        for (at, p) in planned.iter().enumerate() {
             let input = match p.node {
                 Node::Member(i) => i,
                 Node::SessionHelper { sid } => {
@@ -313,6 +322,31 @@ impl Restore {
                         prepare::prepare(dir, &blob, task, vdso, policy, &mut shared, &opened)?;
                     launch.ns_pid = inner_pid(task.pid.0);
                     launch.session = session_inside(p.session)?;
+                    for a in &mut launch.child_actions {
+                        let crate::files::ChildAction::PidfdOpen { fd, pid, .. } = a else {
+                            continue;
+                        };
+                        let holder = task.pid.0;
+                        let target = *planned_at.get(pid).ok_or_else(|| RestoreError::BadImage {
+                            dir: dir.to_owned(),
+                            reason: format!(
+                                "pid {holder} fd {fd}: a pidfd of pid {pid}, which is not in the image"
+                            ),
+                        })?;
+                        if !exists_before_actions(&planned, at, target) {
+                            return Err(RestoreError::Unsupported(format!(
+                                "pid {holder} fd {fd}: a pidfd of pid {pid}, which is forked only after                                  pid {holder} has set up its files (a pidfd must refer to the task itself,                                  an ancestor, a descendant or a process forked before it)"
+                            )));
+                        }
+                        if nested {
+                            *pid = inner_pid(*pid).ok_or_else(|| {
+                                RestoreError::Unsupported(format!(
+                                    "pid {holder} fd {fd}: the pid of {pid} inside the tree's pid \
+                                     namespace (for its pidfd) is not recorded"
+                                ))
+                            })?;
+                        }
+                    }
                     TreeTask::Live(Box::new(launch))
                 }
                 None => {
@@ -366,8 +400,45 @@ impl Restore {
     }
 }
 
+/// Whether the process planned at `target` exists when the one at `holder` sets up its files: the tree is
+/// forked in depth-first order and every task sets up its files after its own subtree exists, so the
+/// processes planned before it and those of its subtree do; the ones after it outside its subtree do not.
+fn exists_before_actions(planned: &[crate::tree::Planned], holder: usize, target: usize) -> bool {
+    if target <= holder {
+        return true;
+    }
+    let mut at = Some(target);
+    while let Some(i) = at {
+        if i == holder {
+            return true;
+        }
+        at = planned.get(i).and_then(|p| p.parent);
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
+
+    /// Fork order root, A, A's child, B: a task sees its ancestors, its subtree and what was forked before
+    /// it when it sets up its files (pidfd targets), never a later sibling's subtree.
+    #[test]
+    fn pidfd_targets_that_exist_in_time() {
+        let node = |parent| crate::tree::Planned {
+            node: Node::Member(0),
+            parent,
+            session: SessionPlan::Inherit,
+            subreaper_first: false,
+        };
+        let planned = [node(None), node(Some(0)), node(Some(1)), node(Some(0))];
+        assert!(exists_before_actions(&planned, 1, 0));
+        assert!(exists_before_actions(&planned, 1, 1));
+        assert!(exists_before_actions(&planned, 1, 2));
+        assert!(!exists_before_actions(&planned, 1, 3));
+        assert!(!exists_before_actions(&planned, 2, 3));
+        assert!(exists_before_actions(&planned, 3, 2));
+        assert!(exists_before_actions(&planned, 0, 3));
+    }
     use super::*;
 
     #[test]

@@ -920,6 +920,11 @@ impl Workload {
         cmd.args(&self.spec.dump_args);
         cmd.stdin(Stdio::null()).stdout(out).stderr(out_err);
         isolate(&mut cmd, false);
+        // Every pid of the tree, zombies included: a zombie of the killed tree is reaped by whoever it is
+        // reparented to (init), asynchronously, and a restore started before that finds its pid taken.
+        let tree_pids: Vec<i32> = tree_ids(self.pid)
+            .map(|ids| ids.iter().map(|t| t.pid).collect())
+            .unwrap_or_default();
         let mut dump = cmd.spawn().map_err(io_err("running dormant dump", &bin))?;
 
         let start = Instant::now();
@@ -970,6 +975,17 @@ impl Workload {
         if !pid_is_free(pid) {
             return Err(self.fail(format!(
                 "pid {pid} is not free after the dump returned (original ended with {orig_status:?})"
+            )));
+        }
+        let all_free = || tree_pids.iter().all(|&p| pid_is_free(p));
+        if !wait_until(Duration::from_secs(10), all_free) {
+            let taken: Vec<i32> = tree_pids
+                .iter()
+                .copied()
+                .filter(|&p| !pid_is_free(p))
+                .collect();
+            return Err(self.fail(format!(
+                "pids {taken:?} of the dumped tree are still taken 10 s after the dump"
             )));
         }
         Ok(())

@@ -126,6 +126,37 @@ fn unix_accepted_connections_and_names() -> Result<()> {
     Ok(())
 }
 
+/// inotify watches come back with the same wd numbers and masks (a one-shot watch stays one-shot), the
+/// queue empty, O_NONBLOCK kept, and the kernel's next wd where it was.
+#[test]
+fn inotify_watches_same_wds() -> Result<()> {
+    harness::dump_restore(files(&["inotify"]))?;
+    Ok(())
+}
+
+/// A pidfd of the workload's own child (registered in an epoll set) still refers to that child: it turns
+/// readable when the child exits after the restore, and waitid(P_PIDFD) reaps it with its status.
+#[test]
+fn pidfd_of_child_refers_to_it() -> Result<()> {
+    harness::dump_restore(files(&["pidfd"]))?;
+    Ok(())
+}
+
+/// A pidfd of a child that exited before the dump (a zombie, restored as one): readable at once after the
+/// restore, and waitid(P_PIDFD) reaps that child with its status.
+#[test]
+fn pidfd_of_zombie_child_reaps_it() -> Result<()> {
+    harness::dump_restore(files(&["pidfdzombie"]))?;
+    Ok(())
+}
+
+/// Both kinds with the rest of a tree's file state, in one process with a child.
+#[test]
+fn inotify_and_pidfd_with_epoll_and_eventfd() -> Result<()> {
+    harness::dump_restore(files(&["inotify", "pidfd", "epoll", "eventfd"]))?;
+    Ok(())
+}
+
 #[test]
 fn every_kind_leave_running_then_restore() -> Result<()> {
     harness::leave_running_then_restore(files(&[
@@ -206,6 +237,65 @@ fn unix_peer_outside_the_tree_refused_target_resumes() -> Result<()> {
             .map_err(|e| w.fail(format!("reading {}: {e}", at.display())))?;
         Ok(format!("held by pid {} outside the dump", pid.trim()))
     })
+}
+
+/// A pidfd of a process outside the dumped tree: refused naming the pid, the fd and the referenced
+/// process; that process is still running after the failed dump, and so is the target, which then passes
+/// its own check (it kills the outside process through the pidfd and sees it exit).
+#[test]
+fn pidfd_outside_the_tree_refused_target_resumes() -> Result<()> {
+    require_root()?;
+    harness::dormant_bin()?;
+    let mut w = Workload::start(files(&["pidfdoutside"]))?;
+    let at = w.scratch().join("work/pidfd-outside.pid");
+    let text = std::fs::read_to_string(&at)
+        .map_err(|e| w.fail(format!("reading {}: {e}", at.display())))?;
+    let outside: i32 = text
+        .trim()
+        .parse()
+        .map_err(|e| w.fail(format!("pid {text:?}: {e}")))?;
+    let pid = w.pid();
+    let logs = match w.dump(false) {
+        Ok(()) => return Err(w.fail("dump of a pidfd to a process outside the tree succeeded")),
+        Err(e) => e.to_string(),
+    };
+    let what = format!("pid {pid} fd ");
+    let whom = format!("pidfd of pid {outside}, which is outside the dumped tree");
+    if !logs.contains(&what) || !logs.contains(&whom) {
+        return Err(w.fail(format!(
+            "dump error does not say {what:?} and {whom:?}: {logs}"
+        )));
+    }
+    match harness::proc_state(outside) {
+        Some((state, _)) if state != 'Z' && state != 'X' => {}
+        other => {
+            return Err(w.fail(format!(
+                "the outside process {outside} is not running after the failed dump: {other:?}"
+            )))
+        }
+    }
+    w.release()?;
+    let st = w.wait_exit(Duration::from_secs(60))?;
+    w.expect_pass(st)?;
+    let gone = || matches!(harness::proc_state(outside), None | Some(('Z' | 'X', _)));
+    if !harness::wait_until(Duration::from_secs(10), gone) {
+        return Err(w.fail(format!(
+            "the outside process {outside} still exists after the workload killed it"
+        )));
+    }
+    Ok(())
+}
+
+/// A pidfd of a child already reaped (`Pid: -1`) cannot be pointed at anything again: refused.
+#[test]
+fn pidfd_of_reaped_child_refused_target_resumes() -> Result<()> {
+    refused("pidfdreaped", "exited and been reaped")
+}
+
+/// An inotify instance with unread events: refused (events are not carried), target runs on and reads it.
+#[test]
+fn inotify_with_unread_events_refused_target_resumes() -> Result<()> {
+    refused("inotifyqueued", "inotify fd with unread events")
 }
 
 /// Runs redis-cli against `port` with `args`, optionally feeding `stdin`; returns stdout.

@@ -9,7 +9,7 @@ use dormant_image::records::{
 };
 use dormant_image::ImageWriter;
 
-use super::{anon, fifo, inet, locks, pipe, pty, sys, unix, FileTable};
+use super::{anon, fifo, inet, inotify, locks, pidfd, pipe, pty, sys, unix, FileTable};
 use crate::error::{DumpError, Result};
 use crate::proc;
 
@@ -49,6 +49,8 @@ pub struct FileCollector {
     /// Dump a pipe end whose other end only processes outside the dump hold as [`DescKind::External`]
     /// instead of refusing the dump (see [`FileCollector::external_pipes`]).
     external_pipes: bool,
+    /// Every pid of the dump (processes and zombies): the processes a pidfd may refer to.
+    tree_pids: HashSet<u32>,
 }
 
 /// What tells two listings of one lock apart: (kind, write, start, len).
@@ -63,6 +65,8 @@ fn kind_name(target: &str) -> &'static str {
         "anon_inode:[timerfd]" => "timerfd",
         "anon_inode:[signalfd]" => "signalfd",
         "anon_inode:[eventpoll]" => "epoll",
+        "anon_inode:inotify" => "inotify",
+        "anon_inode:[pidfd]" => "pidfd",
         t if t.starts_with("/memfd:") => "memfd",
         t if pty::is_master(t) => "pty master",
         t if pty::slave_index(t).is_some() => "pty slave",
@@ -101,6 +105,12 @@ impl FileCollector {
     /// agent), on request (`--external-pipes`) otherwise.
     pub fn external_pipes(&mut self, yes: bool) {
         self.external_pipes = yes;
+    }
+
+    /// The pids of the dumped tree (processes and zombies), which pidfds may refer to; set before the
+    /// first [`FileCollector::dump_task`].
+    pub fn tree_pids(&mut self, pids: impl IntoIterator<Item = u32>) {
+        self.tree_pids = pids.into_iter().collect();
     }
 
     /// The fd table of `pid` (ascending). Files reachable by path go into `table`; the rest into this
@@ -220,6 +230,8 @@ impl FileCollector {
             "memfd" => anon::memfd(&target, info.pos, &dup).map_err(fail)?,
             "pty master" => pty::dump(&dup, true, &target).map_err(fail)?,
             "pty slave" => pty::dump(&dup, false, &target).map_err(fail)?,
+            "inotify" => inotify::dump(&info_text, &dup).map_err(fail)?,
+            "pidfd" => pidfd::dump(&info_text, flags, &self.tree_pids).map_err(fail)?,
             "unlinked file" => anon::ghost(&target, info.pos, &dup).map_err(fail)?,
             "epoll" => {
                 let mut targets = Vec::new();
@@ -573,6 +585,8 @@ mod tests {
         assert_eq!(bracket_ino("socket:[5]"), Some(5));
         assert_eq!(kind_name("anon_inode:[eventpoll]"), "epoll");
         assert_eq!(kind_name("/memfd:x (deleted)"), "memfd");
+        assert_eq!(kind_name("anon_inode:inotify"), "inotify");
+        assert_eq!(kind_name("anon_inode:[pidfd]"), "pidfd");
         assert_eq!(kind_name("/etc/passwd"), "file");
     }
 }

@@ -6,7 +6,8 @@
 //! socket pairs and named unix connections (accepted ones and their clients) with queued messages, bound or
 //! connected unix datagram sockets with their queues, unix listeners, unconnected TCP/UDP sockets (bound,
 //! listening), established TCP connections with `--tcp-established` (repair mode, [`RepairedSockets`]),
-//! eventfd, timerfd, signalfd, epoll, memfd, unlinked files; flock, OFD and POSIX record locks. Anything
+//! eventfd, timerfd, signalfd, epoll, memfd, unlinked files, inotify (watches by path, same wd numbers;
+//! refused with unread events), pidfds of processes of the dumped tree; flock, OFD and POSIX record locks. Anything
 //! else (established connections without the flag, netlink sockets, deleted files, ...) fails the dump
 //! with an error naming the process, the fd and its type.
 
@@ -14,7 +15,9 @@ mod anon;
 mod collector;
 mod fifo;
 mod inet;
+mod inotify;
 mod locks;
+mod pidfd;
 mod pipe;
 mod pty;
 mod sys;

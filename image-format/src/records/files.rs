@@ -1,5 +1,5 @@
 //! Open file descriptions that are not reopened by path (`file-descs`): pipes, sockets, eventfd, epoll,
-//! timerfd, signalfd, memfd. One entry per description, shared by every fd (of every task) that shared it
+//! timerfd, signalfd, memfd, inotify, pidfd. One entry per description, shared by every fd (of every task) that shared it
 //! at dump time; fds point at them with [`super::FdFile::Desc`].
 //!
 //! Entries are ordered so that every description an entry refers to (an epoll's targets) comes first.
@@ -154,6 +154,14 @@ pub enum DescKind {
         index: u32,
         state: PtyState,
     },
+    /// An inotify instance with its watches, each re-added by path so it gets the same watch descriptor
+    /// (the kernel hands wds out cyclically upward; restore burns placeholders up to each wanted number).
+    /// Dumped only with an empty event queue.
+    Inotify { watches: Vec<InotifyWatch> },
+    /// A pidfd (`pidfd_open`) of a process of the dumped tree, named by its pid in the dumper's pid
+    /// namespace (as [`super::PsTreeEntry::pid`]). The restored task reopens it with `pidfd_open` once the
+    /// target exists; `O_NONBLOCK` (`PIDFD_NONBLOCK`) comes from [`FileDesc::flags`].
+    Pidfd { pid: u32 },
 }
 
 /// What a pseudo-terminal pair carries: the slave's termios, the window size, the master's packet mode
@@ -174,6 +182,23 @@ pub struct PtyState {
     pub winsize: [u16; 4],
     pub packet: bool,
     pub locked: bool,
+}
+
+/// One watch of an inotify instance.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InotifyWatch {
+    /// The watch descriptor the task knows the watch by.
+    pub wd: i32,
+    /// The event mask as the kernel keeps it (`IN_*` events plus `IN_ONESHOT`, `IN_EXCL_UNLINK`, ...).
+    pub mask: u32,
+    /// The watched inode's path at dump time (resolved from its file handle).
+    pub path: String,
+    /// The inode and device (`st_dev`) it had, for messages and checks.
+    pub ino: u64,
+    pub dev: u64,
+    /// The path named a symlink itself (watched with `IN_DONT_FOLLOW`).
+    pub symlink: bool,
 }
 
 /// One datagram waiting in a unix datagram socket's receive queue.

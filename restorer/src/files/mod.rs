@@ -1,9 +1,15 @@
 //! Rebuilding the open file descriptions of `file-descs` (pipes, FIFOs, unix socket pairs, listeners, named
 //! connections and datagram sockets, inet sockets, eventfd, timerfd, signalfd, epoll, memfd, unlinked
-//! files). Every description is opened ONCE in the restoring process before any
+//! files, inotify, pidfds). Every description is opened ONCE in the restoring process before any
 //! task is forked, so every task that shared it inherits the same description through fork; each task then
 //! moves it to its fd number ([`crate::launch::FdMove`]) and runs its [`ChildAction`]s (epoll
 //! registrations, which are keyed by the fd number the task uses).
+//!
+//! A pidfd is the exception: its process does not exist before the fork, so a stand-in is opened here and
+//! the task replaces it with `pidfd_open` ([`ChildAction::PidfdOpen`]) after it forked its own subtree;
+//! the target must be the task itself, an ancestor or a descendant (they exist by then), which the restore
+//! checks first. Tasks that shared one pidfd description each get their own (a pidfd holds no state but
+//! its status flags).
 
 mod fifo;
 mod inherit;
@@ -59,6 +65,14 @@ pub enum ChildAction {
         events: u32,
         data: u64,
     },
+    /// Replaces the stand-in at `fd` with `pidfd_open(pid)` (the pid as the task sees it), keeping the
+    /// dumped `O_NONBLOCK` and close-on-exec. Runs first, so epoll registrations of the fd see the pidfd.
+    PidfdOpen {
+        fd: i32,
+        pid: u32,
+        nonblock: bool,
+        cloexec: bool,
+    },
     /// A POSIX record lock (`F_SETLK`), owned by the process that takes it.
     SetLk {
         fd: i32,
@@ -94,6 +108,31 @@ pub fn run_child_action(a: &ChildAction) -> Result<(), i32> {
             start,
             len,
         } => set_lock(fd, libc::F_SETLK, write, start, len),
+        ChildAction::PidfdOpen {
+            fd,
+            pid,
+            nonblock,
+            cloexec,
+        } => {
+            let flags = if nonblock { libc::O_NONBLOCK } else { 0 };
+            // SAFETY: pidfd_open takes a pid and flags and returns a new fd (or -1).
+            let p = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, flags) };
+            if p < 0 {
+                return Err(nix::errno::Errno::last_raw());
+            }
+            let p = p as i32;
+            let fl = if cloexec { libc::O_CLOEXEC } else { 0 };
+            // SAFETY: dup3 onto the task's own fd number (its stand-in is closed by it), then the
+            // temporary fd is closed; both are fds of this (child) process.
+            let r = unsafe { libc::dup3(p, fd, fl) };
+            let e = nix::errno::Errno::last_raw();
+            // SAFETY: as above.
+            unsafe { libc::close(p) };
+            if r != fd {
+                return Err(e);
+            }
+            Ok(())
+        }
     }
 }
 
@@ -167,6 +206,8 @@ pub fn kind_name(k: &DescKind) -> &'static str {
         DescKind::External { .. } => "external",
         DescKind::Pty { master: true, .. } => "pty master",
         DescKind::Pty { master: false, .. } => "pty slave",
+        DescKind::Inotify { .. } => "inotify",
+        DescKind::Pidfd { .. } => "pidfd",
     }
 }
 
@@ -248,6 +289,20 @@ impl OpenedFiles {
     /// the task's own).
     pub fn child_actions_for(&self, fds: &[Fd]) -> Vec<ChildAction> {
         let mut out = Vec::new();
+        // pidfds first: a later epoll registration of the fd must find the pidfd, not its stand-in.
+        for f in fds {
+            let FdFile::Desc(id) = f.file else { continue };
+            if let Some(d) = self.descs.get(&id) {
+                if let DescKind::Pidfd { pid } = d.kind {
+                    out.push(ChildAction::PidfdOpen {
+                        fd: f.fd,
+                        pid,
+                        nonblock: d.flags & libc::O_NONBLOCK as u32 != 0,
+                        cloexec: f.cloexec,
+                    });
+                }
+            }
+        }
         for f in fds {
             let FdFile::Desc(id) = f.file else { continue };
             let Some(DescKind::Epoll { targets }) = self.descs.get(&id).map(|d| &d.kind) else {

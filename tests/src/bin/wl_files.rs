@@ -40,6 +40,20 @@
 //!   refuse; the check receives it and reads the pipe through the passed fd.
 //! - `unixoutside`: a socketpair end whose peer is held by a process outside this tree (a grandchild whose
 //!   parent exited; its pid in DIR/outside.pid), which a dump must refuse; the check gets an echo from it.
+//! - `inotify`: an inotify instance (O_NONBLOCK) watching DIR/in-a for IN_CREATE (wd 1) and DIR/in-b for
+//!   IN_CREATE|IN_ONESHOT (wd 3: wd 2 was added and removed before); after the trigger its queue is empty,
+//!   a file created in each directory is reported with the right wd and mask (then IN_IGNORED for the
+//!   one-shot watch), and a new watch gets wd 4 (the kernel's cyclic allocation went on from 3).
+//! - `pidfd`: a child waiting on a pipe, a pidfd of it (PIDFD_NONBLOCK) registered in an epoll set; after
+//!   the trigger the child is told to exit 7: the pidfd becomes readable, epoll reports it and
+//!   waitid(P_PIDFD) reaps exactly that child with status 7.
+//! - `pidfdzombie`: a pidfd of a child that has exited (exit 9) and is not reaped yet; after the trigger it
+//!   is readable at once and waitid(P_PIDFD) reaps exactly that child with status 9.
+//! - `pidfdoutside`: a pidfd of a process outside this tree (a grandchild whose parent exited; its pid in
+//!   DIR/pidfd-outside.pid), which a dump must refuse; the check signals it through the pidfd.
+//! - `pidfdreaped`: a pidfd of a child already reaped (fdinfo `Pid: -1`), which a dump must refuse.
+//! - `inotifyqueued`: an inotify watch on DIR/in-q with one unread IN_CREATE event, which a dump must
+//!   refuse; the check reads the event.
 //! - `established` / `netlink`: an established loopback TCP connection / a netlink socket, which a dump
 //!   must refuse (the workload then runs on and passes its own check).
 //!
@@ -63,6 +77,7 @@ const MEMFD_NAME: &str = "wl-files-memfd";
 const EPOLL_EVENTFD_DATA: u64 = 0xab_cdef;
 const FIFO_BYTES: &[u8] = b"fifo bytes";
 const FIFO_SIZE: i32 = 64 << 10;
+const PIDFD_EPOLL_DATA: u64 = 0x51_dfd0;
 
 fn os_err(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
@@ -263,6 +278,27 @@ enum State {
     },
     Outside {
         s: RawFd,
+    },
+    Inotify {
+        fd: RawFd,
+        a: std::path::PathBuf,
+        b: std::path::PathBuf,
+    },
+    Pidfd {
+        pidfd: RawFd,
+        ep: RawFd,
+        cmd: RawFd,
+        child: libc::pid_t,
+    },
+    PidfdOutside {
+        pidfd: RawFd,
+    },
+    PidfdZombie {
+        pidfd: RawFd,
+        child: libc::pid_t,
+    },
+    InotifyQueued {
+        fd: RawFd,
     },
     /// Refused kinds: kept open only.
     Held,
@@ -610,6 +646,44 @@ fn set_up(kind: &str, args: &WorkloadArgs) -> Result<State, WorkloadError> {
         "unixaccept" => unix_accept(args)?,
         "scmrights" => scm_rights()?,
         "unixoutside" => unix_outside(args)?,
+        "inotify" => inotify(args)?,
+        "pidfd" => pidfd_child()?,
+        "pidfdoutside" => pidfd_outside(args)?,
+        "pidfdzombie" => {
+            let child = workload::fork()?;
+            if child == 0 {
+                workload::exit_now(9);
+            }
+            let pidfd = pidfd_open(child, 0).map_err(|e| WorkloadError::setup("pidfd_open", e))?;
+            // Readable once the child has exited: a zombie when the dump comes.
+            if !poll_in(pidfd, 10_000).map_err(|e| WorkloadError::setup("pidfd poll", e))? {
+                return Err(WorkloadError::setup("pidfdzombie", "child did not exit"));
+            }
+            State::PidfdZombie { pidfd, child }
+        }
+        "pidfdreaped" => {
+            let child = workload::fork()?;
+            if child == 0 {
+                workload::exit_now(0);
+            }
+            let pidfd = pidfd_open(child, 0).map_err(|e| WorkloadError::setup("pidfd_open", e))?;
+            workload::wait_status(child);
+            let _ = pidfd;
+            State::Held
+        }
+        "inotifyqueued" => {
+            let dir = args.dir.join("in-q");
+            std::fs::create_dir_all(&dir).map_err(|e| WorkloadError::setup("in-q", e))?;
+            // SAFETY: inotify_init1 returns a new fd.
+            let fd = cvt(
+                unsafe { libc::inotify_init1(libc::IN_NONBLOCK) },
+                "inotify_init1",
+            )?;
+            add_watch(fd, &dir, libc::IN_CREATE).map_err(|e| WorkloadError::setup("watch", e))?;
+            std::fs::write(dir.join("queued"), b"")
+                .map_err(|e| WorkloadError::setup("queued", e))?;
+            State::InotifyQueued { fd }
+        }
         "established" => {
             let (l, port) = listener()?;
             let c = std::net::TcpStream::connect(("127.0.0.1", port))
@@ -1455,9 +1529,341 @@ fn check(state: &State) -> Result<(), String> {
                 return Err("no echo from the outside peer".into());
             }
         }
+        State::Inotify { fd, ref a, ref b } => check_inotify(fd, a, b)?,
+        State::Pidfd {
+            pidfd,
+            ep,
+            cmd,
+            child,
+        } => check_pidfd(pidfd, ep, cmd, child)?,
+        State::PidfdOutside { pidfd } => {
+            // SAFETY: pidfd_send_signal on our own pidfd; no siginfo.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd,
+                    libc::SIGKILL,
+                    0usize,
+                    0u32,
+                )
+            };
+            if r != 0 {
+                return Err(os_err("pidfd_send_signal SIGKILL to the outside process"));
+            }
+            if !poll_in(pidfd, 10_000)? {
+                return Err("the outside process did not exit after SIGKILL".into());
+            }
+        }
+        State::PidfdZombie { pidfd, child } => {
+            if !poll_in(pidfd, 0)? {
+                return Err("the pidfd of the exited child is not readable".into());
+            }
+            reap_pidfd(pidfd, child, 9)?;
+        }
+        State::InotifyQueued { fd } => {
+            let ev = read_events(fd)?;
+            if ev.len() != 1 || ev[0].0 != 1 || ev[0].1 != libc::IN_CREATE || ev[0].2 != "queued" {
+                return Err(format!(
+                    "queued events {ev:?}, want [(1, IN_CREATE, queued)]"
+                ));
+            }
+        }
         State::Held => {}
     }
     Ok(())
+}
+
+fn pidfd_open(pid: libc::pid_t, flags: libc::c_int) -> Result<RawFd, String> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
+    if r < 0 {
+        return Err(os_err(&format!("pidfd_open {pid}")));
+    }
+    Ok(r as RawFd)
+}
+
+fn add_watch(fd: RawFd, path: &std::path::Path, mask: u32) -> Result<i32, String> {
+    let c =
+        std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: reads the NUL-terminated path.
+    let wd = unsafe { libc::inotify_add_watch(fd, c.as_ptr(), mask) };
+    if wd < 0 {
+        return Err(os_err(&format!("inotify_add_watch {}", path.display())));
+    }
+    Ok(wd)
+}
+
+/// Every queued event of a non-blocking inotify fd: (wd, mask, name).
+fn read_events(fd: RawFd) -> Result<Vec<(i32, u32, String)>, String> {
+    let mut out = Vec::new();
+    loop {
+        let mut buf = [0u8; 4096];
+        // SAFETY: reads at most `buf.len()` bytes into `buf`.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN) {
+                return Ok(out);
+            }
+            return Err(os_err("read inotify"));
+        }
+        let mut at = 0usize;
+        while at + 16 <= n as usize {
+            let word = |o: usize| {
+                [
+                    buf[at + o],
+                    buf[at + o + 1],
+                    buf[at + o + 2],
+                    buf[at + o + 3],
+                ]
+            };
+            let wd = i32::from_ne_bytes(word(0));
+            let mask = u32::from_ne_bytes(word(4));
+            let len = u32::from_ne_bytes(word(12)) as usize;
+            let name = buf.get(at + 16..at + 16 + len).unwrap_or(&[]);
+            let name = String::from_utf8_lossy(name)
+                .trim_end_matches('\0')
+                .to_string();
+            out.push((wd, mask, name));
+            at += 16 + len;
+        }
+    }
+}
+
+/// Whether `fd` is readable within `ms` milliseconds.
+fn poll_in(fd: RawFd, ms: i32) -> Result<bool, String> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: polls one pollfd on our stack.
+        let r = unsafe { libc::poll(&mut p, 1, ms) };
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        if r < 0 {
+            return Err(os_err("poll"));
+        }
+        return Ok(r == 1 && p.revents & libc::POLLIN != 0);
+    }
+}
+
+fn inotify(args: &WorkloadArgs) -> Result<State, WorkloadError> {
+    let (a, b, gone) = (
+        args.dir.join("in-a"),
+        args.dir.join("in-b"),
+        args.dir.join("in-gone"),
+    );
+    for d in [&a, &b, &gone] {
+        std::fs::create_dir_all(d).map_err(|e| WorkloadError::setup("inotify dirs", e))?;
+    }
+    // SAFETY: inotify_init1 returns a new fd.
+    let fd = cvt(
+        unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) },
+        "inotify_init1",
+    )?;
+    let w = |p: &std::path::Path, m: u32| {
+        add_watch(fd, p, m).map_err(|e| WorkloadError::setup("watch", e))
+    };
+    let wa = w(&a, libc::IN_CREATE)?;
+    let wg = w(&gone, libc::IN_DELETE)?;
+    // SAFETY: removes a watch of our own instance.
+    cvt(
+        // SAFETY: removes a watch of our own instance.
+        unsafe { libc::inotify_rm_watch(fd, wg) },
+        "inotify_rm_watch",
+    )?;
+    let wb = w(&b, libc::IN_CREATE | libc::IN_ONESHOT)?;
+    if (wa, wg, wb) != (1, 2, 3) {
+        return Err(WorkloadError::setup(
+            "inotify",
+            format!("wds {wa} {wg} {wb}, want 1 2 3"),
+        ));
+    }
+    // The removal queued IN_IGNORED: read it, a dump refuses unread events.
+    let ev = read_events(fd).map_err(|e| WorkloadError::setup("inotify drain", e))?;
+    if ev.len() != 1 || ev[0].1 != libc::IN_IGNORED {
+        return Err(WorkloadError::setup("inotify drain", format!("{ev:?}")));
+    }
+    Ok(State::Inotify { fd, a, b })
+}
+
+fn check_inotify(fd: RawFd, a: &std::path::Path, b: &std::path::Path) -> Result<(), String> {
+    // SAFETY: fcntl on our own fd.
+    let (fl, fdfl) = unsafe {
+        (
+            libc::fcntl(fd, libc::F_GETFL),
+            libc::fcntl(fd, libc::F_GETFD),
+        )
+    };
+    if fl & libc::O_NONBLOCK == 0 || fdfl & libc::FD_CLOEXEC == 0 {
+        return Err(format!(
+            "flags {fl:#o} fd flags {fdfl}: O_NONBLOCK or FD_CLOEXEC lost"
+        ));
+    }
+    let ev = read_events(fd)?;
+    if !ev.is_empty() {
+        return Err(format!("events queued after restore: {ev:?}"));
+    }
+    std::fs::write(a.join("new-a"), b"").map_err(|e| e.to_string())?;
+    std::fs::write(b.join("new-b"), b"").map_err(|e| e.to_string())?;
+    std::fs::write(b.join("new-b2"), b"").map_err(|e| e.to_string())?;
+    let ev = read_events(fd)?;
+    let want = vec![
+        (1, libc::IN_CREATE, "new-a".to_string()),
+        (3, libc::IN_CREATE, "new-b".to_string()),
+        (3, libc::IN_IGNORED, String::new()),
+    ];
+    if ev != want {
+        return Err(format!("events {ev:?}, want {want:?}"));
+    }
+    let next = add_watch(fd, a.parent().unwrap_or(a), libc::IN_DELETE)?;
+    if next != 4 {
+        return Err(format!("a new watch got wd {next}, want 4"));
+    }
+    Ok(())
+}
+
+fn pidfd_child() -> Result<State, WorkloadError> {
+    let mut p = [0; 2];
+    // SAFETY: pipe2 writes two fds into `p`.
+    cvt(
+        // SAFETY: pipe2 writes two fds into `p`.
+        unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) },
+        "pipe2",
+    )?;
+    let child = workload::fork()?;
+    if child == 0 {
+        let mut b = [0u8; 1];
+        // SAFETY: raw syscalls only: wait for one byte (retrying on EINTR), then exit 7.
+        unsafe {
+            libc::close(p[1]);
+            while libc::read(p[0], b.as_mut_ptr().cast(), 1) < 0 {}
+        }
+        workload::exit_now(7);
+    }
+    // SAFETY: closing our copy of the read end.
+    unsafe { libc::close(p[0]) };
+    let pidfd =
+        pidfd_open(child, libc::O_NONBLOCK).map_err(|e| WorkloadError::setup("pidfd", e))?;
+    // SAFETY: epoll_create1 returns a new fd.
+    let ep = cvt(
+        unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) },
+        "epoll_create1",
+    )?;
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: PIDFD_EPOLL_DATA,
+    };
+    // SAFETY: epoll_ctl reads one epoll_event from our stack.
+    cvt(
+        // SAFETY: epoll_ctl reads one epoll_event from our stack.
+        unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, pidfd, &mut ev) },
+        "epoll_ctl",
+    )?;
+    Ok(State::Pidfd {
+        pidfd,
+        ep,
+        cmd: p[1],
+        child,
+    })
+}
+
+fn check_pidfd(pidfd: RawFd, ep: RawFd, cmd: RawFd, child: libc::pid_t) -> Result<(), String> {
+    // SAFETY: fcntl on our own fd.
+    let fl = unsafe { libc::fcntl(pidfd, libc::F_GETFL) };
+    if fl & libc::O_NONBLOCK == 0 {
+        return Err(format!("pidfd flags {fl:#o}: PIDFD_NONBLOCK lost"));
+    }
+    let info =
+        std::fs::read_to_string(format!("/proc/self/fdinfo/{pidfd}")).map_err(|e| e.to_string())?;
+    if !info.lines().any(|l| {
+        l.split_whitespace()
+            .eq(["Pid:".to_string(), child.to_string()])
+    }) {
+        return Err(format!(
+            "pidfd fdinfo does not name child {child}: {info:?}"
+        ));
+    }
+    if poll_in(pidfd, 0)? {
+        return Err("pidfd readable while the child lives".into());
+    }
+    write_fd(cmd, b"x")?;
+    if !poll_in(pidfd, 10_000)? {
+        return Err("pidfd not readable after the child was told to exit".into());
+    }
+    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
+    // SAFETY: epoll_wait writes at most 4 events into `evs`.
+    let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), 4, 1000) };
+    if n != 1 || { evs[0].u64 } != PIDFD_EPOLL_DATA {
+        return Err(format!("epoll_wait gave {n} events, want the pidfd's"));
+    }
+    reap_pidfd(pidfd, child, 7)
+}
+
+/// waitid(P_PIDFD) must reap exactly `child` with exit status `code`.
+fn reap_pidfd(pidfd: RawFd, child: libc::pid_t, code: i32) -> Result<(), String> {
+    // SAFETY: siginfo_t is plain data; waitid fills it.
+    let mut si: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid on our own pidfd (P_PIDFD = 3) writes one siginfo_t.
+    if unsafe {
+        libc::waitid(
+            3,
+            pidfd as libc::id_t,
+            &mut si,
+            libc::WEXITED | libc::WNOHANG,
+        )
+    } != 0
+    {
+        return Err(os_err("waitid(P_PIDFD)"));
+    }
+    // SAFETY: filled by waitid for an exited child.
+    let (pid, status) = unsafe { (si.si_pid(), si.si_status()) };
+    if pid != child || status != code {
+        return Err(format!(
+            "waitid(P_PIDFD) reaped pid {pid} status {status}, want {child} status {code}"
+        ));
+    }
+    Ok(())
+}
+
+/// A process outside this tree: a grandchild (its parent exits at once) that pauses; the pidfd is ours.
+fn pidfd_outside(args: &WorkloadArgs) -> Result<State, WorkloadError> {
+    let mut p = [0; 2];
+    // SAFETY: pipe2 writes two fds into `p`.
+    cvt(
+        // SAFETY: pipe2 writes two fds into `p`.
+        unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) },
+        "pipe2",
+    )?;
+    let a = workload::fork()?;
+    if a == 0 {
+        // SAFETY: raw syscalls only, no allocation.
+        unsafe {
+            if libc::fork() != 0 {
+                libc::_exit(0);
+            }
+            let me = libc::getpid().to_ne_bytes();
+            libc::write(p[1], me.as_ptr().cast(), 4);
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    workload::wait_status(a);
+    // SAFETY: closing our copy of the write end.
+    unsafe { libc::close(p[1]) };
+    let b = read_fd(p[0], 4).map_err(|e| WorkloadError::setup("outside pid", e))?;
+    let pid = i32::from_ne_bytes(
+        b.as_slice()
+            .try_into()
+            .map_err(|_| WorkloadError::setup("outside pid", "short read"))?,
+    );
+    let pidfd = pidfd_open(pid, 0).map_err(|e| WorkloadError::setup("pidfd", e))?;
+    std::fs::write(args.dir.join("pidfd-outside.pid"), pid.to_string())
+        .map_err(|e| WorkloadError::setup("pidfd-outside.pid", e))?;
+    Ok(State::PidfdOutside { pidfd })
 }
 
 fn inject_fault(states: &[(String, State)]) {
