@@ -73,10 +73,6 @@ enum Command {
         /// binds from outside and outside masters are found without it.
         #[arg(long = "external", value_name = "mnt[MOUNTPOINT]:KEY")]
         external: Vec<String>,
-        /// Containers: the container's root filesystem as this process sees it. The dump fails unless it
-        /// is the tree's root directory; the image records it as the restore's default `--root`.
-        #[arg(long = "root", value_name = "DIR")]
-        root: Option<PathBuf>,
         /// Dump a pipe end whose other end only processes outside the dump hold as external
         /// (`pipe:[INODE]`), to be handed in at restore with `--inherit-fd` (always on for a container).
         #[arg(long = "external-pipes")]
@@ -205,13 +201,8 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
             stats_json,
             external,
             external_pipes,
-            root,
         } => {
-            let mut dump = dormant_engine::Dump::builder(dormant_image::records::Pid(pid));
-            if let Some(root) = root {
-                dump = dump.container_root(root);
-            }
-            let stats = dump
+            let stats = dormant_engine::Dump::builder(dormant_image::records::Pid(pid))
                 .images_dir(&images_dir)
                 .externals(external)
                 .external_pipes(external_pipes)

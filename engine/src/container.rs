@@ -28,9 +28,6 @@ use crate::ns::{self, NsDumpSummary};
 pub struct ContainerOptions {
     /// `mnt[MOUNTPOINT]:KEY` specs (others are ignored here).
     pub externals: Vec<String>,
-    /// `--root DIR`: the container's root filesystem as the dumper sees it; checked against the tree's
-    /// root and recorded for the restore.
-    pub root: Option<std::path::PathBuf>,
 }
 
 /// What [`dump_container`] wrote.
@@ -138,32 +135,6 @@ pub fn is_container(root: Pid) -> Result<bool> {
     Ok(mnt_ns(&root.0.to_string(), root.0)? != mnt_ns("self", root.0)?)
 }
 
-/// `dir` must be the directory the tree's root sees as `/`: same device and inode as `/proc/PID/root`.
-fn check_root(pid: u32, dir: &std::path::Path) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let fail = |reason: String| DumpError::Root {
-        pid,
-        dir: dir.to_owned(),
-        reason,
-    };
-    let given = std::fs::metadata(dir).map_err(|e| fail(e.to_string()))?;
-    let theirs = std::fs::metadata(format!("/proc/{pid}/root"))
-        .map_err(|e| fail(format!("/proc/{pid}/root: {e}")))?;
-    if (given.dev(), given.ino()) != (theirs.dev(), theirs.ino()) {
-        return Err(fail(format!(
-            "it is device {}:{} inode {}, but the tree's root directory (/proc/{pid}/root) is device \
-             {}:{} inode {}",
-            libc::major(given.dev()),
-            libc::minor(given.dev()),
-            given.ino(),
-            libc::major(theirs.dev()),
-            libc::minor(theirs.dev()),
-            theirs.ino()
-        )));
-    }
-    Ok(())
-}
-
 /// Dumps the mount tree and namespaces of the container whose init is `pids[0]` (every pid of the seized
 /// tree follows, the tasks frozen). Returns `None`, writing nothing, when the root shares the dumper's
 /// mount namespace. Fails before anything is written when a mount cannot be restored or one of its masters
@@ -177,35 +148,7 @@ pub fn dump_container(
         return Ok(None);
     };
     if !is_container(root)? {
-        if let Some(dir) = &opts.root {
-            return Err(DumpError::Root {
-                pid: root.0,
-                dir: dir.clone(),
-                reason: "the tree shares the dumper's mount namespace: it is not a container"
-                    .into(),
-            });
-        }
         return Ok(None);
-    }
-    if let Some(dir) = &opts.root {
-        check_root(root.0, dir)?;
-        let path = dir.to_str().ok_or_else(|| DumpError::Root {
-            pid: root.0,
-            dir: dir.clone(),
-            reason: "not valid UTF-8".into(),
-        })?;
-        w.write_records(
-            container_names::ROOT,
-            &[dormant_image::records::ContainerRoot {
-                path: path.to_string(),
-            }],
-        )
-        .map_err(|source| DumpError::Image {
-            pid: root.0,
-            what: container_names::ROOT.to_string(),
-            source,
-        })?;
-        log::info!("pid {}: container root {} recorded", root.0, dir.display());
     }
     let mount_err = |source| DumpError::Mounts {
         pid: root.0,

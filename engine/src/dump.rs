@@ -190,13 +190,6 @@ impl DumpBuilder {
         self
     }
 
-    /// `--root DIR`: the container's root filesystem in the dumper's mount namespace. The dump fails unless
-    /// it is the dumped tree's root directory, and the image records it as the restore's default `--root`.
-    pub fn container_root(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.container.root = Some(dir.into());
-        self
-    }
-
     /// `--external mnt[MOUNTPOINT]:KEY` specs for a container's mounts (see [`crate::container`]).
     pub fn externals(mut self, specs: Vec<String>) -> Self {
         self.container.externals = specs;

@@ -145,12 +145,6 @@ pub enum DumpError {
     KillTimeout { pid: u32, secs: u64 },
     #[error("dump of pid {pid} misconfigured: {reason}")]
     Config { pid: u32, reason: &'static str },
-    #[error("pid {pid}: --root {dir}: {reason}")]
-    Root {
-        pid: u32,
-        dir: std::path::PathBuf,
-        reason: String,
-    },
     #[error("building the page copy thread pool: {0}")]
     ThreadPool(String),
     #[error("pid {pid}: mount namespace: {source}")]
@@ -199,8 +193,7 @@ impl DumpError {
             | Kill { pid, .. }
             | KillTimeout { pid, .. }
             | Mounts { pid, .. }
-            | Config { pid, .. }
-            | Root { pid, .. } => *pid,
+            | Config { pid, .. } => *pid,
             ThreadPool(_) | Host { .. } | Namespace(_) => return None,
         };
         Some(Pid(pid))

@@ -55,7 +55,6 @@ pub enum RecordKind {
     NsState = 39,
     // 40-44: containers (records/container.rs)
     NsPids = 40,
-    ContainerRoot = 41,
 }
 
 impl RecordKind {
@@ -83,7 +82,6 @@ impl RecordKind {
             38 => Self::TaskCgroups,
             39 => Self::NsState,
             40 => Self::NsPids,
-            41 => Self::ContainerRoot,
             _ => return None,
         })
     }

@@ -117,37 +117,9 @@ impl ContainerPlan {
         };
         let ext = ExternalMap::parse(opts.externals.iter().map(String::as_str))
             .map_err(mount_err(dir))?;
-        let recorded = if img.has_file(container_names::ROOT) {
-            let r: dormant_image::records::ContainerRoot =
-                img.read_single(container_names::ROOT)
-                    .map_err(|source| RestoreError::Image {
-                        dir: dir.to_owned(),
-                        source,
-                    })?;
-            let r = PathBuf::from(r.path);
-            if r.is_dir() {
-                Some(r)
-            } else {
-                log::warn!(
-                    "container restore: the root given to the dump, {}, is no directory here; looking \
-                     for the root filesystem instead",
-                    r.display()
-                );
-                None
-            }
-        } else {
-            None
-        };
-        let root = match (&opts.root, recorded) {
-            (Some(r), _) => r.clone(),
-            (None, Some(r)) => {
-                log::info!(
-                    "container restore: root {} as given to the dump with --root",
-                    r.display()
-                );
-                r
-            }
-            (None, None) => {
+        let root = match &opts.root {
+            Some(r) => r.clone(),
+            None => {
                 let outside = MountTree::read(None).map_err(mount_err(dir))?;
                 default_root(&mounts, &outside).ok_or_else(|| RestoreError::BadImage {
                     dir: dir.to_owned(),

@@ -23,24 +23,9 @@ impl Record for NsPids {
     const KIND: RecordKind = RecordKind::NsPids;
 }
 
-/// `dormant dump --root DIR`: the directory that was the container's root filesystem in the dumper's mount
-/// namespace (checked at dump to be the root of the dumped tree). Restore binds the root from it when no
-/// `--root` is given.
-#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ContainerRoot {
-    pub path: String,
-}
-
-impl Record for ContainerRoot {
-    const KIND: RecordKind = RecordKind::ContainerRoot;
-}
-
 /// File names of the container records.
 pub mod container_names {
     pub const NS_PIDS: &str = "ns-pids";
-    /// [`super::ContainerRoot`], written only by a dump given `--root`.
-    pub const ROOT: &str = "container-root";
 
     /// Content ([`crate::records::TmpfsRecord`]s) of an external tmpfs mount the container uses (its /dev/shm,
     /// bound from the sandbox's): restored into the outside tmpfs when that is empty at restore.
@@ -52,9 +37,6 @@ pub mod container_names {
 pub(super) fn container_file_kind(name: &str) -> Option<RecordKind> {
     if name == container_names::NS_PIDS {
         return Some(RecordKind::NsPids);
-    }
-    if name == container_names::ROOT {
-        return Some(RecordKind::ContainerRoot);
     }
     name.strip_prefix("ext-tmpfs-")
         .filter(|id| id.parse::<u32>().is_ok())
