@@ -240,6 +240,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn root_must_be_the_mount_namespace_root() {
+        let me = Pid(std::process::id());
+        let r = check_root(me, Path::new("/")).unwrap();
+        assert_eq!(r.path, "/");
+        let err = check_root(me, Path::new("/proc")).unwrap_err().to_string();
+        assert!(
+            err.contains("--root /proc: not the root of the tree's mount namespace")
+                && err.contains(&format!("/proc/{}/root", me.0))
+                && err.contains("inode"),
+            "{err}"
+        );
+        let err = check_root(me, Path::new("relative"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not an absolute path"), "{err}");
+    }
+
+    #[test]
     fn ns_pids_from_status() {
         let status = "Name:\tsh\nTgid:\t4242\nNSpid:\t4242\t1\nNSpgid:\t4242\t1\n";
         assert_eq!(parse_ns_pids(status), Some(vec![4242, 1]));

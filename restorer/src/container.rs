@@ -450,3 +450,28 @@ impl Entered {
         &self.image_dir
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ns_pid_map_takes_the_pstree_levels() {
+        let levels = [
+            vec![Pid(100), Pid(1)],
+            vec![Pid(101), Pid(7)],
+            vec![Pid(5)],
+            vec![],
+        ];
+        let map = ns_pid_map(levels.iter().map(Vec::as_slice)).unwrap();
+        assert_eq!(map, BTreeMap::from([(100, 1), (101, 7)]));
+        let deep = [vec![Pid(100), Pid(10), Pid(1)]];
+        let err = ns_pid_map(deep.iter().map(Vec::as_slice))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("pid 100: nested pid namespaces [100, 10, 1]"),
+            "{err}"
+        );
+    }
+}
