@@ -355,6 +355,13 @@ fn dump_restore(wipe_sandbox_shm: bool, dump_root: bool) {
         dump_root,
         "container-root is recorded exactly when the dump is given --root"
     );
+    let verify = dormant_in_agent(&c, &["verify", "-D", img_s]);
+    assert!(
+        verify.status.success(),
+        "the image verifies (pstree NSpid levels, container-root): {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
     assert!(
         wait_until(FINISH_TIMEOUT, || pid_is_free(init)
             && pid_is_free(workload)),
