@@ -77,6 +77,11 @@ enum Command {
         /// (`pipe:[INODE]`), to be handed in at restore with `--inherit-fd` (always on for a container).
         #[arg(long = "external-pipes")]
         external_pipes: bool,
+        /// Container dumps: the container's root filesystem as a directory of this mount namespace. Checked
+        /// to be the root of the tree's mount namespace (same device and inode as /proc/PID/root) and
+        /// recorded as the default of `restore --root`.
+        #[arg(long)]
+        root: Option<PathBuf>,
     },
     /// Recreate the checkpointed process from an image directory.
     Restore {
@@ -95,8 +100,9 @@ enum Command {
         /// dumped with `--tcp-established`).
         #[arg(long = "tcp-established")]
         tcp_established: bool,
-        /// Container images: the directory the container's root mount is bound from (default: where the
-        /// dumped root's filesystem is mounted in this namespace).
+        /// Container images: the directory the container's root mount is bound from (default: the
+        /// `dump --root` directory when the dump was given one, else where the dumped root's filesystem is
+        /// mounted in this namespace).
         #[arg(long)]
         root: Option<PathBuf>,
         /// Container images: `mnt[KEY]:PATH` binds the external mount or master stored under KEY from
@@ -201,11 +207,13 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
             stats_json,
             external,
             external_pipes,
+            root,
         } => {
             let stats = dormant_engine::Dump::builder(dormant_image::records::Pid(pid))
                 .images_dir(&images_dir)
                 .externals(external)
                 .external_pipes(external_pipes)
+                .root(root)
                 .leave_running(leave_running)
                 .shell_job(shell_job)
                 .page_copy(dormant_engine::PageCopy {

@@ -47,7 +47,7 @@ fn file_json(img: &ImageReader, name: &str, len: u64) -> Result<Value, CliError>
             RecordKind::NsState => records_json::<NsState>(img, name)?,
             RecordKind::Mounts => records_json::<MountEntry>(img, name)?,
             RecordKind::ExternalMasters => records_json::<ExternalMaster>(img, name)?,
-            RecordKind::NsPids => records_json::<NsPids>(img, name)?,
+            RecordKind::ContainerRoot => records_json::<ContainerRoot>(img, name)?,
             RecordKind::TmpfsContent => records_json::<TmpfsRecord>(img, name)?,
         },
         None => json!({ "unknown_file_bytes": len }),

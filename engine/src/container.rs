@@ -5,7 +5,10 @@
 //! outside peer groups its mounts are slaves of) and its other namespaces (uts, ipc, cgroup, net, user,
 //! through [`crate::ns::dump_namespaces`]). External mounts and external masters are looked up in the
 //! dumper's own mount namespace, so `dormant dump` is run where kata-agent runs (its mount namespace), and
-//! no flag is needed for the layout kata-agent builds.
+//! no flag is needed for the layout kata-agent builds. `--root DIR` names the container's root filesystem
+//! as a directory of the dumper's namespace: checked against `/proc/PID/root` (device and inode) and
+//! recorded for the restore. The dump itself needs no dumper-side path of the root: the mount tree is
+//! classified from mountinfo, tmpfs contents are read through `/proc/PID/root`.
 //!
 //! A task that shares the dumper's mount namespace is a plain process dump: nothing here is written, and
 //! its namespaces stay the restorer's.
@@ -14,9 +17,9 @@
 //! files between the two namespaces.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use dormant_image::records::{container_names, NsPids, Pid};
+use dormant_image::records::{container_names, ContainerRoot, Pid};
 use dormant_image::ImageWriter;
 use dormant_mounts::{ExternalMap, MountImage};
 
@@ -28,6 +31,10 @@ use crate::ns::{self, NsDumpSummary};
 pub struct ContainerOptions {
     /// `mnt[MOUNTPOINT]:KEY` specs (others are ignored here).
     pub externals: Vec<String>,
+    /// `--root DIR`: the container's root filesystem as a directory of the dumper's mount namespace. It
+    /// must be the root of the tree's mount namespace (checked); it is recorded (`container-root`) as the
+    /// default root of a restore given none.
+    pub root: Option<PathBuf>,
 }
 
 /// What [`dump_container`] wrote.
@@ -53,24 +60,42 @@ pub fn parse_ns_pids(status: &str) -> Option<Vec<u32>> {
     line.split_whitespace().map(|f| f.parse().ok()).collect()
 }
 
-/// Reads the `NSpid` levels of every task.
-fn read_ns_pids(pids: &[Pid]) -> Result<Vec<NsPids>> {
-    pids.iter()
-        .map(|&pid| {
-            let path = PathBuf::from(format!("/proc/{}/status", pid.0));
-            let text = std::fs::read_to_string(&path).map_err(|source| DumpError::ProcRead {
-                pid: pid.0,
-                path,
-                source,
-            })?;
-            let levels = parse_ns_pids(&text).ok_or(DumpError::ProcParse {
-                pid: pid.0,
-                file: "status",
-                reason: "no usable NSpid line".into(),
-            })?;
-            Ok(NsPids { pid, levels })
-        })
-        .collect()
+/// Checks that `given` (`dump --root`) is the root directory of task `root`'s mount namespace: the same
+/// device and inode as `/proc/ROOT/root`. Returns the record to store.
+pub fn check_root(root: Pid, given: &Path) -> Result<ContainerRoot> {
+    let proc_root = PathBuf::from(format!("/proc/{}/root", root.0));
+    let actual = std::fs::metadata(&proc_root).map_err(|source| DumpError::ProcRead {
+        pid: root.0,
+        path: proc_root.clone(),
+        source,
+    })?;
+    let wrong = |reason: String| DumpError::WrongRoot {
+        pid: root.0,
+        given: given.to_owned(),
+        reason,
+    };
+    if !given.is_absolute() {
+        return Err(wrong("not an absolute path".into()));
+    }
+    let meta = std::fs::metadata(given).map_err(|e| wrong(e.to_string()))?;
+    if (meta.dev(), meta.ino()) != (actual.dev(), actual.ino()) {
+        return Err(wrong(format!(
+            "it is device {:#x} inode {}, but {} is device {:#x} inode {}",
+            meta.dev(),
+            meta.ino(),
+            proc_root.display(),
+            actual.dev(),
+            actual.ino()
+        )));
+    }
+    let path = given
+        .to_str()
+        .ok_or_else(|| wrong("not valid UTF-8".into()))?;
+    Ok(ContainerRoot {
+        path: path.to_string(),
+        dev: meta.dev(),
+        ino: meta.ino(),
+    })
 }
 
 /// Before a dumped tree is killed: when its root (`pids[0]`) is the init of a pid namespace, sends
@@ -147,6 +172,21 @@ pub fn dump_container(
     let Some(&root) = pids.first() else {
         return Ok(None);
     };
+    // Checked first, container or not: a wrong --root refuses the dump before anything is written.
+    let checked_root = match &opts.root {
+        Some(dir) => {
+            let r = check_root(root, dir)?;
+            log::info!(
+                "pid {}: --root {} is the root of its mount namespace (device {:#x}, inode {})",
+                root.0,
+                r.path,
+                r.dev,
+                r.ino
+            );
+            Some(r)
+        }
+        None => None,
+    };
     if !is_container(root)? {
         return Ok(None);
     }
@@ -175,12 +215,11 @@ pub fn dump_container(
             m.key
         );
     }
-    let ns_pids = read_ns_pids(pids)?;
-    if ns_pids.iter().any(|p| p.levels.len() > 1) {
-        w.write_records(container_names::NS_PIDS, &ns_pids)
+    if let Some(r) = &checked_root {
+        w.write_records(container_names::CONTAINER_ROOT, std::slice::from_ref(r))
             .map_err(|source| DumpError::Image {
                 pid: root.0,
-                what: container_names::NS_PIDS.to_string(),
+                what: container_names::CONTAINER_ROOT.to_string(),
                 source,
             })?;
     }
@@ -199,6 +238,24 @@ pub fn dump_container(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_must_be_the_mount_namespace_root() {
+        let me = Pid(std::process::id());
+        let r = check_root(me, Path::new("/")).unwrap();
+        assert_eq!(r.path, "/");
+        let err = check_root(me, Path::new("/proc")).unwrap_err().to_string();
+        assert!(
+            err.contains("--root /proc: not the root of the tree's mount namespace")
+                && err.contains(&format!("/proc/{}/root", me.0))
+                && err.contains("inode"),
+            "{err}"
+        );
+        let err = check_root(me, Path::new("relative"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not an absolute path"), "{err}");
+    }
 
     #[test]
     fn ns_pids_from_status() {

@@ -196,6 +196,14 @@ impl DumpBuilder {
         self
     }
 
+    /// `--root DIR`: the container's root filesystem as a directory of the dumper's mount namespace (CRIU's
+    /// meaning). The dump fails, naming both, unless it is the root of the tree's mount namespace (same
+    /// device and inode as `/proc/PID/root`); it is recorded as the default `--root` of the restore.
+    pub fn root(mut self, dir: Option<PathBuf>) -> Self {
+        self.container.root = dir;
+        self
+    }
+
     /// Never inject the parasite blob for page data (`--no-parasite`), whatever [`Self::page_copy`]
     /// says: pages go through process_vm_readv. The single remote syscalls for in-process state are
     /// still used.

@@ -145,6 +145,12 @@ pub enum DumpError {
     KillTimeout { pid: u32, secs: u64 },
     #[error("dump of pid {pid} misconfigured: {reason}")]
     Config { pid: u32, reason: &'static str },
+    #[error("pid {pid}: --root {}: not the root of the tree's mount namespace (/proc/{pid}/root): {reason}", given.display())]
+    WrongRoot {
+        pid: u32,
+        given: PathBuf,
+        reason: String,
+    },
     #[error("building the page copy thread pool: {0}")]
     ThreadPool(String),
     #[error("pid {pid}: mount namespace: {source}")]
@@ -193,6 +199,7 @@ impl DumpError {
             | Kill { pid, .. }
             | KillTimeout { pid, .. }
             | Mounts { pid, .. }
+            | WrongRoot { pid, .. }
             | Config { pid, .. } => *pid,
             ThreadPool(_) | Host { .. } | Namespace(_) => return None,
         };

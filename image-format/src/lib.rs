@@ -9,6 +9,10 @@
 //! beyond file I/O; it does not check schema-level cross references between records (a pid in one file
 //! pointing at another): [`ImageReader::verify`] returns a [`VerifyReport`] the caller extends with those.
 //! The record schemas themselves live in [`records`].
+//!
+//! Record kind numbers are never reused: a retired kind stays reserved so an old image's file can never be
+//! misread as a new record. Retired so far: 40 (`ns-pids`, each task's `NSpid` levels, a duplicate of
+//! `PsTreeEntry::ns_pids`; no longer written or read, an old image's file shows as unknown).
 
 mod codec;
 mod error;

@@ -53,8 +53,9 @@ pub enum RecordKind {
     IpcNamespace = 37,
     TaskCgroups = 38,
     NsState = 39,
-    // 40-44: containers (records/container.rs)
-    NsPids = 40,
+    // 40-44: containers (records/container.rs). 40 was `ns-pids`, retired (its content is
+    // `PsTreeEntry::ns_pids`): reserved, never to be reused.
+    ContainerRoot = 41,
 }
 
 impl RecordKind {
@@ -81,7 +82,7 @@ impl RecordKind {
             37 => Self::IpcNamespace,
             38 => Self::TaskCgroups,
             39 => Self::NsState,
-            40 => Self::NsPids,
+            41 => Self::ContainerRoot,
             _ => return None,
         })
     }

@@ -115,7 +115,7 @@ fn roundtrip_schema_records() {
     roundtrip::<NsState>();
     roundtrip::<MountEntry>();
     roundtrip::<ExternalMaster>();
-    roundtrip::<NsPids>();
+    roundtrip::<ContainerRoot>();
     roundtrip::<TmpfsRecord>();
 }
 

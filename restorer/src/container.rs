@@ -13,7 +13,7 @@
 //! outside the container (stdio the agent handed in) are reopened by their path.
 //!
 //! The tree is then forked by the usual tree restore with `set_tid = [ns pid, outer pid]` (pids from the
-//! image's `ns-pids`); a session or group led from outside the container becomes one led by its init. The
+//! `NSpid` levels of the pstree, `PsTreeEntry::ns_pids`); a session or group led from outside the container becomes one led by its init. The
 //! content of external tmpfs mounts under /dev (Kata's /dev/shm) is put back when the outside tmpfs is
 //! empty.
 //!
@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use dormant_image::records::{container_names, MountSource, NsPids, Pid, TmpfsRecord};
+use dormant_image::records::{container_names, ContainerRoot, MountSource, Pid, TmpfsRecord};
 use dormant_image::ImageReader;
 use dormant_mounts::{ExternalMap, MountImage, MountTree};
 use nix::fcntl::{open, OFlag};
@@ -43,8 +43,9 @@ use crate::tree::Member;
 /// What the caller chooses for a container restore (CRIU's flag meanings).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerOptions {
-    /// `--root`: the directory the container's root mount is bound from. By default the outside mount the
-    /// dumped root mount came from, found again in the restorer's namespace.
+    /// `--root`: the directory the container's root mount is bound from. By default the directory the dump
+    /// was given as `--root` (recorded in the image), else the outside mount the dumped root mount came
+    /// from, found again in the restorer's namespace.
     pub root: Option<PathBuf>,
     /// `--external mnt[KEY]:PATH` specs.
     pub externals: Vec<String>,
@@ -61,7 +62,7 @@ pub struct ContainerPlan {
     ns: NsPlan,
     /// Content of external tmpfs mounts under /dev (mountpoint, records), see `restore_external_tmpfs`.
     ext_tmpfs: Vec<(String, Vec<TmpfsRecord>)>,
-    /// Outer pid → pid inside the tree's pid namespace, for every task the image has `ns-pids` of.
+    /// Outer pid → pid inside the tree's pid namespace, for every task with two `NSpid` levels.
     ns_pids: BTreeMap<u32, u32>,
 }
 
@@ -106,9 +107,11 @@ fn default_root(img: &MountImage, outside: &MountTree) -> Option<PathBuf> {
 impl ContainerPlan {
     /// Plans the container restore of the tree rooted at `root_pid`; `None` when the image has no mount
     /// namespace (a plain process dump, restored in the restorer's namespaces).
+    /// `ns_pids` maps outer pids to the pids inside (see [`ns_pid_map`]).
     pub fn from_image(
         img: &ImageReader,
         root_pid: Pid,
+        ns_pids: BTreeMap<u32, u32>,
         opts: &ContainerOptions,
     ) -> Result<Option<ContainerPlan>, RestoreError> {
         let dir = img.dir();
@@ -117,26 +120,39 @@ impl ContainerPlan {
         };
         let ext = ExternalMap::parse(opts.externals.iter().map(String::as_str))
             .map_err(mount_err(dir))?;
-        let root = match &opts.root {
-            Some(r) => r.clone(),
-            None => {
+        let recorded = recorded_root(img)?;
+        let (root, why) = match (&opts.root, recorded) {
+            (Some(r), _) => (r.clone(), "given with --root"),
+            (None, Some(r)) if Path::new(&r.path).is_dir() => {
+                (PathBuf::from(r.path), "recorded by dump --root")
+            }
+            (None, recorded) => {
+                if let Some(r) = recorded {
+                    log::warn!(
+                        "container restore: the root recorded by dump --root, {}, is no directory here; \
+                         looking for the root filesystem's mount instead",
+                        r.path
+                    );
+                }
                 let outside = MountTree::read(None).map_err(mount_err(dir))?;
-                default_root(&mounts, &outside).ok_or_else(|| RestoreError::BadImage {
-                    dir: dir.to_owned(),
-                    reason: "the container's root filesystem is mounted nowhere in the restorer's \
+                let found =
+                    default_root(&mounts, &outside).ok_or_else(|| RestoreError::BadImage {
+                        dir: dir.to_owned(),
+                        reason:
+                            "the container's root filesystem is mounted nowhere in the restorer's \
                              namespace; give it with --root DIR"
-                        .into(),
-                })?
+                                .into(),
+                    })?;
+                (found, "found where the dumped root filesystem is mounted")
             }
         };
         log::info!(
-            "container restore: root {} ({} mounts, {} external masters)",
+            "container restore: root {} ({why}; {} mounts, {} external masters)",
             root.display(),
             mounts.mounts.len(),
             mounts.masters.len()
         );
         let ns = NsPlan::from_image(img, root_pid, &opts.ns)?;
-        let ns_pids = read_ns_pids(img)?;
         let mut ext_tmpfs = Vec::new();
         for m in &mounts.mounts {
             let name = container_names::ext_tmpfs(m.id);
@@ -276,31 +292,48 @@ pub fn show_tree_pid_namespace(root: u32) -> Result<(), RestoreError> {
     Ok(())
 }
 
-/// Reads `ns-pids`: outer pid → innermost pid, for tasks one pid namespace down from the dumper (deeper
-/// nesting is refused).
-fn read_ns_pids(img: &ImageReader) -> Result<BTreeMap<u32, u32>, RestoreError> {
-    let dir = img.dir();
-    if !img.has_file(container_names::NS_PIDS) {
-        return Ok(BTreeMap::new());
+/// The `container-root` record, when the dump was given `--root`.
+fn recorded_root(img: &ImageReader) -> Result<Option<ContainerRoot>, RestoreError> {
+    if !img.has_file(container_names::CONTAINER_ROOT) {
+        return Ok(None);
     }
-    let list: Vec<NsPids> = img
-        .read_records(container_names::NS_PIDS)
-        .map_err(|source| RestoreError::Image {
-            dir: dir.to_owned(),
-            source,
-        })?;
+    let list: Vec<ContainerRoot> =
+        img.read_records(container_names::CONTAINER_ROOT)
+            .map_err(|source| RestoreError::Image {
+                dir: img.dir().to_owned(),
+                source,
+            })?;
+    match <[ContainerRoot; 1]>::try_from(list) {
+        Ok([r]) => Ok(Some(r)),
+        Err(list) => Err(RestoreError::BadImage {
+            dir: img.dir().to_owned(),
+            reason: format!(
+                "{}: {} entries, one expected",
+                container_names::CONTAINER_ROOT,
+                list.len()
+            ),
+        }),
+    }
+}
+
+/// Outer pid → pid inside the tree's pid namespace, from the `NSpid` levels the image has for each task
+/// (`PsTreeEntry::ns_pids`): one level below the restorer's at most (deeper nesting is refused).
+pub fn ns_pid_map<'a>(
+    levels: impl IntoIterator<Item = &'a [Pid]>,
+) -> Result<BTreeMap<u32, u32>, RestoreError> {
     let mut map = BTreeMap::new();
-    for p in list {
-        match p.levels.as_slice() {
-            [_] => {}
-            [_, inner] => {
-                map.insert(p.pid.0, *inner);
+    for l in levels {
+        match l {
+            [] | [_] => {}
+            [outer, inner] => {
+                map.insert(outer.0, inner.0);
             }
-            levels => {
+            deeper => {
                 return Err(RestoreError::Unsupported(format!(
-                "pid {}: nested pid namespaces {levels:?} (only one level below the restorer's)",
-                p.pid.0
-            )))
+                    "pid {}: nested pid namespaces {:?} (only one level below the restorer's)",
+                    deeper[0].0,
+                    deeper.iter().map(|p| p.0).collect::<Vec<_>>()
+                )))
             }
         }
     }
@@ -415,5 +448,30 @@ impl Entered {
     /// Keeps the image directory open until the restore is done.
     pub fn image_dir(&self) -> &OwnedFd {
         &self.image_dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ns_pid_map_takes_the_pstree_levels() {
+        let levels = [
+            vec![Pid(100), Pid(1)],
+            vec![Pid(101), Pid(7)],
+            vec![Pid(5)],
+            vec![],
+        ];
+        let map = ns_pid_map(levels.iter().map(Vec::as_slice)).unwrap();
+        assert_eq!(map, BTreeMap::from([(100, 1), (101, 7)]));
+        let deep = [vec![Pid(100), Pid(10), Pid(1)]];
+        let err = ns_pid_map(deep.iter().map(Vec::as_slice))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("pid 100: nested pid namespaces [100, 10, 1]"),
+            "{err}"
+        );
     }
 }

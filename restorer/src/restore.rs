@@ -169,8 +169,10 @@ impl Restore {
             .check(tree.tasks.first().map_or(&[][..], |t| t.descs.as_slice()))?;
         // A container image: enter its namespaces first, so its files are opened inside them.
         let root_pid = tree.tasks.first().map_or(Pid(0), |t| t.pid);
+        let ns_pids =
+            crate::container::ns_pid_map(tree.tasks.iter().map(|t| t.tree.ns_pids.as_slice()))?;
         let container =
-            crate::container::ContainerPlan::from_image(&img, root_pid, &self.container)?;
+            crate::container::ContainerPlan::from_image(&img, root_pid, ns_pids, &self.container)?;
         // The pidfile is written after the pivot: reach it through its directory opened before.
         let pidfile = match (&container, &self.pidfile) {
             (Some(_), Some(p)) => Some(crate::container::hold_outside_path(p)?),

@@ -196,6 +196,12 @@ impl Container {
         self.scratch.path().join("agent")
     }
 
+    /// The container's root filesystem in the agent's namespace (`BASE/shared/ctr0/rootfs`, which the
+    /// container's root mount is a bind of): what `dormant dump --root` names.
+    pub fn rootfs(&self) -> PathBuf {
+        self.base().join("shared/ctr0/rootfs")
+    }
+
     /// The sandbox's /dev/shm in the agent's namespace: the outside master of the container's /dev/shm.
     pub fn sandbox_shm(&self) -> PathBuf {
         self.base().join("sandbox/shm")

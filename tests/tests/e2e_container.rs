@@ -253,30 +253,114 @@ fn read_pid(path: &Path) -> i32 {
 
 #[test]
 fn container_dump_restore() {
-    dump_restore(false);
+    dump_restore(false, false);
+}
+
+/// `dump --root` names the container's rootfs directory in the agent's namespace; the restore, given no
+/// `--root`, binds the container root from that recorded directory and says so in its log.
+#[test]
+fn container_dump_root_is_the_restore_default() {
+    dump_restore(false, true);
+}
+
+/// `dump --root` with a directory that is not the container's root (the container's directory in the
+/// shared dir, one level up; then a path that does not exist): refused, naming the directory given and
+/// /proc/PID/root, nothing committed, and the container runs on and passes its own check.
+#[test]
+fn container_dump_with_a_wrong_root_is_refused() {
+    let c = start(&[]);
+    let init = c.init_pid();
+    let workload = c.workload_pid().unwrap();
+    let img = c.scratch().join("img");
+    let img_s = img.to_str().unwrap();
+    let parent = c.rootfs().parent().unwrap().to_owned();
+    let missing = c.rootfs().join("no-such-dir");
+    for (wrong, why) in [
+        (parent.to_str().unwrap(), "device"),
+        (missing.to_str().unwrap(), "No such file"),
+    ] {
+        let out = dormant_in_agent(
+            &c,
+            &[
+                "dump",
+                "-t",
+                &init.to_string(),
+                "-D",
+                img_s,
+                "--root",
+                wrong,
+            ],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a wrong --root must refuse the dump");
+        for want in [
+            format!(
+                "--root {wrong}: not the root of the tree's mount namespace (/proc/{init}/root)"
+            ),
+            why.to_string(),
+        ] {
+            assert!(err.contains(&want), "the error must say {want:?}: {err}");
+        }
+        assert!(
+            !img.join("inventory").exists(),
+            "no image may be committed by a refused dump"
+        );
+    }
+    assert!(!pid_is_free(init) && !pid_is_free(workload));
+    assert_external_master_layout(&c, init);
+    c.trigger().unwrap();
+    let log = c.wait_verdict().unwrap();
+    assert!(
+        log.contains("PASS wl_container") && log.contains("sh: workload exited 0"),
+        "the container must run on after a refused dump:\n{log}"
+    );
 }
 
 /// The sandbox's shm tmpfs is emptied between dump and restore (a new sandbox): /dev/shm's files come back
 /// from the image, and the POSIX shm mapping is again the restored file's memory.
 #[test]
 fn container_dump_restore_into_an_empty_sandbox_shm() {
-    dump_restore(true);
+    dump_restore(true, false);
 }
 
-/// Dumps the Kata-like container from the agent's namespace with no flags, optionally empties the
-/// sandbox shm, restores it and checks it from inside (the workload) and outside.
-fn dump_restore(wipe_sandbox_shm: bool) {
+/// Dumps the Kata-like container from the agent's namespace with no mount flags (with `dump_root`: with
+/// `--root` its rootfs directory), optionally empties the sandbox shm, restores it with no mount flags and
+/// checks it from inside (the workload) and outside.
+fn dump_restore(wipe_sandbox_shm: bool, dump_root: bool) {
     let c = start(&[]);
     let init = c.init_pid();
     let workload = c.workload_pid().unwrap();
     let before = mounts(&Container::mountinfo(init).unwrap());
     let img = c.scratch().join("img");
     let img_s = img.to_str().unwrap();
-    let out = dormant_in_agent(&c, &["dump", "-t", &init.to_string(), "-D", img_s]);
+    let rootfs = c.rootfs();
+    let init_s = init.to_string();
+    let mut args = vec!["dump", "-t", &init_s, "-D", img_s];
+    if dump_root {
+        args.extend(["--root", rootfs.to_str().unwrap()]);
+    }
+    let out = dormant_in_agent(&c, &args);
     assert!(
         out.status.success(),
         "dump with no mount flags: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // The inner pids are the pstree's NSpid levels: the retired ns-pids file is not written.
+    assert!(
+        !img.join("ns-pids").exists(),
+        "no ns-pids file (kind 40 is retired)"
+    );
+    assert_eq!(
+        img.join("container-root").exists(),
+        dump_root,
+        "container-root is recorded exactly when the dump is given --root"
+    );
+    let verify = dormant_in_agent(&c, &["verify", "-D", img_s]);
+    assert!(
+        verify.status.success(),
+        "the image verifies (pstree NSpid levels, container-root): {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
     );
     assert!(
         wait_until(FINISH_TIMEOUT, || pid_is_free(init)
@@ -298,6 +382,7 @@ fn dump_restore(wipe_sandbox_shm: bool) {
         assert_eq!(left, 0, "the sandbox shm must be empty before the restore");
     }
     let pidfile = c.scratch().join("restored.pid");
+    let restore_log = c.scratch().join("restore.log");
     let out = dormant_in_agent(
         &c,
         &[
@@ -307,12 +392,25 @@ fn dump_restore(wipe_sandbox_shm: bool) {
             img_s,
             "--pidfile",
             pidfile.to_str().unwrap(),
+            "-o",
+            restore_log.to_str().unwrap(),
         ],
     );
     assert!(
         out.status.success(),
         "restore with no mount flags: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let logged = std::fs::read_to_string(&restore_log).unwrap();
+    let why = if dump_root {
+        "recorded by dump --root"
+    } else {
+        "found where the dumped root filesystem is mounted"
+    };
+    let want = format!("container restore: root {} ({why};", rootfs.display());
+    assert!(
+        logged.contains(&want),
+        "the restore log must say which root it used ({want:?}):\n{logged}"
     );
     let restored = read_pid(&pidfile);
     let _guard = KillOnDrop(restored);
