@@ -1058,13 +1058,26 @@ impl Workload {
         match &self.pty {
             Some(pty) => {
                 cmd.arg("--shell-job").stdin(pty.slave_stdio()?);
+                // A shell job is restored into the restorer's session: give that session the terminal as
+                // its controlling one, as the shell that runs `dormant restore` would have it.
+                isolate(&mut cmd, true);
+                // SAFETY: runs in the forked child after `isolate`'s setsid; one async-signal-safe ioctl
+                // (taking the terminal over from a session that may still hold it: we are root).
+                unsafe {
+                    cmd.pre_exec(|| {
+                        if libc::ioctl(0, libc::TIOCSCTTY, 1) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
             }
             None => {
                 cmd.stdin(Stdio::null());
+                isolate(&mut cmd, false);
             }
         }
         cmd.stdout(out).stderr(out_err);
-        isolate(&mut cmd, false);
         let child = cmd
             .spawn()
             .map_err(io_err("running dormant restore", &bin))?;

@@ -104,6 +104,21 @@ fn syscalls_read_pty_dump_restore() -> Result<()> {
     Ok(())
 }
 
+/// A shell job holding `/dev/tty` (`wl_tty`): dumped with `--shell-job` while its session is led from outside
+/// the tree, restored into the restorer's session whose terminal is the same pty: the fd is that
+/// session's controlling terminal again and takes a line.
+#[test]
+fn shell_job_dev_tty_dump_restore() -> Result<()> {
+    harness::dump_restore(
+        Spec::workload("wl_tty", env!("CARGO_BIN_EXE_wl_tty"))
+            .root_from_ready()
+            .stdin(StdinKind::Pty {
+                line: String::new(),
+            }),
+    )?;
+    Ok(())
+}
+
 #[test]
 fn syscalls_poll_pty_dump_restore() -> Result<()> {
     let line = "poll wake-up after the restore";

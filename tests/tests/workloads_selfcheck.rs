@@ -215,3 +215,26 @@ fn files_detect_damage() -> Result<()> {
     )?;
     Ok(())
 }
+
+fn tty() -> Spec {
+    Spec::workload("wl_tty", env!("CARGO_BIN_EXE_wl_tty"))
+        .root_from_ready()
+        .stdin(StdinKind::Pty {
+            line: String::new(),
+        })
+}
+
+#[test]
+fn tty_passes_untouched() -> Result<()> {
+    harness::self_check(tty())?;
+    Ok(())
+}
+
+#[test]
+fn tty_detects_damage() -> Result<()> {
+    harness::self_check_fails(
+        tty().args([INJECT_FAULT]),
+        &["dev-tty-is-the-session-terminal"],
+    )?;
+    Ok(())
+}

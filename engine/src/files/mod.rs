@@ -218,6 +218,11 @@ pub fn dump_fd(pid: u32, fd: i32, shell_job: bool, table: &mut FileTable) -> Res
         libc::S_IFCHR if shell_job && (0..=2).contains(&fd) && is_tty_device(stat.rdev) => {
             FdFile::InheritedTty
         }
+        // `/dev/tty` names the session's controlling terminal. A shell job is restored into the
+        // restorer's session, whose terminal is the one the job had: reopened by path in the restorer.
+        libc::S_IFCHR if shell_job && stat.rdev == libc::makedev(5, 0) => {
+            FdFile::Reg(table.open_file(&target, flags, info.pos, stat))
+        }
         mode => return Err(unsupported(Some(mode))),
     };
     Ok(Fd { fd, cloexec, file })
