@@ -504,6 +504,17 @@ impl Dump {
 
         // --- /proc state.
         let stat = seize::read_stat(pid)?;
+        // A session led inside the tree loses its controlling terminal at restore (the leader calls setsid
+        // there): refuse rather than restore a session whose /dev/tty is gone. A shell job's session is
+        // led from outside and takes the restorer's terminal (--shell-job).
+        if stat.session == pid && stat.tty_nr != 0 {
+            let dev = u64::from(stat.tty_nr);
+            return Err(DumpError::ControllingTerminal {
+                pid,
+                major: libc::major(dev),
+                minor: libc::minor(dev),
+            });
+        }
         let status_text = proc::read_string(pid, "status")?;
         let status = proc::status::parse(&status_text).map_err(|reason| DumpError::ProcParse {
             pid,

@@ -143,6 +143,12 @@ pub enum DumpError {
     },
     #[error("pid {pid} was killed but its pid was not freed within {secs} s (its parent does not reap it)")]
     KillTimeout { pid: u32, secs: u64 },
+    #[error(
+        "pid {pid} leads its session, whose controlling terminal is device {major}:{minor}: restoring a \
+         session's controlling terminal is not supported (a shell job, whose session is led from outside the \
+         tree, takes the restorer's terminal with --shell-job)"
+    )]
+    ControllingTerminal { pid: u32, major: u32, minor: u32 },
     #[error("dump of pid {pid} misconfigured: {reason}")]
     Config { pid: u32, reason: &'static str },
     #[error("pid {pid}: --root {}: not the root of the tree's mount namespace (/proc/{pid}/root): {reason}", given.display())]
@@ -200,7 +206,8 @@ impl DumpError {
             | KillTimeout { pid, .. }
             | Mounts { pid, .. }
             | WrongRoot { pid, .. }
-            | Config { pid, .. } => *pid,
+            | Config { pid, .. }
+            | ControllingTerminal { pid, .. } => *pid,
             ThreadPool(_) | Host { .. } | Namespace(_) => return None,
         };
         Some(Pid(pid))

@@ -119,6 +119,35 @@ fn shell_job_dev_tty_dump_restore() -> Result<()> {
     Ok(())
 }
 
+/// The same workload dumped from its starter, which leads a session with the pty as controlling terminal:
+/// refused (the session would come back without its terminal), naming the pid and the device; the tree
+/// runs on and the job passes its own check.
+#[test]
+fn session_with_a_controlling_terminal_is_refused() -> Result<()> {
+    require_root()?;
+    harness::dormant_bin()?;
+    let mut w = harness::Workload::start(
+        Spec::workload("wl_tty", env!("CARGO_BIN_EXE_wl_tty"))
+            .args(["--starter-is-root"])
+            .stdin(StdinKind::Pty {
+                line: String::new(),
+            }),
+    )?;
+    let pid = w.pid();
+    let logs = match w.dump(false) {
+        Ok(()) => return Err(w.fail("a session leader with a controlling terminal was dumped")),
+        Err(e) => e.to_string(),
+    };
+    let want = format!("pid {pid} leads its session, whose controlling terminal is device 136:");
+    if !logs.contains(&want) {
+        return Err(w.fail(format!("the dump error does not say {want:?}: {logs}")));
+    }
+    w.release()?;
+    let st = w.wait_exit(Duration::from_secs(60))?;
+    w.expect_pass(st)?;
+    Ok(())
+}
+
 #[test]
 fn syscalls_poll_pty_dump_restore() -> Result<()> {
     let line = "poll wake-up after the restore";

@@ -10,6 +10,9 @@
 //! After the trigger the job runs in the session it was restored into (the restorer's, whose controlling
 //! terminal is the same pty) and checks that the `/dev/tty` fd is that session's controlling terminal
 //! again and that a line can be written through it. `--inject-fault` swaps the fd for /dev/null first.
+//!
+//! `--starter-is-root`: the starter announces `READY <its own pid>` once the job is set up, for a test that
+//! dumps the whole session, led by the starter and holding the terminal (which the dump refuses).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::ExitCode;
@@ -18,7 +21,8 @@ use dormant_tests::workload::{
     self, exit_now, fork, wait_status, Report, WorkloadArgs, WorkloadError, INJECT_FAULT,
 };
 
-const USAGE: &str = "[--inject-fault]";
+const USAGE: &str = "[--inject-fault] [--starter-is-root]";
+const STARTER_IS_ROOT: &str = "--starter-is-root";
 
 fn main() -> ExitCode {
     workload::main_with("wl_tty", run)
@@ -33,8 +37,19 @@ fn run() -> Result<ExitCode, WorkloadError> {
             std::io::Error::last_os_error(),
         ));
     }
+    let starter_is_root = args.has_flag(STARTER_IS_ROOT);
+    let (set_up_r, set_up_w) =
+        nix::unistd::pipe().map_err(|e| WorkloadError::setup("pipe", std::io::Error::from(e)))?;
     let job = fork()?;
     if job != 0 {
+        drop(set_up_w);
+        if starter_is_root {
+            let mut byte = [0u8; 1];
+            if nix::unistd::read(&set_up_r, &mut byte) != Ok(1) {
+                return Err(WorkloadError::setup("job", "it never set up"));
+            }
+            workload::ready()?;
+        }
         // The starter: only waits; after a dump the job is gone and so is its verdict here.
         let code = wait_status(job).map_or(2, |s| {
             if libc::WIFEXITED(s) {
@@ -45,7 +60,8 @@ fn run() -> Result<ExitCode, WorkloadError> {
         });
         return Ok(ExitCode::from(code as u8));
     }
-    match job_main(&args) {
+    drop(set_up_r);
+    match job_main(&args, set_up_w) {
         Ok(code) => exit_now(code),
         Err(e) => {
             eprintln!("wl_tty job: {e}");
@@ -67,7 +83,7 @@ fn is_our_ctty(fd: &OwnedFd) -> Result<(), String> {
     Ok(())
 }
 
-fn job_main(args: &WorkloadArgs) -> Result<i32, WorkloadError> {
+fn job_main(args: &WorkloadArgs, set_up: OwnedFd) -> Result<i32, WorkloadError> {
     // SAFETY: puts this process in a group of its own.
     if unsafe { libc::setpgid(0, 0) } != 0 {
         return Err(WorkloadError::setup(
@@ -82,7 +98,16 @@ fn job_main(args: &WorkloadArgs) -> Result<i32, WorkloadError> {
         .map_err(|e| WorkloadError::setup("open /dev/tty", e))?;
     let tty = OwnedFd::from(tty);
     is_our_ctty(&tty).map_err(|e| WorkloadError::setup("/dev/tty", e))?;
-    workload::ready()?;
+    // The pipe is closed before anything announces READY: a dump must not find it open.
+    if args.has_flag(STARTER_IS_ROOT) {
+        workload::set_ready_pid(std::process::id());
+        nix::unistd::write(&set_up, &[1])
+            .map_err(|e| WorkloadError::setup("set-up pipe", std::io::Error::from(e)))?;
+        drop(set_up);
+    } else {
+        drop(set_up);
+        workload::ready()?;
+    }
     workload::wait_for_trigger(&args.trigger)?;
     let mut report = Report::new("wl_tty");
     let tty = if args.has_flag(INJECT_FAULT) {
