@@ -382,7 +382,9 @@ mod tests {
     #[test]
     fn xsave_size_is_sane() {
         let s = xsave_size();
-        assert!(s >= 512 && s.is_multiple_of(64), "{s}");
+        // Legacy area (512) + XSAVE header (64) at least; not a multiple of 64 in general (2440 with
+        // PKRU on AMD EPYC).
+        assert!(s >= 576, "{s}");
     }
 
     #[test]

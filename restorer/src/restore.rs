@@ -240,7 +240,8 @@ impl Restore {
             };
             if nested {
                 return Err(RestoreError::Unsupported(format!(
-                    "the gone leader {helper} of a session or group inside the tree's pid namespace needs a                      helper process, whose pid inside is not recorded"
+                    "the gone leader {helper} of a session or group inside the tree's pid namespace needs a \
+                     helper process, whose pid inside is not recorded"
                 )));
             }
             image::check_pid_free(Pid(helper))?;
@@ -337,17 +338,17 @@ impl Restore {
                         })?;
                         if !exists_before_actions(&planned, at, target) {
                             return Err(RestoreError::Unsupported(format!(
-                                "pid {holder} fd {fd}: a pidfd of pid {pid}, which is forked only after                                  pid {holder} has set up its files (a pidfd must refer to the task itself,                                  an ancestor, a descendant or a process forked before it)"
+                                "pid {holder} fd {fd}: a pidfd of pid {pid}, which is forked only after pid \
+                                 {holder} has set up its files (a pidfd must refer to the task itself, an \
+                                 ancestor, a descendant or a process forked before it)"
                             )));
                         }
-                        if nested {
-                            *pid = inner_pid(*pid).ok_or_else(|| {
-                                RestoreError::Unsupported(format!(
-                                    "pid {holder} fd {fd}: the pid of {pid} inside the tree's pid \
-                                     namespace (for its pidfd) is not recorded"
-                                ))
-                            })?;
-                        }
+                        *pid = shared.ids.inner(*pid).ok_or_else(|| {
+                            RestoreError::Unsupported(format!(
+                                "pid {holder} fd {fd}: the pid of {pid} inside the tree's pid \
+                                 namespace (for its pidfd) is not recorded"
+                            ))
+                        })?;
                     }
                     TreeTask::Live(Box::new(launch))
                 }
@@ -421,6 +422,7 @@ fn exists_before_actions(planned: &[crate::tree::Planned], holder: usize, target
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     /// Fork order root, A, A's child, B: a task sees its ancestors, its subtree and what was forked before
     /// it when it sets up its files (pidfd targets), never a later sibling's subtree.
@@ -441,7 +443,6 @@ mod tests {
         assert!(exists_before_actions(&planned, 3, 2));
         assert!(exists_before_actions(&planned, 0, 3));
     }
-    use super::*;
 
     #[test]
     fn refuses_to_fork_from_a_multithreaded_process() {

@@ -147,8 +147,9 @@ pub enum DescKind {
     /// the caller hands over for the key (`--inherit-fd fd[N]:KEY`) and fails without one.
     External { key: String },
     /// One end of a pseudo-terminal pair whose two ends are both held in the dumped tree: the master
-    /// (`/dev/ptmx`) or the slave (`/dev/pts/INDEX`). The pair's state is the slave's and is carried by
-    /// both ends, so either can rebuild the pair; restore opens a new pair (its index may differ).
+    /// (`/dev/ptmx`) or the slave (`/dev/pts/INDEX`). Restore opens a new pair (its index may differ)
+    /// from the master's record, opened first, and gives its slave to the slave's description; only the
+    /// master can tell packet mode and lock, so a slave's `state` has them false.
     Pty {
         master: bool,
         index: u32,
