@@ -9,7 +9,7 @@ use crate::blob::Blob;
 use crate::error::RestoreError;
 use crate::launch::{HelperKind, SessionPlan, TreeNode, TreeTask};
 use crate::tree::{Member, Node};
-use crate::{image, launch, prepare, procself};
+use crate::{image, launch, procself, task as prepare};
 use dormant_image::records::Pid;
 
 /// A restore of one image directory. Build it with [`Restore::builder`].
@@ -206,7 +206,7 @@ impl Restore {
         // into a new pid namespace too (a container always is).
         let pidns = match &container {
             Some(_) => None,
-            None => crate::pidns::PidNsPlan::from_tree(&tree)?,
+            None => crate::ns::pid::PidNsPlan::from_tree(&tree)?,
         };
         let nested = container.is_some() || pidns.is_some();
         let inner_pid = |pid: u32| match (&container, &pidns) {
@@ -215,9 +215,9 @@ impl Restore {
             (None, None) => None,
         };
         let inner_ids = if nested {
-            crate::pidns::InnerIds::nested(&tree, inner_pid)
+            crate::ns::pid::InnerIds::nested(&tree, inner_pid)
         } else {
-            crate::pidns::InnerIds::same()
+            crate::ns::pid::InnerIds::same()
         };
         let mut members: Vec<Member> = tree
             .tasks
