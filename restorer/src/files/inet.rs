@@ -1,6 +1,6 @@
 //! Inet sockets that are not connected (unbound, bound or listening): a new socket with the dumped
 //! options, bound to its address and listening with its backlog. Also the address and option helpers the
-//! established TCP connections ([`super::tcp`]) share.
+//! established TCP connections (`tcp.rs`) share.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
