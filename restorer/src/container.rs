@@ -5,7 +5,7 @@
 //! namespaces in this order: the namespaces [`NsPlan`] recreates (cgroups, net, user, uts, ipc), a new mount
 //! namespace rebuilt by `dormant-mounts` the mount-v2 way (external mounts and external masters bound from
 //! the paths their keys map to in the restorer's own namespace, then `pivot_root` into the container root),
-//! and finally a new pid namespace for its children, so the tree's root is forked as its pid 1. The restorer
+//! and the launcher forks the tree's root as pid 1 of a new pid namespace (`StartOptions::new_pid_ns`). The restorer
 //! itself stays in its pid namespace and traces the tree from there.
 //!
 //! Before the pivot it keeps an `O_PATH` descriptor of the image directory, through which the rest of the
@@ -222,8 +222,6 @@ impl ContainerPlan {
         dormant_mounts::restore_namespace(&self.mounts, &self.root, &self.ext)
             .map_err(mount_err(images_dir))?;
         let refilled = self.restore_external_tmpfs(images_dir)?;
-        unshare(CloneFlags::CLONE_NEWPID)
-            .map_err(|e| RestoreError::sys("unshare(CLONE_NEWPID)".to_string(), e))?;
         log::info!("container restore: namespaces entered, mount tree rebuilt");
         let path = PathBuf::from(format!("/proc/self/fd/{}", image_dir.as_raw_fd()));
         Ok(Entered {

@@ -201,7 +201,7 @@ impl Restore {
         };
         let nodes = tree_nodes(dir, &tree, &members, &planned, &pids, policy, &opened)?;
         if let Some(p) = &pids.own {
-            p.enter()?;
+            p.announce();
         }
         let mut before_release = |root: u32| {
             opened.set_owners()?;
@@ -210,7 +210,10 @@ impl Restore {
                 None => Ok(()),
             }
         };
-        let started = launch::start_tree_with(nodes, &mut before_release)?;
+        let opts = launch::StartOptions {
+            new_pid_ns: pids.nested(),
+        };
+        let started = launch::start_tree_with(nodes, opts, &mut before_release)?;
         if let Some(path) = &self.pidfile {
             write_pidfile(path, pidfile.as_ref(), started.pid)?;
         }

@@ -2,8 +2,8 @@
 //! (started with `unshare(CLONE_NEWPID)` and a fork, or `unshare --pid --fork`, not a container).
 //!
 //! The image says so through `PsTreeEntry::ns_pids`: the root has two levels, `[outer pid, 1]`, and every
-//! other task `[outer pid, inner pid]`. The restorer calls `unshare(CLONE_NEWPID)` right before it forks
-//! the tree, so the root is forked as pid 1 of a new namespace and every task with `clone3`
+//! other task `[outer pid, inner pid]`. The launcher forks the root as pid 1 of a new pid namespace
+//! (`unshare(CLONE_NEWPID)` in the process that forks it) and every task with `clone3`
 //! `set_tid = [inner pid, outer pid]` (`Launch::ns_pid`): the outer pids, which the tracer and the restored
 //! tree's outside observers use, stay the dumped ones. The tree shares the restorer's `/proc`, which shows
 //! the outer namespace, as the dumped tree shared the dumper's: nothing is mounted.
@@ -16,8 +16,6 @@
 //! (their inner pids are not recorded).
 
 use std::collections::BTreeMap;
-
-use nix::sched::{unshare, CloneFlags};
 
 use crate::error::RestoreError;
 use crate::image::TreeImage;
@@ -92,16 +90,13 @@ impl PidNsPlan {
         self.inner.get(&pid).copied()
     }
 
-    /// Makes the calling (restoring, single-threaded) process's next child the init of a new pid
-    /// namespace. The caller's own pid namespace does not change.
-    pub fn enter(&self) -> Result<(), RestoreError> {
-        unshare(CloneFlags::CLONE_NEWPID)
-            .map_err(|e| RestoreError::sys("unshare(CLONE_NEWPID)".to_string(), e))?;
+    /// Logs what the restore does with the tree (the launcher forks its root as the init of a new pid
+    /// namespace, [`crate::launch::StartOptions::new_pid_ns`]).
+    pub fn announce(&self) {
         log::info!(
             "pid namespace: the tree's root is forked as the init of a new pid namespace ({} task(s))",
             self.inner.len()
         );
-        Ok(())
     }
 }
 
