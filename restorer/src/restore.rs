@@ -267,6 +267,8 @@ fn check_tasks(img: &ImageReader, dir: &Path, tree: &TreeImage) -> Result<(), Re
 struct PidSpace<'a> {
     container: Option<&'a crate::container::ContainerPlan>,
     own: Option<crate::ns::pid::PidNsPlan>,
+    /// The zombies' pids inside (recorded with each zombie).
+    zombies: std::collections::BTreeMap<u32, u32>,
 }
 
 impl<'a> PidSpace<'a> {
@@ -278,7 +280,16 @@ impl<'a> PidSpace<'a> {
             Some(_) => None,
             None => crate::ns::pid::PidNsPlan::from_tree(tree)?,
         };
-        Ok(PidSpace { container, own })
+        let zombies = tree
+            .zombies
+            .iter()
+            .filter_map(|z| Some((z.pid.0, z.inner_pid?.0)))
+            .collect();
+        Ok(PidSpace {
+            container,
+            own,
+            zombies,
+        })
     }
 
     /// The tree is restored in a pid namespace of its own (a container's, or its own).
@@ -288,11 +299,12 @@ impl<'a> PidSpace<'a> {
 
     /// The pid inside the tree's namespace of the process with (outer) pid `pid`.
     fn inner(&self, pid: u32) -> Option<u32> {
-        match (self.container, &self.own) {
+        let task = match (self.container, &self.own) {
             (Some(c), _) => c.ns_pid(Pid(pid)),
             (None, Some(p)) => p.ns_pid(pid),
-            (None, None) => None,
-        }
+            (None, None) => return None,
+        };
+        task.or_else(|| self.zombies.get(&pid).copied())
     }
 
     /// How the tree's recorded ids read inside its namespace.
@@ -425,11 +437,7 @@ fn tree_nodes(
                         pid: z.pid.0,
                         session: pids.session_inside(p.session)?,
                         status: z.exit_status,
-                        ns_pid: z
-                            .inner_pid
-                            .map(|p| p.0)
-                            .or_else(|| pids.inner(z.pid.0))
-                            .unwrap_or(0),
+                        ns_pid: pids.inner(z.pid.0).unwrap_or(0),
                     }
                 }
             },

@@ -23,6 +23,14 @@
 //!   exits; the task then joins the group (the helper, a zombie until reaped, still holds it) and reaps the
 //!   helper. Later members join the group the first one keeps alive.
 //!
+//! Leaders that are zombies hold their session or group as they are: a zombie is forked like a live task,
+//! takes its session or group and exits. A member of a group led by a zombie joins it (the zombie is forked
+//! first, among its siblings, as a group leader). A member of a session led by a zombie that is not its
+//! ancestor was reparented when the leader exited: to its dumped parent `P`, which is the nearest child
+//! subreaper above the leader or the init of the tree's pid namespace. The zombie forks it (it is in the
+//! session by birth) before it exits, and it is reparented to `P` again (`P` is a subreaper while it forks,
+//! like a session helper's parent).
+//!
 //! What it does NOT do: restore a root whose session or group is led from outside the tree other than by
 //! inheriting the restorer's (the root's own parent is the restorer); a task born in a session its parent
 //! left later (CRIU's "born sid"), or a session led by a live task that is not its ancestor; helpers inside
@@ -134,6 +142,9 @@ struct Vertex {
     ns_init: bool,
     node: Node,
     parent: Option<usize>,
+    /// Orphans must come back to it while it forks: a session helper or a zombie session leader among its
+    /// descendants forks children of its and exits.
+    reaps_orphans: bool,
 }
 
 impl Vertex {
@@ -192,6 +203,7 @@ fn vertices(members: &[Member]) -> Result<Vec<Vertex>, RestoreError> {
             ns_init: m.ns_init,
             node: Node::Member(i),
             parent: None,
+            reaps_orphans: false,
         })
         .collect();
     let mut session_helpers: BTreeMap<u32, usize> = BTreeMap::new();
@@ -208,26 +220,51 @@ fn vertices(members: &[Member]) -> Result<Vec<Vertex>, RestoreError> {
         };
         let parent = &members[pi];
         let mut pv = pi;
-        if m.sid != m.pid && m.sid != parent.sid && !index_of.contains_key(&m.sid) {
-            if !parent.reaper {
-                return Err(unsupported(format!(
-                    "pid {}: session {} has no leader in the tree and is not its parent {}'s, and {} was \
-                     not a child subreaper, so it was not reparented to it (a process born in a session \
-                     its parent left afterwards is not restored)",
-                    m.pid, m.sid, pp, pp
-                )));
+        if m.sid != m.pid && m.sid != parent.sid {
+            pv = match index_of.get(&m.sid) {
+                // A session whose leader is a zombie of the tree: the leader forks the member before it
+                // exits, and the member is reparented to the reaper of the leader's orphans, its parent.
+                Some(&z) if members[z].zombie && reaper_of(members, &index_of, z) == Some(pi) => z,
+                // Led by a live process of the tree: refused when its session is planned.
+                Some(_) => pi,
+                None => {
+                    if !parent.reaper {
+                        return Err(unsupported(format!(
+                            "pid {}: session {} has no leader in the tree and is not its parent {}'s, and \
+                             {} was not a child subreaper, so it was not reparented to it (a process born \
+                             in a session its parent left afterwards is not restored)",
+                            m.pid, m.sid, pp, pp
+                        )));
+                    }
+                    if m.sid == root.sid {
+                        return Err(unsupported(format!(
+                            "pid {}: its session {} is the root's, which is led from outside the tree",
+                            m.pid, m.sid
+                        )));
+                    }
+                    session_helper(&mut vs, &mut session_helpers, m.sid, pi)?
+                }
+            };
+            if pv != pi {
+                vs[pi].reaps_orphans = true;
             }
-            if m.sid == root.sid {
-                return Err(unsupported(format!(
-                    "pid {}: its session {} is the root's, which is led from outside the tree",
-                    m.pid, m.sid
-                )));
-            }
-            pv = session_helper(&mut vs, &mut session_helpers, m.sid, pi)?;
         }
         vs[i].parent = Some(pv);
     }
     Ok(vs)
+}
+
+/// The member that the orphans of member `z` are reparented to: its nearest ancestor that is a child
+/// subreaper or the init of the tree's pid namespace.
+fn reaper_of(members: &[Member], index_of: &BTreeMap<u32, usize>, z: usize) -> Option<usize> {
+    let mut at = members[z].ppid.and_then(|p| index_of.get(&p).copied());
+    while let Some(a) = at {
+        if members[a].reaper {
+            return Some(a);
+        }
+        at = members[a].ppid.and_then(|p| index_of.get(&p).copied());
+    }
+    None
 }
 
 /// The session helper of session `sid` under vertex `parent`, added on first use.
@@ -256,6 +293,7 @@ fn session_helper(
                 ns_init: false,
                 node: Node::SessionHelper { sid },
                 parent: Some(parent),
+                reaps_orphans: false,
             });
             helpers.insert(sid, vs.len() - 1);
             Ok(vs.len() - 1)
@@ -321,7 +359,8 @@ fn session_plans(
             node: me.node,
             parent: parent.map(|(np, _)| np),
             session,
-            subreaper_first: false,
+            // The init of the tree's pid namespace reaps orphans without being a subreaper.
+            subreaper_first: me.reaps_orphans && !me.ns_init,
         });
         if let Some(pgid) = group_helper {
             out.push(Planned {
@@ -330,9 +369,6 @@ fn session_plans(
                 session: SessionPlan::NewGroup,
                 subreaper_first: false,
             });
-        }
-        if let (Node::SessionHelper { .. }, Some((np, p))) = (me.node, parent) {
-            out[np].subreaper_first = !p.ns_init;
         }
         if parent.is_some() || root_leads_group {
             groups.insert(me.pgid);
@@ -545,6 +581,45 @@ mod tests {
         ];
         let err = plan(&members).unwrap_err();
         assert!(err.to_string().contains("session 11"), "{err}");
+    }
+
+    #[test]
+    fn zombie_leaders_keep_their_session_and_group() {
+        // Inside a pid namespace (root 1 is its init): zombie 5 led session 5, whose member 6 was
+        // reparented to the init; zombie 7 leads group 7 of the init's session, with member 8.
+        let zombie = |pid, ppid, pgid, sid| Member {
+            zombie: true,
+            ..live(pid, Some(ppid), pgid, sid)
+        };
+        let members = [
+            live(1, None, 1, 1).ns_init(true),
+            live(6, Some(1), 5, 5),
+            live(8, Some(1), 7, 1),
+            zombie(5, 1, 5, 5),
+            zombie(7, 1, 7, 1),
+        ];
+        let plan = plan(&members).unwrap();
+        assert_eq!(
+            shape(&members, &plan),
+            [
+                (1, None, SessionPlan::NewSession, false),
+                (5, Some(1), SessionPlan::NewSession, false),
+                (6, Some(5), SessionPlan::Inherit, false),
+                (7, Some(1), SessionPlan::NewGroup, false),
+                (8, Some(1), SessionPlan::JoinGroup(7), false),
+            ]
+        );
+        // Outside a pid namespace the reaper is a subreaper, which must be one while it forks.
+        let mut outside = members;
+        outside[0] = live(1, None, 1, 1).subreaper(true);
+        let plan = super::plan(&outside).unwrap();
+        assert!(plan[0].subreaper_first);
+        assert_eq!(plan[2].parent, Some(1));
+        // Not reparented to its parent: a zombie leader whose orphans go elsewhere is refused.
+        let mut elsewhere = outside;
+        elsewhere[0] = live(1, None, 1, 1);
+        let err = super::plan(&elsewhere).unwrap_err();
+        assert!(err.to_string().contains("session 5"), "{err}");
     }
 
     #[test]

@@ -117,8 +117,8 @@ impl InnerIds {
         Self { map: None }
     }
 
-    /// Ids of a tree restored in a nested pid namespace: tasks through `inner_pid`, threads through their
-    /// recorded `NSpid`.
+    /// Ids of a tree restored in a nested pid namespace: tasks and zombies through `inner_pid`, threads
+    /// through their recorded `NSpid`.
     pub fn nested(tree: &TreeImage, inner_pid: impl Fn(u32) -> Option<u32>) -> Self {
         let mut map = BTreeMap::new();
         for t in &tree.tasks {
@@ -131,6 +131,11 @@ impl InnerIds {
                         map.insert(outer.0, inner.0);
                     }
                 }
+            }
+        }
+        for z in &tree.zombies {
+            if let Some(i) = inner_pid(z.pid.0) {
+                map.insert(z.pid.0, i);
             }
         }
         Self { map: Some(map) }
