@@ -152,6 +152,7 @@ impl ContainerPlan {
             mounts.mounts.len(),
             mounts.masters.len()
         );
+        refuse_mounts(&mounts, &ext).map_err(mount_err(dir))?;
         let ns = NsPlan::from_image(img, root_pid, &opts.ns)?;
         let mut ext_tmpfs = Vec::new();
         for m in &mounts.mounts {
@@ -231,6 +232,31 @@ impl ContainerPlan {
             refilled,
         })
     }
+}
+
+/// What rebuilding the mount tree would refuse, found before anything changes: a plan that does not hold,
+/// or an external mount or master whose outside path does not exist here.
+fn refuse_mounts(mounts: &MountImage, ext: &ExternalMap) -> dormant_mounts::Result<()> {
+    dormant_mounts::plan(mounts)?;
+    let keys = mounts
+        .mounts
+        .iter()
+        .filter_map(|m| match &m.how {
+            MountSource::External { key } => Some(key.as_str()),
+            _ => None,
+        })
+        .chain(mounts.masters.iter().map(|m| m.key.as_str()));
+    for key in keys {
+        let path = ext.resolve(key);
+        std::fs::symlink_metadata(&path).map_err(|source| dormant_mounts::MountError::Io {
+            what: format!(
+                "external mount {key}: its outside path (give it with --external mnt[{key}]:PATH)"
+            ),
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// For a file the restorer writes after entering the container (the pidfile): holds its directory in
@@ -327,11 +353,11 @@ pub fn ns_pid_map<'a>(
                 map.insert(outer.0, inner.0);
             }
             deeper => {
-                return Err(RestoreError::Unsupported(format!(
-                    "pid {}: nested pid namespaces {:?} (only one level below the restorer's)",
-                    deeper[0].0,
-                    deeper.iter().map(|p| p.0).collect::<Vec<_>>()
-                )))
+                return Err(crate::refusal::Unsupported::PidNesting {
+                    pid: deeper[0].0,
+                    levels: deeper.iter().skip(1).map(|p| p.0).collect(),
+                }
+                .into())
             }
         }
     }

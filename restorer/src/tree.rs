@@ -42,6 +42,7 @@ use dormant_image::records::{Pid, Zombie};
 
 use crate::error::RestoreError;
 use crate::launch::SessionPlan;
+use crate::refusal::Unsupported;
 
 /// One process of the tree as the planner sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,10 +162,6 @@ impl Vertex {
     }
 }
 
-fn unsupported(msg: String) -> RestoreError {
-    RestoreError::Unsupported(msg)
-}
-
 /// Orders `members` (`members[0]` is the root) for forking, inserts helpers for leaders that are gone, and
 /// decides each process's session plan. Every parent comes before its children in the result.
 pub fn plan(members: &[Member]) -> Result<Vec<Planned>, RestoreError> {
@@ -174,11 +171,11 @@ pub fn plan(members: &[Member]) -> Result<Vec<Planned>, RestoreError> {
     let vs = vertices(members)?;
     let order = fork_order(&vs);
     if order.len() != vs.len() {
-        return Err(unsupported(format!(
-            "{} process(es) of the tree are not descendants of the root {}",
-            vs.len() - order.len(),
-            root.pid
-        )));
+        return Err(Unsupported::NotDescendants {
+            count: vs.len() - order.len(),
+            root: root.pid,
+        }
+        .into());
     }
     session_plans(root, &vs, &order)
 }
@@ -208,15 +205,14 @@ fn vertices(members: &[Member]) -> Result<Vec<Vertex>, RestoreError> {
         .collect();
     let mut session_helpers: BTreeMap<u32, usize> = BTreeMap::new();
     for (i, m) in members.iter().enumerate().skip(1) {
-        let pp = m
-            .ppid
-            .ok_or_else(|| unsupported(format!("pid {}: a second root in the tree", m.pid)))?;
+        let pp = m.ppid.ok_or(Unsupported::SecondRoot { pid: m.pid })?;
         let Some(&pi) = index_of.get(&pp) else {
-            return Err(unsupported(format!(
-                "pid {}: its parent {pp} is not in the tree: not all processes are descendants of the \
-                 root {}",
-                m.pid, root.pid
-            )));
+            return Err(Unsupported::ParentOutside {
+                pid: m.pid,
+                parent: pp,
+                root: root.pid,
+            }
+            .into());
         };
         let parent = &members[pi];
         let mut pv = pi;
@@ -229,18 +225,19 @@ fn vertices(members: &[Member]) -> Result<Vec<Vertex>, RestoreError> {
                 Some(_) => pi,
                 None => {
                     if !parent.reaper {
-                        return Err(unsupported(format!(
-                            "pid {}: session {} has no leader in the tree and is not its parent {}'s, and \
-                             {} was not a child subreaper, so it was not reparented to it (a process born \
-                             in a session its parent left afterwards is not restored)",
-                            m.pid, m.sid, pp, pp
-                        )));
+                        return Err(Unsupported::SessionNotReparented {
+                            pid: m.pid,
+                            sid: m.sid,
+                            parent: pp,
+                        }
+                        .into());
                     }
                     if m.sid == root.sid {
-                        return Err(unsupported(format!(
-                            "pid {}: its session {} is the root's, which is led from outside the tree",
-                            m.pid, m.sid
-                        )));
+                        return Err(Unsupported::RootSessionOutside {
+                            pid: m.pid,
+                            sid: m.sid,
+                        }
+                        .into());
                     }
                     session_helper(&mut vs, &mut session_helpers, m.sid, pi)?
                 }
@@ -278,11 +275,12 @@ fn session_helper(
         Some(&h) if vs[h].parent == Some(parent) => Ok(h),
         Some(&h) => {
             let other = vs[h].parent.map_or(0, |p| vs[p].pid);
-            Err(unsupported(format!(
-                "session {} has no leader in the tree and members that are children of both {} and {}; \
-                 one helper process with its pid can only be forked by one of them",
-                sid, other, vs[parent].pid
-            )))
+            Err(Unsupported::SessionUnderTwoParents {
+                sid,
+                first: other,
+                second: vs[parent].pid,
+            }
+            .into())
         }
         None => {
             vs.push(Vertex {
@@ -390,11 +388,12 @@ fn session_of(
         return Ok((SessionPlan::NewSession, None));
     }
     if me.sid != parent.sid {
-        return Err(unsupported(format!(
-            "pid {}: session {} is neither its own nor its parent {}'s, and its leader is in the tree \
-             without being its ancestor (not restored)",
-            me.pid, me.sid, parent.pid
-        )));
+        return Err(Unsupported::SessionLeaderNotAncestor {
+            pid: me.pid,
+            sid: me.sid,
+            parent: parent.pid,
+        }
+        .into());
     }
     if me.pgid == me.pid {
         return Ok((SessionPlan::NewGroup, None));
@@ -406,17 +405,18 @@ fn session_of(
         return Ok((SessionPlan::JoinGroup(me.pgid), None));
     }
     if member_pos.get(&me.pgid).is_some_and(|&l| l > pos) {
-        return Err(unsupported(format!(
-            "pid {}: its process group leader {} would be forked after it",
-            me.pid, me.pgid
-        )));
+        return Err(Unsupported::GroupLeaderForkedLater {
+            pid: me.pid,
+            pgid: me.pgid,
+        }
+        .into());
     }
     if root_group_outside == Some(me.pgid) {
-        return Err(unsupported(format!(
-            "pid {}: process group {} is the root's, which is led from outside the tree (the root's group \
-             is the restorer's after the restore)",
-            me.pid, me.pgid
-        )));
+        return Err(Unsupported::RootGroupOutside {
+            pid: me.pid,
+            pgid: me.pgid,
+        }
+        .into());
     }
     Ok((SessionPlan::JoinGroup(me.pgid), Some(me.pgid)))
 }

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 
 use crate::error::RestoreError;
 use crate::image::TreeImage;
+use crate::refusal::Unsupported;
 
 /// The tree's own pid namespace, planned from the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,12 +40,11 @@ impl PidNsPlan {
             [] | [_] => return Ok(None),
             [_, one] if one.0 == 1 => {}
             levels => {
-                return Err(RestoreError::Unsupported(format!(
-                    "root {}: pids {:?} in nested pid namespaces; only a root that is the init of a pid \
-                     namespace one level below the restorer's is restored",
-                    root.pid.0,
-                    levels.iter().map(|p| p.0).collect::<Vec<_>>()
-                )))
+                return Err(Unsupported::PidNesting {
+                    pid: root.pid.0,
+                    levels: levels.iter().map(|p| p.0).collect(),
+                }
+                .into())
             }
         }
         let mut inner = BTreeMap::new();
@@ -54,12 +54,12 @@ impl PidNsPlan {
                     inner.insert(t.pid.0, i.0);
                 }
                 levels => {
-                    return Err(RestoreError::Unsupported(format!(
-                        "pid {}: pids {:?} where the tree's pid namespace (root {}) needs [outer, inner]",
-                        t.pid.0,
-                        levels.iter().map(|p| p.0).collect::<Vec<_>>(),
-                        root.pid.0
-                    )))
+                    return Err(Unsupported::InnerPidMissing {
+                        pid: t.pid.0,
+                        levels: levels.iter().map(|p| p.0).collect(),
+                        root: root.pid.0,
+                    }
+                    .into())
                 }
             }
             if let Some(o) = t
@@ -67,20 +67,16 @@ impl PidNsPlan {
                 .iter()
                 .find(|o| !matches!(o.ns_tids.as_slice(), [outer, _] if *outer == o.tid))
             {
-                return Err(RestoreError::Unsupported(format!(
-                    "pid {} thread {}: tids {:?} where the tree's pid namespace needs [outer, inner] \
-                     (an image from before inner tids were recorded?)",
-                    t.pid.0,
-                    o.tid.0,
-                    o.ns_tids.iter().map(|p| p.0).collect::<Vec<_>>()
-                )));
+                return Err(Unsupported::InnerTidMissing {
+                    pid: t.pid.0,
+                    tid: o.tid.0,
+                    levels: o.ns_tids.iter().map(|p| p.0).collect(),
+                }
+                .into());
             }
         }
         if let Some(z) = tree.zombies.iter().find(|z| z.inner_pid.is_none()) {
-            return Err(RestoreError::Unsupported(format!(
-                "zombie {} inside a nested pid namespace: its pid there is not recorded",
-                z.pid.0
-            )));
+            return Err(Unsupported::ZombieInnerPidMissing { pid: z.pid.0 }.into());
         }
         Ok(Some(PidNsPlan { inner }))
     }
