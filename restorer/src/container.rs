@@ -355,7 +355,7 @@ pub fn ns_pid_map<'a>(
             deeper => {
                 return Err(crate::refusal::Unsupported::PidNesting {
                     pid: deeper[0].0,
-                    levels: deeper.iter().skip(1).map(|p| p.0).collect(),
+                    levels: deeper.iter().map(|p| p.0).collect(),
                 }
                 .into())
             }

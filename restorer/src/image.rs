@@ -124,7 +124,7 @@ pub fn load_tree(dir: &Path) -> Result<(ImageReader, TreeImage), RestoreError> {
         if entry.ns_pids.len() > if container || ns_init_root { 2 } else { 1 } {
             return Err(crate::refusal::Unsupported::PidNesting {
                 pid: entry.pid.0,
-                levels: entry.ns_pids.iter().skip(1).map(|p| p.0).collect(),
+                levels: entry.ns_pids.iter().map(|p| p.0).collect(),
             }
             .into());
         }

@@ -60,9 +60,10 @@ pub enum Unsupported {
     RootGroupOutside { pid: u32, pgid: u32 },
 
     // --- pid namespaces ------------------------------------------------------------------------------------
+    /// `levels`: the task's pid in each pid namespace, the restorer's first (`NSpid`).
     #[error(
-        "pid {pid}: pids {levels:?} in nested pid namespaces; only a tree whose root is the init of a pid \
-         namespace one level below the restorer's (or a container) is restored"
+        "pid {pid}: nested pid namespaces {levels:?} (only one level below the restorer's, for a tree whose \
+         root is the init of its own pid namespace or a container)"
     )]
     PidNesting { pid: u32, levels: Vec<u32> },
     #[error(
