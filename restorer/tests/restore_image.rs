@@ -587,7 +587,7 @@ fn refuses_before_it_changes_anything() {
         (
             "nested pid namespaces",
             Box::new(|p| p.tree.ns_pids = vec![p.tree.pid, Pid(7), Pid(1)]),
-            "in nested pid namespaces",
+            "nested pid namespaces [",
         ),
         (
             "a session not reparented to a subreaper",
