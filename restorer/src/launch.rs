@@ -372,7 +372,19 @@ struct Traced {
 /// Starts a whole tree (`nodes[0]` is the root; every parent comes before its children), returns once
 /// every restored thread runs its own code again. On failure no restored process is left.
 pub fn start_tree(nodes: Vec<TreeNode>) -> Result<Started, RestoreError> {
-    start_tree_with(nodes, &mut |_| Ok(()))
+    start_tree_with(nodes, RootParent::Restorer, &mut |_| Ok(()))
+}
+
+/// Whose child the restored root becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RootParent {
+    /// The restoring process's (it can wait for the root).
+    #[default]
+    Restorer,
+    /// The restoring process's parent's (clone3 `CLONE_PARENT`): a helper process restores on behalf of
+    /// its parent (kata-agent), which then waits for the root as for any child it started. The restorer
+    /// still traces the tree until it runs.
+    RestorersParent,
 }
 
 /// A step [`start_tree_with`] runs once every task of the tree is restored and still stopped by the tracer,
@@ -383,6 +395,7 @@ pub type BeforeRelease<'a> = dyn FnMut(u32) -> Result<(), RestoreError> + 'a;
 /// restore swaps the container's proc mounts there); its failure kills the tree like any other.
 pub fn start_tree_with(
     nodes: Vec<TreeNode>,
+    root_parent: RootParent,
     before_release: &mut BeforeRelease<'_>,
 ) -> Result<Started, RestoreError> {
     let threads = procself::thread_count()?;
@@ -532,7 +545,11 @@ pub fn start_tree_with(
     }
     let want_pid = plans[0].pid;
     let mask = MaskGuard::block()?;
-    let ret = clone_exact(want_pid, plans[0].ns_pid);
+    let ret = clone_exact(
+        want_pid,
+        plans[0].ns_pid,
+        root_parent == RootParent::RestorersParent,
+    );
     if ret == 0 {
         child_main(&plans, 0);
     }
@@ -619,9 +636,9 @@ pub fn start_tree_with(
 
 /// clone3 as a fork, with `pid` as the exact pid when non-zero and, in a container, `ns_pid` (non-zero)
 /// as its pid in the pid namespace one level down (set_tid is innermost first). Returns 0 in the child,
-/// the pid in the parent, `-errno` on failure. Allocation-free (also called in restored tasks forking
-/// their children).
-fn clone_exact(pid: u32, ns_pid: u32) -> i64 {
+/// the pid in the parent, `-errno` on failure. With `to_parent` the child is our parent's (`CLONE_PARENT`).
+/// Allocation-free (also called in restored tasks forking their children).
+fn clone_exact(pid: u32, ns_pid: u32, to_parent: bool) -> i64 {
     let set_tid = if ns_pid != 0 {
         [ns_pid as libc::pid_t, pid as libc::pid_t]
     } else {
@@ -633,7 +650,13 @@ fn clone_exact(pid: u32, ns_pid: u32) -> i64 {
         _ => 2,
     };
     let args = CloneArgs {
-        exit_signal: libc::SIGCHLD as u64,
+        // With CLONE_PARENT the kernel takes the exit signal from our own (SIGCHLD for a spawned helper).
+        flags: if to_parent {
+            libc::CLONE_PARENT as u64
+        } else {
+            0
+        },
+        exit_signal: if to_parent { 0 } else { libc::SIGCHLD as u64 },
         set_tid: if size != 0 {
             set_tid.as_ptr() as u64
         } else {
@@ -1058,7 +1081,7 @@ fn errno() -> i32 {
 /// and subtree exist.
 fn fork_child(plans: &[ChildPlan<'_>], c: usize, rep: RawFd) {
     let child = &plans[c];
-    let ret = clone_exact(child.pid, child.ns_pid);
+    let ret = clone_exact(child.pid, child.ns_pid, false);
     if ret == 0 {
         child_main(plans, c);
     }

@@ -23,6 +23,23 @@ pub struct Restore {
     container: crate::container::ContainerOptions,
     inherit_fds: Vec<String>,
     inherited: crate::files::Inherited,
+    root_parent: launch::RootParent,
+    before_release: Option<ReleaseHook>,
+}
+
+/// A caller's step run once every restored task is in place and still stopped, right before the tree runs
+/// (see [`RestoreBuilder::before_release`]). It gets the root's pid.
+pub type ReleaseFn =
+    dyn Fn(u32) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + Send + Sync;
+
+/// A [`ReleaseFn`] held by a restore.
+#[derive(Clone)]
+pub struct ReleaseHook(pub std::sync::Arc<ReleaseFn>);
+
+impl std::fmt::Debug for ReleaseHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReleaseHook")
+    }
 }
 
 /// Options of a [`Restore`].
@@ -69,6 +86,22 @@ impl RestoreBuilder {
     /// process's fd N (see [`crate::files::Inherited`]).
     pub fn inherit_fds(mut self, specs: Vec<String>) -> Self {
         self.inner.inherit_fds = specs;
+        self
+    }
+
+    /// Whose child the restored root becomes: the restoring process's (the default), or its parent's
+    /// ([`launch::RootParent::RestorersParent`], for a helper process that restores on behalf of its
+    /// parent; [`Restored::wait`] is then the parent's job).
+    pub fn root_parent(mut self, parent: launch::RootParent) -> Self {
+        self.inner.root_parent = parent;
+        self
+    }
+
+    /// Runs `hook` once every restored task is in place and still stopped, right before the tree runs
+    /// (after a container's proc mounts are swapped). Its failure fails the restore, which kills the tree.
+    /// Used to freeze a container's cgroup so that it is restored paused.
+    pub fn before_release(mut self, hook: ReleaseHook) -> Self {
+        self.inner.before_release = Some(hook);
         self
     }
 
@@ -143,6 +176,8 @@ impl Restore {
                 container: Default::default(),
                 inherit_fds: Vec::new(),
                 inherited: Default::default(),
+                root_parent: Default::default(),
+                before_release: None,
             },
         }
     }
@@ -164,6 +199,14 @@ impl Restore {
         }
         let dir = self.images_dir.as_path();
         let (img, mut tree) = image::load_tree(dir)?;
+        let identity = image::file_identity(&img)?;
+        if identity.check == dormant_image::records::FileCheck::Content {
+            log::info!(
+                "image {}: mapped files and executables are checked by content (size, mtime, digest), \
+                 not by device and inode",
+                dir.display()
+            );
+        }
         // Every external description needs its fd handed in: checked before any namespace changes.
         self.inherited
             .check(tree.tasks.first().map_or(&[][..], |t| t.descs.as_slice()))?;
@@ -194,7 +237,7 @@ impl Restore {
         for task in &tree.tasks {
             image::check_xstate(&img, task)?;
             image::check_creds(task)?;
-            image::check_files(dir, task)?;
+            image::check_files(dir, task, &identity)?;
             for t in task.threads() {
                 image::check_pid_free(Pid(t.tid.0))?;
             }
@@ -379,12 +422,18 @@ impl Restore {
         }
         let mut before_release = |root: u32| {
             opened.set_owners()?;
-            match &container {
-                Some(_) => crate::container::show_tree_pid_namespace(root),
+            if container.is_some() {
+                crate::container::show_tree_pid_namespace(root)?;
+            }
+            match &self.before_release {
+                Some(hook) => (hook.0)(root).map_err(|source| RestoreError::BeforeRelease {
+                    pid: root,
+                    source,
+                }),
                 None => Ok(()),
             }
         };
-        let started = launch::start_tree_with(nodes, &mut before_release)?;
+        let started = launch::start_tree_with(nodes, self.root_parent, &mut before_release)?;
         if let Some(path) = &self.pidfile {
             let text = format!("{}\n", started.pid);
             let written = match &pidfile {
