@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use dormant_image::records::{
-    names, Creds, FileCheck, FILE_IDENTITY, Fd, ITimer, Mm, MmLayout, Pid, PosixTimer, PsTreeEntry, ShmemObject, SigAction,
-    SigAltStack, TaskCore, ThreadCore, Tid, VmaBacking,
+    names, Creds, Fd, FileCheck, ITimer, Mm, MmLayout, Pid, PosixTimer, PsTreeEntry, ShmemObject,
+    SigAction, SigAltStack, TaskCore, ThreadCore, Tid, VmaBacking, FILE_IDENTITY,
 };
 use dormant_image::ImageWriter;
 

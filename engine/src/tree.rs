@@ -157,10 +157,7 @@ impl SeizedTree {
             what: "thawing the seized tree",
             source,
         })?;
-        let stopped = tree
-            .tasks
-            .iter_mut()
-            .try_for_each(|t| t.task.await_stops());
+        let stopped = tree.tasks.iter_mut().try_for_each(|t| t.task.await_stops());
         if let Err(e) = stopped {
             if let Err(f) = freezer.before_detach() {
                 log::warn!("pid {root}: freezing the tree again after a failed seize: {f}");

@@ -554,7 +554,11 @@ mod tests {
             rdev: 0,
         };
         assert_eq!(stat_difference(&saved, &meta, FileCheck::DevIno), None);
-        let moved = FileStat { dev: saved.dev + 1, ino: saved.ino + 1, ..saved };
+        let moved = FileStat {
+            dev: saved.dev + 1,
+            ino: saved.ino + 1,
+            ..saved
+        };
         assert_eq!(stat_difference(&moved, &meta, FileCheck::Content), None);
         assert!(stat_difference(&moved, &meta, FileCheck::DevIno).is_some());
         let grown = FileStat { size: 4, ..saved };

@@ -426,10 +426,8 @@ impl Restore {
                 crate::container::show_tree_pid_namespace(root)?;
             }
             match &self.before_release {
-                Some(hook) => (hook.0)(root).map_err(|source| RestoreError::BeforeRelease {
-                    pid: root,
-                    source,
-                }),
+                Some(hook) => (hook.0)(root)
+                    .map_err(|source| RestoreError::BeforeRelease { pid: root, source }),
                 None => Ok(()),
             }
         };

@@ -114,9 +114,11 @@ pub fn elf_build_id(file: &mut (impl Read + Seek)) -> std::io::Result<Option<Vec
     if &ehdr[..4] != b"\x7fELF" || ehdr[4] != 2 || ehdr[5] != 1 {
         return Ok(None);
     }
-    let (Some(phoff), Some(phentsize), Some(phnum)) =
-        (u64_at(&ehdr, 0x20), u16_at(&ehdr, 0x36), u16_at(&ehdr, 0x38))
-    else {
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (
+        u64_at(&ehdr, 0x20),
+        u16_at(&ehdr, 0x36),
+        u16_at(&ehdr, 0x38),
+    ) else {
         return Ok(None);
     };
     let (phentsize, phnum) = (usize::from(phentsize), usize::from(phnum).min(MAX_PHDRS));
@@ -129,9 +131,12 @@ pub fn elf_build_id(file: &mut (impl Read + Seek)) -> std::io::Result<Option<Vec
         return Ok(None);
     }
     for ph in phdrs.chunks_exact(phentsize) {
-        let (Some(kind), Some(offset), Some(size), Some(align)) =
-            (u32_at(ph, 0), u64_at(ph, 8), u64_at(ph, 0x20), u64_at(ph, 0x30))
-        else {
+        let (Some(kind), Some(offset), Some(size), Some(align)) = (
+            u32_at(ph, 0),
+            u64_at(ph, 8),
+            u64_at(ph, 0x20),
+            u64_at(ph, 0x30),
+        ) else {
             continue;
         };
         if kind != PT_NOTE || size > MAX_NOTE_BYTES {
