@@ -387,11 +387,20 @@ pub fn file_identity(img: &ImageReader) -> Result<FileIdentity, RestoreError> {
     if !img.has_file(FILE_IDENTITY) {
         return Ok(FileIdentity::default());
     }
-    img.read_single(FILE_IDENTITY)
-        .map_err(|e| RestoreError::BadImage {
-            dir: img.dir().to_owned(),
-            reason: format!("{FILE_IDENTITY}: {e}"),
-        })
+    let identity: FileIdentity =
+        img.read_single(FILE_IDENTITY)
+            .map_err(|e| RestoreError::BadImage {
+                dir: img.dir().to_owned(),
+                reason: format!("{FILE_IDENTITY}: {e}"),
+            })?;
+    if identity.check == FileCheck::Content {
+        log::info!(
+            "image {}: mapped files and executables are checked by content (size, mtime, digest), not \
+             by device and inode",
+            img.dir().display()
+        );
+    }
+    Ok(identity)
 }
 
 /// Checks every file the task refers to (fds, mappings, exe) against its dumped identity.
