@@ -46,4 +46,5 @@ mod task;
 pub mod tree;
 
 pub use error::RestoreError;
-pub use restore::{ExitStatus, Restore, RestoreBuilder, Restored};
+pub use launch::RootParent;
+pub use restore::{ExitStatus, ReleaseFn, ReleaseHook, Restore, RestoreBuilder, Restored};

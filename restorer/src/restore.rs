@@ -29,6 +29,23 @@ pub struct Restore {
     container: crate::container::ContainerOptions,
     inherit_fds: Vec<String>,
     inherited: crate::files::Inherited,
+    root_parent: launch::RootParent,
+    before_release: Option<ReleaseHook>,
+}
+
+/// A caller's step run once every restored task is in place and still stopped, right before the tree runs
+/// (see [`RestoreBuilder::before_release`]). It gets the root's pid.
+pub type ReleaseFn =
+    dyn Fn(u32) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + Send + Sync;
+
+/// A [`ReleaseFn`] held by a restore.
+#[derive(Clone)]
+pub struct ReleaseHook(pub std::sync::Arc<ReleaseFn>);
+
+impl std::fmt::Debug for ReleaseHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReleaseHook")
+    }
 }
 
 /// Options of a [`Restore`].
@@ -75,6 +92,22 @@ impl RestoreBuilder {
     /// process's fd N (see [`crate::files::Inherited`]).
     pub fn inherit_fds(mut self, specs: Vec<String>) -> Self {
         self.inner.inherit_fds = specs;
+        self
+    }
+
+    /// Whose child the restored root becomes: the restoring process's (the default), or its parent's
+    /// ([`launch::RootParent::RestorersParent`], for a helper process that restores on behalf of its
+    /// parent; [`Restored::wait`] is then the parent's job).
+    pub fn root_parent(mut self, parent: launch::RootParent) -> Self {
+        self.inner.root_parent = parent;
+        self
+    }
+
+    /// Runs `hook` once every restored task is in place and still stopped, right before the tree runs
+    /// (after a container's proc mounts are swapped). Its failure fails the restore, which kills the tree.
+    /// Used to freeze a container's cgroup so that it is restored paused.
+    pub fn before_release(mut self, hook: ReleaseHook) -> Self {
+        self.inner.before_release = Some(hook);
         self
     }
 
@@ -149,6 +182,8 @@ impl Restore {
                 container: Default::default(),
                 inherit_fds: Vec::new(),
                 inherited: Default::default(),
+                root_parent: Default::default(),
+                before_release: None,
             },
         }
     }
@@ -170,6 +205,7 @@ impl Restore {
         }
         let dir = self.images_dir.as_path();
         let (img, mut tree) = image::load_tree(dir)?;
+        let identity = image::file_identity(&img)?;
         // Everything refused is refused before anything changes (see `refusal`): the options first.
         self.inherited.check(tree_descs(&tree))?;
         crate::files::refuse_established(tree_descs(&tree), self.tcp_established)?;
@@ -195,7 +231,7 @@ impl Restore {
         };
         let dir = entered.as_ref().map_or(dir, |e| e.images_dir.as_path());
         for task in &tree.tasks {
-            image::check_files(dir, task)?;
+            image::check_files(dir, task, &identity)?;
         }
         // Every open file description once, before any fork: tasks that shared one inherit the same.
         let opened = crate::files::open_all_inheriting(
@@ -212,13 +248,18 @@ impl Restore {
         }
         let mut before_release = |root: u32| {
             opened.set_owners()?;
-            match &container {
-                Some(_) => crate::container::show_tree_pid_namespace(root),
+            if container.is_some() {
+                crate::container::show_tree_pid_namespace(root)?;
+            }
+            match &self.before_release {
+                Some(hook) => (hook.0)(root)
+                    .map_err(|source| RestoreError::BeforeRelease { pid: root, source }),
                 None => Ok(()),
             }
         };
         let opts = launch::StartOptions {
             new_pid_ns: pids.nested(),
+            root_parent: self.root_parent,
         };
         let started = launch::start_tree_with(nodes, opts, &mut before_release)?;
         if let Some(path) = &self.pidfile {

@@ -201,6 +201,22 @@ pub struct StartOptions {
     /// The root is forked as the init of a new pid namespace (a container, or a tree that was the init of
     /// its own); every task then needs its `ns_pid`.
     pub new_pid_ns: bool,
+    /// Whose child the root becomes.
+    pub root_parent: RootParent,
+}
+
+/// Whose child the restored root becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RootParent {
+    /// The restore guard's while the tree is restored ([`guard`]), the restoring process's once it runs
+    /// (it can wait for the root).
+    #[default]
+    Restorer,
+    /// The restoring process's parent's (clone3 `CLONE_PARENT`): a helper process restores on behalf of
+    /// its parent (kata-agent), which then waits for the root as for any child it started, and reaps what
+    /// a failed restore leaves (there is no guard: it could not be the root's parent). The restorer still
+    /// traces the tree until it runs.
+    RestorersParent,
 }
 
 /// A step [`start_tree_with`] runs once every task of the tree is restored and still stopped by the tracer,
@@ -236,16 +252,23 @@ pub fn start_tree_with(
         .collect::<Result<Vec<_>, _>>()?;
     let (sync_read, sync_write) = fork::pipe()?;
     let plans: Vec<ChildPlan<'_>> = (0..nodes.len())
-        .map(|i| ChildPlan::new(&nodes, i, shape.links(i, &sync_read)))
+        .map(|i| ChildPlan::new(&nodes, i, shape.links(i, (&sync_read, &sync_write))))
         .collect();
     let want_pid = plans[0].pid;
     let mask = MaskGuard::block()?;
-    // The guard forks the root and reaps whatever of the tree a failure or our death leaves.
-    let started = guard::Guard::start(guard::RootFork {
-        plans: &plans,
-        new_pid_ns: opts.new_pid_ns,
-        close_first: &[sync_write.as_raw_fd()],
-    });
+    // The guard forks the root and reaps whatever of the tree a failure or our death leaves; a root that
+    // becomes our parent's child is forked by us.
+    let started = match opts.root_parent {
+        RootParent::Restorer => guard::Guard::start(guard::RootFork {
+            plans: &plans,
+            new_pid_ns: opts.new_pid_ns,
+            close_first: &[sync_write.as_raw_fd()],
+        })
+        .map(|(g, ret)| (Some(g), ret)),
+        RootParent::RestorersParent => {
+            fork::fork_root_to_parent(&plans, opts.new_pid_ns).map(|ret| (None, ret))
+        }
+    };
     drop(mask);
     drop(plans);
     drop(sync_read);
@@ -271,7 +294,9 @@ pub fn start_tree_with(
     let pid = ret as u32;
     log::debug!("pid {pid}: forked the root of {} task(s)", traced.len());
     // From here on a failure kills the tree; EXITKILL covers our own death, the guard what is left.
-    log::debug!("pid {pid}: restore guard {}", guard.pid());
+    if let Some(g) = &guard {
+        log::debug!("pid {pid}: restore guard {}", g.pid());
+    }
     if let Err(e) = tracer::trace(pid, &mut traced, sync_write, mapped, before_release) {
         log::debug!("pid {pid}: restore failed ({e}); killing the restored tree");
         tracer::kill_all(&traced);
@@ -281,7 +306,7 @@ pub fn start_tree_with(
     }
     // Every task runs its own code: dismissing the guard is the commit. Until then our death kills the
     // tree (the guard kills what was already let go); from then on the restore stands.
-    if let Err(e) = guard.dismiss() {
+    if let Some(Err(e)) = guard.map(guard::Guard::dismiss) {
         log::warn!("pid {pid}: {e}");
     }
     Ok(Started { pid })
@@ -330,14 +355,18 @@ impl Shape {
         Ok(shape)
     }
 
-    fn links<'a>(&'a self, i: usize, sync_read: &OwnedFd) -> child::Links<'a> {
+    fn links<'a>(&'a self, i: usize, (rd, wr): (&OwnedFd, &OwnedFd)) -> child::Links<'a> {
         child::Links {
             children: &self.children[i],
             early: &self.early[i],
             forked: self.forked_pipes[i]
                 .as_ref()
                 .map_or((-1, -1), |(r, w)| (r.as_raw_fd(), w.as_raw_fd())),
-            sync_read: if i == 0 { sync_read.as_raw_fd() } else { -1 },
+            sync: if i == 0 {
+                (rd.as_raw_fd(), wr.as_raw_fd())
+            } else {
+                (-1, -1)
+            },
         }
     }
 }
