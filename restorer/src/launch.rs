@@ -18,6 +18,8 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use dormant_parasite::{find_syscall_site, RemoteTask, Tid};
 use dormant_restorer_proto::{Report, Step, REPORT_SIZE};
+use dormant_sys::process::{CloneArgs, TASK_SIZE};
+use dormant_sys::procfs::parse_maps;
 use nix::errno::Errno;
 use nix::sys::ptrace;
 use nix::sys::signal::{kill, Signal};
@@ -163,22 +165,6 @@ impl SessionPlan {
 #[derive(Debug)]
 pub struct Started {
     pub pid: u32,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
 }
 
 /// Data the child reads after the fork; prepared before it, so the child allocates nothing.
@@ -642,18 +628,11 @@ fn clone_exact(pid: u32, ns_pid: u32) -> i64 {
         set_tid_size: size,
         ..Default::default()
     };
-    // SAFETY: clone3 without CLONE_VM is a fork; the caller runs only allocation-free code in the child.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            size_of::<CloneArgs>(),
-        )
-    };
-    if ret < 0 {
-        -(Errno::last_raw() as i64)
-    } else {
-        ret
+    // SAFETY: a fork (no CLONE_VM); `set_tid` outlives the call; the caller runs only allocation-free
+    // code in the child.
+    match unsafe { dormant_sys::host::clone3(&args) } {
+        Ok(pid) => i64::from(pid),
+        Err(e) => -(e as i64),
     }
 }
 
@@ -922,24 +901,17 @@ fn choose_site(pid: u32, base: u64, end: u64) -> Result<u64, RestoreError> {
     }
     let path = format!("/proc/{pid}/maps");
     let text = std::fs::read_to_string(&path).map_err(|source| RestoreError::Proc {
-        path: path.into(),
+        path: path.clone().into(),
         source,
     })?;
-    text.lines()
-        .filter(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .is_some_and(|p| p.starts_with("r-x") || p.starts_with("r-xp"))
-        })
-        .filter_map(|l| {
-            let (s, e) = l.split_whitespace().next()?.split_once('-')?;
-            Some((
-                u64::from_str_radix(s, 16).ok()?,
-                u64::from_str_radix(e, 16).ok()?,
-            ))
-        })
-        .find(|&(s, e)| (e <= base || s >= end) && s < 0x7fff_ffff_f000 && e - s >= 8)
-        .map(|(s, _)| s)
+    let maps = parse_maps(&text).map_err(|e| RestoreError::Proc {
+        path: path.into(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })?;
+    maps.iter()
+        .filter(|m| m.read && !m.write && m.exec)
+        .find(|m| (m.end <= base || m.start >= end) && m.start < TASK_SIZE && m.len() >= 8)
+        .map(|m| m.start)
         .ok_or_else(|| RestoreError::ChildLost {
             pid,
             what: "no executable mapping outside the blob area".into(),

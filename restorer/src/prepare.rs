@@ -10,10 +10,9 @@ use std::path::Path;
 use dormant_image::records::{
     page_flags, FdFile, FileId, PosixTimer, ShmemId, SigInfo, VmaBacking,
 };
-use dormant_restorer_proto::{
-    ExtentArg, ITimerVal, KSigAction, PrctlMmMap, QueuedSigArg, RseqArg, TimerArg, VmaArg, VmaKind,
-    NSIG, SIGINFO_SIZE,
-};
+use dormant_restorer_proto::{ExtentArg, QueuedSigArg, RseqArg, TimerArg, VmaArg, VmaKind};
+use dormant_sys::process::PrctlMmMap;
+use dormant_sys::signal::{KernelItimerval, KernelSigaction, NSIG, SIGINFO_SIZE};
 use nix::fcntl::{fcntl, FcntlArg};
 
 use crate::area::{self, BlobInput, ThreadInput};
@@ -432,14 +431,9 @@ pub fn prepare(
     let core = &task.core;
     let sigactions = match &core.sigactions {
         Some(acts) if acts.len() == NSIG => {
-            let mut out = Box::new([KSigAction::default(); NSIG]);
+            let mut out = Box::new([KernelSigaction::default(); NSIG]);
             for (o, a) in out.iter_mut().zip(acts) {
-                *o = KSigAction {
-                    handler: a.handler,
-                    flags: a.flags,
-                    restorer: a.restorer,
-                    mask: a.mask,
-                };
+                *o = KernelSigaction::from(*a);
             }
             Some(out)
         }
@@ -457,7 +451,7 @@ pub fn prepare(
         }
     };
     let itimers = core.itimers.map(|ts| {
-        ts.map(|t| ITimerVal {
+        ts.map(|t| KernelItimerval {
             interval_sec: (t.interval_us / 1_000_000) as i64,
             interval_usec: (t.interval_us % 1_000_000) as i64,
             value_sec: (t.value_us / 1_000_000) as i64,

@@ -18,7 +18,7 @@ mod tcp;
 mod unix;
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
 
 use dormant_image::records::{DescId, DescKind, Fd, FdFile, FileDesc, FileLock, LockKind};
 
@@ -115,12 +115,9 @@ pub fn run_child_action(a: &ChildAction) -> Result<(), i32> {
             cloexec,
         } => {
             let flags = if nonblock { libc::O_NONBLOCK } else { 0 };
-            // SAFETY: pidfd_open takes a pid and flags and returns a new fd (or -1).
-            let p = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, flags) };
-            if p < 0 {
-                return Err(nix::errno::Errno::last_raw());
-            }
-            let p = p as i32;
+            let p = dormant_sys::host::pidfd_open(pid as libc::pid_t, flags)
+                .map_err(|e| e as i32)?
+                .into_raw_fd();
             let fl = if cloexec { libc::O_CLOEXEC } else { 0 };
             // SAFETY: dup3 onto the task's own fd number (its stand-in is closed by it), then the
             // temporary fd is closed; both are fds of this (child) process.
