@@ -103,16 +103,7 @@ pub fn get_gpregs(tid: u32) -> Result<GpRegs> {
 
 /// The size of the XSAVE area for the features enabled in XCR0 (CPUID leaf 0xD, sub-leaf 0, EBX).
 pub fn xsave_size() -> usize {
-    // SAFETY: CPUID is available on every x86-64 CPU; leaf 0xD exists on every CPU with XSAVE, and on one
-    // without it returns zeros, handled below.
-    #[allow(unused_unsafe)]
-    let leaf = unsafe { std::arch::x86_64::__cpuid_count(0xd, 0) };
-    if leaf.ebx == 0 {
-        // No XSAVE: the legacy FXSAVE area.
-        512
-    } else {
-        leaf.ebx as usize
-    }
+    dormant_sys::cpu::xsave_size() as usize
 }
 
 /// The NT_X86_XSTATE regset exactly as the kernel returns it (uncompacted XSAVE layout).

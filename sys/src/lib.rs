@@ -5,7 +5,8 @@
 //! - the kernel structs and constants that more than one place needs: `clone_args`, `prctl_mm_map`, the
 //!   kernel `sigaction`, `stack_t`, `itimerval`, `sigevent`, the siginfo size, rseq, `user_regs_struct`,
 //!   the ptrace requests and regsets libc lacks, the PAGEMAP_SCAN ioctl ([`process`], [`signal`],
-//!   [`regs`], [`rseq`], [`ptrace`], [`pagemap`], [`mman`]);
+//!   [`regs`], [`rseq`], [`ptrace`], [`pagemap`], [`mman`]), and what this CPU enables for FPU state
+//!   ([`cpu`]);
 //! - the x86-64 `rt_sigframe`/`ucontext`/`sigcontext`/fpstate layout and the one builder of such frames
 //!   ([`sigframe`]), used by the parasite (its way back to the task's own state) and the restorer (its way
 //!   into the restored state);
@@ -21,6 +22,7 @@
 //! it.
 #![cfg_attr(not(feature = "std"), no_std)]
 
+pub mod cpu;
 pub mod mman;
 pub mod nr;
 pub mod pagemap;

@@ -155,11 +155,10 @@ pub(crate) fn ptrace_get_rseq(pid: Pid) -> Result<RseqConfiguration, Errno> {
 }
 
 /// CPUID leaf 0xD sub-leaf 0: (ebx, ecx) = XSAVE area size for the features enabled in XCR0, and the
-/// size for every feature the CPU supports.
+/// size for every feature the CPU supports (dormant-sys's, what the inventory records).
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn cpuid_xsave_sizes() -> (u32, u32) {
-    let r = std::arch::x86_64::__cpuid_count(0xD, 0);
-    (r.ebx, r.ecx)
+    dormant_sys::cpu::xsave_sizes()
 }
 
 // ---------------------------------------------------------------------------------------------------
