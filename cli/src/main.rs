@@ -4,6 +4,7 @@
 //! meaning is the same), sets up logging, and prints results. All real work is in dormant-engine (dump),
 //! dormant-restorer (restore) and dormant-image (show, verify).
 
+mod args;
 mod demo;
 mod error;
 mod show;
@@ -60,7 +61,7 @@ enum Command {
         /// How pages leave the target: `vm-readv` (default: process_vm_readv in parallel, /proc/PID/mem
         /// for PROT_NONE pages), `parasite` (the injected blob vmsplices them into pipes; process_vm_readv
         /// below 48 MiB of pages) or `proc-mem`.
-        #[arg(long = "page-copy", default_value = "vm-readv", value_parser = parse_page_copy)]
+        #[arg(long = "page-copy", default_value = "vm-readv", value_parser = args::page_copy)]
         page_copy: dormant_engine::CopyMethod,
         /// Dump established TCP connections with TCP_REPAIR instead of refusing them; when the process is
         /// killed after the dump its connections are dropped silently, for `restore --tcp-established`.
@@ -71,8 +72,8 @@ enum Command {
         stats_json: Option<PathBuf>,
         /// A container mount to dump as external: `mnt[MOUNTPOINT]:KEY` (repeatable). The container root,
         /// binds from outside and outside masters are found without it.
-        #[arg(long = "external", value_name = "mnt[MOUNTPOINT]:KEY")]
-        external: Vec<String>,
+        #[arg(long = "external", value_name = "mnt[MOUNTPOINT]:KEY", value_parser = args::dump_external)]
+        external: Vec<dormant_engine::External>,
         /// Dump a pipe end whose other end only processes outside the dump hold as external
         /// (`pipe:[INODE]`), to be handed in at restore with `--inherit-fd` (always on for a container).
         #[arg(long = "external-pipes")]
@@ -209,10 +210,13 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
             external_pipes,
             root,
         } => {
+            let mut externals = external;
+            if external_pipes {
+                externals.push(dormant_engine::External::Pipes);
+            }
             let stats = dormant_engine::Dump::builder(dormant_image::records::Pid(pid))
                 .images_dir(&images_dir)
-                .externals(external)
-                .external_pipes(external_pipes)
+                .externals(externals)
                 .root(root)
                 .leave_running(leave_running)
                 .shell_job(shell_job)
@@ -319,17 +323,5 @@ fn check(json: bool) -> Result<ExitCode, CliError> {
             missing.join(", ")
         );
         Ok(ExitCode::FAILURE)
-    }
-}
-
-/// `--page-copy` values.
-fn parse_page_copy(s: &str) -> Result<dormant_engine::CopyMethod, String> {
-    match s {
-        "vm-readv" => Ok(dormant_engine::CopyMethod::VmReadv),
-        "parasite" => Ok(dormant_engine::CopyMethod::Parasite),
-        "proc-mem" => Ok(dormant_engine::CopyMethod::ProcMem),
-        other => Err(format!(
-            "{other:?}: expected vm-readv, parasite or proc-mem"
-        )),
     }
 }

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use dormant_image::records::Pid;
 use nix::errno::Errno;
 
-use crate::dump::DumpStage;
+use crate::files::error::FdError;
+use crate::files::kind::FdKind;
+use crate::stage::DumpStage;
 
 /// Why a dump failed. Before the image is committed, every failure leaves the target running as before.
 #[derive(Debug, thiserror::Error)]
@@ -42,10 +44,6 @@ pub enum DumpError {
     #[error("pid {pid} exited or was killed during the dump ({stage:?})")]
     ProcessGone { pid: u32, stage: DumpStage },
     #[error(
-        "pid {pid} has {threads} threads; only single-threaded processes can be dumped for now"
-    )]
-    TooManyThreads { pid: u32, threads: usize },
-    #[error(
         "pid {pid}: thread {tid} has credentials that differ from the leader's ({what}); per-thread \
          credentials cannot be restored"
     )]
@@ -76,12 +74,21 @@ pub enum DumpError {
         kind: &'static str,
     },
     /// An fd whose kind is supported but whose state cannot be dumped (or read).
-    #[error("pid {pid} fd {fd} ({kind}): {reason}")]
+    #[error("pid {pid} fd {fd} ({kind}): {source}")]
     FileDesc {
         pid: u32,
         fd: i32,
-        kind: &'static str,
-        reason: String,
+        kind: FdKind,
+        #[source]
+        source: FdError,
+    },
+    /// A lock held through an fd that the dump cannot carry (or read).
+    #[error("pid {pid} fd {fd} (file lock): {source}")]
+    FileLock {
+        pid: u32,
+        fd: i32,
+        #[source]
+        source: FdError,
     },
     #[error("pid {pid} {what}: {path} is deleted; deleted files are not supported yet")]
     DeletedFile {
@@ -188,12 +195,12 @@ impl DumpError {
             | Zombie { pid }
             | PidReused { pid }
             | ProcessGone { pid, .. }
-            | TooManyThreads { pid, .. }
             | ThreadCredsDiffer { pid, .. }
             | PendingSignal { pid, .. }
             | UnsupportedVma { pid, .. }
             | UnsupportedFd { pid, .. }
             | FileDesc { pid, .. }
+            | FileLock { pid, .. }
             | DeletedFile { pid, .. }
             | Stat { pid, .. }
             | MemRead { pid, .. }

@@ -499,10 +499,10 @@ pub(crate) fn uffdio_writeprotect(
 // ---------------------------------------------------------------------------------------------------
 // PAGEMAP_SCAN (Linux 6.7; include/uapi/linux/fs.h, newer than the installed headers).
 
-pub(crate) use crate::pagemap::{PAGE_IS_PFNZERO, PAGE_IS_PRESENT};
+pub(crate) use crate::task::pages::walk::{PAGE_IS_PFNZERO, PAGE_IS_PRESENT};
 
-pub(crate) use crate::pagemap::PageRegion;
-use crate::pagemap::PmScanArg;
+pub(crate) use crate::task::pages::walk::PageRegion;
+use crate::task::pages::walk::PmScanArg;
 
 /// What one PAGEMAP_SCAN call asks for.
 #[derive(Debug, Clone, Copy)]
@@ -530,7 +530,7 @@ pub(crate) fn pagemap_scan(
         ..PmScanArg::default()
     };
     // `vec` points at `out`, writable for vec_len regions for the whole call.
-    let filled = crate::pagemap::pm_scan(&pagemap.as_fd(), &mut arg)
+    let filled = crate::task::pages::walk::pm_scan(&pagemap.as_fd(), &mut arg)
         .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
     Ok((filled, arg.walk_end))
 }

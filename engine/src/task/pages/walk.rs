@@ -9,7 +9,8 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
-use crate::PAGE_SIZE;
+/// The page size of x86-64 user mappings.
+pub const PAGE_SIZE: u64 = 4096;
 
 /// `struct pm_scan_arg` of `linux/fs.h` (6.7); the installed headers predate it.
 #[repr(C)]

@@ -1,19 +1,15 @@
-//! CPU and signal state of a seized thread, read with ptrace: general registers, the XSAVE area, the signal
-//! mask, pending signals and the rseq registration; plus the syscall-restart rule applied to saved registers.
+//! CPU state of a seized thread, read with ptrace: general registers (fs/gs base included), the XSAVE area,
+//! the rseq registration and the robust futex list; plus the two rules the kernel would have applied on the
+//! way back to user space (syscall restart, rseq abort). Signal state is in [`super::signals`].
 
-use dormant_image::records::{GpRegs, RobustList, Rseq, SigInfo};
+use dormant_image::records::{GpRegs, RobustList, Rseq};
 use nix::errno::Errno;
 
 use crate::error::{DumpError, Result};
 
 const NT_PRSTATUS: libc::c_int = 1;
 const NT_X86_XSTATE: libc::c_int = 0x202;
-const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
-const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
 const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
-const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
-/// `sizeof(siginfo_t)` on x86-64.
-pub const SIGINFO_SIZE: usize = 128;
 
 const ERESTARTSYS: i64 = 512;
 const ERESTARTNOINTR: i64 = 513;
@@ -150,68 +146,6 @@ pub fn get_xstate(tid: u32) -> Result<Vec<u8>> {
     })?;
     buf.truncate(n);
     Ok(buf)
-}
-
-/// The blocked-signal mask (PTRACE_GETSIGMASK).
-pub fn get_sigmask(tid: u32) -> Result<u64> {
-    let mut mask = 0u64;
-    // SAFETY: the kernel writes 8 bytes (the size passed in addr) into `mask`.
-    let rc = unsafe {
-        libc::ptrace(
-            PTRACE_GETSIGMASK,
-            tid as libc::pid_t,
-            std::mem::size_of::<u64>(),
-            &mut mask as *mut u64,
-        )
-    };
-    Errno::result(rc).map_err(|source| DumpError::Ptrace {
-        pid: tid,
-        op: "PTRACE_GETSIGMASK",
-        source,
-    })?;
-    Ok(mask)
-}
-
-#[repr(C)]
-struct PeekSiginfoArgs {
-    off: u64,
-    flags: u32,
-    nr: i32,
-}
-
-/// Queued signals without dequeuing them (PTRACE_PEEKSIGINFO): thread-private, or process-wide when `shared`.
-pub fn peek_pending(tid: u32, shared: bool) -> Result<Vec<SigInfo>> {
-    const BATCH: usize = 32;
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; BATCH * SIGINFO_SIZE];
-    loop {
-        let args = PeekSiginfoArgs {
-            off: out.len() as u64,
-            flags: if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 },
-            nr: BATCH as i32,
-        };
-        // SAFETY: args is a valid ptrace_peeksiginfo_args; the kernel writes at most nr siginfos into buf,
-        // which holds BATCH of them.
-        let rc = unsafe {
-            libc::ptrace(
-                PTRACE_PEEKSIGINFO,
-                tid as libc::pid_t,
-                &args as *const PeekSiginfoArgs,
-                buf.as_mut_ptr(),
-            )
-        };
-        let n = Errno::result(rc).map_err(|source| DumpError::Ptrace {
-            pid: tid,
-            op: "PTRACE_PEEKSIGINFO",
-            source,
-        })? as usize;
-        if n == 0 {
-            return Ok(out);
-        }
-        for si in buf.chunks_exact(SIGINFO_SIZE).take(n.min(BATCH)) {
-            out.push(SigInfo(si.to_vec()));
-        }
-    }
 }
 
 #[repr(C)]
