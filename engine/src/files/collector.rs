@@ -19,7 +19,8 @@ use super::sys::{self, TaskFds};
 use super::table::FileTable;
 use super::tcp::RepairedSockets;
 use super::{
-    epoll, eventfd, ghost, inet, inotify, locks, memfd, pidfd, pty, signalfd, timerfd, unix,
+    epoll, eventfd, external, ghost, inet, inotify, locks, memfd, pidfd, pty, signalfd, timerfd,
+    unix,
 };
 use crate::error::{DumpError, Result};
 use crate::proc;
@@ -314,15 +315,7 @@ impl FileCollector {
                 kind: FdKind::Pipe { ino: 0 },
                 source,
             })?;
-        for d in &mut self.descs {
-            if let DescKind::PipeEnd { pipe, write, .. } = d.kind {
-                if external.contains(&(pipe, write)) {
-                    d.kind = DescKind::External {
-                        key: format!("pipe:[{pipe}]"),
-                    };
-                }
-            }
-        }
+        external::mark_pipes(&mut self.descs, &external);
         pty::check_masters(&self.descs).map_err(|(id, source)| {
             self.desc_error(pid, id, FdKind::PtySlave { index: 0 }, source)
         })?;

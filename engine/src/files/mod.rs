@@ -18,6 +18,7 @@ pub mod dev;
 mod epoll;
 pub mod error;
 mod eventfd;
+mod external;
 mod fifo;
 mod ghost;
 mod inet;
