@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use dormant_image::records::{names, Pid, ShmemObject};
+use dormant_image::records::{names, ns_names, Pid, ShmemObject};
 use dormant_image::ImageWriter;
 
 use crate::container::ContainerOptions;
@@ -54,6 +54,7 @@ pub struct Dump {
     root: Option<PathBuf>,
     fail_at: Option<DumpStage>,
     stage_hook: Option<StageHook>,
+    skip_restore_check: bool,
 }
 
 impl std::fmt::Debug for Dump {
@@ -68,6 +69,7 @@ impl std::fmt::Debug for Dump {
             .field("externals", &self.externals)
             .field("root", &self.root)
             .field("fail_at", &self.fail_at)
+            .field("skip_restore_check", &self.skip_restore_check)
             .finish_non_exhaustive()
     }
 }
@@ -93,6 +95,7 @@ impl Dump {
                 root: None,
                 fail_at: None,
                 stage_hook: None,
+                skip_restore_check: false,
             },
         }
     }
@@ -166,6 +169,14 @@ impl DumpBuilder {
     #[doc(hidden)]
     pub fn on_stage(mut self, hook: impl FnMut(DumpStage, Pid) + 'static) -> Self {
         self.inner.stage_hook = Some(Box::new(hook));
+        self
+    }
+
+    /// Test hook: do not refuse what the restore could not rebuild, and write the image a dump without
+    /// that check wrote, so a test can show the restore refuses it with the dump's own message.
+    #[doc(hidden)]
+    pub fn skip_restore_check(mut self) -> Self {
+        self.inner.skip_restore_check = true;
         self
     }
 
@@ -287,6 +298,11 @@ impl Dump {
         progress: &mut Progress,
     ) -> Result<Committed> {
         let root = tree.root().pid();
+        // Before anything is injected: what the restore could not rebuild is refused now.
+        let facts = crate::restorable::read_facts(tree)?;
+        if !self.skip_restore_check {
+            crate::restorable::check(&facts)?;
+        }
         progress.done(DumpStage::Seize)?;
         // A container's mount tree and namespaces first: an unrestorable mount refuses the dump early.
         let pids: Vec<Pid> = tree.tasks.iter().map(|t| Pid(t.task.pid())).collect();
@@ -295,6 +311,16 @@ impl Dump {
             root: self.root.clone(),
         };
         let container = crate::container::dump_container(&pids, &opts, &mut writer)?;
+        if container.is_none() {
+            let namespaces = crate::restorable::namespaces(&facts);
+            writer
+                .write_records(ns_names::NS_IDS, &namespaces)
+                .map_err(|source| DumpError::Image {
+                    pid: root,
+                    what: ns_names::NS_IDS.into(),
+                    source,
+                })?;
+        }
         let mut table = FileTable::new();
         // One for the whole tree: fds shared between processes share one record.
         let mut file_descs = self.file_collector(tree, container.is_some());

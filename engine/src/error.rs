@@ -172,6 +172,14 @@ pub enum DumpError {
         #[source]
         source: dormant_mounts::MountError,
     },
+    /// State the restore could not rebuild; the restore refuses it with the same message.
+    #[error("{0}")]
+    Unrestorable(dormant_restorable::Refusal),
+    #[error(
+        "pid {pid} unshared a {kind} namespace for children it has not forked yet; such a namespace is not \
+         carried (its next children would start in its own)"
+    )]
+    ForChildren { pid: u32, kind: &'static str },
     #[error("namespaces: {0}")]
     Namespace(#[from] crate::ns::NsError),
     #[error("host: {what}: {source}")]
@@ -214,7 +222,9 @@ impl DumpError {
             | Mounts { pid, .. }
             | WrongRoot { pid, .. }
             | Config { pid, .. }
-            | ControllingTerminal { pid, .. } => *pid,
+            | ControllingTerminal { pid, .. }
+            | ForChildren { pid, .. } => *pid,
+            Unrestorable(r) => r.pid(),
             ThreadPool(_) | Host { .. } | Namespace(_) => return None,
         };
         Some(Pid(pid))

@@ -27,6 +27,7 @@ pub mod files;
 pub mod inventory;
 pub mod proc;
 pub mod progress;
+pub mod restorable;
 pub mod seize;
 pub mod stage;
 pub mod task;

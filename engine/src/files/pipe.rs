@@ -57,13 +57,15 @@ impl Pipes {
                         end,
                         what: format!("pipe:[{ino}]"),
                         hint: format!(
-                            " (dump it as external with --external-pipes and restore with --inherit-fd                              fd[N]:pipe:[{ino}])"
+                            " (dump it as external with --external-pipes and restore with --inherit-fd \
+                             fd[N]:pipe:[{ino}])"
                         ),
                     },
                 ));
             }
             log::info!(
-                "pid {pid} fd {fd}: the {end} end of pipe:[{ino}] is held outside the dump: dumped as                  external (restore with --inherit-fd fd[N]:pipe:[{ino}])"
+                "pid {pid} fd {fd}: the {end} end of pipe:[{ino}] is held outside the dump: dumped as \
+                 external (restore with --inherit-fd fd[N]:pipe:[{ino}])"
             );
             out.push((ino, write));
         }
