@@ -228,6 +228,8 @@ impl Dump {
             what: format!("create {}", self.images_dir.display()),
             source,
         })?;
+        // What dormant itself lacks fails the dump before the target is touched.
+        crate::caps::check_dumper(pid)?;
         let tree = SeizedTree::seize(pid)?;
         let frozen_at = Instant::now();
         let identity = tree.root().identity();

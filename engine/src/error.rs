@@ -26,6 +26,14 @@ pub enum DumpError {
         file: &'static str,
         reason: String,
     },
+    #[error("pid {pid}: dormant lacks {capability}, which {purpose}")]
+    MissingCapability {
+        pid: u32,
+        capability: &'static str,
+        purpose: &'static str,
+    },
+    #[error("pid {pid}: PTRACE_SEIZE refused: {reason}")]
+    SeizeDenied { pid: u32, reason: String },
     #[error("pid {pid}: {op} failed: {source}")]
     Ptrace {
         pid: u32,
@@ -198,6 +206,8 @@ impl DumpError {
             ProcRead { pid, .. }
             | ProcParse { pid, .. }
             | Ptrace { pid, .. }
+            | MissingCapability { pid, .. }
+            | SeizeDenied { pid, .. }
             | UnexpectedStop { pid, .. }
             | NoSuchProcess { pid }
             | Zombie { pid }

@@ -19,6 +19,7 @@
 pub mod kerndat;
 pub mod ns;
 
+pub mod caps;
 pub mod container;
 pub mod dump;
 pub mod error;

@@ -133,7 +133,8 @@ pub fn collect_vmas(pid: u32, table: &mut FileTable) -> Result<Vec<CollectedVma>
             VmaClass::Vsyscall => VmaBacking::Vsyscall,
             VmaClass::File { path } => {
                 files::check_not_deleted(pid, what, path)?;
-                let stat = files::stat_proc_link(pid, &map_files_name(&e), what)?;
+                let stat = files::stat_proc_link(pid, &map_files_name(&e), what)
+                    .map_err(crate::caps::explain_map_files)?;
                 if stat.mode & libc::S_IFMT != libc::S_IFREG {
                     return Err(unsupported(format!(
                         "backed by a non-regular file (mode {:o})",

@@ -96,6 +96,7 @@ pub fn dump(
         })
         .cloned()
         .collect();
-    let (shmem, shmem_bytes) = shmem::dump_shmem(pid, &new_shmem, writer)?;
+    let (shmem, shmem_bytes) =
+        shmem::dump_shmem(pid, &new_shmem, writer).map_err(crate::caps::explain_map_files)?;
     Ok((shmem, private_bytes + shmem_bytes))
 }
