@@ -210,6 +210,31 @@ pub fn own_cgroup_mounts() -> Result<Vec<CgroupMount>> {
     Ok(parse_cgroup_mounts(&text))
 }
 
+/// The cgroup directories the root task joins (none with `CgroupTarget::Keep`).
+pub(super) fn plan(
+    src: &super::read::Source<'_>,
+    root: dormant_image::records::Pid,
+    target: &CgroupTarget,
+) -> Result<Vec<PathBuf>> {
+    use dormant_image::records::{ns_names, TaskCgroups};
+    if *target == CgroupTarget::Keep {
+        return Ok(Vec::new());
+    }
+    let all: Vec<TaskCgroups> = src.records(ns_names::CGROUPS)?;
+    let lines = all
+        .into_iter()
+        .find(|t| t.pid == root)
+        .map(|t| t.lines)
+        .ok_or_else(|| {
+            src.bad(format!(
+                "{} has no entry for the root task {}",
+                ns_names::CGROUPS,
+                root.0
+            ))
+        })?;
+    resolve_cgroups(&lines, target, &own_cgroup_mounts()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
