@@ -4,7 +4,8 @@
 //! (`unshare`, `setpriv`, a removed directory), so the states are the ones a user meets.
 //!
 //! For each kind the test also dumps the process with the check switched off (the image a dump of main
-//! 1e0e57f wrote) and shows the restore's check over that image refuses it with the dump's own message.
+//! 1e0e57f wrote) and shows the restore's check over that image, and `dormant restore` itself, refuse it
+//! with the dump's own message.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap (project rule)
 
@@ -16,6 +17,17 @@ use std::time::{Duration, Instant};
 use dormant_engine::{Dump, DumpError, Pid};
 use dormant_image::ImageReader;
 use dormant_restorable::{facts_from_image, RefusalKind, Runner};
+
+/// The release `dormant` binary (`./scripts/test.sh` builds it before the tests).
+fn dormant_bin() -> std::path::PathBuf {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/dormant");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with cargo build --release --workspace --bins",
+        bin.display()
+    );
+    bin
+}
 
 /// A process tree in some state, killed (its whole process group) on drop.
 struct Scenario {
@@ -262,6 +274,17 @@ fn every_refusal_of_the_restore_is_made_by_the_dump_first() {
         let at_restore = dormant_restorable::check(&facts, &Runner::current())
             .expect_err(&format!("{kind:?}: the restore's check accepts the image"));
         assert_eq!(at_restore.to_string(), refusal.to_string());
+        // And `dormant restore` itself refuses it so, before forking anything.
+        let out = Command::new(dormant_bin())
+            .args(["restore", "-D"])
+            .arg(&img)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(&refusal.to_string()),
+            "{kind:?}: dormant restore did not refuse with the dump's message:\n{stderr}"
+        );
         eprintln!("{kind:?}: {refusal}");
     }
 }

@@ -25,12 +25,12 @@ pub struct TaskFacts {
 }
 
 impl TaskFacts {
-    /// The task's namespace of `kind`, when known: (id, whether it is dormant's).
-    pub fn ns(&self, kind: NsKind) -> Option<(u64, bool)> {
+    /// Whether the task is in a mount namespace other than dormant's (as far as known).
+    pub fn own_mount_namespace(&self) -> bool {
         self.namespaces
-            .as_ref()?
-            .get(kind)
-            .map(|n| (n.id.0, n.external))
+            .as_ref()
+            .and_then(|n| n.get(NsKind::Mnt))
+            .is_some_and(|n| !n.external)
     }
 }
 

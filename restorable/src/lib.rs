@@ -26,4 +26,4 @@ mod facts;
 mod refusal;
 
 pub use facts::{facts_from_image, Runner, TaskFacts};
-pub use refusal::{check, Refusal, RefusalKind};
+pub use refusal::{check, check_namespaces, Refusal, RefusalKind};

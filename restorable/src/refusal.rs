@@ -1,6 +1,6 @@
 //! The refusals and the check that makes them.
 
-use dormant_image::records::NsKind;
+use dormant_image::records::{NsKind, TaskNamespaces};
 
 use crate::facts::{Runner, TaskFacts};
 
@@ -129,7 +129,7 @@ pub fn check(tasks: &[TaskFacts], runner: &Runner) -> Result<(), Refusal> {
     let Some(root) = tasks.first() else {
         return Ok(());
     };
-    let container = matches!(root.ns(NsKind::Mnt), Some((_, false)));
+    let container = root.own_mount_namespace();
     if container && root.ns_pids.len() < 2 {
         return Err(Refusal::MountWithoutPid { pid: root.pid.0 });
     }
@@ -177,22 +177,39 @@ fn pid_levels(root: &TaskFacts, container: bool) -> usize {
 
 /// The namespace rule for task `t` of a tree whose root is `root`.
 fn namespaces(t: &TaskFacts, root: &TaskFacts, container: bool) -> Result<(), Refusal> {
-    if matches!(t.ns(NsKind::Time), Some((_, false))) {
-        return Err(Refusal::TimeNamespace { pid: t.pid.0 });
+    match (&t.namespaces, &root.namespaces) {
+        (Some(task), Some(root)) => check_namespaces(task, root, container),
+        // Namespaces not recorded (an image of a tree outside any container): only the pid levels tell.
+        _ => Ok(()),
+    }
+}
+
+/// The namespace rule for one task (`task`) of a tree whose root task is in `root`'s namespaces:
+/// `container` (the root is in a mount namespace other than dormant's) carries the root's namespaces and
+/// needs every task in them; otherwise every task must be in dormant's (pid namespaces are judged by
+/// `NSpid` in [`check`]). A time namespace of its own is refused either way.
+pub fn check_namespaces(
+    task: &TaskNamespaces,
+    root: &TaskNamespaces,
+    container: bool,
+) -> Result<(), Refusal> {
+    let pid = task.pid.0;
+    if task.get(NsKind::Time).is_some_and(|n| !n.external) {
+        return Err(Refusal::TimeNamespace { pid });
     }
     for kind in TREE_KINDS {
-        let mine = t.ns(kind);
+        let mine = task.get(kind);
         if container {
-            if mine.map(|n| n.0) != root.ns(kind).map(|n| n.0) {
+            if mine.map(|n| n.id) != root.get(kind).map(|n| n.id) {
                 return Err(Refusal::Nested {
-                    pid: t.pid.0,
+                    pid,
                     kind: kind.proc_name(),
                     root: root.pid.0,
                 });
             }
-        } else if matches!(mine, Some((_, false))) {
+        } else if mine.is_some_and(|n| !n.external) {
             return Err(Refusal::NotCarried {
-                pid: t.pid.0,
+                pid,
                 kind: kind.proc_name(),
             });
         }
@@ -204,7 +221,7 @@ fn namespaces(t: &TaskFacts, root: &TaskFacts, container: bool) -> Result<(), Re
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use dormant_image::records::{NsId, NsRef, Pid, TaskNamespaces};
+    use dormant_image::records::{NsId, NsRef, Pid};
 
     const ROOT: Runner = Runner {
         uids: [0; 3],

@@ -37,6 +37,11 @@ pub enum RestoreError {
     #[error("unsupported: {0}")]
     Unsupported(String),
 
+    /// State this release cannot restore, found in the image before anything is forked; the dump refuses
+    /// the same state first, with the same message (see `dormant_restorable`).
+    #[error("{0}")]
+    Unrestorable(#[from] dormant_restorable::Refusal),
+
     /// The image needs CPU state components this CPU (or kernel) does not enable.
     #[error(
         "the image's xsave features {image:#x} are not a subset of this CPU's XCR0 {cpu:#x} (missing {missing:#x})"

@@ -243,11 +243,11 @@ fn enter_container(
 }
 
 /// What is checked of every task against this machine before anything is forked: its FPU state, its
-/// credentials, its files, and that its pids (and the zombies') are free.
+/// files, and that its pids (and the zombies') are free (its credentials were checked with the image, by
+/// `dormant_restorable`).
 fn check_tasks(img: &ImageReader, dir: &Path, tree: &TreeImage) -> Result<(), RestoreError> {
     for task in &tree.tasks {
         image::check_xstate(img, task)?;
-        image::check_creds(task)?;
         image::check_files(dir, task)?;
         for t in task.threads() {
             image::check_pid_free(Pid(t.tid.0))?;

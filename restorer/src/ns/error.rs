@@ -21,6 +21,9 @@ pub enum NsRestoreError {
     BadImage { dir: PathBuf, reason: String },
     #[error("{0}")]
     Unsupported(String),
+    /// State this release cannot restore (the dump refuses it first, with the same message).
+    #[error("{0}")]
+    Unrestorable(#[from] dormant_restorable::Refusal),
     #[error("{}: {}", .step, .source)]
     Syscall {
         step: &'static str,
