@@ -30,6 +30,30 @@ pub fn dump_external(spec: &str) -> Result<External, String> {
     })
 }
 
+/// `restore --external mnt[KEY]:PATH`.
+pub fn restore_external(spec: &str) -> Result<dormant_restorer::External, String> {
+    let (key, path) = bracketed_pair(spec, "mnt")
+        .map_err(|e| format!("{e} (only mnt[KEY]:PATH is supported)"))?;
+    Ok(dormant_restorer::External::Mount {
+        key: key.to_string(),
+        path: path.into(),
+    })
+}
+
+/// `restore --inherit-fd fd[N]:KEY`: dormant's fd N stands for the external description KEY.
+pub fn inherit_fd(spec: &str) -> Result<dormant_restorer::InheritFd, String> {
+    let (fd, key) = bracketed_pair(spec, "fd")?;
+    let fd = fd
+        .parse()
+        .ok()
+        .filter(|n: &i32| *n >= 0)
+        .ok_or_else(|| format!("{spec:?}: N is not a descriptor number"))?;
+    Ok(dormant_restorer::InheritFd {
+        fd,
+        key: key.to_string(),
+    })
+}
+
 /// `--page-copy` values.
 pub fn page_copy(s: &str) -> Result<dormant_engine::CopyMethod, String> {
     match s {
@@ -69,5 +93,32 @@ mod tests {
         assert!(dump_external("mnt[/x]:").is_err());
         let e = dump_external("dev[x]:y").unwrap_err();
         assert!(e.contains("only mnt[MOUNTPOINT]:KEY"), "{e}");
+        assert_eq!(
+            restore_external("mnt[shm]:/run/shm").unwrap(),
+            dormant_restorer::External::Mount {
+                key: "shm".into(),
+                path: "/run/shm".into()
+            }
+        );
+    }
+
+    #[test]
+    fn inherited_fds() {
+        assert_eq!(
+            inherit_fd("fd[3]:pipe:[123]").unwrap(),
+            dormant_restorer::InheritFd {
+                fd: 3,
+                key: "pipe:[123]".into()
+            }
+        );
+        for bad in [
+            "fd3:pipe:[1]",
+            "fd[x]:pipe:[1]",
+            "fd[0]:",
+            "fd[-1]:k",
+            "fd[]:k",
+        ] {
+            assert!(inherit_fd(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -108,8 +108,8 @@ enum Command {
         root: Option<PathBuf>,
         /// Container images: `mnt[KEY]:PATH` binds the external mount or master stored under KEY from
         /// PATH (repeatable; a key not given is used as the path).
-        #[arg(long = "external", value_name = "mnt[KEY]:PATH")]
-        external: Vec<String>,
+        #[arg(long = "external", value_name = "mnt[KEY]:PATH", value_parser = args::restore_external)]
+        external: Vec<dormant_restorer::External>,
         /// Container images: `inherit` (default), `private` (new namespace with lo) or a namespace path.
         #[arg(long, default_value = "inherit")]
         net: dormant_restorer::ns::NetMode,
@@ -118,8 +118,8 @@ enum Command {
         cgroup_root: dormant_restorer::ns::CgroupTarget,
         /// `fd[N]:KEY`: every fd of the tree on the external description KEY (e.g. `pipe:[1234]`, as
         /// `dormant show` lists it) gets a copy of dormant's own fd N instead (repeatable).
-        #[arg(long = "inherit-fd", value_name = "fd[N]:KEY")]
-        inherit_fd: Vec<String>,
+        #[arg(long = "inherit-fd", value_name = "fd[N]:KEY", value_parser = args::inherit_fd)]
+        inherit_fd: Vec<dormant_restorer::InheritFd>,
     },
     /// Print an image in human-readable form, or its records as JSON.
     Show {
@@ -248,16 +248,11 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
             cgroup_root,
             inherit_fd,
         } => {
-            let container = dormant_restorer::container::ContainerOptions {
-                root,
-                externals: external,
-                ns: dormant_restorer::ns::NsOptions {
-                    net,
-                    cgroup: cgroup_root,
-                },
-            };
             let restored = dormant_restorer::Restore::builder(&images_dir)
-                .container(container)
+                .root(root)
+                .externals(external)
+                .net(net)
+                .cgroup_root(cgroup_root)
                 .detached(detached)
                 .shell_job(shell_job)
                 .tcp_established(tcp_established)

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use dormant_image::records::{names, ns_names, Pid, ShmemObject};
+use dormant_image::records::{names, Pid, ShmemObject};
 use dormant_image::ImageWriter;
 
 use crate::container::ContainerOptions;
@@ -314,14 +314,9 @@ impl Dump {
         };
         let container = crate::container::dump_container(&pids, &opts, &mut writer)?;
         if container.is_none() {
-            let namespaces = crate::restorable::namespaces(&facts);
-            writer
-                .write_records(ns_names::NS_IDS, &namespaces)
-                .map_err(|source| DumpError::Image {
-                    pid: root,
-                    what: ns_names::NS_IDS.into(),
-                    source,
-                })?;
+            // Outside a container the namespaces are only recorded (they are the restorer's), so the
+            // restore can check them as the dump did.
+            crate::ns::dump_namespaces(&pids, &mut writer)?;
         }
         let mut table = FileTable::new();
         // One for the whole tree: fds shared between processes share one record.

@@ -47,11 +47,6 @@ pub fn read_facts(tree: &SeizedTree) -> Result<Vec<TaskFacts>> {
         .collect()
 }
 
-/// The namespaces of every task, as `ns-ids` records them (a container dump writes them with the state of
-/// its namespaces; any other dump writes them alone, so the restore can check them too).
-pub fn namespaces(facts: &[TaskFacts]) -> Vec<TaskNamespaces> {
-    facts.iter().filter_map(|f| f.namespaces.clone()).collect()
-}
 
 /// What `/proc` tells about task `pid` for the check.
 fn task_facts(pid: u32) -> Result<TaskFacts> {

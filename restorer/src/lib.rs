@@ -33,6 +33,7 @@ pub mod blob;
 pub mod container;
 mod cpu;
 mod error;
+pub mod external;
 pub mod files;
 mod image;
 pub mod launch;
@@ -45,4 +46,5 @@ mod task;
 pub mod tree;
 
 pub use error::RestoreError;
+pub use external::{External, InheritFd};
 pub use restore::{ExitStatus, Restore, RestoreBuilder, Restored};
