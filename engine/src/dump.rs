@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use dormant_image::records::{names, Pid, ShmemObject};
+use dormant_image::records::{names, FileCheck, Pid, ShmemObject, FILE_IDENTITY};
 use dormant_image::ImageWriter;
 
 use crate::container::ContainerOptions;
@@ -52,6 +52,8 @@ pub struct Dump {
     page_copy: PageCopy,
     externals: Vec<External>,
     root: Option<PathBuf>,
+    file_check: FileCheck,
+    freezer: Option<Box<dyn crate::tree::Freezer>>,
     fail_at: Option<DumpStage>,
     stage_hook: Option<StageHook>,
     skip_restore_check: bool,
@@ -68,6 +70,8 @@ impl std::fmt::Debug for Dump {
             .field("page_copy", &self.page_copy)
             .field("externals", &self.externals)
             .field("root", &self.root)
+            .field("file_check", &self.file_check)
+            .field("freezer", &self.freezer.is_some())
             .field("fail_at", &self.fail_at)
             .field("skip_restore_check", &self.skip_restore_check)
             .finish_non_exhaustive()
@@ -93,6 +97,8 @@ impl Dump {
                 page_copy: PageCopy::default(),
                 externals: Vec::new(),
                 root: None,
+                file_check: FileCheck::DevIno,
+                freezer: None,
                 fail_at: None,
                 stage_hook: None,
                 skip_restore_check: false,
@@ -155,6 +161,22 @@ impl DumpBuilder {
         if yes && self.inner.page_copy.method == task::pages::CopyMethod::Parasite {
             self.inner.page_copy.method = task::pages::CopyMethod::VmReadv;
         }
+        self
+    }
+
+    /// How restore must recognise the files behind mappings and executables (recorded in the image):
+    /// by device and inode (the default), or by content (size, mtime, build-id or crc32) for a restore in
+    /// another VM whose root filesystem is the same image on other devices.
+    pub fn file_check(mut self, check: FileCheck) -> Self {
+        self.inner.file_check = check;
+        self
+    }
+
+    /// The tree is held still by a cgroup freezer (kata-agent's containers): it is seized in two passes
+    /// around [`crate::tree::Freezer::seized`], and [`crate::tree::Freezer::before_detach`] runs before
+    /// the tree is let go (see [`crate::tree::SeizedTree::seize_frozen`]).
+    pub fn freezer(mut self, freezer: Box<dyn crate::tree::Freezer>) -> Self {
+        self.inner.freezer = Some(freezer);
         self
     }
 
@@ -230,7 +252,10 @@ impl Dump {
         })?;
         // What dormant itself lacks fails the dump before the target is touched.
         crate::caps::check_dumper(pid)?;
-        let tree = SeizedTree::seize(pid)?;
+        let tree = match self.freezer.as_deref_mut() {
+            Some(f) => SeizedTree::seize_frozen(pid, f)?,
+            None => SeizedTree::seize(pid)?,
+        };
         let frozen_at = Instant::now();
         let identity = tree.root().identity();
         let committed = match self.dump_seized(&tree, writer, &mut progress) {
@@ -238,6 +263,7 @@ impl Dump {
             Err(err) => {
                 let stage = progress.current();
                 // Dropping the task detaches it; the writer was dropped inside dump_seized.
+                self.refreeze(pid);
                 let detached = tree.detach();
                 if is_dead(&identity) {
                     log::warn!("pid {pid}: died during the dump ({stage:?}): {err}");
@@ -255,6 +281,7 @@ impl Dump {
         let frozen = if self.leave_running {
             // Connections leave repair mode before the tree runs again.
             drop(committed.repaired);
+            self.refreeze(pid);
             // A job-control-stopped task re-enters its stop on detach (the kernel re-arms it).
             tree.detach()?;
             frozen_at.elapsed()
@@ -276,6 +303,15 @@ impl Dump {
             phases: progress.into_phases(),
             image_dir: committed.image_dir,
         })
+    }
+
+    /// Before a frozen tree is let go: the freezer takes it back if it was paused.
+    fn refreeze(&mut self, pid: u32) {
+        if let Some(f) = self.freezer.as_deref_mut() {
+            if let Err(e) = f.before_detach() {
+                log::warn!("pid {pid}: freezing the tree again before letting it go: {e}");
+            }
+        }
     }
 
     /// The fd collector for this dump's tree; `container`: the tree is a container.
@@ -352,6 +388,9 @@ impl Dump {
         writer
             .write_records(names::REG_FILES, table.entries())
             .map_err(err(names::REG_FILES))?;
+        writer
+            .write_records(FILE_IDENTITY, &[table.identity(self.file_check)?])
+            .map_err(err(FILE_IDENTITY))?;
         writer
             .write_records(names::SHMEM, &shmem)
             .map_err(err(names::SHMEM))?;

@@ -43,6 +43,13 @@ pub enum DumpError {
     },
     #[error("pid {pid}: unexpected wait status while seizing: {status}")]
     UnexpectedStop { pid: u32, status: String },
+    #[error("pid {pid}: cgroup freezer: {what}: {source}")]
+    Freezer {
+        pid: u32,
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
     #[error("pid {pid} does not exist")]
     NoSuchProcess { pid: u32 },
     #[error("pid {pid} is a zombie and cannot be dumped")]
@@ -209,6 +216,7 @@ impl DumpError {
             | MissingCapability { pid, .. }
             | SeizeDenied { pid, .. }
             | UnexpectedStop { pid, .. }
+            | Freezer { pid, .. }
             | NoSuchProcess { pid }
             | Zombie { pid }
             | PidReused { pid }

@@ -47,7 +47,6 @@ pub fn read_facts(tree: &SeizedTree) -> Result<Vec<TaskFacts>> {
         .collect()
 }
 
-
 /// What `/proc` tells about task `pid` for the check.
 fn task_facts(pid: u32) -> Result<TaskFacts> {
     let status = proc::status::parse(&proc::read_string(pid, "status")?).map_err(|reason| {

@@ -52,16 +52,17 @@ pub enum Refusal {
          mount namespace is restored as a container, in a new pid namespace, where pid {pid} cannot be kept"
     )]
     MountWithoutPid { pid: u32 },
+    /// `levels`: the task's pid in each pid namespace, dormant's first (`NSpid`).
     #[error(
-        "pid {pid} is pid {levels:?} in nested pid namespaces; only a tree whose root is the init of a pid \
-         namespace one level below dormant's (or a container's) is restored"
+        "pid {pid}: nested pid namespaces {levels:?} (only one level below dormant's, for a tree whose root \
+         is the init of its own pid namespace or a container)"
     )]
     PidNesting { pid: u32, levels: Vec<u32> },
 }
 
 /// The kinds of [`Refusal`], without their data: what a test walks to show every refusal is made by the
 /// dump first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RefusalKind {
     Credentials,
     DeletedDirectory,
@@ -139,7 +140,7 @@ pub fn check(tasks: &[TaskFacts], runner: &Runner) -> Result<(), Refusal> {
         if t.ns_pids.len() > max_levels {
             return Err(Refusal::PidNesting {
                 pid: t.pid.0,
-                levels: t.ns_pids.iter().skip(1).map(|p| p.0).collect(),
+                levels: t.ns_pids.iter().map(|p| p.0).collect(),
             });
         }
         if t.uids != runner.uids || t.gids != runner.gids {

@@ -39,6 +39,7 @@ mod image;
 pub mod launch;
 pub mod ns;
 mod procself;
+pub mod refusal;
 mod restore;
 pub mod sigframe;
 mod sysv_map;
@@ -47,4 +48,5 @@ pub mod tree;
 
 pub use error::RestoreError;
 pub use external::{External, InheritFd};
-pub use restore::{ExitStatus, Restore, RestoreBuilder, Restored};
+pub use launch::RootParent;
+pub use restore::{ExitStatus, ReleaseFn, ReleaseHook, Restore, RestoreBuilder, Restored};

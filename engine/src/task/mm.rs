@@ -133,7 +133,8 @@ pub fn collect_vmas(pid: u32, table: &mut FileTable) -> Result<Vec<CollectedVma>
             VmaClass::Vsyscall => VmaBacking::Vsyscall,
             VmaClass::File { path } => {
                 files::check_not_deleted(pid, what, path)?;
-                let stat = files::stat_proc_link(pid, &map_files_name(&e), what)
+                let source = map_files_name(&e);
+                let stat = files::stat_proc_link(pid, &source, what)
                     .map_err(crate::caps::explain_map_files)?;
                 if stat.mode & libc::S_IFMT != libc::S_IFREG {
                     return Err(unsupported(format!(
@@ -141,7 +142,7 @@ pub fn collect_vmas(pid: u32, table: &mut FileTable) -> Result<Vec<CollectedVma>
                         stat.mode
                     )));
                 }
-                VmaBacking::File(table.by_identity(path, stat))
+                VmaBacking::File(table.by_identity(path, stat, pid, &source))
             }
         };
         let mut map_flags = if e.shared {
@@ -220,7 +221,7 @@ pub fn dump_exe(pid: u32, table: &mut FileTable) -> Result<FileId> {
     let path = proc::read_link(pid, "exe")?;
     files::check_not_deleted(pid, || "executable".to_string(), &path)?;
     let stat = files::stat_proc_link(pid, "exe", || "executable".to_string())?;
-    Ok(table.by_identity(&path, stat))
+    Ok(table.by_identity(&path, stat, pid, "exe"))
 }
 
 #[cfg(test)]

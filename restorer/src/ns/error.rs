@@ -20,10 +20,7 @@ pub enum NsRestoreError {
     #[error("image {}: {}", .dir.display(), .reason)]
     BadImage { dir: PathBuf, reason: String },
     #[error("{0}")]
-    Unsupported(String),
-    /// State this release cannot restore (the dump refuses it first, with the same message).
-    #[error("{0}")]
-    Unrestorable(#[from] dormant_restorable::Refusal),
+    Unsupported(#[from] crate::refusal::Unsupported),
     #[error("{}: {}", .step, .source)]
     Syscall {
         step: &'static str,

@@ -56,7 +56,8 @@ fn root_namespaces(src: &read::Source<'_>, root: Pid) -> Result<Option<TaskNames
     // A container: every task in the root's namespaces, none in a time namespace of its own (the dump
     // refused anything else first, with the same message).
     for t in &tasks {
-        dormant_restorable::check_namespaces(t, &r, true)?;
+        dormant_restorable::check_namespaces(t, &r, true)
+            .map_err(crate::refusal::Unsupported::from)?;
     }
     Ok(Some(r))
 }
