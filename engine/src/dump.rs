@@ -803,12 +803,8 @@ fn remote_state(pid: u32) -> Result<RemoteState> {
         sigactions: Some(
             snap.sigactions
                 .iter()
-                .map(|a| SigAction {
-                    handler: a.handler,
-                    flags: a.flags,
-                    restorer: a.restorer,
-                    mask: a.mask,
-                })
+                .copied()
+                .map(SigAction::from)
                 .collect(),
         ),
         itimers: Some([

@@ -49,10 +49,6 @@ pub enum DumpError {
     #[error("pid {pid} exited or was killed during the dump ({stage:?})")]
     ProcessGone { pid: u32, stage: DumpStage },
     #[error(
-        "pid {pid} has {threads} threads; only single-threaded processes can be dumped for now"
-    )]
-    TooManyThreads { pid: u32, threads: usize },
-    #[error(
         "pid {pid}: thread {tid} has credentials that differ from the leader's ({what}); per-thread \
          credentials cannot be restored"
     )]
@@ -196,7 +192,6 @@ impl DumpError {
             | Zombie { pid }
             | PidReused { pid }
             | ProcessGone { pid, .. }
-            | TooManyThreads { pid, .. }
             | ThreadCredsDiffer { pid, .. }
             | PendingSignal { pid, .. }
             | UnsupportedVma { pid, .. }

@@ -123,12 +123,11 @@ pub fn load_tree(dir: &Path) -> Result<(ImageReader, TreeImage), RestoreError> {
         let container = img.has_file(dormant_image::records::mount_names::MOUNTS);
         let ns_init_root = entries[0].ns_pids.len() == 2 && entries[0].ns_pids[1] == Pid(1);
         if entry.ns_pids.len() > if container || ns_init_root { 2 } else { 1 } {
-            return Err(RestoreError::Unsupported(format!(
-                "pid {} is pid {:?} in nested pid namespace(s); restoring nested pid namespaces is not \
-                 implemented",
-                entry.pid.0,
-                entry.ns_pids.iter().skip(1).map(|p| p.0).collect::<Vec<_>>()
-            )));
+            return Err(crate::refusal::Unsupported::PidNesting {
+                pid: entry.pid.0,
+                levels: entry.ns_pids.iter().map(|p| p.0).collect(),
+            }
+            .into());
         }
         tasks.push(load_task(&img, dir, entry)?);
     }
@@ -509,14 +508,14 @@ pub fn check_creds(task: &TaskImage) -> Result<(), RestoreError> {
     ];
     let c = &task.core.creds;
     if c.uids[..3] != ours_u || c.gids[..3] != ours_g {
-        return Err(RestoreError::Unsupported(format!(
-            "pid {} ran with uids {:?} and gids {:?} (real, effective, saved), dormant restore runs with \
-             uids {ours_u:?} and gids {ours_g:?}; restoring credentials is not implemented yet, so the \
-             restore must run as the user the process ran as",
-            task.pid.0,
-            &c.uids[..3],
-            &c.gids[..3]
-        )));
+        return Err(crate::refusal::Unsupported::Credentials {
+            pid: task.pid.0,
+            uids: [c.uids[0], c.uids[1], c.uids[2]],
+            gids: [c.gids[0], c.gids[1], c.gids[2]],
+            ours_u,
+            ours_g,
+        }
+        .into());
     }
     Ok(())
 }

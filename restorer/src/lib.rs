@@ -38,6 +38,7 @@ mod image;
 pub mod launch;
 pub mod ns;
 mod procself;
+pub mod refusal;
 mod restore;
 pub mod sigframe;
 mod sysv_map;

@@ -51,12 +51,12 @@ fn refuse_nested(root: &TaskNamespaces, tasks: &[TaskNamespaces]) -> Result<()> 
         for kind in KINDS {
             let (a, b) = (root.get(kind).map(|n| n.id), t.get(kind).map(|n| n.id));
             if a != b {
-                return Err(NsRestoreError::Unsupported(format!(
-                    "pid {} is in another {} namespace than the root task {}; namespaces created inside the tree are not restored yet",
-                    t.pid.0,
-                    kind.proc_name(),
-                    root.pid.0
-                )));
+                return Err(crate::refusal::Unsupported::NestedNamespace {
+                    pid: t.pid.0,
+                    kind: kind.proc_name(),
+                    root: root.pid.0,
+                }
+                .into());
             }
         }
     }
