@@ -244,7 +244,10 @@ mod tests {
             Path::new("/r"),
             Path::new("/run/kata-containers/shared"),
         );
-        assert!(p.mounts.iter().all(|m| m.destination != "/dev/shm"), "{p:?}");
+        assert!(
+            p.mounts.iter().all(|m| m.destination != "/dev/shm"),
+            "{p:?}"
+        );
         assert_eq!(p.mounts.len(), 3);
     }
 
