@@ -1,45 +1,73 @@
-//! Reading one task out of an image and refusing what cannot be restored here, before anything is forked.
+//! The image as the restorer takes it: loaded whole and checked by [`dormant_image::Image::load`] (every
+//! check `verify` runs), then refused for what cannot be restored here, before anything is forked.
+//! [`TaskImage`] and [`TreeImage`] are views of one process and of the tree into the loaded image: the
+//! tree-wide records (files, descriptions, shared objects) are read once and shared by every task's view.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use dormant_image::records::{
-    names, page_flags, Fd, FdFile, FileDesc, FileId, FileLock, FileStat, Mm, Pid, PsTreeEntry,
-    RegFile, ShmemId, ShmemObject, TaskCore, ThreadCore, VmaBacking, Zombie,
+    names, page_flags, Fd, FdFile, FileId, FileLock, FileStat, Mm, Pid, PsTreeEntry, RegFile,
+    ShmemId, ShmemObject, TaskCore, ThreadCore, VmaBacking, Zombie,
 };
-use dormant_image::{ImageError, ImageReader, PageStoreReader};
+use dormant_image::{Image, ImageError, PageStoreReader, TaskRecords};
 
 use crate::error::RestoreError;
 use crate::{cpu, procself, sigframe};
 
-/// Everything the image says about the one task being restored.
+/// Everything the image says about the one task being restored: a view into the loaded image.
 #[derive(Debug)]
-pub struct TaskImage {
+pub struct TaskImage<'a> {
     pub pid: Pid,
     /// The task's entry in the process tree (session and process group).
-    pub tree: PsTreeEntry,
-    pub core: TaskCore,
+    pub tree: &'a PsTreeEntry,
+    pub core: &'a TaskCore,
     /// The leader thread.
-    pub thread: ThreadCore,
+    pub thread: &'a ThreadCore,
     /// Every other thread, in the order the process tree lists them.
-    pub other_threads: Vec<ThreadCore>,
-    pub mm: Mm,
-    pub fds: Vec<Fd>,
-    pub files: BTreeMap<FileId, RegFile>,
-    /// Open file descriptions not reachable by path (`file-descs`), in image order.
-    pub descs: Vec<FileDesc>,
+    pub other_threads: &'a [ThreadCore],
+    pub mm: &'a Mm,
+    pub fds: &'a [Fd],
+    /// Files reopened by path, of the whole tree.
+    pub files: &'a BTreeMap<FileId, RegFile>,
     /// File locks the task held (`locks-<pid>`).
-    pub locks: Vec<FileLock>,
-    pub shmem: BTreeMap<ShmemId, (ShmemObject, PageStoreReader)>,
-    /// The task's private page store, if the image has one.
-    pub pages: Option<PageStoreReader>,
+    pub locks: &'a [FileLock],
+    /// Shared memory objects of the whole tree, with their pages.
+    pub shmem: BTreeMap<ShmemId, (&'a ShmemObject, &'a PageStoreReader)>,
+    /// The task's private page store.
+    pub pages: Option<&'a PageStoreReader>,
 }
 
-impl TaskImage {
+impl<'a> TaskImage<'a> {
+    fn new(img: &'a Image, task: &'a TaskRecords) -> Self {
+        // `Image::load` guarantees every listed thread, the leader first.
+        let (thread, other_threads) = task
+            .threads
+            .split_first()
+            .expect("a loaded task has its leader thread");
+        TaskImage {
+            pid: task.pid(),
+            tree: &task.tree,
+            core: &task.core,
+            thread,
+            other_threads,
+            mm: &task.mm,
+            fds: &task.fds,
+            files: &img.files,
+            locks: &task.locks,
+            shmem: img
+                .shmem
+                .iter()
+                .map(|(id, s)| (*id, (&s.object, &s.pages)))
+                .collect(),
+            pages: Some(&task.pages),
+        }
+    }
+
     /// Every thread, the leader first.
     pub fn threads(&self) -> impl Iterator<Item = &ThreadCore> {
-        std::iter::once(&self.thread).chain(&self.other_threads)
+        std::iter::once(self.thread).chain(self.other_threads)
     }
 
     /// The file `id`, or a bad-image error naming who referred to it.
@@ -69,177 +97,47 @@ fn bad(dir: &Path, reason: impl Into<String>) -> RestoreError {
     }
 }
 
-/// The whole image: every live process (pstree order: root first, parents before children) and zombies.
+/// The whole tree as views into the loaded image: every live process (pstree order: root first, parents
+/// before children) and the zombies.
 #[derive(Debug)]
-pub struct TreeImage {
-    pub tasks: Vec<TaskImage>,
-    pub zombies: Vec<Zombie>,
+pub struct TreeImage<'a> {
+    pub tasks: Vec<TaskImage<'a>>,
+    pub zombies: &'a [Zombie],
 }
 
-/// Opens the image at `dir` and reads every process of its tree.
-pub fn load_tree(dir: &Path) -> Result<(ImageReader, TreeImage), RestoreError> {
-    let img = ImageReader::open(dir).map_err(image_err(dir))?;
-    let inv = img.inventory();
-    if inv.arch != dormant_image::ARCH {
-        return Err(bad(
-            dir,
-            format!("made on {}, this is {}", inv.arch, dormant_image::ARCH),
-        ));
-    }
-    let entries: Vec<PsTreeEntry> = img.read_records(names::PSTREE).map_err(image_err(dir))?;
-    match entries.first() {
-        None => return Err(bad(dir, "the process tree is empty")),
-        Some(root) if root.pid != inv.root_pid => {
-            return Err(bad(
-                dir,
-                format!(
-                    "pstree root {} is not the inventory's root {}",
-                    root.pid.0, inv.root_pid.0
-                ),
-            ))
-        }
-        Some(_) => {}
-    }
-    let mut tasks = Vec::with_capacity(entries.len());
-    for (i, entry) in entries.iter().enumerate() {
-        let parent_known = match entry.ppid {
-            None => i == 0,
-            Some(pp) => entries[..i].iter().any(|e| e.pid == pp),
-        };
-        if !parent_known {
-            return Err(bad(
-                dir,
-                format!(
-                    "pid {}: parent {:?} is not listed before it in the tree",
-                    entry.pid.0,
-                    entry.ppid.map(|p| p.0)
-                ),
-            ));
-        }
-        // A container image (with its mount tree) is restored into a new pid namespace one level down
-        // (see `container`); deeper nesting, or nesting without the container's namespaces, is refused.
-        // A root that is the init of its own pid namespace is restored into a new one too (`pidns`).
-        let container = img.has_file(dormant_image::records::mount_names::MOUNTS);
-        let ns_init_root = entries[0].ns_pids.len() == 2 && entries[0].ns_pids[1] == Pid(1);
-        if entry.ns_pids.len() > if container || ns_init_root { 2 } else { 1 } {
-            return Err(RestoreError::Unsupported(format!(
-                "pid {} is pid {:?} in nested pid namespace(s); restoring nested pid namespaces is not \
-                 implemented",
-                entry.pid.0,
-                entry.ns_pids.iter().skip(1).map(|p| p.0).collect::<Vec<_>>()
-            )));
-        }
-        tasks.push(load_task(&img, dir, entry)?);
-    }
-    let zombies: Vec<Zombie> = if img.has_file(names::ZOMBIES) {
-        img.read_records(names::ZOMBIES).map_err(image_err(dir))?
-    } else {
-        Vec::new()
-    };
-    for z in &zombies {
-        if !entries.iter().any(|e| e.pid == z.ppid) {
-            return Err(bad(
-                dir,
-                format!("zombie {}: parent {} is not in the tree", z.pid.0, z.ppid.0),
-            ));
+impl<'a> TreeImage<'a> {
+    pub fn new(img: &'a Image) -> Self {
+        TreeImage {
+            tasks: img.tasks.iter().map(|t| TaskImage::new(img, t)).collect(),
+            zombies: &img.zombies,
         }
     }
-    Ok((img, TreeImage { tasks, zombies }))
 }
 
-/// Reads one process of the tree.
-fn load_task(img: &ImageReader, dir: &Path, root: &PsTreeEntry) -> Result<TaskImage, RestoreError> {
-    let tid = match root.threads.first() {
-        Some(t) if t.0 == root.pid.0 => *t,
-        Some(_) => {
-            return Err(bad(
-                dir,
-                format!("pid {}: leader thread is not listed first", root.pid.0),
-            ))
-        }
-        None => return Err(bad(dir, format!("pid {}: no threads", root.pid.0))),
-    };
-    let pid = root.pid;
-    let core: TaskCore = img.read_single(&names::core(pid)).map_err(image_err(dir))?;
-    let thread: ThreadCore = img
-        .read_single(&names::thread(tid))
-        .map_err(image_err(dir))?;
-    let mut other_threads = Vec::new();
-    for t in &root.threads[1..] {
-        let core: ThreadCore = img
-            .read_single(&names::thread(*t))
-            .map_err(image_err(dir))?;
-        if core.tid != *t {
-            return Err(bad(
-                dir,
-                format!("{} holds thread {}", names::thread(*t), core.tid.0),
-            ));
-        }
-        other_threads.push(core);
+/// Loads the image at `dir` with every check `verify` runs, then refuses what restore cannot rebuild
+/// (pid namespaces nested deeper than it restores), before anything is forked.
+pub fn load(dir: &Path) -> Result<Image, RestoreError> {
+    let img = Image::load(dir).map_err(image_err(dir))?;
+    // A container image (with its mount tree) is restored into a new pid namespace one level down
+    // (see `container`); deeper nesting, or nesting without the container's namespaces, is refused.
+    // A root that is the init of its own pid namespace is restored into a new one too (`pidns`).
+    let container = img.mounts.is_some();
+    let root_levels = &img.root().tree.ns_pids;
+    let ns_init_root = root_levels.len() == 2 && root_levels[1] == Pid(1);
+    let max_levels = if container || ns_init_root { 2 } else { 1 };
+    if let Some(t) = img.tasks.iter().find(|t| t.tree.ns_pids.len() > max_levels) {
+        return Err(RestoreError::Unsupported(format!(
+            "pid {} is pid {:?} in nested pid namespace(s); restoring nested pid namespaces is not \
+             implemented",
+            t.pid().0,
+            t.tree.ns_pids.iter().skip(1).map(|p| p.0).collect::<Vec<_>>()
+        )));
     }
-    let mm: Mm = img.read_single(&names::mm(pid)).map_err(image_err(dir))?;
-    let fds: Vec<Fd> = if img.has_file(&names::fds(pid)) {
-        img.read_records(&names::fds(pid)).map_err(image_err(dir))?
-    } else {
-        Vec::new()
-    };
-    let files: BTreeMap<FileId, RegFile> = if img.has_file(names::REG_FILES) {
-        img.read_records::<RegFile>(names::REG_FILES)
-            .map_err(image_err(dir))?
-            .into_iter()
-            .map(|f| (f.id, f))
-            .collect()
-    } else {
-        BTreeMap::new()
-    };
-    let descs: Vec<FileDesc> = if img.has_file(names::FILE_DESCS) {
-        img.read_records(names::FILE_DESCS)
-            .map_err(image_err(dir))?
-    } else {
-        Vec::new()
-    };
-    let locks: Vec<FileLock> = if img.has_file(&names::locks(pid)) {
-        img.read_records(&names::locks(pid))
-            .map_err(image_err(dir))?
-    } else {
-        Vec::new()
-    };
-    let mut shmem = BTreeMap::new();
-    if img.has_file(names::SHMEM) {
-        for obj in img
-            .read_records::<ShmemObject>(names::SHMEM)
-            .map_err(image_err(dir))?
-        {
-            let store = img
-                .page_store(&names::shmem_pages(obj.id))
-                .map_err(image_err(dir))?;
-            shmem.insert(obj.id, (obj, store));
-        }
-    }
-    let store = names::task_pages(pid);
-    let pages = if img.page_store_names().contains(&store) {
-        Some(img.page_store(&store).map_err(image_err(dir))?)
-    } else {
-        None
-    };
-    Ok(TaskImage {
-        pid,
-        tree: root.clone(),
-        core,
-        thread,
-        other_threads,
-        mm,
-        fds,
-        files,
-        descs,
-        locks,
-        shmem,
-        pages,
-    })
+    Ok(img)
 }
 
 /// Refuses an image whose FPU state this CPU cannot load.
-pub fn check_xstate(img: &ImageReader, task: &TaskImage) -> Result<(), RestoreError> {
+pub fn check_xstate(img: &Image, task: &TaskImage) -> Result<(), RestoreError> {
     let cpu = cpu::xcr0();
     let image = img.inventory().xsave_features;
     let ours = cpu::xsave_size() as usize;
@@ -385,7 +283,7 @@ pub fn stat_difference(saved: &FileStat, now: &std::fs::Metadata) -> Option<Stri
 pub fn check_files(dir: &Path, task: &TaskImage) -> Result<(), RestoreError> {
     // (file, who uses it, must it be unchanged)
     let mut used: Vec<(FileId, String, bool)> = Vec::new();
-    for fd in &task.fds {
+    for fd in task.fds {
         if let FdFile::Reg(id) = fd.file {
             used.push((id, format!("fd {}", fd.fd), false));
         }
@@ -465,18 +363,6 @@ pub fn check_pid_free(pid: Pid) -> Result<(), RestoreError> {
         return Err(RestoreError::PidTaken { pid: pid.0, owner });
     }
     Ok(())
-}
-
-/// Verifies the crc of every stored page the restore will read.
-pub fn verify_pages(dir: &Path, task: &TaskImage) -> Result<u64, RestoreError> {
-    let mut total = 0;
-    if let Some(store) = &task.pages {
-        total += store.verify_all().map_err(image_err(dir))?;
-    }
-    for (_, store) in task.shmem.values() {
-        total += store.verify_all().map_err(image_err(dir))?;
-    }
-    Ok(total)
 }
 
 #[cfg(test)]

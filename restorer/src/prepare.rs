@@ -191,7 +191,7 @@ pub fn prepare(
     // Fds that shared one description at dump time share the one reopened here (and, through
     // `tree_shared.reg`, with the other tasks of the tree).
     let mut reg_fds: BTreeMap<FileId, RawFd> = BTreeMap::new();
-    for fd in &task.fds {
+    for fd in task.fds {
         let from = match &fd.file {
             FdFile::Reg(id) if reg_fds.contains_key(id) => reg_fds[id],
             FdFile::Desc(id) => {
@@ -248,8 +248,8 @@ pub fn prepare(
     }
 
     // Locks: a description's own on our copy now, POSIX ones by the child.
-    let mut child_actions = opened.child_actions_for(&task.fds);
-    for l in &task.locks {
+    let mut child_actions = opened.child_actions_for(task.fds);
+    for l in task.locks {
         let m = fd_moves
             .iter()
             .find(|m| m.to == l.fd)

@@ -163,14 +163,14 @@ impl Restore {
             return Err(RestoreError::NotSingleThreaded { threads });
         }
         let dir = self.images_dir.as_path();
-        let (img, mut tree) = image::load_tree(dir)?;
+        // Every check `verify` runs, on the image loaded once, before anything else.
+        let mut img = image::load(dir)?;
         // Every external description needs its fd handed in: checked before any namespace changes.
-        self.inherited
-            .check(tree.tasks.first().map_or(&[][..], |t| t.descs.as_slice()))?;
+        self.inherited.check(&img.descs)?;
         // A container image: enter its namespaces first, so its files are opened inside them.
-        let root_pid = tree.tasks.first().map_or(Pid(0), |t| t.pid);
+        let root_pid = img.root().pid();
         let ns_pids =
-            crate::container::ns_pid_map(tree.tasks.iter().map(|t| t.tree.ns_pids.as_slice()))?;
+            crate::container::ns_pid_map(img.tasks.iter().map(|t| t.tree.ns_pids.as_slice()))?;
         let container =
             crate::container::ContainerPlan::from_image(&img, root_pid, ns_pids, &self.container)?;
         // The pidfile is written after the pivot: reach it through its directory opened before.
@@ -180,9 +180,8 @@ impl Restore {
         };
         let entered = match &container {
             Some(plan) => {
-                let paths = tree.tasks.iter().flat_map(|t| t.files.values());
-                let e = plan.enter(dir, paths.map(|f| f.path.as_str()))?;
-                for f in tree.tasks.iter_mut().flat_map(|t| t.files.values_mut()) {
+                let e = plan.enter(dir, img.files.values().map(|f| f.path.as_str()))?;
+                for f in img.files.values_mut() {
                     e.relocate(&mut f.path);
                     e.adopt_refilled(f);
                 }
@@ -190,6 +189,8 @@ impl Restore {
             }
             None => None,
         };
+        let img = img;
+        let tree = image::TreeImage::new(&img);
         let dir = entered.as_ref().map_or(dir, |e| e.images_dir.as_path());
         for task in &tree.tasks {
             image::check_xstate(&img, task)?;
@@ -199,7 +200,7 @@ impl Restore {
                 image::check_pid_free(Pid(t.tid.0))?;
             }
         }
-        for z in &tree.zombies {
+        for z in tree.zombies {
             image::check_pid_free(z.pid)?;
         }
         // A tree whose root is the init of its own pid namespace without being a container is restored
@@ -271,11 +272,8 @@ impl Restore {
             ..Default::default()
         };
         // Every open file description once, before any fork: tasks that shared one inherit the same.
-        let opened = crate::files::open_all_inheriting(
-            tree.tasks.first().map_or(&[][..], |t| t.descs.as_slice()),
-            self.tcp_established,
-            &self.inherited,
-        )?;
+        let opened =
+            crate::files::open_all_inheriting(&img.descs, self.tcp_established, &self.inherited)?;
         // Where each process of the image is in the fork order, for the pidfds tasks reopen.
         let planned_at: std::collections::HashMap<u32, usize> = planned
             .iter()
@@ -315,12 +313,6 @@ impl Restore {
             let task = match tree.tasks.get(input) {
                 Some(task) => {
                     let vdso = image::check_vdso(dir, task)?;
-                    let bytes = image::verify_pages(dir, task)?;
-                    log::debug!(
-                        "image {}: pid {}, {bytes} bytes of pages verified",
-                        dir.display(),
-                        task.pid.0
-                    );
                     let mut launch =
                         prepare::prepare(dir, &blob, task, vdso, policy, &mut shared, &opened)?;
                     launch.ns_pid = inner_pid(task.pid.0);

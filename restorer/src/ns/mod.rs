@@ -2,7 +2,7 @@
 //! with their ids and contents), net (join one by path, or a private loopback-only one), cgroup membership
 //! and cgroup namespace.
 //!
-//! Use: [`NsPlan::from_image`] reads and checks everything before any fork; [`NsPlan::enter`] runs in the
+//! Use: [`NsPlan::from_records`] plans from the loaded, checked image before any fork; [`NsPlan::enter`] runs in the
 //! forked, single-threaded child that will become the parent of the restored tree, and moves it into its
 //! namespaces in the order the kernel's ownership rules need: cgroups and an external netns while the child
 //! still has its privileges in the initial user namespace, then the user namespace, then the namespaces it
@@ -16,13 +16,10 @@ mod net;
 mod sysv;
 mod user;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use dormant_image::records::{
-    ns_names, IpcNamespace, NsKind, NsState, Pid, TaskCgroups, TaskNamespaces, UserNamespace,
-    UtsNamespace,
-};
-use dormant_image::ImageReader;
+use dormant_image::records::{ns_names, NsKind, Pid, TaskNamespaces, UserNamespace, UtsNamespace};
+use dormant_image::{ImageReader, Namespaces};
 use nix::sched::CloneFlags;
 
 pub use cgroup::{
@@ -131,35 +128,44 @@ pub struct NsPlan {
 }
 
 impl NsPlan {
-    /// Plans the namespaces of the tree whose root task is `root`. An image without namespace records (a
-    /// plain process dump) plans nothing but what `opts` asks for. Refuses namespace kinds restore cannot
-    /// recreate (a time namespace of its own).
+    /// Plans the namespaces of the tree whose root task is `root` from an image's namespace records read on
+    /// their own (see [`NsPlan::from_records`]; a restore takes them from the image it loaded whole).
     pub fn from_image(img: &ImageReader, root: Pid, opts: &NsOptions) -> Result<NsPlan> {
-        let dir = img.dir().to_owned();
-        let read_err = |file: &str| {
-            let dir = dir.clone();
-            let file = file.to_owned();
-            move |source| NsRestoreError::Image { dir, file, source }
-        };
-        let own = if img.has_file(ns_names::NS_IDS) {
-            let tasks: Vec<TaskNamespaces> = img
-                .read_records(ns_names::NS_IDS)
-                .map_err(read_err(ns_names::NS_IDS))?;
-            let root_ns = tasks.iter().find(|t| t.pid == root).cloned();
-            if let Some(r) = &root_ns {
-                refuse_nested(r, &tasks)?;
+        let ns = Namespaces::read(img).map_err(|source| NsRestoreError::Image {
+            dir: img.dir().to_owned(),
+            file: ns_names::NS_IDS.to_owned(),
+            source,
+        })?;
+        Self::from_records(ns.as_ref(), img.dir(), root, opts)
+    }
+
+    /// Plans the namespaces of the tree whose root task is `root` from the image's (checked) namespace
+    /// records; `None` for an image without them (a plain process dump) plans nothing but what `opts`
+    /// asks for. Refuses namespace kinds restore cannot recreate (a time namespace of its own).
+    pub fn from_records(
+        ns: Option<&Namespaces>,
+        dir: &Path,
+        root: Pid,
+        opts: &NsOptions,
+    ) -> Result<NsPlan> {
+        let dir = dir.to_owned();
+        let own = match ns.filter(|n| !n.tasks.is_empty()) {
+            Some(ns) => {
+                let root_ns = ns.tasks.iter().find(|t| t.pid == root).cloned();
+                if let Some(r) = &root_ns {
+                    refuse_nested(r, &ns.tasks)?;
+                }
+                let t = root_ns.ok_or_else(|| NsRestoreError::BadImage {
+                    dir: dir.clone(),
+                    reason: format!(
+                        "{} has no entry for the root task {}",
+                        ns_names::NS_IDS,
+                        root.0
+                    ),
+                })?;
+                Some(t)
             }
-            let t = root_ns.ok_or_else(|| NsRestoreError::BadImage {
-                dir: dir.clone(),
-                reason: format!(
-                    "{} has no entry for the root task {}",
-                    ns_names::NS_IDS,
-                    root.0
-                ),
-            })?;
-            Some(t)
-        } else {
-            None
+            None => None,
         };
         let private = |kind| {
             own.as_ref()
@@ -173,49 +179,55 @@ impl NsPlan {
                     .into(),
             ));
         }
-
+        // `Image::load` checked that every namespace `ns-ids` names as dumped has its record.
+        let missing = |file: String| NsRestoreError::BadImage {
+            dir: dir.clone(),
+            reason: format!("{file} is missing"),
+        };
         let user = match private(NsKind::User) {
-            Some(id) => match img.read_single::<NsState>(&ns_names::user(id)) {
-                Ok(NsState::User(u)) => Some(u),
-                Ok(other) => {
-                    return Err(NsRestoreError::BadImage {
-                        dir,
-                        reason: format!("{} holds {other:?}", ns_names::user(id)),
-                    })
-                }
-                Err(e) => return Err(read_err(&ns_names::user(id))(e)),
-            },
+            Some(id) => Some(
+                ns.and_then(|n| n.user.get(&id))
+                    .cloned()
+                    .ok_or_else(|| missing(ns_names::user(id)))?,
+            ),
             None => None,
         };
         let uts = match private(NsKind::Uts) {
             Some(id) => Some(
-                img.read_single::<UtsNamespace>(&ns_names::uts(id))
-                    .map_err(read_err(&ns_names::uts(id)))?,
+                ns.and_then(|n| n.uts.get(&id))
+                    .cloned()
+                    .ok_or_else(|| missing(ns_names::uts(id)))?,
             ),
             None => None,
         };
         let ipc = match private(NsKind::Ipc) {
             Some(id) => {
-                let ns = img
-                    .read_single::<IpcNamespace>(&ns_names::ipc(id))
-                    .map_err(read_err(&ns_names::ipc(id)))?;
-                let mut shm_pages = Vec::with_capacity(ns.shm.len());
-                for seg in &ns.shm {
+                let rec = ns
+                    .and_then(|n| n.ipc.get(&id))
+                    .ok_or_else(|| missing(ns_names::ipc(id)))?;
+                let mut shm_pages = Vec::with_capacity(rec.shm_pages.len());
+                for (seg, store) in rec.ns.shm.iter().zip(&rec.shm_pages) {
                     let name = ns_names::sysv_shm_pages(id, seg.id);
-                    let store = img.page_store(&name).map_err(read_err(&name))?;
-                    store.verify_all().map_err(read_err(&name))?;
+                    let store = store.try_clone().map_err(|source| NsRestoreError::Image {
+                        dir: dir.clone(),
+                        file: name,
+                        source,
+                    })?;
                     shm_pages.push(store);
                 }
                 for (kind, count) in [
-                    (sysv::IpcKind::Shm, ns.shm.len()),
-                    (sysv::IpcKind::Sem, ns.sem.len()),
-                    (sysv::IpcKind::Msg, ns.msg.len()),
+                    (sysv::IpcKind::Shm, rec.ns.shm.len()),
+                    (sysv::IpcKind::Sem, rec.ns.sem.len()),
+                    (sysv::IpcKind::Msg, rec.ns.msg.len()),
                 ] {
                     if count > 0 {
                         sysv::check_next_id_support(kind)?;
                     }
                 }
-                Some(IpcPlan { ns, shm_pages })
+                Some(IpcPlan {
+                    ns: rec.ns.clone(),
+                    shm_pages,
+                })
             }
             None => None,
         };
@@ -232,23 +244,9 @@ impl NsPlan {
             NetMode::External(p) => NetPlan::Join(p.clone()),
             NetMode::Private => {
                 let dumped = own.as_ref().and_then(|t| t.get(NsKind::Net)).map(|n| n.id);
-                let loopback_up = match dumped {
-                    Some(id) if img.has_file(&ns_names::net(id)) => {
-                        match img
-                            .read_single::<NsState>(&ns_names::net(id))
-                            .map_err(read_err(&ns_names::net(id)))?
-                        {
-                            NsState::Net(n) => n.loopback_up,
-                            other => {
-                                return Err(NsRestoreError::BadImage {
-                                    dir,
-                                    reason: format!("{} holds {other:?}", ns_names::net(id)),
-                                })
-                            }
-                        }
-                    }
-                    _ => true,
-                };
+                let loopback_up = dumped
+                    .and_then(|id| ns.and_then(|n| n.net.get(&id)))
+                    .is_none_or(|n| n.loopback_up);
                 NetPlan::Private { loopback_up }
             }
         };
@@ -256,13 +254,9 @@ impl NsPlan {
         let cgroups = if opts.cgroup == CgroupTarget::Keep {
             Vec::new()
         } else {
-            let all: Vec<TaskCgroups> = img
-                .read_records(ns_names::CGROUPS)
-                .map_err(read_err(ns_names::CGROUPS))?;
-            let lines = all
-                .into_iter()
-                .find(|t| t.pid == root)
-                .map(|t| t.lines)
+            let lines = ns
+                .and_then(|n| n.cgroups.iter().find(|t| t.pid == root))
+                .map(|t| t.lines.clone())
                 .ok_or_else(|| NsRestoreError::BadImage {
                     dir: dir.clone(),
                     reason: format!(
