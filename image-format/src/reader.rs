@@ -194,6 +194,20 @@ impl ImageReader {
         name: &str,
         read: impl FnOnce(&mut Checked<BufReader<File>>, u64) -> Result<T>,
     ) -> Result<T> {
+        let (out, crc) = self.read_listed(name, read)?;
+        match crc {
+            Some(e) => Err(e),
+            None => out,
+        }
+    }
+
+    /// Runs `read` over listed record file `name` and computes its whole-file crc32: returns what `read`
+    /// returned and the crc mismatch, if any (both, for `verify` to report).
+    fn read_listed<T>(
+        &self,
+        name: &str,
+        read: impl FnOnce(&mut Checked<BufReader<File>>, u64) -> Result<T>,
+    ) -> Result<(Result<T>, Option<ImageError>)> {
         let (file, listed) = self.open_listed(name)?;
         let mut rd = Checked {
             rd: BufReader::with_capacity(64 << 10, file),
@@ -208,14 +222,12 @@ impl ImageReader {
                 .map_err(|e| ImageError::io(name, rd.count, "read", e))?;
         }
         let found = rd.hasher.finalize();
-        if found != listed.crc32 {
-            return Err(ImageError::FileChecksum {
-                file: name.to_owned(),
-                expected: listed.crc32,
-                found,
-            });
-        }
-        out
+        let crc = (found != listed.crc32).then(|| ImageError::FileChecksum {
+            file: name.to_owned(),
+            expected: listed.crc32,
+            found,
+        });
+        Ok((out, crc))
     }
 
     /// Every record file of an image was written by one writer: its format version is the inventory's.
@@ -296,7 +308,7 @@ impl ImageReader {
                     len: listed.len,
                     kind,
                 }),
-                Err(e) => errors.push(e),
+                Err(e) => errors.extend(e),
             }
         }
         if errors.is_empty() {
@@ -308,7 +320,7 @@ impl ImageReader {
 
     /// Checks a listed file by what it is: page data (with its whole-file crc) through its index, a page
     /// index against its data, a record file by its whole-file crc, framing, entry crcs and schema version.
-    fn check_file(&self, name: &str) -> Result<VerifiedFileKind> {
+    fn check_file(&self, name: &str) -> Result<VerifiedFileKind, Vec<ImageError>> {
         let inconsistent = |reason: String| ImageError::Inconsistent {
             file: name.to_owned(),
             reason,
@@ -316,50 +328,64 @@ impl ImageReader {
         if let Some(store) = pages::store_of_data_file(name) {
             let index = pages::index_file_name(store);
             if !self.files.contains_key(&index) {
-                return Err(inconsistent(format!(
+                return Err(vec![inconsistent(format!(
                     "page data without its index {index:?}"
-                )));
+                ))]);
             }
             // The index's check reads the data file; make sure it exists here too.
-            self.open_listed(name)?;
+            self.open_listed(name).map_err(|e| vec![e])?;
             return Ok(VerifiedFileKind::PageData);
         }
         if let Some(store) = pages::store_of_index_file(name) {
-            let data_name = pages::data_file_name(store);
-            let listed = self
-                .files
-                .get(&data_name)
-                .ok_or_else(|| ImageError::NotListed {
-                    file: data_name.clone(),
-                })?;
-            let reader = self.page_store(store)?;
-            let (page_bytes, data_crc) = reader.scan()?;
-            if data_crc != listed.crc32 {
-                return Err(ImageError::FileChecksum {
-                    file: data_name,
-                    expected: listed.crc32,
-                    found: data_crc,
-                });
-            }
-            return Ok(VerifiedFileKind::PageIndex {
-                extents: reader.extents().len(),
-                page_bytes,
-            });
+            return self.check_store(store).map_err(|e| vec![e]);
         }
-        let (header, entries) = self.with_listed(name, |rd, len| {
-            let mut rd = rd;
-            let scanned = record_file::scan_entries(name, &mut rd, len)?;
-            self.check_format(name, &scanned.0)?;
-            Ok(scanned)
-        })?;
+        let (scanned, crc) = self
+            .read_listed(name, |rd, len| {
+                let mut rd = rd;
+                let scanned = record_file::scan_entries(name, &mut rd, len)?;
+                self.check_format(name, &scanned.0)?;
+                Ok(scanned)
+            })
+            .map_err(|e| vec![e])?;
+        // A file that is not what the inventory says and does not parse: both are reported.
+        let (header, entries) = match (scanned, crc) {
+            (Ok(s), None) => s,
+            (Ok(_), Some(crc)) => return Err(vec![crc]),
+            (Err(e), crc) => return Err(crc.into_iter().chain([e]).collect()),
+        };
         match RecordKind::from_u16(header.kind) {
             Some(RecordKind::Inventory) | Some(RecordKind::PageIndex) | None => {
-                Err(inconsistent(format!(
+                Err(vec![inconsistent(format!(
                     "record kind {} does not belong in a file of this name",
                     header.kind
-                )))
+                ))])
             }
             Some(kind) => Ok(VerifiedFileKind::Records { kind, entries }),
         }
+    }
+
+    /// Checks page store `store`: its index against its data, every extent's crc and the data file's
+    /// whole-file crc, in one pass over the data.
+    fn check_store(&self, store: &str) -> Result<VerifiedFileKind> {
+        let data_name = pages::data_file_name(store);
+        let listed = self
+            .files
+            .get(&data_name)
+            .ok_or_else(|| ImageError::NotListed {
+                file: data_name.clone(),
+            })?;
+        let reader = self.page_store(store)?;
+        let (page_bytes, data_crc) = reader.scan()?;
+        if data_crc != listed.crc32 {
+            return Err(ImageError::FileChecksum {
+                file: data_name,
+                expected: listed.crc32,
+                found: data_crc,
+            });
+        }
+        Ok(VerifiedFileKind::PageIndex {
+            extents: reader.extents().len(),
+            page_bytes,
+        })
     }
 }

@@ -82,6 +82,14 @@ pub trait KindVisitor {
     fn visit<R: Record + Clone + PartialEq>(self) -> Self::Output;
 }
 
+/// Generic code over the encoding of every schema version a build reads (the schema lock test):
+/// [`RecordKind::visit_schema`] calls `visit` with the type that decodes a version: the kind's record type
+/// for the current one, the kept decoder for an older one.
+pub trait SchemaVisitor {
+    type Output;
+    fn visit<T: DeserializeOwned>(self) -> Self::Output;
+}
+
 /// [`KindVisitor`] for code that also generates records (property tests).
 #[cfg(feature = "arbitrary")]
 pub trait ArbitraryKindVisitor {
@@ -173,6 +181,18 @@ macro_rules! record_kinds {
             pub fn visit<V: KindVisitor>(self, v: V) -> V::Output {
                 match self {
                     $(Self::$variant => v.visit::<$ty>(),)*
+                }
+            }
+
+            /// Calls `v` with the type that decodes schema `version` of the kind; `None` for a version
+            /// this build does not read.
+            pub fn visit_schema<V: SchemaVisitor>(self, version: u16, v: V) -> Option<V::Output> {
+                match self {
+                    $(Self::$variant => match version {
+                        $ver => Some(v.visit::<$ty>()),
+                        $($old => Some(v.visit::<$oldty>()),)*
+                        _ => None,
+                    },)*
                 }
             }
 

@@ -41,8 +41,8 @@ pub use ids::{FileId, Pid, ShmemId, Tid};
 #[cfg(feature = "arbitrary")]
 pub use kind::ArbitraryKindVisitor;
 pub use kind::{
-    decode_upgraded, file_names, FilePattern, KindVisitor, Record, RecordKind, Upgrade,
-    RETIRED_KINDS,
+    decode_upgraded, file_names, FilePattern, KindVisitor, Record, RecordKind, SchemaVisitor,
+    Upgrade, RETIRED_KINDS,
 };
 pub use mm::{Mm, MmLayout, ShmemObject, Vma, VmaBacking};
 pub use mounts::{

@@ -1,6 +1,8 @@
 //! Test-only record types and image builders shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod samples;
+
 use std::path::{Path, PathBuf};
 
 use dormant_image::records::Pid;
