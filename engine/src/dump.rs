@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use dormant_image::records::{
-    names, Creds, Fd, ITimer, Mm, MmLayout, Pid, PosixTimer, PsTreeEntry, ShmemObject, SigAction,
-    SigAltStack, TaskCore, ThreadCore, Tid, VmaBacking,
+    names, Creds, Fd, FileCheck, ITimer, Mm, MmLayout, Pid, PosixTimer, PsTreeEntry, ShmemObject,
+    SigAction, SigAltStack, TaskCore, ThreadCore, Tid, VmaBacking, FILE_IDENTITY,
 };
 use dormant_image::ImageWriter;
 
@@ -93,6 +93,8 @@ pub struct Dump {
     stage_hook: Option<StageHook>,
     container: crate::container::ContainerOptions,
     external_pipes: bool,
+    file_check: FileCheck,
+    freezer: Option<Box<dyn crate::tree::Freezer>>,
 }
 
 impl std::fmt::Debug for Dump {
@@ -120,6 +122,8 @@ pub struct DumpBuilder {
     stage_hook: Option<StageHook>,
     container: crate::container::ContainerOptions,
     external_pipes: bool,
+    file_check: FileCheck,
+    freezer: Option<Box<dyn crate::tree::Freezer>>,
 }
 
 impl std::fmt::Debug for DumpBuilder {
@@ -145,6 +149,8 @@ impl Dump {
             stage_hook: None,
             container: Default::default(),
             external_pipes: false,
+            file_check: FileCheck::DevIno,
+            freezer: None,
         }
     }
 }
@@ -214,6 +220,22 @@ impl DumpBuilder {
         self
     }
 
+    /// How restore must recognise the files behind mappings and executables (recorded in the image):
+    /// by device and inode (the default), or by content (size, mtime, build-id or crc32) for a restore in
+    /// another VM whose root filesystem is the same image on other devices.
+    pub fn file_check(mut self, check: FileCheck) -> Self {
+        self.file_check = check;
+        self
+    }
+
+    /// The tree is held still by a cgroup freezer (kata-agent's containers): it is seized in two passes
+    /// around [`crate::tree::Freezer::seized`], and [`crate::tree::Freezer::before_detach`] runs before
+    /// the tree is let go (see [`crate::tree::SeizedTree::seize_frozen`]).
+    pub fn freezer(mut self, freezer: Box<dyn crate::tree::Freezer>) -> Self {
+        self.freezer = Some(freezer);
+        self
+    }
+
     /// Test hook: fail the dump right after `stage` completes (for `Commit`: just before committing).
     #[doc(hidden)]
     pub fn fail_at(mut self, stage: DumpStage) -> Self {
@@ -250,6 +272,8 @@ impl DumpBuilder {
             stage_hook: self.stage_hook,
             container: self.container,
             external_pipes: self.external_pipes,
+            file_check: self.file_check,
+            freezer: self.freezer,
         })
     }
 }
@@ -337,7 +361,10 @@ impl Dump {
             what: format!("create {}", self.images_dir.display()),
             source,
         })?;
-        let tree = SeizedTree::seize(pid)?;
+        let tree = match self.freezer.as_deref_mut() {
+            Some(f) => SeizedTree::seize_frozen(pid, f)?,
+            None => SeizedTree::seize(pid)?,
+        };
         let frozen_at = Instant::now();
         let identity = tree.root().identity();
         match self.dump_seized(&tree, writer, &mut progress) {
@@ -348,6 +375,7 @@ impl Dump {
                 let frozen = if self.leave_running {
                     // Connections leave repair mode before the tree runs again.
                     drop(repaired);
+                    self.refreeze(pid);
                     // A job-control-stopped task re-enters its stop on detach (the kernel re-arms it).
                     tree.detach()?;
                     frozen_at.elapsed()
@@ -373,6 +401,7 @@ impl Dump {
             Err(err) => {
                 let stage = progress.current;
                 // Dropping the task detaches it; the writer was dropped inside dump_seized.
+                self.refreeze(pid);
                 let detached = tree.detach();
                 if is_dead(&identity) {
                     log::warn!("pid {pid}: died during the dump ({stage:?}): {err}");
@@ -382,6 +411,15 @@ impl Dump {
                     log::error!("pid {pid}: cannot detach after a failed dump: {e}");
                 }
                 Err(err)
+            }
+        }
+    }
+
+    /// Before a frozen tree is let go: the freezer takes it back if it was paused.
+    fn refreeze(&mut self, pid: u32) {
+        if let Some(f) = self.freezer.as_deref_mut() {
+            if let Err(e) = f.before_detach() {
+                log::warn!("pid {pid}: freezing the tree again before letting it go: {e}");
             }
         }
     }
@@ -442,6 +480,9 @@ impl Dump {
         writer
             .write_records(names::REG_FILES, table.entries())
             .map_err(err(names::REG_FILES))?;
+        writer
+            .write_records(FILE_IDENTITY, &[table.identity(self.file_check)?])
+            .map_err(err(FILE_IDENTITY))?;
         writer
             .write_records(names::SHMEM, &shmem)
             .map_err(err(names::SHMEM))?;
@@ -762,12 +803,8 @@ fn remote_state(pid: u32) -> Result<RemoteState> {
         sigactions: Some(
             snap.sigactions
                 .iter()
-                .map(|a| SigAction {
-                    handler: a.handler,
-                    flags: a.flags,
-                    restorer: a.restorer,
-                    mask: a.mask,
-                })
+                .copied()
+                .map(SigAction::from)
                 .collect(),
         ),
         itimers: Some([

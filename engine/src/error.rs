@@ -33,6 +33,13 @@ pub enum DumpError {
     },
     #[error("pid {pid}: unexpected wait status while seizing: {status}")]
     UnexpectedStop { pid: u32, status: String },
+    #[error("pid {pid}: cgroup freezer: {what}: {source}")]
+    Freezer {
+        pid: u32,
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
     #[error("pid {pid} does not exist")]
     NoSuchProcess { pid: u32 },
     #[error("pid {pid} is a zombie and cannot be dumped")]
@@ -41,10 +48,6 @@ pub enum DumpError {
     PidReused { pid: u32 },
     #[error("pid {pid} exited or was killed during the dump ({stage:?})")]
     ProcessGone { pid: u32, stage: DumpStage },
-    #[error(
-        "pid {pid} has {threads} threads; only single-threaded processes can be dumped for now"
-    )]
-    TooManyThreads { pid: u32, threads: usize },
     #[error(
         "pid {pid}: thread {tid} has credentials that differ from the leader's ({what}); per-thread \
          credentials cannot be restored"
@@ -184,11 +187,11 @@ impl DumpError {
             | ProcParse { pid, .. }
             | Ptrace { pid, .. }
             | UnexpectedStop { pid, .. }
+            | Freezer { pid, .. }
             | NoSuchProcess { pid }
             | Zombie { pid }
             | PidReused { pid }
             | ProcessGone { pid, .. }
-            | TooManyThreads { pid, .. }
             | ThreadCredsDiffer { pid, .. }
             | PendingSignal { pid, .. }
             | UnsupportedVma { pid, .. }

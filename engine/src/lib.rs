@@ -3,8 +3,9 @@
 //! `kerndat` probes which kernel features it can rely on.
 //!
 //! Entry point: [`Dump::builder`]: a whole process tree from its root ([`tree::SeizedTree`]), every thread of
-//! every process ([`threads`]), zombies as records; one [`files::FileTable`] per dump. Containers (nested
-//! pid namespaces) come later: the nested pids are recorded, not used.
+//! every process ([`threads`]), zombies as records; one [`files::FileTable`] per dump; containers (a root
+//! that is the init of its own pid namespace, its mount, uts, ipc, net, user and cgroup namespaces) with
+//! [`container`] and [`ns`].
 //!
 //! What it does NOT do: restore (that is dormant-restorer); print or exit (callers get typed errors and `log`
 //! records); keep global state. All ptrace requests run on the thread that calls [`Dump::run`]; page copying

@@ -6,52 +6,15 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 
+use dormant_sys::pagemap::{
+    PageRegion, PmScanArg, PAGE_IS_FILE, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED,
+    PM_FILE, PM_PFN_MASK, PM_PRESENT, PM_SWAPPED,
+};
+
 use crate::PAGE_SIZE;
-
-/// `struct pm_scan_arg` of `linux/fs.h` (6.7); the installed headers predate it.
-#[repr(C)]
-#[derive(Debug, Default)]
-pub(crate) struct PmScanArg {
-    pub size: u64,
-    pub flags: u64,
-    pub start: u64,
-    pub end: u64,
-    pub walk_end: u64,
-    pub vec: u64,
-    pub vec_len: u64,
-    pub max_pages: u64,
-    pub category_inverted: u64,
-    pub category_mask: u64,
-    pub category_anyof_mask: u64,
-    pub return_mask: u64,
-}
-
-/// `struct page_region`.
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PageRegion {
-    pub start: u64,
-    pub end: u64,
-    pub categories: u64,
-}
-
-/// `_IOWR('f', 16, struct pm_scan_arg)`.
-const PAGEMAP_SCAN: libc::c_ulong =
-    (3 << 30) | ((std::mem::size_of::<PmScanArg>() as libc::c_ulong) << 16) | (0x66 << 8) | 16;
-
-pub(crate) const PAGE_IS_FILE: u64 = 1 << 2;
-pub(crate) const PAGE_IS_PRESENT: u64 = 1 << 3;
-pub(crate) const PAGE_IS_SWAPPED: u64 = 1 << 4;
-pub(crate) const PAGE_IS_PFNZERO: u64 = 1 << 5;
-
-/// pagemap entry bits.
-const PM_PRESENT: u64 = 1 << 63;
-const PM_SWAPPED: u64 = 1 << 62;
-const PM_FILE: u64 = 1 << 61;
-const PM_PFN_MASK: u64 = (1 << 55) - 1;
 
 /// Regions fetched per ioctl call.
 const SCAN_BATCH: usize = 512;
@@ -158,7 +121,8 @@ impl PageWalker {
                 return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
                 ..Default::default()
             };
-            let n = pm_scan(&self.pagemap, &mut arg)?;
+            // SAFETY: `vec` points at `regions`, vec_len of them, alive for the call.
+            let n = unsafe { pm_scan(&self.pagemap, &mut arg) }?;
             for r in regions.iter().take(n) {
                 push_coalesced(&mut out, r.start, r.end);
             }
@@ -234,16 +198,13 @@ pub fn push_coalesced(out: &mut Vec<PageRange>, start: u64, end: u64) {
     out.push(PageRange { start, end });
 }
 
-/// One PAGEMAP_SCAN ioctl. The caller must point `arg.vec`/`arg.vec_len` at a buffer of `PageRegion`s it
-/// owns for the duration of the call (the kernel writes at most `vec_len` of them).
-pub(crate) fn pm_scan(pagemap: &impl AsRawFd, arg: &mut PmScanArg) -> io::Result<usize> {
-    // SAFETY: arg is a valid pm_scan_arg whose vec/vec_len describe a buffer the caller owns for the call;
-    // the kernel writes at most vec_len page_regions there and updates walk_end in arg.
-    let rc = unsafe { libc::ioctl(pagemap.as_raw_fd(), PAGEMAP_SCAN, arg as *mut PmScanArg) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(rc as usize)
+/// One PAGEMAP_SCAN ioctl (dormant-sys's, which the kerndat probe calls too).
+///
+/// # Safety
+/// `arg.vec`/`arg.vec_len` must describe a buffer of `PageRegion`s the caller owns for the call.
+unsafe fn pm_scan(pagemap: &File, arg: &mut PmScanArg) -> io::Result<usize> {
+    // SAFETY: the caller's contract.
+    unsafe { dormant_sys::host::pagemap_scan(pagemap.as_fd(), arg) }.map_err(io::Error::from)
 }
 
 /// Probes PAGEMAP_SCAN with an empty range: ENOTTY/EINVAL mean the kernel predates it.
@@ -259,7 +220,8 @@ fn scan_supported(pagemap: &File) -> bool {
         return_mask: PAGE_IS_PRESENT,
         ..Default::default()
     };
-    match pm_scan(pagemap, &mut arg) {
+    // SAFETY: `vec` points at `region`, one PageRegion alive for the call.
+    match unsafe { pm_scan(pagemap, &mut arg) } {
         Ok(_) => true,
         Err(e) => {
             log::debug!("PAGEMAP_SCAN unavailable ({e}); using pagemap entries");
@@ -311,7 +273,7 @@ mod tests {
     #[test]
     fn ioctl_number() {
         assert_eq!(std::mem::size_of::<PmScanArg>(), 96);
-        assert_eq!(PAGEMAP_SCAN, 0xc060_6610);
+        assert_eq!(dormant_sys::pagemap::PAGEMAP_SCAN, 0xc060_6610);
     }
 
     #[test]

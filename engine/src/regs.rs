@@ -2,25 +2,18 @@
 //! mask, pending signals and the rseq registration; plus the syscall-restart rule applied to saved registers.
 
 use dormant_image::records::{GpRegs, RobustList, Rseq, SigInfo};
+use dormant_sys::host;
+use dormant_sys::regs::{
+    ERESTARTNOHAND, ERESTARTNOINTR, ERESTARTSYS, ERESTART_RESTARTBLOCK, NT_PRSTATUS,
+    SYSCALL_INSN_LEN,
+};
+use dormant_sys::rseq::{
+    RSEQ_CS_ABORT_IP, RSEQ_CS_LEN, RSEQ_CS_OFFSET, RSEQ_CS_POST_COMMIT_OFFSET, RSEQ_CS_START_IP,
+};
+pub use dormant_sys::signal::SIGINFO_SIZE;
 use nix::errno::Errno;
 
 use crate::error::{DumpError, Result};
-
-const NT_PRSTATUS: libc::c_int = 1;
-const NT_X86_XSTATE: libc::c_int = 0x202;
-const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
-const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
-const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
-const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
-/// `sizeof(siginfo_t)` on x86-64.
-pub const SIGINFO_SIZE: usize = 128;
-
-const ERESTARTSYS: i64 = 512;
-const ERESTARTNOINTR: i64 = 513;
-const ERESTARTNOHAND: i64 = 514;
-const ERESTART_RESTARTBLOCK: i64 = 516;
-/// Length of the `syscall` instruction: the restart rule backs rip up by it.
-const SYSCALL_INSN_LEN: u64 = 2;
 
 /// What the restart rule did to a set of saved registers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,33 +79,15 @@ fn from_user_regs(r: &libc::user_regs_struct) -> GpRegs {
     }
 }
 
-/// PTRACE_GETREGSET into `buf`; returns how many bytes the kernel filled.
-fn getregset(tid: u32, note: libc::c_int, buf: &mut [u8]) -> std::result::Result<usize, Errno> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: the kernel writes at most iov_len bytes into buf, which we own for the call, and updates
-    // iov_len, which lives on our stack.
-    let rc = unsafe {
-        libc::ptrace(
-            libc::PTRACE_GETREGSET,
-            tid as libc::pid_t,
-            note as usize as *mut libc::c_void,
-            &mut iov as *mut libc::iovec,
-        )
-    };
-    Errno::result(rc)?;
-    Ok(iov.iov_len)
-}
-
 /// General registers (NT_PRSTATUS) as the kernel saved them; refuses a 32-bit (compat) task.
 pub fn get_gpregs(tid: u32) -> Result<GpRegs> {
     let mut raw = [0u8; std::mem::size_of::<libc::user_regs_struct>()];
-    let n = getregset(tid, NT_PRSTATUS, &mut raw).map_err(|source| DumpError::Ptrace {
-        pid: tid,
-        op: "PTRACE_GETREGSET(NT_PRSTATUS)",
-        source,
+    let n = host::ptrace_getregset(tid as i32, NT_PRSTATUS, &mut raw).map_err(|source| {
+        DumpError::Ptrace {
+            pid: tid,
+            op: "PTRACE_GETREGSET(NT_PRSTATUS)",
+            source,
+        }
     })?;
     if n != raw.len() {
         return Err(DumpError::ProcParse {
@@ -128,55 +103,25 @@ pub fn get_gpregs(tid: u32) -> Result<GpRegs> {
 
 /// The size of the XSAVE area for the features enabled in XCR0 (CPUID leaf 0xD, sub-leaf 0, EBX).
 pub fn xsave_size() -> usize {
-    // SAFETY: CPUID is available on every x86-64 CPU; leaf 0xD exists on every CPU with XSAVE, and on one
-    // without it returns zeros, handled below.
-    #[allow(unused_unsafe)]
-    let leaf = unsafe { std::arch::x86_64::__cpuid_count(0xd, 0) };
-    if leaf.ebx == 0 {
-        // No XSAVE: the legacy FXSAVE area.
-        512
-    } else {
-        leaf.ebx as usize
-    }
+    dormant_sys::cpu::xsave_size() as usize
 }
 
 /// The NT_X86_XSTATE regset exactly as the kernel returns it (uncompacted XSAVE layout).
 pub fn get_xstate(tid: u32) -> Result<Vec<u8>> {
-    let mut buf = vec![0u8; xsave_size()];
-    let n = getregset(tid, NT_X86_XSTATE, &mut buf).map_err(|source| DumpError::Ptrace {
+    host::get_xstate(tid as i32).map_err(|source| DumpError::Ptrace {
         pid: tid,
         op: "PTRACE_GETREGSET(NT_X86_XSTATE)",
         source,
-    })?;
-    buf.truncate(n);
-    Ok(buf)
+    })
 }
 
 /// The blocked-signal mask (PTRACE_GETSIGMASK).
 pub fn get_sigmask(tid: u32) -> Result<u64> {
-    let mut mask = 0u64;
-    // SAFETY: the kernel writes 8 bytes (the size passed in addr) into `mask`.
-    let rc = unsafe {
-        libc::ptrace(
-            PTRACE_GETSIGMASK,
-            tid as libc::pid_t,
-            std::mem::size_of::<u64>(),
-            &mut mask as *mut u64,
-        )
-    };
-    Errno::result(rc).map_err(|source| DumpError::Ptrace {
+    host::get_sigmask(tid as i32).map_err(|source| DumpError::Ptrace {
         pid: tid,
         op: "PTRACE_GETSIGMASK",
         source,
-    })?;
-    Ok(mask)
-}
-
-#[repr(C)]
-struct PeekSiginfoArgs {
-    off: u64,
-    flags: u32,
-    nr: i32,
+    })
 }
 
 /// Queued signals without dequeuing them (PTRACE_PEEKSIGINFO): thread-private, or process-wide when `shared`.
@@ -185,26 +130,13 @@ pub fn peek_pending(tid: u32, shared: bool) -> Result<Vec<SigInfo>> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; BATCH * SIGINFO_SIZE];
     loop {
-        let args = PeekSiginfoArgs {
-            off: out.len() as u64,
-            flags: if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 },
-            nr: BATCH as i32,
-        };
-        // SAFETY: args is a valid ptrace_peeksiginfo_args; the kernel writes at most nr siginfos into buf,
-        // which holds BATCH of them.
-        let rc = unsafe {
-            libc::ptrace(
-                PTRACE_PEEKSIGINFO,
-                tid as libc::pid_t,
-                &args as *const PeekSiginfoArgs,
-                buf.as_mut_ptr(),
-            )
-        };
-        let n = Errno::result(rc).map_err(|source| DumpError::Ptrace {
-            pid: tid,
-            op: "PTRACE_PEEKSIGINFO",
-            source,
-        })? as usize;
+        let n = host::peek_siginfo(tid as i32, shared, out.len() as u64, &mut buf).map_err(
+            |source| DumpError::Ptrace {
+                pid: tid,
+                op: "PTRACE_PEEKSIGINFO",
+                source,
+            },
+        )?;
         if n == 0 {
             return Ok(out);
         }
@@ -214,31 +146,11 @@ pub fn peek_pending(tid: u32, shared: bool) -> Result<Vec<SigInfo>> {
     }
 }
 
-#[repr(C)]
-#[derive(Default)]
-struct RseqConfiguration {
-    rseq_abi_pointer: u64,
-    rseq_abi_size: u32,
-    signature: u32,
-    flags: u32,
-    pad: u32,
-}
-
 /// The rseq registration (PTRACE_GET_RSEQ_CONFIGURATION). `None` when the thread registered none or the
 /// kernel lacks the request (it then cannot have told us anything, and the restorer leaves rseq off).
 pub fn get_rseq(tid: u32) -> Result<Option<Rseq>> {
-    let mut conf = RseqConfiguration::default();
-    // SAFETY: the kernel writes at most `addr` bytes (our struct's size) into conf.
-    let rc = unsafe {
-        libc::ptrace(
-            PTRACE_GET_RSEQ_CONFIGURATION,
-            tid as libc::pid_t,
-            std::mem::size_of::<RseqConfiguration>(),
-            &mut conf as *mut RseqConfiguration,
-        )
-    };
-    match Errno::result(rc) {
-        Ok(_) => {}
+    let conf = match host::get_rseq_configuration(tid as i32) {
+        Ok(conf) => conf,
         Err(Errno::EIO) | Err(Errno::EINVAL) => {
             log::info!("pid {tid}: PTRACE_GET_RSEQ_CONFIGURATION not supported; rseq not recorded");
             return Ok(None);
@@ -250,7 +162,7 @@ pub fn get_rseq(tid: u32) -> Result<Option<Rseq>> {
                 source,
             })
         }
-    }
+    };
     if conf.rseq_abi_pointer == 0 {
         return Ok(None);
     }
@@ -293,22 +205,24 @@ pub fn apply_rseq_abort(
     rseq: &Rseq,
     read: impl Fn(u64, &mut [u8]) -> std::io::Result<()>,
 ) -> std::io::Result<bool> {
-    // struct rseq { u32 cpu_id_start; u32 cpu_id; u64 rseq_cs; ... }
     let mut cs_ptr = [0u8; 8];
-    read(rseq.addr + 8, &mut cs_ptr)?;
+    read(rseq.addr + RSEQ_CS_OFFSET, &mut cs_ptr)?;
     let cs = u64::from_ne_bytes(cs_ptr);
     if cs == 0 {
         return Ok(false);
     }
-    // struct rseq_cs { u32 version; u32 flags; u64 start_ip; u64 post_commit_offset; u64 abort_ip; }
-    let mut raw = [0u8; 32];
+    let mut raw = [0u8; RSEQ_CS_LEN];
     read(cs, &mut raw)?;
     let word = |o: usize| {
         let mut b = [0u8; 8];
         b.copy_from_slice(&raw[o..o + 8]);
         u64::from_ne_bytes(b)
     };
-    let (start, len, abort) = (word(8), word(16), word(24));
+    let (start, len, abort) = (
+        word(RSEQ_CS_START_IP),
+        word(RSEQ_CS_POST_COMMIT_OFFSET),
+        word(RSEQ_CS_ABORT_IP),
+    );
     if regs.rip >= start && regs.rip - start < len {
         log::debug!(
             "rip {:#x} in rseq section {start:#x}+{len:#x}: abort at {abort:#x}",

@@ -17,10 +17,10 @@ use crate::pages::PageStoreReader;
 use crate::reader::{ImageReader, VerifyReport};
 use crate::records::{self, names, ns, Record};
 use crate::records::{
-    ContainerRoot, DescId, ExternalMaster, Fd, FileDesc, FileId, FileLock, IpcNamespace, Mm,
-    MountEntry, MountId, NetNamespace, NsId, NsKind, NsState, Pid, PsTreeEntry, RegFile, ShmemId,
-    ShmemObject, TaskCgroups, TaskCore, TaskNamespaces, ThreadCore, TmpfsRecord, UserNamespace,
-    UtsNamespace, Zombie,
+    ContainerRoot, DescId, ExternalMaster, Fd, FileDesc, FileId, FileIdentity, FileLock,
+    IpcNamespace, Mm, MountEntry, MountId, NetNamespace, NsId, NsKind, NsState, Pid, PsTreeEntry,
+    RegFile, ShmemId, ShmemObject, TaskCgroups, TaskCore, TaskNamespaces, ThreadCore, TmpfsRecord,
+    UserNamespace, UtsNamespace, Zombie,
 };
 
 /// A checked image, loaded whole (see the module doc).
@@ -38,6 +38,8 @@ pub struct Image {
     pub descs: Vec<FileDesc>,
     /// Anonymous shared memory objects with their pages.
     pub shmem: BTreeMap<ShmemId, SharedObject>,
+    /// How restore recognises mapped files and executables; `None`: by device and inode.
+    pub file_identity: Option<FileIdentity>,
     /// Namespace records; `None` when the dump carried none (a plain process dump).
     pub namespaces: Option<Namespaces>,
     /// The mount namespace's records; `None` when the dump carried none.
@@ -239,6 +241,7 @@ impl Image {
             files,
             descs,
             shmem,
+            file_identity,
             namespaces,
             mounts,
             container_root,
@@ -251,6 +254,7 @@ impl Image {
             files,
             descs,
             shmem,
+            file_identity,
             namespaces,
             mounts,
             container_root,
@@ -309,6 +313,7 @@ struct Parts {
     files: BTreeMap<FileId, RegFile>,
     descs: Vec<FileDesc>,
     shmem: BTreeMap<ShmemId, SharedObject>,
+    file_identity: Option<FileIdentity>,
     namespaces: Option<Namespaces>,
     mounts: Option<Mounts>,
     container_root: Option<ContainerRoot>,
@@ -326,6 +331,13 @@ fn load_parts(l: &mut Loader<'_>) -> Parts {
     let reg: Vec<RegFile> = l.records(names::REG_FILES).unwrap_or_default();
     records::files::check_reg_files(&reg, &mut l.p);
     let files: BTreeMap<FileId, RegFile> = reg.into_iter().map(|f| (f.id, f)).collect();
+    let file_identity = if l.img.has_file(names::FILE_IDENTITY) {
+        let entries: Vec<FileIdentity> = l.optional(names::FILE_IDENTITY);
+        records::file_identity::check_file_identity(&entries, &files, &mut l.p);
+        entries.into_iter().next()
+    } else {
+        None
+    };
     let descs: Vec<FileDesc> = l.optional(names::FILE_DESCS);
     let processes: BTreeSet<Pid> = pids
         .iter()
@@ -362,6 +374,7 @@ fn load_parts(l: &mut Loader<'_>) -> Parts {
         files,
         descs,
         shmem,
+        file_identity,
         namespaces,
         mounts,
         container_root,

@@ -38,6 +38,8 @@ fn trace_enums(t: &mut Tracer) {
     t.trace_simple_type::<TmpfsRecord>().unwrap();
     t.trace_simple_type::<NsKind>().unwrap();
     t.trace_simple_type::<NsState>().unwrap();
+    t.trace_simple_type::<FileCheck>().unwrap();
+    t.trace_simple_type::<ContentDigest>().unwrap();
 }
 
 /// Traces `T` with every variant of every enum it holds (traced first by `enums`).

@@ -8,8 +8,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use dormant_image::records::{
-    names, page_flags, Fd, FdFile, FileId, FileLock, FileStat, Mm, Pid, PsTreeEntry, RegFile,
-    ShmemId, ShmemObject, TaskCore, ThreadCore, VmaBacking, Zombie,
+    names, page_flags, ContentDigest, Fd, FdFile, FileCheck, FileDesc, FileId, FileIdentity,
+    FileLock, FileStat, Mm, Pid, PsTreeEntry, RegFile, ShmemId, ShmemObject, TaskCore, ThreadCore,
+    VmaBacking, Zombie, FILE_IDENTITY,
 };
 use dormant_image::{Image, ImageError, PageStoreReader, TaskRecords};
 
@@ -29,7 +30,7 @@ pub struct TaskImage<'a> {
     pub other_threads: &'a [ThreadCore],
     pub mm: &'a Mm,
     pub fds: &'a [Fd],
-    /// Files reopened by path, of the whole tree.
+    /// Files reopened by path, of the whole tree (relocated once a container is entered).
     pub files: &'a BTreeMap<FileId, RegFile>,
     /// File locks the task held (`locks-<pid>`).
     pub locks: &'a [FileLock],
@@ -40,8 +41,8 @@ pub struct TaskImage<'a> {
 }
 
 impl<'a> TaskImage<'a> {
-    fn new(img: &'a Image, task: &'a TaskRecords) -> Self {
-        // `Image::load` guarantees every listed thread, the leader first.
+    fn new(img: &'a Image, task: &'a TaskRecords, files: &'a BTreeMap<FileId, RegFile>) -> Self {
+        // `Image::load` refuses a task without its leader thread, listed first.
         let (thread, other_threads) = task
             .threads
             .split_first()
@@ -54,7 +55,7 @@ impl<'a> TaskImage<'a> {
             other_threads,
             mm: &task.mm,
             fds: &task.fds,
-            files: &img.files,
+            files,
             locks: &task.locks,
             shmem: img
                 .shmem
@@ -98,18 +99,26 @@ fn bad(dir: &Path, reason: impl Into<String>) -> RestoreError {
 }
 
 /// The whole tree as views into the loaded image: every live process (pstree order: root first, parents
-/// before children) and the zombies.
+/// before children), the zombies and the tree's open file descriptions.
 #[derive(Debug)]
 pub struct TreeImage<'a> {
     pub tasks: Vec<TaskImage<'a>>,
     pub zombies: &'a [Zombie],
+    /// Open file descriptions not reachable by path (`file-descs`), in image order.
+    pub descs: &'a [FileDesc],
 }
 
 impl<'a> TreeImage<'a> {
-    pub fn new(img: &'a Image) -> Self {
+    /// The tree of `img`, its tasks' files taken from `files` (the image's, or a relocated copy).
+    pub fn new(img: &'a Image, files: &'a BTreeMap<FileId, RegFile>) -> Self {
         TreeImage {
-            tasks: img.tasks.iter().map(|t| TaskImage::new(img, t)).collect(),
+            tasks: img
+                .tasks
+                .iter()
+                .map(|t| TaskImage::new(img, t, files))
+                .collect(),
             zombies: &img.zombies,
+            descs: &img.descs,
         }
     }
 }
@@ -126,12 +135,11 @@ pub fn load(dir: &Path) -> Result<Image, RestoreError> {
     let ns_init_root = root_levels.len() == 2 && root_levels[1] == Pid(1);
     let max_levels = if container || ns_init_root { 2 } else { 1 };
     if let Some(t) = img.tasks.iter().find(|t| t.tree.ns_pids.len() > max_levels) {
-        return Err(RestoreError::Unsupported(format!(
-            "pid {} is pid {:?} in nested pid namespace(s); restoring nested pid namespaces is not \
-             implemented",
-            t.pid().0,
-            t.tree.ns_pids.iter().skip(1).map(|p| p.0).collect::<Vec<_>>()
-        )));
+        return Err(crate::refusal::Unsupported::PidNesting {
+            pid: t.pid().0,
+            levels: t.tree.ns_pids.iter().map(|p| p.0).collect(),
+        }
+        .into());
     }
     Ok(img)
 }
@@ -248,13 +256,18 @@ pub fn check_vdso(dir: &Path, task: &TaskImage) -> Result<Option<VdsoPlacement>,
 }
 
 /// What differs between a file's dumped identity and what is at its path now; `None` when it matches.
-pub fn stat_difference(saved: &FileStat, now: &std::fs::Metadata) -> Option<String> {
+/// With [`FileCheck::Content`] device and inode may differ (another VM, the same root filesystem image).
+pub fn stat_difference(
+    saved: &FileStat,
+    now: &std::fs::Metadata,
+    check: FileCheck,
+) -> Option<String> {
     let mtime_now = i128::from(now.mtime()) * 1_000_000_000 + i128::from(now.mtime_nsec());
     let mut diffs = Vec::new();
-    if saved.dev != now.dev() {
+    if check == FileCheck::DevIno && saved.dev != now.dev() {
         diffs.push(format!("device {:#x} -> {:#x}", saved.dev, now.dev()));
     }
-    if saved.ino != now.ino() {
+    if check == FileCheck::DevIno && saved.ino != now.ino() {
         diffs.push(format!("inode {} -> {}", saved.ino, now.ino()));
     }
     if saved.mode & libc::S_IFMT != now.mode() & libc::S_IFMT {
@@ -274,13 +287,32 @@ pub fn stat_difference(saved: &FileStat, now: &std::fs::Metadata) -> Option<Stri
     (!diffs.is_empty()).then(|| diffs.join(", "))
 }
 
+/// The image's `file-identity` record; an image without one is checked by device and inode.
+pub fn file_identity(img: &Image) -> Result<FileIdentity, RestoreError> {
+    let identity = img.file_identity.clone().unwrap_or_default();
+    if identity.check == FileCheck::Content {
+        log::info!(
+            "image {}: mapped files and executables are checked by content (size, mtime, digest), not \
+             by device and inode",
+            img.dir().display()
+        );
+    }
+    Ok(identity)
+}
+
 /// Checks every file the task refers to (fds, mappings, exe) against its dumped identity.
 ///
-/// Files behind mappings and the executable must be exactly what they were (device, inode, size, mtime):
-/// clean pages of private mappings are re-read from them. A file that is only open through an fd is data
-/// the process (or others) may legitimately have changed since, as a log that is still appended to after a
+/// Files behind mappings and the executable must be exactly what they were: clean pages of private
+/// mappings are re-read from them. By default that is the same device, inode, size and mtime; an image
+/// dumped with [`FileCheck::Content`] asks for the same size, mtime and content digest (build-id or crc32)
+/// instead, wherever the file lives now. A file that is only open through an fd is data the process (or
+/// others) may legitimately have changed since, as a log that is still appended to after a
 /// `--leave-running` dump: it must still be the same kind of file, and any other difference is logged.
-pub fn check_files(dir: &Path, task: &TaskImage) -> Result<(), RestoreError> {
+pub fn check_files(
+    dir: &Path,
+    task: &TaskImage,
+    identity: &FileIdentity,
+) -> Result<(), RestoreError> {
     // (file, who uses it, must it be unchanged)
     let mut used: Vec<(FileId, String, bool)> = Vec::new();
     for fd in task.fds {
@@ -303,7 +335,13 @@ pub fn check_files(dir: &Path, task: &TaskImage) -> Result<(), RestoreError> {
             path: f.path.clone(),
             source,
         })?;
-        if let Some(what) = stat_difference(&f.stat, &meta) {
+        let what = match stat_difference(&f.stat, &meta, identity.check) {
+            None if identity.check == FileCheck::Content && strict.contains(&id) => {
+                content_difference(dir, f, identity)?
+            }
+            other => other,
+        };
+        if let Some(what) = what {
             let same_type = f.stat.mode & libc::S_IFMT == meta.mode() & libc::S_IFMT;
             if strict.contains(&id) || !same_type {
                 return Err(RestoreError::FileChanged {
@@ -319,6 +357,33 @@ pub fn check_files(dir: &Path, task: &TaskImage) -> Result<(), RestoreError> {
         }
     }
     Ok(())
+}
+
+/// The content digest of `f` now against the recorded one; `Some(difference)` when they differ.
+fn content_difference(
+    dir: &Path,
+    f: &RegFile,
+    identity: &FileIdentity,
+) -> Result<Option<String>, RestoreError> {
+    let recorded = identity
+        .digests
+        .iter()
+        .find(|d| d.id == f.id)
+        .ok_or_else(|| RestoreError::BadImage {
+            dir: dir.to_owned(),
+            reason: format!(
+                "{FILE_IDENTITY}: no content digest for {} (file {}), which a mapping or the executable uses",
+                f.path, f.id.0
+            ),
+        })?;
+    let read_err = |source| RestoreError::File {
+        what: "cannot read for its content digest",
+        path: f.path.clone(),
+        source,
+    };
+    let mut file = std::fs::File::open(&f.path).map_err(read_err)?;
+    let now = ContentDigest::of(&mut file).map_err(read_err)?;
+    Ok((now != recorded.digest).then(|| format!("content {} -> {now}", recorded.digest)))
 }
 
 /// Refuses a task whose credentials differ from the restorer's own.
@@ -341,14 +406,14 @@ pub fn check_creds(task: &TaskImage) -> Result<(), RestoreError> {
     ];
     let c = &task.core.creds;
     if c.uids[..3] != ours_u || c.gids[..3] != ours_g {
-        return Err(RestoreError::Unsupported(format!(
-            "pid {} ran with uids {:?} and gids {:?} (real, effective, saved), dormant restore runs with \
-             uids {ours_u:?} and gids {ours_g:?}; restoring credentials is not implemented yet, so the \
-             restore must run as the user the process ran as",
-            task.pid.0,
-            &c.uids[..3],
-            &c.gids[..3]
-        )));
+        return Err(crate::refusal::Unsupported::Credentials {
+            pid: task.pid.0,
+            uids: [c.uids[0], c.uids[1], c.uids[2]],
+            gids: [c.gids[0], c.gids[1], c.gids[2]],
+            ours_u,
+            ours_g,
+        }
+        .into());
     }
     Ok(())
 }
@@ -382,13 +447,25 @@ mod tests {
             mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
             rdev: 0,
         };
-        assert_eq!(stat_difference(&saved, &meta), None);
+        assert_eq!(stat_difference(&saved, &meta, FileCheck::DevIno), None);
+        let moved = FileStat {
+            dev: saved.dev + 1,
+            ino: saved.ino + 1,
+            ..saved
+        };
+        assert_eq!(stat_difference(&moved, &meta, FileCheck::Content), None);
+        assert!(stat_difference(&moved, &meta, FileCheck::DevIno).is_some());
         let grown = FileStat { size: 4, ..saved };
-        assert_eq!(stat_difference(&grown, &meta).unwrap(), "size 4 -> 3");
+        assert_eq!(
+            stat_difference(&grown, &meta, FileCheck::Content).unwrap(),
+            "size 4 -> 3"
+        );
         let other = FileStat {
             ino: saved.ino + 1,
             ..saved
         };
-        assert!(stat_difference(&other, &meta).unwrap().starts_with("inode"));
+        assert!(stat_difference(&other, &meta, FileCheck::DevIno)
+            .unwrap()
+            .starts_with("inode"));
     }
 }

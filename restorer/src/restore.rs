@@ -5,12 +5,20 @@ use std::path::{Path, PathBuf};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid as NixPid;
 
+use std::collections::HashMap;
+
+use std::collections::BTreeMap;
+
+use dormant_image::records::{FileId, Pid, RegFile};
+use dormant_image::Image;
+
 use crate::blob::Blob;
 use crate::error::RestoreError;
+use crate::image::TreeImage;
 use crate::launch::{HelperKind, SessionPlan, TreeNode, TreeTask};
+use crate::refusal::Unsupported;
 use crate::tree::{Member, Node};
-use crate::{image, launch, prepare, procself};
-use dormant_image::records::Pid;
+use crate::{image, launch, procself, task};
 
 /// A restore of one image directory. Build it with [`Restore::builder`].
 #[derive(Debug, Clone)]
@@ -23,6 +31,23 @@ pub struct Restore {
     container: crate::container::ContainerOptions,
     inherit_fds: Vec<String>,
     inherited: crate::files::Inherited,
+    root_parent: launch::RootParent,
+    before_release: Option<ReleaseHook>,
+}
+
+/// A caller's step run once every restored task is in place and still stopped, right before the tree runs
+/// (see [`RestoreBuilder::before_release`]). It gets the root's pid.
+pub type ReleaseFn =
+    dyn Fn(u32) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + Send + Sync;
+
+/// A [`ReleaseFn`] held by a restore.
+#[derive(Clone)]
+pub struct ReleaseHook(pub std::sync::Arc<ReleaseFn>);
+
+impl std::fmt::Debug for ReleaseHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReleaseHook")
+    }
 }
 
 /// Options of a [`Restore`].
@@ -69,6 +94,22 @@ impl RestoreBuilder {
     /// process's fd N (see [`crate::files::Inherited`]).
     pub fn inherit_fds(mut self, specs: Vec<String>) -> Self {
         self.inner.inherit_fds = specs;
+        self
+    }
+
+    /// Whose child the restored root becomes: the restoring process's (the default), or its parent's
+    /// ([`launch::RootParent::RestorersParent`], for a helper process that restores on behalf of its
+    /// parent; [`Restored::wait`] is then the parent's job).
+    pub fn root_parent(mut self, parent: launch::RootParent) -> Self {
+        self.inner.root_parent = parent;
+        self
+    }
+
+    /// Runs `hook` once every restored task is in place and still stopped, right before the tree runs
+    /// (after a container's proc mounts are swapped). Its failure fails the restore, which kills the tree.
+    /// Used to freeze a container's cgroup so that it is restored paused.
+    pub fn before_release(mut self, hook: ReleaseHook) -> Self {
+        self.inner.before_release = Some(hook);
         self
     }
 
@@ -143,6 +184,8 @@ impl Restore {
                 container: Default::default(),
                 inherit_fds: Vec::new(),
                 inherited: Default::default(),
+                root_parent: Default::default(),
+                before_release: None,
             },
         }
     }
@@ -164,13 +207,16 @@ impl Restore {
         }
         let dir = self.images_dir.as_path();
         // Every check `verify` runs, on the image loaded once, before anything else.
-        let mut img = image::load(dir)?;
-        // Every external description needs its fd handed in: checked before any namespace changes.
-        self.inherited.check(&img.descs)?;
-        // A container image: enter its namespaces first, so its files are opened inside them.
+        let img = image::load(dir)?;
+        let tree = TreeImage::new(&img, &img.files);
+        let identity = image::file_identity(&img)?;
+        // Everything refused is refused before anything changes (see `refusal`): the options first.
+        self.inherited.check(tree_descs(&tree))?;
+        crate::files::refuse_established(tree_descs(&tree), self.tcp_established)?;
+        refuse_shell_job(&tree, self.shell_job)?;
         let root_pid = img.root().pid();
         let ns_pids =
-            crate::container::ns_pid_map(img.tasks.iter().map(|t| t.tree.ns_pids.as_slice()))?;
+            crate::container::ns_pid_map(tree.tasks.iter().map(|t| t.tree.ns_pids.as_slice()))?;
         let container =
             crate::container::ContainerPlan::from_image(&img, root_pid, ns_pids, &self.container)?;
         // The pidfile is written after the pivot: reach it through its directory opened before.
@@ -178,221 +224,422 @@ impl Restore {
             (Some(_), Some(p)) => Some(crate::container::hold_outside_path(p)?),
             _ => None,
         };
-        let entered = match &container {
+        let vdsos = check_tasks(&img, dir, &tree)?;
+        let pids = PidSpace::of(container.as_ref(), &tree)?;
+        let plan = plan_tree(&tree, container.as_ref(), &pids)?;
+        refuse_pidfds(&tree, &plan, &pids.inner_ids(&tree))?;
+        // A container image: enter its namespaces now, so its files are opened inside them.
+        let (entered, relocated) = match &container {
             Some(plan) => {
-                let e = plan.enter(dir, img.files.values().map(|f| f.path.as_str()))?;
-                for f in img.files.values_mut() {
-                    e.relocate(&mut f.path);
-                    e.adopt_refilled(f);
-                }
-                Some(e)
+                let (e, files) = enter_container(plan, dir, &img.files)?;
+                (Some(e), Some(files))
             }
-            None => None,
+            None => (None, None),
         };
-        let img = img;
-        let tree = image::TreeImage::new(&img);
+        let tree = match &relocated {
+            Some(files) => TreeImage::new(&img, files),
+            None => tree,
+        };
         let dir = entered.as_ref().map_or(dir, |e| e.images_dir.as_path());
         for task in &tree.tasks {
-            image::check_xstate(&img, task)?;
-            image::check_creds(task)?;
-            image::check_files(dir, task)?;
-            for t in task.threads() {
-                image::check_pid_free(Pid(t.tid.0))?;
-            }
+            image::check_files(dir, task, &identity)?;
         }
-        for z in tree.zombies {
-            image::check_pid_free(z.pid)?;
-        }
-        // A tree whose root is the init of its own pid namespace without being a container is restored
-        // into a new pid namespace too (a container always is).
-        let pidns = match &container {
-            Some(_) => None,
-            None => crate::pidns::PidNsPlan::from_tree(&tree)?,
-        };
-        let nested = container.is_some() || pidns.is_some();
-        let inner_pid = |pid: u32| match (&container, &pidns) {
-            (Some(c), _) => c.ns_pid(Pid(pid)),
-            (None, Some(p)) => p.ns_pid(pid),
-            (None, None) => None,
-        };
-        let inner_ids = if nested {
-            crate::pidns::InnerIds::nested(&tree, inner_pid)
-        } else {
-            crate::pidns::InnerIds::same()
-        };
-        let mut members: Vec<Member> = tree
-            .tasks
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                Member::live(t.pid, t.tree.ppid, t.tree.pgid, t.tree.sid)
-                    .subreaper(t.core.child_subreaper == Some(true))
-                    .ns_init(i == 0 && nested)
-            })
-            .collect();
-        members.extend(tree.zombies.iter().map(Member::zombie));
-        if let Some(plan) = &container {
-            plan.adopt_outside_session(&mut members);
-        }
-        let planned = crate::tree::plan(&members)?;
-        for p in &planned {
-            let Some(helper) = p.node.helper_pid() else {
-                continue;
-            };
-            if nested {
-                return Err(RestoreError::Unsupported(format!(
-                    "the gone leader {helper} of a session or group inside the tree's pid namespace needs a \
-                     helper process, whose pid inside is not recorded"
-                )));
-            }
-            image::check_pid_free(Pid(helper))?;
-            log::info!(
-                "pid {helper}: a helper process stands in for a gone leader ({:?})",
-                p.node
-            );
-        }
-        // Inside a nested pid namespace `setpgid` takes the group's pid as seen there.
-        let session_inside = |session: SessionPlan| match session {
-            SessionPlan::JoinGroup(g) if nested => {
-                inner_pid(g).map(SessionPlan::JoinGroup).ok_or_else(|| {
-                    RestoreError::Unsupported(format!(
-                    "process group {g}: its pid inside the tree's pid namespace is not recorded"
-                ))
-                })
-            }
-            other => Ok(other),
-        };
-
-        let blob = Blob::embedded()?;
-        let policy = prepare::FdPolicy {
+        // Every open file description once, before any fork: tasks that shared one inherit the same.
+        let opened = crate::files::open_all_inheriting(
+            tree_descs(&tree),
+            self.tcp_established,
+            &self.inherited,
+        )?;
+        let policy = task::FdPolicy {
             shell_job: self.shell_job,
         };
-        let mut shared = prepare::TreeShared {
-            ids: inner_ids,
-            ..Default::default()
-        };
-        // Every open file description once, before any fork: tasks that shared one inherit the same.
-        let opened =
-            crate::files::open_all_inheriting(&img.descs, self.tcp_established, &self.inherited)?;
-        // Where each process of the image is in the fork order, for the pidfds tasks reopen.
-        let planned_at: std::collections::HashMap<u32, usize> = planned
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| match p.node {
-                Node::Member(m) => members.get(m).map(|m| (m.pid, i)),
-                _ => None,
-            })
-            .collect();
-        let mut nodes = Vec::with_capacity(planned.len());
-        for (at, p) in planned.iter().enumerate() {
-            let input = match p.node {
-                Node::Member(i) => i,
-                Node::SessionHelper { sid } => {
-                    nodes.push(TreeNode {
-                        parent: p.parent,
-                        task: TreeTask::Helper {
-                            pid: sid,
-                            kind: HelperKind::Session,
-                        },
-                        subreaper_first: p.subreaper_first,
-                    });
-                    continue;
-                }
-                Node::GroupHelper { pgid } => {
-                    nodes.push(TreeNode {
-                        parent: p.parent,
-                        task: TreeTask::Helper {
-                            pid: pgid,
-                            kind: HelperKind::Group,
-                        },
-                        subreaper_first: p.subreaper_first,
-                    });
-                    continue;
-                }
-            };
-            let task = match tree.tasks.get(input) {
-                Some(task) => {
-                    let vdso = image::check_vdso(dir, task)?;
-                    let mut launch =
-                        prepare::prepare(dir, &blob, task, vdso, policy, &mut shared, &opened)?;
-                    launch.ns_pid = inner_pid(task.pid.0);
-                    launch.session = session_inside(p.session)?;
-                    for a in &mut launch.child_actions {
-                        let crate::files::ChildAction::PidfdOpen { fd, pid, .. } = a else {
-                            continue;
-                        };
-                        let holder = task.pid.0;
-                        let target = *planned_at.get(pid).ok_or_else(|| RestoreError::BadImage {
-                            dir: dir.to_owned(),
-                            reason: format!(
-                                "pid {holder} fd {fd}: a pidfd of pid {pid}, which is not in the image"
-                            ),
-                        })?;
-                        if !exists_before_actions(&planned, at, target) {
-                            return Err(RestoreError::Unsupported(format!(
-                                "pid {holder} fd {fd}: a pidfd of pid {pid}, which is forked only after pid \
-                                 {holder} has set up its files (a pidfd must refer to the task itself, an \
-                                 ancestor, a descendant or a process forked before it)"
-                            )));
-                        }
-                        *pid = shared.ids.inner(*pid).ok_or_else(|| {
-                            RestoreError::Unsupported(format!(
-                                "pid {holder} fd {fd}: the pid of {pid} inside the tree's pid \
-                                 namespace (for its pidfd) is not recorded"
-                            ))
-                        })?;
-                    }
-                    TreeTask::Live(Box::new(launch))
-                }
-                None => {
-                    let z = tree.zombies[input - tree.tasks.len()];
-                    TreeTask::Zombie {
-                        pid: z.pid.0,
-                        session: session_inside(p.session)?,
-                        status: z.exit_status,
-                        ns_pid: z
-                            .inner_pid
-                            .map(|p| p.0)
-                            .or_else(|| inner_pid(z.pid.0))
-                            .unwrap_or(0),
-                    }
-                }
-            };
-            nodes.push(TreeNode {
-                parent: p.parent,
-                task,
-                subreaper_first: p.subreaper_first,
-            });
-        }
-        // Every task holds its own copies of the shared objects now.
-        drop(shared);
-        if let Some(p) = &pidns {
-            p.enter()?;
+        let nodes = tree_nodes(dir, &tree, &vdsos, &plan, &pids, policy, &opened)?;
+        if let Some(p) = &pids.own {
+            p.announce();
         }
         let mut before_release = |root: u32| {
             opened.set_owners()?;
-            match &container {
-                Some(_) => crate::container::show_tree_pid_namespace(root),
+            if container.is_some() {
+                crate::container::show_tree_pid_namespace(root)?;
+            }
+            match &self.before_release {
+                Some(hook) => (hook.0)(root)
+                    .map_err(|source| RestoreError::BeforeRelease { pid: root, source }),
                 None => Ok(()),
             }
         };
-        let started = launch::start_tree_with(nodes, &mut before_release)?;
+        let opts = launch::StartOptions {
+            new_pid_ns: pids.nested(),
+            root_parent: self.root_parent,
+        };
+        let started = launch::start_tree_with(nodes, opts, &mut before_release)?;
         if let Some(path) = &self.pidfile {
-            let text = format!("{}\n", started.pid);
-            let written = match &pidfile {
-                Some((dir, name)) => crate::container::write_at(dir, name, text.as_bytes()),
-                None => std::fs::write(path, text),
-            };
-            written.map_err(|source| RestoreError::Pidfile {
-                path: path.clone(),
-                source,
-            })?;
+            write_pidfile(path, pidfile.as_ref(), started.pid)?;
         }
         Ok(Restored {
             pid: started.pid,
             detached: self.detached,
         })
     }
+}
+
+/// The tree's open file descriptions (tree-wide, carried by every task's image).
+fn tree_descs<'a>(tree: &TreeImage<'a>) -> &'a [dormant_image::records::FileDesc] {
+    tree.descs
+}
+
+/// Refuses an image dumped as a shell job (fds on the dumping terminal) unless restored as one.
+fn refuse_shell_job(tree: &TreeImage, shell_job: bool) -> Result<(), RestoreError> {
+    if shell_job {
+        return Ok(());
+    }
+    for t in &tree.tasks {
+        if let Some(fd) = t
+            .fds
+            .iter()
+            .find(|f| f.file == dormant_image::records::FdFile::InheritedTty)
+        {
+            return Err(RestoreError::ShellJobRequired {
+                pid: t.pid.0,
+                fd: fd.fd,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a pidfd whose target does not exist yet when its holder sets up its files, or has no pid
+/// inside the tree's pid namespace (checked again, as the pidfds are aimed, in [`aim_pidfds`]).
+fn refuse_pidfds(
+    tree: &TreeImage,
+    plan: &TreePlan,
+    ids: &crate::ns::pid::InnerIds,
+) -> Result<(), RestoreError> {
+    use dormant_image::records::{DescKind, FdFile};
+    let planned = plan.planned.as_slice();
+    let at = |pid: u32| plan.at(pid);
+    let descs = tree_descs(tree);
+    for t in &tree.tasks {
+        let Some(holder) = at(t.pid.0) else { continue };
+        for f in t.fds.iter() {
+            let FdFile::Desc(id) = f.file else { continue };
+            let Some(DescKind::Pidfd { pid }) = descs.iter().find(|d| d.id == id).map(|d| &d.kind)
+            else {
+                continue;
+            };
+            let refused = |later| {
+                let (pid, fd, target) = (t.pid.0, f.fd, *pid);
+                if later {
+                    Unsupported::PidfdTargetLater { pid, fd, target }
+                } else {
+                    Unsupported::PidfdTargetOutside { pid, fd, target }
+                }
+            };
+            // A target outside the image is the image's fault, refused when the pidfd is aimed.
+            if let Some(target) = at(*pid) {
+                if !exists_before_actions(planned, holder, target) {
+                    return Err(refused(true).into());
+                }
+                if ids.inner(*pid).is_none() {
+                    return Err(refused(false).into());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Moves the restoring process into the container's namespaces and points the tree's file paths at what
+/// they name in there.
+fn enter_container(
+    plan: &crate::container::ContainerPlan,
+    dir: &Path,
+    files: &BTreeMap<FileId, RegFile>,
+) -> Result<(crate::container::Entered, BTreeMap<FileId, RegFile>), RestoreError> {
+    let e = plan.enter(dir, files.values().map(|f| f.path.as_str()))?;
+    let mut files = files.clone();
+    for f in files.values_mut() {
+        e.relocate(&mut f.path);
+        e.adopt_refilled(f);
+    }
+    Ok((e, files))
+}
+
+/// What is checked of every task before anything changes: what it holds that this restorer refuses
+/// (credentials, a pending SIGTRAP, POSIX timers on a kernel that cannot give their ids back), its FPU
+/// state against this CPU, its vDSO against the running one (returned: where it goes), the crc of every
+/// page it will read, and that its pids (and the zombies') are free. Its files are checked once the
+/// namespace they are opened in is entered.
+fn check_tasks(
+    img: &Image,
+    dir: &Path,
+    tree: &TreeImage,
+) -> Result<Vec<Option<image::VdsoPlacement>>, RestoreError> {
+    let mut vdsos = Vec::with_capacity(tree.tasks.len());
+    for task in &tree.tasks {
+        image::check_creds(task)?;
+        task::refuse(task)?;
+        image::check_xstate(img, task)?;
+        vdsos.push(image::check_vdso(dir, task)?);
+        for t in task.threads() {
+            image::check_pid_free(Pid(t.tid.0))?;
+        }
+    }
+    for z in tree.zombies.iter() {
+        image::check_pid_free(z.pid)?;
+    }
+    Ok(vdsos)
+}
+
+/// Where the restored tree's pids live: the restorer's pid namespace, a container's, or a new one of its
+/// own (a tree whose root is the init of its own pid namespace without being a container).
+struct PidSpace<'a> {
+    container: Option<&'a crate::container::ContainerPlan>,
+    own: Option<crate::ns::pid::PidNsPlan>,
+    /// The zombies' pids inside (recorded with each zombie).
+    zombies: std::collections::BTreeMap<u32, u32>,
+}
+
+impl<'a> PidSpace<'a> {
+    fn of(
+        container: Option<&'a crate::container::ContainerPlan>,
+        tree: &TreeImage,
+    ) -> Result<Self, RestoreError> {
+        let own = match container {
+            Some(_) => None,
+            None => crate::ns::pid::PidNsPlan::from_tree(tree)?,
+        };
+        let zombies = tree
+            .zombies
+            .iter()
+            .filter_map(|z| Some((z.pid.0, z.inner_pid?.0)))
+            .collect();
+        Ok(PidSpace {
+            container,
+            own,
+            zombies,
+        })
+    }
+
+    /// The tree is restored in a pid namespace of its own (a container's, or its own).
+    fn nested(&self) -> bool {
+        self.container.is_some() || self.own.is_some()
+    }
+
+    /// The pid inside the tree's namespace of the process with (outer) pid `pid`.
+    fn inner(&self, pid: u32) -> Option<u32> {
+        let task = match (self.container, &self.own) {
+            (Some(c), _) => c.ns_pid(Pid(pid)),
+            (None, Some(p)) => p.ns_pid(pid),
+            (None, None) => return None,
+        };
+        task.or_else(|| self.zombies.get(&pid).copied())
+    }
+
+    /// How the tree's recorded ids read inside its namespace.
+    fn inner_ids(&self, tree: &TreeImage) -> crate::ns::pid::InnerIds {
+        if self.nested() {
+            crate::ns::pid::InnerIds::nested(tree, |p| self.inner(p))
+        } else {
+            crate::ns::pid::InnerIds::same()
+        }
+    }
+
+    /// A session plan with the group's pid as `setpgid` takes it inside a nested pid namespace.
+    fn session_inside(&self, session: SessionPlan) -> Result<SessionPlan, RestoreError> {
+        match session {
+            SessionPlan::JoinGroup(g) if self.nested() => self
+                .inner(g)
+                .map(SessionPlan::JoinGroup)
+                .ok_or(Unsupported::GroupInnerPidMissing { pgid: g }.into()),
+            other => Ok(other),
+        }
+    }
+}
+
+/// The tree's processes (live ones, then zombies) and their fork plan.
+struct TreePlan {
+    members: Vec<Member>,
+    /// In fork order, with helpers for gone leaders.
+    planned: Vec<crate::tree::Planned>,
+}
+
+impl TreePlan {
+    /// Where the process of the image with pid `pid` is in the fork order.
+    fn at(&self, pid: u32) -> Option<usize> {
+        self.planned.iter().position(|p| {
+            matches!(p.node, Node::Member(m) if self.members.get(m).is_some_and(|m| m.pid == pid))
+        })
+    }
+}
+
+/// Plans the tree's forks, with helpers for gone leaders (refusing one inside a nested pid namespace).
+fn plan_tree(
+    tree: &TreeImage,
+    container: Option<&crate::container::ContainerPlan>,
+    pids: &PidSpace<'_>,
+) -> Result<TreePlan, RestoreError> {
+    let mut members: Vec<Member> = tree
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            Member::live(t.pid, t.tree.ppid, t.tree.pgid, t.tree.sid)
+                .subreaper(t.core.child_subreaper == Some(true))
+                .ns_init(i == 0 && pids.nested())
+        })
+        .collect();
+    members.extend(tree.zombies.iter().map(Member::zombie));
+    if let Some(plan) = container {
+        plan.adopt_outside_session(&mut members);
+    }
+    let planned = crate::tree::plan(&members)?;
+    for p in &planned {
+        let Some(helper) = p.node.helper_pid() else {
+            continue;
+        };
+        if pids.nested() {
+            return Err(Unsupported::HelperInnerPidMissing { pid: helper }.into());
+        }
+        image::check_pid_free(Pid(helper))?;
+        log::info!(
+            "pid {helper}: a helper process stands in for a gone leader ({:?})",
+            p.node
+        );
+    }
+    Ok(TreePlan { members, planned })
+}
+
+/// Every planned process as the launcher starts it: live tasks prepared kind by kind, zombies and helpers.
+fn tree_nodes(
+    dir: &Path,
+    tree: &TreeImage,
+    vdsos: &[Option<image::VdsoPlacement>],
+    plan: &TreePlan,
+    pids: &PidSpace<'_>,
+    policy: task::FdPolicy,
+    opened: &crate::files::OpenedFiles,
+) -> Result<Vec<TreeNode>, RestoreError> {
+    let blob = Blob::embedded()?;
+    let mut shared = task::TreeShared {
+        ids: pids.inner_ids(tree),
+        ..Default::default()
+    };
+    let planned = plan.planned.as_slice();
+    // Where each process of the image is in the fork order, for the pidfds tasks reopen.
+    let planned_at: HashMap<u32, usize> = planned
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| match p.node {
+            Node::Member(m) => plan.members.get(m).map(|m| (m.pid, i)),
+            _ => None,
+        })
+        .collect();
+    let mut nodes = Vec::with_capacity(planned.len());
+    for (at, p) in planned.iter().enumerate() {
+        let task = match p.node {
+            Node::SessionHelper { sid } => TreeTask::Helper {
+                pid: sid,
+                kind: HelperKind::Session,
+            },
+            Node::GroupHelper { pgid } => TreeTask::Helper {
+                pid: pgid,
+                kind: HelperKind::Group,
+            },
+            Node::Member(input) => match tree.tasks.get(input) {
+                Some(task) => {
+                    let vdso = vdsos.get(input).copied().flatten();
+                    let mut launch =
+                        task::prepare(dir, &blob, task, vdso, policy, &mut shared, opened)?;
+                    launch.ns_pid = pids.inner(task.pid.0);
+                    launch.session = pids.session_inside(p.session)?;
+                    let place = |pid: &u32| planned_at.get(pid).copied();
+                    aim_pidfds(
+                        dir,
+                        task.pid.0,
+                        &mut launch,
+                        planned,
+                        at,
+                        place,
+                        &shared.ids,
+                    )?;
+                    TreeTask::Live(Box::new(launch))
+                }
+                None => {
+                    let z = tree.zombies[input - tree.tasks.len()];
+                    TreeTask::Zombie {
+                        pid: z.pid.0,
+                        session: pids.session_inside(p.session)?,
+                        status: z.exit_status,
+                        ns_pid: pids.inner(z.pid.0).unwrap_or(0),
+                    }
+                }
+            },
+        };
+        nodes.push(TreeNode {
+            parent: p.parent,
+            task,
+            subreaper_first: p.subreaper_first,
+        });
+    }
+    // Every task holds its own copies of the shared objects now (`shared` is dropped here).
+    Ok(nodes)
+}
+
+/// Checks that every pidfd target of the task planned at `at` exists when it sets up its files, and aims
+/// the pidfd at the target's pid as the task sees it.
+fn aim_pidfds(
+    dir: &Path,
+    holder: u32,
+    launch: &mut crate::launch::Launch,
+    planned: &[crate::tree::Planned],
+    at: usize,
+    place: impl Fn(&u32) -> Option<usize>,
+    ids: &crate::ns::pid::InnerIds,
+) -> Result<(), RestoreError> {
+    for a in &mut launch.child_actions {
+        let crate::files::ChildAction::PidfdOpen { fd, pid, .. } = a else {
+            continue;
+        };
+        let target = place(pid).ok_or_else(|| RestoreError::BadImage {
+            dir: dir.to_owned(),
+            reason: format!(
+                "pid {holder} fd {fd}: a pidfd of pid {pid}, which is not in the image"
+            ),
+        })?;
+        if !exists_before_actions(planned, at, target) {
+            return Err(Unsupported::PidfdTargetLater {
+                pid: holder,
+                fd: *fd,
+                target: *pid,
+            }
+            .into());
+        }
+        *pid = ids.inner(*pid).ok_or(Unsupported::PidfdTargetOutside {
+            pid: holder,
+            fd: *fd,
+            target: *pid,
+        })?;
+    }
+    Ok(())
+}
+
+/// Writes the restored root's pid to `path` (through `held`, its directory held from outside a
+/// container).
+fn write_pidfile(
+    path: &Path,
+    held: Option<&(std::os::fd::OwnedFd, std::ffi::OsString)>,
+    pid: u32,
+) -> Result<(), RestoreError> {
+    let text = format!("{pid}\n");
+    let written = match held {
+        Some((dir, name)) => crate::container::write_at(dir, name, text.as_bytes()),
+        None => std::fs::write(path, text),
+    };
+    written.map_err(|source| RestoreError::Pidfile {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Whether the process planned at `target` exists when the one at `holder` sets up its files: the tree is

@@ -11,6 +11,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
 use dormant_image::records::{DescKind, InotifyWatch};
+use dormant_mounts::mountinfo::unescape;
 
 /// Longest file handle the kernel hands out (`MAX_HANDLE_SZ`).
 const MAX_HANDLE_SZ: usize = 128;
@@ -167,29 +168,6 @@ fn own_mounts() -> Result<Vec<(u64, String)>, String> {
         out.push((libc::makedev(ma, mi), unescape(point)));
     }
     Ok(out)
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let oct = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        if let (b'\\', Some(d)) = (b[i], oct) {
-            out.push(
-                d.iter()
-                    .fold(0u8, |a, c| a.wrapping_mul(8).wrapping_add(c - b'0')),
-            );
-            i += 4;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The path of the watched inode, and whether it is a symlink: the first mount of its device against which

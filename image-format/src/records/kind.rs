@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::container::ContainerRoot;
+use super::file_identity::FileIdentity;
 use super::files::{Fd, FileDesc, FileLock, RegFile};
 use super::ids::{Pid, Tid};
 use super::mm::{Mm, ShmemObject};
@@ -259,6 +260,8 @@ record_kinds! {
     20 FileDescs(FileDesc) version 1 older [] files [name(FILE_DESCS, "file-descs")];
     /// One process's file locks (records/files/locks.rs).
     21 FileLocks(FileLock) version 1 older [] files [numbered(locks, Pid, "locks-")];
+    /// How restore recognises mapped files and executables (records/file_identity.rs).
+    22 FileIdentity(FileIdentity) version 1 older [] files [name(FILE_IDENTITY, "file-identity")];
     // 30-34: mount namespaces.
     /// The mounts of the tree's mount namespace (records/mounts.rs).
     30 Mounts(MountEntry) version 1 older [] files [name(MOUNTS, "mounts")];

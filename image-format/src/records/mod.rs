@@ -15,6 +15,7 @@
 pub mod attrs;
 pub mod container;
 pub mod creds;
+pub mod file_identity;
 pub mod files;
 pub mod fs;
 mod ids;
@@ -33,6 +34,9 @@ pub mod tree;
 pub use attrs::TaskCore;
 pub use container::{container_names, ContainerRoot};
 pub use creds::Creds;
+pub use file_identity::{
+    elf_build_id, ContentDigest, FileCheck, FileDigest, FileIdentity, FILE_IDENTITY,
+};
 pub use files::{
     DescId, DescKind, EpollTarget, Fd, FdFile, FileDesc, FileLock, FileOwner, FileStat, InetSocket,
     InotifyWatch, LockKind, PtyState, RegFile, TcpConnection, TcpWindow, UnixDatagram,

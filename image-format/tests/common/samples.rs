@@ -32,6 +32,7 @@ pub struct Samples {
     pub tmpfs: Vec<TmpfsRecord>,
     pub ext_tmpfs: Vec<TmpfsRecord>,
     pub container_root: ContainerRoot,
+    pub file_identity: FileIdentity,
 }
 
 pub const ROOT: Pid = Pid(100);
@@ -841,6 +842,19 @@ impl Samples {
                 dev: 0x803,
                 ino: 2,
             },
+            file_identity: FileIdentity {
+                check: FileCheck::Content,
+                digests: vec![
+                    FileDigest {
+                        id: FileId(1),
+                        digest: ContentDigest::BuildId(vec![0xab; 20]),
+                    },
+                    FileDigest {
+                        id: FileId(2),
+                        digest: ContentDigest::Crc32(0x1234_5678),
+                    },
+                ],
+            },
         }
     }
 
@@ -890,6 +904,11 @@ impl Samples {
         w.write_records(
             names::CONTAINER_ROOT,
             std::slice::from_ref(&self.container_root),
+        )
+        .unwrap();
+        w.write_records(
+            names::FILE_IDENTITY,
+            std::slice::from_ref(&self.file_identity),
         )
         .unwrap();
         // Pages: the root's heap, stack and vDSO; the child's heap; the shared object; the segment.

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use dormant_image::records::CgroupLine;
+use dormant_mounts::mountinfo::unescape;
 
 use super::error::{NsRestoreError, Result};
 
@@ -19,6 +20,10 @@ pub enum CgroupTarget {
     /// This path (relative to each hierarchy's root, like `/kata/ID`) in every hierarchy the image lists
     /// (`--cgroup-root`).
     Root(PathBuf),
+    /// Exactly these cgroup directories (absolute paths where their hierarchies are mounted here), which
+    /// the caller created for the restored container (kata-agent's container cgroups); hierarchies not
+    /// named stay the restorer's.
+    Dirs(Vec<PathBuf>),
 }
 
 impl std::str::FromStr for CgroupTarget {
@@ -43,26 +48,6 @@ pub struct CgroupMount {
     /// v1 controllers (and `name=NAME`), sorted; empty for cgroup2.
     pub controllers: Vec<String>,
     pub v2: bool,
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space, etc.).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The cgroup mounts listed in mountinfo text.
@@ -130,8 +115,10 @@ pub fn resolve_cgroups(
     mounts: &[CgroupMount],
 ) -> Result<Vec<PathBuf>> {
     let mut dirs = Vec::new();
-    if *target == CgroupTarget::Keep {
-        return Ok(dirs);
+    match target {
+        CgroupTarget::Keep => return Ok(dirs),
+        CgroupTarget::Dirs(given) => return Ok(given.clone()),
+        _ => {}
     }
     for line in lines {
         let name = if line.is_v2() {
@@ -146,7 +133,7 @@ pub fn resolve_cgroups(
             });
         };
         let wanted = match target {
-            CgroupTarget::Keep => unreachable!("handled above"),
+            CgroupTarget::Keep | CgroupTarget::Dirs(_) => unreachable!("handled above"),
             CgroupTarget::AsDumped => line.path.clone(),
             CgroupTarget::Root(p) => p.to_string_lossy().into_owned(),
         };
@@ -208,6 +195,31 @@ pub fn own_cgroup_mounts() -> Result<Vec<CgroupMount>> {
         source,
     })?;
     Ok(parse_cgroup_mounts(&text))
+}
+
+/// The cgroup directories the root task joins (none with `CgroupTarget::Keep`).
+pub(super) fn plan(
+    src: &super::read::Source<'_>,
+    root: dormant_image::records::Pid,
+    target: &CgroupTarget,
+) -> Result<Vec<PathBuf>> {
+    use dormant_image::records::{ns_names, TaskCgroups};
+    if *target == CgroupTarget::Keep {
+        return Ok(Vec::new());
+    }
+    let all: Vec<TaskCgroups> = src.records(ns_names::CGROUPS)?;
+    let lines = all
+        .into_iter()
+        .find(|t| t.pid == root)
+        .map(|t| t.lines)
+        .ok_or_else(|| {
+            src.bad(format!(
+                "{} has no entry for the root task {}",
+                ns_names::CGROUPS,
+                root.0
+            ))
+        })?;
+    resolve_cgroups(&lines, target, &own_cgroup_mounts()?)
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
-//! Namespaces other than mount and pid at restore: user (with id maps), uts (names), ipc (System V objects
+//! Namespaces at restore, one module per kind: user (with id maps), uts (names), ipc (System V objects
 //! with their ids and contents), net (join one by path, or a private loopback-only one), cgroup membership
-//! and cgroup namespace.
+//! and cgroup namespace, pid (a tree that is the init of its own pid namespace, [`pid`]), time (refused).
+//! The mount namespace is the `dormant-mounts` crate's, driven by [`crate::container`].
 //!
-//! Use: [`NsPlan::from_records`] plans from the loaded, checked image before any fork; [`NsPlan::enter`] runs in the
+//! Use: [`NsPlan::from_image`] reads and checks everything before any fork; [`NsPlan::enter`] runs in the
 //! forked, single-threaded child that will become the parent of the restored tree, and moves it into its
 //! namespaces in the order the kernel's ownership rules need: cgroups and an external netns while the child
 //! still has its privileges in the initial user namespace, then the user namespace, then the namespaces it
@@ -13,13 +14,17 @@ mod cgroup;
 mod error;
 mod ipc;
 mod net;
+pub(crate) mod pid;
+mod read;
 mod sysv;
+mod time;
 mod user;
+mod uts;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use dormant_image::records::{ns_names, NsKind, Pid, TaskNamespaces, UserNamespace, UtsNamespace};
-use dormant_image::{ImageReader, Namespaces};
+use dormant_image::ImageReader;
 use nix::sched::CloneFlags;
 
 pub use cgroup::{
@@ -30,18 +35,6 @@ pub use error::{NsRestoreError, Result};
 pub use ipc::{restore_ipc, IpcPlan};
 pub use net::{interface_up, join_net_namespace, set_loopback};
 pub use user::{create_user_namespace, to_inside, write_id_maps};
-
-/// Calls `sethostname` or `setdomainname` (same signature) with `name`.
-fn set_uts_name(
-    call: unsafe extern "C" fn(*const libc::c_char, libc::size_t) -> libc::c_int,
-    name: &str,
-) -> std::result::Result<(), nix::errno::Errno> {
-    // SAFETY: both calls read `len` bytes of the string, which lives across the call.
-    if unsafe { call(name.as_ptr().cast(), name.len()) } != 0 {
-        return Err(nix::errno::Errno::last());
-    }
-    Ok(())
-}
 
 /// Refuses a tree whose tasks are not all in the root's namespaces of the kinds restored here (a namespace
 /// created inside the tree would need restoring at that task's fork).
@@ -58,16 +51,37 @@ fn refuse_nested(root: &TaskNamespaces, tasks: &[TaskNamespaces]) -> Result<()> 
         for kind in KINDS {
             let (a, b) = (root.get(kind).map(|n| n.id), t.get(kind).map(|n| n.id));
             if a != b {
-                return Err(NsRestoreError::Unsupported(format!(
-                    "pid {} is in another {} namespace than the root task {}; namespaces created inside the tree are not restored yet",
-                    t.pid.0,
-                    kind.proc_name(),
-                    root.pid.0
-                )));
+                return Err(crate::refusal::Unsupported::NestedNamespace {
+                    pid: t.pid.0,
+                    kind: kind.proc_name(),
+                    root: root.pid.0,
+                }
+                .into());
             }
         }
     }
     Ok(())
+}
+
+/// The root task's namespaces, checked to be every task's (`None`: the image has no namespace records).
+fn root_namespaces(src: &read::Source<'_>, root: Pid) -> Result<Option<TaskNamespaces>> {
+    if !src.img.has_file(ns_names::NS_IDS) {
+        return Ok(None);
+    }
+    let tasks: Vec<TaskNamespaces> = src.records(ns_names::NS_IDS)?;
+    let r = tasks
+        .iter()
+        .find(|t| t.pid == root)
+        .cloned()
+        .ok_or_else(|| {
+            src.bad(format!(
+                "{} has no entry for the root task {}",
+                ns_names::NS_IDS,
+                root.0
+            ))
+        })?;
+    refuse_nested(&r, &tasks)?;
+    Ok(Some(r))
 }
 
 /// Which network namespace the restored tree gets. Its devices, addresses and routes are never in the
@@ -128,146 +142,31 @@ pub struct NsPlan {
 }
 
 impl NsPlan {
-    /// Plans the namespaces of the tree whose root task is `root` from an image's namespace records read on
-    /// their own (see [`NsPlan::from_records`]; a restore takes them from the image it loaded whole).
+    /// Plans the namespaces of the tree whose root task is `root`. An image without namespace records (a
+    /// plain process dump) plans nothing but what `opts` asks for. Refuses namespace kinds restore cannot
+    /// recreate (a time namespace of its own).
     pub fn from_image(img: &ImageReader, root: Pid, opts: &NsOptions) -> Result<NsPlan> {
-        let ns = Namespaces::read(img).map_err(|source| NsRestoreError::Image {
-            dir: img.dir().to_owned(),
-            file: ns_names::NS_IDS.to_owned(),
-            source,
-        })?;
-        Self::from_records(ns.as_ref(), img.dir(), root, opts)
-    }
-
-    /// Plans the namespaces of the tree whose root task is `root` from the image's (checked) namespace
-    /// records; `None` for an image without them (a plain process dump) plans nothing but what `opts`
-    /// asks for. Refuses namespace kinds restore cannot recreate (a time namespace of its own).
-    pub fn from_records(
-        ns: Option<&Namespaces>,
-        dir: &Path,
-        root: Pid,
-        opts: &NsOptions,
-    ) -> Result<NsPlan> {
-        let dir = dir.to_owned();
-        let own = match ns.filter(|n| !n.tasks.is_empty()) {
-            Some(ns) => {
-                let root_ns = ns.tasks.iter().find(|t| t.pid == root).cloned();
-                if let Some(r) = &root_ns {
-                    refuse_nested(r, &ns.tasks)?;
-                }
-                let t = root_ns.ok_or_else(|| NsRestoreError::BadImage {
-                    dir: dir.clone(),
-                    reason: format!(
-                        "{} has no entry for the root task {}",
-                        ns_names::NS_IDS,
-                        root.0
-                    ),
-                })?;
-                Some(t)
-            }
-            None => None,
-        };
+        let src = read::Source::new(img);
+        let own = root_namespaces(&src, root)?;
         let private = |kind| {
             own.as_ref()
                 .and_then(|t| t.get(kind))
                 .filter(|n| !n.external)
                 .map(|n| n.id)
         };
-        if private(NsKind::Time).is_some() {
-            return Err(NsRestoreError::Unsupported(
-                "the tree had a time namespace of its own; time namespaces are not restored yet"
-                    .into(),
-            ));
-        }
-        // `Image::load` checked that every namespace `ns-ids` names as dumped has its record.
-        let missing = |file: String| NsRestoreError::BadImage {
-            dir: dir.clone(),
-            reason: format!("{file} is missing"),
-        };
-        let user = match private(NsKind::User) {
-            Some(id) => Some(
-                ns.and_then(|n| n.user.get(&id))
-                    .cloned()
-                    .ok_or_else(|| missing(ns_names::user(id)))?,
-            ),
-            None => None,
-        };
-        let uts = match private(NsKind::Uts) {
-            Some(id) => Some(
-                ns.and_then(|n| n.uts.get(&id))
-                    .cloned()
-                    .ok_or_else(|| missing(ns_names::uts(id)))?,
-            ),
-            None => None,
-        };
-        let ipc = match private(NsKind::Ipc) {
-            Some(id) => {
-                let rec = ns
-                    .and_then(|n| n.ipc.get(&id))
-                    .ok_or_else(|| missing(ns_names::ipc(id)))?;
-                let mut shm_pages = Vec::with_capacity(rec.shm_pages.len());
-                for (seg, store) in rec.ns.shm.iter().zip(&rec.shm_pages) {
-                    let name = ns_names::sysv_shm_pages(id, seg.id);
-                    let store = store.try_clone().map_err(|source| NsRestoreError::Image {
-                        dir: dir.clone(),
-                        file: name,
-                        source,
-                    })?;
-                    shm_pages.push(store);
-                }
-                for (kind, count) in [
-                    (sysv::IpcKind::Shm, rec.ns.shm.len()),
-                    (sysv::IpcKind::Sem, rec.ns.sem.len()),
-                    (sysv::IpcKind::Msg, rec.ns.msg.len()),
-                ] {
-                    if count > 0 {
-                        sysv::check_next_id_support(kind)?;
-                    }
-                }
-                Some(IpcPlan {
-                    ns: rec.ns.clone(),
-                    shm_pages,
-                })
-            }
-            None => None,
-        };
-
-        let net = match &opts.net {
-            NetMode::Inherit => {
-                if let Some(id) = private(NsKind::Net) {
-                    log::info!(
-                        "the tree had network namespace {id} of its own; it joins the restorer's (pass a namespace path or private mode to change that)"
-                    );
-                }
-                NetPlan::Inherit
-            }
-            NetMode::External(p) => NetPlan::Join(p.clone()),
-            NetMode::Private => {
-                let dumped = own.as_ref().and_then(|t| t.get(NsKind::Net)).map(|n| n.id);
-                let loopback_up = dumped
-                    .and_then(|id| ns.and_then(|n| n.net.get(&id)))
-                    .is_none_or(|n| n.loopback_up);
-                NetPlan::Private { loopback_up }
-            }
-        };
-
-        let cgroups = if opts.cgroup == CgroupTarget::Keep {
-            Vec::new()
-        } else {
-            let lines = ns
-                .and_then(|n| n.cgroups.iter().find(|t| t.pid == root))
-                .map(|t| t.lines.clone())
-                .ok_or_else(|| NsRestoreError::BadImage {
-                    dir: dir.clone(),
-                    reason: format!(
-                        "{} has no entry for the root task {}",
-                        ns_names::CGROUPS,
-                        root.0
-                    ),
-                })?;
-            resolve_cgroups(&lines, &opts.cgroup, &own_cgroup_mounts()?)?
-        };
-
+        time::refuse_own(private(NsKind::Time))?;
+        let user = private(NsKind::User)
+            .map(|id| user::read(&src, id))
+            .transpose()?;
+        let uts = private(NsKind::Uts)
+            .map(|id| uts::read(&src, id))
+            .transpose()?;
+        let ipc = private(NsKind::Ipc)
+            .map(|id| ipc::plan(&src, id))
+            .transpose()?;
+        let dumped_net = own.as_ref().and_then(|t| t.get(NsKind::Net)).map(|n| n.id);
+        let net = net::plan(&src, &opts.net, private(NsKind::Net), dumped_net)?;
+        let cgroups = cgroup::plan(&src, root, &opts.cgroup)?;
         let new_cgroups = cgroups.iter().filter(|d| !d.exists()).cloned().collect();
         Ok(NsPlan {
             new_cgroups,
@@ -330,8 +229,9 @@ impl NsPlan {
             nix::sched::unshare(flags).map_err(sys("unshare(uts, ipc, net, cgroup)"))?;
         }
         if let Some(uts) = &self.uts {
-            set_uts_name(libc::sethostname, &uts.hostname).map_err(sys("sethostname"))?;
-            set_uts_name(libc::setdomainname, &uts.domainname).map_err(sys("setdomainname"))?;
+            uts::set_uts_name(libc::sethostname, &uts.hostname).map_err(sys("sethostname"))?;
+            uts::set_uts_name(libc::setdomainname, &uts.domainname)
+                .map_err(sys("setdomainname"))?;
         }
         if let Some(ipc) = &self.ipc {
             let maps = self

@@ -1,5 +1,9 @@
-//! memcpy/memset/memcmp for the compiler: there is no libc in the blob. `rep` string instructions keep
-//! the compiler from turning the loops back into calls to these very functions.
+//! memcpy/memmove/memset/memcmp/bcmp for a freestanding blob: there is no libc to provide them, and the
+//! compiler emits calls to them. `rep` string instructions (and volatile loops) keep the compiler from
+//! turning them back into calls to themselves.
+//!
+//! Only with the `blob-rt` feature: these are `#[no_mangle]` and would clash with libc's in a normal
+//! program.
 
 use core::arch::asm;
 
