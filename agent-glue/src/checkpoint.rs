@@ -84,7 +84,6 @@ fn dump_failure(e: DumpError) -> Failure {
         | ControllingTerminal { .. }
         | Mounts { .. }
         | WrongRoot { .. }
-        | TooManyThreads { .. }
         | PendingSignal { .. }
         | ThreadCredsDiffer { .. } => FailureKind::FailedPrecondition,
         _ => FailureKind::Internal,
