@@ -78,7 +78,7 @@ pub fn prepare(
             cloexec: fd.cloexec,
         });
     }
-    let mut actions = opened.child_actions_for(&task.fds);
+    let mut actions = opened.child_actions_for(task.fds);
     actions.extend(locks(dir, task, &moves)?);
     Ok(TaskFds { moves, actions })
 }
