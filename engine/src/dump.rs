@@ -733,9 +733,12 @@ fn remote_state(pid: u32) -> Result<RemoteState> {
         Vec::new()
     } else {
         let ids: Vec<i32> = entries.iter().map(|e| e.id).collect();
-        let mut scratch = task.scratch(4096).map_err(perr("timer scratch"))?;
-        let states = query::posix_timers(&mut scratch, &ids).map_err(perr("posix timers"))?;
-        scratch.close().map_err(perr("timer scratch"))?;
+        let asked = task
+            .scratch(query::SCRATCH_NEEDED)
+            .and_then(|mut scratch| query::posix_timers(&mut scratch, &ids));
+        let ended = task.finish();
+        let states = asked.map_err(perr("posix timers"))?;
+        ended.map_err(perr("end of injection"))?;
         states
     };
     let posix_timers = entries

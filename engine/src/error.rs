@@ -31,6 +31,15 @@ pub enum DumpError {
         #[source]
         source: Errno,
     },
+    /// PTRACE_SEIZE refused, with what the dumper could find out about why.
+    #[error("pid {pid}: PTRACE_SEIZE of tid {tid} failed: {source} ({why})")]
+    SeizeDenied {
+        pid: u32,
+        tid: u32,
+        why: String,
+        #[source]
+        source: Errno,
+    },
     #[error("pid {pid}: unexpected wait status while seizing: {status}")]
     UnexpectedStop { pid: u32, status: String },
     #[error("pid {pid} does not exist")]
@@ -179,6 +188,7 @@ impl DumpError {
             ProcRead { pid, .. }
             | ProcParse { pid, .. }
             | Ptrace { pid, .. }
+            | SeizeDenied { pid, .. }
             | UnexpectedStop { pid, .. }
             | NoSuchProcess { pid }
             | Zombie { pid }

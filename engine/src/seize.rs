@@ -77,6 +77,51 @@ fn ptrace_err(pid: u32, op: &'static str) -> impl FnOnce(Errno) -> DumpError {
     move |source| DumpError::Ptrace { pid, op, source }
 }
 
+/// PTRACE_SEIZE of thread `tid` with the parasite's options for it (which suspend its seccomp
+/// filters when it has any: an injected syscall must not be judged by them).
+fn seize_one(tid: u32) -> std::result::Result<(), Errno> {
+    let t = dormant_parasite::Tid(tid as i32);
+    ptrace::seize(
+        NixPid::from_raw(tid as i32),
+        dormant_parasite::seize_options(t),
+    )
+}
+
+/// Why PTRACE_SEIZE of `tid` failed, as far as /proc tells: another tracer (named), or seccomp filters
+/// the dumper may not suspend.
+fn seize_denied(pid: u32, tid: u32, source: Errno) -> DumpError {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().to_string())
+    };
+    let tracer: u32 = field("TracerPid:")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let why = if tracer != 0 {
+        let comm = std::fs::read_to_string(format!("/proc/{tracer}/comm"))
+            .map(|c| c.trim_end().to_string())
+            .unwrap_or_else(|_| "?".into());
+        format!("it is already traced by pid {tracer} ({comm}); detach that tracer first")
+    } else if field("Seccomp:").is_some_and(|m| m != "0") {
+        "it runs under seccomp, and suspending its filters for the dump (PTRACE_O_SUSPEND_SECCOMP) \
+         needs CAP_SYS_ADMIN and a dumper that is not under seccomp itself"
+            .to_string()
+    } else {
+        "not traced by anyone; the dumper lacks the rights to trace it (CAP_SYS_PTRACE, \
+         kernel.yama.ptrace_scope)"
+            .to_string()
+    };
+    DumpError::SeizeDenied {
+        pid,
+        tid,
+        why,
+        source,
+    }
+}
+
 fn is_stop_signal(sig: Signal) -> bool {
     matches!(
         sig,
@@ -99,13 +144,9 @@ impl SeizedTask {
             start_time: before.start_time,
         };
         let npid = NixPid::from_raw(pid as i32);
-        ptrace::seize(npid, dormant_parasite::SEIZE_OPTIONS).map_err(|e| match e {
+        seize_one(pid).map_err(|e| match e {
             Errno::ESRCH => DumpError::NoSuchProcess { pid },
-            e => DumpError::Ptrace {
-                pid,
-                op: "PTRACE_SEIZE",
-                source: e,
-            },
+            e => seize_denied(pid, pid, e),
         })?;
         let mut task = SeizedTask {
             identity,
@@ -153,11 +194,11 @@ impl SeizedTask {
                     continue;
                 }
                 let ntid = NixPid::from_raw(tid as i32);
-                match ptrace::seize(ntid, dormant_parasite::SEIZE_OPTIONS) {
+                match seize_one(tid) {
                     Ok(()) => {}
                     // It exited between the scan and the seize.
                     Err(Errno::ESRCH) => continue,
-                    Err(e) => return Err(ptrace_err(tid, "PTRACE_SEIZE (thread)")(e)),
+                    Err(e) => return Err(seize_denied(pid, tid, e)),
                 }
                 self.threads.push(tid);
                 new += 1;

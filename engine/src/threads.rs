@@ -78,10 +78,15 @@ pub fn remote(pid: u32, tid: u32) -> Result<ThreadRemote> {
         }
     };
     let mut task = RemoteTask::new(RTid(tid as i32)).map_err(perr("prepare injection"))?;
-    let mut scratch = task.scratch(4096).map_err(perr("thread scratch"))?;
-    let alt = query::sigaltstack(&mut scratch).map_err(perr("sigaltstack"))?;
-    let clear_child_tid = query::tid_address(&mut scratch).map_err(perr("tid address"))?;
-    scratch.close().map_err(perr("thread scratch"))?;
+    let asked = task.scratch(query::SCRATCH_NEEDED).and_then(|mut scratch| {
+        Ok((
+            query::sigaltstack(&mut scratch)?,
+            query::tid_address(&mut scratch)?,
+        ))
+    });
+    let ended = task.finish();
+    let (alt, clear_child_tid) = asked.map_err(perr("sigaltstack and tid address"))?;
+    ended.map_err(perr("end of injection"))?;
     Ok(ThreadRemote {
         sigaltstack: Some(SigAltStack {
             sp: alt.sp,

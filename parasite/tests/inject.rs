@@ -216,13 +216,11 @@ fn inject_everything_and_check_invariance(w: &Workload, sc: &Scenario) {
 fn run_every_blob_command(w: &Workload) {
     let mut p = Parasite::inject(w.tid, &[]).unwrap();
     let (base, len) = p.area();
+    let area_line = format!("{base:x}-{:x} rwxp", base + len);
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
     assert!(
-        maps.lines().any(
-            |l| l.starts_with(&format!("{base:x}-{:x} rwxs", base + len))
-                && l.contains("/memfd:dormant-parasite")
-        ),
-        "the shared area is mapped in the target:\n{maps}"
+        maps.lines().any(|l| l.starts_with(&area_line)),
+        "the area is mapped in the target:\n{maps}"
     );
     let fds = std::fs::read_dir(format!("/proc/{}/fd", w.tid))
         .unwrap()
@@ -252,7 +250,7 @@ fn run_every_blob_command(w: &Workload) {
             .unwrap()
             .count(),
         fds + 2,
-        "only the two write ends stay in the target"
+        "only the two write ends stay in the target (with the blob's socket, counted before)"
     );
     let mut ranges: Vec<(u64, u64, u32)> = maps
         .lines()
@@ -357,7 +355,7 @@ fn run_every_blob_command(w: &Workload) {
     p.cure().unwrap();
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
     assert!(
-        !maps.contains("dormant-parasite"),
+        !maps.lines().any(|l| l.starts_with(&area_line)),
         "area unmapped by the cure"
     );
 }
@@ -462,8 +460,9 @@ fn invariance_in_epoll_wait() {
     w.assert_exits_ok(Duration::from_secs(10));
 }
 
-/// A failing injected syscall (close(-1)) returns -EBADF and leaves nothing behind, also when it is
-/// the only injection (no scratch area involved); a following injection still works.
+/// A failing injected syscall (close(-1)) returns -EBADF and leaves nothing behind once its session
+/// ends, also when it is the only injection (no scratch area involved); a following injection (a new
+/// session) still works.
 fn failing_syscall_returns_errno_and_restores() {
     let mut w = Workload::spawn("pipe-read");
     w.wait_blocked_in(libc::SYS_read);
@@ -480,6 +479,7 @@ fn failing_syscall_returns_errno_and_restores() {
             "close({}) in the target",
             fd as i64
         );
+        task.finish().unwrap();
         assert_eq!(
             capture(w.tid),
             before,
@@ -501,11 +501,13 @@ fn failing_syscall_returns_errno_and_restores() {
         }
         other => panic!("munmap of an unaligned address: {other:?}"),
     }
+    task.finish().unwrap();
     assert_eq!(capture(w.tid), before, "state after failing munmap");
     assert_eq!(
         task.syscall(libc::SYS_getppid, [0; 6]).unwrap(),
         i64::from(std::process::id() as i32)
     );
+    task.finish().unwrap();
     assert_eq!(capture(w.tid), before, "state after getppid");
     drop(task);
     detach(w.tid);
@@ -513,41 +515,61 @@ fn failing_syscall_returns_errno_and_restores() {
     w.assert_exits_ok(Duration::from_secs(10));
 }
 
-/// /proc/<pid>/mem access reaches read-only and PROT_NONE pages: write through a scratch page made
-/// PROT_NONE by an injected mprotect, read it back, and write into the read-only site page.
+/// /proc/<pid>/mem access reaches read-only and PROT_NONE pages: write through pages made PROT_NONE by
+/// an injected mmap, read them back, and write into the read-only site page. The session's scratch is
+/// dead stack below the red zone (nothing mapped for it) and bounds checked.
 fn memory_helpers_reach_readonly_and_prot_none() {
     let mut w = Workload::spawn("pipe-read");
     w.wait_blocked_in(libc::SYS_read);
     seize_and_stop(w.tid);
     let before = capture(w.tid);
+    let rsp = before.regs[19];
     let mut task = RemoteTask::new(w.tid).unwrap();
     {
-        let mut scratch = task.scratch(8192).unwrap();
-        let addr = scratch.addr();
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let addr = task
+            .syscall(libc::SYS_mmap, [0, 8192, 0, flags, u64::MAX, 0])
+            .unwrap() as u64;
         let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
         assert!(
-            maps.contains(&format!("{addr:x}-{:x} rw-p", addr + 8192)),
-            "scratch is mapped rw"
+            maps.contains(&format!("{addr:x}-{:x} ---p", addr + 8192)),
+            "PROT_NONE pages mapped"
         );
-        let ret = scratch
-            .task()
-            .syscall(libc::SYS_mprotect, [addr, 8192, 0, 0, 0, 0])
-            .unwrap();
-        assert_eq!(ret, 0);
         let pattern: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
-        scratch.write(1000, &pattern).unwrap();
+        task.write_mem(addr + 1000, &pattern).unwrap();
         let mut back = vec![0u8; pattern.len()];
-        scratch.task().read_mem(addr + 1000, &mut back).unwrap();
+        task.read_mem(addr + 1000, &mut back).unwrap();
         assert_eq!(back, pattern, "round trip through PROT_NONE pages");
+        task.munmap(addr, 8192).unwrap();
+        let scratch = task.scratch(dormant_parasite::SCRATCH_LEN).unwrap();
+        let at = scratch.addr();
         assert!(
-            scratch.read(8000, &mut [0u8; 500]).is_err(),
+            at + dormant_parasite::SCRATCH_LEN as u64 <= rsp - 128,
+            "scratch below the red zone"
+        );
+        let stack = maps
+            .lines()
+            .find(|l| l.ends_with("[stack]"))
+            .and_then(|l| l.split_whitespace().next()?.split_once('-'))
+            .map(|(s, e)| {
+                (
+                    u64::from_str_radix(s, 16).unwrap(),
+                    u64::from_str_radix(e, 16).unwrap(),
+                )
+            })
+            .unwrap();
+        assert!(
+            stack.0 <= at && at < stack.1,
+            "scratch on the thread's stack"
+        );
+        assert!(
+            scratch.read(200, &mut [0u8; 100]).is_err(),
             "scratch reads are bounds checked"
         );
         scratch.close().unwrap();
-        let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
         assert!(
-            !maps.contains(&format!("{addr:x}-")),
-            "scratch unmapped by close"
+            task.scratch(dormant_parasite::SCRATCH_LEN + 1).is_err(),
+            "no more scratch than the session has"
         );
     }
     // The site lies in an r-x file mapping: writable only through /proc/pid/mem (FOLL_FORCE).
@@ -566,6 +588,7 @@ fn memory_helpers_reach_readonly_and_prot_none() {
         ),
         "reading an unmapped address is an error naming the address"
     );
+    task.finish().unwrap();
     assert_eq!(capture(w.tid), before);
     drop(task);
     detach(w.tid);
@@ -597,11 +620,11 @@ fn munmap_query_removes_mapping() {
     w.assert_exits_ok(Duration::from_secs(10));
 }
 
-/// Kill the injecting process right after it patched the syscall site (test hook), before it loaded
-/// any registers. ptrace detaches the target, which resumes with its own registers. Guarantee under
-/// test: the site is ELF padding past the end of an executable segment, so the stale `syscall; int3`
-/// bytes are never executed and the target keeps running and passes its own check. (Not guaranteed:
-/// the bytes are not put back, and a death after CONT kills the target with SIGTRAP.)
+/// Kill the injecting process while the target sits at the syscall site with the injected registers
+/// loaded and every signal blocked (test hook). ptrace detaches the target, which executes the
+/// `rt_sigreturn` it was loaded with (the syscall number is only swapped in at the entry stop) through
+/// the rescue frame on its stack: it resumes with its own registers and mask and passes its own check.
+/// The code stays in the ELF padding (past the end of an executable segment), never executed again.
 fn tracer_death_mid_injection_leaves_target_running() {
     let w = Workload::spawn("spin");
     let counter = w.shm.u64_at(SHM_COUNTER);
@@ -624,12 +647,12 @@ fn tracer_death_mid_injection_leaves_target_running() {
         .parse()
         .unwrap();
 
-    // The site must be the last 8 bytes of an r-x file mapping (padding), per the site policy.
+    // The site must be the last 64 bytes of an r-x file mapping (padding), per the site policy.
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
     let in_padding = maps.lines().any(|l| {
         let (range, rest) = l.split_once(' ').unwrap();
         let (_, end) = range.split_once('-').unwrap();
-        rest.starts_with("r-x") && u64::from_str_radix(end, 16).unwrap() == site + 8
+        rest.starts_with("r-x") && u64::from_str_radix(end, 16).unwrap() == site + 64
     });
     assert!(
         in_padding,
@@ -637,9 +660,17 @@ fn tracer_death_mid_injection_leaves_target_running() {
 {maps}"
     );
 
-    let patched = [0x0f, 0x05, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc];
+    let sigblk = |tid: Tid| {
+        let s = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap();
+        s.lines()
+            .find(|l| l.starts_with("SigBlk:"))
+            .unwrap()
+            .to_string()
+    };
+    let mask_before = sigblk(w.tid);
+    let patched = dormant_parasite::test_hooks::SITE_CODE[..8].to_vec();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while peek(w.child.id(), site, 8) != patched {
+    while peek(w.child.id(), site, 8) != patched || sigblk(w.tid) == mask_before {
         assert!(Instant::now() < deadline, "injector never patched the site");
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -669,95 +700,123 @@ fn tracer_death_mid_injection_leaves_target_running() {
     assert_eq!(
         peek(w.child.id(), site, 8),
         patched,
-        "(documented) stale bytes remain, unexecuted"
+        "(documented) the code stays in the padding, unexecuted"
     );
+    assert_eq!(sigblk(w.tid), mask_before, "the frame put the mask back");
     let tracer = std::fs::read_to_string(format!("/proc/{}/status", w.tid)).unwrap();
     assert!(tracer.contains("TracerPid:\t0"), "target no longer traced");
     w.shm.u32_at(SHM_STOP).store(1, Ordering::Relaxed);
     w.assert_exits_ok(Duration::from_secs(10));
 }
 
-/// SIGKILL the dumper (a separate injector process) at each stage of a parasite session and check
-/// what the target is left with. At every stage: the target is no longer traced, runs its own code
-/// again (its counter moves) and passes its own check at exit. Stage by stage, exactly:
-/// - SitePatched (first remote syscall, site written, not run): no area; the site keeps the stale
-///   `syscall; int3` bytes in ELF padding the target never executes.
-/// - AreaMapped: the memfd area stays mapped (never executed) and its fd stays open in the target.
-/// - BlobLoaded, CommandRunning, CureReturned: the area stays mapped, no fd is left. In
-///   CommandRunning the target finishes the command in the blob and rt_sigreturns to its own state.
-/// - CureUnmapped: nothing of the parasite is left.
-///
-/// In all but SitePatched the site bytes are the original ones.
+/// SIGKILL the dumper (a separate injector process) at each stage of a parasite session, at the first,
+/// second and fifth time it passes that stage, and check what the target is left with: nothing. At every
+/// point the target is no longer traced, runs its own code again (its counter moves), has exactly its
+/// mappings, descriptors, blocked mask and pending signals of before, and passes its own check at exit.
+/// The site's bytes are the original ones or the injected code, which the task never executes.
 fn dumper_killed_at_each_parasite_stage() {
     use dormant_parasite::test_hooks::Stage;
+    let mut points = 0;
     for stage in Stage::ALL {
-        eprintln!("  stage {stage:?}");
-        let w = Workload::spawn("spin");
-        let counter = w.shm.u64_at(SHM_COUNTER);
-        while counter.load(Ordering::Relaxed) == 0 {}
-        let fds_before = std::fs::read_dir(format!("/proc/{}/fd", w.tid))
-            .unwrap()
-            .count();
-        let site = dormant_parasite::find_syscall_site(w.tid).unwrap();
-        let site_bytes = peek(w.child.id(), site, 8);
-        let status = Command::new(std::env::current_exe().unwrap())
-            .env(ROLE_ENV, "blob-injector")
-            .env(TARGET_ENV, w.tid.0.to_string())
-            .env(DIE_AT_ENV, (stage as u32).to_string())
-            .status()
-            .unwrap();
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(
-            status.signal(),
-            Some(libc::SIGKILL),
-            "injector died at {stage:?}: {status:?}"
-        );
-
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let c0 = counter.load(Ordering::Relaxed);
-        while counter.load(Ordering::Relaxed) == c0 {
+        for skip in [0u32, 1, 4] {
+            let w = Workload::spawn("spin");
+            let counter = w.shm.u64_at(SHM_COUNTER);
+            while counter.load(Ordering::Relaxed) == 0 {}
+            let fds_before = fd_names(w.tid);
+            let maps_before = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
+            let masks_before = masks(w.tid);
+            let site = dormant_parasite::find_syscall_site(w.tid).unwrap();
+            let site_bytes = peek(w.child.id(), site, 64);
+            let status = Command::new(std::env::current_exe().unwrap())
+                .env(ROLE_ENV, "blob-injector")
+                .env(TARGET_ENV, w.tid.0.to_string())
+                .env(DIE_AT_ENV, format!("{}:{skip}", stage as u32))
+                .status()
+                .unwrap();
+            use std::os::unix::process::ExitStatusExt;
+            if status.signal() != Some(libc::SIGKILL) {
+                // The stage is passed fewer than skip + 1 times in a session.
+                assert!(status.success(), "injector at {stage:?}/{skip}: {status:?}");
+                w.shm.u32_at(SHM_STOP).store(1, Ordering::Relaxed);
+                w.assert_exits_ok(Duration::from_secs(10));
+                continue;
+            }
+            points += 1;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let c0 = counter.load(Ordering::Relaxed);
+            while counter.load(Ordering::Relaxed) == c0 {
+                assert!(
+                    Instant::now() < deadline,
+                    "{stage:?}/{skip}: target does not run after the dumper died"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let status = std::fs::read_to_string(format!("/proc/{}/status", w.tid)).unwrap();
             assert!(
-                Instant::now() < deadline,
-                "{stage:?}: target does not run after the dumper died"
+                status.contains("TracerPid:\t0"),
+                "{stage:?}/{skip}: target no longer traced"
             );
-            std::thread::sleep(Duration::from_millis(5));
+            // The blob cleans up after the dumper's death on its own: give it a moment.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
+                let same = maps == maps_before
+                    && fd_names(w.tid) == fds_before
+                    && masks(w.tid) == masks_before;
+                if same {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{stage:?}/{skip}: left behind:\nmaps before\n{maps_before}\nafter\n{maps}\nfds {:?} -> {:?}\nmasks {:?} -> {:?}",
+                    fds_before,
+                    fd_names(w.tid),
+                    masks_before,
+                    masks(w.tid)
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let now = peek(w.child.id(), site, 64);
+            let mut code = site_bytes.clone();
+            let code_len = dormant_parasite::test_hooks::SITE_CODE.len();
+            code[..code_len].copy_from_slice(dormant_parasite::test_hooks::SITE_CODE);
+            assert!(
+                now == site_bytes || now == code,
+                "{stage:?}/{skip}: site bytes are the original ones or the unexecuted code"
+            );
+            w.shm.u32_at(SHM_STOP).store(1, Ordering::Relaxed);
+            w.assert_exits_ok(Duration::from_secs(10));
         }
-        let status = std::fs::read_to_string(format!("/proc/{}/status", w.tid)).unwrap();
-        assert!(
-            status.contains("TracerPid:\t0"),
-            "{stage:?}: target no longer traced"
-        );
-        let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
-        let area_left = maps.contains("/memfd:dormant-parasite");
-        let expect_area = matches!(
-            stage,
-            Stage::AreaMapped | Stage::BlobLoaded | Stage::CommandRunning | Stage::CureReturned
-        );
-        assert_eq!(
-            area_left, expect_area,
-            "{stage:?}: parasite area left mapped?\n{maps}"
-        );
-        let fds = std::fs::read_dir(format!("/proc/{}/fd", w.tid))
-            .unwrap()
-            .count();
-        let expect_fds = fds_before + usize::from(stage == Stage::AreaMapped);
-        assert_eq!(fds, expect_fds, "{stage:?}: fds left in the target");
-        let now = peek(w.child.id(), site, 8);
-        if stage == Stage::SitePatched {
-            assert_eq!(
-                now,
-                [0x0f, 0x05, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc],
-                "stale, unexecuted site"
-            );
-        } else {
-            assert_eq!(
-                now, site_bytes,
-                "{stage:?}: site bytes are the original ones"
-            );
-        }
-        w.shm.u32_at(SHM_STOP).store(1, Ordering::Relaxed);
-        w.assert_exits_ok(Duration::from_secs(10));
     }
+    eprintln!("  {points} kill points");
+}
+
+/// Descriptor numbers and what they point at.
+fn fd_names(tid: Tid) -> Vec<(String, String)> {
+    let mut v: Vec<_> = std::fs::read_dir(format!("/proc/{tid}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let link = std::fs::read_link(e.path()).unwrap_or_default();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                link.to_string_lossy().into_owned(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// SigBlk, SigPnd and ShdPnd of the thread.
+fn masks(tid: Tid) -> Vec<String> {
+    let s = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap();
+    s.lines()
+        .filter(|l| {
+            l.starts_with("SigBlk:") || l.starts_with("SigPnd:") || l.starts_with("ShdPnd:")
+        })
+        .map(str::to_string)
+        .collect()
 }
 
 /// A three-thread target, every thread seized: the leader answers the snapshot, each worker answers

@@ -12,12 +12,13 @@ use crate::regs::{
 };
 use crate::signal::{StackT, SS_DISABLE};
 
-/// `rt_sigframe`: `pretcode` (8), then `ucontext`, then `siginfo` (128, not read by `rt_sigreturn`).
+/// `rt_sigframe`: `pretcode` (8), then `ucontext`, then `siginfo` (128), which `rt_sigreturn` does not
+/// read: the frames built here stop after the `ucontext` (a rescue frame must fit in little stack).
 pub const UC_OFFSET: usize = 8;
 /// Size of `struct ucontext` on x86-64.
 pub const UCONTEXT_SIZE: usize = 304;
-/// Size of `struct rt_sigframe` without the fpstate.
-pub const FRAME_SIZE: usize = UC_OFFSET + UCONTEXT_SIZE + 128;
+/// Bytes of the frame `rt_sigreturn` reads, the fpstate aside.
+pub const FRAME_SIZE: usize = UC_OFFSET + UCONTEXT_SIZE;
 /// Offset of the XSAVE area from the frame start (a 64-byte aligned frame start keeps it aligned).
 pub const XSAVE_OFFSET: usize = FRAME_SIZE.div_ceil(XSAVE_ALIGN) * XSAVE_ALIGN;
 
