@@ -34,7 +34,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 
 use dormant_sys::nr;
 use dormant_sys::regs::{UserRegs, EFLAGS_DF, EFLAGS_TF};
-use dormant_sys::sigframe::{self, AltStack};
+use dormant_sys::sigframe::{self, AltStack, Fpstate};
 
 use crate::error::ParasiteError;
 use crate::ids::Tid;
@@ -75,6 +75,9 @@ struct Session {
     scratch_len: usize,
     /// The site's bytes before we wrote the code, if we wrote it.
     original_code: Option<[u8; SITE_LEN]>,
+    /// Where the rescue frame's fpstate went in the site's padding (the stack was short), and the bytes
+    /// that were there.
+    fpstate_slot: Option<(u64, Vec<u8>)>,
     mask_changed: bool,
     at: At,
     /// Stop signals that arrived while our code ran; sent again at the end.
@@ -220,10 +223,14 @@ impl RemoteTask {
             let regs = ptrace::getregs(tid)?;
             let mask = ptrace::get_sigmask(tid)?;
             let xstate = ptrace::get_xstate(tid)?;
-            let (frame_sp, scratch, scratch_len) = if self.guarded {
+            let rescue = if self.guarded {
                 self.write_rescue_frame(&regs, mask, &xstate)?
             } else {
-                (regs.rsp, 0, 0)
+                Rescue {
+                    frame_sp: regs.rsp,
+                    scratch: 0,
+                    fpstate_slot: None,
+                }
             };
             let mut original = [0u8; SITE_LEN];
             self.read_mem(self.site, &mut original)?;
@@ -233,14 +240,16 @@ impl RemoteTask {
                 self.write_mem(self.site, &CODE)?;
                 Some(original)
             };
+            let scratch_len = if self.guarded { SCRATCH_LEN } else { 0 };
             self.session = Some(Session {
                 regs,
                 mask,
                 xstate,
-                frame_sp,
-                scratch,
+                frame_sp: rescue.frame_sp,
+                scratch: rescue.scratch,
                 scratch_len,
                 original_code,
+                fpstate_slot: rescue.fpstate_slot,
                 mask_changed: false,
                 at: At::SignalStop,
                 held: Vec::new(),
@@ -251,47 +260,66 @@ impl RemoteTask {
             .ok_or_else(|| ParasiteError::Blob("no session".into()))
     }
 
-    /// Writes the rescue frame below the red zone and a scratch area of the thread's stack; returns the
-    /// rsp `rt_sigreturn` wants, and the scratch area.
+    /// Writes the rescue frame below the red zone and a scratch area of the thread's stack. When the stack
+    /// has room for the frame but not for its fpstate (a main thread at the deepest point of its stack),
+    /// the leader's fpstate goes into the site's padding, past the code.
     fn write_rescue_frame(
         &self,
         regs: &user_regs_struct,
         mask: SigMask,
         xstate: &[u8],
-    ) -> Result<(u64, u64, usize), ParasiteError> {
+    ) -> Result<Rescue, ParasiteError> {
         let tid = self.tid;
-        refuse_shadow_stack(tid)?;
-        let len = sigframe::frame_len(xstate.len());
+        let leader = refuse_shadow_stack(tid)? == tid.0;
         let top = regs.rsp.wrapping_sub(RED_ZONE);
         let scratch = (top - SCRATCH_LEN as u64) & !15;
-        let frame = scratch.wrapping_sub(len as u64) & !63;
+        let full = scratch.wrapping_sub(sigframe::frame_len(xstate.len()) as u64) & !63;
+        let short = scratch.wrapping_sub(sigframe::FRAME_SIZE as u64) & !63;
         let maps = site::read_maps(tid)?;
+        let no_room = |have: u64| ParasiteError::NoStackRoom {
+            tid,
+            rsp: regs.rsp,
+            have,
+            need: top.wrapping_sub(full),
+        };
         let vma = maps
             .iter()
             .find(|m| m.start < top && top <= m.end)
             .filter(|m| m.read && m.write && !m.shared)
-            .ok_or(ParasiteError::NoStackRoom {
-                tid,
-                rsp: regs.rsp,
-                have: 0,
-                need: top - frame,
-            })?;
-        if frame < vma.start || frame > top {
-            return Err(ParasiteError::NoStackRoom {
-                tid,
-                rsp: regs.rsp,
-                have: top.saturating_sub(vma.start),
-                need: top - frame,
-            });
-        }
+            .ok_or_else(|| no_room(0))?;
+        let have = top.saturating_sub(vma.start);
         // rt_sigreturn does no restart processing: the frame holds the registers as the thread would
         // continue from its stop with no signal to handle.
         let resume = UserRegs::from(*regs).resumable();
-        let mut bytes = vec![0u8; len];
-        sigframe::build(&mut bytes, frame, &resume, xstate, mask.0, AltStack::Keep)
+        let fpstate_len = xstate.len() as u64 + 4;
+        let slot = self.site + SITE_LEN as u64;
+        let (frame, fp, fpstate_slot) = if full >= vma.start && full < top {
+            (full, Fpstate::Inline(xstate), None)
+        } else if short >= vma.start
+            && short < top
+            && leader
+            && site::padding_after(&maps, self.site) >= SITE_LEN as u64 + fpstate_len
+        {
+            let mut original = vec![0u8; fpstate_len as usize];
+            self.read_mem(slot, &mut original)?;
+            let mut fpstate = vec![0u8; fpstate_len as usize];
+            sigframe::write_fpstate(&mut fpstate, xstate)
+                .map_err(|e| ParasiteError::Blob(format!("tid {tid}: rescue fpstate: {e}")))?;
+            self.write_mem(slot, &fpstate)?;
+            log::debug!("tid {tid}: {have} bytes of stack: rescue fpstate in the site's padding");
+            (short, Fpstate::At(slot), Some((slot, original)))
+        } else {
+            return Err(no_room(have));
+        };
+        let mut bytes = vec![0u8; sigframe::frame_len(xstate.len())];
+        let len = sigframe::build_with(&mut bytes, frame, &resume, fp, mask.0, AltStack::Keep)
             .map_err(|e| ParasiteError::Blob(format!("tid {tid}: rescue frame: {e}")))?;
-        self.write_mem(frame, &bytes)?;
-        Ok((frame + 8, scratch, SCRATCH_LEN))
+        self.write_mem(frame, &bytes[..len])?;
+        Ok(Rescue {
+            frame_sp: frame + 8,
+            scratch,
+            fpstate_slot,
+        })
     }
 
     /// Ends the session: brings the thread to a get_signal stop, puts back its mask, xstate and
@@ -372,6 +400,11 @@ impl RemoteTask {
         if let Some(code) = s.original_code {
             if let Err(e) = self.write_mem(self.site, &code) {
                 failures.push(format!("code at site {:#x}: {e}", self.site));
+            }
+        }
+        if let Some((slot, bytes)) = &s.fpstate_slot {
+            if let Err(e) = self.write_mem(*slot, bytes) {
+                failures.push(format!("padding at {slot:#x}: {e}"));
             }
         }
         for sig in &s.held {
@@ -632,9 +665,16 @@ pub(crate) fn is_stop_signal(sig: Signal) -> bool {
     )
 }
 
+/// Where a session's rescue frame went.
+struct Rescue {
+    frame_sp: u64,
+    scratch: u64,
+    fpstate_slot: Option<(u64, Vec<u8>)>,
+}
+
 /// Refuse a thread with a shadow stack enabled: `rt_sigreturn` from a frame the kernel did not build
-/// would find no token on it and fault.
-fn refuse_shadow_stack(tid: Tid) -> Result<(), ParasiteError> {
+/// would find no token on it and fault. Returns the thread's Tgid.
+fn refuse_shadow_stack(tid: Tid) -> Result<i32, ParasiteError> {
     let path = PathBuf::from(format!("/proc/{tid}/status"));
     let status = std::fs::read_to_string(&path).map_err(|source| ParasiteError::Proc {
         path: path.clone(),
@@ -647,7 +687,14 @@ fn refuse_shadow_stack(tid: Tid) -> Result<(), ParasiteError> {
     if shstk {
         return Err(ParasiteError::ShadowStack { tid });
     }
-    Ok(())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or(ParasiteError::ProcParse {
+            path,
+            line: "<no Tgid line>".into(),
+        })
 }
 
 /// Scratch memory on the thread's stack (see [`RemoteTask::scratch`]); borrows the task so the

@@ -1,7 +1,9 @@
 //! The syscall site: where the injected code goes, and the code itself.
 //!
-//! The site is bytes the target itself can never execute: the tail of an executable ELF segment's last
-//! page, past the segment's `p_memsz` (page padding no instruction of the program jumps to). The code
+//! The site is bytes the target itself can never execute: the page padding past the end (`p_memsz`) of an
+//! executable ELF segment, which no instruction of the program jumps to and no data access of it reaches
+//! (its data is mapped elsewhere). The largest such padding is chosen: past the code, it may also hold
+//! the rescue frame's fpstate when a thread's stack has too little room (see `remote`). The code
 //! written there has three entries, each of which ends in `rt_sigreturn` through the rescue frame
 //! (see `remote`):
 //! - [`CALL`]: `syscall; mov eax, 15; syscall`, for one injected syscall;
@@ -76,31 +78,39 @@ const PT_LOAD: u32 = 1;
 const PF_X: u32 = 1;
 const PAGE_MASK: u64 = !0xfff;
 
-/// Pick a syscall site in the address space of `tid`: the last [`SITE_LEN`] bytes of the page padding of
-/// an executable segment. Refuses (rather than patch code the task could run) when there is none.
+/// Pick a syscall site in the address space of `tid`: the start (64-byte aligned) of the largest page
+/// padding past an executable segment, of at least [`SITE_LEN`] bytes. Refuses (rather than patch code
+/// the task could run) when there is none.
 pub fn find_syscall_site(tid: Tid) -> Result<u64, ParasiteError> {
     let maps = read_maps(tid)?;
-    let candidates = maps
+    let mut best: Option<(u64, u64, &str)> = None;
+    for vma in maps
         .iter()
-        .filter(|v| v.read && v.exec && v.is_file() && v.name != "[vsyscall]");
-    for vma in candidates {
+        .filter(|v| v.read && v.exec && v.is_file() && v.name != "[vsyscall]")
+    {
         match padding_site(tid, vma) {
-            Ok(Some(site)) => {
-                log::debug!(
-                    "tid {tid}: syscall site {site:#x} in ELF padding of {}",
-                    vma.name
-                );
-                return Ok(site);
+            Ok(Some(site)) if best.is_none_or(|(_, room, _)| vma.end - site > room) => {
+                best = Some((site, vma.end - site, &vma.name));
             }
-            Ok(None) => {}
+            Ok(_) => {}
             Err(e) => log::debug!("tid {tid}: no padding site in {}: {e}", vma.name),
         }
     }
-    Err(ParasiteError::NoSyscallSite { tid })
+    let (site, room, name) = best.ok_or(ParasiteError::NoSyscallSite { tid })?;
+    log::debug!("tid {tid}: syscall site {site:#x} in {room} bytes of ELF padding of {name}");
+    Ok(site)
 }
 
-/// The last [`SITE_LEN`]-byte slot of `vma` if it lies past the end of the executable PT_LOAD segment
-/// that `vma` maps; `None` if the segment leaves less padding than that.
+/// Bytes of padding from `site` to the end of its mapping (what the code and, if the stack is short, the
+/// rescue frame's fpstate may use).
+pub(crate) fn padding_after(maps: &[MapsEntry], site: u64) -> u64 {
+    maps.iter()
+        .find(|m| m.start <= site && site < m.end)
+        .map_or(0, |m| m.end - site)
+}
+
+/// The 64-byte aligned start of the padding past the executable PT_LOAD segment that `vma` maps, if at
+/// least [`SITE_LEN`] bytes of it remain in the mapping; `None` otherwise.
 fn padding_site(tid: Tid, vma: &MapsEntry) -> Result<Option<u64>, ParasiteError> {
     // map_files opens the mapped object itself, so this works for deleted or replaced files too.
     let path = PathBuf::from(format!(
@@ -142,8 +152,9 @@ fn padding_site(tid: Tid, vma: &MapsEntry) -> Result<Option<u64>, ParasiteError>
         }
         // The mapping starts at the page holding p_offset; the segment ends p_memsz bytes later.
         let seg_end = vma.start + (p_offset - vma.offset) + p_memsz;
-        if seg_end <= vma.end && vma.end - seg_end >= SITE_LEN as u64 {
-            return Ok(Some(vma.end - SITE_LEN as u64));
+        let site = seg_end.div_ceil(64) * 64;
+        if site <= vma.end && vma.end - site >= SITE_LEN as u64 {
+            return Ok(Some(site));
         }
         return Ok(None);
     }

@@ -54,6 +54,10 @@ fn main() {
             multithreaded_per_thread_commands,
         ),
         (
+            "strict_seccomp_target_survives_injection",
+            strict_seccomp_target_survives_injection,
+        ),
+        (
             "dumper_killed_at_each_parasite_stage",
             dumper_killed_at_each_parasite_stage,
         ),
@@ -864,4 +868,42 @@ fn multithreaded_per_thread_commands() {
     assert!(counter.load(Ordering::Relaxed) > c1, "leader runs again");
     w.shm.u32_at(SHM_STOP).store(1, Ordering::Relaxed);
     w.assert_exits_ok(Duration::from_secs(10));
+}
+
+/// A target in seccomp strict mode (only read, write, exit, rt_sigreturn) is seized with its filters
+/// suspended (`seize_options` adds PTRACE_O_SUSPEND_SECCOMP for it): the queries, the blob and its cure
+/// run, and the target then reads its message and exits 0. Seized without the suspension, the first
+/// injected syscall is the target's death (SIGKILL from seccomp): the option is what keeps it alive.
+fn strict_seccomp_target_survives_injection() {
+    let mut w = Workload::spawn("seccomp-strict");
+    w.wait_blocked_in(libc::SYS_read);
+    assert_eq!(
+        dormant_parasite::seccomp_mode(w.tid),
+        Some(1),
+        "strict mode"
+    );
+    seize_and_stop(w.tid);
+    let mut task = RemoteTask::new(w.tid).unwrap();
+    let snap = query::snapshot(&mut task).unwrap();
+    assert_ne!(snap.brk, 0);
+    drop(task);
+    let mut p = Parasite::inject(w.tid, &[]).unwrap();
+    p.task_state().unwrap();
+    p.cure().unwrap();
+    detach(w.tid);
+    w.write_stdin(PIPE_MESSAGE);
+    w.assert_exits_ok(Duration::from_secs(10));
+
+    let mut w = Workload::spawn("seccomp-strict");
+    w.wait_blocked_in(libc::SYS_read);
+    seize_and_stop_with(w.tid, dormant_parasite::SEIZE_OPTIONS);
+    let mut task = RemoteTask::new(w.tid).unwrap();
+    match task.syscall(libc::SYS_getpid, [0; 6]) {
+        Err(ParasiteError::TaskDied { .. }) => {}
+        other => panic!("a strict-seccomp target without suspension: {other:?}"),
+    }
+    drop(task);
+    use std::os::unix::process::ExitStatusExt;
+    let status = w.child.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "killed by seccomp");
 }

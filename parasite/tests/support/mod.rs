@@ -154,8 +154,12 @@ impl Workload {
 
 /// PTRACE_SEIZE + PTRACE_INTERRUPT + wait for the interrupt's event stop.
 pub fn seize_and_stop(tid: Tid) {
+    seize_and_stop_with(tid, dormant_parasite::seize_options(tid));
+}
+
+pub fn seize_and_stop_with(tid: Tid, options: ptrace::Options) {
     let pid = Pid::from_raw(tid.0);
-    ptrace::seize(pid, dormant_parasite::SEIZE_OPTIONS).unwrap();
+    ptrace::seize(pid, options).unwrap();
     ptrace::interrupt(pid).unwrap();
     match waitpid(pid, Some(WaitPidFlag::__WALL)).unwrap() {
         WaitStatus::PtraceEvent(_, Signal::SIGTRAP, libc::PTRACE_EVENT_STOP) => {}
