@@ -93,3 +93,13 @@ pub(crate) fn stage(stage: Stage) {
     log::warn!("test hook: dying at {stage:?}");
     let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
 }
+
+/// Closes the dumper's read ends of `p`'s page pipes (/dev/null takes their places), so that the blob's
+/// next vmsplice meets pipes without readers, as after the dumper's death.
+pub fn close_page_pipe_readers(p: &mut crate::Parasite) {
+    for pipe in &mut p.pipes {
+        if let Ok(null) = std::fs::File::open("/dev/null") {
+            pipe.read = null.into();
+        }
+    }
+}

@@ -58,6 +58,10 @@ fn main() {
             strict_seccomp_target_survives_injection,
         ),
         (
+            "sigpipe_raised_by_the_blob_is_taken_back",
+            sigpipe_raised_by_the_blob_is_taken_back,
+        ),
+        (
             "dumper_killed_at_each_parasite_stage",
             dumper_killed_at_each_parasite_stage,
         ),
@@ -903,12 +907,62 @@ fn strict_seccomp_target_survives_injection() {
     w.wait_blocked_in(libc::SYS_read);
     seize_and_stop_with(w.tid, dormant_parasite::SEIZE_OPTIONS);
     let mut task = RemoteTask::new(w.tid).unwrap();
+    // The injection's own wait reaps the target and reports how it died.
     match task.syscall(libc::SYS_getpid, [0; 6]) {
-        Err(ParasiteError::TaskDied { .. }) => {}
+        Err(ParasiteError::TaskDied { what, .. }) => {
+            assert!(what.contains("SIGKILL"), "killed by seccomp: {what}")
+        }
         other => panic!("a strict-seccomp target without suspension: {other:?}"),
     }
     drop(task);
-    use std::os::unix::process::ExitStatusExt;
-    let status = w.child.wait().unwrap();
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "killed by seccomp");
+    let _ = w.child.wait();
+}
+
+/// The blob's vmsplice into a pipe nobody reads any more (the dumper died, or here closed its ends)
+/// fails with EPIPE and queues a SIGPIPE to the thread, blocked meanwhile; the blob takes it back before
+/// it returns, so the target (whose SIGPIPE action is the default: death) keeps running with exactly its
+/// pending and blocked sets of before.
+fn sigpipe_raised_by_the_blob_is_taken_back() {
+    let w = Workload::spawn("spin");
+    let counter = w.shm.u64_at(SHM_COUNTER);
+    while counter.load(Ordering::Relaxed) == 0 {}
+    seize_and_stop(w.tid);
+    let before = masks(w.tid);
+    let mut p = Parasite::inject(w.tid, &[]).unwrap();
+    let (base, _) = p.area();
+    p.open_page_pipes(1, 1 << 16).unwrap();
+    dormant_parasite::test_hooks::close_page_pipe_readers(&mut p);
+    let r = p.splice_pages(
+        &[(base, 4096, 0)],
+        1,
+        |_: PagePiece, _| -> Result<(), nix::Error> { Ok(()) },
+    );
+    match r {
+        Err(dormant_parasite::SpliceError::Parasite(ParasiteError::Command { errno, .. })) => {
+            assert_eq!(errno, nix::errno::Errno::EPIPE)
+        }
+        other => panic!("vmsplice into a pipe without readers: {other:?}"),
+    }
+    let pending = masks(w.tid)
+        .into_iter()
+        .find(|l| l.starts_with("SigPnd:"))
+        .unwrap();
+    assert!(
+        u64::from_str_radix(pending.trim_start_matches("SigPnd:").trim(), 16).unwrap()
+            & (1 << (libc::SIGPIPE - 1))
+            != 0,
+        "SIGPIPE queued (and blocked) while the blob runs: {pending}"
+    );
+    p.cure().unwrap();
+    assert_eq!(
+        masks(w.tid),
+        before,
+        "pending and blocked sets after the cure"
+    );
+    detach(w.tid);
+    let c1 = counter.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(counter.load(Ordering::Relaxed) > c1, "target runs on");
+    w.shm.u32_at(SHM_STOP).store(1, Ordering::Relaxed);
+    w.assert_exits_ok(Duration::from_secs(10));
 }

@@ -41,9 +41,11 @@ const TRACED: &[i64] = &[
     libc::SYS_tgkill,
 ];
 
-/// Kill points per scenario at most (spread evenly over the dump, the first ones always included).
+/// Kill points per scenario: the first calls, stage boundaries, and evenly spread ones up to this many.
 const POINTS: usize = 14;
-const FIRST_POINTS: u64 = 6;
+const FIRST_POINTS: u64 = 3;
+/// Evenly spread points at least.
+const EVEN_POINTS: usize = 4;
 
 /// One scenario.
 struct Scenario {
@@ -137,11 +139,28 @@ fn thread_states(pid: i32) -> Vec<(i32, char, i32)> {
 enum Outcome {
     /// Killed before its `n`-th traced call.
     Killed,
-    /// Finished on its own with this exit code, after `calls` traced calls.
-    Finished { calls: u64, code: i32 },
+    /// Finished on its own with this exit code; the traced calls it made, in order.
+    Finished { calls: Vec<i64>, code: i32 },
     /// Killed right before its first kill of a target process (asked for with `stop_at_kill`), after
-    /// `calls` traced calls: the dump is complete and the target untouched.
-    StoppedAtTargetKill { calls: u64 },
+    /// the traced `calls`: the dump is complete and the target untouched.
+    StoppedAtTargetKill { calls: Vec<i64> },
+}
+
+impl Outcome {
+    fn describe(&self) -> String {
+        match self {
+            Outcome::Killed => "killed".into(),
+            Outcome::Finished { calls, code } => {
+                format!("finished with exit code {code} after {} calls", calls.len())
+            }
+            Outcome::StoppedAtTargetKill { calls } => {
+                format!(
+                    "stopped at its kill of the target after {} calls",
+                    calls.len()
+                )
+            }
+        }
+    }
 }
 
 /// The seccomp filter: SECCOMP_RET_TRACE for [`TRACED`], allow the rest.
@@ -262,7 +281,7 @@ fn drive(leader: Pid, w: &Workload, kill_at: Option<u64>, stop_at_kill: bool) ->
     ptrace::setoptions(leader, opts).map_err(|e| fail(format!("PTRACE_SETOPTIONS: {e}")))?;
     ptrace::cont(leader, None).map_err(|e| fail(format!("PTRACE_CONT: {e}")))?;
     let mut tids: BTreeSet<Pid> = [leader].into();
-    let mut calls = 0u64;
+    let mut calls: Vec<i64> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     let targets: BTreeSet<i32> = harness::tree_ids(w.pid())
         .unwrap_or_default()
@@ -302,12 +321,12 @@ fn drive(leader: Pid, w: &Workload, kill_at: Option<u64>, stop_at_kill: bool) ->
                     tids.remove(&pid);
                 }
                 WaitStatus::PtraceEvent(pid, _, libc::PTRACE_EVENT_SECCOMP) => {
-                    calls += 1;
                     let regs = ptrace::getregs(pid).map_err(|e| fail(format!("GETREGS: {e}")))?;
+                    calls.push(regs.orig_rax as i64);
                     let kills_target = (regs.orig_rax as i64 == libc::SYS_kill
                         || regs.orig_rax as i64 == libc::SYS_tgkill)
                         && targets.contains(&(regs.rdi as i32));
-                    if Some(calls) == kill_at || (stop_at_kill && kills_target) {
+                    if Some(calls.len() as u64) == kill_at || (stop_at_kill && kills_target) {
                         nix::sys::signal::kill(leader, Signal::SIGKILL)
                             .map_err(|e| fail(format!("killing the dumper: {e}")))?;
                         killed = true;
@@ -417,12 +436,22 @@ fn difference(before: &Snapshot, after: &Snapshot) -> String {
     out
 }
 
-/// The kill points for a dump of `total` calls.
-fn points(total: u64) -> Vec<u64> {
+/// The kill points for a dump that made the traced `calls`: the first few (seizing), the first and the
+/// last call of each kind (where the dump moves from one stage to the next: seizing, injected
+/// syscalls, the blob's load and commands, the page copy, the cure, the detach), and evenly spread ones.
+fn points(calls: &[i64]) -> Vec<u64> {
+    let total = calls.len() as u64;
     let mut p: BTreeSet<u64> = (1..=FIRST_POINTS.min(total)).collect();
-    let rest = POINTS.saturating_sub(p.len()) as u64;
-    for i in 1..=rest {
-        p.insert(FIRST_POINTS + (total.saturating_sub(FIRST_POINTS)) * i / rest.max(1));
+    for &nr in TRACED {
+        let first = calls.iter().position(|&c| c == nr);
+        let last = calls.iter().rposition(|&c| c == nr);
+        for at in [first, last].into_iter().flatten() {
+            p.insert(at as u64 + 1);
+        }
+    }
+    let spread = POINTS.saturating_sub(p.len()).max(EVEN_POINTS) as u64;
+    for i in 1..=spread {
+        p.insert(FIRST_POINTS + total.saturating_sub(FIRST_POINTS) * i / spread);
     }
     p.into_iter().filter(|&n| n >= 1 && n <= total).collect()
 }
@@ -447,20 +476,33 @@ fn run_scenario(s: &Scenario) -> Result<usize> {
     let image = |n: u64| w.scratch().join(format!("image-{n}"));
     // Count the calls of a whole dump (without -R: up to its first kill of the target, where it is
     // killed itself, so the target survives).
-    let total = match run_dumper(&w, s, &image(0), None, !s.leave_running)? {
+    let calls = match run_dumper(&w, s, &image(0), None, !s.leave_running)? {
         Outcome::Finished { calls, code: 0 } | Outcome::StoppedAtTargetKill { calls } => calls,
-        other => return Err(w.fail(format!("{}: counting run ended {other:?}", s.name))),
+        other => {
+            return Err(w.fail(format!(
+                "{}: counting run ended {}",
+                s.name,
+                other.describe()
+            )))
+        }
     };
+    let total = calls.len();
     remove_images(&w);
     check_untouched(&w, &before, &format!("{}: after the counting run", s.name))?;
     let mut killed = 0;
-    for n in points(total) {
+    for n in points(&calls) {
         // A run may make fewer calls than the counting one (waits that found their stop at once):
         // it then ends as that one did, which must leave the target untouched all the same.
         match run_dumper(&w, s, &image(n), Some(n), !s.leave_running)? {
             Outcome::Killed => killed += 1,
             Outcome::Finished { code: 0, .. } | Outcome::StoppedAtTargetKill { .. } => {}
-            other => return Err(w.fail(format!("{}: run killed at {n} ended {other:?}", s.name))),
+            other => {
+                return Err(w.fail(format!(
+                    "{}: run killed at {n} ended {}",
+                    s.name,
+                    other.describe()
+                )))
+            }
         }
         remove_images(&w);
         check_untouched(&w, &before, &format!("{}: at call {n} of {total}", s.name))?;
