@@ -668,7 +668,7 @@ fn tracer_death_mid_injection_leaves_target_running() {
         rest.starts_with("r-x") && rest.contains('/') && start <= site && site + 64 <= end
     });
     assert!(
-        in_padding && site % 64 == 0,
+        in_padding && site.is_multiple_of(64),
         "site {site:#x} is in the tail of an r-x file mapping:
 {maps}"
     );
