@@ -295,6 +295,15 @@ fn drive(leader: Pid, w: &Workload, kill_at: Option<u64>, stop_at_kill: bool) ->
             return Err(fail("the traced dumper ran for 120 s".into()));
         }
         let mut progressed = false;
+        // Threads whose clone event was not seen yet (or never will be: killed first) are found here;
+        // a dead group's leader is only reported once every thread of it is reaped.
+        if let Ok(dir) = std::fs::read_dir(format!("/proc/{leader}/task")) {
+            for t in dir.flatten() {
+                if let Ok(tid) = t.file_name().to_string_lossy().parse::<i32>() {
+                    tids.insert(Pid::from_raw(tid));
+                }
+            }
+        }
         for &tid in tids.clone().iter() {
             let status = match waitpid(tid, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) => continue,
