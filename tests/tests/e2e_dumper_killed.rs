@@ -371,17 +371,28 @@ fn drive(leader: Pid, w: &Workload, kill_at: Option<u64>, stop_at_kill: bool) ->
     }
 }
 
-/// Waits for a killed dumper's threads to be gone.
+/// Waits for a killed dumper to be gone: reaps every thread of it (a traced thread's zombie waits for
+/// its tracer, and the group's leader is only reported after them).
 fn reap(leader: Pid, tids: &BTreeSet<Pid>) {
+    let mut tids = tids.clone();
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        match waitpid(leader, Some(WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_) => break,
-            _ => {}
+        if let Ok(dir) = std::fs::read_dir(format!("/proc/{leader}/task")) {
+            for t in dir.flatten() {
+                if let Ok(tid) = t.file_name().to_string_lossy().parse::<i32>() {
+                    tids.insert(Pid::from_raw(tid));
+                }
+            }
         }
-    }
-    for &t in tids {
-        let _ = waitpid(t, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG));
+        for &t in &tids {
+            match waitpid(t, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_) if t == leader => {
+                    return
+                }
+                _ => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
