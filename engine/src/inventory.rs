@@ -6,7 +6,7 @@ use dormant_image::records::Pid;
 use dormant_image::InventoryInfo;
 
 use crate::error::{DumpError, Result};
-use crate::regs;
+use crate::task::regs;
 
 /// XCR0: the XSAVE features the OS enabled (what a restored XSAVE area may contain).
 pub use dormant_sys::cpu::xcr0;

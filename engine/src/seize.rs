@@ -144,41 +144,6 @@ fn seize_one(tid: u32) -> std::result::Result<(), Errno> {
     )
 }
 
-/// Why PTRACE_SEIZE of `tid` failed, as far as /proc tells: another tracer (named), or seccomp filters
-/// the dumper may not suspend.
-fn seize_denied(pid: u32, tid: u32, source: Errno) -> DumpError {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
-    let field = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .map(|v| v.trim().to_string())
-    };
-    let tracer: u32 = field("TracerPid:")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let why = if tracer != 0 {
-        let comm = std::fs::read_to_string(format!("/proc/{tracer}/comm"))
-            .map(|c| c.trim_end().to_string())
-            .unwrap_or_else(|_| "?".into());
-        format!("it is already traced by pid {tracer} ({comm}); detach that tracer first")
-    } else if field("Seccomp:").is_some_and(|m| m != "0") {
-        "it runs under seccomp, and suspending its filters for the dump (PTRACE_O_SUSPEND_SECCOMP) \
-         needs CAP_SYS_ADMIN and a dumper that is not under seccomp itself"
-            .to_string()
-    } else {
-        "not traced by anyone; the dumper lacks the rights to trace it (CAP_SYS_PTRACE, \
-         kernel.yama.ptrace_scope)"
-            .to_string()
-    };
-    DumpError::SeizeDenied {
-        pid,
-        tid,
-        why,
-        source,
-    }
-}
-
 fn is_stop_signal(sig: Signal) -> bool {
     matches!(
         sig,
@@ -203,7 +168,15 @@ impl SeizedTask {
         let npid = NixPid::from_raw(pid as i32);
         seize_one(pid).map_err(|e| match e {
             Errno::ESRCH => DumpError::NoSuchProcess { pid },
-            e => seize_denied(pid, pid, e),
+            Errno::EPERM => DumpError::SeizeDenied {
+                pid,
+                reason: crate::caps::seize_denied(pid),
+            },
+            e => DumpError::Ptrace {
+                pid,
+                op: "PTRACE_SEIZE",
+                source: e,
+            },
         })?;
         let mut task = SeizedTask {
             identity,
@@ -240,6 +213,88 @@ impl SeizedTask {
         Ok(task)
     }
 
+    /// The first half of [`SeizedTask::seize`] for a task a cgroup freezer holds: PTRACE_SEIZE and
+    /// PTRACE_INTERRUPT of the leader and of every thread listed now (a frozen task creates none), without
+    /// waiting for the stops, which a v1-frozen task reaches only once thawed. [`SeizedTask::await_stops`]
+    /// is the second half. A task dropped before its stop cannot be detached (the kernel answers ESRCH):
+    /// it stays traced until the dumping process exits.
+    pub fn attach(pid: u32) -> Result<Self> {
+        let before = read_stat(pid)?;
+        if before.state == 'Z' || before.state == 'X' {
+            return Err(DumpError::Zombie { pid });
+        }
+        let mut task = SeizedTask {
+            identity: ProcessIdentity {
+                pid,
+                start_time: before.start_time,
+            },
+            threads: Vec::new(),
+            stopped: before.state == 'T',
+            released: false,
+            _not_send: PhantomData,
+        };
+        let grab = |tid: u32| {
+            let ntid = NixPid::from_raw(tid as i32);
+            seize_one(tid)?;
+            // A job-control-stopped task re-traps by itself (see `seize`).
+            if before.state != 'T' {
+                ptrace::interrupt(ntid)?;
+            }
+            Ok::<(), Errno>(())
+        };
+        grab(pid).map_err(|e| match e {
+            Errno::ESRCH => DumpError::NoSuchProcess { pid },
+            e => ptrace_err(pid, "PTRACE_SEIZE")(e),
+        })?;
+        for tid in proc::thread_ids(pid)? {
+            if tid == pid {
+                continue;
+            }
+            match grab(tid) {
+                Ok(()) => task.threads.push(tid),
+                // It exited between the scan and the seize.
+                Err(Errno::ESRCH) => {}
+                Err(e) => return Err(ptrace_err(tid, "PTRACE_SEIZE (thread)")(e)),
+            }
+        }
+        Ok(task)
+    }
+
+    /// The second half of a frozen seize ([`SeizedTask::attach`]), once the task can run again: waits for
+    /// the stop of the leader and of every attached thread, seizes threads that appeared since, and checks
+    /// the pid was not reused, as [`SeizedTask::seize`] does.
+    pub fn await_stops(&mut self) -> Result<()> {
+        let pid = self.identity.pid;
+        let tids = self.tids();
+        for tid in tids {
+            let waited = if self.stopped {
+                match self.poll_event_stop(tid, Duration::from_millis(200)) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => ptrace::interrupt(NixPid::from_raw(tid as i32))
+                        .map_err(ptrace_err(tid, "PTRACE_INTERRUPT"))
+                        .and_then(|()| self.wait_for_event_stop(tid)),
+                    Err(e) => Err(e),
+                }
+            } else {
+                self.wait_for_event_stop(tid)
+            };
+            match waited {
+                Ok(()) => {}
+                Err(DumpError::NoSuchProcess { .. }) if tid != pid => {
+                    self.threads.retain(|t| *t != tid);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.seize_threads()?;
+        self.consume_pending_sigstop()?;
+        match ProcessIdentity::current(pid) {
+            Ok(now) if now == self.identity => Ok(()),
+            Ok(_) => Err(DumpError::PidReused { pid }),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Seizes every thread not seized yet until a scan of `/proc/<pid>/task` shows nothing new. Only
     /// already-stopped threads are left once a scan is stable, so no thread can be created behind it.
     fn seize_threads(&mut self) -> Result<()> {
@@ -255,7 +310,13 @@ impl SeizedTask {
                     Ok(()) => {}
                     // It exited between the scan and the seize.
                     Err(Errno::ESRCH) => continue,
-                    Err(e) => return Err(seize_denied(pid, tid, e)),
+                    Err(Errno::EPERM) => {
+                        return Err(DumpError::SeizeDenied {
+                            pid,
+                            reason: format!("thread {tid}: {}", crate::caps::seize_denied(tid)),
+                        })
+                    }
+                    Err(e) => return Err(ptrace_err(tid, "PTRACE_SEIZE (thread)")(e)),
                 }
                 self.threads.push(tid);
                 new += 1;

@@ -54,6 +54,21 @@ pub fn children(pid: u32, tids: &[u32]) -> Result<Vec<u32>> {
     Ok(out)
 }
 
+/// A session led inside the tree loses its controlling terminal at restore (the leader calls setsid
+/// there): refuse rather than restore a session whose /dev/tty is gone. A shell job's session is led from
+/// outside and takes the restorer's terminal (--shell-job).
+pub fn check_controlling_terminal(pid: u32, stat: &proc::stat::ProcStat) -> Result<()> {
+    if stat.session == pid && stat.tty_nr != 0 {
+        let dev = u64::from(stat.tty_nr);
+        return Err(DumpError::ControllingTerminal {
+            pid,
+            major: libc::major(dev),
+            minor: libc::minor(dev),
+        });
+    }
+    Ok(())
+}
+
 fn zombie(pid: u32, ppid: u32) -> Result<Zombie> {
     let st = seize::read_stat(pid)?;
     Ok(Zombie {
@@ -69,6 +84,17 @@ fn zombie(pid: u32, ppid: u32) -> Result<Zombie> {
             .and_then(|levels| levels.get(1).copied())
             .map(Pid),
     })
+}
+
+/// A cgroup freezer holding the tree still while it is seized (kata-agent's containers; the caller froze
+/// the cgroup before the dump). The seize walks the frozen tree, so no task can fork or exit behind it.
+pub trait Freezer {
+    /// Every task of the frozen tree is seized and interrupted: thaw, so they reach their ptrace stops (a
+    /// v1-frozen task stops only once thawed) and can run the code the dump injects.
+    fn seized(&mut self) -> std::io::Result<()>;
+    /// The tree is about to be let go (left running, or the dump failed): freeze it again if it was paused
+    /// before the dump, so the tasks move from their ptrace stops straight into the freezer.
+    fn before_detach(&mut self) -> std::io::Result<()>;
 }
 
 impl SeizedTree {
@@ -104,6 +130,57 @@ impl SeizedTree {
         }
         log::debug!(
             "tree of {root}: {} process(es), {} zombie(s)",
+            tree.tasks.len(),
+            tree.zombies.len()
+        );
+        Ok(tree)
+    }
+
+    /// [`SeizedTree::seize`] for a tree its cgroup freezer holds: attaches to every task of the frozen tree
+    /// ([`SeizedTask::attach`]), lets `freezer` thaw it, then waits for every stop
+    /// ([`SeizedTask::await_stops`]). A failure after the thaw freezes again (`before_detach`) before the
+    /// tasks are let go.
+    pub fn seize_frozen(root: u32, freezer: &mut dyn Freezer) -> Result<Self> {
+        let mut tree = SeizedTree {
+            tasks: vec![TreeTask {
+                task: SeizedTask::attach(root)?,
+                ppid: None,
+            }],
+            zombies: Vec::new(),
+        };
+        let mut next = 0;
+        while next < tree.tasks.len() {
+            let parent = tree.tasks[next].task.pid();
+            let tids = tree.tasks[next].task.tids();
+            next += 1;
+            for child in children(parent, &tids)? {
+                match SeizedTask::attach(child) {
+                    Ok(task) => tree.tasks.push(TreeTask {
+                        task,
+                        ppid: Some(parent),
+                    }),
+                    Err(DumpError::Zombie { .. }) => tree.zombies.push(zombie(child, parent)?),
+                    Err(DumpError::NoSuchProcess { .. }) => {
+                        log::debug!("pid {parent}: child {child} vanished while seizing the tree");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        freezer.seized().map_err(|source| DumpError::Freezer {
+            pid: root,
+            what: "thawing the seized tree",
+            source,
+        })?;
+        let stopped = tree.tasks.iter_mut().try_for_each(|t| t.task.await_stops());
+        if let Err(e) = stopped {
+            if let Err(f) = freezer.before_detach() {
+                log::warn!("pid {root}: freezing the tree again after a failed seize: {f}");
+            }
+            return Err(e);
+        }
+        log::debug!(
+            "frozen tree of {root}: {} process(es), {} zombie(s)",
             tree.tasks.len(),
             tree.zombies.len()
         );

@@ -13,6 +13,14 @@ pub enum RestoreError {
     #[error("restore must run in a single-threaded process; this one has {threads} threads")]
     NotSingleThreaded { threads: u32 },
 
+    /// The caller's step right before the restored tree runs failed (the tree is killed).
+    #[error("pid {pid}: the caller's step before the restored tree runs failed: {source}")]
+    BeforeRelease {
+        pid: u32,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// Reading or checking the image failed.
     #[error("image {dir}: {source}")]
     Image { dir: PathBuf, source: ImageError },
@@ -33,9 +41,9 @@ pub enum RestoreError {
     #[error("{0}")]
     InheritFd(#[from] crate::files::InheritSpecError),
 
-    /// A feature of the image is not implemented yet.
+    /// State of the image this restorer refuses (see [`crate::refusal`]).
     #[error("unsupported: {0}")]
-    Unsupported(String),
+    Unsupported(#[from] crate::refusal::Unsupported),
 
     /// The image needs CPU state components this CPU (or kernel) does not enable.
     #[error(

@@ -12,8 +12,10 @@ use dormant_image::ImageReader;
 
 use crate::blob::Blob;
 use crate::error::RestoreError;
+use crate::external::{External, InheritFd};
 use crate::image::TreeImage;
 use crate::launch::{HelperKind, SessionPlan, TreeNode, TreeTask};
+use crate::refusal::Unsupported;
 use crate::tree::{Member, Node};
 use crate::{image, launch, procself, task};
 
@@ -26,8 +28,25 @@ pub struct Restore {
     tcp_established: bool,
     pidfile: Option<PathBuf>,
     container: crate::container::ContainerOptions,
-    inherit_fds: Vec<String>,
+    inherit_fds: Vec<InheritFd>,
     inherited: crate::files::Inherited,
+    root_parent: launch::RootParent,
+    before_release: Option<ReleaseHook>,
+}
+
+/// A caller's step run once every restored task is in place and still stopped, right before the tree runs
+/// (see [`RestoreBuilder::before_release`]). It gets the root's pid.
+pub type ReleaseFn =
+    dyn Fn(u32) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + Send + Sync;
+
+/// A [`ReleaseFn`] held by a restore.
+#[derive(Clone)]
+pub struct ReleaseHook(pub std::sync::Arc<ReleaseFn>);
+
+impl std::fmt::Debug for ReleaseHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReleaseHook")
+    }
 }
 
 /// Options of a [`Restore`].
@@ -63,22 +82,59 @@ impl RestoreBuilder {
         self
     }
 
-    /// How a container image is restored (root, external mounts, net and cgroup choices).
-    pub fn container(mut self, opts: crate::container::ContainerOptions) -> Self {
-        self.inner.container = opts;
+    /// Container images: the directory the container's root mount is bound from (`--root`). By default
+    /// the directory the dump was given as `--root` (recorded in the image), else the outside mount the
+    /// dumped root mount came from, found again in the restorer's namespace.
+    pub fn root(mut self, dir: Option<PathBuf>) -> Self {
+        self.inner.container.root = dir;
         self
     }
 
-    /// Finishes the options; fails when the image directory does not exist.
-    /// `--inherit-fd fd[N]:KEY` specs: the tree's fds on the external description KEY get a copy of this
-    /// process's fd N (see [`crate::files::Inherited`]).
-    pub fn inherit_fds(mut self, specs: Vec<String>) -> Self {
-        self.inner.inherit_fds = specs;
+    /// Container images: where the external mounts and masters of the image are bound from (see
+    /// [`External`]).
+    pub fn externals(mut self, externals: impl IntoIterator<Item = External>) -> Self {
+        self.inner.container.externals = externals.into_iter().collect();
         self
     }
 
+    /// Container images: the network namespace the tree gets (`--net`).
+    pub fn net(mut self, net: crate::ns::NetMode) -> Self {
+        self.inner.container.ns.net = net;
+        self
+    }
+
+    /// Container images: the cgroup the tree is restored into (`--cgroup-root`).
+    pub fn cgroup_root(mut self, cgroup: crate::ns::CgroupTarget) -> Self {
+        self.inner.container.ns.cgroup = cgroup;
+        self
+    }
+
+    /// Descriptors of this process handed in for the image's external descriptions (see [`InheritFd`]).
+    pub fn inherit_fds(mut self, fds: impl IntoIterator<Item = InheritFd>) -> Self {
+        self.inner.inherit_fds = fds.into_iter().collect();
+        self
+    }
+
+    /// Whose child the restored root becomes: the restoring process's (the default), or its parent's
+    /// ([`launch::RootParent::RestorersParent`], for a helper process that restores on behalf of its
+    /// parent; [`Restored::wait`] is then the parent's job).
+    pub fn root_parent(mut self, parent: launch::RootParent) -> Self {
+        self.inner.root_parent = parent;
+        self
+    }
+
+    /// Runs `hook` once every restored task is in place and still stopped, right before the tree runs
+    /// (after a container's proc mounts are swapped). Its failure fails the restore, which kills the tree.
+    /// Used to freeze a container's cgroup so that it is restored paused.
+    pub fn before_release(mut self, hook: ReleaseHook) -> Self {
+        self.inner.before_release = Some(hook);
+        self
+    }
+
+    /// Finishes the options; fails when the image directory does not exist or an inherited fd is not
+    /// open (or its key is given twice).
     pub fn build(mut self) -> Result<Restore, RestoreError> {
-        self.inner.inherited = crate::files::Inherited::parse(&self.inner.inherit_fds)?;
+        self.inner.inherited = crate::files::Inherited::new(&self.inner.inherit_fds)?;
         let dir = &self.inner.images_dir;
         if !dir.is_dir() {
             return Err(RestoreError::BadImage {
@@ -148,6 +204,8 @@ impl Restore {
                 container: Default::default(),
                 inherit_fds: Vec::new(),
                 inherited: Default::default(),
+                root_parent: Default::default(),
+                before_release: None,
             },
         }
     }
@@ -169,9 +227,11 @@ impl Restore {
         }
         let dir = self.images_dir.as_path();
         let (img, mut tree) = image::load_tree(dir)?;
-        // Every external description needs its fd handed in: checked before any namespace changes.
+        let identity = image::file_identity(&img)?;
+        // Everything refused is refused before anything changes (see `refusal`): the options first.
         self.inherited.check(tree_descs(&tree))?;
-        // A container image: enter its namespaces first, so its files are opened inside them.
+        crate::files::refuse_established(tree_descs(&tree), self.tcp_established)?;
+        refuse_shell_job(&tree, self.shell_job)?;
         let root_pid = tree.tasks.first().map_or(Pid(0), |t| t.pid);
         let ns_pids =
             crate::container::ns_pid_map(tree.tasks.iter().map(|t| t.tree.ns_pids.as_slice()))?;
@@ -182,14 +242,19 @@ impl Restore {
             (Some(_), Some(p)) => Some(crate::container::hold_outside_path(p)?),
             _ => None,
         };
+        let vdsos = check_tasks(&img, dir, &tree)?;
+        let pids = PidSpace::of(container.as_ref(), &tree)?;
+        let plan = plan_tree(&tree, container.as_ref(), &pids)?;
+        refuse_pidfds(&tree, &plan, &pids.inner_ids(&tree))?;
+        // A container image: enter its namespaces now, so its files are opened inside them.
         let entered = match &container {
             Some(plan) => Some(enter_container(plan, dir, &mut tree)?),
             None => None,
         };
         let dir = entered.as_ref().map_or(dir, |e| e.images_dir.as_path());
-        check_tasks(&img, dir, &tree)?;
-        let pids = PidSpace::of(container.as_ref(), &tree)?;
-        let (members, planned) = plan_tree(&tree, container.as_ref(), &pids)?;
+        for task in &tree.tasks {
+            image::check_files(dir, task, &identity)?;
+        }
         // Every open file description once, before any fork: tasks that shared one inherit the same.
         let opened = crate::files::open_all_inheriting(
             tree_descs(&tree),
@@ -199,18 +264,26 @@ impl Restore {
         let policy = task::FdPolicy {
             shell_job: self.shell_job,
         };
-        let nodes = tree_nodes(dir, &tree, &members, &planned, &pids, policy, &opened)?;
+        let nodes = tree_nodes(dir, &tree, &vdsos, &plan, &pids, policy, &opened)?;
         if let Some(p) = &pids.own {
-            p.enter()?;
+            p.announce();
         }
         let mut before_release = |root: u32| {
             opened.set_owners()?;
-            match &container {
-                Some(_) => crate::container::show_tree_pid_namespace(root),
+            if container.is_some() {
+                crate::container::show_tree_pid_namespace(root)?;
+            }
+            match &self.before_release {
+                Some(hook) => (hook.0)(root)
+                    .map_err(|source| RestoreError::BeforeRelease { pid: root, source }),
                 None => Ok(()),
             }
         };
-        let started = launch::start_tree_with(nodes, &mut before_release)?;
+        let opts = launch::StartOptions {
+            new_pid_ns: pids.nested(),
+            root_parent: self.root_parent,
+        };
+        let started = launch::start_tree_with(nodes, opts, &mut before_release)?;
         if let Some(path) = &self.pidfile {
             write_pidfile(path, pidfile.as_ref(), started.pid)?;
         }
@@ -224,6 +297,67 @@ impl Restore {
 /// The tree's open file descriptions (tree-wide, carried by every task's image).
 fn tree_descs(tree: &TreeImage) -> &[dormant_image::records::FileDesc] {
     tree.tasks.first().map_or(&[][..], |t| t.descs.as_slice())
+}
+
+/// Refuses an image dumped as a shell job (fds on the dumping terminal) unless restored as one.
+fn refuse_shell_job(tree: &TreeImage, shell_job: bool) -> Result<(), RestoreError> {
+    if shell_job {
+        return Ok(());
+    }
+    for t in &tree.tasks {
+        if let Some(fd) = t
+            .fds
+            .iter()
+            .find(|f| f.file == dormant_image::records::FdFile::InheritedTty)
+        {
+            return Err(RestoreError::ShellJobRequired {
+                pid: t.pid.0,
+                fd: fd.fd,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a pidfd whose target does not exist yet when its holder sets up its files, or has no pid
+/// inside the tree's pid namespace (checked again, as the pidfds are aimed, in [`aim_pidfds`]).
+fn refuse_pidfds(
+    tree: &TreeImage,
+    plan: &TreePlan,
+    ids: &crate::ns::pid::InnerIds,
+) -> Result<(), RestoreError> {
+    use dormant_image::records::{DescKind, FdFile};
+    let planned = plan.planned.as_slice();
+    let at = |pid: u32| plan.at(pid);
+    let descs = tree_descs(tree);
+    for t in &tree.tasks {
+        let Some(holder) = at(t.pid.0) else { continue };
+        for f in &t.fds {
+            let FdFile::Desc(id) = f.file else { continue };
+            let Some(DescKind::Pidfd { pid }) = descs.iter().find(|d| d.id == id).map(|d| &d.kind)
+            else {
+                continue;
+            };
+            let refused = |later| {
+                let (pid, fd, target) = (t.pid.0, f.fd, *pid);
+                if later {
+                    Unsupported::PidfdTargetLater { pid, fd, target }
+                } else {
+                    Unsupported::PidfdTargetOutside { pid, fd, target }
+                }
+            };
+            // A target outside the image is the image's fault, refused when the pidfd is aimed.
+            if let Some(target) = at(*pid) {
+                if !exists_before_actions(planned, holder, target) {
+                    return Err(refused(true).into());
+                }
+                if ids.inner(*pid).is_none() {
+                    return Err(refused(false).into());
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Moves the restoring process into the container's namespaces and points the tree's file paths at what
@@ -242,13 +376,28 @@ fn enter_container(
     Ok(e)
 }
 
-/// What is checked of every task against this machine before anything is forked: its FPU state, its
-/// credentials, its files, and that its pids (and the zombies') are free.
-fn check_tasks(img: &ImageReader, dir: &Path, tree: &TreeImage) -> Result<(), RestoreError> {
+/// What is checked of every task before anything changes: what it holds that this restorer refuses (a
+/// pending SIGTRAP, POSIX timers on a kernel that cannot give their ids back; credentials and the rest of
+/// `dormant_restorable`'s list were refused when the image was loaded), its FPU
+/// state against this CPU, its vDSO against the running one (returned: where it goes), the crc of every
+/// page it will read, and that its pids (and the zombies') are free. Its files are checked once the
+/// namespace they are opened in is entered.
+fn check_tasks(
+    img: &ImageReader,
+    dir: &Path,
+    tree: &TreeImage,
+) -> Result<Vec<Option<image::VdsoPlacement>>, RestoreError> {
+    let mut vdsos = Vec::with_capacity(tree.tasks.len());
     for task in &tree.tasks {
+        task::refuse(task)?;
         image::check_xstate(img, task)?;
-        image::check_creds(task)?;
-        image::check_files(dir, task)?;
+        vdsos.push(image::check_vdso(dir, task)?);
+        let bytes = image::verify_pages(dir, task)?;
+        log::debug!(
+            "image {}: pid {}, {bytes} bytes of pages verified",
+            dir.display(),
+            task.pid.0
+        );
         for t in task.threads() {
             image::check_pid_free(Pid(t.tid.0))?;
         }
@@ -256,7 +405,7 @@ fn check_tasks(img: &ImageReader, dir: &Path, tree: &TreeImage) -> Result<(), Re
     for z in &tree.zombies {
         image::check_pid_free(z.pid)?;
     }
-    Ok(())
+    Ok(vdsos)
 }
 
 /// Where the restored tree's pids live: the restorer's pid namespace, a container's, or a new one of its
@@ -264,6 +413,8 @@ fn check_tasks(img: &ImageReader, dir: &Path, tree: &TreeImage) -> Result<(), Re
 struct PidSpace<'a> {
     container: Option<&'a crate::container::ContainerPlan>,
     own: Option<crate::ns::pid::PidNsPlan>,
+    /// The zombies' pids inside (recorded with each zombie).
+    zombies: std::collections::BTreeMap<u32, u32>,
 }
 
 impl<'a> PidSpace<'a> {
@@ -275,7 +426,16 @@ impl<'a> PidSpace<'a> {
             Some(_) => None,
             None => crate::ns::pid::PidNsPlan::from_tree(tree)?,
         };
-        Ok(PidSpace { container, own })
+        let zombies = tree
+            .zombies
+            .iter()
+            .filter_map(|z| Some((z.pid.0, z.inner_pid?.0)))
+            .collect();
+        Ok(PidSpace {
+            container,
+            own,
+            zombies,
+        })
     }
 
     /// The tree is restored in a pid namespace of its own (a container's, or its own).
@@ -285,11 +445,12 @@ impl<'a> PidSpace<'a> {
 
     /// The pid inside the tree's namespace of the process with (outer) pid `pid`.
     fn inner(&self, pid: u32) -> Option<u32> {
-        match (self.container, &self.own) {
+        let task = match (self.container, &self.own) {
             (Some(c), _) => c.ns_pid(Pid(pid)),
             (None, Some(p)) => p.ns_pid(pid),
-            (None, None) => None,
-        }
+            (None, None) => return None,
+        };
+        task.or_else(|| self.zombies.get(&pid).copied())
     }
 
     /// How the tree's recorded ids read inside its namespace.
@@ -304,24 +465,37 @@ impl<'a> PidSpace<'a> {
     /// A session plan with the group's pid as `setpgid` takes it inside a nested pid namespace.
     fn session_inside(&self, session: SessionPlan) -> Result<SessionPlan, RestoreError> {
         match session {
-            SessionPlan::JoinGroup(g) if self.nested() => {
-                self.inner(g).map(SessionPlan::JoinGroup).ok_or_else(|| {
-                    RestoreError::Unsupported(format!(
-                        "process group {g}: its pid inside the tree's pid namespace is not recorded"
-                    ))
-                })
-            }
+            SessionPlan::JoinGroup(g) if self.nested() => self
+                .inner(g)
+                .map(SessionPlan::JoinGroup)
+                .ok_or(Unsupported::GroupInnerPidMissing { pgid: g }.into()),
             other => Ok(other),
         }
     }
 }
 
-/// The tree's processes (live ones, then zombies) and their fork plan, with helpers for gone leaders.
+/// The tree's processes (live ones, then zombies) and their fork plan.
+struct TreePlan {
+    members: Vec<Member>,
+    /// In fork order, with helpers for gone leaders.
+    planned: Vec<crate::tree::Planned>,
+}
+
+impl TreePlan {
+    /// Where the process of the image with pid `pid` is in the fork order.
+    fn at(&self, pid: u32) -> Option<usize> {
+        self.planned.iter().position(|p| {
+            matches!(p.node, Node::Member(m) if self.members.get(m).is_some_and(|m| m.pid == pid))
+        })
+    }
+}
+
+/// Plans the tree's forks, with helpers for gone leaders (refusing one inside a nested pid namespace).
 fn plan_tree(
     tree: &TreeImage,
     container: Option<&crate::container::ContainerPlan>,
     pids: &PidSpace<'_>,
-) -> Result<(Vec<Member>, Vec<crate::tree::Planned>), RestoreError> {
+) -> Result<TreePlan, RestoreError> {
     let mut members: Vec<Member> = tree
         .tasks
         .iter()
@@ -342,10 +516,7 @@ fn plan_tree(
             continue;
         };
         if pids.nested() {
-            return Err(RestoreError::Unsupported(format!(
-                "the gone leader {helper} of a session or group inside the tree's pid namespace needs a \
-                 helper process, whose pid inside is not recorded"
-            )));
+            return Err(Unsupported::HelperInnerPidMissing { pid: helper }.into());
         }
         image::check_pid_free(Pid(helper))?;
         log::info!(
@@ -353,15 +524,15 @@ fn plan_tree(
             p.node
         );
     }
-    Ok((members, planned))
+    Ok(TreePlan { members, planned })
 }
 
 /// Every planned process as the launcher starts it: live tasks prepared kind by kind, zombies and helpers.
 fn tree_nodes(
     dir: &Path,
     tree: &TreeImage,
-    members: &[Member],
-    planned: &[crate::tree::Planned],
+    vdsos: &[Option<image::VdsoPlacement>],
+    plan: &TreePlan,
     pids: &PidSpace<'_>,
     policy: task::FdPolicy,
     opened: &crate::files::OpenedFiles,
@@ -371,12 +542,13 @@ fn tree_nodes(
         ids: pids.inner_ids(tree),
         ..Default::default()
     };
+    let planned = plan.planned.as_slice();
     // Where each process of the image is in the fork order, for the pidfds tasks reopen.
     let planned_at: HashMap<u32, usize> = planned
         .iter()
         .enumerate()
         .filter_map(|(i, p)| match p.node {
-            Node::Member(m) => members.get(m).map(|m| (m.pid, i)),
+            Node::Member(m) => plan.members.get(m).map(|m| (m.pid, i)),
             _ => None,
         })
         .collect();
@@ -393,13 +565,7 @@ fn tree_nodes(
             },
             Node::Member(input) => match tree.tasks.get(input) {
                 Some(task) => {
-                    let vdso = image::check_vdso(dir, task)?;
-                    let bytes = image::verify_pages(dir, task)?;
-                    log::debug!(
-                        "image {}: pid {}, {bytes} bytes of pages verified",
-                        dir.display(),
-                        task.pid.0
-                    );
+                    let vdso = vdsos.get(input).copied().flatten();
                     let mut launch =
                         task::prepare(dir, &blob, task, vdso, policy, &mut shared, opened)?;
                     launch.ns_pid = pids.inner(task.pid.0);
@@ -422,11 +588,7 @@ fn tree_nodes(
                         pid: z.pid.0,
                         session: pids.session_inside(p.session)?,
                         status: z.exit_status,
-                        ns_pid: z
-                            .inner_pid
-                            .map(|p| p.0)
-                            .or_else(|| pids.inner(z.pid.0))
-                            .unwrap_or(0),
+                        ns_pid: pids.inner(z.pid.0).unwrap_or(0),
                     }
                 }
             },
@@ -463,17 +625,17 @@ fn aim_pidfds(
             ),
         })?;
         if !exists_before_actions(planned, at, target) {
-            return Err(RestoreError::Unsupported(format!(
-                "pid {holder} fd {fd}: a pidfd of pid {pid}, which is forked only after pid {holder} has \
-                 set up its files (a pidfd must refer to the task itself, an ancestor, a descendant or a \
-                 process forked before it)"
-            )));
+            return Err(Unsupported::PidfdTargetLater {
+                pid: holder,
+                fd: *fd,
+                target: *pid,
+            }
+            .into());
         }
-        *pid = ids.inner(*pid).ok_or_else(|| {
-            RestoreError::Unsupported(format!(
-                "pid {holder} fd {fd}: the pid of {pid} inside the tree's pid namespace (for its pidfd) \
-                 is not recorded"
-            ))
+        *pid = ids.inner(*pid).ok_or(Unsupported::PidfdTargetOutside {
+            pid: holder,
+            fd: *fd,
+            target: *pid,
         })?;
     }
     Ok(())

@@ -11,5 +11,6 @@
 
 pub mod container;
 pub mod harness;
+pub mod kata;
 pub mod maps;
 pub mod workload;

@@ -91,9 +91,9 @@ impl Drop for MaskGuard {
 
 /// clone3 as a fork, with `pid` as the exact pid when non-zero and, in a container, `ns_pid` (non-zero)
 /// as its pid in the pid namespace one level down (set_tid is innermost first). Returns 0 in the child,
-/// the pid in the parent, `-errno` on failure. Allocation-free (also called in restored tasks forking
-/// their children).
-pub(super) fn clone_exact(pid: u32, ns_pid: u32) -> i64 {
+/// the pid in the parent, `-errno` on failure. With `to_parent` the child is our parent's (`CLONE_PARENT`).
+/// Allocation-free (also called in restored tasks forking their children).
+pub(super) fn clone_exact(pid: u32, ns_pid: u32, to_parent: bool) -> i64 {
     let set_tid = if ns_pid != 0 {
         [ns_pid as libc::pid_t, pid as libc::pid_t]
     } else {
@@ -105,7 +105,14 @@ pub(super) fn clone_exact(pid: u32, ns_pid: u32) -> i64 {
         _ => 2,
     };
     let args = CloneArgs {
-        exit_signal: libc::SIGCHLD as u64,
+        // With CLONE_PARENT the kernel takes the exit signal from our own (SIGCHLD for a spawned helper)
+        // and refuses one in the arguments.
+        flags: if to_parent {
+            libc::CLONE_PARENT as u64
+        } else {
+            0
+        },
+        exit_signal: if to_parent { 0 } else { libc::SIGCHLD as u64 },
         set_tid: if size != 0 {
             set_tid.as_ptr() as u64
         } else {
@@ -120,4 +127,21 @@ pub(super) fn clone_exact(pid: u32, ns_pid: u32) -> i64 {
         Ok(pid) => i64::from(pid),
         Err(e) => -(e as i64),
     }
+}
+
+/// Forks the root of `plans` as our parent's child (`CLONE_PARENT`), in a new pid namespace if asked;
+/// the clone3 result. Without the guard: the caller's parent reaps what a failure leaves.
+pub(super) fn fork_root_to_parent(
+    plans: &[super::child::ChildPlan<'_>],
+    new_pid_ns: bool,
+) -> Result<i64, RestoreError> {
+    if new_pid_ns {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
+            .map_err(|e| RestoreError::sys("unshare(CLONE_NEWPID)", e))?;
+    }
+    let ret = clone_exact(plans[0].pid, plans[0].ns_pid, true);
+    if ret == 0 {
+        super::child::child_main(plans, 0);
+    }
+    Ok(ret)
 }

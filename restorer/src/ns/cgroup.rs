@@ -20,6 +20,10 @@ pub enum CgroupTarget {
     /// This path (relative to each hierarchy's root, like `/kata/ID`) in every hierarchy the image lists
     /// (`--cgroup-root`).
     Root(PathBuf),
+    /// Exactly these cgroup directories (absolute paths where their hierarchies are mounted here), which
+    /// the caller created for the restored container (kata-agent's container cgroups); hierarchies not
+    /// named stay the restorer's.
+    Dirs(Vec<PathBuf>),
 }
 
 impl std::str::FromStr for CgroupTarget {
@@ -111,8 +115,10 @@ pub fn resolve_cgroups(
     mounts: &[CgroupMount],
 ) -> Result<Vec<PathBuf>> {
     let mut dirs = Vec::new();
-    if *target == CgroupTarget::Keep {
-        return Ok(dirs);
+    match target {
+        CgroupTarget::Keep => return Ok(dirs),
+        CgroupTarget::Dirs(given) => return Ok(given.clone()),
+        _ => {}
     }
     for line in lines {
         let name = if line.is_v2() {
@@ -127,7 +133,7 @@ pub fn resolve_cgroups(
             });
         };
         let wanted = match target {
-            CgroupTarget::Keep => unreachable!("handled above"),
+            CgroupTarget::Keep | CgroupTarget::Dirs(_) => unreachable!("handled above"),
             CgroupTarget::AsDumped => line.path.clone(),
             CgroupTarget::Root(p) => p.to_string_lossy().into_owned(),
         };

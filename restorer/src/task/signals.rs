@@ -12,6 +12,7 @@ use super::threads::inner_tid;
 use crate::error::RestoreError;
 use crate::image::TaskImage;
 use crate::ns::pid::InnerIds;
+use crate::refusal::Unsupported;
 
 /// Signal actions (`None`: every action reset to its default) and the signals to re-queue.
 #[derive(Debug)]
@@ -56,6 +57,16 @@ pub fn prepare(dir: &Path, task: &TaskImage, ids: &InnerIds) -> Result<TaskSigna
     Ok(TaskSignals { actions, queued })
 }
 
+/// Refuses a pending SIGTRAP, process-wide or of a thread (see [`queued_signals`]).
+pub fn refuse(task: &TaskImage) -> Result<(), Unsupported> {
+    let trap = |si: &SigInfo| si.0.get(..4) == Some(&libc::SIGTRAP.to_le_bytes()[..]);
+    let pending = task.threads().flat_map(|t| &t.pending);
+    if task.core.shared_pending.iter().chain(pending).any(trap) {
+        return Err(Unsupported::PendingSigtrap { pid: task.pid.0 });
+    }
+    Ok(())
+}
+
 /// One saved queue of pending signals as the blob re-queues them (the process-wide one when `shared`).
 fn queued_signals(
     dir: &Path,
@@ -85,9 +96,7 @@ fn queued_signals(
         // The blob keeps SIGTRAP unblocked for its final int3 (see the blob's `block_signals`): a queued one
         // would be delivered to the tracer in the middle of the restore instead of to the task.
         if signo == libc::SIGTRAP {
-            return Err(RestoreError::Unsupported(format!(
-                "pid {pid}: a pending SIGTRAP cannot be re-queued (the restore itself traps)"
-            )));
+            return Err(Unsupported::PendingSigtrap { pid }.into());
         }
         Ok(QueuedSigArg {
             shared: is_shared as u32,

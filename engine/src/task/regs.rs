@@ -1,7 +1,8 @@
-//! CPU and signal state of a seized thread, read with ptrace: general registers, the XSAVE area, the signal
-//! mask, pending signals and the rseq registration; plus the syscall-restart rule applied to saved registers.
+//! CPU state of a seized thread, read with ptrace: general registers (fs/gs base included), the XSAVE area,
+//! the rseq registration and the robust futex list; plus the two rules the kernel would have applied on the
+//! way back to user space (syscall restart, rseq abort). Signal state is in [`super::signals`].
 
-use dormant_image::records::{GpRegs, RobustList, Rseq, SigInfo};
+use dormant_image::records::{GpRegs, RobustList, Rseq};
 use dormant_sys::host;
 use dormant_sys::regs::{
     ERESTARTNOHAND, ERESTARTNOINTR, ERESTARTSYS, ERESTART_RESTARTBLOCK, NT_PRSTATUS,
@@ -10,7 +11,6 @@ use dormant_sys::regs::{
 use dormant_sys::rseq::{
     RSEQ_CS_ABORT_IP, RSEQ_CS_LEN, RSEQ_CS_OFFSET, RSEQ_CS_POST_COMMIT_OFFSET, RSEQ_CS_START_IP,
 };
-pub use dormant_sys::signal::SIGINFO_SIZE;
 use nix::errno::Errno;
 
 use crate::error::{DumpError, Result};
@@ -113,37 +113,6 @@ pub fn get_xstate(tid: u32) -> Result<Vec<u8>> {
         op: "PTRACE_GETREGSET(NT_X86_XSTATE)",
         source,
     })
-}
-
-/// The blocked-signal mask (PTRACE_GETSIGMASK).
-pub fn get_sigmask(tid: u32) -> Result<u64> {
-    host::get_sigmask(tid as i32).map_err(|source| DumpError::Ptrace {
-        pid: tid,
-        op: "PTRACE_GETSIGMASK",
-        source,
-    })
-}
-
-/// Queued signals without dequeuing them (PTRACE_PEEKSIGINFO): thread-private, or process-wide when `shared`.
-pub fn peek_pending(tid: u32, shared: bool) -> Result<Vec<SigInfo>> {
-    const BATCH: usize = 32;
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; BATCH * SIGINFO_SIZE];
-    loop {
-        let n = host::peek_siginfo(tid as i32, shared, out.len() as u64, &mut buf).map_err(
-            |source| DumpError::Ptrace {
-                pid: tid,
-                op: "PTRACE_PEEKSIGINFO",
-                source,
-            },
-        )?;
-        if n == 0 {
-            return Ok(out);
-        }
-        for si in buf.chunks_exact(SIGINFO_SIZE).take(n.min(BATCH)) {
-            out.push(SigInfo(si.to_vec()));
-        }
-    }
 }
 
 /// The rseq registration (PTRACE_GET_RSEQ_CONFIGURATION). `None` when the thread registered none or the

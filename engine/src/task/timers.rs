@@ -1,7 +1,12 @@
-//! POSIX timers: how each notifies, from `/proc/<pid>/timers` (the kernel prints the `sigevent` a timer
-//! was created with); where each stands is asked from the task itself (`dormant_parasite::query`).
+//! Timers: the three interval timers and the POSIX timers. How each POSIX timer notifies comes from
+//! `/proc/<pid>/timers` (the kernel prints the `sigevent` a timer was created with); where every timer
+//! stands is asked from the task itself ([`super::remote`]).
 
-use dormant_image::records::Tid;
+use dormant_image::records::{ITimer, PosixTimer, Tid};
+use dormant_parasite::query;
+
+use crate::error::{DumpError, Result};
+use crate::proc;
 
 /// `SIGEV_THREAD_ID`: the signal goes to one thread (`notify: .../tid.N`).
 pub const SIGEV_THREAD_ID: i32 = 4;
@@ -96,6 +101,51 @@ pub fn parse(text: &str) -> Result<Vec<TimerEntry>, String> {
     }
     out.sort_by_key(|t| t.id);
     Ok(out)
+}
+
+/// The POSIX timers of `pid` as `/proc/<pid>/timers` lists them.
+pub fn read_entries(pid: u32) -> Result<Vec<TimerEntry>> {
+    parse(&proc::read_string(pid, "timers")?).map_err(|reason| DumpError::ProcParse {
+        pid,
+        file: "timers",
+        reason,
+    })
+}
+
+/// The records of the POSIX timers: how each notifies (`entries`) and where it stands (`states`, in the
+/// same order).
+pub fn posix_timers(entries: &[TimerEntry], states: &[query::TimerState]) -> Vec<PosixTimer> {
+    entries
+        .iter()
+        .zip(states)
+        .map(|(e, s)| PosixTimer {
+            id: e.id,
+            clock: e.clock,
+            notify: e.notify,
+            signo: e.signo,
+            value: e.value,
+            notify_tid: e.notify_tid,
+            interval_ns: s.interval_ns,
+            value_ns: s.value_ns,
+            overrun: s.overrun,
+        })
+        .collect()
+}
+
+/// The real, virtual and profiling interval timers as records (microseconds).
+pub fn itimers(t: &query::ITimers) -> [ITimer; 3] {
+    let us = |t: query::TimeVal| (t.sec.max(0) as u64) * 1_000_000 + t.usec.max(0) as u64;
+    // A periodic timer that expired while the task was stopped reads 0 until its signal is dequeued,
+    // which re-arms it (kernel/signal.c); restored as 0 it would be disarmed. Its next expiry comes at
+    // most one interval after the dequeue, so the interval stands in for it.
+    let it = |v: query::ITimerVal| ITimer {
+        interval_us: us(v.interval),
+        value_us: match us(v.value) {
+            0 => us(v.interval),
+            value => value,
+        },
+    };
+    [it(t.real), it(t.virtual_), it(t.prof)]
 }
 
 struct Partial {

@@ -3,6 +3,9 @@
 
 use dormant_image::records::Rlimit;
 
+use crate::error::{DumpError, Result};
+use crate::proc;
+
 /// The row titles of `/proc/<pid>/limits`, indexed by `RLIMIT_*` number.
 const NAMES: [&str; 16] = [
     "Max cpu time",
@@ -23,7 +26,16 @@ const NAMES: [&str; 16] = [
     "Max realtime timeout",
 ];
 
-fn value(s: &str) -> Result<u64, String> {
+/// The resource limits of `pid`.
+pub fn read(pid: u32) -> Result<Vec<Rlimit>> {
+    parse(&proc::read_string(pid, "limits")?).map_err(|reason| DumpError::ProcParse {
+        pid,
+        file: "limits",
+        reason,
+    })
+}
+
+fn value(s: &str) -> std::result::Result<u64, String> {
     if s == "unlimited" {
         Ok(u64::MAX)
     } else {
@@ -33,7 +45,7 @@ fn value(s: &str) -> Result<u64, String> {
 
 /// Parses the text of `/proc/<pid>/limits` into one [`Rlimit`] per known row, ascending by resource.
 /// Every one of the 16 rows must be present.
-pub fn parse(text: &str) -> Result<Vec<Rlimit>, String> {
+pub fn parse(text: &str) -> std::result::Result<Vec<Rlimit>, String> {
     let mut out = Vec::with_capacity(NAMES.len());
     for line in text.lines().skip(1) {
         let Some(resource) = NAMES.iter().position(|n| {

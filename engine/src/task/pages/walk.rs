@@ -14,7 +14,8 @@ use dormant_sys::pagemap::{
     PM_FILE, PM_PFN_MASK, PM_PRESENT, PM_SWAPPED,
 };
 
-use crate::PAGE_SIZE;
+/// The page size of x86-64 user mappings.
+pub const PAGE_SIZE: u64 = 4096;
 
 /// Regions fetched per ioctl call.
 const SCAN_BATCH: usize = 512;

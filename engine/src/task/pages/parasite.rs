@@ -6,13 +6,15 @@
 //!
 //! Only readable mappings go this way (vmsplice cannot read PROT_NONE pages); the rest, everything when
 //! the readable part is too small to pay for the injection ([`PARASITE_MIN_BYTES`]), and everything
-//! when injection is refused or fails before any page moved, goes through [`mem::copy_chunks`].
+//! when injection is refused or fails before any page moved, goes through [`copy::copy_chunks`].
 
 use dormant_image::PageStoreWriter;
 use dormant_parasite::{PagePiece, Parasite, SpliceError, Tid};
 
 use crate::error::{DumpError, Result};
-use crate::mem::{self, CollectedVma, CopyChunk, CopyMethod};
+use crate::task::mm::CollectedVma;
+
+use super::copy::{self, CopyChunk, CopyMethod};
 
 /// Bytes asked for each page pipe (the kernel caps it at fs.pipe-max-size, 1 MiB by default).
 const PIPE_SIZE: u64 = 1 << 20;
@@ -50,7 +52,7 @@ pub fn copy_chunks(
         log::debug!(
             "pid {pid}: {direct_bytes} bytes of pages, process_vm_readv without the parasite"
         );
-        return mem::copy_chunks(pid, mem_file, chunks, store, pool, CopyMethod::VmReadv);
+        return copy::copy_chunks(pid, mem_file, chunks, store, pool, CopyMethod::VmReadv);
     }
     let parasite_bytes = match splice_all(pid, &direct, store, threads) {
         Ok(n) => {
@@ -59,11 +61,11 @@ pub fn copy_chunks(
         }
         Err(Fallback(reason)) => {
             log::warn!("pid {pid}: parasite page copy refused ({reason}); using process_vm_readv");
-            mem::copy_chunks(pid, mem_file, &direct, store, pool, CopyMethod::VmReadv)?
+            copy::copy_chunks(pid, mem_file, &direct, store, pool, CopyMethod::VmReadv)?
         }
         Err(Failed(e)) => return Err(e),
     };
-    let rest_bytes = mem::copy_chunks(pid, mem_file, &rest, store, pool, CopyMethod::VmReadv)?;
+    let rest_bytes = copy::copy_chunks(pid, mem_file, &rest, store, pool, CopyMethod::VmReadv)?;
     Ok(parasite_bytes + rest_bytes)
 }
 
