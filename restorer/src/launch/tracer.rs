@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::OwnedFd;
 
-use dormant_parasite::{find_syscall_site, RemoteTask, Tid};
+use dormant_parasite::{find_syscall_site, ParasiteError, RemoteTask, Tid};
 use dormant_restorer_proto::{Report, Step, REPORT_SIZE};
 use dormant_sys::process::TASK_SIZE;
 use dormant_sys::procfs::parse_maps;
@@ -147,9 +147,12 @@ fn step_over_sigreturn(pid: u32, tid: u32, expected_rip: u64) -> Result<(), Rest
 
 fn choose_site(pid: u32, base: u64, end: u64) -> Result<u64, RestoreError> {
     let tid = Tid(pid as i32);
-    let site = find_syscall_site(tid).map_err(|source| RestoreError::Cleanup { pid, source })?;
-    if site < base || site >= end {
-        return Ok(site);
+    // ELF padding is preferred (no code of the task is touched); a task with no file-backed code (a
+    // hand-built image) gets the start of any executable mapping outside the blob area.
+    match find_syscall_site(tid) {
+        Ok(site) if site < base || site >= end => return Ok(site),
+        Ok(_) | Err(ParasiteError::NoSyscallSite { .. }) => {}
+        Err(source) => return Err(RestoreError::Cleanup { pid, source }),
     }
     let path = format!("/proc/{pid}/maps");
     let text = std::fs::read_to_string(&path).map_err(|source| RestoreError::Proc {
