@@ -4,6 +4,7 @@
 //! meaning is the same), sets up logging, and prints results. All real work is in dormant-engine (dump),
 //! dormant-restorer (restore) and dormant-image (show, verify).
 
+mod criu;
 mod demo;
 mod error;
 mod show;
@@ -138,6 +139,12 @@ enum Command {
         #[arg(long, default_value_t = 512)]
         size_mib: u64,
     },
+    /// Serve CRIU's RPC on the inherited socket FD (what `criu swrk FD` does), so container runtimes
+    /// checkpoint and restore with dormant when it is installed as `criu`.
+    Swrk {
+        /// The inherited SOCK_SEQPACKET socket.
+        fd: i32,
+    },
     /// The demo's workload (internal).
     #[command(name = "__demo-workload", hide = true)]
     DemoWorkload {
@@ -149,7 +156,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(code) = criu::dispatch(&args) {
+        return code;
+    }
     let cli = Cli::parse();
+    if let Command::Swrk { fd } = cli.cmd {
+        // The server logs where each request says (its work directory), never to our stderr.
+        return ExitCode::from(dormant_criu_rpc::serve(fd).clamp(0, 255) as u8);
+    }
     if let Err(e) = init_logging(cli.log_file.as_deref(), cli.verbose) {
         eprintln!("dormant: {e}");
         return ExitCode::from(2);
@@ -273,6 +288,10 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
         }
         Command::Show { images_dir, json } => show::show(&images_dir, json),
         Command::Verify { images_dir } => show::verify(&images_dir),
+        // Normally served by `main` before logging is set up (the server logs where each request says).
+        Command::Swrk { fd } => Ok(ExitCode::from(
+            dormant_criu_rpc::serve(fd).clamp(0, 255) as u8
+        )),
         Command::Demo { size_mib } => demo::run(size_mib),
         Command::DemoWorkload { size_mib, trigger } => demo::workload(size_mib, &trigger),
     }

@@ -81,6 +81,20 @@ pub struct DumpStats {
 
 type StageHook = Box<dyn FnMut(DumpStage, Pid)>;
 
+/// Points of a dump where a caller acts (CRIU's notify scripts are sent from them), in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DumpEvent {
+    /// Every task of the tree is stopped and nothing is collected yet (CRIU's network-lock point).
+    Frozen { root: Pid },
+    /// The image is committed; the tree is still stopped and is killed or resumed next (post-dump). A
+    /// hook failing here resumes the tree, whatever `leave_running` says, and fails the dump.
+    Committed { root: Pid },
+}
+
+/// A caller's hook for [`DumpEvent`]s; an error stops the dump ([`DumpError::Hook`]).
+pub type EventHook =
+    Box<dyn FnMut(DumpEvent) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>>;
+
 /// A configured dump of one process. See [`Dump::builder`].
 pub struct Dump {
     pid: Pid,
@@ -93,6 +107,9 @@ pub struct Dump {
     stage_hook: Option<StageHook>,
     container: crate::container::ContainerOptions,
     external_pipes: bool,
+    freeze_cgroup: Option<(PathBuf, Duration)>,
+    event_hook: Option<EventHook>,
+    wait_reaped: bool,
 }
 
 impl std::fmt::Debug for Dump {
@@ -120,6 +137,9 @@ pub struct DumpBuilder {
     stage_hook: Option<StageHook>,
     container: crate::container::ContainerOptions,
     external_pipes: bool,
+    freeze_cgroup: Option<(PathBuf, Duration)>,
+    event_hook: Option<EventHook>,
+    wait_reaped: bool,
 }
 
 impl std::fmt::Debug for DumpBuilder {
@@ -145,6 +165,9 @@ impl Dump {
             stage_hook: None,
             container: Default::default(),
             external_pipes: false,
+            freeze_cgroup: None,
+            event_hook: None,
+            wait_reaped: true,
         }
     }
 }
@@ -214,6 +237,28 @@ impl DumpBuilder {
         self
     }
 
+    /// Seize the tree through this freezer cgroup (CRIU's `--freeze-cgroup`; see [`crate::freezer`]),
+    /// waiting at most `timeout` for it to freeze. A cgroup found frozen is frozen again after a
+    /// leave-running dump or a failed one.
+    pub fn freeze_cgroup(mut self, dir: Option<PathBuf>, timeout: Duration) -> Self {
+        self.freeze_cgroup = dir.map(|d| (d, timeout));
+        self
+    }
+
+    /// Called at each [`DumpEvent`] on the dumping thread.
+    pub fn on_event(mut self, hook: EventHook) -> Self {
+        self.event_hook = Some(hook);
+        self
+    }
+
+    /// After the kill, wait until the killed pids are free (reaped by their parents), so that a restore
+    /// right after can take them (the default). Without it the dump returns once they are dead, as CRIU
+    /// does; a container runtime reaps its own processes.
+    pub fn wait_reaped(mut self, yes: bool) -> Self {
+        self.wait_reaped = yes;
+        self
+    }
+
     /// Test hook: fail the dump right after `stage` completes (for `Commit`: just before committing).
     #[doc(hidden)]
     pub fn fail_at(mut self, stage: DumpStage) -> Self {
@@ -250,6 +295,9 @@ impl DumpBuilder {
             stage_hook: self.stage_hook,
             container: self.container,
             external_pipes: self.external_pipes,
+            freeze_cgroup: self.freeze_cgroup,
+            event_hook: self.event_hook,
+            wait_reaped: self.wait_reaped,
         })
     }
 }
@@ -262,9 +310,25 @@ struct Progress {
     phases: Vec<(DumpStage, Duration)>,
     fail_at: Option<DumpStage>,
     hook: Option<StageHook>,
+    events: Option<EventHook>,
 }
 
 impl Progress {
+    /// Runs the caller's hook for `event`.
+    fn event(&mut self, event: DumpEvent) -> Result<()> {
+        let Some(hook) = self.events.as_mut() else {
+            return Ok(());
+        };
+        hook(event).map_err(|source| DumpError::Hook {
+            pid: self.pid,
+            event: match event {
+                DumpEvent::Frozen { .. } => "after freezing the tree",
+                DumpEvent::Committed { .. } => "after committing the image",
+            },
+            source,
+        })
+    }
+
     /// Marks `stage` complete: records its time, runs the hook, fires an injected failure.
     fn done(&mut self, stage: DumpStage) -> Result<()> {
         self.record(stage);
@@ -330,6 +394,7 @@ impl Dump {
             phases: Vec::new(),
             fail_at: self.fail_at,
             hook: self.stage_hook.take(),
+            events: self.event_hook.take(),
         };
         // The writer first: an unusable image directory fails before the target is touched.
         let writer = ImageWriter::create(&self.images_dir).map_err(|source| DumpError::Image {
@@ -337,10 +402,33 @@ impl Dump {
             what: format!("create {}", self.images_dir.display()),
             source,
         })?;
-        let tree = SeizedTree::seize(pid)?;
+        let frozen_cgroup = match &self.freeze_cgroup {
+            Some((dir, timeout)) => Some(crate::freezer::FrozenCgroup::seize_all(dir, *timeout)?),
+            None => None,
+        };
+        let preseized = frozen_cgroup
+            .as_ref()
+            .map(|f| f.preseized().clone())
+            .unwrap_or_default();
+        let tree = match SeizedTree::seize_with(pid, &preseized) {
+            Ok(tree) => tree,
+            Err(e) => {
+                if let Some(f) = &frozen_cgroup {
+                    f.release(&Default::default(), true);
+                }
+                return Err(e);
+            }
+        };
+        let tree_tids = tree.tids();
         let frozen_at = Instant::now();
         let identity = tree.root().identity();
-        match self.dump_seized(&tree, writer, &mut progress) {
+        let dumped = self
+            .dump_seized(&tree, writer, &mut progress)
+            .and_then(|done| {
+                progress.event(DumpEvent::Committed { root: Pid(pid) })?;
+                Ok(done)
+            });
+        match dumped {
             Ok((image_dir, pages, bytes, repaired)) => {
                 let release = Instant::now();
                 // Frozen time ends when the task runs again or is killed; waiting for its pid to be
@@ -349,14 +437,22 @@ impl Dump {
                     // Connections leave repair mode before the tree runs again.
                     drop(repaired);
                     // A job-control-stopped task re-enters its stop on detach (the kernel re-arms it).
-                    tree.detach()?;
+                    let detached = tree.detach();
+                    if let Some(f) = &frozen_cgroup {
+                        f.release(&tree_tids, true);
+                    }
+                    detached?;
                     frozen_at.elapsed()
                 } else {
                     let frozen = frozen_at.elapsed();
                     // The dumper's copies keep the sockets (in repair mode) open through the kill; closing
                     // them afterwards drops the connections without a word to the peers. If the kill
                     // fails, dropping them switches repair mode off.
-                    tree.kill(KILL_TIMEOUT)?;
+                    let killed = tree.kill(KILL_TIMEOUT, self.wait_reaped);
+                    if let Some(f) = &frozen_cgroup {
+                        f.release(&tree_tids, false);
+                    }
+                    killed?;
                     repaired.close_silently();
                     frozen
                 };
@@ -374,6 +470,9 @@ impl Dump {
                 let stage = progress.current;
                 // Dropping the task detaches it; the writer was dropped inside dump_seized.
                 let detached = tree.detach();
+                if let Some(f) = &frozen_cgroup {
+                    f.release(&tree_tids, true);
+                }
                 if is_dead(&identity) {
                     log::warn!("pid {pid}: died during the dump ({stage:?}): {err}");
                     return Err(DumpError::ProcessGone { pid, stage });
@@ -396,6 +495,7 @@ impl Dump {
     ) -> Result<(PathBuf, u64, u64, files::RepairedSockets)> {
         let root = tree.root().pid();
         progress.done(DumpStage::Seize)?;
+        progress.event(DumpEvent::Frozen { root: Pid(root) })?;
         // A container's mount tree and namespaces first: an unrestorable mount refuses the dump early.
         let pids: Vec<Pid> = tree.tasks.iter().map(|t| Pid(t.task.pid())).collect();
         let container = crate::container::dump_container(&pids, &self.container, &mut writer)?;

@@ -167,6 +167,16 @@ pub enum DumpError {
     },
     #[error("namespaces: {0}")]
     Namespace(#[from] crate::ns::NsError),
+    #[error("freezer cgroup {}: {what}", dir.display())]
+    Freezer { dir: PathBuf, what: String },
+    /// A caller's [`crate::dump::DumpEvent`] hook refused to go on.
+    #[error("pid {pid}: {event}: {source}")]
+    Hook {
+        pid: u32,
+        event: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("host: {what}: {source}")]
     Host {
         what: &'static str,
@@ -207,8 +217,9 @@ impl DumpError {
             | Mounts { pid, .. }
             | WrongRoot { pid, .. }
             | Config { pid, .. }
-            | ControllingTerminal { pid, .. } => *pid,
-            ThreadPool(_) | Host { .. } | Namespace(_) => return None,
+            | ControllingTerminal { pid, .. }
+            | Hook { pid, .. } => *pid,
+            ThreadPool(_) | Host { .. } | Namespace(_) | Freezer { .. } => return None,
         };
         Some(Pid(pid))
     }

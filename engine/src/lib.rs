@@ -19,6 +19,7 @@ pub mod container;
 pub mod dump;
 pub mod error;
 pub mod files;
+pub mod freezer;
 pub mod inventory;
 pub mod mem;
 pub mod pagemap;
@@ -31,7 +32,7 @@ pub mod timers;
 pub mod tree;
 
 pub use dormant_image::records::Pid;
-pub use dump::{Dump, DumpBuilder, DumpStage, DumpStats};
+pub use dump::{Dump, DumpBuilder, DumpEvent, DumpStage, DumpStats};
 pub use error::DumpError;
 pub use mem::{CopyMethod, PageCopy};
 

@@ -3,6 +3,7 @@
 //! The kernel binds a tracee to the thread that seized it, so every method here must be called on the thread
 //! that called [`SeizedTask::seize`]; [`SeizedTask`] is deliberately `!Send`.
 
+use std::collections::BTreeSet;
 use std::marker::PhantomData;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -90,6 +91,12 @@ impl SeizedTask {
     /// rescanning `/proc/<pid>/task` until a scan finds no new thread (a running thread may create more).
     /// Refuses zombies and a pid that was reused between reading its identity and seizing it.
     pub fn seize(pid: u32) -> Result<Self> {
+        Self::seize_with(pid, &BTreeSet::new())
+    }
+
+    /// [`Self::seize`], where the threads in `preseized` are already seized and interrupted by this thread
+    /// (through the cgroup freezer, [`crate::freezer`]): for those only the stop is waited for.
+    pub fn seize_with(pid: u32, preseized: &BTreeSet<u32>) -> Result<Self> {
         let before = read_stat(pid)?;
         if before.state == 'Z' || before.state == 'X' {
             return Err(DumpError::Zombie { pid });
@@ -99,14 +106,17 @@ impl SeizedTask {
             start_time: before.start_time,
         };
         let npid = NixPid::from_raw(pid as i32);
-        ptrace::seize(npid, dormant_parasite::SEIZE_OPTIONS).map_err(|e| match e {
-            Errno::ESRCH => DumpError::NoSuchProcess { pid },
-            e => DumpError::Ptrace {
-                pid,
-                op: "PTRACE_SEIZE",
-                source: e,
-            },
-        })?;
+        let pre = preseized.contains(&pid);
+        if !pre {
+            ptrace::seize(npid, dormant_parasite::SEIZE_OPTIONS).map_err(|e| match e {
+                Errno::ESRCH => DumpError::NoSuchProcess { pid },
+                e => DumpError::Ptrace {
+                    pid,
+                    op: "PTRACE_SEIZE",
+                    source: e,
+                },
+            })?;
+        }
         let mut task = SeizedTask {
             identity,
             threads: Vec::new(),
@@ -114,7 +124,9 @@ impl SeizedTask {
             released: false,
             _not_send: PhantomData,
         };
-        if before.state == 'T' {
+        if pre {
+            task.wait_for_event_stop(pid)?;
+        } else if before.state == 'T' {
             // Already in a job-control stop: PTRACE_SEIZE itself re-traps it into a group-stop trap. An extra
             // PTRACE_INTERRUPT could arrive after that trap and stay pending, firing again the next time the
             // task is resumed (e.g. for an injected syscall); only interrupt if the trap does not come.
@@ -126,7 +138,7 @@ impl SeizedTask {
             ptrace::interrupt(npid).map_err(ptrace_err(pid, "PTRACE_INTERRUPT"))?;
             task.wait_for_event_stop(pid)?;
         }
-        task.seize_threads()?;
+        task.seize_threads(preseized)?;
         task.consume_pending_sigstop()?;
         // Pid-reuse guard: the process we stopped must be the one whose identity we read.
         match ProcessIdentity::current(pid) {
@@ -144,12 +156,22 @@ impl SeizedTask {
 
     /// Seizes every thread not seized yet until a scan of `/proc/<pid>/task` shows nothing new. Only
     /// already-stopped threads are left once a scan is stable, so no thread can be created behind it.
-    fn seize_threads(&mut self) -> Result<()> {
+    fn seize_threads(&mut self, preseized: &BTreeSet<u32>) -> Result<()> {
         let pid = self.identity.pid;
         for _ in 0..MAX_THREAD_SCANS {
             let mut new = 0;
             for tid in proc::thread_ids(pid)? {
                 if tid == pid || self.threads.contains(&tid) {
+                    continue;
+                }
+                if preseized.contains(&tid) {
+                    self.threads.push(tid);
+                    new += 1;
+                    match self.wait_for_event_stop(tid) {
+                        Ok(()) => {}
+                        Err(DumpError::NoSuchProcess { .. }) => self.threads.retain(|t| *t != tid),
+                        Err(e) => return Err(e),
+                    }
                     continue;
                 }
                 let ntid = NixPid::from_raw(tid as i32);
@@ -370,8 +392,9 @@ impl SeizedTask {
 
     /// Kills the task with SIGKILL while it is still stopped (so it runs no further instruction), then waits
     /// until its pid is free: the tracer collects the exit, the real parent reaps it. When the caller is the
-    /// task's parent, reaping is the caller's job and this returns once the task is a zombie.
-    pub fn kill(mut self, timeout: Duration) -> Result<()> {
+    /// task's parent, reaping is the caller's job and this returns once the task is a zombie; so it does
+    /// without `wait_reaped` (CRIU's behaviour: a runtime reaps its container's init itself).
+    pub fn kill(mut self, timeout: Duration, wait_reaped: bool) -> Result<()> {
         self.released = true;
         let pid = self.identity.pid;
         let npid = NixPid::from_raw(pid as i32);
@@ -418,8 +441,8 @@ impl SeizedTask {
             }
             thread::sleep(Duration::from_millis(2));
         }
-        if own_child {
-            log::debug!("pid {pid}: killed; it is our child, the caller reaps it");
+        if own_child || !wait_reaped {
+            log::debug!("pid {pid}: killed; its parent reaps it");
             return Ok(());
         }
         while self.identity.still_there() {

@@ -8,6 +8,7 @@
 //! It does NOT collect any state (see [`crate::dump`]), and, like [`SeizedTask`], must stay on the thread
 //! that seized.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use dormant_image::records::{Pid, Zombie};
@@ -74,9 +75,15 @@ fn zombie(pid: u32, ppid: u32) -> Result<Zombie> {
 impl SeizedTree {
     /// Seizes `root` and all its descendants. On failure everything seized so far is let go.
     pub fn seize(root: u32) -> Result<Self> {
+        Self::seize_with(root, &BTreeSet::new())
+    }
+
+    /// [`Self::seize`] where the threads in `preseized` were seized through the cgroup freezer
+    /// ([`crate::freezer`]).
+    pub fn seize_with(root: u32, preseized: &BTreeSet<u32>) -> Result<Self> {
         let mut tree = SeizedTree {
             tasks: vec![TreeTask {
-                task: SeizedTask::seize(root)?,
+                task: SeizedTask::seize_with(root, preseized)?,
                 ppid: None,
             }],
             zombies: Vec::new(),
@@ -87,7 +94,7 @@ impl SeizedTree {
             let tids = tree.tasks[next].task.tids();
             next += 1;
             for child in children(parent, &tids)? {
-                match SeizedTask::seize(child) {
+                match SeizedTask::seize_with(child, preseized) {
                     Ok(task) => tree.tasks.push(TreeTask {
                         task,
                         ppid: Some(parent),
@@ -108,6 +115,11 @@ impl SeizedTree {
             tree.zombies.len()
         );
         Ok(tree)
+    }
+
+    /// Every thread of every seized process.
+    pub fn tids(&self) -> BTreeSet<u32> {
+        self.tasks.iter().flat_map(|t| t.task.tids()).collect()
     }
 
     pub fn root(&self) -> &SeizedTask {
@@ -132,14 +144,14 @@ impl SeizedTree {
     /// A root that is the init of its pid namespace (a container) cannot exit before every other task of
     /// the namespace is reaped, which waits for us as their tracer: all are signalled first, then
     /// collected children first (see [`crate::container::kill_order`]).
-    pub fn kill(self, timeout: Duration) -> Result<()> {
+    pub fn kill(self, timeout: Duration, wait_reaped: bool) -> Result<()> {
         let pids: Vec<u32> = self.tasks.iter().map(|t| t.task.pid()).collect();
         let mut tasks = self.tasks;
         if crate::container::kill_order(&pids) {
             tasks.reverse();
         }
         for t in tasks {
-            t.task.kill(timeout)?;
+            t.task.kill(timeout, wait_reaped)?;
         }
         Ok(())
     }

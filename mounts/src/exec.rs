@@ -282,6 +282,28 @@ impl<'a> Executor<'a> {
                 if let Some(recs) = self.img.tmpfs.get(id) {
                     crate::tmpfs::restore_tree(&spot, recs)?;
                 }
+                // A superblock mounted read-only (runc's /sys, masked directories) becomes so once its
+                // content is in; the per-mount flags are set apart, later.
+                let sb_ro = self
+                    .img
+                    .mounts
+                    .iter()
+                    .find(|m| m.id == *id)
+                    .is_some_and(|m| m.super_opts.split(',').any(|o| o == "ro"));
+                if sb_ro {
+                    mount(
+                        None::<&str>,
+                        &spot,
+                        None::<&str>,
+                        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                        data,
+                    )
+                    .map_err(sys_err(
+                        "making a superblock read-only",
+                        Some(*id),
+                        self.mountpoint(*id),
+                    ))?;
+                }
                 self.finish_flat(*id, &spot)?;
             }
             Step::BindRoot { mount: id } => {

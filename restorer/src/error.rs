@@ -9,6 +9,14 @@ use dormant_parasite::ParasiteError;
 /// Everything that can refuse or fail a restore.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
+    /// The caller's hook (`Restore::run_with`) refused to let the restored tree go.
+    #[error("{what}: {source}")]
+    Hook {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// `run()` forks from the calling process, which must not have other threads.
     #[error("restore must run in a single-threaded process; this one has {threads} threads")]
     NotSingleThreaded { threads: u32 },

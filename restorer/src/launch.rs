@@ -77,8 +77,8 @@ pub struct Launch {
     pub prctl: ProcessCtl,
     /// The registers the task must have after its final rt_sigreturn (checked: rip).
     pub expected_rip: u64,
-    /// Every other thread the blob creates: its tid and the rip it must have after its rt_sigreturn.
-    pub other_threads: Vec<(u32, u64)>,
+    /// Every other thread the blob creates.
+    pub other_threads: Vec<OtherThread>,
     /// Stop the task with SIGSTOP once it is released (it was stopped when dumped).
     pub stopped: bool,
     /// Session and process group to give the task before it enters the blob.
@@ -87,6 +87,30 @@ pub struct Launch {
     pub comm: Option<std::ffi::CString>,
     /// The task's execution domain (`personality(2)`), e.g. ADDR_NO_RANDOMIZE for later execs.
     pub personality: Option<u32>,
+}
+
+/// A thread the blob creates besides the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OtherThread {
+    /// Its tid; 0 when the kernel chooses it (a container restored with fresh host pids).
+    pub tid: u32,
+    /// Its tid inside the tree's nested pid namespace, 0 when not in one.
+    pub ns_tid: u32,
+    /// The rip it must have after its rt_sigreturn.
+    pub rip: u64,
+}
+
+/// The host pids the kernel chose for a tree restored with fresh host pids (by pid inside the tree's pid
+/// namespace; empty otherwise): what the restorer hands to the kernel about a restored task (an fd's
+/// owner) must name it by these.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostPids(std::collections::BTreeMap<u32, u32>);
+
+impl HostPids {
+    /// The host pid of the task or thread whose pid in the tree's namespace is `inner`.
+    pub fn host(&self, inner: u32) -> Option<u32> {
+        self.0.get(&inner).copied()
+    }
 }
 
 /// What the child does about its session and process group.
@@ -358,9 +382,13 @@ pub fn start(launch: Launch) -> Result<Started, RestoreError> {
 
 /// What the tracer knows about one started process.
 struct Traced {
+    /// 0 until known: with fresh host pids the kernel chooses it, and the tracer learns it from the fork
+    /// event of the parent (see [`adopt`]).
     pid: u32,
-    /// Every thread with the rip it must have after its rt_sigreturn, leader first; empty for a zombie.
-    threads: Vec<(u32, u64)>,
+    /// Its pid inside the tree's nested pid namespace, 0 when not in one.
+    ns_pid: u32,
+    /// Every thread, leader first (its `tid` is `pid`); empty for a zombie or helper.
+    threads: Vec<OtherThread>,
     area: Option<(u64, u64)>,
     stopped: bool,
     report: Option<File>,
@@ -372,17 +400,20 @@ struct Traced {
 /// Starts a whole tree (`nodes[0]` is the root; every parent comes before its children), returns once
 /// every restored thread runs its own code again. On failure no restored process is left.
 pub fn start_tree(nodes: Vec<TreeNode>) -> Result<Started, RestoreError> {
-    start_tree_with(nodes, &mut |_| Ok(()))
+    start_tree_with(nodes, false, &mut |_, _| Ok(()))
 }
 
 /// A step [`start_tree_with`] runs once every task of the tree is restored and still stopped by the tracer,
-/// right before they are let go; it gets the root's pid.
-pub type BeforeRelease<'a> = dyn FnMut(u32) -> Result<(), RestoreError> + 'a;
+/// right before they are let go; it gets the root's pid and the host pids the kernel chose.
+pub type BeforeRelease<'a> = dyn FnMut(u32, &HostPids) -> Result<(), RestoreError> + 'a;
 
 /// [`start_tree`], running `before_release` between the last traced step and the release (a container
-/// restore swaps the container's proc mounts there); its failure kills the tree like any other.
+/// restore swaps the container's proc mounts there); its failure kills the tree like any other. With
+/// `sibling` the root is forked with `CLONE_PARENT`: it becomes a child of our parent (CRIU's
+/// `rst_sibling`, so a container runtime that started the restorer waits for the restored init itself).
 pub fn start_tree_with(
     nodes: Vec<TreeNode>,
+    sibling: bool,
     before_release: &mut BeforeRelease<'_>,
 ) -> Result<Started, RestoreError> {
     let threads = procself::thread_count()?;
@@ -532,7 +563,7 @@ pub fn start_tree_with(
     }
     let want_pid = plans[0].pid;
     let mask = MaskGuard::block()?;
-    let ret = clone_exact(want_pid, plans[0].ns_pid);
+    let ret = clone_exact(want_pid, plans[0].ns_pid, sibling);
     if ret == 0 {
         child_main(&plans, 0);
     }
@@ -548,6 +579,7 @@ pub fn start_tree_with(
             TreeTask::Live(l) => {
                 let Launch {
                     pid,
+                    ns_pid,
                     area,
                     helper_fds,
                     report_write,
@@ -564,10 +596,16 @@ pub fn start_tree_with(
                 } else {
                     0
                 });
-                let mut threads = vec![(pid, expected_rip)];
+                let ns_pid = ns_pid.unwrap_or(0);
+                let mut threads = vec![OtherThread {
+                    tid: pid,
+                    ns_tid: ns_pid,
+                    rip: expected_rip,
+                }];
                 threads.extend(other_threads);
                 traced.push(Traced {
                     pid,
+                    ns_pid,
                     threads,
                     area: Some((area.base, area.end())),
                     stopped,
@@ -576,8 +614,14 @@ pub fn start_tree_with(
                     helper: false,
                 });
             }
-            TreeTask::Zombie { pid, status, .. } => traced.push(Traced {
+            TreeTask::Zombie {
                 pid,
+                status,
+                ns_pid,
+                ..
+            } => traced.push(Traced {
+                pid,
+                ns_pid,
                 threads: Vec::new(),
                 area: None,
                 stopped: false,
@@ -587,6 +631,7 @@ pub fn start_tree_with(
             }),
             TreeTask::Helper { pid, .. } => traced.push(Traced {
                 pid,
+                ns_pid: 0,
                 threads: Vec::new(),
                 area: None,
                 stopped: false,
@@ -607,6 +652,12 @@ pub fn start_tree_with(
         });
     }
     let pid = ret as u32;
+    if let Some(root) = traced.first_mut() {
+        root.pid = pid;
+        if let Some(leader) = root.threads.first_mut() {
+            leader.tid = pid;
+        }
+    }
     log::debug!("pid {pid}: forked the root of {} task(s)", traced.len());
     // From here on a failure kills the tree; EXITKILL covers our own death.
     let outcome = trace(pid, &mut traced, sync_write, mapped, before_release);
@@ -618,22 +669,25 @@ pub fn start_tree_with(
 }
 
 /// clone3 as a fork, with `pid` as the exact pid when non-zero and, in a container, `ns_pid` (non-zero)
-/// as its pid in the pid namespace one level down (set_tid is innermost first). Returns 0 in the child,
-/// the pid in the parent, `-errno` on failure. Allocation-free (also called in restored tasks forking
-/// their children).
-fn clone_exact(pid: u32, ns_pid: u32) -> i64 {
-    let set_tid = if ns_pid != 0 {
-        [ns_pid as libc::pid_t, pid as libc::pid_t]
-    } else {
-        [pid as libc::pid_t, 0]
+/// as its pid in the pid namespace one level down (set_tid is innermost first; `pid` 0 there lets the
+/// kernel choose the outer one). With `parent` the child is our parent's (`CLONE_PARENT`). Returns 0 in the
+/// child, the pid in the parent, `-errno` on failure. Allocation-free (also called in restored tasks
+/// forking their children).
+fn clone_exact(pid: u32, ns_pid: u32, parent: bool) -> i64 {
+    let set_tid = match (pid, ns_pid) {
+        (_, 0) => [pid as libc::pid_t, 0],
+        (0, ns) => [ns as libc::pid_t, 0],
+        (pid, ns) => [ns as libc::pid_t, pid as libc::pid_t],
     };
     let size = match (pid, ns_pid) {
-        (0, _) => 0,
-        (_, 0) => 1,
+        (0, 0) => 0,
+        (_, 0) | (0, _) => 1,
         _ => 2,
     };
     let args = CloneArgs {
-        exit_signal: libc::SIGCHLD as u64,
+        flags: if parent { libc::CLONE_PARENT as u64 } else { 0 },
+        // clone3 takes no exit signal with CLONE_PARENT: the child gets ours.
+        exit_signal: if parent { 0 } else { libc::SIGCHLD as u64 },
         set_tid: if size != 0 {
             set_tid.as_ptr() as u64
         } else {
@@ -667,8 +721,8 @@ fn kill_all(traced: &[Traced]) {
     for t in traced.iter().rev() {
         // Traced threads stay zombies until their tracer collects them; only then is a leader's end
         // reported. A tid that never existed answers ECHILD at once.
-        for &(tid, _) in t.threads.iter().skip(1) {
-            let _ = waitpid(NixPid::from_raw(tid as i32), Some(WaitPidFlag::__WALL));
+        for th in t.threads.iter().skip(1).filter(|th| th.tid != 0) {
+            let _ = waitpid(NixPid::from_raw(th.tid as i32), Some(WaitPidFlag::__WALL));
         }
         if t.pid != 0 {
             let _ = waitpid(NixPid::from_raw(t.pid as i32), Some(WaitPidFlag::__WALL));
@@ -721,21 +775,37 @@ fn trace(
     drop(sync_write);
     drop(mapped);
 
-    // Every thread and zombie still to finish, with the index of its process.
+    // Every thread and zombie still to finish, with the index of its process. Those whose host pid the
+    // kernel chooses join once their parent's fork (or clone) event names them.
     let mut pending: Vec<(u32, usize)> = Vec::new();
     for (i, t) in traced.iter().enumerate() {
-        if t.zombie.is_some() {
+        if t.zombie.is_some() && t.pid != 0 {
             pending.push((t.pid, i));
         }
-        pending.extend(t.threads.iter().map(|&(tid, _)| (tid, i)));
+        pending.extend(
+            t.threads
+                .iter()
+                .filter(|th| th.tid != 0)
+                .map(|th| (th.tid, i)),
+        );
     }
     // Every traced thread, polled until the end: one that already passed its rt_sigreturn stays stopped,
     // so an event from it means it was killed. That happens when the init of the tree's pid namespace
     // fails: its exit kills the namespace, and it waits in the kernel until we reap the traced zombies,
     // so waiting only for its own event would wait forever.
-    let all: Vec<u32> = pending.iter().map(|&(t, _)| t).collect();
+    let mut all: Vec<u32> = pending.iter().map(|&(t, _)| t).collect();
     // 1. Each thread's int3 right before its final rt_sigreturn, each zombie's exit (or a failure).
-    while !pending.is_empty() {
+    while !pending.is_empty() || unknown(traced) > 0 {
+        if pending.is_empty() {
+            // Every known task is done, so every fork has happened: one was never seen.
+            return Err(RestoreError::ChildLost {
+                pid,
+                what: format!(
+                    "{} task(s) or thread(s) of the tree never appeared",
+                    unknown(traced)
+                ),
+            });
+        }
         let status = wait_any(pid, &all)?;
         let tid = status.pid().map_or(0, |p| p.as_raw() as u32);
         let ntid = NixPid::from_raw(tid as i32);
@@ -750,7 +820,7 @@ fn trace(
             }
             let owner = traced
                 .iter()
-                .find(|t| t.threads.iter().any(|&(t, _)| t == tid))
+                .find(|t| t.threads.iter().any(|th| th.tid == tid))
                 .map_or(tid, |t| t.pid);
             return Err(RestoreError::ChildLost {
                 pid: owner,
@@ -777,8 +847,8 @@ fn trace(
                 let want = owner
                     .threads
                     .iter()
-                    .find(|&&(t, _)| t == tid)
-                    .map_or(0, |&(_, rip)| rip);
+                    .find(|th| th.tid == tid)
+                    .map_or(0, |th| th.rip);
                 step_over_sigreturn(owner.pid, tid, want)?;
                 pending.retain(|&(t, _)| t != tid);
             }
@@ -818,7 +888,19 @@ fn trace(
                 });
             }
             // Fork and clone events, a new task's first stop (auto-attached by TRACEFORK/TRACECLONE).
-            WaitStatus::PtraceEvent(..) => {
+            WaitStatus::PtraceEvent(_, _, event) => {
+                if event == libc::PTRACE_EVENT_FORK || event == libc::PTRACE_EVENT_CLONE {
+                    let new =
+                        ptrace::getevent(ntid).map_err(ptrace_err(tid, "GETEVENTMSG"))? as u32;
+                    if !all.contains(&new) {
+                        if let Some(at) =
+                            adopt(traced, idx, new, event == libc::PTRACE_EVENT_CLONE)?
+                        {
+                            pending.push((new, at));
+                            all.push(new);
+                        }
+                    }
+                }
                 ptrace::cont(ntid, None).map_err(ptrace_err(tid, "CONT"))?;
             }
             other => {
@@ -841,14 +923,23 @@ fn trace(
             .munmap(base, end - base)
             .map_err(|source| RestoreError::Cleanup { pid: t.pid, source })?;
     }
-    before_release(pid)?;
+    let mut hosts = HostPids::default();
+    for t in traced.iter() {
+        for th in t.threads.iter().filter(|th| th.ns_tid != 0) {
+            hosts.0.insert(th.ns_tid, th.tid);
+        }
+        if t.ns_pid != 0 {
+            hosts.0.insert(t.ns_pid, t.pid);
+        }
+    }
+    before_release(pid, &hosts)?;
     for t in traced.iter().rev() {
         if t.helper {
             continue;
         }
-        for &(tid, _) in t.threads.iter().rev() {
-            ptrace::detach(NixPid::from_raw(tid as i32), None)
-                .map_err(ptrace_err(tid, "DETACH"))?;
+        for th in t.threads.iter().rev() {
+            ptrace::detach(NixPid::from_raw(th.tid as i32), None)
+                .map_err(ptrace_err(th.tid, "DETACH"))?;
         }
         if t.stopped {
             kill(NixPid::from_raw(t.pid as i32), Signal::SIGSTOP)
@@ -857,6 +948,67 @@ fn trace(
         log::info!("pid {}: restored ({} thread(s))", t.pid, t.threads.len());
     }
     Ok(())
+}
+
+/// How many tasks and threads of the tree the tracer has not seen yet (host pid chosen by the kernel).
+fn unknown(traced: &[Traced]) -> usize {
+    traced
+        .iter()
+        .map(|t| {
+            let task = usize::from(t.pid == 0 && t.zombie.is_some());
+            task + t.threads.iter().filter(|th| th.tid == 0).count()
+        })
+        .sum()
+}
+
+/// Takes `new`, just forked (or cloned, `thread`) by a task of process `parent` and not known yet, as the
+/// task or thread of the tree whose pid inside the tree's pid namespace it has (`NSpid` of its status).
+/// Returns the index of its process, `None` if it is nothing the tree expects.
+fn adopt(
+    traced: &mut [Traced],
+    parent: usize,
+    new: u32,
+    thread: bool,
+) -> Result<Option<usize>, RestoreError> {
+    let path = format!("/proc/{new}/status");
+    let text = std::fs::read_to_string(&path).map_err(|source| RestoreError::Proc {
+        path: path.clone().into(),
+        source,
+    })?;
+    let inner = text
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|w| w.parse::<u32>().ok())
+        .unwrap_or(0);
+    if thread {
+        let Some(t) = traced.get_mut(parent) else {
+            return Ok(None);
+        };
+        if let Some(th) = t
+            .threads
+            .iter_mut()
+            .find(|th| th.tid == 0 && th.ns_tid == inner)
+        {
+            th.tid = new;
+            log::debug!("pid {}: thread {inner} inside is {new}", t.pid);
+            return Ok(Some(parent));
+        }
+        return Ok(None);
+    }
+    let Some((at, t)) = traced
+        .iter_mut()
+        .enumerate()
+        .find(|(_, t)| t.pid == 0 && t.ns_pid == inner && inner != 0)
+    else {
+        return Ok(None);
+    };
+    t.pid = new;
+    if let Some(leader) = t.threads.first_mut() {
+        leader.tid = new;
+    }
+    log::debug!("pid {inner} inside the tree's pid namespace is {new}");
+    Ok(Some(at))
 }
 
 fn zombie_status_exited(code: i32) -> u32 {
@@ -1058,7 +1210,7 @@ fn errno() -> i32 {
 /// and subtree exist.
 fn fork_child(plans: &[ChildPlan<'_>], c: usize, rep: RawFd) {
     let child = &plans[c];
-    let ret = clone_exact(child.pid, child.ns_pid);
+    let ret = clone_exact(child.pid, child.ns_pid, false);
     if ret == 0 {
         child_main(plans, c);
     }

@@ -165,6 +165,9 @@ pub struct TreeShared {
     pub reg: BTreeMap<FileId, OwnedFd>,
     /// How the tree's recorded pids and tids read inside its own pid namespace.
     pub ids: crate::pidns::InnerIds,
+    /// Tasks and threads in a nested pid namespace keep only their pids inside it; the kernel chooses
+    /// their host pids (`RestoreBuilder::fresh_host_pids`).
+    pub fresh_host_pids: bool,
 }
 
 /// Builds the launch for `task`. Its blob area avoids the areas already in `tree_shared`, and is added to
@@ -540,7 +543,10 @@ pub fn prepare(
     let threads: Vec<ThreadInput> = task
         .threads()
         .map(|t| ThreadInput {
-            tid: t.tid.0,
+            tid: match t.ns_tids.as_slice() {
+                [outer, _] if *outer == t.tid && tree_shared.fresh_host_pids => 0,
+                _ => t.tid.0,
+            },
             regs: t.regs,
             xstate: t.xstate.clone(),
             sigmask: t.sigmask,
@@ -623,10 +629,16 @@ pub fn prepare(
             pdeathsig: core.pdeathsig,
         },
         expected_rip: t.regs.rip,
-        other_threads: task
-            .other_threads
+        other_threads: input
+            .threads
             .iter()
-            .map(|o| (o.tid.0, o.regs.rip))
+            .zip(task.threads())
+            .skip(1)
+            .map(|(input, o)| crate::launch::OtherThread {
+                tid: input.tid,
+                ns_tid: input.ns_tid,
+                rip: o.regs.rip,
+            })
             .collect(),
         stopped: core.stopped,
         session: crate::launch::SessionPlan::for_ids(pid, task.tree.pgid.0, task.tree.sid.0),

@@ -23,7 +23,14 @@ pub struct Restore {
     container: crate::container::ContainerOptions,
     inherit_fds: Vec<String>,
     inherited: crate::files::Inherited,
+    sibling: bool,
+    fresh_host_pids: bool,
 }
+
+/// A caller's step right before the restored tree runs (all its tasks restored and stopped), given the
+/// root's pid: an error kills the tree and fails the restore ([`RestoreError::Hook`]).
+pub type BeforeResume<'a> =
+    dyn FnMut(u32) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + 'a;
 
 /// Options of a [`Restore`].
 #[derive(Debug, Clone)]
@@ -61,6 +68,21 @@ impl RestoreBuilder {
     /// How a container image is restored (root, external mounts, net and cgroup choices).
     pub fn container(mut self, opts: crate::container::ContainerOptions) -> Self {
         self.inner.container = opts;
+        self
+    }
+
+    /// The restored root becomes a child of our parent, not ours (`CLONE_PARENT`; CRIU's `rst_sibling`):
+    /// a container runtime that started the restorer waits for the restored init itself.
+    pub fn sibling(mut self, yes: bool) -> Self {
+        self.inner.sibling = yes;
+        self
+    }
+
+    /// A container's tasks keep only their pids inside its pid namespace; their host pids are the kernel's
+    /// choice (CRIU's behaviour). Needed when the dumped container still runs (a leave-running dump) or
+    /// its pids are not free yet; without it every host pid is the dumped one.
+    pub fn fresh_host_pids(mut self, yes: bool) -> Self {
+        self.inner.fresh_host_pids = yes;
         self
     }
 
@@ -143,6 +165,8 @@ impl Restore {
                 container: Default::default(),
                 inherit_fds: Vec::new(),
                 inherited: Default::default(),
+                sibling: false,
+                fresh_host_pids: false,
             },
         }
     }
@@ -158,6 +182,12 @@ impl Restore {
     /// forked from it and runs plain code between the fork and the restorer blob. On failure nothing of
     /// the restored process is left behind.
     pub fn run(self) -> Result<Restored, RestoreError> {
+        self.run_with(&mut |_| Ok(()))
+    }
+
+    /// [`Self::run`], calling `before_resume` once every task is restored and still stopped, right
+    /// before they run (CRIU's post-restore and pre-resume notifications are sent from there).
+    pub fn run_with(self, before_resume: &mut BeforeResume<'_>) -> Result<Restored, RestoreError> {
         let threads = procself::thread_count()?;
         if threads != 1 {
             return Err(RestoreError::NotSingleThreaded { threads });
@@ -191,15 +221,17 @@ impl Restore {
             None => None,
         };
         let dir = entered.as_ref().map_or(dir, |e| e.images_dir.as_path());
+        // The kernel chooses the host pids of a container's tasks: none has to be free.
+        let fresh = self.fresh_host_pids && container.is_some();
         for task in &tree.tasks {
             image::check_xstate(&img, task)?;
             image::check_creds(task)?;
             image::check_files(dir, task)?;
-            for t in task.threads() {
+            for t in task.threads().filter(|_| !fresh) {
                 image::check_pid_free(Pid(t.tid.0))?;
             }
         }
-        for z in &tree.zombies {
+        for z in tree.zombies.iter().filter(|_| !fresh) {
             image::check_pid_free(z.pid)?;
         }
         // A tree whose root is the init of its own pid namespace without being a container is restored
@@ -268,6 +300,7 @@ impl Restore {
         };
         let mut shared = prepare::TreeShared {
             ids: inner_ids,
+            fresh_host_pids: fresh,
             ..Default::default()
         };
         // Every open file description once, before any fork: tasks that shared one inherit the same.
@@ -324,6 +357,9 @@ impl Restore {
                     let mut launch =
                         prepare::prepare(dir, &blob, task, vdso, policy, &mut shared, &opened)?;
                     launch.ns_pid = inner_pid(task.pid.0);
+                    if fresh {
+                        launch.pid = None;
+                    }
                     launch.session = session_inside(p.session)?;
                     for a in &mut launch.child_actions {
                         let crate::files::ChildAction::PidfdOpen { fd, pid, .. } = a else {
@@ -355,7 +391,7 @@ impl Restore {
                 None => {
                     let z = tree.zombies[input - tree.tasks.len()];
                     TreeTask::Zombie {
-                        pid: z.pid.0,
+                        pid: if fresh { 0 } else { z.pid.0 },
                         session: session_inside(p.session)?,
                         status: z.exit_status,
                         ns_pid: z
@@ -373,18 +409,30 @@ impl Restore {
             });
         }
         // Every task holds its own copies of the shared objects now.
+        let shared_ids = shared.ids.clone();
         drop(shared);
         if let Some(p) = &pidns {
             p.enter()?;
         }
-        let mut before_release = |root: u32| {
-            opened.set_owners()?;
-            match &container {
-                Some(_) => crate::container::show_tree_pid_namespace(root),
-                None => Ok(()),
+        let ids = &shared_ids;
+        let mut before_release = |root: u32, hosts: &launch::HostPids| {
+            if fresh {
+                // Owners were recorded by host pid: the same task's host pid now is another.
+                opened.set_owners_mapped(&|pid| {
+                    ids.inner(pid).and_then(|i| hosts.host(i)).unwrap_or(pid)
+                })?;
+            } else {
+                opened.set_owners()?;
             }
+            if container.is_some() {
+                crate::container::show_tree_pid_namespace(root)?;
+            }
+            before_resume(root).map_err(|source| RestoreError::Hook {
+                what: "before the restored tree resumes",
+                source,
+            })
         };
-        let started = launch::start_tree_with(nodes, &mut before_release)?;
+        let started = launch::start_tree_with(nodes, self.sibling, &mut before_release)?;
         if let Some(path) = &self.pidfile {
             let text = format!("{}\n", started.pid);
             let written = match &pidfile {

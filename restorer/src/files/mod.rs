@@ -327,6 +327,12 @@ impl OpenedFiles {
     /// tasks' fds see them. The owner's credentials (which decide whom SIGIO may signal) become the
     /// restorer's.
     pub fn set_owners(&self) -> Result<(), FileRestoreError> {
+        self.set_owners_mapped(&|pid| pid)
+    }
+
+    /// [`Self::set_owners`], with each recorded owner pid translated by `host` (a tree whose host pids
+    /// the kernel chose).
+    pub fn set_owners_mapped(&self, host: &dyn Fn(u32) -> u32) -> Result<(), FileRestoreError> {
         for (id, d) in &self.descs {
             let (Some(o), Some(fd)) = (d.owner, self.fds.get(id)) else {
                 continue;
@@ -346,7 +352,7 @@ impl OpenedFiles {
             }
             let ex = FOwnerEx {
                 kind: o.kind,
-                pid: o.pid as libc::pid_t,
+                pid: host(o.pid) as libc::pid_t,
             };
             // SAFETY: F_SETOWN_EX reads one f_owner_ex from our stack.
             if unsafe { libc::fcntl(fd.as_raw_fd(), F_SETOWN_EX, &ex) } != 0 {

@@ -84,6 +84,9 @@ pub enum NetMode {
     External(PathBuf),
     /// A new namespace with only `lo`, up when it was up in the dumped tree (`--net private`).
     Private,
+    /// `Private` when the dumped tree had a network namespace of its own, else `Inherit` (`--net dumped`;
+    /// CRIU's behaviour when a runtime asks for an empty network namespace).
+    AsDumped,
 }
 
 impl std::str::FromStr for NetMode {
@@ -94,6 +97,7 @@ impl std::str::FromStr for NetMode {
         Ok(match s {
             "inherit" => NetMode::Inherit,
             "private" => NetMode::Private,
+            "dumped" => NetMode::AsDumped,
             path => NetMode::External(PathBuf::from(path)),
         })
     }
@@ -220,8 +224,13 @@ impl NsPlan {
             None => None,
         };
 
-        let net = match &opts.net {
-            NetMode::Inherit => {
+        let mode = match &opts.net {
+            NetMode::AsDumped if private(NsKind::Net).is_some() => &NetMode::Private,
+            NetMode::AsDumped => &NetMode::Inherit,
+            other => other,
+        };
+        let net = match mode {
+            NetMode::AsDumped | NetMode::Inherit => {
                 if let Some(id) = private(NsKind::Net) {
                     log::info!(
                         "the tree had network namespace {id} of its own; it joins the restorer's (pass a namespace path or private mode to change that)"
