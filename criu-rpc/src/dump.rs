@@ -13,13 +13,15 @@ use dormant_image::records::Pid;
 use crate::error::RpcError;
 use crate::opts::{setup, DumpPlan};
 use crate::proto::{CriuOpts, CriuResp, DumpResp, ReqType};
-use crate::server::{check_config_file, mark_complete, Dirs, Notifier};
+use crate::server::{read_config_file, mark_complete, Dirs, Notifier};
 use crate::transport::Conn;
 
 pub fn serve(conn: &Rc<Conn>, o: &CriuOpts) -> Result<CriuResp, RpcError> {
     let mut dirs = Dirs::open(conn, &setup(o)?)?;
-    let plan = DumpPlan::from_opts(o)?;
-    check_config_file(o)?;
+    let mut plan = DumpPlan::from_opts(o)?;
+    let cfg = read_config_file(o)?;
+    plan.tcp_established |= cfg.tcp_established;
+    plan.shell_job |= cfg.shell_job;
     log::info!("DUMP of pid {}: {plan:?}", plan.pid);
     let notifier = Notifier::new(conn, plan.common.notify);
     notifier.notify("pre-dump", None)?;

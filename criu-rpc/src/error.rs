@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+use dormant_engine::DumpError;
+use dormant_restorer::RestoreError;
 use nix::errno::Errno;
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,21 @@ pub enum RpcError {
     Restore(#[from] dormant_restorer::RestoreError),
 }
 
+/// The first system error in `e`'s chain of causes.
+fn chain_errno(e: &(dyn std::error::Error + 'static)) -> Option<Errno> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(n) = c.downcast_ref::<Errno>() {
+            return Some(*n);
+        }
+        if let Some(n) = c.downcast_ref::<std::io::Error>().and_then(|io| io.raw_os_error()) {
+            return Some(Errno::from_raw(n));
+        }
+        cur = c.source();
+    }
+    None
+}
+
 impl RpcError {
     /// The errno a client gets in `cr_errno`: the system error behind the failure when there is one.
     pub fn errno(&self) -> i32 {
@@ -74,7 +91,29 @@ impl RpcError {
             RpcError::BadSocket { .. } | RpcError::Protocol(_) => Errno::EPROTO,
             RpcError::NotifyFailed { .. } => Errno::ECANCELED,
             RpcError::Cgroup { .. } => Errno::EIO,
-            RpcError::Dump(_) | RpcError::Restore(_) => Errno::UnknownErrno,
+            RpcError::Dump(d) => chain_errno(d).unwrap_or(match d {
+                DumpError::NoSuchProcess { .. }
+                | DumpError::ProcessGone { .. }
+                | DumpError::PidReused { .. } => Errno::ESRCH,
+                DumpError::Hook { .. } => Errno::ECANCELED,
+                DumpError::UnsupportedFd { .. }
+                | DumpError::UnsupportedVma { .. }
+                | DumpError::FileDesc { .. }
+                | DumpError::DeletedFile { .. }
+                | DumpError::ControllingTerminal { .. }
+                | DumpError::ThreadCredsDiffer { .. }
+                | DumpError::PendingSignal { .. }
+                | DumpError::Mounts { .. } => Errno::EOPNOTSUPP,
+                _ => Errno::EIO,
+            }),
+            RpcError::Restore(r) => chain_errno(r).unwrap_or(match r {
+                RestoreError::Unsupported(_) | RestoreError::ShellJobRequired { .. } => {
+                    Errno::EOPNOTSUPP
+                }
+                RestoreError::PidTaken { .. } => Errno::EEXIST,
+                RestoreError::Hook { .. } => Errno::ECANCELED,
+                _ => Errno::EIO,
+            }),
         };
         e as i32
     }

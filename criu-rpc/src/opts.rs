@@ -406,26 +406,47 @@ fn external_kind(spec: &str) -> &str {
     spec.split_once('[').map_or(spec, |(k, _)| k)
 }
 
-/// Refuses a non-empty CRIU configuration file: its options would be applied by CRIU, and dormant does not
-/// read them (a missing file is not an error, as for CRIU).
-pub fn check_config_file(path: &str, text: Option<&str>) -> Result<(), RpcError> {
-    let Some(text) = text else {
-        return Ok(());
-    };
-    match text
+/// What a CRIU configuration file (`config_file`, runc's `/etc/criu/runc.conf` or the container's
+/// `org.criu.config` annotation) asks for, as far as dormant honours it. CRIU applies such a file over the
+/// request's options; lines dormant cannot honour refuse the request, naming the line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigFile {
+    pub tcp_established: bool,
+    pub shell_job: bool,
+}
+
+/// Parses a configuration file's text (CRIU's long option names, one per line, `#` comments; a missing
+/// file, `None`, asks for nothing).
+pub fn parse_config_file(path: &str, text: Option<&str>) -> Result<ConfigFile, RpcError> {
+    let mut cfg = ConfigFile::default();
+    for line in text
+        .unwrap_or_default()
         .lines()
         .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
     {
-        None => Ok(()),
-        Some(line) => Err(refuse(
-            "config_file",
-            format!(
-                "{path} sets {line:?}; dormant does not read CRIU configuration files (pass the option in \
-                 the request)"
-            ),
-        )),
+        let (name, value) = line.split_once([' ', '=', '\t']).unwrap_or((line, ""));
+        let name = name.trim_start_matches('-');
+        let value = value.trim().trim_matches('"');
+        match name {
+            "tcp-established" => cfg.tcp_established = true,
+            "shell-job" | "j" => cfg.shell_job = true,
+            // What dormant does anyway, or what does not change its result.
+            "file-locks" | "l" | "evasive-devices" | "link-remap" | "enable-external-masters"
+            | "enable-external-sharing" | "force-irmap" | "skip-file-rwx-check" | "allow-uprobes"
+            | "ghost-limit" | "weak-sysctls" | "ext-unix-sk" | "log-level" | "v" | "display-stats" => {
+                log::info!("{path}: {line:?} accepted (what dormant does anyway)")
+            }
+            "manage-cgroups" if matches!(value, "" | "soft" | "ignore" | "none") => {}
+            _ => {
+                return Err(refuse(
+                    "config_file",
+                    format!("{path} sets {line:?}, which dormant does not implement"),
+                ))
+            }
+        }
     }
+    Ok(cfg)
 }
 
 impl DumpPlan {
@@ -523,7 +544,17 @@ impl RestorePlan {
                 return Err(refuse("inherit_fd", format!("{}: fd {}", i.key, i.fd)));
             }
             if i.key.starts_with("pipe:[") {
-                inherit_fds.push(format!("fd[{}]:{}", i.fd, i.key));
+                // runc lists stdout and stderr on one pipe twice; the first fd stands for the key, as
+                // with CRIU.
+                let spec = format!("fd[{}]:{}", i.fd, i.key);
+                if inherit_fds
+                    .iter()
+                    .any(|s: &String| s.split_once(':').is_some_and(|(_, k)| k == i.key))
+                {
+                    log::info!("inherit_fd {spec}: the key is already inherited; the first fd is used");
+                } else {
+                    inherit_fds.push(spec);
+                }
             } else if i.key.starts_with("extRootNetNS") || i.key.starts_with("net[") {
                 net = NetChoice::JoinFd {
                     fd: i.fd,
@@ -655,10 +686,16 @@ mod tests {
                 key: "/sys/fs/cgroup/cpu".into(),
                 val: "/sys/fs/cgroup/cpu/x".into(),
             }],
-            inherit_fd: vec![InheritFd {
-                key: "pipe:[1234]".into(),
-                fd: 1,
-            }],
+            inherit_fd: vec![
+                InheritFd {
+                    key: "pipe:[1234]".into(),
+                    fd: 1,
+                },
+                InheritFd {
+                    key: "pipe:[1234]".into(),
+                    fd: 2,
+                },
+            ],
             cg_root: vec![
                 CgroupRoot {
                     ctrl: Some("cpu".into()),
@@ -825,10 +862,22 @@ mod tests {
 
     #[test]
     fn config_files() {
-        assert!(check_config_file("/etc/criu/runc.conf", None).is_ok());
-        assert!(check_config_file("/etc/criu/runc.conf", Some("# nothing\n\n")).is_ok());
-        let err = check_config_file("/etc/criu/runc.conf", Some("tcp-close\n")).unwrap_err();
-        assert!(err.to_string().contains("tcp-close"), "{err}");
+        let f = "/etc/criu/runc.conf";
+        assert_eq!(parse_config_file(f, None).unwrap(), ConfigFile::default());
+        assert_eq!(
+            parse_config_file(f, Some("# nothing\n\n")).unwrap(),
+            ConfigFile::default()
+        );
+        let cfg =
+            parse_config_file(f, Some("tcp-established\nenable-external-masters\nfile-locks\n"))
+                .unwrap();
+        assert!(cfg.tcp_established && !cfg.shell_job);
+        let err = parse_config_file(f, Some("tcp-close\n")).unwrap_err();
+        assert!(
+            err.to_string().starts_with("option config_file: ") && err.to_string().contains("tcp-close"),
+            "{err}"
+        );
+        assert!(parse_config_file(f, Some("manage-cgroups full\n")).is_err());
     }
 
     #[test]

@@ -18,13 +18,15 @@ use dormant_restorer::Restore;
 use crate::error::RpcError;
 use crate::opts::{setup, NetChoice, RestorePlan};
 use crate::proto::{CriuOpts, CriuResp, ReqType, RestoreResp};
-use crate::server::{check_config_file, Dirs, Notifier};
+use crate::server::{read_config_file, Dirs, Notifier};
 use crate::transport::Conn;
 
 pub fn serve(conn: &Rc<Conn>, o: &CriuOpts) -> Result<CriuResp, RpcError> {
     let mut dirs = Dirs::open(conn, &setup(o)?)?;
-    let plan = RestorePlan::from_opts(o)?;
-    check_config_file(o)?;
+    let mut plan = RestorePlan::from_opts(o)?;
+    let cfg = read_config_file(o)?;
+    plan.tcp_established |= cfg.tcp_established;
+    plan.shell_job |= cfg.shell_job;
     log::info!("RESTORE: {plan:?}");
     let notifier = Notifier::new(conn, plan.common.notify);
     notifier.notify("pre-restore", None)?;

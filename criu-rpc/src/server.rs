@@ -54,6 +54,13 @@ pub fn serve(fd: i32) -> i32 {
             Err(e) => {
                 let msg = e.chain();
                 log::error!("{} failed: {msg}", t.name());
+                // Clients print where the log is, not cr_errmsg (runc 1.1); at RESTORE our stderr is the
+                // one runc was started with, so the reason reaches its user directly too.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "Error (dormant): {} failed: {msg}",
+                    t.name()
+                );
                 CriuResp::failed(t, e.errno(), msg)
             }
         };
@@ -307,9 +314,9 @@ pub fn mark_complete(dir: &std::path::Path) -> Result<(), RpcError> {
 }
 
 /// Reads CRIU's configuration file named in the request (missing: nothing to apply).
-pub fn check_config_file(o: &CriuOpts) -> Result<(), RpcError> {
+pub fn read_config_file(o: &CriuOpts) -> Result<crate::opts::ConfigFile, RpcError> {
     let Some(path) = o.config_file.as_deref().filter(|p| !p.is_empty()) else {
-        return Ok(());
+        return Ok(Default::default());
     };
     let text = match std::fs::read_to_string(path) {
         Ok(t) => Some(t),
@@ -322,5 +329,5 @@ pub fn check_config_file(o: &CriuOpts) -> Result<(), RpcError> {
             })
         }
     };
-    crate::opts::check_config_file(path, text.as_deref())
+    crate::opts::parse_config_file(path, text.as_deref())
 }
