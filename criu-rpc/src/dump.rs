@@ -13,7 +13,7 @@ use dormant_image::records::Pid;
 use crate::error::RpcError;
 use crate::opts::{setup, DumpPlan};
 use crate::proto::{CriuOpts, CriuResp, DumpResp, ReqType};
-use crate::server::{read_config_file, mark_complete, Dirs, Notifier};
+use crate::server::{mark_complete, read_config_file, Dirs, Notifier};
 use crate::transport::Conn;
 
 pub fn serve(conn: &Rc<Conn>, o: &CriuOpts) -> Result<CriuResp, RpcError> {

@@ -71,7 +71,10 @@ fn chain_errno(e: &(dyn std::error::Error + 'static)) -> Option<Errno> {
         if let Some(n) = c.downcast_ref::<Errno>() {
             return Some(*n);
         }
-        if let Some(n) = c.downcast_ref::<std::io::Error>().and_then(|io| io.raw_os_error()) {
+        if let Some(n) = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.raw_os_error())
+        {
             return Some(Errno::from_raw(n));
         }
         cur = c.source();

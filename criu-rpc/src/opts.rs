@@ -432,9 +432,21 @@ pub fn parse_config_file(path: &str, text: Option<&str>) -> Result<ConfigFile, R
             "tcp-established" => cfg.tcp_established = true,
             "shell-job" | "j" => cfg.shell_job = true,
             // What dormant does anyway, or what does not change its result.
-            "file-locks" | "l" | "evasive-devices" | "link-remap" | "enable-external-masters"
-            | "enable-external-sharing" | "force-irmap" | "skip-file-rwx-check" | "allow-uprobes"
-            | "ghost-limit" | "weak-sysctls" | "ext-unix-sk" | "log-level" | "v" | "display-stats" => {
+            "file-locks"
+            | "l"
+            | "evasive-devices"
+            | "link-remap"
+            | "enable-external-masters"
+            | "enable-external-sharing"
+            | "force-irmap"
+            | "skip-file-rwx-check"
+            | "allow-uprobes"
+            | "ghost-limit"
+            | "weak-sysctls"
+            | "ext-unix-sk"
+            | "log-level"
+            | "v"
+            | "display-stats" => {
                 log::info!("{path}: {line:?} accepted (what dormant does anyway)")
             }
             "manage-cgroups" if matches!(value, "" | "soft" | "ignore" | "none") => {}
@@ -551,7 +563,9 @@ impl RestorePlan {
                     .iter()
                     .any(|s: &String| s.split_once(':').is_some_and(|(_, k)| k == i.key))
                 {
-                    log::info!("inherit_fd {spec}: the key is already inherited; the first fd is used");
+                    log::info!(
+                        "inherit_fd {spec}: the key is already inherited; the first fd is used"
+                    );
                 } else {
                     inherit_fds.push(spec);
                 }
@@ -868,13 +882,16 @@ mod tests {
             parse_config_file(f, Some("# nothing\n\n")).unwrap(),
             ConfigFile::default()
         );
-        let cfg =
-            parse_config_file(f, Some("tcp-established\nenable-external-masters\nfile-locks\n"))
-                .unwrap();
+        let cfg = parse_config_file(
+            f,
+            Some("tcp-established\nenable-external-masters\nfile-locks\n"),
+        )
+        .unwrap();
         assert!(cfg.tcp_established && !cfg.shell_job);
         let err = parse_config_file(f, Some("tcp-close\n")).unwrap_err();
         assert!(
-            err.to_string().starts_with("option config_file: ") && err.to_string().contains("tcp-close"),
+            err.to_string().starts_with("option config_file: ")
+                && err.to_string().contains("tcp-close"),
             "{err}"
         );
         assert!(parse_config_file(f, Some("manage-cgroups full\n")).is_err());
