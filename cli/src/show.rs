@@ -39,6 +39,7 @@ fn file_json(img: &ImageReader, name: &str, len: u64) -> Result<Value, CliError>
             RecordKind::ShmemObjects => records_json::<ShmemObject>(img, name)?,
             RecordKind::FileDescs => records_json::<FileDesc>(img, name)?,
             RecordKind::FileLocks => records_json::<FileLock>(img, name)?,
+            RecordKind::FileIdentity => records_json::<FileIdentity>(img, name)?,
             RecordKind::Zombie => records_json::<Zombie>(img, name)?,
             RecordKind::TaskNamespaces => records_json::<TaskNamespaces>(img, name)?,
             RecordKind::UtsNamespace => records_json::<UtsNamespace>(img, name)?,

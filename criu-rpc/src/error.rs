@@ -114,7 +114,7 @@ impl RpcError {
                     Errno::EOPNOTSUPP
                 }
                 RestoreError::PidTaken { .. } => Errno::EEXIST,
-                RestoreError::Hook { .. } => Errno::ECANCELED,
+                RestoreError::BeforeRelease { .. } => Errno::ECANCELED,
                 _ => Errno::EIO,
             }),
         };

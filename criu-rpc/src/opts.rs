@@ -7,7 +7,6 @@
 //! Pure: no file, fd or process is looked at here (the tests feed options by hand).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use log::LevelFilter;
 
@@ -65,8 +64,6 @@ pub struct DumpPlan {
     pub externals: Vec<String>,
     /// The freezer cgroup the tree is frozen through while it is seized.
     pub freeze_cgroup: Option<PathBuf>,
-    /// How long freezing may take.
-    pub freeze_timeout: Duration,
 }
 
 /// What the restored tree's network namespace is.
@@ -312,6 +309,14 @@ fn refuse_common(o: &CriuOpts) -> Result<(), RpcError> {
             on(o.ghost_fiemap),
             "ghost_fiemap: holes of unlinked files are not stored",
         ),
+        (
+            o.timeout.is_some(),
+            "timeout: a freezer cgroup is given 10 s to freeze",
+        ),
+        (
+            o.file_validation_method.is_some(),
+            "file_validation_method: mapped files are checked by size, time and build-id (or crc32)",
+        ),
     ];
     for (asked, what) in accepted {
         if asked {
@@ -513,9 +518,6 @@ impl DumpPlan {
                 .as_deref()
                 .filter(|c| !c.is_empty())
                 .map(PathBuf::from),
-            freeze_timeout: Duration::from_secs(u64::from(
-                o.timeout.filter(|t| *t > 0).unwrap_or(10),
-            )),
         })
     }
 }

@@ -9,11 +9,11 @@
 //! leaves no restored process behind (the restorer kills what it forked).
 
 use std::path::PathBuf;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use dormant_restorer::container::ContainerOptions;
 use dormant_restorer::ns::{CgroupTarget, NetMode, NsOptions};
-use dormant_restorer::Restore;
+use dormant_restorer::{ReleaseHook, Restore, RootParent};
 
 use crate::error::RpcError;
 use crate::opts::{setup, NetChoice, RestorePlan};
@@ -21,7 +21,7 @@ use crate::proto::{CriuOpts, CriuResp, ReqType, RestoreResp};
 use crate::server::{read_config_file, Dirs, Notifier};
 use crate::transport::Conn;
 
-pub fn serve(conn: &Rc<Conn>, o: &CriuOpts) -> Result<CriuResp, RpcError> {
+pub fn serve(conn: &Arc<Conn>, o: &CriuOpts) -> Result<CriuResp, RpcError> {
     let mut dirs = Dirs::open(conn, &setup(o)?)?;
     let mut plan = RestorePlan::from_opts(o)?;
     let cfg = read_config_file(o)?;
@@ -48,7 +48,8 @@ pub fn serve(conn: &Rc<Conn>, o: &CriuOpts) -> Result<CriuResp, RpcError> {
             cgroup: CgroupTarget::Keep,
         },
     };
-    let mut before_resume = |pid: u32| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let hook_notifier = notifier.clone();
+    let before_resume = move |pid: u32| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         for (script, with_pid) in [
             ("setup-namespaces", true),
             ("post-setup-namespaces", false),
@@ -56,7 +57,7 @@ pub fn serve(conn: &Rc<Conn>, o: &CriuOpts) -> Result<CriuResp, RpcError> {
             ("network-unlock", false),
             ("pre-resume", false),
         ] {
-            notifier.notify(script, with_pid.then_some(pid))?;
+            hook_notifier.notify(script, with_pid.then_some(pid))?;
         }
         Ok(())
     };
@@ -67,10 +68,15 @@ pub fn serve(conn: &Rc<Conn>, o: &CriuOpts) -> Result<CriuResp, RpcError> {
         .shell_job(plan.shell_job)
         .tcp_established(plan.tcp_established)
         .inherit_fds(plan.inherit_fds.clone())
-        .sibling(plan.sibling)
+        .root_parent(if plan.sibling {
+            RootParent::RestorersParent
+        } else {
+            RootParent::Restorer
+        })
         .fresh_host_pids(true)
+        .before_release(ReleaseHook(Arc::new(before_resume)))
         .build()?
-        .run_with(&mut before_resume)?;
+        .run()?;
     let pid = restored.pid();
     log::info!(
         "restored in {} ms; the tree's root is pid {pid}",

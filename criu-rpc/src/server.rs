@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::error::RpcError;
 use crate::opts::{Common, ImagesDir};
@@ -32,7 +32,7 @@ pub const CRIU_INVENTORY: &str = "inventory.img";
 pub fn serve(fd: i32) -> i32 {
     crate::log::install();
     let conn = match Conn::from_inherited(fd) {
-        Ok(c) => Rc::new(c),
+        Ok(c) => Arc::new(c),
         Err(e) => {
             log::error!("{}", e.chain());
             crate::log::configure(None, log::LevelFilter::Error, true);
@@ -79,7 +79,7 @@ pub fn serve(fd: i32) -> i32 {
     }
 }
 
-fn handle(conn: &Rc<Conn>, t: ReqType, req: &CriuReq) -> Result<CriuResp, RpcError> {
+fn handle(conn: &Arc<Conn>, t: ReqType, req: &CriuReq) -> Result<CriuResp, RpcError> {
     match t {
         ReqType::Version => Ok(CriuResp {
             version: Some(version()),
@@ -150,12 +150,12 @@ fn check() -> Result<(), RpcError> {
 /// Sends CRIU's notify callbacks ("action scripts") to the client, when the request asked for them.
 #[derive(Debug, Clone)]
 pub struct Notifier {
-    conn: Rc<Conn>,
+    conn: Arc<Conn>,
     enabled: bool,
 }
 
 impl Notifier {
-    pub fn new(conn: &Rc<Conn>, enabled: bool) -> Self {
+    pub fn new(conn: &Arc<Conn>, enabled: bool) -> Self {
         Notifier {
             conn: conn.clone(),
             enabled,

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use dormant_image::records::{
-    names, Creds, Fd, ITimer, Mm, MmLayout, Pid, PosixTimer, PsTreeEntry, ShmemObject, SigAction,
-    SigAltStack, TaskCore, ThreadCore, Tid, VmaBacking,
+    names, Creds, Fd, FileCheck, ITimer, Mm, MmLayout, Pid, PosixTimer, PsTreeEntry, ShmemObject,
+    SigAction, SigAltStack, TaskCore, ThreadCore, Tid, VmaBacking, FILE_IDENTITY,
 };
 use dormant_image::ImageWriter;
 
@@ -107,7 +107,8 @@ pub struct Dump {
     stage_hook: Option<StageHook>,
     container: crate::container::ContainerOptions,
     external_pipes: bool,
-    freeze_cgroup: Option<(PathBuf, Duration)>,
+    file_check: FileCheck,
+    freezer: Option<Box<dyn crate::tree::Freezer>>,
     event_hook: Option<EventHook>,
     wait_reaped: bool,
 }
@@ -137,7 +138,8 @@ pub struct DumpBuilder {
     stage_hook: Option<StageHook>,
     container: crate::container::ContainerOptions,
     external_pipes: bool,
-    freeze_cgroup: Option<(PathBuf, Duration)>,
+    file_check: FileCheck,
+    freezer: Option<Box<dyn crate::tree::Freezer>>,
     event_hook: Option<EventHook>,
     wait_reaped: bool,
 }
@@ -165,7 +167,8 @@ impl Dump {
             stage_hook: None,
             container: Default::default(),
             external_pipes: false,
-            freeze_cgroup: None,
+            file_check: FileCheck::DevIno,
+            freezer: None,
             event_hook: None,
             wait_reaped: true,
         }
@@ -237,11 +240,19 @@ impl DumpBuilder {
         self
     }
 
-    /// Seize the tree through this freezer cgroup (CRIU's `--freeze-cgroup`; see [`crate::freezer`]),
-    /// waiting at most `timeout` for it to freeze. A cgroup found frozen is frozen again after a
-    /// leave-running dump or a failed one.
-    pub fn freeze_cgroup(mut self, dir: Option<PathBuf>, timeout: Duration) -> Self {
-        self.freeze_cgroup = dir.map(|d| (d, timeout));
+    /// How restore must recognise the files behind mappings and executables (recorded in the image):
+    /// by device and inode (the default), or by content (size, mtime, build-id or crc32) for a restore in
+    /// another VM whose root filesystem is the same image on other devices.
+    pub fn file_check(mut self, check: FileCheck) -> Self {
+        self.file_check = check;
+        self
+    }
+
+    /// The tree is held still by a cgroup freezer (kata-agent's containers): it is seized in two passes
+    /// around [`crate::tree::Freezer::seized`], and [`crate::tree::Freezer::before_detach`] runs before
+    /// the tree is let go (see [`crate::tree::SeizedTree::seize_frozen`]).
+    pub fn freezer(mut self, freezer: Box<dyn crate::tree::Freezer>) -> Self {
+        self.freezer = Some(freezer);
         self
     }
 
@@ -295,7 +306,8 @@ impl DumpBuilder {
             stage_hook: self.stage_hook,
             container: self.container,
             external_pipes: self.external_pipes,
-            freeze_cgroup: self.freeze_cgroup,
+            file_check: self.file_check,
+            freezer: self.freezer,
             event_hook: self.event_hook,
             wait_reaped: self.wait_reaped,
         })
@@ -402,24 +414,10 @@ impl Dump {
             what: format!("create {}", self.images_dir.display()),
             source,
         })?;
-        let frozen_cgroup = match &self.freeze_cgroup {
-            Some((dir, timeout)) => Some(crate::freezer::FrozenCgroup::seize_all(dir, *timeout)?),
-            None => None,
+        let tree = match self.freezer.as_deref_mut() {
+            Some(f) => SeizedTree::seize_frozen(pid, f)?,
+            None => SeizedTree::seize(pid)?,
         };
-        let preseized = frozen_cgroup
-            .as_ref()
-            .map(|f| f.preseized().clone())
-            .unwrap_or_default();
-        let tree = match SeizedTree::seize_with(pid, &preseized) {
-            Ok(tree) => tree,
-            Err(e) => {
-                if let Some(f) = &frozen_cgroup {
-                    f.release(&Default::default(), true);
-                }
-                return Err(e);
-            }
-        };
-        let tree_tids = tree.tids();
         let frozen_at = Instant::now();
         let identity = tree.root().identity();
         let dumped = self
@@ -436,23 +434,16 @@ impl Dump {
                 let frozen = if self.leave_running {
                     // Connections leave repair mode before the tree runs again.
                     drop(repaired);
+                    self.refreeze(pid);
                     // A job-control-stopped task re-enters its stop on detach (the kernel re-arms it).
-                    let detached = tree.detach();
-                    if let Some(f) = &frozen_cgroup {
-                        f.release(&tree_tids, true);
-                    }
-                    detached?;
+                    tree.detach()?;
                     frozen_at.elapsed()
                 } else {
                     let frozen = frozen_at.elapsed();
                     // The dumper's copies keep the sockets (in repair mode) open through the kill; closing
                     // them afterwards drops the connections without a word to the peers. If the kill
                     // fails, dropping them switches repair mode off.
-                    let killed = tree.kill(KILL_TIMEOUT, self.wait_reaped);
-                    if let Some(f) = &frozen_cgroup {
-                        f.release(&tree_tids, false);
-                    }
-                    killed?;
+                    tree.kill(KILL_TIMEOUT, self.wait_reaped)?;
                     repaired.close_silently();
                     frozen
                 };
@@ -469,10 +460,8 @@ impl Dump {
             Err(err) => {
                 let stage = progress.current;
                 // Dropping the task detaches it; the writer was dropped inside dump_seized.
+                self.refreeze(pid);
                 let detached = tree.detach();
-                if let Some(f) = &frozen_cgroup {
-                    f.release(&tree_tids, true);
-                }
                 if is_dead(&identity) {
                     log::warn!("pid {pid}: died during the dump ({stage:?}): {err}");
                     return Err(DumpError::ProcessGone { pid, stage });
@@ -481,6 +470,15 @@ impl Dump {
                     log::error!("pid {pid}: cannot detach after a failed dump: {e}");
                 }
                 Err(err)
+            }
+        }
+    }
+
+    /// Before a frozen tree is let go: the freezer takes it back if it was paused.
+    fn refreeze(&mut self, pid: u32) {
+        if let Some(f) = self.freezer.as_deref_mut() {
+            if let Err(e) = f.before_detach() {
+                log::warn!("pid {pid}: freezing the tree again before letting it go: {e}");
             }
         }
     }
@@ -542,6 +540,9 @@ impl Dump {
         writer
             .write_records(names::REG_FILES, table.entries())
             .map_err(err(names::REG_FILES))?;
+        writer
+            .write_records(FILE_IDENTITY, &[table.identity(self.file_check)?])
+            .map_err(err(FILE_IDENTITY))?;
         writer
             .write_records(names::SHMEM, &shmem)
             .map_err(err(names::SHMEM))?;

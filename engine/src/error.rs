@@ -33,6 +33,13 @@ pub enum DumpError {
     },
     #[error("pid {pid}: unexpected wait status while seizing: {status}")]
     UnexpectedStop { pid: u32, status: String },
+    #[error("pid {pid}: cgroup freezer: {what}: {source}")]
+    Freezer {
+        pid: u32,
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
     #[error("pid {pid} does not exist")]
     NoSuchProcess { pid: u32 },
     #[error("pid {pid} is a zombie and cannot be dumped")]
@@ -167,8 +174,6 @@ pub enum DumpError {
     },
     #[error("namespaces: {0}")]
     Namespace(#[from] crate::ns::NsError),
-    #[error("freezer cgroup {}: {what}", dir.display())]
-    Freezer { dir: PathBuf, what: String },
     /// A caller's [`crate::dump::DumpEvent`] hook refused to go on.
     #[error("pid {pid}: {event}: {source}")]
     Hook {
@@ -194,6 +199,7 @@ impl DumpError {
             | ProcParse { pid, .. }
             | Ptrace { pid, .. }
             | UnexpectedStop { pid, .. }
+            | Freezer { pid, .. }
             | NoSuchProcess { pid }
             | Zombie { pid }
             | PidReused { pid }
@@ -219,7 +225,7 @@ impl DumpError {
             | Config { pid, .. }
             | ControllingTerminal { pid, .. }
             | Hook { pid, .. } => *pid,
-            ThreadPool(_) | Host { .. } | Namespace(_) | Freezer { .. } => return None,
+            ThreadPool(_) | Host { .. } | Namespace(_) => return None,
         };
         Some(Pid(pid))
     }

@@ -148,14 +148,15 @@ pub fn collect_vmas(pid: u32, table: &mut FileTable) -> Result<Vec<CollectedVma>
             VmaClass::Vsyscall => VmaBacking::Vsyscall,
             VmaClass::File { path } => {
                 files::check_not_deleted(pid, what, path)?;
-                let stat = files::stat_proc_link(pid, &map_files_name(&e), what)?;
+                let source = map_files_name(&e);
+                let stat = files::stat_proc_link(pid, &source, what)?;
                 if stat.mode & libc::S_IFMT != libc::S_IFREG {
                     return Err(unsupported(format!(
                         "backed by a non-regular file (mode {:o})",
                         stat.mode
                     )));
                 }
-                VmaBacking::File(table.by_identity(path, stat))
+                VmaBacking::File(table.by_identity(path, stat, pid, &source))
             }
         };
         let mut map_flags = if e.shared {

@@ -3,7 +3,6 @@
 //! The kernel binds a tracee to the thread that seized it, so every method here must be called on the thread
 //! that called [`SeizedTask::seize`]; [`SeizedTask`] is deliberately `!Send`.
 
-use std::collections::BTreeSet;
 use std::marker::PhantomData;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -91,12 +90,6 @@ impl SeizedTask {
     /// rescanning `/proc/<pid>/task` until a scan finds no new thread (a running thread may create more).
     /// Refuses zombies and a pid that was reused between reading its identity and seizing it.
     pub fn seize(pid: u32) -> Result<Self> {
-        Self::seize_with(pid, &BTreeSet::new())
-    }
-
-    /// [`Self::seize`], where the threads in `preseized` are already seized and interrupted by this thread
-    /// (through the cgroup freezer, [`crate::freezer`]): for those only the stop is waited for.
-    pub fn seize_with(pid: u32, preseized: &BTreeSet<u32>) -> Result<Self> {
         let before = read_stat(pid)?;
         if before.state == 'Z' || before.state == 'X' {
             return Err(DumpError::Zombie { pid });
@@ -106,17 +99,14 @@ impl SeizedTask {
             start_time: before.start_time,
         };
         let npid = NixPid::from_raw(pid as i32);
-        let pre = preseized.contains(&pid);
-        if !pre {
-            ptrace::seize(npid, dormant_parasite::SEIZE_OPTIONS).map_err(|e| match e {
-                Errno::ESRCH => DumpError::NoSuchProcess { pid },
-                e => DumpError::Ptrace {
-                    pid,
-                    op: "PTRACE_SEIZE",
-                    source: e,
-                },
-            })?;
-        }
+        ptrace::seize(npid, dormant_parasite::SEIZE_OPTIONS).map_err(|e| match e {
+            Errno::ESRCH => DumpError::NoSuchProcess { pid },
+            e => DumpError::Ptrace {
+                pid,
+                op: "PTRACE_SEIZE",
+                source: e,
+            },
+        })?;
         let mut task = SeizedTask {
             identity,
             threads: Vec::new(),
@@ -124,9 +114,7 @@ impl SeizedTask {
             released: false,
             _not_send: PhantomData,
         };
-        if pre {
-            task.wait_for_event_stop(pid)?;
-        } else if before.state == 'T' {
+        if before.state == 'T' {
             // Already in a job-control stop: PTRACE_SEIZE itself re-traps it into a group-stop trap. An extra
             // PTRACE_INTERRUPT could arrive after that trap and stay pending, firing again the next time the
             // task is resumed (e.g. for an injected syscall); only interrupt if the trap does not come.
@@ -138,7 +126,7 @@ impl SeizedTask {
             ptrace::interrupt(npid).map_err(ptrace_err(pid, "PTRACE_INTERRUPT"))?;
             task.wait_for_event_stop(pid)?;
         }
-        task.seize_threads(preseized)?;
+        task.seize_threads()?;
         task.consume_pending_sigstop()?;
         // Pid-reuse guard: the process we stopped must be the one whose identity we read.
         match ProcessIdentity::current(pid) {
@@ -154,24 +142,96 @@ impl SeizedTask {
         Ok(task)
     }
 
+    /// The first half of [`SeizedTask::seize`] for a task a cgroup freezer holds: PTRACE_SEIZE and
+    /// PTRACE_INTERRUPT of the leader and of every thread listed now (a frozen task creates none), without
+    /// waiting for the stops, which a v1-frozen task reaches only once thawed. [`SeizedTask::await_stops`]
+    /// is the second half. A task dropped before its stop cannot be detached (the kernel answers ESRCH):
+    /// it stays traced until the dumping process exits.
+    pub fn attach(pid: u32) -> Result<Self> {
+        let before = read_stat(pid)?;
+        if before.state == 'Z' || before.state == 'X' {
+            return Err(DumpError::Zombie { pid });
+        }
+        let mut task = SeizedTask {
+            identity: ProcessIdentity {
+                pid,
+                start_time: before.start_time,
+            },
+            threads: Vec::new(),
+            stopped: before.state == 'T',
+            released: false,
+            _not_send: PhantomData,
+        };
+        let grab = |tid: u32| {
+            let ntid = NixPid::from_raw(tid as i32);
+            ptrace::seize(ntid, dormant_parasite::SEIZE_OPTIONS)?;
+            // A job-control-stopped task re-traps by itself (see `seize`).
+            if before.state != 'T' {
+                ptrace::interrupt(ntid)?;
+            }
+            Ok::<(), Errno>(())
+        };
+        grab(pid).map_err(|e| match e {
+            Errno::ESRCH => DumpError::NoSuchProcess { pid },
+            e => ptrace_err(pid, "PTRACE_SEIZE")(e),
+        })?;
+        for tid in proc::thread_ids(pid)? {
+            if tid == pid {
+                continue;
+            }
+            match grab(tid) {
+                Ok(()) => task.threads.push(tid),
+                // It exited between the scan and the seize.
+                Err(Errno::ESRCH) => {}
+                Err(e) => return Err(ptrace_err(tid, "PTRACE_SEIZE (thread)")(e)),
+            }
+        }
+        Ok(task)
+    }
+
+    /// The second half of a frozen seize ([`SeizedTask::attach`]), once the task can run again: waits for
+    /// the stop of the leader and of every attached thread, seizes threads that appeared since, and checks
+    /// the pid was not reused, as [`SeizedTask::seize`] does.
+    pub fn await_stops(&mut self) -> Result<()> {
+        let pid = self.identity.pid;
+        let tids = self.tids();
+        for tid in tids {
+            let waited = if self.stopped {
+                match self.poll_event_stop(tid, Duration::from_millis(200)) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => ptrace::interrupt(NixPid::from_raw(tid as i32))
+                        .map_err(ptrace_err(tid, "PTRACE_INTERRUPT"))
+                        .and_then(|()| self.wait_for_event_stop(tid)),
+                    Err(e) => Err(e),
+                }
+            } else {
+                self.wait_for_event_stop(tid)
+            };
+            match waited {
+                Ok(()) => {}
+                Err(DumpError::NoSuchProcess { .. }) if tid != pid => {
+                    self.threads.retain(|t| *t != tid);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.seize_threads()?;
+        self.consume_pending_sigstop()?;
+        match ProcessIdentity::current(pid) {
+            Ok(now) if now == self.identity => Ok(()),
+            Ok(_) => Err(DumpError::PidReused { pid }),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Seizes every thread not seized yet until a scan of `/proc/<pid>/task` shows nothing new. Only
     /// already-stopped threads are left once a scan is stable, so no thread can be created behind it.
-    fn seize_threads(&mut self, preseized: &BTreeSet<u32>) -> Result<()> {
+    fn seize_threads(&mut self) -> Result<()> {
         let pid = self.identity.pid;
         for _ in 0..MAX_THREAD_SCANS {
             let mut new = 0;
             for tid in proc::thread_ids(pid)? {
                 if tid == pid || self.threads.contains(&tid) {
-                    continue;
-                }
-                if preseized.contains(&tid) {
-                    self.threads.push(tid);
-                    new += 1;
-                    match self.wait_for_event_stop(tid) {
-                        Ok(()) => {}
-                        Err(DumpError::NoSuchProcess { .. }) => self.threads.retain(|t| *t != tid),
-                        Err(e) => return Err(e),
-                    }
                     continue;
                 }
                 let ntid = NixPid::from_raw(tid as i32);

@@ -8,7 +8,6 @@
 //! It does NOT collect any state (see [`crate::dump`]), and, like [`SeizedTask`], must stay on the thread
 //! that seized.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use dormant_image::records::{Pid, Zombie};
@@ -72,18 +71,23 @@ fn zombie(pid: u32, ppid: u32) -> Result<Zombie> {
     })
 }
 
+/// A cgroup freezer holding the tree still while it is seized (kata-agent's containers; the caller froze
+/// the cgroup before the dump). The seize walks the frozen tree, so no task can fork or exit behind it.
+pub trait Freezer {
+    /// Every task of the frozen tree is seized and interrupted: thaw, so they reach their ptrace stops (a
+    /// v1-frozen task stops only once thawed) and can run the code the dump injects.
+    fn seized(&mut self) -> std::io::Result<()>;
+    /// The tree is about to be let go (left running, or the dump failed): freeze it again if it was paused
+    /// before the dump, so the tasks move from their ptrace stops straight into the freezer.
+    fn before_detach(&mut self) -> std::io::Result<()>;
+}
+
 impl SeizedTree {
     /// Seizes `root` and all its descendants. On failure everything seized so far is let go.
     pub fn seize(root: u32) -> Result<Self> {
-        Self::seize_with(root, &BTreeSet::new())
-    }
-
-    /// [`Self::seize`] where the threads in `preseized` were seized through the cgroup freezer
-    /// ([`crate::freezer`]).
-    pub fn seize_with(root: u32, preseized: &BTreeSet<u32>) -> Result<Self> {
         let mut tree = SeizedTree {
             tasks: vec![TreeTask {
-                task: SeizedTask::seize_with(root, preseized)?,
+                task: SeizedTask::seize(root)?,
                 ppid: None,
             }],
             zombies: Vec::new(),
@@ -94,7 +98,7 @@ impl SeizedTree {
             let tids = tree.tasks[next].task.tids();
             next += 1;
             for child in children(parent, &tids)? {
-                match SeizedTask::seize_with(child, preseized) {
+                match SeizedTask::seize(child) {
                     Ok(task) => tree.tasks.push(TreeTask {
                         task,
                         ppid: Some(parent),
@@ -117,9 +121,55 @@ impl SeizedTree {
         Ok(tree)
     }
 
-    /// Every thread of every seized process.
-    pub fn tids(&self) -> BTreeSet<u32> {
-        self.tasks.iter().flat_map(|t| t.task.tids()).collect()
+    /// [`SeizedTree::seize`] for a tree its cgroup freezer holds: attaches to every task of the frozen tree
+    /// ([`SeizedTask::attach`]), lets `freezer` thaw it, then waits for every stop
+    /// ([`SeizedTask::await_stops`]). A failure after the thaw freezes again (`before_detach`) before the
+    /// tasks are let go.
+    pub fn seize_frozen(root: u32, freezer: &mut dyn Freezer) -> Result<Self> {
+        let mut tree = SeizedTree {
+            tasks: vec![TreeTask {
+                task: SeizedTask::attach(root)?,
+                ppid: None,
+            }],
+            zombies: Vec::new(),
+        };
+        let mut next = 0;
+        while next < tree.tasks.len() {
+            let parent = tree.tasks[next].task.pid();
+            let tids = tree.tasks[next].task.tids();
+            next += 1;
+            for child in children(parent, &tids)? {
+                match SeizedTask::attach(child) {
+                    Ok(task) => tree.tasks.push(TreeTask {
+                        task,
+                        ppid: Some(parent),
+                    }),
+                    Err(DumpError::Zombie { .. }) => tree.zombies.push(zombie(child, parent)?),
+                    Err(DumpError::NoSuchProcess { .. }) => {
+                        log::debug!("pid {parent}: child {child} vanished while seizing the tree");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        freezer.seized().map_err(|source| DumpError::Freezer {
+            pid: root,
+            what: "thawing the seized tree",
+            source,
+        })?;
+        let stopped = tree.tasks.iter_mut().try_for_each(|t| t.task.await_stops());
+        if let Err(e) = stopped {
+            if let Err(f) = freezer.before_detach() {
+                log::warn!("pid {root}: freezing the tree again after a failed seize: {f}");
+            }
+            return Err(e);
+        }
+        log::debug!(
+            "frozen tree of {root}: {} process(es), {} zombie(s)",
+            tree.tasks.len(),
+            tree.zombies.len()
+        );
+        Ok(tree)
     }
 
     pub fn root(&self) -> &SeizedTask {

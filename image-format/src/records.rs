@@ -15,11 +15,13 @@ use proptest_derive::Arbitrary;
 use crate::Record;
 
 mod container;
+mod file_identity;
 mod files;
 mod mounts;
 mod ns;
 mod tree;
 pub use container::*;
+pub use file_identity::*;
 pub use files::*;
 pub use mounts::*;
 pub use ns::*;
@@ -43,6 +45,8 @@ pub enum RecordKind {
     // 20-29: open file descriptions (records/files.rs)
     FileDescs = 20,
     FileLocks = 21,
+    /// How restore checks mapped files and executables (records/file_identity.rs).
+    FileIdentity = 22,
     // 30-34: mount namespaces (records/mounts.rs)
     Mounts = 30,
     ExternalMasters = 31,
@@ -74,6 +78,7 @@ impl RecordKind {
             10 => Self::Zombie,
             20 => Self::FileDescs,
             21 => Self::FileLocks,
+            22 => Self::FileIdentity,
             30 => Self::Mounts,
             31 => Self::ExternalMasters,
             32 => Self::TmpfsContent,
@@ -555,6 +560,7 @@ pub fn file_role(name: &str) -> Option<FileRole> {
         names::SHMEM => RecordKind::ShmemObjects,
         names::FILE_DESCS => RecordKind::FileDescs,
         names::ZOMBIES => RecordKind::Zombie,
+        file_identity::FILE_IDENTITY => RecordKind::FileIdentity,
         _ if name.starts_with("pages-") && name.ends_with(".img") => {
             return Some(FileRole::PageData)
         }

@@ -108,6 +108,7 @@ fn roundtrip_schema_records() {
     roundtrip::<ShmemObject>();
     roundtrip::<FileDesc>();
     roundtrip::<FileLock>();
+    roundtrip::<FileIdentity>();
     roundtrip::<TaskNamespaces>();
     roundtrip::<UtsNamespace>();
     roundtrip::<IpcNamespace>();

@@ -153,11 +153,6 @@ pub enum Step {
 /// Turns a mount image into restore steps. Fails on an image whose references do not hold.
 pub fn plan(img: &MountImage) -> Result<Vec<Step>> {
     let by_id: BTreeMap<MountId, &MountEntry> = img.mounts.iter().map(|m| (m.id, m)).collect();
-    let ext: BTreeMap<PeerGroup, &str> = img
-        .masters
-        .iter()
-        .map(|m| (m.group, m.key.as_str()))
-        .collect();
     let roots: Vec<&MountEntry> = img.mounts.iter().filter(|m| m.parent.is_none()).collect();
     let [root] = roots.as_slice() else {
         return Err(MountError::Plan(format!(
@@ -166,8 +161,29 @@ pub fn plan(img: &MountImage) -> Result<Vec<Step>> {
         )));
     };
     let mut steps = Vec::new();
-    let mut created = BTreeSet::new();
+    create_flat(img, &by_id, &mut steps)?;
+    attach(img, &by_id, root.id, &mut steps)?;
+    steps.push(Step::PivotRoot { root: root.id });
+    share(img, &mut steps)?;
+    for m in img.mounts.iter().filter(|m| m.unbindable) {
+        steps.push(Step::MakeUnbindable { mount: m.id });
+    }
+    steps.push(Step::DropOldRoot);
+    for m in &img.mounts {
+        if MountAttrs::parse(&m.mount_opts).rdonly {
+            steps.push(Step::SetReadOnly { mount: m.id });
+        }
+    }
+    Ok(steps)
+}
 
+/// Every mount created flat and private, with its flags but read-only (binds after their sources).
+fn create_flat(
+    img: &MountImage,
+    by_id: &BTreeMap<MountId, &MountEntry>,
+    steps: &mut Vec<Step>,
+) -> Result<()> {
+    let mut created = BTreeSet::new();
     for m in &img.mounts {
         let step = match &m.how {
             MountSource::Root => {
@@ -218,8 +234,17 @@ pub fn plan(img: &MountImage) -> Result<Vec<Step>> {
         steps.push(Step::SetAttrs { mount: m.id, attrs });
         created.insert(m.id);
     }
+    Ok(())
+}
 
-    let mut attached = BTreeSet::from([root.id]);
+/// Every mount but the root moved onto its mountpoint, parents first.
+fn attach(
+    img: &MountImage,
+    by_id: &BTreeMap<MountId, &MountEntry>,
+    root: MountId,
+    steps: &mut Vec<Step>,
+) -> Result<()> {
+    let mut attached = BTreeSet::from([root]);
     for m in &img.mounts {
         let Some(parent) = m.parent else { continue };
         let p = by_id
@@ -244,11 +269,43 @@ pub fn plan(img: &MountImage) -> Result<Vec<Step>> {
         });
         attached.insert(m.id);
     }
-    steps.push(Step::PivotRoot { root: root.id });
+    Ok(())
+}
 
-    // Sharing. A mount can be done once its master group exists (restored or outside); the first member of
-    // a group to be done starts it. Members with the widest root go first: joining a group needs the source's
-    // root to contain the joiner's.
+/// A restored member of group `g` whose root contains `m`'s, once the group has one (`None` before).
+fn source_in(
+    started: &BTreeMap<PeerGroup, Vec<&MountEntry>>,
+    g: PeerGroup,
+    m: &MountEntry,
+) -> Option<Result<MountId>> {
+    let members = started.get(&g)?;
+    Some(
+        members
+            .iter()
+            .find(|r| sub_path(&r.root, &m.root).is_some())
+            .map(|r| r.id)
+            .ok_or_else(|| MountError::Sharing {
+                id: m.id,
+                mountpoint: m.mountpoint.clone(),
+                group: g,
+                why: format!(
+                    "no restored member of the group has a root containing {} (members with disjoint \
+                     roots are not supported)",
+                    m.root
+                ),
+            }),
+    )
+}
+
+/// Sharing. A mount can be done once its master group exists (restored or outside); the first member of
+/// a group to be done starts it. Members with the widest root go first: joining a group needs the source's
+/// root to contain the joiner's.
+fn share(img: &MountImage, steps: &mut Vec<Step>) -> Result<()> {
+    let ext: BTreeMap<PeerGroup, &str> = img
+        .masters
+        .iter()
+        .map(|m| (m.group, m.key.as_str()))
+        .collect();
     let mut pending: Vec<&MountEntry> = img
         .mounts
         .iter()
@@ -257,28 +314,6 @@ pub fn plan(img: &MountImage) -> Result<Vec<Step>> {
     pending.sort_by_key(|m| m.root.len());
     // Members of each group already done; a joiner copies from one whose root contains its own.
     let mut started: BTreeMap<PeerGroup, Vec<&MountEntry>> = BTreeMap::new();
-    let source_in = |started: &BTreeMap<PeerGroup, Vec<&MountEntry>>,
-                     g: PeerGroup,
-                     m: &MountEntry|
-     -> Option<Result<MountId>> {
-        let members = started.get(&g)?;
-        Some(
-            members
-                .iter()
-                .find(|r| sub_path(&r.root, &m.root).is_some())
-                .map(|r| r.id)
-                .ok_or_else(|| MountError::Sharing {
-                    id: m.id,
-                    mountpoint: m.mountpoint.clone(),
-                    group: g,
-                    why: format!(
-                        "no restored member of the group has a root containing {} (members with disjoint \
-                         roots are not supported)",
-                        m.root
-                    ),
-                }),
-        )
-    };
     while !pending.is_empty() {
         let before = pending.len();
         let mut rest = Vec::new();
@@ -329,16 +364,7 @@ pub fn plan(img: &MountImage) -> Result<Vec<Step>> {
         }
         pending = rest;
     }
-    for m in img.mounts.iter().filter(|m| m.unbindable) {
-        steps.push(Step::MakeUnbindable { mount: m.id });
-    }
-    steps.push(Step::DropOldRoot);
-    for m in &img.mounts {
-        if MountAttrs::parse(&m.mount_opts).rdonly {
-            steps.push(Step::SetReadOnly { mount: m.id });
-        }
-    }
-    Ok(steps)
+    Ok(())
 }
 
 /// Mount data for a new filesystem: the superblock options without `rw`/`ro` (per-mount state, set apart).

@@ -64,8 +64,6 @@ pub struct ContainerPlan {
     ext_tmpfs: Vec<(String, Vec<TmpfsRecord>)>,
     /// Outer pid → pid inside the tree's pid namespace, for every task with two `NSpid` levels.
     ns_pids: BTreeMap<u32, u32>,
-    /// The device of the root directory `dump --root` recorded.
-    dumped_root_dev: Option<u64>,
 }
 
 /// Handles kept across the pivot into the container root.
@@ -78,9 +76,6 @@ pub struct Entered {
     outside: BTreeMap<String, OwnedFd>,
     /// Mountpoints whose content was recreated from the image (see `restore_external_tmpfs`).
     refilled: Vec<String>,
-    /// The dumped root filesystem's device and the one the restore's root has, when they differ: another
-    /// instance of the same filesystem (a container engine's new overlay of the same image layers).
-    root_dev: Option<(u64, u64)>,
 }
 
 fn mount_err(dir: &Path) -> impl Fn(dormant_mounts::MountError) -> RestoreError + '_ {
@@ -126,7 +121,6 @@ impl ContainerPlan {
         let ext = ExternalMap::parse(opts.externals.iter().map(String::as_str))
             .map_err(mount_err(dir))?;
         let recorded = recorded_root(img)?;
-        let dumped_root_dev = recorded.as_ref().map(|r| r.dev);
         let (root, why) = match (&opts.root, recorded) {
             (Some(r), _) => (r.clone(), "given with --root"),
             (None, Some(r)) if Path::new(&r.path).is_dir() => {
@@ -191,7 +185,6 @@ impl ContainerPlan {
             ns,
             ext_tmpfs,
             ns_pids,
-            dumped_root_dev,
         }))
     }
 
@@ -223,18 +216,6 @@ impl ContainerPlan {
                 outside.insert(p.to_string(), fd);
             }
         }
-        use std::os::unix::fs::MetadataExt;
-        let root_dev = match (self.dumped_root_dev, std::fs::metadata(&self.root)) {
-            (Some(then), Ok(now)) if now.dev() != then => {
-                log::info!(
-                    "container restore: the root filesystem is device {:#x}, it was {then:#x}: files on it \
-                     are checked by inode, size and time",
-                    now.dev()
-                );
-                Some((then, now.dev()))
-            }
-            _ => None,
-        };
         self.ns.enter()?;
         unshare(CloneFlags::CLONE_NEWNS)
             .map_err(|e| RestoreError::sys("unshare(CLONE_NEWNS)".to_string(), e))?;
@@ -250,7 +231,6 @@ impl ContainerPlan {
             images_dir: path,
             outside,
             refilled,
-            root_dev,
         })
     }
 }
@@ -428,13 +408,6 @@ impl Entered {
     /// file's, so the checks against the dump hold it to type and size only.
     pub fn adopt_refilled(&self, file: &mut dormant_image::records::RegFile) {
         use std::os::unix::fs::MetadataExt;
-        // A file of the root filesystem, now seen through another instance of it: same inode, size and
-        // time, another device number.
-        if let Some((then, now)) = self.root_dev {
-            if file.stat.dev == then {
-                file.stat.dev = now;
-            }
-        }
         let inside = self.refilled.iter().any(|mp| {
             dormant_mounts::classify::sub_path(mp, &file.path).is_some_and(|rel| !rel.is_empty())
         });

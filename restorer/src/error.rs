@@ -9,17 +9,17 @@ use dormant_parasite::ParasiteError;
 /// Everything that can refuse or fail a restore.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    /// The caller's hook (`Restore::run_with`) refused to let the restored tree go.
-    #[error("{what}: {source}")]
-    Hook {
-        what: &'static str,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-
     /// `run()` forks from the calling process, which must not have other threads.
     #[error("restore must run in a single-threaded process; this one has {threads} threads")]
     NotSingleThreaded { threads: u32 },
+
+    /// The caller's step right before the restored tree runs failed (the tree is killed).
+    #[error("pid {pid}: the caller's step before the restored tree runs failed: {source}")]
+    BeforeRelease {
+        pid: u32,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 
     /// Reading or checking the image failed.
     #[error("image {dir}: {source}")]

@@ -13,14 +13,14 @@
 //!
 //! Open file descriptions other than path-reopened files (pipes, FIFOs, sockets, eventfd, epoll, memfd,
 //! inotify, ...) are rebuilt by [`files`], once each, before the fork; regular files are reopened once per
-//! tree (`TreeShared` in `prepare`), so descriptions shared across a fork stay shared. pidfds are the
+//! tree (`TreeShared` in `task`), so descriptions shared across a fork stay shared. pidfds are the
 //! exception: each holder reopens its own with `pidfd_open` after the fork, once its target exists.
 //!
 //! A container image (one with a mount tree) is restored inside its namespaces: [`container`] moves the
 //! restoring process into them ([`ns`] for uts/ipc/net/cgroup/user, then a rebuilt mount namespace and a
 //! new pid namespace, one level deep) before the tree is forked, which changes the calling process's own
 //! namespaces. A tree whose root is the init of its own pid namespace without being a container is forked
-//! into a new pid namespace with its inner pids too (`pidns`).
+//! into a new pid namespace with its inner pids too (`ns::pid`).
 //!
 //! Established TCP connections are rebuilt in repair mode with [`RestoreBuilder::tcp_established`].
 //!
@@ -37,13 +37,13 @@ pub mod files;
 mod image;
 pub mod launch;
 pub mod ns;
-mod pidns;
-mod prepare;
 mod procself;
 mod restore;
 pub mod sigframe;
 mod sysv_map;
+mod task;
 pub mod tree;
 
 pub use error::RestoreError;
-pub use restore::{ExitStatus, Restore, RestoreBuilder, Restored};
+pub use launch::RootParent;
+pub use restore::{ExitStatus, ReleaseFn, ReleaseHook, Restore, RestoreBuilder, Restored};

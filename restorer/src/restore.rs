@@ -5,12 +5,17 @@ use std::path::{Path, PathBuf};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid as NixPid;
 
+use std::collections::HashMap;
+
+use dormant_image::records::{FileIdentity, Pid};
+use dormant_image::ImageReader;
+
 use crate::blob::Blob;
 use crate::error::RestoreError;
+use crate::image::TreeImage;
 use crate::launch::{HelperKind, SessionPlan, TreeNode, TreeTask};
 use crate::tree::{Member, Node};
-use crate::{image, launch, prepare, procself};
-use dormant_image::records::Pid;
+use crate::{image, launch, procself, task};
 
 /// A restore of one image directory. Build it with [`Restore::builder`].
 #[derive(Debug, Clone)]
@@ -23,14 +28,25 @@ pub struct Restore {
     container: crate::container::ContainerOptions,
     inherit_fds: Vec<String>,
     inherited: crate::files::Inherited,
-    sibling: bool,
+    root_parent: launch::RootParent,
+    before_release: Option<ReleaseHook>,
     fresh_host_pids: bool,
 }
 
-/// A caller's step right before the restored tree runs (all its tasks restored and stopped), given the
-/// root's pid: an error kills the tree and fails the restore ([`RestoreError::Hook`]).
-pub type BeforeResume<'a> =
-    dyn FnMut(u32) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + 'a;
+/// A caller's step run once every restored task is in place and still stopped, right before the tree runs
+/// (see [`RestoreBuilder::before_release`]). It gets the root's pid.
+pub type ReleaseFn =
+    dyn Fn(u32) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + Send + Sync;
+
+/// A [`ReleaseFn`] held by a restore.
+#[derive(Clone)]
+pub struct ReleaseHook(pub std::sync::Arc<ReleaseFn>);
+
+impl std::fmt::Debug for ReleaseHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReleaseHook")
+    }
+}
 
 /// Options of a [`Restore`].
 #[derive(Debug, Clone)]
@@ -71,10 +87,27 @@ impl RestoreBuilder {
         self
     }
 
-    /// The restored root becomes a child of our parent, not ours (`CLONE_PARENT`; CRIU's `rst_sibling`):
-    /// a container runtime that started the restorer waits for the restored init itself.
-    pub fn sibling(mut self, yes: bool) -> Self {
-        self.inner.sibling = yes;
+    /// Finishes the options; fails when the image directory does not exist.
+    /// `--inherit-fd fd[N]:KEY` specs: the tree's fds on the external description KEY get a copy of this
+    /// process's fd N (see [`crate::files::Inherited`]).
+    pub fn inherit_fds(mut self, specs: Vec<String>) -> Self {
+        self.inner.inherit_fds = specs;
+        self
+    }
+
+    /// Whose child the restored root becomes: the restoring process's (the default), or its parent's
+    /// ([`launch::RootParent::RestorersParent`], for a helper process that restores on behalf of its
+    /// parent; [`Restored::wait`] is then the parent's job).
+    pub fn root_parent(mut self, parent: launch::RootParent) -> Self {
+        self.inner.root_parent = parent;
+        self
+    }
+
+    /// Runs `hook` once every restored task is in place and still stopped, right before the tree runs
+    /// (after a container's proc mounts are swapped). Its failure fails the restore, which kills the tree.
+    /// Used to freeze a container's cgroup so that it is restored paused.
+    pub fn before_release(mut self, hook: ReleaseHook) -> Self {
+        self.inner.before_release = Some(hook);
         self
     }
 
@@ -83,14 +116,6 @@ impl RestoreBuilder {
     /// its pids are not free yet; without it every host pid is the dumped one.
     pub fn fresh_host_pids(mut self, yes: bool) -> Self {
         self.inner.fresh_host_pids = yes;
-        self
-    }
-
-    /// Finishes the options; fails when the image directory does not exist.
-    /// `--inherit-fd fd[N]:KEY` specs: the tree's fds on the external description KEY get a copy of this
-    /// process's fd N (see [`crate::files::Inherited`]).
-    pub fn inherit_fds(mut self, specs: Vec<String>) -> Self {
-        self.inner.inherit_fds = specs;
         self
     }
 
@@ -165,7 +190,8 @@ impl Restore {
                 container: Default::default(),
                 inherit_fds: Vec::new(),
                 inherited: Default::default(),
-                sibling: false,
+                root_parent: Default::default(),
+                before_release: None,
                 fresh_host_pids: false,
             },
         }
@@ -182,21 +208,15 @@ impl Restore {
     /// forked from it and runs plain code between the fork and the restorer blob. On failure nothing of
     /// the restored process is left behind.
     pub fn run(self) -> Result<Restored, RestoreError> {
-        self.run_with(&mut |_| Ok(()))
-    }
-
-    /// [`Self::run`], calling `before_resume` once every task is restored and still stopped, right
-    /// before they run (CRIU's post-restore and pre-resume notifications are sent from there).
-    pub fn run_with(self, before_resume: &mut BeforeResume<'_>) -> Result<Restored, RestoreError> {
         let threads = procself::thread_count()?;
         if threads != 1 {
             return Err(RestoreError::NotSingleThreaded { threads });
         }
         let dir = self.images_dir.as_path();
         let (img, mut tree) = image::load_tree(dir)?;
+        let identity = image::file_identity(&img)?;
         // Every external description needs its fd handed in: checked before any namespace changes.
-        self.inherited
-            .check(tree.tasks.first().map_or(&[][..], |t| t.descs.as_slice()))?;
+        self.inherited.check(tree_descs(&tree))?;
         // A container image: enter its namespaces first, so its files are opened inside them.
         let root_pid = tree.tasks.first().map_or(Pid(0), |t| t.pid);
         let ns_pids =
@@ -209,212 +229,30 @@ impl Restore {
             _ => None,
         };
         let entered = match &container {
-            Some(plan) => {
-                let paths = tree.tasks.iter().flat_map(|t| t.files.values());
-                let e = plan.enter(dir, paths.map(|f| f.path.as_str()))?;
-                for f in tree.tasks.iter_mut().flat_map(|t| t.files.values_mut()) {
-                    e.relocate(&mut f.path);
-                    e.adopt_refilled(f);
-                }
-                Some(e)
-            }
+            Some(plan) => Some(enter_container(plan, dir, &mut tree)?),
             None => None,
         };
         let dir = entered.as_ref().map_or(dir, |e| e.images_dir.as_path());
         // The kernel chooses the host pids of a container's tasks: none has to be free.
         let fresh = self.fresh_host_pids && container.is_some();
-        for task in &tree.tasks {
-            image::check_xstate(&img, task)?;
-            image::check_creds(task)?;
-            image::check_files(dir, task)?;
-            for t in task.threads().filter(|_| !fresh) {
-                image::check_pid_free(Pid(t.tid.0))?;
-            }
-        }
-        for z in tree.zombies.iter().filter(|_| !fresh) {
-            image::check_pid_free(z.pid)?;
-        }
-        // A tree whose root is the init of its own pid namespace without being a container is restored
-        // into a new pid namespace too (a container always is).
-        let pidns = match &container {
-            Some(_) => None,
-            None => crate::pidns::PidNsPlan::from_tree(&tree)?,
-        };
-        let nested = container.is_some() || pidns.is_some();
-        let inner_pid = |pid: u32| match (&container, &pidns) {
-            (Some(c), _) => c.ns_pid(Pid(pid)),
-            (None, Some(p)) => p.ns_pid(pid),
-            (None, None) => None,
-        };
-        let inner_ids = if nested {
-            crate::pidns::InnerIds::nested(&tree, inner_pid)
-        } else {
-            crate::pidns::InnerIds::same()
-        };
-        let mut members: Vec<Member> = tree
-            .tasks
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                Member::live(t.pid, t.tree.ppid, t.tree.pgid, t.tree.sid)
-                    .subreaper(t.core.child_subreaper == Some(true))
-                    .ns_init(i == 0 && nested)
-            })
-            .collect();
-        members.extend(tree.zombies.iter().map(Member::zombie));
-        if let Some(plan) = &container {
-            plan.adopt_outside_session(&mut members);
-        }
-        let planned = crate::tree::plan(&members)?;
-        for p in &planned {
-            let Some(helper) = p.node.helper_pid() else {
-                continue;
-            };
-            if nested {
-                return Err(RestoreError::Unsupported(format!(
-                    "the gone leader {helper} of a session or group inside the tree's pid namespace needs a \
-                     helper process, whose pid inside is not recorded"
-                )));
-            }
-            image::check_pid_free(Pid(helper))?;
-            log::info!(
-                "pid {helper}: a helper process stands in for a gone leader ({:?})",
-                p.node
-            );
-        }
-        // Inside a nested pid namespace `setpgid` takes the group's pid as seen there.
-        let session_inside = |session: SessionPlan| match session {
-            SessionPlan::JoinGroup(g) if nested => {
-                inner_pid(g).map(SessionPlan::JoinGroup).ok_or_else(|| {
-                    RestoreError::Unsupported(format!(
-                    "process group {g}: its pid inside the tree's pid namespace is not recorded"
-                ))
-                })
-            }
-            other => Ok(other),
-        };
-
-        let blob = Blob::embedded()?;
-        let policy = prepare::FdPolicy {
-            shell_job: self.shell_job,
-        };
-        let mut shared = prepare::TreeShared {
-            ids: inner_ids,
-            fresh_host_pids: fresh,
-            ..Default::default()
-        };
+        check_tasks(&img, dir, &tree, &identity, !fresh)?;
+        let mut pids = PidSpace::of(container.as_ref(), &tree)?;
+        pids.fresh = fresh;
+        let (members, planned) = plan_tree(&tree, container.as_ref(), &pids)?;
         // Every open file description once, before any fork: tasks that shared one inherit the same.
         let opened = crate::files::open_all_inheriting(
-            tree.tasks.first().map_or(&[][..], |t| t.descs.as_slice()),
+            tree_descs(&tree),
             self.tcp_established,
             &self.inherited,
         )?;
-        // Where each process of the image is in the fork order, for the pidfds tasks reopen.
-        let planned_at: std::collections::HashMap<u32, usize> = planned
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| match p.node {
-                Node::Member(m) => members.get(m).map(|m| (m.pid, i)),
-                _ => None,
-            })
-            .collect();
-        let mut nodes = Vec::with_capacity(planned.len());
-        for (at, p) in planned.iter().enumerate() {
-            let input = match p.node {
-                Node::Member(i) => i,
-                Node::SessionHelper { sid } => {
-                    nodes.push(TreeNode {
-                        parent: p.parent,
-                        task: TreeTask::Helper {
-                            pid: sid,
-                            kind: HelperKind::Session,
-                        },
-                        subreaper_first: p.subreaper_first,
-                    });
-                    continue;
-                }
-                Node::GroupHelper { pgid } => {
-                    nodes.push(TreeNode {
-                        parent: p.parent,
-                        task: TreeTask::Helper {
-                            pid: pgid,
-                            kind: HelperKind::Group,
-                        },
-                        subreaper_first: p.subreaper_first,
-                    });
-                    continue;
-                }
-            };
-            let task = match tree.tasks.get(input) {
-                Some(task) => {
-                    let vdso = image::check_vdso(dir, task)?;
-                    let bytes = image::verify_pages(dir, task)?;
-                    log::debug!(
-                        "image {}: pid {}, {bytes} bytes of pages verified",
-                        dir.display(),
-                        task.pid.0
-                    );
-                    let mut launch =
-                        prepare::prepare(dir, &blob, task, vdso, policy, &mut shared, &opened)?;
-                    launch.ns_pid = inner_pid(task.pid.0);
-                    if fresh {
-                        launch.pid = None;
-                    }
-                    launch.session = session_inside(p.session)?;
-                    for a in &mut launch.child_actions {
-                        let crate::files::ChildAction::PidfdOpen { fd, pid, .. } = a else {
-                            continue;
-                        };
-                        let holder = task.pid.0;
-                        let target = *planned_at.get(pid).ok_or_else(|| RestoreError::BadImage {
-                            dir: dir.to_owned(),
-                            reason: format!(
-                                "pid {holder} fd {fd}: a pidfd of pid {pid}, which is not in the image"
-                            ),
-                        })?;
-                        if !exists_before_actions(&planned, at, target) {
-                            return Err(RestoreError::Unsupported(format!(
-                                "pid {holder} fd {fd}: a pidfd of pid {pid}, which is forked only after pid \
-                                 {holder} has set up its files (a pidfd must refer to the task itself, an \
-                                 ancestor, a descendant or a process forked before it)"
-                            )));
-                        }
-                        *pid = shared.ids.inner(*pid).ok_or_else(|| {
-                            RestoreError::Unsupported(format!(
-                                "pid {holder} fd {fd}: the pid of {pid} inside the tree's pid \
-                                 namespace (for its pidfd) is not recorded"
-                            ))
-                        })?;
-                    }
-                    TreeTask::Live(Box::new(launch))
-                }
-                None => {
-                    let z = tree.zombies[input - tree.tasks.len()];
-                    TreeTask::Zombie {
-                        pid: if fresh { 0 } else { z.pid.0 },
-                        session: session_inside(p.session)?,
-                        status: z.exit_status,
-                        ns_pid: z
-                            .inner_pid
-                            .map(|p| p.0)
-                            .or_else(|| inner_pid(z.pid.0))
-                            .unwrap_or(0),
-                    }
-                }
-            };
-            nodes.push(TreeNode {
-                parent: p.parent,
-                task,
-                subreaper_first: p.subreaper_first,
-            });
-        }
-        // Every task holds its own copies of the shared objects now.
-        let shared_ids = shared.ids.clone();
-        drop(shared);
-        if let Some(p) = &pidns {
+        let policy = task::FdPolicy {
+            shell_job: self.shell_job,
+        };
+        let nodes = tree_nodes(dir, &tree, &members, &planned, &pids, policy, &opened)?;
+        if let Some(p) = &pids.own {
             p.enter()?;
         }
-        let ids = &shared_ids;
+        let ids = pids.inner_ids(&tree);
         let mut before_release = |root: u32, hosts: &launch::HostPids| {
             if fresh {
                 // Owners were recorded by host pid: the same task's host pid now is another.
@@ -427,28 +265,313 @@ impl Restore {
             if container.is_some() {
                 crate::container::show_tree_pid_namespace(root)?;
             }
-            before_resume(root).map_err(|source| RestoreError::Hook {
-                what: "before the restored tree resumes",
-                source,
-            })
+            match &self.before_release {
+                Some(hook) => (hook.0)(root)
+                    .map_err(|source| RestoreError::BeforeRelease { pid: root, source }),
+                None => Ok(()),
+            }
         };
-        let started = launch::start_tree_with(nodes, self.sibling, &mut before_release)?;
+        let started = launch::start_tree_with(nodes, self.root_parent, &mut before_release)?;
         if let Some(path) = &self.pidfile {
-            let text = format!("{}\n", started.pid);
-            let written = match &pidfile {
-                Some((dir, name)) => crate::container::write_at(dir, name, text.as_bytes()),
-                None => std::fs::write(path, text),
-            };
-            written.map_err(|source| RestoreError::Pidfile {
-                path: path.clone(),
-                source,
-            })?;
+            write_pidfile(path, pidfile.as_ref(), started.pid)?;
         }
         Ok(Restored {
             pid: started.pid,
             detached: self.detached,
         })
     }
+}
+
+/// The tree's open file descriptions (tree-wide, carried by every task's image).
+fn tree_descs(tree: &TreeImage) -> &[dormant_image::records::FileDesc] {
+    tree.tasks.first().map_or(&[][..], |t| t.descs.as_slice())
+}
+
+/// Moves the restoring process into the container's namespaces and points the tree's file paths at what
+/// they name in there.
+fn enter_container(
+    plan: &crate::container::ContainerPlan,
+    dir: &Path,
+    tree: &mut TreeImage,
+) -> Result<crate::container::Entered, RestoreError> {
+    let paths = tree.tasks.iter().flat_map(|t| t.files.values());
+    let e = plan.enter(dir, paths.map(|f| f.path.as_str()))?;
+    for f in tree.tasks.iter_mut().flat_map(|t| t.files.values_mut()) {
+        e.relocate(&mut f.path);
+        e.adopt_refilled(f);
+    }
+    Ok(e)
+}
+
+/// What is checked of every task against this machine before anything is forked: its FPU state, its
+/// credentials, its files, and (with `pids`) that its pids and the zombies' are free.
+fn check_tasks(
+    img: &ImageReader,
+    dir: &Path,
+    tree: &TreeImage,
+    identity: &FileIdentity,
+    pids: bool,
+) -> Result<(), RestoreError> {
+    for task in &tree.tasks {
+        image::check_xstate(img, task)?;
+        image::check_creds(task)?;
+        image::check_files(dir, task, identity)?;
+        for t in task.threads().filter(|_| pids) {
+            image::check_pid_free(Pid(t.tid.0))?;
+        }
+    }
+    for z in tree.zombies.iter().filter(|_| pids) {
+        image::check_pid_free(z.pid)?;
+    }
+    Ok(())
+}
+
+/// Where the restored tree's pids live: the restorer's pid namespace, a container's, or a new one of its
+/// own (a tree whose root is the init of its own pid namespace without being a container).
+struct PidSpace<'a> {
+    container: Option<&'a crate::container::ContainerPlan>,
+    own: Option<crate::ns::pid::PidNsPlan>,
+    /// The kernel chooses the tasks' host pids (see `RestoreBuilder::fresh_host_pids`).
+    fresh: bool,
+}
+
+impl<'a> PidSpace<'a> {
+    fn of(
+        container: Option<&'a crate::container::ContainerPlan>,
+        tree: &TreeImage,
+    ) -> Result<Self, RestoreError> {
+        let own = match container {
+            Some(_) => None,
+            None => crate::ns::pid::PidNsPlan::from_tree(tree)?,
+        };
+        Ok(PidSpace {
+            container,
+            own,
+            fresh: false,
+        })
+    }
+
+    /// The tree is restored in a pid namespace of its own (a container's, or its own).
+    fn nested(&self) -> bool {
+        self.container.is_some() || self.own.is_some()
+    }
+
+    /// The pid inside the tree's namespace of the process with (outer) pid `pid`.
+    fn inner(&self, pid: u32) -> Option<u32> {
+        match (self.container, &self.own) {
+            (Some(c), _) => c.ns_pid(Pid(pid)),
+            (None, Some(p)) => p.ns_pid(pid),
+            (None, None) => None,
+        }
+    }
+
+    /// How the tree's recorded ids read inside its namespace.
+    fn inner_ids(&self, tree: &TreeImage) -> crate::ns::pid::InnerIds {
+        if self.nested() {
+            crate::ns::pid::InnerIds::nested(tree, |p| self.inner(p))
+        } else {
+            crate::ns::pid::InnerIds::same()
+        }
+    }
+
+    /// A session plan with the group's pid as `setpgid` takes it inside a nested pid namespace.
+    fn session_inside(&self, session: SessionPlan) -> Result<SessionPlan, RestoreError> {
+        match session {
+            SessionPlan::JoinGroup(g) if self.nested() => {
+                self.inner(g).map(SessionPlan::JoinGroup).ok_or_else(|| {
+                    RestoreError::Unsupported(format!(
+                        "process group {g}: its pid inside the tree's pid namespace is not recorded"
+                    ))
+                })
+            }
+            other => Ok(other),
+        }
+    }
+}
+
+/// The tree's processes (live ones, then zombies) and their fork plan, with helpers for gone leaders.
+fn plan_tree(
+    tree: &TreeImage,
+    container: Option<&crate::container::ContainerPlan>,
+    pids: &PidSpace<'_>,
+) -> Result<(Vec<Member>, Vec<crate::tree::Planned>), RestoreError> {
+    let mut members: Vec<Member> = tree
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            Member::live(t.pid, t.tree.ppid, t.tree.pgid, t.tree.sid)
+                .subreaper(t.core.child_subreaper == Some(true))
+                .ns_init(i == 0 && pids.nested())
+        })
+        .collect();
+    members.extend(tree.zombies.iter().map(Member::zombie));
+    if let Some(plan) = container {
+        plan.adopt_outside_session(&mut members);
+    }
+    let planned = crate::tree::plan(&members)?;
+    for p in &planned {
+        let Some(helper) = p.node.helper_pid() else {
+            continue;
+        };
+        if pids.nested() {
+            return Err(RestoreError::Unsupported(format!(
+                "the gone leader {helper} of a session or group inside the tree's pid namespace needs a \
+                 helper process, whose pid inside is not recorded"
+            )));
+        }
+        image::check_pid_free(Pid(helper))?;
+        log::info!(
+            "pid {helper}: a helper process stands in for a gone leader ({:?})",
+            p.node
+        );
+    }
+    Ok((members, planned))
+}
+
+/// Every planned process as the launcher starts it: live tasks prepared kind by kind, zombies and helpers.
+fn tree_nodes(
+    dir: &Path,
+    tree: &TreeImage,
+    members: &[Member],
+    planned: &[crate::tree::Planned],
+    pids: &PidSpace<'_>,
+    policy: task::FdPolicy,
+    opened: &crate::files::OpenedFiles,
+) -> Result<Vec<TreeNode>, RestoreError> {
+    let blob = Blob::embedded()?;
+    let mut shared = task::TreeShared {
+        ids: pids.inner_ids(tree),
+        fresh_host_pids: pids.fresh,
+        ..Default::default()
+    };
+    // Where each process of the image is in the fork order, for the pidfds tasks reopen.
+    let planned_at: HashMap<u32, usize> = planned
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| match p.node {
+            Node::Member(m) => members.get(m).map(|m| (m.pid, i)),
+            _ => None,
+        })
+        .collect();
+    let mut nodes = Vec::with_capacity(planned.len());
+    for (at, p) in planned.iter().enumerate() {
+        let task = match p.node {
+            Node::SessionHelper { sid } => TreeTask::Helper {
+                pid: sid,
+                kind: HelperKind::Session,
+            },
+            Node::GroupHelper { pgid } => TreeTask::Helper {
+                pid: pgid,
+                kind: HelperKind::Group,
+            },
+            Node::Member(input) => match tree.tasks.get(input) {
+                Some(task) => {
+                    let vdso = image::check_vdso(dir, task)?;
+                    let bytes = image::verify_pages(dir, task)?;
+                    log::debug!(
+                        "image {}: pid {}, {bytes} bytes of pages verified",
+                        dir.display(),
+                        task.pid.0
+                    );
+                    let mut launch =
+                        task::prepare(dir, &blob, task, vdso, policy, &mut shared, opened)?;
+                    launch.ns_pid = pids.inner(task.pid.0);
+                    if pids.fresh {
+                        launch.pid = None;
+                    }
+                    launch.session = pids.session_inside(p.session)?;
+                    let place = |pid: &u32| planned_at.get(pid).copied();
+                    aim_pidfds(
+                        dir,
+                        task.pid.0,
+                        &mut launch,
+                        planned,
+                        at,
+                        place,
+                        &shared.ids,
+                    )?;
+                    TreeTask::Live(Box::new(launch))
+                }
+                None => {
+                    let z = tree.zombies[input - tree.tasks.len()];
+                    TreeTask::Zombie {
+                        pid: if pids.fresh { 0 } else { z.pid.0 },
+                        session: pids.session_inside(p.session)?,
+                        status: z.exit_status,
+                        ns_pid: z
+                            .inner_pid
+                            .map(|p| p.0)
+                            .or_else(|| pids.inner(z.pid.0))
+                            .unwrap_or(0),
+                    }
+                }
+            },
+        };
+        nodes.push(TreeNode {
+            parent: p.parent,
+            task,
+            subreaper_first: p.subreaper_first,
+        });
+    }
+    // Every task holds its own copies of the shared objects now (`shared` is dropped here).
+    Ok(nodes)
+}
+
+/// Checks that every pidfd target of the task planned at `at` exists when it sets up its files, and aims
+/// the pidfd at the target's pid as the task sees it.
+fn aim_pidfds(
+    dir: &Path,
+    holder: u32,
+    launch: &mut crate::launch::Launch,
+    planned: &[crate::tree::Planned],
+    at: usize,
+    place: impl Fn(&u32) -> Option<usize>,
+    ids: &crate::ns::pid::InnerIds,
+) -> Result<(), RestoreError> {
+    for a in &mut launch.child_actions {
+        let crate::files::ChildAction::PidfdOpen { fd, pid, .. } = a else {
+            continue;
+        };
+        let target = place(pid).ok_or_else(|| RestoreError::BadImage {
+            dir: dir.to_owned(),
+            reason: format!(
+                "pid {holder} fd {fd}: a pidfd of pid {pid}, which is not in the image"
+            ),
+        })?;
+        if !exists_before_actions(planned, at, target) {
+            return Err(RestoreError::Unsupported(format!(
+                "pid {holder} fd {fd}: a pidfd of pid {pid}, which is forked only after pid {holder} has \
+                 set up its files (a pidfd must refer to the task itself, an ancestor, a descendant or a \
+                 process forked before it)"
+            )));
+        }
+        *pid = ids.inner(*pid).ok_or_else(|| {
+            RestoreError::Unsupported(format!(
+                "pid {holder} fd {fd}: the pid of {pid} inside the tree's pid namespace (for its pidfd) \
+                 is not recorded"
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// Writes the restored root's pid to `path` (through `held`, its directory held from outside a
+/// container).
+fn write_pidfile(
+    path: &Path,
+    held: Option<&(std::os::fd::OwnedFd, std::ffi::OsString)>,
+    pid: u32,
+) -> Result<(), RestoreError> {
+    let text = format!("{pid}\n");
+    let written = match held {
+        Some((dir, name)) => crate::container::write_at(dir, name, text.as_bytes()),
+        None => std::fs::write(path, text),
+    };
+    written.map_err(|source| RestoreError::Pidfile {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Whether the process planned at `target` exists when the one at `holder` sets up its files: the tree is

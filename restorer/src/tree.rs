@@ -160,6 +160,22 @@ pub fn plan(members: &[Member]) -> Result<Vec<Planned>, RestoreError> {
     let Some(root) = members.first() else {
         return Ok(Vec::new());
     };
+    let vs = vertices(members)?;
+    let order = fork_order(&vs);
+    if order.len() != vs.len() {
+        return Err(unsupported(format!(
+            "{} process(es) of the tree are not descendants of the root {}",
+            vs.len() - order.len(),
+            root.pid
+        )));
+    }
+    session_plans(root, &vs, &order)
+}
+
+/// Every member with its parent, plus a session helper under the parent of the members of each session
+/// whose leader is gone (see the module docs).
+fn vertices(members: &[Member]) -> Result<Vec<Vertex>, RestoreError> {
+    let root = &members[0];
     let index_of: BTreeMap<u32, usize> = members
         .iter()
         .enumerate()
@@ -207,33 +223,49 @@ pub fn plan(members: &[Member]) -> Result<Vec<Planned>, RestoreError> {
                     m.pid, m.sid
                 )));
             }
-            pv = match session_helpers.get(&m.sid) {
-                Some(&h) if vs[h].parent == Some(pi) => h,
-                Some(&h) => {
-                    let other = vs[h].parent.map_or(0, |p| vs[p].pid);
-                    return Err(unsupported(format!(
-                        "session {} has no leader in the tree and members that are children of both {} \
-                         and {}; one helper process with its pid can only be forked by one of them",
-                        m.sid, other, pp
-                    )));
-                }
-                None => {
-                    vs.push(Vertex {
-                        pid: m.sid,
-                        pgid: m.sid,
-                        sid: m.sid,
-                        zombie: false,
-                        ns_init: false,
-                        node: Node::SessionHelper { sid: m.sid },
-                        parent: Some(pi),
-                    });
-                    session_helpers.insert(m.sid, vs.len() - 1);
-                    vs.len() - 1
-                }
-            };
+            pv = session_helper(&mut vs, &mut session_helpers, m.sid, pi)?;
         }
         vs[i].parent = Some(pv);
     }
+    Ok(vs)
+}
+
+/// The session helper of session `sid` under vertex `parent`, added on first use.
+fn session_helper(
+    vs: &mut Vec<Vertex>,
+    helpers: &mut BTreeMap<u32, usize>,
+    sid: u32,
+    parent: usize,
+) -> Result<usize, RestoreError> {
+    match helpers.get(&sid) {
+        Some(&h) if vs[h].parent == Some(parent) => Ok(h),
+        Some(&h) => {
+            let other = vs[h].parent.map_or(0, |p| vs[p].pid);
+            Err(unsupported(format!(
+                "session {} has no leader in the tree and members that are children of both {} and {}; \
+                 one helper process with its pid can only be forked by one of them",
+                sid, other, vs[parent].pid
+            )))
+        }
+        None => {
+            vs.push(Vertex {
+                pid: sid,
+                pgid: sid,
+                sid,
+                zombie: false,
+                ns_init: false,
+                node: Node::SessionHelper { sid },
+                parent: Some(parent),
+            });
+            helpers.insert(sid, vs.len() - 1);
+            Ok(vs.len() - 1)
+        }
+    }
+}
+
+/// Depth-first preorder from the root: a parent before its children, a sibling's subtree before the next
+/// sibling, siblings by [`Vertex::fork_rank`]. Each entry is a vertex and its parent's position.
+fn fork_order(vs: &[Vertex]) -> Vec<(usize, Option<usize>)> {
     let mut children: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (v, x) in vs.iter().enumerate() {
         if let Some(p) = x.parent {
@@ -243,7 +275,6 @@ pub fn plan(members: &[Member]) -> Result<Vec<Planned>, RestoreError> {
     for list in children.values_mut() {
         list.sort_by_key(|&v| vs[v].fork_rank());
     }
-    // Depth-first preorder: a parent before its children, a sibling's subtree before the next sibling.
     let mut order: Vec<(usize, Option<usize>)> = Vec::with_capacity(vs.len());
     let mut stack: Vec<(usize, Option<usize>)> = vec![(0, None)];
     while let Some((v, parent_pos)) = stack.pop() {
@@ -255,13 +286,16 @@ pub fn plan(members: &[Member]) -> Result<Vec<Planned>, RestoreError> {
             }
         }
     }
-    if order.len() != vs.len() {
-        return Err(unsupported(format!(
-            "{} process(es) of the tree are not descendants of the root {}",
-            vs.len() - order.len(),
-            root.pid
-        )));
-    }
+    order
+}
+
+/// The plan in fork order: each process's session plan, with a group helper right after the member that
+/// forks it.
+fn session_plans(
+    root: &Member,
+    vs: &[Vertex],
+    order: &[(usize, Option<usize>)],
+) -> Result<Vec<Planned>, RestoreError> {
     let member_pos: BTreeMap<u32, usize> = order
         .iter()
         .enumerate()

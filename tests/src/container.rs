@@ -30,13 +30,39 @@ pub struct Container {
     stdout: Option<std::fs::File>,
     /// What was read from `stdout` so far.
     stdout_seen: std::cell::RefCell<String>,
+    /// The stand-in agent's ttrpc socket (serve mode).
+    socket: Option<PathBuf>,
+}
+
+/// How to start `ctr_agent` as the stand-in for kata-agent serving dormant's ttrpc service.
+#[derive(Debug, Clone, Default)]
+pub struct KataOptions {
+    /// The container's freezer: `"v1"` (freezer hierarchy) or `"v2"` (cgroup2); `None`: no cgroup.
+    pub cgroup: Option<&'static str>,
+    /// Build the sandbox only (a new VM waiting for a restore).
+    pub sandbox_only: bool,
+    /// A mount destination left out of the sandbox's container spec.
+    pub omit: Option<&'static str>,
 }
 
 impl Container {
     /// Builds the Kata-like layout and starts the container; returns when the workload inside announced
     /// `READY`.
     pub fn start(agent_bin: &Path, workload_bin: &Path, workload_args: &[&str]) -> Result<Self> {
-        Self::start_inner(agent_bin, workload_bin, workload_args, false)
+        Self::start_inner(agent_bin, workload_bin, workload_args, false, None)
+    }
+
+    /// Starts `ctr_agent` as the stand-in for kata-agent (serve mode, see its docs): the container's stdio
+    /// are pipes the agent holds (their output lands in [`Container::log_path`]), and dormant's service
+    /// listens on [`Container::socket`]. Returns when the workload announced `READY` (at once with
+    /// `sandbox_only`).
+    pub fn start_kata(agent_bin: &Path, workload_bin: &Path, opts: &KataOptions) -> Result<Self> {
+        Self::start_inner(agent_bin, workload_bin, &[], false, Some(opts))
+    }
+
+    /// The stand-in agent's ttrpc socket.
+    pub fn socket(&self) -> Option<&Path> {
+        self.socket.as_deref()
     }
 
     /// [`Container::start`], the container's stdout being a pipe whose read end only the test holds (as
@@ -47,7 +73,7 @@ impl Container {
         workload_bin: &Path,
         workload_args: &[&str],
     ) -> Result<Self> {
-        Self::start_inner(agent_bin, workload_bin, workload_args, true)
+        Self::start_inner(agent_bin, workload_bin, workload_args, true, None)
     }
 
     fn start_inner(
@@ -55,6 +81,7 @@ impl Container {
         workload_bin: &Path,
         workload_args: &[&str],
         stdout_pipe: bool,
+        kata: Option<&KataOptions>,
     ) -> Result<Self> {
         require_root()?;
         let scratch = Scratch::new("container")?;
@@ -71,6 +98,19 @@ impl Container {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         isolate(&mut cmd, true);
+        let socket = kata.map(|_| scratch.path().join("agent.sock"));
+        if let (Some(k), Some(sock)) = (kata, &socket) {
+            cmd.env("CTR_AGENT_SOCKET", sock);
+            if let Some(v) = k.cgroup {
+                cmd.env("CTR_AGENT_CGROUP", v);
+            }
+            if k.sandbox_only {
+                cmd.env("CTR_AGENT_SANDBOX_ONLY", "1");
+            }
+            if let Some(d) = k.omit {
+                cmd.env("CTR_AGENT_OMIT", d);
+            }
+        }
         let pipe = if stdout_pipe {
             let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| {
                 HarnessError::Sys {
@@ -128,7 +168,11 @@ impl Container {
             scratch,
             stdout: pipe_read,
             stdout_seen: Default::default(),
+            socket,
         };
+        if kata.is_some_and(|k| k.sandbox_only) {
+            return Ok(c);
+        }
         if c.stdout.is_some() {
             c.read_stdout_until("READY ", READY_TIMEOUT)?;
             return Ok(c);

@@ -31,7 +31,9 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use dormant_image::records::{Fd, FdFile, FileId, FileStat, RegFile};
+use dormant_image::records::{
+    ContentDigest, Fd, FdFile, FileCheck, FileDigest, FileId, FileIdentity, FileStat, RegFile,
+};
 
 use crate::error::{DumpError, Result};
 use crate::proc;
@@ -48,6 +50,9 @@ pub struct FileTable {
     /// Files behind mappings and executables are shared by identity (dev, ino); fds each get their own
     /// entry (one per open file description: without kcmp, dup'ed fds cannot be told apart from two opens).
     by_inode: HashMap<(u64, u64), FileId>,
+    /// Where each of those can be read as the task sees it (`/proc/PID/exe`, `/proc/PID/map_files/..`),
+    /// for their content digests ([`FileTable::identity`]).
+    sources: Vec<(FileId, u32, String)>,
 }
 
 impl FileTable {
@@ -59,12 +64,14 @@ impl FileTable {
         FileId(self.files.len() as u32)
     }
 
-    /// The entry for a mapped file or an executable: one per (dev, ino).
-    pub fn by_identity(&mut self, path: &str, stat: FileStat) -> FileId {
+    /// The entry for a mapped file or an executable: one per (dev, ino). `source` is the name under
+    /// `/proc/PID/` through which task `pid` reaches it (`exe`, `map_files/START-END`).
+    pub fn by_identity(&mut self, path: &str, stat: FileStat, pid: u32, source: &str) -> FileId {
         if let Some(id) = self.by_inode.get(&(stat.dev, stat.ino)) {
             return *id;
         }
         let id = self.next_id();
+        self.sources.push((id, pid, source.to_string()));
         self.files.push(RegFile {
             id,
             path: path.to_string(),
@@ -91,6 +98,32 @@ impl FileTable {
 
     pub fn entries(&self) -> &[RegFile] {
         &self.files
+    }
+
+    /// The `file-identity` record for `check`: with [`FileCheck::Content`], the digest of every file behind
+    /// a mapping or an executable, read through the task's own view of it (so a container's files are read
+    /// from its root, whatever the dumper's namespace shows at that path).
+    pub fn identity(&self, check: FileCheck) -> Result<FileIdentity> {
+        let mut digests = Vec::new();
+        if check == FileCheck::Content {
+            for (id, pid, source) in &self.sources {
+                let path = proc::path(*pid, source);
+                let read_err = |source| DumpError::ProcRead {
+                    pid: *pid,
+                    path: path.clone(),
+                    source,
+                };
+                let mut f = std::fs::File::open(&path).map_err(read_err)?;
+                let digest = ContentDigest::of(&mut f).map_err(read_err)?;
+                log::debug!(
+                    "pid {pid}: {} ({}): {digest}",
+                    self.files[id.0 as usize].path,
+                    path.display()
+                );
+                digests.push(FileDigest { id: *id, digest });
+            }
+        }
+        Ok(FileIdentity { check, digests })
     }
 }
 
@@ -233,7 +266,7 @@ pub fn dump_exe(pid: u32, table: &mut FileTable) -> Result<FileId> {
     let path = proc::read_link(pid, "exe")?;
     check_not_deleted(pid, || "executable".to_string(), &path)?;
     let stat = stat_proc_link(pid, "exe", || "executable".to_string())?;
-    Ok(table.by_identity(&path, stat))
+    Ok(table.by_identity(&path, stat, pid, "exe"))
 }
 
 /// Whether `path` names something in the dumper's own view that looks like `stat` (used by tests and checks).
@@ -266,8 +299,8 @@ mod tests {
             ino: 2,
             ..Default::default()
         };
-        let a = t.by_identity("/a", st);
-        let b = t.by_identity("/a", st);
+        let a = t.by_identity("/a", st, 1, "exe");
+        let b = t.by_identity("/a", st, 2, "exe");
         let c = t.open_file("/a", 0, 5, st);
         assert_eq!(a, b);
         assert_ne!(a, c);

@@ -11,11 +11,11 @@ use std::os::unix::fs::MetadataExt;
 
 use nix::errno::Errno;
 
-use super::open::{owned, write_all};
+use super::raw::{owned, proc_fd_path, write_all};
 
 /// Opens the FIFO at `path` with `flags` (the dumped status flags), sets its size, and writes `data`
 /// (the bytes buffered at dump time, carried by one end per FIFO).
-pub fn open_fifo(
+pub(super) fn open(
     path: &str,
     dev: u64,
     ino: u64,
@@ -51,8 +51,7 @@ pub fn open_fifo(
     }
     let keep = flags
         & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY | libc::O_CLOEXEC) as u32;
-    let again = std::ffi::CString::new(format!("/proc/self/fd/{}", helper.as_raw_fd()))
-        .map_err(|_| ("proc path".to_string(), Errno::EINVAL))?;
+    let again = proc_fd_path(&helper)?;
     // SAFETY: open reads the NUL-terminated path and returns a new fd; the helper is reader and writer, so
     // this open does not wait for a partner.
     let fd = owned(unsafe { libc::open(again.as_ptr(), keep as libc::c_int | libc::O_CLOEXEC) })

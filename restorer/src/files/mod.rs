@@ -11,204 +11,45 @@
 //! checks first. Tasks that shared one pidfd description each get their own (a pidfd holds no state but
 //! its status flags).
 
+mod action;
+mod epoll;
+mod error;
+mod eventfd;
+mod external;
 mod fifo;
-mod inherit;
+mod ghost;
+mod inet;
+mod inotify;
+mod locks;
+mod memfd;
 mod open;
+mod owner;
+mod pidfd;
+mod pipe;
+mod pty;
+mod raw;
+pub(crate) mod reg;
+mod signalfd;
 mod tcp;
+mod timerfd;
+pub(crate) mod tty;
 mod unix;
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use dormant_image::records::{DescId, DescKind, Fd, FdFile, FileDesc, FileLock, LockKind};
+use dormant_image::records::{DescId, DescKind, Fd, FileDesc};
 
-pub use inherit::{InheritSpecError, Inherited};
-pub use open::open_one;
-
-/// fcntl commands and `struct f_owner_ex` (not in the libc crate for this target).
-const F_SETSIG: libc::c_int = 10;
-const F_SETOWN_EX: libc::c_int = 15;
-
-#[repr(C)]
-struct FOwnerEx {
-    kind: libc::c_int,
-    pid: libc::pid_t,
-}
-
-/// Why a description could not be rebuilt.
-#[derive(Debug, thiserror::Error)]
-pub enum FileRestoreError {
-    #[error("file description {id} ({kind}): {what}: {source}")]
-    Sys {
-        id: u32,
-        kind: &'static str,
-        what: String,
-        #[source]
-        source: nix::Error,
-    },
-    #[error("file description {id} ({kind}): {reason}")]
-    Bad {
-        id: u32,
-        kind: &'static str,
-        reason: String,
-    },
-}
-
-/// A step the forked child runs after its fds are in place; plain data so the child does not allocate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChildAction {
-    /// `epoll_ctl(epfd, EPOLL_CTL_ADD, fd, {events, data})`; `EEXIST` is fine (a task that shares the
-    /// epoll already added it).
-    EpollAdd {
-        epfd: i32,
-        fd: i32,
-        events: u32,
-        data: u64,
-    },
-    /// Replaces the stand-in at `fd` with `pidfd_open(pid)` (the pid as the task sees it), keeping the
-    /// dumped `O_NONBLOCK` and close-on-exec. Runs first, so epoll registrations of the fd see the pidfd.
-    PidfdOpen {
-        fd: i32,
-        pid: u32,
-        nonblock: bool,
-        cloexec: bool,
-    },
-    /// A POSIX record lock (`F_SETLK`), owned by the process that takes it.
-    SetLk {
-        fd: i32,
-        write: bool,
-        start: u64,
-        len: u64,
-    },
-}
-
-/// Runs one action in the child; returns the errno on failure. Allocation-free.
-pub fn run_child_action(a: &ChildAction) -> Result<(), i32> {
-    match *a {
-        ChildAction::EpollAdd {
-            epfd,
-            fd,
-            events,
-            data,
-        } => {
-            let mut ev = libc::epoll_event { events, u64: data };
-            // SAFETY: epoll_ctl reads one epoll_event from our stack.
-            let r = unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) };
-            if r != 0 {
-                let e = nix::errno::Errno::last_raw();
-                if e != libc::EEXIST {
-                    return Err(e);
-                }
-            }
-            Ok(())
-        }
-        ChildAction::SetLk {
-            fd,
-            write,
-            start,
-            len,
-        } => set_lock(fd, libc::F_SETLK, write, start, len),
-        ChildAction::PidfdOpen {
-            fd,
-            pid,
-            nonblock,
-            cloexec,
-        } => {
-            let flags = if nonblock { libc::O_NONBLOCK } else { 0 };
-            // SAFETY: pidfd_open takes a pid and flags and returns a new fd (or -1).
-            let p = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, flags) };
-            if p < 0 {
-                return Err(nix::errno::Errno::last_raw());
-            }
-            let p = p as i32;
-            let fl = if cloexec { libc::O_CLOEXEC } else { 0 };
-            // SAFETY: dup3 onto the task's own fd number (its stand-in is closed by it), then the
-            // temporary fd is closed; both are fds of this (child) process.
-            let r = unsafe { libc::dup3(p, fd, fl) };
-            let e = nix::errno::Errno::last_raw();
-            // SAFETY: as above.
-            unsafe { libc::close(p) };
-            if r != fd {
-                return Err(e);
-            }
-            Ok(())
-        }
-    }
-}
-
-/// `fcntl(fd, cmd, {type, SEEK_SET, start, len})`; allocation-free. Returns the errno on failure.
-pub fn set_lock(fd: i32, cmd: i32, write: bool, start: u64, len: u64) -> Result<(), i32> {
-    // SAFETY: flock is plain data; all-zero is valid.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = if write { libc::F_WRLCK } else { libc::F_RDLCK } as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = start as libc::off_t;
-    fl.l_len = len as libc::off_t;
-    // SAFETY: fcntl reads one struct flock from our stack.
-    if unsafe { libc::fcntl(fd, cmd, &fl) } != 0 {
-        return Err(nix::errno::Errno::last_raw());
-    }
-    Ok(())
-}
-
-/// Takes a description's lock (flock or OFD) on `fd` before the fork, so every task sharing the description
-/// holds it; POSIX locks become [`ChildAction::SetLk`].
-pub fn lock_description(fd: i32, l: &FileLock) -> Result<Option<ChildAction>, nix::Error> {
-    match l.kind {
-        LockKind::Flock => {
-            let op = if l.write {
-                libc::LOCK_EX
-            } else {
-                libc::LOCK_SH
-            };
-            // SAFETY: flock on an fd this process owns.
-            if unsafe { libc::flock(fd, op | libc::LOCK_NB) } != 0 {
-                return Err(nix::Error::last());
-            }
-            Ok(None)
-        }
-        LockKind::Ofd => set_lock(fd, libc::F_OFD_SETLK, l.write, l.start, l.len)
-            .map(|()| None)
-            .map_err(nix::Error::from_raw),
-        LockKind::Posix => Ok(Some(ChildAction::SetLk {
-            fd: l.fd,
-            write: l.write,
-            start: l.start,
-            len: l.len,
-        })),
-    }
-}
+pub use action::{run_child_action, ChildAction};
+pub use error::FileRestoreError;
+pub use external::{InheritSpecError, Inherited};
+pub use locks::{lock_description, PosixLock};
 
 /// The descriptions of an image, open in this process.
 #[derive(Debug, Default)]
 pub struct OpenedFiles {
     fds: BTreeMap<DescId, OwnedFd>,
     descs: BTreeMap<DescId, FileDesc>,
-}
-
-/// Short name of a kind, for errors.
-pub fn kind_name(k: &DescKind) -> &'static str {
-    match k {
-        DescKind::PipeEnd { .. } => "pipe",
-        DescKind::EventFd { .. } => "eventfd",
-        DescKind::TimerFd { .. } => "timerfd",
-        DescKind::SignalFd { .. } => "signalfd",
-        DescKind::Epoll { .. } => "epoll",
-        DescKind::Memfd { .. } => "memfd",
-        DescKind::UnixPair { .. } => "unix socket",
-        DescKind::Inet(_) => "inet socket",
-        DescKind::UnixListen { .. } => "unix listener",
-        DescKind::Ghost { .. } => "unlinked file",
-        DescKind::Fifo { .. } => "fifo",
-        DescKind::UnixConn { .. } => "unix connection",
-        DescKind::UnixDgram { .. } => "unix datagram socket",
-        DescKind::TcpEstablished(_) => "TCP connection",
-        DescKind::External { .. } => "external",
-        DescKind::Pty { master: true, .. } => "pty master",
-        DescKind::Pty { master: false, .. } => "pty slave",
-        DescKind::Inotify { .. } => "inotify",
-        DescKind::Pidfd { .. } => "pidfd",
-    }
 }
 
 /// Opens every description of `descs` (in image order: referenced ones come first). Established TCP
@@ -233,7 +74,7 @@ pub fn open_all_inheriting(
         }) {
             return Err(FileRestoreError::Bad {
                 id: d.id.0,
-                kind: kind_name(&d.kind),
+                kind: error::kind_name(&d.kind),
                 reason: format!(
                     "the image holds the established TCP connection {}; restore it with --tcp-established",
                     tcp::shown(c)
@@ -241,8 +82,7 @@ pub fn open_all_inheriting(
             });
         }
     }
-    let mut state = open::State::default();
-    state.inherited = inherited.clone();
+    let mut state = open::State::new(inherited.clone());
     let mut opened = OpenedFiles::default();
     // Listeners first: connections accepted from one are rebuilt through it, and an accepted TCP
     // connection rebinds the listener's port (allowed in repair mode while the listener exists; the
@@ -259,11 +99,11 @@ pub fn open_all_inheriting(
         .filter(is_listener)
         .chain(descs.iter().filter(|d| !is_listener(d)));
     for d in listeners_first {
-        let fd = open_one(d, &mut state)?;
+        let fd = open::open_one(d, &mut state)?;
         opened.fds.insert(d.id, fd);
         opened.descs.insert(d.id, d.clone());
     }
-    state.fill_queues(descs, &opened.fds)?;
+    unix::fill_queues(&state.unix, descs, &opened.fds)?;
     // Established TCP connections leave repair mode last, when every end in the image exists.
     for d in descs {
         let (DescKind::TcpEstablished(c), Some(fd)) = (&d.kind, opened.fds.get(&d.id)) else {
@@ -271,7 +111,7 @@ pub fn open_all_inheriting(
         };
         tcp::finish(fd, c).map_err(|(what, source)| FileRestoreError::Sys {
             id: d.id.0,
-            kind: kind_name(&d.kind),
+            kind: error::kind_name(&d.kind),
             what: format!("{}: {what}", tcp::shown(c)),
             source,
         })?;
@@ -285,39 +125,10 @@ impl OpenedFiles {
         self.fds.get(&id).map(|f| f.as_fd())
     }
 
-    /// The child-side actions of a task with fd table `fds`, given where its fds end up (`fd` numbers are
-    /// the task's own).
+    /// The child-side actions of a task with fd table `fds` (`fd` numbers are the task's own): pidfds
+    /// first, then epoll registrations.
     pub fn child_actions_for(&self, fds: &[Fd]) -> Vec<ChildAction> {
-        let mut out = Vec::new();
-        // pidfds first: a later epoll registration of the fd must find the pidfd, not its stand-in.
-        for f in fds {
-            let FdFile::Desc(id) = f.file else { continue };
-            if let Some(d) = self.descs.get(&id) {
-                if let DescKind::Pidfd { pid } = d.kind {
-                    out.push(ChildAction::PidfdOpen {
-                        fd: f.fd,
-                        pid,
-                        nonblock: d.flags & libc::O_NONBLOCK as u32 != 0,
-                        cloexec: f.cloexec,
-                    });
-                }
-            }
-        }
-        for f in fds {
-            let FdFile::Desc(id) = f.file else { continue };
-            let Some(DescKind::Epoll { targets }) = self.descs.get(&id).map(|d| &d.kind) else {
-                continue;
-            };
-            for t in targets {
-                out.push(ChildAction::EpollAdd {
-                    epfd: f.fd,
-                    fd: t.fd,
-                    events: t.events,
-                    data: t.data,
-                });
-            }
-        }
-        out
+        action::for_fds(&self.descs, fds)
     }
 
     /// Sets each description's owner and signal (`F_SETOWN_EX`, `F_SETSIG`) on the restorer's own copy, once
@@ -334,29 +145,8 @@ impl OpenedFiles {
     /// the kernel chose).
     pub fn set_owners_mapped(&self, host: &dyn Fn(u32) -> u32) -> Result<(), FileRestoreError> {
         for (id, d) in &self.descs {
-            let (Some(o), Some(fd)) = (d.owner, self.fds.get(id)) else {
-                continue;
-            };
-            let fail = |what: String| {
-                let source = nix::Error::last();
-                FileRestoreError::Sys {
-                    id: id.0,
-                    kind: kind_name(&d.kind),
-                    what,
-                    source,
-                }
-            };
-            // SAFETY: F_SETSIG takes an int.
-            if unsafe { libc::fcntl(fd.as_raw_fd(), F_SETSIG, o.signal) } != 0 {
-                return Err(fail(format!("F_SETSIG {}", o.signal)));
-            }
-            let ex = FOwnerEx {
-                kind: o.kind,
-                pid: host(o.pid) as libc::pid_t,
-            };
-            // SAFETY: F_SETOWN_EX reads one f_owner_ex from our stack.
-            if unsafe { libc::fcntl(fd.as_raw_fd(), F_SETOWN_EX, &ex) } != 0 {
-                return Err(fail(format!("F_SETOWN_EX kind {} pid {}", o.kind, o.pid)));
+            if let Some(fd) = self.fds.get(id) {
+                owner::set(d, fd, host)?;
             }
         }
         Ok(())

@@ -9,7 +9,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use dormant_image::records::TcpConnection;
 use nix::errno::Errno;
 
-use super::open::{check, owned};
+use super::inet::{set_int, set_raw, sockaddr, Failure};
+use super::raw::{check, owned};
 
 /// `setsockopt(IPPROTO_TCP, ...)` numbers from `<linux/tcp.h>`.
 const TCP_REPAIR: libc::c_int = 19;
@@ -54,8 +55,6 @@ struct RepairWindow {
     rcv_wup: u32,
 }
 
-type Failure = (String, Errno);
-
 /// `SO_SNDBUFFORCE` / `SO_RCVBUFFORCE`: buffer sizes beyond the sysctl limits (CAP_NET_ADMIN).
 const SO_SNDBUFFORCE: libc::c_int = 32;
 const SO_RCVBUFFORCE: libc::c_int = 33;
@@ -89,50 +88,6 @@ pub fn shown(c: &TcpConnection) -> String {
         socket_addr(c.family, c.local),
         socket_addr(c.family, c.peer)
     )
-}
-
-/// A `sockaddr_in`/`sockaddr_in6` for `addr`.
-fn sockaddr(family: i32, (a, port): ([u8; 16], u16)) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: sockaddr_storage is plain data; all-zero is valid.
-    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = if family == libc::AF_INET {
-        // SAFETY: sockaddr_storage is large enough and suitably aligned for sockaddr_in.
-        let sin =
-            unsafe { &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-        sin.sin_family = libc::AF_INET as libc::sa_family_t;
-        sin.sin_port = port.to_be();
-        sin.sin_addr.s_addr = u32::from_be_bytes([a[0], a[1], a[2], a[3]]).to_be();
-        std::mem::size_of::<libc::sockaddr_in>()
-    } else {
-        // SAFETY: sockaddr_storage is large enough and suitably aligned for sockaddr_in6.
-        let sin6 =
-            unsafe { &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-        sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-        sin6.sin6_port = port.to_be();
-        sin6.sin6_addr.s6_addr = a;
-        std::mem::size_of::<libc::sockaddr_in6>()
-    };
-    (ss, len as libc::socklen_t)
-}
-
-/// `setsockopt` with a plain value of type `T`.
-fn set_raw<T>(fd: &OwnedFd, level: i32, name: i32, v: &T, what: &str) -> Result<(), Failure> {
-    // SAFETY: the kernel reads `size_of_val(v)` bytes from `v`, which is a valid reference.
-    check(unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (v as *const T).cast(),
-            std::mem::size_of_val(v) as libc::socklen_t,
-        )
-    })
-    .map(|_| ())
-    .map_err(|e| (format!("setsockopt {what}"), e))
-}
-
-fn set_int(fd: &OwnedFd, level: i32, name: i32, v: libc::c_int, what: &str) -> Result<(), Failure> {
-    set_raw(fd, level, name, &v, what)
 }
 
 /// Sends `data` into the queue selected with `TCP_REPAIR_QUEUE` (in repair mode nothing goes out).

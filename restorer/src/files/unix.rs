@@ -1,5 +1,7 @@
-//! Unix sockets that carry names: connected stream/seqpacket sockets of which one side is named (an
-//! accepted connection and its client), and bound or connected datagram sockets.
+//! Unix sockets: unnamed pairs (both ends made by one `socketpair` when the first is opened), listeners,
+//! connected stream/seqpacket sockets of which one side is named (an accepted connection and its client),
+//! and bound or connected datagram sockets. Queued messages are re-sent from the peer once every
+//! description exists.
 //!
 //! A connection is rebuilt the way it was made: the client side (bound to its own name first, if it had
 //! one) connects to a listener of the server side's name, and the accepted socket becomes the server side,
@@ -18,8 +20,85 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use dormant_image::records::{DescId, DescKind, FileDesc};
 use nix::errno::Errno;
 
-use super::open::{check, owned};
-use super::FileRestoreError;
+use super::error::{FileRestoreError, OpenFailure};
+use super::raw::{check, owned};
+
+/// Unix sockets opened so far that later descriptions refer to.
+#[derive(Debug, Default)]
+pub struct Sockets {
+    /// Ends created with their peer's description, by inode, until their own description is opened.
+    ends: HashMap<u64, OwnedFd>,
+    /// Socket inode → the description holding it.
+    descs: HashMap<u64, DescId>,
+    /// Restored listening sockets by name (copies), for connections accepted from them.
+    listeners: HashMap<Vec<u8>, OwnedFd>,
+}
+
+/// End `ino` of an unnamed pair: the one created with its peer, or a new `socketpair` whose other end
+/// waits for the peer's description.
+pub(super) fn open_pair(
+    st: &mut Sockets,
+    id: DescId,
+    ino: u64,
+    peer: u64,
+    sock_type: i32,
+) -> Result<OwnedFd, OpenFailure> {
+    st.descs.insert(ino, id);
+    if let Some(fd) = st.ends.remove(&ino) {
+        return Ok(fd);
+    }
+    let mut sv = [0 as libc::c_int; 2];
+    // SAFETY: socketpair writes two fds into `sv`.
+    check(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            sock_type | libc::SOCK_CLOEXEC,
+            0,
+            sv.as_mut_ptr(),
+        )
+    })
+    .map_err(OpenFailure::sys("socketpair"))?;
+    // SAFETY: both fds were just created by socketpair and are owned by nobody else.
+    let (a, b) = unsafe {
+        use std::os::fd::FromRawFd;
+        (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1]))
+    };
+    st.ends.insert(peer, b);
+    Ok(a)
+}
+
+/// A listener bound to `name`, kept (a copy) for the connections accepted from it.
+pub(super) fn open_listener(
+    st: &mut Sockets,
+    name: &[u8],
+    sock_type: i32,
+) -> Result<OwnedFd, OpenFailure> {
+    let fd = listen_on(name, sock_type)?;
+    let copy = fd
+        .try_clone()
+        .map_err(|e| OpenFailure::sys("dup")(super::raw::errno_of(&e)))?;
+    st.listeners.insert(name.to_vec(), copy);
+    Ok(fd)
+}
+
+/// End `ino` of a connection with a named side: the one created with its peer, or both ends made through
+/// a listener (see the module docs).
+pub(super) fn open_conn(
+    st: &mut Sockets,
+    id: DescId,
+    (ino, peer): (u64, u64),
+    sock_type: i32,
+    name: &[u8],
+    peer_name: &[u8],
+) -> Result<OwnedFd, OpenFailure> {
+    st.descs.insert(ino, id);
+    if let Some(fd) = st.ends.remove(&ino) {
+        return Ok(fd);
+    }
+    let (mine, other) = open_connection(sock_type, name, peer_name, &st.listeners)?;
+    st.ends.insert(peer, other);
+    Ok(mine)
+}
 
 /// `name` for messages (`@` for the abstract namespace's leading NUL).
 fn shown(name: &[u8]) -> String {
@@ -95,9 +174,19 @@ fn connect_named(fd: &OwnedFd, name: &[u8]) -> Result<(), (String, Errno)> {
     .map_err(|e| (format!("connect to {}", shown(name)), e))
 }
 
+/// A unix socket bound to `name` (a stale socket file of the dumped one removed first), listening.
+fn listen_on(name: &[u8], sock_type: i32) -> Result<OwnedFd, (String, Errno)> {
+    let fd = new_socket(sock_type)?;
+    bind_named(&fd, name)?;
+    // SAFETY: listen on our own socket.
+    check(unsafe { libc::listen(fd.as_raw_fd(), libc::SOMAXCONN) })
+        .map_err(|e| ("listen".to_string(), e))?;
+    Ok(fd)
+}
+
 /// Both ends of a connection whose ends are named `name` (this end) and `peer_name`; returns (this end,
 /// the peer's end). `listeners` are the restored listeners by name.
-pub fn open_connection(
+fn open_connection(
     sock_type: i32,
     name: &[u8],
     peer_name: &[u8],
@@ -120,7 +209,7 @@ pub fn open_connection(
     let listener = match listeners.get(server_name) {
         Some(l) => l,
         None => {
-            temp = super::open::open_unix_listener(server_name, sock_type)?;
+            temp = listen_on(server_name, sock_type)?;
             &temp
         }
     };
@@ -160,7 +249,7 @@ pub fn open_connection(
 
 /// A datagram socket bound to `name` (unbound when empty); queue and connection come later
 /// ([`fill_datagrams`]).
-pub fn open_datagram(name: &[u8]) -> Result<OwnedFd, (String, Errno)> {
+pub(super) fn open_datagram(name: &[u8]) -> Result<OwnedFd, (String, Errno)> {
     let fd = new_socket(libc::SOCK_DGRAM)?;
     if !name.is_empty() {
         bind_named(&fd, name)?;
@@ -168,8 +257,57 @@ pub fn open_datagram(name: &[u8]) -> Result<OwnedFd, (String, Errno)> {
     Ok(fd)
 }
 
+/// Sends every socket's queued messages from its peer, once every description exists; then the datagram
+/// queues ([`fill_datagrams`]).
+pub(super) fn fill_queues(
+    st: &Sockets,
+    descs: &[FileDesc],
+    fds: &std::collections::BTreeMap<DescId, OwnedFd>,
+) -> Result<(), FileRestoreError> {
+    for d in descs {
+        let (DescKind::UnixPair { peer, queued, .. } | DescKind::UnixConn { peer, queued, .. }) =
+            &d.kind
+        else {
+            continue;
+        };
+        if queued.is_empty() {
+            continue;
+        }
+        let peer_fd = st
+            .descs
+            .get(peer)
+            .and_then(|pid| fds.get(pid))
+            .or_else(|| st.ends.get(peer))
+            .ok_or_else(|| FileRestoreError::Bad {
+                id: d.id.0,
+                kind: "unix socket",
+                reason: format!("peer socket {peer} was not created"),
+            })?;
+        for m in queued {
+            // SAFETY: send reads `m.len()` bytes from `m`.
+            let n = unsafe {
+                libc::send(
+                    peer_fd.as_raw_fd(),
+                    m.as_ptr().cast(),
+                    m.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n < 0 || n as usize != m.len() {
+                return Err(FileRestoreError::Sys {
+                    id: d.id.0,
+                    kind: "unix socket",
+                    what: format!("re-queueing a {} byte message", m.len()),
+                    source: Errno::last(),
+                });
+            }
+        }
+    }
+    fill_datagrams(descs, fds)
+}
+
 /// Re-sends every datagram socket's queue, then connects the connected ones (see the module docs).
-pub fn fill_datagrams(
+fn fill_datagrams(
     descs: &[FileDesc],
     fds: &std::collections::BTreeMap<DescId, OwnedFd>,
 ) -> Result<(), FileRestoreError> {

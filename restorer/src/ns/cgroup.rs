@@ -19,6 +19,10 @@ pub enum CgroupTarget {
     /// This path (relative to each hierarchy's root, like `/kata/ID`) in every hierarchy the image lists
     /// (`--cgroup-root`).
     Root(PathBuf),
+    /// Exactly these cgroup directories (absolute paths where their hierarchies are mounted here), which
+    /// the caller created for the restored container (kata-agent's container cgroups); hierarchies not
+    /// named stay the restorer's.
+    Dirs(Vec<PathBuf>),
 }
 
 impl std::str::FromStr for CgroupTarget {
@@ -130,8 +134,10 @@ pub fn resolve_cgroups(
     mounts: &[CgroupMount],
 ) -> Result<Vec<PathBuf>> {
     let mut dirs = Vec::new();
-    if *target == CgroupTarget::Keep {
-        return Ok(dirs);
+    match target {
+        CgroupTarget::Keep => return Ok(dirs),
+        CgroupTarget::Dirs(given) => return Ok(given.clone()),
+        _ => {}
     }
     for line in lines {
         let name = if line.is_v2() {
@@ -146,7 +152,7 @@ pub fn resolve_cgroups(
             });
         };
         let wanted = match target {
-            CgroupTarget::Keep => unreachable!("handled above"),
+            CgroupTarget::Keep | CgroupTarget::Dirs(_) => unreachable!("handled above"),
             CgroupTarget::AsDumped => line.path.clone(),
             CgroupTarget::Root(p) => p.to_string_lossy().into_owned(),
         };
@@ -208,6 +214,31 @@ pub fn own_cgroup_mounts() -> Result<Vec<CgroupMount>> {
         source,
     })?;
     Ok(parse_cgroup_mounts(&text))
+}
+
+/// The cgroup directories the root task joins (none with `CgroupTarget::Keep`).
+pub(super) fn plan(
+    src: &super::read::Source<'_>,
+    root: dormant_image::records::Pid,
+    target: &CgroupTarget,
+) -> Result<Vec<PathBuf>> {
+    use dormant_image::records::{ns_names, TaskCgroups};
+    if *target == CgroupTarget::Keep {
+        return Ok(Vec::new());
+    }
+    let all: Vec<TaskCgroups> = src.records(ns_names::CGROUPS)?;
+    let lines = all
+        .into_iter()
+        .find(|t| t.pid == root)
+        .map(|t| t.lines)
+        .ok_or_else(|| {
+            src.bad(format!(
+                "{} has no entry for the root task {}",
+                ns_names::CGROUPS,
+                root.0
+            ))
+        })?;
+    resolve_cgroups(&lines, target, &own_cgroup_mounts()?)
 }
 
 #[cfg(test)]

@@ -336,3 +336,27 @@ pub fn restore_ipc(plan: &IpcPlan, user: Option<(&[IdMapRange], &[IdMapRange])>)
     );
     Ok(())
 }
+
+/// Reads ipc namespace `id` with the page stores of its shm segments (checked), and refuses it when this
+/// kernel cannot give its objects their ids back.
+pub(super) fn plan(src: &super::read::Source<'_>, id: NsId) -> Result<IpcPlan> {
+    use dormant_image::records::ns_names;
+    let ns: IpcNamespace = src.single(&ns_names::ipc(id))?;
+    let mut shm_pages = Vec::with_capacity(ns.shm.len());
+    for seg in &ns.shm {
+        let name = ns_names::sysv_shm_pages(id, seg.id);
+        let store = src.img.page_store(&name).map_err(src.err(&name))?;
+        store.verify_all().map_err(src.err(&name))?;
+        shm_pages.push(store);
+    }
+    for (kind, count) in [
+        (IpcKind::Shm, ns.shm.len()),
+        (IpcKind::Sem, ns.sem.len()),
+        (IpcKind::Msg, ns.msg.len()),
+    ] {
+        if count > 0 {
+            sysv::check_next_id_support(kind)?;
+        }
+    }
+    Ok(IpcPlan { ns, shm_pages })
+}

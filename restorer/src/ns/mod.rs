@@ -1,6 +1,7 @@
-//! Namespaces other than mount and pid at restore: user (with id maps), uts (names), ipc (System V objects
+//! Namespaces at restore, one module per kind: user (with id maps), uts (names), ipc (System V objects
 //! with their ids and contents), net (join one by path, or a private loopback-only one), cgroup membership
-//! and cgroup namespace.
+//! and cgroup namespace, pid (a tree that is the init of its own pid namespace, [`pid`]), time (refused).
+//! The mount namespace is the `dormant-mounts` crate's, driven by [`crate::container`].
 //!
 //! Use: [`NsPlan::from_image`] reads and checks everything before any fork; [`NsPlan::enter`] runs in the
 //! forked, single-threaded child that will become the parent of the restored tree, and moves it into its
@@ -13,15 +14,16 @@ mod cgroup;
 mod error;
 mod ipc;
 mod net;
+pub(crate) mod pid;
+mod read;
 mod sysv;
+mod time;
 mod user;
+mod uts;
 
 use std::path::PathBuf;
 
-use dormant_image::records::{
-    ns_names, IpcNamespace, NsKind, NsState, Pid, TaskCgroups, TaskNamespaces, UserNamespace,
-    UtsNamespace,
-};
+use dormant_image::records::{ns_names, NsKind, Pid, TaskNamespaces, UserNamespace, UtsNamespace};
 use dormant_image::ImageReader;
 use nix::sched::CloneFlags;
 
@@ -33,18 +35,6 @@ pub use error::{NsRestoreError, Result};
 pub use ipc::{restore_ipc, IpcPlan};
 pub use net::{interface_up, join_net_namespace, set_loopback};
 pub use user::{create_user_namespace, to_inside, write_id_maps};
-
-/// Calls `sethostname` or `setdomainname` (same signature) with `name`.
-fn set_uts_name(
-    call: unsafe extern "C" fn(*const libc::c_char, libc::size_t) -> libc::c_int,
-    name: &str,
-) -> std::result::Result<(), nix::errno::Errno> {
-    // SAFETY: both calls read `len` bytes of the string, which lives across the call.
-    if unsafe { call(name.as_ptr().cast(), name.len()) } != 0 {
-        return Err(nix::errno::Errno::last());
-    }
-    Ok(())
-}
 
 /// Refuses a tree whose tasks are not all in the root's namespaces of the kinds restored here (a namespace
 /// created inside the tree would need restoring at that task's fork).
@@ -73,6 +63,27 @@ fn refuse_nested(root: &TaskNamespaces, tasks: &[TaskNamespaces]) -> Result<()> 
     Ok(())
 }
 
+/// The root task's namespaces, checked to be every task's (`None`: the image has no namespace records).
+fn root_namespaces(src: &read::Source<'_>, root: Pid) -> Result<Option<TaskNamespaces>> {
+    if !src.img.has_file(ns_names::NS_IDS) {
+        return Ok(None);
+    }
+    let tasks: Vec<TaskNamespaces> = src.records(ns_names::NS_IDS)?;
+    let r = tasks
+        .iter()
+        .find(|t| t.pid == root)
+        .cloned()
+        .ok_or_else(|| {
+            src.bad(format!(
+                "{} has no entry for the root task {}",
+                ns_names::NS_IDS,
+                root.0
+            ))
+        })?;
+    refuse_nested(&r, &tasks)?;
+    Ok(Some(r))
+}
+
 /// Which network namespace the restored tree gets. Its devices, addresses and routes are never in the
 /// image.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -92,7 +103,7 @@ pub enum NetMode {
 impl std::str::FromStr for NetMode {
     type Err = std::convert::Infallible;
 
-    /// `inherit`, `private`, or the path of a namespace to join.
+    /// `inherit`, `private`, `dumped`, or the path of a namespace to join.
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
         Ok(match s {
             "inherit" => NetMode::Inherit,
@@ -139,150 +150,27 @@ impl NsPlan {
     /// plain process dump) plans nothing but what `opts` asks for. Refuses namespace kinds restore cannot
     /// recreate (a time namespace of its own).
     pub fn from_image(img: &ImageReader, root: Pid, opts: &NsOptions) -> Result<NsPlan> {
-        let dir = img.dir().to_owned();
-        let read_err = |file: &str| {
-            let dir = dir.clone();
-            let file = file.to_owned();
-            move |source| NsRestoreError::Image { dir, file, source }
-        };
-        let own = if img.has_file(ns_names::NS_IDS) {
-            let tasks: Vec<TaskNamespaces> = img
-                .read_records(ns_names::NS_IDS)
-                .map_err(read_err(ns_names::NS_IDS))?;
-            let root_ns = tasks.iter().find(|t| t.pid == root).cloned();
-            if let Some(r) = &root_ns {
-                refuse_nested(r, &tasks)?;
-            }
-            let t = root_ns.ok_or_else(|| NsRestoreError::BadImage {
-                dir: dir.clone(),
-                reason: format!(
-                    "{} has no entry for the root task {}",
-                    ns_names::NS_IDS,
-                    root.0
-                ),
-            })?;
-            Some(t)
-        } else {
-            None
-        };
+        let src = read::Source::new(img);
+        let own = root_namespaces(&src, root)?;
         let private = |kind| {
             own.as_ref()
                 .and_then(|t| t.get(kind))
                 .filter(|n| !n.external)
                 .map(|n| n.id)
         };
-        if private(NsKind::Time).is_some() {
-            return Err(NsRestoreError::Unsupported(
-                "the tree had a time namespace of its own; time namespaces are not restored yet"
-                    .into(),
-            ));
-        }
-
-        let user = match private(NsKind::User) {
-            Some(id) => match img.read_single::<NsState>(&ns_names::user(id)) {
-                Ok(NsState::User(u)) => Some(u),
-                Ok(other) => {
-                    return Err(NsRestoreError::BadImage {
-                        dir,
-                        reason: format!("{} holds {other:?}", ns_names::user(id)),
-                    })
-                }
-                Err(e) => return Err(read_err(&ns_names::user(id))(e)),
-            },
-            None => None,
-        };
-        let uts = match private(NsKind::Uts) {
-            Some(id) => Some(
-                img.read_single::<UtsNamespace>(&ns_names::uts(id))
-                    .map_err(read_err(&ns_names::uts(id)))?,
-            ),
-            None => None,
-        };
-        let ipc = match private(NsKind::Ipc) {
-            Some(id) => {
-                let ns = img
-                    .read_single::<IpcNamespace>(&ns_names::ipc(id))
-                    .map_err(read_err(&ns_names::ipc(id)))?;
-                let mut shm_pages = Vec::with_capacity(ns.shm.len());
-                for seg in &ns.shm {
-                    let name = ns_names::sysv_shm_pages(id, seg.id);
-                    let store = img.page_store(&name).map_err(read_err(&name))?;
-                    store.verify_all().map_err(read_err(&name))?;
-                    shm_pages.push(store);
-                }
-                for (kind, count) in [
-                    (sysv::IpcKind::Shm, ns.shm.len()),
-                    (sysv::IpcKind::Sem, ns.sem.len()),
-                    (sysv::IpcKind::Msg, ns.msg.len()),
-                ] {
-                    if count > 0 {
-                        sysv::check_next_id_support(kind)?;
-                    }
-                }
-                Some(IpcPlan { ns, shm_pages })
-            }
-            None => None,
-        };
-
-        let mode = match &opts.net {
-            NetMode::AsDumped if private(NsKind::Net).is_some() => &NetMode::Private,
-            NetMode::AsDumped => &NetMode::Inherit,
-            other => other,
-        };
-        let net = match mode {
-            NetMode::AsDumped | NetMode::Inherit => {
-                if let Some(id) = private(NsKind::Net) {
-                    log::info!(
-                        "the tree had network namespace {id} of its own; it joins the restorer's (pass a namespace path or private mode to change that)"
-                    );
-                }
-                NetPlan::Inherit
-            }
-            NetMode::External(p) => NetPlan::Join(p.clone()),
-            NetMode::Private => {
-                let dumped = own.as_ref().and_then(|t| t.get(NsKind::Net)).map(|n| n.id);
-                let loopback_up = match dumped {
-                    Some(id) if img.has_file(&ns_names::net(id)) => {
-                        match img
-                            .read_single::<NsState>(&ns_names::net(id))
-                            .map_err(read_err(&ns_names::net(id)))?
-                        {
-                            NsState::Net(n) => n.loopback_up,
-                            other => {
-                                return Err(NsRestoreError::BadImage {
-                                    dir,
-                                    reason: format!("{} holds {other:?}", ns_names::net(id)),
-                                })
-                            }
-                        }
-                    }
-                    _ => true,
-                };
-                NetPlan::Private { loopback_up }
-            }
-        };
-
-        let cgroups = if opts.cgroup == CgroupTarget::Keep {
-            Vec::new()
-        } else {
-            let all: Vec<TaskCgroups> = img
-                .read_records(ns_names::CGROUPS)
-                .map_err(read_err(ns_names::CGROUPS))?;
-            let lines = all
-                .into_iter()
-                .find(|t| t.pid == root)
-                .map(|t| t.lines)
-                .ok_or_else(|| NsRestoreError::BadImage {
-                    dir: dir.clone(),
-                    reason: format!(
-                        "{} has no entry for the root task {}",
-                        ns_names::CGROUPS,
-                        root.0
-                    ),
-                })?;
-            resolve_cgroups(&lines, &opts.cgroup, &own_cgroup_mounts()?)?
-        };
-
+        time::refuse_own(private(NsKind::Time))?;
+        let user = private(NsKind::User)
+            .map(|id| user::read(&src, id))
+            .transpose()?;
+        let uts = private(NsKind::Uts)
+            .map(|id| uts::read(&src, id))
+            .transpose()?;
+        let ipc = private(NsKind::Ipc)
+            .map(|id| ipc::plan(&src, id))
+            .transpose()?;
+        let dumped_net = own.as_ref().and_then(|t| t.get(NsKind::Net)).map(|n| n.id);
+        let net = net::plan(&src, &opts.net, private(NsKind::Net), dumped_net)?;
+        let cgroups = cgroup::plan(&src, root, &opts.cgroup)?;
         let new_cgroups = cgroups.iter().filter(|d| !d.exists()).cloned().collect();
         Ok(NsPlan {
             new_cgroups,
@@ -345,8 +233,9 @@ impl NsPlan {
             nix::sched::unshare(flags).map_err(sys("unshare(uts, ipc, net, cgroup)"))?;
         }
         if let Some(uts) = &self.uts {
-            set_uts_name(libc::sethostname, &uts.hostname).map_err(sys("sethostname"))?;
-            set_uts_name(libc::setdomainname, &uts.domainname).map_err(sys("setdomainname"))?;
+            uts::set_uts_name(libc::sethostname, &uts.hostname).map_err(sys("sethostname"))?;
+            uts::set_uts_name(libc::setdomainname, &uts.domainname)
+                .map_err(sys("setdomainname"))?;
         }
         if let Some(ipc) = &self.ipc {
             let maps = self

@@ -78,3 +78,44 @@ pub fn set_loopback(up: bool) -> Result<()> {
             source,
         })
 }
+
+/// What happens to the network namespace: `mode` as asked, `own` the tree's own namespace (if it had
+/// one), `dumped` the one it was in.
+pub(super) fn plan(
+    src: &super::read::Source<'_>,
+    mode: &super::NetMode,
+    own: Option<dormant_image::records::NsId>,
+    dumped: Option<dormant_image::records::NsId>,
+) -> Result<super::NetPlan> {
+    use super::{NetMode, NetPlan};
+    use dormant_image::records::{ns_names, NsState};
+    let mode = match mode {
+        NetMode::AsDumped if own.is_some() => &NetMode::Private,
+        NetMode::AsDumped => &NetMode::Inherit,
+        other => other,
+    };
+    Ok(match mode {
+        NetMode::AsDumped | NetMode::Inherit => {
+            if let Some(id) = own {
+                log::info!(
+                    "the tree had network namespace {id} of its own; it joins the restorer's (pass a \
+                     namespace path or private mode to change that)"
+                );
+            }
+            NetPlan::Inherit
+        }
+        NetMode::External(p) => NetPlan::Join(p.clone()),
+        NetMode::Private => {
+            let loopback_up = match dumped {
+                Some(id) if src.img.has_file(&ns_names::net(id)) => {
+                    src.state(&ns_names::net(id), |s| match s {
+                        NsState::Net(n) => Ok(n.loopback_up),
+                        other => Err(other),
+                    })?
+                }
+                _ => true,
+            };
+            NetPlan::Private { loopback_up }
+        }
+    })
+}

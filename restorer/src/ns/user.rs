@@ -101,6 +101,18 @@ pub fn create_user_namespace(user: &UserNamespace) -> Result<()> {
     }
 }
 
+/// The id maps of user namespace `id`.
+pub(super) fn read(
+    src: &super::read::Source<'_>,
+    id: dormant_image::records::NsId,
+) -> Result<UserNamespace> {
+    let file = dormant_image::records::ns_names::user(id);
+    src.state(&file, |s| match s {
+        dormant_image::records::NsState::User(u) => Ok(u),
+        other => Err(other),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

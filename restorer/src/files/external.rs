@@ -8,7 +8,7 @@ use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use dormant_image::records::{DescKind, FileDesc};
 use nix::fcntl::{fcntl, FcntlArg};
 
-use super::FileRestoreError;
+use super::error::FileRestoreError;
 
 /// The fds the caller hands in, by key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

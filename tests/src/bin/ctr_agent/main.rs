@@ -26,6 +26,18 @@
 //! The agent prints `AGENT <agent pid> INIT <init pid>` and then reaps children until its stdin reaches EOF;
 //! then it kills the container (if it is still its child) and exits, which tears its namespace down. Tests
 //! run `dormant` inside the agent's mount namespace with `nsenter --mount=/proc/AGENT/ns/mnt`.
+//!
+//! With `CTR_AGENT_SOCKET=PATH` it is the stand-in for kata-agent with dormant linked in: the container's
+//! init joins a freezer cgroup (`CTR_AGENT_CGROUP=v1|v2`, a new cgroup in the freezer hierarchy or in
+//! cgroup2) and calls `setsid`, its stdin, stdout and stderr are pipes the agent holds (it copies stdout and
+//! stderr into `container.log`), and after setting up the agent runs a multi-threaded tokio runtime that
+//! serves dormant's ttrpc service (`dormant-agent-glue`) on a unix socket at PATH, as kata-agent serves its
+//! own. `CTR_AGENT_SANDBOX_ONLY=1` builds the sandbox side only (a new VM waiting for a restore: a fresh
+//! shared directory and sandbox shm, so other device numbers, and a rootfs of the same content and
+//! mtimes); `CTR_AGENT_OMIT=DEST` leaves the mount of DEST out of its container spec (a sandbox missing
+//! a key). The helper processes dormant runs are this binary re-executed
+//! (`dormant_agent_glue::run_if_helper`); its SIGCHLD reaper collects children whatever they are, as
+//! kata-agent's does.
 
 use std::ffi::CString;
 use std::fs;
@@ -41,9 +53,11 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{chdir, pivot_root, sethostname, Pid};
 
+mod serve;
+
 /// The hostname the container gets (the workload checks it).
 pub const HOSTNAME: &str = "dormant-ctr";
-/// The container id in the shared directory.
+/// The container id in the shared directory (and as the stand-in agent knows it).
 const CONTAINER_ID: &str = "ctr0";
 
 #[derive(Debug)]
@@ -104,6 +118,39 @@ fn libraries_of(bin: &Path) -> Result<Vec<PathBuf>> {
         .collect())
 }
 
+/// The mtime every file the agent writes into a rootfs gets, so two sandboxes built apart hold files of
+/// the same content identity (size, mtime, content), as two VMs given one image do.
+const FIXED_MTIME: std::time::Duration = std::time::Duration::from_secs(1_700_000_000);
+
+/// Copies `src` to `dst` with `src`'s mtime (following symlinks: the copy is the file itself).
+fn copy_file(src: &Path, dst: &Path) -> Result<()> {
+    ctx(
+        fs::copy(src, dst),
+        format!("copy {} to {}", src.display(), dst.display()),
+    )?;
+    let mtime = ctx(
+        fs::metadata(src).and_then(|m| m.modified()),
+        format!("mtime of {}", src.display()),
+    )?;
+    set_mtime(dst, mtime)
+}
+
+fn set_mtime(path: &Path, mtime: std::time::SystemTime) -> Result<()> {
+    ctx(
+        fs::File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_modified(mtime)),
+        format!("set the mtime of {}", path.display()),
+    )
+}
+
+/// Writes a rootfs file with [`FIXED_MTIME`].
+fn write_rootfs_file(path: &Path, data: &str) -> Result<()> {
+    write_file(path, data)?;
+    set_mtime(path, std::time::UNIX_EPOCH + FIXED_MTIME)
+}
+
 /// Copies `src` into `rootfs` at the same path.
 fn copy_in(rootfs: &Path, src: &Path) -> Result<()> {
     let rel = src.strip_prefix("/").unwrap_or(src);
@@ -111,12 +158,7 @@ fn copy_in(rootfs: &Path, src: &Path) -> Result<()> {
     if let Some(parent) = dst.parent() {
         mkdirs(parent)?;
     }
-    // Follow symlinks: the copy is the library itself under the name the loader asks for.
-    ctx(
-        fs::copy(src, &dst),
-        format!("copy {} to {}", src.display(), dst.display()),
-    )?;
-    Ok(())
+    copy_file(src, &dst)
 }
 
 /// Fills the container's root filesystem: busybox with its applets, the workload and its libraries.
@@ -128,10 +170,10 @@ fn build_rootfs(rootfs: &Path, workload: &Path, extra: &str) -> Result<()> {
         fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777)),
         "chmod tmp",
     )?;
-    ctx(
-        fs::copy("/bin/busybox", rootfs.join("bin/busybox")),
-        "copy /bin/busybox (install busybox-static)",
-    )?;
+    if !Path::new("/bin/busybox").exists() {
+        return Err(Failure("no /bin/busybox (install busybox-static)".into()));
+    }
+    copy_file(Path::new("/bin/busybox"), &rootfs.join("bin/busybox"))?;
     for applet in [
         "sh", "sleep", "cat", "echo", "hostname", "ls", "mount", "umount", "mkdir",
     ] {
@@ -140,21 +182,18 @@ fn build_rootfs(rootfs: &Path, workload: &Path, extra: &str) -> Result<()> {
             format!("symlink {applet}"),
         )?;
     }
-    ctx(
-        fs::copy(workload, rootfs.join("bin/wl_container")),
-        format!("copy {}", workload.display()),
-    )?;
+    copy_file(workload, &rootfs.join("bin/wl_container"))?;
     for lib in libraries_of(workload)? {
         copy_in(rootfs, &lib)?;
     }
-    for f in ["hosts", "resolv.conf"] {
-        write_file(
+    for f in ["hosts", "resolv.conf", "hostname"] {
+        write_rootfs_file(
             &rootfs.join("etc").join(f),
             "# placeholder, covered by a bind\n",
         )?;
     }
     // The shell stays the workload's parent, so the container is a tree: sh (pid 1) → wl_container.
-    write_file(
+    write_rootfs_file(
         &rootfs.join("run.sh"),
         &format!(
             "/bin/wl_container /tmp/trigger /work {extra}\nstatus=$?\necho \"sh: workload exited $status\"\nexit $status\n"
@@ -182,6 +221,7 @@ fn build_agent_side(base: &Path, workload: &Path, extra: &str) -> Result<(PathBu
         "127.0.0.1 localhost\n10.0.0.2 dormant-ctr\n",
     )?;
     write_file(&cdir.join("resolv.conf"), "nameserver 10.0.0.1\n")?;
+    write_file(&cdir.join("hostname"), &format!("{HOSTNAME}\n"))?;
 
     let shm = base.join("sandbox/shm");
     mkdirs(&shm)?;
@@ -190,8 +230,29 @@ fn build_agent_side(base: &Path, workload: &Path, extra: &str) -> Result<(PathBu
     Ok((cdir, shm))
 }
 
+/// The container's stdio as the agent hands it over.
+#[derive(Debug, Clone, Copy)]
+enum StdioPlan {
+    /// stdout (or the given fd) and stderr to the log file; stdin /dev/null inside the container.
+    Log { log: RawFd, stdout: Option<RawFd> },
+    /// stdin, stdout, stderr: pipes the agent holds the other ends of (kata-agent's way).
+    Pipes([RawFd; 3]),
+}
+
+/// What differs for a container of the stand-in agent (serve mode): its cgroup and its session.
+#[derive(Debug, Clone, Default)]
+struct InitExtras {
+    /// `cgroup.procs` of the cgroup the init joins first.
+    cgroup: Option<PathBuf>,
+    /// Call `setsid()` after the rootfs is set up (kata-agent's container init does).
+    setsid: bool,
+}
+
 /// Runs in the container's init (pid 1 of its pid namespace): mounts, pivot_root, exec the shell.
-fn container_init(cdir: &Path, shm: &Path, stdio: RawFd, stdout: Option<RawFd>) -> Result<()> {
+fn container_init(cdir: &Path, shm: &Path, stdio: StdioPlan, extras: &InitExtras) -> Result<()> {
+    if let Some(procs) = &extras.cgroup {
+        write_file(procs, "0")?;
+    }
     // kata-agent: every mount of the container becomes a slave of the agent's.
     set_propagation(Path::new("/"), MsFlags::MS_REC | MsFlags::MS_SLAVE)?;
     let rootfs = cdir.join("rootfs");
@@ -238,8 +299,9 @@ fn container_init(cdir: &Path, shm: &Path, stdio: RawFd, stdout: Option<RawFd>) 
     }
     mkdirs(&dev.join("shm"))?;
     bind(shm, &dev.join("shm"))?;
-    bind(&cdir.join("hosts"), &rootfs.join("etc/hosts"))?;
-    bind(&cdir.join("resolv.conf"), &rootfs.join("etc/resolv.conf"))?;
+    for f in ["hosts", "resolv.conf", "hostname"] {
+        bind(&cdir.join(f), &rootfs.join("etc").join(f))?;
+    }
     ctx(sethostname(HOSTNAME), "sethostname")?;
 
     ctx(chdir(&rootfs), "chdir rootfs")?;
@@ -249,19 +311,43 @@ fn container_init(cdir: &Path, shm: &Path, stdio: RawFd, stdout: Option<RawFd>) 
         umount2("/.old", MntFlags::MNT_DETACH),
         "umount the old root",
     )?;
+    if extras.setsid {
+        ctx(nix::unistd::setsid(), "setsid")?;
+    }
 
-    dup_onto(stdout.unwrap_or(stdio), 1)?;
-    dup_onto(stdio, 2)?;
-    let null = ctx(
-        fs::OpenOptions::new().read(true).open("/dev/null"),
-        "open /dev/null",
-    )?;
-    dup_onto(null.as_raw_fd(), 0)?;
+    match stdio {
+        StdioPlan::Log { log, stdout } => {
+            dup_onto(stdout.unwrap_or(log), 1)?;
+            dup_onto(log, 2)?;
+            let null = ctx(
+                fs::OpenOptions::new().read(true).open("/dev/null"),
+                "open /dev/null",
+            )?;
+            dup_onto(null.as_raw_fd(), 0)?;
+        }
+        StdioPlan::Pipes(fds) => {
+            // Each target number may hold a later source: lift them all above 2 first.
+            let lifted: Vec<RawFd> = fds
+                .iter()
+                .map(|&fd| ctx(nix::unistd::dup(fd_ref(fd)), "dup a stdio pipe"))
+                .map(|r| r.map(std::os::fd::IntoRawFd::into_raw_fd))
+                .collect::<Result<_>>()?;
+            for (to, from) in lifted.into_iter().enumerate() {
+                dup_onto(from, to as RawFd)?;
+            }
+        }
+    }
     close_from(3);
     let sh = CString::from(c"/bin/sh");
     let script = CString::from(c"/run.sh");
     ctx(nix::unistd::execv(&sh, &[&sh, &script]), "exec /bin/sh")?;
     Ok(())
+}
+
+/// Borrows a descriptor number this process holds.
+fn fd_ref(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
+    // SAFETY: the descriptor stays open for as long as the container init runs (until its exec).
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
 }
 
 /// Puts a copy of `from` at descriptor number `to` (stdio set-up before exec).
@@ -285,16 +371,7 @@ fn close_from(first: u32) {
 }
 
 /// Forks the container's init into new mount, pid, uts and ipc namespaces.
-fn start_container(cdir: &Path, shm: &Path, log: &Path, stdout: Option<RawFd>) -> Result<Pid> {
-    let stdio = ctx(
-        fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(log),
-        format!("create {}", log.display()),
-    )?;
-    let fd = stdio.as_raw_fd();
+fn start_container(cdir: &Path, shm: &Path, stdio: StdioPlan, extras: InitExtras) -> Result<Pid> {
     let mut stack = vec![0u8; 1 << 20];
     let flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
@@ -302,17 +379,69 @@ fn start_container(cdir: &Path, shm: &Path, log: &Path, stdout: Option<RawFd>) -
         | CloneFlags::CLONE_NEWIPC;
     let cdir = cdir.to_path_buf();
     let shm = shm.to_path_buf();
-    let child = Box::new(move || match container_init(&cdir, &shm, fd, stdout) {
+    let child = Box::new(move || match container_init(&cdir, &shm, stdio, &extras) {
         Ok(()) => 0,
         Err(Failure(msg)) => {
             let _ = writeln!(std::io::stderr(), "ctr_agent: container init: {msg}");
             127
         }
     });
-    // SAFETY: the agent is single-threaded; the child runs the closure on its own stack and then execs or
-    // exits, touching nothing the parent still needs.
+    // SAFETY: the agent is single-threaded here (its runtime starts later); the child runs the closure on
+    // its own stack and then execs or exits, touching nothing the parent still needs.
     let pid = unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) };
     ctx(pid, "clone the container init")
+}
+
+/// Opens (creating, append) the log the container's output goes to.
+fn open_log(log: &Path) -> Result<fs::File> {
+    ctx(
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(log),
+        format!("create {}", log.display()),
+    )
+}
+
+/// The freezer cgroup of the stand-in agent's container (`CTR_AGENT_CGROUP=v1|v2`): a new cgroup in the
+/// v1 freezer hierarchy or in cgroup2, named after the agent. Returns its directory.
+fn make_cgroup(version: &str) -> Result<PathBuf> {
+    let mountinfo = ctx(
+        fs::read_to_string("/proc/self/mountinfo"),
+        "read /proc/self/mountinfo",
+    )?;
+    let mountpoint = mountinfo
+        .lines()
+        .find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let mut post = post.split(' ');
+            let (fstype, super_opts) = (post.next()?, post.nth(1)?);
+            let wanted = match version {
+                "v2" => fstype == "cgroup2",
+                _ => fstype == "cgroup" && super_opts.split(',').any(|o| o == "freezer"),
+            };
+            wanted.then(|| pre.split(' ').nth(4).map(PathBuf::from))?
+        })
+        .ok_or_else(|| Failure(format!("no {version} freezer hierarchy is mounted")))?;
+    let dir = mountpoint.join(format!("dormant-ctr-{}", std::process::id()));
+    ctx(fs::create_dir(&dir), format!("mkdir {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Removes the agent's cgroup once its processes are gone.
+fn remove_cgroup(dir: &Path) {
+    for _ in 0..200 {
+        if fs::remove_dir(dir).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    eprintln!("ctr_agent: cannot remove {}", dir.display());
+}
+
+fn env_flag(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 fn run() -> Result<()> {
@@ -328,11 +457,51 @@ fn run() -> Result<()> {
         .ok_or_else(|| Failure("BASE has no parent".into()))?
         .join("container.log");
     let (cdir, shm) = build_agent_side(&base, &workload, &extra.join(" "))?;
+    if let Some(socket) = env_flag("CTR_AGENT_SOCKET") {
+        let cgroup = env_flag("CTR_AGENT_CGROUP")
+            .map(|v| make_cgroup(&v))
+            .transpose()?;
+        let sandbox = serve::Sandbox {
+            shared: base.join("shared"),
+            cdir: cdir.clone(),
+            shm: shm.clone(),
+            log: log.clone(),
+            cgroup: cgroup.clone(),
+            omit: env_flag("CTR_AGENT_OMIT"),
+        };
+        let host = serve::Host::new(sandbox);
+        let mut init = 0;
+        if env_flag("CTR_AGENT_SANDBOX_ONLY").is_none() {
+            let (stdio, stdin) = serve::stdio_pipes(&log)?;
+            let fds = [&stdio.stdin, &stdio.stdout, &stdio.stderr]
+                .map(|f| f.as_ref().map_or(-1, |f| f.as_raw_fd()));
+            let extras = InitExtras {
+                cgroup: cgroup.as_ref().map(|c| c.join("cgroup.procs")),
+                setsid: true,
+            };
+            let pid = start_container(&cdir, &shm, StdioPlan::Pipes(fds), extras)?;
+            // Only the container keeps its ends.
+            drop(stdio);
+            init = pid.as_raw() as u32;
+            host.add(init, stdin)?;
+        }
+        let served = serve::serve(Path::new(&socket), host, init);
+        if let Some(dir) = &cgroup {
+            remove_cgroup(dir);
+        }
+        return served;
+    }
     let stdout: Option<RawFd> = match std::env::var("CTR_AGENT_STDOUT_FD") {
         Ok(v) => Some(ctx(v.parse(), "CTR_AGENT_STDOUT_FD")?),
         Err(_) => None,
     };
-    let init = start_container(&cdir, &shm, &log, stdout)?;
+    let log_file = open_log(&log)?;
+    let plan = StdioPlan::Log {
+        log: log_file.as_raw_fd(),
+        stdout,
+    };
+    let init = start_container(&cdir, &shm, plan, InitExtras::default())?;
+    drop(log_file);
     if let Some(fd) = stdout {
         // SAFETY: the agent's own copy of the container's stdout, used by nothing else here.
         unsafe { libc::close(fd) };
@@ -369,6 +538,8 @@ fn run() -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // dormant's helper processes are this binary re-executed (as kata-agent's are kata-agent).
+    dormant_agent_glue::run_if_helper();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(msg)) => {

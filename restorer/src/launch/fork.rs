@@ -1,0 +1,154 @@
+//! Forking a restored task with its exact pid (clone3 `set_tid`), and what the restorer holds around the
+//! fork: the blob areas mapped at their final addresses (the child inherits them) and a signal mask that
+//! keeps the child from running a handler of the restorer's before it enters its blob.
+
+use std::os::fd::OwnedFd;
+
+use nix::errno::Errno;
+
+use crate::area::Area;
+use crate::error::RestoreError;
+
+/// `struct clone_args` (the kernel's, v2 with `set_tid` and `cgroup`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+pub(super) fn pipe() -> Result<(OwnedFd, OwnedFd), RestoreError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| RestoreError::sys("pipe2", e))
+}
+
+/// Maps the area at its base in this process (it is inherited by the child through the fork).
+pub(super) struct MappedArea {
+    base: u64,
+    len: usize,
+}
+
+impl MappedArea {
+    pub(super) fn map(area: &Area) -> Result<MappedArea, RestoreError> {
+        let len = area.bytes.len();
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; the new private anonymous range
+        // belongs to us alone.
+        let p = unsafe {
+            libc::mmap(
+                area.base as *mut libc::c_void,
+                len,
+                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED || p as u64 != area.base {
+            let e = Errno::last();
+            if p != libc::MAP_FAILED {
+                // SAFETY: `p` is the mapping just created (the kernel placed it elsewhere).
+                unsafe { libc::munmap(p, len) };
+            }
+            return Err(RestoreError::sys(
+                format!("mapping the blob area at {:#x}", area.base),
+                e,
+            ));
+        }
+        let mapped = MappedArea {
+            base: area.base,
+            len,
+        };
+        // SAFETY: `p` is a fresh writable mapping of `len` bytes, and `area.bytes` has exactly `len` bytes.
+        unsafe { std::ptr::copy_nonoverlapping(area.bytes.as_ptr(), p.cast::<u8>(), len) };
+        Ok(mapped)
+    }
+}
+
+impl Drop for MappedArea {
+    fn drop(&mut self) {
+        // SAFETY: the range is the area mapped in `map`; nothing of ours refers into it.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
+    }
+}
+
+/// Blocks every signal but SIGTRAP for the lifetime of the guard (the child inherits that mask).
+pub(super) struct MaskGuard(libc::sigset_t);
+
+impl MaskGuard {
+    pub(super) fn block() -> Result<MaskGuard, RestoreError> {
+        // SAFETY: sigset_t is plain data; the libc calls only write the sets we pass.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::sigdelset(&mut all, libc::SIGTRAP);
+            if libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) != 0 {
+                return Err(RestoreError::sys("blocking signals", Errno::last()));
+            }
+            Ok(MaskGuard(old))
+        }
+    }
+}
+
+impl Drop for MaskGuard {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved in `block`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+    }
+}
+
+/// clone3 as a fork, with `pid` as the exact pid when non-zero and, in a container, `ns_pid` (non-zero)
+/// as its pid in the pid namespace one level down (set_tid is innermost first; `pid` 0 there lets the
+/// kernel choose the outer one). Returns 0 in the child, the pid in the parent, `-errno` on failure. With
+/// `to_parent` the child is our parent's (`CLONE_PARENT`). Allocation-free (also called in restored tasks
+/// forking their children).
+pub(super) fn clone_exact(pid: u32, ns_pid: u32, to_parent: bool) -> i64 {
+    let set_tid = match (pid, ns_pid) {
+        (_, 0) => [pid as libc::pid_t, 0],
+        (0, ns) => [ns as libc::pid_t, 0],
+        (pid, ns) => [ns as libc::pid_t, pid as libc::pid_t],
+    };
+    let size = match (pid, ns_pid) {
+        (0, 0) => 0,
+        (_, 0) | (0, _) => 1,
+        _ => 2,
+    };
+    let args = CloneArgs {
+        // With CLONE_PARENT the kernel takes the exit signal from our own (SIGCHLD for a spawned helper)
+        // and refuses one in the arguments.
+        flags: if to_parent {
+            libc::CLONE_PARENT as u64
+        } else {
+            0
+        },
+        exit_signal: if to_parent { 0 } else { libc::SIGCHLD as u64 },
+        set_tid: if size != 0 {
+            set_tid.as_ptr() as u64
+        } else {
+            0
+        },
+        set_tid_size: size,
+        ..Default::default()
+    };
+    // SAFETY: clone3 without CLONE_VM is a fork; the caller runs only allocation-free code in the child.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            size_of::<CloneArgs>(),
+        )
+    };
+    if ret < 0 {
+        -(Errno::last_raw() as i64)
+    } else {
+        ret
+    }
+}

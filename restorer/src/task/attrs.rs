@@ -1,0 +1,100 @@
+//! Per-process attributes set with prctl and friends in the child before it enters the blob: child
+//! subreaper, dumpable, securebits, parent-death signal, the name (`comm`) and the execution domain
+//! (`personality`); and whether the task was stopped.
+
+use std::ffi::{CStr, CString};
+
+use dormant_restorer_proto::Step;
+
+use super::ChildFailed;
+use crate::image::TaskImage;
+
+/// Per-process attributes the child sets with prctl before it enters the blob (`None`: not known, left
+/// as inherited). Credentials are not restored (a task with other credentials is refused), so nothing
+/// later resets dumpable or pdeathsig the way a uid change would.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcessCtl {
+    pub child_subreaper: Option<bool>,
+    /// 0 or 1 (the kernel refuses 2, `suid_dumpable`, through prctl; such a value is left as is).
+    pub dumpable: Option<u32>,
+    pub securebits: Option<u32>,
+    /// Signal sent when the parent dies. Set by the child right after the fork, so "the parent" is its
+    /// restored parent; [`crate::launch::start_tree`] drops it for the root, whose parent is the restorer.
+    pub pdeathsig: Option<u32>,
+}
+
+impl ProcessCtl {
+    /// Applies every known attribute to the calling process; on failure, which one (0 subreaper,
+    /// 1 dumpable, 2 securebits, 3 pdeathsig) and the errno.
+    fn apply(&self) -> Result<(), (u64, i32)> {
+        let set = |which: u64, option: libc::c_int, value: libc::c_ulong| {
+            // SAFETY: these prctl options take one integer argument and change only the calling process.
+            if unsafe { libc::prctl(option, value, 0, 0, 0) } != 0 {
+                return Err((which, nix::errno::Errno::last_raw()));
+            }
+            Ok(())
+        };
+        if let Some(on) = self.child_subreaper {
+            set(0, libc::PR_SET_CHILD_SUBREAPER, on as libc::c_ulong)?;
+        }
+        if let Some(d) = self.dumpable.filter(|d| *d <= 1) {
+            set(1, libc::PR_SET_DUMPABLE, d as libc::c_ulong)?;
+        }
+        if let Some(bits) = self.securebits {
+            set(2, libc::PR_SET_SECUREBITS, bits as libc::c_ulong)?;
+        }
+        if let Some(sig) = self.pdeathsig {
+            set(3, libc::PR_SET_PDEATHSIG, sig as libc::c_ulong)?;
+        }
+        Ok(())
+    }
+}
+
+/// The attributes of one task.
+#[derive(Debug)]
+pub struct TaskAttrs {
+    pub prctl: ProcessCtl,
+    pub comm: Option<CString>,
+    pub personality: Option<u32>,
+    /// Stop the task with SIGSTOP once it is released (it was stopped when dumped).
+    pub stopped: bool,
+}
+
+pub fn prepare(task: &TaskImage) -> TaskAttrs {
+    let core = &task.core;
+    TaskAttrs {
+        prctl: ProcessCtl {
+            child_subreaper: core.child_subreaper,
+            dumpable: core.dumpable,
+            securebits: core.creds.securebits,
+            pdeathsig: core.pdeathsig,
+        },
+        comm: CString::new(core.comm.as_str()).ok(),
+        personality: Some(core.personality),
+        stopped: core.stopped,
+    }
+}
+
+/// In the child: prctl attributes, then the name and the execution domain. Allocation-free.
+pub fn apply(
+    prctl: &ProcessCtl,
+    comm: Option<&CStr>,
+    personality: Option<u32>,
+) -> Result<(), ChildFailed> {
+    if let Err((which, e)) = prctl.apply() {
+        return Err(ChildFailed::new(Step::ChildPrctl, e, which));
+    }
+    if let Some(name) = comm {
+        // SAFETY: PR_SET_NAME reads at most 16 bytes of the NUL-terminated string prepared before the fork.
+        if unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) } != 0 {
+            return Err(ChildFailed::errno(Step::ChildComm, 0));
+        }
+    }
+    if let Some(p) = personality {
+        // SAFETY: personality only changes this (child) task's execution domain flags.
+        if unsafe { libc::personality(p as libc::c_ulong) } < 0 {
+            return Err(ChildFailed::errno(Step::ChildPersonality, p as u64));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! The task's address space as the blob rebuilds it: each mapping with the file or shared-memory object
+//! behind it, the executable, the mm layout (`PR_SET_MM_MAP`) with the auxv, and where the vDSO goes.
+
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
+use std::os::fd::{OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use dormant_image::records::{FileId, ShmemId, VmaBacking};
+use dormant_restorer_proto::{PrctlMmMap, VmaArg, VmaKind};
+
+use super::helpers::HelperFds;
+use super::open_file;
+use crate::error::RestoreError;
+use crate::image::TaskImage;
+
+/// The mappings and mm layout of one task.
+#[derive(Debug)]
+pub struct TaskMm {
+    pub vmas: Vec<VmaArg>,
+    pub map: PrctlMmMap,
+    pub auxv: Vec<u64>,
+}
+
+/// Opens what the task's mappings and exe need (as blob fds of `helpers`); a shared-memory object is
+/// created once per tree, in `shmem`.
+pub fn prepare(
+    dir: &Path,
+    task: &TaskImage,
+    shmem: &mut BTreeMap<ShmemId, OwnedFd>,
+    helpers: &mut HelperFds,
+) -> Result<TaskMm, RestoreError> {
+    let vmas = vmas(dir, task, shmem, helpers)?;
+    let exe_fd = exe(dir, task, helpers)?;
+    let l = &task.mm.layout;
+    let map = PrctlMmMap {
+        start_code: l.start_code,
+        end_code: l.end_code,
+        start_data: l.start_data,
+        end_data: l.end_data,
+        start_brk: l.start_brk,
+        brk: l.brk,
+        start_stack: l.start_stack,
+        arg_start: l.arg_start,
+        arg_end: l.arg_end,
+        env_start: l.env_start,
+        env_end: l.env_end,
+        auxv: 0,
+        auxv_size: 0,
+        exe_fd,
+    };
+    Ok(TaskMm {
+        vmas,
+        map,
+        auxv: task.mm.auxv.clone(),
+    })
+}
+
+/// Every mapping the blob creates (the vDSO, vvar and vsyscall are the kernel's).
+fn vmas(
+    dir: &Path,
+    task: &TaskImage,
+    shmem: &mut BTreeMap<ShmemId, OwnedFd>,
+    helpers: &mut HelperFds,
+) -> Result<Vec<VmaArg>, RestoreError> {
+    let pid = task.pid.0;
+    let mut file_fds: BTreeMap<(FileId, bool), RawFd> = BTreeMap::new();
+    let mut shmem_fds: BTreeMap<ShmemId, RawFd> = BTreeMap::new();
+    let mut vmas = Vec::new();
+    for v in &task.mm.vmas {
+        let shared = v.map_flags & libc::MAP_SHARED as u32 != 0;
+        let (kind, fd) = match &v.backing {
+            VmaBacking::Anon if v.map_flags & libc::MAP_GROWSDOWN as u32 != 0 => {
+                (VmaKind::AnonGrowsDown, -1)
+            }
+            VmaBacking::Anon => (VmaKind::Anon, -1),
+            VmaBacking::File(id) => {
+                let writable = shared && v.prot & libc::PROT_WRITE as u32 != 0;
+                let fd = match file_fds.get(&(*id, writable)) {
+                    Some(fd) => *fd,
+                    None => {
+                        let f = task.file(dir, *id, &format!("mapping {:#x}", v.start))?;
+                        let flags = if writable {
+                            libc::O_RDWR
+                        } else {
+                            libc::O_RDONLY
+                        };
+                        let file = open_file(&f.path, flags, "cannot open mapped file")?;
+                        let fd = helpers.lift_for_blob(&file, &f.path)?;
+                        file_fds.insert((*id, writable), fd);
+                        fd
+                    }
+                };
+                let kind = if shared {
+                    VmaKind::Shared
+                } else {
+                    VmaKind::FilePrivate
+                };
+                (kind, fd)
+            }
+            VmaBacking::Shmem(id) => {
+                let fd = match shmem_fds.get(id) {
+                    Some(fd) => *fd,
+                    None => {
+                        // One object per id for the whole tree: processes that shared it at dump time
+                        // map the same object again.
+                        let obj = match shmem.entry(*id) {
+                            Entry::Occupied(e) => e.into_mut(),
+                            Entry::Vacant(e) => e.insert(create_shmem(dir, task, *id)?),
+                        };
+                        let fd =
+                            helpers.lift_for_blob(&*obj, &format!("shared object {}", id.0))?;
+                        shmem_fds.insert(*id, fd);
+                        fd
+                    }
+                };
+                (VmaKind::Shared, fd)
+            }
+            VmaBacking::SysvShm { shmid } => {
+                let obj = crate::sysv_map::segment_fd(*shmid, v.prot)?;
+                let fd = helpers.lift_for_blob(&obj, &format!("SysV segment {shmid}"))?;
+                (VmaKind::Shared, fd)
+            }
+            VmaBacking::Vdso | VmaBacking::Vvar | VmaBacking::Vsyscall => continue,
+        };
+        if !v.madvise.is_empty() {
+            log::debug!(
+                "pid {pid}: mapping {:#x}: madvise {:?} not re-applied",
+                v.start,
+                v.madvise
+            );
+        }
+        vmas.push(VmaArg {
+            start: v.start,
+            end: v.end,
+            pgoff: if fd >= 0 { v.pgoff } else { 0 },
+            prot: v.prot,
+            kind: kind as u32,
+            fd,
+            fill: 0,
+            extra_flags: v.map_flags & dormant_restorer_proto::PASSED_MAP_FLAGS,
+            madvise: v
+                .madvise
+                .iter()
+                .filter(|a| **a < 32)
+                .fold(0, |m, a| m | 1 << a),
+        });
+    }
+    Ok(vmas)
+}
+
+/// The executable's fd for `PR_SET_MM_MAP`, or `u32::MAX` when it is already the restorer's own
+/// (PR_SET_MM_MAP refuses to replace an exe still mapped).
+fn exe(dir: &Path, task: &TaskImage, helpers: &mut HelperFds) -> Result<u32, RestoreError> {
+    let exe = task.file(dir, task.mm.exe, "the executable")?;
+    let exe_file = open_file(&exe.path, libc::O_RDONLY, "cannot open the executable")?;
+    let own_exe = std::fs::metadata("/proc/self/exe").ok();
+    if own_exe.is_some_and(|m| m.dev() == exe.stat.dev && m.ino() == exe.stat.ino) {
+        log::debug!(
+            "pid {}: executable {} is the restorer's own; /proc/pid/exe already right",
+            task.pid.0,
+            exe.path
+        );
+        return Ok(u32::MAX);
+    }
+    Ok(helpers.lift_for_blob(&exe_file, &exe.path)? as u32)
+}
+
+/// Creates shared-memory object `id` of `size` bytes filled from its page store, as an fd.
+fn create_shmem(dir: &Path, task: &TaskImage, id: ShmemId) -> Result<OwnedFd, RestoreError> {
+    let (obj, store) = task.shmem.get(&id).ok_or_else(|| RestoreError::BadImage {
+        dir: dir.to_owned(),
+        reason: format!("shared object {} is not in the image", id.0),
+    })?;
+    let size = usize::try_from(obj.size)
+        .ok()
+        .filter(|s| *s > 0 && *s % 4096 == 0)
+        .ok_or_else(|| RestoreError::BadImage {
+            dir: dir.to_owned(),
+            reason: format!("shared object {} has size {}", id.0, obj.size),
+        })?;
+    // SAFETY: a new shared anonymous mapping owned by this function until the munmap below.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(RestoreError::sys(
+            format!("creating shared object {} of {size} bytes", id.0),
+            nix::Error::last(),
+        ));
+    }
+    let result = (|| {
+        // SAFETY: `p` is a fresh writable mapping of `size` bytes, used only through this slice here.
+        let mem = unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), size) };
+        for e in store.extents() {
+            let range = usize::try_from(e.vaddr)
+                .ok()
+                .and_then(|s| Some(s..s.checked_add(e.len as usize)?));
+            let dst = range
+                .and_then(|r| mem.get_mut(r))
+                .ok_or_else(|| RestoreError::BadImage {
+                    dir: dir.to_owned(),
+                    reason: format!(
+                        "shared object {}: pages at {:#x} lie past its size",
+                        id.0, e.vaddr
+                    ),
+                })?;
+            store
+                .read_extent(e, dst)
+                .map_err(|source| RestoreError::Image {
+                    dir: dir.to_owned(),
+                    source,
+                })?;
+        }
+        let start = p as u64;
+        let path = format!("/proc/self/map_files/{start:x}-{:x}", start + size as u64);
+        let f = open_file(&path, libc::O_RDWR, "opening shared memory through")?;
+        Ok(OwnedFd::from(f))
+    })();
+    // SAFETY: unmaps the mapping created above; the object lives on through the fd.
+    unsafe { libc::munmap(p, size) };
+    result
+}

@@ -1,0 +1,191 @@
+//! One restored task, kind of state by kind of state: turning a checked [`TaskImage`] into a [`Launch`]
+//! (before any fork: opening every file the task and the blob need, creating shared-memory objects,
+//! numbering helper fds above the task's fds, building the blob input), and the steps the forked child
+//! runs for each kind before it enters the blob (`apply` of [`fds`], [`fs`], [`attrs`], [`rlimits`]).
+//!
+//! What the blob restores (mm, pages, signals, timers, threads and their registers) is only prepared
+//! here; the blob's side is `restorer/blob`.
+
+mod attrs;
+mod fds;
+mod fs;
+mod helpers;
+mod mm;
+mod pages;
+mod regs;
+mod rlimits;
+mod signals;
+mod threads;
+mod timers;
+
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use dormant_image::records::{FileId, ShmemId};
+use dormant_restorer_proto::Step;
+
+use crate::area::{self, Area, BlobInput};
+use crate::blob::Blob;
+use crate::error::RestoreError;
+use crate::image::{TaskImage, VdsoPlacement};
+use crate::launch::Launch;
+use crate::procself;
+
+pub(crate) use attrs::apply as apply_attrs;
+pub use attrs::ProcessCtl;
+pub(crate) use fds::apply as apply_fds;
+pub(crate) use fs::apply as apply_fs;
+pub(crate) use rlimits::apply as apply_rlimits;
+
+/// Options that change how fds are rebuilt.
+#[derive(Debug, Clone, Copy)]
+pub struct FdPolicy {
+    pub shell_job: bool,
+}
+
+/// What the tasks of one tree share while they are prepared.
+#[derive(Debug, Default)]
+pub struct TreeShared {
+    /// Blob areas laid out so far (all are mapped in this process at once before the first fork).
+    pub areas: Vec<(u64, u64)>,
+    /// Shared-memory objects created so far, by id: created once, mapped by every task that had them.
+    pub shmem: BTreeMap<ShmemId, OwnedFd>,
+    /// Regular files reopened so far, by id: one open file description per id for the whole tree, so fds
+    /// of several processes that shared one (opened before a fork) share its offset again.
+    pub reg: BTreeMap<FileId, OwnedFd>,
+    /// How the tree's recorded pids and tids read inside its own pid namespace.
+    pub ids: crate::ns::pid::InnerIds,
+    /// Tasks and threads in a nested pid namespace keep only their pids inside it; the kernel chooses
+    /// their host pids (`RestoreBuilder::fresh_host_pids`).
+    pub fresh_host_pids: bool,
+}
+
+/// Builds the launch for `task`, one kind of state after the other. Its blob area avoids the areas
+/// already in `tree_shared`, and is added to them.
+pub fn prepare(
+    dir: &Path,
+    blob: &Blob,
+    task: &TaskImage,
+    vdso: Option<VdsoPlacement>,
+    policy: FdPolicy,
+    tree_shared: &mut TreeShared,
+    opened: &crate::files::OpenedFiles,
+) -> Result<Launch, RestoreError> {
+    let pid = task.pid.0;
+    let mut helpers = helpers::HelperFds::above(&task.fds);
+    let fds = fds::prepare(
+        dir,
+        task,
+        policy.shell_job,
+        &mut tree_shared.reg,
+        opened,
+        &mut helpers,
+    )?;
+    let mut mm = mm::prepare(dir, task, &mut tree_shared.shmem, &mut helpers)?;
+    let pages = pages::prepare(dir, task, &mut mm.vmas, &mut helpers)?;
+    let signals = signals::prepare(dir, task, &tree_shared.ids)?;
+    let timers = timers::prepare(dir, task, &tree_shared.ids)?;
+    let fs = fs::prepare(dir, task)?;
+    let attrs = attrs::prepare(task);
+    let threads = threads::prepare(task, tree_shared.fresh_host_pids);
+    let (expected_rip, other_threads) = regs::expected_rips(task, &threads);
+    let report = helpers.report_pipe()?;
+    let input = BlobInput {
+        vmas: mm.vmas,
+        extents: pages.extents,
+        close_fds: helpers.blob_fds().to_vec(),
+        pages_fd: pages.fd,
+        report_fd: report.fd,
+        inherited_rseq: threads::inherited_rseq(),
+        vdso_map_addr: vdso.map(|v| v.map_addr),
+        mm: Some((mm.map, mm.auxv)),
+        sigactions: signals.actions,
+        itimers: timers.itimers,
+        timers: timers.posix,
+        siginfos: signals.queued,
+        threads,
+    };
+    let area = place_area(blob, task, &input, &mut tree_shared.areas)?;
+    let mut keep: Vec<i32> = fds.moves.iter().map(|m| m.to).collect();
+    keep.extend_from_slice(helpers.blob_fds());
+    keep.push(report.fd);
+    keep.sort_unstable();
+    keep.dedup();
+    Ok(Launch {
+        pid: Some(pid),
+        ns_pid: None,
+        area,
+        fd_moves: fds.moves,
+        child_actions: fds.actions,
+        keep_fds: keep,
+        helper_fds: helpers.into_owned(),
+        report_write: report.write,
+        report_read: report.read,
+        umask: fs.umask,
+        rlimits: rlimits::prepare(task),
+        cwd: fs.cwd,
+        root: fs.root,
+        prctl: attrs.prctl,
+        expected_rip,
+        other_threads,
+        stopped: attrs.stopped,
+        session: crate::launch::SessionPlan::for_ids(pid, task.tree.pgid.0, task.tree.sid.0),
+        comm: attrs.comm,
+        personality: attrs.personality,
+    })
+}
+
+/// Lays the blob area out in a hole free in both this process's layout and the task's, away from the
+/// areas of the tree's other tasks (all are mapped here at once before the first fork).
+fn place_area(
+    blob: &Blob,
+    task: &TaskImage,
+    input: &BlobInput,
+    areas: &mut Vec<(u64, u64)>,
+) -> Result<Area, RestoreError> {
+    let size = area::size(blob, input);
+    let mut occupied: Vec<(u64, u64)> =
+        procself::maps()?.iter().map(|m| (m.start, m.end)).collect();
+    occupied.extend(task.mm.vmas.iter().map(|v| (v.start, v.end)));
+    occupied.extend_from_slice(areas);
+    let base = area::find_hole(size, &occupied).ok_or(RestoreError::NoHole {
+        pid: task.pid.0,
+        size,
+    })?;
+    let area = area::build(blob, input, base)?;
+    areas.push((area.base, area.end()));
+    Ok(area)
+}
+
+/// Opens a file the task or the blob needs (see [`crate::files::reg::open`]).
+fn open_file(path: &str, flags: i32, what: &'static str) -> Result<std::fs::File, RestoreError> {
+    crate::files::reg::open(path, flags).map_err(|source| RestoreError::File {
+        what,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// A step of the forked child that failed: which, the errno, and a detail (an fd, a resource, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChildFailed {
+    pub step: Step,
+    pub errno: i32,
+    pub detail: u64,
+}
+
+impl ChildFailed {
+    pub fn new(step: Step, errno: i32, detail: u64) -> Self {
+        ChildFailed {
+            step,
+            errno,
+            detail,
+        }
+    }
+
+    /// `step` failed with the calling thread's errno.
+    pub fn errno(step: Step, detail: u64) -> Self {
+        Self::new(step, nix::errno::Errno::last_raw(), detail)
+    }
+}
