@@ -16,6 +16,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{symlink, DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -303,13 +304,15 @@ pub fn still_counting(pid: i32) -> Result<u64> {
 #[derive(Debug, Clone)]
 pub struct Lines {
     lines: Arc<Mutex<Vec<String>>>,
+    closed: Arc<AtomicBool>,
 }
 
 impl Lines {
     /// Reads `file` until EOF in a thread of its own.
     pub fn spawn(file: File) -> Self {
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let out = lines.clone();
+        let closed = Arc::new(AtomicBool::new(false));
+        let (out, done) = (lines.clone(), closed.clone());
         std::thread::spawn(move || {
             for line in BufReader::new(file).lines() {
                 let Ok(line) = line else { break };
@@ -318,8 +321,25 @@ impl Lines {
                     Err(_) => break,
                 }
             }
+            done.store(true, Ordering::SeqCst);
         });
-        Self { lines }
+        Self { lines, closed }
+    }
+
+    /// Waits until every writer closed the pipe (the container holding it is gone); returns the last
+    /// number it carried.
+    pub fn last_number_at_close(&self) -> Result<u64> {
+        wait_for("the pipe's writers to close", WAIT, || {
+            self.closed.load(Ordering::SeqCst).then_some(())
+        })?;
+        self.numbers()
+            .last()
+            .copied()
+            .ok_or_else(|| Error::Timeout {
+                what: "a number on the pipe".into(),
+                after: WAIT,
+                seen: format!("lines: {:?}", self.all()),
+            })
     }
 
     pub fn all(&self) -> Vec<String> {
@@ -627,8 +647,38 @@ impl Podman {
 impl Drop for Podman {
     fn drop(&mut self) {
         let _ = run(self.cmd().args(["rm", "-f", "-a"]), COMMAND_TIMEOUT);
+        // conmon runs `podman container cleanup` when a container exits, later, and that mounts the
+        // storage again: wait for every process naming our storage before unmounting it.
+        let _ = wait_for("podman's cleanup processes", WAIT, || {
+            (!processes_naming(&self.dir)).then_some(())
+        });
         unmount_under(&self.dir);
     }
+}
+
+/// Whether a process has `dir` in its command line.
+fn processes_naming(dir: &Path) -> bool {
+    let Some(want) = dir.to_str() else {
+        return false;
+    };
+    let me = std::process::id().to_string();
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let name = e.file_name();
+            let Some(pid) = name
+                .to_str()
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            else {
+                return false;
+            };
+            pid != me
+                && fs::read(e.path().join("cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).contains(want))
+                    .unwrap_or(false)
+        })
 }
 
 /// A containerd daemon of the test's own (config, root, state and socket in its directory), with
@@ -730,7 +780,7 @@ impl Containerd {
             self.ctr().args(["task", "kill", "-s", "KILL", id]),
             COMMAND_TIMEOUT,
         );
-        let _ = wait_for("the task to stop", WAIT, || {
+        let _ = wait_for("the task to stop", Duration::from_secs(10), || {
             let out = run(self.ctr().args(["task", "ls"]), COMMAND_TIMEOUT).ok()?;
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
             (!text

@@ -233,11 +233,7 @@ fn runc_checkpoint_and_restore_continue_the_counter() {
         .is_ok(),
         "the dumped container is gone"
     );
-    let dumped: u64 = std::fs::read_to_string(c.bundle.join("rootfs/tmp/count"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let dumped = lines.last_number_at_close().unwrap();
     assert!(images.join("dormant-image/inventory").is_file());
     assert!(
         images.join("inventory.img").exists(),
@@ -252,7 +248,7 @@ fn runc_checkpoint_and_restore_continue_the_counter() {
     let first = after.first_number().unwrap();
     assert!(
         goes_on_from(dumped, first),
-        "the restored counter goes on from {dumped}, not from zero: first line {first}"
+        "the restored counter goes on from its last line {dumped}, not from zero: first line {first}"
     );
     let restored = c.pid(&id);
     assert_ne!(restored, pid);
@@ -281,11 +277,11 @@ fn runc_checkpoint_and_restore_continue_the_counter() {
     assert!(n > first + 20, "{n} after {first}");
 }
 
-/// Whether a counter whose first value after a restore is `first` went on from `dumped` (the value its
-/// file held at the dump: the next line is one or two past it, depending on where the dump caught the
-/// loop).
-fn goes_on_from(dumped: u64, first: u64) -> bool {
-    first > dumped && first <= dumped + 3
+/// Whether a counter whose first line after a restore is `first` went on from `last`, the last line it
+/// printed before the dump: wherever the dump caught the loop (before or after its `echo`), the next line
+/// is exactly one past it.
+fn goes_on_from(last: u64, first: u64) -> bool {
+    first == last + 1
 }
 
 /// Self-check of the continuity check: a container started again instead of restored fails it.
@@ -296,11 +292,7 @@ fn counter_check_fails_for_a_restarted_container() {
     let lines = c.runc.run(&c.bundle, &id).unwrap();
     lines.wait_number(50).unwrap();
     c.runc.remove(&id);
-    let dumped: u64 = std::fs::read_to_string(c.bundle.join("rootfs/tmp/count"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let dumped = lines.last_number_at_close().unwrap();
     let again = c.runc.run(&c.bundle, &id).unwrap();
     let first = again.first_number().unwrap();
     assert!(
@@ -396,6 +388,14 @@ fn runc_refusals_leave_the_container_running() {
     }
 }
 
+/// dormant's log of a podman container (in its work directory), for failure messages.
+fn podman_log(podman: &Podman, name: &str, file: &str) -> String {
+    podman
+        .inspect(name, "{{.StaticDir}}")
+        .and_then(|d| std::fs::read_to_string(Path::new(&d).join(file)).ok())
+        .unwrap_or_else(|| format!("(no {file})"))
+}
+
 /// `podman container checkpoint` / `restore`, then `--export` to an archive and `restore --import`:
 /// the counter goes on each time (read through the container's /tmp/count, in its rw layer).
 #[test]
@@ -423,8 +423,17 @@ fn podman_checkpoint_restore_and_export_import() {
         text(&out)
     );
     assert!(podman.pid(&name).is_none(), "checkpointed: not running");
-    let out = run_ok(podman.cmd().args(["container", "restore", &name])).unwrap();
-    assert!(out.status.success());
+    let out = run(
+        podman.cmd().args(["container", "restore", &name]),
+        COMMAND_TIMEOUT,
+    )
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out),
+        podman_log(&podman, &name, "restore.log")
+    );
     let pid2 = wait_for("the restored container", WAIT, || podman.pid(&name)).unwrap();
     assert_ne!(pid, pid2);
     // The count file is the container's (rw layer), kept across: its value right after the restore is
@@ -450,15 +459,22 @@ fn podman_checkpoint_restore_and_export_import() {
         text(&out)
     );
     run_ok(podman.cmd().args(["rm", "-f", &name])).unwrap();
-    run_ok(
+    let out = run(
         podman
             .cmd()
             .args(["container", "restore", "--import"])
             .arg(&archive),
+        COMMAND_TIMEOUT,
     )
     .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out),
+        podman_log(&podman, &name, "restore.log")
+    );
     let pid3 = wait_for("the imported container", WAIT, || podman.pid(&name)).unwrap();
-    let imported = count_of(pid3).unwrap();
+    let imported = wait_for("the imported count", WAIT, || count_of(pid3)).unwrap();
     assert!(imported >= later, "{imported} after {later}");
     still_counting(pid3).unwrap();
 }
@@ -531,7 +547,8 @@ fn containerd_checkpoint_task_and_restore_live() {
     let before = wait_count(pid, 100).unwrap();
     let image = format!("localhost/dormant-checkpoint:{name}");
     let out = run(
-        ctd.ctr().args(["c", "checkpoint", "--task", &name, &image]),
+        ctd.ctr()
+            .args(["c", "checkpoint", "--task", "--rw", &name, &image]),
         COMMAND_TIMEOUT,
     )
     .unwrap();
@@ -540,7 +557,8 @@ fn containerd_checkpoint_task_and_restore_live() {
     still_counting(pid).unwrap();
     ctd.remove(&name);
     let out = run(
-        ctd.ctr().args(["c", "restore", "--live", &name, &image]),
+        ctd.ctr()
+            .args(["c", "restore", "--live", "--rw", &name, &image]),
         COMMAND_TIMEOUT,
     )
     .unwrap();
@@ -553,7 +571,7 @@ fn containerd_checkpoint_task_and_restore_live() {
     );
     let pid2 = wait_for("the restored task", WAIT, || ctd.pid(&name)).unwrap();
     assert_ne!(pid, pid2);
-    // A fresh rootfs (no --rw): /tmp/count appears with the restored counter's next value.
+    // The rw layer comes back with the checkpoint (--rw): files the shell had open are there again.
     let first = wait_for("the restored count", WAIT, || count_of(pid2)).unwrap();
     assert!(
         first > before,
