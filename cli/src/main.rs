@@ -110,7 +110,8 @@ enum Command {
         /// PATH (repeatable; a key not given is used as the path).
         #[arg(long = "external", value_name = "mnt[KEY]:PATH")]
         external: Vec<String>,
-        /// Container images: `inherit` (default), `private` (new namespace with lo) or a namespace path.
+        /// Container images: `inherit` (default), `private` (new namespace with lo), `dumped` (private if
+        /// the dumped tree had a network namespace of its own, else inherit) or a namespace path.
         #[arg(long, default_value = "inherit")]
         net: dormant_restorer::ns::NetMode,
         /// Container images: `keep` (default), `dumped`, or a cgroup path to restore into.

@@ -116,114 +116,137 @@ fn on(b: Option<bool>) -> bool {
     b.unwrap_or(false)
 }
 
-/// Options neither dump nor restore can honour, refused whatever the request.
-fn refuse_common(o: &CriuOpts) -> Result<(), RpcError> {
-    if o.ps.is_some() {
-        return Err(refuse("ps", "dormant has no page server"));
-    }
-    if o.parent_img.as_deref().is_some_and(|p| !p.is_empty()) {
-        return Err(refuse(
+/// What dormant does not implement: (asked, option, why). Refused whatever the request.
+fn unimplemented(o: &CriuOpts) -> [(bool, &'static str, &'static str); 19] {
+    let set = |s: &Option<String>| s.as_deref().is_some_and(|v| !v.is_empty());
+    [
+        (o.ps.is_some(), "ps", "dormant has no page server"),
+        (
+            set(&o.parent_img),
             "parent_img",
             "incremental dumps on top of a pre-dump are not implemented in dormant",
-        ));
-    }
-    if on(o.track_mem) {
-        return Err(refuse(
+        ),
+        (
+            on(o.track_mem),
             "track_mem",
             "memory change tracking (for pre-dumps) is not implemented in dormant",
-        ));
-    }
-    if on(o.lazy_pages) {
-        return Err(refuse(
-            "lazy_pages",
-            "lazy restore of pages is not implemented in dormant",
-        ));
-    }
-    if !o.veths.is_empty() {
-        return Err(refuse("veths", "dormant does not restore network devices"));
-    }
-    if !o.exec_cmd.is_empty() {
-        return Err(refuse(
-            "exec_cmd",
-            "dormant does not run a command after the restore",
-        ));
-    }
-    if !o.skip_mnt.is_empty() {
-        return Err(refuse(
-            "skip_mnt",
-            "dormant dumps and restores every mount of the container",
-        ));
-    }
-    if !o.unix_sk_ino.is_empty() {
-        return Err(refuse(
-            "unix_sk_ino",
-            "external unix sockets by inode are not implemented in dormant",
-        ));
-    }
-    if o.cgroup_props.is_some() || o.cgroup_props_file.is_some() {
-        return Err(refuse(
-            "cgroup_props",
-            "dormant neither dumps nor restores cgroup properties",
-        ));
-    }
-    if !o.cgroup_dump_controller.is_empty() {
-        return Err(refuse(
-            "cgroup_dump_controller",
-            "dormant neither dumps nor restores cgroup properties",
-        ));
-    }
-    if on(o.tcp_skip_in_flight) {
-        return Err(refuse(
-            "tcp_skip_in_flight",
-            "dormant refuses a listening socket with connections waiting instead of dropping them",
-        ));
-    }
-    if on(o.tcp_close) {
-        return Err(refuse("tcp_close", "not implemented in dormant"));
-    }
-    if let Some(p) = o.lsm_profile.as_deref().filter(|p| !p.is_empty()) {
-        return Err(refuse(
-            "lsm_profile",
-            format!("{p:?}: dormant does not set LSM labels on restored processes"),
-        ));
-    }
-    if let Some(c) = o.lsm_mount_context.as_deref().filter(|c| !c.is_empty()) {
-        return Err(refuse(
-            "lsm_mount_context",
-            format!("{c:?}: dormant does not set LSM mount contexts"),
-        ));
-    }
-    if o.tls_cacert.is_some()
-        || o.tls_cacrl.is_some()
-        || o.tls_cert.is_some()
-        || o.tls_key.is_some()
-        || on(o.tls)
-    {
-        return Err(refuse("tls", "dormant has no page server to secure"));
-    }
-    if o.cgroup_yard.as_deref().is_some_and(|y| !y.is_empty()) {
-        return Err(refuse(
-            "cgroup_yard",
-            "dormant mounts no cgroup hierarchies of its own",
-        ));
-    }
-    if o.pidfd_store_sk.is_some() {
-        return Err(refuse(
+        ),
+        (
+            o.pidfd_store_sk.is_some(),
             "pidfd_store_sk",
             "pre-dumps are not implemented in dormant",
-        ));
-    }
-    if on(o.mntns_compat_mode) {
-        return Err(refuse(
+        ),
+        (
+            on(o.lazy_pages),
+            "lazy_pages",
+            "lazy restore of pages is not implemented in dormant",
+        ),
+        (
+            !o.veths.is_empty(),
+            "veths",
+            "dormant does not restore network devices",
+        ),
+        (
+            !o.exec_cmd.is_empty(),
+            "exec_cmd",
+            "dormant does not run a command after the restore",
+        ),
+        (
+            !o.skip_mnt.is_empty(),
+            "skip_mnt",
+            "dormant dumps and restores every mount of the container",
+        ),
+        (
+            !o.unix_sk_ino.is_empty(),
+            "unix_sk_ino",
+            "external unix sockets by inode are not implemented in dormant",
+        ),
+        (
+            o.cgroup_props.is_some()
+                || o.cgroup_props_file.is_some()
+                || !o.cgroup_dump_controller.is_empty(),
+            "cgroup_props",
+            "dormant neither dumps nor restores cgroup properties",
+        ),
+        (
+            on(o.tcp_skip_in_flight),
+            "tcp_skip_in_flight",
+            "dormant refuses a listening socket with connections waiting instead of dropping them",
+        ),
+        (on(o.tcp_close), "tcp_close", "not implemented in dormant"),
+        (
+            set(&o.lsm_profile),
+            "lsm_profile",
+            "dormant does not set LSM labels on restored processes",
+        ),
+        (
+            set(&o.lsm_mount_context),
+            "lsm_mount_context",
+            "dormant does not set LSM mount contexts",
+        ),
+        (
+            o.tls_cacert.is_some()
+                || o.tls_cacrl.is_some()
+                || o.tls_cert.is_some()
+                || o.tls_key.is_some()
+                || on(o.tls),
+            "tls",
+            "dormant has no page server to secure",
+        ),
+        (
+            set(&o.cgroup_yard),
+            "cgroup_yard",
+            "dormant mounts no cgroup hierarchies of its own",
+        ),
+        (
+            on(o.mntns_compat_mode),
             "mntns_compat_mode",
             "dormant restores mounts only the mount-v2 way",
-        ));
-    }
-    if on(o.unprivileged) {
-        return Err(refuse("unprivileged", "dormant runs as root only"));
-    }
-    if on(o.leave_stopped) {
-        return Err(refuse("leave_stopped", "not implemented in dormant"));
+        ),
+        (
+            on(o.unprivileged),
+            "unprivileged",
+            "dormant runs as root only",
+        ),
+        (
+            on(o.leave_stopped),
+            "leave_stopped",
+            "not implemented in dormant",
+        ),
+    ]
+}
+
+/// What dormant does anyway, or what does not change its result: (asked, what). Accepted and logged, so
+/// the log says what was asked.
+fn accepted(o: &CriuOpts) -> [(bool, &'static str); 17] {
+    [
+        (on(o.ext_unix_sk), "ext_unix_sk: a unix socket connected outside the tree is still refused by name"),
+        (on(o.evasive_devices), "evasive_devices: devices are reopened by path"),
+        (on(o.link_remap), "link_remap: unlinked open files are carried in the image"),
+        (on(o.auto_ext_mnt), "auto_ext_mnt: external mounts are found without it"),
+        (on(o.ext_sharing), "ext_sharing: external peer groups are found without it"),
+        (on(o.ext_masters), "ext_masters: external masters are found without it"),
+        (on(o.force_irmap), "force_irmap: inotify watches are resolved by file handle"),
+        (!o.irmap_scan_paths.is_empty(), "irmap_scan_paths: inotify watches are resolved by file handle"),
+        (!o.enable_fs.is_empty(), "enable_fs: dormant decides by itself which file systems it can dump"),
+        (o.ghost_limit.is_some(), "ghost_limit: unlinked files up to 256 MiB are carried"),
+        (on(o.weak_sysctls), "weak_sysctls: no sysctl is written but the ipc namespace's"),
+        (on(o.auto_dedup), "auto_dedup: there are no parent images to deduplicate"),
+        (on(o.skip_file_rwx_check), "skip_file_rwx_check: files are reopened with their dumped flags"),
+        (on(o.allow_uprobes), "allow_uprobes"),
+        (on(o.ghost_fiemap), "ghost_fiemap: holes of unlinked files are not stored"),
+        (o.timeout.is_some(), "timeout: a freezer cgroup is given 10 s to freeze"),
+        (
+            o.file_validation_method.is_some(),
+            "file_validation_method: mapped files are checked by size, time and build-id (or crc32)",
+        ),
+    ]
+}
+
+/// Options neither dump nor restore can honour, refused whatever the request; the accepted ones logged.
+fn refuse_common(o: &CriuOpts) -> Result<(), RpcError> {
+    if let Some((_, option, why)) = unimplemented(o).into_iter().find(|u| u.0) {
+        return Err(refuse(option, why));
     }
     let ns = o.empty_ns.unwrap_or(0);
     if ns & !CLONE_NEWNET != 0 {
@@ -250,75 +273,7 @@ fn refuse_common(o: &CriuOpts) -> Result<(), RpcError> {
             Err(_) => return Err(refuse("manage_cgroups_mode", format!("unknown mode {m}"))),
         }
     }
-    // Accepted: what dormant does anyway, or what has no effect on it. Logged so the log says what was asked.
-    let accepted = [
-        (
-            on(o.ext_unix_sk),
-            "ext_unix_sk: a unix socket connected outside the tree is still refused by name",
-        ),
-        (
-            on(o.evasive_devices),
-            "evasive_devices: devices are reopened by path",
-        ),
-        (
-            on(o.link_remap),
-            "link_remap: unlinked open files are carried in the image",
-        ),
-        (
-            on(o.auto_ext_mnt),
-            "auto_ext_mnt: external mounts are found without it",
-        ),
-        (
-            on(o.ext_sharing),
-            "ext_sharing: external peer groups are found without it",
-        ),
-        (
-            on(o.ext_masters),
-            "ext_masters: external masters are found without it",
-        ),
-        (
-            on(o.force_irmap),
-            "force_irmap: inotify watches are resolved by file handle",
-        ),
-        (
-            !o.irmap_scan_paths.is_empty(),
-            "irmap_scan_paths: inotify watches are resolved by file handle",
-        ),
-        (
-            !o.enable_fs.is_empty(),
-            "enable_fs: dormant decides by itself which file systems it can dump",
-        ),
-        (
-            o.ghost_limit.is_some(),
-            "ghost_limit: unlinked files up to 256 MiB are carried",
-        ),
-        (
-            on(o.weak_sysctls),
-            "weak_sysctls: no sysctl is written but the ipc namespace's",
-        ),
-        (
-            on(o.auto_dedup),
-            "auto_dedup: there are no parent images to deduplicate",
-        ),
-        (
-            on(o.skip_file_rwx_check),
-            "skip_file_rwx_check: files are reopened with their dumped flags",
-        ),
-        (on(o.allow_uprobes), "allow_uprobes"),
-        (
-            on(o.ghost_fiemap),
-            "ghost_fiemap: holes of unlinked files are not stored",
-        ),
-        (
-            o.timeout.is_some(),
-            "timeout: a freezer cgroup is given 10 s to freeze",
-        ),
-        (
-            o.file_validation_method.is_some(),
-            "file_validation_method: mapped files are checked by size, time and build-id (or crc32)",
-        ),
-    ];
-    for (asked, what) in accepted {
+    for (asked, what) in accepted(o) {
         if asked {
             log::info!("option {what}");
         }
