@@ -60,8 +60,9 @@ pub struct DumpPlan {
     pub shell_job: bool,
     /// The container's root directory (checked against `/proc/PID/root`, recorded for the restore).
     pub root: Option<PathBuf>,
-    /// `mnt[MOUNTPOINT]:NAME` specs (from `ext_mnt` and `external`), duplicates removed.
-    pub externals: Vec<String>,
+    /// External mounts (from `ext_mnt` and `external mnt[..]`): mountpoint -> recorded name, duplicates
+    /// removed.
+    pub externals: Vec<dormant_engine::External>,
     /// The freezer cgroup the tree is frozen through while it is seized.
     pub freeze_cgroup: Option<PathBuf>,
 }
@@ -92,10 +93,11 @@ pub struct RestorePlan {
     pub common: Common,
     /// The directory the container's root mount is bound from.
     pub root: Option<PathBuf>,
-    /// `mnt[NAME]:PATH` specs (from `ext_mnt` and `external`), duplicates removed.
-    pub externals: Vec<String>,
-    /// `fd[N]:KEY` specs for the restorer (pipes and other external descriptions).
-    pub inherit_fds: Vec<String>,
+    /// External mounts (from `ext_mnt` and `external mnt[..]`): recorded name -> host path, duplicates
+    /// removed.
+    pub externals: Vec<dormant_restorer::External>,
+    /// Our fds handed in for the image's external pipes (the first fd given for each key).
+    pub inherit_fds: Vec<dormant_restorer::InheritFd>,
     /// The restored root is the client's child (CLONE_PARENT), not ours.
     pub sibling: bool,
     pub shell_job: bool,
@@ -330,8 +332,12 @@ pub fn setup(o: &CriuOpts) -> Result<Common, RpcError> {
     })
 }
 
-/// The `mnt[..]:..` specs of `ext_mnt` and `external`; other `external` kinds go to `other`.
-fn mount_externals(o: &CriuOpts, other: &mut Vec<String>) -> Result<Vec<String>, RpcError> {
+/// The (key, value) pairs of `ext_mnt` and `external mnt[KEY]:VALUE`; other `external` kinds go to
+/// `other`.
+fn mount_externals(
+    o: &CriuOpts,
+    other: &mut Vec<String>,
+) -> Result<Vec<(String, String)>, RpcError> {
     let mut specs: Vec<(String, String)> = Vec::new();
     let mut add = |key: &str, val: &str| -> Result<(), RpcError> {
         match specs.iter().find(|(k, _)| k == key) {
@@ -355,10 +361,7 @@ fn mount_externals(o: &CriuOpts, other: &mut Vec<String>) -> Result<Vec<String>,
             None => other.push(e.clone()),
         }
     }
-    Ok(specs
-        .into_iter()
-        .map(|(k, v)| format!("mnt[{k}]:{v}"))
-        .collect())
+    Ok(specs)
 }
 
 /// The kind of an `external` spec other than `mnt`: `net[INODE]:KEY` -> "net".
@@ -435,7 +438,10 @@ impl DumpPlan {
             }
         };
         let mut other = Vec::new();
-        let externals = mount_externals(o, &mut other)?;
+        let externals = mount_externals(o, &mut other)?
+            .into_iter()
+            .map(|(mountpoint, key)| dormant_engine::External::Mount { mountpoint, key })
+            .collect();
         for e in &other {
             match external_kind(e) {
                 // The network namespace's contents are never dumped; the runtime hands one in at restore.
@@ -484,7 +490,13 @@ impl RestorePlan {
             log::info!("option freeze_cgroup is for dumps; ignored by a restore");
         }
         let mut other = Vec::new();
-        let externals = mount_externals(o, &mut other)?;
+        let externals = mount_externals(o, &mut other)?
+            .into_iter()
+            .map(|(key, path)| dormant_restorer::External::Mount {
+                key,
+                path: PathBuf::from(path),
+            })
+            .collect();
         if let Some(e) = other.first() {
             return Err(refuse(
                 "external",
@@ -515,16 +527,20 @@ impl RestorePlan {
             if i.key.starts_with("pipe:[") {
                 // runc lists stdout and stderr on one pipe twice; the first fd stands for the key, as
                 // with CRIU.
-                let spec = format!("fd[{}]:{}", i.fd, i.key);
                 if inherit_fds
                     .iter()
-                    .any(|s: &String| s.split_once(':').is_some_and(|(_, k)| k == i.key))
+                    .any(|f: &dormant_restorer::InheritFd| f.key == i.key)
                 {
                     log::info!(
-                        "inherit_fd {spec}: the key is already inherited; the first fd is used"
+                        "inherit_fd fd {} for {}: the key is already inherited; the first fd is used",
+                        i.fd,
+                        i.key
                     );
                 } else {
-                    inherit_fds.push(spec);
+                    inherit_fds.push(dormant_restorer::InheritFd {
+                        fd: i.fd,
+                        key: i.key.clone(),
+                    });
                 }
             } else if i.key.starts_with("extRootNetNS") || i.key.starts_with("net[") {
                 net = NetChoice::JoinFd {
@@ -628,9 +644,16 @@ mod tests {
         assert_eq!(p.common.log.level, LevelFilter::Debug);
         assert!(p.common.notify);
         assert_eq!(p.root, Some(PathBuf::from("/run/bundle/rootfs")));
+        let mount = |mountpoint: &str, key: &str| dormant_engine::External::Mount {
+            mountpoint: mountpoint.into(),
+            key: key.into(),
+        };
         assert_eq!(
             p.externals,
-            vec!["mnt[/proc/keys]:/dev/null", "mnt[/dev/null]:/dev/null"],
+            vec![
+                mount("/proc/keys", "/dev/null"),
+                mount("/dev/null", "/dev/null")
+            ],
             "duplicates collapse"
         );
         assert_eq!(
@@ -684,9 +707,18 @@ mod tests {
         assert_eq!(p.common.work_dir_fd, Some(11));
         assert_eq!(
             p.externals,
-            vec!["mnt[/sys/fs/cgroup/cpu]:/sys/fs/cgroup/cpu/x"]
+            vec![dormant_restorer::External::Mount {
+                key: "/sys/fs/cgroup/cpu".into(),
+                path: "/sys/fs/cgroup/cpu/x".into()
+            }]
         );
-        assert_eq!(p.inherit_fds, vec!["fd[1]:pipe:[1234]"]);
+        assert_eq!(
+            p.inherit_fds,
+            vec![dormant_restorer::InheritFd {
+                fd: 1,
+                key: "pipe:[1234]".into()
+            }]
+        );
         assert_eq!(p.net, NetChoice::AsDumped);
         assert_eq!(p.cgroups.len(), 2);
         assert_eq!(p.cgroups[1].ctrl.as_deref(), Some(""));

@@ -11,8 +11,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use dormant_restorer::container::ContainerOptions;
-use dormant_restorer::ns::{CgroupTarget, NetMode, NsOptions};
+use dormant_restorer::ns::{CgroupTarget, NetMode};
 use dormant_restorer::{ReleaseHook, Restore, RootParent};
 
 use crate::error::RpcError;
@@ -39,15 +38,6 @@ pub fn serve(conn: &Arc<Conn>, o: &CriuOpts) -> Result<CriuResp, RpcError> {
             NetMode::External(PathBuf::from(format!("/proc/self/fd/{fd}")))
         }
     };
-    let container = ContainerOptions {
-        root: plan.root.clone(),
-        externals: plan.externals.clone(),
-        ns: NsOptions {
-            net,
-            // Joined above: the tree inherits this process's cgroups.
-            cgroup: CgroupTarget::Keep,
-        },
-    };
     let hook_notifier = notifier.clone();
     let before_resume = move |pid: u32| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         for (script, with_pid) in [
@@ -63,7 +53,11 @@ pub fn serve(conn: &Arc<Conn>, o: &CriuOpts) -> Result<CriuResp, RpcError> {
     };
     let started = std::time::Instant::now();
     let restored = Restore::builder(dirs.image_path())
-        .container(container)
+        .root(plan.root.clone())
+        .externals(plan.externals.clone())
+        .net(net)
+        // Joined above: the tree inherits this process's cgroups.
+        .cgroup_root(CgroupTarget::Keep)
         .detached(true)
         .shell_job(plan.shell_job)
         .tcp_established(plan.tcp_established)

@@ -5,7 +5,7 @@
 //! namespaces in this order: the namespaces [`NsPlan`] recreates (cgroups, net, user, uts, ipc), a new mount
 //! namespace rebuilt by `dormant-mounts` the mount-v2 way (external mounts and external masters bound from
 //! the paths their keys map to in the restorer's own namespace, then `pivot_root` into the container root),
-//! and finally a new pid namespace for its children, so the tree's root is forked as its pid 1. The restorer
+//! and the launcher forks the tree's root as pid 1 of a new pid namespace (`StartOptions::new_pid_ns`). The restorer
 //! itself stays in its pid namespace and traces the tree from there.
 //!
 //! Before the pivot it keeps an `O_PATH` descriptor of the image directory, through which the rest of the
@@ -47,8 +47,8 @@ pub struct ContainerOptions {
     /// was given as `--root` (recorded in the image), else the outside mount the dumped root mount came
     /// from, found again in the restorer's namespace.
     pub root: Option<PathBuf>,
-    /// `--external mnt[KEY]:PATH` specs.
-    pub externals: Vec<String>,
+    /// Where external mounts are bound from.
+    pub externals: Vec<crate::external::External>,
     /// `--net`, `--cgroup-root`.
     pub ns: NsOptions,
 }
@@ -118,8 +118,11 @@ impl ContainerPlan {
         let Some(mounts) = MountImage::read(img).map_err(mount_err(dir))? else {
             return Ok(None);
         };
-        let ext = ExternalMap::parse(opts.externals.iter().map(String::as_str))
-            .map_err(mount_err(dir))?;
+        let mut ext = ExternalMap::new();
+        for e in &opts.externals {
+            let crate::external::External::Mount { key, path } = e;
+            ext.insert(key.as_str(), path.to_string_lossy());
+        }
         let recorded = recorded_root(img)?;
         let (root, why) = match (&opts.root, recorded) {
             (Some(r), _) => (r.clone(), "given with --root"),
@@ -152,6 +155,7 @@ impl ContainerPlan {
             mounts.mounts.len(),
             mounts.masters.len()
         );
+        refuse_mounts(&mounts, &ext).map_err(mount_err(dir))?;
         let ns = NsPlan::from_image(img, root_pid, &opts.ns)?;
         let mut ext_tmpfs = Vec::new();
         for m in &mounts.mounts {
@@ -222,8 +226,6 @@ impl ContainerPlan {
         dormant_mounts::restore_namespace(&self.mounts, &self.root, &self.ext)
             .map_err(mount_err(images_dir))?;
         let refilled = self.restore_external_tmpfs(images_dir)?;
-        unshare(CloneFlags::CLONE_NEWPID)
-            .map_err(|e| RestoreError::sys("unshare(CLONE_NEWPID)".to_string(), e))?;
         log::info!("container restore: namespaces entered, mount tree rebuilt");
         let path = PathBuf::from(format!("/proc/self/fd/{}", image_dir.as_raw_fd()));
         Ok(Entered {
@@ -233,6 +235,31 @@ impl ContainerPlan {
             refilled,
         })
     }
+}
+
+/// What rebuilding the mount tree would refuse, found before anything changes: a plan that does not hold,
+/// or an external mount or master whose outside path does not exist here.
+fn refuse_mounts(mounts: &MountImage, ext: &ExternalMap) -> dormant_mounts::Result<()> {
+    dormant_mounts::plan(mounts)?;
+    let keys = mounts
+        .mounts
+        .iter()
+        .filter_map(|m| match &m.how {
+            MountSource::External { key } => Some(key.as_str()),
+            _ => None,
+        })
+        .chain(mounts.masters.iter().map(|m| m.key.as_str()));
+    for key in keys {
+        let path = ext.resolve(key);
+        std::fs::symlink_metadata(&path).map_err(|source| dormant_mounts::MountError::Io {
+            what: format!(
+                "external mount {key}: its outside path (give it with --external mnt[{key}]:PATH)"
+            ),
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// For a file the restorer writes after entering the container (the pidfile): holds its directory in
@@ -329,11 +356,13 @@ pub fn ns_pid_map<'a>(
                 map.insert(outer.0, inner.0);
             }
             deeper => {
-                return Err(RestoreError::Unsupported(format!(
-                    "pid {}: nested pid namespaces {:?} (only one level below the restorer's)",
-                    deeper[0].0,
-                    deeper.iter().map(|p| p.0).collect::<Vec<_>>()
-                )))
+                return Err(crate::refusal::Unsupported::from(
+                    dormant_restorable::Refusal::PidNesting {
+                        pid: deeper[0].0,
+                        levels: deeper.iter().map(|p| p.0).collect(),
+                    },
+                )
+                .into())
             }
         }
     }

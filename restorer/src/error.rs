@@ -41,9 +41,9 @@ pub enum RestoreError {
     #[error("{0}")]
     InheritFd(#[from] crate::files::InheritSpecError),
 
-    /// A feature of the image is not implemented yet.
+    /// State of the image this restorer refuses (see [`crate::refusal`]).
     #[error("unsupported: {0}")]
-    Unsupported(String),
+    Unsupported(#[from] crate::refusal::Unsupported),
 
     /// The image needs CPU state components this CPU (or kernel) does not enable.
     #[error(

@@ -7,13 +7,15 @@ use nix::unistd::Pid as NixPid;
 
 use std::collections::HashMap;
 
-use dormant_image::records::{FileIdentity, Pid};
+use dormant_image::records::Pid;
 use dormant_image::ImageReader;
 
 use crate::blob::Blob;
 use crate::error::RestoreError;
+use crate::external::{External, InheritFd};
 use crate::image::TreeImage;
 use crate::launch::{HelperKind, SessionPlan, TreeNode, TreeTask};
+use crate::refusal::Unsupported;
 use crate::tree::{Member, Node};
 use crate::{image, launch, procself, task};
 
@@ -26,7 +28,7 @@ pub struct Restore {
     tcp_established: bool,
     pidfile: Option<PathBuf>,
     container: crate::container::ContainerOptions,
-    inherit_fds: Vec<String>,
+    inherit_fds: Vec<InheritFd>,
     inherited: crate::files::Inherited,
     root_parent: launch::RootParent,
     before_release: Option<ReleaseHook>,
@@ -81,17 +83,36 @@ impl RestoreBuilder {
         self
     }
 
-    /// How a container image is restored (root, external mounts, net and cgroup choices).
-    pub fn container(mut self, opts: crate::container::ContainerOptions) -> Self {
-        self.inner.container = opts;
+    /// Container images: the directory the container's root mount is bound from (`--root`). By default
+    /// the directory the dump was given as `--root` (recorded in the image), else the outside mount the
+    /// dumped root mount came from, found again in the restorer's namespace.
+    pub fn root(mut self, dir: Option<PathBuf>) -> Self {
+        self.inner.container.root = dir;
         self
     }
 
-    /// Finishes the options; fails when the image directory does not exist.
-    /// `--inherit-fd fd[N]:KEY` specs: the tree's fds on the external description KEY get a copy of this
-    /// process's fd N (see [`crate::files::Inherited`]).
-    pub fn inherit_fds(mut self, specs: Vec<String>) -> Self {
-        self.inner.inherit_fds = specs;
+    /// Container images: where the external mounts and masters of the image are bound from (see
+    /// [`External`]).
+    pub fn externals(mut self, externals: impl IntoIterator<Item = External>) -> Self {
+        self.inner.container.externals = externals.into_iter().collect();
+        self
+    }
+
+    /// Container images: the network namespace the tree gets (`--net`).
+    pub fn net(mut self, net: crate::ns::NetMode) -> Self {
+        self.inner.container.ns.net = net;
+        self
+    }
+
+    /// Container images: the cgroup the tree is restored into (`--cgroup-root`).
+    pub fn cgroup_root(mut self, cgroup: crate::ns::CgroupTarget) -> Self {
+        self.inner.container.ns.cgroup = cgroup;
+        self
+    }
+
+    /// Descriptors of this process handed in for the image's external descriptions (see [`InheritFd`]).
+    pub fn inherit_fds(mut self, fds: impl IntoIterator<Item = InheritFd>) -> Self {
+        self.inner.inherit_fds = fds.into_iter().collect();
         self
     }
 
@@ -119,8 +140,10 @@ impl RestoreBuilder {
         self
     }
 
+    /// Finishes the options; fails when the image directory does not exist or an inherited fd is not
+    /// open (or its key is given twice).
     pub fn build(mut self) -> Result<Restore, RestoreError> {
-        self.inner.inherited = crate::files::Inherited::parse(&self.inner.inherit_fds)?;
+        self.inner.inherited = crate::files::Inherited::new(&self.inner.inherit_fds)?;
         let dir = &self.inner.images_dir;
         if !dir.is_dir() {
             return Err(RestoreError::BadImage {
@@ -215,9 +238,10 @@ impl Restore {
         let dir = self.images_dir.as_path();
         let (img, mut tree) = image::load_tree(dir)?;
         let identity = image::file_identity(&img)?;
-        // Every external description needs its fd handed in: checked before any namespace changes.
+        // Everything refused is refused before anything changes (see `refusal`): the options first.
         self.inherited.check(tree_descs(&tree))?;
-        // A container image: enter its namespaces first, so its files are opened inside them.
+        crate::files::refuse_established(tree_descs(&tree), self.tcp_established)?;
+        refuse_shell_job(&tree, self.shell_job)?;
         let root_pid = tree.tasks.first().map_or(Pid(0), |t| t.pid);
         let ns_pids =
             crate::container::ns_pid_map(tree.tasks.iter().map(|t| t.tree.ns_pids.as_slice()))?;
@@ -228,17 +252,22 @@ impl Restore {
             (Some(_), Some(p)) => Some(crate::container::hold_outside_path(p)?),
             _ => None,
         };
+        // The kernel chooses the host pids of a container's tasks: none has to be free.
+        let fresh = self.fresh_host_pids && container.is_some();
+        let vdsos = check_tasks(&img, dir, &tree, !fresh)?;
+        let mut pids = PidSpace::of(container.as_ref(), &tree)?;
+        pids.fresh = fresh;
+        let plan = plan_tree(&tree, container.as_ref(), &pids)?;
+        refuse_pidfds(&tree, &plan, &pids.inner_ids(&tree))?;
+        // A container image: enter its namespaces now, so its files are opened inside them.
         let entered = match &container {
             Some(plan) => Some(enter_container(plan, dir, &mut tree)?),
             None => None,
         };
         let dir = entered.as_ref().map_or(dir, |e| e.images_dir.as_path());
-        // The kernel chooses the host pids of a container's tasks: none has to be free.
-        let fresh = self.fresh_host_pids && container.is_some();
-        check_tasks(&img, dir, &tree, &identity, !fresh)?;
-        let mut pids = PidSpace::of(container.as_ref(), &tree)?;
-        pids.fresh = fresh;
-        let (members, planned) = plan_tree(&tree, container.as_ref(), &pids)?;
+        for task in &tree.tasks {
+            image::check_files(dir, task, &identity)?;
+        }
         // Every open file description once, before any fork: tasks that shared one inherit the same.
         let opened = crate::files::open_all_inheriting(
             tree_descs(&tree),
@@ -248,9 +277,9 @@ impl Restore {
         let policy = task::FdPolicy {
             shell_job: self.shell_job,
         };
-        let nodes = tree_nodes(dir, &tree, &members, &planned, &pids, policy, &opened)?;
+        let nodes = tree_nodes(dir, &tree, &vdsos, &plan, &pids, policy, &opened)?;
         if let Some(p) = &pids.own {
-            p.enter()?;
+            p.announce();
         }
         let ids = pids.inner_ids(&tree);
         let mut before_release = |root: u32, hosts: &launch::HostPids| {
@@ -271,7 +300,11 @@ impl Restore {
                 None => Ok(()),
             }
         };
-        let started = launch::start_tree_with(nodes, self.root_parent, &mut before_release)?;
+        let opts = launch::StartOptions {
+            new_pid_ns: pids.nested(),
+            root_parent: self.root_parent,
+        };
+        let started = launch::start_tree_with(nodes, opts, &mut before_release)?;
         if let Some(path) = &self.pidfile {
             write_pidfile(path, pidfile.as_ref(), started.pid)?;
         }
@@ -285,6 +318,67 @@ impl Restore {
 /// The tree's open file descriptions (tree-wide, carried by every task's image).
 fn tree_descs(tree: &TreeImage) -> &[dormant_image::records::FileDesc] {
     tree.tasks.first().map_or(&[][..], |t| t.descs.as_slice())
+}
+
+/// Refuses an image dumped as a shell job (fds on the dumping terminal) unless restored as one.
+fn refuse_shell_job(tree: &TreeImage, shell_job: bool) -> Result<(), RestoreError> {
+    if shell_job {
+        return Ok(());
+    }
+    for t in &tree.tasks {
+        if let Some(fd) = t
+            .fds
+            .iter()
+            .find(|f| f.file == dormant_image::records::FdFile::InheritedTty)
+        {
+            return Err(RestoreError::ShellJobRequired {
+                pid: t.pid.0,
+                fd: fd.fd,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a pidfd whose target does not exist yet when its holder sets up its files, or has no pid
+/// inside the tree's pid namespace (checked again, as the pidfds are aimed, in [`aim_pidfds`]).
+fn refuse_pidfds(
+    tree: &TreeImage,
+    plan: &TreePlan,
+    ids: &crate::ns::pid::InnerIds,
+) -> Result<(), RestoreError> {
+    use dormant_image::records::{DescKind, FdFile};
+    let planned = plan.planned.as_slice();
+    let at = |pid: u32| plan.at(pid);
+    let descs = tree_descs(tree);
+    for t in &tree.tasks {
+        let Some(holder) = at(t.pid.0) else { continue };
+        for f in &t.fds {
+            let FdFile::Desc(id) = f.file else { continue };
+            let Some(DescKind::Pidfd { pid }) = descs.iter().find(|d| d.id == id).map(|d| &d.kind)
+            else {
+                continue;
+            };
+            let refused = |later| {
+                let (pid, fd, target) = (t.pid.0, f.fd, *pid);
+                if later {
+                    Unsupported::PidfdTargetLater { pid, fd, target }
+                } else {
+                    Unsupported::PidfdTargetOutside { pid, fd, target }
+                }
+            };
+            // A target outside the image is the image's fault, refused when the pidfd is aimed.
+            if let Some(target) = at(*pid) {
+                if !exists_before_actions(planned, holder, target) {
+                    return Err(refused(true).into());
+                }
+                if ids.inner(*pid).is_none() {
+                    return Err(refused(false).into());
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Moves the restoring process into the container's namespaces and points the tree's file paths at what
@@ -303,27 +397,37 @@ fn enter_container(
     Ok(e)
 }
 
-/// What is checked of every task against this machine before anything is forked: its FPU state, its
-/// credentials, its files, and (with `pids`) that its pids and the zombies' are free.
+/// What is checked of every task before anything changes: what it holds that this restorer refuses (a
+/// pending SIGTRAP, POSIX timers on a kernel that cannot give their ids back; credentials and the rest of
+/// `dormant_restorable`'s list were refused when the image was loaded), its FPU
+/// state against this CPU, its vDSO against the running one (returned: where it goes), the crc of every
+/// page it will read, and that its pids (and the zombies') are free. Its files are checked once the
+/// namespace they are opened in is entered.
 fn check_tasks(
     img: &ImageReader,
     dir: &Path,
     tree: &TreeImage,
-    identity: &FileIdentity,
-    pids: bool,
-) -> Result<(), RestoreError> {
+    pids_free: bool,
+) -> Result<Vec<Option<image::VdsoPlacement>>, RestoreError> {
+    let mut vdsos = Vec::with_capacity(tree.tasks.len());
     for task in &tree.tasks {
+        task::refuse(task)?;
         image::check_xstate(img, task)?;
-        image::check_creds(task)?;
-        image::check_files(dir, task, identity)?;
-        for t in task.threads().filter(|_| pids) {
+        vdsos.push(image::check_vdso(dir, task)?);
+        let bytes = image::verify_pages(dir, task)?;
+        log::debug!(
+            "image {}: pid {}, {bytes} bytes of pages verified",
+            dir.display(),
+            task.pid.0
+        );
+        for t in task.threads().filter(|_| pids_free) {
             image::check_pid_free(Pid(t.tid.0))?;
         }
     }
-    for z in tree.zombies.iter().filter(|_| pids) {
+    for z in tree.zombies.iter().filter(|_| pids_free) {
         image::check_pid_free(z.pid)?;
     }
-    Ok(())
+    Ok(vdsos)
 }
 
 /// Where the restored tree's pids live: the restorer's pid namespace, a container's, or a new one of its
@@ -331,6 +435,8 @@ fn check_tasks(
 struct PidSpace<'a> {
     container: Option<&'a crate::container::ContainerPlan>,
     own: Option<crate::ns::pid::PidNsPlan>,
+    /// The zombies' pids inside (recorded with each zombie).
+    zombies: std::collections::BTreeMap<u32, u32>,
     /// The kernel chooses the tasks' host pids (see `RestoreBuilder::fresh_host_pids`).
     fresh: bool,
 }
@@ -344,9 +450,15 @@ impl<'a> PidSpace<'a> {
             Some(_) => None,
             None => crate::ns::pid::PidNsPlan::from_tree(tree)?,
         };
+        let zombies = tree
+            .zombies
+            .iter()
+            .filter_map(|z| Some((z.pid.0, z.inner_pid?.0)))
+            .collect();
         Ok(PidSpace {
             container,
             own,
+            zombies,
             fresh: false,
         })
     }
@@ -358,11 +470,12 @@ impl<'a> PidSpace<'a> {
 
     /// The pid inside the tree's namespace of the process with (outer) pid `pid`.
     fn inner(&self, pid: u32) -> Option<u32> {
-        match (self.container, &self.own) {
+        let task = match (self.container, &self.own) {
             (Some(c), _) => c.ns_pid(Pid(pid)),
             (None, Some(p)) => p.ns_pid(pid),
-            (None, None) => None,
-        }
+            (None, None) => return None,
+        };
+        task.or_else(|| self.zombies.get(&pid).copied())
     }
 
     /// How the tree's recorded ids read inside its namespace.
@@ -377,24 +490,37 @@ impl<'a> PidSpace<'a> {
     /// A session plan with the group's pid as `setpgid` takes it inside a nested pid namespace.
     fn session_inside(&self, session: SessionPlan) -> Result<SessionPlan, RestoreError> {
         match session {
-            SessionPlan::JoinGroup(g) if self.nested() => {
-                self.inner(g).map(SessionPlan::JoinGroup).ok_or_else(|| {
-                    RestoreError::Unsupported(format!(
-                        "process group {g}: its pid inside the tree's pid namespace is not recorded"
-                    ))
-                })
-            }
+            SessionPlan::JoinGroup(g) if self.nested() => self
+                .inner(g)
+                .map(SessionPlan::JoinGroup)
+                .ok_or(Unsupported::GroupInnerPidMissing { pgid: g }.into()),
             other => Ok(other),
         }
     }
 }
 
-/// The tree's processes (live ones, then zombies) and their fork plan, with helpers for gone leaders.
+/// The tree's processes (live ones, then zombies) and their fork plan.
+struct TreePlan {
+    members: Vec<Member>,
+    /// In fork order, with helpers for gone leaders.
+    planned: Vec<crate::tree::Planned>,
+}
+
+impl TreePlan {
+    /// Where the process of the image with pid `pid` is in the fork order.
+    fn at(&self, pid: u32) -> Option<usize> {
+        self.planned.iter().position(|p| {
+            matches!(p.node, Node::Member(m) if self.members.get(m).is_some_and(|m| m.pid == pid))
+        })
+    }
+}
+
+/// Plans the tree's forks, with helpers for gone leaders (refusing one inside a nested pid namespace).
 fn plan_tree(
     tree: &TreeImage,
     container: Option<&crate::container::ContainerPlan>,
     pids: &PidSpace<'_>,
-) -> Result<(Vec<Member>, Vec<crate::tree::Planned>), RestoreError> {
+) -> Result<TreePlan, RestoreError> {
     let mut members: Vec<Member> = tree
         .tasks
         .iter()
@@ -415,10 +541,7 @@ fn plan_tree(
             continue;
         };
         if pids.nested() {
-            return Err(RestoreError::Unsupported(format!(
-                "the gone leader {helper} of a session or group inside the tree's pid namespace needs a \
-                 helper process, whose pid inside is not recorded"
-            )));
+            return Err(Unsupported::HelperInnerPidMissing { pid: helper }.into());
         }
         image::check_pid_free(Pid(helper))?;
         log::info!(
@@ -426,15 +549,15 @@ fn plan_tree(
             p.node
         );
     }
-    Ok((members, planned))
+    Ok(TreePlan { members, planned })
 }
 
 /// Every planned process as the launcher starts it: live tasks prepared kind by kind, zombies and helpers.
 fn tree_nodes(
     dir: &Path,
     tree: &TreeImage,
-    members: &[Member],
-    planned: &[crate::tree::Planned],
+    vdsos: &[Option<image::VdsoPlacement>],
+    plan: &TreePlan,
     pids: &PidSpace<'_>,
     policy: task::FdPolicy,
     opened: &crate::files::OpenedFiles,
@@ -445,12 +568,13 @@ fn tree_nodes(
         fresh_host_pids: pids.fresh,
         ..Default::default()
     };
+    let planned = plan.planned.as_slice();
     // Where each process of the image is in the fork order, for the pidfds tasks reopen.
     let planned_at: HashMap<u32, usize> = planned
         .iter()
         .enumerate()
         .filter_map(|(i, p)| match p.node {
-            Node::Member(m) => members.get(m).map(|m| (m.pid, i)),
+            Node::Member(m) => plan.members.get(m).map(|m| (m.pid, i)),
             _ => None,
         })
         .collect();
@@ -467,13 +591,7 @@ fn tree_nodes(
             },
             Node::Member(input) => match tree.tasks.get(input) {
                 Some(task) => {
-                    let vdso = image::check_vdso(dir, task)?;
-                    let bytes = image::verify_pages(dir, task)?;
-                    log::debug!(
-                        "image {}: pid {}, {bytes} bytes of pages verified",
-                        dir.display(),
-                        task.pid.0
-                    );
+                    let vdso = vdsos.get(input).copied().flatten();
                     let mut launch =
                         task::prepare(dir, &blob, task, vdso, policy, &mut shared, opened)?;
                     launch.ns_pid = pids.inner(task.pid.0);
@@ -499,11 +617,7 @@ fn tree_nodes(
                         pid: if pids.fresh { 0 } else { z.pid.0 },
                         session: pids.session_inside(p.session)?,
                         status: z.exit_status,
-                        ns_pid: z
-                            .inner_pid
-                            .map(|p| p.0)
-                            .or_else(|| pids.inner(z.pid.0))
-                            .unwrap_or(0),
+                        ns_pid: pids.inner(z.pid.0).unwrap_or(0),
                     }
                 }
             },
@@ -540,17 +654,17 @@ fn aim_pidfds(
             ),
         })?;
         if !exists_before_actions(planned, at, target) {
-            return Err(RestoreError::Unsupported(format!(
-                "pid {holder} fd {fd}: a pidfd of pid {pid}, which is forked only after pid {holder} has \
-                 set up its files (a pidfd must refer to the task itself, an ancestor, a descendant or a \
-                 process forked before it)"
-            )));
+            return Err(Unsupported::PidfdTargetLater {
+                pid: holder,
+                fd: *fd,
+                target: *pid,
+            }
+            .into());
         }
-        *pid = ids.inner(*pid).ok_or_else(|| {
-            RestoreError::Unsupported(format!(
-                "pid {holder} fd {fd}: the pid of {pid} inside the tree's pid namespace (for its pidfd) \
-                 is not recorded"
-            ))
+        *pid = ids.inner(*pid).ok_or(Unsupported::PidfdTargetOutside {
+            pid: holder,
+            fd: *fd,
+            target: *pid,
         })?;
     }
     Ok(())

@@ -16,7 +16,7 @@ const PAGE: u64 = 4096;
 /// An fd of segment `shmid`'s memory, readable (and writable when `prot` has `PROT_WRITE`).
 pub(crate) fn segment_fd(shmid: u32, prot: u32) -> Result<OwnedFd, RestoreError> {
     let id = i32::try_from(shmid)
-        .map_err(|_| RestoreError::Unsupported(format!("SysV segment id {shmid} out of range")))?;
+        .map_err(|_| RestoreError::sys(format!("SysV segment id {shmid}"), nix::Error::ERANGE))?;
     let writable = prot & libc::PROT_WRITE as u32 != 0;
     // SAFETY: shmid_ds is plain data the kernel fills.
     let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
@@ -44,8 +44,10 @@ pub(crate) fn segment_fd(shmid: u32, prot: u32) -> Result<OwnedFd, RestoreError>
         .write(writable)
         .open(&path)
         .map(OwnedFd::from)
-        .map_err(|source| {
-            RestoreError::Unsupported(format!("SysV segment {shmid}: opening {path}: {source}"))
+        .map_err(|source| RestoreError::File {
+            what: "opening the memory of a SysV segment through",
+            path,
+            source,
         });
     // SAFETY: detaches the attachment made above; the segment lives on in its namespace.
     unsafe { libc::shmdt(addr) };

@@ -23,6 +23,14 @@
 //!   exits; the task then joins the group (the helper, a zombie until reaped, still holds it) and reaps the
 //!   helper. Later members join the group the first one keeps alive.
 //!
+//! Leaders that are zombies hold their session or group as they are: a zombie is forked like a live task,
+//! takes its session or group and exits. A member of a group led by a zombie joins it (the zombie is forked
+//! first, among its siblings, as a group leader). A member of a session led by a zombie that is not its
+//! ancestor was reparented when the leader exited: to its dumped parent `P`, which is the nearest child
+//! subreaper above the leader or the init of the tree's pid namespace. The zombie forks it (it is in the
+//! session by birth) before it exits, and it is reparented to `P` again (`P` is a subreaper while it forks,
+//! like a session helper's parent).
+//!
 //! What it does NOT do: restore a root whose session or group is led from outside the tree other than by
 //! inheriting the restorer's (the root's own parent is the restorer); a task born in a session its parent
 //! left later (CRIU's "born sid"), or a session led by a live task that is not its ancestor; helpers inside
@@ -34,6 +42,7 @@ use dormant_image::records::{Pid, Zombie};
 
 use crate::error::RestoreError;
 use crate::launch::SessionPlan;
+use crate::refusal::Unsupported;
 
 /// One process of the tree as the planner sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +143,9 @@ struct Vertex {
     ns_init: bool,
     node: Node,
     parent: Option<usize>,
+    /// Orphans must come back to it while it forks: a session helper or a zombie session leader among its
+    /// descendants forks children of its and exits.
+    reaps_orphans: bool,
 }
 
 impl Vertex {
@@ -150,10 +162,6 @@ impl Vertex {
     }
 }
 
-fn unsupported(msg: String) -> RestoreError {
-    RestoreError::Unsupported(msg)
-}
-
 /// Orders `members` (`members[0]` is the root) for forking, inserts helpers for leaders that are gone, and
 /// decides each process's session plan. Every parent comes before its children in the result.
 pub fn plan(members: &[Member]) -> Result<Vec<Planned>, RestoreError> {
@@ -163,11 +171,11 @@ pub fn plan(members: &[Member]) -> Result<Vec<Planned>, RestoreError> {
     let vs = vertices(members)?;
     let order = fork_order(&vs);
     if order.len() != vs.len() {
-        return Err(unsupported(format!(
-            "{} process(es) of the tree are not descendants of the root {}",
-            vs.len() - order.len(),
-            root.pid
-        )));
+        return Err(Unsupported::NotDescendants {
+            count: vs.len() - order.len(),
+            root: root.pid,
+        }
+        .into());
     }
     session_plans(root, &vs, &order)
 }
@@ -192,42 +200,68 @@ fn vertices(members: &[Member]) -> Result<Vec<Vertex>, RestoreError> {
             ns_init: m.ns_init,
             node: Node::Member(i),
             parent: None,
+            reaps_orphans: false,
         })
         .collect();
     let mut session_helpers: BTreeMap<u32, usize> = BTreeMap::new();
     for (i, m) in members.iter().enumerate().skip(1) {
-        let pp = m
-            .ppid
-            .ok_or_else(|| unsupported(format!("pid {}: a second root in the tree", m.pid)))?;
+        let pp = m.ppid.ok_or(Unsupported::SecondRoot { pid: m.pid })?;
         let Some(&pi) = index_of.get(&pp) else {
-            return Err(unsupported(format!(
-                "pid {}: its parent {pp} is not in the tree: not all processes are descendants of the \
-                 root {}",
-                m.pid, root.pid
-            )));
+            return Err(Unsupported::ParentOutside {
+                pid: m.pid,
+                parent: pp,
+                root: root.pid,
+            }
+            .into());
         };
         let parent = &members[pi];
         let mut pv = pi;
-        if m.sid != m.pid && m.sid != parent.sid && !index_of.contains_key(&m.sid) {
-            if !parent.reaper {
-                return Err(unsupported(format!(
-                    "pid {}: session {} has no leader in the tree and is not its parent {}'s, and {} was \
-                     not a child subreaper, so it was not reparented to it (a process born in a session \
-                     its parent left afterwards is not restored)",
-                    m.pid, m.sid, pp, pp
-                )));
+        if m.sid != m.pid && m.sid != parent.sid {
+            pv = match index_of.get(&m.sid) {
+                // A session whose leader is a zombie of the tree: the leader forks the member before it
+                // exits, and the member is reparented to the reaper of the leader's orphans, its parent.
+                Some(&z) if members[z].zombie && reaper_of(members, &index_of, z) == Some(pi) => z,
+                // Led by a live process of the tree: refused when its session is planned.
+                Some(_) => pi,
+                None => {
+                    if !parent.reaper {
+                        return Err(Unsupported::SessionNotReparented {
+                            pid: m.pid,
+                            sid: m.sid,
+                            parent: pp,
+                        }
+                        .into());
+                    }
+                    if m.sid == root.sid {
+                        return Err(Unsupported::RootSessionOutside {
+                            pid: m.pid,
+                            sid: m.sid,
+                        }
+                        .into());
+                    }
+                    session_helper(&mut vs, &mut session_helpers, m.sid, pi)?
+                }
+            };
+            if pv != pi {
+                vs[pi].reaps_orphans = true;
             }
-            if m.sid == root.sid {
-                return Err(unsupported(format!(
-                    "pid {}: its session {} is the root's, which is led from outside the tree",
-                    m.pid, m.sid
-                )));
-            }
-            pv = session_helper(&mut vs, &mut session_helpers, m.sid, pi)?;
         }
         vs[i].parent = Some(pv);
     }
     Ok(vs)
+}
+
+/// The member that the orphans of member `z` are reparented to: its nearest ancestor that is a child
+/// subreaper or the init of the tree's pid namespace.
+fn reaper_of(members: &[Member], index_of: &BTreeMap<u32, usize>, z: usize) -> Option<usize> {
+    let mut at = members[z].ppid.and_then(|p| index_of.get(&p).copied());
+    while let Some(a) = at {
+        if members[a].reaper {
+            return Some(a);
+        }
+        at = members[a].ppid.and_then(|p| index_of.get(&p).copied());
+    }
+    None
 }
 
 /// The session helper of session `sid` under vertex `parent`, added on first use.
@@ -241,11 +275,12 @@ fn session_helper(
         Some(&h) if vs[h].parent == Some(parent) => Ok(h),
         Some(&h) => {
             let other = vs[h].parent.map_or(0, |p| vs[p].pid);
-            Err(unsupported(format!(
-                "session {} has no leader in the tree and members that are children of both {} and {}; \
-                 one helper process with its pid can only be forked by one of them",
-                sid, other, vs[parent].pid
-            )))
+            Err(Unsupported::SessionUnderTwoParents {
+                sid,
+                first: other,
+                second: vs[parent].pid,
+            }
+            .into())
         }
         None => {
             vs.push(Vertex {
@@ -256,6 +291,7 @@ fn session_helper(
                 ns_init: false,
                 node: Node::SessionHelper { sid },
                 parent: Some(parent),
+                reaps_orphans: false,
             });
             helpers.insert(sid, vs.len() - 1);
             Ok(vs.len() - 1)
@@ -321,7 +357,8 @@ fn session_plans(
             node: me.node,
             parent: parent.map(|(np, _)| np),
             session,
-            subreaper_first: false,
+            // The init of the tree's pid namespace reaps orphans without being a subreaper.
+            subreaper_first: me.reaps_orphans && !me.ns_init,
         });
         if let Some(pgid) = group_helper {
             out.push(Planned {
@@ -330,9 +367,6 @@ fn session_plans(
                 session: SessionPlan::NewGroup,
                 subreaper_first: false,
             });
-        }
-        if let (Node::SessionHelper { .. }, Some((np, p))) = (me.node, parent) {
-            out[np].subreaper_first = !p.ns_init;
         }
         if parent.is_some() || root_leads_group {
             groups.insert(me.pgid);
@@ -354,11 +388,12 @@ fn session_of(
         return Ok((SessionPlan::NewSession, None));
     }
     if me.sid != parent.sid {
-        return Err(unsupported(format!(
-            "pid {}: session {} is neither its own nor its parent {}'s, and its leader is in the tree \
-             without being its ancestor (not restored)",
-            me.pid, me.sid, parent.pid
-        )));
+        return Err(Unsupported::SessionLeaderNotAncestor {
+            pid: me.pid,
+            sid: me.sid,
+            parent: parent.pid,
+        }
+        .into());
     }
     if me.pgid == me.pid {
         return Ok((SessionPlan::NewGroup, None));
@@ -370,17 +405,18 @@ fn session_of(
         return Ok((SessionPlan::JoinGroup(me.pgid), None));
     }
     if member_pos.get(&me.pgid).is_some_and(|&l| l > pos) {
-        return Err(unsupported(format!(
-            "pid {}: its process group leader {} would be forked after it",
-            me.pid, me.pgid
-        )));
+        return Err(Unsupported::GroupLeaderForkedLater {
+            pid: me.pid,
+            pgid: me.pgid,
+        }
+        .into());
     }
     if root_group_outside == Some(me.pgid) {
-        return Err(unsupported(format!(
-            "pid {}: process group {} is the root's, which is led from outside the tree (the root's group \
-             is the restorer's after the restore)",
-            me.pid, me.pgid
-        )));
+        return Err(Unsupported::RootGroupOutside {
+            pid: me.pid,
+            pgid: me.pgid,
+        }
+        .into());
     }
     Ok((SessionPlan::JoinGroup(me.pgid), Some(me.pgid)))
 }
@@ -545,6 +581,45 @@ mod tests {
         ];
         let err = plan(&members).unwrap_err();
         assert!(err.to_string().contains("session 11"), "{err}");
+    }
+
+    #[test]
+    fn zombie_leaders_keep_their_session_and_group() {
+        // Inside a pid namespace (root 1 is its init): zombie 5 led session 5, whose member 6 was
+        // reparented to the init; zombie 7 leads group 7 of the init's session, with member 8.
+        let zombie = |pid, ppid, pgid, sid| Member {
+            zombie: true,
+            ..live(pid, Some(ppid), pgid, sid)
+        };
+        let members = [
+            live(1, None, 1, 1).ns_init(true),
+            live(6, Some(1), 5, 5),
+            live(8, Some(1), 7, 1),
+            zombie(5, 1, 5, 5),
+            zombie(7, 1, 7, 1),
+        ];
+        let plan = plan(&members).unwrap();
+        assert_eq!(
+            shape(&members, &plan),
+            [
+                (1, None, SessionPlan::NewSession, false),
+                (5, Some(1), SessionPlan::NewSession, false),
+                (6, Some(5), SessionPlan::Inherit, false),
+                (7, Some(1), SessionPlan::NewGroup, false),
+                (8, Some(1), SessionPlan::JoinGroup(7), false),
+            ]
+        );
+        // Outside a pid namespace the reaper is a subreaper, which must be one while it forks.
+        let mut outside = members;
+        outside[0] = live(1, None, 1, 1).subreaper(true);
+        let plan = super::plan(&outside).unwrap();
+        assert!(plan[0].subreaper_first);
+        assert_eq!(plan[2].parent, Some(1));
+        // Not reparented to its parent: a zombie leader whose orphans go elsewhere is refused.
+        let mut elsewhere = outside;
+        elsewhere[0] = live(1, None, 1, 1);
+        let err = super::plan(&elsewhere).unwrap_err();
+        assert!(err.to_string().contains("session 5"), "{err}");
     }
 
     #[test]

@@ -85,7 +85,22 @@ fn vma(
     }
 }
 
+/// The records a test may change before the image is written.
+struct Parts {
+    tree: PsTreeEntry,
+    core: TaskCore,
+    thread: ThreadCore,
+    fds: Vec<Fd>,
+    descs: Vec<FileDesc>,
+    zombies: Vec<Zombie>,
+    xsave_features: u64,
+}
+
 fn write_image(pid: u32, corrupt_vdso: bool) -> Fixture {
+    write_image_with(pid, corrupt_vdso, |_| {})
+}
+
+fn write_image_with(pid: u32, corrupt_vdso: bool, edit: impl FnOnce(&mut Parts)) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let exe = tmp.path().join("victim-exe");
     std::fs::copy("/usr/bin/true", &exe).unwrap();
@@ -106,18 +121,14 @@ fn write_image(pid: u32, corrupt_vdso: bool) -> Fixture {
 
     let mut w = ImageWriter::create(&image).unwrap();
     let p = Pid(pid);
-    w.write_records(
-        names::PSTREE,
-        &[PsTreeEntry {
-            pid: p,
-            ppid: None,
-            pgid: p,
-            sid: p,
-            threads: vec![Tid(pid)],
-            ns_pids: Vec::new(),
-        }],
-    )
-    .unwrap();
+    let tree = PsTreeEntry {
+        pid: p,
+        ppid: None,
+        pgid: p,
+        sid: p,
+        threads: vec![Tid(pid)],
+        ns_pids: Vec::new(),
+    };
     let mut sigactions = vec![SigAction::default(); 64];
     sigactions[libc::SIGUSR2 as usize - 1] = SigAction {
         handler: CODE,
@@ -147,7 +158,6 @@ fn write_image(pid: u32, corrupt_vdso: bool) -> Fixture {
         root: "/".into(),
         posix_timers: Vec::new(),
     };
-    w.write_records(&names::core(p), &[core]).unwrap();
     let stack_top = STACK + STACK_PAGES * PAGE;
     let regs = GpRegs {
         rip: CODE,
@@ -178,8 +188,6 @@ fn write_image(pid: u32, corrupt_vdso: bool) -> Fixture {
         robust_list: None,
         ns_tids: Vec::new(),
     };
-    w.write_records(&names::thread(Tid(pid)), &[thread])
-        .unwrap();
 
     let rw = libc::PROT_READ | libc::PROT_WRITE;
     let private = libc::MAP_PRIVATE;
@@ -294,15 +302,37 @@ fn write_image(pid: u32, corrupt_vdso: bool) -> Fixture {
         },
     ];
     w.write_records(names::REG_FILES, &files).unwrap();
-    w.write_records(
-        &names::fds(p),
-        &[Fd {
+    let (xcr0, size) = {
+        // SAFETY: CPUID is always available on x86-64.
+        #[allow(unused_unsafe)]
+        let leaf = unsafe { core::arch::x86_64::__cpuid_count(0xd, 0) };
+        ((u64::from(leaf.edx) << 32) | u64::from(leaf.eax), leaf.ebx)
+    };
+    let mut parts = Parts {
+        tree,
+        core,
+        thread,
+        fds: vec![Fd {
             fd: 0,
             cloexec: false,
             file: FdFile::Reg(FileId(2)),
         }],
-    )
-    .unwrap();
+        descs: Vec::new(),
+        zombies: Vec::new(),
+        xsave_features: xcr0 & 0xe7,
+    };
+    edit(&mut parts);
+    w.write_records(names::PSTREE, &[parts.tree]).unwrap();
+    w.write_records(&names::core(p), &[parts.core]).unwrap();
+    w.write_records(&names::thread(Tid(pid)), &[parts.thread])
+        .unwrap();
+    w.write_records(&names::fds(p), &parts.fds).unwrap();
+    if !parts.descs.is_empty() {
+        w.write_records(names::FILE_DESCS, &parts.descs).unwrap();
+    }
+    if !parts.zombies.is_empty() {
+        w.write_records(names::ZOMBIES, &parts.zombies).unwrap();
+    }
     w.write_records(
         names::SHMEM,
         &[ShmemObject {
@@ -328,16 +358,10 @@ fn write_image(pid: u32, corrupt_vdso: bool) -> Fixture {
     shm.write_extent(0, page_flags::SHMEM, &data2).unwrap();
     w.finish_page_store(shm).unwrap();
 
-    let (xcr0, size) = {
-        // SAFETY: CPUID is always available on x86-64.
-        #[allow(unused_unsafe)]
-        let leaf = unsafe { core::arch::x86_64::__cpuid_count(0xd, 0) };
-        ((u64::from(leaf.edx) << 32) | u64::from(leaf.eax), leaf.ebx)
-    };
     w.commit(InventoryInfo {
         arch: dormant_image::ARCH.into(),
         kernel_release: "test".into(),
-        xsave_features: xcr0 & 0xe7,
+        xsave_features: parts.xsave_features,
         xsave_size: size,
         tool_version: "restore_image test".into(),
         created_unix_secs: 0,
@@ -447,9 +471,208 @@ fn refuses_changed_file_taken_pid_and_other_vdso() {
         .contains("vDSO redirection is not implemented"));
 }
 
+/// Syscalls that create a process or change a namespace: none may run before a refusal.
+const CHANGES: [(i64, &str); 6] = [
+    (libc::SYS_clone, "clone"),
+    (libc::SYS_fork, "fork"),
+    (libc::SYS_vfork, "vfork"),
+    (libc::SYS_clone3, "clone3"),
+    (libc::SYS_unshare, "unshare"),
+    (libc::SYS_setns, "setns"),
+];
+
+/// Runs `Restore::run` on `image` in a child traced syscall by syscall (a small strace); returns the error
+/// it refused with and every syscall of [`CHANGES`] it made on the way.
+fn run_watched(image: &Path) -> (String, Vec<&'static str>) {
+    use nix::sys::ptrace;
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, ForkResult};
+    let (rd, wr) = nix::unistd::pipe().unwrap();
+    // SAFETY: the test runs on its only thread; the child only restores and exits.
+    match unsafe { fork() }.unwrap() {
+        ForkResult::Child => {
+            drop(rd);
+            ptrace::traceme().unwrap();
+            nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP).unwrap();
+            let text = match Restore::builder(image).build().and_then(|r| r.run()) {
+                Ok(_) => "restored".to_string(),
+                Err(e) => e.to_string(),
+            };
+            let _ = nix::unistd::write(&wr, text.as_bytes());
+            // SAFETY: ends the child without running the test harness's exit path.
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Parent { child } => {
+            drop(wr);
+            assert!(matches!(
+                waitpid(child, None).unwrap(),
+                WaitStatus::Stopped(_, _)
+            ));
+            ptrace::setoptions(
+                child,
+                ptrace::Options::PTRACE_O_TRACESYSGOOD
+                    | ptrace::Options::PTRACE_O_EXITKILL
+                    | ptrace::Options::PTRACE_O_TRACEFORK
+                    | ptrace::Options::PTRACE_O_TRACEVFORK
+                    | ptrace::Options::PTRACE_O_TRACECLONE,
+            )
+            .unwrap();
+            let mut made = Vec::new();
+            let mut entry = true;
+            loop {
+                ptrace::syscall(child, None).unwrap();
+                match waitpid(child, None).unwrap() {
+                    WaitStatus::PtraceSyscall(_) => {
+                        if entry {
+                            let nr = ptrace::getregs(child).unwrap().orig_rax as i64;
+                            made.extend(CHANGES.iter().filter(|c| c.0 == nr).map(|c| c.1));
+                        }
+                        entry = !entry;
+                    }
+                    WaitStatus::PtraceEvent(_, _, _) => made.push("a new process"),
+                    WaitStatus::Exited(..) | WaitStatus::Signaled(..) => break,
+                    _ => {}
+                }
+            }
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::fs::File::from(rd), &mut text).unwrap();
+            (text, made)
+        }
+    }
+}
+
+/// Every refusal a plain image can provoke comes before the restore forks anything or changes a
+/// namespace: the restore says why, and made none of those syscalls.
+fn refuses_before_it_changes_anything() {
+    fn siginfo(sig: i32) -> SigInfo {
+        let mut b = vec![0u8; 128];
+        b[..4].copy_from_slice(&sig.to_le_bytes());
+        SigInfo(b)
+    }
+    let tcp = TcpConnection {
+        family: libc::AF_INET,
+        local: ([127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 4000),
+        peer: ([127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 4001),
+        send_seq: 1,
+        recv_seq: 1,
+        send_queue: Vec::new(),
+        recv_queue: Vec::new(),
+        mss: 1400,
+        options: 0,
+        snd_wscale: 0,
+        rcv_wscale: 0,
+        timestamp: 0,
+        window: TcpWindow::default(),
+        reuseaddr: false,
+        reuseport: false,
+        keepalive: false,
+        nodelay: false,
+        v6only: false,
+        sndbuf: 0,
+        rcvbuf: 0,
+    };
+    let zombie = free_pid() + 1;
+    type Edit = Box<dyn FnOnce(&mut Parts)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "a pending SIGTRAP",
+            Box::new(|p| p.thread.pending = vec![siginfo(libc::SIGTRAP)]),
+            "a pending SIGTRAP cannot be re-queued",
+        ),
+        (
+            "other credentials",
+            Box::new(|p| p.core.creds.uids = [4242; 4]),
+            "restoring credentials is not implemented yet",
+        ),
+        (
+            "nested pid namespaces",
+            Box::new(|p| p.tree.ns_pids = vec![p.tree.pid, Pid(7), Pid(1)]),
+            "nested pid namespaces [",
+        ),
+        (
+            "a session not reparented to a subreaper",
+            Box::new(move |p| {
+                p.zombies = vec![Zombie {
+                    pid: Pid(zombie),
+                    ppid: p.tree.pid,
+                    pgid: Pid(zombie),
+                    sid: Pid(1),
+                    exit_status: 0,
+                    inner_pid: None,
+                }]
+            }),
+            "was not a child subreaper",
+        ),
+        (
+            "a shell job's terminal",
+            Box::new(|p| {
+                p.fds.push(Fd {
+                    fd: 1,
+                    cloexec: false,
+                    file: FdFile::InheritedTty,
+                })
+            }),
+            "restore with --shell-job",
+        ),
+        (
+            "an established TCP connection",
+            Box::new(move |p| {
+                p.descs = vec![FileDesc {
+                    id: DescId(1),
+                    flags: libc::O_RDWR as u32,
+                    kind: DescKind::TcpEstablished(tcp),
+                    owner: None,
+                }];
+                p.fds.push(Fd {
+                    fd: 3,
+                    cloexec: false,
+                    file: FdFile::Desc(DescId(1)),
+                });
+            }),
+            "restore it with --tcp-established",
+        ),
+        (
+            "xsave features this CPU lacks",
+            Box::new(|p| p.xsave_features |= 1 << 62),
+            "are not a subset of this CPU's XCR0",
+        ),
+    ];
+    for (what, edit, want) in cases {
+        let f = write_image_with(free_pid(), false, edit);
+        let (err, made) = run_watched(&f.image);
+        assert!(
+            err.contains(want),
+            "{what}: refused with {err:?}, want {want:?}"
+        );
+        assert!(
+            made.is_empty(),
+            "{what}: {made:?} before the refusal ({err})"
+        );
+    }
+    // The other vDSO, a changed file and a taken pid: refused as early.
+    let f = write_image(free_pid(), true);
+    let (err, made) = run_watched(&f.image);
+    assert!(err.contains("vDSO redirection"), "{err}");
+    assert!(made.is_empty(), "other vDSO: {made:?}");
+    let f = write_image(free_pid(), false);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&f.exe)
+        .unwrap()
+        .write_all(b"x")
+        .unwrap();
+    let (err, made) = run_watched(&f.image);
+    assert!(err.contains("changed since the dump"), "{err}");
+    assert!(made.is_empty(), "changed file: {made:?}");
+    let f = write_image(std::process::id(), false);
+    let (err, made) = run_watched(&f.image);
+    assert!(err.contains("already taken"), "{err}");
+    assert!(made.is_empty(), "taken pid: {made:?}");
+}
+
 fn main() {
     require_root("restore_image");
-    let tests: [(&str, fn()); 2] = [
+    let tests: [(&str, fn()); 3] = [
         (
             "restores_a_hand_written_image",
             restores_a_hand_written_image,
@@ -457,6 +680,10 @@ fn main() {
         (
             "refuses_changed_file_taken_pid_and_other_vdso",
             refuses_changed_file_taken_pid_and_other_vdso,
+        ),
+        (
+            "refuses_before_it_changes_anything",
+            refuses_before_it_changes_anything,
         ),
     ];
     for (name, test) in tests {

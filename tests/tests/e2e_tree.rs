@@ -200,3 +200,16 @@ fn pidns_self_check_catches_a_changed_pid() -> Result<()> {
     )?;
     Ok(())
 }
+
+fn pidns_sessions() -> Spec {
+    Spec::workload("wl_pidns_sessions", env!("CARGO_BIN_EXE_wl_pidns_sessions")).root_from_ready()
+}
+
+#[test]
+fn pidns_sessions_self_check_catches_a_changed_pgid() -> Result<()> {
+    harness::self_check_fails(
+        pidns_sessions().args([dormant_tests::workload::INJECT_FAULT]),
+        &["m-ids-round-2", "m-ids-round-3", "m-ids-round-4"],
+    )?;
+    Ok(())
+}

@@ -52,6 +52,31 @@ pub struct OpenedFiles {
     descs: BTreeMap<DescId, FileDesc>,
 }
 
+/// Refuses an image holding an established TCP connection unless the restore rebuilds them
+/// (`--tcp-established`).
+pub fn refuse_established(
+    descs: &[FileDesc],
+    tcp_established: bool,
+) -> Result<(), FileRestoreError> {
+    if tcp_established {
+        return Ok(());
+    }
+    match descs.iter().find_map(|d| match &d.kind {
+        DescKind::TcpEstablished(c) => Some((d, c)),
+        _ => None,
+    }) {
+        Some((d, c)) => Err(FileRestoreError::Bad {
+            id: d.id.0,
+            kind: error::kind_name(&d.kind),
+            reason: format!(
+                "the image holds the established TCP connection {}; restore it with --tcp-established",
+                tcp::shown(c)
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Opens every description of `descs` (in image order: referenced ones come first). Established TCP
 /// connections are rebuilt only with `tcp_established` (an image holding one is refused otherwise).
 pub fn open_all(
@@ -67,21 +92,7 @@ pub fn open_all_inheriting(
     tcp_established: bool,
     inherited: &Inherited,
 ) -> Result<OpenedFiles, FileRestoreError> {
-    if !tcp_established {
-        if let Some((d, c)) = descs.iter().find_map(|d| match &d.kind {
-            DescKind::TcpEstablished(c) => Some((d, c)),
-            _ => None,
-        }) {
-            return Err(FileRestoreError::Bad {
-                id: d.id.0,
-                kind: error::kind_name(&d.kind),
-                reason: format!(
-                    "the image holds the established TCP connection {}; restore it with --tcp-established",
-                    tcp::shown(c)
-                ),
-            });
-        }
-    }
+    refuse_established(descs, tcp_established)?;
     let mut state = open::State::new(inherited.clone());
     let mut opened = OpenedFiles::default();
     // Listeners first: connections accepted from one are rebuilt through it, and an accepted TCP

@@ -21,6 +21,9 @@ pub(super) struct ChildPlan<'a> {
     pub(super) ns_pid: u32,
     /// Root only: wait for one byte here (the tracer has seized us); -1 for others.
     sync_read: RawFd,
+    /// Root only: the write end of `sync_read`, closed first, so the read sees the end of file when the
+    /// restorer dies before it seized us; -1 for others.
+    sync_write: RawFd,
     /// Non-root: write one byte here once this task's session, group and subtree exist; -1 for the root.
     forked_write: RawFd,
     /// Read end of `forked_write` (read by the parent after forking this task).
@@ -71,8 +74,8 @@ pub(super) struct Links<'a> {
     pub(super) early: &'a [usize],
     /// (read, write) of the pipe it reports its subtree on; -1s for the root.
     pub(super) forked: (RawFd, RawFd),
-    /// The root's wait for the tracer; -1 for others.
-    pub(super) sync_read: RawFd,
+    /// The root's wait for the tracer and its write end; -1 for others.
+    pub(super) sync: (RawFd, RawFd),
 }
 
 impl<'a> ChildPlan<'a> {
@@ -103,7 +106,8 @@ impl<'a> ChildPlan<'a> {
         ChildPlan {
             pid: n.task.pid(),
             ns_pid,
-            sync_read: links.sync_read,
+            sync_read: links.sync.0,
+            sync_write: links.sync.1,
             forked_write: links.forked.1,
             forked_read: links.forked.0,
             children: links.children,
@@ -174,6 +178,8 @@ pub(super) fn child_main(plans: &[ChildPlan<'_>], index: usize) -> ! {
     let rep = plan.report_write;
     let mut byte = [0u8; 1];
     if plan.sync_read >= 0 {
+        // SAFETY: closes our copy of the restorer's write end (a no-op when the guard closed it).
+        unsafe { libc::close(plan.sync_write) };
         // SAFETY: reads one byte into our stack buffer.
         if unsafe { libc::read(plan.sync_read, byte.as_mut_ptr().cast(), 1) } != 1 {
             child_fail(rep, Step::ChildSync, errno(), 0);

@@ -2,18 +2,25 @@
 //! blob, and the tracer side that catches each thread's final `rt_sigreturn`, removes the blob areas and lets
 //! go.
 //!
-//! A process tree is forked top-down: the restorer forks the root; every restored task, still running this
+//! A process tree is forked top-down: the restore guard ([`guard`]: a process of the restorer's that reaps
+//! whatever a failed or killed restore leaves) forks the root; every restored task, still running this
 //! crate's code, first takes its session and process group, then forks its own children (each with its exact
 //! pid, one at a time: a child reports on a pipe once its own subtree exists, so later siblings can join
 //! process groups led inside it), and only then puts its fds in place and enters its blob. Zombies are forked
 //! like the others and exit at once with their saved status. The restorer traces the whole tree
-//! (TRACEFORK/TRACECLONE auto-attach, EXITKILL): a failure anywhere kills every restored process.
+//! (TRACEFORK/TRACECLONE auto-attach, EXITKILL): a failure anywhere kills every restored process, and the
+//! guard reaps them all before the restore returns or, if the restorer was killed, before its death can be
+//! seen. Dismissing the guard once every task runs is the restore's commit.
+//!
+//! Modules: [`fork`] (clone3 with exact pids, the blob areas mapped for the children), [`guard`],
+//! [`child`] (what each forked process runs), [`tracer`] (the restorer's side until the release).
 //!
 //! The caller must be single-threaded: the child runs ordinary (allocation-free) Rust between clone3 and
 //! the jump, which is only safe when no other thread could have held a lock at the moment of the fork.
 
 mod child;
 mod fork;
+mod guard;
 mod tracer;
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -209,18 +216,30 @@ pub fn start(launch: Launch) -> Result<Started, RestoreError> {
 /// Starts a whole tree (`nodes[0]` is the root; every parent comes before its children), returns once
 /// every restored thread runs its own code again. On failure no restored process is left.
 pub fn start_tree(nodes: Vec<TreeNode>) -> Result<Started, RestoreError> {
-    start_tree_with(nodes, RootParent::Restorer, &mut |_, _| Ok(()))
+    start_tree_with(nodes, StartOptions::default(), &mut |_, _| Ok(()))
+}
+
+/// How a tree is started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StartOptions {
+    /// The root is forked as the init of a new pid namespace (a container, or a tree that was the init of
+    /// its own); every task then needs its `ns_pid`.
+    pub new_pid_ns: bool,
+    /// Whose child the root becomes.
+    pub root_parent: RootParent,
 }
 
 /// Whose child the restored root becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RootParent {
-    /// The restoring process's (it can wait for the root).
+    /// The restore guard's while the tree is restored ([`guard`]), the restoring process's once it runs
+    /// (it can wait for the root).
     #[default]
     Restorer,
     /// The restoring process's parent's (clone3 `CLONE_PARENT`): a helper process restores on behalf of
-    /// its parent (kata-agent), which then waits for the root as for any child it started. The restorer
-    /// still traces the tree until it runs.
+    /// its parent (kata-agent), which then waits for the root as for any child it started, and reaps what
+    /// a failed restore leaves (there is no guard: it could not be the root's parent). The restorer still
+    /// traces the tree until it runs.
     RestorersParent,
 }
 
@@ -232,7 +251,7 @@ pub type BeforeRelease<'a> = dyn FnMut(u32, &HostPids) -> Result<(), RestoreErro
 /// restore swaps the container's proc mounts there); its failure kills the tree like any other.
 pub fn start_tree_with(
     nodes: Vec<TreeNode>,
-    root_parent: RootParent,
+    opts: StartOptions,
     before_release: &mut BeforeRelease<'_>,
 ) -> Result<Started, RestoreError> {
     let threads = procself::thread_count()?;
@@ -257,22 +276,28 @@ pub fn start_tree_with(
         .collect::<Result<Vec<_>, _>>()?;
     let (sync_read, sync_write) = fork::pipe()?;
     let plans: Vec<ChildPlan<'_>> = (0..nodes.len())
-        .map(|i| ChildPlan::new(&nodes, i, shape.links(i, &sync_read)))
+        .map(|i| ChildPlan::new(&nodes, i, shape.links(i, (&sync_read, &sync_write))))
         .collect();
     let want_pid = plans[0].pid;
     let mask = MaskGuard::block()?;
-    let ret = fork::clone_exact(
-        want_pid,
-        plans[0].ns_pid,
-        root_parent == RootParent::RestorersParent,
-    );
-    if ret == 0 {
-        child::child_main(&plans, 0);
-    }
+    // The guard forks the root and reaps whatever of the tree a failure or our death leaves; a root that
+    // becomes our parent's child is forked by us.
+    let started = match opts.root_parent {
+        RootParent::Restorer => guard::Guard::start(guard::RootFork {
+            plans: &plans,
+            new_pid_ns: opts.new_pid_ns,
+            close_first: &[sync_write.as_raw_fd()],
+        })
+        .map(|(g, ret)| (Some(g), ret)),
+        RootParent::RestorersParent => {
+            fork::fork_root_to_parent(&plans, opts.new_pid_ns).map(|ret| (None, ret))
+        }
+    };
     drop(mask);
     drop(plans);
     drop(sync_read);
     drop(shape);
+    let (guard, ret) = started?;
     // Only the children's copies of the helper fds and of the report pipes' write ends matter now.
     let forked_pid = ret.max(0) as u32;
     let mut traced: Vec<Traced> = Vec::with_capacity(nodes.len());
@@ -292,13 +317,23 @@ pub fn start_tree_with(
     }
     let pid = ret as u32;
     log::debug!("pid {pid}: forked the root of {} task(s)", traced.len());
-    // From here on a failure kills the tree; EXITKILL covers our own death.
-    let outcome = tracer::trace(pid, &mut traced, sync_write, mapped, before_release);
-    if let Err(e) = &outcome {
+    // From here on a failure kills the tree; EXITKILL covers our own death, the guard what is left.
+    if let Some(g) = &guard {
+        log::debug!("pid {pid}: restore guard {}", g.pid());
+    }
+    if let Err(e) = tracer::trace(pid, &mut traced, sync_write, mapped, before_release) {
         log::debug!("pid {pid}: restore failed ({e}); killing the restored tree");
         tracer::kill_all(&traced);
+        // The guard reaps what is left of the tree before it goes.
+        drop(guard);
+        return Err(e);
     }
-    outcome.map(|()| Started { pid })
+    // Every task runs its own code: dismissing the guard is the commit. Until then our death kills the
+    // tree (the guard kills what was already let go); from then on the restore stands.
+    if let Some(Err(e)) = guard.map(guard::Guard::dismiss) {
+        log::warn!("pid {pid}: {e}");
+    }
+    Ok(Started { pid })
 }
 
 /// Who forks whom: each node's children (in fork order) and the group helpers it forks before it joins
@@ -344,14 +379,18 @@ impl Shape {
         Ok(shape)
     }
 
-    fn links<'a>(&'a self, i: usize, sync_read: &OwnedFd) -> child::Links<'a> {
+    fn links<'a>(&'a self, i: usize, (rd, wr): (&OwnedFd, &OwnedFd)) -> child::Links<'a> {
         child::Links {
             children: &self.children[i],
             early: &self.early[i],
             forked: self.forked_pipes[i]
                 .as_ref()
                 .map_or((-1, -1), |(r, w)| (r.as_raw_fd(), w.as_raw_fd())),
-            sync_read: if i == 0 { sync_read.as_raw_fd() } else { -1 },
+            sync: if i == 0 {
+                (rd.as_raw_fd(), wr.as_raw_fd())
+            } else {
+                (-1, -1)
+            },
         }
     }
 }

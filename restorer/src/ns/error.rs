@@ -20,7 +20,7 @@ pub enum NsRestoreError {
     #[error("image {}: {}", .dir.display(), .reason)]
     BadImage { dir: PathBuf, reason: String },
     #[error("{0}")]
-    Unsupported(String),
+    Unsupported(#[from] crate::refusal::Unsupported),
     #[error("{}: {}", .step, .source)]
     Syscall {
         step: &'static str,

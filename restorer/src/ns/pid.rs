@@ -2,8 +2,8 @@
 //! (started with `unshare(CLONE_NEWPID)` and a fork, or `unshare --pid --fork`, not a container).
 //!
 //! The image says so through `PsTreeEntry::ns_pids`: the root has two levels, `[outer pid, 1]`, and every
-//! other task `[outer pid, inner pid]`. The restorer calls `unshare(CLONE_NEWPID)` right before it forks
-//! the tree, so the root is forked as pid 1 of a new namespace and every task with `clone3`
+//! other task `[outer pid, inner pid]`. The launcher forks the root as pid 1 of a new pid namespace
+//! (`unshare(CLONE_NEWPID)` in the process that forks it) and every task with `clone3`
 //! `set_tid = [inner pid, outer pid]` (`Launch::ns_pid`): the outer pids, which the tracer and the restored
 //! tree's outside observers use, stay the dumped ones. The tree shares the restorer's `/proc`, which shows
 //! the outer namespace, as the dumped tree shared the dumper's: nothing is mounted.
@@ -17,10 +17,9 @@
 
 use std::collections::BTreeMap;
 
-use nix::sched::{unshare, CloneFlags};
-
 use crate::error::RestoreError;
 use crate::image::TreeImage;
+use crate::refusal::Unsupported;
 
 /// The tree's own pid namespace, planned from the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,12 +40,11 @@ impl PidNsPlan {
             [] | [_] => return Ok(None),
             [_, one] if one.0 == 1 => {}
             levels => {
-                return Err(RestoreError::Unsupported(format!(
-                    "root {}: pids {:?} in nested pid namespaces; only a root that is the init of a pid \
-                     namespace one level below the restorer's is restored",
-                    root.pid.0,
-                    levels.iter().map(|p| p.0).collect::<Vec<_>>()
-                )))
+                return Err(Unsupported::from(dormant_restorable::Refusal::PidNesting {
+                    pid: root.pid.0,
+                    levels: levels.iter().map(|p| p.0).collect(),
+                })
+                .into())
             }
         }
         let mut inner = BTreeMap::new();
@@ -56,12 +54,12 @@ impl PidNsPlan {
                     inner.insert(t.pid.0, i.0);
                 }
                 levels => {
-                    return Err(RestoreError::Unsupported(format!(
-                        "pid {}: pids {:?} where the tree's pid namespace (root {}) needs [outer, inner]",
-                        t.pid.0,
-                        levels.iter().map(|p| p.0).collect::<Vec<_>>(),
-                        root.pid.0
-                    )))
+                    return Err(Unsupported::InnerPidMissing {
+                        pid: t.pid.0,
+                        levels: levels.iter().map(|p| p.0).collect(),
+                        root: root.pid.0,
+                    }
+                    .into())
                 }
             }
             if let Some(o) = t
@@ -69,20 +67,16 @@ impl PidNsPlan {
                 .iter()
                 .find(|o| !matches!(o.ns_tids.as_slice(), [outer, _] if *outer == o.tid))
             {
-                return Err(RestoreError::Unsupported(format!(
-                    "pid {} thread {}: tids {:?} where the tree's pid namespace needs [outer, inner] \
-                     (an image from before inner tids were recorded?)",
-                    t.pid.0,
-                    o.tid.0,
-                    o.ns_tids.iter().map(|p| p.0).collect::<Vec<_>>()
-                )));
+                return Err(Unsupported::InnerTidMissing {
+                    pid: t.pid.0,
+                    tid: o.tid.0,
+                    levels: o.ns_tids.iter().map(|p| p.0).collect(),
+                }
+                .into());
             }
         }
         if let Some(z) = tree.zombies.iter().find(|z| z.inner_pid.is_none()) {
-            return Err(RestoreError::Unsupported(format!(
-                "zombie {} inside a nested pid namespace: its pid there is not recorded",
-                z.pid.0
-            )));
+            return Err(Unsupported::ZombieInnerPidMissing { pid: z.pid.0 }.into());
         }
         Ok(Some(PidNsPlan { inner }))
     }
@@ -92,16 +86,13 @@ impl PidNsPlan {
         self.inner.get(&pid).copied()
     }
 
-    /// Makes the calling (restoring, single-threaded) process's next child the init of a new pid
-    /// namespace. The caller's own pid namespace does not change.
-    pub fn enter(&self) -> Result<(), RestoreError> {
-        unshare(CloneFlags::CLONE_NEWPID)
-            .map_err(|e| RestoreError::sys("unshare(CLONE_NEWPID)".to_string(), e))?;
+    /// Logs what the restore does with the tree (the launcher forks its root as the init of a new pid
+    /// namespace, [`crate::launch::StartOptions::new_pid_ns`]).
+    pub fn announce(&self) {
         log::info!(
             "pid namespace: the tree's root is forked as the init of a new pid namespace ({} task(s))",
             self.inner.len()
         );
-        Ok(())
     }
 }
 
@@ -122,8 +113,8 @@ impl InnerIds {
         Self { map: None }
     }
 
-    /// Ids of a tree restored in a nested pid namespace: tasks through `inner_pid`, threads through their
-    /// recorded `NSpid`.
+    /// Ids of a tree restored in a nested pid namespace: tasks and zombies through `inner_pid`, threads
+    /// through their recorded `NSpid`.
     pub fn nested(tree: &TreeImage, inner_pid: impl Fn(u32) -> Option<u32>) -> Self {
         let mut map = BTreeMap::new();
         for t in &tree.tasks {
@@ -136,6 +127,11 @@ impl InnerIds {
                         map.insert(outer.0, inner.0);
                     }
                 }
+            }
+        }
+        for z in &tree.zombies {
+            if let Some(i) = inner_pid(z.pid.0) {
+                map.insert(z.pid.0, i);
             }
         }
         Self { map: Some(map) }

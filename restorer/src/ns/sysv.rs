@@ -61,12 +61,11 @@ pub(crate) fn set_next_id(kind: IpcKind, id: i32) -> Result<()> {
     })
 }
 
-fn next_id_missing(kind: IpcKind) -> String {
-    format!(
-        "recreating System V {} objects with their ids needs {}, which this kernel lacks (CONFIG_CHECKPOINT_RESTORE)",
-        kind.name(),
-        kind.next_id_file()
-    )
+fn next_id_missing(kind: IpcKind) -> crate::refusal::Unsupported {
+    crate::refusal::Unsupported::IpcNextId {
+        kind: kind.name(),
+        file: kind.next_id_file(),
+    }
 }
 
 /// Refuses, before anything is created, when this kernel cannot choose ids for `kind`.

@@ -136,6 +136,14 @@ pub fn prepare(
     })
 }
 
+/// What of `task` this restorer refuses, checked before anything changes: a pending SIGTRAP, POSIX timers
+/// on a kernel that cannot give their ids back.
+pub fn refuse(task: &TaskImage) -> Result<(), RestoreError> {
+    signals::refuse(task)?;
+    timers::refuse(task)?;
+    Ok(())
+}
+
 /// Lays the blob area out in a hole free in both this process's layout and the task's, away from the
 /// areas of the tree's other tasks (all are mapped here at once before the first fork).
 fn place_area(

@@ -5,17 +5,19 @@
 use std::path::Path;
 
 use dormant_image::records::SigInfo;
-use dormant_restorer_proto::{KSigAction, QueuedSigArg, NSIG, SIGINFO_SIZE};
+use dormant_restorer_proto::QueuedSigArg;
+use dormant_sys::signal::{KernelSigaction, NSIG, SIGINFO_SIZE};
 
 use super::threads::inner_tid;
 use crate::error::RestoreError;
 use crate::image::TaskImage;
 use crate::ns::pid::InnerIds;
+use crate::refusal::Unsupported;
 
 /// Signal actions (`None`: every action reset to its default) and the signals to re-queue.
 #[derive(Debug)]
 pub struct TaskSignals {
-    pub actions: Option<Box<[KSigAction; NSIG]>>,
+    pub actions: Option<Box<[KernelSigaction; NSIG]>>,
     /// Process-wide ones first, each queue in its saved order.
     pub queued: Vec<QueuedSigArg>,
 }
@@ -25,14 +27,9 @@ pub fn prepare(dir: &Path, task: &TaskImage, ids: &InnerIds) -> Result<TaskSigna
     let core = &task.core;
     let actions = match &core.sigactions {
         Some(acts) if acts.len() == NSIG => {
-            let mut out = Box::new([KSigAction::default(); NSIG]);
+            let mut out = Box::new([KernelSigaction::default(); NSIG]);
             for (o, a) in out.iter_mut().zip(acts) {
-                *o = KSigAction {
-                    handler: a.handler,
-                    flags: a.flags,
-                    restorer: a.restorer,
-                    mask: a.mask,
-                };
+                *o = KernelSigaction::from(*a);
             }
             Some(out)
         }
@@ -58,6 +55,16 @@ pub fn prepare(dir: &Path, task: &TaskImage, ids: &InnerIds) -> Result<TaskSigna
         }
     }
     Ok(TaskSignals { actions, queued })
+}
+
+/// Refuses a pending SIGTRAP, process-wide or of a thread (see [`queued_signals`]).
+pub fn refuse(task: &TaskImage) -> Result<(), Unsupported> {
+    let trap = |si: &SigInfo| si.0.get(..4) == Some(&libc::SIGTRAP.to_le_bytes()[..]);
+    let pending = task.threads().flat_map(|t| &t.pending);
+    if task.core.shared_pending.iter().chain(pending).any(trap) {
+        return Err(Unsupported::PendingSigtrap { pid: task.pid.0 });
+    }
+    Ok(())
 }
 
 /// One saved queue of pending signals as the blob re-queues them (the process-wide one when `shared`).
@@ -89,9 +96,7 @@ fn queued_signals(
         // The blob keeps SIGTRAP unblocked for its final int3 (see the blob's `block_signals`): a queued one
         // would be delivered to the tracer in the middle of the restore instead of to the task.
         if signo == libc::SIGTRAP {
-            return Err(RestoreError::Unsupported(format!(
-                "pid {pid}: a pending SIGTRAP cannot be re-queued (the restore itself traps)"
-            )));
+            return Err(Unsupported::PendingSigtrap { pid }.into());
         }
         Ok(QueuedSigArg {
             shared: is_shared as u32,

@@ -4,12 +4,14 @@
 use std::path::Path;
 
 use dormant_image::records::PosixTimer;
-use dormant_restorer_proto::{ITimerVal, TimerArg};
+use dormant_restorer_proto::TimerArg;
+use dormant_sys::signal::KernelItimerval;
 
 use super::threads::inner_tid;
 use crate::error::RestoreError;
 use crate::image::TaskImage;
 use crate::ns::pid::InnerIds;
+use crate::refusal::Unsupported;
 
 /// `prctl` option (Linux 6.17) that makes `timer_create` take the id from `*timer_id`.
 const PR_TIMER_CREATE_RESTORE_IDS: libc::c_int = 77;
@@ -17,7 +19,7 @@ const PR_TIMER_CREATE_RESTORE_IDS_GET: libc::c_ulong = 2;
 
 #[derive(Debug)]
 pub struct TaskTimers {
-    pub itimers: Option<[ITimerVal; 3]>,
+    pub itimers: Option<[KernelItimerval; 3]>,
     /// Ascending by id.
     pub posix: Vec<TimerArg>,
 }
@@ -25,7 +27,7 @@ pub struct TaskTimers {
 pub fn prepare(dir: &Path, task: &TaskImage, ids: &InnerIds) -> Result<TaskTimers, RestoreError> {
     let pid = task.pid.0;
     let itimers = task.core.itimers.map(|ts| {
-        ts.map(|t| ITimerVal {
+        ts.map(|t| KernelItimerval {
             interval_sec: (t.interval_us / 1_000_000) as i64,
             interval_usec: (t.interval_us % 1_000_000) as i64,
             value_sec: (t.value_us / 1_000_000) as i64,
@@ -42,12 +44,16 @@ pub fn prepare(dir: &Path, task: &TaskImage, ids: &InnerIds) -> Result<TaskTimer
     Ok(TaskTimers { itimers, posix })
 }
 
-/// The saved POSIX timers for the blob; refuses a task with timers on a kernel that cannot give them their
-/// ids back (a different id would silently break the task's `timer_*` calls).
-fn posix_timers(pid: u32, timers: &[PosixTimer]) -> Result<Vec<TimerArg>, RestoreError> {
-    if timers.is_empty() {
-        return Ok(Vec::new());
+/// Refuses POSIX timers on a kernel that cannot give them their ids back.
+pub fn refuse(task: &TaskImage) -> Result<(), Unsupported> {
+    if task.core.posix_timers.is_empty() {
+        return Ok(());
     }
+    probe_restore_ids(task.pid.0, task.core.posix_timers.len())
+}
+
+/// Whether this kernel has `PR_TIMER_CREATE_RESTORE_IDS`; `count` timers of `pid` need it.
+fn probe_restore_ids(pid: u32, count: usize) -> Result<(), Unsupported> {
     // SAFETY: the GET form of this prctl only reads a flag of the calling task.
     let probe = unsafe {
         libc::prctl(
@@ -59,13 +65,22 @@ fn posix_timers(pid: u32, timers: &[PosixTimer]) -> Result<Vec<TimerArg>, Restor
         )
     };
     if probe < 0 {
-        return Err(RestoreError::Unsupported(format!(
-            "pid {pid}: {} POSIX timer(s) but this kernel lacks PR_TIMER_CREATE_RESTORE_IDS (Linux 6.17+), \
-             so their ids cannot be restored: {}",
-            timers.len(),
-            std::io::Error::last_os_error()
-        )));
+        return Err(Unsupported::TimerIds {
+            pid,
+            count,
+            errno: nix::Error::last(),
+        });
     }
+    Ok(())
+}
+
+/// The saved POSIX timers for the blob; refuses a task with timers on a kernel that cannot give them their
+/// ids back (a different id would silently break the task's `timer_*` calls).
+fn posix_timers(pid: u32, timers: &[PosixTimer]) -> Result<Vec<TimerArg>, RestoreError> {
+    if timers.is_empty() {
+        return Ok(Vec::new());
+    }
+    probe_restore_ids(pid, timers.len())?;
     const NS: u64 = 1_000_000_000;
     Ok(timers
         .iter()
