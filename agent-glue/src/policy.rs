@@ -2,8 +2,8 @@
 //! keys, and where each key is bound from in a sandbox.
 //!
 //! External: every bind whose source lies under the shared directory (virtio-fs or 9p, the host's files:
-//! volumes, the rootfs), and `/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname` and `/dev/shm` wherever
-//! their source is. Each is keyed `kata:<destination>` (the container path, which a new sandbox's spec
+//! volumes, the rootfs), and binds on `/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname` and `/dev/shm`
+//! wherever their source is (a `/dev/shm` that is a tmpfs of its own is recreated with its content). Each is keyed `kata:<destination>` (the container path, which a new sandbox's spec
 //! has too, unlike the source paths, which hold the sandbox's container id). The root filesystem is keyed
 //! `kata:rootfs` and is given as the restore's root.
 //!
@@ -22,7 +22,7 @@ use oci_spec::runtime::Spec;
 
 use crate::error::GlueError;
 
-/// Destinations that are external whatever their source.
+/// Destinations whose binds are external whatever their source.
 const ALWAYS_EXTERNAL: [&str; 4] = [
     "/etc/hosts",
     "/etc/resolv.conf",
@@ -65,8 +65,8 @@ impl MountPolicy {
         for m in spec.mounts().iter().flatten() {
             let Some(source) = m.source() else { continue };
             let destination = m.destination().to_string_lossy().into_owned();
-            let wanted = ALWAYS_EXTERNAL.contains(&destination.as_str())
-                || (is_bind(m) && source.starts_with(shared));
+            let wanted = is_bind(m)
+                && (ALWAYS_EXTERNAL.contains(&destination.as_str()) || source.starts_with(shared));
             if wanted
                 && !mounts
                     .iter()
@@ -195,6 +195,7 @@ mod tests {
         "root": {"path": "/run/kata-containers/shared/containers/c1/rootfs"},
         "mounts": [
             {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue"},
             {"destination": "/dev/shm", "type": "bind", "source": "/run/kata-containers/sandbox/shm", "options": ["rbind"]},
             {"destination": "/etc/hosts", "type": "bind", "source": "/run/kata-containers/shared/containers/c1-abc-hosts", "options": ["rbind", "ro"]},
             {"destination": "/etc/hostname", "type": "bind", "source": "/run/kata-containers/shared/containers/c1-abc-hostname", "options": ["rbind"]},
@@ -218,7 +219,7 @@ mod tests {
             Path::new("/run/kata-containers/shared"),
         );
         let keys: Vec<&str> = p.mounts.iter().map(|m| m.key.as_str()).collect();
-        // /proc is not a bind; /scratch is a bind from outside the shared directory: both not external.
+        // /proc and /dev/mqueue are no binds; /scratch is a bind from outside the shared directory.
         assert_eq!(
             keys,
             [
@@ -249,6 +250,24 @@ mod tests {
                 "mnt[/run/kata-containers/shared/containers]:master:kata:rootfs",
             ]
         );
+    }
+
+    #[test]
+    fn a_dev_shm_of_its_own_is_not_external() {
+        let own = SPEC.replace(
+            r#""type": "bind", "source": "/run/kata-containers/sandbox/shm", "options": ["rbind"]"#,
+            r#""type": "tmpfs", "source": "shm", "options": ["nosuid", "size=65536k"]"#,
+        );
+        let p = MountPolicy::from_spec(
+            &spec(&own),
+            Path::new("/r"),
+            Path::new("/run/kata-containers/shared"),
+        );
+        assert!(
+            p.mounts.iter().all(|m| m.destination != "/dev/shm"),
+            "{p:?}"
+        );
+        assert_eq!(p.mounts.len(), 3);
     }
 
     #[test]

@@ -1,62 +1,48 @@
 //! `dormant show` and `dormant verify`.
 //!
-//! `show --json` prints every record of every file as JSON, keyed by file name (the counterpart of CRIU's
-//! `crit show`); page data files are summarised, never dumped. `verify` runs the container checks of
-//! dormant-image (lengths, checksums, framing, page indexes) and the schema's cross references.
+//! Both load the image whole with every check ([`Image::load`], what restore does too). `show --json`
+//! prints every record of every file as JSON, keyed by file name (the counterpart of CRIU's `crit show`);
+//! page data files are summarised, never dumped. `verify` prints what the checks found.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use dormant_image::records;
-use dormant_image::{ImageReader, Record};
+use dormant_image::records::{self, KindVisitor, RecordKind};
+use dormant_image::{Image, ImageError, ImageReader, Record};
 use serde_json::{json, Map, Value};
 
 use crate::error::CliError;
 
-fn records_json<R: Record + serde::Serialize>(
-    img: &ImageReader,
-    name: &str,
-) -> Result<Value, CliError> {
-    let items: Vec<R> = img.read_records(name)?;
-    serde_json::to_value(items).map_err(CliError::Json)
+/// The records of one file as JSON, decoded as the record type of `kind` (from the kind table).
+struct RecordsJson<'a> {
+    img: &'a ImageReader,
+    name: &'a str,
+}
+
+impl KindVisitor for RecordsJson<'_> {
+    type Output = Result<Value, CliError>;
+    fn visit<R: Record + Clone + PartialEq>(self) -> Self::Output {
+        let items: Vec<R> = self.img.read_records(self.name)?;
+        serde_json::to_value(items).map_err(CliError::Json)
+    }
 }
 
 fn file_json(img: &ImageReader, name: &str, len: u64) -> Result<Value, CliError> {
-    use dormant_image::records::*;
+    use dormant_image::records::{file_role, FileRole};
     Ok(match file_role(name) {
         Some(FileRole::PageData) => json!({ "page_data_bytes": len }),
-        Some(FileRole::Records(kind)) => match kind {
-            RecordKind::Inventory => {
-                serde_json::to_value(img.inventory()).map_err(CliError::Json)?
-            }
-            RecordKind::PageIndex => records_json::<dormant_image::PageExtent>(img, name)?,
-            RecordKind::PsTree => records_json::<PsTreeEntry>(img, name)?,
-            RecordKind::TaskCore => records_json::<TaskCore>(img, name)?,
-            RecordKind::ThreadCore => records_json::<ThreadCore>(img, name)?,
-            RecordKind::Mm => records_json::<Mm>(img, name)?,
-            RecordKind::RegFiles => records_json::<RegFile>(img, name)?,
-            RecordKind::Fds => records_json::<Fd>(img, name)?,
-            RecordKind::ShmemObjects => records_json::<ShmemObject>(img, name)?,
-            RecordKind::FileDescs => records_json::<FileDesc>(img, name)?,
-            RecordKind::FileLocks => records_json::<FileLock>(img, name)?,
-            RecordKind::FileIdentity => records_json::<FileIdentity>(img, name)?,
-            RecordKind::Zombie => records_json::<Zombie>(img, name)?,
-            RecordKind::TaskNamespaces => records_json::<TaskNamespaces>(img, name)?,
-            RecordKind::UtsNamespace => records_json::<UtsNamespace>(img, name)?,
-            RecordKind::IpcNamespace => records_json::<IpcNamespace>(img, name)?,
-            RecordKind::TaskCgroups => records_json::<TaskCgroups>(img, name)?,
-            RecordKind::NsState => records_json::<NsState>(img, name)?,
-            RecordKind::Mounts => records_json::<MountEntry>(img, name)?,
-            RecordKind::ExternalMasters => records_json::<ExternalMaster>(img, name)?,
-            RecordKind::ContainerRoot => records_json::<ContainerRoot>(img, name)?,
-            RecordKind::TmpfsContent => records_json::<TmpfsRecord>(img, name)?,
-        },
+        Some(FileRole::Records(RecordKind::Inventory)) => {
+            serde_json::to_value(img.inventory()).map_err(CliError::Json)?
+        }
+        Some(FileRole::Records(kind)) => kind.visit(RecordsJson { img, name })?,
         None => json!({ "unknown_file_bytes": len }),
     })
 }
 
+/// Prints a checked image (`dormant show` of an image `verify` rejects fails with the same problems).
 pub fn show(dir: &Path, as_json: bool) -> Result<ExitCode, CliError> {
-    let img = ImageReader::open(dir)?;
+    let image = Image::load(dir)?;
+    let img = image.reader();
     if as_json {
         let mut out = Map::new();
         out.insert(
@@ -64,7 +50,7 @@ pub fn show(dir: &Path, as_json: bool) -> Result<ExitCode, CliError> {
             serde_json::to_value(img.inventory()).map_err(CliError::Json)?,
         );
         for f in &img.inventory().files {
-            out.insert(f.name.clone(), file_json(&img, &f.name, f.len)?);
+            out.insert(f.name.clone(), file_json(img, &f.name, f.len)?);
         }
         println!(
             "{}",
@@ -72,11 +58,11 @@ pub fn show(dir: &Path, as_json: bool) -> Result<ExitCode, CliError> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    print!("{}", human(&img)?);
+    print!("{}", human(&image));
     Ok(ExitCode::SUCCESS)
 }
 
-fn human(img: &ImageReader) -> Result<String, CliError> {
+fn human(img: &Image) -> String {
     use records::*;
     use std::fmt::Write;
     let inv = img.inventory();
@@ -93,21 +79,11 @@ fn human(img: &ImageReader) -> Result<String, CliError> {
         inv.tool_version,
         inv.root_pid.0
     );
-    let files: Vec<RegFile> = img.read_records(names::REG_FILES)?;
-    let descs: Vec<FileDesc> = if img.has_file(names::FILE_DESCS) {
-        img.read_records(names::FILE_DESCS)?
-    } else {
-        Vec::new()
-    };
-    let path_of = |id: FileId| {
-        files
-            .iter()
-            .find(|f| f.id == id)
-            .map(|f| f.path.as_str())
-            .unwrap_or("?")
-    };
-    for t in img.read_records::<PsTreeEntry>(names::PSTREE)? {
-        let core: TaskCore = img.read_single(&names::core(t.pid))?;
+    let files = &img.files;
+    let descs = &img.descs;
+    let path_of = |id: FileId| files.get(&id).map(|f| f.path.as_str()).unwrap_or("?");
+    for task in &img.tasks {
+        let (t, core) = (&task.tree, &task.core);
         let _ = writeln!(
             s,
             "\npid {} ({}) ppid {:?} pgid {} sid {} threads {:?}",
@@ -118,8 +94,8 @@ fn human(img: &ImageReader) -> Result<String, CliError> {
             t.sid.0,
             t.threads.iter().map(|x| x.0).collect::<Vec<_>>()
         );
-        for tid in &t.threads {
-            let th: ThreadCore = img.read_single(&names::thread(*tid))?;
+        for th in &task.threads {
+            let tid = th.tid;
             let _ = writeln!(
                 s,
                 "  thread {}: rip {:#x} rsp {:#x} rax {:#x} orig_rax {} sigmask {:#x} xstate {} bytes{}",
@@ -133,9 +109,9 @@ fn human(img: &ImageReader) -> Result<String, CliError> {
                 th.rseq.map(|r| format!(" rseq {:#x}", r.addr)).unwrap_or_default()
             );
         }
-        let mm: Mm = img.read_single(&names::mm(t.pid))?;
+        let mm = &task.mm;
         let _ = writeln!(s, "  exe {}", path_of(mm.exe));
-        let store = img.page_store(&names::task_pages(t.pid))?;
+        let store = &task.pages;
         for v in &mm.vmas {
             let stored: u64 = store
                 .extents()
@@ -159,10 +135,10 @@ fn human(img: &ImageReader) -> Result<String, CliError> {
                 backing
             );
         }
-        for fd in img.read_records::<Fd>(&names::fds(t.pid))? {
+        for fd in &task.fds {
             let what = match fd.file {
                 FdFile::Reg(id) => {
-                    let f = files.iter().find(|f| f.id == id);
+                    let f = files.get(&id);
                     format!(
                         "{} pos {} flags {:#o}",
                         path_of(id),
@@ -191,7 +167,7 @@ fn human(img: &ImageReader) -> Result<String, CliError> {
         inv.files.len(),
         total as f64 / 1048576.0
     );
-    Ok(s)
+    s
 }
 
 /// One line about a description for the human-readable view (`--json` has every field).
@@ -246,26 +222,28 @@ fn desc_summary(k: &records::DescKind) -> String {
     }
 }
 
+/// Loads the image with every check; prints a one-line summary, or fails with every problem found.
 pub fn verify(dir: &Path) -> Result<ExitCode, CliError> {
-    let img = ImageReader::open(dir)?;
-    let mut problems: Vec<String> = match img.verify() {
-        Ok(_) => Vec::new(),
-        Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
-    };
-    if problems.is_empty() {
-        problems = records::check_references(&img);
-    }
-    if problems.is_empty() {
-        println!(
-            "{}: image OK ({} files)",
-            dir.display(),
-            img.inventory().files.len()
-        );
-        Ok(ExitCode::SUCCESS)
-    } else {
-        Err(CliError::Verify {
+    match Image::load(dir) {
+        Ok(image) => {
+            println!(
+                "{}: image OK (format {}.{}, {} files, {} processes)",
+                dir.display(),
+                image.inventory().format_major,
+                image.inventory().format_minor,
+                image.inventory().files.len(),
+                image.tasks.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ImageError::Rejected { problems, .. }) => Err(CliError::Verify {
             dir: dir.to_owned(),
-            problems: problems.join("\n"),
-        })
+            problems: problems
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }),
+        Err(e) => Err(e.into()),
     }
 }

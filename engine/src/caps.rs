@@ -92,6 +92,12 @@ pub fn seize_denied(pid: u32) -> String {
             owner.first().copied().unwrap_or("?")
         );
     }
+    if field("Seccomp:").is_some_and(|m| m != "0") && !has(CAP_SYS_ADMIN) {
+        return "it runs under seccomp, and suspending its filters for the dump \
+                (PTRACE_O_SUSPEND_SECCOMP) needs CAP_SYS_ADMIN and a dumper that is not under seccomp \
+                itself"
+            .into();
+    }
     match std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope") {
         Ok(s) if s.trim() != "0" && !has(CAP_SYS_PTRACE) => format!(
             "kernel.yama.ptrace_scope is {} and dormant lacks CAP_SYS_PTRACE",

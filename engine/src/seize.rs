@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::ptrace;
 use nix::sys::signal::{self, Signal};
-use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid as NixPid;
 
 use crate::error::{DumpError, Result};
@@ -77,6 +77,73 @@ fn ptrace_err(pid: u32, op: &'static str) -> impl FnOnce(Errno) -> DumpError {
     move |source| DumpError::Ptrace { pid, op, source }
 }
 
+/// A tracee's wait status, with signal numbers as the kernel reports them: nix's `WaitStatus` has no
+/// room for realtime signals (it fails with EINVAL), and a task that gets one while it is seized must
+/// get it back, not lose it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TraceeStop {
+    /// A ptrace event stop (`PTRACE_EVENT_*` in the high byte).
+    Event { sig: i32, event: i32 },
+    /// A signal-delivery stop.
+    Signal(i32),
+    /// A syscall stop (PTRACE_O_TRACESYSGOOD).
+    Syscall,
+    /// Exited or killed.
+    Gone,
+}
+
+/// waitpid(`pid`, __WALL), decoded as [`TraceeStop`].
+fn wait_stop(pid: u32) -> std::result::Result<TraceeStop, Errno> {
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: waitpid writes one int to `status`, which lives on this stack.
+        let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::__WALL) };
+        if r >= 0 {
+            break;
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            e => return Err(e),
+        }
+    }
+    if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+        return Ok(TraceeStop::Gone);
+    }
+    let sig = libc::WSTOPSIG(status);
+    let event = status >> 16;
+    Ok(if sig == libc::SIGTRAP | 0x80 {
+        TraceeStop::Syscall
+    } else if event != 0 {
+        TraceeStop::Event { sig, event }
+    } else {
+        TraceeStop::Signal(sig)
+    })
+}
+
+/// PTRACE_CONT delivering signal number `sig` (any, realtime ones included).
+fn cont_with_signal(pid: u32, sig: i32) -> std::result::Result<(), Errno> {
+    // SAFETY: PTRACE_CONT takes the signal number as `data`; no memory is passed.
+    let r = unsafe {
+        libc::ptrace(
+            libc::PTRACE_CONT,
+            pid as libc::pid_t,
+            std::ptr::null_mut::<libc::c_void>(),
+            sig as usize as *mut libc::c_void,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+/// PTRACE_SEIZE of thread `tid` with the parasite's options for it (which suspend its seccomp
+/// filters when it has any: an injected syscall must not be judged by them).
+fn seize_one(tid: u32) -> std::result::Result<(), Errno> {
+    let t = dormant_parasite::Tid(tid as i32);
+    ptrace::seize(
+        NixPid::from_raw(tid as i32),
+        dormant_parasite::seize_options(t),
+    )
+}
+
 fn is_stop_signal(sig: Signal) -> bool {
     matches!(
         sig,
@@ -99,7 +166,7 @@ impl SeizedTask {
             start_time: before.start_time,
         };
         let npid = NixPid::from_raw(pid as i32);
-        ptrace::seize(npid, dormant_parasite::SEIZE_OPTIONS).map_err(|e| match e {
+        seize_one(pid).map_err(|e| match e {
             Errno::ESRCH => DumpError::NoSuchProcess { pid },
             Errno::EPERM => DumpError::SeizeDenied {
                 pid,
@@ -168,7 +235,7 @@ impl SeizedTask {
         };
         let grab = |tid: u32| {
             let ntid = NixPid::from_raw(tid as i32);
-            ptrace::seize(ntid, dormant_parasite::SEIZE_OPTIONS)?;
+            seize_one(tid)?;
             // A job-control-stopped task re-traps by itself (see `seize`).
             if before.state != 'T' {
                 ptrace::interrupt(ntid)?;
@@ -239,10 +306,16 @@ impl SeizedTask {
                     continue;
                 }
                 let ntid = NixPid::from_raw(tid as i32);
-                match ptrace::seize(ntid, dormant_parasite::SEIZE_OPTIONS) {
+                match seize_one(tid) {
                     Ok(()) => {}
                     // It exited between the scan and the seize.
                     Err(Errno::ESRCH) => continue,
+                    Err(Errno::EPERM) => {
+                        return Err(DumpError::SeizeDenied {
+                            pid,
+                            reason: format!("thread {tid}: {}", crate::caps::seize_denied(tid)),
+                        })
+                    }
                     Err(e) => return Err(ptrace_err(tid, "PTRACE_SEIZE (thread)")(e)),
                 }
                 self.threads.push(tid);
@@ -301,8 +374,9 @@ impl SeizedTask {
                     | WaitPidFlag::WNOWAIT,
             ) {
                 Ok(WaitStatus::StillAlive) => {}
-                Ok(_) => {
-                    // Something is there: consume it through the normal path.
+                // Something is there (EINVAL: a stop for a realtime signal, which nix cannot decode):
+                // consume it through the normal path.
+                Ok(_) | Err(Errno::EINVAL) => {
                     self.wait_for_event_stop(pid)?;
                     return Ok(true);
                 }
@@ -345,28 +419,22 @@ impl SeizedTask {
 
     /// Waits for the interrupt (or group-stop) event of `pid`, the leader or one of its threads.
     fn wait_for_event_stop(&mut self, pid: u32) -> Result<()> {
-        let npid = NixPid::from_raw(pid as i32);
         for _ in 0..MAX_SIGNAL_STOPS {
-            let status = loop {
-                match waitpid(npid, Some(WaitPidFlag::__WALL)) {
-                    Err(Errno::EINTR) => continue,
-                    other => break other.map_err(ptrace_err(pid, "wait for stop"))?,
-                }
-            };
-            match status {
-                WaitStatus::PtraceEvent(_, sig, ev) if ev == libc::PTRACE_EVENT_STOP => {
-                    if is_stop_signal(sig) {
+            match wait_stop(pid).map_err(ptrace_err(pid, "wait for stop"))? {
+                TraceeStop::Event { sig, event } if event == libc::PTRACE_EVENT_STOP => {
+                    if matches!(Signal::try_from(sig), Ok(s) if is_stop_signal(s)) {
                         // A group stop: the task was (or has just become) stopped by job control.
                         self.stopped = true;
                     }
                     return Ok(());
                 }
-                WaitStatus::Stopped(_, sig) => {
-                    // A signal-delivery stop came first: hand the signal back and wait for our interrupt.
-                    log::debug!("pid {pid}: re-injecting {sig:?} while seizing");
-                    ptrace::cont(npid, Some(sig)).map_err(ptrace_err(pid, "PTRACE_CONT"))?;
+                TraceeStop::Signal(sig) => {
+                    // A signal-delivery stop came first (realtime signals included): hand the signal back
+                    // and wait for our interrupt.
+                    log::debug!("pid {pid}: re-injecting signal {sig} while seizing");
+                    cont_with_signal(pid, sig).map_err(ptrace_err(pid, "PTRACE_CONT"))?;
                 }
-                WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
+                TraceeStop::Gone => {
                     if pid == self.identity.pid {
                         self.released = true;
                     }

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dormant_engine::{Dump, DumpError, Pid};
-use dormant_image::ImageReader;
+use dormant_image::Image;
 use dormant_restorable::{facts_from_image, RefusalKind, Runner};
 
 /// The release `dormant` binary (`./scripts/test.sh` builds it before the tests).
@@ -270,7 +270,7 @@ fn every_refusal_of_the_restore_is_made_by_the_dump_first() {
             .unwrap()
             .run()
             .unwrap_or_else(|e| panic!("{kind:?}: the unchecked dump failed: {e}"));
-        let facts = facts_from_image(&ImageReader::open(&img).unwrap()).unwrap();
+        let facts = facts_from_image(&Image::load(&img).unwrap());
         let at_restore = dormant_restorable::check(&facts, &Runner::current())
             .expect_err(&format!("{kind:?}: the restore's check accepts the image"));
         assert_eq!(at_restore.to_string(), refusal.to_string());

@@ -25,18 +25,36 @@ pub enum ImageError {
         #[source]
         source: io::Error,
     },
-    #[error("{file}: bad magic {found:02x?} (expected {expected:02x?}): not a dormant record file for this architecture")]
+    /// Only the fixed magic is ever shown of a file's content: an image file may be anything (a link to a
+    /// secret, if a symlink slipped through), and its bytes do not belong in a log.
+    #[error("{file}: bad magic (expected {expected:?}): not a dormant record file for this architecture")]
     BadMagic {
         file: String,
-        found: [u8; 8],
-        expected: [u8; 8],
+        expected: &'static str,
     },
-    #[error("{file}: format version {found_major}.{found_minor} is not readable: this build reads major {supported}")]
+    #[error(
+        "{file}: image format {found_major}.{found_minor} is not readable by this build, which reads format \
+         {}.{} (and images of format 2.0)", crate::FORMAT_MAJOR, crate::FORMAT_MINOR
+    )]
     Version {
         file: String,
         found_major: u16,
         found_minor: u16,
-        supported: u16,
+    },
+    /// A record file of a kind at a schema version this build does not decode: a newer one (the image was
+    /// written by a newer dormant) or an older one whose decoder is not kept.
+    #[error(
+        "{file}: record kind {kind} ({kind_name}) is at schema version {found}, {} this build reads (version \
+         {current}{})",
+        if found > current { "newer than what" } else { "not one" },
+        if *current > 1 { " and older ones" } else { "" }
+    )]
+    SchemaVersion {
+        file: String,
+        kind: u16,
+        kind_name: &'static str,
+        found: u16,
+        current: u16,
     },
     #[error("{file}: header at byte {offset}: {reason}")]
     BadHeader {
@@ -44,10 +62,11 @@ pub enum ImageError {
         offset: u64,
         reason: String,
     },
-    #[error("{file}: holds record kind {found}, expected kind {} ({expected:?})", *expected as u16)]
+    #[error("{file}: holds record kind {found}, expected kind {expected} ({expected_name})")]
     WrongKind {
         file: String,
-        expected: crate::records::RecordKind,
+        expected: u16,
+        expected_name: &'static str,
         found: u16,
     },
     #[error("{file}: unknown record kind {found} in header")]
@@ -114,12 +133,22 @@ pub enum ImageError {
         expected: u64,
         found: u64,
     },
+    /// Image files are regular files, opened without following links: anything else in their place is
+    /// refused before a byte of it is read.
+    #[error("{file}: is a {found}, not a regular file (nothing in an image directory is followed or read but regular files)")]
+    NotRegularFile { file: String, found: &'static str },
     #[error("{file}: listed in the inventory but missing")]
     Missing { file: String },
     #[error("{file}: present in the image directory but not listed in the inventory")]
     Unlisted { file: String },
     #[error("{file}: not listed in the inventory of this image")]
     NotListed { file: String },
+    /// Everything [`crate::Image::load`] found wrong with an image, each naming its file.
+    #[error("image {} is not valid:\n{}", dir.display(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Rejected {
+        dir: PathBuf,
+        problems: Vec<ImageError>,
+    },
     #[error("{}: not a dormant image (no readable inventory)", dir.display())]
     NotAnImage { dir: PathBuf },
     #[error("{}: exists and {reason}; refusing to replace it", dir.display())]
@@ -163,6 +192,7 @@ impl ImageError {
             Io { file, .. }
             | BadMagic { file, .. }
             | Version { file, .. }
+            | SchemaVersion { file, .. }
             | BadHeader { file, .. }
             | WrongKind { file, .. }
             | UnknownKind { file, .. }
@@ -178,6 +208,7 @@ impl ImageError {
             | Length { file, .. }
             | FileChecksum { file, .. }
             | Missing { file }
+            | NotRegularFile { file, .. }
             | Unlisted { file }
             | NotListed { file }
             | Duplicate { file }
@@ -187,6 +218,7 @@ impl ImageError {
             | BufferSize { file, .. } => Some(file),
             Fs { .. }
             | NotAnImage { .. }
+            | Rejected { .. }
             | Exists { .. }
             | BadName { .. }
             | ForeignPageStore { .. } => None,
@@ -208,5 +240,31 @@ impl ImageError {
             op,
             source,
         }
+    }
+}
+
+/// Problems found by the checks of a loaded image (see [`crate::Image::load`]): each names its file.
+#[derive(Debug, Default)]
+pub(crate) struct Problems(Vec<ImageError>);
+
+impl Problems {
+    /// A record that does not hold what it should, or refers to something the image does not have.
+    pub(crate) fn add(&mut self, file: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(ImageError::Inconsistent {
+            file: file.into(),
+            reason: reason.into(),
+        });
+    }
+
+    pub(crate) fn push(&mut self, e: ImageError) {
+        self.0.push(e);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn into_vec(self) -> Vec<ImageError> {
+        self.0
     }
 }

@@ -1,7 +1,8 @@
 //! File-system helpers that pin down modes and durability instead of relying on the umask or on defaults.
 
 use std::fs::{DirBuilder, File, OpenOptions, Permissions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use crate::error::{ImageError, Result};
@@ -41,4 +42,90 @@ pub(crate) fn sync_dir(path: &Path) -> Result<()> {
     let dir = File::open(path).map_err(|e| ImageError::fs(path, "open directory", e))?;
     dir.sync_all()
         .map_err(|e| ImageError::fs(path, "fsync directory", e))
+}
+
+/// Opens the image directory `path` for reading its files relative to it. The path itself is the caller's
+/// to choose and may pass through symlinks; nothing inside the directory is followed (see [`open_in`]).
+pub(crate) fn open_dir(path: &Path) -> Result<OwnedFd> {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::Mode;
+    open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| ImageError::fs(path, "open directory", e.into()))
+}
+
+/// Opens file `name` of the image directory `dir` (at `dir_path`, for messages) for reading: relative to
+/// the directory fd, never following a symlink, and only if it is a regular file. A FIFO or device cannot
+/// block or feed the reader: the open does not wait (`O_NONBLOCK`) and anything but a regular file is
+/// refused before a byte is read. `Ok(None)` when the file does not exist.
+pub(crate) fn open_in(dir: BorrowedFd<'_>, dir_path: &Path, name: &str) -> Result<Option<File>> {
+    use nix::errno::Errno;
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::Mode;
+    let flags = OFlag::O_RDONLY
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_CLOEXEC
+        | OFlag::O_NONBLOCK
+        | OFlag::O_NOCTTY;
+    let fd = match openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(Errno::ELOOP) => {
+            return Err(ImageError::NotRegularFile {
+                file: name.to_owned(),
+                found: "symbolic link",
+            })
+        }
+        Err(e) => return Err(ImageError::fs(dir_path.join(name), "open", e.into())),
+    };
+    let file = File::from(fd);
+    let meta = file
+        .metadata()
+        .map_err(|e| ImageError::fs(dir_path.join(name), "stat", e))?;
+    let ft = meta.file_type();
+    let found = if ft.is_file() {
+        return Ok(Some(file));
+    } else if ft.is_dir() {
+        "directory"
+    } else if ft.is_fifo() {
+        "FIFO"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_char_device() || ft.is_block_device() {
+        "device"
+    } else {
+        "special file"
+    };
+    Err(ImageError::NotRegularFile {
+        file: name.to_owned(),
+        found,
+    })
+}
+
+/// The names in directory `dir` (at `dir_path`, for messages), without `.` and `..`.
+pub(crate) fn list_dir(dir: BorrowedFd<'_>, dir_path: &Path) -> Result<Vec<String>> {
+    use nix::dir::Dir;
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode;
+    let err = |e: nix::errno::Errno| ImageError::fs(dir_path, "read directory", e.into());
+    let mut d = Dir::openat(
+        dir,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(err)?;
+    let mut names = Vec::new();
+    for entry in d.iter() {
+        let entry = entry.map_err(err)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name != "." && name != ".." {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
 }

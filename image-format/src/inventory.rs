@@ -7,8 +7,7 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "arbitrary")]
 use proptest_derive::Arbitrary;
 
-use crate::records::{Pid, RecordKind};
-use crate::Record;
+use crate::records::Pid;
 
 /// Contents of the `inventory` file (a record file with exactly one entry of this type).
 #[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
@@ -33,10 +32,6 @@ pub struct Inventory {
     pub root_pid: Pid,
     /// Every other file of the image, sorted by name.
     pub files: Vec<ImageFile>,
-}
-
-impl Record for Inventory {
-    const KIND: RecordKind = RecordKind::Inventory;
 }
 
 impl Inventory {

@@ -5,18 +5,22 @@
 //! format version, the machine and every other file with its length and crc32. Writers build the image in a
 //! temporary sibling directory and rename it into place after fsync, so a crashed dump never looks complete.
 //!
-//! What this crate does NOT do: it knows nothing about processes, /proc or ptrace; it makes no syscalls
-//! beyond file I/O; it does not check schema-level cross references between records (a pid in one file
-//! pointing at another): [`ImageReader::verify`] returns a [`VerifyReport`] the caller extends with those.
-//! The record schemas themselves live in [`records`].
+//! The record schemas live in [`records`], one file per kind of state, with the checks of each kind;
+//! [`Image::load`] reads a whole image into typed records once and runs every check (what `verify` and
+//! restore both do).
 //!
-//! Record kind numbers are never reused: a retired kind stays reserved so an old image's file can never be
-//! misread as a new record. Retired so far: 40 (`ns-pids`, each task's `NSpid` levels, a duplicate of
-//! `PsTreeEntry::ns_pids`; no longer written or read, an old image's file shows as unknown).
+//! What this crate does NOT do: it knows nothing about processes, /proc or ptrace; it makes no syscalls
+//! beyond file I/O; it checks what an image says, never whether the machine can restore it.
+//!
+//! Evolution (see `docs/image-format.md`): every record kind has a schema version, written in each file's
+//! header; a reader decodes the versions it has decoders for and refuses newer ones naming both versions
+//! and the file. Record kind numbers are never reused: a retired kind stays reserved so an old image's
+//! file can never be misread as a new record (see [`records::RETIRED_KINDS`]).
 
 mod codec;
 mod error;
 mod fsutil;
+pub mod image;
 pub mod inventory;
 pub mod pages;
 mod reader;
@@ -25,18 +29,22 @@ pub mod records;
 mod writer;
 
 pub use error::{ImageError, Result};
+pub use image::{Image, IpcRecords, Mounts, Namespaces, SharedObject, TaskRecords};
 pub use inventory::{ImageFile, Inventory, InventoryInfo};
 pub use pages::{PageExtent, PageStoreReader, PageStoreWriter, PAGE_SIZE};
 pub use reader::{ImageReader, VerifiedFile, VerifiedFileKind, VerifyReport};
-pub use record_file::{RecordFileWriter, MAX_ENTRY_LEN};
-pub use records::RecordKind;
-pub use writer::ImageWriter;
+pub use record_file::MAX_ENTRY_LEN;
+pub use records::{Record, RecordKind};
+pub use writer::{ImageWriter, RecordFileWriter};
 
-/// Major version of the format. A reader refuses any other major: a new major means old readers would
-/// misread the image, not merely miss something. 2: threads and trees (`ThreadCore::robust_list`,
-/// `PsTreeEntry::ns_pids`), files, mounts and namespaces; 1 was single-process only.
-pub const FORMAT_MAJOR: u16 = 2;
-/// Minor version of the format. Readers accept any minor of their major (minors only add).
+/// Major version of the format. A reader refuses any other major (but 2.0, see below): a new major means
+/// old readers would misread the image, not merely miss something. 3: every record kind has a schema
+/// version in its files' headers; 2: threads and trees, files, mounts and namespaces; 1 was
+/// single-process only. This build also reads format 2.0 (written before schema versions), whose
+/// encodings are version 1 of every kind.
+pub const FORMAT_MAJOR: u16 = 3;
+/// Minor version of the format. Readers accept any minor of their major: what a newer minor adds (a record
+/// kind, a newer schema version of one) is refused by name where this build meets it, never misread.
 pub const FORMAT_MINOR: u16 = 0;
 
 /// The architecture this build reads and writes images for (as `std::env::consts::ARCH` spells it);
@@ -54,10 +62,4 @@ pub const ARCH: &str = "aarch64";
 pub const MAGIC: [u8; 8] = *b"DRMTa64\0";
 
 /// Name of the inventory file inside an image directory.
-pub const INVENTORY_FILE: &str = "inventory";
-
-/// A typed record: one struct per [`RecordKind`]. A record file holds entries of exactly one kind, and the
-/// kind in its header is checked against `KIND` by every reader.
-pub trait Record: serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug {
-    const KIND: RecordKind;
-}
+pub const INVENTORY_FILE: &str = records::names::INVENTORY;

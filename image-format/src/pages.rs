@@ -9,53 +9,19 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::BorrowedFd;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
-
-#[cfg(feature = "arbitrary")]
-use proptest_derive::Arbitrary;
-
 use crate::error::{ImageError, Result};
-use crate::record_file::{self, read_entries};
-use crate::records::RecordKind;
-use crate::Record;
 
 /// Every extent's `vaddr`, `len` and `file_offset` is a multiple of this.
 pub const PAGE_SIZE: u64 = 4096;
 
-/// Extent flags: opaque bits the engine assigns (defined with the record schemas).
-pub use crate::records::page_flags;
+/// The index record and its flags live with the record schemas (`records/pages.rs`).
+pub use crate::records::{page_flags, PageExtent};
 
 /// Bytes moved per splice/read call and per read-back chunk.
 const CHUNK: usize = 1 << 20;
-
-/// One run of stored pages: `len` bytes for virtual addresses `vaddr..vaddr+len` at `file_offset` in the
-/// data file.
-#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PageExtent {
-    pub vaddr: u64,
-    pub len: u64,
-    pub file_offset: u64,
-    /// Opaque to this crate; see [`page_flags`].
-    pub flags: u32,
-    /// crc32 of the extent's bytes.
-    pub crc32: u32,
-}
-
-impl Record for PageExtent {
-    const KIND: RecordKind = RecordKind::PageIndex;
-}
-
-impl PageExtent {
-    /// One past the last virtual address, `None` on overflow (only possible in a corrupt index).
-    pub fn vend(&self) -> Option<u64> {
-        self.vaddr.checked_add(self.len)
-    }
-}
 
 /// Name of the data file of page store `name`.
 pub fn data_file_name(name: &str) -> String {
@@ -395,6 +361,18 @@ impl PageStoreWriter {
 /// crc32 of `len` bytes of `file` at `offset`, read in bounded chunks.
 fn crc_of_range(file: &File, name: &str, offset: u64, len: u64) -> Result<u32> {
     let mut hasher = crc32fast::Hasher::new();
+    hash_range(file, name, offset, len, &mut [&mut hasher])?;
+    Ok(hasher.finalize())
+}
+
+/// Feeds `len` bytes of `file` at `offset` to every hasher in `into`, read in bounded chunks.
+fn hash_range(
+    file: &File,
+    name: &str,
+    offset: u64,
+    len: u64,
+    into: &mut [&mut crc32fast::Hasher],
+) -> Result<()> {
     let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX).min(CHUNK)];
     let mut done = 0u64;
     while done < len {
@@ -412,10 +390,12 @@ fn crc_of_range(file: &File, name: &str, offset: u64, len: u64) -> Result<u32> {
                 },
                 _ => ImageError::io(name, pos, "pread", e),
             })?;
-        hasher.update(&buf[..n]);
+        for h in into.iter_mut() {
+            h.update(&buf[..n]);
+        }
         done += n as u64;
     }
-    Ok(hasher.finalize())
+    Ok(())
 }
 
 /// Reads one page store of a committed image.
@@ -429,32 +409,43 @@ pub struct PageStoreReader {
 }
 
 impl PageStoreReader {
-    /// Opens store `name` in `dir` and checks its index against the data file: every extent page-aligned,
+    /// Store `name` from its decoded index (`(entry offset, extent)` pairs) and its data file of
+    /// `data_len` bytes, after checking the index against the data file: every extent page-aligned,
     /// non-empty, inside the file, sorted by address without overlap, and no two extents sharing bytes of
     /// the file.
-    pub(crate) fn open(dir: &Path, name: &str) -> Result<Self> {
-        let index_name = index_file_name(name);
-        let data_name = data_file_name(name);
-        let (rd, index_len) = record_file::open_for_read(&dir.join(&index_name))?;
-        let entries = read_entries::<PageExtent, _>(&index_name, rd, index_len)?;
-        let data_path = dir.join(&data_name);
-        let file = File::open(&data_path).map_err(|e| ImageError::fs(&data_path, "open", e))?;
-        let data_len = file
-            .metadata()
-            .map_err(|e| ImageError::fs(&data_path, "stat", e))?
-            .len();
-        validate_index(&index_name, data_len, &entries)?;
+    pub(crate) fn new(
+        name: &str,
+        entries: &[(u64, PageExtent)],
+        file: File,
+        data_len: u64,
+    ) -> Result<Self> {
+        validate_index(&index_file_name(name), data_len, entries)?;
         Ok(PageStoreReader {
             name: name.to_owned(),
-            data_name,
+            data_name: data_file_name(name),
             file,
             data_len,
-            extents: entries.into_iter().map(|(_, e)| e).collect(),
+            extents: entries.iter().map(|(_, e)| *e).collect(),
         })
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// A second reader of the same store (its data file's fd duplicated), for a caller that keeps one of
+    /// its own.
+    pub fn try_clone(&self) -> Result<Self> {
+        Ok(PageStoreReader {
+            name: self.name.clone(),
+            data_name: self.data_name.clone(),
+            file: self
+                .file
+                .try_clone()
+                .map_err(|e| ImageError::io(&self.data_name, 0, "dup", e))?,
+            data_len: self.data_len,
+            extents: self.extents.clone(),
+        })
     }
 
     /// The extents, sorted by `vaddr`, already checked for alignment, bounds and overlap.
@@ -503,20 +494,54 @@ impl PageStoreReader {
 
     /// Checks the crc of every extent; returns the bytes checked.
     pub fn verify_all(&self) -> Result<u64> {
-        let mut total = 0;
-        for extent in &self.extents {
-            let found = crc_of_range(&self.file, &self.data_name, extent.file_offset, extent.len)?;
-            if found != extent.crc32 {
+        self.scan().map(|(bytes, _)| bytes)
+    }
+
+    /// Reads the whole data file once, in file order: checks the crc of every extent and returns the bytes
+    /// of pages checked and the crc32 of the whole file (for the inventory's check).
+    pub fn scan(&self) -> Result<(u64, u32)> {
+        let mut order: Vec<&PageExtent> = self.extents.iter().collect();
+        order.sort_by_key(|e| e.file_offset);
+        let mut whole = crc32fast::Hasher::new();
+        let mut pos = 0u64;
+        let mut total = 0u64;
+        for e in order {
+            // Bytes between extents belong to no page, but to the file.
+            hash_range(
+                &self.file,
+                &self.data_name,
+                pos,
+                e.file_offset - pos,
+                &mut [&mut whole],
+            )?;
+            let mut one = crc32fast::Hasher::new();
+            hash_range(
+                &self.file,
+                &self.data_name,
+                e.file_offset,
+                e.len,
+                &mut [&mut whole, &mut one],
+            )?;
+            let found = one.finalize();
+            if found != e.crc32 {
                 return Err(ImageError::Checksum {
                     file: self.data_name.clone(),
-                    offset: extent.file_offset,
-                    expected: extent.crc32,
+                    offset: e.file_offset,
+                    expected: e.crc32,
                     found,
                 });
             }
-            total += extent.len;
+            pos = e.file_offset + e.len;
+            total += e.len;
         }
-        Ok(total)
+        hash_range(
+            &self.file,
+            &self.data_name,
+            pos,
+            self.data_len - pos,
+            &mut [&mut whole],
+        )?;
+        Ok((total, whole.finalize()))
     }
 
     /// The data file, for callers that read it themselves (the restorer blob preadv's at `file_offset`).

@@ -1,19 +1,23 @@
 //! Record files: a fixed 16-byte header, then entries framed as `u32 len (LE) | u32 crc32 (LE) | payload`.
 //!
 //! Header: 8-byte [`MAGIC`] (it carries the architecture), u16 format major, u16 format minor,
-//! u16 [`RecordKind`], u16 reserved (zero); all little-endian. Reading is bounded everywhere: an entry's
-//! claimed length is checked against [`MAX_ENTRY_LEN`] and against the bytes left in the file before anything
-//! is allocated, and every error names the file and the byte offset.
+//! u16 [`RecordKind`], u16 schema version of that kind; all little-endian. Files of format 2.0 had a
+//! reserved zero where the schema version is: they are read as version 1 of every kind (the encodings of
+//! format 2.0, which version 1 is). Reading is bounded everywhere: an entry's claimed length is checked
+//! against [`MAX_ENTRY_LEN`] and against the bytes left in the file before anything is allocated, and every
+//! error names the file and the byte offset.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
-use std::marker::PhantomData;
+use std::io::{BufWriter, Read, Write};
 
 use crate::codec;
 use crate::error::{ImageError, Result};
-use crate::records::RecordKind;
-use crate::writer::ImageWriter;
-use crate::{Record, FORMAT_MAJOR, FORMAT_MINOR, MAGIC};
+use crate::records::{Record, RecordKind};
+use crate::{FORMAT_MAJOR, FORMAT_MINOR, MAGIC};
+
+/// The one older format this build reads: 2.0, written by dormant before record kinds had schema
+/// versions. Its encodings are version 1 of every kind.
+pub const LEGACY_FORMAT: (u16, u16) = (2, 0);
 
 /// Bytes of the record file header.
 pub const HEADER_LEN: u64 = 16;
@@ -30,19 +34,23 @@ pub struct Header {
     pub minor: u16,
     /// Raw kind value; [`RecordKind::from_u16`] maps it when this build knows it.
     pub kind: u16,
+    /// Schema version of the kind's encoding (1 for every file of format 2.0).
+    pub version: u16,
 }
 
-pub(crate) fn encode_header(kind: RecordKind) -> [u8; HEADER_LEN as usize] {
+pub(crate) fn encode_header(kind: RecordKind, version: u16) -> [u8; HEADER_LEN as usize] {
     let mut h = [0u8; HEADER_LEN as usize];
     h[..8].copy_from_slice(&MAGIC);
     h[8..10].copy_from_slice(&FORMAT_MAJOR.to_le_bytes());
     h[10..12].copy_from_slice(&FORMAT_MINOR.to_le_bytes());
     h[12..14].copy_from_slice(&(kind as u16).to_le_bytes());
-    // 14..16: reserved, zero.
+    h[14..16].copy_from_slice(&version.to_le_bytes());
     h
 }
 
-/// Checks magic, major version and the reserved field; `expected` additionally pins the kind.
+/// Checks magic, format version and schema version field; `expected` additionally pins the kind. Without
+/// `expected`, the kind must be one this build knows at a version it reads; with it, the reader of that
+/// type checks the version (see [`check_version`]).
 pub(crate) fn parse_header(
     file: &str,
     h: &[u8; HEADER_LEN as usize],
@@ -53,45 +61,88 @@ pub(crate) fn parse_header(
     if magic != MAGIC {
         return Err(ImageError::BadMagic {
             file: file.to_owned(),
-            found: magic,
-            expected: MAGIC,
+            expected: MAGIC_TEXT,
         });
     }
     let le = |i: usize| u16::from_le_bytes([h[i], h[i + 1]]);
-    let header = Header {
-        major: le(8),
-        minor: le(10),
-        kind: le(12),
-    };
-    if header.major != FORMAT_MAJOR {
+    let (major, minor, raw_version) = (le(8), le(10), le(14));
+    let legacy = (major, minor) == LEGACY_FORMAT;
+    if major != FORMAT_MAJOR && !legacy {
         return Err(ImageError::Version {
             file: file.to_owned(),
-            found_major: header.major,
-            found_minor: header.minor,
-            supported: FORMAT_MAJOR,
+            found_major: major,
+            found_minor: minor,
         });
     }
-    let reserved = le(14);
-    if reserved != 0 {
-        return Err(ImageError::BadHeader {
-            file: file.to_owned(),
-            offset: 14,
-            reason: format!("reserved field is {reserved:#x}, must be 0"),
-        });
-    }
+    let version = match (legacy, raw_version) {
+        (true, 0) => 1,
+        (false, v) if v >= 1 => v,
+        (true, v) => {
+            return Err(ImageError::BadHeader {
+                file: file.to_owned(),
+                offset: 14,
+                reason: format!("reserved field of a format 2.0 file is {v:#x}, must be 0"),
+            })
+        }
+        (false, _) => {
+            return Err(ImageError::BadHeader {
+                file: file.to_owned(),
+                offset: 14,
+                reason: "schema version 0 (versions start at 1)".into(),
+            })
+        }
+    };
+    let header = Header {
+        major,
+        minor,
+        kind: le(12),
+        version,
+    };
     match expected {
         Some(kind) if kind as u16 != header.kind => Err(ImageError::WrongKind {
             file: file.to_owned(),
-            expected: kind,
+            expected: kind as u16,
+            expected_name: kind.type_name(),
             found: header.kind,
         }),
         Some(_) => Ok(header),
-        None if RecordKind::from_u16(header.kind).is_none() => Err(ImageError::UnknownKind {
-            file: file.to_owned(),
-            found: header.kind,
-        }),
-        None => Ok(header),
+        None => match RecordKind::from_u16(header.kind) {
+            None => Err(ImageError::UnknownKind {
+                file: file.to_owned(),
+                found: header.kind,
+            }),
+            Some(kind) if !kind.reads_version(version) => Err(ImageError::SchemaVersion {
+                file: file.to_owned(),
+                kind: header.kind,
+                kind_name: kind.type_name(),
+                found: version,
+                current: kind.version(),
+            }),
+            Some(_) => Ok(header),
+        },
     }
+}
+
+/// The magic as text, for messages (never the bytes found in its place).
+const MAGIC_TEXT: &str = match std::str::from_utf8(MAGIC.split_at(7).0) {
+    Ok(s) => s,
+    Err(_) => "DRMT",
+};
+
+/// Checks that `R` decodes files at the header's schema version: its own version, or an older one it kept
+/// a decoder for.
+pub(crate) fn check_version<R: Record>(file: &str, header: &Header) -> Result<()> {
+    let kept = header.version < R::VERSION && R::decode_older(header.version, &[]).is_some();
+    if header.version == R::VERSION || kept {
+        return Ok(());
+    }
+    Err(ImageError::SchemaVersion {
+        file: file.to_owned(),
+        kind: R::KIND as u16,
+        kind_name: R::KIND.type_name(),
+        found: header.version,
+        current: R::VERSION,
+    })
 }
 
 /// Reads framed entries from `rd`, which holds exactly `len` bytes (the file's length, taken from the file
@@ -190,39 +241,48 @@ impl<'f, Rd: Read> EntryReader<'f, Rd> {
     }
 }
 
-/// Decodes one entry of a file with header `header` (its minor version decides whether unknown trailing
-/// fields are tolerated).
+/// Decodes one entry of a file with header `header` (already checked with [`check_version`]) at the
+/// header's schema version: as `R` itself, or through the decoder `R` kept for that older version.
 pub(crate) fn decode_entry<R: Record>(
     file: &str,
     header: &Header,
     offset: u64,
     payload: &[u8],
 ) -> Result<R> {
-    codec::decode(payload, header.minor > FORMAT_MINOR).map_err(|reason| ImageError::Decode {
+    let decoded = if header.version == R::VERSION {
+        codec::decode(payload)
+    } else {
+        R::decode_older(header.version, payload)
+            .unwrap_or_else(|| Err(format!("no decoder for schema version {}", header.version)))
+    };
+    decoded.map_err(|reason| ImageError::Decode {
         file: file.to_owned(),
         offset,
         reason,
     })
 }
 
-/// Decodes every entry of a record file of kind `R::KIND`, with each entry's byte offset.
+/// Decodes every entry of a record file of kind `R::KIND`, with each entry's byte offset; also returns the
+/// file's header.
 pub(crate) fn read_entries<R: Record, Rd: Read>(
     file: &str,
     rd: Rd,
     len: u64,
-) -> Result<Vec<(u64, R)>> {
+) -> Result<(Header, Vec<(u64, R)>)> {
     let (header, mut entries) = EntryReader::new(file, rd, len, Some(R::KIND))?;
+    check_version::<R>(file, &header)?;
     let mut out = Vec::new();
     while let Some((offset, payload)) = entries.next_entry()? {
         out.push((offset, decode_entry::<R>(file, &header, offset, &payload)?));
     }
-    Ok(out)
+    Ok((header, out))
 }
 
 /// Decodes a whole record file held in memory. `file` names it in errors. This is the entry point fuzzers
 /// and tools use on untrusted bytes; it never panics and allocates at most the input size per entry.
 pub fn decode_records<R: Record>(file: &str, bytes: &[u8]) -> Result<Vec<R>> {
     Ok(read_entries::<R, _>(file, bytes, bytes.len() as u64)?
+        .1
         .into_iter()
         .map(|(_, r)| r)
         .collect())
@@ -230,7 +290,7 @@ pub fn decode_records<R: Record>(file: &str, bytes: &[u8]) -> Result<Vec<R>> {
 
 /// Encodes a whole record file in memory (header and every entry), the inverse of [`decode_records`].
 pub fn encode_records<R: Record>(file: &str, items: &[R]) -> Result<Vec<u8>> {
-    let mut out = encode_header(R::KIND).to_vec();
+    let mut out = encode_header(R::KIND, R::VERSION).to_vec();
     for item in items {
         let payload = encode_payload(file, item)?;
         push_frame(&mut out, &payload);
@@ -273,16 +333,6 @@ pub(crate) fn scan_entries<Rd: Read>(file: &str, rd: Rd, len: u64) -> Result<(He
     Ok((header, count))
 }
 
-/// Opens `path` for reading and returns a buffered reader plus its length from the file system.
-pub(crate) fn open_for_read(path: &std::path::Path) -> Result<(BufReader<File>, u64)> {
-    let f = File::open(path).map_err(|e| ImageError::fs(path, "open", e))?;
-    let len = f
-        .metadata()
-        .map_err(|e| ImageError::fs(path, "stat", e))?
-        .len();
-    Ok((BufReader::with_capacity(64 << 10, f), len))
-}
-
 /// Writes one record file, tracking its length and whole-file crc32 as it goes (so committing the image
 /// needs no read-back of record files).
 #[derive(Debug)]
@@ -294,14 +344,14 @@ pub(crate) struct RawRecordWriter {
 }
 
 impl RawRecordWriter {
-    pub(crate) fn new(name: &str, file: File, kind: RecordKind) -> Result<Self> {
+    pub(crate) fn new(name: &str, file: File, kind: RecordKind, version: u16) -> Result<Self> {
         let mut w = RawRecordWriter {
             name: name.to_owned(),
             out: BufWriter::with_capacity(64 << 10, file),
             hasher: crc32fast::Hasher::new(),
             len: 0,
         };
-        w.write(&encode_header(kind))?;
+        w.write(&encode_header(kind, version))?;
         Ok(w)
     }
 
@@ -312,6 +362,10 @@ impl RawRecordWriter {
         self.hasher.update(bytes);
         self.len += bytes.len() as u64;
         Ok(())
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
     }
 
     pub(crate) fn push<R: Record>(&mut self, item: &R) -> Result<()> {
@@ -337,63 +391,5 @@ impl RawRecordWriter {
         file.sync_all()
             .map_err(|e| ImageError::io(&name, len, "fsync", e))?;
         Ok((len, hasher.finalize()))
-    }
-}
-
-/// Streams entries of one record file into an image being written. Dropping it without [`finish`]
-/// removes the partial file, so the image never lists half a file.
-///
-/// [`finish`]: RecordFileWriter::finish
-#[derive(Debug)]
-pub struct RecordFileWriter<'w, R: Record> {
-    image: &'w mut ImageWriter,
-    raw: Option<RawRecordWriter>,
-    _kind: PhantomData<fn(&R)>,
-}
-
-impl<'w, R: Record> RecordFileWriter<'w, R> {
-    pub(crate) fn new(image: &'w mut ImageWriter, raw: RawRecordWriter) -> Self {
-        RecordFileWriter {
-            image,
-            raw: Some(raw),
-            _kind: PhantomData,
-        }
-    }
-
-    /// Appends one entry.
-    pub fn push(&mut self, item: &R) -> Result<()> {
-        // `raw` is only taken by `finish(self)`, after which `self` no longer exists.
-        match self.raw.as_mut() {
-            Some(raw) => raw.push(item),
-            None => Ok(()),
-        }
-    }
-
-    /// Flushes, fsyncs and records the file (length, crc32) for the inventory.
-    pub fn finish(mut self) -> Result<()> {
-        let Some(raw) = self.raw.take() else {
-            return Ok(());
-        };
-        let name = raw.name.clone();
-        match raw.finish() {
-            Ok((len, crc)) => {
-                self.image.file_done(&name, len, crc);
-                Ok(())
-            }
-            Err(e) => {
-                self.image.file_abandoned(&name);
-                Err(e)
-            }
-        }
-    }
-}
-
-impl<R: Record> Drop for RecordFileWriter<'_, R> {
-    fn drop(&mut self) {
-        if let Some(raw) = self.raw.take() {
-            let name = raw.name.clone();
-            drop(raw);
-            self.image.file_abandoned(&name);
-        }
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -12,9 +13,9 @@ use crate::error::{ImageError, Result};
 use crate::fsutil;
 use crate::inventory::{ImageFile, Inventory, InventoryInfo};
 use crate::pages::{self, PageStoreWriter};
-use crate::record_file::{RawRecordWriter, RecordFileWriter};
-use crate::records::RecordKind;
-use crate::{Record, ARCH, FORMAT_MAJOR, FORMAT_MINOR, INVENTORY_FILE};
+use crate::record_file::RawRecordWriter;
+use crate::records::{PageExtent, Record, RecordKind};
+use crate::{ARCH, FORMAT_MAJOR, FORMAT_MINOR, INVENTORY_FILE};
 
 /// Distinguishes temporary directories and writers created by one process.
 static SERIAL: AtomicU64 = AtomicU64::new(0);
@@ -168,7 +169,7 @@ impl ImageWriter {
             });
         }
         let f = self.claim(file)?;
-        match RawRecordWriter::new(file, f, R::KIND) {
+        match RawRecordWriter::new(file, f, R::KIND, R::VERSION) {
             Ok(raw) => Ok(RecordFileWriter::new(self, raw)),
             Err(e) => {
                 self.file_abandoned(file);
@@ -209,7 +210,8 @@ impl ImageWriter {
         self.file_done(&data_name, done.data_len, done.data_crc);
 
         let file = fsutil::create_file(&self.tmp.join(&index_name))?;
-        let mut raw = RawRecordWriter::new(&index_name, file, <pages::PageExtent as Record>::KIND)?;
+        let mut raw =
+            RawRecordWriter::new(&index_name, file, PageExtent::KIND, PageExtent::VERSION)?;
         for extent in &done.extents {
             raw.push(extent)?;
         }
@@ -258,7 +260,8 @@ impl ImageWriter {
             files,
         };
         let file = fsutil::create_file(&self.tmp.join(INVENTORY_FILE))?;
-        let mut raw = RawRecordWriter::new(INVENTORY_FILE, file, Inventory::KIND)?;
+        let mut raw =
+            RawRecordWriter::new(INVENTORY_FILE, file, Inventory::KIND, Inventory::VERSION)?;
         raw.push(&inventory)?;
         raw.finish()?;
         fsutil::sync_dir(&self.tmp)?;
@@ -360,5 +363,63 @@ fn check_replaceable(target: &Path) -> Result<bool> {
             dir: target.to_path_buf(),
             reason: "is neither empty nor an image",
         })
+    }
+}
+
+/// Streams entries of one record file into an image being written. Dropping it without [`finish`]
+/// removes the partial file, so the image never lists half a file.
+///
+/// [`finish`]: RecordFileWriter::finish
+#[derive(Debug)]
+pub struct RecordFileWriter<'w, R: Record> {
+    image: &'w mut ImageWriter,
+    raw: Option<RawRecordWriter>,
+    _kind: PhantomData<fn(&R)>,
+}
+
+impl<'w, R: Record> RecordFileWriter<'w, R> {
+    pub(crate) fn new(image: &'w mut ImageWriter, raw: RawRecordWriter) -> Self {
+        RecordFileWriter {
+            image,
+            raw: Some(raw),
+            _kind: PhantomData,
+        }
+    }
+
+    /// Appends one entry.
+    pub fn push(&mut self, item: &R) -> Result<()> {
+        // `raw` is only taken by `finish(self)`, after which `self` no longer exists.
+        match self.raw.as_mut() {
+            Some(raw) => raw.push(item),
+            None => Ok(()),
+        }
+    }
+
+    /// Flushes, fsyncs and records the file (length, crc32) for the inventory.
+    pub fn finish(mut self) -> Result<()> {
+        let Some(raw) = self.raw.take() else {
+            return Ok(());
+        };
+        let name = raw.name().to_owned();
+        match raw.finish() {
+            Ok((len, crc)) => {
+                self.image.file_done(&name, len, crc);
+                Ok(())
+            }
+            Err(e) => {
+                self.image.file_abandoned(&name);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl<R: Record> Drop for RecordFileWriter<'_, R> {
+    fn drop(&mut self) {
+        if let Some(raw) = self.raw.take() {
+            let name = raw.name().to_owned();
+            drop(raw);
+            self.image.file_abandoned(&name);
+        }
     }
 }

@@ -8,7 +8,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::{open_and_verify, small_image, Flat, Nested};
+use common::{open_and_verify, reseal_inventory, small_image, Flat, Nested};
 use dormant_image::record_file::{decode_records, encode_records};
 use dormant_image::{ImageError, ImageReader, PAGE_SIZE};
 use proptest::prelude::*;
@@ -194,22 +194,6 @@ fn bad_page_index_is_named_with_offset() {
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].to_string(), text);
     }
-}
-
-/// Rewrites the inventory so its lengths and crcs match the files as they are now (simulating a writer bug
-/// rather than on-disk corruption).
-fn reseal_inventory(dir: &Path) {
-    let mut inv = ImageReader::open(dir).unwrap().inventory().clone();
-    for f in &mut inv.files {
-        let bytes = fs::read(dir.join(&f.name)).unwrap();
-        f.len = bytes.len() as u64;
-        f.crc32 = crc32fast::hash(&bytes);
-    }
-    fs::write(
-        dir.join("inventory"),
-        encode_records("inventory", &[inv]).unwrap(),
-    )
-    .unwrap();
 }
 
 #[test]

@@ -57,7 +57,10 @@ fn mount_references_are_checked() {
         .unwrap(); // external: not
     w.commit(common::info()).unwrap();
     let img = ImageReader::open(&target).unwrap();
-    let problems = check_mount_references(&img);
+    let problems: Vec<String> = dormant_image::image::check_mounts(&img)
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
     let expect = [
         "parent 9 of mount 2",
         "binds mount 8",

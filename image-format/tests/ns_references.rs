@@ -73,16 +73,24 @@ fn namespace_references_are_checked() {
     let img = ImageReader::open(&target).unwrap();
     img.verify().unwrap();
     let pids: BTreeSet<Pid> = [Pid(10)].into();
-    let problems = check_ns_references(&img, &pids);
+    let check = |pids: &BTreeSet<Pid>| -> Vec<String> {
+        dormant_image::image::check_namespaces(&img, pids)
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
+    };
+    let problems = check(&pids);
     let has = |s: &str| problems.iter().any(|p| p.contains(s));
     assert!(has("uts-1 is missing"), "{problems:?}");
     assert!(has("net-3 is missing"), "{problems:?}");
     assert!(has("past segment 6"), "{problems:?}");
     assert!(has("sysvshm-2-7"), "{problems:?}");
     assert!(has("cgroups: pid 11 is not in the tree"), "{problems:?}");
-    assert_eq!(problems.len(), 5, "{problems:?}");
+    // cgroups has one entry per task: the one of pid 10 is missing.
+    assert!(has("cgroups: has no entry for pid 10"), "{problems:?}");
+    assert_eq!(problems.len(), 6, "{problems:?}");
 
-    let problems = check_ns_references(&img, &BTreeSet::new());
+    let problems = check(&BTreeSet::new());
     assert!(problems
         .iter()
         .any(|p| p.contains("ns-ids: pid 10 is not in the tree")));

@@ -60,11 +60,14 @@ mod tests {
             .iter()
             .chain(elf.dynrels.iter())
             .all(|r| r.r_type == R_X86_64_RELATIVE));
-        // The entry starts with `and rsp, -16` (48 83 e4 f0).
+        // The entry starts with `lea rdx, [rdi + rsi - 0x1000]` (the boot block: 48 8d 94 37 00 f0 ff ff).
         let mut area = vec![0u8; blob.span() as usize];
         blob.load_into(&mut area, 0x7f00_0000_0000).unwrap();
         let e = blob.entry_offset() as usize;
-        assert_eq!(&area[e..e + 4], &[0x48, 0x83, 0xe4, 0xf0]);
+        assert_eq!(
+            &area[e..e + 8],
+            &[0x48, 0x8d, 0x94, 0x37, 0x00, 0xf0, 0xff, 0xff]
+        );
     }
 
     #[test]

@@ -28,13 +28,30 @@ pub enum ParasiteError {
     #[error("waitpid on tid {tid}: {source}")]
     Wait { tid: Tid, source: nix::Error },
 
-    /// No executable mapping can host the `syscall; int3` site.
-    #[error("tid {tid}: no executable mapping usable as a syscall site")]
+    /// No executable mapping has page padding for the injected code.
+    #[error(
+        "tid {tid}: no executable file mapping has 64 bytes of page padding past its code to hold the \
+         injected code (code the task could run is never patched)"
+    )]
     NoSyscallSite { tid: Tid },
 
-    /// SIGTRAP is already pending; our int3 trap could not be told apart from it.
-    #[error("tid {tid}: SIGTRAP is pending, refusing to inject (the trap would be ambiguous)")]
-    SigtrapPending { tid: Tid },
+    /// Too little stack below the thread's stack pointer for the rescue frame.
+    #[error(
+        "tid {tid}: only {have} bytes of stack below rsp {rsp:#x} (past the red zone); the injection's \
+         rescue frame needs {need}, and growing the stack would change the task's mappings"
+    )]
+    NoStackRoom {
+        tid: Tid,
+        rsp: u64,
+        have: u64,
+        need: u64,
+    },
+
+    /// The thread has a shadow stack: a frame we build cannot pass rt_sigreturn's token check.
+    #[error(
+        "tid {tid}: runs with a shadow stack (x86 user shstk), which injection does not support"
+    )]
+    ShadowStack { tid: Tid },
 
     /// Reading or writing target memory through /proc/<tid>/mem failed.
     #[error("tid {tid}: {op} of {len} bytes at {addr:#x} through /proc/{tid}/mem: {source}")]
@@ -56,15 +73,14 @@ pub enum ParasiteError {
         done: usize,
     },
 
-    /// The tracee stopped for something other than our int3 while running the injected syscall.
-    /// The task's state was restored; a signal named here was intercepted by the stop and is
-    /// suppressed unless the caller re-injects it when resuming.
-    #[error("tid {tid}: unexpected stop while running injected syscall {nr}: {what}")]
-    UnexpectedStop { tid: Tid, nr: i64, what: String },
+    /// The tracee stopped for something other than what the injected code leads to (a fault in it, a
+    /// signal that cannot be blocked). The session still puts the task back when it ends.
+    #[error("tid {tid}: unexpected stop in injected code: {what}")]
+    UnexpectedStop { tid: Tid, what: String },
 
-    /// The tracee exited or was killed while running the injected syscall.
-    #[error("tid {tid}: task died while running injected syscall {nr}: {what}")]
-    TaskDied { tid: Tid, nr: i64, what: String },
+    /// The tracee exited or was killed while running injected code.
+    #[error("tid {tid}: task died while running injected code: {what}")]
+    TaskDied { tid: Tid, what: String },
 
     /// An injected syscall returned an error where the caller needs success.
     #[error("tid {tid}: injected {call} failed: {errno}")]
@@ -74,18 +90,11 @@ pub enum ParasiteError {
         errno: nix::errno::Errno,
     },
 
-    /// Restoring the task after an injection failed: the task is left MODIFIED (registers, signal
-    /// mask or the code bytes at the syscall site may still be ours). Never resume such a task.
-    #[error(
-        "tid {tid}: RESTORING THE TASK FAILED after injected syscall {nr}, the task is left modified \
-         ({failures}); injection outcome: {outcome}"
-    )]
-    RestoreFailed {
-        tid: Tid,
-        nr: i64,
-        failures: String,
-        outcome: String,
-    },
+    /// Putting the task back at the end of an injection session failed: registers, mask, xstate or the
+    /// site bytes may still be ours (the rescue frame still returns the thread to its own state if the
+    /// tracer lets it go without touching it again).
+    #[error("tid {tid}: RESTORING THE TASK FAILED at the end of an injection ({failures})")]
+    RestoreFailed { tid: Tid, failures: String },
 
     /// The embedded parasite blob (or a frame built for it) is unusable.
     #[error("parasite blob: {0}")]
@@ -104,7 +113,7 @@ pub enum ParasiteError {
     #[error("tid {tid}: parasite {what}")]
     Protocol { tid: Tid, what: String },
 
-    /// A local system call of the dumper (pidfd, mmap of the shared area, pipes) failed.
+    /// A local system call of the dumper (pidfd, the control socket, pipes) failed.
     #[error("{what}: {source}")]
     Local { what: String, source: nix::Error },
 }

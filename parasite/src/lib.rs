@@ -1,19 +1,22 @@
-//! dormant-parasite: run code inside a task the caller has seized with ptrace.
+//! dormant-parasite: run code inside a task the caller has seized with ptrace, such that a caller that
+//! dies at any moment leaves the task exactly as it was.
 //!
-//! What it does: the remote-syscall primitive ([`RemoteTask::syscall`]): patch `syscall; int3` at a
-//! syscall site of the target, run one system call with the target's credentials and address space, and
-//! put registers, signal mask and code bytes back on every path. On top of it: target memory access
-//! through `/proc/<tid>/mem`, an injected scratch mapping ([`RemoteScratch`]), and the handful of
-//! in-process queries the dumper needs ([`query`]). The injected no_std blob ([`Parasite`]): a memfd area
-//! shared by dumper and target, commands run one per resume inside a chosen thread (a batched state
-//! snapshot, per-thread state, vmsplice of pages into pipes the dumper drains in parallel, with the crc32
-//! of each piece taken inside the target), and a cure
-//! through `rt_sigreturn` that returns every thread to its exact saved state.
+//! What it does: the remote-syscall primitive ([`RemoteTask::syscall`]): run system calls in a thread with
+//! its credentials and address space, from code written in page padding of one of its executable
+//! mappings, inside a *session* that first writes a rescue frame (its own registers, mask and xstate) on
+//! the thread's stack, so that every instant of the session has a way back that needs no tracer (see
+//! `remote` for the invariant). On top of it: target memory access through `/proc/<tid>/mem`, scratch
+//! memory for syscall outputs on the thread's stack ([`RemoteScratch`]), and the handful of in-process
+//! queries the dumper needs ([`query`]). The injected no_std blob ([`Parasite`]): mapped by one injected
+//! mmap, it serves requests over a socket only the dumper holds the other end of (a batched state snapshot,
+//! per-thread state, pipes, vmsplice of pages into them with the crc32 of each piece taken inside the
+//! target), and on that socket's EOF (the cure, or the dumper's death) closes what it opened, unmaps
+//! itself and returns the thread through its rescue frame.
 //!
-//! What it does NOT do: it never seizes, interrupts, resumes or detaches a task (the caller owns the
-//! ptrace life cycle and must keep every request on the thread that seized the task), it does not apply
-//! the syscall-restart fixup to the registers it saves (that is the dumper's job on its own copy), and it
-//! does not decide what to dump: it answers commands.
+//! What it does NOT do: it never seizes, interrupts, resumes or detaches a task on its own account (the
+//! caller owns the ptrace life cycle, seizes with [`seize_options`] and keeps every request on the thread
+//! that seized the task), it does not apply the syscall-restart fixup to the registers it hands out (that
+//! is the dumper's job on its own copy), and it does not decide what to dump: it answers commands.
 
 /// A point a crash test can stop or kill the injecting process at (see [`test_hooks`]); expands to
 /// nothing without the `test-hooks` feature, so release builds carry no hook.
@@ -24,15 +27,17 @@ macro_rules! hook {
     };
 }
 
-mod area;
 mod blob;
+mod channel;
 mod error;
 mod ids;
 mod parasite;
+mod pod;
 mod ptrace;
 pub mod query;
 mod remote;
 mod site;
+mod splice;
 #[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub mod test_hooks;
@@ -40,18 +45,41 @@ pub mod test_hooks;
 pub use blob::embedded as embedded_blob;
 pub use error::ParasiteError;
 pub use ids::Tid;
-pub use parasite::{PagePiece, Parasite, SpliceError, ThreadInfo};
+pub use parasite::{Parasite, ThreadInfo};
 pub use ptrace::{get_sigmask, set_sigmask, SigMask};
-pub use remote::{RemoteScratch, RemoteTask};
+pub use remote::{RemoteScratch, RemoteTask, SCRATCH_LEN};
 pub use site::find_syscall_site;
+pub use splice::{PagePiece, SpliceError};
 
-/// The options a caller must pass to `PTRACE_SEIZE` for every task it hands to this crate.
+use dormant_sys::ptrace::PTRACE_O_SUSPEND_SECCOMP;
+use nix::sys::ptrace::Options;
+
+/// The options every task handed to this crate must be seized with, whatever its seccomp state.
 ///
-/// `PTRACE_O_TRACESYSGOOD` is what keeps the target alive if the dumper dies mid-command: a tracee left
-/// in a syscall-stop by a tracer that exits is woken with the stop's code still in place, and the kernel
-/// sends that code to it as a signal. Without the option the code is a plain SIGTRAP, which kills a target
-/// that is running (or parked in) blob code, where SIGTRAP is the one signal left unblocked; with it the
-/// code is `SIGTRAP | 0x80`, not a valid signal number, and nothing is sent (`dumper_killed_at_each_parasite_stage`).
-/// No `PTRACE_O_EXITKILL`: a dumper crash must leave the target running.
-pub const SEIZE_OPTIONS: nix::sys::ptrace::Options =
-    nix::sys::ptrace::Options::PTRACE_O_TRACESYSGOOD;
+/// `PTRACE_O_TRACESYSGOOD` is what keeps the target alive if the dumper dies in a syscall stop: a tracee
+/// left in a syscall-stop by a tracer that exits is woken with the stop's code still in place, and the
+/// kernel sends that code to it as a signal. Without the option the code is a plain SIGTRAP; with it the
+/// code is `SIGTRAP | 0x80`, not a valid signal number, and nothing is sent. No `PTRACE_O_EXITKILL`: a
+/// dumper crash must leave the target running.
+pub const SEIZE_OPTIONS: Options = Options::PTRACE_O_TRACESYSGOOD;
+
+/// The options to seize `tid` with: [`SEIZE_OPTIONS`], plus `PTRACE_O_SUSPEND_SECCOMP` when the thread
+/// runs under seccomp (strict or filters), whose filters would otherwise judge (and may kill on) every
+/// injected syscall. The kernel grants that option only to a tracer with CAP_SYS_ADMIN that is not under
+/// seccomp itself, so it is asked for only when needed.
+pub fn seize_options(tid: Tid) -> Options {
+    if seccomp_mode(tid).unwrap_or(0) != 0 {
+        SEIZE_OPTIONS | Options::from_bits_retain(PTRACE_O_SUSPEND_SECCOMP as i32)
+    } else {
+        SEIZE_OPTIONS
+    }
+}
+
+/// The `Seccomp:` field of the thread's status (0 disabled, 1 strict, 2 filter).
+pub fn seccomp_mode(tid: Tid) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp:"))
+        .and_then(|v| v.trim().parse().ok())
+}

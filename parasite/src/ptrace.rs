@@ -47,15 +47,9 @@ pub(crate) fn setregs(tid: Tid, regs: user_regs_struct) -> Result<(), ParasiteEr
     ptrace::setregs(tid.pid(), regs).map_err(err(tid, "SETREGS"))
 }
 
-/// Resume without delivering a signal (a pending-delivery SIGTRAP from our own int3 is discarded).
+/// Resume without delivering a signal.
 pub(crate) fn cont(tid: Tid) -> Result<(), ParasiteError> {
     ptrace::cont(tid.pid(), None).map_err(err(tid, "CONT"))
-}
-
-pub(crate) fn siginfo_code(tid: Tid) -> Result<i32, ParasiteError> {
-    ptrace::getsiginfo(tid.pid())
-        .map(|si| si.si_code)
-        .map_err(err(tid, "GETSIGINFO"))
 }
 
 /// The thread's full XSAVE image (standard format, software bytes included) as PTRACE_GETREGSET

@@ -1,14 +1,17 @@
-//! In-process state only the task itself can report, each fetched with one injected syscall whose
-//! output lands in a scratch area and is read back through /proc/<tid>/mem.
+//! In-process state only the task itself can tell, each fetched with injected syscalls whose output
+//! lands in the session's scratch area on the thread's stack and is read back through /proc/<tid>/mem.
 //!
 //! Types are plain structs in the kernel's own units (no serde): the engine converts them to image
-//! records. [`snapshot`] gathers everything with a single scratch mapping.
+//! records. [`snapshot`] gathers everything in one session.
 
 pub use dormant_sys::signal::NSIG;
 use dormant_sys::signal::{KernelSigaction, SIGSET_SIZE};
 
 use crate::error::ParasiteError;
-use crate::remote::{RemoteScratch, RemoteTask};
+use crate::remote::{RemoteScratch, RemoteTask, SCRATCH_LEN};
+
+/// Scratch bytes the single-struct queries need (the largest output is 32 bytes).
+pub const SCRATCH_NEEDED: usize = 32;
 
 /// `stack_t` from sigaltstack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,7 +44,7 @@ pub struct ITimers {
     pub prof: ITimerVal,
 }
 
-/// Everything this module can fetch, from one scratch mapping.
+/// Everything this module can fetch, in one session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskSnapshot {
     /// Index `n - 1` holds signal `n`.
@@ -57,66 +60,70 @@ pub struct TaskSnapshot {
     pub securebits: u32,
 }
 
-/// Scratch bytes the queries need: 64 sigactions plus a few small structs.
 const SIGACT_SIZE: usize = std::mem::size_of::<KernelSigaction>();
-const SCRATCH_LEN: usize = 4096;
-/// Offset for single-struct outputs, after the sigaction table.
-const SMALL_OFF: usize = NSIG * SIGACT_SIZE;
 
-/// Run every query using one injected mmap and one munmap.
+/// Run every query in one session (ended before returning).
 pub fn snapshot(task: &mut RemoteTask) -> Result<TaskSnapshot, ParasiteError> {
-    let mut scratch = task.scratch(SCRATCH_LEN)?;
-    let snap = TaskSnapshot {
-        sigactions: sigactions(&mut scratch)?,
-        altstack: sigaltstack(&mut scratch)?,
-        brk: brk(scratch.task())?,
-        itimers: itimers(&mut scratch)?,
-        tid_address: tid_address(&mut scratch)?,
-        pdeathsig: pdeathsig(&mut scratch)?,
-        dumpable: dumpable(scratch.task())?,
-        child_subreaper: child_subreaper(&mut scratch)?,
-        securebits: securebits(scratch.task())?,
-    };
-    scratch.close()?;
+    let asked = (|| {
+        let mut scratch = task.scratch(SCRATCH_LEN)?;
+        Ok(TaskSnapshot {
+            sigactions: sigactions(&mut scratch)?,
+            altstack: sigaltstack(&mut scratch)?,
+            brk: brk(scratch.task())?,
+            itimers: itimers(&mut scratch)?,
+            tid_address: tid_address(&mut scratch)?,
+            pdeathsig: pdeathsig(&mut scratch)?,
+            dumpable: dumpable(scratch.task())?,
+            child_subreaper: child_subreaper(&mut scratch)?,
+            securebits: securebits(scratch.task())?,
+        })
+    })();
+    let ended = task.finish();
+    let snap = asked?;
+    ended?;
     Ok(snap)
 }
 
-/// All 64 dispositions via `rt_sigaction(sig, NULL, &old, 8)`. SIGKILL and SIGSTOP are queryable
-/// (the kernel only refuses to *change* them) and report SIG_DFL.
+/// All 64 dispositions via `rt_sigaction(sig, NULL, &old, 8)`, as many per read-back as the scratch
+/// holds. SIGKILL and SIGSTOP are queryable (the kernel only refuses to *change* them) and report SIG_DFL.
 pub fn sigactions(
     scratch: &mut RemoteScratch<'_>,
 ) -> Result<[KernelSigaction; NSIG], ParasiteError> {
     let base = scratch.addr();
-    for sig in 1..=NSIG as u64 {
-        let out = base + (sig - 1) * SIGACT_SIZE as u64;
-        let ret = scratch
-            .task()
-            .syscall(libc::SYS_rt_sigaction, [sig, 0, out, SIGSET_SIZE, 0, 0])?;
-        scratch.task().check_ret("rt_sigaction", ret)?;
-    }
-    let mut raw = [0u8; NSIG * SIGACT_SIZE];
-    scratch.read(0, &mut raw)?;
+    let per_batch = (scratch.len() / SIGACT_SIZE).max(1);
     let mut actions = [KernelSigaction::default(); NSIG];
-    for (action, chunk) in actions.iter_mut().zip(raw.chunks_exact(SIGACT_SIZE)) {
-        *action = KernelSigaction {
-            handler: u64_at(chunk, 0),
-            flags: u64_at(chunk, 8),
-            restorer: u64_at(chunk, 16),
-            mask: u64_at(chunk, 24),
-        };
+    for (batch, chunk) in actions.chunks_mut(per_batch).enumerate() {
+        for (i, _) in chunk.iter().enumerate() {
+            let sig = (batch * per_batch + i + 1) as u64;
+            let out = base + (i * SIGACT_SIZE) as u64;
+            let ret = scratch
+                .task()
+                .syscall(libc::SYS_rt_sigaction, [sig, 0, out, SIGSET_SIZE, 0, 0])?;
+            scratch.task().check_ret("rt_sigaction", ret)?;
+        }
+        let mut raw = vec![0u8; chunk.len() * SIGACT_SIZE];
+        scratch.read(0, &mut raw)?;
+        for (action, bytes) in chunk.iter_mut().zip(raw.chunks_exact(SIGACT_SIZE)) {
+            *action = KernelSigaction {
+                handler: u64_at(bytes, 0),
+                flags: u64_at(bytes, 8),
+                restorer: u64_at(bytes, 16),
+                mask: u64_at(bytes, 24),
+            };
+        }
     }
     Ok(actions)
 }
 
 /// `sigaltstack(NULL, &old)` of the injected thread.
 pub fn sigaltstack(scratch: &mut RemoteScratch<'_>) -> Result<AltStack, ParasiteError> {
-    let out = scratch.addr() + SMALL_OFF as u64;
+    let out = scratch.addr();
     let ret = scratch
         .task()
         .syscall(libc::SYS_sigaltstack, [0, out, 0, 0, 0, 0])?;
     scratch.task().check_ret("sigaltstack", ret)?;
     let mut raw = [0u8; 24];
-    scratch.read(SMALL_OFF, &mut raw)?;
+    scratch.read(0, &mut raw)?;
     Ok(AltStack {
         sp: u64_at(&raw, 0),
         flags: i32_at(&raw, 8),
@@ -133,13 +140,13 @@ pub fn brk(task: &mut RemoteTask) -> Result<u64, ParasiteError> {
 /// ITIMER_REAL, ITIMER_VIRTUAL and ITIMER_PROF via getitimer.
 pub fn itimers(scratch: &mut RemoteScratch<'_>) -> Result<ITimers, ParasiteError> {
     let mut get = |which: i32| -> Result<ITimerVal, ParasiteError> {
-        let out = scratch.addr() + SMALL_OFF as u64;
+        let out = scratch.addr();
         let ret = scratch
             .task()
             .syscall(libc::SYS_getitimer, [which as u64, out, 0, 0, 0, 0])?;
         scratch.task().check_ret("getitimer", ret)?;
         let mut raw = [0u8; 32];
-        scratch.read(SMALL_OFF, &mut raw)?;
+        scratch.read(0, &mut raw)?;
         Ok(ITimerVal {
             interval: TimeVal {
                 sec: u64_at(&raw, 0) as i64,
@@ -161,14 +168,14 @@ pub fn itimers(scratch: &mut RemoteScratch<'_>) -> Result<ITimers, ParasiteError
 /// clear_child_tid via PR_GET_TID_ADDRESS; `None` when the kernel lacks it (EINVAL without
 /// CONFIG_CHECKPOINT_RESTORE).
 pub fn tid_address(scratch: &mut RemoteScratch<'_>) -> Result<Option<u64>, ParasiteError> {
-    let out = scratch.addr() + SMALL_OFF as u64;
+    let out = scratch.addr();
     let ret = prctl(scratch.task(), libc::PR_GET_TID_ADDRESS, out)?;
     if ret == -(libc::EINVAL as i64) {
         return Ok(None);
     }
     scratch.task().check_ret("prctl(PR_GET_TID_ADDRESS)", ret)?;
     let mut raw = [0u8; 8];
-    scratch.read(SMALL_OFF, &mut raw)?;
+    scratch.read(0, &mut raw)?;
     Ok(Some(u64::from_le_bytes(raw)))
 }
 
@@ -214,13 +221,13 @@ fn int_out(
     option: i32,
     call: &'static str,
 ) -> Result<i32, ParasiteError> {
-    let out = scratch.addr() + SMALL_OFF as u64;
+    let out = scratch.addr();
     // Clear the slot so a kernel that writes nothing cannot hand us a previous query's bytes.
-    scratch.write(SMALL_OFF, &[0u8; 4])?;
+    scratch.write(0, &[0u8; 4])?;
     let ret = prctl(scratch.task(), option, out)?;
     scratch.task().check_ret(call, ret)?;
     let mut raw = [0u8; 4];
-    scratch.read(SMALL_OFF, &mut raw)?;
+    scratch.read(0, &mut raw)?;
     Ok(i32::from_le_bytes(raw))
 }
 
@@ -251,7 +258,7 @@ pub fn posix_timers(
     scratch: &mut RemoteScratch<'_>,
     ids: &[i32],
 ) -> Result<Vec<TimerState>, ParasiteError> {
-    let out = scratch.addr() + SMALL_OFF as u64;
+    let out = scratch.addr();
     let ns = |sec: u64, nsec: u64| (sec as i64).max(0) as u64 * 1_000_000_000 + nsec;
     let mut states = Vec::with_capacity(ids.len());
     for &id in ids {
@@ -260,7 +267,7 @@ pub fn posix_timers(
             .syscall(libc::SYS_timer_gettime, [id as u64, out, 0, 0, 0, 0])?;
         scratch.task().check_ret("timer_gettime", ret)?;
         let mut raw = [0u8; 32];
-        scratch.read(SMALL_OFF, &mut raw)?;
+        scratch.read(0, &mut raw)?;
         let ret = scratch
             .task()
             .syscall(libc::SYS_timer_getoverrun, [id as u64, 0, 0, 0, 0, 0])?;

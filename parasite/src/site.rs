@@ -1,11 +1,21 @@
-//! Choosing where the `syscall; int3` bytes go.
+//! The syscall site: where the injected code goes, and the code itself.
 //!
-//! The site must be executable in the target. We prefer bytes the target itself can never execute:
-//! the tail of an executable ELF segment's last page, past the segment's `p_memsz` (page padding that
-//! no instruction of the program jumps to). If the tracer dies while the site is patched, ptrace
-//! detaches the task and lets it run: with a padding site the stale `syscall; int3` is never reached,
-//! so the task keeps running correctly. Only when no mapping has at least 8 bytes of padding do we fall
-//! back to the start of the first r-x mapping (logged), where that guarantee does not hold.
+//! The site is bytes the target itself can never execute: the page padding past the end (`p_memsz`) of an
+//! executable ELF segment, which no instruction of the program jumps to and no data access of it reaches
+//! (its data is mapped elsewhere). The largest such padding is chosen: past the code, it may also hold
+//! the rescue frame's fpstate when a thread's stack has too little room (see `remote`). The code
+//! written there has three entries, each of which ends in `rt_sigreturn` through the rescue frame
+//! (see `remote`):
+//! - [`CALL`]: `syscall; mov eax, 15; syscall`, for one injected syscall;
+//! - [`BOOT`]: `syscall` (an mmap of the parasite area), then: if it failed, `rt_sigreturn`; if the host
+//!   has not finished loading the blob (the boot block's magic is missing), `munmap` the area and
+//!   `rt_sigreturn`; else jump into the blob;
+//! - [`MUNMAP_SYSCALL`]: where the blob jumps when it is done: `munmap` of its own area (from outside
+//!   it), then `rt_sigreturn`.
+//!
+//! Every entry is entered with `rax` = 15 (`rt_sigreturn`) and the real syscall number is swapped in at
+//! the syscall-entry stop, so a tracer that dies before that moment leaves a thread that returns at once.
+//! If the tracer dies while the code is in place, it stays in the padding, never executed.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -16,48 +26,91 @@ use dormant_sys::procfs::{parse_maps, MapsEntry};
 use crate::error::ParasiteError;
 use crate::ids::Tid;
 
-/// Bytes we patch at the site: `syscall` (0f 05) followed by six `int3` (cc).
-pub(crate) const SITE_LEN: usize = 8;
+/// Bytes the site needs (the code, rounded up).
+pub(crate) const SITE_LEN: usize = 64;
+
+/// The code, assembled from (Intel syntax):
+/// ```text
+///  0: syscall                      ; CALL: the injected syscall
+///  2: mov eax, 15
+///  7: syscall                      ; rt_sigreturn
+///  9: syscall                      ; BOOT: mmap(0, len, rwx, private|anon, -1, 0)
+///  b: cmp rax, -4095
+/// 11: jae 2f                       ; mmap failed: rt_sigreturn
+/// 13: cmp [rax + rsi - 0x1000], r13 ; boot block magic (r13) written last by the host?
+/// 1b: jne 25
+/// 1d: mov rdi, rax                 ; rdi = base, rsi = len
+/// 20: add rax, r14                 ; r14 = entry offset
+/// 23: jmp rax
+/// 25: mov rdi, rax                 ; not loaded: munmap(base, len)
+/// 28: mov eax, 11
+/// 2d: syscall                      ; MUNMAP_SYSCALL
+/// 2f: mov eax, 15
+/// 34: syscall                      ; rt_sigreturn
+/// ```
+pub(crate) const CODE: [u8; 0x36] = [
+    0x0f, 0x05, // syscall
+    0xb8, 0x0f, 0x00, 0x00, 0x00, // mov eax, 15
+    0x0f, 0x05, // syscall
+    0x0f, 0x05, // syscall
+    0x48, 0x3d, 0x01, 0xf0, 0xff, 0xff, // cmp rax, -4095
+    0x73, 0x1c, // jae +0x1c
+    0x4c, 0x39, 0xac, 0x30, 0x00, 0xf0, 0xff, 0xff, // cmp [rax+rsi-0x1000], r13
+    0x75, 0x08, // jne +8
+    0x48, 0x89, 0xc7, // mov rdi, rax
+    0x4c, 0x01, 0xf0, // add rax, r14
+    0xff, 0xe0, // jmp rax
+    0x48, 0x89, 0xc7, // mov rdi, rax
+    0xb8, 0x0b, 0x00, 0x00, 0x00, // mov eax, 11
+    0x0f, 0x05, // syscall
+    0xb8, 0x0f, 0x00, 0x00, 0x00, // mov eax, 15
+    0x0f, 0x05, // syscall
+];
+
+/// Entry for one injected syscall.
+pub(crate) const CALL: u64 = 0x0;
+/// Entry of the bootstrap (mmap of the area, then into the blob).
+pub(crate) const BOOT: u64 = 0x9;
+/// The `syscall` of the area's `munmap`, followed by `rt_sigreturn`.
+pub(crate) const MUNMAP_SYSCALL: u64 = 0x2d;
 
 const PT_LOAD: u32 = 1;
 const PF_X: u32 = 1;
 const PAGE_MASK: u64 = !0xfff;
 
-/// Pick a syscall site in the address space of `tid` (see the module docs for the policy).
+/// Pick a syscall site in the address space of `tid`: the start (64-byte aligned) of the largest page
+/// padding past an executable segment, of at least [`SITE_LEN`] bytes. Refuses (rather than patch code
+/// the task could run) when there is none.
 pub fn find_syscall_site(tid: Tid) -> Result<u64, ParasiteError> {
     let maps = read_maps(tid)?;
-    let candidates = maps
+    let mut best: Option<(u64, u64, &str)> = None;
+    for vma in maps
         .iter()
-        .filter(|v| v.read && v.exec && v.name != "[vsyscall]");
-    for vma in candidates.clone().filter(|v| v.is_file()) {
+        .filter(|v| v.read && v.exec && v.is_file() && v.name != "[vsyscall]")
+    {
         match padding_site(tid, vma) {
-            Ok(Some(site)) => {
-                log::debug!(
-                    "tid {tid}: syscall site {site:#x} in ELF padding of {}",
-                    vma.name
-                );
-                return Ok(site);
+            Ok(Some(site)) if best.is_none_or(|(_, room, _)| vma.end - site > room) => {
+                best = Some((site, vma.end - site, &vma.name));
             }
-            Ok(None) => {}
+            Ok(_) => {}
             Err(e) => log::debug!("tid {tid}: no padding site in {}: {e}", vma.name),
         }
     }
-    let mut candidates = candidates;
-    let first = candidates
-        .find(|v| v.end - v.start >= SITE_LEN as u64)
-        .ok_or(ParasiteError::NoSyscallSite { tid })?;
-    log::warn!(
-        "tid {tid}: no ELF padding usable as syscall site; using the start of {:#x}-{:#x} {} \
-         (a tracer crash mid-injection could leave code the task executes patched)",
-        first.start,
-        first.end,
-        first.name
-    );
-    Ok(first.start)
+    let (site, room, name) = best.ok_or(ParasiteError::NoSyscallSite { tid })?;
+    log::debug!("tid {tid}: syscall site {site:#x} in {room} bytes of ELF padding of {name}");
+    Ok(site)
 }
 
-/// The last 8-byte slot of `vma` if it lies past the end of the executable PT_LOAD segment that
-/// `vma` maps; `None` if the segment fills the mapping.
+/// Bytes of padding from `site` to the end of its mapping (what the code and, if the stack is short, the
+/// rescue frame's fpstate may use).
+pub(crate) fn padding_after(maps: &[MapsEntry], site: u64) -> u64 {
+    maps.iter()
+        .find(|m| m.start <= site && site < m.end)
+        .map_or(0, |m| m.end - site)
+}
+
+/// The 64-byte aligned start of the padding past the executable PT_LOAD segment that `vma` maps, if at
+/// least [`SITE_LEN`] bytes of it remain in the mapping; `None` otherwise.
 fn padding_site(tid: Tid, vma: &MapsEntry) -> Result<Option<u64>, ParasiteError> {
     // map_files opens the mapped object itself, so this works for deleted or replaced files too.
     let path = PathBuf::from(format!(
@@ -99,8 +152,9 @@ fn padding_site(tid: Tid, vma: &MapsEntry) -> Result<Option<u64>, ParasiteError>
         }
         // The mapping starts at the page holding p_offset; the segment ends p_memsz bytes later.
         let seg_end = vma.start + (p_offset - vma.offset) + p_memsz;
-        if seg_end <= vma.end && vma.end - seg_end >= SITE_LEN as u64 {
-            return Ok(Some(vma.end - SITE_LEN as u64));
+        let site = seg_end.div_ceil(64) * 64;
+        if site <= vma.end && vma.end - site >= SITE_LEN as u64 {
+            return Ok(Some(site));
         }
         return Ok(None);
     }
@@ -108,7 +162,7 @@ fn padding_site(tid: Tid, vma: &MapsEntry) -> Result<Option<u64>, ParasiteError>
 }
 
 /// The mappings of `tid`.
-fn read_maps(tid: Tid) -> Result<Vec<MapsEntry>, ParasiteError> {
+pub(crate) fn read_maps(tid: Tid) -> Result<Vec<MapsEntry>, ParasiteError> {
     let path = PathBuf::from(format!("/proc/{tid}/maps"));
     let text = std::fs::read_to_string(&path).map_err(|source| ParasiteError::Proc {
         path: path.clone(),
@@ -132,4 +186,23 @@ fn le_u64(b: &[u8]) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[..8]);
     u64::from_le_bytes(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_fits_the_site_and_entries_are_syscalls() {
+        assert!(CODE.len() <= SITE_LEN);
+        for entry in [CALL, BOOT, MUNMAP_SYSCALL] {
+            assert_eq!(&CODE[entry as usize..entry as usize + 2], &[0x0f, 0x05]);
+        }
+        // Each path ends in `mov eax, 15; syscall`.
+        assert_eq!(&CODE[2..9], &[0xb8, 0x0f, 0, 0, 0, 0x0f, 0x05]);
+        assert_eq!(&CODE[0x2f..0x36], &[0xb8, 0x0f, 0, 0, 0, 0x0f, 0x05]);
+        // The jae and jne land on the rt_sigreturn and the munmap paths.
+        assert_eq!(0x13 + CODE[0x12] as usize, 0x2f);
+        assert_eq!(0x1d + CODE[0x1c] as usize, 0x25);
+    }
 }

@@ -54,6 +54,14 @@ fn main() {
             multithreaded_per_thread_commands,
         ),
         (
+            "strict_seccomp_target_survives_injection",
+            strict_seccomp_target_survives_injection,
+        ),
+        (
+            "sigpipe_raised_by_the_blob_is_taken_back",
+            sigpipe_raised_by_the_blob_is_taken_back,
+        ),
+        (
             "dumper_killed_at_each_parasite_stage",
             dumper_killed_at_each_parasite_stage,
         ),
@@ -216,13 +224,11 @@ fn inject_everything_and_check_invariance(w: &Workload, sc: &Scenario) {
 fn run_every_blob_command(w: &Workload) {
     let mut p = Parasite::inject(w.tid, &[]).unwrap();
     let (base, len) = p.area();
+    let area_line = format!("{base:x}-{:x} rwxp", base + len);
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
     assert!(
-        maps.lines().any(
-            |l| l.starts_with(&format!("{base:x}-{:x} rwxs", base + len))
-                && l.contains("/memfd:dormant-parasite")
-        ),
-        "the shared area is mapped in the target:\n{maps}"
+        maps.lines().any(|l| l.starts_with(&area_line)),
+        "the area is mapped in the target:\n{maps}"
     );
     let fds = std::fs::read_dir(format!("/proc/{}/fd", w.tid))
         .unwrap()
@@ -252,7 +258,7 @@ fn run_every_blob_command(w: &Workload) {
             .unwrap()
             .count(),
         fds + 2,
-        "only the two write ends stay in the target"
+        "only the two write ends stay in the target (with the blob's socket, counted before)"
     );
     let mut ranges: Vec<(u64, u64, u32)> = maps
         .lines()
@@ -357,7 +363,7 @@ fn run_every_blob_command(w: &Workload) {
     p.cure().unwrap();
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
     assert!(
-        !maps.contains("dormant-parasite"),
+        !maps.lines().any(|l| l.starts_with(&area_line)),
         "area unmapped by the cure"
     );
 }
@@ -462,8 +468,9 @@ fn invariance_in_epoll_wait() {
     w.assert_exits_ok(Duration::from_secs(10));
 }
 
-/// A failing injected syscall (close(-1)) returns -EBADF and leaves nothing behind, also when it is
-/// the only injection (no scratch area involved); a following injection still works.
+/// A failing injected syscall (close(-1)) returns -EBADF and leaves nothing behind once its session
+/// ends, also when it is the only injection (no scratch area involved); a following injection (a new
+/// session) still works.
 fn failing_syscall_returns_errno_and_restores() {
     let mut w = Workload::spawn("pipe-read");
     w.wait_blocked_in(libc::SYS_read);
@@ -480,6 +487,7 @@ fn failing_syscall_returns_errno_and_restores() {
             "close({}) in the target",
             fd as i64
         );
+        task.finish().unwrap();
         assert_eq!(
             capture(w.tid),
             before,
@@ -501,11 +509,13 @@ fn failing_syscall_returns_errno_and_restores() {
         }
         other => panic!("munmap of an unaligned address: {other:?}"),
     }
+    task.finish().unwrap();
     assert_eq!(capture(w.tid), before, "state after failing munmap");
     assert_eq!(
         task.syscall(libc::SYS_getppid, [0; 6]).unwrap(),
         i64::from(std::process::id() as i32)
     );
+    task.finish().unwrap();
     assert_eq!(capture(w.tid), before, "state after getppid");
     drop(task);
     detach(w.tid);
@@ -513,41 +523,61 @@ fn failing_syscall_returns_errno_and_restores() {
     w.assert_exits_ok(Duration::from_secs(10));
 }
 
-/// /proc/<pid>/mem access reaches read-only and PROT_NONE pages: write through a scratch page made
-/// PROT_NONE by an injected mprotect, read it back, and write into the read-only site page.
+/// /proc/<pid>/mem access reaches read-only and PROT_NONE pages: write through pages made PROT_NONE by
+/// an injected mmap, read them back, and write into the read-only site page. The session's scratch is
+/// dead stack below the red zone (nothing mapped for it) and bounds checked.
 fn memory_helpers_reach_readonly_and_prot_none() {
     let mut w = Workload::spawn("pipe-read");
     w.wait_blocked_in(libc::SYS_read);
     seize_and_stop(w.tid);
     let before = capture(w.tid);
+    let rsp = before.regs[19];
     let mut task = RemoteTask::new(w.tid).unwrap();
     {
-        let mut scratch = task.scratch(8192).unwrap();
-        let addr = scratch.addr();
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let addr = task
+            .syscall(libc::SYS_mmap, [0, 8192, 0, flags, u64::MAX, 0])
+            .unwrap() as u64;
         let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
         assert!(
-            maps.contains(&format!("{addr:x}-{:x} rw-p", addr + 8192)),
-            "scratch is mapped rw"
+            maps.contains(&format!("{addr:x}-{:x} ---p", addr + 8192)),
+            "PROT_NONE pages mapped"
         );
-        let ret = scratch
-            .task()
-            .syscall(libc::SYS_mprotect, [addr, 8192, 0, 0, 0, 0])
-            .unwrap();
-        assert_eq!(ret, 0);
         let pattern: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
-        scratch.write(1000, &pattern).unwrap();
+        task.write_mem(addr + 1000, &pattern).unwrap();
         let mut back = vec![0u8; pattern.len()];
-        scratch.task().read_mem(addr + 1000, &mut back).unwrap();
+        task.read_mem(addr + 1000, &mut back).unwrap();
         assert_eq!(back, pattern, "round trip through PROT_NONE pages");
+        task.munmap(addr, 8192).unwrap();
+        let scratch = task.scratch(dormant_parasite::SCRATCH_LEN).unwrap();
+        let at = scratch.addr();
         assert!(
-            scratch.read(8000, &mut [0u8; 500]).is_err(),
+            at + dormant_parasite::SCRATCH_LEN as u64 <= rsp - 128,
+            "scratch below the red zone"
+        );
+        let stack = maps
+            .lines()
+            .find(|l| l.ends_with("[stack]"))
+            .and_then(|l| l.split_whitespace().next()?.split_once('-'))
+            .map(|(s, e)| {
+                (
+                    u64::from_str_radix(s, 16).unwrap(),
+                    u64::from_str_radix(e, 16).unwrap(),
+                )
+            })
+            .unwrap();
+        assert!(
+            stack.0 <= at && at < stack.1,
+            "scratch on the thread's stack"
+        );
+        assert!(
+            scratch.read(200, &mut [0u8; 100]).is_err(),
             "scratch reads are bounds checked"
         );
         scratch.close().unwrap();
-        let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
         assert!(
-            !maps.contains(&format!("{addr:x}-")),
-            "scratch unmapped by close"
+            task.scratch(dormant_parasite::SCRATCH_LEN + 1).is_err(),
+            "no more scratch than the session has"
         );
     }
     // The site lies in an r-x file mapping: writable only through /proc/pid/mem (FOLL_FORCE).
@@ -566,6 +596,7 @@ fn memory_helpers_reach_readonly_and_prot_none() {
         ),
         "reading an unmapped address is an error naming the address"
     );
+    task.finish().unwrap();
     assert_eq!(capture(w.tid), before);
     drop(task);
     detach(w.tid);
@@ -597,11 +628,11 @@ fn munmap_query_removes_mapping() {
     w.assert_exits_ok(Duration::from_secs(10));
 }
 
-/// Kill the injecting process right after it patched the syscall site (test hook), before it loaded
-/// any registers. ptrace detaches the target, which resumes with its own registers. Guarantee under
-/// test: the site is ELF padding past the end of an executable segment, so the stale `syscall; int3`
-/// bytes are never executed and the target keeps running and passes its own check. (Not guaranteed:
-/// the bytes are not put back, and a death after CONT kills the target with SIGTRAP.)
+/// Kill the injecting process while the target sits at the syscall site with the injected registers
+/// loaded and every signal blocked (test hook). ptrace detaches the target, which executes the
+/// `rt_sigreturn` it was loaded with (the syscall number is only swapped in at the entry stop) through
+/// the rescue frame on its stack: it resumes with its own registers and mask and passes its own check.
+/// The code stays in the ELF padding (past the end of an executable segment), never executed again.
 fn tracer_death_mid_injection_leaves_target_running() {
     let w = Workload::spawn("spin");
     let counter = w.shm.u64_at(SHM_COUNTER);
@@ -624,22 +655,35 @@ fn tracer_death_mid_injection_leaves_target_running() {
         .parse()
         .unwrap();
 
-    // The site must be the last 8 bytes of an r-x file mapping (padding), per the site policy.
+    // The site must lie in the tail of an r-x file mapping (the padding past its segment), 64-byte
+    // aligned with at least 64 bytes to the mapping's end, per the site policy.
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
     let in_padding = maps.lines().any(|l| {
         let (range, rest) = l.split_once(' ').unwrap();
-        let (_, end) = range.split_once('-').unwrap();
-        rest.starts_with("r-x") && u64::from_str_radix(end, 16).unwrap() == site + 8
+        let (start, end) = range.split_once('-').unwrap();
+        let (start, end) = (
+            u64::from_str_radix(start, 16).unwrap(),
+            u64::from_str_radix(end, 16).unwrap(),
+        );
+        rest.starts_with("r-x") && rest.contains('/') && start <= site && site + 64 <= end
     });
     assert!(
-        in_padding,
-        "site {site:#x} is the tail of an r-x mapping:
+        in_padding && site.is_multiple_of(64),
+        "site {site:#x} is in the tail of an r-x file mapping:
 {maps}"
     );
 
-    let patched = [0x0f, 0x05, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc];
+    let sigblk = |tid: Tid| {
+        let s = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap();
+        s.lines()
+            .find(|l| l.starts_with("SigBlk:"))
+            .unwrap()
+            .to_string()
+    };
+    let mask_before = sigblk(w.tid);
+    let patched = dormant_parasite::test_hooks::SITE_CODE[..8].to_vec();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while peek(w.child.id(), site, 8) != patched {
+    while peek(w.child.id(), site, 8) != patched || sigblk(w.tid) == mask_before {
         assert!(Instant::now() < deadline, "injector never patched the site");
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -669,95 +713,123 @@ fn tracer_death_mid_injection_leaves_target_running() {
     assert_eq!(
         peek(w.child.id(), site, 8),
         patched,
-        "(documented) stale bytes remain, unexecuted"
+        "(documented) the code stays in the padding, unexecuted"
     );
+    assert_eq!(sigblk(w.tid), mask_before, "the frame put the mask back");
     let tracer = std::fs::read_to_string(format!("/proc/{}/status", w.tid)).unwrap();
     assert!(tracer.contains("TracerPid:\t0"), "target no longer traced");
     w.shm.u32_at(SHM_STOP).store(1, Ordering::Relaxed);
     w.assert_exits_ok(Duration::from_secs(10));
 }
 
-/// SIGKILL the dumper (a separate injector process) at each stage of a parasite session and check
-/// what the target is left with. At every stage: the target is no longer traced, runs its own code
-/// again (its counter moves) and passes its own check at exit. Stage by stage, exactly:
-/// - SitePatched (first remote syscall, site written, not run): no area; the site keeps the stale
-///   `syscall; int3` bytes in ELF padding the target never executes.
-/// - AreaMapped: the memfd area stays mapped (never executed) and its fd stays open in the target.
-/// - BlobLoaded, CommandRunning, CureReturned: the area stays mapped, no fd is left. In
-///   CommandRunning the target finishes the command in the blob and rt_sigreturns to its own state.
-/// - CureUnmapped: nothing of the parasite is left.
-///
-/// In all but SitePatched the site bytes are the original ones.
+/// SIGKILL the dumper (a separate injector process) at each stage of a parasite session, at the first,
+/// second and fifth time it passes that stage, and check what the target is left with: nothing. At every
+/// point the target is no longer traced, runs its own code again (its counter moves), has exactly its
+/// mappings, descriptors, blocked mask and pending signals of before, and passes its own check at exit.
+/// The site's bytes are the original ones or the injected code, which the task never executes.
 fn dumper_killed_at_each_parasite_stage() {
     use dormant_parasite::test_hooks::Stage;
+    let mut points = 0;
     for stage in Stage::ALL {
-        eprintln!("  stage {stage:?}");
-        let w = Workload::spawn("spin");
-        let counter = w.shm.u64_at(SHM_COUNTER);
-        while counter.load(Ordering::Relaxed) == 0 {}
-        let fds_before = std::fs::read_dir(format!("/proc/{}/fd", w.tid))
-            .unwrap()
-            .count();
-        let site = dormant_parasite::find_syscall_site(w.tid).unwrap();
-        let site_bytes = peek(w.child.id(), site, 8);
-        let status = Command::new(std::env::current_exe().unwrap())
-            .env(ROLE_ENV, "blob-injector")
-            .env(TARGET_ENV, w.tid.0.to_string())
-            .env(DIE_AT_ENV, (stage as u32).to_string())
-            .status()
-            .unwrap();
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(
-            status.signal(),
-            Some(libc::SIGKILL),
-            "injector died at {stage:?}: {status:?}"
-        );
-
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let c0 = counter.load(Ordering::Relaxed);
-        while counter.load(Ordering::Relaxed) == c0 {
+        for skip in [0u32, 1, 4] {
+            let w = Workload::spawn("spin");
+            let counter = w.shm.u64_at(SHM_COUNTER);
+            while counter.load(Ordering::Relaxed) == 0 {}
+            let fds_before = fd_names(w.tid);
+            let maps_before = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
+            let masks_before = masks(w.tid);
+            let site = dormant_parasite::find_syscall_site(w.tid).unwrap();
+            let site_bytes = peek(w.child.id(), site, 64);
+            let status = Command::new(std::env::current_exe().unwrap())
+                .env(ROLE_ENV, "blob-injector")
+                .env(TARGET_ENV, w.tid.0.to_string())
+                .env(DIE_AT_ENV, format!("{}:{skip}", stage as u32))
+                .status()
+                .unwrap();
+            use std::os::unix::process::ExitStatusExt;
+            if status.signal() != Some(libc::SIGKILL) {
+                // The stage is passed fewer than skip + 1 times in a session.
+                assert!(status.success(), "injector at {stage:?}/{skip}: {status:?}");
+                w.shm.u32_at(SHM_STOP).store(1, Ordering::Relaxed);
+                w.assert_exits_ok(Duration::from_secs(10));
+                continue;
+            }
+            points += 1;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let c0 = counter.load(Ordering::Relaxed);
+            while counter.load(Ordering::Relaxed) == c0 {
+                assert!(
+                    Instant::now() < deadline,
+                    "{stage:?}/{skip}: target does not run after the dumper died"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let status = std::fs::read_to_string(format!("/proc/{}/status", w.tid)).unwrap();
             assert!(
-                Instant::now() < deadline,
-                "{stage:?}: target does not run after the dumper died"
+                status.contains("TracerPid:\t0"),
+                "{stage:?}/{skip}: target no longer traced"
             );
-            std::thread::sleep(Duration::from_millis(5));
+            // The blob cleans up after the dumper's death on its own: give it a moment.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
+                let same = maps == maps_before
+                    && fd_names(w.tid) == fds_before
+                    && masks(w.tid) == masks_before;
+                if same {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{stage:?}/{skip}: left behind:\nmaps before\n{maps_before}\nafter\n{maps}\nfds {:?} -> {:?}\nmasks {:?} -> {:?}",
+                    fds_before,
+                    fd_names(w.tid),
+                    masks_before,
+                    masks(w.tid)
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let now = peek(w.child.id(), site, 64);
+            let mut code = site_bytes.clone();
+            let code_len = dormant_parasite::test_hooks::SITE_CODE.len();
+            code[..code_len].copy_from_slice(dormant_parasite::test_hooks::SITE_CODE);
+            assert!(
+                now == site_bytes || now == code,
+                "{stage:?}/{skip}: site bytes are the original ones or the unexecuted code"
+            );
+            w.shm.u32_at(SHM_STOP).store(1, Ordering::Relaxed);
+            w.assert_exits_ok(Duration::from_secs(10));
         }
-        let status = std::fs::read_to_string(format!("/proc/{}/status", w.tid)).unwrap();
-        assert!(
-            status.contains("TracerPid:\t0"),
-            "{stage:?}: target no longer traced"
-        );
-        let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.tid)).unwrap();
-        let area_left = maps.contains("/memfd:dormant-parasite");
-        let expect_area = matches!(
-            stage,
-            Stage::AreaMapped | Stage::BlobLoaded | Stage::CommandRunning | Stage::CureReturned
-        );
-        assert_eq!(
-            area_left, expect_area,
-            "{stage:?}: parasite area left mapped?\n{maps}"
-        );
-        let fds = std::fs::read_dir(format!("/proc/{}/fd", w.tid))
-            .unwrap()
-            .count();
-        let expect_fds = fds_before + usize::from(stage == Stage::AreaMapped);
-        assert_eq!(fds, expect_fds, "{stage:?}: fds left in the target");
-        let now = peek(w.child.id(), site, 8);
-        if stage == Stage::SitePatched {
-            assert_eq!(
-                now,
-                [0x0f, 0x05, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc],
-                "stale, unexecuted site"
-            );
-        } else {
-            assert_eq!(
-                now, site_bytes,
-                "{stage:?}: site bytes are the original ones"
-            );
-        }
-        w.shm.u32_at(SHM_STOP).store(1, Ordering::Relaxed);
-        w.assert_exits_ok(Duration::from_secs(10));
     }
+    eprintln!("  {points} kill points");
+}
+
+/// Descriptor numbers and what they point at.
+fn fd_names(tid: Tid) -> Vec<(String, String)> {
+    let mut v: Vec<_> = std::fs::read_dir(format!("/proc/{tid}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let link = std::fs::read_link(e.path()).unwrap_or_default();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                link.to_string_lossy().into_owned(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// SigBlk, SigPnd and ShdPnd of the thread.
+fn masks(tid: Tid) -> Vec<String> {
+    let s = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap();
+    s.lines()
+        .filter(|l| {
+            l.starts_with("SigBlk:") || l.starts_with("SigPnd:") || l.starts_with("ShdPnd:")
+        })
+        .map(str::to_string)
+        .collect()
 }
 
 /// A three-thread target, every thread seized: the leader answers the snapshot, each worker answers
@@ -803,6 +875,94 @@ fn multithreaded_per_thread_commands() {
     let c1 = counter.load(Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(100));
     assert!(counter.load(Ordering::Relaxed) > c1, "leader runs again");
+    w.shm.u32_at(SHM_STOP).store(1, Ordering::Relaxed);
+    w.assert_exits_ok(Duration::from_secs(10));
+}
+
+/// A target in seccomp strict mode (only read, write, exit, rt_sigreturn) is seized with its filters
+/// suspended (`seize_options` adds PTRACE_O_SUSPEND_SECCOMP for it): the queries, the blob and its cure
+/// run, and the target then reads its message and exits 0. Seized without the suspension, the first
+/// injected syscall is the target's death (SIGKILL from seccomp): the option is what keeps it alive.
+fn strict_seccomp_target_survives_injection() {
+    let mut w = Workload::spawn("seccomp-strict");
+    w.wait_blocked_in(libc::SYS_read);
+    assert_eq!(
+        dormant_parasite::seccomp_mode(w.tid),
+        Some(1),
+        "strict mode"
+    );
+    seize_and_stop(w.tid);
+    let mut task = RemoteTask::new(w.tid).unwrap();
+    let snap = query::snapshot(&mut task).unwrap();
+    assert_ne!(snap.brk, 0);
+    drop(task);
+    let mut p = Parasite::inject(w.tid, &[]).unwrap();
+    p.task_state().unwrap();
+    p.cure().unwrap();
+    detach(w.tid);
+    w.write_stdin(PIPE_MESSAGE);
+    w.assert_exits_ok(Duration::from_secs(10));
+
+    let mut w = Workload::spawn("seccomp-strict");
+    w.wait_blocked_in(libc::SYS_read);
+    seize_and_stop_with(w.tid, dormant_parasite::SEIZE_OPTIONS);
+    let mut task = RemoteTask::new(w.tid).unwrap();
+    // The injection's own wait reaps the target and reports how it died.
+    match task.syscall(libc::SYS_getpid, [0; 6]) {
+        Err(ParasiteError::TaskDied { what, .. }) => {
+            assert!(what.contains("SIGKILL"), "killed by seccomp: {what}")
+        }
+        other => panic!("a strict-seccomp target without suspension: {other:?}"),
+    }
+    drop(task);
+    let _ = w.child.wait();
+}
+
+/// The blob's vmsplice into a pipe nobody reads any more (the dumper died, or here closed its ends)
+/// fails with EPIPE and queues a SIGPIPE to the thread, blocked meanwhile; the blob takes it back before
+/// it returns, so the target (whose SIGPIPE action is the default: death) keeps running with exactly its
+/// pending and blocked sets of before.
+fn sigpipe_raised_by_the_blob_is_taken_back() {
+    let w = Workload::spawn("spin");
+    let counter = w.shm.u64_at(SHM_COUNTER);
+    while counter.load(Ordering::Relaxed) == 0 {}
+    seize_and_stop(w.tid);
+    let before = masks(w.tid);
+    let mut p = Parasite::inject(w.tid, &[]).unwrap();
+    let (base, _) = p.area();
+    p.open_page_pipes(1, 1 << 16).unwrap();
+    dormant_parasite::test_hooks::close_page_pipe_readers(&mut p);
+    let r = p.splice_pages(
+        &[(base, 4096, 0)],
+        1,
+        |_: PagePiece, _| -> Result<(), nix::Error> { Ok(()) },
+    );
+    match r {
+        Err(dormant_parasite::SpliceError::Parasite(ParasiteError::Command { errno, .. })) => {
+            assert_eq!(errno, nix::errno::Errno::EPIPE)
+        }
+        other => panic!("vmsplice into a pipe without readers: {other:?}"),
+    }
+    let pending = masks(w.tid)
+        .into_iter()
+        .find(|l| l.starts_with("SigPnd:"))
+        .unwrap();
+    assert!(
+        u64::from_str_radix(pending.trim_start_matches("SigPnd:").trim(), 16).unwrap()
+            & (1 << (libc::SIGPIPE - 1))
+            != 0,
+        "SIGPIPE queued (and blocked) while the blob runs: {pending}"
+    );
+    p.cure().unwrap();
+    assert_eq!(
+        masks(w.tid),
+        before,
+        "pending and blocked sets after the cure"
+    );
+    detach(w.tid);
+    let c1 = counter.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(counter.load(Ordering::Relaxed) > c1, "target runs on");
     w.shm.u32_at(SHM_STOP).store(1, Ordering::Relaxed);
     w.assert_exits_ok(Duration::from_secs(10));
 }

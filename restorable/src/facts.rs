@@ -1,8 +1,8 @@
 //! What [`crate::check`] looks at: a few facts per task, read from `/proc` by the dumper or from the image
 //! by the restorer.
 
-use dormant_image::records::{names, ns_names, NsKind, Pid, PsTreeEntry, TaskCore, TaskNamespaces};
-use dormant_image::ImageReader;
+use dormant_image::records::{NsKind, Pid, TaskNamespaces};
+use dormant_image::Image;
 
 /// One task of a tree, as far as the check needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,27 +57,22 @@ impl Runner {
     }
 }
 
-/// The facts of every task of an image, in tree order (the root first).
-pub fn facts_from_image(img: &ImageReader) -> dormant_image::Result<Vec<TaskFacts>> {
-    let entries: Vec<PsTreeEntry> = img.read_records(names::PSTREE)?;
-    let namespaces: Vec<TaskNamespaces> = if img.has_file(ns_names::NS_IDS) {
-        img.read_records(ns_names::NS_IDS)?
-    } else {
-        Vec::new()
-    };
-    let mut out = Vec::with_capacity(entries.len());
-    for e in entries {
-        let core: TaskCore = img.read_single(&names::core(e.pid))?;
-        let c = &core.creds;
-        out.push(TaskFacts {
-            pid: e.pid,
-            uids: [c.uids[0], c.uids[1], c.uids[2]],
-            gids: [c.gids[0], c.gids[1], c.gids[2]],
-            cwd: core.cwd,
-            root: core.root,
-            ns_pids: e.ns_pids,
-            namespaces: namespaces.iter().find(|n| n.pid == e.pid).cloned(),
-        });
-    }
-    Ok(out)
+/// The facts of every task of a loaded image, in tree order (the root first).
+pub fn facts_from_image(img: &Image) -> Vec<TaskFacts> {
+    let namespaces = img.namespaces.as_ref().map(|n| n.tasks.as_slice()).unwrap_or(&[]);
+    img.tasks
+        .iter()
+        .map(|t| {
+            let c = &t.core.creds;
+            TaskFacts {
+                pid: t.pid(),
+                uids: [c.uids[0], c.uids[1], c.uids[2]],
+                gids: [c.gids[0], c.gids[1], c.gids[2]],
+                cwd: t.core.cwd.clone(),
+                root: t.core.root.clone(),
+                ns_pids: t.tree.ns_pids.clone(),
+                namespaces: namespaces.iter().find(|n| n.pid == t.pid()).cloned(),
+            }
+        })
+        .collect()
 }

@@ -29,8 +29,8 @@ use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use dormant_image::records::{container_names, ContainerRoot, MountSource, Pid, TmpfsRecord};
-use dormant_image::ImageReader;
+use dormant_image::records::{MountSource, Pid, TmpfsRecord};
+use dormant_image::Image;
 use dormant_mounts::{ExternalMap, MountImage, MountTree};
 use nix::fcntl::{open, OFlag};
 use nix::sched::{unshare, CloneFlags};
@@ -109,21 +109,26 @@ impl ContainerPlan {
     /// namespace (a plain process dump, restored in the restorer's namespaces).
     /// `ns_pids` maps outer pids to the pids inside (see [`ns_pid_map`]).
     pub fn from_image(
-        img: &ImageReader,
+        img: &Image,
         root_pid: Pid,
         ns_pids: BTreeMap<u32, u32>,
         opts: &ContainerOptions,
     ) -> Result<Option<ContainerPlan>, RestoreError> {
         let dir = img.dir();
-        let Some(mounts) = MountImage::read(img).map_err(mount_err(dir))? else {
+        let Some(recs) = &img.mounts else {
             return Ok(None);
+        };
+        let mounts = MountImage {
+            mounts: recs.mounts.clone(),
+            masters: recs.masters.clone(),
+            tmpfs: recs.tmpfs.clone(),
         };
         let mut ext = ExternalMap::new();
         for e in &opts.externals {
             let crate::external::External::Mount { key, path } = e;
             ext.insert(key.as_str(), path.to_string_lossy());
         }
-        let recorded = recorded_root(img)?;
+        let recorded = img.container_root.clone();
         let (root, why) = match (&opts.root, recorded) {
             (Some(r), _) => (r.clone(), "given with --root"),
             (None, Some(r)) if Path::new(&r.path).is_dir() => {
@@ -156,18 +161,11 @@ impl ContainerPlan {
             mounts.masters.len()
         );
         refuse_mounts(&mounts, &ext).map_err(mount_err(dir))?;
-        let ns = NsPlan::from_image(img, root_pid, &opts.ns)?;
+        let ns = NsPlan::from_image(img.reader(), root_pid, &opts.ns)?;
         let mut ext_tmpfs = Vec::new();
         for m in &mounts.mounts {
-            let name = container_names::ext_tmpfs(m.id);
-            if img.has_file(&name) {
-                let recs = img
-                    .read_records(&name)
-                    .map_err(|source| RestoreError::Image {
-                        dir: dir.to_owned(),
-                        source,
-                    })?;
-                ext_tmpfs.push((m.mountpoint.clone(), recs));
+            if let Some(content) = recs.ext_tmpfs.get(&m.id) {
+                ext_tmpfs.push((m.mountpoint.clone(), content.clone()));
             }
         }
         if let Some(&inner) = ns_pids.get(&root_pid.0) {
@@ -317,30 +315,6 @@ pub fn show_tree_pid_namespace(root: u32) -> Result<(), RestoreError> {
     )?;
     log::info!("container restore: {n} proc mount(s) now show the container's pid namespace");
     Ok(())
-}
-
-/// The `container-root` record, when the dump was given `--root`.
-fn recorded_root(img: &ImageReader) -> Result<Option<ContainerRoot>, RestoreError> {
-    if !img.has_file(container_names::CONTAINER_ROOT) {
-        return Ok(None);
-    }
-    let list: Vec<ContainerRoot> =
-        img.read_records(container_names::CONTAINER_ROOT)
-            .map_err(|source| RestoreError::Image {
-                dir: img.dir().to_owned(),
-                source,
-            })?;
-    match <[ContainerRoot; 1]>::try_from(list) {
-        Ok([r]) => Ok(Some(r)),
-        Err(list) => Err(RestoreError::BadImage {
-            dir: img.dir().to_owned(),
-            reason: format!(
-                "{}: {} entries, one expected",
-                container_names::CONTAINER_ROOT,
-                list.len()
-            ),
-        }),
-    }
 }
 
 /// Outer pid → pid inside the tree's pid namespace, from the `NSpid` levels the image has for each task

@@ -1,4 +1,7 @@
-//! Reading one task out of an image and refusing what cannot be restored here, before anything is forked.
+//! The image as the restorer takes it: loaded whole and checked by [`dormant_image::Image::load`] (every
+//! check `verify` runs), then refused for what cannot be restored here, before anything is forked.
+//! [`TaskImage`] and [`TreeImage`] are views of one process and of the tree into the loaded image: the
+//! tree-wide records (files, descriptions, shared objects) are read once and shared by every task's view.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -9,38 +12,63 @@ use dormant_image::records::{
     FileLock, FileStat, Mm, Pid, PsTreeEntry, RegFile, ShmemId, ShmemObject, TaskCore, ThreadCore,
     VmaBacking, Zombie, FILE_IDENTITY,
 };
-use dormant_image::{ImageError, ImageReader, PageStoreReader};
+use dormant_image::{Image, ImageError, PageStoreReader, TaskRecords};
 
 use crate::error::RestoreError;
 use crate::{cpu, procself, sigframe};
 
-/// Everything the image says about the one task being restored.
+/// Everything the image says about the one task being restored: a view into the loaded image.
 #[derive(Debug)]
-pub struct TaskImage {
+pub struct TaskImage<'a> {
     pub pid: Pid,
     /// The task's entry in the process tree (session and process group).
-    pub tree: PsTreeEntry,
-    pub core: TaskCore,
+    pub tree: &'a PsTreeEntry,
+    pub core: &'a TaskCore,
     /// The leader thread.
-    pub thread: ThreadCore,
+    pub thread: &'a ThreadCore,
     /// Every other thread, in the order the process tree lists them.
-    pub other_threads: Vec<ThreadCore>,
-    pub mm: Mm,
-    pub fds: Vec<Fd>,
-    pub files: BTreeMap<FileId, RegFile>,
-    /// Open file descriptions not reachable by path (`file-descs`), in image order.
-    pub descs: Vec<FileDesc>,
+    pub other_threads: &'a [ThreadCore],
+    pub mm: &'a Mm,
+    pub fds: &'a [Fd],
+    /// Files reopened by path, of the whole tree (relocated once a container is entered).
+    pub files: &'a BTreeMap<FileId, RegFile>,
     /// File locks the task held (`locks-<pid>`).
-    pub locks: Vec<FileLock>,
-    pub shmem: BTreeMap<ShmemId, (ShmemObject, PageStoreReader)>,
-    /// The task's private page store, if the image has one.
-    pub pages: Option<PageStoreReader>,
+    pub locks: &'a [FileLock],
+    /// Shared memory objects of the whole tree, with their pages.
+    pub shmem: BTreeMap<ShmemId, (&'a ShmemObject, &'a PageStoreReader)>,
+    /// The task's private page store.
+    pub pages: Option<&'a PageStoreReader>,
 }
 
-impl TaskImage {
+impl<'a> TaskImage<'a> {
+    fn new(img: &'a Image, task: &'a TaskRecords, files: &'a BTreeMap<FileId, RegFile>) -> Self {
+        // `Image::load` refuses a task without its leader thread, listed first.
+        let (thread, other_threads) = task
+            .threads
+            .split_first()
+            .expect("a loaded task has its leader thread");
+        TaskImage {
+            pid: task.pid(),
+            tree: &task.tree,
+            core: &task.core,
+            thread,
+            other_threads,
+            mm: &task.mm,
+            fds: &task.fds,
+            files,
+            locks: &task.locks,
+            shmem: img
+                .shmem
+                .iter()
+                .map(|(id, s)| (*id, (&s.object, &s.pages)))
+                .collect(),
+            pages: Some(&task.pages),
+        }
+    }
+
     /// Every thread, the leader first.
     pub fn threads(&self) -> impl Iterator<Item = &ThreadCore> {
-        std::iter::once(&self.thread).chain(&self.other_threads)
+        std::iter::once(self.thread).chain(self.other_threads)
     }
 
     /// The file `id`, or a bad-image error naming who referred to it.
@@ -70,169 +98,46 @@ fn bad(dir: &Path, reason: impl Into<String>) -> RestoreError {
     }
 }
 
-/// The whole image: every live process (pstree order: root first, parents before children) and zombies.
+/// The whole tree as views into the loaded image: every live process (pstree order: root first, parents
+/// before children), the zombies and the tree's open file descriptions.
 #[derive(Debug)]
-pub struct TreeImage {
-    pub tasks: Vec<TaskImage>,
-    pub zombies: Vec<Zombie>,
+pub struct TreeImage<'a> {
+    pub tasks: Vec<TaskImage<'a>>,
+    pub zombies: &'a [Zombie],
+    /// Open file descriptions not reachable by path (`file-descs`), in image order.
+    pub descs: &'a [FileDesc],
 }
 
-/// Opens the image at `dir` and reads every process of its tree.
-pub fn load_tree(dir: &Path) -> Result<(ImageReader, TreeImage), RestoreError> {
-    let img = ImageReader::open(dir).map_err(image_err(dir))?;
-    let inv = img.inventory();
-    if inv.arch != dormant_image::ARCH {
-        return Err(bad(
-            dir,
-            format!("made on {}, this is {}", inv.arch, dormant_image::ARCH),
-        ));
-    }
-    let entries: Vec<PsTreeEntry> = img.read_records(names::PSTREE).map_err(image_err(dir))?;
-    match entries.first() {
-        None => return Err(bad(dir, "the process tree is empty")),
-        Some(root) if root.pid != inv.root_pid => {
-            return Err(bad(
-                dir,
-                format!(
-                    "pstree root {} is not the inventory's root {}",
-                    root.pid.0, inv.root_pid.0
-                ),
-            ))
+impl<'a> TreeImage<'a> {
+    /// The tree of `img`, its tasks' files taken from `files` (the image's, or a relocated copy).
+    pub fn new(img: &'a Image, files: &'a BTreeMap<FileId, RegFile>) -> Self {
+        TreeImage {
+            tasks: img
+                .tasks
+                .iter()
+                .map(|t| TaskImage::new(img, t, files))
+                .collect(),
+            zombies: &img.zombies,
+            descs: &img.descs,
         }
-        Some(_) => {}
     }
-    // What this release cannot restore (credentials, a removed directory, namespaces not carried, nested pid
-    // namespaces), refused before anything is loaded or changed; the dump refused the same state first.
-    let facts = dormant_restorable::facts_from_image(&img).map_err(image_err(dir))?;
+}
+
+/// Loads the image at `dir` with every check `verify` runs, then refuses what restore cannot rebuild
+/// ([`dormant_restorable::check`]), before anything is forked.
+pub fn load(dir: &Path) -> Result<Image, RestoreError> {
+    let img = Image::load(dir).map_err(image_err(dir))?;
+    // What this release cannot restore (credentials, a removed directory, namespaces not carried, pid
+    // namespaces nested deeper than it rebuilds), refused before anything is forked; the dump refused the
+    // same state first, from the same list.
+    let facts = dormant_restorable::facts_from_image(&img);
     dormant_restorable::check(&facts, &dormant_restorable::Runner::current())
         .map_err(crate::refusal::Unsupported::from)?;
-    let mut tasks = Vec::with_capacity(entries.len());
-    for (i, entry) in entries.iter().enumerate() {
-        let parent_known = match entry.ppid {
-            None => i == 0,
-            Some(pp) => entries[..i].iter().any(|e| e.pid == pp),
-        };
-        if !parent_known {
-            return Err(bad(
-                dir,
-                format!(
-                    "pid {}: parent {:?} is not listed before it in the tree",
-                    entry.pid.0,
-                    entry.ppid.map(|p| p.0)
-                ),
-            ));
-        }
-        tasks.push(load_task(&img, dir, entry)?);
-    }
-    let zombies: Vec<Zombie> = if img.has_file(names::ZOMBIES) {
-        img.read_records(names::ZOMBIES).map_err(image_err(dir))?
-    } else {
-        Vec::new()
-    };
-    for z in &zombies {
-        if !entries.iter().any(|e| e.pid == z.ppid) {
-            return Err(bad(
-                dir,
-                format!("zombie {}: parent {} is not in the tree", z.pid.0, z.ppid.0),
-            ));
-        }
-    }
-    Ok((img, TreeImage { tasks, zombies }))
-}
-
-/// Reads one process of the tree.
-fn load_task(img: &ImageReader, dir: &Path, root: &PsTreeEntry) -> Result<TaskImage, RestoreError> {
-    let tid = match root.threads.first() {
-        Some(t) if t.0 == root.pid.0 => *t,
-        Some(_) => {
-            return Err(bad(
-                dir,
-                format!("pid {}: leader thread is not listed first", root.pid.0),
-            ))
-        }
-        None => return Err(bad(dir, format!("pid {}: no threads", root.pid.0))),
-    };
-    let pid = root.pid;
-    let core: TaskCore = img.read_single(&names::core(pid)).map_err(image_err(dir))?;
-    let thread: ThreadCore = img
-        .read_single(&names::thread(tid))
-        .map_err(image_err(dir))?;
-    let mut other_threads = Vec::new();
-    for t in &root.threads[1..] {
-        let core: ThreadCore = img
-            .read_single(&names::thread(*t))
-            .map_err(image_err(dir))?;
-        if core.tid != *t {
-            return Err(bad(
-                dir,
-                format!("{} holds thread {}", names::thread(*t), core.tid.0),
-            ));
-        }
-        other_threads.push(core);
-    }
-    let mm: Mm = img.read_single(&names::mm(pid)).map_err(image_err(dir))?;
-    let fds: Vec<Fd> = if img.has_file(&names::fds(pid)) {
-        img.read_records(&names::fds(pid)).map_err(image_err(dir))?
-    } else {
-        Vec::new()
-    };
-    let files: BTreeMap<FileId, RegFile> = if img.has_file(names::REG_FILES) {
-        img.read_records::<RegFile>(names::REG_FILES)
-            .map_err(image_err(dir))?
-            .into_iter()
-            .map(|f| (f.id, f))
-            .collect()
-    } else {
-        BTreeMap::new()
-    };
-    let descs: Vec<FileDesc> = if img.has_file(names::FILE_DESCS) {
-        img.read_records(names::FILE_DESCS)
-            .map_err(image_err(dir))?
-    } else {
-        Vec::new()
-    };
-    let locks: Vec<FileLock> = if img.has_file(&names::locks(pid)) {
-        img.read_records(&names::locks(pid))
-            .map_err(image_err(dir))?
-    } else {
-        Vec::new()
-    };
-    let mut shmem = BTreeMap::new();
-    if img.has_file(names::SHMEM) {
-        for obj in img
-            .read_records::<ShmemObject>(names::SHMEM)
-            .map_err(image_err(dir))?
-        {
-            let store = img
-                .page_store(&names::shmem_pages(obj.id))
-                .map_err(image_err(dir))?;
-            shmem.insert(obj.id, (obj, store));
-        }
-    }
-    let store = names::task_pages(pid);
-    let pages = if img.page_store_names().contains(&store) {
-        Some(img.page_store(&store).map_err(image_err(dir))?)
-    } else {
-        None
-    };
-    Ok(TaskImage {
-        pid,
-        tree: root.clone(),
-        core,
-        thread,
-        other_threads,
-        mm,
-        fds,
-        files,
-        descs,
-        locks,
-        shmem,
-        pages,
-    })
+    Ok(img)
 }
 
 /// Refuses an image whose FPU state this CPU cannot load.
-pub fn check_xstate(img: &ImageReader, task: &TaskImage) -> Result<(), RestoreError> {
+pub fn check_xstate(img: &Image, task: &TaskImage) -> Result<(), RestoreError> {
     let cpu = cpu::xcr0();
     let image = img.inventory().xsave_features;
     let ours = cpu::xsave_size() as usize;
@@ -375,16 +280,8 @@ pub fn stat_difference(
 }
 
 /// The image's `file-identity` record; an image without one is checked by device and inode.
-pub fn file_identity(img: &ImageReader) -> Result<FileIdentity, RestoreError> {
-    if !img.has_file(FILE_IDENTITY) {
-        return Ok(FileIdentity::default());
-    }
-    let identity: FileIdentity =
-        img.read_single(FILE_IDENTITY)
-            .map_err(|e| RestoreError::BadImage {
-                dir: img.dir().to_owned(),
-                reason: format!("{FILE_IDENTITY}: {e}"),
-            })?;
+pub fn file_identity(img: &Image) -> Result<FileIdentity, RestoreError> {
+    let identity = img.file_identity.clone().unwrap_or_default();
     if identity.check == FileCheck::Content {
         log::info!(
             "image {}: mapped files and executables are checked by content (size, mtime, digest), not \
@@ -410,7 +307,7 @@ pub fn check_files(
 ) -> Result<(), RestoreError> {
     // (file, who uses it, must it be unchanged)
     let mut used: Vec<(FileId, String, bool)> = Vec::new();
-    for fd in &task.fds {
+    for fd in task.fds {
         if let FdFile::Reg(id) = fd.file {
             used.push((id, format!("fd {}", fd.fd), false));
         }
@@ -491,18 +388,6 @@ pub fn check_pid_free(pid: Pid) -> Result<(), RestoreError> {
         return Err(RestoreError::PidTaken { pid: pid.0, owner });
     }
     Ok(())
-}
-
-/// Verifies the crc of every stored page the restore will read.
-pub fn verify_pages(dir: &Path, task: &TaskImage) -> Result<u64, RestoreError> {
-    let mut total = 0;
-    if let Some(store) = &task.pages {
-        total += store.verify_all().map_err(image_err(dir))?;
-    }
-    for (_, store) in task.shmem.values() {
-        total += store.verify_all().map_err(image_err(dir))?;
-    }
-    Ok(total)
 }
 
 #[cfg(test)]

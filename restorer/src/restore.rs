@@ -7,8 +7,10 @@ use nix::unistd::Pid as NixPid;
 
 use std::collections::HashMap;
 
-use dormant_image::records::Pid;
-use dormant_image::ImageReader;
+use std::collections::BTreeMap;
+
+use dormant_image::records::{FileId, Pid, RegFile};
+use dormant_image::Image;
 
 use crate::blob::Blob;
 use crate::error::RestoreError;
@@ -236,13 +238,15 @@ impl Restore {
             return Err(RestoreError::NotSingleThreaded { threads });
         }
         let dir = self.images_dir.as_path();
-        let (img, mut tree) = image::load_tree(dir)?;
+        // Every check `verify` runs, on the image loaded once, before anything else.
+        let img = image::load(dir)?;
+        let tree = TreeImage::new(&img, &img.files);
         let identity = image::file_identity(&img)?;
         // Everything refused is refused before anything changes (see `refusal`): the options first.
         self.inherited.check(tree_descs(&tree))?;
         crate::files::refuse_established(tree_descs(&tree), self.tcp_established)?;
         refuse_shell_job(&tree, self.shell_job)?;
-        let root_pid = tree.tasks.first().map_or(Pid(0), |t| t.pid);
+        let root_pid = img.root().pid();
         let ns_pids =
             crate::container::ns_pid_map(tree.tasks.iter().map(|t| t.tree.ns_pids.as_slice()))?;
         let container =
@@ -260,9 +264,16 @@ impl Restore {
         let plan = plan_tree(&tree, container.as_ref(), &pids)?;
         refuse_pidfds(&tree, &plan, &pids.inner_ids(&tree))?;
         // A container image: enter its namespaces now, so its files are opened inside them.
-        let entered = match &container {
-            Some(plan) => Some(enter_container(plan, dir, &mut tree)?),
-            None => None,
+        let (entered, relocated) = match &container {
+            Some(plan) => {
+                let (e, files) = enter_container(plan, dir, &img.files)?;
+                (Some(e), Some(files))
+            }
+            None => (None, None),
+        };
+        let tree = match &relocated {
+            Some(files) => TreeImage::new(&img, files),
+            None => tree,
         };
         let dir = entered.as_ref().map_or(dir, |e| e.images_dir.as_path());
         for task in &tree.tasks {
@@ -316,8 +327,8 @@ impl Restore {
 }
 
 /// The tree's open file descriptions (tree-wide, carried by every task's image).
-fn tree_descs(tree: &TreeImage) -> &[dormant_image::records::FileDesc] {
-    tree.tasks.first().map_or(&[][..], |t| t.descs.as_slice())
+fn tree_descs<'a>(tree: &TreeImage<'a>) -> &'a [dormant_image::records::FileDesc] {
+    tree.descs
 }
 
 /// Refuses an image dumped as a shell job (fds on the dumping terminal) unless restored as one.
@@ -353,7 +364,7 @@ fn refuse_pidfds(
     let descs = tree_descs(tree);
     for t in &tree.tasks {
         let Some(holder) = at(t.pid.0) else { continue };
-        for f in &t.fds {
+        for f in t.fds.iter() {
             let FdFile::Desc(id) = f.file else { continue };
             let Some(DescKind::Pidfd { pid }) = descs.iter().find(|d| d.id == id).map(|d| &d.kind)
             else {
@@ -386,15 +397,15 @@ fn refuse_pidfds(
 fn enter_container(
     plan: &crate::container::ContainerPlan,
     dir: &Path,
-    tree: &mut TreeImage,
-) -> Result<crate::container::Entered, RestoreError> {
-    let paths = tree.tasks.iter().flat_map(|t| t.files.values());
-    let e = plan.enter(dir, paths.map(|f| f.path.as_str()))?;
-    for f in tree.tasks.iter_mut().flat_map(|t| t.files.values_mut()) {
+    files: &BTreeMap<FileId, RegFile>,
+) -> Result<(crate::container::Entered, BTreeMap<FileId, RegFile>), RestoreError> {
+    let e = plan.enter(dir, files.values().map(|f| f.path.as_str()))?;
+    let mut files = files.clone();
+    for f in files.values_mut() {
         e.relocate(&mut f.path);
         e.adopt_refilled(f);
     }
-    Ok(e)
+    Ok((e, files))
 }
 
 /// What is checked of every task before anything changes: what it holds that this restorer refuses (a
@@ -404,7 +415,7 @@ fn enter_container(
 /// page it will read, and that its pids (and the zombies') are free. Its files are checked once the
 /// namespace they are opened in is entered.
 fn check_tasks(
-    img: &ImageReader,
+    img: &Image,
     dir: &Path,
     tree: &TreeImage,
     pids_free: bool,
@@ -414,12 +425,6 @@ fn check_tasks(
         task::refuse(task)?;
         image::check_xstate(img, task)?;
         vdsos.push(image::check_vdso(dir, task)?);
-        let bytes = image::verify_pages(dir, task)?;
-        log::debug!(
-            "image {}: pid {}, {bytes} bytes of pages verified",
-            dir.display(),
-            task.pid.0
-        );
         for t in task.threads().filter(|_| pids_free) {
             image::check_pid_free(Pid(t.tid.0))?;
         }

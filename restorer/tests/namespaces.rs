@@ -456,7 +456,7 @@ fn dump_source() -> Dumped {
         let private = matches!(n.kind, NsKind::Uts | NsKind::Ipc);
         assert_eq!(n.external, !private, "{:?}", n);
     }
-    let problems = check_ns_references(&img, &[root].into());
+    let problems = dormant_image::image::check_namespaces(&img, &[root].into());
     assert!(problems.is_empty(), "{problems:?}");
     // Only written pages are stored: pages 0 and 3 of the keyed segment, nothing of the untouched one.
     let ipc: IpcNamespace = img

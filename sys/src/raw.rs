@@ -164,6 +164,18 @@ pub fn socketpair(domain: u64, kind: u64, protocol: u64, fds: u64) -> i64 {
     syscall6(nr::SOCKETPAIR, domain, kind, protocol, fds, 0, 0)
 }
 
+pub fn sendto(fd: i32, buf: u64, len: u64, flags: u64, addr: u64, addrlen: u64) -> i64 {
+    syscall6(nr::SENDTO, fd as u64, buf, len, flags, addr, addrlen)
+}
+
+pub fn recvfrom(fd: i32, buf: u64, len: u64, flags: u64, addr: u64, addrlen: u64) -> i64 {
+    syscall6(nr::RECVFROM, fd as u64, buf, len, flags, addr, addrlen)
+}
+
+pub fn fcntl(fd: i32, cmd: u64, arg: u64) -> i64 {
+    syscall6(nr::FCNTL, fd as u64, cmd, arg, 0, 0, 0)
+}
+
 pub fn sendmsg(fd: i32, msg: u64, flags: u64) -> i64 {
     syscall6(nr::SENDMSG, fd as u64, msg, flags, 0, 0, 0)
 }

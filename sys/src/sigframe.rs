@@ -12,12 +12,13 @@ use crate::regs::{
 };
 use crate::signal::{StackT, SS_DISABLE};
 
-/// `rt_sigframe`: `pretcode` (8), then `ucontext`, then `siginfo` (128, not read by `rt_sigreturn`).
+/// `rt_sigframe`: `pretcode` (8), then `ucontext`, then `siginfo` (128), which `rt_sigreturn` does not
+/// read: the frames built here stop after the `ucontext` (a rescue frame must fit in little stack).
 pub const UC_OFFSET: usize = 8;
 /// Size of `struct ucontext` on x86-64.
 pub const UCONTEXT_SIZE: usize = 304;
-/// Size of `struct rt_sigframe` without the fpstate.
-pub const FRAME_SIZE: usize = UC_OFFSET + UCONTEXT_SIZE + 128;
+/// Bytes of the frame `rt_sigreturn` reads, the fpstate aside.
+pub const FRAME_SIZE: usize = UC_OFFSET + UCONTEXT_SIZE;
 /// Offset of the XSAVE area from the frame start (a 64-byte aligned frame start keeps it aligned).
 pub const XSAVE_OFFSET: usize = FRAME_SIZE.div_ceil(XSAVE_ALIGN) * XSAVE_ALIGN;
 
@@ -115,15 +116,24 @@ impl core::fmt::Display for FrameError {
     }
 }
 
+/// Where the frame's fpstate goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fpstate<'a> {
+    /// No fpstate: `rt_sigreturn` resets the FPU.
+    None,
+    /// This XSAVE image, right after the `ucontext` (at [`XSAVE_OFFSET`]).
+    Inline(&'a [u8]),
+    /// An fpstate written elsewhere with [`write_fpstate`], at this 64-byte aligned address.
+    At(u64),
+}
+
 /// Writes into `out` the frame that, placed at target address `at` (64-byte aligned) and entered with
 /// `rsp = at + 8`, makes `rt_sigreturn` continue with `regs`, blocked mask `sigmask`, the XSAVE state
 /// `xstate` (the `NT_X86_XSTATE` bytes as PTRACE_GETREGSET returns them; empty = reset the FPU) and the
 /// alternate stack as `altstack` says. Returns the frame's length.
 ///
 /// `regs` is taken as is: `rt_sigreturn` does no syscall-restart processing, so a thread stopped in a
-/// syscall must be given [`UserRegs::resumable`] registers. The fpstate's software bytes get what the
-/// kernel writes for a signal: the magics, the sizes and the feature mask, which is the XCR0 that
-/// PTRACE_GETREGSET leaves in the first software word, or else the image's `xstate_bv` (plus x87|SSE).
+/// syscall must be given [`UserRegs::resumable`] registers.
 pub fn build(
     out: &mut [u8],
     at: u64,
@@ -132,19 +142,44 @@ pub fn build(
     sigmask: u64,
     altstack: AltStack,
 ) -> Result<usize, FrameError> {
+    let fp = if xstate.is_empty() {
+        Fpstate::None
+    } else {
+        Fpstate::Inline(xstate)
+    };
+    build_with(out, at, regs, fp, sigmask, altstack)
+}
+
+/// [`build`], with the fpstate placed as `fp` says.
+pub fn build_with(
+    out: &mut [u8],
+    at: u64,
+    regs: &UserRegs,
+    fp: Fpstate<'_>,
+    sigmask: u64,
+    altstack: AltStack,
+) -> Result<usize, FrameError> {
     if !at.is_multiple_of(XSAVE_ALIGN as u64) {
         return Err(FrameError::Misaligned);
     }
-    if !xstate.is_empty() && xstate.len() < XSAVE_MIN_SIZE {
-        return Err(FrameError::ShortXstate);
-    }
-    let len = frame_len(xstate.len());
+    let len = match fp {
+        Fpstate::Inline(x) => {
+            if x.len() < XSAVE_MIN_SIZE {
+                return Err(FrameError::ShortXstate);
+            }
+            frame_len(x.len())
+        }
+        Fpstate::At(addr) if !addr.is_multiple_of(XSAVE_ALIGN as u64) => {
+            return Err(FrameError::Misaligned)
+        }
+        Fpstate::At(_) | Fpstate::None => FRAME_SIZE,
+    };
     let f = out.get_mut(..len).ok_or(FrameError::ShortBuffer)?;
     f.fill(0);
     let uc = UC_OFFSET;
     let sc = uc + UC_MCONTEXT;
     let mut flags = UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS;
-    if !xstate.is_empty() {
+    if fp != Fpstate::None {
         flags |= UC_FP_XSTATE;
     }
     put64(f, uc + UC_FLAGS, flags);
@@ -184,25 +219,43 @@ pub fn build(
     put16(f, sc + SC_FS, regs.fs as u16);
     put16(f, sc + SC_SS, regs.ss as u16);
     put64(f, uc + UC_SIGMASK, sigmask);
-    if !xstate.is_empty() {
-        let x = XSAVE_OFFSET;
-        f[x..x + xstate.len()].copy_from_slice(xstate);
-        let xcr0 = word(xstate, FPX_SW_OFFSET).unwrap_or(0);
-        let features = if xcr0 & XFEATURES_FP_SSE == XFEATURES_FP_SSE {
-            xcr0
-        } else {
-            xstate_bv(xstate).unwrap_or(0) | XFEATURES_FP_SSE
-        };
-        let size = xstate.len() as u32;
-        let sw = x + FPX_SW_OFFSET;
-        put32(f, sw, FP_XSTATE_MAGIC1);
-        put32(f, sw + 4, size + 4);
-        put64(f, sw + 8, features);
-        put32(f, sw + 16, size);
-        f[sw + 20..sw + 48].fill(0);
-        put32(f, x + xstate.len(), FP_XSTATE_MAGIC2);
-        put64(f, sc + SC_FPSTATE, at + x as u64);
+    match fp {
+        Fpstate::Inline(xstate) => {
+            write_fpstate(&mut f[XSAVE_OFFSET..], xstate)?;
+            put64(f, sc + SC_FPSTATE, at + XSAVE_OFFSET as u64);
+        }
+        Fpstate::At(addr) => put64(f, sc + SC_FPSTATE, addr),
+        Fpstate::None => {}
     }
+    Ok(len)
+}
+
+/// Writes the fpstate of a signal frame into `out`: the XSAVE image `xstate` (as PTRACE_GETREGSET returns
+/// it) with the software bytes the kernel writes for a signal (the magics, the sizes and the feature mask,
+/// which is the XCR0 PTRACE_GETREGSET leaves in the first software word, or else the image's `xstate_bv`
+/// plus x87|SSE), then FP_XSTATE_MAGIC2. Returns its length (`xstate.len() + 4`); its address must be
+/// 64-byte aligned.
+pub fn write_fpstate(out: &mut [u8], xstate: &[u8]) -> Result<usize, FrameError> {
+    if xstate.len() < XSAVE_MIN_SIZE {
+        return Err(FrameError::ShortXstate);
+    }
+    let len = xstate.len() + 4;
+    let f = out.get_mut(..len).ok_or(FrameError::ShortBuffer)?;
+    f[..xstate.len()].copy_from_slice(xstate);
+    let xcr0 = word(xstate, FPX_SW_OFFSET).unwrap_or(0);
+    let features = if xcr0 & XFEATURES_FP_SSE == XFEATURES_FP_SSE {
+        xcr0
+    } else {
+        xstate_bv(xstate).unwrap_or(0) | XFEATURES_FP_SSE
+    };
+    let size = xstate.len() as u32;
+    let sw = FPX_SW_OFFSET;
+    put32(f, sw, FP_XSTATE_MAGIC1);
+    put32(f, sw + 4, size + 4);
+    put64(f, sw + 8, features);
+    put32(f, sw + 16, size);
+    f[sw + 20..sw + 48].fill(0);
+    put32(f, xstate.len(), FP_XSTATE_MAGIC2);
     Ok(len)
 }
 
@@ -358,6 +411,40 @@ mod tests {
         );
         // Keep: an all-zero uc_stack, which the kernel refuses and rt_sigreturn ignores.
         assert_eq!(&b[FRAME_UC_STACK..FRAME_UC_STACK + 24], &[0u8; 24]);
+    }
+
+    #[test]
+    fn fpstate_elsewhere_is_pointed_at() {
+        let mut xs = [0u8; 1000];
+        xs[FPX_SW_OFFSET] = 0x07;
+        let mut frame = [0u8; 512];
+        let n = build_with(
+            &mut frame,
+            0x2000,
+            &UserRegs::default(),
+            Fpstate::At(0x9000),
+            0,
+            AltStack::Keep,
+        )
+        .unwrap();
+        assert_eq!(n, FRAME_SIZE);
+        assert_eq!(at(&frame, UC_OFFSET + UC_MCONTEXT + SC_FPSTATE), 0x9000);
+        assert_ne!(at(&frame, UC_OFFSET + UC_FLAGS) & UC_FP_XSTATE, 0);
+        let mut fp = [0u8; 1100];
+        assert_eq!(write_fpstate(&mut fp, &xs), Ok(1004));
+        assert_eq!(half(&fp, FPX_SW_OFFSET), FP_XSTATE_MAGIC1);
+        assert_eq!(half(&fp, 1000), FP_XSTATE_MAGIC2);
+        assert_eq!(
+            build_with(
+                &mut frame,
+                0x2000,
+                &UserRegs::default(),
+                Fpstate::At(0x9008),
+                0,
+                AltStack::Keep
+            ),
+            Err(FrameError::Misaligned)
+        );
     }
 
     #[test]

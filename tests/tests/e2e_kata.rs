@@ -66,7 +66,23 @@ fn restore_req(dir: &Path, paused: bool) -> pb::RestoreContainerRequest {
 
 /// What a library call must not change in the calling agent: namespaces, root, cwd, credentials,
 /// capabilities, signal dispositions and mask, cgroups.
+/// The agent's settled state: two reads 50 ms apart that agree. A thread creating a thread has every
+/// signal blocked for a moment (glibc's `pthread_create`), and a fresh agent starts its runtime's threads
+/// while the test already looks, so one read can catch that moment.
 fn agent_state(pid: i32) -> String {
+    let mut last = agent_state_once(pid);
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let now = agent_state_once(pid);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    panic!("the agent {pid} never settled: last read\n{last}");
+}
+
+fn agent_state_once(pid: i32) -> String {
     let mut s = String::new();
     for ns in [
         "mnt",

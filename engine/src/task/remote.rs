@@ -1,5 +1,6 @@
 //! State only the task itself can tell, asked with syscalls injected through `dormant-parasite` (one
-//! scratch mapping per query round, gone again before the mappings are read): the process's signal
+//! injection session per query round, its outputs in dead stack below the thread's red zone, so nothing
+//! is mapped and a dumper killed meanwhile leaves the task as it was): the process's signal
 //! actions, interval timers, program break, prctl flags and securebits, where its POSIX timers stand,
 //! and each further thread's alternate signal stack and clear_child_tid.
 //!
@@ -43,9 +44,12 @@ pub fn query_process(pid: u32) -> Result<ProcessRemote> {
         Vec::new()
     } else {
         let ids: Vec<i32> = entries.iter().map(|e| e.id).collect();
-        let mut scratch = task.scratch(4096).map_err(perr("timer scratch"))?;
-        let states = query::posix_timers(&mut scratch, &ids).map_err(perr("posix timers"))?;
-        scratch.close().map_err(perr("timer scratch"))?;
+        let asked = task
+            .scratch(query::SCRATCH_NEEDED)
+            .and_then(|mut scratch| query::posix_timers(&mut scratch, &ids));
+        let ended = task.finish();
+        let states = asked.map_err(perr("posix timers"))?;
+        ended.map_err(perr("end of injection"))?;
         states
     };
     Ok(ProcessRemote {
@@ -64,10 +68,15 @@ pub fn query_thread(pid: u32, tid: u32) -> Result<ThreadRemote> {
         }
     };
     let mut task = RemoteTask::new(RTid(tid as i32)).map_err(perr("prepare injection"))?;
-    let mut scratch = task.scratch(4096).map_err(perr("thread scratch"))?;
-    let sigaltstack = query::sigaltstack(&mut scratch).map_err(perr("sigaltstack"))?;
-    let clear_child_tid = query::tid_address(&mut scratch).map_err(perr("tid address"))?;
-    scratch.close().map_err(perr("thread scratch"))?;
+    let asked = task.scratch(query::SCRATCH_NEEDED).and_then(|mut scratch| {
+        Ok((
+            query::sigaltstack(&mut scratch)?,
+            query::tid_address(&mut scratch)?,
+        ))
+    });
+    let ended = task.finish();
+    let (sigaltstack, clear_child_tid) = asked.map_err(perr("sigaltstack and tid address"))?;
+    ended.map_err(perr("end of injection"))?;
     Ok(ThreadRemote {
         sigaltstack,
         clear_child_tid,

@@ -135,9 +135,15 @@ pub fn posix_timers(entries: &[TimerEntry], states: &[query::TimerState]) -> Vec
 /// The real, virtual and profiling interval timers as records (microseconds).
 pub fn itimers(t: &query::ITimers) -> [ITimer; 3] {
     let us = |t: query::TimeVal| (t.sec.max(0) as u64) * 1_000_000 + t.usec.max(0) as u64;
+    // A periodic timer that expired while the task was stopped reads 0 until its signal is dequeued,
+    // which re-arms it (kernel/signal.c); restored as 0 it would be disarmed. Its next expiry comes at
+    // most one interval after the dequeue, so the interval stands in for it.
     let it = |v: query::ITimerVal| ITimer {
         interval_us: us(v.interval),
-        value_us: us(v.value),
+        value_us: match us(v.value) {
+            0 => us(v.interval),
+            value => value,
+        },
     };
     [it(t.real), it(t.virtual_), it(t.prof)]
 }

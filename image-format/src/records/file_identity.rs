@@ -16,11 +16,15 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "arbitrary")]
 use proptest_derive::Arbitrary;
 
-use super::{FileId, RecordKind};
-use crate::Record;
+use std::collections::BTreeMap;
+
+use super::file_names::REG_FILES;
+use super::files::RegFile;
+use super::ids::FileId;
+use crate::error::Problems;
 
 /// File name of the single [`FileIdentity`] record.
-pub const FILE_IDENTITY: &str = "file-identity";
+pub use super::file_names::FILE_IDENTITY;
 
 /// Which identity of a file restore requires.
 #[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
@@ -61,8 +65,32 @@ pub struct FileIdentity {
     pub digests: Vec<FileDigest>,
 }
 
-impl Record for FileIdentity {
-    const KIND: RecordKind = RecordKind::FileIdentity;
+/// Checks the record: one entry, each digest for a file of `reg-files`, each file once.
+pub(crate) fn check_file_identity(
+    entries: &[FileIdentity],
+    files: &BTreeMap<FileId, RegFile>,
+    p: &mut Problems,
+) {
+    if entries.len() != 1 {
+        p.add(
+            FILE_IDENTITY,
+            format!("{} entries, one expected", entries.len()),
+        );
+    }
+    for fi in entries {
+        let mut seen = std::collections::BTreeSet::new();
+        for d in &fi.digests {
+            if !files.contains_key(&d.id) {
+                p.add(
+                    FILE_IDENTITY,
+                    format!("digest of file {}, which is not in {REG_FILES}", d.id.0),
+                );
+            }
+            if !seen.insert(d.id) {
+                p.add(FILE_IDENTITY, format!("file {} has two digests", d.id.0));
+            }
+        }
+    }
 }
 
 /// At most this many program headers and this many bytes of one note segment are looked at: a build-id

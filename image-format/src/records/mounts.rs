@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "arbitrary")]
 use proptest_derive::Arbitrary;
 
-use super::RecordKind;
-use crate::Record;
+use std::collections::BTreeSet;
+
+use crate::error::Problems;
+use crate::records::file_names::{tmpfs, MOUNTS, MOUNT_MASTERS};
 
 /// A mount id as the dumped namespace's mountinfo showed it; only a label inside one image.
 #[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
@@ -62,10 +64,6 @@ pub struct MountEntry {
     pub how: MountSource,
 }
 
-impl Record for MountEntry {
-    const KIND: RecordKind = RecordKind::Mounts;
-}
-
 /// A peer group outside the dumped namespace that dumped mounts are slaves of (`mnt-masters`, one entry per
 /// group). Restore joins the group from the outside mount at the path `key` maps to.
 #[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
@@ -77,113 +75,78 @@ pub struct ExternalMaster {
     pub found_at: String,
 }
 
-impl Record for ExternalMaster {
-    const KIND: RecordKind = RecordKind::ExternalMasters;
-}
-
 /// File names of the mount records.
 pub mod mount_names {
-    pub const MOUNTS: &str = "mounts";
-    pub const MOUNT_MASTERS: &str = "mnt-masters";
-
-    /// Content of the tmpfs mount `id`.
-    pub fn tmpfs(id: super::MountId) -> String {
-        format!("tmpfs-{}", id.0)
-    }
+    pub use crate::records::file_names::{tmpfs, MOUNTS, MOUNT_MASTERS};
 }
 
-pub(super) fn mounts_file_kind(name: &str) -> Option<RecordKind> {
-    Some(match name {
-        mount_names::MOUNTS => RecordKind::Mounts,
-        mount_names::MOUNT_MASTERS => RecordKind::ExternalMasters,
-        _ if name.starts_with("tmpfs-") => RecordKind::TmpfsContent,
-        _ => return None,
-    })
-}
-
-/// The mount half of `check_references`: parents and bind sources exist, exactly one root, and every master
-/// group is either carried by a dumped mount or listed as an external master. Images without `mounts` have
-/// nothing to check.
-pub fn check_mount_references(img: &crate::ImageReader) -> Vec<String> {
-    use std::collections::BTreeSet;
-    let mut problems = Vec::new();
-    if !img.has_file(mount_names::MOUNTS) {
-        return problems;
-    }
-    let mounts: Vec<MountEntry> = match img.read_records(mount_names::MOUNTS) {
-        Ok(m) => m,
-        Err(e) => return vec![format!("{}: {e}", mount_names::MOUNTS)],
-    };
-    let masters: Vec<ExternalMaster> = if img.has_file(mount_names::MOUNT_MASTERS) {
-        match img.read_records(mount_names::MOUNT_MASTERS) {
-            Ok(m) => m,
-            Err(e) => return vec![format!("{}: {e}", mount_names::MOUNT_MASTERS)],
-        }
-    } else {
-        Vec::new()
-    };
+/// Checks the mount records: exactly one root, parents and bind sources dumped, every master group either
+/// carried by a dumped mount or listed as an external master, tmpfs content only for recreated mounts
+/// (`content` names the mounts that have a `tmpfs-<id>` file).
+pub(crate) fn check_mounts(
+    mounts: &[MountEntry],
+    masters: &[ExternalMaster],
+    content: impl Iterator<Item = MountId>,
+    p: &mut Problems,
+) {
     let ids: BTreeSet<MountId> = mounts.iter().map(|m| m.id).collect();
+    if ids.len() != mounts.len() {
+        p.add(MOUNTS, "a mount id is listed twice");
+    }
     let groups: BTreeSet<PeerGroup> = mounts.iter().filter_map(|m| m.shared).collect();
     let ext: BTreeSet<PeerGroup> = masters.iter().map(|m| m.group).collect();
     let roots = mounts.iter().filter(|m| m.parent.is_none()).count();
     if roots != 1 {
-        problems.push(format!(
-            "{}: {roots} mounts without a parent, want exactly one root",
-            mount_names::MOUNTS
-        ));
+        p.add(
+            MOUNTS,
+            format!("{roots} mounts without a parent, want exactly one root"),
+        );
     }
-    for m in &mounts {
-        if let Some(p) = m.parent {
-            if !ids.contains(&p) {
-                problems.push(format!(
-                    "{}: parent {} of mount {} ({}) is not dumped",
-                    mount_names::MOUNTS,
-                    p.0,
-                    m.id.0,
-                    m.mountpoint
-                ));
-            }
+    for m in mounts {
+        if let Some(parent) = m.parent.filter(|pm| !ids.contains(pm)) {
+            p.add(
+                MOUNTS,
+                format!(
+                    "parent {} of mount {} ({}) is not dumped",
+                    parent.0, m.id.0, m.mountpoint
+                ),
+            );
         }
         if let MountSource::BindOf { of } = m.how {
             if !ids.contains(&of) {
-                problems.push(format!(
-                    "{}: mount {} ({}) binds mount {} that is not dumped",
-                    mount_names::MOUNTS,
-                    m.id.0,
-                    m.mountpoint,
-                    of.0
-                ));
+                p.add(
+                    MOUNTS,
+                    format!(
+                        "mount {} ({}) binds mount {} that is not dumped",
+                        m.id.0, m.mountpoint, of.0
+                    ),
+                );
             }
         }
-        if let Some(g) = m.master {
-            if !groups.contains(&g) && !ext.contains(&g) {
-                problems.push(format!(
-                    "{}: mount {} ({}) is a slave of group {} that neither a dumped mount nor {} carries",
-                    mount_names::MOUNTS,
-                    m.id.0,
-                    m.mountpoint,
-                    g.0,
-                    mount_names::MOUNT_MASTERS
-                ));
-            }
+        if let Some(g) = m.master.filter(|g| !groups.contains(g) && !ext.contains(g)) {
+            p.add(
+                MOUNTS,
+                format!(
+                    "mount {} ({}) is a slave of group {} that neither a dumped mount nor {MOUNT_MASTERS} carries",
+                    m.id.0, m.mountpoint, g.0
+                ),
+            );
         }
     }
-    for f in &img.inventory().files {
-        let Some(id) = f.name.strip_prefix("tmpfs-").and_then(|n| n.parse().ok()) else {
-            continue;
-        };
+    for id in content {
         if !mounts
             .iter()
-            .any(|m| m.id == MountId(id) && m.how == MountSource::NewFs)
+            .any(|m| m.id == id && m.how == MountSource::NewFs)
         {
-            problems.push(format!(
-                "{}: content of mount {id}, which is not a recreated mount in {}",
-                f.name,
-                mount_names::MOUNTS
-            ));
+            p.add(
+                tmpfs(id),
+                format!(
+                    "content of mount {}, which is not a recreated mount in {MOUNTS}",
+                    id.0
+                ),
+            );
         }
     }
-    problems
 }
 
 /// One record of a tmpfs's content (`tmpfs-<MOUNT ID>`): the nodes in pre-order (a directory before what
@@ -202,10 +165,6 @@ pub enum TmpfsRecord {
 
 /// Largest data chunk per [`TmpfsRecord::Data`].
 pub const TMPFS_CHUNK: usize = 1 << 20;
-
-impl Record for TmpfsRecord {
-    const KIND: RecordKind = RecordKind::TmpfsContent;
-}
 
 /// One file, directory, link or special node of a tmpfs.
 #[cfg_attr(feature = "arbitrary", derive(Arbitrary))]

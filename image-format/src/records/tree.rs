@@ -1,21 +1,31 @@
-//! Per-thread and process-tree state that the first single-process records did not carry.
+//! The process tree: every live process with its parent, process group, session and threads
+//! (`pstree`), and the zombies among its children (`zombies`).
+
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
-
-use super::{Pid, RecordKind};
-use crate::Record;
 
 #[cfg(feature = "arbitrary")]
 use proptest_derive::Arbitrary;
 
-/// A thread's robust futex list registration (`set_robust_list(head, len)`), read with `get_robust_list`
-/// on its tid. glibc registers one per thread; the kernel walks it when the thread dies, so a restored
-/// thread without it would leave robust mutexes it holds locked forever.
+use super::file_names::{PSTREE, ZOMBIES};
+use super::ids::{Pid, Tid};
+use crate::error::Problems;
+
+/// One process of the dumped tree (`pstree`, one entry per process, root first).
 #[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct RobustList {
-    pub head: u64,
-    pub len: u64,
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PsTreeEntry {
+    pub pid: Pid,
+    /// Parent inside the tree; `None` for the root.
+    pub ppid: Option<Pid>,
+    pub pgid: Pid,
+    pub sid: Pid,
+    /// Every thread, leader first.
+    pub threads: Vec<Tid>,
+    /// `NSpid`: the pid in each pid namespace from the dumper's (= `pid`) down to the process's own; one
+    /// entry when the process is in the dumper's pid namespace, empty when the kernel did not say.
+    pub ns_pids: Vec<Pid>,
 }
 
 /// A zombie of the dumped tree (`zombies`, one entry per zombie): a child that exited and was not reaped
@@ -32,10 +42,82 @@ pub struct Zombie {
     pub exit_status: u32,
     /// Its pid in the pid namespace one level below the dumper's, when it lived in one (the second
     /// `NSpid` entry; deeper nesting is not restorable anyway).
-    #[serde(default)]
     pub inner_pid: Option<Pid>,
 }
 
-impl Record for Zombie {
-    const KIND: RecordKind = RecordKind::Zombie;
+/// Checks the tree: it is not empty, starts with the inventory's root, lists every pid and tid once, each
+/// parent before its children (the order restore forks in) and each leader thread first.
+pub(crate) fn check_tree(tree: &[PsTreeEntry], root: Pid, p: &mut Problems) {
+    match tree.first() {
+        None => return p.add(PSTREE, "the process tree is empty"),
+        Some(first) if first.pid != root => p.add(
+            PSTREE,
+            format!(
+                "first task is {}, the inventory's root is {}",
+                first.pid.0, root.0
+            ),
+        ),
+        Some(_) => {}
+    }
+    let mut pids = BTreeSet::new();
+    let mut tids = BTreeSet::new();
+    for (i, t) in tree.iter().enumerate() {
+        if !pids.insert(t.pid) {
+            p.add(PSTREE, format!("pid {} is listed twice", t.pid.0));
+        }
+        match t.ppid {
+            None if i == 0 => {}
+            None => p.add(
+                PSTREE,
+                format!("pid {} has no parent but is not the root", t.pid.0),
+            ),
+            Some(pp) if i == 0 => {
+                p.add(PSTREE, format!("the root {} has parent {}", t.pid.0, pp.0))
+            }
+            Some(pp) if !tree[..i].iter().any(|e| e.pid == pp) => p.add(
+                PSTREE,
+                format!(
+                    "parent {} of pid {} is not in the tree before it",
+                    pp.0, t.pid.0
+                ),
+            ),
+            Some(_) => {}
+        }
+        if t.threads.first().map(|x| x.0) != Some(t.pid.0) {
+            p.add(
+                PSTREE,
+                format!("pid {} does not list its leader thread first", t.pid.0),
+            );
+        }
+        for tid in &t.threads {
+            if !tids.insert(*tid) {
+                p.add(PSTREE, format!("thread {} is listed twice", tid.0));
+            }
+        }
+    }
+}
+
+/// Checks the zombies: each is a child of a live process of the tree and is not one itself.
+pub(crate) fn check_zombies(zombies: &[Zombie], pids: &BTreeSet<Pid>, p: &mut Problems) {
+    let mut seen = BTreeSet::new();
+    for z in zombies {
+        if !pids.contains(&z.ppid) {
+            p.add(
+                ZOMBIES,
+                format!(
+                    "parent {} of zombie {} is not in the tree",
+                    z.ppid.0, z.pid.0
+                ),
+            );
+        }
+        if pids.contains(&z.pid) {
+            p.add(
+                ZOMBIES,
+                format!("zombie {} is also a live process of the tree", z.pid.0),
+            );
+        }
+        if !seen.insert(z.pid) {
+            p.add(ZOMBIES, format!("zombie {} is listed twice", z.pid.0));
+        }
+    }
 }

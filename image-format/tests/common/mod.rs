@@ -1,6 +1,8 @@
 //! Test-only record types and image builders shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod samples;
+
 use std::path::{Path, PathBuf};
 
 use dormant_image::records::Pid;
@@ -138,4 +140,29 @@ pub fn small_image(dir: &Path, name: &str) -> PathBuf {
 /// Opens and verifies; every error of either step.
 pub fn open_and_verify(dir: &Path) -> Result<dormant_image::VerifyReport, Vec<ImageError>> {
     ImageReader::open(dir).map_err(|e| vec![e])?.verify()
+}
+
+/// Rewrites the inventory so its lengths and crcs match the files as they are now (simulating a writer bug
+/// rather than on-disk corruption).
+pub fn reseal_inventory(dir: &Path) {
+    let mut inv = ImageReader::open(dir).unwrap().inventory().clone();
+    for f in &mut inv.files {
+        let bytes = std::fs::read(dir.join(&f.name)).unwrap();
+        f.len = bytes.len() as u64;
+        f.crc32 = crc32fast::hash(&bytes);
+    }
+    let mut bytes =
+        dormant_image::record_file::encode_records("inventory", &[inv.clone()]).unwrap();
+    bytes[8..10].copy_from_slice(&inv.format_major.to_le_bytes());
+    bytes[10..12].copy_from_slice(&inv.format_minor.to_le_bytes());
+    std::fs::write(dir.join("inventory"), bytes).unwrap();
+}
+
+/// Patches the format version in the header of record file `name` (the inventory is left as it is).
+pub fn set_file_format(dir: &Path, name: &str, major: u16, minor: u16) {
+    let path = dir.join(name);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[8..10].copy_from_slice(&major.to_le_bytes());
+    bytes[10..12].copy_from_slice(&minor.to_le_bytes());
+    std::fs::write(&path, bytes).unwrap();
 }

@@ -154,8 +154,12 @@ impl Workload {
 
 /// PTRACE_SEIZE + PTRACE_INTERRUPT + wait for the interrupt's event stop.
 pub fn seize_and_stop(tid: Tid) {
+    seize_and_stop_with(tid, dormant_parasite::seize_options(tid));
+}
+
+pub fn seize_and_stop_with(tid: Tid, options: ptrace::Options) {
     let pid = Pid::from_raw(tid.0);
-    ptrace::seize(pid, dormant_parasite::SEIZE_OPTIONS).unwrap();
+    ptrace::seize(pid, options).unwrap();
     ptrace::interrupt(pid).unwrap();
     match waitpid(pid, Some(WaitPidFlag::__WALL)).unwrap() {
         WaitStatus::PtraceEvent(_, Signal::SIGTRAP, libc::PTRACE_EVENT_STOP) => {}
@@ -262,12 +266,21 @@ pub fn injector() -> ! {
 /// session (inject, snapshot, vmsplice one page, cure) with the die-at hook set to the stage in
 /// DIE_AT_ENV, so this process is SIGKILLed there. Exits 0 if the stage was never reached.
 pub fn blob_injector() -> ! {
-    use dormant_parasite::test_hooks::{die_at, Stage};
+    use dormant_parasite::test_hooks::{die_at_nth, Stage};
     let target: i32 = std::env::var(TARGET_ENV).unwrap().parse().unwrap();
-    let stage: u32 = std::env::var(DIE_AT_ENV).unwrap().parse().unwrap();
+    let at = std::env::var(DIE_AT_ENV).unwrap();
+    let (stage, skip) = at.split_once(':').unwrap_or((&at, "0"));
+    let (stage, skip): (u32, u32) = (stage.parse().unwrap(), skip.parse().unwrap());
     let tid = Tid(target);
     seize_and_stop(tid);
-    die_at(Stage::ALL.iter().copied().find(|s| *s as u32 == stage));
+    die_at_nth(
+        Stage::ALL.iter().copied().find(|s| *s as u32 == stage),
+        skip,
+    );
+    // The queries of a plain dump: one session of single injected syscalls.
+    let mut task = RemoteTask::new(tid).unwrap();
+    dormant_parasite::query::snapshot(&mut task).unwrap();
+    drop(task);
     let mut p = dormant_parasite::Parasite::inject(tid, &[]).unwrap();
     p.task_state().unwrap();
     p.open_page_pipes(1, 1 << 16).unwrap();

@@ -179,6 +179,7 @@ pub fn run(role: &str) -> ! {
         "pipe-read" => pipe_read(),
         "futex" => futex(shm),
         "epoll" => epoll(),
+        "seccomp-strict" => seccomp_strict(),
         "threads" => {
             spin(shm);
             for t in threads {
@@ -240,6 +241,21 @@ fn pipe_read() {
         &buf[..PIPE_MESSAGE.len()] == PIPE_MESSAGE,
         "read returned the message",
     );
+}
+
+/// Enters seccomp strict mode (only read, write, exit and rt_sigreturn allowed; anything else is a
+/// SIGKILL), reads the message from stdin and ends with a raw `exit` (exit_group is not allowed): status
+/// 0 when the message arrived whole.
+fn seccomp_strict() {
+    // SAFETY: prctl with plain integer arguments.
+    let rc = unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_STRICT, 0, 0, 0) };
+    check(rc == 0, "entering seccomp strict mode");
+    let mut buf = [0u8; 64];
+    // SAFETY: raw read into a local buffer of the given length.
+    let n = unsafe { libc::syscall(libc::SYS_read, 0, buf.as_mut_ptr(), buf.len()) };
+    let ok = n == PIPE_MESSAGE.len() as i64 && &buf[..PIPE_MESSAGE.len()] == PIPE_MESSAGE;
+    // SAFETY: ends the (single-threaded) process; no Rust state needs to outlive it.
+    unsafe { libc::syscall(libc::SYS_exit, if ok { 0 } else { 1 }) };
 }
 
 fn futex(shm: *mut u8) {

@@ -526,10 +526,12 @@ fn release(
     for t in traced.iter() {
         let Some((base, end)) = t.area else { continue };
         let site = choose_site(t.pid, base, end)?;
-        let mut remote = RemoteTask::with_site(Tid(t.pid as i32), site)
+        let mut remote = RemoteTask::with_site_unguarded(Tid(t.pid as i32), site)
             .map_err(|source| RestoreError::Cleanup { pid: t.pid, source })?;
-        remote
-            .munmap(base, end - base)
+        let unmapped = remote.munmap(base, end - base);
+        let ended = remote.finish();
+        unmapped
+            .and(ended)
             .map_err(|source| RestoreError::Cleanup { pid: t.pid, source })?;
     }
     let mut hosts = HostPids::default();

@@ -129,7 +129,7 @@ impl InnerIds {
                 }
             }
         }
-        for z in &tree.zombies {
+        for z in tree.zombies.iter() {
             if let Some(i) = inner_pid(z.pid.0) {
                 map.insert(z.pid.0, i);
             }

@@ -37,7 +37,7 @@ pub fn prepare(
 ) -> Result<TaskFds, RestoreError> {
     let mut moves = Vec::with_capacity(task.fds.len());
     let mut reg_fds: BTreeMap<FileId, RawFd> = BTreeMap::new();
-    for fd in &task.fds {
+    for fd in task.fds.iter() {
         let from = match &fd.file {
             FdFile::Reg(id) if reg_fds.contains_key(id) => reg_fds[id],
             FdFile::Desc(id) => {
@@ -78,7 +78,7 @@ pub fn prepare(
             cloexec: fd.cloexec,
         });
     }
-    let mut actions = opened.child_actions_for(&task.fds);
+    let mut actions = opened.child_actions_for(task.fds);
     actions.extend(locks(dir, task, &moves)?);
     Ok(TaskFds { moves, actions })
 }
@@ -96,7 +96,7 @@ fn reopen(path: &str, flags: i32, pos: u64) -> Result<OwnedFd, RestoreError> {
 /// The task's locks: a description's own taken on our copy now, POSIX ones left to the child.
 fn locks(dir: &Path, task: &TaskImage, moves: &[FdMove]) -> Result<Vec<ChildAction>, RestoreError> {
     let mut out = Vec::new();
-    for l in &task.locks {
+    for l in task.locks.iter() {
         let m = moves
             .iter()
             .find(|m| m.to == l.fd)

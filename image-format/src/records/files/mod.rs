@@ -1,16 +1,60 @@
-//! Open file descriptions that are not reopened by path (`file-descs`): pipes, sockets, eventfd, epoll,
-//! timerfd, signalfd, memfd, inotify, pidfd. One entry per description, shared by every fd (of every task) that shared it
-//! at dump time; fds point at them with [`super::FdFile::Desc`].
-//!
-//! Entries are ordered so that every description an entry refers to (an epoll's targets) comes first.
+//! Open files: each process's fd table (`fds-<pid>`) and the open file descriptions fds refer to: files
+//! reopened by path (`reg-files`, [`reg`]) and descriptions that are not (`file-descs`: pipes, sockets,
+//! eventfd, epoll, timerfd, signalfd, memfd, inotify, pidfd, ptys, ghost files, external ones). One entry
+//! per description, shared by every fd (of every task) that shared it at dump time; fds point at them with
+//! [`FdFile::Desc`]. Entries of `file-descs` are ordered so that every description an entry refers to (an
+//! epoll's targets) comes first. Each kind whose state has a type of its own has its file here.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "arbitrary")]
 use proptest_derive::Arbitrary;
 
-use super::{FdFile, RecordKind};
-use crate::Record;
+use super::file_names::{FILE_DESCS, REG_FILES};
+use super::ids::{FileId, Pid};
+use crate::error::Problems;
+
+pub mod epoll;
+pub mod inet;
+pub mod inotify;
+pub mod locks;
+pub mod pidfd;
+pub mod pty;
+pub mod reg;
+pub mod tcp;
+pub mod unix;
+
+pub use epoll::EpollTarget;
+pub use inet::InetSocket;
+pub use inotify::InotifyWatch;
+pub use locks::{FileLock, LockKind};
+pub use pty::PtyState;
+pub use reg::{FileStat, RegFile};
+pub use tcp::{TcpConnection, TcpWindow};
+pub use unix::UnixDatagram;
+
+/// One task's fd table (`fds-<pid>`, one entry per fd, ascending).
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fd {
+    pub fd: i32,
+    pub cloexec: bool,
+    pub file: FdFile,
+}
+
+/// What an fd refers to.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FdFile {
+    /// A regular file, directory or device reopened by path.
+    Reg(FileId),
+    /// The controlling terminal of a shell job: restore uses the terminal dormant itself was started on.
+    InheritedTty,
+    /// A description in `file-descs` (pipe, socket, eventfd, ...).
+    Desc(DescId),
+}
 
 /// An entry of `file-descs`.
 #[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
@@ -38,10 +82,6 @@ pub struct FileOwner {
     pub kind: i32,
     pub pid: u32,
     pub signal: i32,
-}
-
-impl Record for FileDesc {
-    const KIND: RecordKind = RecordKind::FileDescs;
 }
 
 /// What a description is, with the state restore needs to rebuild it.
@@ -160,162 +200,77 @@ pub enum DescKind {
     /// Dumped only with an empty event queue.
     Inotify { watches: Vec<InotifyWatch> },
     /// A pidfd (`pidfd_open`) of a process of the dumped tree, named by its pid in the dumper's pid
-    /// namespace (as [`super::PsTreeEntry::pid`]). The restored task reopens it with `pidfd_open` once the
+    /// namespace (as [`crate::records::PsTreeEntry::pid`]). The restored task reopens it with `pidfd_open` once the
     /// target exists; `O_NONBLOCK` (`PIDFD_NONBLOCK`) comes from [`FileDesc::flags`].
     Pidfd { pid: u32 },
 }
 
-/// What a pseudo-terminal pair carries: the slave's termios, the window size, the master's packet mode
-/// and the slave's lock.
-#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PtyState {
-    pub iflag: u32,
-    pub oflag: u32,
-    pub cflag: u32,
-    pub lflag: u32,
-    pub line: u8,
-    /// `c_cc`, 32 bytes on this architecture.
-    pub cc: Vec<u8>,
-    pub ispeed: u32,
-    pub ospeed: u32,
-    /// `struct winsize`: rows, columns, x and y pixels.
-    pub winsize: [u16; 4],
-    pub packet: bool,
-    pub locked: bool,
+/// Checks the files reopened by path: each id once.
+pub(crate) fn check_reg_files(files: &[RegFile], p: &mut Problems) {
+    let mut seen = BTreeSet::new();
+    for f in files {
+        if !seen.insert(f.id) {
+            p.add(REG_FILES, format!("file {} is listed twice", f.id.0));
+        }
+    }
 }
 
-/// One watch of an inotify instance.
-#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InotifyWatch {
-    /// The watch descriptor the task knows the watch by.
-    pub wd: i32,
-    /// The event mask as the kernel keeps it (`IN_*` events plus `IN_ONESHOT`, `IN_EXCL_UNLINK`, ...).
-    pub mask: u32,
-    /// The watched inode's path at dump time (resolved from its file handle).
-    pub path: String,
-    /// The inode and device (`st_dev`) it had, for messages and checks.
-    pub ino: u64,
-    pub dev: u64,
-    /// The path named a symlink itself (watched with `IN_DONT_FOLLOW`).
-    pub symlink: bool,
+/// Checks the descriptions: each id once, and what each refers to (epoll targets, pidfd processes).
+pub(crate) fn check_descs(
+    descs: &[FileDesc],
+    files: &BTreeSet<FileId>,
+    processes: &BTreeSet<Pid>,
+    p: &mut Problems,
+) {
+    let mut earlier = BTreeSet::new();
+    for d in descs {
+        match &d.kind {
+            DescKind::Epoll { targets } => epoll::check_epoll(d.id, targets, &earlier, files, p),
+            DescKind::Pidfd { pid } => pidfd::check_pidfd(d.id, *pid, processes, p),
+            _ => {}
+        }
+        if !earlier.insert(d.id) {
+            p.add(
+                FILE_DESCS,
+                format!("description {} is listed twice", d.id.0),
+            );
+        }
+    }
 }
 
-/// One datagram waiting in a unix datagram socket's receive queue.
-#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UnixDatagram {
-    /// The sender's name as `recvfrom` reports it; empty when the sender was unnamed.
-    pub from: Vec<u8>,
-    pub data: Vec<u8>,
-}
-
-/// One epoll registration: the description behind the registered fd, the fd number the task used, the
-/// events and the user data.
-#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EpollTarget {
-    pub file: FdFile,
-    pub fd: i32,
-    pub events: u32,
-    pub data: u64,
-}
-
-/// A TCP or UDP socket, IPv4 or IPv6, not connected.
-#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InetSocket {
-    /// `AF_INET` or `AF_INET6`.
-    pub family: i32,
-    /// `SOCK_STREAM` or `SOCK_DGRAM`.
-    pub sock_type: i32,
-    pub protocol: i32,
-    /// Local address (16 bytes; IPv4 in the first 4) and port; `None` when unbound.
-    pub bound: Option<([u8; 16], u16)>,
-    /// Listen backlog when listening.
-    pub listen_backlog: Option<u32>,
-    pub reuseaddr: bool,
-    pub reuseport: bool,
-    pub keepalive: bool,
-    pub nodelay: bool,
-    pub v6only: bool,
-}
-
-/// The state of an established TCP connection read in repair mode: sequence numbers, queued bytes,
-/// the options negotiated in the handshake and the windows.
-#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TcpConnection {
-    /// `AF_INET` or `AF_INET6`.
-    pub family: i32,
-    /// Local and peer address (16 bytes; IPv4 in the first 4) and port.
-    pub local: ([u8; 16], u16),
-    pub peer: ([u8; 16], u16),
-    /// `TCP_QUEUE_SEQ` of the send queue: the sequence number after the last byte written (`write_seq`).
-    pub send_seq: u32,
-    /// `TCP_QUEUE_SEQ` of the receive queue: the next sequence number expected (`rcv_nxt`).
-    pub recv_seq: u32,
-    /// Bytes written but not acknowledged by the peer (sent or not yet sent), in order; they end at
-    /// `send_seq`.
-    pub send_queue: Vec<u8>,
-    /// Bytes received and acknowledged but not read by the task; they end at `recv_seq`.
-    pub recv_queue: Vec<u8>,
-    /// `TCP_MAXSEG`.
-    pub mss: u32,
-    /// `tcpi_options` of `TCP_INFO` (`TCPI_OPT_TIMESTAMPS` 1, `_SACK` 2, `_WSCALE` 4).
-    pub options: u8,
-    pub snd_wscale: u8,
-    pub rcv_wscale: u8,
-    /// `TCP_TIMESTAMP`: the connection's timestamp clock at dump, so the peer's PAWS check still passes.
-    pub timestamp: u32,
-    /// `TCP_REPAIR_WINDOW`.
-    pub window: TcpWindow,
-    pub reuseaddr: bool,
-    pub reuseport: bool,
-    pub keepalive: bool,
-    pub nodelay: bool,
-    pub v6only: bool,
-    /// `SO_SNDBUF` / `SO_RCVBUF` as read (the kernel's doubled values). Restore sets them (which stops
-    /// the kernel's buffer autotuning for this socket), raised while the queues are refilled if needed.
-    pub sndbuf: u32,
-    pub rcvbuf: u32,
-}
-
-/// `struct tcp_repair_window`.
-#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct TcpWindow {
-    pub snd_wl1: u32,
-    pub snd_wnd: u32,
-    pub max_window: u32,
-    pub rcv_wnd: u32,
-    pub rcv_wup: u32,
-}
-
-/// One file lock a task held (`locks-<pid>`, one entry per lock): flock and OFD locks belong to the open
-/// file description, POSIX record locks to the process.
-#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileLock {
-    /// An fd of the task on the locked file's description.
-    pub fd: i32,
-    pub kind: LockKind,
-    pub write: bool,
-    pub start: u64,
-    /// Length in bytes; 0 = to the end of the file (and beyond).
-    pub len: u64,
-}
-
-impl Record for FileLock {
-    const KIND: RecordKind = RecordKind::FileLocks;
-}
-
-/// Which lock API took a [`FileLock`].
-#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum LockKind {
-    Flock,
-    Posix,
-    Ofd,
+/// Checks one fd table: fds ascending, each once, each referring to a file or description of the image.
+pub(crate) fn check_fds(
+    file: &str,
+    fds: &[Fd],
+    files: &BTreeMap<FileId, RegFile>,
+    descs: &BTreeSet<DescId>,
+    p: &mut Problems,
+) {
+    for pair in fds.windows(2) {
+        if pair[0].fd >= pair[1].fd {
+            p.add(
+                file,
+                format!(
+                    "fds {} and {} are not in ascending order",
+                    pair[0].fd, pair[1].fd
+                ),
+            );
+        }
+    }
+    for fd in fds {
+        if fd.fd < 0 {
+            p.add(file, format!("fd {} is negative", fd.fd));
+        }
+        match fd.file {
+            FdFile::Reg(id) if !files.contains_key(&id) => p.add(
+                file,
+                format!("fd {}: file {} is not in {REG_FILES}", fd.fd, id.0),
+            ),
+            FdFile::Desc(id) if !descs.contains(&id) => p.add(
+                file,
+                format!("fd {}: description {} is not in {FILE_DESCS}", fd.fd, id.0),
+            ),
+            _ => {}
+        }
+    }
 }
