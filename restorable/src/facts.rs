@@ -59,7 +59,11 @@ impl Runner {
 
 /// The facts of every task of a loaded image, in tree order (the root first).
 pub fn facts_from_image(img: &Image) -> Vec<TaskFacts> {
-    let namespaces = img.namespaces.as_ref().map(|n| n.tasks.as_slice()).unwrap_or(&[]);
+    let namespaces = img
+        .namespaces
+        .as_ref()
+        .map(|n| n.tasks.as_slice())
+        .unwrap_or(&[]);
     img.tasks
         .iter()
         .map(|t| {
