@@ -5,6 +5,7 @@
 //! dormant-restorer (restore) and dormant-image (show, verify).
 
 mod args;
+mod criu;
 mod demo;
 mod error;
 mod show;
@@ -110,7 +111,8 @@ enum Command {
         /// PATH (repeatable; a key not given is used as the path).
         #[arg(long = "external", value_name = "mnt[KEY]:PATH", value_parser = args::restore_external)]
         external: Vec<dormant_restorer::External>,
-        /// Container images: `inherit` (default), `private` (new namespace with lo) or a namespace path.
+        /// Container images: `inherit` (default), `private` (new namespace with lo), `dumped` (private if
+        /// the dumped tree had a network namespace of its own, else inherit) or a namespace path.
         #[arg(long, default_value = "inherit")]
         net: dormant_restorer::ns::NetMode,
         /// Container images: `keep` (default), `dumped`, or a cgroup path to restore into.
@@ -139,6 +141,12 @@ enum Command {
         #[arg(long, default_value_t = 512)]
         size_mib: u64,
     },
+    /// Serve CRIU's RPC on the inherited socket FD (what `criu swrk FD` does), so container runtimes
+    /// checkpoint and restore with dormant when it is installed as `criu`.
+    Swrk {
+        /// The inherited SOCK_SEQPACKET socket.
+        fd: i32,
+    },
     /// The demo's workload (internal).
     #[command(name = "__demo-workload", hide = true)]
     DemoWorkload {
@@ -150,7 +158,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(code) = criu::dispatch(&args) {
+        return code;
+    }
     let cli = Cli::parse();
+    if let Command::Swrk { fd } = cli.cmd {
+        // The server logs where each request says (its work directory), never to our stderr.
+        return ExitCode::from(dormant_criu_rpc::serve(fd).clamp(0, 255) as u8);
+    }
     if let Err(e) = init_logging(cli.log_file.as_deref(), cli.verbose) {
         eprintln!("dormant: {e}");
         return ExitCode::from(2);
@@ -272,6 +288,10 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
         }
         Command::Show { images_dir, json } => show::show(&images_dir, json),
         Command::Verify { images_dir } => show::verify(&images_dir),
+        // Normally served by `main` before logging is set up (the server logs where each request says).
+        Command::Swrk { fd } => Ok(ExitCode::from(
+            dormant_criu_rpc::serve(fd).clamp(0, 255) as u8
+        )),
         Command::Demo { size_mib } => demo::run(size_mib),
         Command::DemoWorkload { size_mib, trigger } => demo::workload(size_mib, &trigger),
     }

@@ -24,6 +24,20 @@ use crate::tree::SeizedTree;
 /// How long to wait for a killed target's pid to become free.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Points of a dump where a caller acts (CRIU's notify scripts are sent from them), in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DumpEvent {
+    /// Every task of the tree is stopped and nothing is collected yet (CRIU's network-lock point).
+    Frozen { root: Pid },
+    /// The image is committed; the tree is still stopped and is killed or resumed next (post-dump). A
+    /// hook failing here resumes the tree, whatever `leave_running` says, and fails the dump.
+    Committed { root: Pid },
+}
+
+/// A caller's hook for [`DumpEvent`]s; an error stops the dump ([`DumpError::Hook`]).
+pub type EventHook =
+    Box<dyn FnMut(DumpEvent) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>>;
+
 /// What a dump did and how long it took.
 #[derive(Debug, Clone, Default)]
 pub struct DumpStats {
@@ -54,6 +68,8 @@ pub struct Dump {
     root: Option<PathBuf>,
     file_check: FileCheck,
     freezer: Option<Box<dyn crate::tree::Freezer>>,
+    event_hook: Option<EventHook>,
+    wait_reaped: bool,
     fail_at: Option<DumpStage>,
     stage_hook: Option<StageHook>,
     skip_restore_check: bool,
@@ -99,6 +115,8 @@ impl Dump {
                 root: None,
                 file_check: FileCheck::DevIno,
                 freezer: None,
+                event_hook: None,
+                wait_reaped: true,
                 fail_at: None,
                 stage_hook: None,
                 skip_restore_check: false,
@@ -180,6 +198,20 @@ impl DumpBuilder {
         self
     }
 
+    /// Called at each [`DumpEvent`] on the dumping thread.
+    pub fn on_event(mut self, hook: EventHook) -> Self {
+        self.inner.event_hook = Some(hook);
+        self
+    }
+
+    /// After the kill, wait until the killed pids are free (reaped by their parents), so that a restore
+    /// right after can take them (the default). Without it the dump returns once they are dead, as CRIU
+    /// does; a container runtime reaps its own processes.
+    pub fn wait_reaped(mut self, yes: bool) -> Self {
+        self.inner.wait_reaped = yes;
+        self
+    }
+
     /// Test hook: fail the dump right after `stage` completes (for `Commit`: just before committing).
     #[doc(hidden)]
     pub fn fail_at(mut self, stage: DumpStage) -> Self {
@@ -258,7 +290,15 @@ impl Dump {
         };
         let frozen_at = Instant::now();
         let identity = tree.root().identity();
-        let committed = match self.dump_seized(&tree, writer, &mut progress) {
+        let dumped = match self.event(DumpEvent::Frozen { root: Pid(pid) }) {
+            Ok(()) => self.dump_seized(&tree, writer, &mut progress),
+            Err(e) => Err(e),
+        };
+        let dumped = dumped.and_then(|c| {
+            self.event(DumpEvent::Committed { root: Pid(pid) })?;
+            Ok(c)
+        });
+        let committed = match dumped {
             Ok(c) => c,
             Err(err) => {
                 let stage = progress.current();
@@ -290,7 +330,7 @@ impl Dump {
             // The dumper's copies keep the sockets (in repair mode) open through the kill; closing them
             // afterwards drops the connections without a word to the peers. If the kill fails, dropping
             // them switches repair mode off.
-            tree.kill(KILL_TIMEOUT)?;
+            tree.kill(KILL_TIMEOUT, self.wait_reaped)?;
             committed.repaired.close_silently();
             frozen
         };
@@ -302,6 +342,21 @@ impl Dump {
             bytes_written: committed.bytes,
             phases: progress.into_phases(),
             image_dir: committed.image_dir,
+        })
+    }
+
+    /// Runs the caller's hook for `event`.
+    fn event(&mut self, event: DumpEvent) -> Result<()> {
+        let Some(hook) = self.event_hook.as_mut() else {
+            return Ok(());
+        };
+        hook(event).map_err(|source| DumpError::Hook {
+            pid: self.pid.0,
+            event: match event {
+                DumpEvent::Frozen { .. } => "after freezing the tree",
+                DumpEvent::Committed { .. } => "after committing the image",
+            },
+            source,
         })
     }
 

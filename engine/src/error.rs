@@ -197,6 +197,14 @@ pub enum DumpError {
     ForChildren { pid: u32, kind: &'static str },
     #[error("namespaces: {0}")]
     Namespace(#[from] crate::ns::NsError),
+    /// A caller's [`crate::dump::DumpEvent`] hook refused to go on.
+    #[error("pid {pid}: {event}: {source}")]
+    Hook {
+        pid: u32,
+        event: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("host: {what}: {source}")]
     Host {
         what: &'static str,
@@ -241,7 +249,8 @@ impl DumpError {
             | WrongRoot { pid, .. }
             | Config { pid, .. }
             | ControllingTerminal { pid, .. }
-            | ForChildren { pid, .. } => *pid,
+            | ForChildren { pid, .. }
+            | Hook { pid, .. } => *pid,
             Unrestorable(r) => r.pid(),
             ThreadPool(_) | Host { .. } | Namespace(_) => return None,
         };

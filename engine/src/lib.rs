@@ -25,6 +25,7 @@ pub mod dump;
 pub mod error;
 pub mod external;
 pub mod files;
+pub mod freezer;
 pub mod inventory;
 pub mod proc;
 pub mod progress;
@@ -35,7 +36,7 @@ pub mod task;
 pub mod tree;
 
 pub use dormant_image::records::Pid;
-pub use dump::{Dump, DumpBuilder, DumpStats};
+pub use dump::{Dump, DumpBuilder, DumpEvent, DumpStats};
 pub use error::DumpError;
 pub use external::External;
 pub use stage::DumpStage;

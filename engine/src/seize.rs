@@ -524,8 +524,9 @@ impl SeizedTask {
 
     /// Kills the task with SIGKILL while it is still stopped (so it runs no further instruction), then waits
     /// until its pid is free: the tracer collects the exit, the real parent reaps it. When the caller is the
-    /// task's parent, reaping is the caller's job and this returns once the task is a zombie.
-    pub fn kill(mut self, timeout: Duration) -> Result<()> {
+    /// task's parent, reaping is the caller's job and this returns once the task is a zombie; so it does
+    /// without `wait_reaped` (CRIU's behaviour: a runtime reaps its container's init itself).
+    pub fn kill(mut self, timeout: Duration, wait_reaped: bool) -> Result<()> {
         self.released = true;
         let pid = self.identity.pid;
         let npid = NixPid::from_raw(pid as i32);
@@ -572,8 +573,8 @@ impl SeizedTask {
             }
             thread::sleep(Duration::from_millis(2));
         }
-        if own_child {
-            log::debug!("pid {pid}: killed; it is our child, the caller reaps it");
+        if own_child || !wait_reaped {
+            log::debug!("pid {pid}: killed; its parent reaps it");
             return Ok(());
         }
         while self.identity.still_there() {

@@ -209,14 +209,14 @@ impl SeizedTree {
     /// A root that is the init of its pid namespace (a container) cannot exit before every other task of
     /// the namespace is reaped, which waits for us as their tracer: all are signalled first, then
     /// collected children first (see [`crate::container::kill_order`]).
-    pub fn kill(self, timeout: Duration) -> Result<()> {
+    pub fn kill(self, timeout: Duration, wait_reaped: bool) -> Result<()> {
         let pids: Vec<u32> = self.tasks.iter().map(|t| t.task.pid()).collect();
         let mut tasks = self.tasks;
         if crate::container::kill_order(&pids) {
             tasks.reverse();
         }
         for t in tasks {
-            t.task.kill(timeout)?;
+            t.task.kill(timeout, wait_reaped)?;
         }
         Ok(())
     }

@@ -257,6 +257,43 @@ impl<'a> Executor<'a> {
         ))
     }
 
+    /// A new filesystem, flat in the yard: mounted, filled with its tmpfs content, its superblock made
+    /// read-only if it was (runc's /sys, masked directories: only once the content is in; the per-mount
+    /// flags are set apart, later).
+    fn new_fs(&mut self, id: MountId, fstype: &str, source: &str, data: &str) -> Result<()> {
+        let spot = self.spot(id, None)?;
+        let data = (!data.is_empty()).then_some(data);
+        mount(Some(source), &spot, Some(fstype), MsFlags::empty(), data).map_err(sys_err(
+            "mounting a new filesystem",
+            Some(id),
+            self.mountpoint(id),
+        ))?;
+        if let Some(recs) = self.img.tmpfs.get(&id) {
+            crate::tmpfs::restore_tree(&spot, recs)?;
+        }
+        let sb_ro = self
+            .img
+            .mounts
+            .iter()
+            .find(|m| m.id == id)
+            .is_some_and(|m| m.super_opts.split(',').any(|o| o == "ro"));
+        if sb_ro {
+            mount(
+                None::<&str>,
+                &spot,
+                None::<&str>,
+                MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                data,
+            )
+            .map_err(sys_err(
+                "making a superblock read-only",
+                Some(id),
+                self.mountpoint(id),
+            ))?;
+        }
+        self.finish_flat(id, &spot)
+    }
+
     fn apply(&mut self, step: &Step) -> Result<()> {
         match step {
             Step::NewFs {
@@ -264,26 +301,7 @@ impl<'a> Executor<'a> {
                 fstype,
                 source,
                 data,
-            } => {
-                let spot = self.spot(*id, None)?;
-                let data = (!data.is_empty()).then_some(data.as_str());
-                mount(
-                    Some(source.as_str()),
-                    &spot,
-                    Some(fstype.as_str()),
-                    MsFlags::empty(),
-                    data,
-                )
-                .map_err(sys_err(
-                    "mounting a new filesystem",
-                    Some(*id),
-                    self.mountpoint(*id),
-                ))?;
-                if let Some(recs) = self.img.tmpfs.get(id) {
-                    crate::tmpfs::restore_tree(&spot, recs)?;
-                }
-                self.finish_flat(*id, &spot)?;
-            }
+            } => self.new_fs(*id, fstype, source, data)?,
             Step::BindRoot { mount: id } => {
                 let root = self.root.clone();
                 self.bind_flat(*id, &root)?;

@@ -5,14 +5,15 @@
 //! restorer's pid namespace. That is what the restorer itself needs while it restores (it reads
 //! `/proc/self/...` and `/proc/PID/...` by its own pids). Once the tree is restored, and before it runs,
 //! [`replace_proc_mounts`] swaps each of them for a proc of the tree's pid namespace (`fsconfig` `pidns`):
-//! the new proc is mounted beneath the old one (`MOVE_MOUNT_BENEATH`), the old one's submounts (masked and
-//! read-only paths) are moved onto it, keeping their identity, and the old one is detached. Per-mount
-//! flags, the superblock options and the peer group carry over.
+//! the new proc is mounted beneath the old one (`MOVE_MOUNT_BENEATH`), the old one's submounts (masked
+//! paths) are moved onto it, keeping their identity, and the old one is detached. Per-mount flags, the
+//! superblock options and the peer group carry over. A submount that is a bind of a subdirectory of the
+//! old proc itself (a container's read-only paths: `/proc/sys`, `/proc/bus`, ...) is bound again from the
+//! new proc, with its flags, peer group and own submounts: moved, it would keep the restorer's superblock,
+//! which nothing in the container can name (a later dump could not place it).
 //!
-//! What this does NOT do: swap a bind of a proc subdirectory (it keeps the restorer's superblock; only
-//! `/proc/self` and the pid directories differ by pid namespace, and those live at the proc root), or a
-//! proc mount with another mount stacked at its own or one of its children's mountpoints (left as it is,
-//! with a warning).
+//! What this does NOT do: swap a proc mount with another mount stacked at its own or one of its
+//! children's mountpoints (left as it is, with a warning).
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -56,6 +57,99 @@ fn attrs_of(mount_opts: &str) -> u64 {
         .fold(0, |a, b| a | b)
 }
 
+/// Per-mount flags as `mount_setattr` wants them: exactly those of `mount_opts`.
+fn exact_attrs(mount_opts: &str) -> sys::MountAttr {
+    sys::MountAttr {
+        attr_set: attrs_of(mount_opts),
+        attr_clr: sys::MOUNT_ATTR_RDONLY
+            | sys::MOUNT_ATTR_NOSUID
+            | sys::MOUNT_ATTR_NODEV
+            | sys::MOUNT_ATTR_NOEXEC
+            | sys::MOUNT_ATTR_ATIME_MASK
+            | sys::MOUNT_ATTR_NODIRATIME
+            | sys::MOUNT_ATTR_NOSYMFOLLOW,
+        ..Default::default()
+    }
+}
+
+/// A direct submount of a mount being replaced, held by a descriptor of its own root, with its path
+/// relative to the parent's mountpoint.
+struct Sub<'a> {
+    info: &'a MountInfo,
+    rel: CString,
+    fd: OwnedFd,
+}
+
+/// The direct submounts of `m`; `None` when one has another mount stacked on it (it cannot be held).
+fn direct_submounts<'a>(tree: &'a MountTree, m: &MountInfo) -> Result<Option<Vec<Sub<'a>>>> {
+    let mut subs = Vec::new();
+    for c in tree
+        .mounts
+        .iter()
+        .filter(|c| c.parent == m.id && c.id != m.id)
+    {
+        let Some(rel) = crate::classify::sub_path(&m.mountpoint, &c.mountpoint) else {
+            continue;
+        };
+        let Some(fd) = open_exact(&c.mountpoint, c)? else {
+            log::warn!(
+                "proc at {}: {} has a mount stacked on it; the proc keeps the restorer's pid namespace",
+                m.mountpoint,
+                c.mountpoint
+            );
+            return Ok(None);
+        };
+        subs.push(Sub {
+            info: c,
+            rel: cstr(rel)?,
+            fd,
+        });
+    }
+    Ok(Some(subs))
+}
+
+/// Puts submount `c` of the old proc (`old_dev`) onto the new proc `new`: moved, or bound again from the
+/// new proc when it is a bind of the old proc itself (its own submounts `grand` follow it).
+fn place_submount(
+    new: BorrowedFd<'_>,
+    old_dev: &crate::mountinfo::DevId,
+    c: &Sub<'_>,
+    grand: &[Sub<'_>],
+) -> Result<()> {
+    let info = c.info;
+    if info.fstype != "proc" || info.dev != *old_dev {
+        return sys::move_mount(c.fd.as_fd(), c"", new, &c.rel, sys::MOVE_MOUNT_F_EMPTY_PATH)
+            .map_err(sys_err("moving a submount onto the new proc", info));
+    }
+    let sub = cstr(info.root.trim_start_matches('/'))?;
+    let bind = sys::clone_tree(new, &sub).map_err(sys_err("binding from the new proc", info))?;
+    sys::mount_setattr(bind.as_fd(), &exact_attrs(&info.mount_opts))
+        .map_err(sys_err("setting a proc bind's flags", info))?;
+    sys::move_mount(bind.as_fd(), c"", new, &c.rel, sys::MOVE_MOUNT_F_EMPTY_PATH)
+        .map_err(sys_err("mounting a bind of the new proc", info))?;
+    if info.shared.is_some() || info.master.is_some() {
+        sys::move_mount(
+            c.fd.as_fd(),
+            c"",
+            bind.as_fd(),
+            c"",
+            sys::MOVE_MOUNT_SET_GROUP | sys::MOVE_MOUNT_F_EMPTY_PATH | sys::MOVE_MOUNT_T_EMPTY_PATH,
+        )
+        .map_err(sys_err("giving a proc bind its peer group", info))?;
+    }
+    for g in grand {
+        sys::move_mount(
+            g.fd.as_fd(),
+            c"",
+            bind.as_fd(),
+            &g.rel,
+            sys::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+        .map_err(sys_err("moving a submount onto a proc bind", g.info))?;
+    }
+    Ok(())
+}
+
 /// The mount at `path` if it is the topmost there and is `want` (checked by mount id).
 fn open_exact(path: &str, want: &MountInfo) -> Result<Option<OwnedFd>> {
     let fd = open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
@@ -90,25 +184,21 @@ fn replace_one(tree: &MountTree, p: &MountInfo, pidns: BorrowedFd<'_>) -> Result
         );
         return Ok(false);
     };
-    // The direct submounts, each by a descriptor of its own root, taken before anything moves.
-    let mut children = Vec::new();
-    for c in tree
-        .mounts
-        .iter()
-        .filter(|c| c.parent == p.id && c.id != p.id)
-    {
-        let Some(rel) = crate::classify::sub_path(&p.mountpoint, &c.mountpoint) else {
-            continue;
-        };
-        let Some(fd) = open_exact(&c.mountpoint, c)? else {
-            log::warn!(
-                "proc at {}: {} has a mount stacked on it; the proc keeps the restorer's pid namespace",
-                p.mountpoint,
-                c.mountpoint
-            );
-            return Ok(false);
-        };
-        children.push((c, cstr(rel)?, fd));
+    // The direct submounts, each by a descriptor of its own root, taken before anything moves; for the
+    // binds of the old proc itself, their own submounts too.
+    let Some(children) = direct_submounts(tree, p)? else {
+        return Ok(false);
+    };
+    let mut grand = Vec::with_capacity(children.len());
+    for c in &children {
+        if c.info.fstype == "proc" && c.info.dev == p.dev {
+            let Some(g) = direct_submounts(tree, c.info)? else {
+                return Ok(false);
+            };
+            grand.push(g);
+        } else {
+            grand.push(Vec::new());
+        }
     }
 
     let fs = sys::fsopen(c"proc").map_err(sys_err("fsopen(proc)", p))?;
@@ -150,15 +240,8 @@ fn replace_one(tree: &MountTree, p: &MountInfo, pidns: BorrowedFd<'_>) -> Result
         )
         .map_err(sys_err("giving the new proc the old one's peer group", p))?;
     }
-    for (c, rel, fd) in &children {
-        sys::move_mount(
-            fd.as_fd(),
-            c"",
-            new.as_fd(),
-            rel,
-            sys::MOVE_MOUNT_F_EMPTY_PATH,
-        )
-        .map_err(sys_err("moving a submount onto the new proc", c))?;
+    for (c, g) in children.iter().zip(&grand) {
+        place_submount(new.as_fd(), &p.dev, c, g)?;
     }
     drop(old);
     umount2(p.mountpoint.as_str(), MntFlags::MNT_DETACH)

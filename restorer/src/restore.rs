@@ -34,6 +34,7 @@ pub struct Restore {
     inherited: crate::files::Inherited,
     root_parent: launch::RootParent,
     before_release: Option<ReleaseHook>,
+    fresh_host_pids: bool,
 }
 
 /// A caller's step run once every restored task is in place and still stopped, right before the tree runs
@@ -133,6 +134,14 @@ impl RestoreBuilder {
         self
     }
 
+    /// A container's tasks keep only their pids inside its pid namespace; their host pids are the kernel's
+    /// choice (CRIU's behaviour). Needed when the dumped container still runs (a leave-running dump) or
+    /// its pids are not free yet; without it every host pid is the dumped one.
+    pub fn fresh_host_pids(mut self, yes: bool) -> Self {
+        self.inner.fresh_host_pids = yes;
+        self
+    }
+
     /// Finishes the options; fails when the image directory does not exist or an inherited fd is not
     /// open (or its key is given twice).
     pub fn build(mut self) -> Result<Restore, RestoreError> {
@@ -208,6 +217,7 @@ impl Restore {
                 inherited: Default::default(),
                 root_parent: Default::default(),
                 before_release: None,
+                fresh_host_pids: false,
             },
         }
     }
@@ -246,8 +256,11 @@ impl Restore {
             (Some(_), Some(p)) => Some(crate::container::hold_outside_path(p)?),
             _ => None,
         };
-        let vdsos = check_tasks(&img, dir, &tree)?;
-        let pids = PidSpace::of(container.as_ref(), &tree)?;
+        // The kernel chooses the host pids of a container's tasks: none has to be free.
+        let fresh = self.fresh_host_pids && container.is_some();
+        let vdsos = check_tasks(&img, dir, &tree, !fresh)?;
+        let mut pids = PidSpace::of(container.as_ref(), &tree)?;
+        pids.fresh = fresh;
         let plan = plan_tree(&tree, container.as_ref(), &pids)?;
         refuse_pidfds(&tree, &plan, &pids.inner_ids(&tree))?;
         // A container image: enter its namespaces now, so its files are opened inside them.
@@ -279,8 +292,16 @@ impl Restore {
         if let Some(p) = &pids.own {
             p.announce();
         }
-        let mut before_release = |root: u32| {
-            opened.set_owners()?;
+        let ids = pids.inner_ids(&tree);
+        let mut before_release = |root: u32, hosts: &launch::HostPids| {
+            if fresh {
+                // Owners were recorded by host pid: the same task's host pid now is another.
+                opened.set_owners_mapped(&|pid| {
+                    ids.inner(pid).and_then(|i| hosts.host(i)).unwrap_or(pid)
+                })?;
+            } else {
+                opened.set_owners()?;
+            }
             if container.is_some() {
                 crate::container::show_tree_pid_namespace(root)?;
             }
@@ -397,17 +418,18 @@ fn check_tasks(
     img: &Image,
     dir: &Path,
     tree: &TreeImage,
+    pids_free: bool,
 ) -> Result<Vec<Option<image::VdsoPlacement>>, RestoreError> {
     let mut vdsos = Vec::with_capacity(tree.tasks.len());
     for task in &tree.tasks {
         task::refuse(task)?;
         image::check_xstate(img, task)?;
         vdsos.push(image::check_vdso(dir, task)?);
-        for t in task.threads() {
+        for t in task.threads().filter(|_| pids_free) {
             image::check_pid_free(Pid(t.tid.0))?;
         }
     }
-    for z in tree.zombies.iter() {
+    for z in tree.zombies.iter().filter(|_| pids_free) {
         image::check_pid_free(z.pid)?;
     }
     Ok(vdsos)
@@ -420,6 +442,8 @@ struct PidSpace<'a> {
     own: Option<crate::ns::pid::PidNsPlan>,
     /// The zombies' pids inside (recorded with each zombie).
     zombies: std::collections::BTreeMap<u32, u32>,
+    /// The kernel chooses the tasks' host pids (see `RestoreBuilder::fresh_host_pids`).
+    fresh: bool,
 }
 
 impl<'a> PidSpace<'a> {
@@ -440,6 +464,7 @@ impl<'a> PidSpace<'a> {
             container,
             own,
             zombies,
+            fresh: false,
         })
     }
 
@@ -545,6 +570,7 @@ fn tree_nodes(
     let blob = Blob::embedded()?;
     let mut shared = task::TreeShared {
         ids: pids.inner_ids(tree),
+        fresh_host_pids: pids.fresh,
         ..Default::default()
     };
     let planned = plan.planned.as_slice();
@@ -574,6 +600,9 @@ fn tree_nodes(
                     let mut launch =
                         task::prepare(dir, &blob, task, vdso, policy, &mut shared, opened)?;
                     launch.ns_pid = pids.inner(task.pid.0);
+                    if pids.fresh {
+                        launch.pid = None;
+                    }
                     launch.session = pids.session_inside(p.session)?;
                     let place = |pid: &u32| planned_at.get(pid).copied();
                     aim_pidfds(
@@ -590,7 +619,7 @@ fn tree_nodes(
                 None => {
                     let z = tree.zombies[input - tree.tasks.len()];
                     TreeTask::Zombie {
-                        pid: z.pid.0,
+                        pid: if pids.fresh { 0 } else { z.pid.0 },
                         session: pids.session_inside(p.session)?,
                         status: z.exit_status,
                         ns_pid: pids.inner(z.pid.0).unwrap_or(0),

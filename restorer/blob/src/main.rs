@@ -259,11 +259,12 @@ fn thread_state(t: &ThreadArgs) -> Result<(), Failure> {
 /// Creates thread `t` with its saved tid; the new thread runs [`thread_entry`] on its own stack and
 /// re-queues its own pending signals from `siginfos`.
 fn clone_thread(t: &ThreadArgs, report_fd: i32, siginfos: &[QueuedSigArg]) -> Result<(), Failure> {
-    // Innermost namespace first, as clone3 wants them.
-    let tids: [i32; 2] = if t.ns_tid != 0 {
-        [t.ns_tid as i32, t.tid as i32]
-    } else {
-        [t.tid as i32, 0]
+    // Innermost namespace first, as clone3 wants them; a tid of 0 in a nested namespace lets the kernel
+    // choose the outer one (fresh host pids).
+    let (tids, levels): ([i32; 2], u64) = match (t.ns_tid, t.tid) {
+        (0, tid) => ([tid as i32, 0], 1),
+        (ns, 0) => ([ns as i32, 0], 1),
+        (ns, tid) => ([ns as i32, tid as i32], 2),
     };
     let args = CloneArgs {
         flags: CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM,
@@ -275,7 +276,7 @@ fn clone_thread(t: &ThreadArgs, report_fd: i32, siginfos: &[QueuedSigArg]) -> Re
         stack_size: THREAD_STACK_SIZE,
         tls: 0,
         set_tid: tids.as_ptr() as u64,
-        set_tid_size: if t.ns_tid != 0 { 2 } else { 1 },
+        set_tid_size: levels,
         cgroup: 0,
     };
     let ret: i64;
@@ -309,7 +310,7 @@ fn clone_thread(t: &ThreadArgs, report_fd: i32, siginfos: &[QueuedSigArg]) -> Re
             lateout("r11") _,
         );
     }
-    check(Step::CloneThread, ret, t.tid as u64).map(drop)
+    check(Step::CloneThread, ret, u64::from(if t.tid != 0 { t.tid } else { t.ns_tid })).map(drop)
 }
 
 /// First code of a non-leader thread: its own state, then the trap and its `rt_sigreturn`.

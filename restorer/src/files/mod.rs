@@ -149,9 +149,15 @@ impl OpenedFiles {
     /// tasks' fds see them. The owner's credentials (which decide whom SIGIO may signal) become the
     /// restorer's.
     pub fn set_owners(&self) -> Result<(), FileRestoreError> {
+        self.set_owners_mapped(&|pid| pid)
+    }
+
+    /// [`Self::set_owners`], with each recorded owner pid translated by `host` (a tree whose host pids
+    /// the kernel chose).
+    pub fn set_owners_mapped(&self, host: &dyn Fn(u32) -> u32) -> Result<(), FileRestoreError> {
         for (id, d) in &self.descs {
             if let Some(fd) = self.fds.get(id) {
-                owner::set(d, fd)?;
+                owner::set(d, fd, host)?;
             }
         }
         Ok(())

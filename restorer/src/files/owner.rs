@@ -16,8 +16,13 @@ struct FOwnerEx {
     pid: libc::pid_t,
 }
 
-/// Sets `d`'s owner and signal on `fd`, if it had one.
-pub(super) fn set(d: &FileDesc, fd: &OwnedFd) -> Result<(), FileRestoreError> {
+/// Sets `d`'s owner and signal on `fd`, if it had one; the recorded owner pid is translated by `host`
+/// (the identity unless the kernel chose the tree's host pids).
+pub(super) fn set(
+    d: &FileDesc,
+    fd: &OwnedFd,
+    host: &dyn Fn(u32) -> u32,
+) -> Result<(), FileRestoreError> {
     let Some(o) = d.owner else {
         return Ok(());
     };
@@ -36,7 +41,7 @@ pub(super) fn set(d: &FileDesc, fd: &OwnedFd) -> Result<(), FileRestoreError> {
     }
     let ex = FOwnerEx {
         kind: o.kind,
-        pid: o.pid as libc::pid_t,
+        pid: host(o.pid) as libc::pid_t,
     };
     // SAFETY: F_SETOWN_EX reads one f_owner_ex from our stack.
     if unsafe { libc::fcntl(fd.as_raw_fd(), F_SETOWN_EX, &ex) } != 0 {

@@ -90,18 +90,19 @@ impl Drop for MaskGuard {
 }
 
 /// clone3 as a fork, with `pid` as the exact pid when non-zero and, in a container, `ns_pid` (non-zero)
-/// as its pid in the pid namespace one level down (set_tid is innermost first). Returns 0 in the child,
-/// the pid in the parent, `-errno` on failure. With `to_parent` the child is our parent's (`CLONE_PARENT`).
-/// Allocation-free (also called in restored tasks forking their children).
+/// as its pid in the pid namespace one level down (set_tid is innermost first; `pid` 0 there lets the
+/// kernel choose the outer one). Returns 0 in the child, the pid in the parent, `-errno` on failure. With
+/// `to_parent` the child is our parent's (`CLONE_PARENT`). Allocation-free (also called in restored tasks
+/// forking their children).
 pub(super) fn clone_exact(pid: u32, ns_pid: u32, to_parent: bool) -> i64 {
-    let set_tid = if ns_pid != 0 {
-        [ns_pid as libc::pid_t, pid as libc::pid_t]
-    } else {
-        [pid as libc::pid_t, 0]
+    let set_tid = match (pid, ns_pid) {
+        (_, 0) => [pid as libc::pid_t, 0],
+        (0, ns) => [ns as libc::pid_t, 0],
+        (pid, ns) => [ns as libc::pid_t, pid as libc::pid_t],
     };
     let size = match (pid, ns_pid) {
-        (0, _) => 0,
-        (_, 0) => 1,
+        (0, 0) => 0,
+        (_, 0) | (0, _) => 1,
         _ => 2,
     };
     let args = CloneArgs {

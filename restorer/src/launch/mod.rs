@@ -85,8 +85,8 @@ pub struct Launch {
     pub prctl: ProcessCtl,
     /// The registers the task must have after its final rt_sigreturn (checked: rip).
     pub expected_rip: u64,
-    /// Every other thread the blob creates: its tid and the rip it must have after its rt_sigreturn.
-    pub other_threads: Vec<(u32, u64)>,
+    /// Every other thread the blob creates.
+    pub other_threads: Vec<OtherThread>,
     /// Stop the task with SIGSTOP once it is released (it was stopped when dumped).
     pub stopped: bool,
     /// Session and process group to give the task before it enters the blob.
@@ -95,6 +95,30 @@ pub struct Launch {
     pub comm: Option<std::ffi::CString>,
     /// The task's execution domain (`personality(2)`), e.g. ADDR_NO_RANDOMIZE for later execs.
     pub personality: Option<u32>,
+}
+
+/// A thread the blob creates besides the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OtherThread {
+    /// Its tid; 0 when the kernel chooses it (a container restored with fresh host pids).
+    pub tid: u32,
+    /// Its tid inside the tree's nested pid namespace, 0 when not in one.
+    pub ns_tid: u32,
+    /// The rip it must have after its rt_sigreturn.
+    pub rip: u64,
+}
+
+/// The host pids the kernel chose for a tree restored with fresh host pids, by pid inside the tree's pid
+/// namespace: what the restorer hands to the kernel about a restored task (an fd's owner) must name it
+/// by these.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostPids(std::collections::BTreeMap<u32, u32>);
+
+impl HostPids {
+    /// The host pid of the task or thread whose pid in the tree's namespace is `inner`.
+    pub fn host(&self, inner: u32) -> Option<u32> {
+        self.0.get(&inner).copied()
+    }
 }
 
 /// What the child does about its session and process group.
@@ -192,7 +216,7 @@ pub fn start(launch: Launch) -> Result<Started, RestoreError> {
 /// Starts a whole tree (`nodes[0]` is the root; every parent comes before its children), returns once
 /// every restored thread runs its own code again. On failure no restored process is left.
 pub fn start_tree(nodes: Vec<TreeNode>) -> Result<Started, RestoreError> {
-    start_tree_with(nodes, StartOptions::default(), &mut |_| Ok(()))
+    start_tree_with(nodes, StartOptions::default(), &mut |_, _| Ok(()))
 }
 
 /// How a tree is started.
@@ -220,8 +244,8 @@ pub enum RootParent {
 }
 
 /// A step [`start_tree_with`] runs once every task of the tree is restored and still stopped by the tracer,
-/// right before they are let go; it gets the root's pid.
-pub type BeforeRelease<'a> = dyn FnMut(u32) -> Result<(), RestoreError> + 'a;
+/// right before they are let go; it gets the root's pid and the host pids the kernel chose.
+pub type BeforeRelease<'a> = dyn FnMut(u32, &HostPids) -> Result<(), RestoreError> + 'a;
 
 /// [`start_tree`], running `before_release` between the last traced step and the release (a container
 /// restore swaps the container's proc mounts there); its failure kills the tree like any other.

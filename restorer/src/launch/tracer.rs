@@ -19,14 +19,19 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid as NixPid;
 
 use super::fork::MappedArea;
-use super::{BeforeRelease, Launch, TreeTask};
+use super::{BeforeRelease, HostPids, Launch, OtherThread, TreeTask};
 use crate::error::RestoreError;
 
 /// What the tracer knows about one started process.
 pub(super) struct Traced {
+    /// 0 until known when the kernel chooses it (fresh host pids): the tracer learns it from its parent's
+    /// fork event ([`adopt`]).
     pid: u32,
-    /// Every thread with the rip it must have after its rt_sigreturn, leader first; empty for a zombie.
-    threads: Vec<(u32, u64)>,
+    /// Its pid inside the tree's nested pid namespace, 0 when not in one.
+    ns_pid: u32,
+    /// Every thread (its `tid` 0 until known) with the rip it must have after its rt_sigreturn, leader
+    /// first; empty for a zombie.
+    threads: Vec<OtherThread>,
     area: Option<(u64, u64)>,
     stopped: bool,
     report: Option<File>,
@@ -44,6 +49,7 @@ impl Traced {
             TreeTask::Live(l) => {
                 let Launch {
                     pid,
+                    ns_pid,
                     area,
                     helper_fds,
                     report_write,
@@ -56,10 +62,16 @@ impl Traced {
                 drop(helper_fds);
                 drop(report_write);
                 let pid = pid.unwrap_or(forked_pid);
-                let mut threads = vec![(pid, expected_rip)];
+                let ns_pid = ns_pid.unwrap_or(0);
+                let mut threads = vec![OtherThread {
+                    tid: pid,
+                    ns_tid: ns_pid,
+                    rip: expected_rip,
+                }];
                 threads.extend(other_threads);
                 Traced {
                     pid,
+                    ns_pid,
                     threads,
                     area: Some((area.base, area.end())),
                     stopped,
@@ -68,8 +80,14 @@ impl Traced {
                     helper: false,
                 }
             }
-            TreeTask::Zombie { pid, status, .. } => Traced {
+            TreeTask::Zombie {
                 pid,
+                status,
+                ns_pid,
+                ..
+            } => Traced {
+                pid,
+                ns_pid,
                 threads: Vec::new(),
                 area: None,
                 stopped: false,
@@ -79,6 +97,7 @@ impl Traced {
             },
             TreeTask::Helper { pid, .. } => Traced {
                 pid,
+                ns_pid: 0,
                 threads: Vec::new(),
                 area: None,
                 stopped: false,
@@ -233,8 +252,8 @@ pub(super) fn kill_all(traced: &[Traced]) {
     for t in traced.iter().rev() {
         // Traced threads stay zombies until their tracer collects them; only then is a leader's end
         // reported. A tid that never existed answers ECHILD at once.
-        for &(tid, _) in t.threads.iter().skip(1) {
-            let _ = waitpid(NixPid::from_raw(tid as i32), Some(WaitPidFlag::__WALL));
+        for th in t.threads.iter().skip(1).filter(|th| th.tid != 0) {
+            let _ = waitpid(NixPid::from_raw(th.tid as i32), Some(WaitPidFlag::__WALL));
         }
         if t.pid != 0 {
             let _ = waitpid(NixPid::from_raw(t.pid as i32), Some(WaitPidFlag::__WALL));
@@ -292,30 +311,123 @@ pub(super) fn trace(
 
 /// Waits for each thread's int3 right before its final rt_sigreturn and each zombie's exit (or a failure).
 fn wait_for_traps(pid: u32, traced: &mut [Traced]) -> Result<(), RestoreError> {
-    // Every thread and zombie still to finish, with the index of its process.
+    // Every thread and zombie still to finish, with the index of its process. Those whose host pid the
+    // kernel chooses join once their parent's fork (or clone) event names them.
     let mut pending: Vec<(u32, usize)> = Vec::new();
     for (i, t) in traced.iter().enumerate() {
-        if t.zombie.is_some() {
+        if t.zombie.is_some() && t.pid != 0 {
             pending.push((t.pid, i));
         }
-        pending.extend(t.threads.iter().map(|&(tid, _)| (tid, i)));
+        pending.extend(
+            t.threads
+                .iter()
+                .filter(|th| th.tid != 0)
+                .map(|th| (th.tid, i)),
+        );
     }
     // Every traced thread, polled until the end: one that already passed its rt_sigreturn stays stopped,
     // so an event from it means it was killed. That happens when the init of the tree's pid namespace
     // fails: its exit kills the namespace, and it waits in the kernel until we reap the traced zombies,
     // so waiting only for its own event would wait forever.
-    let all: Vec<u32> = pending.iter().map(|&(t, _)| t).collect();
-    while !pending.is_empty() {
+    let mut all: Vec<u32> = pending.iter().map(|&(t, _)| t).collect();
+    while !pending.is_empty() || unknown(traced) > 0 {
+        if pending.is_empty() {
+            // Every known task is done, so every fork has happened: one was never seen.
+            return Err(RestoreError::ChildLost {
+                pid,
+                what: format!(
+                    "{} task(s) or thread(s) of the tree never appeared",
+                    unknown(traced)
+                ),
+            });
+        }
         let status = wait_any(pid, &all)?;
         let tid = status.pid().map_or(0, |p| p.as_raw() as u32);
         let Some(&(_, idx)) = pending.iter().find(|&&(t, _)| t == tid) else {
             return Err(ended_early(traced, tid, status));
         };
+        if let WaitStatus::PtraceEvent(_, _, event) = status {
+            let thread = event == libc::PTRACE_EVENT_CLONE;
+            if thread || event == libc::PTRACE_EVENT_FORK {
+                let ntid = NixPid::from_raw(tid as i32);
+                let new = ptrace::getevent(ntid).map_err(ptrace_err(tid, "GETEVENTMSG"))? as u32;
+                if !all.contains(&new) {
+                    if let Some(at) = adopt(traced, idx, new, thread)? {
+                        pending.push((new, at));
+                        all.push(new);
+                    }
+                }
+            }
+        }
         if on_event(&mut traced[idx], tid, status)? {
             pending.retain(|&(t, _)| t != tid);
         }
     }
     Ok(())
+}
+
+/// How many tasks and threads of the tree the tracer has not seen yet (host pid chosen by the kernel).
+fn unknown(traced: &[Traced]) -> usize {
+    traced
+        .iter()
+        .map(|t| {
+            let task = usize::from(t.pid == 0 && t.zombie.is_some());
+            task + t.threads.iter().filter(|th| th.tid == 0).count()
+        })
+        .sum()
+}
+
+/// Takes `new`, just forked (or cloned, `thread`) by a task of process `parent` and not known yet, as the
+/// task or thread of the tree whose pid inside the tree's pid namespace it has (the last `NSpid` of its
+/// status). Returns the index of its process, `None` if it is nothing the tree expects.
+fn adopt(
+    traced: &mut [Traced],
+    parent: usize,
+    new: u32,
+    thread: bool,
+) -> Result<Option<usize>, RestoreError> {
+    let path = format!("/proc/{new}/status");
+    let text = std::fs::read_to_string(&path).map_err(|source| RestoreError::Proc {
+        path: path.clone().into(),
+        source,
+    })?;
+    let inner = text
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|w| w.parse::<u32>().ok())
+        .unwrap_or(0);
+    if inner == 0 {
+        return Ok(None);
+    }
+    if thread {
+        let Some(t) = traced.get_mut(parent) else {
+            return Ok(None);
+        };
+        let Some(th) = t
+            .threads
+            .iter_mut()
+            .find(|th| th.tid == 0 && th.ns_tid == inner)
+        else {
+            return Ok(None);
+        };
+        th.tid = new;
+        log::debug!("pid {}: thread {inner} inside is {new}", t.pid);
+        return Ok(Some(parent));
+    }
+    let Some((at, t)) = traced
+        .iter_mut()
+        .enumerate()
+        .find(|(_, t)| t.pid == 0 && t.ns_pid == inner)
+    else {
+        return Ok(None);
+    };
+    t.pid = new;
+    if let Some(leader) = t.threads.first_mut() {
+        leader.tid = new;
+    }
+    log::debug!("pid {inner} inside the tree's pid namespace is {new}");
+    Ok(Some(at))
 }
 
 /// A thread that had already passed its rt_sigreturn ended: the task that failed wrote why before it
@@ -330,7 +442,7 @@ fn ended_early(traced: &mut [Traced], tid: u32, status: WaitStatus) -> RestoreEr
     }
     let owner = traced
         .iter()
-        .find(|t| t.threads.iter().any(|&(t, _)| t == tid))
+        .find(|t| t.threads.iter().any(|th| th.tid == tid))
         .map_or(tid, |t| t.pid);
     RestoreError::ChildLost {
         pid: owner,
@@ -360,8 +472,8 @@ fn on_event(owner: &mut Traced, tid: u32, status: WaitStatus) -> Result<bool, Re
             let want = owner
                 .threads
                 .iter()
-                .find(|&&(t, _)| t == tid)
-                .map_or(0, |&(_, rip)| rip);
+                .find(|th| th.tid == tid)
+                .map_or(0, |th| th.rip);
             step_over_sigreturn(owner.pid, tid, want)?;
             Ok(true)
         }
@@ -425,14 +537,23 @@ fn release(
             .and(ended)
             .map_err(|source| RestoreError::Cleanup { pid: t.pid, source })?;
     }
-    before_release(pid)?;
+    let mut hosts = HostPids::default();
+    for t in traced.iter() {
+        for th in t.threads.iter().filter(|th| th.ns_tid != 0) {
+            hosts.0.insert(th.ns_tid, th.tid);
+        }
+        if t.ns_pid != 0 {
+            hosts.0.insert(t.ns_pid, t.pid);
+        }
+    }
+    before_release(pid, &hosts)?;
     for t in traced.iter().rev() {
         if t.helper {
             continue;
         }
-        for &(tid, _) in t.threads.iter().rev() {
-            ptrace::detach(NixPid::from_raw(tid as i32), None)
-                .map_err(ptrace_err(tid, "DETACH"))?;
+        for th in t.threads.iter().rev() {
+            ptrace::detach(NixPid::from_raw(th.tid as i32), None)
+                .map_err(ptrace_err(th.tid, "DETACH"))?;
         }
         if t.stopped {
             kill(NixPid::from_raw(t.pid as i32), Signal::SIGSTOP)

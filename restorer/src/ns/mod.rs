@@ -73,16 +73,20 @@ pub enum NetMode {
     External(PathBuf),
     /// A new namespace with only `lo`, up when it was up in the dumped tree (`--net private`).
     Private,
+    /// `Private` when the dumped tree had a network namespace of its own, else `Inherit` (`--net dumped`;
+    /// CRIU's behaviour when a runtime asks for an empty network namespace).
+    AsDumped,
 }
 
 impl std::str::FromStr for NetMode {
     type Err = std::convert::Infallible;
 
-    /// `inherit`, `private`, or the path of a namespace to join.
+    /// `inherit`, `private`, `dumped`, or the path of a namespace to join.
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
         Ok(match s {
             "inherit" => NetMode::Inherit,
             "private" => NetMode::Private,
+            "dumped" => NetMode::AsDumped,
             path => NetMode::External(PathBuf::from(path)),
         })
     }

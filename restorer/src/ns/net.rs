@@ -89,8 +89,13 @@ pub(super) fn plan(
 ) -> Result<super::NetPlan> {
     use super::{NetMode, NetPlan};
     use dormant_image::records::{ns_names, NsState};
+    let mode = match mode {
+        NetMode::AsDumped if own.is_some() => &NetMode::Private,
+        NetMode::AsDumped => &NetMode::Inherit,
+        other => other,
+    };
     Ok(match mode {
-        NetMode::Inherit => {
+        NetMode::AsDumped | NetMode::Inherit => {
             if let Some(id) = own {
                 log::info!(
                     "the tree had network namespace {id} of its own; it joins the restorer's (pass a \

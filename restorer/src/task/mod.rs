@@ -56,6 +56,9 @@ pub struct TreeShared {
     pub reg: BTreeMap<FileId, OwnedFd>,
     /// How the tree's recorded pids and tids read inside its own pid namespace.
     pub ids: crate::ns::pid::InnerIds,
+    /// Tasks and threads in a nested pid namespace keep only their pids inside it; the kernel chooses
+    /// their host pids (`RestoreBuilder::fresh_host_pids`).
+    pub fresh_host_pids: bool,
 }
 
 /// Builds the launch for `task`, one kind of state after the other. Its blob area avoids the areas
@@ -85,7 +88,8 @@ pub fn prepare(
     let timers = timers::prepare(dir, task, &tree_shared.ids)?;
     let fs = fs::prepare(dir, task)?;
     let attrs = attrs::prepare(task);
-    let (expected_rip, other_threads) = regs::expected_rips(task);
+    let threads = threads::prepare(task, tree_shared.fresh_host_pids);
+    let (expected_rip, other_threads) = regs::expected_rips(task, &threads);
     let report = helpers.report_pipe()?;
     let input = BlobInput {
         vmas: mm.vmas,
@@ -100,7 +104,7 @@ pub fn prepare(
         itimers: timers.itimers,
         timers: timers.posix,
         siginfos: signals.queued,
-        threads: threads::prepare(task),
+        threads,
     };
     let area = place_area(blob, task, &input, &mut tree_shared.areas)?;
     let mut keep: Vec<i32> = fds.moves.iter().map(|m| m.to).collect();

@@ -3,19 +3,27 @@
 
 use dormant_image::records::{GpRegs, ThreadCore};
 
+use crate::area::ThreadInput;
 use crate::image::TaskImage;
+use crate::launch::OtherThread;
 
 /// The registers thread `t` returns into.
 pub fn of(t: &ThreadCore) -> (GpRegs, Vec<u8>) {
     (t.regs, t.xstate.clone())
 }
 
-/// The rip the leader must have after its final `rt_sigreturn`, and every other thread's tid and rip.
-pub fn expected_rips(task: &TaskImage) -> (u64, Vec<(u32, u64)>) {
-    let others = task
-        .other_threads
+/// The rip the leader must have after its final `rt_sigreturn`, and every other thread's ids (as the blob
+/// creates it, `threads`) and rip.
+pub fn expected_rips(task: &TaskImage, threads: &[ThreadInput]) -> (u64, Vec<OtherThread>) {
+    let others = threads
         .iter()
-        .map(|o| (o.tid.0, o.regs.rip))
+        .zip(task.threads())
+        .skip(1)
+        .map(|(input, o)| OtherThread {
+            tid: input.tid,
+            ns_tid: input.ns_tid,
+            rip: o.regs.rip,
+        })
         .collect();
     (task.thread.regs.rip, others)
 }

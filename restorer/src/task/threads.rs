@@ -14,13 +14,22 @@ use crate::ns::pid::InnerIds;
 /// rseq signature glibc registers with on x86-64.
 const GLIBC_RSEQ_SIG: u32 = 0x5305_3053;
 
-/// Every thread, the leader first.
-pub fn prepare(task: &TaskImage) -> Vec<ThreadInput> {
+/// Every thread, the leader first. With `fresh_host_pids` a thread in a nested pid namespace gets tid 0:
+/// the blob creates it with only its tid inside, and the kernel chooses the outer one.
+pub fn prepare(task: &TaskImage, fresh_host_pids: bool) -> Vec<ThreadInput> {
     task.threads()
         .map(|t| {
             let (regs, xstate) = super::regs::of(t);
+            let ns_tid = match t.ns_tids.as_slice() {
+                [outer, inner] if *outer == t.tid => inner.0,
+                _ => 0,
+            };
             ThreadInput {
-                tid: t.tid.0,
+                tid: if fresh_host_pids && ns_tid != 0 {
+                    0
+                } else {
+                    t.tid.0
+                },
                 regs,
                 xstate,
                 sigmask: t.sigmask,
@@ -35,10 +44,7 @@ pub fn prepare(task: &TaskImage) -> Vec<ThreadInput> {
                 comm: t.comm.clone(),
                 // Two levels only in a nested pid namespace (container or namespace init); whether that
                 // restore is possible is decided for the whole tree.
-                ns_tid: match t.ns_tids.as_slice() {
-                    [outer, inner] if *outer == t.tid => inner.0,
-                    _ => 0,
-                },
+                ns_tid,
             }
         })
         .collect()
