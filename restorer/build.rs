@@ -1,98 +1,13 @@
-//! Builds the no_std restorer blob (`blob/`) with the outer cargo, its own target directory and its own
-//! flags, and tells the crate where the resulting ELF is (`DORMANT_RESTORER_BLOB`).
-//!
-//! The blob must be a static PIE whose only dynamic relocations are `R_X86_64_RELATIVE`, built without
-//! libc, start files or unwinding. Flags and environment of the outer build must not leak into it.
-
-use std::env;
-use std::path::PathBuf;
-use std::process::Command;
-
-const TARGET: &str = "x86_64-unknown-linux-gnu";
-
-const BLOB_FLAGS: &[&str] = &[
-    "-Crelocation-model=pie",
-    "-Ctarget-feature=+crt-static",
-    "-Cpanic=abort",
-    "-Clink-arg=-nostartfiles",
-    "-Clink-arg=-nostdlib",
-    "-Clink-arg=-Wl,-e,restorer_entry",
-    "-Clink-arg=-Wl,--build-id=none",
-    "-Clink-arg=-Wl,-z,norelro",
-];
-
-/// Variables of the outer build that would change how (or whether) the inner build runs.
-const CLEARED_ENV: &[&str] = &[
-    "RUSTFLAGS",
-    "CARGO_ENCODED_RUSTFLAGS",
-    "CARGO_BUILD_RUSTFLAGS",
-    "CARGO_TARGET_DIR",
-    "CARGO_BUILD_TARGET_DIR",
-    "CARGO_BUILD_TARGET",
-    "RUSTC_WRAPPER",
-    "RUSTC_WORKSPACE_WRAPPER",
-    "CARGO_BUILD_RUSTC_WRAPPER",
-    "CARGO_BUILD_RUSTC_WORKSPACE_WRAPPER",
-    "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
-    "CARGO_PROFILE_RELEASE_PANIC",
-    "CARGO_PROFILE_RELEASE_LTO",
-    "CARGO_PROFILE_RELEASE_DEBUG",
-    "CARGO_PROFILE_RELEASE_STRIP",
-    "CARGO_PROFILE_RELEASE_OPT_LEVEL",
-    "CARGO_PROFILE_RELEASE_CODEGEN_UNITS",
-    "CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS",
-    "CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS",
-    "CARGO_PROFILE_RELEASE_INCREMENTAL",
-    "CARGO_INCREMENTAL",
-];
+//! Builds the no_std restorer blob (`blob/`) with dormant-sys's blob builder and tells the crate where the
+//! resulting ELF is (`DORMANT_RESTORER_BLOB`).
 
 fn main() {
-    let manifest_dir =
-        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    for path in [
-        "blob/src",
-        "blob/Cargo.toml",
-        "blob/Cargo.lock",
-        "proto/src",
-        "proto/Cargo.toml",
-    ] {
-        println!(
-            "cargo:rerun-if-changed={}",
-            manifest_dir.join(path).display()
-        );
-    }
-
-    let target_dir = out_dir.join("blob-target");
-    let mut cmd = Command::new(cargo);
-    cmd.arg("build")
-        .arg("--release")
-        .arg("--offline")
-        .arg("--manifest-path")
-        .arg(manifest_dir.join("blob/Cargo.toml"))
-        .arg("--target")
-        .arg(TARGET)
-        .arg("--target-dir")
-        .arg(&target_dir);
-    for var in CLEARED_ENV {
-        cmd.env_remove(var);
-    }
-    cmd.env("CARGO_ENCODED_RUSTFLAGS", BLOB_FLAGS.join("\x1f"));
-    let status = cmd.status().expect("running cargo for the restorer blob");
-    assert!(
-        status.success(),
-        "building the restorer blob failed: {status}"
-    );
-
-    let blob = target_dir
-        .join(TARGET)
-        .join("release")
-        .join("dormant-restorer-blob");
-    assert!(
-        blob.is_file(),
-        "restorer blob not found at {}",
-        blob.display()
-    );
-    println!("cargo:rustc-env=DORMANT_RESTORER_BLOB={}", blob.display());
+    dormant_sys::build::build_blob(&dormant_sys::build::BlobSpec {
+        dir: "blob",
+        bin: "dormant-restorer-blob",
+        entry: "restorer_entry",
+        target_features: "",
+        env_var: "DORMANT_RESTORER_BLOB",
+        rerun_if_changed: &["proto/src", "proto/Cargo.toml"],
+    });
 }

@@ -5,3 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace --bins
 cargo test --release --workspace
+# The parasite's crash tests need its fault-injection hooks (the `test-hooks` feature). They run in a cargo
+# invocation of their own so that the feature never reaches the dormant binary built above.
+cargo test --release -p dormant-parasite --features test-hooks --test inject

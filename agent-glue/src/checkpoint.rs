@@ -84,7 +84,10 @@ fn dump_failure(e: DumpError) -> Failure {
         | ControllingTerminal { .. }
         | Mounts { .. }
         | WrongRoot { .. }
-        | TooManyThreads { .. }
+        | Unrestorable(_)
+        | ForChildren { .. }
+        | MissingCapability { .. }
+        | SeizeDenied { .. }
         | PendingSignal { .. }
         | ThreadCredsDiffer { .. } => FailureKind::FailedPrecondition,
         _ => FailureKind::Internal,

@@ -15,7 +15,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use dormant_engine::External as DumpExternal;
 use dormant_mounts::{MountImage, MountTree};
+use dormant_restorer::External as RestoreExternal;
 use oci_spec::runtime::Spec;
 
 use crate::error::GlueError;
@@ -92,14 +94,17 @@ impl MountPolicy {
         )
     }
 
-    /// The dump's `--external` specs: `mnt[DESTINATION]:KEY` for every external mount, and
-    /// `mnt[AGENT MOUNTPOINT]:master:KEY` for every shared agent mount a source lies on (`agent`: the
-    /// agent's own mount tree).
-    pub fn dump_externals(&self, agent: &MountTree) -> Vec<String> {
-        let mut specs: Vec<String> = self
+    /// The dump's external mounts: DESTINATION as KEY for every external mount, and AGENT MOUNTPOINT as
+    /// `master:KEY` for every shared agent mount a source lies on (`agent`: the agent's own mount tree).
+    pub fn dump_externals(&self, agent: &MountTree) -> Vec<DumpExternal> {
+        let mount = |mountpoint: &str, key: String| DumpExternal::Mount {
+            mountpoint: mountpoint.to_string(),
+            key,
+        };
+        let mut specs: Vec<DumpExternal> = self
             .mounts
             .iter()
-            .map(|m| format!("mnt[{}]:{}", m.destination, m.key))
+            .map(|m| mount(&m.destination, m.key.clone()))
             .collect();
         let mut carriers: BTreeMap<String, String> = BTreeMap::new();
         for (key, source) in self.sources() {
@@ -110,12 +115,12 @@ impl MountPolicy {
                 carriers.insert(carrier.mountpoint.clone(), format!("{MASTER_PREFIX}{key}"));
             }
         }
-        specs.extend(carriers.iter().map(|(mp, key)| format!("mnt[{mp}]:{key}")));
+        specs.extend(carriers.iter().map(|(mp, key)| mount(mp, key.clone())));
         specs
     }
 
-    /// The restore's `--external` specs for every key of `image` this policy knows: `mnt[KEY]:SOURCE`,
-    /// and `mnt[master:KEY]:MOUNTPOINT` of the agent mount holding KEY's source. A `kata:` key the spec
+    /// The restore's external mounts for every key of `image` this policy knows: KEY from SOURCE, and
+    /// `master:KEY` from the MOUNTPOINT of the agent mount holding KEY's source. A `kata:` key the spec
     /// does not provide is refused by name; other keys (devices bound from the agent's /dev) keep their
     /// default, the same path.
     pub fn restore_externals(
@@ -123,7 +128,7 @@ impl MountPolicy {
         id: &str,
         image: &MountImage,
         agent: &MountTree,
-    ) -> Result<Vec<String>, GlueError> {
+    ) -> Result<Vec<RestoreExternal>, GlueError> {
         let sources: BTreeMap<&str, &Path> = self.sources().collect();
         let missing = |key: &str, destination: &str| GlueError::MissingMountKey {
             id: id.to_string(),
@@ -141,7 +146,10 @@ impl MountPolicy {
             let source = sources
                 .get(key.as_str())
                 .ok_or_else(|| missing(key, &m.mountpoint))?;
-            specs.push(format!("mnt[{key}]:{}", source.display()));
+            specs.push(RestoreExternal::Mount {
+                key: key.clone(),
+                path: source.to_path_buf(),
+            });
         }
         for master in &image.masters {
             let Some(of) = master.key.strip_prefix(MASTER_PREFIX) else {
@@ -154,7 +162,10 @@ impl MountPolicy {
                 id: id.to_string(),
                 reason: format!("no mount of the agent holds {}", source.display()),
             })?;
-            specs.push(format!("mnt[{}]:{}", master.key, carrier.mountpoint));
+            specs.push(RestoreExternal::Mount {
+                key: master.key.clone(),
+                path: PathBuf::from(&carrier.mountpoint),
+            });
         }
         Ok(specs)
     }
@@ -218,8 +229,16 @@ mod tests {
             ]
         );
         let agent = MountTree::parse(AGENT).unwrap();
+        let shown: Vec<String> = p
+            .dump_externals(&agent)
+            .into_iter()
+            .map(|e| match e {
+                DumpExternal::Mount { mountpoint, key } => format!("mnt[{mountpoint}]:{key}"),
+                DumpExternal::Pipes => "pipes".into(),
+            })
+            .collect();
         assert_eq!(
-            p.dump_externals(&agent),
+            shown,
             [
                 "mnt[/dev/shm]:kata:/dev/shm",
                 "mnt[/etc/hosts]:kata:/etc/hosts",
@@ -269,8 +288,14 @@ mod tests {
             Path::new("/run/kata-containers/shared/containers/c2/rootfs"),
             Path::new("/run/kata-containers/shared"),
         );
+        let shown: Vec<String> = new
+            .restore_externals("c2", &image, &agent)
+            .unwrap()
+            .into_iter()
+            .map(|RestoreExternal::Mount { key, path }| format!("mnt[{key}]:{}", path.display()))
+            .collect();
         assert_eq!(
-            new.restore_externals("c2", &image, &agent).unwrap(),
+            shown,
             [
                 "mnt[kata:/etc/hosts]:/run/kata-containers/shared/containers/c2-abc-hosts",
                 "mnt[master:kata:rootfs]:/run/kata-containers/shared/containers",

@@ -16,9 +16,8 @@ use std::sync::Arc;
 use dormant_image::records::{names, DescKind, Fd, FdFile, FileDesc};
 use dormant_image::ImageReader;
 use dormant_mounts::{MountImage, MountTree};
-use dormant_restorer::container::ContainerOptions;
-use dormant_restorer::ns::{CgroupTarget, NsOptions};
-use dormant_restorer::{ReleaseHook, Restore, RestoreError, RootParent};
+use dormant_restorer::ns::CgroupTarget;
+use dormant_restorer::{InheritFd, ReleaseHook, Restore, RestoreError, RootParent};
 
 use crate::container::{RestoreRequest, RestoredContainer};
 use crate::error::{FailureKind, GlueError, Operation};
@@ -119,9 +118,9 @@ fn restore_failure(e: RestoreError) -> Failure {
     Failure::new(FailureKind::or_out_of_space(&e, kind), e)
 }
 
-/// `--inherit-fd` specs mapping the image init's fds 0-2 that were external (the agent's stdio pipes) to
-/// the stdio handed in at `STDIO_FD + n`.
-fn stdio_specs(id: &str, img: &ImageReader, given: &[bool; 3]) -> Result<Vec<String>, Failure> {
+/// Inherited fds mapping the image init's fds 0-2 that were external (the agent's stdio pipes) to the
+/// stdio handed in at `STDIO_FD + n`.
+fn stdio_specs(id: &str, img: &ImageReader, given: &[bool; 3]) -> Result<Vec<InheritFd>, Failure> {
     let bad = |what: String| {
         Failure::new(
             FailureKind::InvalidArgument,
@@ -152,7 +151,10 @@ fn stdio_specs(id: &str, img: &ImageReader, given: &[bool; 3]) -> Result<Vec<Str
             _ => None,
         });
         match (key, handed_in) {
-            (Some(key), true) => specs.push(format!("fd[{}]:{key}", STDIO_FD + n as i32)),
+            (Some(key), true) => specs.push(InheritFd {
+                fd: STDIO_FD + n as i32,
+                key,
+            }),
             (Some(key), false) => {
                 return Err(bad(format!(
                     "its init's fd {n} was the agent's ({key}); the restore needs a new one handed in"
@@ -272,17 +274,12 @@ pub(crate) fn in_helper(r: &RestoreWire, stdio: &[Option<OwnedFd>; 3]) -> Result
         .tcp_established(r.tcp_established)
         .root_parent(RootParent::RestorersParent)
         .inherit_fds(inherit)
-        .container(ContainerOptions {
-            root: Some(r.rootfs.clone()),
-            externals,
-            ns: NsOptions {
-                cgroup: if r.cgroups.is_empty() {
-                    CgroupTarget::Keep
-                } else {
-                    CgroupTarget::Dirs(r.cgroups.clone())
-                },
-                ..Default::default()
-            },
+        .root(Some(r.rootfs.clone()))
+        .externals(externals)
+        .cgroup_root(if r.cgroups.is_empty() {
+            CgroupTarget::Keep
+        } else {
+            CgroupTarget::Dirs(r.cgroups.clone())
         });
     if r.paused {
         let paused = PausedRestore::open(id, &r.cgroups)?;

@@ -4,6 +4,7 @@
 //! meaning is the same), sets up logging, and prints results. All real work is in dormant-engine (dump),
 //! dormant-restorer (restore) and dormant-image (show, verify).
 
+mod args;
 mod demo;
 mod error;
 mod show;
@@ -60,7 +61,7 @@ enum Command {
         /// How pages leave the target: `vm-readv` (default: process_vm_readv in parallel, /proc/PID/mem
         /// for PROT_NONE pages), `parasite` (the injected blob vmsplices them into pipes; process_vm_readv
         /// below 48 MiB of pages) or `proc-mem`.
-        #[arg(long = "page-copy", default_value = "vm-readv", value_parser = parse_page_copy)]
+        #[arg(long = "page-copy", default_value = "vm-readv", value_parser = args::page_copy)]
         page_copy: dormant_engine::CopyMethod,
         /// Dump established TCP connections with TCP_REPAIR instead of refusing them; when the process is
         /// killed after the dump its connections are dropped silently, for `restore --tcp-established`.
@@ -71,8 +72,8 @@ enum Command {
         stats_json: Option<PathBuf>,
         /// A container mount to dump as external: `mnt[MOUNTPOINT]:KEY` (repeatable). The container root,
         /// binds from outside and outside masters are found without it.
-        #[arg(long = "external", value_name = "mnt[MOUNTPOINT]:KEY")]
-        external: Vec<String>,
+        #[arg(long = "external", value_name = "mnt[MOUNTPOINT]:KEY", value_parser = args::dump_external)]
+        external: Vec<dormant_engine::External>,
         /// Dump a pipe end whose other end only processes outside the dump hold as external
         /// (`pipe:[INODE]`), to be handed in at restore with `--inherit-fd` (always on for a container).
         #[arg(long = "external-pipes")]
@@ -107,8 +108,8 @@ enum Command {
         root: Option<PathBuf>,
         /// Container images: `mnt[KEY]:PATH` binds the external mount or master stored under KEY from
         /// PATH (repeatable; a key not given is used as the path).
-        #[arg(long = "external", value_name = "mnt[KEY]:PATH")]
-        external: Vec<String>,
+        #[arg(long = "external", value_name = "mnt[KEY]:PATH", value_parser = args::restore_external)]
+        external: Vec<dormant_restorer::External>,
         /// Container images: `inherit` (default), `private` (new namespace with lo) or a namespace path.
         #[arg(long, default_value = "inherit")]
         net: dormant_restorer::ns::NetMode,
@@ -117,8 +118,8 @@ enum Command {
         cgroup_root: dormant_restorer::ns::CgroupTarget,
         /// `fd[N]:KEY`: every fd of the tree on the external description KEY (e.g. `pipe:[1234]`, as
         /// `dormant show` lists it) gets a copy of dormant's own fd N instead (repeatable).
-        #[arg(long = "inherit-fd", value_name = "fd[N]:KEY")]
-        inherit_fd: Vec<String>,
+        #[arg(long = "inherit-fd", value_name = "fd[N]:KEY", value_parser = args::inherit_fd)]
+        inherit_fd: Vec<dormant_restorer::InheritFd>,
     },
     /// Print an image in human-readable form, or its records as JSON.
     Show {
@@ -209,10 +210,13 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
             external_pipes,
             root,
         } => {
+            let mut externals = external;
+            if external_pipes {
+                externals.push(dormant_engine::External::Pipes);
+            }
             let stats = dormant_engine::Dump::builder(dormant_image::records::Pid(pid))
                 .images_dir(&images_dir)
-                .externals(external)
-                .external_pipes(external_pipes)
+                .externals(externals)
                 .root(root)
                 .leave_running(leave_running)
                 .shell_job(shell_job)
@@ -244,16 +248,11 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
             cgroup_root,
             inherit_fd,
         } => {
-            let container = dormant_restorer::container::ContainerOptions {
-                root,
-                externals: external,
-                ns: dormant_restorer::ns::NsOptions {
-                    net,
-                    cgroup: cgroup_root,
-                },
-            };
             let restored = dormant_restorer::Restore::builder(&images_dir)
-                .container(container)
+                .root(root)
+                .externals(external)
+                .net(net)
+                .cgroup_root(cgroup_root)
                 .detached(detached)
                 .shell_job(shell_job)
                 .tcp_established(tcp_established)
@@ -319,17 +318,5 @@ fn check(json: bool) -> Result<ExitCode, CliError> {
             missing.join(", ")
         );
         Ok(ExitCode::FAILURE)
-    }
-}
-
-/// `--page-copy` values.
-fn parse_page_copy(s: &str) -> Result<dormant_engine::CopyMethod, String> {
-    match s {
-        "vm-readv" => Ok(dormant_engine::CopyMethod::VmReadv),
-        "parasite" => Ok(dormant_engine::CopyMethod::Parasite),
-        "proc-mem" => Ok(dormant_engine::CopyMethod::ProcMem),
-        other => Err(format!(
-            "{other:?}: expected vm-readv, parasite or proc-mem"
-        )),
     }
 }

@@ -299,10 +299,12 @@ fn procfs_fd_is_refused_and_target_runs_on() {
     py.wait().unwrap();
 }
 
-/// A process that ran as another user is refused at restore (credentials are not restored yet): restoring
-/// it would silently give it root's rights. Nothing is left behind.
+/// A process that ran as another user is refused by the dump, before anything is injected (credentials
+/// are not restored yet, and restoring it would silently give it root's rights; a dump that succeeds must
+/// restore). The target runs on untouched and no image is left. On 1e0e57f the dump succeeded, killed the
+/// target, and only the restore refused.
 #[test]
-fn other_users_process_is_refused_at_restore() {
+fn other_users_process_is_refused_by_the_dump() {
     require_root();
     let tmp = TempDir::new("creds");
     let img = tmp.0.join("img");
@@ -323,17 +325,12 @@ fn other_users_process_is_refused_at_restore() {
     }
     let mut sleep = spawn(&mut cmd);
     let pid = sleep.id();
-    let o = dump_and_reap(&mut sleep, &img);
-    assert!(
-        o.status.success(),
-        "dump of nobody's sleep failed:\n{}",
-        text(&o)
-    );
-    wait_pid_free(pid);
-    let o = dormant(&["restore", "-D", img.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(100));
+    let sigblk = status_field(pid, "SigBlk:").unwrap();
+    let o = dormant(&["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap()]);
     assert!(
         !o.status.success(),
-        "a process of uid 65534 was restored as root"
+        "the dump of uid 65534's sleep succeeded, so its restore would run it as root"
     );
     let msg = text(&o);
     assert!(
@@ -341,8 +338,90 @@ fn other_users_process_is_refused_at_restore() {
             && msg.contains("credentials"),
         "unclear error:\n{msg}"
     );
+    assert_untouched(pid, &sigblk);
+    assert!(!img.exists(), "a refused dump left an image");
+    sleep.kill().unwrap();
+    sleep.wait().unwrap();
+}
+
+/// `sleep 1000` run as uid 65534.
+fn spawn_nobody_sleep() -> Child {
+    let mut cmd = Command::new("/usr/bin/sleep");
+    cmd.arg("1000");
+    // SAFETY: setgroups/setgid/setuid in the child before exec; async-signal-safe syscalls only.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(65534) != 0
+                || libc::setuid(65534) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    spawn(&mut cmd)
+}
+
+/// `dormant dump -t PID -D IMG` run as uid 65534 with no capabilities (setpriv drops them with the uid).
+fn dump_as_nobody(pid: u32, img: &Path) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", DORMANT])
+        .args(["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap()])
+        .output()
+        .expect("run setpriv dormant dump")
+}
+
+/// A dump by an unprivileged user fails before the target is touched and names the capability it lacks:
+/// CAP_CHECKPOINT_RESTORE (or CAP_SYS_ADMIN) for the target's own process (map_files), CAP_SYS_PTRACE for
+/// another user's. On 1e0e57f the first failed halfway with `cannot stat mapping ... map_files: Operation
+/// not permitted`, the second with a bare `PTRACE_SEIZE failed: EPERM`.
+#[test]
+fn unprivileged_dump_names_the_missing_capability() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root();
+    let tmp = TempDir::new("unpriv");
+    std::fs::set_permissions(&tmp.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let img = tmp.0.join("img");
+
+    let mut own = spawn_nobody_sleep();
+    let pid = own.id();
+    std::thread::sleep(Duration::from_millis(100));
+    let sigblk = status_field(pid, "SigBlk:").unwrap();
+    let o = dump_as_nobody(pid, &img);
+    let msg = text(&o);
     assert!(
-        !Path::new(&format!("/proc/{pid}")).exists(),
-        "a half-restored pid {pid} was left behind"
+        !o.status.success(),
+        "an unprivileged dump succeeded:\n{msg}"
     );
+    assert!(
+        msg.contains(&format!("pid {pid}"))
+            && msg.contains("CAP_CHECKPOINT_RESTORE")
+            && msg.contains("CAP_SYS_ADMIN")
+            && msg.contains("map_files"),
+        "the error does not name the missing capability:\n{msg}"
+    );
+    assert_untouched(pid, &sigblk);
+    assert!(!img.exists(), "a refused dump left an image");
+    own.kill().unwrap();
+    own.wait().unwrap();
+
+    let mut roots = spawn_sleep();
+    let pid = roots.id();
+    std::thread::sleep(Duration::from_millis(100));
+    let sigblk = status_field(pid, "SigBlk:").unwrap();
+    let o = dump_as_nobody(pid, &img);
+    let msg = text(&o);
+    assert!(
+        !o.status.success(),
+        "an unprivileged dump of root's process succeeded:\n{msg}"
+    );
+    assert!(
+        msg.contains(&format!("pid {pid}")) && msg.contains("CAP_SYS_PTRACE"),
+        "the error does not name CAP_SYS_PTRACE:\n{msg}"
+    );
+    assert_untouched(pid, &sigblk);
+    roots.kill().unwrap();
+    roots.wait().unwrap();
 }

@@ -24,13 +24,14 @@ use dormant_image::ImageWriter;
 use dormant_mounts::{ExternalMap, MountImage};
 
 use crate::error::{DumpError, Result};
+use crate::external::External;
 use crate::ns::{self, NsDumpSummary};
 
-/// What the caller tells the dumper about a container (CRIU's `--external mnt[MOUNTPOINT]:KEY`).
+/// What the caller tells the dumper about a container.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerOptions {
-    /// `mnt[MOUNTPOINT]:KEY` specs (others are ignored here).
-    pub externals: Vec<String>,
+    /// Mounts to record as external ([`External::Mount`]; other kinds are not about mounts).
+    pub externals: Vec<External>,
     /// `--root DIR`: the container's root filesystem as a directory of the dumper's mount namespace. It
     /// must be the root of the tree's mount namespace (checked); it is recorded (`container-root`) as the
     /// default root of a restore given none.
@@ -194,7 +195,12 @@ pub fn dump_container(
         pid: root.0,
         source,
     };
-    let ext = ExternalMap::parse(opts.externals.iter().map(String::as_str)).map_err(mount_err)?;
+    let mut ext = ExternalMap::new();
+    for e in &opts.externals {
+        if let External::Mount { mountpoint, key } = e {
+            ext.insert(mountpoint.as_str(), key.as_str());
+        }
+    }
     let pid = i32::try_from(root.0).map_err(|_| DumpError::Config {
         pid: root.0,
         reason: "pid out of range",

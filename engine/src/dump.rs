@@ -1,4 +1,5 @@
-//! Dump orchestration: seize → collect everything → write the image → commit → kill or resume.
+//! Dump orchestration: seize → collect every task ([`crate::task`]) → write the tree-wide records → commit →
+//! kill or resume.
 //!
 //! Until the image is committed, any failure drops the image writer (its temporary directory goes away) and
 //! detaches the target, which continues exactly as before: nothing injected stays, no signal is lost.
@@ -6,60 +7,22 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use dormant_image::records::{
-    names, Creds, Fd, FileCheck, ITimer, Mm, MmLayout, Pid, PosixTimer, PsTreeEntry, ShmemObject,
-    SigAction, SigAltStack, TaskCore, ThreadCore, Tid, VmaBacking, FILE_IDENTITY,
-};
+use dormant_image::records::{names, FileCheck, Pid, ShmemObject, FILE_IDENTITY};
 use dormant_image::ImageWriter;
 
+use crate::container::ContainerOptions;
 use crate::error::{DumpError, Result};
-use crate::files::{self, FileTable};
-use crate::mem::{self, CollectedVma};
-use crate::pagemap::PageWalker;
-use crate::proc;
-use crate::regs;
-use crate::seize::{self, ProcessIdentity, SeizedTask};
-use crate::threads;
+use crate::external::External;
+use crate::files::{self, FileCollector, FileTable};
+use crate::progress::{Progress, StageHook};
+use crate::seize::{self, ProcessIdentity};
+use crate::stage::DumpStage;
+use crate::task::pages::walk::PAGE_SIZE;
+use crate::task::{self, pages::PageCopy, TreeState};
 use crate::tree::SeizedTree;
 
 /// How long to wait for a killed target's pid to become free.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The stages of a dump, in order. Used for per-phase timings, for errors saying when a target vanished,
-/// and by tests to inject failures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum DumpStage {
-    /// The target is seized and stopped.
-    Seize,
-    /// Registers, XSAVE area, signal mask, pending signals, rseq read with ptrace.
-    Registers,
-    /// In-process state asked from the task (sigactions, itimers, brk, ...).
-    Remote,
-    /// `/proc` state: creds, limits, mm layout, auxv, exe.
-    ProcState,
-    /// File descriptors.
-    Files,
-    /// Mappings and page data.
-    Memory,
-    /// Record files written.
-    Records,
-    /// Image committed (an injected failure here fires just before the commit).
-    Commit,
-}
-
-impl DumpStage {
-    /// Every stage, in order.
-    pub const ALL: [DumpStage; 8] = [
-        DumpStage::Seize,
-        DumpStage::Registers,
-        DumpStage::Remote,
-        DumpStage::ProcState,
-        DumpStage::Files,
-        DumpStage::Memory,
-        DumpStage::Records,
-        DumpStage::Commit,
-    ];
-}
 
 /// What a dump did and how long it took.
 #[derive(Debug, Clone, Default)]
@@ -68,7 +31,7 @@ pub struct DumpStats {
     pub frozen: Duration,
     /// The whole `run()`.
     pub total: Duration,
-    /// Private and shared page data written, in pages of [`crate::PAGE_SIZE`] and in bytes.
+    /// Private and shared page data written, in pages of [`PAGE_SIZE`] and in bytes.
     pub pages_written: u64,
     pub bytes_written: u64,
     /// Duration of each completed stage, in order.
@@ -79,22 +42,21 @@ pub struct DumpStats {
     pub image_dir: PathBuf,
 }
 
-type StageHook = Box<dyn FnMut(DumpStage, Pid)>;
-
-/// A configured dump of one process. See [`Dump::builder`].
+/// A configured dump of one process tree. See [`Dump::builder`].
 pub struct Dump {
     pid: Pid,
     images_dir: PathBuf,
     leave_running: bool,
     shell_job: bool,
     tcp_established: bool,
-    page_copy: mem::PageCopy,
-    fail_at: Option<DumpStage>,
-    stage_hook: Option<StageHook>,
-    container: crate::container::ContainerOptions,
-    external_pipes: bool,
+    page_copy: PageCopy,
+    externals: Vec<External>,
+    root: Option<PathBuf>,
     file_check: FileCheck,
     freezer: Option<Box<dyn crate::tree::Freezer>>,
+    fail_at: Option<DumpStage>,
+    stage_hook: Option<StageHook>,
+    skip_restore_check: bool,
 }
 
 impl std::fmt::Debug for Dump {
@@ -105,52 +67,42 @@ impl std::fmt::Debug for Dump {
             .field("leave_running", &self.leave_running)
             .field("shell_job", &self.shell_job)
             .field("tcp_established", &self.tcp_established)
+            .field("page_copy", &self.page_copy)
+            .field("externals", &self.externals)
+            .field("root", &self.root)
+            .field("file_check", &self.file_check)
+            .field("freezer", &self.freezer.is_some())
             .field("fail_at", &self.fail_at)
+            .field("skip_restore_check", &self.skip_restore_check)
             .finish_non_exhaustive()
     }
 }
 
-/// Builds a [`Dump`].
+/// Options of a [`Dump`].
+#[derive(Debug)]
 pub struct DumpBuilder {
-    pid: Pid,
-    images_dir: Option<PathBuf>,
-    leave_running: bool,
-    shell_job: bool,
-    tcp_established: bool,
-    page_copy: mem::PageCopy,
-    fail_at: Option<DumpStage>,
-    stage_hook: Option<StageHook>,
-    container: crate::container::ContainerOptions,
-    external_pipes: bool,
-    file_check: FileCheck,
-    freezer: Option<Box<dyn crate::tree::Freezer>>,
-}
-
-impl std::fmt::Debug for DumpBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DumpBuilder")
-            .field("pid", &self.pid)
-            .field("images_dir", &self.images_dir)
-            .finish_non_exhaustive()
-    }
+    inner: Dump,
 }
 
 impl Dump {
-    /// Starts configuring a dump of process `pid`.
+    /// Starts configuring a dump of process `pid` and its descendants.
     pub fn builder(pid: Pid) -> DumpBuilder {
         DumpBuilder {
-            pid,
-            images_dir: None,
-            leave_running: false,
-            shell_job: false,
-            tcp_established: false,
-            page_copy: mem::PageCopy::default(),
-            fail_at: None,
-            stage_hook: None,
-            container: Default::default(),
-            external_pipes: false,
-            file_check: FileCheck::DevIno,
-            freezer: None,
+            inner: Dump {
+                pid,
+                images_dir: PathBuf::new(),
+                leave_running: false,
+                shell_job: false,
+                tcp_established: false,
+                page_copy: PageCopy::default(),
+                externals: Vec::new(),
+                root: None,
+                file_check: FileCheck::DevIno,
+                freezer: None,
+                fail_at: None,
+                stage_hook: None,
+                skip_restore_check: false,
+            },
         }
     }
 }
@@ -158,19 +110,19 @@ impl Dump {
 impl DumpBuilder {
     /// Where the image appears (must not exist, be empty, or hold an image, which is replaced).
     pub fn images_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.images_dir = Some(dir.into());
+        self.inner.images_dir = dir.into();
         self
     }
 
     /// Let the process continue after the dump instead of killing it.
     pub fn leave_running(mut self, yes: bool) -> Self {
-        self.leave_running = yes;
+        self.inner.leave_running = yes;
         self
     }
 
     /// Accept a terminal on fds 0-2 (the restored process gets the restorer's terminal).
     pub fn shell_job(mut self, yes: bool) -> Self {
-        self.shell_job = yes;
+        self.inner.shell_job = yes;
         self
     }
 
@@ -178,27 +130,19 @@ impl DumpBuilder {
     /// refusing them. When the dump kills the target, its connections are closed in repair mode (the peer
     /// is told nothing) so that a restore can take them over.
     pub fn tcp_established(mut self, yes: bool) -> Self {
-        self.tcp_established = yes;
+        self.inner.tcp_established = yes;
         self
     }
 
     /// How page data is copied out of the target (method and threads); the default is the fastest here.
-    pub fn page_copy(mut self, copy: mem::PageCopy) -> Self {
-        self.page_copy = copy;
+    pub fn page_copy(mut self, copy: PageCopy) -> Self {
+        self.inner.page_copy = copy;
         self
     }
 
-    /// `--external-pipes`: a pipe end whose other end only processes outside the dump hold is dumped as
-    /// external (`pipe:[INODE]`, handed in at restore with `--inherit-fd`) instead of refusing the dump.
-    /// A container dump always does this (the agent holds the other ends of its stdio pipes).
-    pub fn external_pipes(mut self, yes: bool) -> Self {
-        self.external_pipes = yes;
-        self
-    }
-
-    /// `--external mnt[MOUNTPOINT]:KEY` specs for a container's mounts (see [`crate::container`]).
-    pub fn externals(mut self, specs: Vec<String>) -> Self {
-        self.container.externals = specs;
+    /// What to record as external instead of refusing it (see [`External`]).
+    pub fn externals(mut self, externals: impl IntoIterator<Item = External>) -> Self {
+        self.inner.externals = externals.into_iter().collect();
         self
     }
 
@@ -206,7 +150,7 @@ impl DumpBuilder {
     /// meaning). The dump fails, naming both, unless it is the root of the tree's mount namespace (same
     /// device and inode as `/proc/PID/root`); it is recorded as the default `--root` of the restore.
     pub fn root(mut self, dir: Option<PathBuf>) -> Self {
-        self.container.root = dir;
+        self.inner.root = dir;
         self
     }
 
@@ -214,8 +158,8 @@ impl DumpBuilder {
     /// says: pages go through process_vm_readv. The single remote syscalls for in-process state are
     /// still used.
     pub fn no_parasite(mut self, yes: bool) -> Self {
-        if yes && self.page_copy.method == mem::CopyMethod::Parasite {
-            self.page_copy.method = mem::CopyMethod::VmReadv;
+        if yes && self.inner.page_copy.method == task::pages::CopyMethod::Parasite {
+            self.inner.page_copy.method = task::pages::CopyMethod::VmReadv;
         }
         self
     }
@@ -224,7 +168,7 @@ impl DumpBuilder {
     /// by device and inode (the default), or by content (size, mtime, build-id or crc32) for a restore in
     /// another VM whose root filesystem is the same image on other devices.
     pub fn file_check(mut self, check: FileCheck) -> Self {
-        self.file_check = check;
+        self.inner.file_check = check;
         self
     }
 
@@ -232,94 +176,49 @@ impl DumpBuilder {
     /// around [`crate::tree::Freezer::seized`], and [`crate::tree::Freezer::before_detach`] runs before
     /// the tree is let go (see [`crate::tree::SeizedTree::seize_frozen`]).
     pub fn freezer(mut self, freezer: Box<dyn crate::tree::Freezer>) -> Self {
-        self.freezer = Some(freezer);
+        self.inner.freezer = Some(freezer);
         self
     }
 
     /// Test hook: fail the dump right after `stage` completes (for `Commit`: just before committing).
     #[doc(hidden)]
     pub fn fail_at(mut self, stage: DumpStage) -> Self {
-        self.fail_at = Some(stage);
+        self.inner.fail_at = Some(stage);
         self
     }
 
     /// Test hook: called on the dumping thread after each stage completes.
     #[doc(hidden)]
     pub fn on_stage(mut self, hook: impl FnMut(DumpStage, Pid) + 'static) -> Self {
-        self.stage_hook = Some(Box::new(hook));
+        self.inner.stage_hook = Some(Box::new(hook));
         self
     }
 
+    /// Test hook: do not refuse what the restore could not rebuild, and write the image a dump without
+    /// that check wrote, so a test can show the restore refuses it with the dump's own message.
+    #[doc(hidden)]
+    pub fn skip_restore_check(mut self) -> Self {
+        self.inner.skip_restore_check = true;
+        self
+    }
+
+    /// Finishes the options; fails when no images directory was given or the pid cannot be dumped.
     pub fn build(self) -> Result<Dump> {
-        let images_dir = self.images_dir.ok_or(DumpError::Config {
-            pid: self.pid.0,
-            reason: "no images directory given",
-        })?;
-        if self.pid.0 == 0 || self.pid.0 == std::process::id() {
+        let pid = self.inner.pid.0;
+        if self.inner.images_dir.as_os_str().is_empty() {
             return Err(DumpError::Config {
-                pid: self.pid.0,
+                pid,
+                reason: "no images directory given",
+            });
+        }
+        if pid == 0 || pid == std::process::id() {
+            return Err(DumpError::Config {
+                pid,
                 reason: "cannot dump pid 0 or the dumping process itself",
             });
         }
-        Ok(Dump {
-            pid: self.pid,
-            images_dir,
-            leave_running: self.leave_running,
-            shell_job: self.shell_job,
-            tcp_established: self.tcp_established,
-            page_copy: self.page_copy,
-            fail_at: self.fail_at,
-            stage_hook: self.stage_hook,
-            container: self.container,
-            external_pipes: self.external_pipes,
-            file_check: self.file_check,
-            freezer: self.freezer,
-        })
+        Ok(self.inner)
     }
-}
-
-/// Per-run progress: the stage being worked on and the timings so far.
-struct Progress {
-    pid: u32,
-    current: DumpStage,
-    started: Instant,
-    phases: Vec<(DumpStage, Duration)>,
-    fail_at: Option<DumpStage>,
-    hook: Option<StageHook>,
-}
-
-impl Progress {
-    /// Marks `stage` complete: records its time, runs the hook, fires an injected failure.
-    fn done(&mut self, stage: DumpStage) -> Result<()> {
-        self.record(stage);
-        self.fail_point(stage)
-    }
-
-    fn record(&mut self, stage: DumpStage) {
-        let now = Instant::now();
-        self.phases.push((stage, now - self.started));
-        self.started = now;
-    }
-
-    /// Runs the hook and fires an injected failure for `stage`.
-    fn fail_point(&mut self, stage: DumpStage) -> Result<()> {
-        if let Some(hook) = self.hook.as_mut() {
-            hook(stage, Pid(self.pid));
-        }
-        if self.fail_at == Some(stage) {
-            return Err(DumpError::InjectedFailure {
-                pid: self.pid,
-                stage,
-            });
-        }
-        self.current = next_stage(stage);
-        Ok(())
-    }
-}
-
-fn next_stage(s: DumpStage) -> DumpStage {
-    let i = DumpStage::ALL.iter().position(|x| *x == s).unwrap_or(0);
-    DumpStage::ALL[(i + 1).min(DumpStage::ALL.len() - 1)]
 }
 
 /// Whether a seized process has died (zombie, reaped, or pid reused).
@@ -330,15 +229,12 @@ fn is_dead(identity: &ProcessIdentity) -> bool {
     }
 }
 
-/// Everything collected from a task before records are written.
-struct Collected {
-    core: TaskCore,
-    /// Every thread, the leader first.
-    threads: Vec<ThreadCore>,
-    pstree: PsTreeEntry,
-    mm: Mm,
-    fds: Vec<Fd>,
-    vmas: Vec<CollectedVma>,
+/// What [`Dump::dump_seized`] committed.
+struct Committed {
+    image_dir: PathBuf,
+    bytes: u64,
+    /// TCP sockets left in repair mode, see [`files::RepairedSockets`].
+    repaired: files::RepairedSockets,
 }
 
 impl Dump {
@@ -347,59 +243,25 @@ impl Dump {
     pub fn run(mut self) -> Result<DumpStats> {
         let t0 = Instant::now();
         let pid = self.pid.0;
-        let mut progress = Progress {
-            pid,
-            current: DumpStage::Seize,
-            started: t0,
-            phases: Vec::new(),
-            fail_at: self.fail_at,
-            hook: self.stage_hook.take(),
-        };
+        let mut progress = Progress::new(pid, t0, self.fail_at, self.stage_hook.take());
         // The writer first: an unusable image directory fails before the target is touched.
         let writer = ImageWriter::create(&self.images_dir).map_err(|source| DumpError::Image {
             pid,
             what: format!("create {}", self.images_dir.display()),
             source,
         })?;
+        // What dormant itself lacks fails the dump before the target is touched.
+        crate::caps::check_dumper(pid)?;
         let tree = match self.freezer.as_deref_mut() {
             Some(f) => SeizedTree::seize_frozen(pid, f)?,
             None => SeizedTree::seize(pid)?,
         };
         let frozen_at = Instant::now();
         let identity = tree.root().identity();
-        match self.dump_seized(&tree, writer, &mut progress) {
-            Ok((image_dir, pages, bytes, repaired)) => {
-                let release = Instant::now();
-                // Frozen time ends when the task runs again or is killed; waiting for its pid to be
-                // freed (its parent's reaping) is release time, not frozen time.
-                let frozen = if self.leave_running {
-                    // Connections leave repair mode before the tree runs again.
-                    drop(repaired);
-                    self.refreeze(pid);
-                    // A job-control-stopped task re-enters its stop on detach (the kernel re-arms it).
-                    tree.detach()?;
-                    frozen_at.elapsed()
-                } else {
-                    let frozen = frozen_at.elapsed();
-                    // The dumper's copies keep the sockets (in repair mode) open through the kill; closing
-                    // them afterwards drops the connections without a word to the peers. If the kill
-                    // fails, dropping them switches repair mode off.
-                    tree.kill(KILL_TIMEOUT)?;
-                    repaired.close_silently();
-                    frozen
-                };
-                Ok(DumpStats {
-                    frozen,
-                    release: release.elapsed(),
-                    total: t0.elapsed(),
-                    pages_written: pages,
-                    bytes_written: bytes,
-                    phases: progress.phases,
-                    image_dir,
-                })
-            }
+        let committed = match self.dump_seized(&tree, writer, &mut progress) {
+            Ok(c) => c,
             Err(err) => {
-                let stage = progress.current;
+                let stage = progress.current();
                 // Dropping the task detaches it; the writer was dropped inside dump_seized.
                 self.refreeze(pid);
                 let detached = tree.detach();
@@ -410,9 +272,37 @@ impl Dump {
                 if let Err(e) = detached {
                     log::error!("pid {pid}: cannot detach after a failed dump: {e}");
                 }
-                Err(err)
+                return Err(err);
             }
-        }
+        };
+        let release = Instant::now();
+        // Frozen time ends when the task runs again or is killed; waiting for its pid to be freed (its
+        // parent's reaping) is release time, not frozen time.
+        let frozen = if self.leave_running {
+            // Connections leave repair mode before the tree runs again.
+            drop(committed.repaired);
+            self.refreeze(pid);
+            // A job-control-stopped task re-enters its stop on detach (the kernel re-arms it).
+            tree.detach()?;
+            frozen_at.elapsed()
+        } else {
+            let frozen = frozen_at.elapsed();
+            // The dumper's copies keep the sockets (in repair mode) open through the kill; closing them
+            // afterwards drops the connections without a word to the peers. If the kill fails, dropping
+            // them switches repair mode off.
+            tree.kill(KILL_TIMEOUT)?;
+            committed.repaired.close_silently();
+            frozen
+        };
+        Ok(DumpStats {
+            frozen,
+            release: release.elapsed(),
+            total: t0.elapsed(),
+            pages_written: committed.bytes / PAGE_SIZE,
+            bytes_written: committed.bytes,
+            phases: progress.into_phases(),
+            image_dir: committed.image_dir,
+        })
     }
 
     /// Before a frozen tree is let go: the freezer takes it back if it was paused.
@@ -424,46 +314,64 @@ impl Dump {
         }
     }
 
-    /// Collects and writes everything; returns the committed image path, pages and bytes written, and the
-    /// TCP sockets left in repair mode (on error they are dropped here, which switches repair off).
-    fn dump_seized(
-        &self,
-        tree: &SeizedTree,
-        mut writer: ImageWriter,
-        progress: &mut Progress,
-    ) -> Result<(PathBuf, u64, u64, files::RepairedSockets)> {
-        let root = tree.root().pid();
-        progress.done(DumpStage::Seize)?;
-        // A container's mount tree and namespaces first: an unrestorable mount refuses the dump early.
-        let pids: Vec<Pid> = tree.tasks.iter().map(|t| Pid(t.task.pid())).collect();
-        let container = crate::container::dump_container(&pids, &self.container, &mut writer)?;
-        let mut table = FileTable::new();
-        // One for the whole tree: fds shared between processes share one record.
-        let mut file_descs =
-            files::FileCollector::new(self.shell_job).tcp_established(self.tcp_established);
-        file_descs.external_pipes(container.is_some() || self.external_pipes);
-        file_descs.tree_pids(
+    /// The fd collector for this dump's tree; `container`: the tree is a container.
+    fn file_collector(&self, tree: &SeizedTree, container: bool) -> FileCollector {
+        let mut files = FileCollector::new(self.shell_job).tcp_established(self.tcp_established);
+        files.external_pipes(container || self.externals.contains(&External::Pipes));
+        files.tree_pids(
             tree.tasks
                 .iter()
                 .map(|t| t.task.pid())
                 .chain(tree.zombies.iter().map(|z| z.pid.0)),
         );
+        files
+    }
+
+    /// Collects and writes everything and commits the image; on error the writer is dropped here (and
+    /// with it the temporary directory), and so are the repaired sockets, which switches repair off.
+    fn dump_seized(
+        &self,
+        tree: &SeizedTree,
+        mut writer: ImageWriter,
+        progress: &mut Progress,
+    ) -> Result<Committed> {
+        let root = tree.root().pid();
+        // Before anything is injected: what the restore could not rebuild is refused now.
+        let facts = crate::restorable::read_facts(tree)?;
+        if !self.skip_restore_check {
+            crate::restorable::check(&facts)?;
+        }
+        progress.done(DumpStage::Seize)?;
+        // A container's mount tree and namespaces first: an unrestorable mount refuses the dump early.
+        let pids: Vec<Pid> = tree.tasks.iter().map(|t| Pid(t.task.pid())).collect();
+        let opts = ContainerOptions {
+            externals: self.externals.clone(),
+            root: self.root.clone(),
+        };
+        let container = crate::container::dump_container(&pids, &opts, &mut writer)?;
+        if container.is_none() {
+            // Outside a container the namespaces are only recorded (they are the restorer's), so the
+            // restore can check them as the dump did.
+            crate::ns::dump_namespaces(&pids, &mut writer)?;
+        }
+        let mut table = FileTable::new();
+        // One for the whole tree: fds shared between processes share one record.
+        let mut file_descs = self.file_collector(tree, container.is_some());
         let mut entries = Vec::with_capacity(tree.tasks.len());
         let mut shmem: Vec<ShmemObject> = Vec::new();
         let mut bytes = 0;
         for t in &tree.tasks {
-            let (entry, objects, task_bytes) = self.dump_task(
-                &t.task,
-                t.ppid,
-                &mut writer,
-                &mut table,
-                &mut file_descs,
-                &shmem,
-                progress,
-            )?;
-            entries.push(entry);
-            shmem.extend(objects);
-            bytes += task_bytes;
+            let mut state = TreeState {
+                writer: &mut writer,
+                table: &mut table,
+                files: &mut file_descs,
+                known_shmem: &shmem,
+                page_copy: self.page_copy,
+            };
+            let dumped = task::dump(&t.task, t.ppid, &mut state, progress)?;
+            entries.push(dumped.pstree);
+            shmem.extend(dumped.shmem);
+            bytes += dumped.bytes;
         }
         let err = |file: &str| {
             let what = file.to_string();
@@ -496,337 +404,12 @@ impl Dump {
         // --- Commit (an injected failure fires just before it).
         progress.fail_point(DumpStage::Commit)?;
         let info = crate::inventory::info(Pid(root))?;
-        let dir = writer.commit(info).map_err(err("commit"))?;
+        let image_dir = writer.commit(info).map_err(err("commit"))?;
         progress.record(DumpStage::Commit);
-        Ok((
-            dir,
-            bytes / crate::PAGE_SIZE,
+        Ok(Committed {
+            image_dir,
             bytes,
-            file_descs.take_repaired(),
-        ))
-    }
-
-    /// Collects one seized process and writes its own records and page store; returns its tree entry,
-    /// the shared-memory objects it introduced (those in `known` are not dumped again) and the bytes of
-    /// page data written.
-    // The tree-wide state (files by path, file descriptions, shared memory) is threaded through explicitly.
-    #[allow(clippy::too_many_arguments)]
-    fn dump_task(
-        &self,
-        task: &SeizedTask,
-        ppid: Option<u32>,
-        writer: &mut ImageWriter,
-        table: &mut FileTable,
-        file_descs: &mut files::FileCollector,
-        known: &[ShmemObject],
-        progress: &mut Progress,
-    ) -> Result<(PsTreeEntry, Vec<ShmemObject>, u64)> {
-        let pid = task.pid();
-
-        // --- Registers of every thread: before anything is injected (rseq state, restart state).
-        let mem_file = mem::open_mem(pid)?;
-        let mut thread_regs = Vec::new();
-        for tid in task.tids() {
-            thread_regs.push(threads::read_regs(pid, tid, &mem_file)?);
-        }
-        let shared_pending = regs::peek_pending(pid, true)?;
-        progress.done(DumpStage::Registers)?;
-
-        // --- In-process state, before the VMA snapshot (the scratch mapping is gone again by then).
-        let remote = remote_state(pid)?;
-        let mut thread_remote = vec![threads::ThreadRemote {
-            sigaltstack: remote.sigaltstack,
-            clear_child_tid: remote.clear_child_tid,
-        }];
-        for t in thread_regs.iter().skip(1) {
-            thread_remote.push(threads::remote(pid, t.tid)?);
-        }
-        progress.done(DumpStage::Remote)?;
-
-        // --- /proc state.
-        let stat = seize::read_stat(pid)?;
-        // A session led inside the tree loses its controlling terminal at restore (the leader calls setsid
-        // there): refuse rather than restore a session whose /dev/tty is gone. A shell job's session is
-        // led from outside and takes the restorer's terminal (--shell-job).
-        if stat.session == pid && stat.tty_nr != 0 {
-            let dev = u64::from(stat.tty_nr);
-            return Err(DumpError::ControllingTerminal {
-                pid,
-                major: libc::major(dev),
-                minor: libc::minor(dev),
-            });
-        }
-        let status_text = proc::read_string(pid, "status")?;
-        let status = proc::status::parse(&status_text).map_err(|reason| DumpError::ProcParse {
-            pid,
-            file: "status",
-            reason,
-        })?;
-        let comm = proc::read_string(pid, "comm")?
-            .trim_end_matches('\n')
-            .to_string();
-        let personality = proc::parse_personality(&proc::read_string(pid, "personality")?).ok_or(
-            DumpError::ProcParse {
-                pid,
-                file: "personality",
-                reason: "not a hex number".into(),
-            },
-        )?;
-        let rlimits =
-            proc::limits::parse(&proc::read_string(pid, "limits")?).map_err(|reason| {
-                DumpError::ProcParse {
-                    pid,
-                    file: "limits",
-                    reason,
-                }
-            })?;
-        let auxv = proc::parse_auxv(&proc::read_bytes(pid, "auxv")?);
-        let exe = files::dump_exe(pid, table)?;
-        let cwd = proc::read_link(pid, "cwd")?;
-        let root = proc::read_link(pid, "root")?;
-        let mut thread_comms = vec![comm.clone()];
-        let mut thread_ns_tids = vec![status.ns_pids.clone()];
-        for t in thread_regs.iter().skip(1) {
-            thread_ns_tids.push(threads::check_creds(pid, t.tid, &status.creds)?);
-            thread_comms.push(threads::comm(pid, t.tid)?);
-        }
-        progress.done(DumpStage::ProcState)?;
-
-        // --- Files.
-        let fds = file_descs.dump_task(pid, table)?;
-        progress.done(DumpStage::Files)?;
-
-        // --- Memory.
-        let vmas = mem::collect_vmas(pid, table)?;
-        let walker = PageWalker::open(pid).map_err(|source| DumpError::ProcRead {
-            pid,
-            path: proc::path(pid, "pagemap"),
-            source,
-        })?;
-        let chunks = mem::plan_private_pages(pid, &vmas, &walker)?;
-        let store_name = names::task_pages(Pid(pid));
-        let image_err = |what: String| move |source| DumpError::Image { pid, what, source };
-        let store = writer
-            .page_store(&store_name)
-            .map_err(image_err(format!("page store {store_name}")))?;
-        let pool = mem::copy_pool(self.page_copy.threads)?;
-        let private_bytes = if self.page_copy.method == mem::CopyMethod::Parasite {
-            let fallback = (&mem_file, &pool);
-            let threads = self.page_copy.threads;
-            crate::parasite_pages::copy_chunks(pid, &vmas, &chunks, &store, threads, fallback)?
-        } else {
-            let method = self.page_copy.method;
-            mem::copy_chunks(pid, &mem_file, &chunks, &store, &pool, method)?
-        };
-        writer
-            .finish_page_store(store)
-            .map_err(image_err(format!("page store {store_name}")))?;
-        // An object shared with a process dumped before is stored once (its first dumper owns it).
-        let new_shmem: Vec<CollectedVma> = vmas
-            .iter()
-            .filter(|v| match v.vma.backing {
-                VmaBacking::Shmem(id) => !known.iter().any(|o| o.id == id),
-                _ => true,
-            })
-            .cloned()
-            .collect();
-        let (shmem, shmem_bytes) = mem::dump_shmem(pid, &new_shmem, writer)?;
-        progress.done(DumpStage::Memory)?;
-
-        // --- Records.
-        let brk = remote
-            .brk
-            .unwrap_or_else(|| heap_end(&vmas, stat.start_brk));
-        let layout = MmLayout {
-            start_code: stat.start_code,
-            end_code: stat.end_code,
-            start_data: stat.start_data,
-            end_data: stat.end_data,
-            start_brk: stat.start_brk,
-            brk,
-            start_stack: stat.start_stack,
-            arg_start: stat.arg_start,
-            arg_end: stat.arg_end,
-            env_start: stat.env_start,
-            env_end: stat.env_end,
-        };
-        let creds = Creds {
-            securebits: remote.securebits,
-            ..status.creds.clone()
-        };
-        let collected = Collected {
-            core: TaskCore {
-                pid: Pid(pid),
-                comm: comm.clone(),
-                personality,
-                umask: status.umask,
-                rlimits,
-                sigactions: remote.sigactions.clone(),
-                itimers: remote.itimers,
-                creds,
-                dumpable: remote.dumpable,
-                pdeathsig: remote.pdeathsig,
-                child_subreaper: remote.child_subreaper,
-                shared_pending: shared_pending.clone(),
-                stopped: task.was_stopped(),
-                cwd,
-                root,
-                posix_timers: remote.posix_timers.clone(),
-            },
-            threads: thread_regs
-                .into_iter()
-                .zip(thread_remote)
-                .zip(thread_comms)
-                .zip(thread_ns_tids)
-                .map(|(((r, rem), c), ns)| threads::core(r, rem, c, ns))
-                .collect(),
-            pstree: PsTreeEntry {
-                pid: Pid(pid),
-                ppid: ppid.map(Pid),
-                pgid: Pid(stat.pgrp),
-                sid: Pid(stat.session),
-                threads: task.tids().into_iter().map(Tid).collect(),
-                ns_pids: status.ns_pids.iter().copied().map(Pid).collect(),
-            },
-            mm: Mm {
-                layout,
-                auxv,
-                exe,
-                vmas: vmas.iter().map(|v| v.vma.clone()).collect(),
-            },
-            fds,
-            vmas,
-        };
-        write_records(pid, writer, &collected)?;
-        Ok((collected.pstree, shmem, private_bytes + shmem_bytes))
-    }
-}
-
-/// Writes the records of one process (tree-wide files are written by the caller).
-fn write_records(pid: u32, writer: &mut ImageWriter, c: &Collected) -> Result<()> {
-    let err = |file: String| {
-        move |source| DumpError::Image {
-            pid,
-            what: file,
-            source,
-        }
-    };
-    let p = Pid(pid);
-    writer
-        .write_records(&names::core(p), std::slice::from_ref(&c.core))
-        .map_err(err(names::core(p)))?;
-    for t in &c.threads {
-        writer
-            .write_records(&names::thread(t.tid), std::slice::from_ref(t))
-            .map_err(err(names::thread(t.tid)))?;
-    }
-    writer
-        .write_records(&names::mm(p), std::slice::from_ref(&c.mm))
-        .map_err(err(names::mm(p)))?;
-    writer
-        .write_records(&names::fds(p), &c.fds)
-        .map_err(err(names::fds(p)))?;
-    log::debug!("pid {pid}: records written ({} vmas)", c.vmas.len());
-    Ok(())
-}
-
-/// The program break when the task could not be asked: the end of `[heap]`, else where it starts.
-fn heap_end(vmas: &[CollectedVma], start_brk: u64) -> u64 {
-    vmas.iter()
-        .find(|v| v.vma.name == "[heap]")
-        .map(|v| v.vma.end)
-        .unwrap_or(start_brk)
-}
-
-/// State only the task itself can tell, asked with injected syscalls.
-#[derive(Debug, Default)]
-struct RemoteState {
-    sigactions: Option<Vec<SigAction>>,
-    itimers: Option<[ITimer; 3]>,
-    brk: Option<u64>,
-    sigaltstack: Option<SigAltStack>,
-    clear_child_tid: Option<u64>,
-    dumpable: Option<u32>,
-    pdeathsig: Option<u32>,
-    child_subreaper: Option<bool>,
-    securebits: Option<u32>,
-    posix_timers: Vec<PosixTimer>,
-}
-
-fn remote_state(pid: u32) -> Result<RemoteState> {
-    use dormant_parasite::{query, RemoteTask, Tid as RTid};
-    let perr = |what: &'static str| {
-        move |e: dormant_parasite::ParasiteError| DumpError::Parasite {
-            pid,
-            what,
-            reason: e.to_string(),
-        }
-    };
-    let mut task = RemoteTask::new(RTid(pid as i32)).map_err(perr("prepare injection"))?;
-    let snap = query::snapshot(&mut task).map_err(perr("task snapshot"))?;
-    let timer_text = proc::read_string(pid, "timers")?;
-    let entries = crate::timers::parse(&timer_text).map_err(|reason| DumpError::ProcParse {
-        pid,
-        file: "timers",
-        reason,
-    })?;
-    let states = if entries.is_empty() {
-        Vec::new()
-    } else {
-        let ids: Vec<i32> = entries.iter().map(|e| e.id).collect();
-        let mut scratch = task.scratch(4096).map_err(perr("timer scratch"))?;
-        let states = query::posix_timers(&mut scratch, &ids).map_err(perr("posix timers"))?;
-        scratch.close().map_err(perr("timer scratch"))?;
-        states
-    };
-    let posix_timers = entries
-        .iter()
-        .zip(&states)
-        .map(|(e, s)| PosixTimer {
-            id: e.id,
-            clock: e.clock,
-            notify: e.notify,
-            signo: e.signo,
-            value: e.value,
-            notify_tid: e.notify_tid,
-            interval_ns: s.interval_ns,
-            value_ns: s.value_ns,
-            overrun: s.overrun,
+            repaired: file_descs.take_repaired(),
         })
-        .collect();
-    let us = |t: query::TimeVal| (t.sec.max(0) as u64) * 1_000_000 + t.usec.max(0) as u64;
-    let it = |v: query::ITimerVal| ITimer {
-        interval_us: us(v.interval),
-        value_us: us(v.value),
-    };
-    Ok(RemoteState {
-        sigactions: Some(
-            snap.sigactions
-                .iter()
-                .map(|a| SigAction {
-                    handler: a.handler,
-                    flags: a.flags,
-                    restorer: a.restorer,
-                    mask: a.mask,
-                })
-                .collect(),
-        ),
-        itimers: Some([
-            it(snap.itimers.real),
-            it(snap.itimers.virtual_),
-            it(snap.itimers.prof),
-        ]),
-        brk: Some(snap.brk),
-        sigaltstack: Some(SigAltStack {
-            sp: snap.altstack.sp,
-            flags: snap.altstack.flags as u32,
-            size: snap.altstack.size,
-        }),
-        clear_child_tid: snap.tid_address,
-        dumpable: Some(snap.dumpable as u32),
-        pdeathsig: Some(snap.pdeathsig as u32),
-        child_subreaper: Some(snap.child_subreaper),
-        securebits: Some(snap.securebits),
-        posix_timers,
-    })
+    }
 }

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use dormant_image::records::Pid;
 use nix::errno::Errno;
 
-use crate::dump::DumpStage;
+use crate::files::error::FdError;
+use crate::files::kind::FdKind;
+use crate::stage::DumpStage;
 
 /// Why a dump failed. Before the image is committed, every failure leaves the target running as before.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +26,14 @@ pub enum DumpError {
         file: &'static str,
         reason: String,
     },
+    #[error("pid {pid}: dormant lacks {capability}, which {purpose}")]
+    MissingCapability {
+        pid: u32,
+        capability: &'static str,
+        purpose: &'static str,
+    },
+    #[error("pid {pid}: PTRACE_SEIZE refused: {reason}")]
+    SeizeDenied { pid: u32, reason: String },
     #[error("pid {pid}: {op} failed: {source}")]
     Ptrace {
         pid: u32,
@@ -48,10 +58,6 @@ pub enum DumpError {
     PidReused { pid: u32 },
     #[error("pid {pid} exited or was killed during the dump ({stage:?})")]
     ProcessGone { pid: u32, stage: DumpStage },
-    #[error(
-        "pid {pid} has {threads} threads; only single-threaded processes can be dumped for now"
-    )]
-    TooManyThreads { pid: u32, threads: usize },
     #[error(
         "pid {pid}: thread {tid} has credentials that differ from the leader's ({what}); per-thread \
          credentials cannot be restored"
@@ -83,12 +89,21 @@ pub enum DumpError {
         kind: &'static str,
     },
     /// An fd whose kind is supported but whose state cannot be dumped (or read).
-    #[error("pid {pid} fd {fd} ({kind}): {reason}")]
+    #[error("pid {pid} fd {fd} ({kind}): {source}")]
     FileDesc {
         pid: u32,
         fd: i32,
-        kind: &'static str,
-        reason: String,
+        kind: FdKind,
+        #[source]
+        source: FdError,
+    },
+    /// A lock held through an fd that the dump cannot carry (or read).
+    #[error("pid {pid} fd {fd} (file lock): {source}")]
+    FileLock {
+        pid: u32,
+        fd: i32,
+        #[source]
+        source: FdError,
     },
     #[error("pid {pid} {what}: {path} is deleted; deleted files are not supported yet")]
     DeletedFile {
@@ -172,6 +187,14 @@ pub enum DumpError {
         #[source]
         source: dormant_mounts::MountError,
     },
+    /// State the restore could not rebuild; the restore refuses it with the same message.
+    #[error("{0}")]
+    Unrestorable(dormant_restorable::Refusal),
+    #[error(
+        "pid {pid} unshared a {kind} namespace for children it has not forked yet; such a namespace is not \
+         carried (its next children would start in its own)"
+    )]
+    ForChildren { pid: u32, kind: &'static str },
     #[error("namespaces: {0}")]
     Namespace(#[from] crate::ns::NsError),
     #[error("host: {what}: {source}")]
@@ -190,18 +213,20 @@ impl DumpError {
             ProcRead { pid, .. }
             | ProcParse { pid, .. }
             | Ptrace { pid, .. }
+            | MissingCapability { pid, .. }
+            | SeizeDenied { pid, .. }
             | UnexpectedStop { pid, .. }
             | Freezer { pid, .. }
             | NoSuchProcess { pid }
             | Zombie { pid }
             | PidReused { pid }
             | ProcessGone { pid, .. }
-            | TooManyThreads { pid, .. }
             | ThreadCredsDiffer { pid, .. }
             | PendingSignal { pid, .. }
             | UnsupportedVma { pid, .. }
             | UnsupportedFd { pid, .. }
             | FileDesc { pid, .. }
+            | FileLock { pid, .. }
             | DeletedFile { pid, .. }
             | Stat { pid, .. }
             | MemRead { pid, .. }
@@ -215,7 +240,9 @@ impl DumpError {
             | Mounts { pid, .. }
             | WrongRoot { pid, .. }
             | Config { pid, .. }
-            | ControllingTerminal { pid, .. } => *pid,
+            | ControllingTerminal { pid, .. }
+            | ForChildren { pid, .. } => *pid,
+            Unrestorable(r) => r.pid(),
             ThreadPool(_) | Host { .. } | Namespace(_) => return None,
         };
         Some(Pid(pid))

@@ -6,26 +6,10 @@ use dormant_image::records::Pid;
 use dormant_image::InventoryInfo;
 
 use crate::error::{DumpError, Result};
-use crate::regs;
+use crate::task::regs;
 
 /// XCR0: the XSAVE features the OS enabled (what a restored XSAVE area may contain).
-pub fn xcr0() -> u64 {
-    // SAFETY: CPUID leaf 1 exists on every x86-64 CPU.
-    #[allow(unused_unsafe)]
-    let leaf1 = unsafe { std::arch::x86_64::__cpuid(1) };
-    const OSXSAVE: u32 = 1 << 27;
-    if leaf1.ecx & OSXSAVE == 0 {
-        // No XSAVE enabled: x87 and SSE state only.
-        return 0b11;
-    }
-    let (lo, hi): (u32, u32);
-    // SAFETY: XGETBV with ecx = 0 is valid whenever CR4.OSXSAVE is set, checked above; it only reads XCR0.
-    unsafe {
-        std::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi,
-                        options(nomem, nostack, preserves_flags));
-    }
-    (u64::from(hi) << 32) | u64::from(lo)
-}
+pub use dormant_sys::cpu::xcr0;
 
 /// The inventory facts for an image whose root task is `root`.
 pub fn info(root: Pid) -> Result<InventoryInfo> {

@@ -101,6 +101,10 @@ impl SeizedTask {
         let npid = NixPid::from_raw(pid as i32);
         ptrace::seize(npid, dormant_parasite::SEIZE_OPTIONS).map_err(|e| match e {
             Errno::ESRCH => DumpError::NoSuchProcess { pid },
+            Errno::EPERM => DumpError::SeizeDenied {
+                pid,
+                reason: crate::caps::seize_denied(pid),
+            },
             e => DumpError::Ptrace {
                 pid,
                 op: "PTRACE_SEIZE",

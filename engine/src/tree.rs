@@ -54,6 +54,21 @@ pub fn children(pid: u32, tids: &[u32]) -> Result<Vec<u32>> {
     Ok(out)
 }
 
+/// A session led inside the tree loses its controlling terminal at restore (the leader calls setsid
+/// there): refuse rather than restore a session whose /dev/tty is gone. A shell job's session is led from
+/// outside and takes the restorer's terminal (--shell-job).
+pub fn check_controlling_terminal(pid: u32, stat: &proc::stat::ProcStat) -> Result<()> {
+    if stat.session == pid && stat.tty_nr != 0 {
+        let dev = u64::from(stat.tty_nr);
+        return Err(DumpError::ControllingTerminal {
+            pid,
+            major: libc::major(dev),
+            minor: libc::minor(dev),
+        });
+    }
+    Ok(())
+}
+
 fn zombie(pid: u32, ppid: u32) -> Result<Zombie> {
     let st = seize::read_stat(pid)?;
     Ok(Zombie {

@@ -13,7 +13,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use dormant_engine::{regs, Dump, DumpError, DumpStage, Pid};
+use dormant_engine::files::FdKind;
+use dormant_engine::task::regs;
+use dormant_engine::{Dump, DumpError, DumpStage, External, Pid};
 use dormant_image::records::{
     names, page_flags, Fd, FdFile, RegFile, ShmemId, ShmemObject, VmaBacking,
 };
@@ -569,7 +571,7 @@ fn pipe_on_stdin_fails_and_target_keeps_working() {
             err,
             DumpError::FileDesc {
                 fd: 0,
-                kind: "pipe",
+                kind: FdKind::Pipe { .. },
                 ..
             }
         ),
@@ -613,7 +615,7 @@ fn pipe_on_stdin_dumped_as_external_on_request() {
     Dump::builder(target.pid())
         .images_dir(&img_dir)
         .leave_running(true)
-        .external_pipes(true)
+        .externals([External::Pipes])
         .build()
         .unwrap()
         .run()
@@ -658,7 +660,7 @@ fn tty_needs_shell_job() {
             err,
             DumpError::FileDesc {
                 fd: 0,
-                kind: "pty slave",
+                kind: FdKind::PtySlave { .. },
                 ..
             }
         ),

@@ -245,7 +245,8 @@ pub struct Rlimit {
     pub hard: u64,
 }
 
-/// The kernel's `struct k_sigaction` for x86-64, as `rt_sigaction` reads and writes it.
+/// One signal's disposition as the image stores it; the fields of the kernel's x86-64 `struct
+/// sigaction` ([`dormant_sys::signal::KernelSigaction`], which `rt_sigaction` reads and writes).
 #[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct SigAction {
@@ -253,6 +254,29 @@ pub struct SigAction {
     pub flags: u64,
     pub restorer: u64,
     pub mask: u64,
+}
+
+// The one conversion each way between the kernel layout and the record.
+impl From<dormant_sys::signal::KernelSigaction> for SigAction {
+    fn from(k: dormant_sys::signal::KernelSigaction) -> Self {
+        SigAction {
+            handler: k.handler,
+            flags: k.flags,
+            restorer: k.restorer,
+            mask: k.mask,
+        }
+    }
+}
+
+impl From<SigAction> for dormant_sys::signal::KernelSigaction {
+    fn from(a: SigAction) -> Self {
+        dormant_sys::signal::KernelSigaction {
+            handler: a.handler,
+            flags: a.flags,
+            restorer: a.restorer,
+            mask: a.mask,
+        }
+    }
 }
 
 /// `struct itimerval` in microseconds.

@@ -47,9 +47,6 @@ pub enum MountError {
     )]
     UnreachableMaster { mountpoint: String, group: u32 },
 
-    #[error("bad --external spec {spec:?}: {why}")]
-    BadExternal { spec: String, why: &'static str },
-
     #[error("mount plan: {0}")]
     Plan(String),
 

@@ -17,7 +17,7 @@ pub mod mountinfo;
 pub mod plan;
 pub mod procfs;
 pub mod sim;
-mod sys;
+pub mod sys;
 pub mod tmpfs;
 
 pub use classify::{classify, dump_namespace};

@@ -1,12 +1,12 @@
 //! The dumper's view of the memfd area shared with the target, and the pidfd used to take fds from it.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 
 use nix::errno::Errno;
 
 use crate::error::ParasiteError;
-use crate::remote::Tid;
+use crate::ids::Tid;
 
 /// Plain-data types that may be copied in and out of the shared area: `#[repr(C)]`, integers only, so
 /// any bytes the target leaves there are a valid value.
@@ -102,25 +102,18 @@ impl Drop for LocalArea {
 
 /// A pidfd for the process of `tid` (its thread-group leader must be `tid`).
 pub(crate) fn pidfd_open(tid: Tid) -> Result<OwnedFd, ParasiteError> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, tid.0, 0) };
-    own_fd(fd, || format!("pidfd_open({tid})"))
+    dormant_sys::host::pidfd_open(tid.0, 0).map_err(|source| ParasiteError::Local {
+        what: format!("pidfd_open({tid})"),
+        source,
+    })
 }
 
 /// Duplicate fd `target_fd` of the process behind `pidfd` into the dumper (needs ptrace rights).
 pub(crate) fn pidfd_getfd(pidfd: &OwnedFd, target_fd: RawFd) -> Result<OwnedFd, ParasiteError> {
-    // SAFETY: pidfd_getfd takes two fds and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target_fd, 0) };
-    own_fd(fd, || format!("pidfd_getfd of target fd {target_fd}"))
-}
-
-fn own_fd(ret: libc::c_long, what: impl FnOnce() -> String) -> Result<OwnedFd, ParasiteError> {
-    if ret < 0 {
-        return Err(ParasiteError::Local {
-            what: what(),
-            source: Errno::last(),
-        });
-    }
-    // SAFETY: the syscall just returned this fd to us; nobody else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+    dormant_sys::host::pidfd_getfd(pidfd.as_fd(), target_fd).map_err(|source| {
+        ParasiteError::Local {
+            what: format!("pidfd_getfd of target fd {target_fd}"),
+            source,
+        }
+    })
 }

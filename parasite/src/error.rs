@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::remote::Tid;
+use crate::ids::Tid;
 
 /// Everything that can go wrong while inspecting or injecting into a task.
 #[derive(Debug, thiserror::Error)]

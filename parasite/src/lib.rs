@@ -15,24 +15,34 @@
 //! the syscall-restart fixup to the registers it saves (that is the dumper's job on its own copy), and it
 //! does not decide what to dump: it answers commands.
 
+/// A point a crash test can stop or kill the injecting process at (see [`test_hooks`]); expands to
+/// nothing without the `test-hooks` feature, so release builds carry no hook.
+macro_rules! hook {
+    ($stage:ident) => {
+        #[cfg(feature = "test-hooks")]
+        crate::test_hooks::stage(crate::test_hooks::Stage::$stage);
+    };
+}
+
 mod area;
 mod blob;
 mod error;
-mod frame;
-mod maps;
+mod ids;
 mod parasite;
 mod ptrace;
 pub mod query;
 mod remote;
 mod site;
+#[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub mod test_hooks;
 
-pub use blob::BlobImage;
+pub use blob::embedded as embedded_blob;
 pub use error::ParasiteError;
+pub use ids::Tid;
 pub use parasite::{PagePiece, Parasite, SpliceError, ThreadInfo};
 pub use ptrace::{get_sigmask, set_sigmask, SigMask};
-pub use remote::{RemoteScratch, RemoteTask, Tid};
+pub use remote::{RemoteScratch, RemoteTask};
 pub use site::find_syscall_site;
 
 /// The options a caller must pass to `PTRACE_SEIZE` for every task it hands to this crate.

@@ -27,6 +27,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{mpsc, Mutex};
 
 use dormant_parasite_proto as proto;
+use dormant_sys::nr;
+use dormant_sys::regs::{UserRegs, EFLAGS_DF, EFLAGS_TF};
+use dormant_sys::sigframe::{self, AltStack as FrameAltStack};
 use libc::user_regs_struct;
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
@@ -34,20 +37,17 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use proto::{Control, Iov, PipeJob, Snapshot, ThreadState};
 
 use crate::area::{pidfd_getfd, pidfd_open, LocalArea};
-use crate::blob::{BlobImage, PAGE};
+use crate::blob::{self, PAGE};
 use crate::error::ParasiteError;
-use crate::frame;
+use crate::ids::Tid;
 use crate::ptrace::{self, SigMask, SyscallStop};
-use crate::query::{AltStack, ITimerVal, ITimers, SigAction, TaskSnapshot, TimeVal};
-use crate::remote::{RemoteTask, Tid};
+use crate::query::{AltStack, ITimerVal, ITimers, TaskSnapshot, TimeVal};
+use crate::remote::RemoteTask;
 
 const CTL_LEN: u64 = PAGE;
 /// Room for a snapshot or for vmsplice jobs and their iovecs.
 const DATA_LEN: u64 = 64 * 1024;
 const STACK_LEN: u64 = 64 * 1024;
-const EFLAGS_TF: u64 = 1 << 8;
-const EFLAGS_DF: u64 = 1 << 10;
-const SYS_RT_SIGRETURN: u64 = 15;
 /// Most iovecs one vmsplice call accepts (UIO_MAXIOV).
 const IOV_MAX: usize = 1024;
 
@@ -67,7 +67,7 @@ impl Layout {
         let ctl = blob_span;
         let data = ctl + CTL_LEN;
         let stack_top = data + DATA_LEN + STACK_LEN;
-        let frame_slot = (frame::frame_len(xstate_len) as u64).div_ceil(PAGE) * PAGE;
+        let frame_slot = (sigframe::frame_len(xstate_len) as u64).div_ceil(PAGE) * PAGE;
         Layout {
             ctl,
             data,
@@ -130,7 +130,7 @@ impl Parasite {
     /// it that commands may be sent to. All must be seized and stopped.
     pub fn inject(leader: Tid, others: &[Tid]) -> Result<Parasite, ParasiteError> {
         crate::blob::cpu_supported()?;
-        let blob = BlobImage::embedded()?;
+        let blob = blob::embedded()?;
         let mut threads = BTreeMap::new();
         for &tid in std::iter::once(&leader).chain(others) {
             let regs = ptrace::getregs(tid)?;
@@ -140,7 +140,7 @@ impl Parasite {
                     regs,
                     mask: ptrace::get_sigmask(tid)?,
                     xstate: ptrace::get_xstate(tid)?,
-                    resume: frame::resumable_regs(&regs),
+                    resume: UserRegs::from(regs).resumable().into(),
                     frame_addr: 0,
                     phase: Phase::Original,
                 },
@@ -172,14 +172,22 @@ impl Parasite {
             cured: false,
         };
         // From here on, errors cure (unmap) through Drop.
-        blob.load_into(parasite.area.bytes_mut(), base)?;
-        crate::test_hooks::stage(crate::test_hooks::Stage::BlobLoaded);
+        blob.load_into(parasite.area.bytes_mut(), base)
+            .map_err(|e| ParasiteError::Blob(e.to_string()))?;
+        hook!(BlobLoaded);
         for (i, slot) in parasite.threads.values_mut().enumerate() {
             let off = layout.frames + layout.frame_slot * i as u64;
             slot.frame_addr = base + off;
-            let bytes = frame::build(leader, &slot.resume, slot.mask.0, &slot.xstate, base + off)?;
-            parasite.area.bytes_mut()[off as usize..off as usize + bytes.len()]
-                .copy_from_slice(&bytes);
+            let out = &mut parasite.area.bytes_mut()[off as usize..];
+            sigframe::build(
+                out,
+                base + off,
+                &UserRegs::from(slot.resume),
+                &slot.xstate,
+                slot.mask.0,
+                FrameAltStack::Keep,
+            )
+            .map_err(|e| ParasiteError::Blob(format!("tid {leader}: sigframe: {e}")))?;
         }
         log::debug!(
             "tid {leader}: parasite at {base:#x}+{:#x} ({} relocations, {} threads)",
@@ -209,7 +217,7 @@ impl Parasite {
         let c = self.command(leader, proto::CMD_SNAPSHOT, [0; 7])?;
         self.check_command(leader, "snapshot", &c)?;
         let s: Snapshot = self.area.read(self.layout.data as usize)?;
-        let itimer = |t: &proto::KItimerval| ITimerVal {
+        let itimer = |t: &dormant_sys::signal::KernelItimerval| ITimerVal {
             interval: TimeVal {
                 sec: t.interval_sec,
                 usec: t.interval_usec,
@@ -219,17 +227,8 @@ impl Parasite {
                 usec: t.value_usec,
             },
         };
-        let mut sigactions = [SigAction::default(); proto::NSIG];
-        for (out, k) in sigactions.iter_mut().zip(s.sigactions.iter()) {
-            *out = SigAction {
-                handler: k.handler,
-                flags: k.flags,
-                restorer: k.restorer,
-                mask: k.mask,
-            };
-        }
         Ok(TaskSnapshot {
-            sigactions,
+            sigactions: s.sigactions,
             altstack: altstack(&s.thread),
             brk: s.brk,
             itimers: ITimers {
@@ -413,29 +412,7 @@ impl Parasite {
                     }
                     continue;
                 }
-                // Fill each free pipe up to its capacity; a piece never exceeds the smallest one.
-                let mut rounds: Vec<(usize, Vec<PagePiece>)> = Vec::new();
-                let mut iov_count = 0;
-                'fill: for &i in &free {
-                    let mut round = Vec::new();
-                    let mut used = 0;
-                    while let Some(piece) = pending {
-                        if used + piece.len > pipes[i].capacity
-                            || round.len() == IOV_MAX
-                            || iov_count == max_iovs
-                        {
-                            rounds.push((i, round));
-                            continue 'fill;
-                        }
-                        round.push(piece);
-                        used += piece.len;
-                        iov_count += 1;
-                        pending = pieces.next();
-                    }
-                    rounds.push((i, round));
-                    break;
-                }
-                rounds.retain(|(_, r)| !r.is_empty());
+                let mut rounds = fill_rounds(&free, &pipes, max_iovs, &mut pending, &mut pieces);
                 match self.vmsplice_round(&pipes, &mut rounds) {
                     Ok(n) => total += n,
                     Err(e) => {
@@ -609,7 +586,7 @@ impl Parasite {
             slot.phase = Phase::Parked; // from now on the frame is the way back, whatever happens
         }
         ptrace::resume_to_syscall(tid)?;
-        crate::test_hooks::stage(crate::test_hooks::Stage::CommandRunning);
+        hook!(CommandRunning);
         self.wait_parked(tid)?;
         let done: Control = self.area.read(ctl_off)?;
         if done.completed != before.completed.wrapping_add(1) {
@@ -629,7 +606,7 @@ impl Parasite {
                 WaitStatus::PtraceSyscall(_) | WaitStatus::Stopped(_, Signal::SIGTRAP) => {
                     match ptrace::syscall_stop(tid)? {
                         SyscallStop::Entry { nr, rip }
-                            if nr == SYS_RT_SIGRETURN && (self.base..blob_end).contains(&rip) =>
+                            if nr == nr::RT_SIGRETURN && (self.base..blob_end).contains(&rip) =>
                         {
                             return Ok(())
                         }
@@ -707,10 +684,10 @@ impl Parasite {
         for &tid in &tids {
             note(self.sigreturn(tid));
         }
-        crate::test_hooks::stage(crate::test_hooks::Stage::CureReturned);
+        hook!(CureReturned);
         let (base, len) = (self.base, self.layout.len);
         note(self.remote.munmap(base, len));
-        crate::test_hooks::stage(crate::test_hooks::Stage::CureUnmapped);
+        hook!(CureUnmapped);
         let site = self.remote.site();
         for &tid in &tids {
             note(self.restore_exact(tid, site));
@@ -726,7 +703,7 @@ impl Parasite {
         if slot.phase != Phase::Parked {
             return Ok(());
         }
-        if frame::needs_restart_block(&slot.regs) {
+        if UserRegs::from(slot.regs).needs_restart_block() {
             // rt_sigreturn resets the restart block (a restarted nanosleep would return EINTR), so
             // this thread's frame is only used if the dumper dies; restore_exact skips the pending
             // rt_sigreturn instead.
@@ -825,6 +802,40 @@ pub struct PagePiece {
     pub len: u64,
     pub tag: u32,
     pub crc32: u32,
+}
+
+/// Fills each free pipe up to its capacity (a piece never exceeds the smallest one) with the pieces from
+/// `pending` on, at most `max_iovs` in all; returns (pipe index, pieces) for each pipe that got any.
+fn fill_rounds(
+    free: &[usize],
+    pipes: &[PagePipe],
+    max_iovs: usize,
+    pending: &mut Option<PagePiece>,
+    pieces: &mut impl Iterator<Item = PagePiece>,
+) -> Vec<(usize, Vec<PagePiece>)> {
+    let mut rounds: Vec<(usize, Vec<PagePiece>)> = Vec::new();
+    let mut iov_count = 0;
+    'fill: for &i in free {
+        let mut round = Vec::new();
+        let mut used = 0;
+        while let Some(piece) = *pending {
+            if used + piece.len > pipes[i].capacity
+                || round.len() == IOV_MAX
+                || iov_count == max_iovs
+            {
+                rounds.push((i, round));
+                continue 'fill;
+            }
+            round.push(piece);
+            used += piece.len;
+            iov_count += 1;
+            *pending = pieces.next();
+        }
+        rounds.push((i, round));
+        break;
+    }
+    rounds.retain(|(_, r)| !r.is_empty());
+    rounds
 }
 
 /// Where the parts of a vmsplice command sit in the data region: jobs, then iovecs, then crcs.
@@ -949,7 +960,7 @@ fn map_remote_area(
             [0, len, prot, libc::MAP_SHARED as u64, fd as u64, 0],
         )?;
         let base = remote.check_ret("mmap", ret)? as u64;
-        crate::test_hooks::stage(crate::test_hooks::Stage::AreaMapped);
+        hook!(AreaMapped);
         match pidfd_getfd(pidfd, fd) {
             Ok(local) => Ok((base, local)),
             Err(e) => {

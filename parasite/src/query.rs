@@ -4,24 +4,11 @@
 //! Types are plain structs in the kernel's own units (no serde): the engine converts them to image
 //! records. [`snapshot`] gathers everything with a single scratch mapping.
 
+pub use dormant_sys::signal::NSIG;
+use dormant_sys::signal::{KernelSigaction, SIGSET_SIZE};
+
 use crate::error::ParasiteError;
 use crate::remote::{RemoteScratch, RemoteTask};
-
-/// Number of signals (1..=64).
-pub const NSIG: usize = 64;
-
-/// One signal's disposition, the kernel's x86-64 `struct sigaction` as rt_sigaction sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct SigAction {
-    /// Handler address, or 0 (SIG_DFL) / 1 (SIG_IGN).
-    pub handler: u64,
-    /// SA_* flags (SA_RESTORER included when the libc set one).
-    pub flags: u64,
-    /// sa_restorer.
-    pub restorer: u64,
-    /// Signals blocked while the handler runs, bit `n - 1` = signal `n`.
-    pub mask: u64,
-}
 
 /// `stack_t` from sigaltstack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -58,7 +45,7 @@ pub struct ITimers {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskSnapshot {
     /// Index `n - 1` holds signal `n`.
-    pub sigactions: [SigAction; NSIG],
+    pub sigactions: [KernelSigaction; NSIG],
     pub altstack: AltStack,
     pub brk: u64,
     pub itimers: ITimers,
@@ -70,8 +57,8 @@ pub struct TaskSnapshot {
     pub securebits: u32,
 }
 
-/// Scratch bytes the queries need: 64 sigactions of 32 bytes plus a few small structs.
-const SIGACT_SIZE: usize = 32;
+/// Scratch bytes the queries need: 64 sigactions plus a few small structs.
+const SIGACT_SIZE: usize = std::mem::size_of::<KernelSigaction>();
 const SCRATCH_LEN: usize = 4096;
 /// Offset for single-struct outputs, after the sigaction table.
 const SMALL_OFF: usize = NSIG * SIGACT_SIZE;
@@ -96,20 +83,22 @@ pub fn snapshot(task: &mut RemoteTask) -> Result<TaskSnapshot, ParasiteError> {
 
 /// All 64 dispositions via `rt_sigaction(sig, NULL, &old, 8)`. SIGKILL and SIGSTOP are queryable
 /// (the kernel only refuses to *change* them) and report SIG_DFL.
-pub fn sigactions(scratch: &mut RemoteScratch<'_>) -> Result<[SigAction; NSIG], ParasiteError> {
+pub fn sigactions(
+    scratch: &mut RemoteScratch<'_>,
+) -> Result<[KernelSigaction; NSIG], ParasiteError> {
     let base = scratch.addr();
     for sig in 1..=NSIG as u64 {
         let out = base + (sig - 1) * SIGACT_SIZE as u64;
         let ret = scratch
             .task()
-            .syscall(libc::SYS_rt_sigaction, [sig, 0, out, 8, 0, 0])?;
+            .syscall(libc::SYS_rt_sigaction, [sig, 0, out, SIGSET_SIZE, 0, 0])?;
         scratch.task().check_ret("rt_sigaction", ret)?;
     }
     let mut raw = [0u8; NSIG * SIGACT_SIZE];
     scratch.read(0, &mut raw)?;
-    let mut actions = [SigAction::default(); NSIG];
+    let mut actions = [KernelSigaction::default(); NSIG];
     for (action, chunk) in actions.iter_mut().zip(raw.chunks_exact(SIGACT_SIZE)) {
-        *action = SigAction {
+        *action = KernelSigaction {
             handler: u64_at(chunk, 0),
             flags: u64_at(chunk, 8),
             restorer: u64_at(chunk, 16),

@@ -1,6 +1,5 @@
 //! The remote-syscall primitive and target memory access.
 
-use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -11,19 +10,9 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 
 use crate::error::ParasiteError;
+use crate::ids::Tid;
 use crate::ptrace::{self, SigMask};
 use crate::site::{find_syscall_site, SITE_LEN};
-
-/// A kernel thread id (as in /proc/<tid>, PTRACE_* and waitpid), in the dumper's pid namespace.
-/// ptrace works per thread, so this is the thread, not the process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Tid(pub i32);
-
-impl fmt::Display for Tid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
 
 /// `syscall` then six `int3`: the int3 right after the syscall traps us back; the extra ones only pad.
 const SITE_CODE: [u8; SITE_LEN] = [0x0f, 0x05, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc];
@@ -31,9 +20,7 @@ const SITE_CODE: [u8; SITE_LEN] = [0x0f, 0x05, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xc
 const TRAP_RIP_OFFSET: u64 = 3;
 /// si_code of the SIGTRAP an int3 raises (SI_KERNEL).
 const SI_KERNEL: i32 = 0x80;
-/// EFLAGS.TF (single step) and EFLAGS.DF (direction), both cleared for the injected code.
-const EFLAGS_TF: u64 = 1 << 8;
-const EFLAGS_DF: u64 = 1 << 10;
+use dormant_sys::regs::{EFLAGS_DF, EFLAGS_TF};
 
 /// A seized and stopped thread we can run syscalls in.
 ///
@@ -141,6 +128,7 @@ impl RemoteTask {
     ) -> Result<i64, ParasiteError> {
         let tid = self.tid;
         self.write_mem(self.site, &SITE_CODE)?;
+        #[cfg(feature = "test-hooks")]
         crate::test_hooks::stall_point();
 
         let mut regs = *saved;

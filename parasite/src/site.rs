@@ -11,9 +11,10 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
+use dormant_sys::procfs::{parse_maps, MapsEntry};
+
 use crate::error::ParasiteError;
-use crate::maps::{read_maps, Vma};
-use crate::remote::Tid;
+use crate::ids::Tid;
 
 /// Bytes we patch at the site: `syscall` (0f 05) followed by six `int3` (cc).
 pub(crate) const SITE_LEN: usize = 8;
@@ -27,7 +28,7 @@ pub fn find_syscall_site(tid: Tid) -> Result<u64, ParasiteError> {
     let maps = read_maps(tid)?;
     let candidates = maps
         .iter()
-        .filter(|v| v.readable && v.executable && v.name != "[vsyscall]");
+        .filter(|v| v.read && v.exec && v.name != "[vsyscall]");
     for vma in candidates.clone().filter(|v| v.is_file()) {
         match padding_site(tid, vma) {
             Ok(Some(site)) => {
@@ -57,7 +58,7 @@ pub fn find_syscall_site(tid: Tid) -> Result<u64, ParasiteError> {
 
 /// The last 8-byte slot of `vma` if it lies past the end of the executable PT_LOAD segment that
 /// `vma` maps; `None` if the segment fills the mapping.
-fn padding_site(tid: Tid, vma: &Vma) -> Result<Option<u64>, ParasiteError> {
+fn padding_site(tid: Tid, vma: &MapsEntry) -> Result<Option<u64>, ParasiteError> {
     // map_files opens the mapped object itself, so this works for deleted or replaced files too.
     let path = PathBuf::from(format!(
         "/proc/{tid}/map_files/{:x}-{:x}",
@@ -104,6 +105,19 @@ fn padding_site(tid: Tid, vma: &Vma) -> Result<Option<u64>, ParasiteError> {
         return Ok(None);
     }
     Ok(None)
+}
+
+/// The mappings of `tid`.
+fn read_maps(tid: Tid) -> Result<Vec<MapsEntry>, ParasiteError> {
+    let path = PathBuf::from(format!("/proc/{tid}/maps"));
+    let text = std::fs::read_to_string(&path).map_err(|source| ParasiteError::Proc {
+        path: path.clone(),
+        source,
+    })?;
+    parse_maps(&text).map_err(|e| ParasiteError::ProcParse {
+        path,
+        line: e.to_string(),
+    })
 }
 
 fn le_u16(b: &[u8]) -> u16 {

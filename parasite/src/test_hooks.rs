@@ -1,4 +1,6 @@
-//! Test-only fault injection. Not part of the API; used by this crate's crash tests.
+//! Test-only fault injection, compiled only with the `test-hooks` feature (never in a release build of the
+//! dormant binary: scripts/test.sh runs the crash tests that need it in a cargo invocation of their own).
+//! Not part of the API.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 

@@ -13,8 +13,9 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use dormant_parasite::query::{self, ITimerVal, SigAction, TaskSnapshot, TimeVal};
+use dormant_parasite::query::{self, ITimerVal, TaskSnapshot, TimeVal};
 use dormant_parasite::{PagePiece, Parasite, ParasiteError, RemoteTask, Tid};
+use dormant_sys::signal::KernelSigaction as SigAction;
 use support::workload::*;
 use support::*;
 

@@ -8,9 +8,11 @@
 
 use dormant_image::records::{GpRegs, RobustList, SigAltStack};
 use dormant_restorer_proto::{
-    ExtentArg, ITimerVal, KSigAction, PrctlMmMap, QueuedSigArg, RestoreArgs, RseqArg, ThreadArgs,
-    TimerArg, VmaArg, NSIG, PROTO_VERSION, TASK_SIZE, THREAD_STACK_SIZE,
+    ExtentArg, QueuedSigArg, RestoreArgs, RseqArg, ThreadArgs, TimerArg, VmaArg, PROTO_VERSION,
+    THREAD_STACK_SIZE,
 };
+use dormant_sys::process::{PrctlMmMap, TASK_SIZE};
+use dormant_sys::signal::{KernelItimerval, KernelSigaction, NSIG};
 
 use crate::blob::Blob;
 use crate::error::RestoreError;
@@ -64,8 +66,8 @@ pub struct BlobInput {
     pub vdso_map_addr: Option<u64>,
     /// The mm layout (its `auxv` pointer and size are filled in here) and the auxv words.
     pub mm: Option<(PrctlMmMap, Vec<u64>)>,
-    pub sigactions: Option<Box<[KSigAction; NSIG]>>,
-    pub itimers: Option<[ITimerVal; 3]>,
+    pub sigactions: Option<Box<[KernelSigaction; NSIG]>>,
+    pub itimers: Option<[KernelItimerval; 3]>,
     /// POSIX timers to re-create, ascending by id.
     pub timers: Vec<TimerArg>,
     /// Pending signals to re-queue (process-wide ones first, each queue in its saved order).
@@ -271,7 +273,7 @@ pub fn build(blob: &Blob, input: &BlobInput, base: u64) -> Result<Area, RestoreE
             .sigactions
             .as_deref()
             .copied()
-            .unwrap_or([KSigAction::default(); NSIG]),
+            .unwrap_or([KernelSigaction::default(); NSIG]),
         has_itimers: input.itimers.is_some() as u32,
         nr_threads: input.threads.len() as u32,
         itimers: input.itimers.unwrap_or_default(),

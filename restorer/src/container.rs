@@ -47,8 +47,8 @@ pub struct ContainerOptions {
     /// was given as `--root` (recorded in the image), else the outside mount the dumped root mount came
     /// from, found again in the restorer's namespace.
     pub root: Option<PathBuf>,
-    /// `--external mnt[KEY]:PATH` specs.
-    pub externals: Vec<String>,
+    /// Where external mounts are bound from.
+    pub externals: Vec<crate::external::External>,
     /// `--net`, `--cgroup-root`.
     pub ns: NsOptions,
 }
@@ -118,8 +118,11 @@ impl ContainerPlan {
         let Some(mounts) = MountImage::read(img).map_err(mount_err(dir))? else {
             return Ok(None);
         };
-        let ext = ExternalMap::parse(opts.externals.iter().map(String::as_str))
-            .map_err(mount_err(dir))?;
+        let mut ext = ExternalMap::new();
+        for e in &opts.externals {
+            let crate::external::External::Mount { key, path } = e;
+            ext.insert(key.as_str(), path.to_string_lossy());
+        }
         let recorded = recorded_root(img)?;
         let (root, why) = match (&opts.root, recorded) {
             (Some(r), _) => (r.clone(), "given with --root"),
@@ -353,10 +356,12 @@ pub fn ns_pid_map<'a>(
                 map.insert(outer.0, inner.0);
             }
             deeper => {
-                return Err(crate::refusal::Unsupported::PidNesting {
-                    pid: deeper[0].0,
-                    levels: deeper.iter().map(|p| p.0).collect(),
-                }
+                return Err(crate::refusal::Unsupported::from(
+                    dormant_restorable::Refusal::PidNesting {
+                        pid: deeper[0].0,
+                        levels: deeper.iter().map(|p| p.0).collect(),
+                    },
+                )
                 .into())
             }
         }

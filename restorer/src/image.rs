@@ -101,6 +101,11 @@ pub fn load_tree(dir: &Path) -> Result<(ImageReader, TreeImage), RestoreError> {
         }
         Some(_) => {}
     }
+    // What this release cannot restore (credentials, a removed directory, namespaces not carried, nested pid
+    // namespaces), refused before anything is loaded or changed; the dump refused the same state first.
+    let facts = dormant_restorable::facts_from_image(&img).map_err(image_err(dir))?;
+    dormant_restorable::check(&facts, &dormant_restorable::Runner::current())
+        .map_err(crate::refusal::Unsupported::from)?;
     let mut tasks = Vec::with_capacity(entries.len());
     for (i, entry) in entries.iter().enumerate() {
         let parent_known = match entry.ppid {
@@ -116,18 +121,6 @@ pub fn load_tree(dir: &Path) -> Result<(ImageReader, TreeImage), RestoreError> {
                     entry.ppid.map(|p| p.0)
                 ),
             ));
-        }
-        // A container image (with its mount tree) is restored into a new pid namespace one level down
-        // (see `container`); deeper nesting, or nesting without the container's namespaces, is refused.
-        // A root that is the init of its own pid namespace is restored into a new one too (`pidns`).
-        let container = img.has_file(dormant_image::records::mount_names::MOUNTS);
-        let ns_init_root = entries[0].ns_pids.len() == 2 && entries[0].ns_pids[1] == Pid(1);
-        if entry.ns_pids.len() > if container || ns_init_root { 2 } else { 1 } {
-            return Err(crate::refusal::Unsupported::PidNesting {
-                pid: entry.pid.0,
-                levels: entry.ns_pids.iter().map(|p| p.0).collect(),
-            }
-            .into());
         }
         tasks.push(load_task(&img, dir, entry)?);
     }
@@ -486,38 +479,6 @@ fn content_difference(
     let mut file = std::fs::File::open(&f.path).map_err(read_err)?;
     let now = ContentDigest::of(&mut file).map_err(read_err)?;
     Ok((now != recorded.digest).then(|| format!("content {} -> {now}", recorded.digest)))
-}
-
-/// Refuses a task whose credentials differ from the restorer's own.
-///
-/// Credentials are not restored yet, and a restored task runs with the restorer's: restoring a process
-/// that ran as another user would silently give it this user's rights (root's, usually). Until creds are
-/// restored, such an image must be restored by the same user it was dumped from.
-pub fn check_creds(task: &TaskImage) -> Result<(), RestoreError> {
-    let uid = nix::unistd::getresuid().map_err(|e| RestoreError::sys("getresuid", e))?;
-    let gid = nix::unistd::getresgid().map_err(|e| RestoreError::sys("getresgid", e))?;
-    let ours_u = [
-        uid.real.as_raw(),
-        uid.effective.as_raw(),
-        uid.saved.as_raw(),
-    ];
-    let ours_g = [
-        gid.real.as_raw(),
-        gid.effective.as_raw(),
-        gid.saved.as_raw(),
-    ];
-    let c = &task.core.creds;
-    if c.uids[..3] != ours_u || c.gids[..3] != ours_g {
-        return Err(crate::refusal::Unsupported::Credentials {
-            pid: task.pid.0,
-            uids: [c.uids[0], c.uids[1], c.uids[2]],
-            gids: [c.gids[0], c.gids[1], c.gids[2]],
-            ours_u,
-            ours_g,
-        }
-        .into());
-    }
-    Ok(())
 }
 
 /// Refuses a pid that is in use, naming its owner.

@@ -33,6 +33,7 @@ pub mod blob;
 pub mod container;
 mod cpu;
 mod error;
+pub mod external;
 pub mod files;
 mod image;
 pub mod launch;
@@ -46,5 +47,6 @@ mod task;
 pub mod tree;
 
 pub use error::RestoreError;
+pub use external::{External, InheritFd};
 pub use launch::RootParent;
 pub use restore::{ExitStatus, ReleaseFn, ReleaseHook, Restore, RestoreBuilder, Restored};

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use dormant_sys::procfs;
+
 use crate::error::RestoreError;
 
 /// One line of /proc/self/maps: range and name.
@@ -32,26 +34,24 @@ pub fn thread_count() -> Result<u32, RestoreError> {
         })
 }
 
-/// Parses maps text (`start-end perms offset dev inode [name]`).
-pub fn parse_maps(text: &str) -> Vec<MapLine> {
-    text.lines()
-        .filter_map(|line| {
-            let mut cols = line.split_whitespace();
-            let range = cols.next()?;
-            let (s, e) = range.split_once('-')?;
-            let name = cols.nth(4).map(str::to_owned).unwrap_or_default();
-            Some(MapLine {
-                start: u64::from_str_radix(s, 16).ok()?,
-                end: u64::from_str_radix(e, 16).ok()?,
-                name,
-            })
+/// Parses maps text (`start-end perms offset dev inode [name]`) with dormant-sys's maps parser.
+pub fn parse_maps(text: &str) -> Result<Vec<MapLine>, procfs::MapsError> {
+    Ok(procfs::parse_maps(text)?
+        .into_iter()
+        .map(|m| MapLine {
+            start: m.start,
+            end: m.end,
+            name: m.name,
         })
-        .collect()
+        .collect())
 }
 
 /// This process's mappings.
 pub fn maps() -> Result<Vec<MapLine>, RestoreError> {
-    Ok(parse_maps(&read("/proc/self/maps")?))
+    parse_maps(&read("/proc/self/maps")?).map_err(|e| RestoreError::Proc {
+        path: PathBuf::from("/proc/self/maps"),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })
 }
 
 /// Where the running kernel put this process's vDSO and vvar pages, and the vDSO's bytes.
@@ -93,8 +93,9 @@ mod tests {
     fn parses_maps_lines() {
         let m = parse_maps(
             "7f38caa05000-7f38caa07000 r-xp 00000000 00:00 0                          [vdso]\n\
-             55d0c0a00000-55d0c0a21000 rw-p 00000000 00:00 0 \n",
-        );
+             7f38caa08000-7f38caa21000 rw-p 00000000 00:00 0 \n",
+        )
+        .unwrap();
         assert_eq!(
             m[0],
             MapLine {

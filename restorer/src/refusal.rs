@@ -11,6 +11,8 @@
 //! A refusal that cannot be made before the first change of the restoring process lives outside this list
 //! and is named in [`LATE_REFUSALS`].
 
+use dormant_restorable::RefusalKind;
+
 /// Where a refusal is found: what the dump can know, or only the restoring machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Found {
@@ -60,12 +62,6 @@ pub enum Unsupported {
     RootGroupOutside { pid: u32, pgid: u32 },
 
     // --- pid namespaces ------------------------------------------------------------------------------------
-    /// `levels`: the task's pid in each pid namespace, the restorer's first (`NSpid`).
-    #[error(
-        "pid {pid}: nested pid namespaces {levels:?} (only one level below the restorer's, for a tree whose \
-         root is the init of its own pid namespace or a container)"
-    )]
-    PidNesting { pid: u32, levels: Vec<u32> },
     #[error(
         "pid {pid}: pids {levels:?} where the tree's pid namespace (root {root}) needs [outer, inner]"
     )]
@@ -93,32 +89,13 @@ pub enum Unsupported {
     #[error("process group {pgid}: its pid inside the tree's pid namespace is not recorded")]
     GroupInnerPidMissing { pgid: u32 },
 
-    // --- other namespaces ------------------------------------------------------------------------------
-    #[error(
-        "pid {pid} is in another {kind} namespace than the root task {root}; namespaces created inside the \
-         tree are not restored yet"
-    )]
-    NestedNamespace {
-        pid: u32,
-        kind: &'static str,
-        root: u32,
-    },
-    #[error("the tree had a time namespace of its own; time namespaces are not restored yet")]
-    TimeNamespace,
+    // --- what dormant-restorable lists (the dump checks the same, before touching the target) ----------
+    /// Credentials, a removed directory, namespaces not carried or nested, nested pid namespaces: the
+    /// dump refuses these first with this very message (see `dormant_restorable`).
+    #[error(transparent)]
+    Restorable(#[from] dormant_restorable::Refusal),
 
     // --- credentials, signals, files -------------------------------------------------------------------
-    #[error(
-        "pid {pid} ran with uids {uids:?} and gids {gids:?} (real, effective, saved), dormant restore runs \
-         with uids {ours_u:?} and gids {ours_g:?}; restoring credentials is not implemented yet, so the \
-         restore must run as the user the process ran as"
-    )]
-    Credentials {
-        pid: u32,
-        uids: [u32; 3],
-        gids: [u32; 3],
-        ours_u: [u32; 3],
-        ours_g: [u32; 3],
-    },
     #[error("pid {pid}: a pending SIGTRAP cannot be re-queued (the restore itself traps)")]
     PendingSigtrap { pid: u32 },
     #[error(
@@ -165,15 +142,13 @@ pub enum UnsupportedKind {
     SessionLeaderNotAncestor,
     GroupLeaderForkedLater,
     RootGroupOutside,
-    PidNesting,
     InnerPidMissing,
     InnerTidMissing,
     ZombieInnerPidMissing,
     HelperInnerPidMissing,
     GroupInnerPidMissing,
-    NestedNamespace,
-    TimeNamespace,
-    Credentials,
+    /// One kind of `dormant_restorable`'s list.
+    Restorable(dormant_restorable::RefusalKind),
     PendingSigtrap,
     PidfdTargetLater,
     PidfdTargetOutside,
@@ -182,7 +157,7 @@ pub enum UnsupportedKind {
 }
 
 impl UnsupportedKind {
-    pub const ALL: [UnsupportedKind; 23] = [
+    pub const ALL: [UnsupportedKind; 26] = [
         UnsupportedKind::SecondRoot,
         UnsupportedKind::ParentOutside,
         UnsupportedKind::NotDescendants,
@@ -192,15 +167,18 @@ impl UnsupportedKind {
         UnsupportedKind::SessionLeaderNotAncestor,
         UnsupportedKind::GroupLeaderForkedLater,
         UnsupportedKind::RootGroupOutside,
-        UnsupportedKind::PidNesting,
         UnsupportedKind::InnerPidMissing,
         UnsupportedKind::InnerTidMissing,
         UnsupportedKind::ZombieInnerPidMissing,
         UnsupportedKind::HelperInnerPidMissing,
         UnsupportedKind::GroupInnerPidMissing,
-        UnsupportedKind::NestedNamespace,
-        UnsupportedKind::TimeNamespace,
-        UnsupportedKind::Credentials,
+        UnsupportedKind::Restorable(RefusalKind::Credentials),
+        UnsupportedKind::Restorable(RefusalKind::DeletedDirectory),
+        UnsupportedKind::Restorable(RefusalKind::TimeNamespace),
+        UnsupportedKind::Restorable(RefusalKind::NotCarried),
+        UnsupportedKind::Restorable(RefusalKind::Nested),
+        UnsupportedKind::Restorable(RefusalKind::MountWithoutPid),
+        UnsupportedKind::Restorable(RefusalKind::PidNesting),
         UnsupportedKind::PendingSigtrap,
         UnsupportedKind::PidfdTargetLater,
         UnsupportedKind::PidfdTargetOutside,
@@ -231,15 +209,12 @@ impl Unsupported {
             U::SessionLeaderNotAncestor { .. } => K::SessionLeaderNotAncestor,
             U::GroupLeaderForkedLater { .. } => K::GroupLeaderForkedLater,
             U::RootGroupOutside { .. } => K::RootGroupOutside,
-            U::PidNesting { .. } => K::PidNesting,
             U::InnerPidMissing { .. } => K::InnerPidMissing,
             U::InnerTidMissing { .. } => K::InnerTidMissing,
             U::ZombieInnerPidMissing { .. } => K::ZombieInnerPidMissing,
             U::HelperInnerPidMissing { .. } => K::HelperInnerPidMissing,
             U::GroupInnerPidMissing { .. } => K::GroupInnerPidMissing,
-            U::NestedNamespace { .. } => K::NestedNamespace,
-            U::TimeNamespace => K::TimeNamespace,
-            U::Credentials { .. } => K::Credentials,
+            U::Restorable(r) => K::Restorable(r.kind()),
             U::PendingSigtrap { .. } => K::PendingSigtrap,
             U::PidfdTargetLater { .. } => K::PidfdTargetLater,
             U::PidfdTargetOutside { .. } => K::PidfdTargetOutside,

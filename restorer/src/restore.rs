@@ -12,6 +12,7 @@ use dormant_image::ImageReader;
 
 use crate::blob::Blob;
 use crate::error::RestoreError;
+use crate::external::{External, InheritFd};
 use crate::image::TreeImage;
 use crate::launch::{HelperKind, SessionPlan, TreeNode, TreeTask};
 use crate::refusal::Unsupported;
@@ -27,7 +28,7 @@ pub struct Restore {
     tcp_established: bool,
     pidfile: Option<PathBuf>,
     container: crate::container::ContainerOptions,
-    inherit_fds: Vec<String>,
+    inherit_fds: Vec<InheritFd>,
     inherited: crate::files::Inherited,
     root_parent: launch::RootParent,
     before_release: Option<ReleaseHook>,
@@ -81,17 +82,36 @@ impl RestoreBuilder {
         self
     }
 
-    /// How a container image is restored (root, external mounts, net and cgroup choices).
-    pub fn container(mut self, opts: crate::container::ContainerOptions) -> Self {
-        self.inner.container = opts;
+    /// Container images: the directory the container's root mount is bound from (`--root`). By default
+    /// the directory the dump was given as `--root` (recorded in the image), else the outside mount the
+    /// dumped root mount came from, found again in the restorer's namespace.
+    pub fn root(mut self, dir: Option<PathBuf>) -> Self {
+        self.inner.container.root = dir;
         self
     }
 
-    /// Finishes the options; fails when the image directory does not exist.
-    /// `--inherit-fd fd[N]:KEY` specs: the tree's fds on the external description KEY get a copy of this
-    /// process's fd N (see [`crate::files::Inherited`]).
-    pub fn inherit_fds(mut self, specs: Vec<String>) -> Self {
-        self.inner.inherit_fds = specs;
+    /// Container images: where the external mounts and masters of the image are bound from (see
+    /// [`External`]).
+    pub fn externals(mut self, externals: impl IntoIterator<Item = External>) -> Self {
+        self.inner.container.externals = externals.into_iter().collect();
+        self
+    }
+
+    /// Container images: the network namespace the tree gets (`--net`).
+    pub fn net(mut self, net: crate::ns::NetMode) -> Self {
+        self.inner.container.ns.net = net;
+        self
+    }
+
+    /// Container images: the cgroup the tree is restored into (`--cgroup-root`).
+    pub fn cgroup_root(mut self, cgroup: crate::ns::CgroupTarget) -> Self {
+        self.inner.container.ns.cgroup = cgroup;
+        self
+    }
+
+    /// Descriptors of this process handed in for the image's external descriptions (see [`InheritFd`]).
+    pub fn inherit_fds(mut self, fds: impl IntoIterator<Item = InheritFd>) -> Self {
+        self.inner.inherit_fds = fds.into_iter().collect();
         self
     }
 
@@ -111,8 +131,10 @@ impl RestoreBuilder {
         self
     }
 
+    /// Finishes the options; fails when the image directory does not exist or an inherited fd is not
+    /// open (or its key is given twice).
     pub fn build(mut self) -> Result<Restore, RestoreError> {
-        self.inner.inherited = crate::files::Inherited::parse(&self.inner.inherit_fds)?;
+        self.inner.inherited = crate::files::Inherited::new(&self.inner.inherit_fds)?;
         let dir = &self.inner.images_dir;
         if !dir.is_dir() {
             return Err(RestoreError::BadImage {
@@ -354,8 +376,9 @@ fn enter_container(
     Ok(e)
 }
 
-/// What is checked of every task before anything changes: what it holds that this restorer refuses
-/// (credentials, a pending SIGTRAP, POSIX timers on a kernel that cannot give their ids back), its FPU
+/// What is checked of every task before anything changes: what it holds that this restorer refuses (a
+/// pending SIGTRAP, POSIX timers on a kernel that cannot give their ids back; credentials and the rest of
+/// `dormant_restorable`'s list were refused when the image was loaded), its FPU
 /// state against this CPU, its vDSO against the running one (returned: where it goes), the crc of every
 /// page it will read, and that its pids (and the zombies') are free. Its files are checked once the
 /// namespace they are opened in is entered.
@@ -366,7 +389,6 @@ fn check_tasks(
 ) -> Result<Vec<Option<image::VdsoPlacement>>, RestoreError> {
     let mut vdsos = Vec::with_capacity(tree.tasks.len());
     for task in &tree.tasks {
-        image::check_creds(task)?;
         task::refuse(task)?;
         image::check_xstate(img, task)?;
         vdsos.push(image::check_vdso(dir, task)?);

@@ -17,7 +17,9 @@ use dormant_restorer::area::{self, BlobInput, ThreadInput};
 use dormant_restorer::blob::Blob;
 use dormant_restorer::launch::{self, FdMove, Launch};
 use dormant_restorer::RestoreError;
-use dormant_restorer_proto::{KSigAction, PrctlMmMap, Step, VmaArg, VmaKind, NSIG};
+use dormant_restorer_proto::{Step, VmaArg, VmaKind};
+use dormant_sys::process::PrctlMmMap;
+use dormant_sys::signal::{KernelSigaction as KSigAction, NSIG};
 use nix::sys::wait::{waitpid, WaitStatus};
 
 mod common;

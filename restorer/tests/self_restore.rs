@@ -16,7 +16,8 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
 use common::require_root;
-use dormant_engine::regs;
+use dormant_engine::task::regs;
+use dormant_engine::task::signals;
 use dormant_image::records::*;
 use dormant_image::{ImageWriter, InventoryInfo};
 use dormant_restorer::{ExitStatus, Restore};
@@ -118,7 +119,7 @@ fn capture(pid: i32, image: &Path, fifo: &Path) {
     let mut regs = regs::get_gpregs(tid).unwrap();
     regs::apply_restart_rule(&mut regs);
     let xstate = regs::get_xstate(tid).unwrap();
-    let sigmask = regs::get_sigmask(tid).unwrap();
+    let sigmask = signals::get_sigmask(tid).unwrap();
     let rseq = regs::get_rseq(tid).unwrap();
 
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();

@@ -1,15 +1,27 @@
-//! The per-dump collector of open file descriptions: every fd of every task is looked at once, and fds
-//! that share a description (kcmp `KCMP_FILE`) share one record, so restore can open it once and let every
-//! task inherit it.
+//! The per-dump collector of open file descriptions: every fd of every task is looked at once, classified
+//! ([`super::classify`]) and handed to its kind's module; fds that share a description (kcmp `KCMP_FILE`)
+//! share one record, so restore can open it once and let every task inherit it.
 
 use std::collections::{HashMap, HashSet};
+use std::os::fd::OwnedFd;
 
 use dormant_image::records::{
-    names, DescId, DescKind, EpollTarget, Fd, FdFile, FileDesc, FileLock, LockKind, Pid,
+    names, DescId, DescKind, Fd, FdFile, FileDesc, FileLock, LockKind, Pid,
 };
 use dormant_image::ImageWriter;
 
-use super::{anon, fifo, inet, inotify, locks, pidfd, pipe, pty, sys, unix, FileTable};
+use super::classify::{self, Classified};
+use super::error::FdError;
+use super::fifo::Fifos;
+use super::kind::FdKind;
+use super::pipe::Pipes;
+use super::sys::{self, TaskFds};
+use super::table::FileTable;
+use super::tcp::RepairedSockets;
+use super::{
+    epoll, eventfd, external, ghost, inet, inotify, locks, memfd, pidfd, pty, signalfd, timerfd,
+    unix,
+};
 use crate::error::{DumpError, Result};
 use crate::proc;
 
@@ -28,24 +40,18 @@ pub struct FileCollector {
     shell_job: bool,
     descs: Vec<FileDesc>,
     seen: Vec<Seen>,
-    /// Pipes whose buffered bytes are already carried (by the first end met).
-    pipes_with_data: HashSet<u64>,
-    /// Pipe ends met: (pipe inode, write end) → (pid, fd, whether the other end was open somewhere).
-    pipe_ends: HashMap<(u64, bool), (u32, i32, bool)>,
+    pipes: Pipes,
+    fifos: Fifos,
     /// Locks per task, written as `locks-<pid>`.
     locks: HashMap<u32, Vec<FileLock>>,
     /// Locks already recorded: description locks by description, POSIX ones by task and file.
     locks_seen: HashSet<(u32, String, FileLockKey)>,
     /// Unix socket peers, read once on the first unix socket.
     unix_peers: Option<HashMap<u64, u64>>,
-    /// FIFOs whose buffered bytes are already carried.
-    fifos_with_data: HashSet<fifo::FifoKey>,
-    /// FIFO ends met, as `pipe_ends` (an O_RDWR open counts as both ends).
-    fifo_ends: HashMap<(fifo::FifoKey, bool), (u32, i32, bool)>,
     /// Dump established TCP connections in repair mode instead of refusing them (`--tcp-established`).
     tcp_established: bool,
-    /// Copies of the TCP sockets left in repair mode; see [`inet::RepairedSockets`].
-    repaired: inet::RepairedSockets,
+    /// Copies of the TCP sockets left in repair mode; see [`RepairedSockets`].
+    repaired: RepairedSockets,
     /// Dump a pipe end whose other end only processes outside the dump hold as [`DescKind::External`]
     /// instead of refusing the dump (see [`FileCollector::external_pipes`]).
     external_pipes: bool,
@@ -56,28 +62,17 @@ pub struct FileCollector {
 /// What tells two listings of one lock apart: (kind, write, start, len).
 type FileLockKey = (u8, bool, u64, u64);
 
-/// The description kind named by a link target, for messages and dispatch.
-fn kind_name(target: &str) -> &'static str {
-    match target {
-        t if t.starts_with("pipe:") => "pipe",
-        t if t.starts_with("socket:") => "socket",
-        "anon_inode:[eventfd]" => "eventfd",
-        "anon_inode:[timerfd]" => "timerfd",
-        "anon_inode:[signalfd]" => "signalfd",
-        "anon_inode:[eventpoll]" => "epoll",
-        "anon_inode:inotify" => "inotify",
-        "anon_inode:[pidfd]" => "pidfd",
-        t if t.starts_with("/memfd:") => "memfd",
-        t if pty::is_master(t) => "pty master",
-        t if pty::slave_index(t).is_some() => "pty slave",
-        t if t.starts_with('/') && t.ends_with(" (deleted)") => "unlinked file",
-        _ => "file",
-    }
-}
-
-/// The inode in `pipe:[N]` / `socket:[N]`.
-fn bracket_ino(target: &str) -> Option<u64> {
-    target.split_once('[')?.1.strip_suffix(']')?.parse().ok()
+/// What one fd's dump needs besides its kind and the dumper's copy of it.
+struct FdContext<'a> {
+    pid: u32,
+    fd: i32,
+    target: &'a str,
+    /// Open flags without `O_CLOEXEC`, and the file position.
+    flags: u32,
+    pos: u64,
+    info_text: &'a str,
+    /// The task's fds dumped so far (what an epoll may watch).
+    task_fds: &'a [Fd],
 }
 
 impl FileCollector {
@@ -95,14 +90,14 @@ impl FileCollector {
     }
 
     /// The sockets this dump put in repair mode: the caller keeps them until the target is dead (then
-    /// [`inet::RepairedSockets::close_silently`]) or drops them to switch repair mode off.
-    pub fn take_repaired(&mut self) -> inet::RepairedSockets {
+    /// [`RepairedSockets::close_silently`]) or drops them to switch repair mode off.
+    pub fn take_repaired(&mut self) -> RepairedSockets {
         std::mem::take(&mut self.repaired)
     }
 
     /// Lets pipes whose other end is held only outside the dump be dumped as external (`pipe:[INODE]`,
     /// handed in again at restore with `--inherit-fd`): always for a container (its stdio comes from the
-    /// agent), on request (`--external-pipes`) otherwise.
+    /// agent), on request ([`crate::External::Pipes`]) otherwise.
     pub fn external_pipes(&mut self, yes: bool) {
         self.external_pipes = yes;
     }
@@ -114,18 +109,18 @@ impl FileCollector {
     }
 
     /// The fd table of `pid` (ascending). Files reachable by path go into `table`; the rest into this
-    /// collector's descriptions.
+    /// collector's descriptions. Epolls come last, once the fds they watch have their records.
     pub fn dump_task(&mut self, pid: u32, table: &mut FileTable) -> Result<Vec<Fd>> {
-        let task = sys::TaskFds::open(pid).map_err(|source| DumpError::ProcRead {
+        let task = TaskFds::open(pid).map_err(|source| DumpError::ProcRead {
             pid,
             path: format!("pidfd of {pid}").into(),
             source,
         })?;
         let mut out = Vec::new();
         let mut epolls = Vec::new();
-        for fd in super::list_fds(pid)? {
+        for fd in proc::numbered_entries(pid, "fd")? {
             let target = proc::read_link(pid, &format!("fd/{fd}"))?;
-            if kind_name(&target) == "epoll" {
+            if target == "anon_inode:[eventpoll]" {
                 epolls.push((fd, target));
                 continue;
             }
@@ -141,7 +136,7 @@ impl FileCollector {
 
     fn dump_one(
         &mut self,
-        task: &sys::TaskFds,
+        task: &TaskFds,
         fd: i32,
         target: String,
         table: &mut FileTable,
@@ -156,155 +151,97 @@ impl FileCollector {
         })?;
         let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
         let flags = info.flags & !(libc::O_CLOEXEC as u32);
-        let held = locks::parse(fd, &info_text).map_err(|reason| DumpError::FileDesc {
+        let held = locks::parse(fd, &info_text).map_err(|source| DumpError::FileLock {
             pid,
             fd,
-            kind: "file lock",
-            reason,
+            source,
         })?;
         if let Some(file) = self.shared_with_earlier(pid, fd, &target) {
             self.add_locks(pid, &target, &file, held);
             return Ok(Fd { fd, cloexec, file });
         }
-        let kind = kind_name(&target);
-        // A FIFO is reopened by path but carries pipe state: a description of its own.
-        let fifo = match kind {
-            "file" | "unlinked file" => fifo::identify(pid, fd),
-            _ => None,
-        };
-        let kind = if fifo.is_some() { "fifo" } else { kind };
-        // The shell-job terminal is inherited at restore, not rebuilt.
-        let kind = if kind == "pty slave" && self.shell_job && (0..=2).contains(&fd) {
-            "file"
-        } else {
-            kind
-        };
-        let fail = |reason: String| DumpError::FileDesc {
-            pid,
-            fd,
-            kind,
-            reason,
-        };
-        if kind == "file" {
-            let got = super::dump_fd(pid, fd, self.shell_job, table)?;
-            self.add_locks(pid, &target, &got.file, held);
-            self.remember(pid, fd, target, got.file.clone());
-            return Ok(got);
-        }
-        let dup = task
-            .get(fd)
-            .map_err(|e| fail(format!("pidfd_getfd: {e}")))?;
-        let desc = match kind {
-            "pipe" => {
-                let ino = bracket_ino(&target).ok_or_else(|| fail(format!("link {target}")))?;
-                let write = flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32;
-                let peer = pipe::peer_open(&dup, write).map_err(fail)?;
-                self.pipe_ends.insert((ino, write), (pid, fd, peer));
-                let first = self.pipes_with_data.insert(ino);
-                pipe::dump(pid, fd, ino, flags, &dup, first).map_err(fail)?
+        let Classified { kind, stat, dup } = classify::classify(task, fd, &target, self.shell_job)?;
+        let file = match (kind, stat, dup) {
+            (FdKind::Tty, _, _) => FdFile::InheritedTty,
+            (FdKind::Reg | FdKind::Dev, Some(stat), _) => {
+                FdFile::Reg(table.open_file(&target, flags, info.pos, stat))
             }
-            "fifo" => {
-                let key = fifo.ok_or_else(|| fail("not a FIFO any more".into()))?;
-                if target.ends_with(" (deleted)") {
-                    return Err(fail(format!(
-                        "{target}: an unlinked FIFO cannot be reopened by path"
-                    )));
-                }
-                let access = flags & libc::O_ACCMODE as u32;
-                if access == libc::O_RDWR as u32 {
-                    self.fifo_ends.insert((key, false), (pid, fd, false));
-                    self.fifo_ends.insert((key, true), (pid, fd, false));
-                } else {
-                    let write = access == libc::O_WRONLY as u32;
-                    let peer = pipe::peer_open(&dup, write).map_err(fail)?;
-                    self.fifo_ends
-                        .entry((key, write))
-                        .or_insert((pid, fd, peer));
-                }
-                let first = self.fifos_with_data.insert(key);
-                fifo::dump(pid, fd, &target, key, &dup, first).map_err(fail)?
-            }
-            "eventfd" => anon::eventfd(&info_text).map_err(fail)?,
-            "signalfd" => anon::signalfd(&info_text).map_err(fail)?,
-            "timerfd" => anon::timerfd(&info_text, &dup).map_err(fail)?,
-            "memfd" => anon::memfd(&target, info.pos, &dup).map_err(fail)?,
-            "pty master" => pty::dump(&dup, true, &target).map_err(fail)?,
-            "pty slave" => pty::dump(&dup, false, &target).map_err(fail)?,
-            "inotify" => inotify::dump(&info_text, &dup).map_err(fail)?,
-            "pidfd" => pidfd::dump(&info_text, flags, &self.tree_pids).map_err(fail)?,
-            "unlinked file" => anon::ghost(&target, info.pos, &dup).map_err(fail)?,
-            "epoll" => {
-                let mut targets = Vec::new();
-                for (tfd, events, data) in anon::epoll_lines(&info_text).map_err(fail)? {
-                    let file = task_fds
-                        .iter()
-                        .find(|f| f.fd == tfd)
-                        .map(|f| f.file.clone())
-                        .ok_or_else(|| {
-                            fail(format!(
-                                "watches fd {tfd}, which is closed or another epoll (not supported)"
-                            ))
-                        })?;
-                    targets.push(EpollTarget {
-                        file,
-                        fd: tfd,
-                        events,
-                        data,
-                    });
-                }
-                DescKind::Epoll { targets }
-            }
-            "socket" => {
-                let family = sys::sockopt_int(&dup, libc::SOL_SOCKET, libc::SO_DOMAIN)
-                    .map_err(|e| fail(format!("SO_DOMAIN: {e}")))?;
-                match family {
-                    libc::AF_UNIX => {
-                        let ino =
-                            bracket_ino(&target).ok_or_else(|| fail(format!("link {target}")))?;
-                        if self.unix_peers.is_none() {
-                            self.unix_peers = Some(unix::peers().map_err(fail)?);
-                        }
-                        let peers = self
-                            .unix_peers
-                            .as_ref()
-                            .ok_or_else(|| fail("no peers".into()))?;
-                        unix::dump(ino, peers, &dup).map_err(fail)?
-                    }
-                    libc::AF_INET | libc::AF_INET6 => {
-                        inet::dump(&dup, family, self.tcp_established, &mut self.repaired)
-                            .map_err(fail)?
-                    }
-                    other => {
-                        return Err(DumpError::UnsupportedFd {
-                            pid,
-                            fd,
-                            target,
-                            kind: family_name(other),
-                        })
-                    }
-                }
-            }
-            _ => {
-                return Err(DumpError::UnsupportedFd {
+            (_, _, Some(dup)) => {
+                let cx = FdContext {
                     pid,
                     fd,
-                    target: target.clone(),
-                    kind: super::kind_of(&target, None),
+                    target: &target,
+                    flags,
+                    pos: info.pos,
+                    info_text: &info_text,
+                    task_fds,
+                };
+                let fail = |source| DumpError::FileDesc {
+                    pid,
+                    fd,
+                    kind,
+                    source,
+                };
+                let desc = self.dump_desc(&cx, kind, &dup).map_err(fail)?;
+                let owner = sys::owner(&dup).map_err(|e| fail(FdError::sys("F_GETOWN_EX")(e)))?;
+                let id = DescId(self.descs.len() as u32);
+                self.descs.push(FileDesc {
+                    id,
+                    flags,
+                    kind: desc,
+                    owner,
+                });
+                FdFile::Desc(id)
+            }
+            (kind, _, None) => {
+                return Err(DumpError::FileDesc {
+                    pid,
+                    fd,
+                    kind,
+                    source: FdError::Parse("classified without a copy of the fd".into()),
                 })
             }
         };
-        let owner = sys::owner(&dup).map_err(|e| fail(format!("F_GETOWN_EX: {e}")))?;
-        let id = DescId(self.descs.len() as u32);
-        self.descs.push(FileDesc {
-            id,
-            flags,
-            kind: desc,
-            owner,
-        });
-        let file = FdFile::Desc(id);
         self.add_locks(pid, &target, &file, held);
         self.remember(pid, fd, target, file.clone());
         Ok(Fd { fd, cloexec, file })
+    }
+
+    /// The description of one fd of a kind that carries state (`dup`: the dumper's copy of it).
+    fn dump_desc(
+        &mut self,
+        cx: &FdContext<'_>,
+        kind: FdKind,
+        dup: &OwnedFd,
+    ) -> Result<DescKind, FdError> {
+        let (pid, fd) = (cx.pid, cx.fd);
+        match kind {
+            FdKind::Pipe { ino } => self.pipes.dump(pid, fd, ino, cx.flags, dup),
+            FdKind::Fifo { key } => self.fifos.dump(pid, fd, cx.target, key, cx.flags, dup),
+            FdKind::EventFd => eventfd::dump(cx.info_text),
+            FdKind::SignalFd => signalfd::dump(cx.info_text),
+            FdKind::TimerFd => timerfd::dump(cx.info_text, dup),
+            FdKind::Memfd => memfd::dump(cx.target, cx.pos, dup),
+            FdKind::Ghost => ghost::dump(cx.target, cx.pos, dup),
+            FdKind::PtyMaster => pty::dump(dup, true, cx.target),
+            FdKind::PtySlave { .. } => pty::dump(dup, false, cx.target),
+            FdKind::Inotify => inotify::dump(cx.info_text, dup),
+            FdKind::Pidfd => pidfd::dump(cx.info_text, cx.flags, &self.tree_pids),
+            FdKind::Epoll => epoll::dump(cx.info_text, cx.task_fds),
+            FdKind::Unix { ino } => {
+                if self.unix_peers.is_none() {
+                    self.unix_peers = Some(unix::peers()?);
+                }
+                let peers = self.unix_peers.get_or_insert_with(HashMap::new);
+                unix::dump(ino, peers, dup)
+            }
+            FdKind::Inet { family } => {
+                inet::dump(dup, family, self.tcp_established, &mut self.repaired)
+            }
+            FdKind::Reg | FdKind::Dev | FdKind::Tty => Err(FdError::Parse(
+                "a file reopened by path has no description".into(),
+            )),
+        }
     }
 
     /// Records `held` once: a description's locks once per description, POSIX locks once per task and file.
@@ -349,131 +286,52 @@ impl FileCollector {
         &self.descs
     }
 
-    /// Checks what only the whole dump can tell (every unix socket's peer is in it) and writes
-    /// `file-descs`. `pid` names the root task in errors.
+    /// The error for description `id`, naming the first fd met on it (`root` when none is known).
+    fn desc_error(&self, root: u32, id: DescId, kind: FdKind, source: FdError) -> DumpError {
+        let s = self.seen.iter().find(|s| s.file == FdFile::Desc(id));
+        DumpError::FileDesc {
+            pid: s.map_or(root, |s| s.pid),
+            fd: s.map_or(-1, |s| s.fd),
+            kind,
+            source,
+        }
+    }
+
+    /// Checks what only the whole dump can tell (every unix socket's peer, pipe end and pty master is in
+    /// it), records external pipe ends, and writes `file-descs` and the locks. `pid` names the root task
+    /// in errors.
     pub fn finish(&mut self, pid: u32, writer: &mut ImageWriter) -> Result<()> {
-        let inos: HashSet<u64> = self
-            .descs
-            .iter()
-            .filter_map(|d| match d.kind {
-                DescKind::UnixPair { ino, .. }
-                | DescKind::UnixConn { ino, .. }
-                | DescKind::UnixDgram { ino, .. } => Some(ino),
-                _ => None,
-            })
-            .collect();
-        for d in &self.descs {
-            let (ino, peer, peer_name) = match &d.kind {
-                DescKind::UnixPair { ino, peer, .. } => (*ino, *peer, &[][..]),
-                DescKind::UnixConn {
-                    ino,
-                    peer,
-                    peer_name,
-                    ..
-                } => (*ino, *peer, peer_name.as_slice()),
-                _ => continue,
-            };
-            if !inos.contains(&peer) {
-                let s = self.seen.iter().find(|s| s.file == FdFile::Desc(d.id));
-                return Err(DumpError::FileDesc {
-                    pid: s.map_or(pid, |s| s.pid),
-                    fd: s.map_or(-1, |s| s.fd),
-                    kind: "socket",
-                    reason: format!(
-                        "unix socket {ino} is connected to socket {peer}{}, {}",
-                        unix::shown_name(peer_name),
-                        unix::holders_text(peer)
-                    ),
-                });
-            }
-        }
+        unix::check_peers(&self.descs)
+            .map_err(|(id, source)| self.desc_error(pid, id, FdKind::Unix { ino: 0 }, source))?;
         // A pipe whose other end is open but held by no dumped task would be cut off by a restore, unless
-        // the end is dumped as external (containers, `--external-pipes`): the caller hands a new one in at
+        // the end is dumped as external (containers, `External::Pipes`): the caller hands a new one in at
         // restore (`--inherit-fd`).
-        let mut external = Vec::new();
-        for (&(ino, write), &(pid, fd, peer_open)) in &self.pipe_ends {
-            if peer_open && !self.pipe_ends.contains_key(&(ino, !write)) {
-                if self.external_pipes {
-                    log::info!(
-                        "pid {pid} fd {fd}: the {} end of pipe:[{ino}] is held outside the dump: dumped \
-                         as external (restore with --inherit-fd fd[N]:pipe:[{ino}])",
-                        if write { "read" } else { "write" }
-                    );
-                    external.push((ino, write));
-                    continue;
-                }
-                return Err(DumpError::FileDesc {
-                    pid,
-                    fd,
-                    kind: "pipe",
-                    reason: format!(
-                        "the {} end of pipe:[{ino}] is held by a process outside the dump (dump it as \
-                         external with --external-pipes and restore with --inherit-fd fd[N]:pipe:[{ino}])",
-                        if write { "read" } else { "write" }
-                    ),
-                });
-            }
-        }
-        for d in &mut self.descs {
-            if let DescKind::PipeEnd { pipe, write, .. } = d.kind {
-                if external.contains(&(pipe, write)) {
-                    d.kind = DescKind::External {
-                        key: format!("pipe:[{pipe}]"),
-                    };
-                }
-            }
-        }
-        // A pty slave is rebuilt with its master: one whose master is not in the dump (the terminal the
-        // dump was started from, say) cannot be.
-        let masters: HashSet<u32> = self
-            .descs
-            .iter()
-            .filter_map(|d| match d.kind {
-                DescKind::Pty {
-                    master: true,
-                    index,
-                    ..
-                } => Some(index),
-                _ => None,
-            })
-            .collect();
-        for d in &self.descs {
-            if let DescKind::Pty {
-                master: false,
-                index,
-                ..
-            } = d.kind
-            {
-                if !masters.contains(&index) {
-                    let s = self.seen.iter().find(|s| s.file == FdFile::Desc(d.id));
-                    return Err(DumpError::FileDesc {
-                        pid: s.map_or(pid, |s| s.pid),
-                        fd: s.map_or(-1, |s| s.fd),
-                        kind: "pty slave",
-                        reason: format!(
-                            "/dev/pts/{index}: its master is held by no process of the dump (the \
-                             terminal the tree runs in is inherited with --shell-job, on fds 0-2 only)"
-                        ),
-                    });
-                }
-            }
-        }
-        // Likewise a FIFO: an end kept open outside would also keep the buffered bytes, which restore
-        // would then write a second time.
-        for (&(key, write), &(pid, fd, peer_open)) in &self.fifo_ends {
-            if peer_open && !self.fifo_ends.contains_key(&(key, !write)) {
-                return Err(DumpError::FileDesc {
-                    pid,
-                    fd,
-                    kind: "fifo",
-                    reason: format!(
-                        "the {} end of this FIFO (inode {}) is held by a process outside the dump",
-                        if write { "read" } else { "write" },
-                        key.1
-                    ),
-                });
-            }
-        }
+        let external = self
+            .pipes
+            .outside(self.external_pipes)
+            .map_err(|(pid, fd, source)| DumpError::FileDesc {
+                pid,
+                fd,
+                kind: FdKind::Pipe { ino: 0 },
+                source,
+            })?;
+        external::mark_pipes(&mut self.descs, &external);
+        pty::check_masters(&self.descs).map_err(|(id, source)| {
+            self.desc_error(pid, id, FdKind::PtySlave { index: 0 }, source)
+        })?;
+        self.fifos
+            .check_outside()
+            .map_err(|(pid, fd, source)| DumpError::FileDesc {
+                pid,
+                fd,
+                kind: FdKind::Fifo { key: (0, 0) },
+                source,
+            })?;
+        self.write(pid, writer)
+    }
+
+    /// Writes the locks of every task and the descriptions.
+    fn write(&self, pid: u32, writer: &mut ImageWriter) -> Result<()> {
         for (task, locks) in &self.locks {
             let name = names::locks(Pid(*task));
             writer
@@ -494,15 +352,6 @@ impl FileCollector {
                 what: names::FILE_DESCS.into(),
                 source,
             })
-    }
-}
-
-fn family_name(family: i32) -> &'static str {
-    match family {
-        libc::AF_NETLINK => "netlink socket",
-        libc::AF_PACKET => "packet socket",
-        libc::AF_VSOCK => "vsock socket",
-        _ => "socket of an unsupported family",
     }
 }
 
@@ -579,14 +428,40 @@ mod tests {
         assert_eq!(&buf, b"queued");
     }
 
+    /// A file is recorded by path with its flags and offset; an unlinked one as a ghost with its content.
     #[test]
-    fn names() {
-        assert_eq!(bracket_ino("pipe:[77]"), Some(77));
-        assert_eq!(bracket_ino("socket:[5]"), Some(5));
-        assert_eq!(kind_name("anon_inode:[eventpoll]"), "epoll");
-        assert_eq!(kind_name("/memfd:x (deleted)"), "memfd");
-        assert_eq!(kind_name("anon_inode:inotify"), "inotify");
-        assert_eq!(kind_name("anon_inode:[pidfd]"), "pidfd");
-        assert_eq!(kind_name("/etc/passwd"), "file");
+    fn own_files() {
+        let me = std::process::id();
+        let task = sys::TaskFds::open(me).unwrap();
+        let mut c = FileCollector::new(false);
+        let mut table = FileTable::new();
+        let mut dump = |fd: i32| {
+            let target = proc::read_link(me, &format!("fd/{fd}")).unwrap();
+            c.dump_one(&task, fd, target, &mut table, &[]).unwrap()
+        };
+        let unlinked = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut &unlinked, b"ghost").unwrap();
+        let ghost = dump(unlinked.as_raw_fd());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"hello").unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        let got = dump(f.as_raw_fd());
+        assert!(got.cloexec, "std opens with O_CLOEXEC");
+        let FdFile::Reg(id) = got.file else {
+            panic!("{got:?}")
+        };
+        let e = &table.entries()[id.0 as usize];
+        assert_eq!(e.path, p.to_str().unwrap());
+        assert_eq!(e.stat.size, 5);
+        assert!(super::super::table::same_file(&p, &e.stat));
+        let FdFile::Desc(g) = ghost.file else {
+            panic!("{ghost:?}")
+        };
+        assert!(
+            matches!(&c.descs()[g.0 as usize].kind, DescKind::Ghost { data, .. } if data == b"ghost"),
+            "{:?}",
+            c.descs()
+        );
     }
 }

@@ -8,8 +8,9 @@ use std::os::fd::OwnedFd;
 
 use dormant_image::records::{DescKind, InetSocket};
 
+use super::error::FdError;
 use super::sys;
-pub use super::tcp::RepairedSockets;
+use super::tcp::RepairedSockets;
 
 /// Address and port of a `sockaddr_in`/`sockaddr_in6`.
 pub(super) fn addr_of(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
@@ -36,7 +37,7 @@ pub(super) fn addr_of(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// The description of an inet socket, or a refusal text (the caller decides whether that is an error).
+/// The description of an inet socket, or why it cannot be dumped.
 /// With `tcp_established`, an established TCP socket is dumped in repair mode and a copy of `dup` joins
 /// `repaired`, which keeps repair mode on until the dump decides how the target ends.
 pub fn dump(
@@ -44,21 +45,25 @@ pub fn dump(
     family: i32,
     tcp_established: bool,
     repaired: &mut RepairedSockets,
-) -> Result<DescKind, String> {
+) -> Result<DescKind, FdError> {
     let opt = |level, name, what: &str| {
-        sys::sockopt_int(dup, level, name).map_err(|e| format!("getsockopt {what}: {e}"))
+        sys::sockopt_int(dup, level, name).map_err(FdError::sys(format!("getsockopt {what}")))
     };
     let sock_type = opt(libc::SOL_SOCKET, libc::SO_TYPE, "SO_TYPE")?;
     let protocol = opt(libc::SOL_SOCKET, libc::SO_PROTOCOL, "SO_PROTOCOL")?;
     if sock_type != libc::SOCK_STREAM && sock_type != libc::SOCK_DGRAM {
-        return Err(format!("inet socket of type {sock_type} is not supported"));
+        return Err(FdError::Socket(format!(
+            "inet socket of type {sock_type} is not supported"
+        )));
     }
-    let (local, _) = sys::sock_name(dup, false).map_err(|e| format!("getsockname: {e}"))?;
-    let local = addr_of(&local).ok_or("getsockname gave no inet address")?;
+    let (local, _) = sys::sock_name(dup, false).map_err(FdError::sys("getsockname"))?;
+    let local = addr_of(&local)
+        .ok_or_else(|| FdError::Socket("getsockname gave no inet address".into()))?;
     if let Ok((peer, _)) = sys::sock_name(dup, true) {
         if tcp_established && sock_type == libc::SOCK_STREAM {
-            let peer = addr_of(&peer).ok_or("getpeername gave no inet address")?;
-            let copy = dup.try_clone().map_err(|e| format!("dup: {e}"))?;
+            let peer = addr_of(&peer)
+                .ok_or_else(|| FdError::Socket("getpeername gave no inet address".into()))?;
+            let copy = dup.try_clone().map_err(FdError::sys("dup"))?;
             return super::tcp::dump(copy, family, local, peer, repaired)
                 .map(DescKind::TcpEstablished);
         }
@@ -68,9 +73,11 @@ pub fn dump(
             "connected UDP socket"
         };
         let peer = addr_of(&peer).map_or("?".to_string(), |p| p.to_string());
-        return Err(format!(
-            "{what} {local} -> {peer} is not supported (connections are not checkpointed)"
-        ));
+        return Err(FdError::Connected {
+            what,
+            local: local.to_string(),
+            peer,
+        });
     }
     let listening = opt(libc::SOL_SOCKET, libc::SO_ACCEPTCONN, "SO_ACCEPTCONN")? != 0;
     let bound = (local.port() != 0 || !local.ip().is_unspecified()).then(|| {

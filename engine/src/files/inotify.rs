@@ -11,6 +11,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
 use dormant_image::records::{DescKind, InotifyWatch};
+use dormant_mounts::mountinfo::unescape;
+
+use super::error::FdError;
 
 /// Longest file handle the kernel hands out (`MAX_HANDLE_SZ`).
 const MAX_HANDLE_SZ: usize = 128;
@@ -112,29 +115,24 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// The description of an inotify fd: every watch with its path (the caller names the pid and fd in errors).
-pub fn dump(info: &str, dup: &OwnedFd) -> Result<DescKind, String> {
+pub fn dump(info: &str, dup: &OwnedFd) -> Result<DescKind, FdError> {
     let mut queued: libc::c_int = 0;
     // SAFETY: FIONREAD writes one int to our stack.
     if unsafe { libc::ioctl(dup.as_raw_fd(), libc::FIONREAD, &mut queued) } != 0 {
-        return Err(format!("FIONREAD: {}", std::io::Error::last_os_error()));
+        return Err(FdError::last_os("FIONREAD"));
     }
     if queued > 0 {
-        return Err(format!(
-            "inotify fd with unread events ({queued} bytes queued); events are not carried, so \
-             the dump is refused rather than losing them"
-        ));
+        return Err(FdError::InotifyQueued { bytes: queued });
     }
     let mounts = own_mounts()?;
     let mut watches = Vec::new();
-    for w in parse(info)? {
-        let (path, symlink) = resolve(&w, &mounts).map_err(|why| {
-            format!(
-                "inotify watch wd {} on inode {} (device {}:{}) cannot be resolved to a path: {why}",
-                w.wd,
-                w.ino,
-                w.sdev >> 20,
-                w.sdev & 0xf_ffff
-            )
+    for w in parse(info).map_err(FdError::Parse)? {
+        let (path, symlink) = resolve(&w, &mounts).map_err(|why| FdError::InotifyWatch {
+            wd: w.wd,
+            ino: w.ino,
+            major: w.sdev >> 20,
+            minor: w.sdev & 0xf_ffff,
+            why,
         })?;
         watches.push(InotifyWatch {
             wd: w.wd,
@@ -149,9 +147,9 @@ pub fn dump(info: &str, dup: &OwnedFd) -> Result<DescKind, String> {
 }
 
 /// The dumper's mounts as (st_dev, mount point).
-fn own_mounts() -> Result<Vec<(u64, String)>, String> {
+fn own_mounts() -> Result<Vec<(u64, String)>, FdError> {
     let text = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| format!("reading /proc/self/mountinfo: {e}"))?;
+        .map_err(FdError::sys("reading /proc/self/mountinfo"))?;
     let mut out = Vec::new();
     for line in text.lines() {
         let f: Vec<&str> = line.split(' ').collect();
@@ -167,29 +165,6 @@ fn own_mounts() -> Result<Vec<(u64, String)>, String> {
         out.push((libc::makedev(ma, mi), unescape(point)));
     }
     Ok(out)
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let oct = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        if let (b'\\', Some(d)) = (b[i], oct) {
-            out.push(
-                d.iter()
-                    .fold(0u8, |a, c| a.wrapping_mul(8).wrapping_add(c - b'0')),
-            );
-            i += 4;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The path of the watched inode, and whether it is a symlink: the first mount of its device against which
@@ -354,7 +329,7 @@ inotify wd:2 ino:994171 sdev:fe00001 mask:80000fff ignored_mask:0 fhandle-bytes:
             std::fs::canonicalize(dir.path()).unwrap()
         );
         std::fs::write(dir.path().join("new"), b"").unwrap();
-        let e = dump(&info, &fd).unwrap_err();
+        let e = dump(&info, &fd).unwrap_err().to_string();
         assert!(e.contains("unread events"), "{e}");
     }
 

@@ -3,8 +3,10 @@
 
 use dormant_image::records::{FileLock, LockKind};
 
+use super::error::FdError;
+
 /// The locks held through fd `fd`, from its fdinfo text.
-pub fn parse(fd: i32, info: &str) -> Result<Vec<FileLock>, String> {
+pub fn parse(fd: i32, info: &str) -> Result<Vec<FileLock>, FdError> {
     let mut out = Vec::new();
     for line in info.lines() {
         let Some(rest) = line.strip_prefix("lock:") else {
@@ -15,24 +17,26 @@ pub fn parse(fd: i32, info: &str) -> Result<Vec<FileLock>, String> {
         if f.get(1) == Some(&"->") {
             continue;
         }
-        let bad = || format!("lock line {line:?}");
+        let bad = || FdError::Parse(format!("lock line {line:?}"));
         let kind = match *f.get(1).ok_or_else(bad)? {
             "FLOCK" => LockKind::Flock,
             "POSIX" => LockKind::Posix,
             "OFDLCK" => LockKind::Ofd,
             other => {
-                return Err(format!(
+                return Err(FdError::Lock(format!(
                     "lock type {other} (lease or unknown) is not supported"
-                ))
+                )))
             }
         };
         if f.get(2) != Some(&"ADVISORY") {
-            return Err(format!("mandatory lock in {line:?} is not supported"));
+            return Err(FdError::Lock(format!(
+                "mandatory lock in {line:?} is not supported"
+            )));
         }
         let write = match *f.get(3).ok_or_else(bad)? {
             "WRITE" => true,
             "READ" => false,
-            other => return Err(format!("lock mode {other} is not supported")),
+            other => return Err(FdError::Lock(format!("lock mode {other} is not supported"))),
         };
         let start: u64 = f.get(6).ok_or_else(bad)?.parse().map_err(|_| bad())?;
         let end = *f.get(7).ok_or_else(bad)?;

@@ -6,14 +6,18 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use dormant_image::records::{DescKind, PtyState};
+use std::collections::HashSet;
 
-/// `ioctl(fd, req, &mut u32-sized value)`, or the error text.
-fn ioctl_int(fd: &OwnedFd, req: libc::Ioctl, what: &str) -> Result<libc::c_int, String> {
+use dormant_image::records::{DescId, DescKind, FileDesc, PtyState};
+
+use super::error::FdError;
+
+/// `ioctl(fd, req, &mut u32-sized value)`.
+fn ioctl_int(fd: &OwnedFd, req: libc::Ioctl, what: &'static str) -> Result<libc::c_int, FdError> {
     let mut v: libc::c_int = 0;
     // SAFETY: the request writes one int into `v` on our stack.
     if unsafe { libc::ioctl(fd.as_raw_fd(), req, &mut v) } != 0 {
-        return Err(format!("{what}: {}", std::io::Error::last_os_error()));
+        return Err(FdError::last_os(what));
     }
     Ok(v)
 }
@@ -29,25 +33,27 @@ pub fn is_master(target: &str) -> bool {
 }
 
 /// The record of one end (`dup` is our copy of it).
-pub fn dump(dup: &OwnedFd, master: bool, target: &str) -> Result<DescKind, String> {
+pub fn dump(dup: &OwnedFd, master: bool, target: &str) -> Result<DescKind, FdError> {
     let index = if master {
         ioctl_int(dup, libc::TIOCGPTN, "TIOCGPTN")? as u32
     } else {
-        slave_index(target).ok_or_else(|| format!("{target} is not a /dev/pts/N path"))?
+        slave_index(target).ok_or_else(|| FdError::NotPtsPath {
+            target: target.to_string(),
+        })?
     };
     let queued = ioctl_int(dup, libc::FIONREAD, "FIONREAD")?;
     if queued != 0 {
-        return Err(format!(
-            "pty {index}: {queued} byte(s) queued for the {} not read yet (they cannot be read without \
-             taking them from the process)",
-            if master { "master" } else { "slave" }
-        ));
+        return Err(FdError::PtyQueued {
+            index,
+            bytes: queued,
+            side: if master { "master" } else { "slave" },
+        });
     }
     // SAFETY: termios is plain data; tcgetattr fills it.
     let mut t: libc::termios = unsafe { std::mem::zeroed() };
     // SAFETY: writes one termios on our stack.
     if unsafe { libc::tcgetattr(dup.as_raw_fd(), &mut t) } != 0 {
-        return Err(format!("tcgetattr: {}", std::io::Error::last_os_error()));
+        return Err(FdError::last_os("tcgetattr"));
     }
     let mut ws = libc::winsize {
         ws_row: 0,
@@ -57,7 +63,7 @@ pub fn dump(dup: &OwnedFd, master: bool, target: &str) -> Result<DescKind, Strin
     };
     // SAFETY: writes one winsize on our stack.
     if unsafe { libc::ioctl(dup.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) } != 0 {
-        return Err(format!("TIOCGWINSZ: {}", std::io::Error::last_os_error()));
+        return Err(FdError::last_os("TIOCGWINSZ"));
     }
     // Only the master answers these; a slave's record is never the one a pair is rebuilt from.
     let (packet, locked) = if master {
@@ -85,6 +91,35 @@ pub fn dump(dup: &OwnedFd, master: bool, target: &str) -> Result<DescKind, Strin
             locked,
         },
     })
+}
+
+/// A pty slave is rebuilt with its master: refuses a slave whose master is not in the dump (the terminal
+/// the dump was started from, say), naming its description.
+pub fn check_masters(descs: &[FileDesc]) -> Result<(), (DescId, FdError)> {
+    let masters: HashSet<u32> = descs
+        .iter()
+        .filter_map(|d| match d.kind {
+            DescKind::Pty {
+                master: true,
+                index,
+                ..
+            } => Some(index),
+            _ => None,
+        })
+        .collect();
+    for d in descs {
+        if let DescKind::Pty {
+            master: false,
+            index,
+            ..
+        } = d.kind
+        {
+            if !masters.contains(&index) {
+                return Err((d.id, FdError::PtyMasterOutside { index }));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
-//! Small wrappers over the syscalls the file dumper needs and `nix` does not have: pidfd_getfd, kcmp.
+//! Small wrappers over the syscalls the file dumper needs and `nix` does not have: pidfd_getfd and kcmp
+//! (dormant-sys's, shared with the parasite and the probes), fcntl owners, socket options.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-const KCMP_FILE: libc::c_int = 0;
 /// fcntl commands and `struct f_owner_ex` (not in the libc crate for this target).
 const F_GETSIG: libc::c_int = 11;
 const F_GETOWN_EX: libc::c_int = 16;
@@ -23,32 +23,13 @@ pub struct TaskFds {
 
 impl TaskFds {
     pub fn open(pid: u32) -> io::Result<Self> {
-        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is passed.
-        let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the syscall returned a fresh fd that nothing else owns.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(r as RawFd) };
+        let pidfd = dormant_sys::host::pidfd_open(pid as libc::pid_t, 0)?;
         Ok(Self { pid, pidfd })
     }
 
     /// A copy of the task's fd `fd` in this process (same open file description, `O_CLOEXEC`).
     pub fn get(&self, fd: i32) -> io::Result<OwnedFd> {
-        // SAFETY: pidfd_getfd takes a pidfd, an fd number and flags; it returns a new fd or -1.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_getfd,
-                self.pidfd.as_raw_fd(),
-                fd as libc::c_int,
-                0,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the syscall returned a fresh fd that nothing else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+        Ok(dormant_sys::host::pidfd_getfd(self.pidfd.as_fd(), fd)?)
     }
 
     pub fn pid(&self) -> u32 {
@@ -58,21 +39,12 @@ impl TaskFds {
 
 /// Whether fd `fd1` of `pid1` and fd `fd2` of `pid2` are the same open file description (kcmp).
 pub fn same_description(pid1: u32, fd1: i32, pid2: u32, fd2: i32) -> io::Result<bool> {
-    // SAFETY: kcmp compares kernel objects named by pids and fd numbers; no memory is passed.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_kcmp,
-            pid1 as libc::pid_t,
-            pid2 as libc::pid_t,
-            KCMP_FILE,
-            fd1 as libc::c_ulong,
-            fd2 as libc::c_ulong,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(r == 0)
+    Ok(dormant_sys::host::kcmp_same_file(
+        pid1 as libc::pid_t,
+        fd1,
+        pid2 as libc::pid_t,
+        fd2,
+    )?)
 }
 
 /// The owner of a description (`F_GETOWN_EX`, `F_GETSIG`); `None` when nobody is set.

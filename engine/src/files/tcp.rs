@@ -12,6 +12,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use dormant_image::records::{TcpConnection, TcpWindow};
 
+use super::error::FdError;
 use super::sys;
 
 /// `setsockopt(IPPROTO_TCP, ...)` numbers from `<linux/tcp.h>`.
@@ -167,17 +168,18 @@ pub fn dump(
     local: SocketAddr,
     peer: SocketAddr,
     repaired: &mut RepairedSockets,
-) -> Result<TcpConnection, String> {
+) -> Result<TcpConnection, FdError> {
     let conn = format!("TCP connection {local} -> {peer}");
-    let head = tcp_info_head(&fd).map_err(|e| format!("{conn}: TCP_INFO: {e}"))?;
+    let head = tcp_info_head(&fd).map_err(FdError::sys(format!("{conn}: TCP_INFO")))?;
     if head[0] != TCP_ESTABLISHED {
-        return Err(format!(
-            "{conn} is in TCP state {} (only established connections are dumped)",
-            head[0]
-        ));
+        return Err(FdError::TcpState {
+            conn,
+            state: head[0],
+        });
     }
     let opt = |level, name, what: &str| {
-        sys::sockopt_int(&fd, level, name).map_err(|e| format!("{conn}: getsockopt {what}: {e}"))
+        sys::sockopt_int(&fd, level, name)
+            .map_err(FdError::sys(format!("{conn}: getsockopt {what}")))
     };
     let flag = |level, name, what: &str| opt(level, name, what).map(|v| v != 0);
     // Plain options first, before the socket is touched.
@@ -190,17 +192,21 @@ pub fn dump(
     let v6only =
         family == libc::AF_INET6 && flag(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, "IPV6_V6ONLY")?;
 
-    sys::set_sockopt_int(&fd, libc::IPPROTO_TCP, TCP_REPAIR, 1)
-        .map_err(|e| format!("{conn}: TCP_REPAIR on: {e} (needs CAP_NET_ADMIN)"))?;
+    sys::set_sockopt_int(&fd, libc::IPPROTO_TCP, TCP_REPAIR, 1).map_err(FdError::sys(format!(
+        "{conn}: TCP_REPAIR on (needs CAP_NET_ADMIN)"
+    )))?;
     repaired.fds.push(fd);
-    let fd = repaired.fds.last().ok_or("repaired socket vanished")?;
+    let fd = repaired
+        .fds
+        .last()
+        .ok_or_else(|| FdError::Socket(format!("{conn}: repaired socket vanished")))?;
     let set = |name, v, what: &str| {
         sys::set_sockopt_int(fd, libc::IPPROTO_TCP, name, v)
-            .map_err(|e| format!("{conn}: setsockopt {what}: {e}"))
+            .map_err(FdError::sys(format!("{conn}: setsockopt {what}")))
     };
     let get = |name, what: &str| {
         sys::sockopt_int(fd, libc::IPPROTO_TCP, name)
-            .map_err(|e| format!("{conn}: getsockopt {what}: {e}"))
+            .map_err(FdError::sys(format!("{conn}: getsockopt {what}")))
     };
     // Each queue: its sequence number (the end of the queue) and its bytes.
     let mut queues = Vec::new();
@@ -210,23 +216,27 @@ pub fn dump(
     ] {
         set(TCP_REPAIR_QUEUE, queue, "TCP_REPAIR_QUEUE")?;
         let seq = get(TCP_QUEUE_SEQ, "TCP_QUEUE_SEQ")? as u32;
-        let len = queue_len(fd, ioctl).map_err(|e| format!("{conn}: {what} queue size: {e}"))?;
-        let data = peek(fd, len).map_err(|e| format!("{conn}: peek {what} queue: {e}"))?;
+        let len =
+            queue_len(fd, ioctl).map_err(FdError::sys(format!("{conn}: {what} queue size")))?;
+        let data = peek(fd, len).map_err(FdError::sys(format!("{conn}: peek {what} queue")))?;
         if data.len() != len {
-            return Err(format!(
-                "{conn}: {what} queue holds {len} bytes but {} could be peeked",
-                data.len()
-            ));
+            return Err(FdError::TcpQueue {
+                conn: conn.clone(),
+                queue: what,
+                len,
+                got: data.len(),
+            });
         }
         queues.push((seq, data));
     }
     set(TCP_REPAIR_QUEUE, TCP_NO_QUEUE, "TCP_REPAIR_QUEUE")?;
-    let (recv_seq, recv_queue) = queues.pop().ok_or("no receive queue")?;
-    let (send_seq, send_queue) = queues.pop().ok_or("no send queue")?;
+    let missing = |q: &str| FdError::Socket(format!("{conn}: no {q} queue read"));
+    let (recv_seq, recv_queue) = queues.pop().ok_or_else(|| missing("receive"))?;
+    let (send_seq, send_queue) = queues.pop().ok_or_else(|| missing("send"))?;
     // In repair mode TCP_MAXSEG reports the clamp negotiated with the peer, which restore sets back.
     let mss = get(libc::TCP_MAXSEG, "TCP_MAXSEG")? as u32;
     let timestamp = get(TCP_TIMESTAMP, "TCP_TIMESTAMP")? as u32;
-    let w = repair_window(fd).map_err(|e| format!("{conn}: TCP_REPAIR_WINDOW: {e}"))?;
+    let w = repair_window(fd).map_err(FdError::sys(format!("{conn}: TCP_REPAIR_WINDOW")))?;
     log::debug!(
         "{conn}: send seq {send_seq} ({} queued), recv seq {recv_seq} ({} queued), mss {mss}",
         send_queue.len(),

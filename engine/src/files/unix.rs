@@ -6,13 +6,14 @@
 //! sender's name). Unnamed unconnected stream sockets and messages carrying fds (`SCM_RIGHTS`) or
 //! credentials are refused.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use dormant_image::records::{DescKind, UnixDatagram};
+use dormant_image::records::{DescId, DescKind, FileDesc, UnixDatagram};
 use nix::errno::Errno;
 use nix::sys::socket::{self, MsgFlags, SockFlag, SockProtocol, SockType};
 
+use super::error::FdError;
 use super::sys;
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -37,14 +38,14 @@ fn u16_at(b: &[u8], off: usize) -> Option<u16> {
 }
 
 /// Inode → peer inode of every connected unix socket of this network namespace.
-pub fn peers() -> Result<HashMap<u64, u64>, String> {
+pub fn peers() -> Result<HashMap<u64, u64>, FdError> {
     let sock: OwnedFd = socket::socket(
         socket::AddressFamily::Netlink,
         SockType::Datagram,
         SockFlag::SOCK_CLOEXEC,
         SockProtocol::NetlinkSockDiag,
     )
-    .map_err(|e| format!("socket(NETLINK_SOCK_DIAG): {e}"))?;
+    .map_err(FdError::errno("socket(NETLINK_SOCK_DIAG)"))?;
     let mut req = Vec::with_capacity(40);
     req.extend_from_slice(&40u32.to_ne_bytes());
     req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
@@ -59,31 +60,33 @@ pub fn peers() -> Result<HashMap<u64, u64>, String> {
     req.extend_from_slice(&UDIAG_SHOW_PEER.to_ne_bytes());
     req.extend_from_slice(&[0xff; 8]); // cookie
     socket::send(sock.as_raw_fd(), &req, MsgFlags::empty())
-        .map_err(|e| format!("sending the UNIX_DIAG request: {e}"))?;
+        .map_err(FdError::errno("sending the UNIX_DIAG request"))?;
     let mut map = HashMap::new();
     let mut buf = vec![0u8; 64 << 10];
     loop {
         let n = match socket::recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty()) {
             Ok(n) => n,
             Err(Errno::EINTR) => continue,
-            Err(e) => return Err(format!("reading the UNIX_DIAG reply: {e}")),
+            Err(e) => return Err(FdError::errno("reading the UNIX_DIAG reply")(e)),
         };
         if n == 0 {
-            return Err("UNIX_DIAG reply ended without NLMSG_DONE".into());
+            return Err(FdError::Parse(
+                "UNIX_DIAG reply ended without NLMSG_DONE".into(),
+            ));
         }
         let mut off = 0;
         while off + NLMSG_HDRLEN <= n {
             let len = u32_at(&buf, off).unwrap_or(0) as usize;
             let kind = u16_at(&buf, off + 4).unwrap_or(0);
             if len < NLMSG_HDRLEN || off + len > n {
-                return Err("malformed UNIX_DIAG message".into());
+                return Err(FdError::Parse("malformed UNIX_DIAG message".into()));
             }
             let msg = &buf[off + NLMSG_HDRLEN..off + len];
             match kind {
                 NLMSG_DONE => return Ok(map),
                 NLMSG_ERROR => {
                     let code = u32_at(msg, 0).unwrap_or(0) as i32;
-                    return Err(format!("UNIX_DIAG: {}", Errno::from_raw(-code)));
+                    return Err(FdError::errno("UNIX_DIAG")(Errno::from_raw(-code)));
                 }
                 SOCK_DIAG_BY_FAMILY => {
                     let ino = u32_at(msg, 4).unwrap_or(0);
@@ -110,21 +113,21 @@ pub fn peers() -> Result<HashMap<u64, u64>, String> {
 }
 
 /// Whether the socket has a name (path or abstract); socketpair ends have none.
-fn is_named(dup: &OwnedFd) -> Result<bool, String> {
-    let (_, len) = sys::sock_name(dup, false).map_err(|e| format!("getsockname: {e}"))?;
+fn is_named(dup: &OwnedFd) -> Result<bool, FdError> {
+    let (_, len) = sys::sock_name(dup, false).map_err(FdError::sys("getsockname"))?;
     Ok(len as usize > std::mem::size_of::<libc::sa_family_t>())
 }
 
 /// The bound name (`sun_path` bytes, abstract names with their leading NUL).
-fn name_of(dup: &OwnedFd) -> Result<Vec<u8>, String> {
-    let (ss, len) = sys::sock_name(dup, false).map_err(|e| format!("getsockname: {e}"))?;
+fn name_of(dup: &OwnedFd) -> Result<Vec<u8>, FdError> {
+    let (ss, len) = sys::sock_name(dup, false).map_err(FdError::sys("getsockname"))?;
     // SAFETY: the storage holds a sockaddr_un for an AF_UNIX socket and is large enough for one.
     let sun = unsafe { &*(&ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_un>() };
     Ok(sun_bytes(sun, len))
 }
 
 /// The peer's name; empty when the peer is unnamed or there is none.
-fn peer_name_of(dup: &OwnedFd) -> Result<Vec<u8>, String> {
+fn peer_name_of(dup: &OwnedFd) -> Result<Vec<u8>, FdError> {
     match sys::sock_name(dup, true) {
         Ok((ss, len)) => {
             // SAFETY: the storage holds a sockaddr_un for an AF_UNIX socket and is large enough for one.
@@ -133,7 +136,7 @@ fn peer_name_of(dup: &OwnedFd) -> Result<Vec<u8>, String> {
             Ok(sun_bytes(sun, len))
         }
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(Vec::new()),
-        Err(e) => Err(format!("getpeername: {e}")),
+        Err(e) => Err(FdError::sys("getpeername")(e)),
     }
 }
 
@@ -189,7 +192,7 @@ fn sun_bytes(sun: &libc::sockaddr_un, len: libc::socklen_t) -> Vec<u8> {
 }
 
 /// A listening socket: its name; refused while connections wait in its accept queue (they would be lost).
-fn listener(dup: &OwnedFd, sock_type: i32) -> Result<DescKind, String> {
+fn listener(dup: &OwnedFd, sock_type: i32) -> Result<DescKind, FdError> {
     let mut p = libc::pollfd {
         fd: std::os::fd::AsRawFd::as_raw_fd(dup),
         events: libc::POLLIN,
@@ -197,22 +200,26 @@ fn listener(dup: &OwnedFd, sock_type: i32) -> Result<DescKind, String> {
     };
     // SAFETY: polls one pollfd on our stack without waiting.
     if unsafe { libc::poll(&mut p, 1, 0) } < 0 {
-        return Err(format!("poll: {}", std::io::Error::last_os_error()));
+        return Err(FdError::last_os("poll"));
     }
     if p.revents & libc::POLLIN != 0 {
-        return Err("listening unix socket has connections waiting to be accepted".into());
+        return Err(FdError::Socket(
+            "listening unix socket has connections waiting to be accepted".into(),
+        ));
     }
     let name = name_of(dup)?;
     if name.is_empty() {
-        return Err("listening unix socket without a name".into());
+        return Err(FdError::Socket(
+            "listening unix socket without a name".into(),
+        ));
     }
     Ok(DescKind::UnixListen { name, sock_type })
 }
 
 /// One end of a connected pair or connection, a datagram socket, or a listener.
-pub fn dump(ino: u64, peers: &HashMap<u64, u64>, dup: &OwnedFd) -> Result<DescKind, String> {
-    let sock_type = sys::sockopt_int(dup, libc::SOL_SOCKET, libc::SO_TYPE)
-        .map_err(|e| format!("SO_TYPE: {e}"))?;
+pub fn dump(ino: u64, peers: &HashMap<u64, u64>, dup: &OwnedFd) -> Result<DescKind, FdError> {
+    let sock_type =
+        sys::sockopt_int(dup, libc::SOL_SOCKET, libc::SO_TYPE).map_err(FdError::sys("SO_TYPE"))?;
     if sys::sockopt_int(dup, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).unwrap_or(0) != 0 {
         return listener(dup, sock_type);
     }
@@ -231,9 +238,9 @@ pub fn dump(ino: u64, peers: &HashMap<u64, u64>, dup: &OwnedFd) -> Result<DescKi
         let mutual = peer.is_some_and(|p| peers.get(&p) == Some(&ino));
         if !(mutual && name.is_empty() && peer_name.is_empty()) {
             if peer.is_some() && peer_name.is_empty() {
-                return Err(
+                return Err(FdError::Socket(
                     "datagram socket connected to an unnamed socket that is not its pair".into(),
-                );
+                ));
             }
             let queued = peek_all(dup)?;
             return Ok(DescKind::UnixDgram {
@@ -246,14 +253,14 @@ pub fn dump(ino: u64, peers: &HashMap<u64, u64>, dup: &OwnedFd) -> Result<DescKi
         }
     }
     let Some(peer) = peer else {
-        return Err(if name.is_empty() {
+        return Err(FdError::Socket(if name.is_empty() {
             "unconnected unix sockets are not supported yet".into()
         } else {
             format!(
                 "unix socket bound to{} is neither listening nor connected (not supported yet)",
                 shown_name(&name)
             )
-        });
+        }));
     };
     let queued = peek_all(dup)?.into_iter().map(|m| m.data).collect();
     if name.is_empty() && peer_name.is_empty() {
@@ -274,20 +281,58 @@ pub fn dump(ino: u64, peers: &HashMap<u64, u64>, dup: &OwnedFd) -> Result<DescKi
     })
 }
 
+/// Checks what only the whole dump can tell: every connected unix socket's peer is in it. Refuses the
+/// first whose peer is not, naming its description and who holds the peer.
+pub fn check_peers(descs: &[FileDesc]) -> Result<(), (DescId, FdError)> {
+    let inos: HashSet<u64> = descs
+        .iter()
+        .filter_map(|d| match d.kind {
+            DescKind::UnixPair { ino, .. }
+            | DescKind::UnixConn { ino, .. }
+            | DescKind::UnixDgram { ino, .. } => Some(ino),
+            _ => None,
+        })
+        .collect();
+    for d in descs {
+        let (ino, peer, peer_name) = match &d.kind {
+            DescKind::UnixPair { ino, peer, .. } => (*ino, *peer, &[][..]),
+            DescKind::UnixConn {
+                ino,
+                peer,
+                peer_name,
+                ..
+            } => (*ino, *peer, peer_name.as_slice()),
+            _ => continue,
+        };
+        if !inos.contains(&peer) {
+            return Err((
+                d.id,
+                FdError::UnixPeerOutside {
+                    ino,
+                    peer,
+                    peer_name: shown_name(peer_name),
+                    holders: holders_text(peer),
+                },
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Every queued message with its sender's name (empty when unnamed, and for stream sockets), peeked from
 /// offset 0 on with `SO_PEEK_OFF`; the socket's own peek offset is put back afterwards.
-fn peek_all(dup: &OwnedFd) -> Result<Vec<UnixDatagram>, String> {
+fn peek_all(dup: &OwnedFd) -> Result<Vec<UnixDatagram>, FdError> {
     let dgram = sys::sockopt_int(dup, libc::SOL_SOCKET, libc::SO_TYPE)
-        .map_err(|e| format!("SO_TYPE: {e}"))?
+        .map_err(FdError::sys("SO_TYPE"))?
         == libc::SOCK_DGRAM;
     let old = sys::sockopt_int(dup, libc::SOL_SOCKET, libc::SO_PEEK_OFF)
-        .map_err(|e| format!("SO_PEEK_OFF: {e}"))?;
+        .map_err(FdError::sys("SO_PEEK_OFF"))?;
     sys::set_sockopt_int(dup, libc::SOL_SOCKET, libc::SO_PEEK_OFF, 0)
-        .map_err(|e| format!("setting SO_PEEK_OFF: {e}"))?;
+        .map_err(FdError::sys("setting SO_PEEK_OFF"))?;
     let got = peek_loop(dup, dgram);
     let reset = sys::set_sockopt_int(dup, libc::SOL_SOCKET, libc::SO_PEEK_OFF, old);
     let got = got?;
-    reset.map_err(|e| format!("putting SO_PEEK_OFF back to {old}: {e}"))?;
+    reset.map_err(FdError::sys(format!("putting SO_PEEK_OFF back to {old}")))?;
     Ok(got)
 }
 
@@ -318,13 +363,15 @@ fn close_passed_fds(mh: &libc::msghdr) -> usize {
     closed
 }
 
-fn peek_loop(dup: &OwnedFd, dgram: bool) -> Result<Vec<UnixDatagram>, String> {
+fn peek_loop(dup: &OwnedFd, dgram: bool) -> Result<Vec<UnixDatagram>, FdError> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; PEEK_BUF];
     let mut cmsg = [0u64; 64];
     loop {
         if out.len() >= MAX_MESSAGES {
-            return Err(format!("more than {MAX_MESSAGES} queued messages"));
+            return Err(FdError::Socket(format!(
+                "more than {MAX_MESSAGES} queued messages"
+            )));
         }
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
@@ -353,29 +400,31 @@ fn peek_loop(dup: &OwnedFd, dgram: bool) -> Result<Vec<UnixDatagram>, String> {
             if e.raw_os_error() == Some(libc::EAGAIN) {
                 return Ok(out);
             }
-            return Err(format!("peeking the queue: {e}"));
+            return Err(FdError::sys("peeking the queue")(e));
         }
         if close_passed_fds(&mh) > 0 {
-            return Err(format!(
+            return Err(FdError::Socket(format!(
                 "message {} of the receive queue carries open files in flight (SCM_RIGHTS), which cannot be \
                  carried; the sender's fds exist only in the queue",
                 out.len() + 1
-            ));
+            )));
         }
         if mh.msg_flags & libc::MSG_CTRUNC != 0 {
-            return Err(format!(
+            return Err(FdError::Socket(format!(
                 "message {} of the receive queue carries more ancillary data (SCM_RIGHTS) than fits",
                 out.len() + 1
-            ));
+            )));
         }
         if mh.msg_controllen > 0 {
-            return Err(
+            return Err(FdError::Socket(
                 "a queued message carries credentials (SCM_CREDENTIALS), which is not supported"
                     .into(),
-            );
+            ));
         }
         if mh.msg_flags & libc::MSG_TRUNC != 0 {
-            return Err(format!("a queued message is larger than {PEEK_BUF} bytes"));
+            return Err(FdError::Socket(format!(
+                "a queued message is larger than {PEEK_BUF} bytes"
+            )));
         }
         if n == 0 && !dgram {
             // Stream end-of-data (peer shut down).
@@ -466,7 +515,7 @@ mod tests {
         };
         let (dup, peers) = (dup_of(&b), peers().unwrap());
         let before = count();
-        let err = dump(ino_of(&b), &peers, &dup).unwrap_err();
+        let err = dump(ino_of(&b), &peers, &dup).unwrap_err().to_string();
         assert!(err.contains("SCM_RIGHTS"), "{err}");
         assert_eq!(count(), before, "the peeked fd was closed");
     }

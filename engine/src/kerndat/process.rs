@@ -167,13 +167,13 @@ pub(crate) fn arch_map_vdso() -> Result<Found, ProbeError> {
     let maps = self_maps()?;
     let special: Vec<(usize, usize)> = maps
         .iter()
-        .filter(|m| matches!(m.path.as_str(), "[vdso]" | "[vvar]" | "[vvar_vclock]"))
-        .map(|m| (m.start, m.end))
+        .filter(|m| matches!(m.name.as_str(), "[vdso]" | "[vvar]" | "[vvar_vclock]"))
+        .map(|m| (m.start as usize, m.end as usize))
         .collect();
     let vdso = maps
         .iter()
-        .find(|m| m.path == "[vdso]")
-        .map(|m| m.start)
+        .find(|m| m.name == "[vdso]")
+        .map(|m| m.start as usize)
         .ok_or_else(|| ProbeError::unexpected("this process has no [vdso]"))?;
     let lowest = special.iter().map(|r| r.0).min().unwrap_or(vdso);
     in_child(move || {
@@ -188,8 +188,8 @@ pub(crate) fn arch_map_vdso() -> Result<Found, ProbeError> {
         let maps = self_maps().map_err(|e| e.to_string())?;
         let new_vdso = maps
             .iter()
-            .find(|m| m.path == "[vdso]")
-            .map(|m| m.start)
+            .find(|m| m.name == "[vdso]")
+            .map(|m| m.start as usize)
             .ok_or("ARCH_MAP_VDSO_64 succeeded but no [vdso] is mapped")?;
         // SAFETY: maps just showed [vdso] mapped (readable) at `new_vdso`.
         let magic: [u8; 4] = unsafe { sys::read_mapped(new_vdso) };

@@ -9,14 +9,8 @@ use super::error::ProbeError;
 use super::sys::{self, TimerId};
 use super::Found;
 
-/// One line of /proc/self/maps, reduced to what the probes use.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct MapsLine {
-    pub start: usize,
-    pub end: usize,
-    pub inode: u64,
-    pub path: String,
-}
+/// One line of /proc/self/maps (dormant-sys's parser, the one the dumper and the parasite use).
+pub(crate) use dormant_sys::procfs::MapsEntry as MapsLine;
 
 pub(crate) fn read_to_string(path: &str) -> Result<String, ProbeError> {
     std::fs::read_to_string(path).map_err(|e| ProbeError::read(path, e))
@@ -24,23 +18,8 @@ pub(crate) fn read_to_string(path: &str) -> Result<String, ProbeError> {
 
 pub(crate) fn self_maps() -> Result<Vec<MapsLine>, ProbeError> {
     let text = read_to_string("/proc/self/maps")?;
-    Ok(text.lines().filter_map(parse_maps_line).collect())
-}
-
-fn parse_maps_line(line: &str) -> Option<MapsLine> {
-    let mut fields = line.splitn(6, ' ');
-    let (start, end) = fields.next()?.split_once('-')?;
-    let _perms = fields.next()?;
-    let _offset = fields.next()?;
-    let _dev = fields.next()?;
-    let inode = fields.next()?.parse().ok()?;
-    let path = fields.next().unwrap_or("").trim_start().to_string();
-    Some(MapsLine {
-        start: usize::from_str_radix(start, 16).ok()?,
-        end: usize::from_str_radix(end, 16).ok()?,
-        inode,
-        path,
-    })
+    dormant_sys::procfs::parse_maps(&text)
+        .map_err(|e| ProbeError::unexpected(format!("/proc/self/maps: {e}")))
 }
 
 /// One line of /proc/self/mountinfo, reduced to what the probes use.
@@ -61,7 +40,7 @@ pub(crate) fn self_mountinfo() -> Result<Vec<MountLine>, ProbeError> {
 fn parse_mountinfo_line(line: &str) -> Option<MountLine> {
     let (head, tail) = line.split_once(" - ")?;
     let head: Vec<&str> = head.split(' ').collect();
-    let mount_point = PathBuf::from(unescape_octal(head.get(4)?));
+    let mount_point = PathBuf::from(dormant_mounts::mountinfo::unescape(head.get(4)?));
     let shared = head
         .iter()
         .skip(6)
@@ -79,28 +58,6 @@ fn parse_mountinfo_line(line: &str) -> Option<MountLine> {
     })
 }
 
-/// Undoes the `\ooo` escapes mountinfo uses for spaces, tabs, newlines and backslashes.
-fn unescape_octal(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' {
-            if let Some(v) = field
-                .get(i + 1..i + 4)
-                .and_then(|o| u8::from_str_radix(o, 8).ok())
-            {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// /proc/self/map_files: the link of a file-backed mapping must read back the path /proc/self/maps
 /// shows, and opening it must give that very inode (the engine opens mapped files, even deleted ones,
 /// this way).
@@ -108,19 +65,19 @@ pub(crate) fn map_files() -> Result<Found, ProbeError> {
     let maps = self_maps()?;
     let mapping = maps
         .iter()
-        .find(|m| m.path.starts_with('/') && m.inode != 0 && !m.path.ends_with(" (deleted)"))
+        .find(|m| m.name.starts_with('/') && m.inode != 0 && !m.name.ends_with(" (deleted)"))
         .ok_or_else(|| ProbeError::unexpected("no file-backed mapping in /proc/self/maps"))?;
     let link = PathBuf::from(format!(
         "/proc/self/map_files/{:x}-{:x}",
         mapping.start, mapping.end
     ));
     let target = std::fs::read_link(&link).map_err(|e| ProbeError::read(&link, e))?;
-    if target != Path::new(&mapping.path) {
+    if target != Path::new(&mapping.name) {
         return Err(ProbeError::unexpected(format!(
             "{} links to {}, maps says {}",
             link.display(),
             target.display(),
-            mapping.path
+            mapping.name
         )));
     }
     let file = File::open(&link).map_err(|e| ProbeError::read(&link, e))?;
@@ -138,7 +95,7 @@ pub(crate) fn map_files() -> Result<Found, ProbeError> {
     Ok(Found::detail(format!(
         "readlink and open of {} give {} (inode {inode})",
         link.display(),
-        mapping.path
+        mapping.name
     )))
 }
 
@@ -188,17 +145,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_maps_and_mountinfo_lines() {
-        let m = parse_maps_line("7f00a000-7f00c000 r-xp 00000000 fe:01 1234   /usr/lib/x y.so")
-            .unwrap();
-        assert_eq!((m.start, m.end, m.inode), (0x7f00a000, 0x7f00c000, 1234));
-        assert_eq!(m.path, "/usr/lib/x y.so");
-        let v = parse_maps_line(
-            "7ffd1000-7ffd3000 r-xp 00000000 00:00 0                          [vdso]",
-        )
-        .unwrap();
-        assert_eq!(v.path, "[vdso]");
-
+    fn parses_mountinfo_lines() {
         let line =
             "36 25 0:32 / /tmp/a\\040b rw,relatime shared:7 master:2 - tmpfs none rw,size=10k";
         let mi = parse_mountinfo_line(line).unwrap();

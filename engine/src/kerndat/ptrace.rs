@@ -65,9 +65,9 @@ pub(crate) fn seize_interrupt() -> Result<Found, ProbeError> {
 pub(crate) fn xstate() -> Result<Found, ProbeError> {
     let stopped = Stopped::new()?;
     let pid = stopped.pid;
-    let mut buf = vec![0u8; 64 * 1024];
-    let size = sys::ptrace_get_xstate(pid, &mut buf)
-        .map_err(|e| ProbeError::on_pid("PTRACE_GETREGSET NT_X86_XSTATE", pid, e))?;
+    let size = sys::ptrace_get_xstate(pid)
+        .map_err(|e| ProbeError::on_pid("PTRACE_GETREGSET NT_X86_XSTATE", pid, e))?
+        .len();
     if size == 0 {
         return Err(ProbeError::unexpected(
             "PTRACE_GETREGSET NT_X86_XSTATE returned 0 bytes",

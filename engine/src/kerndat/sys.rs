@@ -8,6 +8,11 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::ptr::NonNull;
 
+pub(crate) use dormant_sys::process::PrctlMmMap;
+use dormant_sys::process::{
+    CloneArgs, ARCH_MAP_VDSO_64, PR_SET_MM, PR_SET_MM_MAP, PR_SET_MM_MAP_SIZE,
+};
+pub(crate) use dormant_sys::rseq::RseqConfiguration;
 use nix::errno::Errno;
 use nix::sys::mman::{MapFlags, ProtFlags};
 use nix::unistd::Pid;
@@ -139,89 +144,29 @@ pub(crate) unsafe fn read_mapped<const N: usize>(addr: usize) -> [u8; N] {
 // ---------------------------------------------------------------------------------------------------
 // ptrace requests nix does not wrap.
 
-const NT_X86_XSTATE: libc::c_int = 0x202;
-const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
-
-/// PTRACE_GETREGSET NT_X86_XSTATE into `buf`; returns how many bytes the kernel filled, which is the
-/// size of the regset when `buf` is large enough.
-pub(crate) fn ptrace_get_xstate(pid: Pid, buf: &mut [u8]) -> Result<usize, Errno> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: `iov` describes `buf`, which is writable for its whole length; the kernel writes at most
-    // iov_len bytes and updates iov_len.
-    let ret = unsafe {
-        libc::ptrace(
-            libc::PTRACE_GETREGSET,
-            pid.as_raw(),
-            NT_X86_XSTATE as usize as *mut libc::c_void,
-            &mut iov as *mut libc::iovec as *mut libc::c_void,
-        )
-    };
-    check(ret)?;
-    Ok(iov.iov_len)
+/// PTRACE_GETREGSET NT_X86_XSTATE, the call the dumper and the parasite make: the regset's bytes.
+pub(crate) fn ptrace_get_xstate(pid: Pid) -> Result<Vec<u8>, Errno> {
+    dormant_sys::host::get_xstate(pid.as_raw())
 }
 
-/// `struct ptrace_rseq_configuration` (include/uapi/linux/ptrace.h).
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct RseqConfiguration {
-    pub rseq_abi_pointer: u64,
-    pub rseq_abi_size: u32,
-    pub signature: u32,
-    pub flags: u32,
-    pub pad: u32,
-}
-
-/// PTRACE_GET_RSEQ_CONFIGURATION: where the tracee registered its rseq area.
+/// PTRACE_GET_RSEQ_CONFIGURATION, the call the dumper makes: where the tracee registered its rseq area.
 pub(crate) fn ptrace_get_rseq(pid: Pid) -> Result<RseqConfiguration, Errno> {
-    let mut conf = RseqConfiguration::default();
-    // SAFETY: addr is the size of `conf`, data points to it; the kernel writes at most that many bytes.
-    let ret = unsafe {
-        libc::ptrace(
-            PTRACE_GET_RSEQ_CONFIGURATION,
-            pid.as_raw(),
-            std::mem::size_of::<RseqConfiguration>() as *mut libc::c_void,
-            &mut conf as *mut RseqConfiguration as *mut libc::c_void,
-        )
-    };
-    let copied = check(ret)?;
-    if copied as usize != std::mem::size_of::<RseqConfiguration>() {
-        return Err(Errno::EMSGSIZE);
-    }
-    Ok(conf)
+    dormant_sys::host::get_rseq_configuration(pid.as_raw())
 }
 
 /// CPUID leaf 0xD sub-leaf 0: (ebx, ecx) = XSAVE area size for the features enabled in XCR0, and the
-/// size for every feature the CPU supports.
+/// size for every feature the CPU supports (dormant-sys's, what the inventory records).
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn cpuid_xsave_sizes() -> (u32, u32) {
-    let r = std::arch::x86_64::__cpuid_count(0xD, 0);
-    (r.ebx, r.ecx)
+    dormant_sys::cpu::xsave_sizes()
 }
 
 // ---------------------------------------------------------------------------------------------------
 // Processes: clone3 with set_tid, pidfds, kcmp, prctl, arch_prctl, POSIX timers.
 
-/// `struct clone_args` up to `set_tid_size` (CLONE_ARGS_SIZE_VER1, Linux 5.5).
-#[repr(C)]
-#[derive(Debug, Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-}
-
-/// Creates a child with clone3 asking for exactly `pid`. The child checks that getpid() says `pid`
-/// and exits at once with 0 (yes) or 1 (no); the caller reaps it.
+/// Creates a child with clone3 asking for exactly `pid`, through the wrapper the restorer forks its tasks
+/// with. The child checks that getpid() says `pid` and exits at once with 0 (yes) or 1 (no); the caller
+/// reaps it.
 pub(crate) fn clone3_exiting_child(pid: Pid) -> Result<Pid, Errno> {
     let set_tid: [libc::pid_t; 1] = [pid.as_raw()];
     let args = CloneArgs {
@@ -230,41 +175,25 @@ pub(crate) fn clone3_exiting_child(pid: Pid) -> Result<Pid, Errno> {
         set_tid_size: 1,
         ..CloneArgs::default()
     };
-    // SAFETY: without CLONE_VM this is a fork. `args` and `set_tid` outlive the call. The child makes
-    // nothing but raw getpid/exit syscalls, so it needs no lock another thread could have held.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    if ret == 0 {
-        // SAFETY: raw getpid has no preconditions.
-        let me = unsafe { libc::syscall(libc::SYS_getpid) };
-        let code = if me == libc::c_long::from(pid.as_raw()) {
-            0
-        } else {
-            1
-        };
+    // SAFETY: a fork (no CLONE_VM); `set_tid` outlives the call. The child makes nothing but raw
+    // getpid/exit syscalls, so it needs no lock another thread could have held.
+    let child = unsafe { dormant_sys::host::clone3(&args) }?;
+    if child == 0 {
+        let me = dormant_sys::raw::getpid();
+        let code = if me == i64::from(pid.as_raw()) { 0 } else { 1 };
         // SAFETY: ends the child at once, without running any of the parent's exit handlers.
         unsafe { libc::_exit(code) };
     }
-    let child = check(ret)?;
-    Ok(Pid::from_raw(child as libc::pid_t))
+    Ok(Pid::from_raw(child))
 }
 
 pub(crate) fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
-    owned_fd(unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) })
+    dormant_sys::host::pidfd_open(pid.as_raw(), 0)
 }
 
 pub(crate) fn pidfd_getfd(pidfd: BorrowedFd<'_>, target_fd: RawFd) -> Result<OwnedFd, Errno> {
-    // SAFETY: pidfd_getfd takes two descriptors and flags and returns a new fd.
-    owned_fd(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target_fd, 0) })
+    dormant_sys::host::pidfd_getfd(pidfd, target_fd)
 }
-
-const KCMP_FILE: libc::c_int = 0;
 
 /// kcmp(KCMP_FILE): 0 when both descriptors name the same open file description.
 pub(crate) fn kcmp_file(
@@ -273,77 +202,49 @@ pub(crate) fn kcmp_file(
     pid2: Pid,
     fd2: RawFd,
 ) -> Result<libc::c_long, Errno> {
-    // SAFETY: kcmp only compares kernel objects named by pids and fd numbers.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_kcmp,
-            pid1.as_raw(),
-            pid2.as_raw(),
-            KCMP_FILE,
-            fd1 as libc::c_ulong,
-            fd2 as libc::c_ulong,
-        )
+    dormant_sys::host::kcmp_same_file(pid1.as_raw(), fd1, pid2.as_raw(), fd2).map(|same| {
+        if same {
+            0
+        } else {
+            1
+        }
     })
 }
 
-const PR_SET_MM: libc::c_int = 35;
-const PR_SET_MM_MAP: libc::c_ulong = 14;
-const PR_SET_MM_MAP_SIZE: libc::c_ulong = 15;
-
-/// `struct prctl_mm_map` (include/uapi/linux/prctl.h).
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct PrctlMmMap {
-    pub start_code: u64,
-    pub end_code: u64,
-    pub start_data: u64,
-    pub end_data: u64,
-    pub start_brk: u64,
-    pub brk: u64,
-    pub start_stack: u64,
-    pub arg_start: u64,
-    pub arg_end: u64,
-    pub env_start: u64,
-    pub env_end: u64,
-    pub auxv: u64,
-    pub auxv_size: u32,
-    pub exe_fd: u32,
+/// Turns a raw result of the blobs' syscall layer into a Result.
+fn raw_check(ret: i64) -> Result<i64, Errno> {
+    dormant_sys::raw::check(ret).map_err(|e| Errno::from_raw(-e as i32))
 }
 
 /// PR_SET_MM_MAP_SIZE: the size of `struct prctl_mm_map` the kernel expects.
 pub(crate) fn prctl_mm_map_size() -> Result<u32, Errno> {
-    let mut size: libc::c_uint = 0;
-    // SAFETY: the kernel writes one unsigned int to the pointer.
-    let ret = unsafe {
-        libc::prctl(
-            PR_SET_MM,
-            PR_SET_MM_MAP_SIZE,
-            &mut size as *mut libc::c_uint,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-        )
-    };
-    check(libc::c_long::from(ret))?;
+    let mut size: u32 = 0;
+    let ret = dormant_sys::raw::prctl(
+        PR_SET_MM,
+        PR_SET_MM_MAP_SIZE,
+        &mut size as *mut u32 as u64,
+        0,
+        0,
+    );
+    raw_check(ret)?;
     Ok(size)
 }
 
-/// PR_SET_MM_MAP with `map` and `auxv` (the exe link is left alone).
+/// PR_SET_MM_MAP with `map` and `auxv` (the exe link is left alone), made the way the restorer blob
+/// makes it: the same struct through the same raw syscall.
 pub(crate) fn prctl_set_mm_map(map: &PrctlMmMap, auxv: &[u64]) -> Result<(), Errno> {
     let mut map = *map;
     map.auxv = auxv.as_ptr() as u64;
     map.auxv_size = u32::try_from(std::mem::size_of_val(auxv)).map_err(|_| Errno::E2BIG)?;
     map.exe_fd = u32::MAX;
-    // SAFETY: the kernel reads `map` and auxv_size bytes of `auxv`, both alive for the call.
-    let ret = unsafe {
-        libc::prctl(
-            PR_SET_MM,
-            PR_SET_MM_MAP,
-            &map as *const PrctlMmMap,
-            std::mem::size_of::<PrctlMmMap>() as libc::c_ulong,
-            0 as libc::c_ulong,
-        )
-    };
-    check(libc::c_long::from(ret)).map(drop)
+    let ret = dormant_sys::raw::prctl(
+        PR_SET_MM,
+        PR_SET_MM_MAP,
+        &map as *const PrctlMmMap as u64,
+        std::mem::size_of::<PrctlMmMap>() as u64,
+        0,
+    );
+    raw_check(ret).map(drop)
 }
 
 /// The current program break (brk(0) never moves it).
@@ -352,13 +253,10 @@ pub(crate) fn current_brk() -> u64 {
     unsafe { libc::syscall(libc::SYS_brk, 0) as u64 }
 }
 
-const ARCH_MAP_VDSO_64: libc::c_int = 0x2003;
-
-/// arch_prctl(ARCH_MAP_VDSO_64): maps the vdso (and its data pages) near `addr`; fails with EEXIST if
-/// this process still has one.
+/// arch_prctl(ARCH_MAP_VDSO_64), as the restorer blob calls it: maps the vdso (and its data pages) near
+/// `addr`; fails with EEXIST if this process still has one.
 pub(crate) fn arch_map_vdso_64(addr: usize) -> Result<(), Errno> {
-    // SAFETY: the kernel maps the vdso in a free range; no existing memory is replaced.
-    check(unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_MAP_VDSO_64, addr) }).map(drop)
+    raw_check(dormant_sys::raw::arch_prctl(ARCH_MAP_VDSO_64, addr as u64)).map(drop)
 }
 
 /// A POSIX timer id as the kernel numbers it (the `ID:` of /proc/pid/timers).
@@ -499,10 +397,8 @@ pub(crate) fn uffdio_writeprotect(
 // ---------------------------------------------------------------------------------------------------
 // PAGEMAP_SCAN (Linux 6.7; include/uapi/linux/fs.h, newer than the installed headers).
 
-pub(crate) use crate::pagemap::{PAGE_IS_PFNZERO, PAGE_IS_PRESENT};
-
-pub(crate) use crate::pagemap::PageRegion;
-use crate::pagemap::PmScanArg;
+use dormant_sys::pagemap::PmScanArg;
+pub(crate) use dormant_sys::pagemap::{PageRegion, PAGE_IS_PFNZERO, PAGE_IS_PRESENT};
 
 /// What one PAGEMAP_SCAN call asks for.
 #[derive(Debug, Clone, Copy)]
@@ -529,9 +425,8 @@ pub(crate) fn pagemap_scan(
         return_mask: query.return_mask,
         ..PmScanArg::default()
     };
-    // `vec` points at `out`, writable for vec_len regions for the whole call.
-    let filled = crate::pagemap::pm_scan(&pagemap.as_fd(), &mut arg)
-        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    // SAFETY: `vec` points at `out`, writable for vec_len regions for the whole call.
+    let filled = unsafe { dormant_sys::host::pagemap_scan(pagemap.as_fd(), &mut arg) }?;
     Ok((filled, arg.walk_end))
 }
 
@@ -543,8 +438,7 @@ const SYS_LISTMOUNT: libc::c_long = 458;
 pub(crate) const LSMT_ROOT: u64 = u64::MAX;
 pub(crate) const STATMOUNT_SB_BASIC: u64 = 0x1;
 pub(crate) const STATMOUNT_MNT_BASIC: u64 = 0x2;
-pub(crate) const MOVE_MOUNT_SET_GROUP: libc::c_uint = 0x100;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+pub(crate) const MOVE_MOUNT_SET_GROUP: u32 = dormant_mounts::sys::MOVE_MOUNT_SET_GROUP;
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 
 /// `struct mnt_id_req` (MNT_ID_REQ_SIZE_VER1; a zero mnt_ns_id means the caller's namespace).
@@ -652,39 +546,28 @@ pub(crate) fn open_tree_clone(path: &Path) -> Result<OwnedFd, Errno> {
     })
 }
 
-/// move_mount of a detached tree fd onto `to`.
+/// move_mount of a detached tree fd onto `to`, through the mount executor's own wrapper.
 pub(crate) fn move_mount_fd(from: BorrowedFd<'_>, to: &Path) -> Result<(), Errno> {
     let to = c_path(to)?;
-    // SAFETY: both paths are NUL-terminated and live for the call.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            from.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    })
-    .map(drop)
+    // SAFETY: AT_FDCWD is a valid "descriptor" for the *at calls for as long as the process lives.
+    let cwd = unsafe { BorrowedFd::borrow_raw(libc::AT_FDCWD) };
+    dormant_mounts::sys::move_mount(
+        from,
+        c"",
+        cwd,
+        &to,
+        dormant_mounts::sys::MOVE_MOUNT_F_EMPTY_PATH,
+    )
 }
 
-/// move_mount between two paths with `flags` (MOVE_MOUNT_SET_GROUP here).
-pub(crate) fn move_mount_paths(from: &Path, to: &Path, flags: libc::c_uint) -> Result<(), Errno> {
+/// move_mount between two paths with `flags` (MOVE_MOUNT_SET_GROUP here), through the mount executor's
+/// own wrapper.
+pub(crate) fn move_mount_paths(from: &Path, to: &Path, flags: u32) -> Result<(), Errno> {
     let from = c_path(from)?;
     let to = c_path(to)?;
-    // SAFETY: both paths are NUL-terminated and live for the call.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            flags,
-        )
-    })
-    .map(drop)
+    // SAFETY: AT_FDCWD is a valid "descriptor" for the *at calls for as long as the process lives.
+    let cwd = unsafe { BorrowedFd::borrow_raw(libc::AT_FDCWD) };
+    dormant_mounts::sys::move_mount(cwd, &from, cwd, &to, flags)
 }
 
 /// unshare with raw clone flags (nix has no CLONE_NEWTIME).

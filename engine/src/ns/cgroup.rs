@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use dormant_image::records::{CgroupLine, Pid, TaskCgroups};
 
-use super::{NsError, Result};
+use super::error::{NsError, Result};
 
 /// Parses `/proc/PID/cgroup` text: `HIERARCHY:CONTROLLERS:PATH` per line; the path may contain `:`.
 pub fn parse_cgroup_file(text: &str) -> std::result::Result<Vec<CgroupLine>, String> {

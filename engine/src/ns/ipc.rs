@@ -13,8 +13,10 @@ use dormant_image::records::{
 use dormant_image::ImageWriter;
 use nix::unistd::{lseek, Whence};
 
+use super::error::{NsError, Result};
+use super::membership::in_namespace;
+use super::sysv;
 use super::uts::sysctl;
-use super::{in_namespace, sysv, NsError, Result};
 
 /// The per-namespace limits under `/proc/sys` that restore sets before recreating objects (the
 /// `kernel/*_next_id` files are restore's tool, not state: they read -1 outside a restore).

@@ -12,7 +12,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use dormant_image::records::{NsId, PosixMq, PosixMqMsg};
 
-use super::{NsError, Result};
+use super::error::{NsError, Result};
 
 const FSOPEN_CLOEXEC: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;

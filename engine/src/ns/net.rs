@@ -6,7 +6,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use dormant_image::records::{NetNamespace, NsId, NsKind, Pid};
 
-use super::{in_namespace, NsError, Result};
+use super::error::{NsError, Result};
+use super::membership::in_namespace;
 
 /// Interface names from `/proc/net/dev` text (two header lines, then `NAME: counters...`).
 pub fn parse_net_dev(text: &str) -> Vec<String> {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use dormant_image::records::{IdMapRange, NsId, Pid, UserNamespace};
 
-use super::{NsError, Result};
+use super::error::{NsError, Result};
 
 /// Parses an id map: lines of three decimal numbers `INSIDE OUTSIDE COUNT`.
 pub fn parse_id_map(text: &str) -> std::result::Result<Vec<IdMapRange>, String> {

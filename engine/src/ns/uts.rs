@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use dormant_image::records::{NsKind, Pid, UtsNamespace};
 
-use super::{in_namespace, NsError, Result};
+use super::error::{NsError, Result};
+use super::membership::{in_namespace, task_namespaces};
 
 /// A `/proc/sys` value (`kernel/hostname`) of the calling thread's namespaces, without the newline.
 pub(super) fn sysctl(pid: Pid, name: &str) -> Result<String> {
@@ -22,7 +23,7 @@ pub(super) fn sysctl(pid: Pid, name: &str) -> Result<String> {
 
 /// Host and domain name of task `pid`'s uts namespace.
 pub fn read_uts_namespace(pid: Pid) -> Result<UtsNamespace> {
-    let id = super::task_namespaces(pid)?
+    let id = task_namespaces(pid)?
         .get(NsKind::Uts)
         .map(|n| n.id)
         .ok_or_else(|| NsError::Unsupported {

@@ -42,6 +42,20 @@ pub fn parse(text: &str) -> Result<FdInfo, String> {
     Ok(info)
 }
 
+/// The value of `key:` in fdinfo text (the kind-specific fields: `eventfd-count`, `clockid`, `Pid`, ...).
+pub fn field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
+    info.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k.trim() == key).then(|| v.trim())
+    })
+}
+
+/// The hexadecimal value of `key:` in fdinfo text.
+pub fn hex_field(info: &str, key: &str) -> Result<u64, String> {
+    let v = field(info, key).ok_or_else(|| format!("fdinfo has no {key}"))?;
+    u64::from_str_radix(v, 16).map_err(|e| format!("fdinfo {key} {v:?}: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,6 @@
 //! keyed by `RLIMIT_*` number) and wants its errors to name the pid and the file.
 
 pub mod fdinfo;
-pub mod limits;
 pub mod smaps;
 pub mod stat;
 pub mod status;

@@ -18,20 +18,21 @@ use core::arch::{asm, naked_asm};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use dormant_parasite_proto::{
-    step, Control, Iov, KItimerval, KSigAction, PipeJob, Snapshot, StackT, ThreadState,
-    CMD_SNAPSHOT, CMD_SYSCALL, CMD_THREAD_STATE, CMD_VMSPLICE, CONTROL_MAGIC, FRAME_UC_STACK, NSIG,
-    PROTO_VERSION,
+    step, Control, Iov, PipeJob, Snapshot, ThreadState, CMD_SNAPSHOT, CMD_SYSCALL,
+    CMD_THREAD_STATE, CMD_VMSPLICE, CONTROL_MAGIC, PROTO_VERSION,
 };
+use dormant_sys::process::{
+    PR_GET_CHILD_SUBREAPER, PR_GET_DUMPABLE, PR_GET_PDEATHSIG, PR_GET_SECUREBITS,
+    PR_GET_TID_ADDRESS,
+};
+use dormant_sys::raw::{self as sys, check};
+use dormant_sys::sigframe::FRAME_UC_STACK;
+use dormant_sys::signal::{KernelItimerval, KernelSigaction, StackT, NSIG, SIGSET_SIZE};
 
-mod mem;
-mod sys;
+// The memory functions the compiler calls (no libc here).
+use dormant_sys::rt as _;
 
 const EINVAL: i64 = 22;
-const PR_GET_PDEATHSIG: u64 = 2;
-const PR_GET_DUMPABLE: u64 = 3;
-const PR_GET_SECUREBITS: u64 = 27;
-const PR_GET_CHILD_SUBREAPER: u64 = 37;
-const PR_GET_TID_ADDRESS: u64 = 40;
 const SPLICE_F_NONBLOCK: u64 = 2;
 const EAGAIN: i64 = 11;
 
@@ -77,23 +78,14 @@ fn finish(c: &mut Control, ret: i64, failed: u32) -> ! {
     c.failed_step = failed;
     c.completed = c.completed.wrapping_add(1);
     // The kernel re-installs the sigaltstack it finds in the frame: give it the current one.
-    let _ = sys::sigaltstack(0, c.frame + FRAME_UC_STACK);
-    sys::rt_sigreturn(c.frame)
+    let _ = sys::sigaltstack(0, c.frame + FRAME_UC_STACK as u64);
+    rt_sigreturn(c.frame)
 }
 
 fn trap_forever() -> ! {
     loop {
         // SAFETY: int3 only raises SIGTRAP; no memory or register is touched.
         unsafe { asm!("int3", options(nomem, nostack)) };
-    }
-}
-
-/// A raw result: `Ok(value)` or `Err(-errno)`.
-fn check(ret: i64) -> Result<i64, i64> {
-    if (-4095..0).contains(&ret) {
-        Err(ret)
-    } else {
-        Ok(ret)
     }
 }
 
@@ -108,26 +100,26 @@ fn fill_snapshot(out: *mut Snapshot) -> Result<(), (i64, u32)> {
     // SAFETY: `out` is the data region of the shared area, large enough for a Snapshot (host-checked).
     let s = unsafe { &mut *out };
     for sig in 1..=NSIG {
-        let slot: *mut KSigAction = &mut s.sigactions[sig - 1];
-        check(sys::rt_sigaction(sig as u64, 0, slot as u64, 8))
+        let slot: *mut KernelSigaction = &mut s.sigactions[sig - 1];
+        check(sys::rt_sigaction(sig as u64, 0, slot as u64, SIGSET_SIZE))
             .map_err(|e| (e, step::SIGACTION))?;
     }
     for (which, slot) in s.itimers.iter_mut().enumerate() {
-        let slot: *mut KItimerval = slot;
+        let slot: *mut KernelItimerval = slot;
         check(sys::getitimer(which as u64, slot as u64)).map_err(|e| (e, step::ITIMER))?;
     }
     s.brk = check(sys::brk(0)).map_err(|e| (e, step::BRK))? as u64;
     fill_thread(&mut s.thread)?;
     let mut int = 0i32;
     let int_ptr = &mut int as *mut i32 as u64;
-    check(sys::prctl(PR_GET_PDEATHSIG, int_ptr)).map_err(|e| (e, step::PDEATHSIG))?;
+    check(sys::prctl(PR_GET_PDEATHSIG, int_ptr, 0, 0, 0)).map_err(|e| (e, step::PDEATHSIG))?;
     s.pdeathsig = int;
-    s.dumpable = check(sys::prctl(PR_GET_DUMPABLE, 0)).map_err(|e| (e, step::DUMPABLE))? as i32;
+    s.dumpable = check(sys::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)).map_err(|e| (e, step::DUMPABLE))? as i32;
     int = 0;
-    check(sys::prctl(PR_GET_CHILD_SUBREAPER, int_ptr)).map_err(|e| (e, step::CHILD_SUBREAPER))?;
+    check(sys::prctl(PR_GET_CHILD_SUBREAPER, int_ptr, 0, 0, 0)).map_err(|e| (e, step::CHILD_SUBREAPER))?;
     s.child_subreaper = int;
     s.securebits =
-        check(sys::prctl(PR_GET_SECUREBITS, 0)).map_err(|e| (e, step::SECUREBITS))? as i32;
+        check(sys::prctl(PR_GET_SECUREBITS, 0, 0, 0, 0)).map_err(|e| (e, step::SECUREBITS))? as i32;
     Ok(())
 }
 
@@ -143,7 +135,7 @@ fn fill_thread(t: &mut ThreadState) -> Result<(), (i64, u32)> {
     let alt: *mut StackT = &mut t.altstack;
     check(sys::sigaltstack(0, alt as u64)).map_err(|e| (e, step::SIGALTSTACK))?;
     let mut addr = 0u64;
-    match check(sys::prctl(PR_GET_TID_ADDRESS, &mut addr as *mut u64 as u64)) {
+    match check(sys::prctl(PR_GET_TID_ADDRESS, &mut addr as *mut u64 as u64, 0, 0, 0)) {
         Ok(_) => {
             t.tid_address = addr;
             t.tid_address_ok = 1;
@@ -220,4 +212,21 @@ fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
     }
     // SAFETY: CURRENT is only set from a block that passed the magic check.
     finish(unsafe { &mut *ctl }, -EINVAL, step::BAD_COMMAND)
+}
+
+/// `rt_sigreturn` from the frame at `frame` (the kernel reads it at `rsp - 8`, where a handler's `ret`
+/// would have popped the return address). Never returns: the task continues in the frame's registers.
+fn rt_sigreturn(frame: u64) -> ! {
+    // SAFETY: the host built a complete rt_sigframe at `frame` from the task's own saved state; after
+    // this syscall nothing of the blob runs any more.
+    unsafe {
+        asm!(
+            "mov rsp, {sp}",
+            "syscall",
+            "ud2",
+            sp = in(reg) frame + 8,
+            in("rax") dormant_sys::nr::RT_SIGRETURN,
+            options(noreturn)
+        );
+    }
 }

@@ -11,17 +11,14 @@
 //! ([`PROTO_VERSION`] is checked by the blob before it touches anything else).
 #![no_std]
 
+use dormant_sys::signal::{KernelItimerval, KernelSigaction, StackT, NSIG};
+
 /// Bumped on any layout change.
 pub const PROTO_VERSION: u32 = 2;
 /// First word of a valid [`Control`] block ("DORMPARA").
 pub const CONTROL_MAGIC: u64 = 0x4152_4150_4d52_4f44;
 /// Name of the blob's entry symbol (`rdi` = address of the [`Control`] block).
 pub const ENTRY_SYMBOL: &str = "parasite_entry";
-/// Number of signals.
-pub const NSIG: usize = 64;
-/// Offset of `uc.uc_stack` inside the x86-64 `rt_sigframe`: the blob refreshes it with the task's
-/// current sigaltstack right before `rt_sigreturn` (the kernel re-installs what it finds there).
-pub const FRAME_UC_STACK: u64 = 24;
 
 /// Run one raw syscall: `args[0]` = number, `args[1..7]` = arguments; `ret` = raw result.
 pub const CMD_SYSCALL: u32 = 1;
@@ -65,36 +62,6 @@ pub struct Control {
     pub data_len: u64,
 }
 
-/// The kernel's x86-64 `struct sigaction` as rt_sigaction reads and writes it.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct KSigAction {
-    pub handler: u64,
-    pub flags: u64,
-    pub restorer: u64,
-    pub mask: u64,
-}
-
-/// `stack_t`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StackT {
-    pub sp: u64,
-    pub flags: i32,
-    pub pad: u32,
-    pub size: u64,
-}
-
-/// `struct itimerval`: interval then value, each seconds and microseconds.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct KItimerval {
-    pub interval_sec: i64,
-    pub interval_usec: i64,
-    pub value_sec: i64,
-    pub value_usec: i64,
-}
-
 /// Per-thread state (what differs between threads of one process).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -113,9 +80,9 @@ pub struct ThreadState {
 #[derive(Debug, Clone, Copy)]
 pub struct Snapshot {
     /// Index `n - 1` = signal `n`.
-    pub sigactions: [KSigAction; NSIG],
+    pub sigactions: [KernelSigaction; NSIG],
     /// ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF.
-    pub itimers: [KItimerval; 3],
+    pub itimers: [KernelItimerval; 3],
     pub brk: u64,
     pub thread: ThreadState,
     pub pdeathsig: i32,

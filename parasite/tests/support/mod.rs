@@ -185,8 +185,6 @@ pub fn regs_words(r: &libc::user_regs_struct) -> Vec<u64> {
     ]
 }
 
-const NT_X86_XSTATE: libc::c_int = 0x202;
-
 pub fn xstate(tid: Tid) -> Vec<u8> {
     let mut buf = vec![0u8; 8192];
     let mut iov = libc::iovec {
@@ -198,7 +196,7 @@ pub fn xstate(tid: Tid) -> Vec<u8> {
         libc::ptrace(
             libc::PTRACE_GETREGSET,
             tid.0,
-            NT_X86_XSTATE as usize,
+            dormant_sys::regs::NT_X86_XSTATE as usize,
             &mut iov,
         )
     };

@@ -38,14 +38,6 @@ static CLEAR_CHILD_TID: AtomicU32 = AtomicU32::new(0);
 extern "C" fn usr1_handler(_: libc::c_int) {}
 extern "C" fn fake_restorer() {}
 
-#[repr(C)]
-struct KSigAction {
-    handler: u64,
-    flags: u64,
-    restorer: u64,
-    mask: u64,
-}
-
 fn check(cond: bool, what: &str) {
     if !cond {
         eprintln!(
@@ -91,7 +83,7 @@ fn shm() -> *mut u8 {
 
 /// Install the known state and return the READY line.
 fn setup() -> String {
-    let act = KSigAction {
+    let act = dormant_sys::signal::KernelSigaction {
         handler: usr1_handler as *const () as usize as u64,
         flags: USR1_FLAGS,
         restorer: fake_restorer as *const () as usize as u64,

@@ -22,32 +22,27 @@
 use core::arch::{asm, naked_asm};
 
 use dormant_restorer_proto::{
-    ExtentArg, KSigAction, QueuedSigArg, Report, RestoreArgs, RseqArg, Step, ThreadArgs, TimerArg,
-    VmaArg, VmaKind, EXIT_BASE, NSIG, PROTO_VERSION, REPORT_SIZE, TASK_SIZE, THREAD_STACK_SIZE,
+    ExtentArg, QueuedSigArg, Report, RestoreArgs, RseqArg, Step, ThreadArgs, TimerArg, VmaArg,
+    VmaKind, EXIT_BASE, PROTO_VERSION, REPORT_SIZE, THREAD_STACK_SIZE,
+};
+use dormant_sys::mman::{
+    MADV_POPULATE_WRITE, MAP_ANONYMOUS, MAP_FIXED, MAP_GROWSDOWN, MAP_PRIVATE, MAP_SHARED,
+    PROT_WRITE,
+};
+use dormant_sys::process::{
+    CloneArgs, ARCH_MAP_VDSO_64, ARCH_SET_FS, ARCH_SET_GS, CLONE_FILES, CLONE_FS, CLONE_SIGHAND,
+    CLONE_SYSVSEM, CLONE_THREAD, CLONE_VM, PR_SET_MM, PR_SET_MM_MAP, PR_SET_NAME,
+    PR_TIMER_CREATE_RESTORE_IDS, PR_TIMER_CREATE_RESTORE_IDS_OFF, PR_TIMER_CREATE_RESTORE_IDS_ON,
+    TASK_SIZE,
+};
+use dormant_sys::raw as sys;
+use dormant_sys::rseq::{RSEQ_FLAG_UNREGISTER, RSEQ_GLIBC_LEN};
+use dormant_sys::signal::{
+    sig_bit, KernelSigaction, SigEvent, NSIG, SIGKILL, SIGSET_SIZE, SIGSTOP, SIGTRAP, SIG_SETMASK,
 };
 
-mod mem;
-mod sys;
-
-const PROT_WRITE: u64 = 0x2;
-const MAP_SHARED: u64 = 0x01;
-const MAP_PRIVATE: u64 = 0x02;
-const MAP_FIXED: u64 = 0x10;
-const MAP_ANONYMOUS: u64 = 0x20;
-const MAP_GROWSDOWN: u64 = 0x100;
-const ARCH_SET_GS: u64 = 0x1001;
-const ARCH_SET_FS: u64 = 0x1002;
-const ARCH_MAP_VDSO_64: u64 = 0x2003;
-const PR_SET_MM: u64 = 35;
-const PR_SET_MM_MAP: u64 = 14;
-const RSEQ_FLAG_UNREGISTER: u64 = 1;
-const SIGKILL: usize = 9;
-const SIGTRAP: usize = 5;
-const SIGSTOP: usize = 19;
-const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
-const PR_TIMER_CREATE_RESTORE_IDS_ON: u64 = 1;
-const PR_TIMER_CREATE_RESTORE_IDS_OFF: u64 = 0;
-const SIG_SETMASK: u64 = 2;
+// The memory functions the compiler calls (no libc here).
+use dormant_sys::rt as _;
 
 /// Entry point: `rdi` = the argument block. Realigns the stack and calls [`restore`], which never returns.
 #[unsafe(naked)]
@@ -95,7 +90,7 @@ extern "C" fn restore(args: *const RestoreArgs) -> ! {
 }
 
 fn write_report(fd: i32, report: &Report) -> i64 {
-    sys::write(fd, report as *const Report as *const u8, REPORT_SIZE)
+    sys::write(fd, report as *const Report as u64, REPORT_SIZE as u64)
 }
 
 enum Never {}
@@ -261,31 +256,6 @@ fn thread_state(t: &ThreadArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-const CLONE_VM: u64 = 0x100;
-const CLONE_FS: u64 = 0x200;
-const CLONE_FILES: u64 = 0x400;
-const CLONE_SIGHAND: u64 = 0x800;
-const CLONE_THREAD: u64 = 0x10000;
-const CLONE_SYSVSEM: u64 = 0x40000;
-const SYS_CLONE3: u64 = 435;
-const PR_SET_NAME: u64 = 15;
-
-/// The kernel's `struct clone_args` (version 2, with `set_tid` and `cgroup`).
-#[repr(C)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
-
 /// Creates thread `t` with its saved tid; the new thread runs [`thread_entry`] on its own stack and
 /// re-queues its own pending signals from `siginfos`.
 fn clone_thread(t: &ThreadArgs, report_fd: i32, siginfos: &[QueuedSigArg]) -> Result<(), Failure> {
@@ -328,7 +298,7 @@ fn clone_thread(t: &ThreadArgs, report_fd: i32, siginfos: &[QueuedSigArg]) -> Re
             "ud2",
             "2:",
             entry = sym thread_entry,
-            inlateout("rax") SYS_CLONE3 as i64 => ret,
+            inlateout("rax") dormant_sys::nr::CLONE3 as i64 => ret,
             in("rdi") &args as *const CloneArgs as u64,
             in("rsi") core::mem::size_of::<CloneArgs>() as u64,
             in("r12") t as *const ThreadArgs as u64,
@@ -383,8 +353,13 @@ fn unregister_rseq(r: &RseqArg) -> Result<(), Failure> {
     }
     let mut ret = sys::rseq(r.addr, r.len as u64, RSEQ_FLAG_UNREGISTER, r.sig as u64);
     // glibc >= 2.40 exports the feature size (20) as __rseq_size but registers 32 bytes.
-    if ret == -22 && r.len != 32 {
-        ret = sys::rseq(r.addr, 32, RSEQ_FLAG_UNREGISTER, r.sig as u64);
+    if ret == -22 && r.len != RSEQ_GLIBC_LEN {
+        ret = sys::rseq(
+            r.addr,
+            u64::from(RSEQ_GLIBC_LEN),
+            RSEQ_FLAG_UNREGISTER,
+            r.sig as u64,
+        );
     }
     check(Step::RseqUnregister, ret, r.addr).map(drop)
 }
@@ -437,9 +412,6 @@ fn map_vma(v: &VmaArg) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `MADV_POPULATE_WRITE` (5.14): fault in writable pages in one call.
-const MADV_POPULATE_WRITE: u64 = 23;
-
 fn read_extent(fd: i32, e: &ExtentArg) -> Result<(), Failure> {
     // Allocate the extent's pages in one batch instead of one fault per page inside pread's copy; only
     // the pages that hold data, so holes stay unpopulated. A kernel without it just takes the faults.
@@ -462,14 +434,19 @@ fn read_extent(fd: i32, e: &ExtentArg) -> Result<(), Failure> {
 }
 
 fn set_sigactions(a: &RestoreArgs) -> Result<(), Failure> {
-    let default = KSigAction::default();
+    let default = KernelSigaction::default();
     for (i, act) in a.sigactions.iter().enumerate().take(NSIG) {
-        let sig = i + 1;
+        let sig = i as u32 + 1;
         if sig == SIGKILL || sig == SIGSTOP {
             continue;
         }
         let act = if a.has_sigactions != 0 { act } else { &default };
-        let ret = sys::rt_sigaction(sig as u64, act as *const KSigAction as u64, 0, 8);
+        let ret = sys::rt_sigaction(
+            u64::from(sig),
+            act as *const KernelSigaction as u64,
+            0,
+            SIGSET_SIZE,
+        );
         check(Step::SigAction, ret, sig as u64)?;
     }
     Ok(())
@@ -479,19 +456,9 @@ fn set_sigactions(a: &RestoreArgs) -> Result<(), Failure> {
 /// re-queued signals and timer expiries must wait for the restored task. SIGTRAP stays open because the
 /// final `int3` forces it, and a forced signal that is blocked gets its action reset to SIG_DFL.
 fn block_signals() -> Result<(), Failure> {
-    let set: u64 = !(1u64 << (SIGTRAP - 1));
-    let ret = sys::rt_sigprocmask(SIG_SETMASK, &set as *const u64 as u64, 0, 8);
+    let set: u64 = !sig_bit(SIGTRAP);
+    let ret = sys::rt_sigprocmask(SIG_SETMASK, &set as *const u64 as u64, 0, SIGSET_SIZE);
     check(Step::BlockSignals, ret, set).map(drop)
-}
-
-/// The kernel's `struct sigevent` (64 bytes on x86-64).
-#[repr(C)]
-struct SigEvent {
-    value: u64,
-    signo: i32,
-    notify: i32,
-    tid: i32,
-    _pad: [i32; 11],
 }
 
 /// Re-creates each timer with its saved id (the kernel hands out the id in `*timer_id` while
@@ -517,7 +484,7 @@ fn create_timers(timers: &[TimerArg]) -> Result<(), Failure> {
             signo: t.signo,
             notify: t.notify,
             tid: t.notify_tid,
-            _pad: [0; 11],
+            pad: [0; 11],
         };
         let mut id: i32 = t.id;
         let ret = sys::timer_create(

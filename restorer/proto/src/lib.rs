@@ -7,15 +7,15 @@
 //! layout both sides agree on. Bump [`PROTO_VERSION`] on every layout change.
 #![no_std]
 
+use dormant_sys::process::PrctlMmMap;
+use dormant_sys::signal::{KernelItimerval, KernelSigaction, NSIG, SIGINFO_SIZE};
+
 /// Layout version of [`RestoreArgs`]; the blob refuses a block with another version.
 pub const PROTO_VERSION: u32 = 4;
 
 /// Name of the blob's entry symbol for the leader thread: `extern "C" fn(args: *const RestoreArgs) -> !`,
 /// entered with a 16-byte aligned stack (it realigns anyway).
 pub const ENTRY_SYMBOL: &str = "restorer_entry";
-
-/// Highest address of user space on x86-64 with 4-level paging (`TASK_SIZE_MAX`).
-pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 
 /// How a VMA is created by the blob.
 #[repr(u32)]
@@ -54,7 +54,7 @@ pub struct VmaArg {
 }
 
 /// The mmap flags a restored mapping may carry over from the dumped one.
-pub const PASSED_MAP_FLAGS: u32 = 0x4000; // MAP_NORESERVE
+pub const PASSED_MAP_FLAGS: u32 = dormant_sys::mman::MAP_NORESERVE as u32;
 
 /// One run of pages to read from the page-store fd into the restored address space.
 #[repr(C)]
@@ -63,49 +63,6 @@ pub struct ExtentArg {
     pub vaddr: u64,
     pub len: u64,
     pub file_offset: u64,
-}
-
-/// The kernel's `struct prctl_mm_map` (`PR_SET_MM`, `PR_SET_MM_MAP`).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PrctlMmMap {
-    pub start_code: u64,
-    pub end_code: u64,
-    pub start_data: u64,
-    pub end_data: u64,
-    pub start_brk: u64,
-    pub brk: u64,
-    pub start_stack: u64,
-    pub arg_start: u64,
-    pub arg_end: u64,
-    pub env_start: u64,
-    pub env_end: u64,
-    /// Address of the saved auxv (native words).
-    pub auxv: u64,
-    /// Size of the auxv in bytes.
-    pub auxv_size: u32,
-    /// fd of the executable, or `u32::MAX` to leave `/proc/self/exe` alone.
-    pub exe_fd: u32,
-}
-
-/// The kernel's `struct sigaction` as `rt_sigaction` takes it on x86-64.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct KSigAction {
-    pub handler: u64,
-    pub flags: u64,
-    pub restorer: u64,
-    pub mask: u64,
-}
-
-/// `struct itimerval`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ITimerVal {
-    pub interval_sec: i64,
-    pub interval_usec: i64,
-    pub value_sec: i64,
-    pub value_usec: i64,
 }
 
 /// An rseq registration (`rseq(addr, len, flags, sig)`); `len == 0` means none.
@@ -183,12 +140,12 @@ pub struct RestoreArgs {
     pub vdso_map_addr: u64,
     pub mm_map: PrctlMmMap,
     /// Index 0 = signal 1.
-    pub sigactions: [KSigAction; NSIG],
+    pub sigactions: [KernelSigaction; NSIG],
     /// Non-zero: `setitimer` each of `itimers` (real, virtual, prof).
     pub has_itimers: u32,
     /// Number of entries in `threads` (at least 1, the leader).
     pub nr_threads: u32,
-    pub itimers: [ITimerVal; 3],
+    pub itimers: [KernelItimerval; 3],
     /// `*const ThreadArgs`, leader first.
     pub threads: u64,
     /// `*const TimerArg` and its count: POSIX timers to recreate with their saved ids.
@@ -221,9 +178,6 @@ pub struct TimerArg {
     pub value_nsec: i64,
 }
 
-/// Size of a raw `siginfo_t` on x86-64.
-pub const SIGINFO_SIZE: usize = 128;
-
 /// One pending signal to re-queue into the restored task itself (`rt_sigqueueinfo` for a process-wide
 /// one, `rt_tgsigqueueinfo` for a thread's own).
 #[repr(C)]
@@ -238,9 +192,6 @@ pub struct QueuedSigArg {
     pub _pad: i32,
     pub info: [u8; SIGINFO_SIZE],
 }
-
-/// Number of signals `rt_sigaction` knows on x86-64.
-pub const NSIG: usize = 64;
 
 /// What the blob writes to `report_fd`: `step == 0` is success, else the failing [`Step`] and the errno.
 #[repr(C)]
@@ -400,67 +351,4 @@ impl Step {
             ChildFork => "forking a child of the restored tree with its pid (child)",
         }
     }
-}
-
-/// x86-64 signal frame layout (`struct rt_sigframe`, `struct ucontext`, `struct sigcontext`), as byte
-/// offsets: the host writes the frame, the blob only points `rsp` at it.
-pub mod sigframe {
-    /// `rt_sigframe`: `pretcode` (8), then `ucontext`, then `siginfo` (128).
-    pub const UC_OFFSET: usize = 8;
-    /// Size of `struct ucontext` on x86-64.
-    pub const UCONTEXT_SIZE: usize = 304;
-    /// Size of `struct rt_sigframe` without the FPU area.
-    pub const FRAME_SIZE: usize = UC_OFFSET + UCONTEXT_SIZE + 128;
-    /// Offsets inside `ucontext`.
-    pub const UC_FLAGS: usize = 0;
-    pub const UC_LINK: usize = 8;
-    pub const UC_STACK_SP: usize = 16;
-    pub const UC_STACK_FLAGS: usize = 24;
-    pub const UC_STACK_SIZE: usize = 32;
-    pub const UC_MCONTEXT: usize = 40;
-    pub const UC_SIGMASK: usize = 296;
-    /// Offsets inside `sigcontext` (from `UC_MCONTEXT`).
-    pub const SC_R8: usize = 0;
-    pub const SC_R9: usize = 8;
-    pub const SC_R10: usize = 16;
-    pub const SC_R11: usize = 24;
-    pub const SC_R12: usize = 32;
-    pub const SC_R13: usize = 40;
-    pub const SC_R14: usize = 48;
-    pub const SC_R15: usize = 56;
-    pub const SC_RDI: usize = 64;
-    pub const SC_RSI: usize = 72;
-    pub const SC_RBP: usize = 80;
-    pub const SC_RBX: usize = 88;
-    pub const SC_RDX: usize = 96;
-    pub const SC_RAX: usize = 104;
-    pub const SC_RCX: usize = 112;
-    pub const SC_RSP: usize = 120;
-    pub const SC_RIP: usize = 128;
-    pub const SC_EFLAGS: usize = 136;
-    pub const SC_CS: usize = 144;
-    pub const SC_GS: usize = 146;
-    pub const SC_FS: usize = 148;
-    pub const SC_SS: usize = 150;
-    pub const SC_ERR: usize = 152;
-    pub const SC_TRAPNO: usize = 160;
-    pub const SC_OLDMASK: usize = 168;
-    pub const SC_CR2: usize = 176;
-    pub const SC_FPSTATE: usize = 184;
-    /// `uc_flags` bits.
-    pub const UC_FP_XSTATE: u64 = 0x1;
-    pub const UC_SIGCONTEXT_SS: u64 = 0x2;
-    pub const UC_STRICT_RESTORE_SS: u64 = 0x4;
-    /// `struct _fpx_sw_bytes` lives at this offset of the XSAVE area (`sw_reserved` of the FXSAVE part).
-    pub const FPX_SW_OFFSET: usize = 464;
-    pub const FP_XSTATE_MAGIC1: u32 = 0x4650_5853;
-    pub const FP_XSTATE_MAGIC2: u32 = 0x4650_5845;
-    /// Offset of `xstate_bv` (the XSAVE header's first word).
-    pub const XSTATE_BV_OFFSET: usize = 512;
-    /// Minimum XSAVE area: legacy FXSAVE region plus the XSAVE header.
-    pub const XSAVE_MIN_SIZE: usize = 576;
-    /// Required alignment of the XSAVE area.
-    pub const XSAVE_ALIGN: usize = 64;
-    /// `SS_DISABLE` for `uc_stack.ss_flags`.
-    pub const SS_DISABLE: u32 = 2;
 }

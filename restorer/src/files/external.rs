@@ -9,6 +9,7 @@ use dormant_image::records::{DescKind, FileDesc};
 use nix::fcntl::{fcntl, FcntlArg};
 
 use super::error::FileRestoreError;
+use crate::external::InheritFd;
 
 /// The fds the caller hands in, by key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -16,7 +17,7 @@ pub struct Inherited {
     by_key: BTreeMap<String, RawFd>,
 }
 
-/// Why an `--inherit-fd` spec is unusable.
+/// Why an inherited fd (`--inherit-fd fd[N]:KEY`) is unusable.
 #[derive(Debug, thiserror::Error)]
 #[error("--inherit-fd {spec}: {reason}")]
 pub struct InheritSpecError {
@@ -25,31 +26,22 @@ pub struct InheritSpecError {
 }
 
 impl Inherited {
-    /// Parses `fd[N]:KEY` specs; each N must be open in this process.
-    pub fn parse(specs: &[String]) -> Result<Self, InheritSpecError> {
+    /// The fds handed in; each must be open in this process, each key given once.
+    pub fn new(fds: &[InheritFd]) -> Result<Self, InheritSpecError> {
         let mut by_key = BTreeMap::new();
-        for spec in specs {
+        for InheritFd { fd, key } in fds {
             let bad = |reason: &str| InheritSpecError {
-                spec: spec.clone(),
+                spec: format!("fd[{fd}]:{key}"),
                 reason: reason.to_string(),
             };
-            let (fd, key) = spec
-                .strip_prefix("fd[")
-                .and_then(|r| r.split_once("]:"))
-                .ok_or_else(|| bad("not of the form fd[N]:KEY"))?;
-            let fd: RawFd = fd
-                .parse()
-                .ok()
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| bad("N is not a descriptor number"))?;
             if key.is_empty() {
                 return Err(bad("the key is empty"));
             }
             // SAFETY: F_GETFD only asks whether the number is open; nothing is closed or changed.
-            if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            if *fd < 0 || unsafe { libc::fcntl(*fd, libc::F_GETFD) } < 0 {
                 return Err(bad(&format!("fd {fd} is not open in dormant")));
             }
-            if by_key.insert(key.to_string(), fd).is_some() {
+            if by_key.insert(key.clone(), *fd).is_some() {
                 return Err(bad("the key is given twice"));
             }
         }
@@ -107,21 +99,27 @@ fn missing(id: u32, key: &str) -> FileRestoreError {
 mod tests {
     use super::*;
 
+    fn inherit(fd: RawFd, key: &str) -> InheritFd {
+        InheritFd {
+            fd,
+            key: key.into(),
+        }
+    }
+
     #[test]
-    fn parses_specs_and_refuses_bad_ones() {
-        let ok = Inherited::parse(&["fd[0]:pipe:[123]".to_string()]).unwrap();
+    fn takes_open_fds_and_refuses_bad_ones() {
+        let ok = Inherited::new(&[inherit(0, "pipe:[123]")]).unwrap();
         assert_eq!(ok.get("pipe:[123]"), Some(0));
         assert_eq!(ok.get("pipe:[124]"), None);
         for bad in [
-            "fd0:pipe:[1]",
-            "fd[x]:pipe:[1]",
-            "fd[0]:",
-            "fd[999999]:pipe:[1]",
+            inherit(0, ""),
+            inherit(999_999, "pipe:[1]"),
+            inherit(-1, "k"),
         ] {
-            assert!(Inherited::parse(&[bad.to_string()]).is_err(), "{bad}");
+            let e = Inherited::new(std::slice::from_ref(&bad)).unwrap_err();
+            assert!(e.to_string().contains("--inherit-fd"), "{bad:?}: {e}");
         }
-        let twice = ["fd[0]:k".to_string(), "fd[1]:k".to_string()];
-        assert!(Inherited::parse(&twice).is_err());
+        assert!(Inherited::new(&[inherit(0, "k"), inherit(1, "k")]).is_err());
     }
 
     #[test]

@@ -19,12 +19,9 @@ pub(super) fn open_stand_in() -> Result<OwnedFd, OpenFailure> {
 /// `O_NONBLOCK` and close-on-exec. Allocation-free; returns the errno on failure.
 pub fn reopen(fd: i32, pid: u32, nonblock: bool, cloexec: bool) -> Result<(), i32> {
     let flags = if nonblock { libc::O_NONBLOCK } else { 0 };
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd (or -1).
-    let p = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, flags) };
-    if p < 0 {
-        return Err(nix::errno::Errno::last_raw());
-    }
-    let p = p as i32;
+    let p = std::os::fd::IntoRawFd::into_raw_fd(
+        dormant_sys::host::pidfd_open(pid as libc::pid_t, flags).map_err(|e| e as i32)?,
+    );
     let fl = if cloexec { libc::O_CLOEXEC } else { 0 };
     // SAFETY: dup3 onto the task's own fd number (its stand-in is closed by it), then the temporary fd is
     // closed; both are fds of this (child) process.

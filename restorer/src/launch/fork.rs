@@ -4,27 +4,11 @@
 
 use std::os::fd::OwnedFd;
 
+use dormant_sys::process::CloneArgs;
 use nix::errno::Errno;
 
 use crate::area::Area;
 use crate::error::RestoreError;
-
-/// `struct clone_args` (the kernel's, v2 with `set_tid` and `cgroup`).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
 
 pub(super) fn pipe() -> Result<(OwnedFd, OwnedFd), RestoreError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| RestoreError::sys("pipe2", e))
@@ -137,18 +121,11 @@ pub(super) fn clone_exact(pid: u32, ns_pid: u32, to_parent: bool) -> i64 {
         set_tid_size: size,
         ..Default::default()
     };
-    // SAFETY: clone3 without CLONE_VM is a fork; the caller runs only allocation-free code in the child.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            size_of::<CloneArgs>(),
-        )
-    };
-    if ret < 0 {
-        -(Errno::last_raw() as i64)
-    } else {
-        ret
+    // SAFETY: a fork (no CLONE_VM); `set_tid` outlives the call; the caller runs only allocation-free
+    // code in the child.
+    match unsafe { dormant_sys::host::clone3(&args) } {
+        Ok(pid) => i64::from(pid),
+        Err(e) => -(e as i64),
     }
 }
 

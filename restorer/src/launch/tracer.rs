@@ -10,6 +10,8 @@ use std::os::fd::OwnedFd;
 
 use dormant_parasite::{find_syscall_site, RemoteTask, Tid};
 use dormant_restorer_proto::{Report, Step, REPORT_SIZE};
+use dormant_sys::process::TASK_SIZE;
+use dormant_sys::procfs::parse_maps;
 use nix::errno::Errno;
 use nix::sys::ptrace;
 use nix::sys::signal::{kill, Signal};
@@ -151,24 +153,17 @@ fn choose_site(pid: u32, base: u64, end: u64) -> Result<u64, RestoreError> {
     }
     let path = format!("/proc/{pid}/maps");
     let text = std::fs::read_to_string(&path).map_err(|source| RestoreError::Proc {
-        path: path.into(),
+        path: path.clone().into(),
         source,
     })?;
-    text.lines()
-        .filter(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .is_some_and(|p| p.starts_with("r-x") || p.starts_with("r-xp"))
-        })
-        .filter_map(|l| {
-            let (s, e) = l.split_whitespace().next()?.split_once('-')?;
-            Some((
-                u64::from_str_radix(s, 16).ok()?,
-                u64::from_str_radix(e, 16).ok()?,
-            ))
-        })
-        .find(|&(s, e)| (e <= base || s >= end) && s < 0x7fff_ffff_f000 && e - s >= 8)
-        .map(|(s, _)| s)
+    let maps = parse_maps(&text).map_err(|e| RestoreError::Proc {
+        path: path.into(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })?;
+    maps.iter()
+        .filter(|m| m.read && !m.write && m.exec)
+        .find(|m| (m.end <= base || m.start >= end) && m.start < TASK_SIZE && m.len() >= 8)
+        .map(|m| m.start)
         .ok_or_else(|| RestoreError::ChildLost {
             pid,
             what: "no executable mapping outside the blob area".into(),

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use dormant_image::records::CgroupLine;
+use dormant_mounts::mountinfo::unescape;
 
 use super::error::{NsRestoreError, Result};
 
@@ -47,26 +48,6 @@ pub struct CgroupMount {
     /// v1 controllers (and `name=NAME`), sorted; empty for cgroup2.
     pub controllers: Vec<String>,
     pub v2: bool,
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space, etc.).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The cgroup mounts listed in mountinfo text.

@@ -1,6 +1,7 @@
 //! Namespaces at restore, one module per kind: user (with id maps), uts (names), ipc (System V objects
 //! with their ids and contents), net (join one by path, or a private loopback-only one), cgroup membership
-//! and cgroup namespace, pid (a tree that is the init of its own pid namespace, [`pid`]), time (refused).
+//! and cgroup namespace, pid (a tree that is the init of its own pid namespace, [`pid`]). A time namespace
+//! of its own is refused by `dormant_restorable`, before any of this.
 //! The mount namespace is the `dormant-mounts` crate's, driven by [`crate::container`].
 //!
 //! Use: [`NsPlan::from_image`] reads and checks everything before any fork; [`NsPlan::enter`] runs in the
@@ -17,7 +18,6 @@ mod net;
 pub(crate) mod pid;
 mod read;
 mod sysv;
-mod time;
 mod user;
 mod uts;
 
@@ -36,33 +36,6 @@ pub use ipc::{restore_ipc, IpcPlan};
 pub use net::{interface_up, join_net_namespace, set_loopback};
 pub use user::{create_user_namespace, to_inside, write_id_maps};
 
-/// Refuses a tree whose tasks are not all in the root's namespaces of the kinds restored here (a namespace
-/// created inside the tree would need restoring at that task's fork).
-fn refuse_nested(root: &TaskNamespaces, tasks: &[TaskNamespaces]) -> Result<()> {
-    const KINDS: [NsKind; 6] = [
-        NsKind::User,
-        NsKind::Uts,
-        NsKind::Ipc,
-        NsKind::Net,
-        NsKind::Cgroup,
-        NsKind::Time,
-    ];
-    for t in tasks {
-        for kind in KINDS {
-            let (a, b) = (root.get(kind).map(|n| n.id), t.get(kind).map(|n| n.id));
-            if a != b {
-                return Err(crate::refusal::Unsupported::NestedNamespace {
-                    pid: t.pid.0,
-                    kind: kind.proc_name(),
-                    root: root.pid.0,
-                }
-                .into());
-            }
-        }
-    }
-    Ok(())
-}
-
 /// The root task's namespaces, checked to be every task's (`None`: the image has no namespace records).
 fn root_namespaces(src: &read::Source<'_>, root: Pid) -> Result<Option<TaskNamespaces>> {
     if !src.img.has_file(ns_names::NS_IDS) {
@@ -80,7 +53,12 @@ fn root_namespaces(src: &read::Source<'_>, root: Pid) -> Result<Option<TaskNames
                 root.0
             ))
         })?;
-    refuse_nested(&r, &tasks)?;
+    // A container: every task in the root's namespaces, none in a time namespace of its own (the dump
+    // refused anything else first, with the same message).
+    for t in &tasks {
+        dormant_restorable::check_namespaces(t, &r, true)
+            .map_err(crate::refusal::Unsupported::from)?;
+    }
     Ok(Some(r))
 }
 
@@ -143,8 +121,8 @@ pub struct NsPlan {
 
 impl NsPlan {
     /// Plans the namespaces of the tree whose root task is `root`. An image without namespace records (a
-    /// plain process dump) plans nothing but what `opts` asks for. Refuses namespace kinds restore cannot
-    /// recreate (a time namespace of its own).
+    /// plain process dump) plans nothing but what `opts` asks for. Refuses what `dormant_restorable` lists
+    /// (a task outside the root's namespaces, a time namespace of its own).
     pub fn from_image(img: &ImageReader, root: Pid, opts: &NsOptions) -> Result<NsPlan> {
         let src = read::Source::new(img);
         let own = root_namespaces(&src, root)?;
@@ -154,7 +132,6 @@ impl NsPlan {
                 .filter(|n| !n.external)
                 .map(|n| n.id)
         };
-        time::refuse_own(private(NsKind::Time))?;
         let user = private(NsKind::User)
             .map(|id| user::read(&src, id))
             .transpose()?;

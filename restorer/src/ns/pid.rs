@@ -40,10 +40,10 @@ impl PidNsPlan {
             [] | [_] => return Ok(None),
             [_, one] if one.0 == 1 => {}
             levels => {
-                return Err(Unsupported::PidNesting {
+                return Err(Unsupported::from(dormant_restorable::Refusal::PidNesting {
                     pid: root.pid.0,
                     levels: levels.iter().map(|p| p.0).collect(),
-                }
+                })
                 .into())
             }
         }

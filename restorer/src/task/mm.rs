@@ -8,7 +8,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use dormant_image::records::{FileId, ShmemId, VmaBacking};
-use dormant_restorer_proto::{PrctlMmMap, VmaArg, VmaKind};
+use dormant_restorer_proto::{VmaArg, VmaKind};
+use dormant_sys::process::PrctlMmMap;
 
 use super::helpers::HelperFds;
 use super::open_file;

@@ -5,7 +5,8 @@
 use std::path::Path;
 
 use dormant_image::records::SigInfo;
-use dormant_restorer_proto::{KSigAction, QueuedSigArg, NSIG, SIGINFO_SIZE};
+use dormant_restorer_proto::QueuedSigArg;
+use dormant_sys::signal::{KernelSigaction, NSIG, SIGINFO_SIZE};
 
 use super::threads::inner_tid;
 use crate::error::RestoreError;
@@ -16,7 +17,7 @@ use crate::refusal::Unsupported;
 /// Signal actions (`None`: every action reset to its default) and the signals to re-queue.
 #[derive(Debug)]
 pub struct TaskSignals {
-    pub actions: Option<Box<[KSigAction; NSIG]>>,
+    pub actions: Option<Box<[KernelSigaction; NSIG]>>,
     /// Process-wide ones first, each queue in its saved order.
     pub queued: Vec<QueuedSigArg>,
 }
@@ -26,14 +27,9 @@ pub fn prepare(dir: &Path, task: &TaskImage, ids: &InnerIds) -> Result<TaskSigna
     let core = &task.core;
     let actions = match &core.sigactions {
         Some(acts) if acts.len() == NSIG => {
-            let mut out = Box::new([KSigAction::default(); NSIG]);
+            let mut out = Box::new([KernelSigaction::default(); NSIG]);
             for (o, a) in out.iter_mut().zip(acts) {
-                *o = KSigAction {
-                    handler: a.handler,
-                    flags: a.flags,
-                    restorer: a.restorer,
-                    mask: a.mask,
-                };
+                *o = KernelSigaction::from(*a);
             }
             Some(out)
         }

@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use dormant_image::records::PosixTimer;
-use dormant_restorer_proto::{ITimerVal, TimerArg};
+use dormant_restorer_proto::TimerArg;
+use dormant_sys::signal::KernelItimerval;
 
 use super::threads::inner_tid;
 use crate::error::RestoreError;
@@ -18,7 +19,7 @@ const PR_TIMER_CREATE_RESTORE_IDS_GET: libc::c_ulong = 2;
 
 #[derive(Debug)]
 pub struct TaskTimers {
-    pub itimers: Option<[ITimerVal; 3]>,
+    pub itimers: Option<[KernelItimerval; 3]>,
     /// Ascending by id.
     pub posix: Vec<TimerArg>,
 }
@@ -26,7 +27,7 @@ pub struct TaskTimers {
 pub fn prepare(dir: &Path, task: &TaskImage, ids: &InnerIds) -> Result<TaskTimers, RestoreError> {
     let pid = task.pid.0;
     let itimers = task.core.itimers.map(|ts| {
-        ts.map(|t| ITimerVal {
+        ts.map(|t| KernelItimerval {
             interval_sec: (t.interval_us / 1_000_000) as i64,
             interval_usec: (t.interval_us % 1_000_000) as i64,
             value_sec: (t.value_us / 1_000_000) as i64,

@@ -1,0 +1,103 @@
+//! The dump's half of "if a dump succeeds, its restore succeeds": right after the tree is seized, before
+//! anything is injected or written, every task's facts are read from `/proc` and checked against
+//! [`dormant_restorable`], the list the restorer checks images against. A refusal fails the dump with the
+//! restorer's own message, and the target runs on untouched.
+//!
+//! One more refusal is the dump's alone, since no image records it: a namespace a task unshared for
+//! children it has not forked yet (`/proc/PID/ns/{pid,time}_for_children`). Restored without it, the
+//! task's next children would start in its own namespace instead.
+
+use std::os::unix::fs::MetadataExt;
+
+use dormant_image::records::{NsKind, Pid, TaskNamespaces};
+use dormant_restorable::{Runner, TaskFacts};
+
+use crate::error::{DumpError, Result};
+use crate::ns;
+use crate::proc;
+use crate::tree::SeizedTree;
+
+/// Namespace kinds a task can unshare for its children only (`/proc/PID/ns/<kind>_for_children`).
+const FOR_CHILDREN: [NsKind; 2] = [NsKind::Pid, NsKind::Time];
+
+/// Refuses a tree whose `facts` ([`read_facts`]) the restore could not rebuild (see the module docs).
+pub fn check(facts: &[TaskFacts]) -> Result<()> {
+    dormant_restorable::check(facts, &Runner::current()).map_err(DumpError::Unrestorable)?;
+    let in_tree: Vec<u64> = facts
+        .iter()
+        .filter_map(|f| f.namespaces.as_ref())
+        .flat_map(|n| n.namespaces.iter().map(|r| r.id.0))
+        .collect();
+    for f in facts {
+        if let Some(kind) = for_children(f.pid.0, &in_tree)?.first() {
+            return Err(DumpError::ForChildren {
+                pid: f.pid.0,
+                kind: kind.proc_name(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The facts of every task of the seized tree, the root first.
+pub fn read_facts(tree: &SeizedTree) -> Result<Vec<TaskFacts>> {
+    tree.tasks
+        .iter()
+        .map(|t| task_facts(t.task.pid()))
+        .collect()
+}
+
+/// What `/proc` tells about task `pid` for the check.
+fn task_facts(pid: u32) -> Result<TaskFacts> {
+    let status = proc::status::parse(&proc::read_string(pid, "status")?).map_err(|reason| {
+        DumpError::ProcParse {
+            pid,
+            file: "status",
+            reason,
+        }
+    })?;
+    let c = &status.creds;
+    let namespaces: TaskNamespaces = ns::task_namespaces(Pid(pid))?;
+    Ok(TaskFacts {
+        pid: Pid(pid),
+        uids: [c.uids[0], c.uids[1], c.uids[2]],
+        gids: [c.gids[0], c.gids[1], c.gids[2]],
+        cwd: proc::read_link(pid, "cwd")?,
+        root: proc::read_link(pid, "root")?,
+        ns_pids: status.ns_pids.iter().copied().map(Pid).collect(),
+        namespaces: Some(namespaces),
+    })
+}
+
+/// The kinds task `pid` unshared for children that no task of the tree (`in_tree`: every namespace id
+/// the tree's tasks are in) has entered: its `<kind>_for_children` is neither its own namespace nor one
+/// of the tree's. A link that cannot be followed (the namespace exists only for a child not forked yet)
+/// counts as unshared.
+fn for_children(pid: u32, in_tree: &[u64]) -> Result<Vec<NsKind>> {
+    let mut out = Vec::new();
+    for kind in FOR_CHILDREN {
+        let own = proc::path(pid, &format!("ns/{}", kind.proc_name()));
+        let own = match std::fs::metadata(&own) {
+            Ok(m) => m.ino(),
+            // A kernel without this namespace kind.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => {
+                return Err(DumpError::ProcRead {
+                    pid,
+                    path: own,
+                    source,
+                })
+            }
+        };
+        let path = proc::path(pid, &format!("ns/{}_for_children", kind.proc_name()));
+        match std::fs::metadata(&path) {
+            Ok(m) if m.ino() == own || in_tree.contains(&m.ino()) => {}
+            Ok(_) => out.push(kind),
+            Err(e) if proc::is_gone(&e) && std::path::Path::new(&proc::path(pid, "")).exists() => {
+                out.push(kind)
+            }
+            Err(source) => return Err(DumpError::ProcRead { pid, path, source }),
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,317 @@
+//! "If a dump succeeds, its restore succeeds": every refusal the restore makes over an image's facts
+//! ([`dormant_restorable::RefusalKind`]) is made by the dump first, on the live process, before anything is
+//! injected, with the same message, and the target runs on. Each state is set up with plain tools
+//! (`unshare`, `setpriv`, a removed directory), so the states are the ones a user meets.
+//!
+//! For each kind the test also dumps the process with the check switched off (the image a dump of main
+//! 1e0e57f wrote) and shows the restore's check over that image, and `dormant restore` itself, refuse it
+//! with the dump's own message.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap (project rule)
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dormant_engine::{Dump, DumpError, Pid};
+use dormant_image::ImageReader;
+use dormant_restorable::{facts_from_image, RefusalKind, Runner};
+
+/// The release `dormant` binary (`./scripts/test.sh` builds it before the tests).
+fn dormant_bin() -> std::path::PathBuf {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/dormant");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with cargo build --release --workspace --bins",
+        bin.display()
+    );
+    bin
+}
+
+/// A process tree in some state, killed (its whole process group) on drop.
+struct Scenario {
+    child: Child,
+    /// The root of the tree to dump.
+    pid: u32,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        // SAFETY: kill takes a process group id and a signal; no memory is involved.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|w| w.parse().unwrap())
+        .collect()
+}
+
+/// Every descendant of `pid`, breadth first.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut next = vec![pid];
+    while let Some(p) = next.pop() {
+        for c in children(p) {
+            out.push(c);
+            next.push(c);
+        }
+    }
+    out
+}
+
+fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Let the last exec settle (the comm changes at exec, the mappings right after).
+    std::thread::sleep(Duration::from_millis(100));
+}
+
+/// Runs `argv` in a process group of its own, in `cwd`, with fds 0-2 on /dev/null and no other (the test
+/// runner's pipes would be pipes to a process outside the dump).
+fn spawn(argv: &[&str], cwd: &Path) -> Child {
+    let mut cmd = Command::new(argv[0]);
+    cmd.args(&argv[1..])
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    // SAFETY: close_range is async-signal-safe and touches only this child's fd table.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        })
+    };
+    cmd.spawn().unwrap_or_else(|e| panic!("{argv:?}: {e}"))
+}
+
+/// A process (tree) in the state that `kind` refuses.
+fn scenario(kind: RefusalKind) -> Scenario {
+    let dir = tempfile::tempdir().unwrap();
+    let sleep = ["sleep", "1000"];
+    let (child, pid) = match kind {
+        RefusalKind::Credentials => {
+            let c = spawn(
+                &[
+                    &[
+                        "setpriv",
+                        "--reuid=65534",
+                        "--regid=65534",
+                        "--clear-groups",
+                    ],
+                    &sleep[..],
+                ]
+                .concat(),
+                dir.path(),
+            );
+            let pid = c.id();
+            wait_until("setpriv to exec sleep", || comm(pid) == "sleep");
+            (c, pid)
+        }
+        RefusalKind::DeletedDirectory => {
+            let gone = dir.path().join("gone");
+            std::fs::create_dir(&gone).unwrap();
+            let c = spawn(&sleep, &gone);
+            let pid = c.id();
+            wait_until("sleep", || comm(pid) == "sleep");
+            std::fs::remove_dir(&gone).unwrap();
+            (c, pid)
+        }
+        RefusalKind::TimeNamespace => {
+            let c = spawn(&[&["unshare", "--time"], &sleep[..]].concat(), dir.path());
+            let pid = c.id();
+            wait_until("unshare to exec sleep", || comm(pid) == "sleep");
+            (c, pid)
+        }
+        RefusalKind::NotCarried => {
+            let c = spawn(&[&["unshare", "--uts"], &sleep[..]].concat(), dir.path());
+            let pid = c.id();
+            wait_until("unshare to exec sleep", || comm(pid) == "sleep");
+            (c, pid)
+        }
+        RefusalKind::MountWithoutPid => {
+            let c = spawn(&[&["unshare", "--mount"], &sleep[..]].concat(), dir.path());
+            let pid = c.id();
+            wait_until("unshare to exec sleep", || comm(pid) == "sleep");
+            (c, pid)
+        }
+        RefusalKind::Nested => {
+            // A container (own mount and pid namespaces) whose child made a uts namespace of its own.
+            let c = spawn(
+                &[
+                    "unshare",
+                    "--mount",
+                    "--pid",
+                    "--fork",
+                    "--kill-child",
+                    "--mount-proc",
+                    "sh",
+                    "-c",
+                    "unshare --uts sleep 1000 & wait",
+                ],
+                dir.path(),
+            );
+            let top = c.id();
+            wait_until("the container's sleep", || {
+                descendants(top).iter().any(|&p| comm(p) == "sleep")
+            });
+            let root = children(top)[0];
+            (c, root)
+        }
+        RefusalKind::PidNesting => {
+            // A tree in dormant's pid namespace with a child that is the init of a pid namespace of its own.
+            let c = spawn(
+                &[
+                    "sh",
+                    "-c",
+                    "unshare --pid --fork --kill-child sleep 1000 & wait",
+                ],
+                dir.path(),
+            );
+            let pid = c.id();
+            wait_until("the nested sleep", || {
+                descendants(pid).iter().any(|&p| comm(p) == "sleep")
+            });
+            (c, pid)
+        }
+    };
+    Scenario {
+        child,
+        pid,
+        _dir: dir,
+    }
+}
+
+fn status_field(pid: u32, key: &str) -> Option<String> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find_map(|l| {
+        l.strip_prefix(&format!("{key}:"))
+            .map(|v| v.trim().to_string())
+    })
+}
+
+/// Every process of the tree still runs as before: sleeping, not stopped, not traced.
+fn assert_runs_on(pids: &[u32]) {
+    std::thread::sleep(Duration::from_millis(100));
+    for &pid in pids {
+        let state = status_field(pid, "State").unwrap_or_default();
+        assert!(
+            state.starts_with('S'),
+            "pid {pid} is {state:?} after the refused dump"
+        );
+        assert_eq!(
+            status_field(pid, "TracerPid").as_deref(),
+            Some("0"),
+            "pid {pid} is still traced"
+        );
+    }
+}
+
+/// The mappings of a process (to show the dump added none and removed none).
+fn maps(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap()
+}
+
+#[test]
+fn every_refusal_of_the_restore_is_made_by_the_dump_first() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the refusal tests need root (they set up namespaces and dump other users' processes)"
+    );
+    for kind in RefusalKind::ALL {
+        let s = scenario(kind);
+        let tree: Vec<u32> = std::iter::once(s.pid).chain(descendants(s.pid)).collect();
+        let before: Vec<String> = tree.iter().map(|&p| maps(p)).collect();
+        let out = tempfile::tempdir().unwrap();
+        let img = out.path().join("img");
+        let err = Dump::builder(Pid(s.pid))
+            .images_dir(&img)
+            .leave_running(true)
+            .build()
+            .unwrap()
+            .run()
+            .expect_err(&format!("the dump of a {kind:?} state succeeded"));
+        let DumpError::Unrestorable(refusal) = &err else {
+            panic!("{kind:?}: the dump failed otherwise: {err}");
+        };
+        assert_eq!(refusal.kind(), kind, "{err}");
+        assert!(!img.exists(), "{kind:?}: a refused dump left an image");
+        assert_runs_on(&tree);
+        let after: Vec<String> = tree.iter().map(|&p| maps(p)).collect();
+        assert_eq!(
+            before, after,
+            "{kind:?}: the refused dump changed the mappings"
+        );
+
+        // The image a dump without the check writes: the restore's check refuses it, word for word.
+        Dump::builder(Pid(s.pid))
+            .images_dir(&img)
+            .leave_running(true)
+            .skip_restore_check()
+            .build()
+            .unwrap()
+            .run()
+            .unwrap_or_else(|e| panic!("{kind:?}: the unchecked dump failed: {e}"));
+        let facts = facts_from_image(&ImageReader::open(&img).unwrap()).unwrap();
+        let at_restore = dormant_restorable::check(&facts, &Runner::current())
+            .expect_err(&format!("{kind:?}: the restore's check accepts the image"));
+        assert_eq!(at_restore.to_string(), refusal.to_string());
+        // And `dormant restore` itself refuses it so, before forking anything.
+        let out = Command::new(dormant_bin())
+            .args(["restore", "-D"])
+            .arg(&img)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(&refusal.to_string()),
+            "{kind:?}: dormant restore did not refuse with the dump's message:\n{stderr}"
+        );
+        eprintln!("{kind:?}: {refusal}");
+    }
+}
+
+/// A namespace unshared for children not forked yet is carried by no image, so the dump alone refuses it.
+#[test]
+fn namespace_unshared_for_children_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = spawn(&["unshare", "--pid", "sleep", "1000"], dir.path());
+    let pid = c.id();
+    let s = Scenario {
+        child: c,
+        pid,
+        _dir: dir,
+    };
+    wait_until("unshare to exec sleep", || comm(pid) == "sleep");
+    let out = tempfile::tempdir().unwrap();
+    let err = Dump::builder(Pid(s.pid))
+        .images_dir(out.path().join("img"))
+        .leave_running(true)
+        .build()
+        .unwrap()
+        .run()
+        .unwrap_err();
+    assert!(
+        matches!(err, DumpError::ForChildren { pid: p, kind: "pid" } if p == pid),
+        "{err}"
+    );
+    assert_runs_on(&[pid]);
+}

@@ -1,0 +1,344 @@
+//! The refusals and the check that makes them.
+
+use dormant_image::records::{NsKind, TaskNamespaces};
+
+use crate::facts::{Runner, TaskFacts};
+
+/// Suffix the kernel appends to the path of a removed directory or file.
+const DELETED: &str = " (deleted)";
+
+/// State this release cannot restore. The message is the same whether the dump or the restore finds it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error(
+        "pid {pid} ran with uids {uids:?} and gids {gids:?} (real, effective, saved), but dormant runs with \
+         uids {runner_uids:?} and gids {runner_gids:?}: restoring credentials is not implemented yet, so a \
+         process is dumped and restored only by the user it runs as"
+    )]
+    Credentials {
+        pid: u32,
+        uids: [u32; 3],
+        gids: [u32; 3],
+        runner_uids: [u32; 3],
+        runner_gids: [u32; 3],
+    },
+    #[error(
+        "pid {pid}: its {what} {path} was removed; restoring a removed {what} is not implemented yet"
+    )]
+    DeletedDirectory {
+        pid: u32,
+        /// "working directory" or "root directory".
+        what: &'static str,
+        path: String,
+    },
+    #[error("pid {pid} is in a time namespace of its own: time namespaces are not restored yet")]
+    TimeNamespace { pid: u32 },
+    #[error(
+        "pid {pid} is in a {kind} namespace other than dormant's; a tree outside a container (one that \
+         shares dormant's mount namespace) is restored into dormant's namespaces, where it would lose it"
+    )]
+    NotCarried { pid: u32, kind: &'static str },
+    #[error(
+        "pid {pid} is in another {kind} namespace than the root task {root}; namespaces created inside the \
+         tree are not restored yet"
+    )]
+    Nested {
+        pid: u32,
+        kind: &'static str,
+        root: u32,
+    },
+    #[error(
+        "pid {pid} is in a mount namespace of its own but in dormant's pid namespace: a tree in its own \
+         mount namespace is restored as a container, in a new pid namespace, where pid {pid} cannot be kept"
+    )]
+    MountWithoutPid { pid: u32 },
+    /// `levels`: the task's pid in each pid namespace, dormant's first (`NSpid`).
+    #[error(
+        "pid {pid}: nested pid namespaces {levels:?} (only one level below dormant's, for a tree whose root \
+         is the init of its own pid namespace or a container)"
+    )]
+    PidNesting { pid: u32, levels: Vec<u32> },
+}
+
+/// The kinds of [`Refusal`], without their data: what a test walks to show every refusal is made by the
+/// dump first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RefusalKind {
+    Credentials,
+    DeletedDirectory,
+    TimeNamespace,
+    NotCarried,
+    Nested,
+    MountWithoutPid,
+    PidNesting,
+}
+
+impl RefusalKind {
+    pub const ALL: [RefusalKind; 7] = [
+        RefusalKind::Credentials,
+        RefusalKind::DeletedDirectory,
+        RefusalKind::TimeNamespace,
+        RefusalKind::NotCarried,
+        RefusalKind::Nested,
+        RefusalKind::MountWithoutPid,
+        RefusalKind::PidNesting,
+    ];
+}
+
+impl Refusal {
+    pub fn kind(&self) -> RefusalKind {
+        match self {
+            Refusal::Credentials { .. } => RefusalKind::Credentials,
+            Refusal::DeletedDirectory { .. } => RefusalKind::DeletedDirectory,
+            Refusal::TimeNamespace { .. } => RefusalKind::TimeNamespace,
+            Refusal::NotCarried { .. } => RefusalKind::NotCarried,
+            Refusal::Nested { .. } => RefusalKind::Nested,
+            Refusal::MountWithoutPid { .. } => RefusalKind::MountWithoutPid,
+            Refusal::PidNesting { .. } => RefusalKind::PidNesting,
+        }
+    }
+
+    /// The task the refusal is about.
+    pub fn pid(&self) -> u32 {
+        match self {
+            Refusal::Credentials { pid, .. }
+            | Refusal::DeletedDirectory { pid, .. }
+            | Refusal::TimeNamespace { pid }
+            | Refusal::NotCarried { pid, .. }
+            | Refusal::Nested { pid, .. }
+            | Refusal::MountWithoutPid { pid }
+            | Refusal::PidNesting { pid, .. } => *pid,
+        }
+    }
+}
+
+/// Namespace kinds a container carries for the whole tree (the root's), and that a tree outside a
+/// container must share with dormant. Pid namespaces follow `NSpid` (see [`pid_levels`]); time namespaces
+/// are refused in both modes.
+const TREE_KINDS: [NsKind; 6] = [
+    NsKind::Mnt,
+    NsKind::User,
+    NsKind::Uts,
+    NsKind::Ipc,
+    NsKind::Net,
+    NsKind::Cgroup,
+];
+
+/// Checks a tree (`tasks`, the root first) against everything this release cannot restore, for a restore
+/// run by `runner`. Returns the first refusal in tree order.
+pub fn check(tasks: &[TaskFacts], runner: &Runner) -> Result<(), Refusal> {
+    let Some(root) = tasks.first() else {
+        return Ok(());
+    };
+    let container = root.own_mount_namespace();
+    if container && root.ns_pids.len() < 2 {
+        return Err(Refusal::MountWithoutPid { pid: root.pid.0 });
+    }
+    let max_levels = pid_levels(root, container);
+    for t in tasks {
+        namespaces(t, root, container)?;
+        if t.ns_pids.len() > max_levels {
+            return Err(Refusal::PidNesting {
+                pid: t.pid.0,
+                levels: t.ns_pids.iter().map(|p| p.0).collect(),
+            });
+        }
+        if t.uids != runner.uids || t.gids != runner.gids {
+            return Err(Refusal::Credentials {
+                pid: t.pid.0,
+                uids: t.uids,
+                gids: t.gids,
+                runner_uids: runner.uids,
+                runner_gids: runner.gids,
+            });
+        }
+        for (what, path) in [("working directory", &t.cwd), ("root directory", &t.root)] {
+            if path.ends_with(DELETED) {
+                return Err(Refusal::DeletedDirectory {
+                    pid: t.pid.0,
+                    what,
+                    path: path.trim_end_matches(DELETED).to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How many `NSpid` levels a task of the tree may have: two in a container (its own pid namespace, one
+/// level below dormant's) or when the root is the init of a pid namespace one level down; one otherwise.
+fn pid_levels(root: &TaskFacts, container: bool) -> usize {
+    let root_is_init = matches!(root.ns_pids.as_slice(), [_, one] if one.0 == 1);
+    if container || root_is_init {
+        2
+    } else {
+        1
+    }
+}
+
+/// The namespace rule for task `t` of a tree whose root is `root`.
+fn namespaces(t: &TaskFacts, root: &TaskFacts, container: bool) -> Result<(), Refusal> {
+    match (&t.namespaces, &root.namespaces) {
+        (Some(task), Some(root)) => check_namespaces(task, root, container),
+        // Namespaces not recorded (an image of a tree outside any container): only the pid levels tell.
+        _ => Ok(()),
+    }
+}
+
+/// The namespace rule for one task (`task`) of a tree whose root task is in `root`'s namespaces:
+/// `container` (the root is in a mount namespace other than dormant's) carries the root's namespaces and
+/// needs every task in them; otherwise every task must be in dormant's (pid namespaces are judged by
+/// `NSpid` in [`check`]). A time namespace of its own is refused either way.
+pub fn check_namespaces(
+    task: &TaskNamespaces,
+    root: &TaskNamespaces,
+    container: bool,
+) -> Result<(), Refusal> {
+    let pid = task.pid.0;
+    if task.get(NsKind::Time).is_some_and(|n| !n.external) {
+        return Err(Refusal::TimeNamespace { pid });
+    }
+    for kind in TREE_KINDS {
+        let mine = task.get(kind);
+        if container {
+            if mine.map(|n| n.id) != root.get(kind).map(|n| n.id) {
+                return Err(Refusal::Nested {
+                    pid,
+                    kind: kind.proc_name(),
+                    root: root.pid.0,
+                });
+            }
+        } else if mine.is_some_and(|n| !n.external) {
+            return Err(Refusal::NotCarried {
+                pid,
+                kind: kind.proc_name(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use dormant_image::records::{NsId, NsRef, Pid};
+
+    const ROOT: Runner = Runner {
+        uids: [0; 3],
+        gids: [0; 3],
+    };
+
+    fn task(pid: u32, ns_pids: &[u32], own: &[(NsKind, u64)]) -> TaskFacts {
+        let namespaces = NsKind::ALL
+            .iter()
+            .map(|&kind| {
+                let mine = own.iter().find(|(k, _)| *k == kind);
+                NsRef {
+                    kind,
+                    id: NsId(mine.map_or(1000 + kind as u64, |(_, id)| *id)),
+                    external: mine.is_none(),
+                }
+            })
+            .collect();
+        TaskFacts {
+            pid: Pid(pid),
+            uids: [0; 3],
+            gids: [0; 3],
+            cwd: "/".into(),
+            root: "/".into(),
+            ns_pids: ns_pids.iter().copied().map(Pid).collect(),
+            namespaces: Some(TaskNamespaces {
+                pid: Pid(pid),
+                namespaces,
+            }),
+        }
+    }
+
+    fn kind_of(tasks: &[TaskFacts]) -> Option<RefusalKind> {
+        check(tasks, &ROOT).err().map(|r| r.kind())
+    }
+
+    #[test]
+    fn plain_trees() {
+        assert_eq!(kind_of(&[task(10, &[10], &[])]), None);
+        assert_eq!(
+            kind_of(&[task(10, &[10], &[(NsKind::Uts, 5)])]),
+            Some(RefusalKind::NotCarried)
+        );
+        assert_eq!(
+            kind_of(&[task(10, &[10], &[(NsKind::Time, 5)])]),
+            Some(RefusalKind::TimeNamespace)
+        );
+        // The init of a pid namespace one level down, with a child in it.
+        let pidns = [(NsKind::Pid, 7)];
+        assert_eq!(
+            kind_of(&[task(10, &[10, 1], &pidns), task(11, &[11, 2], &pidns)]),
+            None
+        );
+        // A child in a pid namespace of its own below a root in dormant's.
+        assert_eq!(
+            kind_of(&[task(10, &[10], &[]), task(11, &[11, 1], &pidns)]),
+            Some(RefusalKind::PidNesting)
+        );
+    }
+
+    #[test]
+    fn containers() {
+        let ctr = [(NsKind::Mnt, 3), (NsKind::Pid, 4), (NsKind::Uts, 5)];
+        assert_eq!(
+            kind_of(&[task(10, &[10, 1], &ctr), task(11, &[11, 2], &ctr)]),
+            None
+        );
+        let mut nested = ctr.to_vec();
+        nested[2] = (NsKind::Uts, 6);
+        assert_eq!(
+            kind_of(&[task(10, &[10, 1], &ctr), task(11, &[11, 2], &nested)]),
+            Some(RefusalKind::Nested)
+        );
+        assert_eq!(
+            kind_of(&[task(10, &[10], &[(NsKind::Mnt, 3)])]),
+            Some(RefusalKind::MountWithoutPid)
+        );
+        assert_eq!(
+            kind_of(&[task(10, &[10, 1], &ctr), task(11, &[11, 2, 1], &ctr)]),
+            Some(RefusalKind::PidNesting)
+        );
+    }
+
+    #[test]
+    fn credentials_and_directories() {
+        let mut t = task(10, &[10], &[]);
+        t.uids = [65534; 3];
+        let r = check(&[t], &ROOT).unwrap_err();
+        assert_eq!(r.kind(), RefusalKind::Credentials);
+        assert!(
+            r.to_string()
+                .contains("pid 10 ran with uids [65534, 65534, 65534]"),
+            "{r}"
+        );
+        let mut t = task(10, &[10], &[]);
+        t.cwd = "/tmp/gone (deleted)".into();
+        let r = check(&[t], &ROOT).unwrap_err();
+        assert_eq!(
+            r,
+            Refusal::DeletedDirectory {
+                pid: 10,
+                what: "working directory",
+                path: "/tmp/gone".into()
+            }
+        );
+        // An image of a tree outside a container records no namespaces: nothing to refuse there.
+        let mut t = task(10, &[10], &[]);
+        t.namespaces = None;
+        assert_eq!(kind_of(&[t]), None);
+    }
+
+    #[test]
+    fn every_kind_is_listed_once() {
+        let mut seen = std::collections::HashSet::new();
+        for k in RefusalKind::ALL {
+            assert!(seen.insert(k), "{k:?} twice");
+        }
+    }
+}

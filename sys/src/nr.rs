@@ -1,0 +1,40 @@
+//! x86-64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl) of the calls the blobs and the raw
+//! layer make. Host code may use `libc::SYS_*`; the numbers are the same.
+
+pub const READ: u64 = 0;
+pub const WRITE: u64 = 1;
+pub const CLOSE: u64 = 3;
+pub const MMAP: u64 = 9;
+pub const MPROTECT: u64 = 10;
+pub const MUNMAP: u64 = 11;
+pub const BRK: u64 = 12;
+pub const RT_SIGACTION: u64 = 13;
+pub const RT_SIGPROCMASK: u64 = 14;
+pub const RT_SIGRETURN: u64 = 15;
+pub const PREAD64: u64 = 17;
+pub const MADVISE: u64 = 28;
+pub const GETITIMER: u64 = 36;
+pub const SETITIMER: u64 = 38;
+pub const GETPID: u64 = 39;
+pub const SENDMSG: u64 = 46;
+pub const RECVMSG: u64 = 47;
+pub const SOCKETPAIR: u64 = 53;
+pub const EXIT: u64 = 60;
+pub const RT_SIGPENDING: u64 = 127;
+pub const RT_SIGTIMEDWAIT: u64 = 128;
+pub const RT_SIGQUEUEINFO: u64 = 129;
+pub const SIGALTSTACK: u64 = 131;
+pub const PRCTL: u64 = 157;
+pub const ARCH_PRCTL: u64 = 158;
+pub const GETTID: u64 = 186;
+pub const SET_TID_ADDRESS: u64 = 218;
+pub const RESTART_SYSCALL: u64 = 219;
+pub const TIMER_CREATE: u64 = 222;
+pub const TIMER_SETTIME: u64 = 223;
+pub const EXIT_GROUP: u64 = 231;
+pub const SET_ROBUST_LIST: u64 = 273;
+pub const VMSPLICE: u64 = 278;
+pub const PIPE2: u64 = 293;
+pub const RT_TGSIGQUEUEINFO: u64 = 297;
+pub const RSEQ: u64 = 334;
+pub const CLONE3: u64 = 435;

@@ -1,0 +1,99 @@
+//! Processes and their memory layout: `clone_args`, `prctl_mm_map`, prctl and arch_prctl numbers.
+
+/// Highest address of user space on x86-64 with 4-level paging (`TASK_SIZE_MAX`).
+pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+
+pub const CLONE_VM: u64 = 0x100;
+pub const CLONE_FS: u64 = 0x200;
+pub const CLONE_FILES: u64 = 0x400;
+pub const CLONE_SIGHAND: u64 = 0x800;
+pub const CLONE_PARENT: u64 = 0x8000;
+pub const CLONE_THREAD: u64 = 0x10000;
+pub const CLONE_SYSVSEM: u64 = 0x40000;
+
+/// The kernel's `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2, Linux 5.7); clone3 takes its size,
+/// so the same struct serves kernels from 5.5 on as long as `cgroup` stays 0.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CloneArgs {
+    pub flags: u64,
+    pub pidfd: u64,
+    pub child_tid: u64,
+    pub parent_tid: u64,
+    pub exit_signal: u64,
+    pub stack: u64,
+    pub stack_size: u64,
+    pub tls: u64,
+    /// `*const pid_t`: the pids wanted, innermost pid namespace first.
+    pub set_tid: u64,
+    pub set_tid_size: u64,
+    pub cgroup: u64,
+}
+
+pub const PR_SET_PDEATHSIG: u64 = 1;
+pub const PR_GET_PDEATHSIG: u64 = 2;
+pub const PR_GET_DUMPABLE: u64 = 3;
+pub const PR_SET_NAME: u64 = 15;
+pub const PR_GET_SECUREBITS: u64 = 27;
+pub const PR_SET_MM: u64 = 35;
+pub const PR_SET_MM_MAP: u64 = 14;
+pub const PR_SET_MM_MAP_SIZE: u64 = 15;
+pub const PR_GET_CHILD_SUBREAPER: u64 = 37;
+pub const PR_GET_TID_ADDRESS: u64 = 40;
+/// `PR_TIMER_CREATE_RESTORE_IDS` (6.17): timer_create takes the id in `*timer_id` while it is on.
+pub const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
+pub const PR_TIMER_CREATE_RESTORE_IDS_OFF: u64 = 0;
+pub const PR_TIMER_CREATE_RESTORE_IDS_ON: u64 = 1;
+
+pub const ARCH_SET_GS: u64 = 0x1001;
+pub const ARCH_SET_FS: u64 = 0x1002;
+/// Maps the vDSO (and its data pages) at a given address; fails with EEXIST while one is mapped.
+pub const ARCH_MAP_VDSO_64: u64 = 0x2003;
+
+/// The kernel's `struct prctl_mm_map` (`PR_SET_MM`, `PR_SET_MM_MAP`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PrctlMmMap {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+    /// Address of the saved auxv (native words).
+    pub auxv: u64,
+    /// Size of the auxv in bytes.
+    pub auxv_size: u32,
+    /// fd of the executable, or `u32::MAX` to leave `/proc/self/exe` alone.
+    pub exe_fd: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_match_the_kernel() {
+        // CLONE_ARGS_SIZE_VER2 and sizeof(struct prctl_mm_map).
+        assert_eq!(core::mem::size_of::<CloneArgs>(), 88);
+        assert_eq!(core::mem::size_of::<PrctlMmMap>(), 104);
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn clone_args_match_libc() {
+        assert_eq!(
+            core::mem::size_of::<CloneArgs>(),
+            core::mem::size_of::<libc::clone_args>()
+        );
+        assert_eq!(
+            core::mem::offset_of!(CloneArgs, set_tid),
+            core::mem::offset_of!(libc::clone_args, set_tid)
+        );
+    }
+}
