@@ -422,6 +422,9 @@ pub(crate) fn pagemap_scan(
 const SYS_STATMOUNT: libc::c_long = 457;
 const SYS_LISTMOUNT: libc::c_long = 458;
 pub(crate) const LSMT_ROOT: u64 = u64::MAX;
+/// statx mask bit for the 64-bit unique mount id (Linux 6.8). Ours, not libc's: kata-agent's lock file
+/// pins a libc (0.2.186) that does not have it, and dormant links into kata-agent.
+pub(crate) const STATX_MNT_ID_UNIQUE: u32 = 0x4000;
 pub(crate) const STATMOUNT_SB_BASIC: u64 = 0x1;
 pub(crate) const STATMOUNT_MNT_BASIC: u64 = 0x2;
 pub(crate) const MOVE_MOUNT_SET_GROUP: u32 = dormant_mounts::sys::MOVE_MOUNT_SET_GROUP;
@@ -507,12 +510,12 @@ pub(crate) fn unique_mount_id(path: &Path) -> Result<u64, Errno> {
             libc::AT_FDCWD,
             path.as_ptr(),
             0,
-            libc::STATX_MNT_ID_UNIQUE,
+            STATX_MNT_ID_UNIQUE,
             &mut stx,
         )
     };
     check(libc::c_long::from(ret))?;
-    if stx.stx_mask & libc::STATX_MNT_ID_UNIQUE == 0 {
+    if stx.stx_mask & STATX_MNT_ID_UNIQUE == 0 {
         return Err(Errno::EOPNOTSUPP);
     }
     Ok(stx.stx_mnt_id)
