@@ -7,6 +7,8 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::process::ExitCode;
 
+use crate::out::{errln, outln};
+
 /// Whether this process was started as `criu` (the last component of argv[0]).
 fn invoked_as_criu(argv0: &OsString) -> bool {
     Path::new(argv0).file_name().is_some_and(|n| n == "criu")
@@ -23,19 +25,19 @@ pub fn dispatch(args: &[OsString]) -> Option<ExitCode> {
         ["swrk", fd, ..] => match fd.parse::<i32>() {
             Ok(fd) => ExitCode::from(dormant_criu_rpc::serve(fd).clamp(0, 255) as u8),
             Err(_) => {
-                eprintln!("criu (dormant): swrk: {fd:?} is not an fd number");
+                errln!("criu (dormant): swrk: {fd:?} is not an fd number");
                 ExitCode::from(1)
             }
         },
         ["--version" | "-V", ..] => {
             let v = dormant_criu_rpc::version();
-            println!("Version: {}.{}", v.major_number, v.minor_number);
-            println!("Name: {}", v.name.unwrap_or_default());
+            let _ = outln!("Version: {}.{}", v.major_number, v.minor_number);
+            let _ = outln!("Name: {}", v.name.unwrap_or_default());
             ExitCode::SUCCESS
         }
         ["check", opts @ ..] => check(opts),
         _ => {
-            eprintln!(
+            errln!(
                 "criu (dormant): only `criu swrk FD`, `criu check` and `criu --version` are served; \
                  run `dormant --help` for dormant's own commands"
             );
@@ -57,7 +59,7 @@ fn check(opts: &[&str]) -> ExitCode {
         }
     }
     if let Some(f) = features.first() {
-        println!("Feature {f} is not supported by dormant");
+        let _ = outln!("Feature {f} is not supported by dormant");
         return ExitCode::from(1);
     }
     let missing: Vec<String> = dormant_engine::kerndat::probe_all()
@@ -66,10 +68,10 @@ fn check(opts: &[&str]) -> ExitCode {
         .map(|p| format!("{:?} ({})", p.feature, p.kernel_option))
         .collect();
     if missing.is_empty() {
-        println!("Looks good.");
+        let _ = outln!("Looks good.");
         ExitCode::SUCCESS
     } else {
-        println!("Error: missing kernel features: {}", missing.join(", "));
+        let _ = outln!("Error: missing kernel features: {}", missing.join(", "));
         ExitCode::from(1)
     }
 }

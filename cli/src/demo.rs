@@ -14,6 +14,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::CliError;
+use crate::out::outln;
 
 const TICK: Duration = Duration::from_millis(50);
 
@@ -92,7 +93,7 @@ pub fn run(size_mib: u64) -> Result<ExitCode, CliError> {
         source,
     })?;
 
-    println!("dormant demo: starting a workload with {size_mib} MiB of patterned memory");
+    let _ = outln!("dormant demo: starting a workload with {size_mib} MiB of patterned memory");
     let mut cmd = Command::new(&exe);
     cmd.args([
         "__demo-workload",
@@ -113,7 +114,7 @@ pub fn run(size_mib: u64) -> Result<ExitCode, CliError> {
     wait_for(&log_path, "READY", fill_timeout)?;
     std::thread::sleep(Duration::from_millis(600));
     let before = last_tick(&read_log(&log_path)).unwrap_or(0);
-    println!("workload pid {pid} is counting (tick {before}); dumping it");
+    let _ = outln!("workload pid {pid} is counting (tick {before}); dumping it");
 
     let stats_path = scratch.0.join("stats.json");
     let t_dump = Instant::now();
@@ -139,7 +140,7 @@ pub fn run(size_mib: u64) -> Result<ExitCode, CliError> {
     }
     let at_dump = last_tick(&read_log(&log_path)).unwrap_or(0);
     let image_bytes = dir_size(&images);
-    println!(
+    let _ = outln!(
         "dumped in {:.0} ms: image {:.1} MiB ({:.0} MiB/s); the workload is gone ({status})",
         dump_time.as_secs_f64() * 1e3,
         image_bytes as f64 / 1048576.0,
@@ -148,7 +149,7 @@ pub fn run(size_mib: u64) -> Result<ExitCode, CliError> {
     if let Ok(stats) = fs::read_to_string(&stats_path) {
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&stats) {
             if let Some(ms) = v.get("frozen_ms").and_then(|x| x.as_f64()) {
-                println!("the workload was frozen for {ms:.0} ms");
+                let _ = outln!("the workload was frozen for {ms:.0} ms");
             }
         }
     }
@@ -165,14 +166,14 @@ pub fn run(size_mib: u64) -> Result<ExitCode, CliError> {
     if !restore.success() {
         return Err(demo_err(format!("dormant restore failed ({restore})")));
     }
-    println!(
+    let _ = outln!(
         "restored pid {pid} in {:.0} ms ({:.0} MiB/s)",
         restore_time.as_secs_f64() * 1e3,
         image_bytes as f64 / 1048576.0 / restore_time.as_secs_f64()
     );
     std::thread::sleep(Duration::from_millis(600));
     let after = last_tick(&read_log(&log_path)).unwrap_or(0);
-    println!("the counter went on: tick {at_dump} at the dump, tick {after} now");
+    let _ = outln!("the counter went on: tick {at_dump} at the dump, tick {after} now");
     fs::write(&trigger, b"check").map_err(|source| CliError::Write {
         path: trigger.clone(),
         source,
@@ -197,9 +198,9 @@ pub fn run(size_mib: u64) -> Result<ExitCode, CliError> {
         .rev()
         .find(|l| l.starts_with("PASS") || l.starts_with("FAIL"))
         .unwrap_or("");
-    println!("workload says: {verdict}");
+    let _ = outln!("workload says: {verdict}");
     if code == 0 && verdict.starts_with("PASS") && after > at_dump {
-        println!("demo OK");
+        let _ = outln!("demo OK");
         Ok(ExitCode::SUCCESS)
     } else {
         Err(demo_err(format!(

@@ -14,6 +14,8 @@ pub enum CliError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot write to stdout: {0}")]
+    Stdout(std::io::Error),
     #[error("JSON encoding failed: {0}")]
     Json(serde_json::Error),
     #[error(transparent)]

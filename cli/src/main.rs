@@ -8,6 +8,7 @@ mod args;
 mod criu;
 mod demo;
 mod error;
+mod out;
 mod show;
 
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::error::CliError;
+use crate::out::{errln, outln};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -168,7 +170,7 @@ fn main() -> ExitCode {
         return ExitCode::from(dormant_criu_rpc::serve(fd).clamp(0, 255) as u8);
     }
     if let Err(e) = init_logging(cli.log_file.as_deref(), cli.verbose) {
-        eprintln!("dormant: {e}");
+        errln!("dormant: {e}");
         return ExitCode::from(2);
     }
     let logs_to_file = cli.log_file.is_some();
@@ -178,7 +180,7 @@ fn main() -> ExitCode {
             if logs_to_file {
                 log::error!("{e}");
             }
-            eprintln!("dormant: {e}");
+            errln!("dormant: {e}");
             ExitCode::FAILURE
         }
     }
@@ -318,12 +320,15 @@ fn stats_json_value(stats: &dormant_engine::DumpStats) -> serde_json::Value {
 fn check(json: bool) -> Result<ExitCode, CliError> {
     let probes = dormant_engine::kerndat::probe_all();
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&probes).map_err(CliError::Json)?
-        );
+        )?;
     } else {
-        print!("{}", dormant_engine::kerndat::render_table(&probes));
+        out::stdout(format_args!(
+            "{}",
+            dormant_engine::kerndat::render_table(&probes)
+        ))?;
     }
     let missing: Vec<String> = probes
         .iter()
@@ -333,7 +338,7 @@ fn check(json: bool) -> Result<ExitCode, CliError> {
     if missing.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!(
+        errln!(
             "dormant: missing kernel features needed for dump/restore: {}",
             missing.join(", ")
         );

@@ -12,6 +12,7 @@ use dormant_image::{Image, ImageError, ImageReader, Record};
 use serde_json::{json, Map, Value};
 
 use crate::error::CliError;
+use crate::out::{self, outln};
 
 /// The records of one file as JSON, decoded as the record type of `kind` (from the kind table).
 struct RecordsJson<'a> {
@@ -52,13 +53,13 @@ pub fn show(dir: &Path, as_json: bool) -> Result<ExitCode, CliError> {
         for f in &img.inventory().files {
             out.insert(f.name.clone(), file_json(img, &f.name, f.len)?);
         }
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&Value::Object(out)).map_err(CliError::Json)?
-        );
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
-    print!("{}", human(&image));
+    out::stdout(format_args!("{}", human(&image)))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -226,14 +227,14 @@ fn desc_summary(k: &records::DescKind) -> String {
 pub fn verify(dir: &Path) -> Result<ExitCode, CliError> {
     match Image::load(dir) {
         Ok(image) => {
-            println!(
+            outln!(
                 "{}: image OK (format {}.{}, {} files, {} processes)",
                 dir.display(),
                 image.inventory().format_major,
                 image.inventory().format_minor,
                 image.inventory().files.len(),
                 image.tasks.len()
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Err(ImageError::Rejected { problems, .. }) => Err(CliError::Verify {

@@ -204,3 +204,61 @@ fn restore_detached_writes_pidfile_and_keeps_the_pid() {
     )
     .unwrap();
 }
+
+/// `dormant show -D IMG --json | head -1`: a reader that leaves early is a normal end of the output. Each
+/// printing command writes into a pipe whose read end is already closed (so its first write fails with
+/// EPIPE, whatever the output's size) and must exit 0 without a word on stderr; on 1e0e57f `show` panicked
+/// (`failed printing to stdout: Broken pipe`, exit 101). Then the real `| head -1`, with pipefail.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::process::{Command, Stdio};
+    require_root();
+    let tmp = TempDir::new("epipe");
+    let img = tmp.0.join("img");
+    let mut sleep = spawn_sleep();
+    let o = dormant(&[
+        "dump",
+        "-t",
+        &sleep.id().to_string(),
+        "-D",
+        img.to_str().unwrap(),
+        "-R",
+    ]);
+    assert!(o.status.success(), "dump failed:\n{}", text(&o));
+    let img = img.to_str().unwrap();
+    for args in [
+        vec!["show", "--json", "-D", img],
+        vec!["show", "-D", img],
+        vec!["verify", "-D", img],
+        vec!["check"],
+        vec!["check", "--json"],
+    ] {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        drop(r);
+        let o = Command::new(DORMANT)
+            .args(&args)
+            .stdout(Stdio::from(w))
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.code() == Some(0) && err.is_empty(),
+            "dormant {args:?} into a closed pipe: {:?}\n{err}",
+            o.status
+        );
+    }
+    let o = Command::new("/bin/bash")
+        .args([
+            "-c",
+            "set -o pipefail; \"$0\" show -D \"$1\" --json | head -1",
+        ])
+        .args([DORMANT, img])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "show --json | head -1:\n{}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "{\n");
+    assert!(o.stderr.is_empty(), "{}", text(&o));
+    sleep.kill().unwrap();
+    sleep.wait().unwrap();
+}

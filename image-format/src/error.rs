@@ -137,6 +137,14 @@ pub enum ImageError {
     /// refused before a byte of it is read.
     #[error("{file}: is a {found}, not a regular file (nothing in an image directory is followed or read but regular files)")]
     NotRegularFile { file: String, found: &'static str },
+    /// An image directory or file someone other than the user running dormant (or root) could have
+    /// written: whoever can write an image chooses what its restore runs, as that user.
+    #[error("{}: {what}; an image must be changeable by no one but the user who reads it or root (to fix: {fix} {}, if its content is trusted)", path.display(), path.display())]
+    Untrusted {
+        path: PathBuf,
+        what: String,
+        fix: TrustFix,
+    },
     #[error("{file}: listed in the inventory but missing")]
     Missing { file: String },
     #[error("{file}: present in the image directory but not listed in the inventory")]
@@ -184,6 +192,25 @@ pub enum ImageError {
     ForeignPageStore { name: String },
 }
 
+/// The command that makes an [untrusted](ImageError::Untrusted) image path trusted (the path follows it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrustFix {
+    /// `chmod [-R] go-w`.
+    Chmod { recursive: bool },
+    /// `chown [-R] UID`: the reader's uid.
+    Chown { recursive: bool, uid: u32 },
+}
+
+impl std::fmt::Display for TrustFix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = |recursive: bool| if recursive { "-R " } else { "" };
+        match *self {
+            TrustFix::Chmod { recursive } => write!(f, "chmod {}go-w", r(recursive)),
+            TrustFix::Chown { recursive, uid } => write!(f, "chown {}{uid}", r(recursive)),
+        }
+    }
+}
+
 impl ImageError {
     /// The image-relative file name this error is about, when it is about one file.
     pub fn file(&self) -> Option<&str> {
@@ -217,6 +244,7 @@ impl ImageError {
             | ShortSource { file, .. }
             | BufferSize { file, .. } => Some(file),
             Fs { .. }
+            | Untrusted { .. }
             | NotAnImage { .. }
             | Rejected { .. }
             | Exists { .. }

@@ -5,7 +5,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use crate::error::{ImageError, Result};
+use crate::error::{ImageError, Result, TrustFix};
 
 /// Mode of every file in an image: images hold process memory, readable by the owner only.
 pub(crate) const FILE_MODE: u32 = 0o600;
@@ -46,15 +46,49 @@ pub(crate) fn sync_dir(path: &Path) -> Result<()> {
 
 /// Opens the image directory `path` for reading its files relative to it. The path itself is the caller's
 /// to choose and may pass through symlinks; nothing inside the directory is followed (see [`open_in`]).
+/// The directory must be [trusted](check_trusted).
 pub(crate) fn open_dir(path: &Path) -> Result<OwnedFd> {
     use nix::fcntl::{open, OFlag};
     use nix::sys::stat::Mode;
-    open(
+    let fd = open(
         path,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| ImageError::fs(path, "open directory", e.into()))
+    .map_err(|e| ImageError::fs(path, "open directory", e.into()))?;
+    let st = nix::sys::stat::fstat(&fd).map_err(|e| ImageError::fs(path, "stat", e.into()))?;
+    check_trusted(path, st.st_uid, st.st_mode, true)?;
+    Ok(fd)
+}
+
+/// Refuses an image directory or file (`owner` and `mode` from fstat of the open fd: no race with a
+/// rename) that anyone but the user running dormant could have changed, in the spirit of ssh's
+/// StrictModes: whoever can write an image chooses what its restore runs. It must belong to the effective
+/// user or to root (so root trusts root-owned images only), and be writable by neither group nor others.
+/// `recursive`: the path is the directory, whose files need the same fix.
+pub(crate) fn check_trusted(path: &Path, owner: u32, mode: u32, recursive: bool) -> Result<()> {
+    let uid = nix::unistd::geteuid().as_raw();
+    if owner != uid && owner != 0 {
+        return Err(ImageError::Untrusted {
+            path: path.to_path_buf(),
+            what: format!("owned by uid {owner}, not by uid {uid} who runs dormant"),
+            fix: TrustFix::Chown { recursive, uid },
+        });
+    }
+    let mode = mode & 0o7777;
+    if mode & 0o022 != 0 {
+        let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+            (true, true) => "group and others",
+            (true, false) => "its group",
+            _ => "others",
+        };
+        return Err(ImageError::Untrusted {
+            path: path.to_path_buf(),
+            what: format!("mode {mode:04o} (writable by {who})"),
+            fix: TrustFix::Chmod { recursive },
+        });
+    }
+    Ok(())
 }
 
 /// Opens file `name` of the image directory `dir` (at `dir_path`, for messages) for reading: relative to
@@ -87,6 +121,8 @@ pub(crate) fn open_in(dir: BorrowedFd<'_>, dir_path: &Path, name: &str) -> Resul
         .map_err(|e| ImageError::fs(dir_path.join(name), "stat", e))?;
     let ft = meta.file_type();
     let found = if ft.is_file() {
+        use std::os::unix::fs::MetadataExt;
+        check_trusted(&dir_path.join(name), meta.uid(), meta.mode(), false)?;
         return Ok(Some(file));
     } else if ft.is_dir() {
         "directory"

@@ -10,7 +10,12 @@
 //! restore both do).
 //!
 //! What this crate does NOT do: it knows nothing about processes, /proc or ptrace; it makes no syscalls
-//! beyond file I/O; it checks what an image says, never whether the machine can restore it.
+//! beyond file I/O (and one `kill(pid, 0)`, to tell a killed dump's leftovers from a running dump's); it
+//! checks what an image says, never whether the machine can restore it.
+//!
+//! The image directory is untrusted input: nothing in it is followed, only regular files are read, an
+//! error never shows a byte of a file's content, and a directory or file that anyone but the user
+//! reading it (or root) could have changed is refused, as ssh's StrictModes does.
 //!
 //! Evolution (see `docs/image-format.md`): every record kind has a schema version, written in each file's
 //! header; a reader decodes the versions it has decoders for and refuses newer ones naming both versions
@@ -28,7 +33,7 @@ pub mod record_file;
 pub mod records;
 mod writer;
 
-pub use error::{ImageError, Result};
+pub use error::{ImageError, Result, TrustFix};
 pub use image::{Image, IpcRecords, Mounts, Namespaces, SharedObject, TaskRecords};
 pub use inventory::{ImageFile, Inventory, InventoryInfo};
 pub use pages::{PageExtent, PageStoreReader, PageStoreWriter, PAGE_SIZE};

@@ -6,8 +6,11 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::{ImageError, Result};
 use crate::fsutil;
@@ -39,9 +42,15 @@ pub struct ImageWriter {
     serial: u64,
     target: PathBuf,
     tmp: PathBuf,
+    /// An exclusive flock on the temporary directory while this writer lives: a later dump into the same
+    /// parent leaves it alone even when it cannot see this process (another pid namespace).
+    _lock: Flock<OwnedFd>,
     files: BTreeMap<String, FileState>,
     committed: bool,
 }
+
+/// The marker in a temporary directory's name: `.{image name}.tmp-{pid}-{serial}`.
+const TMP_MARK: &str = ".tmp-";
 
 /// Checks a file (or page store) name: a single path component that is not hidden and not reserved.
 pub(crate) fn validate_name(name: &str) -> Result<()> {
@@ -100,13 +109,22 @@ impl ImageWriter {
         check_replaceable(&target)?;
         let parent = parent_of(&target);
         let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
-        let tmp = parent.join(format!(".{base}.tmp-{}-{serial}", std::process::id()));
+        remove_stale_temps(&parent);
+        let tmp = parent.join(format!(".{base}{TMP_MARK}{}-{serial}", std::process::id()));
         fsutil::create_dir(&tmp)?;
+        let lock = match open_dir_nofollow(&tmp).and_then(lock_dir) {
+            Ok(lock) => lock,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&tmp);
+                return Err(ImageError::fs(&tmp, "lock", e));
+            }
+        };
         log::debug!("image {}: writing into {}", target.display(), tmp.display());
         Ok(ImageWriter {
             serial,
             target,
             tmp,
+            _lock: lock,
             files: BTreeMap::new(),
             committed: false,
         })
@@ -328,6 +346,82 @@ impl Drop for ImageWriter {
             ),
         }
     }
+}
+
+/// Removes the temporary directories that dumps killed before commit left in `parent`
+/// (`.NAME.tmp-PID-N`, up to an image's size each): those whose writer pid no longer exists and whose lock
+/// nobody holds, owned by this user and holding only regular files. Anything else is left alone; each
+/// removal is logged. Nothing here fails the dump that is starting.
+fn remove_stale_temps(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(stale_candidate_pid) else {
+            continue;
+        };
+        let path = entry.path();
+        match remove_if_stale(&path, pid) {
+            Ok(Some(bytes)) => log::warn!(
+                "removed {}: the temporary directory ({bytes} bytes) of a dump by pid {pid}, which \
+                 ended before committing its image",
+                path.display()
+            ),
+            Ok(None) => {}
+            Err(e) => log::warn!("cannot remove stale {}: {e}", path.display()),
+        }
+    }
+}
+
+/// The writer pid in a temporary directory's name `.NAME.tmp-PID-N`, if it is one.
+fn stale_candidate_pid(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix('.')?;
+    let at = rest.rfind(TMP_MARK).filter(|&at| at > 0)?;
+    let (pid, serial) = rest[at + TMP_MARK.len()..].split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(pid) && digits(serial)).then(|| pid.parse().ok())?
+}
+
+/// Removes temporary directory `path` of writer `pid` if it is stale (see [`remove_stale_temps`]);
+/// `Some(bytes removed)` when it was.
+fn remove_if_stale(path: &Path, pid: i32) -> io::Result<Option<u64>> {
+    use nix::errno::Errno;
+    use std::os::unix::fs::MetadataExt;
+    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) != Err(Errno::ESRCH) {
+        return Ok(None);
+    }
+    let dir = open_dir_nofollow(path)?;
+    let meta = fs::File::from(dir.try_clone()?).metadata()?;
+    if !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Ok(None);
+    }
+    // Held by a live writer this process cannot see (another pid namespace): not stale.
+    let Ok(_lock) = lock_dir(dir) else {
+        return Ok(None);
+    };
+    let mut bytes = 0;
+    for entry in fs::read_dir(path)? {
+        let meta = entry?.metadata()?;
+        if !meta.is_file() {
+            return Ok(None);
+        }
+        bytes += meta.len();
+    }
+    fs::remove_dir_all(path)?;
+    Ok(Some(bytes))
+}
+
+fn open_dir_nofollow(path: &Path) -> io::Result<OwnedFd> {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::Mode;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    Ok(open(path, flags, Mode::empty())?)
+}
+
+/// An exclusive flock on directory `dir`, without waiting.
+fn lock_dir(dir: OwnedFd) -> io::Result<Flock<OwnedFd>> {
+    Flock::lock(dir, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e.into())
 }
 
 fn parent_of(path: &Path) -> PathBuf {

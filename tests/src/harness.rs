@@ -1370,3 +1370,84 @@ pub fn leave_running_then_restore(spec: Spec) -> Result<String> {
     w.finish_restored(&mut r)?;
     Ok(w.log_text())
 }
+
+/// Syscalls that create a process or change a namespace.
+pub const CHANGES: [(i64, &str); 6] = [
+    (libc::SYS_clone, "clone"),
+    (libc::SYS_fork, "fork"),
+    (libc::SYS_vfork, "vfork"),
+    (libc::SYS_clone3, "clone3"),
+    (libc::SYS_unshare, "unshare"),
+    (libc::SYS_setns, "setns"),
+];
+
+/// Runs `cmd` traced from the exec of its last program (`nsenter` execs dormant after its own setns):
+/// returns its exit status (-1 when killed) and every syscall of [`CHANGES`] made from then on. A run that
+/// creates a process is killed there, with the process it created. Panics when it cannot trace: only
+/// tests call it, and that is their failure.
+#[allow(clippy::unwrap_used)]
+pub fn run_watched(mut cmd: Command, program: &Path) -> (i32, Vec<&'static str>) {
+    // SAFETY: the closure runs in the forked child before exec and makes one async-signal-safe syscall.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::ptrace::traceme().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let pid = Pid::from_raw(child.id() as i32);
+    // The first exec stops the child with SIGTRAP.
+    assert!(matches!(
+        nix::sys::wait::waitpid(pid, None).unwrap(),
+        nix::sys::wait::WaitStatus::Stopped(_, Signal::SIGTRAP)
+    ));
+    nix::sys::ptrace::setoptions(
+        pid,
+        nix::sys::ptrace::Options::PTRACE_O_TRACESYSGOOD
+            | nix::sys::ptrace::Options::PTRACE_O_EXITKILL
+            | nix::sys::ptrace::Options::PTRACE_O_TRACEEXEC
+            | nix::sys::ptrace::Options::PTRACE_O_TRACEFORK
+            | nix::sys::ptrace::Options::PTRACE_O_TRACEVFORK
+            | nix::sys::ptrace::Options::PTRACE_O_TRACECLONE,
+    )
+    .unwrap();
+    let want = program.canonicalize().unwrap();
+    let exe_is = |_: &Path| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == want);
+    let mut watching = exe_is(program);
+    let (mut made, mut entry, mut status) = (Vec::new(), true, -1);
+    loop {
+        // ESRCH once it is being killed: its end is what waitpid reports next.
+        let _ = nix::sys::ptrace::syscall(pid, None);
+        match nix::sys::wait::waitpid(pid, None).unwrap() {
+            nix::sys::wait::WaitStatus::PtraceSyscall(_) => {
+                if let (true, true, Ok(regs)) = (entry, watching, nix::sys::ptrace::getregs(pid)) {
+                    let nr = regs.orig_rax as i64;
+                    made.extend(CHANGES.iter().filter(|c| c.0 == nr).map(|c| c.1));
+                }
+                entry = !entry;
+            }
+            nix::sys::wait::WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_EXEC => {
+                watching = exe_is(program);
+                entry = true;
+            }
+            nix::sys::wait::WaitStatus::PtraceEvent(..) => {
+                // The new process is stopped, traced by us: nothing would continue it. End both (the
+                // run already failed what it is watched for).
+                made.push("a new process");
+                if let Ok(child) = nix::sys::ptrace::getevent(pid) {
+                    let _ = kill(Pid::from_raw(child as i32), Signal::SIGKILL);
+                }
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+            nix::sys::wait::WaitStatus::Exited(_, code) => {
+                status = code;
+                break;
+            }
+            nix::sys::wait::WaitStatus::Signaled(..) => break,
+            _ => {}
+        }
+    }
+    // Reaped above through its pid; this only lets std know.
+    let _ = child.wait();
+    (status, made)
+}

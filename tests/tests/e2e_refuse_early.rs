@@ -4,85 +4,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::Duration;
 
 use dormant_tests::container::Container;
-use dormant_tests::harness::{self, dormant_bin, tree_ids, wait_until};
-use nix::sys::ptrace;
+use dormant_tests::harness::{self, dormant_bin, run_watched, tree_ids, wait_until};
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
-
-/// Syscalls that create a process or change a namespace.
-const CHANGES: [(i64, &str); 6] = [
-    (libc::SYS_clone, "clone"),
-    (libc::SYS_fork, "fork"),
-    (libc::SYS_vfork, "vfork"),
-    (libc::SYS_clone3, "clone3"),
-    (libc::SYS_unshare, "unshare"),
-    (libc::SYS_setns, "setns"),
-];
-
-/// Runs `cmd` traced from the exec of its last program (`nsenter` execs dormant after its own setns):
-/// returns its exit status and every syscall of [`CHANGES`] made from then on.
-fn run_watched(mut cmd: std::process::Command, program: &Path) -> (i32, Vec<&'static str>) {
-    // SAFETY: the closure runs in the forked child before exec and makes one async-signal-safe syscall.
-    unsafe {
-        cmd.pre_exec(|| {
-            ptrace::traceme().map_err(std::io::Error::from)?;
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().unwrap();
-    let pid = Pid::from_raw(child.id() as i32);
-    // The first exec stops the child with SIGTRAP.
-    assert!(matches!(
-        waitpid(pid, None).unwrap(),
-        WaitStatus::Stopped(_, Signal::SIGTRAP)
-    ));
-    ptrace::setoptions(
-        pid,
-        ptrace::Options::PTRACE_O_TRACESYSGOOD
-            | ptrace::Options::PTRACE_O_EXITKILL
-            | ptrace::Options::PTRACE_O_TRACEEXEC
-            | ptrace::Options::PTRACE_O_TRACEFORK
-            | ptrace::Options::PTRACE_O_TRACEVFORK
-            | ptrace::Options::PTRACE_O_TRACECLONE,
-    )
-    .unwrap();
-    let want = program.canonicalize().unwrap();
-    let exe_is = |_: &Path| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == want);
-    let mut watching = exe_is(program);
-    let (mut made, mut entry, mut status) = (Vec::new(), true, -1);
-    loop {
-        ptrace::syscall(pid, None).unwrap();
-        match waitpid(pid, None).unwrap() {
-            WaitStatus::PtraceSyscall(_) => {
-                if entry && watching {
-                    let nr = ptrace::getregs(pid).unwrap().orig_rax as i64;
-                    made.extend(CHANGES.iter().filter(|c| c.0 == nr).map(|c| c.1));
-                }
-                entry = !entry;
-            }
-            WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_EXEC => {
-                watching = exe_is(program);
-                entry = true;
-            }
-            WaitStatus::PtraceEvent(..) => made.push("a new process"),
-            WaitStatus::Exited(_, code) => {
-                status = code;
-                break;
-            }
-            WaitStatus::Signaled(..) => break,
-            _ => {}
-        }
-    }
-    // Reaped above through its pid; this only lets std know.
-    let _ = child.wait();
-    (status, made)
-}
 
 /// A process holding `pid` (clone3 with `set_tid`), until killed.
 fn hold_pid(pid: i32) -> Pid {
