@@ -61,6 +61,18 @@ fn memory_parasite_page_copy_dump_restore() -> Result<()> {
     Ok(())
 }
 
+/// Memory attributes (mlock, mlock on fault, mlockall for future mappings, THP advice and disable,
+/// DONTFORK, WIPEONFORK, DONTDUMP, MERGEABLE, a protection key and PKRU): every VmFlags mnemonic the
+/// process recorded before the dump is the same after the restore.
+#[test]
+fn memattrs_dump_restore() -> Result<()> {
+    harness::dump_restore(Spec::workload(
+        "wl_memattrs",
+        env!("CARGO_BIN_EXE_wl_memattrs"),
+    ))?;
+    Ok(())
+}
+
 #[test]
 fn memory_leave_running_then_restore() -> Result<()> {
     harness::leave_running_then_restore(memory())?;

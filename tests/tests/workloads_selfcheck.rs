@@ -238,3 +238,24 @@ fn tty_detects_damage() -> Result<()> {
     )?;
     Ok(())
 }
+
+fn memattrs() -> Spec {
+    Spec::workload("wl_memattrs", env!("CARGO_BIN_EXE_wl_memattrs"))
+}
+
+#[test]
+fn memattrs_passes_untouched() -> Result<()> {
+    harness::self_check(memattrs())?;
+    Ok(())
+}
+
+/// The attributes undone (munlockall, THP re-enabled, the key taken off its mapping, PKRU cleared): what a
+/// restore that drops them leaves. Every check must notice.
+#[test]
+fn memattrs_detects_damage() -> Result<()> {
+    harness::self_check_fails(
+        memattrs().args([INJECT_FAULT]),
+        &["mlock-future", "pkru", "thp-disable", "vmflags"],
+    )?;
+    Ok(())
+}

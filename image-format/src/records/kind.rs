@@ -245,7 +245,7 @@ record_kinds! {
     /// One thread's registers and signal state (records/threads.rs).
     5 ThreadCore(ThreadCore) version 1 older [] files [numbered(thread, Tid, "thread-")];
     /// One process's address space (records/mm.rs).
-    6 Mm(Mm) version 1 older [] files [numbered(mm, Pid, "mm-")];
+    6 Mm(Mm) version 2 older [1 => super::mm::v1::Mm] files [numbered(mm, Pid, "mm-")];
     /// Files reopened by path (records/files/reg.rs).
     7 RegFiles(RegFile) version 1 older [] files [name(REG_FILES, "reg-files")];
     /// One process's fd table (records/files/mod.rs).
