@@ -239,6 +239,17 @@ fn tty_detects_damage() -> Result<()> {
     Ok(())
 }
 
+/// Outside a time namespace of its own (what a restore into the host's gives), `wl_timens` fails every
+/// check; the passing run is `e2e_single::timens_dump_restore`'s, which needs root for `unshare --time`.
+#[test]
+fn timens_detects_host_namespace() -> Result<()> {
+    harness::self_check_fails(
+        Spec::workload("wl_timens", env!("CARGO_BIN_EXE_wl_timens")).args(["864000", "1728000"]),
+        &["clocks-ahead", "offsets"],
+    )?;
+    Ok(())
+}
+
 fn memattrs() -> Spec {
     Spec::workload("wl_memattrs", env!("CARGO_BIN_EXE_wl_memattrs"))
 }

@@ -58,6 +58,7 @@ pub use ns::{
     NsRef, NsState, PosixMq, PosixMqMsg, SysvMsg, SysvMsgQueue, SysvSem, SysvShm, TaskCgroups,
     TaskNamespaces, UserNamespace, UtsNamespace,
 };
+pub use ns::{ClockOffset, TimeNamespace};
 pub use pages::{page_flags, PageExtent};
 pub use regs::GpRegs;
 pub use rlimits::Rlimit;
