@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "arbitrary")]
 use proptest_derive::Arbitrary;
 
-use crate::records::Pid;
+use crate::records::ids::Pid;
 
 /// Contents of the `inventory` file (a record file with exactly one entry of this type).
 #[cfg_attr(feature = "arbitrary", derive(Arbitrary))]

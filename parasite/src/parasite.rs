@@ -41,7 +41,6 @@ use crate::ptrace::{self, SyscallStop};
 use crate::query::{self, AltStack, ITimerVal, ITimers, TaskSnapshot, TimeVal};
 use crate::remote::{At, RemoteTask};
 use crate::site;
-use crate::splice::PagePipe;
 
 /// The blob's message buffer (requests and replies, half each).
 const BUF_LEN: u64 = 2 * proto::MAX_MESSAGE as u64;
@@ -71,6 +70,14 @@ impl Layout {
             len: stack_top + BOOT_PAGE,
         }
     }
+}
+
+/// A pipe whose write end lives in the target and whose read end the dumper holds.
+#[derive(Debug)]
+pub(crate) struct PagePipe {
+    pub(crate) target_write_fd: i32,
+    pub(crate) read: OwnedFd,
+    pub(crate) capacity: u64,
 }
 
 /// The parasite injected into one process.

@@ -2,7 +2,7 @@
 //! read ends the dumper holds, with the crc32 of each piece taken in place, while dumper threads drain
 //! the pipes into the caller's sink.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{mpsc, Mutex};
 
 use dormant_parasite_proto::{self as proto, Iov, PipeJob, Request, MAX_MESSAGE};
@@ -10,19 +10,11 @@ use nix::errno::Errno;
 
 use crate::blob::PAGE;
 use crate::error::ParasiteError;
-use crate::parasite::Parasite;
+use crate::parasite::{PagePipe, Parasite};
 use crate::pod::slice_as_bytes;
 
 /// Most iovecs one vmsplice call accepts (UIO_MAXIOV).
 const IOV_MAX: usize = 1024;
-
-/// A pipe whose write end lives in the target and whose read end the dumper holds.
-#[derive(Debug)]
-pub(crate) struct PagePipe {
-    pub(crate) target_write_fd: i32,
-    pub(crate) read: OwnedFd,
-    pub(crate) capacity: u64,
-}
 
 impl Parasite {
     /// Move the pages of `extents` (vaddr, len, tag; page aligned, readable, present) through the page

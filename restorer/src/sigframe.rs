@@ -53,7 +53,7 @@ pub fn build(
     sys::build(
         &mut bytes,
         addr,
-        &user_regs(regs),
+        &UserRegs::from(*regs),
         xstate,
         sigmask,
         altstack,
@@ -67,39 +67,6 @@ pub fn build(
         })
     })?;
     Ok(SigFrame { addr, bytes })
-}
-
-/// The image's registers in the kernel's layout.
-fn user_regs(r: &GpRegs) -> UserRegs {
-    UserRegs {
-        r15: r.r15,
-        r14: r.r14,
-        r13: r.r13,
-        r12: r.r12,
-        rbp: r.rbp,
-        rbx: r.rbx,
-        r11: r.r11,
-        r10: r.r10,
-        r9: r.r9,
-        r8: r.r8,
-        rax: r.rax,
-        rcx: r.rcx,
-        rdx: r.rdx,
-        rsi: r.rsi,
-        rdi: r.rdi,
-        orig_rax: r.orig_rax,
-        rip: r.rip,
-        cs: r.cs,
-        eflags: r.eflags,
-        rsp: r.rsp,
-        ss: r.ss,
-        fs_base: r.fs_base,
-        gs_base: r.gs_base,
-        ds: r.ds,
-        es: r.es,
-        fs: r.fs,
-        gs: r.gs,
-    }
 }
 
 #[cfg(test)]

@@ -555,6 +555,48 @@ fn tree_failure_kills_every_restored_process() {
     assert!(gone_within(zpid, 5), "zombie {zpid} left behind");
 }
 
+/// The restorer's own signal mask and subreaper flag as they were: the restore guard and the fork around it
+/// change both only for their time. The restored root is its only child left.
+fn restore_leaves_the_restorer_as_it_was() {
+    // SAFETY: sigset_t is plain data; sigprocmask only reads the current mask into it.
+    let mask = || unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigprocmask(libc::SIG_BLOCK, std::ptr::null(), &mut set);
+        (1..=64)
+            .filter(|&s| libc::sigismember(&set, s) == 1)
+            .collect::<Vec<i32>>()
+    };
+    let subreaper = || {
+        let mut v: libc::c_int = -1;
+        // SAFETY: writes one int.
+        unsafe { libc::prctl(libc::PR_GET_CHILD_SUBREAPER, &mut v as *mut libc::c_int) };
+        v
+    };
+    let (mask_before, subreaper_before) = (mask(), subreaper());
+    let pid = free_pid();
+    let v = build_victim(pid, false);
+    let go = v.go;
+    let started = launch::start(v.launch).unwrap();
+    assert_eq!(mask(), mask_before, "signal mask after the restore");
+    assert_eq!(
+        subreaper(),
+        subreaper_before,
+        "subreaper flag after the restore"
+    );
+    let children =
+        std::fs::read_to_string(format!("/proc/self/task/{}/children", std::process::id()))
+            .unwrap();
+    assert_eq!(
+        children.split_whitespace().collect::<Vec<_>>(),
+        [pid.to_string()]
+    );
+    nix::unistd::write(&go, &[1]).unwrap();
+    assert!(matches!(
+        waitpid(nix::unistd::Pid::from_raw(started.pid as i32), None).unwrap(),
+        WaitStatus::Exited(_, 42)
+    ));
+}
+
 fn main() {
     if !nix::unistd::geteuid().is_root() {
         eprintln!(
@@ -562,7 +604,7 @@ fn main() {
         );
         std::process::exit(1);
     }
-    let tests: [(&str, fn()); 5] = [
+    let tests: [(&str, fn()); 6] = [
         ("tree_with_a_zombie_child", tree_with_a_zombie_child),
         (
             "tree_with_helpers_for_gone_leaders",
@@ -579,6 +621,10 @@ fn main() {
         (
             "failed_step_is_reported_and_leaves_nothing",
             failed_step_is_reported_and_leaves_nothing,
+        ),
+        (
+            "restore_leaves_the_restorer_as_it_was",
+            restore_leaves_the_restorer_as_it_was,
         ),
     ];
     for (name, test) in tests {

@@ -17,7 +17,7 @@ use crate::rseq::RseqConfiguration;
 use crate::signal::SIGINFO_SIZE;
 
 /// A raw `syscall()`/`ptrace()` return as a Result.
-fn check(ret: libc::c_long) -> Result<libc::c_long, Errno> {
+pub fn check(ret: libc::c_long) -> Result<libc::c_long, Errno> {
     if ret < 0 {
         Err(Errno::last())
     } else {
@@ -26,7 +26,7 @@ fn check(ret: libc::c_long) -> Result<libc::c_long, Errno> {
 }
 
 /// Takes ownership of a descriptor a syscall just returned.
-fn owned_fd(ret: libc::c_long) -> Result<OwnedFd, Errno> {
+pub fn owned_fd(ret: libc::c_long) -> Result<OwnedFd, Errno> {
     let fd = RawFd::try_from(check(ret)?).map_err(|_| Errno::EBADF)?;
     // SAFETY: the kernel just returned `fd` as a new descriptor of this process; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })

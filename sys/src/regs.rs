@@ -102,75 +102,32 @@ impl UserRegs {
     }
 }
 
-#[cfg(feature = "std")]
-impl From<libc::user_regs_struct> for UserRegs {
-    fn from(r: libc::user_regs_struct) -> Self {
-        UserRegs {
-            r15: r.r15,
-            r14: r.r14,
-            r13: r.r13,
-            r12: r.r12,
-            rbp: r.rbp,
-            rbx: r.rbx,
-            r11: r.r11,
-            r10: r.r10,
-            r9: r.r9,
-            r8: r.r8,
-            rax: r.rax,
-            rcx: r.rcx,
-            rdx: r.rdx,
-            rsi: r.rsi,
-            rdi: r.rdi,
-            orig_rax: r.orig_rax,
-            rip: r.rip,
-            cs: r.cs,
-            eflags: r.eflags,
-            rsp: r.rsp,
-            ss: r.ss,
-            fs_base: r.fs_base,
-            gs_base: r.gs_base,
-            ds: r.ds,
-            es: r.es,
-            fs: r.fs,
-            gs: r.gs,
+/// `From` both ways between two structs that hold `user_regs_struct`'s fields under the same names (ours,
+/// libc's, the image's record): the field list is written here once.
+#[macro_export]
+macro_rules! user_regs_conversions {
+    ($a:path, $b:path) => {
+        $crate::user_regs_conversions!(@fields $a, $b, r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi
+            rdi orig_rax rip cs eflags rsp ss fs_base gs_base ds es fs gs);
+    };
+    (@fields $a:path, $b:path, $($f:ident)*) => {
+        impl From<$a> for $b {
+            fn from(r: $a) -> Self {
+                use $b as B;
+                B { $($f: r.$f),* }
+            }
         }
-    }
+        impl From<$b> for $a {
+            fn from(r: $b) -> Self {
+                use $a as A;
+                A { $($f: r.$f),* }
+            }
+        }
+    };
 }
 
 #[cfg(feature = "std")]
-impl From<UserRegs> for libc::user_regs_struct {
-    fn from(r: UserRegs) -> Self {
-        libc::user_regs_struct {
-            r15: r.r15,
-            r14: r.r14,
-            r13: r.r13,
-            r12: r.r12,
-            rbp: r.rbp,
-            rbx: r.rbx,
-            r11: r.r11,
-            r10: r.r10,
-            r9: r.r9,
-            r8: r.r8,
-            rax: r.rax,
-            rcx: r.rcx,
-            rdx: r.rdx,
-            rsi: r.rsi,
-            rdi: r.rdi,
-            orig_rax: r.orig_rax,
-            rip: r.rip,
-            cs: r.cs,
-            eflags: r.eflags,
-            rsp: r.rsp,
-            ss: r.ss,
-            fs_base: r.fs_base,
-            gs_base: r.gs_base,
-            ds: r.ds,
-            es: r.es,
-            fs: r.fs,
-            gs: r.gs,
-        }
-    }
-}
+user_regs_conversions!(UserRegs, libc::user_regs_struct);
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 use std::num::NonZeroUsize;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::ptr::NonNull;
 
@@ -17,21 +17,7 @@ use nix::errno::Errno;
 use nix::sys::mman::{MapFlags, ProtFlags};
 use nix::unistd::Pid;
 
-/// Turns a raw `syscall()` return into a Result.
-fn check(ret: libc::c_long) -> Result<libc::c_long, Errno> {
-    if ret < 0 {
-        Err(Errno::last())
-    } else {
-        Ok(ret)
-    }
-}
-
-/// Takes ownership of a file descriptor a syscall just returned.
-fn owned_fd(ret: libc::c_long) -> Result<OwnedFd, Errno> {
-    let fd = RawFd::try_from(check(ret)?).map_err(|_| Errno::EBADF)?;
-    // SAFETY: the kernel just returned `fd` as a new descriptor of this process and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
+use dormant_sys::host::{check, owned_fd};
 
 fn c_path(path: &Path) -> Result<CString, Errno> {
     use std::os::unix::ffi::OsStrExt;

@@ -5,7 +5,7 @@
 use dormant_image::records::{GpRegs, RobustList, Rseq};
 use dormant_sys::host;
 use dormant_sys::regs::{
-    ERESTARTNOHAND, ERESTARTNOINTR, ERESTARTSYS, ERESTART_RESTARTBLOCK, NT_PRSTATUS,
+    UserRegs, ERESTARTNOHAND, ERESTARTNOINTR, ERESTARTSYS, ERESTART_RESTARTBLOCK, NT_PRSTATUS,
     SYSCALL_INSN_LEN,
 };
 use dormant_sys::rseq::{
@@ -47,41 +47,9 @@ pub fn apply_restart_rule(regs: &mut GpRegs) -> RestartFixup {
     }
 }
 
-fn from_user_regs(r: &libc::user_regs_struct) -> GpRegs {
-    GpRegs {
-        r15: r.r15,
-        r14: r.r14,
-        r13: r.r13,
-        r12: r.r12,
-        rbp: r.rbp,
-        rbx: r.rbx,
-        r11: r.r11,
-        r10: r.r10,
-        r9: r.r9,
-        r8: r.r8,
-        rax: r.rax,
-        rcx: r.rcx,
-        rdx: r.rdx,
-        rsi: r.rsi,
-        rdi: r.rdi,
-        orig_rax: r.orig_rax,
-        rip: r.rip,
-        cs: r.cs,
-        eflags: r.eflags,
-        rsp: r.rsp,
-        ss: r.ss,
-        fs_base: r.fs_base,
-        gs_base: r.gs_base,
-        ds: r.ds,
-        es: r.es,
-        fs: r.fs,
-        gs: r.gs,
-    }
-}
-
 /// General registers (NT_PRSTATUS) as the kernel saved them; refuses a 32-bit (compat) task.
 pub fn get_gpregs(tid: u32) -> Result<GpRegs> {
-    let mut raw = [0u8; std::mem::size_of::<libc::user_regs_struct>()];
+    let mut raw = [0u8; std::mem::size_of::<UserRegs>()];
     let n = host::ptrace_getregset(tid as i32, NT_PRSTATUS, &mut raw).map_err(|source| {
         DumpError::Ptrace {
             pid: tid,
@@ -96,9 +64,10 @@ pub fn get_gpregs(tid: u32) -> Result<GpRegs> {
             reason: format!("{n} bytes of registers: a 32-bit task cannot be dumped"),
         });
     }
-    // SAFETY: user_regs_struct is plain old data (only u64 fields) and raw holds exactly its size.
-    let regs: libc::user_regs_struct = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
-    Ok(from_user_regs(&regs))
+    // SAFETY: UserRegs is the kernel's user_regs_struct, plain old data (only u64 fields), and raw holds
+    // exactly its size.
+    let regs: UserRegs = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
+    Ok(GpRegs::from(regs))
 }
 
 /// The size of the XSAVE area for the features enabled in XCR0 (CPUID leaf 0xD, sub-leaf 0, EBX).

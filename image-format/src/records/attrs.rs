@@ -59,5 +59,5 @@ pub(crate) fn check_task_core(file: &str, pid: Pid, core: &TaskCore, p: &mut Pro
     super::signals::check_sigactions(file, core.sigactions.as_deref(), p);
     super::signals::check_siginfos(file, "shared pending signal", &core.shared_pending, p);
     super::timers::check_posix_timers(file, &core.posix_timers, p);
-    super::fs::check_fs(file, core, p);
+    super::fs::check_fs(file, &core.cwd, &core.root, core.umask, p);
 }

@@ -18,7 +18,7 @@ pub mod creds;
 pub mod file_identity;
 pub mod files;
 pub mod fs;
-mod ids;
+pub(crate) mod ids;
 pub mod kind;
 pub mod mm;
 pub mod mounts;

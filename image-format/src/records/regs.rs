@@ -39,3 +39,5 @@ pub struct GpRegs {
     pub fs: u64,
     pub gs: u64,
 }
+
+dormant_sys::user_regs_conversions!(GpRegs, dormant_sys::regs::UserRegs);

@@ -86,9 +86,25 @@ impl Guard {
             was_subreaper,
             sigchld: Some(sigchld),
         };
-        let mut buf = [0u8; 8];
+        let mut buf = [0u8; 9];
         let ret = match nix::unistd::read(&result_read, &mut buf) {
-            Ok(8) => i64::from_ne_bytes(buf),
+            Ok(9) => {
+                if buf[8] != 3 {
+                    log::warn!(
+                        "restore guard {}: {}; if this restore is killed, processes of the image may \
+                         outlive it for a moment",
+                        guard.pid,
+                        if buf[8] & 1 == 0 {
+                            "cannot trace the restorer"
+                        } else {
+                            "cannot read its children list"
+                        }
+                    );
+                }
+                i64::from_ne_bytes([
+                    buf[0], buf[1], buf[2], buf[3], buf[4], buf[5], buf[6], buf[7],
+                ])
+            }
             Ok(_) => {
                 return Err(RestoreError::ChildLost {
                     pid: guard.pid,
@@ -209,19 +225,38 @@ fn guard_main(restorer: u32, root: RootFork<'_>, ctl: OwnedFd, result: OwnedFd) 
         unsafe { libc::close(fd) };
     }
     let _ = set_subreaper(true);
+    // Every signal but SIGTRAP blocked: the root inherits the mask (see `fork::MaskGuard`), and the guard
+    // reads SIGCHLD from a signalfd.
+    // SAFETY: sigset_t is plain data; the calls only change this process's mask.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::sigdelset(&mut all, libc::SIGTRAP);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+    }
+    // Opened before the restorer goes on: a container's /proc shows another pid namespace later.
+    let children = std::fs::File::open(format!("/proc/self/task/{0}/children", std::process::id()));
     // The restorer's death stays hidden from its waiter until we are done (see the module docs).
     let traced = nix::sys::ptrace::seize(
         NixPid::from_raw(restorer as i32),
         nix::sys::ptrace::Options::empty(),
     )
     .is_ok();
-    let ret = fork_root(&root);
-    // Nothing of the restorer's but the two pipes from here on; the root has its copies.
-    let keep = [ctl.as_raw_fd(), result.as_raw_fd()];
+    // A restorer that died (or is dying: it cannot be traced then) before we traced it is seen dead by
+    // now or soon: no root is forked for it.
+    let ret = if traced || !dying(restorer) {
+        fork_root(&root)
+    } else {
+        -(libc::ESRCH as i64)
+    };
+    // Nothing of the restorer's but the two pipes and the children list from here on; the root has its
+    // copies.
+    let mut keep = vec![ctl.as_raw_fd(), result.as_raw_fd()];
+    keep.extend(children.as_ref().ok().map(AsRawFd::as_raw_fd));
     close_all_but(&keep);
-    // Opened before the restorer goes on: a container's /proc shows another pid namespace later.
-    let children = std::fs::File::open(format!("/proc/self/task/{0}/children", std::process::id()));
-    let _ = nix::unistd::write(&result, &ret.to_ne_bytes());
+    let mut report = ret.to_ne_bytes().to_vec();
+    report.push(u8::from(traced) | u8::from(children.is_ok()) << 1);
+    let _ = nix::unistd::write(&result, &report);
     drop(result);
     // SAFETY: setpgid(0, 0) only moves this process into a group of its own.
     unsafe { libc::setpgid(0, 0) };
@@ -237,6 +272,22 @@ fn guard_main(restorer: u32, root: RootFork<'_>, ctl: OwnedFd, result: OwnedFd) 
     loop {
         std::hint::spin_loop();
     }
+}
+
+/// Whether the restorer is gone or exiting: we are no longer its child, or its `PF_EXITING` flag is set.
+fn dying(restorer: u32) -> bool {
+    // SAFETY: getppid has no side effects.
+    if unsafe { libc::getppid() } as u32 != restorer {
+        return true;
+    }
+    const PF_EXITING: u64 = 0x4;
+    std::fs::read_to_string(format!("/proc/{restorer}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = &s[s.rfind(')')? + 1..];
+            rest.split_whitespace().nth(6)?.parse::<u64>().ok()
+        })
+        .is_none_or(|flags| flags & PF_EXITING != 0)
 }
 
 /// Forks the root (in a new pid namespace if asked); its clone3 result.

@@ -288,9 +288,9 @@ pub fn start_tree_with(
         .as_ref()
         .map(crate::ns::time::ChildrenTimeNs::enter)
         .transpose()?;
-    let mask = MaskGuard::block()?;
     // The guard forks the root and reaps whatever of the tree a failure or our death leaves; a root that
-    // becomes our parent's child is forked by us.
+    // becomes our parent's child is forked by us. Either blocks every signal but SIGTRAP around the fork:
+    // the root inherits that mask.
     let started = match opts.root_parent {
         RootParent::Restorer => guard::Guard::start(guard::RootFork {
             plans: &plans,
@@ -298,11 +298,12 @@ pub fn start_tree_with(
             close_first: &[sync_write.as_raw_fd()],
         })
         .map(|(g, ret)| (Some(g), ret)),
-        RootParent::RestorersParent => {
-            fork::fork_root_to_parent(&plans, opts.new_pid_ns).map(|ret| (None, ret))
-        }
+        RootParent::RestorersParent => MaskGuard::block().and_then(|mask| {
+            let ret = fork::fork_root_to_parent(&plans, opts.new_pid_ns);
+            drop(mask);
+            ret.map(|ret| (None, ret))
+        }),
     };
-    drop(mask);
     drop(time_ns);
     drop(plans);
     drop(sync_read);
