@@ -135,12 +135,6 @@ fn scenario(kind: RefusalKind) -> Scenario {
             std::fs::remove_dir(&gone).unwrap();
             (c, pid)
         }
-        RefusalKind::TimeNamespace => {
-            let c = spawn(&[&["unshare", "--time"], &sleep[..]].concat(), dir.path());
-            let pid = c.id();
-            wait_until("unshare to exec sleep", || comm(pid) == "sleep");
-            (c, pid)
-        }
         RefusalKind::NotCarried => {
             let c = spawn(&[&["unshare", "--uts"], &sleep[..]].concat(), dir.path());
             let pid = c.id();

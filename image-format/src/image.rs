@@ -87,6 +87,7 @@ pub struct Namespaces {
     pub ipc: BTreeMap<NsId, IpcRecords>,
     pub net: BTreeMap<NsId, NetNamespace>,
     pub user: BTreeMap<NsId, UserNamespace>,
+    pub time: BTreeMap<NsId, records::TimeNamespace>,
 }
 
 impl Namespaces {
@@ -510,6 +511,9 @@ fn load_namespaces(l: &mut Loader<'_>, pids: &BTreeSet<Pid>) -> Option<Namespace
                         }
                         NsState::User(u) if kind == NsKind::User => {
                             out.user.insert(id, u);
+                        }
+                        NsState::Time(t) if kind == NsKind::Time => {
+                            out.time.insert(id, t);
                         }
                         _ => {}
                     }

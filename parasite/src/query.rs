@@ -200,6 +200,24 @@ pub fn dumpable(task: &mut RemoteTask) -> Result<i32, ParasiteError> {
     Ok(task.check_ret("prctl(PR_GET_DUMPABLE)", ret)? as i32)
 }
 
+/// PR_GET_THP_DISABLE: 0, or 1 with `PR_THP_DISABLE_EXCEPT_ADVISED` (bit 1) possibly set.
+pub fn thp_disable(task: &mut RemoteTask) -> Result<u32, ParasiteError> {
+    let ret = prctl(task, libc::PR_GET_THP_DISABLE, 0)?;
+    Ok(task.check_ret("prctl(PR_GET_THP_DISABLE)", ret)? as u32)
+}
+
+/// Maps one inaccessible anonymous page in the task and returns its address: the kernel gives a new
+/// mapping the mm's default flags (`mlockall(MCL_FUTURE)`'s `VM_LOCKED`), which no existing mapping shows.
+/// The caller reads what it needs and unmaps it ([`RemoteTask::munmap`]) in the same session.
+pub fn probe_mapping(task: &mut RemoteTask) -> Result<u64, ParasiteError> {
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE) as u64;
+    let ret = task.syscall(
+        libc::SYS_mmap,
+        [0, 4096, libc::PROT_NONE as u64, flags, u64::MAX, 0],
+    )?;
+    Ok(task.check_ret("mmap (probe page)", ret)? as u64)
+}
+
 /// PR_GET_SECUREBITS.
 pub fn securebits(task: &mut RemoteTask) -> Result<u32, ParasiteError> {
     let ret = prctl(task, libc::PR_GET_SECUREBITS, 0)?;

@@ -13,9 +13,9 @@
 //! every task must share dormant's, except a pid namespace whose init is the tree's root. A container (its
 //! root in a mount namespace of its own) carries the root's mount, user, uts, ipc, net and cgroup
 //! namespaces and a pid namespace one level below dormant's, and every task must be in the root's. A time
-//! namespace of its own is refused in both modes until time namespaces are restored.
+//! namespace is carried in both modes (the root's, shared by every task).
 //!
-//! When support for a refused state lands (credentials, time namespaces, deleted working directories), its
+//! When support for a refused state lands (credentials, deleted working directories), its
 //! variant goes: the dump then carries the state and the restore rebuilds it.
 //!
 //! What it does NOT do: read `/proc` or the image beyond [`facts_from_image`], or check what depends on

@@ -31,8 +31,6 @@ pub enum Refusal {
         what: &'static str,
         path: String,
     },
-    #[error("pid {pid} is in a time namespace of its own: time namespaces are not restored yet")]
-    TimeNamespace { pid: u32 },
     #[error(
         "pid {pid} is in a {kind} namespace other than dormant's; a tree outside a container (one that \
          shares dormant's mount namespace) is restored into dormant's namespaces, where it would lose it"
@@ -66,7 +64,6 @@ pub enum Refusal {
 pub enum RefusalKind {
     Credentials,
     DeletedDirectory,
-    TimeNamespace,
     NotCarried,
     Nested,
     MountWithoutPid,
@@ -74,10 +71,9 @@ pub enum RefusalKind {
 }
 
 impl RefusalKind {
-    pub const ALL: [RefusalKind; 7] = [
+    pub const ALL: [RefusalKind; 6] = [
         RefusalKind::Credentials,
         RefusalKind::DeletedDirectory,
-        RefusalKind::TimeNamespace,
         RefusalKind::NotCarried,
         RefusalKind::Nested,
         RefusalKind::MountWithoutPid,
@@ -90,7 +86,6 @@ impl Refusal {
         match self {
             Refusal::Credentials { .. } => RefusalKind::Credentials,
             Refusal::DeletedDirectory { .. } => RefusalKind::DeletedDirectory,
-            Refusal::TimeNamespace { .. } => RefusalKind::TimeNamespace,
             Refusal::NotCarried { .. } => RefusalKind::NotCarried,
             Refusal::Nested { .. } => RefusalKind::Nested,
             Refusal::MountWithoutPid { .. } => RefusalKind::MountWithoutPid,
@@ -103,7 +98,6 @@ impl Refusal {
         match self {
             Refusal::Credentials { pid, .. }
             | Refusal::DeletedDirectory { pid, .. }
-            | Refusal::TimeNamespace { pid }
             | Refusal::NotCarried { pid, .. }
             | Refusal::Nested { pid, .. }
             | Refusal::MountWithoutPid { pid }
@@ -113,8 +107,8 @@ impl Refusal {
 }
 
 /// Namespace kinds a container carries for the whole tree (the root's), and that a tree outside a
-/// container must share with dormant. Pid namespaces follow `NSpid` (see [`pid_levels`]); time namespaces
-/// are refused in both modes.
+/// container must share with dormant. Pid namespaces follow `NSpid` (see [`pid_levels`]); a time namespace
+/// is carried in both modes, the root's for every task.
 const TREE_KINDS: [NsKind; 6] = [
     NsKind::Mnt,
     NsKind::User,
@@ -188,15 +182,20 @@ fn namespaces(t: &TaskFacts, root: &TaskFacts, container: bool) -> Result<(), Re
 /// The namespace rule for one task (`task`) of a tree whose root task is in `root`'s namespaces:
 /// `container` (the root is in a mount namespace other than dormant's) carries the root's namespaces and
 /// needs every task in them; otherwise every task must be in dormant's (pid namespaces are judged by
-/// `NSpid` in [`check`]). A time namespace of its own is refused either way.
+/// `NSpid` in [`check`]). Either way every task must be in the root's time namespace (its own or dormant's),
+/// which the restore recreates with its clock offsets.
 pub fn check_namespaces(
     task: &TaskNamespaces,
     root: &TaskNamespaces,
     container: bool,
 ) -> Result<(), Refusal> {
     let pid = task.pid.0;
-    if task.get(NsKind::Time).is_some_and(|n| !n.external) {
-        return Err(Refusal::TimeNamespace { pid });
+    if task.get(NsKind::Time).map(|n| n.id) != root.get(NsKind::Time).map(|n| n.id) {
+        return Err(Refusal::Nested {
+            pid,
+            kind: NsKind::Time.proc_name(),
+            root: root.pid.0,
+        });
     }
     for kind in TREE_KINDS {
         let mine = task.get(kind);
@@ -266,9 +265,14 @@ mod tests {
             kind_of(&[task(10, &[10], &[(NsKind::Uts, 5)])]),
             Some(RefusalKind::NotCarried)
         );
+        // A time namespace of its own is carried; a child in another one than the root's is not.
+        assert_eq!(kind_of(&[task(10, &[10], &[(NsKind::Time, 5)])]), None);
         assert_eq!(
-            kind_of(&[task(10, &[10], &[(NsKind::Time, 5)])]),
-            Some(RefusalKind::TimeNamespace)
+            kind_of(&[
+                task(10, &[10], &[(NsKind::Time, 5)]),
+                task(11, &[11], &[(NsKind::Time, 6)])
+            ]),
+            Some(RefusalKind::Nested)
         );
         // The init of a pid namespace one level down, with a child in it.
         let pidns = [(NsKind::Pid, 7)];

@@ -6,7 +6,7 @@
 //! small stack per non-leader thread | the leader's stack. All pointers in the block are absolute
 //! addresses for the final base, so the area can be built as bytes here and copied in place.
 
-use dormant_image::records::{GpRegs, RobustList, SigAltStack};
+use dormant_image::records::{GpRegs, MmAttrs, RobustList, SigAltStack};
 use dormant_restorer_proto::{
     ExtentArg, QueuedSigArg, RestoreArgs, RseqArg, ThreadArgs, TimerArg, VmaArg, PROTO_VERSION,
     THREAD_STACK_SIZE,
@@ -74,6 +74,8 @@ pub struct BlobInput {
     pub siginfos: Vec<QueuedSigArg>,
     /// Every thread, the leader first.
     pub threads: Vec<ThreadInput>,
+    /// The address space's `mlockall` flags for future mappings and THP setting (`None`: not known).
+    pub mm_attrs: Option<MmAttrs>,
 }
 
 /// A laid-out area: `bytes` must be copied to `base`.
@@ -282,6 +284,9 @@ pub fn build(blob: &Blob, input: &BlobInput, base: u64) -> Result<Area, RestoreE
         nr_timers: input.timers.len() as u64,
         siginfos: base + o.siginfos,
         nr_siginfos: input.siginfos.len() as u64,
+        has_mm_attrs: input.mm_attrs.is_some() as u32,
+        mlock_future: input.mm_attrs.map_or(0, |m| m.mlock_future),
+        thp_disable: input.mm_attrs.map_or(0, |m| m.thp_disable),
     };
     put(&mut bytes, o.args, &[args]);
     debug_assert!(o.stack_bottom < o.total);
@@ -365,6 +370,8 @@ mod tests {
                 fill: 1,
                 extra_flags: 0,
                 madvise: 0,
+                lock: 0,
+                pkey: 0,
             }],
             extents: vec![ExtentArg {
                 vaddr: 0x1000,
@@ -399,6 +406,7 @@ mod tests {
                 comm: String::new(),
                 ns_tid: 0,
             }],
+            mm_attrs: None,
         };
         let base = 0x7100_0000_0000;
         let area = build(&blob, &input, base).unwrap();

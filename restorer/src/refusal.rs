@@ -157,7 +157,7 @@ pub enum UnsupportedKind {
 }
 
 impl UnsupportedKind {
-    pub const ALL: [UnsupportedKind; 26] = [
+    pub const ALL: [UnsupportedKind; 25] = [
         UnsupportedKind::SecondRoot,
         UnsupportedKind::ParentOutside,
         UnsupportedKind::NotDescendants,
@@ -174,7 +174,6 @@ impl UnsupportedKind {
         UnsupportedKind::GroupInnerPidMissing,
         UnsupportedKind::Restorable(RefusalKind::Credentials),
         UnsupportedKind::Restorable(RefusalKind::DeletedDirectory),
-        UnsupportedKind::Restorable(RefusalKind::TimeNamespace),
         UnsupportedKind::Restorable(RefusalKind::NotCarried),
         UnsupportedKind::Restorable(RefusalKind::Nested),
         UnsupportedKind::Restorable(RefusalKind::MountWithoutPid),

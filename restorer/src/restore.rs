@@ -314,6 +314,7 @@ impl Restore {
         let opts = launch::StartOptions {
             new_pid_ns: pids.nested(),
             root_parent: self.root_parent,
+            time_ns: crate::ns::time::plan(&img, root_pid)?,
         };
         let started = launch::start_tree_with(nodes, opts, &mut before_release)?;
         if let Some(path) = &self.pidfile {

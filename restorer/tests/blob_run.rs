@@ -65,6 +65,8 @@ fn build_victim(pid: u32, break_it: bool) -> Victim {
         fill: fill as u32,
         extra_flags: 0,
         madvise: 0,
+        lock: 0,
+        pkey: 0,
     };
     let mut vmas = vec![
         vma(
@@ -173,6 +175,7 @@ fn build_victim(pid: u32, break_it: bool) -> Victim {
         itimers: None,
         timers: Vec::new(),
         siginfos: Vec::new(),
+        mm_attrs: None,
         threads: vec![ThreadInput {
             tid: pid,
             regs,

@@ -82,6 +82,8 @@ fn vma(
         pgoff,
         backing,
         name: name.to_owned(),
+        lock_on_fault: false,
+        pkey: Some(0),
     }
 }
 
@@ -282,6 +284,7 @@ fn write_image_with(pid: u32, corrupt_vdso: bool, edit: impl FnOnce(&mut Parts))
             auxv,
             exe: FileId(1),
             vmas,
+            attrs: None,
         }],
     )
     .unwrap();

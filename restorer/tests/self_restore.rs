@@ -207,6 +207,8 @@ fn capture(pid: i32, image: &Path, fifo: &Path) {
             pgoff: m.offset,
             backing,
             name: m.path.clone(),
+            lock_on_fault: false,
+            pkey: Some(0),
         });
     }
     w.finish_page_store(store).unwrap();
@@ -230,6 +232,7 @@ fn capture(pid: i32, image: &Path, fifo: &Path) {
             auxv,
             exe: exe_id,
             vmas,
+            attrs: None,
         }],
     )
     .unwrap();

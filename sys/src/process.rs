@@ -34,6 +34,8 @@ pub const PR_SET_PDEATHSIG: u64 = 1;
 pub const PR_GET_PDEATHSIG: u64 = 2;
 pub const PR_GET_DUMPABLE: u64 = 3;
 pub const PR_SET_NAME: u64 = 15;
+/// `prctl(PR_SET_THP_DISABLE, on, flags)`; flags may hold `PR_THP_DISABLE_EXCEPT_ADVISED` (bit 1).
+pub const PR_SET_THP_DISABLE: u64 = 41;
 pub const PR_GET_SECUREBITS: u64 = 27;
 pub const PR_SET_MM: u64 = 35;
 pub const PR_SET_MM_MAP: u64 = 14;

@@ -23,6 +23,8 @@ pub struct MapsEntry {
     pub name: String,
     /// The two-letter `VmFlags` mnemonics (`rd`, `wr`, `gd`, `io`, `pf`, `dc`, ...); empty from maps.
     pub vm_flags: Vec<String>,
+    /// The memory protection key (smaps `ProtectionKey`; 0, the default key, when absent or from maps).
+    pub pkey: u32,
 }
 
 impl MapsEntry {
@@ -123,6 +125,7 @@ fn parse_header_rest(start: u64, end: u64, rest: &str) -> Result<MapsEntry, Stri
         inode,
         name,
         vm_flags: Vec::new(),
+        pkey: 0,
     })
 }
 
@@ -164,6 +167,16 @@ fn parse(text: &str, smaps: bool) -> Result<Vec<MapsEntry>, MapsError> {
                     .ok_or_else(|| err(line, "VmFlags before the first mapping".into()))?;
                 cur.vm_flags = rest.split_whitespace().map(str::to_string).collect();
                 has_flags = true;
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("ProtectionKey:") {
+                let cur = out
+                    .last_mut()
+                    .ok_or_else(|| err(line, "ProtectionKey before the first mapping".into()))?;
+                cur.pkey = rest
+                    .trim()
+                    .parse()
+                    .map_err(|_| err(line, "bad protection key".into()))?;
                 continue;
             }
             // Key lines ("Rss:   4 kB") have a key ending in ':' as their first token; headers never do.
@@ -220,6 +233,7 @@ VmFlags: rd mr mw me sd
 Size:                132 kB
 VmFlags: rd wr mr mw me gd ac 
 7ffd1c7f0000-7ffd1c7f4000 r--p 00000000 00:00 0                          [vvar]
+ProtectionKey:         3
 VmFlags: rd mr pf io de dd 
 7f0000000000-7f0000001000 rw-s 00000000 00:01 4242                       /dev/zero (deleted)
 VmFlags: rd wr sh mr mw me ms sd 
@@ -229,7 +243,7 @@ VmFlags: rd wr sh mr mw me ms sd
     fn smaps_sample() {
         // The sample is deliberately out of order at the end: overlapping/descending must be rejected.
         assert!(parse_smaps(SAMPLE).is_err());
-        let ok: String = SAMPLE.lines().take(9).map(|l| format!("{l}\n")).collect();
+        let ok: String = SAMPLE.lines().take(10).map(|l| format!("{l}\n")).collect();
         let v = parse_smaps(&ok).unwrap();
         assert_eq!(v.len(), 3);
         assert_eq!(v[0].name, "/usr/bin/my prog");
@@ -239,6 +253,7 @@ VmFlags: rd wr sh mr mw me ms sd
         assert!(v[1].has_flag("gd"));
         assert_eq!(v[2].name, "[vvar]");
         assert!(v[2].has_flag("io") && v[2].has_flag("pf"));
+        assert_eq!((v[1].pkey, v[2].pkey), (0, 3));
         // An entry without VmFlags is refused by the smaps parser.
         assert!(parse_smaps("1000-2000 rw-p 00000000 00:00 0\n").is_err());
     }

@@ -75,6 +75,26 @@ pub fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
     syscall6(nr::MADVISE, addr, len, advice, 0, 0, 0)
 }
 
+pub fn mlock2(addr: u64, len: u64, flags: u64) -> i64 {
+    syscall6(nr::MLOCK2, addr, len, flags, 0, 0, 0)
+}
+
+pub fn mlockall(flags: u64) -> i64 {
+    syscall6(nr::MLOCKALL, flags, 0, 0, 0, 0, 0)
+}
+
+pub fn pkey_alloc(flags: u64, access_rights: u64) -> i64 {
+    syscall6(nr::PKEY_ALLOC, flags, access_rights, 0, 0, 0, 0)
+}
+
+pub fn pkey_free(pkey: u64) -> i64 {
+    syscall6(nr::PKEY_FREE, pkey, 0, 0, 0, 0, 0)
+}
+
+pub fn pkey_mprotect(addr: u64, len: u64, prot: u64, pkey: u64) -> i64 {
+    syscall6(nr::PKEY_MPROTECT, addr, len, prot, pkey, 0, 0)
+}
+
 pub fn brk(addr: u64) -> i64 {
     syscall6(nr::BRK, addr, 0, 0, 0, 0, 0)
 }

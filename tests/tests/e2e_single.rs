@@ -61,6 +61,45 @@ fn memory_parasite_page_copy_dump_restore() -> Result<()> {
     Ok(())
 }
 
+/// Memory attributes (mlock, mlock on fault, mlockall for future mappings, THP advice and disable,
+/// DONTFORK, WIPEONFORK, DONTDUMP, MERGEABLE, a protection key and PKRU): every VmFlags mnemonic the
+/// process recorded before the dump is the same after the restore.
+#[test]
+fn memattrs_dump_restore() -> Result<()> {
+    harness::dump_restore(Spec::workload(
+        "wl_memattrs",
+        env!("CARGO_BIN_EXE_wl_memattrs"),
+    ))?;
+    Ok(())
+}
+
+/// `unshare --time --monotonic=10d --boottime=20d wl_timens`: a process in a time namespace of its own,
+/// dumped outside any container, comes back in a new time namespace with the same offsets, its clocks
+/// ahead of them and of their values before the dump.
+fn timens() -> Spec {
+    Spec::workload("wl_timens", "unshare")
+        .pre_args([
+            "--time",
+            "--monotonic=864000",
+            "--boottime=1728000",
+            env!("CARGO_BIN_EXE_wl_timens"),
+        ])
+        .args(["864000", "1728000"])
+}
+
+#[test]
+fn timens_passes_untouched() -> Result<()> {
+    harness::require_root()?;
+    harness::self_check(timens())?;
+    Ok(())
+}
+
+#[test]
+fn timens_dump_restore() -> Result<()> {
+    harness::dump_restore(timens())?;
+    Ok(())
+}
+
 #[test]
 fn memory_leave_running_then_restore() -> Result<()> {
     harness::leave_running_then_restore(memory())?;

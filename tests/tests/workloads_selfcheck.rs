@@ -238,3 +238,35 @@ fn tty_detects_damage() -> Result<()> {
     )?;
     Ok(())
 }
+
+/// Outside a time namespace of its own (what a restore into the host's gives), `wl_timens` fails every
+/// check; the passing run is `e2e_single::timens_dump_restore`'s, which needs root for `unshare --time`.
+#[test]
+fn timens_detects_host_namespace() -> Result<()> {
+    harness::self_check_fails(
+        Spec::workload("wl_timens", env!("CARGO_BIN_EXE_wl_timens")).args(["864000", "1728000"]),
+        &["clocks-ahead", "offsets"],
+    )?;
+    Ok(())
+}
+
+fn memattrs() -> Spec {
+    Spec::workload("wl_memattrs", env!("CARGO_BIN_EXE_wl_memattrs"))
+}
+
+#[test]
+fn memattrs_passes_untouched() -> Result<()> {
+    harness::self_check(memattrs())?;
+    Ok(())
+}
+
+/// The attributes undone (munlockall, THP re-enabled, the key taken off its mapping, PKRU cleared): what a
+/// restore that drops them leaves. Every check must notice.
+#[test]
+fn memattrs_detects_damage() -> Result<()> {
+    harness::self_check_fails(
+        memattrs().args([INJECT_FAULT]),
+        &["mlock-future", "pkru", "thp-disable", "vmflags"],
+    )?;
+    Ok(())
+}

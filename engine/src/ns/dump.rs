@@ -11,6 +11,7 @@ use super::error::{NsError, Result};
 use super::ipc;
 use super::membership::task_namespaces;
 use super::net::read_net_namespace;
+use super::time::{check_children_namespace, read_time_namespace};
 use super::user::read_user_namespace;
 use super::uts::read_uts_namespace;
 
@@ -30,7 +31,8 @@ pub struct NsDumpSummary {
 /// `ns-ids` and `cgroups` for every task; `uts-<id>` and `ipc-<id>` (with one page store per shared memory
 /// segment) for every uts and ipc namespace the dumper does not share; `net-<id>` for every network
 /// namespace (external or not: it is never dumped, only described); `user-<id>` for a user namespace of the
-/// tree. Mount, pid, time and cgroup namespaces are only named in `ns-ids`.
+/// tree; `time-<id>` (its clock offsets) for a time namespace of the tree. Mount, pid and cgroup namespaces
+/// are only named in `ns-ids`.
 ///
 /// The tasks must be frozen (seized) so no object changes while it is read; nothing here changes them.
 pub fn dump_namespaces(pids: &[Pid], w: &mut ImageWriter) -> Result<NsDumpSummary> {
@@ -41,6 +43,9 @@ pub fn dump_namespaces(pids: &[Pid], w: &mut ImageWriter) -> Result<NsDumpSummar
     let mut owners: BTreeMap<(NsKind, NsId), (Pid, bool)> = BTreeMap::new();
     for &pid in pids {
         let t = task_namespaces(pid)?;
+        if let Some(time) = t.get(NsKind::Time) {
+            check_children_namespace(pid, time.id)?;
+        }
         for n in &t.namespaces {
             owners.entry((n.kind, n.id)).or_insert((pid, n.external));
         }
@@ -89,6 +94,11 @@ pub fn dump_namespaces(pids: &[Pid], w: &mut ImageWriter) -> Result<NsDumpSummar
                 let user = read_user_namespace(pid, id)?;
                 w.write_records(&ns_names::user(id), &[NsState::User(user)])
                     .map_err(image_err(ns_names::user(id)))?;
+            }
+            NsKind::Time if !external => {
+                let time = read_time_namespace(pid, id)?;
+                w.write_records(&ns_names::time(id), &[NsState::Time(time)])
+                    .map_err(image_err(ns_names::time(id)))?;
             }
             _ => {}
         }

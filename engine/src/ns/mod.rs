@@ -14,6 +14,7 @@ pub mod membership;
 mod mqueue;
 mod net;
 mod sysv;
+mod time;
 mod user;
 mod uts;
 
@@ -23,5 +24,6 @@ pub use error::{NsError, Result};
 pub use ipc::read_ipc_namespace;
 pub use membership::task_namespaces;
 pub use net::read_net_namespace;
+pub use time::read_time_namespace;
 pub use user::read_user_namespace;
 pub use uts::read_uts_namespace;

@@ -2,7 +2,8 @@
 //! mappings registered in the file table), the mm layout (code, data, brk, stack, arg and env ranges), the
 //! auxiliary vector and the executable. The page data of the mappings is [`super::pages`]' job.
 
-use dormant_image::records::{FileId, MmLayout, ShmemId, Vma, VmaBacking};
+use dormant_image::records::{FileId, MmAttrs, MmLayout, ShmemId, Vma, VmaBacking};
+use dormant_parasite::{query, RemoteTask};
 
 use crate::error::{DumpError, Result};
 use crate::files::{self, FileTable};
@@ -18,6 +19,15 @@ const MADVISE_FLAGS: [(&str, u32); 8] = [
     ("hg", libc::MADV_HUGEPAGE as u32),
     ("nh", libc::MADV_NOHUGEPAGE as u32),
     ("mg", libc::MADV_MERGEABLE as u32),
+];
+
+/// `VmFlags` of state the restore does not rebuild, refused at dump (with what they mean).
+const UNCARRIED_FLAGS: [(&str, &str); 5] = [
+    ("um", "a userfaultfd registration (missing)"),
+    ("uw", "a userfaultfd registration (write-protect)"),
+    ("ui", "a userfaultfd registration (minor)"),
+    ("sl", "a sealed mapping (mseal)"),
+    ("dp", "a droppable mapping (MAP_DROPPABLE)"),
 ];
 
 /// What a mapping is, before files are looked up.
@@ -56,6 +66,9 @@ pub fn classify(e: &SmapsEntry) -> std::result::Result<VmaClass, String> {
     }
     if e.has_flag("ss") {
         return Err("shadow-stack mappings are not supported yet".into());
+    }
+    if let Some(f) = UNCARRIED_FLAGS.iter().find(|(f, _)| e.has_flag(f)) {
+        return Err(format!("{} (smaps {}) is not restored yet", f.1, f.0));
     }
     if name.starts_with("[anon_shmem:") {
         return Ok(VmaClass::Shmem { ino: e.inode });
@@ -162,6 +175,7 @@ pub fn collect_vmas(pid: u32, table: &mut FileTable) -> Result<Vec<CollectedVma>
         if e.has_flag("lo") {
             map_flags |= libc::MAP_LOCKED as u32;
         }
+        let lock_on_fault = e.has_flag("lo") && e.has_flag("lf");
         let prot = (if e.read { libc::PROT_READ } else { 0 }
             | if e.write { libc::PROT_WRITE } else { 0 }
             | if e.exec { libc::PROT_EXEC } else { 0 }) as u32;
@@ -180,11 +194,60 @@ pub fn collect_vmas(pid: u32, table: &mut FileTable) -> Result<Vec<CollectedVma>
                 pgoff: e.offset,
                 backing,
                 name: e.name.clone(),
+                lock_on_fault,
+                pkey: Some(e.pkey),
             },
             class,
         });
     }
     Ok(out)
+}
+
+/// The address-space attributes only the task can tell, asked in an injection session of `task` (the
+/// caller ends it): THP disable and the `mlockall` flags for future mappings. The latter are seen on a
+/// probe page mapped and unmapped again, only when the task has locked memory (`VmLck`): a task that
+/// called `mlockall(MCL_FUTURE)` and has mapped nothing since is not told apart (see docs/design-notes.md, "Memory attributes").
+pub fn query_attrs(pid: u32, task: &mut RemoteTask) -> Result<MmAttrs> {
+    let perr = |what: &'static str| {
+        move |e: dormant_parasite::ParasiteError| DumpError::Parasite {
+            pid,
+            what,
+            reason: e.to_string(),
+        }
+    };
+    let thp_disable = query::thp_disable(task).map_err(perr("THP disable"))?;
+    let status = proc::read_string(pid, "status")?;
+    let locked_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let mut mlock_future = 0;
+    if locked_kb > 0 {
+        let addr = query::probe_mapping(task).map_err(perr("probe mapping"))?;
+        let flags = proc::read_string(pid, "smaps").and_then(|text| {
+            proc::smaps::parse(&text)
+                .map_err(|reason| DumpError::ProcParse {
+                    pid,
+                    file: "smaps",
+                    reason,
+                })
+                .map(|v| v.into_iter().find(|e| e.start <= addr && addr < e.end))
+        });
+        let unmapped = task.munmap(addr, 4096).map_err(perr("probe unmapping"));
+        let probe = flags?;
+        unmapped?;
+        if let Some(e) = probe.filter(|e| e.has_flag("lo")) {
+            mlock_future = libc::MCL_FUTURE as u32;
+            if e.has_flag("lf") {
+                mlock_future |= libc::MCL_ONFAULT as u32;
+            }
+        }
+    }
+    Ok(MmAttrs {
+        mlock_future,
+        thp_disable,
+    })
 }
 
 /// The mm layout from `/proc/<pid>/stat`, with the program break `brk` the task reported (`None`: it could

@@ -102,6 +102,7 @@ pub fn dump(
         auxv: state.auxv.clone(),
         exe: state.exe,
         vmas: vmas.iter().map(|v| v.vma.clone()).collect(),
+        attrs: Some(remote.mm_attrs),
     };
     let core = state.core(task, &remote, shared_pending);
     let threads: Vec<ThreadCore> = thread_regs

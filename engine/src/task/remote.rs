@@ -6,17 +6,18 @@
 //!
 //! This module only runs the queries; each kind's module turns the answers into its records.
 
-use dormant_image::records::PosixTimer;
+use dormant_image::records::{MmAttrs, PosixTimer};
 use dormant_parasite::{query, ParasiteError, RemoteTask, Tid as RTid};
 
 use crate::error::{DumpError, Result};
-use crate::task::timers;
+use crate::task::{mm, timers};
 
 /// What the whole process told.
 #[derive(Debug, Clone)]
 pub struct ProcessRemote {
     pub snap: query::TaskSnapshot,
     pub posix_timers: Vec<PosixTimer>,
+    pub mm_attrs: MmAttrs,
 }
 
 /// What one thread told.
@@ -39,6 +40,10 @@ pub fn query_process(pid: u32) -> Result<ProcessRemote> {
     let perr = |what| parasite_err(pid, what);
     let mut task = RemoteTask::new(RTid(pid as i32)).map_err(perr("prepare injection"))?;
     let snap = query::snapshot(&mut task).map_err(perr("task snapshot"))?;
+    let asked = mm::query_attrs(pid, &mut task);
+    let ended = task.finish();
+    let mm_attrs = asked?;
+    ended.map_err(perr("end of injection"))?;
     let entries = timers::read_entries(pid)?;
     let states = if entries.is_empty() {
         Vec::new()
@@ -55,6 +60,7 @@ pub fn query_process(pid: u32) -> Result<ProcessRemote> {
     Ok(ProcessRemote {
         snap,
         posix_timers: timers::posix_timers(&entries, &states),
+        mm_attrs,
     })
 }
 

@@ -245,7 +245,7 @@ record_kinds! {
     /// One thread's registers and signal state (records/threads.rs).
     5 ThreadCore(ThreadCore) version 1 older [] files [numbered(thread, Tid, "thread-")];
     /// One process's address space (records/mm.rs).
-    6 Mm(Mm) version 1 older [] files [numbered(mm, Pid, "mm-")];
+    6 Mm(Mm) version 2 older [1 => super::mm::v1::Mm] files [numbered(mm, Pid, "mm-")];
     /// Files reopened by path (records/files/reg.rs).
     7 RegFiles(RegFile) version 1 older [] files [name(REG_FILES, "reg-files")];
     /// One process's fd table (records/files/mod.rs).
@@ -280,7 +280,7 @@ record_kinds! {
     /// The cgroups of every task (records/ns/cgroup.rs).
     38 TaskCgroups(TaskCgroups) version 1 older [] files [name(CGROUPS, "cgroups")];
     /// A net or user namespace (records/ns/net.rs, records/ns/user.rs).
-    39 NsState(NsState) version 1 older [] files [numbered(net, NsId, "net-"), numbered(user, NsId, "user-")];
+    39 NsState(NsState) version 2 older [1 => super::ns::v1::NsStateV1] files [numbered(net, NsId, "net-"), numbered(user, NsId, "user-"), numbered(time, NsId, "time-")];
     // 40-44: containers. 40 was `ns-pids`, retired (its content is `PsTreeEntry::ns_pids`).
     /// The container's root directory as `dump --root` named it (records/container.rs).
     41 ContainerRoot(ContainerRoot) version 1 older [] files [name(CONTAINER_ROOT, "container-root")];

@@ -26,6 +26,21 @@ pub struct Mm {
     pub exe: FileId,
     /// Every mapping, ascending by address, as `/proc/pid/smaps` listed it.
     pub vmas: Vec<Vma>,
+    /// The address-space-wide attributes (`None`: not known, an image of schema 1; left as a new process
+    /// has them).
+    pub attrs: Option<MmAttrs>,
+}
+
+/// Attributes of the whole address space that no single mapping shows.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MmAttrs {
+    /// `mlockall` flags in force for future mappings (the mm's `def_flags`): 0, or `MCL_FUTURE`, or
+    /// `MCL_FUTURE | MCL_ONFAULT`. Locks of existing mappings are per mapping ([`Vma::lock_on_fault`]).
+    pub mlock_future: u32,
+    /// What `PR_GET_THP_DISABLE` returned: 0, 1 (THP disabled), or 1 with `PR_THP_DISABLE_EXCEPT_ADVISED`
+    /// (bit 1) set.
+    pub thp_disable: u32,
 }
 
 /// The mm fields `PR_SET_MM_MAP` restores (from `/proc/pid/stat` and, for `brk`, the task itself).
@@ -62,6 +77,11 @@ pub struct Vma {
     pub backing: VmaBacking,
     /// The name column of `/proc/pid/maps` (`[heap]`, `[stack]`, a path, or empty), for humans and checks.
     pub name: String,
+    /// With `MAP_LOCKED` in `map_flags`: the lock is `mlock2(MLOCK_ONFAULT)`'s (smaps `lf`), pages are
+    /// locked as they fault in rather than all at once.
+    pub lock_on_fault: bool,
+    /// The memory protection key (smaps `ProtectionKey`); `None`: not known (schema 1), the default key.
+    pub pkey: Option<u32>,
 }
 
 /// What a mapping is backed by, and so where restore gets its contents.
@@ -112,8 +132,37 @@ pub(crate) fn check_mm(
         }
     };
     file_ref("exe".into(), mm.exe, p);
+    if let Some(a) = &mm.attrs {
+        let known = (libc::MCL_FUTURE | libc::MCL_ONFAULT) as u32;
+        if a.mlock_future & !known != 0
+            || (a.mlock_future != 0 && a.mlock_future & libc::MCL_FUTURE as u32 == 0)
+        {
+            p.add(file, format!("mlockall flags {:#x}", a.mlock_future));
+        }
+        if a.thp_disable > 3 || a.thp_disable == 2 {
+            p.add(file, format!("THP disable value {}", a.thp_disable));
+        }
+    }
     let mut prev_end = 0;
     for v in &mm.vmas {
+        if v.madvise.iter().any(|a| *a >= 32) {
+            p.add(
+                file,
+                format!("mapping {:#x}: madvise advice {:?}", v.start, v.madvise),
+            );
+        }
+        if v.pkey.is_some_and(|k| k >= 16) {
+            p.add(
+                file,
+                format!("mapping {:#x}: protection key {:?}", v.start, v.pkey),
+            );
+        }
+        if v.lock_on_fault && v.map_flags & libc::MAP_LOCKED as u32 == 0 {
+            p.add(
+                file,
+                format!("mapping {:#x}: locked on fault but not locked", v.start),
+            );
+        }
         if v.start >= v.end || v.start < prev_end || v.start % 4096 != 0 || v.end % 4096 != 0 {
             p.add(
                 file,
@@ -154,6 +203,72 @@ pub(crate) fn check_shmem_objects(objects: &[ShmemObject], pids: &BTreeSet<Pid>,
                     obj.id.0, obj.owner.0
                 ),
             );
+        }
+    }
+}
+
+/// Schema 1 of [`Mm`]: no [`MmAttrs`], no lock-on-fault bit, no protection key.
+pub(crate) mod v1 {
+    use serde::{Deserialize, Serialize};
+
+    use super::{MmLayout, VmaBacking};
+    use crate::records::ids::FileId;
+    use crate::records::kind::Upgrade;
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct Mm {
+        pub layout: MmLayout,
+        pub auxv: Vec<u64>,
+        pub exe: FileId,
+        pub vmas: Vec<Vma>,
+    }
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct Vma {
+        pub start: u64,
+        pub end: u64,
+        pub prot: u32,
+        pub map_flags: u32,
+        pub madvise: Vec<u32>,
+        pub pgoff: u64,
+        pub backing: VmaBacking,
+        pub name: String,
+    }
+
+    impl Upgrade<super::Mm> for Mm {
+        /// A locked mapping fails the conversion: schema 1 did not say whether its lock was on fault.
+        fn upgrade(self) -> Result<super::Mm, String> {
+            let vmas = self
+                .vmas
+                .into_iter()
+                .map(|v| {
+                    if v.map_flags & libc::MAP_LOCKED as u32 != 0 {
+                        return Err(format!(
+                            "mapping {:#x} is locked, and schema 1 did not record whether on fault",
+                            v.start
+                        ));
+                    }
+                    Ok(super::Vma {
+                        start: v.start,
+                        end: v.end,
+                        prot: v.prot,
+                        map_flags: v.map_flags,
+                        madvise: v.madvise,
+                        pgoff: v.pgoff,
+                        backing: v.backing,
+                        name: v.name,
+                        lock_on_fault: false,
+                        pkey: None,
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(super::Mm {
+                layout: self.layout,
+                auxv: self.auxv,
+                exe: self.exe,
+                vmas,
+                attrs: None,
+            })
         }
     }
 }

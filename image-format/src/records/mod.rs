@@ -48,7 +48,7 @@ pub use kind::{
     decode_upgraded, file_names, FilePattern, KindVisitor, Record, RecordKind, SchemaVisitor,
     Upgrade, RETIRED_KINDS,
 };
-pub use mm::{Mm, MmLayout, ShmemObject, Vma, VmaBacking};
+pub use mm::{Mm, MmAttrs, MmLayout, ShmemObject, Vma, VmaBacking};
 pub use mounts::{
     mount_names, ExternalMaster, MountEntry, MountId, MountSource, PeerGroup, TmpfsNode,
     TmpfsNodeKind, TmpfsRecord, Xattr, TMPFS_CHUNK,
@@ -58,6 +58,7 @@ pub use ns::{
     NsRef, NsState, PosixMq, PosixMqMsg, SysvMsg, SysvMsgQueue, SysvSem, SysvShm, TaskCgroups,
     TaskNamespaces, UserNamespace, UtsNamespace,
 };
+pub use ns::{ClockOffset, TimeNamespace};
 pub use pages::{page_flags, PageExtent};
 pub use regs::GpRegs;
 pub use rlimits::Rlimit;

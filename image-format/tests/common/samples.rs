@@ -203,6 +203,8 @@ fn vma(start: u64, pages: u64, prot: u32, map_flags: u32, backing: VmaBacking, n
         pgoff: 0,
         backing,
         name: name.into(),
+        lock_on_fault: false,
+        pkey: Some(if name == "[heap]" { 1 } else { 0 }),
     }
 }
 
@@ -256,6 +258,10 @@ fn mm(exe: FileId) -> Mm {
                 "[vsyscall]",
             ),
         ],
+        attrs: Some(MmAttrs {
+            mlock_future: (libc::MCL_FUTURE | libc::MCL_ONFAULT) as u32,
+            thp_disable: 1,
+        }),
     }
 }
 

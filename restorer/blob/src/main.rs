@@ -27,11 +27,11 @@ use dormant_restorer_proto::{
 };
 use dormant_sys::mman::{
     MADV_POPULATE_WRITE, MAP_ANONYMOUS, MAP_FIXED, MAP_GROWSDOWN, MAP_PRIVATE, MAP_SHARED,
-    PROT_WRITE,
+    NR_PKEYS, PROT_EXEC, PROT_WRITE,
 };
 use dormant_sys::process::{
     CloneArgs, ARCH_MAP_VDSO_64, ARCH_SET_FS, ARCH_SET_GS, CLONE_FILES, CLONE_FS, CLONE_SIGHAND,
-    CLONE_SYSVSEM, CLONE_THREAD, CLONE_VM, PR_SET_MM, PR_SET_MM_MAP, PR_SET_NAME,
+    CLONE_SYSVSEM, CLONE_THREAD, CLONE_VM, PR_SET_MM, PR_SET_MM_MAP, PR_SET_NAME, PR_SET_THP_DISABLE,
     PR_TIMER_CREATE_RESTORE_IDS, PR_TIMER_CREATE_RESTORE_IDS_OFF, PR_TIMER_CREATE_RESTORE_IDS_ON,
     TASK_SIZE,
 };
@@ -163,6 +163,8 @@ fn run(a: &RestoreArgs) -> Result<Never, Failure> {
         )?;
     }
 
+    memory_attrs(a, vmas)?;
+
     if a.has_vdso != 0 {
         check(
             Step::MapVdso,
@@ -189,6 +191,11 @@ fn run(a: &RestoreArgs) -> Result<Never, Failure> {
     }
     for &fd in close_fds {
         check(Step::CloseFd, sys::close(fd), fd as u64)?;
+    }
+    // Locking future mappings last: what the blob maps from here on is not the task's.
+    if a.has_mm_attrs != 0 && a.mlock_future != 0 {
+        let ret = sys::mlockall(a.mlock_future as u64);
+        check(Step::MlockAll, ret, a.mlock_future as u64)?;
     }
     // Timers are armed as late as possible so little of their time passes before the task runs; their
     // signals stay blocked until rt_sigreturn installs the saved mask.
@@ -409,6 +416,62 @@ fn map_vma(v: &VmaArg) -> Result<(), Failure> {
             errno: 14,
             detail: v.start,
         });
+    }
+    Ok(())
+}
+
+/// What the mappings carry besides their contents, once those are in place: protection keys, locks (a
+/// lock populates, so after the pages are read) and the address space's THP setting.
+fn memory_attrs(a: &RestoreArgs, vmas: &[VmaArg]) -> Result<(), Failure> {
+    protection_keys(vmas)?;
+    for v in vmas.iter().filter(|v| v.lock != 0) {
+        let ret = sys::mlock2(v.start, v.end - v.start, (v.lock - 1) as u64);
+        check(Step::Mlock, ret, v.start)?;
+    }
+    if a.has_mm_attrs != 0 {
+        let ret = sys::prctl(
+            PR_SET_THP_DISABLE,
+            (a.thp_disable & 1) as u64,
+            (a.thp_disable & !1) as u64,
+            0,
+            0,
+        );
+        check(Step::ThpDisable, ret, a.thp_disable as u64)?;
+    }
+    Ok(())
+}
+
+/// Allocates the keys the mappings use (pkey_alloc hands out the lowest free one, so keys are taken in
+/// order and the ones no mapping uses are freed again), then gives each mapping its key. An execute-only
+/// mapping keeps the key the kernel chose for it when it was mapped.
+fn protection_keys(vmas: &[VmaArg]) -> Result<(), Failure> {
+    let wanted = vmas
+        .iter()
+        .filter(|v| v.pkey != 0 && v.pkey < NR_PKEYS)
+        .fold(0u32, |m, v| m | 1 << v.pkey);
+    if wanted == 0 {
+        return Ok(());
+    }
+    let highest = 31 - wanted.leading_zeros();
+    let mut taken = 0u32;
+    loop {
+        let key = check(Step::PkeyAlloc, sys::pkey_alloc(0, 0), highest as u64)? as u32;
+        taken |= 1 << key;
+        if key >= highest {
+            break;
+        }
+    }
+    for key in 1..NR_PKEYS {
+        if taken & !wanted & (1 << key) != 0 {
+            sys::pkey_free(key as u64);
+        }
+    }
+    for v in vmas
+        .iter()
+        .filter(|v| v.pkey != 0 && v.prot as u64 != PROT_EXEC)
+    {
+        let ret = sys::pkey_mprotect(v.start, v.end - v.start, v.prot as u64, v.pkey as u64);
+        check(Step::PkeyProtect, ret, v.start)?;
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use dormant_sys::process::PrctlMmMap;
 use dormant_sys::signal::{KernelItimerval, KernelSigaction, NSIG, SIGINFO_SIZE};
 
 /// Layout version of [`RestoreArgs`]; the blob refuses a block with another version.
-pub const PROTO_VERSION: u32 = 4;
+pub const PROTO_VERSION: u32 = 5;
 
 /// Name of the blob's entry symbol for the leader thread: `extern "C" fn(args: *const RestoreArgs) -> !`,
 /// entered with a 16-byte aligned stack (it realigns anyway).
@@ -51,6 +51,11 @@ pub struct VmaArg {
     pub extra_flags: u32,
     /// `madvise` advice to re-apply: bit `n` set means advice number `n` (all used ones are < 32).
     pub madvise: u32,
+    /// The mapping's lock: 0 none, else `mlock2` with these flags plus one (1 = `mlock2(0)`, 2 =
+    /// `mlock2(MLOCK_ONFAULT)`).
+    pub lock: u32,
+    /// Protection key to give the mapping (`pkey_mprotect`); 0 is the default key, left alone.
+    pub pkey: u32,
 }
 
 /// The mmap flags a restored mapping may carry over from the dumped one.
@@ -154,6 +159,12 @@ pub struct RestoreArgs {
     /// `*const QueuedSigArg` and its count: pending signals to re-queue, in queue order.
     pub siginfos: u64,
     pub nr_siginfos: u64,
+    /// Non-zero: apply `mlock_future` and `thp_disable` (zero: not known, left as a new process has them).
+    pub has_mm_attrs: u32,
+    /// `mlockall` flags for future mappings (`MCL_FUTURE`, `MCL_ONFAULT`); 0: none.
+    pub mlock_future: u32,
+    /// `PR_GET_THP_DISABLE`'s value: bit 0 disabled, bit 1 `PR_THP_DISABLE_EXCEPT_ADVISED`.
+    pub thp_disable: u32,
 }
 
 /// One POSIX timer: created with `timer_create` under `PR_TIMER_CREATE_RESTORE_IDS` so it gets `id`
@@ -237,6 +248,11 @@ pub enum Step {
     SetRobustList = 24,
     CloneThread = 25,
     ThreadComm = 26,
+    Mlock = 27,
+    PkeyAlloc = 28,
+    PkeyProtect = 29,
+    MlockAll = 30,
+    ThpDisable = 31,
     /// Steps of the forked child before it enters the blob (host code, same report format).
     ChildSync = 32,
     ChildDupFd = 33,
@@ -288,6 +304,11 @@ impl Step {
             24 => SetRobustList,
             25 => CloneThread,
             26 => ThreadComm,
+            27 => Mlock,
+            28 => PkeyAlloc,
+            29 => PkeyProtect,
+            30 => MlockAll,
+            31 => ThpDisable,
             32 => ChildSync,
             33 => ChildDupFd,
             34 => ChildCloseFds,
@@ -336,6 +357,11 @@ impl Step {
             SetRobustList => "set_robust_list",
             CloneThread => "creating a thread with its saved tid (clone3 set_tid)",
             ThreadComm => "setting a thread's name",
+            Mlock => "locking a mapping in memory (mlock2)",
+            PkeyAlloc => "allocating the saved protection keys (pkey_alloc)",
+            PkeyProtect => "giving a mapping its protection key (pkey_mprotect)",
+            MlockAll => "locking future mappings (mlockall)",
+            ThpDisable => "disabling transparent huge pages (PR_SET_THP_DISABLE)",
             ChildSync => "waiting for the tracer (child)",
             ChildDupFd => "putting an fd in place (child)",
             ChildCloseFds => "closing fds the task must not have (child)",

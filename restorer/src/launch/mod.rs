@@ -227,6 +227,9 @@ pub struct StartOptions {
     pub new_pid_ns: bool,
     /// Whose child the root becomes.
     pub root_parent: RootParent,
+    /// The tree's own time namespace, created with these offsets for the forked root (`None`: the
+    /// restorer's).
+    pub time_ns: Option<dormant_image::records::TimeNamespace>,
 }
 
 /// Whose child the restored root becomes.
@@ -279,6 +282,12 @@ pub fn start_tree_with(
         .map(|i| ChildPlan::new(&nodes, i, shape.links(i, (&sync_read, &sync_write))))
         .collect();
     let want_pid = plans[0].pid;
+    // Before anything is forked: the guard, and the root through it, enter the new time namespace.
+    let time_ns = opts
+        .time_ns
+        .as_ref()
+        .map(crate::ns::time::ChildrenTimeNs::enter)
+        .transpose()?;
     // The guard forks the root and reaps whatever of the tree a failure or our death leaves; a root that
     // becomes our parent's child is forked by us. Either blocks every signal but SIGTRAP around the fork:
     // the root inherits that mask.
@@ -295,6 +304,7 @@ pub fn start_tree_with(
             ret.map(|ret| (None, ret))
         }),
     };
+    drop(time_ns);
     drop(plans);
     drop(sync_read);
     drop(shape);

@@ -1,7 +1,7 @@
 //! Namespaces at restore, one module per kind: user (with id maps), uts (names), ipc (System V objects
 //! with their ids and contents), net (join one by path, or a private loopback-only one), cgroup membership
-//! and cgroup namespace, pid (a tree that is the init of its own pid namespace, [`pid`]). A time namespace
-//! of its own is refused by `dormant_restorable`, before any of this.
+//! and cgroup namespace, pid (a tree that is the init of its own pid namespace, [`pid`]), time (the clock
+//! offsets, set up right before the tree is forked, [`time`]).
 //! The mount namespace is the `dormant-mounts` crate's, driven by [`crate::container`].
 //!
 //! Use: [`NsPlan::from_image`] reads and checks everything before any fork; [`NsPlan::enter`] runs in the
@@ -18,6 +18,7 @@ mod net;
 pub(crate) mod pid;
 mod read;
 mod sysv;
+pub mod time;
 mod user;
 mod uts;
 
@@ -53,8 +54,8 @@ fn root_namespaces(src: &read::Source<'_>, root: Pid) -> Result<Option<TaskNames
                 root.0
             ))
         })?;
-    // A container: every task in the root's namespaces, none in a time namespace of its own (the dump
-    // refused anything else first, with the same message).
+    // A container: every task in the root's namespaces (the dump refused anything else first, with the
+    // same message).
     for t in &tasks {
         dormant_restorable::check_namespaces(t, &r, true)
             .map_err(crate::refusal::Unsupported::from)?;
@@ -126,7 +127,7 @@ pub struct NsPlan {
 impl NsPlan {
     /// Plans the namespaces of the tree whose root task is `root`. An image without namespace records (a
     /// plain process dump) plans nothing but what `opts` asks for. Refuses what `dormant_restorable` lists
-    /// (a task outside the root's namespaces, a time namespace of its own).
+    /// (a task outside the root's namespaces).
     pub fn from_image(img: &ImageReader, root: Pid, opts: &NsOptions) -> Result<NsPlan> {
         let src = read::Source::new(img);
         let own = root_namespaces(&src, root)?;

@@ -65,7 +65,6 @@ fn vmas(
     shmem: &mut BTreeMap<ShmemId, OwnedFd>,
     helpers: &mut HelperFds,
 ) -> Result<Vec<VmaArg>, RestoreError> {
-    let pid = task.pid.0;
     let mut file_fds: BTreeMap<(FileId, bool), RawFd> = BTreeMap::new();
     let mut shmem_fds: BTreeMap<ShmemId, RawFd> = BTreeMap::new();
     let mut vmas = Vec::new();
@@ -125,13 +124,13 @@ fn vmas(
             }
             VmaBacking::Vdso | VmaBacking::Vvar | VmaBacking::Vsyscall => continue,
         };
-        if !v.madvise.is_empty() {
-            log::debug!(
-                "pid {pid}: mapping {:#x}: madvise {:?} not re-applied",
-                v.start,
-                v.madvise
-            );
-        }
+        let lock = if v.map_flags & libc::MAP_LOCKED as u32 == 0 {
+            0
+        } else if v.lock_on_fault {
+            1 + libc::MLOCK_ONFAULT
+        } else {
+            1
+        };
         vmas.push(VmaArg {
             start: v.start,
             end: v.end,
@@ -146,6 +145,8 @@ fn vmas(
                 .iter()
                 .filter(|a| **a < 32)
                 .fold(0, |m, a| m | 1 << a),
+            lock,
+            pkey: v.pkey.unwrap_or(0),
         });
     }
     Ok(vmas)

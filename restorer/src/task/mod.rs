@@ -105,6 +105,7 @@ pub fn prepare(
         timers: timers.posix,
         siginfos: signals.queued,
         threads,
+        mm_attrs: task.mm.attrs,
     };
     let area = place_area(blob, task, &input, &mut tree_shared.areas)?;
     let mut keep: Vec<i32> = fds.moves.iter().map(|m| m.to).collect();

@@ -24,6 +24,7 @@ pub mod cgroup;
 pub mod ipc;
 pub mod net;
 pub mod pid;
+pub mod time;
 pub mod user;
 pub mod uts;
 
@@ -32,6 +33,7 @@ pub use ipc::{
     IpcNamespace, IpcPerm, IpcSysctl, PosixMq, PosixMqMsg, SysvMsg, SysvMsgQueue, SysvSem, SysvShm,
 };
 pub use net::NetNamespace;
+pub use time::{ClockOffset, TimeNamespace};
 pub use user::{IdMapRange, UserNamespace};
 pub use uts::UtsNamespace;
 
@@ -114,11 +116,36 @@ impl TaskNamespaces {
 pub enum NsState {
     Net(NetNamespace),
     User(UserNamespace),
+    Time(TimeNamespace),
+}
+
+/// Schema 1 of [`NsState`]: before time namespaces.
+pub(crate) mod v1 {
+    use serde::{Deserialize, Serialize};
+
+    use super::{NetNamespace, UserNamespace};
+    use crate::records::kind::Upgrade;
+
+    /// Named apart from the current type: the schema tracer knows enums by name.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub enum NsStateV1 {
+        Net(NetNamespace),
+        User(UserNamespace),
+    }
+
+    impl Upgrade<super::NsState> for NsStateV1 {
+        fn upgrade(self) -> Result<super::NsState, String> {
+            Ok(match self {
+                NsStateV1::Net(n) => super::NsState::Net(n),
+                NsStateV1::User(u) => super::NsState::User(u),
+            })
+        }
+    }
 }
 
 /// File names of the namespace records.
 pub mod ns_names {
-    pub use crate::records::file_names::{ipc, net, user, uts, CGROUPS, NS_IDS};
+    pub use crate::records::file_names::{ipc, net, time, user, uts, CGROUPS, NS_IDS};
 
     /// Page store of one System V shared memory segment of ipc namespace `ns`.
     pub fn sysv_shm_pages(ns: super::NsId, shmid: i32) -> String {
@@ -150,6 +177,7 @@ pub fn state_file(kind: NsKind, id: NsId) -> Option<String> {
         NsKind::Ipc => ns_names::ipc(id),
         NsKind::Net => ns_names::net(id),
         NsKind::User => ns_names::user(id),
+        NsKind::Time => ns_names::time(id),
         _ => return None,
     })
 }
@@ -187,7 +215,13 @@ pub(crate) fn check_ns_state(
     let held = match state {
         NsState::Net(n) => (NsKind::Net, n.id),
         NsState::User(u) => (NsKind::User, u.id),
+        NsState::Time(t) => (NsKind::Time, t.id),
     };
+    if let NsState::Time(t) = state {
+        if t.monotonic.nanos >= 1_000_000_000 || t.boottime.nanos >= 1_000_000_000 {
+            p.add(file, "a clock offset has 1e9 nanoseconds or more");
+        }
+    }
     if held != (kind, id) {
         p.add(
             file,
