@@ -15,13 +15,15 @@
 //! namespaces and a pid namespace one level below dormant's, and every task must be in the root's. A time
 //! namespace of its own is refused in both modes until time namespaces are restored.
 //!
-//! When support for a refused state lands (credentials, time namespaces, deleted working directories), its
-//! variant goes: the dump then carries the state and the restore rebuilds it.
+//! When support for a refused state lands (time namespaces, deleted working directories), its variant goes:
+//! the dump then carries the state and the restore rebuilds it. Credentials are restored; what remains
+//! refused is what dormant's own credentials cannot hand out ([`creds`]).
 //!
 //! What it does NOT do: read `/proc` or the image beyond [`facts_from_image`], or check what depends on
 //! the restoring machine (kernel features, CPU features, free pids): those stay the restorer's own
 //! refusals.
 
+pub mod creds;
 mod facts;
 mod refusal;
 

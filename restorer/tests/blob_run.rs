@@ -184,6 +184,7 @@ fn build_victim(pid: u32, break_it: bool) -> Victim {
             robust_list: None,
             comm: String::new(),
             ns_tid: 0,
+            creds: None,
         }],
     };
     let size = area::size(&blob, &input);
