@@ -5,6 +5,8 @@
 //! restore of credentials can have is giving a process a capability it had dropped; each test checks the
 //! restored sets are exactly the dumped ones, never more. Privileged (root).
 
+#![allow(clippy::unwrap_used)] // Tests may unwrap: a failure is the test failing.
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

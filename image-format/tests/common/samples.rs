@@ -201,7 +201,7 @@ fn thread(tid: u32, inner: u32) -> ThreadCore {
             cap_bnd: 0x1ff_ffff_fffe,
             cap_amb: 1 << 10,
             no_new_privs: true,
-            securebits: Some(0x10 | u32::from(tid % 2)),
+            securebits: Some(0x10 | (tid % 2)),
         }),
     }
 }
