@@ -220,6 +220,7 @@ fn build_victim(pid: u32, break_it: bool) -> Victim {
         prctl: Default::default(),
         expected_rip: CODE,
         other_threads: Vec::new(),
+        thread_creds: vec![None],
         stopped: false,
         session: dormant_restorer::launch::SessionPlan::NewSession,
         comm: Some(c"victim".to_owned()),

@@ -26,6 +26,8 @@ pub struct ThreadCreds {
     pub cap_bnd_drop: u64,
     pub securebits: u32,
     pub no_new_privs: bool,
+    /// The image's credentials of the thread: what the tracer checks in `/proc` before the release.
+    pub want: Creds,
 }
 
 /// What every thread of `task` (the leader first) must set, for a restorer running with `runner`'s
@@ -47,7 +49,75 @@ pub fn prepare(task: &TaskImage, runner: &Creds) -> Vec<Option<ThreadCreds>> {
                 // Not recorded: left as inherited.
                 securebits: c.securebits.or(runner.securebits).unwrap_or(0),
                 no_new_privs: c.no_new_privs,
+                want: c.clone(),
             })
         })
         .collect()
+}
+
+/// Checks thread `tid` of `pid` against the image's credentials `want` as `/proc/TID/status` shows them
+/// (securebits are not shown there; the blob set them exactly). A restore never lets a thread run with
+/// credentials other than its image's, above all not with a capability it had dropped.
+pub fn verify(pid: u32, tid: u32, want: &Creds) -> Result<(), crate::error::RestoreError> {
+    let path = format!("/proc/{tid}/status");
+    let text =
+        std::fs::read_to_string(&path).map_err(|source| crate::error::RestoreError::Proc {
+            path: path.clone().into(),
+            source,
+        })?;
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    let join = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(" ");
+    let hex = |v: u64| format!("{v:016x}");
+    let expected: [(&'static str, String); 9] = [
+        ("Uid", join(&want.uids)),
+        ("Gid", join(&want.gids)),
+        ("Groups", join(&want.groups)),
+        ("CapInh", hex(want.cap_inh)),
+        ("CapPrm", hex(want.cap_prm)),
+        ("CapEff", hex(want.cap_eff)),
+        ("CapBnd", hex(want.cap_bnd)),
+        ("CapAmb", hex(want.cap_amb)),
+        ("NoNewPrivs", u32::from(want.no_new_privs).to_string()),
+    ];
+    for (what, want) in expected {
+        let found = field(what);
+        if found != want {
+            return Err(crate::error::RestoreError::CredsMismatch {
+                pid,
+                tid,
+                what,
+                found,
+                want,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The check reads what `/proc` shows: this thread's own credentials pass; a capability more than it
+    /// holds (what a restore that lost a drop would show) fails, naming the set.
+    #[test]
+    fn verify_reads_proc_and_names_the_field() {
+        let me = dormant_restorable::creds::current();
+        let tid = nix::unistd::gettid().as_raw() as u32;
+        verify(std::process::id(), tid, &me).unwrap();
+        let mut fewer = me.clone();
+        fewer.cap_prm &= !1;
+        let e = verify(std::process::id(), tid, &fewer).unwrap_err();
+        assert!(e.to_string().contains("CapPrm"), "{e}");
+        let mut other = me;
+        other.groups.push(4242);
+        let e = verify(std::process::id(), tid, &other).unwrap_err();
+        assert!(e.to_string().contains("Groups"), "{e}");
+    }
 }

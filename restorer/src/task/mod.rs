@@ -37,7 +37,7 @@ use crate::procself;
 
 pub(crate) use attrs::apply as apply_attrs;
 pub use attrs::ProcessCtl;
-pub use creds::ThreadCreds;
+pub use creds::{verify as verify_creds, ThreadCreds};
 pub(crate) use fds::apply as apply_fds;
 pub(crate) use fs::apply as apply_fs;
 pub(crate) use rlimits::apply as apply_rlimits;
@@ -95,6 +95,10 @@ pub fn prepare(
     let fs = fs::prepare(dir, task)?;
     let attrs = attrs::prepare(task);
     let creds = creds::prepare(task, &tree_shared.runner.creds);
+    let thread_creds = creds
+        .iter()
+        .map(|c| c.as_ref().map(|c| c.want.clone()))
+        .collect();
     let threads = threads::prepare(task, tree_shared.fresh_host_pids, creds);
     let (expected_rip, other_threads) = regs::expected_rips(task, &threads);
     let report = helpers.report_pipe()?;
@@ -136,6 +140,7 @@ pub fn prepare(
         prctl: attrs.prctl,
         expected_rip,
         other_threads,
+        thread_creds,
         stopped: attrs.stopped,
         session: crate::launch::SessionPlan::for_ids(pid, task.tree.pgid.0, task.tree.sid.0),
         comm: attrs.comm,
