@@ -88,7 +88,8 @@ fn dump_failure(e: DumpError) -> Failure {
         | ForChildren { .. }
         | MissingCapability { .. }
         | SeizeDenied { .. }
-        | PendingSignal { .. } => FailureKind::FailedPrecondition,
+        | PendingSignal { .. }
+        | ThreadCredsDiffer { .. } => FailureKind::FailedPrecondition,
         _ => FailureKind::Internal,
     };
     Failure::new(FailureKind::or_out_of_space(&e, kind), e)

@@ -570,12 +570,9 @@ fn tree_nodes(
 ) -> Result<Vec<TreeNode>, RestoreError> {
     let blob = Blob::embedded()?;
     let mut shared = task::TreeShared {
-        areas: Vec::new(),
-        shmem: Default::default(),
-        reg: Default::default(),
         ids: pids.inner_ids(tree),
         fresh_host_pids: pids.fresh,
-        runner: dormant_restorable::Runner::current(),
+        ..Default::default()
     };
     let planned = plan.planned.as_slice();
     // Where each process of the image is in the fork order, for the pidfds tasks reopen.
