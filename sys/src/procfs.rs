@@ -289,11 +289,23 @@ VmFlags: rd wr sh mr mw me ms sd
 
     #[test]
     fn self_maps_and_smaps_parse() {
-        let v = parse_smaps(&std::fs::read_to_string("/proc/self/smaps").unwrap()).unwrap();
-        assert!(v.iter().any(|e| e.name == "[stack]"));
-        assert!(v.iter().all(|e| !e.vm_flags.is_empty()));
-        let m = self_maps().unwrap();
-        assert_eq!(m.len(), v.len());
+        // Other test threads map and unmap memory (thread stacks, malloc
+        // arenas) while this runs, so compare maps and smaps only from a
+        // window in which maps did not change around the smaps read.
+        for _ in 0..100 {
+            let before = self_maps().unwrap();
+            let v = parse_smaps(&std::fs::read_to_string("/proc/self/smaps").unwrap()).unwrap();
+            let after = self_maps().unwrap();
+            assert!(v.iter().any(|e| e.name == "[stack]"));
+            assert!(v.iter().all(|e| !e.vm_flags.is_empty()));
+            let starts = |m: &[MapsEntry]| m.iter().map(|e| e.start).collect::<Vec<_>>();
+            if starts(&before) != starts(&after) {
+                continue;
+            }
+            assert_eq!(starts(&before), v.iter().map(|e| e.start).collect::<Vec<_>>());
+            return;
+        }
+        panic!("/proc/self/maps never held still across 100 reads");
     }
 
     proptest! {
