@@ -88,8 +88,7 @@ fn dump_failure(e: DumpError) -> Failure {
         | ForChildren { .. }
         | MissingCapability { .. }
         | SeizeDenied { .. }
-        | PendingSignal { .. }
-        | ThreadCredsDiffer { .. } => FailureKind::FailedPrecondition,
+        | PendingSignal { .. } => FailureKind::FailedPrecondition,
         _ => FailureKind::Internal,
     };
     Failure::new(FailureKind::or_out_of_space(&e, kind), e)

@@ -104,7 +104,6 @@ impl RpcError {
                 | DumpError::FileDesc { .. }
                 | DumpError::DeletedFile { .. }
                 | DumpError::ControllingTerminal { .. }
-                | DumpError::ThreadCredsDiffer { .. }
                 | DumpError::PendingSignal { .. }
                 | DumpError::Mounts { .. } => Errno::EOPNOTSUPP,
                 _ => Errno::EIO,

@@ -58,15 +58,6 @@ pub enum DumpError {
     PidReused { pid: u32 },
     #[error("pid {pid} exited or was killed during the dump ({stage:?})")]
     ProcessGone { pid: u32, stage: DumpStage },
-    #[error(
-        "pid {pid}: thread {tid} has credentials that differ from the leader's ({what}); per-thread \
-         credentials cannot be restored"
-    )]
-    ThreadCredsDiffer {
-        pid: u32,
-        tid: u32,
-        what: &'static str,
-    },
     #[error("pid {pid} has signal {signal} pending that the dump cannot preserve: {reason}")]
     PendingSignal {
         pid: u32,
@@ -229,7 +220,6 @@ impl DumpError {
             | Zombie { pid }
             | PidReused { pid }
             | ProcessGone { pid, .. }
-            | ThreadCredsDiffer { pid, .. }
             | PendingSignal { pid, .. }
             | UnsupportedVma { pid, .. }
             | UnsupportedFd { pid, .. }

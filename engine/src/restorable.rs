@@ -43,12 +43,12 @@ pub fn check(facts: &[TaskFacts]) -> Result<()> {
 pub fn read_facts(tree: &SeizedTree) -> Result<Vec<TaskFacts>> {
     tree.tasks
         .iter()
-        .map(|t| task_facts(t.task.pid()))
+        .map(|t| task_facts(t.task.pid(), &t.task.tids()))
         .collect()
 }
 
-/// What `/proc` tells about task `pid` for the check.
-fn task_facts(pid: u32) -> Result<TaskFacts> {
+/// What `/proc` tells about task `pid` (threads `tids`, the leader first) for the check.
+fn task_facts(pid: u32, tids: &[u32]) -> Result<TaskFacts> {
     let status = proc::status::parse(&proc::read_string(pid, "status")?).map_err(|reason| {
         DumpError::ProcParse {
             pid,
@@ -56,12 +56,14 @@ fn task_facts(pid: u32) -> Result<TaskFacts> {
             reason,
         }
     })?;
-    let c = &status.creds;
+    let mut creds = vec![(pid, status.creds.clone())];
+    for &tid in tids.iter().skip(1) {
+        creds.push((tid, crate::task::threads::status(pid, tid)?.creds));
+    }
     let namespaces: TaskNamespaces = ns::task_namespaces(Pid(pid))?;
     Ok(TaskFacts {
         pid: Pid(pid),
-        uids: [c.uids[0], c.uids[1], c.uids[2]],
-        gids: [c.gids[0], c.gids[1], c.gids[2]],
+        creds,
         cwd: proc::read_link(pid, "cwd")?,
         root: proc::read_link(pid, "root")?,
         ns_pids: status.ns_pids.iter().copied().map(Pid).collect(),

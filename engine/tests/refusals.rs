@@ -109,21 +109,11 @@ fn scenario(kind: RefusalKind) -> Scenario {
     let sleep = ["sleep", "1000"];
     let (child, pid) = match kind {
         RefusalKind::Credentials => {
-            let c = spawn(
-                &[
-                    &[
-                        "setpriv",
-                        "--reuid=65534",
-                        "--regid=65534",
-                        "--clear-groups",
-                    ],
-                    &sleep[..],
-                ]
-                .concat(),
-                dir.path(),
-            );
+            // A root process whose bounding set holds CAP_NET_ADMIN, dumped and restored by a dormant
+            // that lacks it (see `as_runner`): dormant cannot hand out a capability it does not hold.
+            let c = spawn(&sleep, dir.path());
             let pid = c.id();
-            wait_until("setpriv to exec sleep", || comm(pid) == "sleep");
+            wait_until("sleep", || comm(pid) == "sleep");
             (c, pid)
         }
         RefusalKind::DeletedDirectory => {
@@ -202,6 +192,52 @@ fn status_field(pid: u32, key: &str) -> Option<String> {
     })
 }
 
+/// The capability the runner of the `Credentials` case lacks: CAP_NET_ADMIN.
+const DROPPED_BY_RUNNER: u64 = 12;
+
+/// Drops `cap` from the calling thread's bounding, permitted and effective sets (as `setpriv
+/// --bounding-set=-CAP` leaves the program it runs as root).
+fn drop_own_capability(cap: u64) {
+    // SAFETY: PR_CAPBSET_DROP takes a capability number and changes this thread only.
+    let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+    assert_eq!(
+        r, 0,
+        "dropping capability {cap} from the runner's bounding set"
+    );
+    let mut header = [0x2008_0522u32, 0]; // _LINUX_CAPABILITY_VERSION_3, this thread
+    let mut data = [0u32; 6]; // two {effective, permitted, inheritable}
+                              // SAFETY: capget/capset read and write the two local arrays (the v3 layout); this thread only.
+    unsafe {
+        assert_eq!(
+            libc::syscall(libc::SYS_capget, header.as_mut_ptr(), data.as_mut_ptr()),
+            0
+        );
+        let (word, bit) = ((cap / 32) as usize * 3, 1u32 << (cap % 32));
+        data[word] &= !bit;
+        data[word + 1] &= !bit;
+        assert_eq!(
+            libc::syscall(libc::SYS_capset, header.as_mut_ptr(), data.as_ptr()),
+            0
+        );
+    }
+}
+
+/// Runs `f` as the runner for `kind`: in a thread of its own that, for `Credentials`, first drops
+/// CAP_NET_ADMIN (credentials are per thread, and the check reads the calling thread's), so it lacks
+/// what the target holds.
+fn as_runner<T: Send>(kind: RefusalKind, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            if kind == RefusalKind::Credentials {
+                drop_own_capability(DROPPED_BY_RUNNER);
+            }
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
 /// Every process of the tree still runs as before: sleeping, not stopped, not traced.
 fn assert_runs_on(pids: &[u32]) {
     std::thread::sleep(Duration::from_millis(100));
@@ -236,13 +272,15 @@ fn every_refusal_of_the_restore_is_made_by_the_dump_first() {
         let before: Vec<String> = tree.iter().map(|&p| maps(p)).collect();
         let out = tempfile::tempdir().unwrap();
         let img = out.path().join("img");
-        let err = Dump::builder(Pid(s.pid))
-            .images_dir(&img)
-            .leave_running(true)
-            .build()
-            .unwrap()
-            .run()
-            .expect_err(&format!("the dump of a {kind:?} state succeeded"));
+        let err = as_runner(kind, || {
+            Dump::builder(Pid(s.pid))
+                .images_dir(&img)
+                .leave_running(true)
+                .build()
+                .unwrap()
+                .run()
+                .expect_err(&format!("the dump of a {kind:?} state succeeded"))
+        });
         let DumpError::Unrestorable(refusal) = &err else {
             panic!("{kind:?}: the dump failed otherwise: {err}");
         };
@@ -265,15 +303,20 @@ fn every_refusal_of_the_restore_is_made_by_the_dump_first() {
             .run()
             .unwrap_or_else(|e| panic!("{kind:?}: the unchecked dump failed: {e}"));
         let facts = facts_from_image(&Image::load(&img).unwrap());
-        let at_restore = dormant_restorable::check(&facts, &Runner::current())
-            .expect_err(&format!("{kind:?}: the restore's check accepts the image"));
+        let at_restore = as_runner(kind, || {
+            dormant_restorable::check(&facts, &Runner::current())
+                .expect_err(&format!("{kind:?}: the restore's check accepts the image"))
+        });
         assert_eq!(at_restore.to_string(), refusal.to_string());
         // And `dormant restore` itself refuses it so, before forking anything.
-        let out = Command::new(dormant_bin())
-            .args(["restore", "-D"])
-            .arg(&img)
-            .output()
-            .unwrap();
+        let mut restore = if kind == RefusalKind::Credentials {
+            let mut c = Command::new("setpriv");
+            c.arg("--bounding-set=-net_admin").arg(dormant_bin());
+            c
+        } else {
+            Command::new(dormant_bin())
+        };
+        let out = restore.args(["restore", "-D"]).arg(&img).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             !out.status.success() && stderr.contains(&refusal.to_string()),

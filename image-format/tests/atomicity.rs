@@ -325,9 +325,10 @@ fn versions_and_arch_are_checked() {
             && err
                 .to_string()
                 .contains(&format!("format {}.0 is not readable", FORMAT_MAJOR + 1))
-            && err
-                .to_string()
-                .contains(&format!("reads format {FORMAT_MAJOR}.0")),
+            && err.to_string().contains(&format!(
+                "reads format {FORMAT_MAJOR}.{}",
+                dormant_image::FORMAT_MINOR
+            )),
         "{err}"
     );
     // Header and content disagreeing is refused.

@@ -308,6 +308,29 @@ fn format_3_0_all_kinds_image_is_read() {
     }
 }
 
+/// The format 3.1 all-kinds image (`ThreadCore` version 2, every thread's own credentials) reads back
+/// the same; in the 3.0 one, written at version 1, threads have no credentials of their own.
+#[test]
+fn format_3_1_all_kinds_image_is_read() {
+    let dir = fixture("format-3.1-all-kinds");
+    let img = Image::load(&dir).unwrap();
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("format-3.1-all-kinds.json")).unwrap(),
+    )
+    .unwrap();
+    if let Err(e) = contains(&expected, &image_json(&dir), "") {
+        panic!("the format 3.1 all-kinds image reads differently: {e}");
+    }
+    let creds = img.tasks[0].threads[0].creds.as_ref().unwrap();
+    assert_eq!(creds.uids, [1000, 1001, 1002, 1003]);
+    let old = Image::load(&fixture("format-3.0-all-kinds")).unwrap();
+    assert!(old
+        .tasks
+        .iter()
+        .flat_map(|t| &t.threads)
+        .all(|t| t.creds.is_none()));
+}
+
 /// The image `dormant dump` of this release wrote of `busybox sleep` is read with every check passing.
 #[test]
 fn format_3_0_busybox_image_is_read() {

@@ -15,13 +15,15 @@
 //! namespaces and a pid namespace one level below dormant's, and every task must be in the root's. A time
 //! namespace is carried in both modes (the root's, shared by every task).
 //!
-//! When support for a refused state lands (credentials, deleted working directories), its
-//! variant goes: the dump then carries the state and the restore rebuilds it.
+//! When support for a refused state lands (deleted working directories), its variant goes: the dump then
+//! carries the state and the restore rebuilds it. Credentials and time namespaces are restored; what remains
+//! refused of credentials is what dormant's own credentials cannot hand out ([`creds`]).
 //!
 //! What it does NOT do: read `/proc` or the image beyond [`facts_from_image`], or check what depends on
 //! the restoring machine (kernel features, CPU features, free pids): those stay the restorer's own
 //! refusals.
 
+pub mod creds;
 mod facts;
 mod refusal;
 

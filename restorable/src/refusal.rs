@@ -10,18 +10,8 @@ const DELETED: &str = " (deleted)";
 /// State this release cannot restore. The message is the same whether the dump or the restore finds it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    #[error(
-        "pid {pid} ran with uids {uids:?} and gids {gids:?} (real, effective, saved), but dormant runs with \
-         uids {runner_uids:?} and gids {runner_gids:?}: restoring credentials is not implemented yet, so a \
-         process is dumped and restored only by the user it runs as"
-    )]
-    Credentials {
-        pid: u32,
-        uids: [u32; 3],
-        gids: [u32; 3],
-        runner_uids: [u32; 3],
-        runner_gids: [u32; 3],
-    },
+    #[error("pid {pid} thread {tid}: {reason}; a restore could not give it its credentials")]
+    Credentials { pid: u32, tid: u32, reason: String },
     #[error(
         "pid {pid}: its {what} {path} was removed; restoring a removed {what} is not implemented yet"
     )]
@@ -137,14 +127,12 @@ pub fn check(tasks: &[TaskFacts], runner: &Runner) -> Result<(), Refusal> {
                 levels: t.ns_pids.iter().map(|p| p.0).collect(),
             });
         }
-        if t.uids != runner.uids || t.gids != runner.gids {
-            return Err(Refusal::Credentials {
-                pid: t.pid.0,
-                uids: t.uids,
-                gids: t.gids,
-                runner_uids: runner.uids,
-                runner_gids: runner.gids,
-            });
+        for (tid, c) in &t.creds {
+            if t.own_user_namespace() {
+                crate::creds::check_in_user_namespace(t.pid.0, *tid, c, &runner.creds)?;
+            } else {
+                crate::creds::check_thread(t.pid.0, *tid, c, &runner.creds)?;
+            }
         }
         for (what, path) in [("working directory", &t.cwd), ("root directory", &t.root)] {
             if path.ends_with(DELETED) {
@@ -221,12 +209,17 @@ pub fn check_namespaces(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use dormant_image::records::{NsId, NsRef, Pid};
+    use dormant_image::records::{Creds, NsId, NsRef, Pid};
 
-    const ROOT: Runner = Runner {
-        uids: [0; 3],
-        gids: [0; 3],
-    };
+    fn root_creds() -> Creds {
+        Creds {
+            cap_prm: 0x1ff_feff_ffff,
+            cap_eff: 0x1ff_feff_ffff,
+            cap_bnd: 0x1ff_feff_ffff,
+            securebits: Some(0),
+            ..Creds::default()
+        }
+    }
 
     fn task(pid: u32, ns_pids: &[u32], own: &[(NsKind, u64)]) -> TaskFacts {
         let namespaces = NsKind::ALL
@@ -242,8 +235,7 @@ mod tests {
             .collect();
         TaskFacts {
             pid: Pid(pid),
-            uids: [0; 3],
-            gids: [0; 3],
+            creds: vec![(pid, root_creds())],
             cwd: "/".into(),
             root: "/".into(),
             ns_pids: ns_pids.iter().copied().map(Pid).collect(),
@@ -255,7 +247,14 @@ mod tests {
     }
 
     fn kind_of(tasks: &[TaskFacts]) -> Option<RefusalKind> {
-        check(tasks, &ROOT).err().map(|r| r.kind())
+        check(
+            tasks,
+            &Runner {
+                creds: root_creds(),
+            },
+        )
+        .err()
+        .map(|r| r.kind())
     }
 
     #[test]
@@ -312,18 +311,28 @@ mod tests {
 
     #[test]
     fn credentials_and_directories() {
+        let root = Runner {
+            creds: root_creds(),
+        };
+        // Another user with fewer capabilities: restored.
         let mut t = task(10, &[10], &[]);
-        t.uids = [65534; 3];
-        let r = check(&[t], &ROOT).unwrap_err();
+        t.creds[0].1.uids = [65534; 4];
+        t.creds[0].1.cap_prm = 0;
+        assert_eq!(kind_of(&[t.clone()]), None);
+        // A second thread holding a capability dormant lacks (24, CAP_SYS_RESOURCE): refused by its tid.
+        let mut more = root_creds();
+        more.cap_prm |= 1 << 24;
+        t.creds.push((11, more));
+        let r = check(&[t], &root).unwrap_err();
         assert_eq!(r.kind(), RefusalKind::Credentials);
-        assert!(
-            r.to_string()
-                .contains("pid 10 ran with uids [65534, 65534, 65534]"),
-            "{r}"
-        );
+        assert!(r.to_string().contains("pid 10 thread 11"), "{r}");
+        // In a user namespace of its own, the ids must be dormant's.
+        let mut t = task(10, &[10], &[(NsKind::User, 9)]);
+        t.creds[0].1.uids = [1000; 4];
+        assert!(crate::creds::check_in_user_namespace(10, 10, &t.creds[0].1, &root.creds).is_err());
         let mut t = task(10, &[10], &[]);
         t.cwd = "/tmp/gone (deleted)".into();
-        let r = check(&[t], &ROOT).unwrap_err();
+        let r = check(&[t], &root).unwrap_err();
         assert_eq!(
             r,
             Refusal::DeletedDirectory {

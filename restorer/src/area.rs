@@ -2,14 +2,14 @@
 //! points to, the thread's signal frame and the stack the blob runs on; and where to put it.
 //!
 //! Layout (each part aligned as it needs): blob | RestoreArgs | VmaArg[] | ExtentArg[] | close fds |
-//! TimerArg[] | QueuedSigArg[] | auxv | ThreadArgs[] | one rt_sigframe per thread (64-aligned) | one
+//! TimerArg[] | QueuedSigArg[] | auxv | ThreadArgs[] | each thread's supplementary groups | one rt_sigframe per thread (64-aligned) | one
 //! small stack per non-leader thread | the leader's stack. All pointers in the block are absolute
 //! addresses for the final base, so the area can be built as bytes here and copied in place.
 
 use dormant_image::records::{GpRegs, MmAttrs, RobustList, SigAltStack};
 use dormant_restorer_proto::{
-    ExtentArg, QueuedSigArg, RestoreArgs, RseqArg, ThreadArgs, TimerArg, VmaArg, PROTO_VERSION,
-    THREAD_STACK_SIZE,
+    CredsArg, ExtentArg, QueuedSigArg, RestoreArgs, RseqArg, ThreadArgs, TimerArg, VmaArg,
+    PROTO_VERSION, THREAD_STACK_SIZE,
 };
 use dormant_sys::process::{PrctlMmMap, TASK_SIZE};
 use dormant_sys::signal::{KernelItimerval, KernelSigaction, NSIG};
@@ -41,6 +41,8 @@ pub struct ThreadInput {
     pub comm: String,
     /// Its tid inside the task's nested pid namespace, 0 when the task is not in one.
     pub ns_tid: u32,
+    /// Credentials to set, `None`: keep the inherited ones.
+    pub creds: Option<crate::task::ThreadCreds>,
 }
 
 impl ThreadInput {
@@ -121,6 +123,8 @@ struct Offsets {
     siginfos: u64,
     auxv: u64,
     threads: u64,
+    /// Each thread's groups.
+    groups: Vec<u64>,
     /// One frame per thread.
     frames: Vec<u64>,
     /// Bottom of the first non-leader thread stack.
@@ -149,6 +153,12 @@ fn offsets(blob: &Blob, input: &BlobInput) -> Offsets {
     let auxv_len = input.mm.as_ref().map_or(0, |(_, a)| a.len() * 8) as u64;
     let threads = align(auxv + auxv_len, 16);
     let mut next = threads + (input.threads.len() * size_of::<ThreadArgs>()) as u64;
+    let mut groups = Vec::with_capacity(input.threads.len());
+    for t in &input.threads {
+        next = align(next, 16);
+        groups.push(next);
+        next += t.creds.as_ref().map_or(0, |c| c.groups.len() * 4) as u64;
+    }
     let mut frames = Vec::with_capacity(input.threads.len());
     for t in &input.threads {
         let frame = align(next, 64);
@@ -168,6 +178,7 @@ fn offsets(blob: &Blob, input: &BlobInput) -> Offsets {
         siginfos,
         auxv,
         threads,
+        groups,
         frames,
         thread_stacks,
         stack_bottom,
@@ -237,7 +248,12 @@ pub fn build(blob: &Blob, input: &BlobInput, base: u64) -> Result<Area, RestoreE
             robust_head: t.robust_list.map_or(0, |r| r.head),
             robust_len: t.robust_list.map_or(0, |r| r.len),
             comm: t.comm_bytes(),
+            creds: creds_arg(t.creds.as_ref(), base + o.groups[i]),
+            creds_pending: base + o.args + std::mem::offset_of!(RestoreArgs, creds_pending) as u64,
         });
+        if let Some(c) = &t.creds {
+            put(&mut bytes, o.groups[i], &c.groups);
+        }
     }
     put(&mut bytes, o.threads, &thread_args);
     put(&mut bytes, o.vmas, &input.vmas);
@@ -287,6 +303,8 @@ pub fn build(blob: &Blob, input: &BlobInput, base: u64) -> Result<Area, RestoreE
         has_mm_attrs: input.mm_attrs.is_some() as u32,
         mlock_future: input.mm_attrs.map_or(0, |m| m.mlock_future),
         thp_disable: input.mm_attrs.map_or(0, |m| m.thp_disable),
+        creds_pending: input.threads.len() as u32 - 1,
+        _pad: 0,
     };
     put(&mut bytes, o.args, &[args]);
     debug_assert!(o.stack_bottom < o.total);
@@ -298,6 +316,27 @@ pub fn build(blob: &Blob, input: &BlobInput, base: u64) -> Result<Area, RestoreE
         stack_top,
         sigframe_uc: leader_uc,
     })
+}
+
+/// The blob's form of a thread's credentials, its groups laid out at `groups`.
+fn creds_arg(c: Option<&crate::task::ThreadCreds>, groups: u64) -> CredsArg {
+    let Some(c) = c else {
+        return CredsArg::default();
+    };
+    CredsArg {
+        set: 1,
+        nr_groups: c.groups.len() as u32,
+        groups,
+        uids: c.uids,
+        gids: c.gids,
+        cap_inh: c.cap_inh,
+        cap_prm: c.cap_prm,
+        cap_eff: c.cap_eff,
+        cap_amb: c.cap_amb,
+        cap_bnd_drop: c.cap_bnd_drop,
+        securebits: c.securebits,
+        no_new_privs: c.no_new_privs as u32,
+    }
 }
 
 /// The highest page-aligned base for `size` bytes such that `[base - MARGIN, base + size + MARGIN)`
@@ -405,6 +444,7 @@ mod tests {
                 robust_list: None,
                 comm: String::new(),
                 ns_tid: 0,
+                creds: None,
             }],
             mm_attrs: None,
         };

@@ -112,6 +112,17 @@ pub enum RestoreError {
     },
 
     /// The restored task died or stopped where it should not have.
+    #[error(
+        "pid {pid} thread {tid}: its credentials after the restore differ from the image's ({what}: \
+         {found}, the image says {want}); the restored tree is killed"
+    )]
+    CredsMismatch {
+        pid: u32,
+        tid: u32,
+        what: &'static str,
+        found: String,
+        want: String,
+    },
     #[error("pid {pid}: {what}")]
     ChildLost { pid: u32, what: String },
 

@@ -38,6 +38,9 @@ pub struct TaskImage<'a> {
     pub shmem: BTreeMap<ShmemId, (&'a ShmemObject, &'a PageStoreReader)>,
     /// The task's private page store.
     pub pages: Option<&'a PageStoreReader>,
+    /// The task is in a user namespace other than the restorer's (its ids and capabilities are that
+    /// namespace's).
+    pub own_user_ns: bool,
 }
 
 impl<'a> TaskImage<'a> {
@@ -63,6 +66,13 @@ impl<'a> TaskImage<'a> {
                 .map(|(id, s)| (*id, (&s.object, &s.pages)))
                 .collect(),
             pages: Some(&task.pages),
+            own_user_ns: img.namespaces.as_ref().is_some_and(|n| {
+                n.tasks.iter().any(|t| {
+                    t.pid == task.pid()
+                        && t.get(dormant_image::records::NsKind::User)
+                            .is_some_and(|u| !u.external)
+                })
+            }),
         }
     }
 

@@ -24,8 +24,8 @@
 //!
 //! Established TCP connections are rebuilt in repair mode with [`RestoreBuilder::tcp_established`].
 //!
-//! What it does NOT do (yet): deeper nested pid namespaces, COW sharing between processes, creds, TCP
-//! connections in states other than established. It never prints or exits; it logs
+//! What it does NOT do (yet): deeper nested pid namespaces, COW sharing between processes, credentials
+//! inside a restored user namespace, TCP connections in states other than established. It never prints or exits; it logs
 //! through `log`. [`Restore::run`] forks from the calling process, which must be single-threaded.
 
 pub mod area;

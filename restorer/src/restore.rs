@@ -570,9 +570,12 @@ fn tree_nodes(
 ) -> Result<Vec<TreeNode>, RestoreError> {
     let blob = Blob::embedded()?;
     let mut shared = task::TreeShared {
+        areas: Vec::new(),
+        shmem: Default::default(),
+        reg: Default::default(),
         ids: pids.inner_ids(tree),
         fresh_host_pids: pids.fresh,
-        ..Default::default()
+        runner: dormant_restorable::Runner::current(),
     };
     let planned = plan.planned.as_slice();
     // Where each process of the image is in the fork order, for the pidfds tasks reopen.

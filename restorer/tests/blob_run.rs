@@ -187,6 +187,7 @@ fn build_victim(pid: u32, break_it: bool) -> Victim {
             robust_list: None,
             comm: String::new(),
             ns_tid: 0,
+            creds: None,
         }],
     };
     let size = area::size(&blob, &input);
@@ -222,6 +223,7 @@ fn build_victim(pid: u32, break_it: bool) -> Victim {
         prctl: Default::default(),
         expected_rip: CODE,
         other_threads: Vec::new(),
+        thread_creds: vec![None],
         stopped: false,
         session: dormant_restorer::launch::SessionPlan::NewSession,
         comm: Some(c"victim".to_owned()),

@@ -189,6 +189,7 @@ fn write_image_with(pid: u32, corrupt_vdso: bool, edit: impl FnOnce(&mut Parts))
         comm: "victim".into(),
         robust_list: None,
         ns_tids: Vec::new(),
+        creds: None,
     };
 
     let rw = libc::PROT_READ | libc::PROT_WRITE;

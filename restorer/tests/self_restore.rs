@@ -272,6 +272,7 @@ fn capture(pid: i32, image: &Path, fifo: &Path) {
         comm: "victim".into(),
         robust_list: None,
         ns_tids: Vec::new(),
+        creds: None,
     };
     w.write_records(&names::thread(Tid(p.0)), &[thread])
         .unwrap();

@@ -33,10 +33,17 @@ pub struct CloneArgs {
 pub const PR_SET_PDEATHSIG: u64 = 1;
 pub const PR_GET_PDEATHSIG: u64 = 2;
 pub const PR_GET_DUMPABLE: u64 = 3;
+pub const PR_SET_DUMPABLE: u64 = 4;
 pub const PR_SET_NAME: u64 = 15;
 /// `prctl(PR_SET_THP_DISABLE, on, flags)`; flags may hold `PR_THP_DISABLE_EXCEPT_ADVISED` (bit 1).
 pub const PR_SET_THP_DISABLE: u64 = 41;
+pub const PR_CAPBSET_DROP: u64 = 24;
 pub const PR_GET_SECUREBITS: u64 = 27;
+pub const PR_SET_SECUREBITS: u64 = 28;
+pub const PR_SET_NO_NEW_PRIVS: u64 = 38;
+pub const PR_CAP_AMBIENT: u64 = 47;
+pub const PR_CAP_AMBIENT_RAISE: u64 = 2;
+pub const PR_CAP_AMBIENT_CLEAR_ALL: u64 = 4;
 pub const PR_SET_MM: u64 = 35;
 pub const PR_SET_MM_MAP: u64 = 14;
 pub const PR_SET_MM_MAP_SIZE: u64 = 15;
@@ -46,6 +53,35 @@ pub const PR_GET_TID_ADDRESS: u64 = 40;
 pub const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
 pub const PR_TIMER_CREATE_RESTORE_IDS_OFF: u64 = 0;
 pub const PR_TIMER_CREATE_RESTORE_IDS_ON: u64 = 1;
+
+/// Securebits (`linux/securebits.h`): uid changes leave the capability sets alone.
+pub const SECBIT_NO_SETUID_FIXUP: u64 = 1 << 2;
+/// Securebits: a change away from uid 0 keeps the permitted set.
+pub const SECBIT_KEEP_CAPS: u64 = 1 << 4;
+
+/// `_LINUX_CAPABILITY_VERSION_3`: capget/capset with two `CapData` (64 capability bits).
+pub const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// `struct __user_cap_header_struct`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CapHeader {
+    pub version: u32,
+    /// 0: the calling thread.
+    pub pid: i32,
+}
+
+/// `struct __user_cap_data_struct`: 32 bits of each set; version 3 takes two (low bits first).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CapData {
+    pub effective: u32,
+    pub permitted: u32,
+    pub inheritable: u32,
+}
+
+pub const FUTEX_WAIT_PRIVATE: u64 = 128;
+pub const FUTEX_WAKE_PRIVATE: u64 = 129;
 
 pub const ARCH_SET_GS: u64 = 0x1001;
 pub const ARCH_SET_FS: u64 = 0x1002;

@@ -204,6 +204,45 @@ pub fn recvmsg(fd: i32, msg: u64, flags: u64) -> i64 {
     syscall6(nr::RECVMSG, fd as u64, msg, flags, 0, 0, 0)
 }
 
+// Credentials: each call changes the calling thread's credentials only (the kernel's rule; glibc's
+// broadcast to every thread is a library convention these wrappers do not follow).
+
+pub fn setgroups(count: u64, list: u64) -> i64 {
+    syscall6(nr::SETGROUPS, count, list, 0, 0, 0, 0)
+}
+
+pub fn setresuid(r: u32, e: u32, s: u32) -> i64 {
+    syscall6(nr::SETRESUID, r as u64, e as u64, s as u64, 0, 0, 0)
+}
+
+pub fn setresgid(r: u32, e: u32, s: u32) -> i64 {
+    syscall6(nr::SETRESGID, r as u64, e as u64, s as u64, 0, 0, 0)
+}
+
+/// Returns the previous fsuid (never an error code).
+pub fn setfsuid(id: u32) -> i64 {
+    syscall6(nr::SETFSUID, id as u64, 0, 0, 0, 0, 0)
+}
+
+/// Returns the previous fsgid (never an error code).
+pub fn setfsgid(id: u32) -> i64 {
+    syscall6(nr::SETFSGID, id as u64, 0, 0, 0, 0, 0)
+}
+
+/// `capget(header, data)`: `data` points at two `CapData`.
+pub fn capget(header: u64, data: u64) -> i64 {
+    syscall6(nr::CAPGET, header, data, 0, 0, 0, 0)
+}
+
+/// `capset(header, data)`: `data` points at two `CapData`.
+pub fn capset(header: u64, data: u64) -> i64 {
+    syscall6(nr::CAPSET, header, data, 0, 0, 0, 0)
+}
+
+pub fn futex(addr: u64, op: u64, val: u64, timeout: u64) -> i64 {
+    syscall6(nr::FUTEX, addr, op, val, timeout, 0, 0)
+}
+
 /// Ends the whole process; never returns.
 pub fn exit_group(code: i32) -> ! {
     loop {

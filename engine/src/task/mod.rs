@@ -110,7 +110,8 @@ pub fn dump(
         .zip(thread_remote)
         .zip(state.thread_comms)
         .zip(state.thread_ns_tids)
-        .map(|(((r, rem), c), ns)| threads::core(r, rem, c, ns))
+        .zip(state.thread_creds)
+        .map(|((((r, rem), c), ns), cr)| threads::core(r, rem, c, ns, &cr))
         .collect();
     let pstree = PsTreeEntry {
         pid: Pid(pid),
@@ -139,9 +140,10 @@ struct ProcState {
     auxv: Vec<u64>,
     exe: dormant_image::records::FileId,
     fs: fs::FsContext,
-    /// Every thread's name and `NSpid` levels, the leader first.
+    /// Every thread's name, `NSpid` levels and credentials (without securebits), the leader first.
     thread_comms: Vec<String>,
     thread_ns_tids: Vec<Vec<u32>>,
+    thread_creds: Vec<Creds>,
 }
 
 impl ProcState {
@@ -164,9 +166,10 @@ impl ProcState {
         let fs = fs::read(pid, &status)?;
         let mut thread_comms = vec![comm.clone()];
         let mut thread_ns_tids = vec![status.ns_pids.clone()];
+        let mut thread_creds = vec![status.creds.clone()];
         for &tid in tids.iter().skip(1) {
             let thread = threads::status(pid, tid)?;
-            creds::check_thread(pid, tid, &thread.creds, &status.creds)?;
+            thread_creds.push(thread.creds);
             thread_ns_tids.push(thread.ns_pids);
             thread_comms.push(attrs::comm(pid, tid)?);
         }
@@ -181,6 +184,7 @@ impl ProcState {
             fs,
             thread_comms,
             thread_ns_tids,
+            thread_creds,
         })
     }
 
@@ -192,7 +196,7 @@ impl ProcState {
         shared_pending: Vec<SigInfo>,
     ) -> TaskCore {
         let flags = attrs::prctl_flags(&remote.snap);
-        let creds: Creds = creds::process(&self.status, remote.snap.securebits);
+        let creds: Creds = creds::of_thread(&self.status.creds, remote.snap.securebits);
         TaskCore {
             pid: Pid(task.pid()),
             comm: self.comm.clone(),

@@ -2,7 +2,7 @@
 //! injection session per query round, its outputs in dead stack below the thread's red zone, so nothing
 //! is mapped and a dumper killed meanwhile leaves the task as it was): the process's signal
 //! actions, interval timers, program break, prctl flags and securebits, where its POSIX timers stand,
-//! and each further thread's alternate signal stack and clear_child_tid.
+//! and each further thread's alternate signal stack, clear_child_tid and securebits.
 //!
 //! This module only runs the queries; each kind's module turns the answers into its records.
 
@@ -25,6 +25,8 @@ pub struct ProcessRemote {
 pub struct ThreadRemote {
     pub sigaltstack: query::AltStack,
     pub clear_child_tid: Option<u64>,
+    /// `PR_GET_SECUREBITS` (per thread: part of its credentials).
+    pub securebits: u32,
 }
 
 fn parasite_err(pid: u32, what: &'static str) -> impl Fn(ParasiteError) -> DumpError {
@@ -78,14 +80,17 @@ pub fn query_thread(pid: u32, tid: u32) -> Result<ThreadRemote> {
         Ok((
             query::sigaltstack(&mut scratch)?,
             query::tid_address(&mut scratch)?,
+            query::securebits(scratch.task())?,
         ))
     });
     let ended = task.finish();
-    let (sigaltstack, clear_child_tid) = asked.map_err(perr("sigaltstack and tid address"))?;
+    let (sigaltstack, clear_child_tid, securebits) =
+        asked.map_err(perr("sigaltstack, tid address and securebits"))?;
     ended.map_err(perr("end of injection"))?;
     Ok(ThreadRemote {
         sigaltstack,
         clear_child_tid,
+        securebits,
     })
 }
 
@@ -94,5 +99,6 @@ pub fn leader_thread(p: &ProcessRemote) -> ThreadRemote {
     ThreadRemote {
         sigaltstack: p.snap.altstack,
         clear_child_tid: p.snap.tid_address,
+        securebits: p.snap.securebits,
     }
 }

@@ -7,7 +7,7 @@
 
 use std::fs::File;
 
-use dormant_image::records::{GpRegs, RobustList, Rseq, SigInfo, ThreadCore, Tid};
+use dormant_image::records::{Creds, GpRegs, RobustList, Rseq, SigInfo, ThreadCore, Tid};
 
 use crate::error::{DumpError, Result};
 use crate::proc;
@@ -77,7 +77,13 @@ pub fn status(pid: u32, tid: u32) -> Result<ProcStatus> {
 }
 
 /// Assembles the record of one thread.
-pub fn core(regs: ThreadRegs, remote: ThreadRemote, comm: String, ns_tids: Vec<u32>) -> ThreadCore {
+pub fn core(
+    regs: ThreadRegs,
+    remote: ThreadRemote,
+    comm: String,
+    ns_tids: Vec<u32>,
+    status_creds: &Creds,
+) -> ThreadCore {
     ThreadCore {
         tid: Tid(regs.tid),
         regs: regs.regs,
@@ -90,5 +96,6 @@ pub fn core(regs: ThreadRegs, remote: ThreadRemote, comm: String, ns_tids: Vec<u
         comm,
         robust_list: regs.robust_list,
         ns_tids: ns_tids.into_iter().map(Tid).collect(),
+        creds: Some(super::creds::of_thread(status_creds, remote.securebits)),
     }
 }

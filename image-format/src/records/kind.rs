@@ -11,6 +11,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::attrs::TaskCore;
 use super::container::ContainerRoot;
 use super::file_identity::FileIdentity;
 use super::files::{Fd, FileDesc, FileLock, RegFile};
@@ -19,8 +20,8 @@ use super::mm::{Mm, ShmemObject};
 use super::mounts::{ExternalMaster, MountEntry, MountId, TmpfsRecord};
 use super::ns::{IpcNamespace, NsId, NsState, TaskCgroups, TaskNamespaces, UtsNamespace};
 use super::pages::PageExtent;
+use super::threads::{ThreadCore, ThreadCoreV1};
 use super::tree::{PsTreeEntry, Zombie};
-use super::{attrs::TaskCore, threads::ThreadCore};
 use crate::codec;
 use crate::inventory::Inventory;
 
@@ -243,7 +244,7 @@ record_kinds! {
     /// One process's process-wide state (records/attrs.rs).
     4 TaskCore(TaskCore) version 1 older [] files [numbered(core, Pid, "core-")];
     /// One thread's registers and signal state (records/threads.rs).
-    5 ThreadCore(ThreadCore) version 1 older [] files [numbered(thread, Tid, "thread-")];
+    5 ThreadCore(ThreadCore) version 2 older [1 => ThreadCoreV1] files [numbered(thread, Tid, "thread-")];
     /// One process's address space (records/mm.rs).
     6 Mm(Mm) version 2 older [1 => super::mm::v1::Mm] files [numbered(mm, Pid, "mm-")];
     /// Files reopened by path (records/files/reg.rs).

@@ -1,12 +1,14 @@
 //! Threads: the per-thread record (`thread-<tid>`) with what belongs to a thread itself (tid, rseq, robust
 //! list, clear_child_tid, comm) and the parts of other kinds a thread carries (its registers, see
-//! [`super::regs`]; its signal mask, pending signals and alternate stack, see [`super::signals`]).
+//! [`super::regs`]; its signal mask, pending signals and alternate stack, see [`super::signals`]; its
+//! credentials, see [`super::creds`]).
 
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "arbitrary")]
 use proptest_derive::Arbitrary;
 
+use super::creds::Creds;
 use super::ids::Tid;
 use super::regs::GpRegs;
 use super::signals::{SigAltStack, SigInfo};
@@ -36,6 +38,47 @@ pub struct ThreadCore {
     /// outside nested pid namespaces). A thread of a task restored in a nested pid namespace is created
     /// with both levels.
     pub ns_tids: Vec<Tid>,
+    /// The thread's own credentials (threads of one process can differ: credentials belong to a thread in
+    /// the kernel). `None`: not recorded, in images of schema version 1, whose dump refused any thread
+    /// whose credentials differed from its process's; the thread then has [`super::TaskCore::creds`].
+    pub creds: Option<Creds>,
+}
+
+/// Schema version 1 of [`ThreadCore`] (before threads carried their credentials), kept to read older
+/// images.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadCoreV1 {
+    pub tid: Tid,
+    pub regs: GpRegs,
+    pub xstate: Vec<u8>,
+    pub sigmask: u64,
+    pub pending: Vec<SigInfo>,
+    pub rseq: Option<Rseq>,
+    pub sigaltstack: Option<SigAltStack>,
+    pub clear_child_tid: Option<u64>,
+    pub comm: String,
+    pub robust_list: Option<RobustList>,
+    pub ns_tids: Vec<Tid>,
+}
+
+impl super::kind::Upgrade<ThreadCore> for ThreadCoreV1 {
+    /// The credentials were not recorded per thread: `None`, the process's (see [`ThreadCore::creds`]).
+    fn upgrade(self) -> Result<ThreadCore, String> {
+        Ok(ThreadCore {
+            tid: self.tid,
+            regs: self.regs,
+            xstate: self.xstate,
+            sigmask: self.sigmask,
+            pending: self.pending,
+            rseq: self.rseq,
+            sigaltstack: self.sigaltstack,
+            clear_child_tid: self.clear_child_tid,
+            comm: self.comm,
+            robust_list: self.robust_list,
+            ns_tids: self.ns_tids,
+            creds: None,
+        })
+    }
 }
 
 /// An rseq registration (`PTRACE_GET_RSEQ_CONFIGURATION`).

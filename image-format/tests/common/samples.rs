@@ -190,6 +190,19 @@ fn thread(tid: u32, inner: u32) -> ThreadCore {
             len: 24,
         }),
         ns_tids: vec![Tid(tid), Tid(inner)],
+        // A thread with credentials of its own (threads can differ from their process).
+        creds: Some(Creds {
+            uids: [1000, 1001, 1002, 1003],
+            gids: [2000, 2001, 2002, 2003],
+            groups: vec![27, 100],
+            cap_inh: 1 << 10,
+            cap_prm: 1 << 10 | 1 << 12,
+            cap_eff: 1 << 12,
+            cap_bnd: 0x1ff_ffff_fffe,
+            cap_amb: 1 << 10,
+            no_new_privs: true,
+            securebits: Some(0x10 | (tid % 2)),
+        }),
     }
 }
 

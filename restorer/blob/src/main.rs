@@ -14,26 +14,30 @@
 //! rseq, fs/gs base, name), traps and `rt_sigreturn`s into its own frame, which also restores its signal
 //! mask and alternate stack.
 //!
+//! Credentials come last, per thread ([`set_creds`]): each thread sets its own with raw syscalls once
+//! everything that needs privileges is done (memory, timers, signals, its threads created with their
+//! tids), and the leader sets its own after every other thread has, then sets dumpable and the
+//! parent-death signal again, which any id change resets.
+//!
 //! What it does NOT do: it never allocates, never uses libc or std, and makes no decision the host side
-//! could make; nor creds.
+//! could make.
 #![no_std]
 #![no_main]
 
 use core::arch::{asm, naked_asm};
 
+use core::sync::atomic::{AtomicU32, Ordering};
+
 use dormant_restorer_proto::{
-    ExtentArg, QueuedSigArg, Report, RestoreArgs, RseqArg, Step, ThreadArgs, TimerArg, VmaArg,
-    VmaKind, EXIT_BASE, PROTO_VERSION, REPORT_SIZE, THREAD_STACK_SIZE,
+    CredsArg, ExtentArg, QueuedSigArg, Report, RestoreArgs, RseqArg, Step, ThreadArgs, TimerArg,
+    VmaArg, VmaKind, EXIT_BASE, PROTO_VERSION, REPORT_SIZE, THREAD_STACK_SIZE,
 };
 use dormant_sys::mman::{
     MADV_POPULATE_WRITE, MAP_ANONYMOUS, MAP_FIXED, MAP_GROWSDOWN, MAP_PRIVATE, MAP_SHARED,
     NR_PKEYS, PROT_EXEC, PROT_WRITE,
 };
 use dormant_sys::process::{
-    CloneArgs, ARCH_MAP_VDSO_64, ARCH_SET_FS, ARCH_SET_GS, CLONE_FILES, CLONE_FS, CLONE_SIGHAND,
-    CLONE_SYSVSEM, CLONE_THREAD, CLONE_VM, PR_SET_MM, PR_SET_MM_MAP, PR_SET_NAME, PR_SET_THP_DISABLE,
-    PR_TIMER_CREATE_RESTORE_IDS, PR_TIMER_CREATE_RESTORE_IDS_OFF, PR_TIMER_CREATE_RESTORE_IDS_ON,
-    TASK_SIZE,
+    CapData, CapHeader, CloneArgs, ARCH_MAP_VDSO_64, ARCH_SET_FS, ARCH_SET_GS, CLONE_FILES, CLONE_FS, CLONE_SIGHAND, CLONE_SYSVSEM, CLONE_THREAD, CLONE_VM, FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE, LINUX_CAPABILITY_VERSION_3, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, PR_CAP_AMBIENT_RAISE, PR_GET_DUMPABLE, PR_GET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_MM, PR_SET_MM_MAP, PR_SET_NAME, PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, PR_SET_SECUREBITS, PR_SET_THP_DISABLE, PR_TIMER_CREATE_RESTORE_IDS, PR_TIMER_CREATE_RESTORE_IDS_OFF, PR_TIMER_CREATE_RESTORE_IDS_ON, SECBIT_KEEP_CAPS, SECBIT_NO_SETUID_FIXUP, TASK_SIZE,
 };
 use dormant_sys::raw as sys;
 use dormant_sys::rseq::{RSEQ_FLAG_UNREGISTER, RSEQ_GLIBC_LEN};
@@ -200,12 +204,17 @@ fn run(a: &RestoreArgs) -> Result<Never, Failure> {
     // Timers are armed as late as possible so little of their time passes before the task runs; their
     // signals stay blocked until rt_sigreturn installs the saved mask.
     block_signals()?;
+    // What the child set and any id change resets (the threads' too, since dumpable is the mm's).
+    let kept = KeptPrctl::read()?;
     // Threads inherit the blocked mask; they exist before timers and signals may name them.
     for t in &threads[1..] {
         clone_thread(t, a.report_fd, siginfos)?;
     }
     create_timers(timers)?;
     queue_signals(siginfos, true)?;
+    wait_for_thread_creds(leader.creds_pending)?;
+    set_creds(&leader.creds)?;
+    kept.apply()?;
 
     let ok = Report {
         step: Step::Done as u32,
@@ -338,7 +347,10 @@ extern "C" fn thread_entry(
                 t.tid as u64,
             )?;
         }
-        queue_signals(siginfos, false)
+        queue_signals(siginfos, false)?;
+        let set = set_creds(&t.creds);
+        thread_creds_done(t.creds_pending);
+        set
     });
     match result {
         Ok(()) => sigreturn(t.sigframe_uc),
@@ -353,6 +365,188 @@ extern "C" fn thread_entry(
             sys::exit_group(EXIT_BASE + f.step as i32)
         }
     }
+}
+
+/// The counter of threads that have not set their credentials yet (see `RestoreArgs::creds_pending`).
+fn creds_counter(addr: u64) -> &'static AtomicU32 {
+    // SAFETY: the host put the address of `RestoreArgs::creds_pending` (an aligned u32 inside the area,
+    // which stays mapped) in every thread's args; it is only ever accessed atomically.
+    unsafe { AtomicU32::from_ptr(addr as *mut u32) }
+}
+
+/// A thread has set its credentials (or failed, and is about to end the process).
+fn thread_creds_done(counter: u64) {
+    if creds_counter(counter).fetch_sub(1, Ordering::SeqCst) == 1 {
+        sys::futex(counter, FUTEX_WAKE_PRIVATE, i32::MAX as u64, 0);
+    }
+}
+
+/// The leader waits until every other thread has set its credentials.
+fn wait_for_thread_creds(counter: u64) -> Result<(), Failure> {
+    loop {
+        let left = creds_counter(counter).load(Ordering::SeqCst);
+        if left == 0 {
+            return Ok(());
+        }
+        let ret = sys::futex(counter, FUTEX_WAIT_PRIVATE, left as u64, 0);
+        // EAGAIN: it changed meanwhile; EINTR: look again.
+        if ret < 0 && ret != -11 && ret != -4 {
+            check(Step::CredsWait, ret, left as u64)?;
+        }
+    }
+}
+
+/// Dumpable (the mm's) and the leader's parent-death signal as the child set them: a change of ids
+/// resets both (`commit_creds`), so they are read before any thread changes its credentials and set
+/// again after the last one has.
+struct KeptPrctl {
+    /// `None`: 2 (`suid_dumpable`), which prctl cannot set; left as the kernel makes it.
+    dumpable: Option<u64>,
+    pdeathsig: u64,
+}
+
+impl KeptPrctl {
+    fn read() -> Result<Self, Failure> {
+        let d = check(Step::KeepPrctl, sys::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), 0)?;
+        let mut sig: i32 = 0;
+        check(
+            Step::KeepPrctl,
+            sys::prctl(PR_GET_PDEATHSIG, &mut sig as *mut i32 as u64, 0, 0, 0),
+            1,
+        )?;
+        Ok(KeptPrctl {
+            dumpable: (d <= 1).then_some(d as u64),
+            pdeathsig: sig as u64,
+        })
+    }
+
+    fn apply(&self) -> Result<(), Failure> {
+        if let Some(d) = self.dumpable {
+            check(Step::KeepPrctl, sys::prctl(PR_SET_DUMPABLE, d, 0, 0, 0), 2)?;
+        }
+        check(
+            Step::KeepPrctl,
+            sys::prctl(PR_SET_PDEATHSIG, self.pdeathsig, 0, 0, 0),
+            3,
+        )
+        .map(drop)
+    }
+}
+
+/// The calling thread's effective and permitted sets.
+fn capget() -> Result<(u64, u64), Failure> {
+    let header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    let ret = sys::capget(
+        &header as *const CapHeader as u64,
+        data.as_mut_ptr() as u64,
+    );
+    check(Step::Capset, ret, 0)?;
+    let join = |lo: u32, hi: u32| lo as u64 | (hi as u64) << 32;
+    Ok((
+        join(data[0].effective, data[1].effective),
+        join(data[0].permitted, data[1].permitted),
+    ))
+}
+
+/// `capset` of the calling thread with three 64-bit sets.
+fn capset(eff: u64, prm: u64, inh: u64) -> Result<(), Failure> {
+    let header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let half = |shift: u32| CapData {
+        effective: (eff >> shift) as u32,
+        permitted: (prm >> shift) as u32,
+        inheritable: (inh >> shift) as u32,
+    };
+    let data = [half(0), half(32)];
+    let ret = sys::capset(
+        &header as *const CapHeader as u64,
+        data.as_ptr() as u64,
+    );
+    check(Step::Capset, ret, prm).map(drop)
+}
+
+/// Sets the calling thread's credentials to `c` (raw syscalls: this thread only), in the order the kernel
+/// demands. The thread starts with the restorer's (all the capabilities `c` has and more, checked by the
+/// host): groups and ids need CAP_SETGID/CAP_SETUID, securebits and bounding drops CAP_SETPCAP, so the
+/// capability sets are narrowed to `c`'s last. Securebits with NO_SETUID_FIXUP and KEEP_CAPS first keep
+/// every capability across the id changes (the kernel would clear them, and the ambient set, when the
+/// uids leave 0); the inheritable set goes in before the bounding set shrinks (capset takes no
+/// inheritable bit outside it) and before the ambient set (raised only from permitted and inheritable);
+/// the final securebits (perhaps locked, perhaps forbidding ambient raises) before the capset that may
+/// drop CAP_SETPCAP; no_new_privs, which nothing can undo, at the end. Restored capabilities can only be
+/// fewer than the restorer's, never more than `c` says: each set is set exactly.
+fn set_creds(c: &CredsArg) -> Result<(), Failure> {
+    if c.set == 0 {
+        return Ok(());
+    }
+    check(
+        Step::SetGroups,
+        sys::setgroups(c.nr_groups as u64, c.groups),
+        c.nr_groups as u64,
+    )?;
+    check(
+        Step::SetSecurebits,
+        sys::prctl(
+            PR_SET_SECUREBITS,
+            SECBIT_KEEP_CAPS | SECBIT_NO_SETUID_FIXUP,
+            0,
+            0,
+            0,
+        ),
+        0,
+    )?;
+    let [rg, eg, sg, fsg] = c.gids;
+    check(Step::SetGids, sys::setresgid(rg, eg, sg), eg as u64)?;
+    sys::setfsgid(fsg);
+    let [ru, eu, su, fsu] = c.uids;
+    check(Step::SetUids, sys::setresuid(ru, eu, su), eu as u64)?;
+    sys::setfsuid(fsu);
+    // Every capability still held (NO_SETUID_FIXUP): only the inheritable set changes here.
+    let (eff, prm) = capget()?;
+    capset(eff, prm, c.cap_inh)?;
+    for cap in 0..64u64 {
+        if c.cap_bnd_drop & (1 << cap) != 0 {
+            check(
+                Step::CapBoundDrop,
+                sys::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0),
+                cap,
+            )?;
+        }
+    }
+    check(
+        Step::CapAmbient,
+        sys::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0),
+        64,
+    )?;
+    for cap in 0..64u64 {
+        if c.cap_amb & (1 << cap) != 0 {
+            check(
+                Step::CapAmbient,
+                sys::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0),
+                cap,
+            )?;
+        }
+    }
+    check(
+        Step::SetSecurebits,
+        sys::prctl(PR_SET_SECUREBITS, c.securebits as u64, 0, 0, 0),
+        c.securebits as u64,
+    )?;
+    capset(c.cap_eff, c.cap_prm, c.cap_inh)?;
+    if c.no_new_privs != 0 {
+        check(
+            Step::NoNewPrivs,
+            sys::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
+            0,
+        )?;
+    }
+    Ok(())
 }
 
 fn unregister_rseq(r: &RseqArg) -> Result<(), Failure> {

@@ -11,7 +11,7 @@ use dormant_sys::process::PrctlMmMap;
 use dormant_sys::signal::{KernelItimerval, KernelSigaction, NSIG, SIGINFO_SIZE};
 
 /// Layout version of [`RestoreArgs`]; the blob refuses a block with another version.
-pub const PROTO_VERSION: u32 = 5;
+pub const PROTO_VERSION: u32 = 6;
 
 /// Name of the blob's entry symbol for the leader thread: `extern "C" fn(args: *const RestoreArgs) -> !`,
 /// entered with a 16-byte aligned stack (it realigns anyway).
@@ -79,6 +79,31 @@ pub struct RseqArg {
     pub sig: u32,
 }
 
+/// A thread's credentials, set by the thread itself as its last step (after everything that needs
+/// privileges), in the order the kernel demands: groups, securebits keeping the capabilities across the
+/// id changes, gids, uids, inheritable set, bounding set drops, ambient set, final securebits, permitted
+/// and effective sets, no_new_privs.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CredsArg {
+    /// Non-zero: set them (they differ from what the thread inherits from the restorer).
+    pub set: u32,
+    pub nr_groups: u32,
+    /// `*const u32`: the supplementary groups.
+    pub groups: u64,
+    /// Real, effective, saved, fs.
+    pub uids: [u32; 4],
+    pub gids: [u32; 4],
+    pub cap_inh: u64,
+    pub cap_prm: u64,
+    pub cap_eff: u64,
+    pub cap_amb: u64,
+    /// Capabilities to drop from the bounding set (held by the restorer, not by the thread).
+    pub cap_bnd_drop: u64,
+    pub securebits: u32,
+    pub no_new_privs: u32,
+}
+
 /// Per-thread state the blob installs before the thread's final `rt_sigreturn`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -105,6 +130,9 @@ pub struct ThreadArgs {
     pub robust_len: u64,
     /// The thread's name, NUL-terminated (`PR_SET_NAME`); all zero: leave the inherited one.
     pub comm: [u8; 16],
+    pub creds: CredsArg,
+    /// Address of `RestoreArgs::creds_pending` (the same for every thread).
+    pub creds_pending: u64,
 }
 
 /// Size of the blob stack of each thread other than the leader.
@@ -165,6 +193,11 @@ pub struct RestoreArgs {
     pub mlock_future: u32,
     /// `PR_GET_THP_DISABLE`'s value: bit 0 disabled, bit 1 `PR_THP_DISABLE_EXCEPT_ADVISED`.
     pub thp_disable: u32,
+    /// Threads other than the leader that have not set their credentials yet (`nr_threads - 1` at
+    /// start; each decrements it and wakes the leader). The leader sets its own, and the process's
+    /// dumpable flag, only once it is 0: a thread's id change resets dumpable.
+    pub creds_pending: u32,
+    pub _pad: u32,
 }
 
 /// One POSIX timer: created with `timer_create` under `PR_TIMER_CREATE_RESTORE_IDS` so it gets `id`
@@ -248,11 +281,16 @@ pub enum Step {
     SetRobustList = 24,
     CloneThread = 25,
     ThreadComm = 26,
-    Mlock = 27,
-    PkeyAlloc = 28,
-    PkeyProtect = 29,
-    MlockAll = 30,
-    ThpDisable = 31,
+    Mlock = 52,
+    PkeyAlloc = 53,
+    PkeyProtect = 54,
+    MlockAll = 55,
+    ThpDisable = 56,
+    SetGroups = 27,
+    SetSecurebits = 28,
+    SetGids = 29,
+    SetUids = 30,
+    Capset = 31,
     /// Steps of the forked child before it enters the blob (host code, same report format).
     ChildSync = 32,
     ChildDupFd = 33,
@@ -265,6 +303,11 @@ pub enum Step {
     ChildComm = 40,
     ChildPersonality = 41,
     ChildFork = 42,
+    CapBoundDrop = 43,
+    CapAmbient = 44,
+    NoNewPrivs = 45,
+    KeepPrctl = 46,
+    CredsWait = 47,
     ChildChroot = 50,
     ChildPrctl = 51,
 }
@@ -304,11 +347,21 @@ impl Step {
             24 => SetRobustList,
             25 => CloneThread,
             26 => ThreadComm,
-            27 => Mlock,
-            28 => PkeyAlloc,
-            29 => PkeyProtect,
-            30 => MlockAll,
-            31 => ThpDisable,
+            52 => Mlock,
+            53 => PkeyAlloc,
+            54 => PkeyProtect,
+            55 => MlockAll,
+            56 => ThpDisable,
+            27 => SetGroups,
+            28 => SetSecurebits,
+            29 => SetGids,
+            30 => SetUids,
+            31 => Capset,
+            43 => CapBoundDrop,
+            44 => CapAmbient,
+            45 => NoNewPrivs,
+            46 => KeepPrctl,
+            47 => CredsWait,
             32 => ChildSync,
             33 => ChildDupFd,
             34 => ChildCloseFds,
@@ -362,6 +415,16 @@ impl Step {
             PkeyProtect => "giving a mapping its protection key (pkey_mprotect)",
             MlockAll => "locking future mappings (mlockall)",
             ThpDisable => "disabling transparent huge pages (PR_SET_THP_DISABLE)",
+            SetGroups => "setgroups (credentials)",
+            SetSecurebits => "prctl(PR_SET_SECUREBITS) (credentials)",
+            SetGids => "setresgid/setfsgid (credentials)",
+            SetUids => "setresuid/setfsuid (credentials)",
+            Capset => "capset (credentials)",
+            CapBoundDrop => "dropping a capability from the bounding set (credentials)",
+            CapAmbient => "raising an ambient capability (credentials)",
+            NoNewPrivs => "prctl(PR_SET_NO_NEW_PRIVS) (credentials)",
+            KeepPrctl => "setting dumpable or pdeathsig again after the credentials",
+            CredsWait => "waiting for the threads to set their credentials",
             ChildSync => "waiting for the tracer (child)",
             ChildDupFd => "putting an fd in place (child)",
             ChildCloseFds => "closing fds the task must not have (child)",
@@ -372,7 +435,7 @@ impl Step {
             ChildSession => "creating the saved session or process group (child)",
             ChildComm => "setting the task's name (child)",
             ChildChroot => "changing to the saved root directory (child)",
-            ChildPrctl => "setting subreaper, dumpable, securebits or pdeathsig (child)",
+            ChildPrctl => "setting subreaper, dumpable or pdeathsig (child)",
             ChildPersonality => "setting the execution domain (child)",
             ChildFork => "forking a child of the restored tree with its pid (child)",
         }

@@ -87,6 +87,9 @@ pub struct Launch {
     pub expected_rip: u64,
     /// Every other thread the blob creates.
     pub other_threads: Vec<OtherThread>,
+    /// The credentials every thread (the leader first) must have once its blob is done, checked before
+    /// the release; `None`: left as inherited, not checked.
+    pub thread_creds: Vec<Option<dormant_image::records::Creds>>,
     /// Stop the task with SIGSTOP once it is released (it was stopped when dumped).
     pub stopped: bool,
     /// Session and process group to give the task before it enters the blob.

@@ -32,6 +32,8 @@ pub(super) struct Traced {
     /// Every thread (its `tid` 0 until known) with the rip it must have after its rt_sigreturn, leader
     /// first; empty for a zombie.
     threads: Vec<OtherThread>,
+    /// The credentials each of `threads` must have (see `Launch::thread_creds`).
+    creds: Vec<Option<dormant_image::records::Creds>>,
     area: Option<(u64, u64)>,
     stopped: bool,
     report: Option<File>,
@@ -56,6 +58,7 @@ impl Traced {
                     report_read,
                     expected_rip,
                     other_threads,
+                    thread_creds,
                     stopped,
                     ..
                 } = *l;
@@ -73,6 +76,7 @@ impl Traced {
                     pid,
                     ns_pid,
                     threads,
+                    creds: thread_creds,
                     area: Some((area.base, area.end())),
                     stopped,
                     report: Some(File::from(report_read)),
@@ -89,6 +93,7 @@ impl Traced {
                 pid,
                 ns_pid,
                 threads: Vec::new(),
+                creds: Vec::new(),
                 area: None,
                 stopped: false,
                 report: None,
@@ -99,6 +104,7 @@ impl Traced {
                 pid,
                 ns_pid: 0,
                 threads: Vec::new(),
+                creds: Vec::new(),
                 area: None,
                 stopped: false,
                 report: None,
@@ -526,6 +532,13 @@ fn release(
     traced: &[Traced],
     before_release: &mut BeforeRelease<'_>,
 ) -> Result<(), RestoreError> {
+    for t in traced.iter() {
+        for (th, want) in t.threads.iter().zip(&t.creds) {
+            if let Some(want) = want {
+                crate::task::verify_creds(t.pid, th.tid, want)?;
+            }
+        }
+    }
     for t in traced.iter() {
         let Some((base, end)) = t.area else { continue };
         let site = choose_site(t.pid, base, end)?;

@@ -1,5 +1,5 @@
 //! Per-process attributes set with prctl and friends in the child before it enters the blob: child
-//! subreaper, dumpable, securebits, parent-death signal, the name (`comm`) and the execution domain
+//! subreaper, dumpable, parent-death signal, the name (`comm`) and the execution domain
 //! (`personality`); and whether the task was stopped.
 
 use std::ffi::{CStr, CString};
@@ -10,14 +10,13 @@ use super::ChildFailed;
 use crate::image::TaskImage;
 
 /// Per-process attributes the child sets with prctl before it enters the blob (`None`: not known, left
-/// as inherited). Credentials are not restored (a task with other credentials is refused), so nothing
-/// later resets dumpable or pdeathsig the way a uid change would.
+/// as inherited). The blob sets dumpable and pdeathsig again after the credentials, whose change resets
+/// both; securebits are part of the credentials (see [`super::creds`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProcessCtl {
     pub child_subreaper: Option<bool>,
     /// 0 or 1 (the kernel refuses 2, `suid_dumpable`, through prctl; such a value is left as is).
     pub dumpable: Option<u32>,
-    pub securebits: Option<u32>,
     /// Signal sent when the parent dies. Set by the child right after the fork, so "the parent" is its
     /// restored parent; [`crate::launch::start_tree`] drops it for the root, whose parent is the restorer.
     pub pdeathsig: Option<u32>,
@@ -25,7 +24,7 @@ pub struct ProcessCtl {
 
 impl ProcessCtl {
     /// Applies every known attribute to the calling process; on failure, which one (0 subreaper,
-    /// 1 dumpable, 2 securebits, 3 pdeathsig) and the errno.
+    /// 1 dumpable, 3 pdeathsig) and the errno.
     fn apply(&self) -> Result<(), (u64, i32)> {
         let set = |which: u64, option: libc::c_int, value: libc::c_ulong| {
             // SAFETY: these prctl options take one integer argument and change only the calling process.
@@ -39,9 +38,6 @@ impl ProcessCtl {
         }
         if let Some(d) = self.dumpable.filter(|d| *d <= 1) {
             set(1, libc::PR_SET_DUMPABLE, d as libc::c_ulong)?;
-        }
-        if let Some(bits) = self.securebits {
-            set(2, libc::PR_SET_SECUREBITS, bits as libc::c_ulong)?;
         }
         if let Some(sig) = self.pdeathsig {
             set(3, libc::PR_SET_PDEATHSIG, sig as libc::c_ulong)?;
@@ -66,7 +62,6 @@ pub fn prepare(task: &TaskImage) -> TaskAttrs {
         prctl: ProcessCtl {
             child_subreaper: core.child_subreaper,
             dumpable: core.dumpable,
-            securebits: core.creds.securebits,
             pdeathsig: core.pdeathsig,
         },
         comm: CString::new(core.comm.as_str()).ok(),

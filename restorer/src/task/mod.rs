@@ -3,10 +3,13 @@
 //! numbering helper fds above the task's fds, building the blob input), and the steps the forked child
 //! runs for each kind before it enters the blob (`apply` of [`fds`], [`fs`], [`attrs`], [`rlimits`]).
 //!
-//! What the blob restores (mm, pages, signals, timers, threads and their registers) is only prepared
-//! here; the blob's side is `restorer/blob`.
+//! What the blob restores (mm, pages, signals, timers, threads and their registers, credentials) is only
+//! prepared here; the blob's side is `restorer/blob`. Credentials come last there, after everything that
+//! needs the restorer's privileges, including the resource limits the child sets for itself (raising a
+//! limit of another uid's task from outside would need CAP_SYS_RESOURCE).
 
 mod attrs;
+mod creds;
 mod fds;
 mod fs;
 mod helpers;
@@ -34,6 +37,7 @@ use crate::procself;
 
 pub(crate) use attrs::apply as apply_attrs;
 pub use attrs::ProcessCtl;
+pub use creds::{verify as verify_creds, ThreadCreds};
 pub(crate) use fds::apply as apply_fds;
 pub(crate) use fs::apply as apply_fs;
 pub(crate) use rlimits::apply as apply_rlimits;
@@ -45,7 +49,7 @@ pub struct FdPolicy {
 }
 
 /// What the tasks of one tree share while they are prepared.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TreeShared {
     /// Blob areas laid out so far (all are mapped in this process at once before the first fork).
     pub areas: Vec<(u64, u64)>,
@@ -59,6 +63,8 @@ pub struct TreeShared {
     /// Tasks and threads in a nested pid namespace keep only their pids inside it; the kernel chooses
     /// their host pids (`RestoreBuilder::fresh_host_pids`).
     pub fresh_host_pids: bool,
+    /// The restorer's own credentials: what every restored thread inherits.
+    pub runner: dormant_restorable::Runner,
 }
 
 /// Builds the launch for `task`, one kind of state after the other. Its blob area avoids the areas
@@ -88,7 +94,12 @@ pub fn prepare(
     let timers = timers::prepare(dir, task, &tree_shared.ids)?;
     let fs = fs::prepare(dir, task)?;
     let attrs = attrs::prepare(task);
-    let threads = threads::prepare(task, tree_shared.fresh_host_pids);
+    let creds = creds::prepare(task, &tree_shared.runner.creds);
+    let thread_creds = creds
+        .iter()
+        .map(|c| c.as_ref().map(|c| c.want.clone()))
+        .collect();
+    let threads = threads::prepare(task, tree_shared.fresh_host_pids, creds);
     let (expected_rip, other_threads) = regs::expected_rips(task, &threads);
     let report = helpers.report_pipe()?;
     let input = BlobInput {
@@ -130,6 +141,7 @@ pub fn prepare(
         prctl: attrs.prctl,
         expected_rip,
         other_threads,
+        thread_creds,
         stopped: attrs.stopped,
         session: crate::launch::SessionPlan::for_ids(pid, task.tree.pgid.0, task.tree.sid.0),
         comm: attrs.comm,

@@ -1,6 +1,6 @@
 //! The task's threads as the blob recreates them: each with its tid (and its tid inside a nested pid
 //! namespace), registers ([`super::regs`]), signal mask and alternate stack, rseq area, robust list,
-//! `clear_child_tid` and name; and the restorer's own rseq registration the blob drops first.
+//! `clear_child_tid`, name and credentials ([`super::creds`]); and the restorer's own rseq registration the blob drops first.
 
 use std::path::Path;
 
@@ -16,9 +16,14 @@ const GLIBC_RSEQ_SIG: u32 = 0x5305_3053;
 
 /// Every thread, the leader first. With `fresh_host_pids` a thread in a nested pid namespace gets tid 0:
 /// the blob creates it with only its tid inside, and the kernel chooses the outer one.
-pub fn prepare(task: &TaskImage, fresh_host_pids: bool) -> Vec<ThreadInput> {
+pub fn prepare(
+    task: &TaskImage,
+    fresh_host_pids: bool,
+    creds: Vec<Option<super::ThreadCreds>>,
+) -> Vec<ThreadInput> {
     task.threads()
-        .map(|t| {
+        .zip(creds)
+        .map(|(t, creds)| {
             let (regs, xstate) = super::regs::of(t);
             let ns_tid = match t.ns_tids.as_slice() {
                 [outer, inner] if *outer == t.tid => inner.0,
@@ -45,6 +50,7 @@ pub fn prepare(task: &TaskImage, fresh_host_pids: bool) -> Vec<ThreadInput> {
                 // Two levels only in a nested pid namespace (container or namespace init); whether that
                 // restore is possible is decided for the whole tree.
                 ns_tid,
+                creds,
             }
         })
         .collect()
