@@ -533,7 +533,13 @@ fn run_watched(image: &Path) -> (String, Vec<&'static str>) {
                         }
                         entry = !entry;
                     }
-                    WaitStatus::PtraceEvent(_, _, _) => made.push("a new process"),
+                    WaitStatus::PtraceEvent(_, _, _) => {
+                        // The restore went past where it should have refused: stop it here
+                        // (its traced children die with it, PTRACE_O_EXITKILL) so the test
+                        // reports what it made instead of waiting on a stopped child.
+                        made.push("a new process");
+                        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                    }
                     WaitStatus::Exited(..) | WaitStatus::Signaled(..) => break,
                     _ => {}
                 }
@@ -584,9 +590,12 @@ fn refuses_before_it_changes_anything() {
             "a pending SIGTRAP cannot be re-queued",
         ),
         (
-            "other credentials",
-            Box::new(|p| p.core.creds.uids = [4242; 4]),
-            "restoring credentials is not implemented yet",
+            "a capability dormant does not hold",
+            Box::new(|p| {
+                p.core.creds.uids = [4242; 4];
+                p.core.creds.cap_prm = 1 << 62;
+            }),
+            "which dormant does not hold",
         ),
         (
             "nested pid namespaces",
