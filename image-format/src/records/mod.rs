@@ -31,7 +31,7 @@ pub mod threads;
 pub mod timers;
 pub mod tree;
 
-pub use attrs::TaskCore;
+pub use attrs::{JobStop, TaskCore};
 pub use container::{container_names, ContainerRoot};
 pub use creds::Creds;
 pub use file_identity::{
@@ -41,6 +41,7 @@ pub use files::{
     DescId, DescKind, EpollTarget, Fd, FdFile, FileDesc, FileLock, FileOwner, FileStat, InetSocket,
     InotifyWatch, LockKind, PtyState, RegFile, TcpConnection, TcpWindow, UnixDatagram,
 };
+pub use fs::RemovedDir;
 pub use ids::{FileId, Pid, ShmemId, Tid};
 #[cfg(feature = "arbitrary")]
 pub use kind::ArbitraryKindVisitor;

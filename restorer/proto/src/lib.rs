@@ -310,6 +310,9 @@ pub enum Step {
     CredsWait = 47,
     ChildChroot = 50,
     ChildPrctl = 51,
+    /// Recreating a removed working (or root) directory, entering it and removing it again; the detail
+    /// says which call failed (1 mkdir, 2 chown, 3 chmod, 4 chdir, 5 rmdir, 6 chroot).
+    ChildRemovedDir = 80,
 }
 
 /// Exit status base of a failing blob.
@@ -375,6 +378,7 @@ impl Step {
             51 => ChildPrctl,
             41 => ChildPersonality,
             42 => ChildFork,
+            80 => ChildRemovedDir,
             _ => return None,
         })
     }
@@ -438,6 +442,9 @@ impl Step {
             ChildPrctl => "setting subreaper, dumpable or pdeathsig (child)",
             ChildPersonality => "setting the execution domain (child)",
             ChildFork => "forking a child of the restored tree with its pid (child)",
+            ChildRemovedDir => {
+                "recreating the removed working or root directory, entering it and removing it (child)"
+            }
         }
     }
 }
