@@ -185,7 +185,7 @@ fn a_newer_version_of_a_real_kind_is_refused_by_load() {
     common::reseal_inventory(&dir);
     let text = Image::load(&dir).unwrap_err().to_string();
     let want = format!(
-        "{file}: record kind 4 (TaskCore) is at schema version {newer}, newer than what this build reads (version {})",
+        "{file}: record kind 4 (TaskCore) is at schema version {newer}, newer than what this build reads (version {}",
         TaskCore::VERSION
     );
     assert!(text.contains(&want), "{text}");
