@@ -85,9 +85,15 @@ pub fn prepare(dir: &Path, task: &TaskImage) -> Result<TaskFs, RestoreError> {
 }
 
 /// Where the stand-in of the removed directory `removed` (a path the kernel marked ` (deleted)`) of task
-/// `pid` goes: in the closest ancestor of its path that still exists, under a name no one uses.
+/// `pid` goes: its own path when that is free, else the closest ancestor of its path that still exists,
+/// under a name no one uses.
 fn stand_in(removed: &str, pid: u32) -> String {
     let path = Path::new(removed.trim_end_matches(DELETED_SUFFIX));
+    // Its own name where it was, when that is free: `/proc/PID/cwd` shows the name the removed directory
+    // had, so only the original name gives back the original link.
+    if path.parent().is_some_and(Path::is_dir) && std::fs::symlink_metadata(path).is_err() {
+        return path.to_string_lossy().into_owned();
+    }
     let parent = path
         .ancestors()
         .skip(1)
