@@ -6,7 +6,9 @@
 //! held by an `O_PATH` fd on its root from creation on, so later steps never depend on paths (a mount may be
 //! overmounted by the time its sharing is set). Before anything is mounted, `/` and the mount holding the
 //! yard are made slaves if shared, so nothing done here propagates out; before the old root is detached it
-//! is made a slave recursively for the same reason.
+//! is made a slave recursively for the same reason (through a descriptor taken before the pivot: after it,
+//! a path would name the new root, and the restored tree would lose its peer groups). The yard is detached
+//! through the working directory, not `/proc/self/fd`: the restored tree need not have a /proc.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;

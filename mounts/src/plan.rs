@@ -143,7 +143,7 @@ pub enum Step {
     MakeUnbindable {
         mount: MountId,
     },
-    /// Detach the old root (and with it the flat-mount yard).
+    /// Detach the flat-mount yard and the old root (made a slave first, through a descriptor).
     DropOldRoot,
     SetReadOnly {
         mount: MountId,
