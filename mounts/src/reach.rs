@@ -223,13 +223,15 @@ fn match_trees(orig: &MountTree, copy: &MountTree) -> Result<BTreeMap<MountId, M
                 map.insert(m.id, one.id);
             }
             [] => {}
-            _ => return Err(MountError::Plan(format!(
+            _ => {
+                return Err(MountError::Plan(format!(
                 "{} mounts share the place of mount {} at {} (same parent, mountpoint, root and \
                      device); which one is which cannot be told",
                 same.len(),
                 m.id.0,
                 m.mountpoint
-            ))),
+            )))
+            }
         }
     }
     Ok(map)
