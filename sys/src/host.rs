@@ -9,9 +9,9 @@ use nix::errno::Errno;
 use crate::pagemap::PmScanArg;
 use crate::process::CloneArgs;
 use crate::ptrace::{
-    PeekSiginfoArgs, PTRACE_GETSIGMASK, PTRACE_GET_RSEQ_CONFIGURATION, PTRACE_PEEKSIGINFO,
-    PTRACE_PEEKSIGINFO_SHARED, PTRACE_SECCOMP_GET_FILTER, PTRACE_SECCOMP_GET_METADATA,
-    PTRACE_SETSIGMASK, SeccompMetadata,
+    PeekSiginfoArgs, SeccompMetadata, PTRACE_GETSIGMASK, PTRACE_GET_RSEQ_CONFIGURATION,
+    PTRACE_PEEKSIGINFO, PTRACE_PEEKSIGINFO_SHARED, PTRACE_SECCOMP_GET_FILTER,
+    PTRACE_SECCOMP_GET_METADATA, PTRACE_SETSIGMASK,
 };
 use crate::regs::{NT_X86_XSTATE, XSTATE_MAX};
 use crate::rseq::RseqConfiguration;
@@ -295,6 +295,14 @@ pub fn sched_getaffinity(tid: i32) -> Result<Vec<u64>, Errno> {
     })? as usize;
     mask.truncate(len.div_ceil(8));
     Ok(mask)
+}
+
+/// The nice value of thread `tid` (`getpriority(PRIO_PROCESS, tid)`; `sched_getattr` reports none for a
+/// real-time thread, which keeps one all the same).
+pub fn nice_of(tid: i32) -> Result<i32, Errno> {
+    // SAFETY: takes and returns integers only; the raw call returns 20 - nice, never negative.
+    let raw = check(unsafe { libc::syscall(libc::SYS_getpriority, libc::PRIO_PROCESS, tid) })?;
+    Ok(20 - raw as i32)
 }
 
 /// `ioprio_get(IOPRIO_WHO_PROCESS, tid)`.

@@ -83,7 +83,8 @@ fn thread_attrs(pid: u32, tid: u32, pdeathsig: u32) -> Result<ThreadAttrs> {
             source,
         }
     };
-    let affinity = dormant_sys::host::sched_getaffinity(tid as i32).map_err(err("sched_getaffinity"))?;
+    let affinity =
+        dormant_sys::host::sched_getaffinity(tid as i32).map_err(err("sched_getaffinity"))?;
     let ioprio = dormant_sys::host::ioprio_get(tid as i32).map_err(err("ioprio_get"))?;
     let slack = proc::read_string(tid, "timerslack_ns")?;
     let timer_slack_ns = slack.trim().parse().map_err(|e| DumpError::ProcParse {
@@ -108,10 +109,15 @@ pub fn sched_params(pid: u32, tid: u32) -> Result<SchedParams> {
         op: "sched_getattr",
         source,
     })?;
+    let nice = dormant_sys::host::nice_of(tid as i32).map_err(|source| DumpError::Ptrace {
+        pid,
+        op: "getpriority",
+        source,
+    })?;
     Ok(SchedParams {
         policy: a.policy,
         flags: a.flags & SCHED_FLAG_RESET_ON_FORK,
-        nice: a.nice,
+        nice,
         priority: a.priority,
         runtime: a.runtime,
         deadline: a.deadline,

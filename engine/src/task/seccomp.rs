@@ -56,10 +56,7 @@ pub fn read(pid: u32, tids: &[u32]) -> Result<Option<TaskSeccomp>> {
             mode,
         });
     }
-    let any = out
-        .threads
-        .iter()
-        .any(|t| t.mode != SeccompMode::Disabled);
+    let any = out.threads.iter().any(|t| t.mode != SeccompMode::Disabled);
     Ok(any.then_some(out))
 }
 

@@ -72,6 +72,7 @@ pub struct SchedParams {
     pub policy: u32,
     /// `SCHED_FLAG_*` as reported (only `SCHED_FLAG_RESET_ON_FORK` is kept).
     pub flags: u64,
+    /// `getpriority(PRIO_PROCESS, tid)`: a real-time thread keeps one too.
     pub nice: i32,
     /// Real-time priority (`SCHED_FIFO`, `SCHED_RR`).
     pub priority: u32,
@@ -112,7 +113,13 @@ pub struct ProcessAttrs {
 }
 
 /// Checks one process's attributes record against its pid and the threads the tree lists for it.
-pub(crate) fn check_process_attrs(file: &str, pid: Pid, tids: &[Tid], a: &ProcessAttrs, p: &mut Problems) {
+pub(crate) fn check_process_attrs(
+    file: &str,
+    pid: Pid,
+    tids: &[Tid],
+    a: &ProcessAttrs,
+    p: &mut Problems,
+) {
     if a.pid != pid {
         p.add(file, format!("holds pid {}, not {}", a.pid.0, pid.0));
     }
@@ -128,17 +135,29 @@ pub(crate) fn check_process_attrs(file: &str, pid: Pid, tids: &[Tid], a: &Proces
         );
     }
     if !(-1000..=1000).contains(&a.oom_score_adj) {
-        p.add(file, format!("oom_score_adj {} is outside -1000..=1000", a.oom_score_adj));
+        p.add(
+            file,
+            format!("oom_score_adj {} is outside -1000..=1000", a.oom_score_adj),
+        );
     }
     for t in &a.threads {
         if !(-20..=19).contains(&t.sched.nice) {
-            p.add(file, format!("thread {}: nice {} is outside -20..=19", t.tid.0, t.sched.nice));
+            p.add(
+                file,
+                format!(
+                    "thread {}: nice {} is outside -20..=19",
+                    t.tid.0, t.sched.nice
+                ),
+            );
         }
         if t.affinity.iter().all(|w| *w == 0) {
             p.add(file, format!("thread {}: an empty CPU affinity", t.tid.0));
         }
         if t.pdeathsig > 64 {
-            p.add(file, format!("thread {}: parent-death signal {}", t.tid.0, t.pdeathsig));
+            p.add(
+                file,
+                format!("thread {}: parent-death signal {}", t.tid.0, t.pdeathsig),
+            );
         }
     }
 }

@@ -50,7 +50,9 @@ pub enum SeccompMode {
     /// `SECCOMP_MODE_STRICT`: only read, write, exit and rt_sigreturn.
     Strict,
     /// `SECCOMP_MODE_FILTER`: `last` is the index of the newest filter of its chain.
-    Filter { last: u32 },
+    Filter {
+        last: u32,
+    },
 }
 
 /// One thread's mode.
@@ -123,19 +125,32 @@ pub(crate) fn check_seccomp(file: &str, pid: Pid, tids: &[Tid], s: &TaskSeccomp,
     }
     for (i, f) in s.filters.iter().enumerate() {
         if f.prev.is_some_and(|prev| prev as usize >= i) {
-            p.add(file, format!("filter {i} follows filter {:?}, not an earlier one", f.prev));
+            p.add(
+                file,
+                format!("filter {i} follows filter {:?}, not an earlier one", f.prev),
+            );
         }
         if f.insns.is_empty() || f.insns.len() > MAX_FILTER_INSNS {
             p.add(
                 file,
-                format!("filter {i} has {} instructions (1 to {MAX_FILTER_INSNS})", f.insns.len()),
+                format!(
+                    "filter {i} has {} instructions (1 to {MAX_FILTER_INSNS})",
+                    f.insns.len()
+                ),
             );
         }
     }
     for t in &s.threads {
         if let SeccompMode::Filter { last } = t.mode {
             if last as usize >= s.filters.len() {
-                p.add(file, format!("thread {} names filter {last} of {}", t.tid.0, s.filters.len()));
+                p.add(
+                    file,
+                    format!(
+                        "thread {} names filter {last} of {}",
+                        t.tid.0,
+                        s.filters.len()
+                    ),
+                );
             }
         }
     }

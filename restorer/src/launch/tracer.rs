@@ -316,9 +316,8 @@ pub(super) fn trace(
     // with the option (inherited by every task and thread the tree creates) neither is filtered until
     // the release detaches them.
     if traced.iter().any(|t| t.finish.suspend_seccomp) {
-        opts |= ptrace::Options::from_bits_retain(
-            dormant_sys::ptrace::PTRACE_O_SUSPEND_SECCOMP as i32,
-        );
+        opts |=
+            ptrace::Options::from_bits_retain(dormant_sys::ptrace::PTRACE_O_SUSPEND_SECCOMP as i32);
     }
     ptrace::seize(npid, opts).map_err(ptrace_err(pid, "SEIZE"))?;
     nix::unistd::write(&sync_write, &[1])

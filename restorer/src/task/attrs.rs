@@ -105,7 +105,11 @@ pub fn apply(
 
 /// Every thread's `SchedArg` (the leader first); all unset when the image does not carry them.
 /// `own_slice` is the restorer's fair-scheduler slice: a thread's equal to it is the default, not set.
-pub fn sched_args(attrs: Option<&ProcessAttrs>, nr_threads: usize, own_slice: u64) -> Vec<SchedArg> {
+pub fn sched_args(
+    attrs: Option<&ProcessAttrs>,
+    nr_threads: usize,
+    own_slice: u64,
+) -> Vec<SchedArg> {
     let Some(a) = attrs else {
         return vec![SchedArg::default(); nr_threads];
     };
@@ -212,11 +216,25 @@ pub fn verify(pid: u32, tid: u32, want: &ThreadAttrs, own_slice: u64) -> Result<
         found,
         want,
     };
-    let sys_err = |what: &'static str| move |e| RestoreError::sys(format!("{what} of thread {tid}"), e);
+    let sys_err =
+        |what: &'static str| move |e| RestoreError::sys(format!("{what} of thread {tid}"), e);
     let got = dormant_sys::host::sched_getattr(tid as i32).map_err(sys_err("sched_getattr"))?;
     let s = &want.sched;
-    let runtime = |r: u64| if fair(s.policy) && r == own_slice { 0 } else { r };
-    let found = (got.policy, got.flags & SCHED_FLAG_RESET_ON_FORK, got.nice, got.priority, runtime(got.runtime));
+    let runtime = |r: u64| {
+        if fair(s.policy) && r == own_slice {
+            0
+        } else {
+            r
+        }
+    };
+    let nice = dormant_sys::host::nice_of(tid as i32).map_err(sys_err("getpriority"))?;
+    let found = (
+        got.policy,
+        got.flags & SCHED_FLAG_RESET_ON_FORK,
+        nice,
+        got.priority,
+        runtime(got.runtime),
+    );
     let wanted = (s.policy, s.flags, s.nice, s.priority, runtime(s.runtime));
     if found != wanted {
         return Err(mismatch(
@@ -225,7 +243,8 @@ pub fn verify(pid: u32, tid: u32, want: &ThreadAttrs, own_slice: u64) -> Result<
             format!("{wanted:?}"),
         ));
     }
-    let affinity = dormant_sys::host::sched_getaffinity(tid as i32).map_err(sys_err("sched_getaffinity"))?;
+    let affinity =
+        dormant_sys::host::sched_getaffinity(tid as i32).map_err(sys_err("sched_getaffinity"))?;
     let trim = |v: &[u64]| {
         let mut v = v.to_vec();
         while v.last() == Some(&0) {
@@ -234,11 +253,19 @@ pub fn verify(pid: u32, tid: u32, want: &ThreadAttrs, own_slice: u64) -> Result<
         v
     };
     if trim(&affinity) != trim(&want.affinity) {
-        return Err(mismatch("CPU affinity", format!("{affinity:x?}"), format!("{:x?}", want.affinity)));
+        return Err(mismatch(
+            "CPU affinity",
+            format!("{affinity:x?}"),
+            format!("{:x?}", want.affinity),
+        ));
     }
     let ioprio = dormant_sys::host::ioprio_get(tid as i32).map_err(sys_err("ioprio_get"))?;
     if normal_ioprio(ioprio) != normal_ioprio(want.ioprio) {
-        return Err(mismatch("I/O priority", format!("{ioprio:#x}"), format!("{:#x}", want.ioprio)));
+        return Err(mismatch(
+            "I/O priority",
+            format!("{ioprio:#x}"),
+            format!("{:#x}", want.ioprio),
+        ));
     }
     let path = format!("/proc/{tid}/timerslack_ns");
     let slack = std::fs::read_to_string(&path).map_err(|source| RestoreError::Proc {
@@ -246,7 +273,11 @@ pub fn verify(pid: u32, tid: u32, want: &ThreadAttrs, own_slice: u64) -> Result<
         source,
     })?;
     if slack.trim() != want.timer_slack_ns.to_string() {
-        return Err(mismatch("timer slack", slack.trim().into(), want.timer_slack_ns.to_string()));
+        return Err(mismatch(
+            "timer slack",
+            slack.trim().into(),
+            want.timer_slack_ns.to_string(),
+        ));
     }
     Ok(())
 }

@@ -36,13 +36,13 @@ use crate::image::{TaskImage, VdsoPlacement};
 use crate::launch::Launch;
 use crate::procself;
 
-pub(crate) use attrs::{apply as apply_attrs, own_slice};
 pub use attrs::ProcessCtl;
+pub(crate) use attrs::{apply as apply_attrs, own_slice};
 pub use creds::{verify as verify_creds, ThreadCreds};
-pub use seccomp::ThreadSeccompInput;
 pub(crate) use fds::apply as apply_fds;
 pub(crate) use fs::apply as apply_fs;
 pub(crate) use rlimits::apply as apply_rlimits;
+pub use seccomp::ThreadSeccompInput;
 
 /// Options that change how fds are rebuilt.
 #[derive(Debug, Clone, Copy)]

@@ -32,7 +32,11 @@ pub fn prepare(seccomp: Option<&TaskSeccomp>, nr_threads: usize) -> Vec<ThreadSe
     let Some(s) = seccomp else {
         return vec![ThreadSeccompInput::default(); nr_threads];
     };
-    let leader = s.threads.first().map(|t| s.chain(t.mode)).unwrap_or_default();
+    let leader = s
+        .threads
+        .first()
+        .map(|t| s.chain(t.mode))
+        .unwrap_or_default();
     s.threads
         .iter()
         .enumerate()

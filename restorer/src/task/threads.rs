@@ -25,8 +25,16 @@ pub fn prepare(
 ) -> Vec<ThreadInput> {
     task.threads()
         .zip(creds)
-        .zip(sched.into_iter().chain(std::iter::repeat(Default::default())))
-        .zip(seccomp.into_iter().chain(std::iter::repeat(Default::default())))
+        .zip(
+            sched
+                .into_iter()
+                .chain(std::iter::repeat(Default::default())),
+        )
+        .zip(
+            seccomp
+                .into_iter()
+                .chain(std::iter::repeat(Default::default())),
+        )
         .map(|(((t, creds), sched), seccomp)| {
             let (regs, xstate) = super::regs::of(t);
             let ns_tid = match t.ns_tids.as_slice() {

@@ -132,7 +132,14 @@ fn apply(w: &Want) -> Result<(), String> {
         if libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, w.ioprio) != 0 {
             return Err(os_err("ioprio_set"));
         }
-        if libc::prctl(libc::PR_SET_PDEATHSIG, w.pdeathsig as libc::c_ulong, 0, 0, 0) != 0 {
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            w.pdeathsig as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) != 0
+        {
             return Err(os_err("PR_SET_PDEATHSIG"));
         }
     }
@@ -157,7 +164,13 @@ fn check(w: &Want) -> Result<(), String> {
         let m = libc::syscall(libc::SYS_sched_getaffinity, 0, 128, mask.as_mut_ptr());
         let io = libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, 0);
         let slack = libc::prctl(libc::PR_GET_TIMERSLACK, 0, 0, 0, 0);
-        libc::prctl(libc::PR_GET_PDEATHSIG, &mut sig as *mut libc::c_int, 0, 0, 0);
+        libc::prctl(
+            libc::PR_GET_PDEATHSIG,
+            &mut sig as *mut libc::c_int,
+            0,
+            0,
+            0,
+        );
         (r, prio, m, io, slack)
     };
     if got_attr != 0 || got_mask <= 0 || io < 0 {
@@ -238,11 +251,10 @@ fn run() -> Result<ExitCode, WorkloadError> {
     }
     report.check("main-attrs", check(&MAIN));
     for (name, t) in [("v-attrs", &v), ("w-attrs", &w)] {
-        let r = t
-            .0
-            .send(())
-            .map_err(|e| e.to_string())
-            .and_then(|()| t.1.recv().map_err(|e| e.to_string())?);
+        let r =
+            t.0.send(())
+                .map_err(|e| e.to_string())
+                .and_then(|()| t.1.recv().map_err(|e| e.to_string())?);
         report.check(name, r);
     }
     let oom = String::from_utf8(read("/proc/self/oom_score_adj")).unwrap_or_default();

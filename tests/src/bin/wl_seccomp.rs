@@ -129,7 +129,9 @@ fn check_thread(active: &[(i64, u32)], count: usize) -> Result<(), String> {
 /// exit in between: anything else would be its end.
 fn strict_child(go: libc::c_int, ack: libc::c_int, fault: bool) -> ! {
     // SAFETY: PR_SET_SECCOMP with SECCOMP_MODE_STRICT takes no pointer.
-    if !fault && unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_STRICT, 0, 0, 0) } != 0 {
+    if !fault
+        && unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_STRICT, 0, 0, 0) } != 0
+    {
         exit_now(10);
     }
     let mut b = [0u8; 1];
@@ -161,7 +163,10 @@ fn pipe() -> Result<(libc::c_int, libc::c_int), WorkloadError> {
     let mut fds = [0; 2];
     // SAFETY: pipe writes two fds into `fds`.
     if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
-        return Err(WorkloadError::setup("pipe", std::io::Error::last_os_error()));
+        return Err(WorkloadError::setup(
+            "pipe",
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok((fds[0], fds[1]))
 }
@@ -206,7 +211,12 @@ fn run() -> Result<ExitCode, WorkloadError> {
     // SAFETY: the process is single-threaded here, so the child may run ordinary code.
     let c = match unsafe { libc::fork() } {
         0 => strict_child(go_r, ack_w, fault),
-        n if n < 0 => return Err(WorkloadError::setup("fork", std::io::Error::last_os_error())),
+        n if n < 0 => {
+            return Err(WorkloadError::setup(
+                "fork",
+                std::io::Error::last_os_error(),
+            ))
+        }
         n => n,
     };
     let setup = |what: &str, r: std::io::Result<()>| r.map_err(|e| WorkloadError::setup(what, e));
@@ -219,7 +229,10 @@ fn run() -> Result<ExitCode, WorkloadError> {
         1,
     )?;
     if !fault {
-        setup("F2", install(F2, libc::SECCOMP_FILTER_FLAG_LOG as libc::c_ulong))?;
+        setup(
+            "F2",
+            install(F2, libc::SECCOMP_FILTER_FLAG_LOG as libc::c_ulong),
+        )?;
     }
     let (u, u_handle) = spawn_checker(
         || Ok(()),
@@ -250,7 +263,10 @@ fn run() -> Result<ExitCode, WorkloadError> {
     let _ = u_handle.join();
 
     let status = std::fs::read_to_string(format!("/proc/{c}/status")).unwrap_or_default();
-    let mode = status.lines().find_map(|l| l.strip_prefix("Seccomp:")).map(str::trim);
+    let mode = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp:"))
+        .map(str::trim);
     report.check(
         "strict-mode",
         if mode == Some("1") {
@@ -262,7 +278,8 @@ fn run() -> Result<ExitCode, WorkloadError> {
     let mut b = [0u8; 1];
     // SAFETY: writes one byte from a constant, then reads one into `b`.
     let answered = unsafe {
-        libc::write(go_w, b"g".as_ptr().cast(), 1) == 1 && libc::read(ack_r, b.as_mut_ptr().cast(), 1) == 1
+        libc::write(go_w, b"g".as_ptr().cast(), 1) == 1
+            && libc::read(ack_r, b.as_mut_ptr().cast(), 1) == 1
     };
     report.check(
         "strict-alive",
