@@ -61,6 +61,10 @@ fn task_facts(pid: u32, tids: &[u32]) -> Result<TaskFacts> {
         creds.push((tid, crate::task::threads::status(pid, tid)?.creds));
     }
     let namespaces: TaskNamespaces = ns::task_namespaces(Pid(pid))?;
+    let sched_policies = tids
+        .iter()
+        .map(|&tid| Ok((tid, crate::task::attrs::sched_params(pid, tid)?.policy)))
+        .collect::<Result<Vec<_>>>()?;
     Ok(TaskFacts {
         pid: Pid(pid),
         creds,
@@ -68,6 +72,9 @@ fn task_facts(pid: u32, tids: &[u32]) -> Result<TaskFacts> {
         root: proc::read_link(pid, "root")?,
         ns_pids: status.ns_pids.iter().copied().map(Pid).collect(),
         namespaces: Some(namespaces),
+        seccomp: crate::task::seccomp::read(pid, tids)?,
+        sched_policies,
+        oom_score_adj: Some(crate::task::attrs::oom_score_adj(pid)?),
     })
 }
 

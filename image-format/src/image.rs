@@ -18,9 +18,9 @@ use crate::reader::{ImageReader, VerifyReport};
 use crate::records::{self, names, ns, Record};
 use crate::records::{
     ContainerRoot, DescId, ExternalMaster, Fd, FileDesc, FileId, FileIdentity, FileLock,
-    IpcNamespace, Mm, MountEntry, MountId, NetNamespace, NsId, NsKind, NsState, Pid, PsTreeEntry,
-    RegFile, ShmemId, ShmemObject, TaskCgroups, TaskCore, TaskNamespaces, ThreadCore, TmpfsRecord,
-    UserNamespace, UtsNamespace, Zombie,
+    IpcNamespace, Mm, MountEntry, MountId, NetNamespace, NsId, NsKind, NsState, Pid, ProcessAttrs,
+    PsTreeEntry, RegFile, ShmemId, ShmemObject, TaskCgroups, TaskCore, TaskNamespaces, TaskSeccomp,
+    ThreadCore, TmpfsRecord, UserNamespace, UtsNamespace, Zombie,
 };
 
 /// A checked image, loaded whole (see the module doc).
@@ -59,6 +59,12 @@ pub struct TaskRecords {
     pub mm: Mm,
     pub fds: Vec<Fd>,
     pub locks: Vec<FileLock>,
+    /// Its threads' seccomp modes and filters; `None` when no thread was under seccomp (or the image
+    /// predates the record, whose dump did not look).
+    pub seccomp: Option<TaskSeccomp>,
+    /// Its threads' scheduling attributes and its OOM score adjustment; `None` in images before the
+    /// record (not known: left as inherited).
+    pub attrs: Option<ProcessAttrs>,
     /// Its private pages.
     pub pages: PageStoreReader,
 }
@@ -440,6 +446,22 @@ fn load_task(l: &mut Loader<'_>, tree: PsTreeEntry, refs: &TaskRefs<'_>) -> Opti
         let (lf, ff) = (names::locks(pid), names::fds(pid));
         records::files::locks::check_locks(&lf, &ff, &locks, fds, &mut l.p);
     }
+    let seccomp: Option<TaskSeccomp> = l
+        .img
+        .has_file(&names::seccomp(pid))
+        .then(|| l.single(&names::seccomp(pid)))
+        .flatten();
+    if let Some(s) = &seccomp {
+        records::seccomp::check_seccomp(&names::seccomp(pid), pid, &tree.threads, s, &mut l.p);
+    }
+    let attrs: Option<ProcessAttrs> = l
+        .img
+        .has_file(&names::attrs(pid))
+        .then(|| l.single(&names::attrs(pid)))
+        .flatten();
+    if let Some(a) = &attrs {
+        records::attrs::check_process_attrs(&names::attrs(pid), pid, &tree.threads, a, &mut l.p);
+    }
     let store = names::task_pages(pid);
     let pages = l.store(&store);
     if let (Some(pages), Some(mm)) = (&pages, &mm) {
@@ -455,6 +477,8 @@ fn load_task(l: &mut Loader<'_>, tree: PsTreeEntry, refs: &TaskRefs<'_>) -> Opti
         mm: mm?,
         fds: fds?,
         locks,
+        seccomp,
+        attrs,
         pages: pages?,
     })
 }

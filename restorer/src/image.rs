@@ -38,6 +38,10 @@ pub struct TaskImage<'a> {
     pub shmem: BTreeMap<ShmemId, (&'a ShmemObject, &'a PageStoreReader)>,
     /// The task's private page store.
     pub pages: Option<&'a PageStoreReader>,
+    /// Its threads' seccomp state (`None`: no thread under seccomp).
+    pub seccomp: Option<&'a dormant_image::records::TaskSeccomp>,
+    /// Its threads' scheduling attributes and OOM score adjustment (`None`: not recorded).
+    pub attrs: Option<&'a dormant_image::records::ProcessAttrs>,
     /// The task is in a user namespace other than the restorer's (its ids and capabilities are that
     /// namespace's).
     pub own_user_ns: bool,
@@ -66,6 +70,8 @@ impl<'a> TaskImage<'a> {
                 .map(|(id, s)| (*id, (&s.object, &s.pages)))
                 .collect(),
             pages: Some(&task.pages),
+            seccomp: task.seccomp.as_ref(),
+            attrs: task.attrs.as_ref(),
             own_user_ns: img.namespaces.as_ref().is_some_and(|n| {
                 n.tasks.iter().any(|t| {
                     t.pid == task.pid()

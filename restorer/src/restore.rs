@@ -576,6 +576,7 @@ fn tree_nodes(
         ids: pids.inner_ids(tree),
         fresh_host_pids: pids.fresh,
         runner: dormant_restorable::Runner::current(),
+        own_slice: task::own_slice(),
     };
     let planned = plan.planned.as_slice();
     // Where each process of the image is in the fork order, for the pidfds tasks reopen.

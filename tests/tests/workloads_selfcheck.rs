@@ -270,3 +270,53 @@ fn memattrs_detects_damage() -> Result<()> {
     )?;
     Ok(())
 }
+
+fn seccomp() -> Spec {
+    Spec::workload("wl_seccomp", env!("CARGO_BIN_EXE_wl_seccomp"))
+}
+
+#[test]
+fn seccomp_passes_untouched() -> Result<()> {
+    harness::self_check(seccomp())?;
+    Ok(())
+}
+
+/// No filter installed and the child left out of strict mode (what a restore that drops seccomp leaves):
+/// every filter check, the TSYNC one (whose filters must then act in the other thread) and the strict
+/// ones notice; the child still answers, since read and write pass either way.
+#[test]
+fn seccomp_detects_damage() -> Result<()> {
+    harness::self_check_fails(
+        seccomp().args([INJECT_FAULT]),
+        &[
+            "main-filters",
+            "t-filters",
+            "u-filters",
+            "tsync",
+            "strict-mode",
+            "strict-kills",
+        ],
+    )?;
+    Ok(())
+}
+
+fn attrs() -> Spec {
+    Spec::workload("wl_attrs", env!("CARGO_BIN_EXE_wl_attrs"))
+}
+
+#[test]
+fn attrs_passes_untouched() -> Result<()> {
+    harness::self_check(attrs())?;
+    Ok(())
+}
+
+/// Every thread's attributes back at a fresh thread's defaults and the OOM score adjustment at 0 (what a
+/// restore that skips them leaves): each thread's check and the process's notice.
+#[test]
+fn attrs_detects_damage() -> Result<()> {
+    harness::self_check_fails(
+        attrs().args([INJECT_FAULT]),
+        &["main-attrs", "v-attrs", "w-attrs", "oom-score-adj"],
+    )?;
+    Ok(())
+}

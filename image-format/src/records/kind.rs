@@ -11,7 +11,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::attrs::TaskCore;
+use super::attrs::{ProcessAttrs, TaskCore};
 use super::container::ContainerRoot;
 use super::file_identity::FileIdentity;
 use super::files::{Fd, FileDesc, FileLock, RegFile};
@@ -20,6 +20,7 @@ use super::mm::{Mm, ShmemObject};
 use super::mounts::{ExternalMaster, MountEntry, MountId, TmpfsRecord};
 use super::ns::{IpcNamespace, NsId, NsState, TaskCgroups, TaskNamespaces, UtsNamespace};
 use super::pages::PageExtent;
+use super::seccomp::TaskSeccomp;
 use super::threads::{ThreadCore, ThreadCoreV1};
 use super::tree::{PsTreeEntry, Zombie};
 use crate::codec;
@@ -256,6 +257,10 @@ record_kinds! {
     // 10-19: threads and process trees.
     /// Zombies of the tree (records/tree.rs).
     10 Zombie(Zombie) version 1 older [] files [name(ZOMBIES, "zombies")];
+    /// One process's seccomp modes and filters, when a thread is under seccomp (records/seccomp.rs).
+    15 Seccomp(TaskSeccomp) version 1 older [] files [numbered(seccomp, Pid, "seccomp-")];
+    /// One process's per-thread attributes and OOM score adjustment (records/attrs.rs).
+    16 ProcessAttrs(ProcessAttrs) version 1 older [] files [numbered(attrs, Pid, "attrs-")];
     // 20-29: open file descriptions.
     /// Open file descriptions not reopened by path (records/files/mod.rs).
     20 FileDescs(FileDesc) version 1 older [] files [name(FILE_DESCS, "file-descs")];

@@ -26,12 +26,13 @@ pub mod ns;
 pub mod pages;
 pub mod regs;
 pub mod rlimits;
+pub mod seccomp;
 pub mod signals;
 pub mod threads;
 pub mod timers;
 pub mod tree;
 
-pub use attrs::TaskCore;
+pub use attrs::{ProcessAttrs, SchedParams, TaskCore, ThreadAttrs};
 pub use container::{container_names, ContainerRoot};
 pub use creds::Creds;
 pub use file_identity::{
@@ -62,6 +63,7 @@ pub use ns::{ClockOffset, TimeNamespace};
 pub use pages::{page_flags, PageExtent};
 pub use regs::GpRegs;
 pub use rlimits::Rlimit;
+pub use seccomp::{BpfInsn, SeccompFilter, SeccompMode, TaskSeccomp, ThreadSeccomp};
 pub use signals::{SigAction, SigAltStack, SigInfo};
 pub use threads::{RobustList, Rseq, ThreadCore};
 pub use timers::{ITimer, PosixTimer};

@@ -33,6 +33,8 @@ pub struct Samples {
     pub ext_tmpfs: Vec<TmpfsRecord>,
     pub container_root: ContainerRoot,
     pub file_identity: FileIdentity,
+    pub seccomp: Vec<TaskSeccomp>,
+    pub attrs: Vec<ProcessAttrs>,
 }
 
 pub const ROOT: Pid = Pid(100);
@@ -874,6 +876,96 @@ impl Samples {
                     },
                 ],
             },
+            seccomp: vec![TaskSeccomp {
+                pid: ROOT,
+                filters: vec![
+                    SeccompFilter {
+                        prev: None,
+                        flags: 0,
+                        insns: vec![BpfInsn {
+                            code: 0x06,
+                            jt: 0,
+                            jf: 0,
+                            k: 0x7fff_0000,
+                        }],
+                    },
+                    SeccompFilter {
+                        prev: Some(0),
+                        flags: 2,
+                        insns: vec![
+                            BpfInsn {
+                                code: 0x20,
+                                jt: 0,
+                                jf: 0,
+                                k: 0,
+                            },
+                            BpfInsn {
+                                code: 0x06,
+                                jt: 0,
+                                jf: 0,
+                                k: 0x0005_002a,
+                            },
+                        ],
+                    },
+                ],
+                threads: vec![
+                    ThreadSeccomp {
+                        tid: Tid(100),
+                        mode: SeccompMode::Filter { last: 1 },
+                    },
+                    ThreadSeccomp {
+                        tid: Tid(101),
+                        mode: SeccompMode::Filter { last: 0 },
+                    },
+                ],
+            }],
+            attrs: vec![
+                ProcessAttrs {
+                    pid: ROOT,
+                    oom_score_adj: 321,
+                    threads: vec![
+                        ThreadAttrs {
+                            tid: Tid(100),
+                            sched: SchedParams {
+                                policy: 3,
+                                nice: 5,
+                                runtime: 1_400_000,
+                                util_max: 1024,
+                                ..SchedParams::default()
+                            },
+                            ioprio: 2 << 13 | 6,
+                            timer_slack_ns: 123_456,
+                            affinity: vec![0b10],
+                            pdeathsig: 0,
+                        },
+                        ThreadAttrs {
+                            tid: Tid(101),
+                            sched: SchedParams {
+                                policy: 1,
+                                flags: 1,
+                                priority: 7,
+                                ..SchedParams::default()
+                            },
+                            ioprio: 3 << 13,
+                            timer_slack_ns: 0,
+                            affinity: vec![0b01],
+                            pdeathsig: 28,
+                        },
+                    ],
+                },
+                ProcessAttrs {
+                    pid: CHILD,
+                    oom_score_adj: 0,
+                    threads: vec![ThreadAttrs {
+                        tid: Tid(102),
+                        sched: SchedParams::default(),
+                        ioprio: 0,
+                        timer_slack_ns: 50_000,
+                        affinity: vec![0b11],
+                        pdeathsig: 0,
+                    }],
+                },
+            ],
         }
     }
 
@@ -898,6 +990,14 @@ impl Samples {
         }
         for (pid, locks) in &self.locks {
             w.write_records(&names::locks(*pid), locks).unwrap();
+        }
+        for s in &self.seccomp {
+            w.write_records(&names::seccomp(s.pid), std::slice::from_ref(s))
+                .unwrap();
+        }
+        for a in &self.attrs {
+            w.write_records(&names::attrs(a.pid), std::slice::from_ref(a))
+                .unwrap();
         }
         w.write_records(names::REG_FILES, &self.files).unwrap();
         w.write_records(names::FILE_DESCS, &self.descs).unwrap();

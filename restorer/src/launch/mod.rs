@@ -98,6 +98,8 @@ pub struct Launch {
     pub comm: Option<std::ffi::CString>,
     /// The task's execution domain (`personality(2)`), e.g. ADDR_NO_RANDOMIZE for later execs.
     pub personality: Option<u32>,
+    /// What the tracer sets and checks from outside before the release.
+    pub finish: crate::task::Finish,
 }
 
 /// A thread the blob creates besides the leader.
