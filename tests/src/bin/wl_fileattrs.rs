@@ -166,22 +166,14 @@ fn memfd() -> Result<State, WorkloadError> {
         "memfd_create",
     )?;
     write_all(flagged, MEMFD_BYTES)?;
+    let fl = libc::O_APPEND | libc::O_NONBLOCK;
     // SAFETY: fcntl on our own fd.
-    cvt(
-        unsafe { libc::fcntl(flagged, libc::F_SETFL, libc::O_APPEND | libc::O_NONBLOCK) },
-        "F_SETFL",
-    )?;
-    // SAFETY: as above.
-    cvt(
-        unsafe {
-            libc::fcntl(
-                flagged,
-                libc::F_ADD_SEALS,
-                libc::F_SEAL_SHRINK | libc::F_SEAL_GROW,
-            )
-        },
-        "F_ADD_SEALS",
-    )?;
+    let r = unsafe { libc::fcntl(flagged, libc::F_SETFL, fl) };
+    cvt(r, "F_SETFL")?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+    // SAFETY: fcntl on our own fd.
+    let r = unsafe { libc::fcntl(flagged, libc::F_ADD_SEALS, seals) };
+    cvt(r, "F_ADD_SEALS")?;
     // SAFETY: as above.
     let first = cvt(
         unsafe { libc::memfd_create(name.as_ptr(), 0) },
