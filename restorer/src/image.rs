@@ -122,6 +122,8 @@ pub struct TreeImage<'a> {
     pub zombies: &'a [Zombie],
     /// Open file descriptions not reachable by path (`file-descs`), in image order.
     pub descs: &'a [FileDesc],
+    /// Owner, mode and times of the inodes of unlinked files and memfds (`inode-attrs`).
+    pub inode_attrs: &'a [dormant_image::records::InodeAttrs],
 }
 
 impl<'a> TreeImage<'a> {
@@ -135,6 +137,7 @@ impl<'a> TreeImage<'a> {
                 .collect(),
             zombies: &img.zombies,
             descs: &img.descs,
+            inode_attrs: &img.inode_attrs,
         }
     }
 }

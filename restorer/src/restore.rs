@@ -282,6 +282,7 @@ impl Restore {
         // Every open file description once, before any fork: tasks that shared one inherit the same.
         let opened = crate::files::open_all_inheriting(
             tree_descs(&tree),
+            tree.inode_attrs,
             self.tcp_established,
             &self.inherited,
         )?;

@@ -84,6 +84,17 @@ pub fn kcmp_same_file(pid1: i32, fd1: RawFd, pid2: i32, fd2: RawFd) -> Result<bo
     Ok(ret == 0)
 }
 
+/// `kcmp` types comparing whole per-task objects: the fd table and the fs struct (cwd, root, umask).
+pub const KCMP_FILES: libc::c_int = 2;
+pub const KCMP_FS: libc::c_int = 3;
+
+/// kcmp of a per-task object (`KCMP_FILES`, `KCMP_FS`, ...): whether tasks `pid1` and `pid2` share it.
+pub fn kcmp_same(pid1: i32, pid2: i32, kind: libc::c_int) -> Result<bool, Errno> {
+    // SAFETY: kcmp only compares kernel objects named by pids; no memory is passed.
+    let ret = check(unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, kind, 0, 0) })?;
+    Ok(ret == 0)
+}
+
 // --- ptrace ----------------------------------------------------------------------------------------
 
 /// PTRACE_GETREGSET `note` into `buf`; how many bytes the kernel filled.

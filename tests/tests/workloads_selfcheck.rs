@@ -300,6 +300,25 @@ fn seccomp_detects_damage() -> Result<()> {
     Ok(())
 }
 
+fn fileattrs(kinds: &[&str]) -> Spec {
+    Spec::workload("wl_fileattrs", env!("CARGO_BIN_EXE_wl_fileattrs")).args(kinds.iter().copied())
+}
+
+#[test]
+fn fileattrs_pass_untouched() -> Result<()> {
+    harness::self_check(fileattrs(&["memfd", "ghost", "mapshared"]))?;
+    Ok(())
+}
+
+#[test]
+fn fileattrs_detect_damage() -> Result<()> {
+    harness::self_check_fails(
+        fileattrs(&["memfd", "ghost", "mapshared", INJECT_FAULT]),
+        &["ghost", "mapshared", "memfd"],
+    )?;
+    Ok(())
+}
+
 fn attrs() -> Spec {
     Spec::workload("wl_attrs", env!("CARGO_BIN_EXE_wl_attrs"))
 }
@@ -318,5 +337,23 @@ fn attrs_detects_damage() -> Result<()> {
         attrs().args([INJECT_FAULT]),
         &["main-attrs", "v-attrs", "w-attrs", "oom-score-adj"],
     )?;
+    Ok(())
+}
+
+fn fdshare(kind: &str) -> Spec {
+    Spec::workload("wl_fdshare", env!("CARGO_BIN_EXE_wl_fdshare")).args([kind])
+}
+
+#[test]
+fn fdshare_pass_untouched() -> Result<()> {
+    harness::self_check(fdshare("files"))?;
+    harness::self_check(fdshare("fs"))?;
+    Ok(())
+}
+
+#[test]
+fn fdshare_detect_damage() -> Result<()> {
+    harness::self_check_fails(fdshare("files").args([INJECT_FAULT]), &["files"])?;
+    harness::self_check_fails(fdshare("fs").args([INJECT_FAULT]), &["fs"])?;
     Ok(())
 }

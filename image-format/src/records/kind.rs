@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::attrs::{ProcessAttrs, TaskCore};
 use super::container::ContainerRoot;
 use super::file_identity::FileIdentity;
-use super::files::{Fd, FileDesc, FileLock, RegFile};
+use super::files::{Fd, FileDesc, FileLock, InodeAttrs, RegFile};
 use super::ids::{Pid, Tid};
 use super::mm::{Mm, ShmemObject};
 use super::mounts::{ExternalMaster, MountEntry, MountId, TmpfsRecord};
@@ -268,6 +268,8 @@ record_kinds! {
     21 FileLocks(FileLock) version 1 older [] files [numbered(locks, Pid, "locks-")];
     /// How restore recognises mapped files and executables (records/file_identity.rs).
     22 FileIdentity(FileIdentity) version 1 older [] files [name(FILE_IDENTITY, "file-identity")];
+    /// Owner, mode and times of the inodes of unlinked files and memfds (records/files/inode.rs).
+    27 InodeAttrs(InodeAttrs) version 1 older [] files [name(INODE_ATTRS, "inode-attrs")];
     // 30-34: mount namespaces.
     /// The mounts of the tree's mount namespace (records/mounts.rs).
     30 Mounts(MountEntry) version 1 older [] files [name(MOUNTS, "mounts")];

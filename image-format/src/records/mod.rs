@@ -39,8 +39,9 @@ pub use file_identity::{
     elf_build_id, ContentDigest, FileCheck, FileDigest, FileIdentity, FILE_IDENTITY,
 };
 pub use files::{
-    DescId, DescKind, EpollTarget, Fd, FdFile, FileDesc, FileLock, FileOwner, FileStat, InetSocket,
-    InotifyWatch, LockKind, PtyState, RegFile, TcpConnection, TcpWindow, UnixDatagram,
+    DescId, DescKind, EpollTarget, Fd, FdFile, FileDesc, FileLock, FileOwner, FileStat, FileTime,
+    InetSocket, InodeAttrs, InotifyWatch, LockKind, PtyState, RegFile, TcpConnection, TcpWindow,
+    UnixDatagram,
 };
 pub use ids::{FileId, Pid, ShmemId, Tid};
 #[cfg(feature = "arbitrary")]

@@ -18,6 +18,7 @@ use crate::error::Problems;
 
 pub mod epoll;
 pub mod inet;
+pub mod inode;
 pub mod inotify;
 pub mod locks;
 pub mod pidfd;
@@ -28,6 +29,7 @@ pub mod unix;
 
 pub use epoll::EpollTarget;
 pub use inet::InetSocket;
+pub use inode::{FileTime, InodeAttrs};
 pub use inotify::InotifyWatch;
 pub use locks::{FileLock, LockKind};
 pub use pty::PtyState;
