@@ -302,7 +302,10 @@ VmFlags: rd wr sh mr mw me ms sd
             if starts(&before) != starts(&after) {
                 continue;
             }
-            assert_eq!(starts(&before), v.iter().map(|e| e.start).collect::<Vec<_>>());
+            assert_eq!(
+                starts(&before),
+                v.iter().map(|e| e.start).collect::<Vec<_>>()
+            );
             return;
         }
         panic!("/proc/self/maps never held still across 100 reads");

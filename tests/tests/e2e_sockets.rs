@@ -1,0 +1,45 @@
+//! End-to-end: unix socket states and ipc namespace settings survive dump → kill → restore exactly (the
+//! `wl_sockets` and `wl_ipc` workloads check them themselves). Privileged (root); needs the dormant binary.
+
+use dormant_tests::harness::{self, Result, Spec};
+
+fn sockets(kinds: &[&str]) -> Spec {
+    Spec::workload("wl_sockets", env!("CARGO_BIN_EXE_wl_sockets")).args(kinds.iter().copied())
+}
+
+/// Shutdown bits of stream and seqpacket pairs: EOF where the peer or the end shut down, EPIPE where
+/// sending is shut, the open direction still open.
+#[test]
+fn unix_shutdown_state() -> Result<()> {
+    harness::dump_restore(sockets(&["shutdown"]))?;
+    Ok(())
+}
+
+/// A listener and a datagram socket whose paths were unlinked keep their names, and the paths stay
+/// unlinked; a kept path is still a socket that accepts.
+#[test]
+fn unix_unlinked_paths_stay_unlinked() -> Result<()> {
+    harness::dump_restore(sockets(&["unlinked"]))?;
+    Ok(())
+}
+
+/// Unbound stream and seqpacket sockets and a bound, not listening one, with their types and names.
+#[test]
+fn unix_unconnected_sockets() -> Result<()> {
+    harness::dump_restore(sockets(&["unconnected"]))?;
+    Ok(())
+}
+
+/// Stream sockets whose peer was closed read their queue, then EOF.
+#[test]
+fn unix_peer_closed_reads_queue_then_eof() -> Result<()> {
+    harness::dump_restore(sockets(&["peerclosed"]))?;
+    Ok(())
+}
+
+/// An ipc namespace's limits, `kernel.sem` and the ids chosen for the next objects.
+#[test]
+fn ipc_sysctls_and_next_ids() -> Result<()> {
+    harness::dump_restore(Spec::workload("wl_ipc", env!("CARGO_BIN_EXE_wl_ipc")))?;
+    Ok(())
+}
