@@ -1,5 +1,5 @@
-//! End-to-end: unix socket states and ipc namespace settings survive dump → kill → restore exactly (the
-//! `wl_sockets` and `wl_ipc` workloads check them themselves). Privileged (root); needs the dormant binary.
+//! End-to-end: unix socket states survive dump → kill → restore exactly (the `wl_sockets` workload checks
+//! them itself). Privileged (root); needs the dormant binary.
 
 use dormant_tests::harness::{self, Result, Spec};
 
@@ -34,12 +34,5 @@ fn unix_unconnected_sockets() -> Result<()> {
 #[test]
 fn unix_peer_closed_reads_queue_then_eof() -> Result<()> {
     harness::dump_restore(sockets(&["peerclosed"]))?;
-    Ok(())
-}
-
-/// An ipc namespace's limits, `kernel.sem` and the ids chosen for the next objects.
-#[test]
-fn ipc_sysctls_and_next_ids() -> Result<()> {
-    harness::dump_restore(Spec::workload("wl_ipc", env!("CARGO_BIN_EXE_wl_ipc")))?;
     Ok(())
 }

@@ -122,7 +122,10 @@ fn is_next_id(name: &str) -> bool {
 /// Sets the namespace's sysctls (`/proc/sys/kernel/*`, `/proc/sys/fs/mqueue/*` of the calling thread's ipc
 /// namespace) that `pick` selects. Only those two directories may be named, without `..`.
 fn restore_sysctls(ipc: &IpcNamespace, pick: impl Fn(&str) -> bool) -> Result<()> {
-    for s in ipc.sysctls.iter().filter(|s| pick(&s.name)) {
+    // A `*_next_id` of -1 (none chosen) is what a new namespace has, and the kernel refuses to be written it.
+    let unset =
+        |s: &dormant_image::records::IpcSysctl| is_next_id(&s.name) && s.value.trim() == "-1";
+    for s in ipc.sysctls.iter().filter(|s| pick(&s.name) && !unset(s)) {
         let allowed = (s.name.starts_with("kernel/") || s.name.starts_with("fs/mqueue/"))
             && s.name
                 .split('/')

@@ -6,8 +6,8 @@
 //! semaphore set and shared memory segment (`kernel/*_next_id`) without creating them. After the trigger
 //! every setting reads as before, the set has its id and values, and new objects get exactly the chosen ids.
 //!
-//! `--inject-fault` puts `kernel/sem` back to the kernel default and clears `kernel/msg_next_id` after the
-//! trigger, before checking.
+//! `--inject-fault` puts `kernel/sem` back to the kernel default and moves `kernel/msg_next_id` one on after
+//! the trigger, before checking.
 
 use std::process::ExitCode;
 
@@ -116,7 +116,7 @@ fn body() -> Result<ExitCode, WorkloadError> {
     workload::wait_for_trigger(&args.trigger)?;
     if args.has_flag(INJECT_FAULT) {
         let _ = write("kernel/sem", "32000 1024000000 500 32000");
-        let _ = write("kernel/msg_next_id", "-1");
+        let _ = write("kernel/msg_next_id", &(NEXT_MSG + 1).to_string());
     }
 
     let mut report = Report::new("wl_ipc");
