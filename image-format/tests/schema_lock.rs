@@ -31,6 +31,7 @@ fn trace_enums(t: &mut Tracer) {
     use dormant_image::records::*;
     t.trace_simple_type::<FdFile>().unwrap();
     t.trace_simple_type::<DescKind>().unwrap();
+    t.trace_simple_type::<files::v1::DescKindV1>().unwrap();
     t.trace_simple_type::<LockKind>().unwrap();
     t.trace_simple_type::<VmaBacking>().unwrap();
     t.trace_simple_type::<MountSource>().unwrap();

@@ -357,3 +357,63 @@ fn fdshare_detect_damage() -> Result<()> {
     harness::self_check_fails(fdshare("fs").args([INJECT_FAULT]), &["fs"])?;
     Ok(())
 }
+
+fn sockets(kinds: &[&str]) -> Spec {
+    Spec::workload("wl_sockets", env!("CARGO_BIN_EXE_wl_sockets")).args(kinds.iter().copied())
+}
+
+#[test]
+fn sockets_pass_untouched() -> Result<()> {
+    harness::self_check(sockets(&[
+        "shutdown",
+        "unlinked",
+        "unconnected",
+        "peerclosed",
+    ]))?;
+    Ok(())
+}
+
+/// Sockets replaced by fresh ones with the same bytes (no shutdown, no name, a live peer) and unlinked
+/// paths recreated: every check of the state under test fails.
+#[test]
+fn sockets_detect_lost_state() -> Result<()> {
+    harness::self_check_fails(
+        sockets(&["shutdown", "unlinked", "unconnected", "peerclosed"]).args([INJECT_FAULT]),
+        &[
+            "shut-wr-peer-reads-then-eof",
+            "shut-wr-send-epipe",
+            "shut-rd-reads-eof",
+            "shut-wr-other-way-open",
+            "shut-rd-peer-send-epipe",
+            "shut-rd-other-way-open",
+            "seqpacket-shut-rdwr",
+            "unlinked-listener-path-absent",
+            "unlinked-dgram-path-absent",
+            "unconnected-names",
+            "bound-listens-and-accepts",
+            "pair-survivor-reads-then-eof",
+            "accepted-survivor-reads-then-eof",
+            "accepted-name",
+        ],
+    )?;
+    Ok(())
+}
+
+fn ipc() -> Spec {
+    Spec::workload("wl_ipc", env!("CARGO_BIN_EXE_wl_ipc"))
+}
+
+#[test]
+fn ipc_passes_untouched() -> Result<()> {
+    harness::self_check(ipc())?;
+    Ok(())
+}
+
+#[test]
+fn ipc_detects_lost_settings() -> Result<()> {
+    harness::self_check_fails(
+        ipc().args([INJECT_FAULT]),
+        &["kernel/sem", "kernel/msg_next_id", "next-ids"],
+    )?;
+    Ok(())
+}

@@ -47,7 +47,7 @@ pub struct FileCollector {
     /// Locks already recorded: description locks by description, POSIX ones by task and file.
     locks_seen: HashSet<(u32, String, FileLockKey)>,
     /// Unix socket peers, read once on the first unix socket.
-    unix_peers: Option<HashMap<u64, u64>>,
+    unix_peers: Option<unix::DiagMap>,
     /// Dump established TCP connections in repair mode instead of refusing them (`--tcp-established`).
     tcp_established: bool,
     /// Copies of the TCP sockets left in repair mode; see [`RepairedSockets`].
@@ -245,7 +245,7 @@ impl FileCollector {
                     self.unix_peers = Some(unix::peers()?);
                 }
                 let peers = self.unix_peers.get_or_insert_with(HashMap::new);
-                unix::dump(ino, peers, dup)
+                unix::dump(pid, ino, peers, dup)
             }
             FdKind::Inet { family } => {
                 inet::dump(dup, family, self.tcp_established, &mut self.repaired)

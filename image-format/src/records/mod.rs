@@ -38,6 +38,7 @@ pub use creds::Creds;
 pub use file_identity::{
     elf_build_id, ContentDigest, FileCheck, FileDigest, FileIdentity, FILE_IDENTITY,
 };
+pub use files::unix;
 pub use files::{
     DescId, DescKind, EpollTarget, Fd, FdFile, FileDesc, FileLock, FileOwner, FileStat, FileTime,
     InetSocket, InodeAttrs, InotifyWatch, LockKind, PtyState, RegFile, TcpConnection, TcpWindow,

@@ -395,6 +395,7 @@ fn descs() -> Vec<FileDesc> {
                 peer: 9101,
                 sock_type: 1,
                 queued: vec![b"to 9100".to_vec()],
+                shutdown: Some(2),
             },
         ),
         d(
@@ -419,6 +420,7 @@ fn descs() -> Vec<FileDesc> {
             DescKind::UnixListen {
                 name: b"\0sample-listener".to_vec(),
                 sock_type: 1,
+                unlinked: Some(false),
             },
         ),
         d(
@@ -452,6 +454,8 @@ fn descs() -> Vec<FileDesc> {
                 name: b"/tmp/sock".to_vec(),
                 peer_name: vec![],
                 queued: vec![b"conn".to_vec()],
+                shutdown: Some(1),
+                unlinked: Some(true),
             },
         ),
         d(
@@ -466,6 +470,8 @@ fn descs() -> Vec<FileDesc> {
                     from: b"/tmp/peer".to_vec(),
                     data: b"dgram".to_vec(),
                 }],
+                shutdown: Some(0),
+                unlinked: Some(false),
             },
         ),
         d(14, 2, DescKind::TcpEstablished(tcp())),
@@ -530,6 +536,16 @@ fn descs() -> Vec<FileDesc> {
                         data: 33,
                     },
                 ],
+            },
+        ),
+        d(
+            21,
+            2,
+            DescKind::UnixUnconnected {
+                sock_type: 5,
+                name: b"/tmp/unconnected".to_vec(),
+                unlinked: true,
+                shutdown: 3,
             },
         ),
     ];

@@ -118,6 +118,7 @@ pub fn open_all_inheriting(
         opened.descs.insert(d.id, d.clone());
     }
     unix::fill_queues(&state.unix, descs, &opened.fds)?;
+    unix::finish(&mut state.unix, descs, &opened.fds)?;
     // Established TCP connections leave repair mode last, when every end in the image exists.
     for d in descs {
         let (DescKind::TcpEstablished(c), Some(fd)) = (&d.kind, opened.fds.get(&d.id)) else {

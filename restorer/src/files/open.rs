@@ -80,9 +80,12 @@ pub(super) fn open_one(
             sock_type,
             ..
         } => unix::open_pair(&mut st.unix, d.id, *ino, *peer, *sock_type),
-        DescKind::UnixListen { name, sock_type } => {
-            unix::open_listener(&mut st.unix, name, *sock_type)
-        }
+        DescKind::UnixListen {
+            name, sock_type, ..
+        } => unix::open_listener(&mut st.unix, name, *sock_type),
+        DescKind::UnixUnconnected {
+            sock_type, name, ..
+        } => unix::open_unconnected(*sock_type, name).map_err(Into::into),
         DescKind::UnixConn {
             ino,
             peer,
