@@ -35,6 +35,7 @@ pub struct Samples {
     pub file_identity: FileIdentity,
     pub seccomp: Vec<TaskSeccomp>,
     pub attrs: Vec<ProcessAttrs>,
+    pub inode_attrs: Vec<InodeAttrs>,
 }
 
 pub const ROOT: Pid = Pid(100);
@@ -935,6 +936,23 @@ impl Samples {
                     },
                 ],
             }],
+            inode_attrs: [6, 10]
+                .into_iter()
+                .map(|d| InodeAttrs {
+                    desc: DescId(d),
+                    uid: 1000,
+                    gid: 100,
+                    mode: 0o640,
+                    atime: FileTime {
+                        sec: 1_700_000_000,
+                        nsec: 5,
+                    },
+                    mtime: FileTime {
+                        sec: 1_600_000_000,
+                        nsec: 999_999_999,
+                    },
+                })
+                .collect(),
             attrs: vec![
                 ProcessAttrs {
                     pid: ROOT,
@@ -1011,6 +1029,8 @@ impl Samples {
             w.write_records(&names::seccomp(s.pid), std::slice::from_ref(s))
                 .unwrap();
         }
+        w.write_records(names::INODE_ATTRS, &self.inode_attrs)
+            .unwrap();
         for a in &self.attrs {
             w.write_records(&names::attrs(a.pid), std::slice::from_ref(a))
                 .unwrap();
