@@ -34,7 +34,7 @@ use child::ChildPlan;
 use fork::{MappedArea, MaskGuard};
 use tracer::Traced;
 
-pub use crate::task::ProcessCtl;
+pub use crate::task::{Finish, ProcessCtl, ThreadSeccompInput};
 
 /// One fd of the restored task: the helper fd `from` (open in this process, numbered above every target
 /// fd) becomes `to` in the child.

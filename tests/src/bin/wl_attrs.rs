@@ -200,12 +200,12 @@ fn check(w: &Want) -> Result<(), String> {
     }
 }
 
+/// How the main thread asks a checking thread to check (send) and hears its verdict (receive).
+type Asker = (mpsc::Sender<()>, mpsc::Receiver<Result<(), String>>);
+
 /// A thread that takes `want`'s attributes, then on each ask checks them (first putting them back to
 /// the defaults with `fault`).
-fn spawn(
-    want: Want,
-    fault: bool,
-) -> Result<(mpsc::Sender<()>, mpsc::Receiver<Result<(), String>>), WorkloadError> {
+fn spawn(want: Want, fault: bool) -> Result<Asker, WorkloadError> {
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let (done_tx, done_rx) = mpsc::channel();
     let (set_tx, set_rx) = mpsc::channel();

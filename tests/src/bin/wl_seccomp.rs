@@ -128,11 +128,12 @@ fn check_thread(active: &[(i64, u32)], count: usize) -> Result<(), String> {
 /// `c`: strict mode, then read a byte, answer, and make a forbidden syscall. Only raw read, write and
 /// exit in between: anything else would be its end.
 fn strict_child(go: libc::c_int, ack: libc::c_int, fault: bool) -> ! {
-    // SAFETY: PR_SET_SECCOMP with SECCOMP_MODE_STRICT takes no pointer.
-    if !fault
-        && unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_STRICT, 0, 0, 0) } != 0
-    {
-        exit_now(10);
+    if !fault {
+        // SAFETY: PR_SET_SECCOMP with SECCOMP_MODE_STRICT takes no pointer.
+        let r = unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_STRICT, 0, 0, 0) };
+        if r != 0 {
+            exit_now(10);
+        }
     }
     let mut b = [0u8; 1];
     loop {
