@@ -86,21 +86,7 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
 /// Runs `argv` in a process group of its own, in `cwd`, with fds 0-2 on /dev/null and no other (the test
 /// runner's pipes would be pipes to a process outside the dump).
 fn spawn(argv: &[&str], cwd: &Path) -> Child {
-    let mut cmd = Command::new(argv[0]);
-    cmd.args(&argv[1..])
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0);
-    // SAFETY: close_range is async-signal-safe and touches only this child's fd table.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        })
-    };
-    cmd.spawn().unwrap_or_else(|e| panic!("{argv:?}: {e}"))
+    spawn_filtered(argv, cwd, None)
 }
 
 /// Refusals a dump here cannot be made to reach, and why.
@@ -117,9 +103,9 @@ fn set_own_oom_score_adj(v: i32) {
     std::fs::write("/proc/self/oom_score_adj", v.to_string()).unwrap();
 }
 
-/// Like [`spawn`], with a seccomp filter that returns `action` for getpriority and allows the rest,
-/// installed before the exec.
-fn spawn_filtered(argv: &[&str], cwd: &Path, action: u32) -> Child {
+/// Like [`spawn`], with (when `action` is given) a seccomp filter that returns `action` for getpriority
+/// and allows the rest, installed before the exec.
+fn spawn_filtered(argv: &[&str], cwd: &Path, action: Option<u32>) -> Child {
     let mut cmd = Command::new(argv[0]);
     cmd.args(&argv[1..])
         .current_dir(cwd)
@@ -132,6 +118,9 @@ fn spawn_filtered(argv: &[&str], cwd: &Path, action: u32) -> Child {
     unsafe {
         cmd.pre_exec(move || {
             libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            let Some(action) = action else {
+                return Ok(());
+            };
             let code = |c: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code: c, jt, jf, k };
             let insns = [
                 code((libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16, 0, 0, 0),
@@ -230,7 +219,7 @@ fn scenario(kind: RefusalKind) -> Scenario {
         RefusalKind::SeccompNotify => {
             // A filter that hands getpriority to a supervisor (its listener is gone with the exec; the
             // filter stays): no restore can give the filter a supervisor back.
-            let c = spawn_filtered(&sleep, dir.path(), SECCOMP_RET_USER_NOTIF);
+            let c = spawn_filtered(&sleep, dir.path(), Some(SECCOMP_RET_USER_NOTIF));
             let pid = c.id();
             wait_until("sleep", || comm(pid) == "sleep");
             (c, pid)
