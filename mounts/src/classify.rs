@@ -17,23 +17,10 @@ use dormant_image::records::{ExternalMaster, MountEntry, MountSource, PeerGroup}
 use crate::error::{MountError, Result};
 use crate::external::ExternalMap;
 use crate::image::MountImage;
-use crate::mountinfo::{MountInfo, MountTree};
+use crate::mountinfo::{sub_path, MountInfo, MountTree};
 
 /// Filesystems restore mounts anew instead of binding them from somewhere.
 pub const RECREATED_FS: &[&str] = &["proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup2"];
-
-/// `inner` as a path below `outer` (both fs-relative roots): `Some("")` when equal, `Some("a/b")` below.
-pub fn sub_path<'a>(outer: &str, inner: &'a str) -> Option<&'a str> {
-    if outer == "/" {
-        return Some(inner.trim_start_matches('/'));
-    }
-    let rest = inner.strip_prefix(outer)?;
-    if rest.is_empty() {
-        Some("")
-    } else {
-        rest.strip_prefix('/')
-    }
-}
 
 fn join(base: &str, rel: &str) -> String {
     if rel.is_empty() {

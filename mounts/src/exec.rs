@@ -94,7 +94,7 @@ fn unshare_propagation(tree: &MountTree, path: &Path) -> Result<()> {
     let holder = tree
         .mounts
         .iter()
-        .filter(|m| crate::classify::sub_path(&m.mountpoint, &p).is_some())
+        .filter(|m| crate::mountinfo::sub_path(&m.mountpoint, &p).is_some())
         .max_by_key(|m| m.mountpoint.len());
     if let Some(m) = holder.filter(|m| m.shared.is_some()) {
         mount(

@@ -23,7 +23,7 @@ use super::pages::PageExtent;
 use super::seccomp::TaskSeccomp;
 use super::threads::{ThreadCore, ThreadCoreV1};
 use super::tree::{PsTreeEntry, Zombie};
-use crate::codec;
+pub use super::upgrade::{decode_upgraded, Upgrade};
 use crate::inventory::Inventory;
 
 /// A typed record: one type per [`RecordKind`]. A record file holds entries of exactly one kind, and the
@@ -39,19 +39,6 @@ pub trait Record: Serialize + DeserializeOwned + std::fmt::Debug {
         let _ = (version, payload);
         None
     }
-}
-
-/// An older schema version of a record, kept so that images written with it are still read: the old type
-/// (decoded exactly as it was encoded) and its conversion into the current one. A conversion must never
-/// invent state that a restore would then trust: a field the old version did not carry gets the value that
-/// means "not known" (and the restorer must treat it so), or the conversion fails naming what is missing.
-pub trait Upgrade<New>: DeserializeOwned {
-    fn upgrade(self) -> Result<New, String>;
-}
-
-/// Decodes `payload` as `Old` and upgrades it: what [`Record::decode_older`] does for a kept version.
-pub fn decode_upgraded<Old: Upgrade<New>, New>(payload: &[u8]) -> Result<New, String> {
-    codec::decode::<Old>(payload)?.upgrade()
 }
 
 /// How the files of one kind are named inside an image directory.

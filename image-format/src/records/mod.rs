@@ -31,6 +31,7 @@ pub mod signals;
 pub mod threads;
 pub mod timers;
 pub mod tree;
+pub mod upgrade;
 
 pub use attrs::{ProcessAttrs, SchedParams, TaskCore, ThreadAttrs};
 pub use container::{container_names, ContainerRoot};

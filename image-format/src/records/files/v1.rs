@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     DescId, EpollTarget, FileOwner, InetSocket, InotifyWatch, PtyState, TcpConnection, UnixDatagram,
 };
-use crate::records::kind::Upgrade;
+use crate::records::upgrade::Upgrade;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FileDescV1 {
