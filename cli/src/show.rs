@@ -200,6 +200,10 @@ fn desc_summary(k: &records::DescKind) -> String {
         DescKind::Fifo { path, .. } => format!("fifo {path}"),
         DescKind::UnixConn { ino, peer, .. } => format!("unix connection {ino} to {peer}"),
         DescKind::UnixDgram { ino, .. } => format!("unix datagram socket {ino}"),
+        DescKind::UnixUnconnected { name, .. } => format!(
+            "unconnected unix socket {}",
+            String::from_utf8_lossy(name).replace('\0', "@")
+        ),
         DescKind::TcpEstablished(c) => format!("TCP connection, local port {}", c.local.1),
         DescKind::External { key } => format!("external {key}"),
         DescKind::Inotify { watches } => {

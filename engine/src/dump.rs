@@ -396,6 +396,8 @@ impl Dump {
         if !self.skip_restore_check {
             crate::restorable::check(&facts)?;
         }
+        // No image records it, so no restore could refuse it: always checked.
+        crate::restorable::check_sharing(tree)?;
         progress.done(DumpStage::Seize)?;
         // A container's mount tree and namespaces first: an unrestorable mount refuses the dump early.
         let pids: Vec<Pid> = tree.tasks.iter().map(|t| Pid(t.task.pid())).collect();

@@ -186,6 +186,10 @@ pub enum DumpError {
          carried (its next children would start in its own)"
     )]
     ForChildren { pid: u32, kind: &'static str },
+    /// Tasks that share (or threads that do not share) a per-task table the restore creates one of per
+    /// process: restored, a change one makes would no longer (or would now) show in the other.
+    #[error("pid {pid}: {what}; this sharing is not restored yet")]
+    Sharing { pid: u32, what: String },
     #[error("namespaces: {0}")]
     Namespace(#[from] crate::ns::NsError),
     /// A caller's [`crate::dump::DumpEvent`] hook refused to go on.
@@ -240,6 +244,7 @@ impl DumpError {
             | Config { pid, .. }
             | ControllingTerminal { pid, .. }
             | ForChildren { pid, .. }
+            | Sharing { pid, .. }
             | Hook { pid, .. } => *pid,
             Unrestorable(r) => r.pid(),
             ThreadPool(_) | Host { .. } | Namespace(_) => return None,

@@ -5,7 +5,10 @@
 //!
 //! One more refusal is the dump's alone, since no image records it: a namespace a task unshared for
 //! children it has not forked yet (`/proc/PID/ns/{pid,time}_for_children`). Restored without it, the
-//! task's next children would start in its own namespace instead.
+//! task's next children would start in its own namespace instead. Nor does any image record which tasks
+//! share an fd table or an fs struct (cwd, root, umask): the restore gives every process its own and
+//! every thread its process's, so processes that share one (`clone(CLONE_FILES)`, `CLONE_FS`) and threads
+//! that do not (`unshare`) are refused ([`check_sharing`]).
 
 use std::os::unix::fs::MetadataExt;
 
@@ -61,6 +64,10 @@ fn task_facts(pid: u32, tids: &[u32]) -> Result<TaskFacts> {
         creds.push((tid, crate::task::threads::status(pid, tid)?.creds));
     }
     let namespaces: TaskNamespaces = ns::task_namespaces(Pid(pid))?;
+    let sched_policies = tids
+        .iter()
+        .map(|&tid| Ok((tid, crate::task::attrs::sched_params(pid, tid)?.policy)))
+        .collect::<Result<Vec<_>>>()?;
     Ok(TaskFacts {
         pid: Pid(pid),
         creds,
@@ -68,6 +75,9 @@ fn task_facts(pid: u32, tids: &[u32]) -> Result<TaskFacts> {
         root: proc::read_link(pid, "root")?,
         ns_pids: status.ns_pids.iter().copied().map(Pid).collect(),
         namespaces: Some(namespaces),
+        seccomp: crate::task::seccomp::read(pid, tids)?,
+        sched_policies,
+        oom_score_adj: Some(crate::task::attrs::oom_score_adj(pid)?),
     })
 }
 
@@ -102,4 +112,51 @@ fn for_children(pid: u32, in_tree: &[u64]) -> Result<Vec<NsKind>> {
         }
     }
     Ok(out)
+}
+
+/// The per-task objects [`check_sharing`] compares: kcmp type, what sharing it means, and the `clone` flag.
+const SHARED_TABLES: [(libc::c_int, &str, &str); 2] = [
+    (dormant_sys::host::KCMP_FILES, "fd table", "CLONE_FILES"),
+    (
+        dormant_sys::host::KCMP_FS,
+        "fs struct (cwd, root, umask)",
+        "CLONE_FS",
+    ),
+];
+
+/// Refuses a tree in which two processes share an fd table or an fs struct, or a thread has its own (see
+/// the module docs). Pairwise over processes: trees are small, and kcmp is one cheap syscall.
+pub fn check_sharing(tree: &SeizedTree) -> Result<()> {
+    let tasks: Vec<(u32, Vec<u32>)> = tree
+        .tasks
+        .iter()
+        .map(|t| (t.task.pid(), t.task.tids()))
+        .collect();
+    let same = |a: u32, b: u32, kind: libc::c_int| {
+        dormant_sys::host::kcmp_same(a as i32, b as i32, kind).map_err(|e| DumpError::Sharing {
+            pid: a,
+            what: format!("kcmp with task {b}: {e}"),
+        })
+    };
+    for (i, (pid, tids)) in tasks.iter().enumerate() {
+        for (kind, table, flag) in SHARED_TABLES {
+            for &tid in tids.iter().filter(|&&t| t != *pid) {
+                if !same(*pid, tid, kind)? {
+                    return Err(DumpError::Sharing {
+                        pid: *pid,
+                        what: format!("thread {tid} has an {table} of its own (unshare({flag}))"),
+                    });
+                }
+            }
+            for (other, _) in &tasks[i + 1..] {
+                if same(*pid, *other, kind)? {
+                    return Err(DumpError::Sharing {
+                        pid: *pid,
+                        what: format!("shares its {table} with pid {other} ({flag})"),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -86,6 +86,26 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
 /// Runs `argv` in a process group of its own, in `cwd`, with fds 0-2 on /dev/null and no other (the test
 /// runner's pipes would be pipes to a process outside the dump).
 fn spawn(argv: &[&str], cwd: &Path) -> Child {
+    spawn_filtered(argv, cwd, None)
+}
+
+/// Refusals a dump here cannot be made to reach, and why.
+///
+/// `SeccompPrivilege`: a dormant without CAP_SYS_ADMIN cannot seize with PTRACE_O_SUSPEND_SECCOMP, so
+/// it fails before any check; the refusal guards a restore run with fewer privileges than its dump.
+const NOT_PROVOKED: &[RefusalKind] = &[RefusalKind::SeccompPrivilege];
+
+const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
+
+/// Sets this process's `oom_score_adj` (process-wide; raising it and lowering it back to 0 need no
+/// privilege).
+fn set_own_oom_score_adj(v: i32) {
+    std::fs::write("/proc/self/oom_score_adj", v.to_string()).unwrap();
+}
+
+/// Like [`spawn`], with (when `action` is given) a seccomp filter that returns `action` for getpriority
+/// and allows the rest, installed before the exec.
+fn spawn_filtered(argv: &[&str], cwd: &Path, action: Option<u32>) -> Child {
     let mut cmd = Command::new(argv[0]);
     cmd.args(&argv[1..])
         .current_dir(cwd)
@@ -93,10 +113,46 @@ fn spawn(argv: &[&str], cwd: &Path) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0);
-    // SAFETY: close_range is async-signal-safe and touches only this child's fd table.
+    // SAFETY: close_range and seccomp are async-signal-safe; the program and filter live on this
+    // child's stack for the duration of the call, and touch only this child.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            let Some(action) = action else {
+                return Ok(());
+            };
+            let code = |c: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code: c, jt, jf, k };
+            let insns = [
+                code((libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16, 0, 0, 0),
+                code(
+                    (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+                    0,
+                    1,
+                    libc::SYS_getpriority as u32,
+                ),
+                code((libc::BPF_RET | libc::BPF_K) as u16, 0, 0, action),
+                code((libc::BPF_RET | libc::BPF_K) as u16, 0, 0, 0x7fff_0000),
+            ];
+            let prog = libc::sock_fprog {
+                len: insns.len() as u16,
+                filter: insns.as_ptr() as *mut libc::sock_filter,
+            };
+            // SECCOMP_SET_MODE_FILTER (1) with SECCOMP_FILTER_FLAG_NEW_LISTENER (8) for a notifying
+            // filter (the listener is close-on-exec).
+            let flags = if action == SECCOMP_RET_USER_NOTIF {
+                8u32
+            } else {
+                0
+            };
+            if libc::syscall(
+                libc::SYS_seccomp,
+                1u32,
+                flags,
+                &prog as *const libc::sock_fprog,
+            ) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         })
     };
@@ -169,6 +225,49 @@ fn scenario(kind: RefusalKind) -> Scenario {
             });
             let root = children(top)[0];
             (c, root)
+        }
+        RefusalKind::SeccompNotify => {
+            // A filter that hands getpriority to a supervisor (its listener is gone with the exec; the
+            // filter stays): no restore can give the filter a supervisor back.
+            let c = spawn_filtered(&sleep, dir.path(), Some(SECCOMP_RET_USER_NOTIF));
+            let pid = c.id();
+            wait_until("sleep", || comm(pid) == "sleep");
+            (c, pid)
+        }
+        RefusalKind::SchedDeadline => {
+            let c = spawn(
+                &[
+                    &[
+                        "chrt",
+                        "--deadline",
+                        "-T",
+                        "1000000",
+                        "-D",
+                        "10000000",
+                        "-P",
+                        "10000000",
+                        "0",
+                    ],
+                    &sleep[..],
+                ]
+                .concat(),
+                dir.path(),
+            );
+            let pid = c.id();
+            wait_until("chrt to exec sleep", || comm(pid) == "sleep");
+            (c, pid)
+        }
+        RefusalKind::OomScoreAdj => {
+            // A target at 0 under a dormant at 500 (raising needs no privilege; lowering the target
+            // would need CAP_SYS_RESOURCE, which this machine lacks too): see `set_own_oom_score_adj`.
+            let c = spawn(&sleep, dir.path());
+            let pid = c.id();
+            wait_until("sleep", || comm(pid) == "sleep");
+            set_own_oom_score_adj(500);
+            (c, pid)
+        }
+        RefusalKind::SeccompPrivilege => {
+            unreachable!("SeccompPrivilege is not walked: see NOT_PROVOKED")
         }
         RefusalKind::PidNesting => {
             // A tree in dormant's pid namespace with a child that is the init of a pid namespace of its own.
@@ -277,6 +376,9 @@ fn every_refusal_of_the_restore_is_made_by_the_dump_first() {
         "the refusal tests need root (they set up namespaces and dump other users' processes)"
     );
     for kind in RefusalKind::ALL {
+        if NOT_PROVOKED.contains(&kind) {
+            continue;
+        }
         let s = scenario(kind);
         let tree: Vec<u32> = std::iter::once(s.pid).chain(descendants(s.pid)).collect();
         let before: Vec<String> = tree.iter().map(|&p| maps(p)).collect();
@@ -333,6 +435,9 @@ fn every_refusal_of_the_restore_is_made_by_the_dump_first() {
             "{kind:?}: dormant restore did not refuse with the dump's message:\n{stderr}"
         );
         eprintln!("{kind:?}: {refusal}");
+        if kind == RefusalKind::OomScoreAdj {
+            set_own_oom_score_adj(0);
+        }
     }
 }
 

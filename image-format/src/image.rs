@@ -18,9 +18,9 @@ use crate::reader::{ImageReader, VerifyReport};
 use crate::records::{self, names, ns, Record};
 use crate::records::{
     ContainerRoot, DescId, ExternalMaster, Fd, FileDesc, FileId, FileIdentity, FileLock,
-    IpcNamespace, Mm, MountEntry, MountId, NetNamespace, NsId, NsKind, NsState, Pid, PsTreeEntry,
-    RegFile, ShmemId, ShmemObject, TaskCgroups, TaskCore, TaskNamespaces, ThreadCore, TmpfsRecord,
-    UserNamespace, UtsNamespace, Zombie,
+    InodeAttrs, IpcNamespace, Mm, MountEntry, MountId, NetNamespace, NsId, NsKind, NsState, Pid,
+    ProcessAttrs, PsTreeEntry, RegFile, ShmemId, ShmemObject, TaskCgroups, TaskCore,
+    TaskNamespaces, TaskSeccomp, ThreadCore, TmpfsRecord, UserNamespace, UtsNamespace, Zombie,
 };
 
 /// A checked image, loaded whole (see the module doc).
@@ -36,6 +36,9 @@ pub struct Image {
     /// Open file descriptions not reopened by path (`file-descs`), in image order (an epoll's targets
     /// before it).
     pub descs: Vec<FileDesc>,
+    /// Owner, mode and times of the inodes of unlinked files and memfds (`inode-attrs`; empty in images
+    /// that did not carry them).
+    pub inode_attrs: Vec<InodeAttrs>,
     /// Anonymous shared memory objects with their pages.
     pub shmem: BTreeMap<ShmemId, SharedObject>,
     /// How restore recognises mapped files and executables; `None`: by device and inode.
@@ -59,6 +62,12 @@ pub struct TaskRecords {
     pub mm: Mm,
     pub fds: Vec<Fd>,
     pub locks: Vec<FileLock>,
+    /// Its threads' seccomp modes and filters; `None` when no thread was under seccomp (or the image
+    /// predates the record, whose dump did not look).
+    pub seccomp: Option<TaskSeccomp>,
+    /// Its threads' scheduling attributes and its OOM score adjustment; `None` in images before the
+    /// record (not known: left as inherited).
+    pub attrs: Option<ProcessAttrs>,
     /// Its private pages.
     pub pages: PageStoreReader,
 }
@@ -241,6 +250,7 @@ impl Image {
             zombies,
             files,
             descs,
+            inode_attrs,
             shmem,
             file_identity,
             namespaces,
@@ -254,6 +264,7 @@ impl Image {
             zombies,
             files,
             descs,
+            inode_attrs,
             shmem,
             file_identity,
             namespaces,
@@ -313,6 +324,7 @@ struct Parts {
     zombies: Vec<Zombie>,
     files: BTreeMap<FileId, RegFile>,
     descs: Vec<FileDesc>,
+    inode_attrs: Vec<InodeAttrs>,
     shmem: BTreeMap<ShmemId, SharedObject>,
     file_identity: Option<FileIdentity>,
     namespaces: Option<Namespaces>,
@@ -347,6 +359,8 @@ fn load_parts(l: &mut Loader<'_>) -> Parts {
         .collect();
     let file_ids: BTreeSet<FileId> = files.keys().copied().collect();
     records::files::check_descs(&descs, &file_ids, &processes, &mut l.p);
+    let inode_attrs: Vec<InodeAttrs> = l.optional(names::INODE_ATTRS);
+    records::files::inode::check_inode_attrs(&inode_attrs, &descs, &mut l.p);
     let desc_ids: BTreeSet<DescId> = descs.iter().map(|d| d.id).collect();
     let shmem = load_shmem(l, &pids);
     let shmem_ids: BTreeSet<ShmemId> = shmem.keys().copied().collect();
@@ -374,6 +388,7 @@ fn load_parts(l: &mut Loader<'_>) -> Parts {
         zombies,
         files,
         descs,
+        inode_attrs,
         shmem,
         file_identity,
         namespaces,
@@ -440,6 +455,22 @@ fn load_task(l: &mut Loader<'_>, tree: PsTreeEntry, refs: &TaskRefs<'_>) -> Opti
         let (lf, ff) = (names::locks(pid), names::fds(pid));
         records::files::locks::check_locks(&lf, &ff, &locks, fds, &mut l.p);
     }
+    let seccomp: Option<TaskSeccomp> = l
+        .img
+        .has_file(&names::seccomp(pid))
+        .then(|| l.single(&names::seccomp(pid)))
+        .flatten();
+    if let Some(s) = &seccomp {
+        records::seccomp::check_seccomp(&names::seccomp(pid), pid, &tree.threads, s, &mut l.p);
+    }
+    let attrs: Option<ProcessAttrs> = l
+        .img
+        .has_file(&names::attrs(pid))
+        .then(|| l.single(&names::attrs(pid)))
+        .flatten();
+    if let Some(a) = &attrs {
+        records::attrs::check_process_attrs(&names::attrs(pid), pid, &tree.threads, a, &mut l.p);
+    }
     let store = names::task_pages(pid);
     let pages = l.store(&store);
     if let (Some(pages), Some(mm)) = (&pages, &mm) {
@@ -455,6 +486,8 @@ fn load_task(l: &mut Loader<'_>, tree: PsTreeEntry, refs: &TaskRefs<'_>) -> Opti
         mm: mm?,
         fds: fds?,
         locks,
+        seccomp,
+        attrs,
         pages: pages?,
     })
 }

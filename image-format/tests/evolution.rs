@@ -331,6 +331,40 @@ fn format_3_1_all_kinds_image_is_read() {
         .all(|t| t.creds.is_none()));
 }
 
+/// The format 3.2 all-kinds image (`FileDescs` version 2) reads back the same; in the older ones, written
+/// at version 1, unix sockets' shutdown state and unlinked paths read as not known.
+#[test]
+fn format_3_2_all_kinds_image_is_read() {
+    use dormant_image::records::DescKind;
+    let dir = fixture("format-3.2-all-kinds");
+    let img = Image::load(&dir).unwrap();
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("format-3.2-all-kinds.json")).unwrap(),
+    )
+    .unwrap();
+    if let Err(e) = contains(&expected, &image_json(&dir), "") {
+        panic!("the format 3.2 all-kinds image reads differently: {e}");
+    }
+    let conn = |img: &Image| {
+        img.descs
+            .iter()
+            .find_map(|d| match &d.kind {
+                DescKind::UnixConn {
+                    shutdown, unlinked, ..
+                } => Some((*shutdown, *unlinked)),
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert_eq!(conn(&img), (Some(1), Some(true)));
+    assert!(img
+        .descs
+        .iter()
+        .any(|d| matches!(d.kind, DescKind::UnixUnconnected { .. })));
+    let old = Image::load(&fixture("format-3.1-all-kinds")).unwrap();
+    assert_eq!(conn(&old), (None, None));
+}
+
 /// The image `dormant dump` of this release wrote of `busybox sleep` is read with every check passing.
 #[test]
 fn format_3_0_busybox_image_is_read() {

@@ -31,6 +31,7 @@ fn trace_enums(t: &mut Tracer) {
     use dormant_image::records::*;
     t.trace_simple_type::<FdFile>().unwrap();
     t.trace_simple_type::<DescKind>().unwrap();
+    t.trace_simple_type::<files::v1::DescKindV1>().unwrap();
     t.trace_simple_type::<LockKind>().unwrap();
     t.trace_simple_type::<VmaBacking>().unwrap();
     t.trace_simple_type::<MountSource>().unwrap();
@@ -40,6 +41,7 @@ fn trace_enums(t: &mut Tracer) {
     t.trace_simple_type::<NsState>().unwrap();
     t.trace_simple_type::<FileCheck>().unwrap();
     t.trace_simple_type::<ContentDigest>().unwrap();
+    t.trace_simple_type::<SeccompMode>().unwrap();
 }
 
 /// Traces `T` with every variant of every enum it holds (traced first by `enums`).

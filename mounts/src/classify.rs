@@ -17,23 +17,10 @@ use dormant_image::records::{ExternalMaster, MountEntry, MountSource, PeerGroup}
 use crate::error::{MountError, Result};
 use crate::external::ExternalMap;
 use crate::image::MountImage;
-use crate::mountinfo::{MountInfo, MountTree};
+use crate::mountinfo::{sub_path, MountInfo, MountTree};
 
 /// Filesystems restore mounts anew instead of binding them from somewhere.
 pub const RECREATED_FS: &[&str] = &["proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup2"];
-
-/// `inner` as a path below `outer` (both fs-relative roots): `Some("")` when equal, `Some("a/b")` below.
-pub fn sub_path<'a>(outer: &str, inner: &'a str) -> Option<&'a str> {
-    if outer == "/" {
-        return Some(inner.trim_start_matches('/'));
-    }
-    let rest = inner.strip_prefix(outer)?;
-    if rest.is_empty() {
-        Some("")
-    } else {
-        rest.strip_prefix('/')
-    }
-}
 
 fn join(base: &str, rel: &str) -> String {
     if rel.is_empty() {
@@ -180,13 +167,24 @@ pub fn dump_namespace(pid: i32, ext: &ExternalMap) -> Result<MountImage> {
     let inside = MountTree::read(Some(pid))?;
     let outside = MountTree::read(None)?;
     let mut img = classify(&inside, &outside, ext, pid)?;
-    for m in &img.mounts {
-        if m.how == MountSource::NewFs && m.fstype == "tmpfs" {
-            let dir = std::path::PathBuf::from(format!("/proc/{pid}/root{}", m.mountpoint));
-            let recs = crate::tmpfs::dump_tree(&dir)?;
-            log::info!("pid {pid}: tmpfs {}: {} records", m.mountpoint, recs.len());
-            img.tmpfs.insert(m.id, recs);
-        }
+    // What the restore would fail to plan is refused now, before anything is written.
+    crate::plan::plan(&img)?;
+    // Each tmpfs is read through a clone of that mount alone: what its submounts cover and the whole of
+    // a tmpfs an over-mount hides are part of its content.
+    let ids: Vec<_> = img
+        .mounts
+        .iter()
+        .filter(|m| m.how == MountSource::NewFs && m.fstype == "tmpfs")
+        .map(|m| m.id)
+        .collect();
+    for (id, fd) in crate::reach::clone_mounts(pid, &inside, &ids)? {
+        use std::os::fd::AsRawFd;
+        // The trailing slash makes the walk follow the descriptor's link to the clone's root.
+        let dir = std::path::PathBuf::from(format!("/proc/self/fd/{}/", fd.as_raw_fd()));
+        let recs = crate::tmpfs::dump_tree(&dir)?;
+        let mp = inside.get(id).map_or("?", |m| m.mountpoint.as_str());
+        log::info!("pid {pid}: tmpfs {mp}: {} records", recs.len());
+        img.tmpfs.insert(id, recs);
     }
     Ok(img)
 }

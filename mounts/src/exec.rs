@@ -6,7 +6,9 @@
 //! held by an `O_PATH` fd on its root from creation on, so later steps never depend on paths (a mount may be
 //! overmounted by the time its sharing is set). Before anything is mounted, `/` and the mount holding the
 //! yard are made slaves if shared, so nothing done here propagates out; before the old root is detached it
-//! is made a slave recursively for the same reason.
+//! is made a slave recursively for the same reason (through a descriptor taken before the pivot: after it,
+//! a path would name the new root, and the restored tree would lose its peer groups). The yard is detached
+//! through the working directory, not `/proc/self/fd`: the restored tree need not have a /proc.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -92,7 +94,7 @@ fn unshare_propagation(tree: &MountTree, path: &Path) -> Result<()> {
     let holder = tree
         .mounts
         .iter()
-        .filter(|m| crate::classify::sub_path(&m.mountpoint, &p).is_some())
+        .filter(|m| crate::mountinfo::sub_path(&m.mountpoint, &p).is_some())
         .max_by_key(|m| m.mountpoint.len());
     if let Some(m) = holder.filter(|m| m.shared.is_some()) {
         mount(
@@ -116,6 +118,8 @@ struct Executor<'a> {
     root: PathBuf,
     yard: PathBuf,
     yard_fd: Option<OwnedFd>,
+    /// The root before the pivot, detached at the end ([`Step::DropOldRoot`]).
+    old_root: Option<OwnedFd>,
     yard_parent: OwnedFd,
     fds: BTreeMap<MountId, OwnedFd>,
     outside: BTreeMap<String, OwnedFd>,
@@ -158,6 +162,7 @@ impl<'a> Executor<'a> {
             &yard.to_string_lossy(),
         ))?;
         let yard_fd = open_path(&yard, "opening the yard")?;
+        let old_root = open_path(Path::new("/"), "opening the old root")?;
         let yard_parent = open(&tmp, OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
             .map_err(sys_err(
                 "opening the temp dir",
@@ -186,6 +191,7 @@ impl<'a> Executor<'a> {
             root: root.to_path_buf(),
             yard,
             yard_fd: Some(yard_fd),
+            old_root: Some(old_root),
             yard_parent,
             fds: BTreeMap::new(),
             outside,
@@ -422,12 +428,15 @@ impl<'a> Executor<'a> {
     /// the end of a restore and, through `Drop`, after a failed one, so no yard is left in the temp dir.
     fn remove_yard(&mut self) -> Result<()> {
         if let Some(yard) = self.yard_fd.take() {
-            let p = fd_path(yard.as_fd());
-            umount2(&p, MntFlags::MNT_DETACH).map_err(sys_err(
-                "detaching the yard",
-                None,
-                &self.yard.to_string_lossy(),
-            ))?;
+            // Through the working directory, not /proc/self/fd: the restored tree may have no /proc. The
+            // working directory comes back afterwards (the new root, once pivoted into).
+            let here = open(".", OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(sys_err("opening the working directory", None, "."))?;
+            let yard_path = self.yard.to_string_lossy().into_owned();
+            fchdir(&yard).map_err(sys_err("entering the yard", None, &yard_path))?;
+            let detached = umount2(".", MntFlags::MNT_DETACH);
+            fchdir(&here).map_err(sys_err("leaving the yard", None, &yard_path))?;
+            detached.map_err(sys_err("detaching the yard", None, &yard_path))?;
             if let Some(name) = self.yard.file_name() {
                 nix::unistd::unlinkat(
                     &self.yard_parent,
@@ -447,16 +456,23 @@ impl<'a> Executor<'a> {
     fn drop_old_root(&mut self) -> Result<()> {
         self.outside.clear();
         self.remove_yard()?;
-        // The old root sits on top of the new one: make it a slave first, so detaching it propagates
-        // nowhere, then detach it.
-        mount(
-            None::<&str>,
-            ".",
-            None::<&str>,
-            MsFlags::MS_SLAVE | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(sys_err("making the old root a slave", None, "/"))?;
+        // The old root sits on top of the new one: make it and everything below it slaves first, so
+        // detaching it propagates nowhere, then detach it. Both through the descriptor taken before the
+        // pivot: a path (".") would name the new root for the one call and the old for the other, and
+        // making the restored tree slaves would undo its peer groups.
+        let Some(old) = self.old_root.take() else {
+            return Err(MountError::Plan("the old root is dropped twice".into()));
+        };
+        let slave = MountAttr {
+            propagation: MsFlags::MS_SLAVE.bits(),
+            ..Default::default()
+        };
+        sys::mount_setattr_recursive(old.as_fd(), &slave).map_err(sys_err(
+            "making the old root a slave",
+            None,
+            "/",
+        ))?;
+        fchdir(&old).map_err(sys_err("entering the old root", None, "/"))?;
         umount2(".", MntFlags::MNT_DETACH).map_err(sys_err("detaching the old root", None, "/"))?;
         nix::unistd::chdir("/").map_err(sys_err("entering the new root", None, "/"))?;
         Ok(())

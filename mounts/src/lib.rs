@@ -5,8 +5,8 @@
 //! namespace (`procfs`).
 //!
 //! What this crate does NOT do: it does not enter namespaces or fork (restore runs in a process that has
-//! already unshared its mount namespace), does not dump file contents of the mounts it recreates (yet:
-//! tmpfs content is open), and does not restore process state; the engine and restorer call it.
+//! already unshared its mount namespace), reads the content of only the tmpfs mounts it recreates
+//! (through a clone of each, so what over-mounts hide is read too), and does not restore process state; the engine and restorer call it.
 
 pub mod classify;
 pub mod error;
@@ -16,6 +16,7 @@ pub mod image;
 pub mod mountinfo;
 pub mod plan;
 pub mod procfs;
+pub mod reach;
 pub mod sim;
 pub mod sys;
 pub mod tmpfs;

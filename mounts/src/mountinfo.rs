@@ -316,3 +316,16 @@ impl MountTree {
             .collect()
     }
 }
+
+/// `inner` as a path below `outer` (both fs-relative roots): `Some("")` when equal, `Some("a/b")` below.
+pub fn sub_path<'a>(outer: &str, inner: &'a str) -> Option<&'a str> {
+    if outer == "/" {
+        return Some(inner.trim_start_matches('/'));
+    }
+    let rest = inner.strip_prefix(outer)?;
+    if rest.is_empty() {
+        Some("")
+    } else {
+        rest.strip_prefix('/')
+    }
+}

@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use dormant_image::records::{MountEntry, MountId, MountSource, PeerGroup};
 
-use crate::classify::sub_path;
 use crate::error::{MountError, Result};
 use crate::image::MountImage;
+use crate::mountinfo::sub_path;
 
 /// How atime is updated (`MOUNT_ATTR__ATIME`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -143,7 +143,7 @@ pub enum Step {
     MakeUnbindable {
         mount: MountId,
     },
-    /// Detach the old root (and with it the flat-mount yard).
+    /// Detach the flat-mount yard and the old root (made a slave first, through a descriptor).
     DropOldRoot,
     SetReadOnly {
         mount: MountId,

@@ -88,7 +88,7 @@ fn direct_submounts<'a>(tree: &'a MountTree, m: &MountInfo) -> Result<Option<Vec
         .iter()
         .filter(|c| c.parent == m.id && c.id != m.id)
     {
-        let Some(rel) = crate::classify::sub_path(&m.mountpoint, &c.mountpoint) else {
+        let Some(rel) = crate::mountinfo::sub_path(&m.mountpoint, &c.mountpoint) else {
             continue;
         };
         let Some(fd) = open_exact(&c.mountpoint, c)? else {

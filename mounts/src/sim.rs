@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use dormant_image::records::{MountId, PeerGroup};
 
-use crate::classify::sub_path;
+use crate::mountinfo::sub_path;
 use crate::mountinfo::{DevId, MountInfo, MountTree};
 use crate::plan::{GroupFrom, MountAttrs, Step};
 

@@ -80,6 +80,15 @@ pub fn clone_tree(dir: BorrowedFd<'_>, path: &CStr) -> Result<OwnedFd, Errno> {
 
 /// `mount_setattr(2)` on the mount `fd` is the root of (`AT_EMPTY_PATH`), not recursive.
 pub fn mount_setattr(fd: BorrowedFd<'_>, attr: &MountAttr) -> Result<(), Errno> {
+    setattr_flags(fd, attr, 0)
+}
+
+/// `mount_setattr(2)` on the mount `fd` is the root of and every mount below it (`AT_RECURSIVE`).
+pub fn mount_setattr_recursive(fd: BorrowedFd<'_>, attr: &MountAttr) -> Result<(), Errno> {
+    setattr_flags(fd, attr, libc::AT_RECURSIVE as u32)
+}
+
+fn setattr_flags(fd: BorrowedFd<'_>, attr: &MountAttr, flags: u32) -> Result<(), Errno> {
     // SAFETY: the path is a static empty C string, `attr` points to a live `MountAttr` whose size is passed
     // along, and the fd is open for the call.
     let r = unsafe {
@@ -87,7 +96,7 @@ pub fn mount_setattr(fd: BorrowedFd<'_>, attr: &MountAttr) -> Result<(), Errno> 
             libc::SYS_mount_setattr,
             fd.as_raw_fd(),
             c"".as_ptr(),
-            libc::AT_EMPTY_PATH as u32,
+            libc::AT_EMPTY_PATH as u32 | flags,
             attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )

@@ -3,9 +3,9 @@
 //! xattrs, symlinks, device nodes, fifos, hard links, and the data segments of regular files (holes found
 //! with `SEEK_DATA`/`SEEK_HOLE` stay holes).
 //!
-//! Dump walks the mount through a path (`/proc/PID/root/MOUNTPOINT`) and stays on its device, so files
-//! hidden under mounts stacked inside it are not seen; a mountpoint itself is left out and recreated by the
-//! restore of the mount on it.
+//! Dump walks a detached clone of the mount alone ([`crate::reach`]), so the directories and files that
+//! mounts inside it or over it hide are read as well; given a path that shows submounts instead (an
+//! external tmpfs through `/proc/PID/root`), it stays on the mount's device and leaves mountpoints out.
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -1,7 +1,7 @@
 //! What [`crate::check`] looks at: a few facts per task, read from `/proc` by the dumper or from the image
 //! by the restorer.
 
-use dormant_image::records::{Creds, NsKind, Pid, TaskNamespaces};
+use dormant_image::records::{Creds, NsKind, Pid, TaskNamespaces, TaskSeccomp};
 use dormant_image::Image;
 
 /// One task of a tree, as far as the check needs it.
@@ -20,6 +20,12 @@ pub struct TaskFacts {
     /// known: an image of a tree outside any container does not record them (its dump refused anything but
     /// dormant's namespaces and the root's pid namespace, which `ns_pids` shows).
     pub namespaces: Option<TaskNamespaces>,
+    /// The seccomp state of its threads; `None` when no thread is under seccomp.
+    pub seccomp: Option<TaskSeccomp>,
+    /// Every thread's tid and scheduling policy (as far as known).
+    pub sched_policies: Vec<(u32, u32)>,
+    /// `oom_score_adj`, when known.
+    pub oom_score_adj: Option<i32>,
 }
 
 impl TaskFacts {
@@ -44,13 +50,21 @@ impl TaskFacts {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Runner {
     pub creds: Creds,
+    /// Its `oom_score_adj`, which every restored process inherits (and can only raise without
+    /// CAP_SYS_RESOURCE).
+    pub oom_score_adj: i32,
 }
 
 impl Runner {
     /// The calling thread's credentials (see [`crate::creds::current`]).
     pub fn current() -> Runner {
+        let oom_score_adj = std::fs::read_to_string("/proc/self/oom_score_adj")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
         Runner {
             creds: crate::creds::current(),
+            oom_score_adj,
         }
     }
 }
@@ -75,6 +89,13 @@ pub fn facts_from_image(img: &Image) -> Vec<TaskFacts> {
             root: t.core.root.clone(),
             ns_pids: t.tree.ns_pids.clone(),
             namespaces: namespaces.iter().find(|n| n.pid == t.pid()).cloned(),
+            seccomp: t.seccomp.clone(),
+            sched_policies: t
+                .attrs
+                .iter()
+                .flat_map(|a| a.threads.iter().map(|th| (th.tid.0, th.sched.policy)))
+                .collect(),
+            oom_score_adj: t.attrs.as_ref().map(|a| a.oom_score_adj),
         })
         .collect()
 }

@@ -46,6 +46,26 @@ pub enum Refusal {
          is the init of its own pid namespace or a container)"
     )]
     PidNesting { pid: u32, levels: Vec<u32> },
+    #[error(
+        "pid {pid}: a seccomp filter hands syscalls to a user-space supervisor (SECCOMP_RET_USER_NOTIF), \
+         whose listener is not carried"
+    )]
+    SeccompNotify { pid: u32 },
+    #[error(
+        "pid {pid}: it runs under seccomp, and installing its filters with the restorer unfiltered \
+         (PTRACE_O_SUSPEND_SECCOMP) needs CAP_SYS_ADMIN, which dormant lacks"
+    )]
+    SeccompPrivilege { pid: u32 },
+    #[error(
+        "pid {pid} thread {tid}: SCHED_DEADLINE is not restored (a deadline task cannot create the \
+         threads a restore creates, and its bandwidth is admitted per machine)"
+    )]
+    SchedDeadline { pid: u32, tid: u32 },
+    #[error(
+        "pid {pid}: oom_score_adj {value} is below dormant's {runner}, and lowering it needs \
+         CAP_SYS_RESOURCE, which dormant lacks"
+    )]
+    OomScoreAdj { pid: u32, value: i32, runner: i32 },
 }
 
 /// The kinds of [`Refusal`], without their data: what a test walks to show every refusal is made by the
@@ -58,16 +78,24 @@ pub enum RefusalKind {
     Nested,
     MountWithoutPid,
     PidNesting,
+    SeccompNotify,
+    SeccompPrivilege,
+    SchedDeadline,
+    OomScoreAdj,
 }
 
 impl RefusalKind {
-    pub const ALL: [RefusalKind; 6] = [
+    pub const ALL: [RefusalKind; 10] = [
         RefusalKind::Credentials,
         RefusalKind::DeletedDirectory,
         RefusalKind::NotCarried,
         RefusalKind::Nested,
         RefusalKind::MountWithoutPid,
         RefusalKind::PidNesting,
+        RefusalKind::SeccompNotify,
+        RefusalKind::SeccompPrivilege,
+        RefusalKind::SchedDeadline,
+        RefusalKind::OomScoreAdj,
     ];
 }
 
@@ -80,6 +108,10 @@ impl Refusal {
             Refusal::Nested { .. } => RefusalKind::Nested,
             Refusal::MountWithoutPid { .. } => RefusalKind::MountWithoutPid,
             Refusal::PidNesting { .. } => RefusalKind::PidNesting,
+            Refusal::SeccompNotify { .. } => RefusalKind::SeccompNotify,
+            Refusal::SeccompPrivilege { .. } => RefusalKind::SeccompPrivilege,
+            Refusal::SchedDeadline { .. } => RefusalKind::SchedDeadline,
+            Refusal::OomScoreAdj { .. } => RefusalKind::OomScoreAdj,
         }
     }
 
@@ -91,7 +123,11 @@ impl Refusal {
             | Refusal::NotCarried { pid, .. }
             | Refusal::Nested { pid, .. }
             | Refusal::MountWithoutPid { pid }
-            | Refusal::PidNesting { pid, .. } => *pid,
+            | Refusal::PidNesting { pid, .. }
+            | Refusal::SeccompNotify { pid }
+            | Refusal::SeccompPrivilege { pid }
+            | Refusal::SchedDeadline { pid, .. }
+            | Refusal::OomScoreAdj { pid, .. } => *pid,
         }
     }
 }
@@ -134,6 +170,7 @@ pub fn check(tasks: &[TaskFacts], runner: &Runner) -> Result<(), Refusal> {
                 crate::creds::check_thread(t.pid.0, *tid, c, &runner.creds)?;
             }
         }
+        attributes(t, runner)?;
         // A removed working directory is recreated, entered and removed again; so is a removed root the
         // task works in (`chroot(".")` once it is removed). A removed root with the working directory
         // elsewhere would need the root entered from outside it, which nothing can name any more.
@@ -145,6 +182,40 @@ pub fn check(tasks: &[TaskFacts], runner: &Runner) -> Result<(), Refusal> {
         }
     }
     Ok(())
+}
+
+/// CAP_SYS_ADMIN and CAP_SYS_RESOURCE (`<linux/capability.h>`).
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_SYS_RESOURCE: u32 = 24;
+
+/// seccomp, scheduling policy and OOM score adjustment of task `t`, restored by `runner`.
+fn attributes(t: &TaskFacts, runner: &Runner) -> Result<(), Refusal> {
+    let pid = t.pid.0;
+    if let Some(s) = &t.seccomp {
+        if s.has_user_notif() {
+            return Err(Refusal::SeccompNotify { pid });
+        }
+        if runner.creds.cap_eff & (1 << CAP_SYS_ADMIN) == 0 {
+            return Err(Refusal::SeccompPrivilege { pid });
+        }
+    }
+    const SCHED_DEADLINE: u32 = 6;
+    if let Some(&(tid, _)) = t.sched_policies.iter().find(|(_, p)| *p == SCHED_DEADLINE) {
+        return Err(Refusal::SchedDeadline { pid, tid });
+    }
+    match t.oom_score_adj {
+        Some(value)
+            if value < runner.oom_score_adj
+                && runner.creds.cap_eff & (1 << CAP_SYS_RESOURCE) == 0 =>
+        {
+            Err(Refusal::OomScoreAdj {
+                pid,
+                value,
+                runner: runner.oom_score_adj,
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// How many `NSpid` levels a task of the tree may have: two in a container (its own pid namespace, one
@@ -243,6 +314,9 @@ mod tests {
                 pid: Pid(pid),
                 namespaces,
             }),
+            seccomp: None,
+            sched_policies: Vec::new(),
+            oom_score_adj: None,
         }
     }
 
@@ -251,6 +325,7 @@ mod tests {
             tasks,
             &Runner {
                 creds: root_creds(),
+                oom_score_adj: 0,
             },
         )
         .err()
@@ -313,6 +388,7 @@ mod tests {
     fn credentials_and_directories() {
         let root = Runner {
             creds: root_creds(),
+            oom_score_adj: 0,
         };
         // Another user with fewer capabilities: restored.
         let mut t = task(10, &[10], &[]);
@@ -350,6 +426,62 @@ mod tests {
         let mut t = task(10, &[10], &[]);
         t.namespaces = None;
         assert_eq!(kind_of(&[t]), None);
+    }
+
+    /// A user-notification filter, seccomp without CAP_SYS_ADMIN, SCHED_DEADLINE and an OOM score
+    /// adjustment below dormant's without CAP_SYS_RESOURCE are refused; the same task without them passes.
+    #[test]
+    fn attributes() {
+        use dormant_image::records::{
+            BpfInsn, SeccompFilter, SeccompMode, TaskSeccomp, ThreadSeccomp, Tid,
+        };
+        let root = Runner {
+            creds: root_creds(),
+            oom_score_adj: 0,
+        };
+        let filter = |k: u32| TaskSeccomp {
+            pid: Pid(10),
+            filters: vec![SeccompFilter {
+                prev: None,
+                flags: 0,
+                insns: vec![BpfInsn {
+                    code: 0x06,
+                    jt: 0,
+                    jf: 0,
+                    k,
+                }],
+            }],
+            threads: vec![ThreadSeccomp {
+                tid: Tid(10),
+                mode: SeccompMode::Filter { last: 0 },
+            }],
+        };
+        let mut t = task(10, &[10], &[]);
+        t.seccomp = Some(filter(0x7fff_0000));
+        t.sched_policies = vec![(10, 1)];
+        t.oom_score_adj = Some(500);
+        assert_eq!(check(&[t.clone()], &root), Ok(()));
+        let mut bad = t.clone();
+        bad.seccomp = Some(filter(0x7fc0_0000));
+        assert_eq!(kind_of(&[bad]), Some(RefusalKind::SeccompNotify));
+        let mut weak = root.clone();
+        weak.creds.cap_eff &= !(1 << CAP_SYS_ADMIN);
+        assert_eq!(
+            check(&[t.clone()], &weak).map_err(|r| r.kind()),
+            Err(RefusalKind::SeccompPrivilege)
+        );
+        let mut bad = t.clone();
+        bad.sched_policies.push((11, 6));
+        assert_eq!(
+            check(&[bad], &root),
+            Err(Refusal::SchedDeadline { pid: 10, tid: 11 })
+        );
+        let mut bad = t;
+        bad.oom_score_adj = Some(-1);
+        assert_eq!(kind_of(&[bad.clone()]), Some(RefusalKind::OomScoreAdj));
+        let mut strong = root;
+        strong.creds.cap_eff |= 1 << CAP_SYS_RESOURCE;
+        assert_eq!(check(&[bad], &strong), Ok(()));
     }
 
     #[test]

@@ -2,14 +2,15 @@
 //! points to, the thread's signal frame and the stack the blob runs on; and where to put it.
 //!
 //! Layout (each part aligned as it needs): blob | RestoreArgs | VmaArg[] | ExtentArg[] | close fds |
-//! TimerArg[] | QueuedSigArg[] | auxv | ThreadArgs[] | each thread's supplementary groups | one rt_sigframe per thread (64-aligned) | one
+//! TimerArg[] | QueuedSigArg[] | auxv | ThreadArgs[] | each thread's supplementary groups | each thread's
+//! seccomp filters (FilterArg[] and their programs) | one rt_sigframe per thread (64-aligned) | one
 //! small stack per non-leader thread | the leader's stack. All pointers in the block are absolute
 //! addresses for the final base, so the area can be built as bytes here and copied in place.
 
 use dormant_image::records::{GpRegs, MmAttrs, RobustList, SigAltStack};
 use dormant_restorer_proto::{
-    CredsArg, ExtentArg, QueuedSigArg, RestoreArgs, RseqArg, ThreadArgs, TimerArg, VmaArg,
-    PROTO_VERSION, THREAD_STACK_SIZE,
+    CredsArg, ExtentArg, FilterArg, QueuedSigArg, RestoreArgs, RseqArg, SchedArg, SeccompArg,
+    ThreadArgs, TimerArg, VmaArg, PROTO_VERSION, THREAD_STACK_SIZE,
 };
 use dormant_sys::process::{PrctlMmMap, TASK_SIZE};
 use dormant_sys::signal::{KernelItimerval, KernelSigaction, NSIG};
@@ -43,6 +44,9 @@ pub struct ThreadInput {
     pub ns_tid: u32,
     /// Credentials to set, `None`: keep the inherited ones.
     pub creds: Option<crate::task::ThreadCreds>,
+    /// Scheduling attributes to set (`set == 0`: keep the inherited ones).
+    pub sched: SchedArg,
+    pub seccomp: crate::task::ThreadSeccompInput,
 }
 
 impl ThreadInput {
@@ -125,6 +129,8 @@ struct Offsets {
     threads: u64,
     /// Each thread's groups.
     groups: Vec<u64>,
+    /// Each thread's `FilterArg[]` and the program of each of its filters.
+    filters: Vec<(u64, Vec<u64>)>,
     /// One frame per thread.
     frames: Vec<u64>,
     /// Bottom of the first non-leader thread stack.
@@ -159,6 +165,18 @@ fn offsets(blob: &Blob, input: &BlobInput) -> Offsets {
         groups.push(next);
         next += t.creds.as_ref().map_or(0, |c| c.groups.len() * 4) as u64;
     }
+    let mut filters = Vec::with_capacity(input.threads.len());
+    for t in &input.threads {
+        let args = align(next, 16);
+        next = args + (t.seccomp.chain.len() * size_of::<FilterArg>()) as u64;
+        let mut progs = Vec::with_capacity(t.seccomp.chain.len());
+        for (_, insns) in &t.seccomp.chain {
+            next = align(next, 8);
+            progs.push(next);
+            next += std::mem::size_of_val(insns.as_slice()) as u64;
+        }
+        filters.push((args, progs));
+    }
     let mut frames = Vec::with_capacity(input.threads.len());
     for t in &input.threads {
         let frame = align(next, 64);
@@ -179,6 +197,7 @@ fn offsets(blob: &Blob, input: &BlobInput) -> Offsets {
         auxv,
         threads,
         groups,
+        filters,
         frames,
         thread_stacks,
         stack_bottom,
@@ -250,10 +269,29 @@ pub fn build(blob: &Blob, input: &BlobInput, base: u64) -> Result<Area, RestoreE
             comm: t.comm_bytes(),
             creds: creds_arg(t.creds.as_ref(), base + o.groups[i]),
             creds_pending: base + o.args + std::mem::offset_of!(RestoreArgs, creds_pending) as u64,
+            sched: t.sched,
+            seccomp: seccomp_arg(&t.seccomp, base + o.filters[i].0),
         });
         if let Some(c) = &t.creds {
             put(&mut bytes, o.groups[i], &c.groups);
         }
+        let (args_off, progs) = &o.filters[i];
+        let filter_args: Vec<FilterArg> = t
+            .seccomp
+            .chain
+            .iter()
+            .zip(progs)
+            .map(|((flags, insns), &off)| {
+                put(&mut bytes, off, insns);
+                FilterArg {
+                    flags: *flags,
+                    insns: base + off,
+                    len: insns.len() as u32,
+                    _pad: 0,
+                }
+            })
+            .collect();
+        put(&mut bytes, *args_off, &filter_args);
     }
     put(&mut bytes, o.threads, &thread_args);
     put(&mut bytes, o.vmas, &input.vmas);
@@ -336,6 +374,17 @@ fn creds_arg(c: Option<&crate::task::ThreadCreds>, groups: u64) -> CredsArg {
         cap_bnd_drop: c.cap_bnd_drop,
         securebits: c.securebits,
         no_new_privs: c.no_new_privs as u32,
+    }
+}
+
+/// The blob's form of a thread's seccomp state, its filter descriptions laid out at `filters`.
+fn seccomp_arg(s: &crate::task::ThreadSeccompInput, filters: u64) -> SeccompArg {
+    SeccompArg {
+        mode: s.mode,
+        inherited: s.inherited,
+        filters,
+        nr_filters: s.chain.len() as u32,
+        _pad: 0,
     }
 }
 
@@ -445,6 +494,12 @@ mod tests {
                 comm: String::new(),
                 ns_tid: 0,
                 creds: None,
+                sched: SchedArg::default(),
+                seccomp: crate::task::ThreadSeccompInput {
+                    mode: 2,
+                    inherited: 0,
+                    chain: vec![(0, vec![Default::default(); 3])],
+                },
             }],
             mm_attrs: None,
         };

@@ -97,7 +97,7 @@ fn default_root(img: &MountImage, outside: &MountTree) -> Option<PathBuf> {
         .iter()
         .filter(|o| o.fstype == root.fstype && o.source == root.source)
         .filter_map(|o| {
-            let rel = dormant_mounts::classify::sub_path(&o.root, &root.root)?;
+            let rel = dormant_mounts::mountinfo::sub_path(&o.root, &root.root)?;
             Some((o.root.len(), Path::new(&o.mountpoint).join(rel)))
         })
         .max_by_key(|(len, _)| *len)
@@ -412,7 +412,7 @@ impl Entered {
     pub fn adopt_refilled(&self, file: &mut dormant_image::records::RegFile) {
         use std::os::unix::fs::MetadataExt;
         let inside = self.refilled.iter().any(|mp| {
-            dormant_mounts::classify::sub_path(mp, &file.path).is_some_and(|rel| !rel.is_empty())
+            dormant_mounts::mountinfo::sub_path(mp, &file.path).is_some_and(|rel| !rel.is_empty())
         });
         if !inside {
             return;

@@ -123,6 +123,17 @@ pub enum RestoreError {
         found: String,
         want: String,
     },
+    #[error(
+        "pid {pid} thread {tid}: its {what} after the restore is {found}, the image says {want}; the \
+         restored tree is killed"
+    )]
+    AttrMismatch {
+        pid: u32,
+        tid: u32,
+        what: &'static str,
+        found: String,
+        want: String,
+    },
     #[error("pid {pid}: {what}")]
     ChildLost { pid: u32, what: String },
 

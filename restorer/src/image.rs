@@ -38,6 +38,10 @@ pub struct TaskImage<'a> {
     pub shmem: BTreeMap<ShmemId, (&'a ShmemObject, &'a PageStoreReader)>,
     /// The task's private page store.
     pub pages: Option<&'a PageStoreReader>,
+    /// Its threads' seccomp state (`None`: no thread under seccomp).
+    pub seccomp: Option<&'a dormant_image::records::TaskSeccomp>,
+    /// Its threads' scheduling attributes and OOM score adjustment (`None`: not recorded).
+    pub attrs: Option<&'a dormant_image::records::ProcessAttrs>,
     /// The task is in a user namespace other than the restorer's (its ids and capabilities are that
     /// namespace's).
     pub own_user_ns: bool,
@@ -66,6 +70,8 @@ impl<'a> TaskImage<'a> {
                 .map(|(id, s)| (*id, (&s.object, &s.pages)))
                 .collect(),
             pages: Some(&task.pages),
+            seccomp: task.seccomp.as_ref(),
+            attrs: task.attrs.as_ref(),
             own_user_ns: img.namespaces.as_ref().is_some_and(|n| {
                 n.tasks.iter().any(|t| {
                     t.pid == task.pid()
@@ -116,6 +122,8 @@ pub struct TreeImage<'a> {
     pub zombies: &'a [Zombie],
     /// Open file descriptions not reachable by path (`file-descs`), in image order.
     pub descs: &'a [FileDesc],
+    /// Owner, mode and times of the inodes of unlinked files and memfds (`inode-attrs`).
+    pub inode_attrs: &'a [dormant_image::records::InodeAttrs],
 }
 
 impl<'a> TreeImage<'a> {
@@ -129,6 +137,7 @@ impl<'a> TreeImage<'a> {
                 .collect(),
             zombies: &img.zombies,
             descs: &img.descs,
+            inode_attrs: &img.inode_attrs,
         }
     }
 }

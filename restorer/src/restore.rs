@@ -282,6 +282,7 @@ impl Restore {
         // Every open file description once, before any fork: tasks that shared one inherit the same.
         let opened = crate::files::open_all_inheriting(
             tree_descs(&tree),
+            tree.inode_attrs,
             self.tcp_established,
             &self.inherited,
         )?;
@@ -576,6 +577,7 @@ fn tree_nodes(
         ids: pids.inner_ids(tree),
         fresh_host_pids: pids.fresh,
         runner: dormant_restorable::Runner::current(),
+        own_slice: task::own_slice(),
     };
     let planned = plan.planned.as_slice();
     // Where each process of the image is in the fork order, for the pidfds tasks reopen.

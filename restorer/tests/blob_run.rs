@@ -188,6 +188,8 @@ fn build_victim(pid: u32, break_it: bool) -> Victim {
             comm: String::new(),
             ns_tid: 0,
             creds: None,
+            sched: Default::default(),
+            seccomp: launch::ThreadSeccompInput::default(),
         }],
     };
     let size = area::size(&blob, &input);
@@ -203,6 +205,7 @@ fn build_victim(pid: u32, break_it: bool) -> Victim {
     ];
     keep.sort_unstable();
     let launch = Launch {
+        finish: launch::Finish::default(),
         pid: Some(pid),
         ns_pid: None,
         area,

@@ -9,8 +9,9 @@ use nix::errno::Errno;
 use crate::pagemap::PmScanArg;
 use crate::process::CloneArgs;
 use crate::ptrace::{
-    PeekSiginfoArgs, PTRACE_GETSIGMASK, PTRACE_GET_RSEQ_CONFIGURATION, PTRACE_PEEKSIGINFO,
-    PTRACE_PEEKSIGINFO_SHARED, PTRACE_SETSIGMASK,
+    PeekSiginfoArgs, SeccompMetadata, PTRACE_GETSIGMASK, PTRACE_GET_RSEQ_CONFIGURATION,
+    PTRACE_PEEKSIGINFO, PTRACE_PEEKSIGINFO_SHARED, PTRACE_SECCOMP_GET_FILTER,
+    PTRACE_SECCOMP_GET_METADATA, PTRACE_SETSIGMASK,
 };
 use crate::regs::{NT_X86_XSTATE, XSTATE_MAX};
 use crate::rseq::RseqConfiguration;
@@ -80,6 +81,17 @@ pub fn kcmp_same_file(pid1: i32, fd1: RawFd, pid2: i32, fd2: RawFd) -> Result<bo
             fd2 as libc::c_ulong,
         )
     })?;
+    Ok(ret == 0)
+}
+
+/// `kcmp` types comparing whole per-task objects: the fd table and the fs struct (cwd, root, umask).
+pub const KCMP_FILES: libc::c_int = 2;
+pub const KCMP_FS: libc::c_int = 3;
+
+/// kcmp of a per-task object (`KCMP_FILES`, `KCMP_FS`, ...): whether tasks `pid1` and `pid2` share it.
+pub fn kcmp_same(pid1: i32, pid2: i32, kind: libc::c_int) -> Result<bool, Errno> {
+    // SAFETY: kcmp only compares kernel objects named by pids; no memory is passed.
+    let ret = check(unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, kind, 0, 0) })?;
     Ok(ret == 0)
 }
 
@@ -207,6 +219,107 @@ pub fn get_rseq_configuration(tid: i32) -> Result<RseqConfiguration, Errno> {
         return Err(Errno::EMSGSIZE);
     }
     Ok(conf)
+}
+
+/// PTRACE_SECCOMP_GET_FILTER: the program of filter `index` (0 = the oldest) of the stopped tracee
+/// `tid`; ENOENT past its newest filter.
+pub fn seccomp_filter(tid: i32, index: u64) -> Result<Vec<crate::process::SockFilter>, Errno> {
+    use crate::process::{SockFilter, BPF_MAXINSNS};
+    // SAFETY: a null `data` only asks for the number of instructions; nothing is written.
+    let count = check(unsafe {
+        libc::ptrace(
+            PTRACE_SECCOMP_GET_FILTER as libc::c_uint,
+            tid,
+            index as *mut libc::c_void,
+            std::ptr::null_mut::<libc::c_void>(),
+        )
+    })? as usize;
+    if count == 0 || count > BPF_MAXINSNS {
+        return Err(Errno::EMSGSIZE);
+    }
+    let mut insns = vec![SockFilter::default(); count];
+    // SAFETY: `data` points at `count` instructions, as many as the kernel just said it writes (the
+    // tracee is stopped, so its filters cannot change in between).
+    let got = check(unsafe {
+        libc::ptrace(
+            PTRACE_SECCOMP_GET_FILTER as libc::c_uint,
+            tid,
+            index as *mut libc::c_void,
+            insns.as_mut_ptr() as *mut libc::c_void,
+        )
+    })? as usize;
+    if got != count {
+        return Err(Errno::EMSGSIZE);
+    }
+    Ok(insns)
+}
+
+/// PTRACE_SECCOMP_GET_METADATA: the flags the kernel kept for filter `index` (0 = the oldest) of `tid`.
+pub fn seccomp_filter_flags(tid: i32, index: u64) -> Result<u64, Errno> {
+    let mut md = SeccompMetadata {
+        filter_off: index,
+        flags: 0,
+    };
+    // SAFETY: `addr` is the size of `md` and `data` points at it; the kernel reads `filter_off` and
+    // writes at most that many bytes.
+    check(unsafe {
+        libc::ptrace(
+            PTRACE_SECCOMP_GET_METADATA as libc::c_uint,
+            tid,
+            std::mem::size_of::<SeccompMetadata>() as *mut libc::c_void,
+            &mut md as *mut SeccompMetadata as *mut libc::c_void,
+        )
+    })?;
+    Ok(md.flags)
+}
+
+// --- scheduling ------------------------------------------------------------------------------------
+
+/// `sched_getattr(tid)`.
+pub fn sched_getattr(tid: i32) -> Result<crate::process::SchedAttr, Errno> {
+    let mut attr = crate::process::SchedAttr::default();
+    let size = std::mem::size_of_val(&attr) as libc::c_uint;
+    // SAFETY: the kernel writes at most `size` bytes into `attr`.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_sched_getattr,
+            tid,
+            &mut attr as *mut crate::process::SchedAttr,
+            size,
+            0u32,
+        )
+    })?;
+    Ok(attr)
+}
+
+/// `sched_getaffinity(tid)`: the mask in 64-bit words, as long as the kernel's (`nr_cpu_ids` rounded up).
+pub fn sched_getaffinity(tid: i32) -> Result<Vec<u64>, Errno> {
+    let mut mask = vec![0u64; 16];
+    // SAFETY: the kernel writes at most `mask.len() * 8` bytes into the buffer and returns how many.
+    let len = check(unsafe {
+        libc::syscall(
+            libc::SYS_sched_getaffinity,
+            tid,
+            mask.len() * 8,
+            mask.as_mut_ptr(),
+        )
+    })? as usize;
+    mask.truncate(len.div_ceil(8));
+    Ok(mask)
+}
+
+/// The nice value of thread `tid` (`getpriority(PRIO_PROCESS, tid)`; `sched_getattr` reports none for a
+/// real-time thread, which keeps one all the same).
+pub fn nice_of(tid: i32) -> Result<i32, Errno> {
+    // SAFETY: takes and returns integers only; the raw call returns 20 - nice, never negative.
+    let raw = check(unsafe { libc::syscall(libc::SYS_getpriority, libc::PRIO_PROCESS, tid) })?;
+    Ok(20 - raw as i32)
+}
+
+/// `ioprio_get(IOPRIO_WHO_PROCESS, tid)`.
+pub fn ioprio_get(tid: i32) -> Result<u32, Errno> {
+    // SAFETY: takes and returns integers only.
+    Ok(check(unsafe { libc::syscall(libc::SYS_ioprio_get, 1, tid) })? as u32)
 }
 
 // --- memory ----------------------------------------------------------------------------------------

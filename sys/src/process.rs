@@ -80,6 +80,77 @@ pub struct CapData {
     pub inheritable: u32,
 }
 
+pub const PR_SET_TIMERSLACK: u64 = 29;
+pub const PR_SET_SECCOMP: u64 = 22;
+
+/// `SECCOMP_MODE_*` (the `Seccomp:` field of `/proc/PID/status`).
+pub const SECCOMP_MODE_DISABLED: u32 = 0;
+pub const SECCOMP_MODE_STRICT: u32 = 1;
+pub const SECCOMP_MODE_FILTER: u32 = 2;
+/// `seccomp(2)` operations and filter flags.
+pub const SECCOMP_SET_MODE_STRICT: u64 = 0;
+pub const SECCOMP_SET_MODE_FILTER: u64 = 1;
+pub const SECCOMP_FILTER_FLAG_TSYNC: u64 = 1;
+pub const SECCOMP_FILTER_FLAG_LOG: u64 = 2;
+/// The action a filter returns to hand a syscall to a user-space supervisor (`SECCOMP_RET_USER_NOTIF`).
+pub const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
+/// The mask of a filter return value's action (`SECCOMP_RET_ACTION_FULL`).
+pub const SECCOMP_RET_ACTION_FULL: u32 = 0xffff_0000;
+/// Most instructions one filter may have (`BPF_MAXINSNS`).
+pub const BPF_MAXINSNS: usize = 4096;
+
+/// `struct sock_filter`: one classic BPF instruction.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SockFilter {
+    pub code: u16,
+    pub jt: u8,
+    pub jf: u8,
+    pub k: u32,
+}
+
+/// `struct sock_fprog`: a filter program (`filter` is the address of `len` instructions).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SockFprog {
+    pub len: u16,
+    pub _pad: [u16; 3],
+    pub filter: u64,
+}
+
+/// Scheduling policies (`SCHED_*`) and the one flag `sched_getattr` reports back besides them.
+pub const SCHED_OTHER: u32 = 0;
+pub const SCHED_FIFO: u32 = 1;
+pub const SCHED_RR: u32 = 2;
+pub const SCHED_BATCH: u32 = 3;
+pub const SCHED_IDLE: u32 = 5;
+pub const SCHED_DEADLINE: u32 = 6;
+pub const SCHED_FLAG_RESET_ON_FORK: u64 = 0x01;
+pub const SCHED_FLAG_UTIL_CLAMP_MIN: u64 = 0x20;
+pub const SCHED_FLAG_UTIL_CLAMP_MAX: u64 = 0x40;
+/// The largest utilization clamp (`SCHED_CAPACITY_SCALE`): `util_max`'s default.
+pub const SCHED_CAPACITY_SCALE: u32 = 1024;
+
+/// `struct sched_attr` (`SCHED_ATTR_SIZE_VER1`, with the utilization clamps).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchedAttr {
+    pub size: u32,
+    pub policy: u32,
+    pub flags: u64,
+    pub nice: i32,
+    pub priority: u32,
+    pub runtime: u64,
+    pub deadline: u64,
+    pub period: u64,
+    pub util_min: u32,
+    pub util_max: u32,
+}
+
+/// `IOPRIO_CLASS_*` as the top bits of an I/O priority (`ioprio >> 13`).
+pub const IOPRIO_CLASS_SHIFT: u32 = 13;
+pub const IOPRIO_CLASS_NONE: u32 = 0;
+
 pub const FUTEX_WAIT_PRIVATE: u64 = 128;
 pub const FUTEX_WAKE_PRIVATE: u64 = 129;
 

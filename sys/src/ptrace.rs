@@ -12,6 +12,21 @@ pub const PTRACE_GET_RSEQ_CONFIGURATION: u32 = 0x420f;
 /// `PTRACE_O_SUSPEND_SECCOMP`: the tracee's seccomp filters are not applied while it is traced (needs
 /// CAP_SYS_ADMIN, and a tracer that is not itself under seccomp).
 pub const PTRACE_O_SUSPEND_SECCOMP: u32 = 1 << 21;
+/// `PTRACE_SECCOMP_GET_FILTER`: `addr` is the filter's index counted from the oldest (0), `data` a buffer
+/// of `sock_filter`s (or null to ask for the count); returns the number of instructions, ENOENT past the
+/// newest. Needs CAP_SYS_ADMIN and a stopped tracee.
+pub const PTRACE_SECCOMP_GET_FILTER: u32 = 0x420c;
+/// `PTRACE_SECCOMP_GET_METADATA`: `addr` is the size of a [`SeccompMetadata`], `data` points at one with
+/// `filter_off` set; the kernel fills in `flags`.
+pub const PTRACE_SECCOMP_GET_METADATA: u32 = 0x420d;
+
+/// `struct seccomp_metadata`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SeccompMetadata {
+    pub filter_off: u64,
+    pub flags: u64,
+}
 /// `PTRACE_EVENTMSG_SYSCALL_ENTRY` / `_EXIT`: the event message of a syscall stop.
 pub const PTRACE_EVENTMSG_SYSCALL_ENTRY: u64 = 1;
 pub const PTRACE_EVENTMSG_SYSCALL_EXIT: u64 = 2;

@@ -239,6 +239,33 @@ pub fn capset(header: u64, data: u64) -> i64 {
     syscall6(nr::CAPSET, header, data, 0, 0, 0, 0)
 }
 
+// Scheduling and seccomp: each call acts on the calling thread only (`who`/`pid` 0).
+
+/// `setpriority(PRIO_PROCESS, 0, nice)`: the calling thread's nice value.
+pub fn setpriority_self(nice: i32) -> i64 {
+    syscall6(nr::SETPRIORITY, 0, 0, nice as i64 as u64, 0, 0, 0)
+}
+
+/// `sched_setattr(0, attr, 0)`: `attr` points at a [`crate::process::SchedAttr`].
+pub fn sched_setattr_self(attr: u64) -> i64 {
+    syscall6(nr::SCHED_SETATTR, 0, attr, 0, 0, 0, 0)
+}
+
+/// `sched_setaffinity(0, len, mask)`.
+pub fn sched_setaffinity_self(len: u64, mask: u64) -> i64 {
+    syscall6(nr::SCHED_SETAFFINITY, 0, len, mask, 0, 0, 0)
+}
+
+/// `ioprio_set(IOPRIO_WHO_PROCESS, 0, ioprio)`.
+pub fn ioprio_set_self(ioprio: u32) -> i64 {
+    syscall6(nr::IOPRIO_SET, 1, 0, ioprio as u64, 0, 0, 0)
+}
+
+/// `seccomp(op, flags, args)`.
+pub fn seccomp(op: u64, flags: u64, args: u64) -> i64 {
+    syscall6(nr::SECCOMP, op, flags, args, 0, 0, 0)
+}
+
 pub fn futex(addr: u64, op: u64, val: u64, timeout: u64) -> i64 {
     syscall6(nr::FUTEX, addr, op, val, timeout, 0, 0)
 }

@@ -440,6 +440,18 @@ fn redis_round_trip(
             source: e,
         })?;
     let port_s = port.to_string();
+    // Its own working directory, which the redis user can enter: redis loads `dump.rdb` from there.
+    let dir = harness::Scratch::new("redis")?;
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .map_err(|e| harness::HarnessError::Io {
+        what: "opening the redis directory to its user".into(),
+        path: dir.path().into(),
+        source: e,
+    })?;
+    let dir_s = dir.path().to_string_lossy().into_owned();
     let server_s = server.to_string_lossy().into_owned();
     let mut argv: Vec<&str> = Vec::new();
     if !privs.is_empty() {
@@ -457,6 +469,8 @@ fn redis_round_trip(
         "no",
         "--daemonize",
         "no",
+        "--dir",
+        &dir_s,
     ]);
     let program = if privs.is_empty() {
         server.clone()

@@ -73,6 +73,28 @@ fn memattrs_dump_restore() -> Result<()> {
     Ok(())
 }
 
+/// seccomp: a main thread with two stacked filters, a thread with a chain of its own that shares the
+/// first, a thread sharing the main thread's chain (a TSYNC after the restore must succeed, so the
+/// sharing came back), and a child in strict mode that a forbidden syscall after the restore kills with
+/// SIGKILL (checked by its parent).
+#[test]
+fn seccomp_dump_restore() -> Result<()> {
+    harness::dump_restore(Spec::workload(
+        "wl_seccomp",
+        env!("CARGO_BIN_EXE_wl_seccomp"),
+    ))?;
+    Ok(())
+}
+
+/// Per-thread scheduling policy, priority, nice, CPU affinity, I/O priority, timer slack and
+/// parent-death signal (three threads, each different), the OOM score adjustment and the argument,
+/// environment and auxv ranges come back.
+#[test]
+fn attrs_dump_restore() -> Result<()> {
+    harness::dump_restore(Spec::workload("wl_attrs", env!("CARGO_BIN_EXE_wl_attrs")))?;
+    Ok(())
+}
+
 /// `unshare --time --monotonic=10d --boottime=20d wl_timens`: a process in a time namespace of its own,
 /// dumped outside any container, comes back in a new time namespace with the same offsets, its clocks
 /// ahead of them and of their values before the dump.

@@ -291,3 +291,150 @@ fn jobctl_detects_damage() -> Result<()> {
     )?;
     Ok(())
 }
+
+fn seccomp() -> Spec {
+    Spec::workload("wl_seccomp", env!("CARGO_BIN_EXE_wl_seccomp"))
+}
+
+#[test]
+fn seccomp_passes_untouched() -> Result<()> {
+    harness::self_check(seccomp())?;
+    Ok(())
+}
+
+/// No filter installed and the child left out of strict mode (what a restore that drops seccomp leaves):
+/// every filter check, the TSYNC one (whose filters must then act in the other thread) and the strict
+/// ones notice; the child still answers, since read and write pass either way.
+#[test]
+fn seccomp_detects_damage() -> Result<()> {
+    harness::self_check_fails(
+        seccomp().args([INJECT_FAULT]),
+        &[
+            "main-filters",
+            "t-filters",
+            "u-filters",
+            "tsync",
+            "strict-mode",
+            "strict-kills",
+        ],
+    )?;
+    Ok(())
+}
+
+fn fileattrs(kinds: &[&str]) -> Spec {
+    Spec::workload("wl_fileattrs", env!("CARGO_BIN_EXE_wl_fileattrs")).args(kinds.iter().copied())
+}
+
+#[test]
+fn fileattrs_pass_untouched() -> Result<()> {
+    harness::self_check(fileattrs(&["memfd", "ghost", "mapshared"]))?;
+    Ok(())
+}
+
+#[test]
+fn fileattrs_detect_damage() -> Result<()> {
+    harness::self_check_fails(
+        fileattrs(&["memfd", "ghost", "mapshared", INJECT_FAULT]),
+        &["ghost", "mapshared", "memfd"],
+    )?;
+    Ok(())
+}
+
+fn attrs() -> Spec {
+    Spec::workload("wl_attrs", env!("CARGO_BIN_EXE_wl_attrs"))
+}
+
+#[test]
+fn attrs_passes_untouched() -> Result<()> {
+    harness::self_check(attrs())?;
+    Ok(())
+}
+
+/// Every thread's attributes back at a fresh thread's defaults and the OOM score adjustment at 0 (what a
+/// restore that skips them leaves): each thread's check and the process's notice.
+#[test]
+fn attrs_detects_damage() -> Result<()> {
+    harness::self_check_fails(
+        attrs().args([INJECT_FAULT]),
+        &["main-attrs", "v-attrs", "w-attrs", "oom-score-adj"],
+    )?;
+    Ok(())
+}
+
+fn fdshare(kind: &str) -> Spec {
+    Spec::workload("wl_fdshare", env!("CARGO_BIN_EXE_wl_fdshare")).args([kind])
+}
+
+#[test]
+fn fdshare_pass_untouched() -> Result<()> {
+    harness::self_check(fdshare("files"))?;
+    harness::self_check(fdshare("fs"))?;
+    Ok(())
+}
+
+#[test]
+fn fdshare_detect_damage() -> Result<()> {
+    harness::self_check_fails(fdshare("files").args([INJECT_FAULT]), &["files"])?;
+    harness::self_check_fails(fdshare("fs").args([INJECT_FAULT]), &["fs"])?;
+    Ok(())
+}
+
+fn sockets(kinds: &[&str]) -> Spec {
+    Spec::workload("wl_sockets", env!("CARGO_BIN_EXE_wl_sockets")).args(kinds.iter().copied())
+}
+
+#[test]
+fn sockets_pass_untouched() -> Result<()> {
+    harness::self_check(sockets(&[
+        "shutdown",
+        "unlinked",
+        "unconnected",
+        "peerclosed",
+    ]))?;
+    Ok(())
+}
+
+/// Sockets replaced by fresh ones with the same bytes (no shutdown, no name, a live peer) and unlinked
+/// paths recreated: every check of the state under test fails.
+#[test]
+fn sockets_detect_lost_state() -> Result<()> {
+    harness::self_check_fails(
+        sockets(&["shutdown", "unlinked", "unconnected", "peerclosed"]).args([INJECT_FAULT]),
+        &[
+            "shut-wr-peer-reads-then-eof",
+            "shut-wr-send-epipe",
+            "shut-rd-reads-eof",
+            "shut-wr-other-way-open",
+            "shut-rd-peer-send-epipe",
+            "shut-rd-other-way-open",
+            "seqpacket-shut-rdwr",
+            "unlinked-listener-path-absent",
+            "unlinked-dgram-path-absent",
+            "unconnected-names",
+            "bound-listens-and-accepts",
+            "pair-survivor-reads-then-eof",
+            "accepted-survivor-reads-then-eof",
+            "accepted-name",
+        ],
+    )?;
+    Ok(())
+}
+
+fn ipc() -> Spec {
+    Spec::workload("wl_ipc", env!("CARGO_BIN_EXE_wl_ipc"))
+}
+
+#[test]
+fn ipc_passes_untouched() -> Result<()> {
+    harness::self_check(ipc())?;
+    Ok(())
+}
+
+#[test]
+fn ipc_detects_lost_settings() -> Result<()> {
+    harness::self_check_fails(
+        ipc().args([INJECT_FAULT]),
+        &["kernel/sem", "kernel/msg_next_id", "next-ids"],
+    )?;
+    Ok(())
+}

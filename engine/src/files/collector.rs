@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 
 use dormant_image::records::{
-    names, DescId, DescKind, Fd, FdFile, FileDesc, FileLock, LockKind, Pid,
+    names, DescId, DescKind, Fd, FdFile, FileDesc, FileLock, InodeAttrs, LockKind, Pid,
 };
 use dormant_image::ImageWriter;
 
@@ -19,8 +19,8 @@ use super::sys::{self, TaskFds};
 use super::table::FileTable;
 use super::tcp::RepairedSockets;
 use super::{
-    epoll, eventfd, external, ghost, inet, inotify, locks, memfd, pidfd, pty, signalfd, timerfd,
-    unix,
+    epoll, eventfd, external, ghost, inet, inode, inotify, locks, memfd, pidfd, pty, signalfd,
+    timerfd, unix,
 };
 use crate::error::{DumpError, Result};
 use crate::proc;
@@ -47,7 +47,7 @@ pub struct FileCollector {
     /// Locks already recorded: description locks by description, POSIX ones by task and file.
     locks_seen: HashSet<(u32, String, FileLockKey)>,
     /// Unix socket peers, read once on the first unix socket.
-    unix_peers: Option<HashMap<u64, u64>>,
+    unix_peers: Option<unix::DiagMap>,
     /// Dump established TCP connections in repair mode instead of refusing them (`--tcp-established`).
     tcp_established: bool,
     /// Copies of the TCP sockets left in repair mode; see [`RepairedSockets`].
@@ -57,6 +57,10 @@ pub struct FileCollector {
     external_pipes: bool,
     /// Every pid of the dump (processes and zombies): the processes a pidfd may refer to.
     tree_pids: HashSet<u32>,
+    /// Owner, mode and times of the inodes whose content is carried (unlinked files, memfds).
+    inode_attrs: Vec<InodeAttrs>,
+    /// The first fd met on each carried inode (dev, ino); see [`inode::Carried`].
+    carried: inode::Carried,
 }
 
 /// What tells two listings of one lock apart: (kind, write, start, len).
@@ -182,9 +186,17 @@ impl FileCollector {
                     kind,
                     source,
                 };
+                let id = DescId(self.descs.len() as u32);
+                // Before the content is read, which may move the access time.
+                let attrs = match kind {
+                    FdKind::Ghost | FdKind::Memfd => {
+                        Some(self.carried.add(pid, fd, id, &dup).map_err(fail)?)
+                    }
+                    _ => None,
+                };
                 let desc = self.dump_desc(&cx, kind, &dup).map_err(fail)?;
                 let owner = sys::owner(&dup).map_err(|e| fail(FdError::sys("F_GETOWN_EX")(e)))?;
-                let id = DescId(self.descs.len() as u32);
+                self.inode_attrs.extend(attrs);
                 self.descs.push(FileDesc {
                     id,
                     flags,
@@ -233,7 +245,7 @@ impl FileCollector {
                     self.unix_peers = Some(unix::peers()?);
                 }
                 let peers = self.unix_peers.get_or_insert_with(HashMap::new);
-                unix::dump(ino, peers, dup)
+                unix::dump(pid, ino, peers, dup)
             }
             FdKind::Inet { family } => {
                 inet::dump(dup, family, self.tcp_established, &mut self.repaired)
@@ -344,6 +356,15 @@ impl FileCollector {
         }
         if self.descs.is_empty() {
             return Ok(());
+        }
+        if !self.inode_attrs.is_empty() {
+            writer
+                .write_records(names::INODE_ATTRS, &self.inode_attrs)
+                .map_err(|source| DumpError::Image {
+                    pid,
+                    what: names::INODE_ATTRS.into(),
+                    source,
+                })?;
         }
         writer
             .write_records(names::FILE_DESCS, &self.descs)

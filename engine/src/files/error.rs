@@ -23,6 +23,16 @@ pub enum FdError {
         size: u64,
         limit: u64,
     },
+    #[error(
+        "the same {what} (inode {ino}) is open through another description too (pid {pid} fd {fd}): \
+         restore would create two separate files"
+    )]
+    CarriedInodeShared {
+        what: &'static str,
+        ino: u64,
+        pid: u32,
+        fd: i32,
+    },
     #[error("{target} is not an unlinked regular file")]
     NotUnlinkedFile { target: String },
     #[error("{target}: an unlinked FIFO cannot be reopened by path")]

@@ -10,10 +10,24 @@ use super::error::FdError;
 /// memfd or unlinked-file content larger than this is refused (it would be carried in the image).
 pub const MEMFD_MAX: u64 = 256 << 20;
 
-/// The whole content of the file behind `dup`, refused above [`MEMFD_MAX`] (`what` names it).
+/// The whole content of the file behind `dup`, refused above [`MEMFD_MAX`] (`what` names it). Read
+/// through a read-only `O_NOATIME` open of the dumper's copy's `/proc/self/fd` link (same inode, a
+/// description of its own): the process's description may be write-only or `O_PATH`, its offset must not
+/// move, and the dump must not change the file's access time, which the image carries.
 pub fn read_content(dup: &OwnedFd, what: &'static str) -> Result<Vec<u8>, FdError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let st = nix::sys::stat::fstat(dup).map_err(FdError::errno("fstat"))?;
-    let size = st.st_size.max(0) as u64;
+    let link = format!("/proc/self/fd/{}", dup.as_raw_fd());
+    let readable = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(&link)
+        .map_err(FdError::sys(format!("reopening the {what} read-only")))?;
+    read_all(&OwnedFd::from(readable), st.st_size.max(0) as u64, what)
+}
+
+/// `size` bytes of `fd` read with `pread` from offset 0, refused above [`MEMFD_MAX`].
+fn read_all(dup: &OwnedFd, size: u64, what: &'static str) -> Result<Vec<u8>, FdError> {
     if size > MEMFD_MAX {
         return Err(FdError::TooLarge {
             what,

@@ -22,6 +22,7 @@ mod external;
 mod fifo;
 mod ghost;
 mod inet;
+mod inode;
 mod inotify;
 pub mod kind;
 mod locks;

@@ -25,6 +25,9 @@ pub struct FileTable {
     /// Where each of those can be read as the task sees it (`/proc/PID/exe`, `/proc/PID/map_files/..`),
     /// for their content digests ([`FileTable::identity`]).
     sources: Vec<(FileId, u32, String)>,
+    /// Whether the shared mappings of a file were made from a writable open (smaps `mw`), per file; see
+    /// [`FileTable::shared_mapping`].
+    shared_access: HashMap<FileId, bool>,
 }
 
 impl FileTable {
@@ -53,6 +56,30 @@ impl FileTable {
         });
         self.by_inode.insert((stat.dev, stat.ino), id);
         id
+    }
+
+    /// Records that file `id` has a `MAP_SHARED` mapping whose `VM_MAYWRITE` is `may_write` (smaps `mw`:
+    /// set exactly when the file was open for writing at `mmap`, so a later `mprotect(PROT_WRITE)` works).
+    /// The entry's access mode becomes `O_RDWR` when it is, and restore opens the file so for its shared
+    /// mappings. Shared mappings of one file from both kinds of opens cannot share one entry: refused with
+    /// the reason.
+    pub fn shared_mapping(
+        &mut self,
+        id: FileId,
+        may_write: bool,
+    ) -> std::result::Result<(), String> {
+        match self.shared_access.insert(id, may_write) {
+            Some(earlier) if earlier != may_write => Err(format!(
+                "{} has shared mappings made from a writable open and from a read-only one (not supported)",
+                self.files[id.0 as usize].path
+            )),
+            _ => {
+                if may_write {
+                    self.files[id.0 as usize].flags = libc::O_RDWR as u32;
+                }
+                Ok(())
+            }
+        }
     }
 
     /// A new entry for an open file description.

@@ -1,14 +1,19 @@
 //! Unix sockets: connected pairs (socketpair, or two connected sockets both in the dump) with their queued
-//! messages, peeked with `SO_PEEK_OFF` + `MSG_PEEK` so nothing is consumed. Peers come from a UNIX_DIAG
-//! dump. Listening sockets are carried by name (path or abstract); connected stream sockets with a name on
-//! either side (an accepted connection and its client) with both names; datagram sockets that are bound or
-//! connected to a bound one with their name, their peer's name and their queued datagrams (each with its
-//! sender's name). Unnamed unconnected stream sockets and messages carrying fds (`SCM_RIGHTS`) or
-//! credentials are refused.
+//! messages, peeked with `SO_PEEK_OFF` + `MSG_PEEK` so nothing is consumed. Peers, shutdown state and the
+//! inode each socket bound come from a UNIX_DIAG dump. Listening sockets are carried by name (path or
+//! abstract); connected stream sockets with a name on either side (an accepted connection and its client)
+//! with both names; datagram sockets that are bound or connected to a bound one with their name, their
+//! peer's name and their queued datagrams (each with its sender's name); sockets neither connected nor
+//! listening with their name. Every socket carries its shutdown bits and, for a path name, whether the
+//! path was unlinked since the bind. A stream socket whose peer was closed (released: no process holds it,
+//! sock_diag no longer lists it) is carried as connected to a peer restore creates and closes again, so it
+//! reads its queue and then EOF. Refused: a peer alive outside the dump, a path that now holds another
+//! file, listeners with connections waiting, and messages carrying fds (`SCM_RIGHTS`) or credentials.
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use dormant_image::records::unix::CLOSED_PEER;
 use dormant_image::records::{DescId, DescKind, FileDesc, UnixDatagram};
 use nix::errno::Errno;
 use nix::sys::socket::{self, MsgFlags, SockFlag, SockProtocol, SockType};
@@ -22,8 +27,11 @@ const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLMSG_HDRLEN: usize = 16;
+const UDIAG_SHOW_VFS: u32 = 0x2;
 const UDIAG_SHOW_PEER: u32 = 0x4;
+const UNIX_DIAG_VFS: u16 = 1;
 const UNIX_DIAG_PEER: u16 = 2;
+const UNIX_DIAG_SHUTDOWN: u16 = 6;
 /// Size of `struct unix_diag_msg`; attributes follow it.
 const UNIX_DIAG_MSG_LEN: usize = 16;
 /// Largest single message peeked.
@@ -37,8 +45,22 @@ fn u16_at(b: &[u8], off: usize) -> Option<u16> {
     Some(u16::from_ne_bytes(b.get(off..off + 2)?.try_into().ok()?))
 }
 
-/// Inode → peer inode of every connected unix socket of this network namespace.
-pub fn peers() -> Result<HashMap<u64, u64>, FdError> {
+/// What sock_diag tells of one unix socket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Diag {
+    /// The peer's inode when connected (0 or an inode no longer listed: the peer was closed).
+    pub peer: Option<u64>,
+    /// `sk_shutdown` ([`dormant_image::records::unix::RCV_SHUTDOWN`] and `SEND_SHUTDOWN` bits).
+    pub shutdown: u8,
+    /// The file the socket's own bind created: (device as the kernel encodes it, inode).
+    pub vfs: Option<(u32, u32)>,
+}
+
+/// Every unix socket of this network namespace, by inode.
+pub type DiagMap = HashMap<u64, Diag>;
+
+/// Reads [`Diag`] of every unix socket of this network namespace.
+pub fn peers() -> Result<DiagMap, FdError> {
     let sock: OwnedFd = socket::socket(
         socket::AddressFamily::Netlink,
         SockType::Datagram,
@@ -57,7 +79,7 @@ pub fn peers() -> Result<HashMap<u64, u64>, FdError> {
     req.extend_from_slice(&0u16.to_ne_bytes());
     req.extend_from_slice(&u32::MAX.to_ne_bytes()); // all states
     req.extend_from_slice(&0u32.to_ne_bytes()); // ino
-    req.extend_from_slice(&UDIAG_SHOW_PEER.to_ne_bytes());
+    req.extend_from_slice(&(UDIAG_SHOW_PEER | UDIAG_SHOW_VFS).to_ne_bytes());
     req.extend_from_slice(&[0xff; 8]); // cookie
     socket::send(sock.as_raw_fd(), &req, MsgFlags::empty())
         .map_err(FdError::errno("sending the UNIX_DIAG request"))?;
@@ -90,6 +112,7 @@ pub fn peers() -> Result<HashMap<u64, u64>, FdError> {
                 }
                 SOCK_DIAG_BY_FAMILY => {
                     let ino = u32_at(msg, 4).unwrap_or(0);
+                    let mut d = Diag::default();
                     let mut a = UNIX_DIAG_MSG_LEN;
                     while a + 4 <= msg.len() {
                         let alen = u16_at(msg, a).unwrap_or(0) as usize;
@@ -97,13 +120,19 @@ pub fn peers() -> Result<HashMap<u64, u64>, FdError> {
                         if alen < 4 {
                             break;
                         }
-                        if atype == UNIX_DIAG_PEER {
-                            if let Some(p) = u32_at(msg, a + 4) {
-                                map.insert(u64::from(ino), u64::from(p));
+                        match atype {
+                            UNIX_DIAG_PEER => d.peer = u32_at(msg, a + 4).map(u64::from),
+                            UNIX_DIAG_SHUTDOWN => d.shutdown = msg.get(a + 4).copied().unwrap_or(0),
+                            UNIX_DIAG_VFS => {
+                                d.vfs = u32_at(msg, a + 4)
+                                    .zip(u32_at(msg, a + 8))
+                                    .map(|(i, v)| (v, i))
                             }
+                            _ => {}
                         }
                         a += (alen + 3) & !3;
                     }
+                    map.insert(u64::from(ino), d);
                 }
                 _ => {}
             }
@@ -149,6 +178,10 @@ pub fn shown_name(name: &[u8]) -> String {
     }
 }
 
+/// [`holders_text`] of a socket no process holds.
+const NO_HOLDER: &str =
+    "which no process holds (it is in flight or its holders are hidden from the dumper)";
+
 /// Which processes hold socket `ino` (scans `/proc/*/fd`; for error messages only).
 pub fn holders_text(ino: u64) -> String {
     let want = format!("socket:[{ino}]");
@@ -170,7 +203,7 @@ pub fn holders_text(ino: u64) -> String {
         }
     }
     if pids.is_empty() {
-        "which no dumped process holds".into()
+        NO_HOLDER.into()
     } else {
         format!("held by pid {} outside the dump", pids.join(", "))
     }
@@ -191,8 +224,52 @@ fn sun_bytes(sun: &libc::sockaddr_un, len: libc::socklen_t) -> Vec<u8> {
     name
 }
 
+/// Whether path `name` of a socket held by task `pid` was unlinked: no file is at the path any more (seen
+/// from the task's root, or its cwd for a relative name). `vfs` is the file the socket's own bind created,
+/// when it bound the name itself (an accepted socket has its listener's name and no file of its own).
+/// Abstract and empty names are never unlinked. A path that now holds another file is refused: restore
+/// could neither bind there nor give the socket its name elsewhere.
+fn path_unlinked(pid: u32, name: &[u8], vfs: Option<(u32, u32)>) -> Result<bool, FdError> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if name.is_empty() || name[0] == 0 {
+        return Ok(false);
+    }
+    let rel = std::ffi::OsStr::from_bytes(name);
+    let at = if name[0] == b'/' {
+        std::path::PathBuf::from(format!("/proc/{pid}/root")).join(
+            std::path::Path::new(rel)
+                .strip_prefix("/")
+                .unwrap_or(std::path::Path::new(rel)),
+        )
+    } else {
+        std::path::PathBuf::from(format!("/proc/{pid}/cwd")).join(rel)
+    };
+    let md = match std::fs::symlink_metadata(&at) {
+        Ok(md) => md,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(true),
+        Err(e) => return Err(FdError::sys(format!("stat of {}", at.display()))(e)),
+    };
+    let same = match vfs {
+        // The kernel's dev_t: 12 bits of major above 20 bits of minor.
+        Some((dev, ino)) => {
+            md.ino() == u64::from(ino)
+                && md.dev() == libc::makedev(dev >> 20, dev & 0xf_ffff) as u64
+        }
+        None => md.file_type().is_socket(),
+    };
+    if same {
+        return Ok(false);
+    }
+    Err(FdError::Socket(format!(
+        "unix socket bound to{}: its path was unlinked and now holds another file, so restore could not \
+         give the socket its name back",
+        shown_name(name)
+    )))
+}
+
 /// A listening socket: its name; refused while connections wait in its accept queue (they would be lost).
-fn listener(dup: &OwnedFd, sock_type: i32) -> Result<DescKind, FdError> {
+fn listener(pid: u32, dup: &OwnedFd, sock_type: i32, diag: Diag) -> Result<DescKind, FdError> {
     let mut p = libc::pollfd {
         fd: std::os::fd::AsRawFd::as_raw_fd(dup),
         events: libc::POLLIN,
@@ -202,40 +279,57 @@ fn listener(dup: &OwnedFd, sock_type: i32) -> Result<DescKind, FdError> {
     if unsafe { libc::poll(&mut p, 1, 0) } < 0 {
         return Err(FdError::last_os("poll"));
     }
-    if p.revents & libc::POLLIN != 0 {
-        return Err(FdError::Socket(
-            "listening unix socket has connections waiting to be accepted".into(),
-        ));
-    }
     let name = name_of(dup)?;
+    if p.revents & libc::POLLIN != 0 {
+        return Err(FdError::Socket(format!(
+            "listening unix socket{} has connections waiting to be accepted (not supported yet: they \
+             would be lost)",
+            shown_name(&name)
+        )));
+    }
     if name.is_empty() {
         return Err(FdError::Socket(
             "listening unix socket without a name".into(),
         ));
     }
-    Ok(DescKind::UnixListen { name, sock_type })
+    let unlinked = Some(path_unlinked(pid, &name, diag.vfs)?);
+    Ok(DescKind::UnixListen {
+        name,
+        sock_type,
+        unlinked,
+    })
 }
 
-/// One end of a connected pair or connection, a datagram socket, or a listener.
-pub fn dump(ino: u64, peers: &HashMap<u64, u64>, dup: &OwnedFd) -> Result<DescKind, FdError> {
+/// Whether socket `peer` was closed: sock_diag lists it no more (or names no inode) and no process holds
+/// it.
+fn peer_closed(peer: u64, diag: &DiagMap) -> bool {
+    peer == 0 || (!diag.contains_key(&peer) && holders_text(peer) == NO_HOLDER)
+}
+
+/// One end of a connected pair or connection, a datagram socket, a listener, or an unconnected socket,
+/// held by task `pid`.
+pub fn dump(pid: u32, ino: u64, diag: &DiagMap, dup: &OwnedFd) -> Result<DescKind, FdError> {
     let sock_type =
         sys::sockopt_int(dup, libc::SOL_SOCKET, libc::SO_TYPE).map_err(FdError::sys("SO_TYPE"))?;
+    let me = diag.get(&ino).copied().unwrap_or_default();
     if sys::sockopt_int(dup, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).unwrap_or(0) != 0 {
-        return listener(dup, sock_type);
+        return listener(pid, dup, sock_type, me);
     }
     let name = if is_named(dup)? {
         name_of(dup)?
     } else {
         Vec::new()
     };
-    let peer = peers.get(&ino).copied();
+    let unlinked = path_unlinked(pid, &name, me.vfs)?;
+    let peer = me.peer;
     let peer_name = if peer.is_some() {
         peer_name_of(dup)?
     } else {
         Vec::new()
     };
+    let shutdown = Some(me.shutdown);
     if sock_type == libc::SOCK_DGRAM {
-        let mutual = peer.is_some_and(|p| peers.get(&p) == Some(&ino));
+        let mutual = peer.is_some_and(|p| diag.get(&p).and_then(|d| d.peer) == Some(ino));
         if !(mutual && name.is_empty() && peer_name.is_empty()) {
             if peer.is_some() && peer_name.is_empty() {
                 return Err(FdError::Socket(
@@ -249,19 +343,31 @@ pub fn dump(ino: u64, peers: &HashMap<u64, u64>, dup: &OwnedFd) -> Result<DescKi
                 peer,
                 peer_name,
                 queued,
+                shutdown,
+                unlinked: Some(unlinked),
             });
         }
     }
-    let Some(peer) = peer else {
-        return Err(FdError::Socket(if name.is_empty() {
-            "unconnected unix sockets are not supported yet".into()
-        } else {
-            format!(
-                "unix socket bound to{} is neither listening nor connected (not supported yet)",
-                shown_name(&name)
-            )
-        }));
+    let Some(mut peer) = peer else {
+        return Ok(DescKind::UnixUnconnected {
+            sock_type,
+            name,
+            unlinked,
+            shutdown: me.shutdown,
+        });
     };
+    if peer_closed(peer, diag) {
+        if !peer_name.is_empty() && peer_name[0] != 0 {
+            return Err(FdError::Socket(format!(
+                "unix socket {ino}{}: its peer was closed while bound to{} (not supported: restore \
+                 would have to recreate that path)",
+                shown_name(&name),
+                shown_name(&peer_name)
+            )));
+        }
+        // A peer restore creates and closes: no dumped socket has this inode.
+        peer = closed_peer_of(ino);
+    }
     let queued = peek_all(dup)?.into_iter().map(|m| m.data).collect();
     if name.is_empty() && peer_name.is_empty() {
         return Ok(DescKind::UnixPair {
@@ -269,6 +375,7 @@ pub fn dump(ino: u64, peers: &HashMap<u64, u64>, dup: &OwnedFd) -> Result<DescKi
             peer,
             sock_type,
             queued,
+            shutdown,
         });
     }
     Ok(DescKind::UnixConn {
@@ -278,11 +385,19 @@ pub fn dump(ino: u64, peers: &HashMap<u64, u64>, dup: &OwnedFd) -> Result<DescKi
         name,
         peer_name,
         queued,
+        shutdown,
+        unlinked: Some(unlinked),
     })
 }
 
-/// Checks what only the whole dump can tell: every connected unix socket's peer is in it. Refuses the
-/// first whose peer is not, naming its description and who holds the peer.
+/// The stand-in inode of the closed peer of socket `ino`: above every real inode (those are 32-bit), so
+/// no description has it and [`check_peers`] and restore know it for a closed peer.
+pub fn closed_peer_of(ino: u64) -> u64 {
+    CLOSED_PEER | ino
+}
+
+/// Checks what only the whole dump can tell: every connected unix socket's peer is in it (or was closed).
+/// Refuses the first whose peer is not, naming its description and who holds the peer.
 pub fn check_peers(descs: &[FileDesc]) -> Result<(), (DescId, FdError)> {
     let inos: HashSet<u64> = descs
         .iter()
@@ -304,7 +419,7 @@ pub fn check_peers(descs: &[FileDesc]) -> Result<(), (DescId, FdError)> {
             } => (*ino, *peer, peer_name.as_slice()),
             _ => continue,
         };
-        if !inos.contains(&peer) {
+        if peer & CLOSED_PEER == 0 && !inos.contains(&peer) {
             return Err((
                 d.id,
                 FdError::UnixPeerOutside {
@@ -471,7 +586,7 @@ mod tests {
         UnixDatagram::unbound().unwrap().send_to(b"", &at).unwrap();
         cli.send_to(b"three", &at).unwrap();
         let ino = ino_of(&srv);
-        let got = dump(ino, &peers().unwrap(), &dup_of(&srv)).unwrap();
+        let got = dump(std::process::id(), ino, &peers().unwrap(), &dup_of(&srv)).unwrap();
         let DescKind::UnixDgram {
             name, peer, queued, ..
         } = got
@@ -515,7 +630,9 @@ mod tests {
         };
         let (dup, peers) = (dup_of(&b), peers().unwrap());
         let before = count();
-        let err = dump(ino_of(&b), &peers, &dup).unwrap_err().to_string();
+        let err = dump(std::process::id(), ino_of(&b), &peers, &dup)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("SCM_RIGHTS"), "{err}");
         assert_eq!(count(), before, "the peeked fd was closed");
     }

@@ -18,9 +18,10 @@ use super::membership::in_namespace;
 use super::sysv;
 use super::uts::sysctl;
 
-/// The per-namespace limits under `/proc/sys` that restore sets before recreating objects (the
-/// `kernel/*_next_id` files are restore's tool, not state: they read -1 outside a restore).
-pub const IPC_SYSCTLS: [&str; 13] = [
+/// The per-namespace settings under `/proc/sys` that restore sets before recreating objects, and the
+/// `kernel/*_next_id` files, which restore writes back last (they read -1 unless a process of the namespace
+/// chose the id its next object gets; restore itself uses them to give each object its id).
+pub const IPC_SYSCTLS: [&str; 17] = [
     "kernel/shmmax",
     "kernel/shmall",
     "kernel/shmmni",
@@ -28,12 +29,16 @@ pub const IPC_SYSCTLS: [&str; 13] = [
     "kernel/msgmax",
     "kernel/msgmnb",
     "kernel/msgmni",
+    "kernel/auto_msgmni",
     "kernel/sem",
     "fs/mqueue/msg_max",
     "fs/mqueue/msgsize_max",
     "fs/mqueue/queues_max",
     "fs/mqueue/msg_default",
     "fs/mqueue/msgsize_default",
+    "kernel/msg_next_id",
+    "kernel/sem_next_id",
+    "kernel/shm_next_id",
 ];
 
 /// `SHM_DEST` and `SHM_LOCKED` as the kernel reports them in a segment's mode.

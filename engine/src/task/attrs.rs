@@ -1,8 +1,12 @@
 //! Per-process attributes: name, personality, the prctl flags only the task can report (dumpable,
-//! parent-death signal, child subreaper; see [`super::remote`]), and its job-control stop.
+//! parent-death signal, child subreaper; see [`super::remote`]), and its job-control stop; and what each
+//! thread has of its own, read from outside: scheduling policy, priority and nice (`sched_getattr`), CPU
+//! affinity, I/O priority, timer slack (`/proc/<tid>/timerslack_ns`), with the process's OOM score
+//! adjustment.
 
-use dormant_image::records::JobStop;
+use dormant_image::records::{JobStop, Pid, ProcessAttrs, SchedParams, ThreadAttrs, Tid};
 use dormant_parasite::query::TaskSnapshot;
+use dormant_sys::process::SCHED_FLAG_RESET_ON_FORK;
 
 use crate::error::{DumpError, Result};
 use crate::proc;
@@ -65,4 +69,83 @@ pub fn inner_pid(pid: u32) -> Result<u32> {
         reason,
     })?;
     Ok(status.ns_pids.last().copied().unwrap_or(pid))
+}
+
+/// The per-thread attributes of `pid` (threads `tids`, the leader first, with the parent-death signal
+/// each reported in `pdeathsigs`) and its OOM score adjustment.
+pub fn process_attrs(pid: u32, tids: &[u32], pdeathsigs: &[u32]) -> Result<ProcessAttrs> {
+    let threads = tids
+        .iter()
+        .zip(pdeathsigs)
+        .map(|(&tid, &pdeathsig)| thread_attrs(pid, tid, pdeathsig))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(ProcessAttrs {
+        pid: Pid(pid),
+        oom_score_adj: oom_score_adj(pid)?,
+        threads,
+    })
+}
+
+/// `/proc/<pid>/oom_score_adj`.
+pub fn oom_score_adj(pid: u32) -> Result<i32> {
+    let text = proc::read_string(pid, "oom_score_adj")?;
+    text.trim().parse().map_err(|e| DumpError::ProcParse {
+        pid,
+        file: "oom_score_adj",
+        reason: format!("{e}"),
+    })
+}
+
+/// What thread `tid` of `pid` has of its own (see the module docs).
+fn thread_attrs(pid: u32, tid: u32, pdeathsig: u32) -> Result<ThreadAttrs> {
+    let sched = sched_params(pid, tid)?;
+    let err = |op: &'static str| {
+        move |source| DumpError::Ptrace {
+            pid: tid,
+            op,
+            source,
+        }
+    };
+    let affinity =
+        dormant_sys::host::sched_getaffinity(tid as i32).map_err(err("sched_getaffinity"))?;
+    let ioprio = dormant_sys::host::ioprio_get(tid as i32).map_err(err("ioprio_get"))?;
+    let slack = proc::read_string(tid, "timerslack_ns")?;
+    let timer_slack_ns = slack.trim().parse().map_err(|e| DumpError::ProcParse {
+        pid,
+        file: "timerslack_ns",
+        reason: format!("thread {tid}: {e}"),
+    })?;
+    Ok(ThreadAttrs {
+        tid: Tid(tid),
+        sched,
+        ioprio,
+        timer_slack_ns,
+        affinity,
+        pdeathsig,
+    })
+}
+
+/// The scheduling policy and parameters of thread `tid`.
+pub fn sched_params(pid: u32, tid: u32) -> Result<SchedParams> {
+    let a = dormant_sys::host::sched_getattr(tid as i32).map_err(|source| DumpError::Ptrace {
+        pid,
+        op: "sched_getattr",
+        source,
+    })?;
+    let nice = dormant_sys::host::nice_of(tid as i32).map_err(|source| DumpError::Ptrace {
+        pid,
+        op: "getpriority",
+        source,
+    })?;
+    Ok(SchedParams {
+        policy: a.policy,
+        flags: a.flags & SCHED_FLAG_RESET_ON_FORK,
+        nice,
+        priority: a.priority,
+        runtime: a.runtime,
+        deadline: a.deadline,
+        period: a.period,
+        util_min: a.util_min,
+        util_max: a.util_max,
+    })
 }

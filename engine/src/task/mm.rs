@@ -155,7 +155,13 @@ pub fn collect_vmas(pid: u32, table: &mut FileTable) -> Result<Vec<CollectedVma>
                         stat.mode
                     )));
                 }
-                VmaBacking::File(table.by_identity(path, stat, pid, &source))
+                let id = table.by_identity(path, stat, pid, &source);
+                if e.shared {
+                    table
+                        .shared_mapping(id, e.has_flag("mw"))
+                        .map_err(unsupported)?;
+                }
+                VmaBacking::File(id)
             }
         };
         let mut map_flags = if e.shared {

@@ -15,12 +15,14 @@ pub mod pages;
 pub mod regs;
 pub mod remote;
 pub mod rlimits;
+pub mod seccomp;
 pub mod signals;
 pub mod threads;
 pub mod timers;
 
 use dormant_image::records::{
-    names, Creds, Fd, Mm, Pid, PsTreeEntry, Rlimit, ShmemObject, SigInfo, TaskCore, ThreadCore, Tid,
+    names, Creds, Fd, Mm, Pid, ProcessAttrs, PsTreeEntry, Rlimit, ShmemObject, SigInfo, TaskCore,
+    TaskSeccomp, ThreadCore, Tid,
 };
 use dormant_image::ImageWriter;
 
@@ -93,6 +95,11 @@ pub fn dump(
     progress.done(DumpStage::Remote)?;
 
     let state = ProcState::read(pid, &tids, tree_state.table)?;
+    let pdeathsigs: Vec<u32> = thread_remote.iter().map(|t| t.pdeathsig).collect();
+    let extra = ExtraRecords {
+        seccomp: seccomp::read(pid, &tids)?,
+        attrs: attrs::process_attrs(pid, &tids, &pdeathsigs)?,
+    };
     progress.done(DumpStage::ProcState)?;
 
     let fds = tree_state.files.dump_task(pid, tree_state.table)?;
@@ -135,7 +142,7 @@ pub fn dump(
         threads: tids.into_iter().map(Tid).collect(),
         ns_pids: state.status.ns_pids.iter().copied().map(Pid).collect(),
     };
-    write_records(pid, tree_state.writer, &core, &threads, &mm, &fds)?;
+    write_records(pid, tree_state.writer, &core, &threads, &mm, &fds, &extra)?;
     log::debug!("pid {pid}: records written ({} vmas)", mm.vmas.len());
     Ok(DumpedTask {
         pstree,
@@ -235,6 +242,13 @@ impl ProcState {
     }
 }
 
+/// The records of one process besides its core, threads, mm and fds.
+struct ExtraRecords {
+    /// `None`: no thread under seccomp (no file written).
+    seccomp: Option<TaskSeccomp>,
+    attrs: ProcessAttrs,
+}
+
 /// Writes the records of one process (tree-wide files are written by the caller).
 fn write_records(
     pid: u32,
@@ -243,6 +257,7 @@ fn write_records(
     threads: &[ThreadCore],
     mm: &Mm,
     fds: &[Fd],
+    extra: &ExtraRecords,
 ) -> Result<()> {
     let err = |file: String| {
         move |source| DumpError::Image {
@@ -263,6 +278,14 @@ fn write_records(
     writer
         .write_records(&names::mm(p), std::slice::from_ref(mm))
         .map_err(err(names::mm(p)))?;
+    if let Some(s) = &extra.seccomp {
+        writer
+            .write_records(&names::seccomp(p), std::slice::from_ref(s))
+            .map_err(err(names::seccomp(p)))?;
+    }
+    writer
+        .write_records(&names::attrs(p), std::slice::from_ref(&extra.attrs))
+        .map_err(err(names::attrs(p)))?;
     writer
         .write_records(&names::fds(p), fds)
         .map_err(err(names::fds(p)))

@@ -2,7 +2,7 @@
 //! injection session per query round, its outputs in dead stack below the thread's red zone, so nothing
 //! is mapped and a dumper killed meanwhile leaves the task as it was): the process's signal
 //! actions, interval timers, program break, prctl flags and securebits, where its POSIX timers stand,
-//! and each further thread's alternate signal stack, clear_child_tid and securebits.
+//! and each further thread's alternate signal stack, clear_child_tid, securebits and parent-death signal.
 //!
 //! This module only runs the queries; each kind's module turns the answers into its records.
 
@@ -27,6 +27,8 @@ pub struct ThreadRemote {
     pub clear_child_tid: Option<u64>,
     /// `PR_GET_SECUREBITS` (per thread: part of its credentials).
     pub securebits: u32,
+    /// `PR_GET_PDEATHSIG` (the kernel keeps one per thread).
+    pub pdeathsig: u32,
 }
 
 fn parasite_err(pid: u32, what: &'static str) -> impl Fn(ParasiteError) -> DumpError {
@@ -81,16 +83,18 @@ pub fn query_thread(pid: u32, tid: u32) -> Result<ThreadRemote> {
             query::sigaltstack(&mut scratch)?,
             query::tid_address(&mut scratch)?,
             query::securebits(scratch.task())?,
+            query::pdeathsig(&mut scratch)?,
         ))
     });
     let ended = task.finish();
-    let (sigaltstack, clear_child_tid, securebits) =
-        asked.map_err(perr("sigaltstack, tid address and securebits"))?;
+    let (sigaltstack, clear_child_tid, securebits, pdeathsig) =
+        asked.map_err(perr("sigaltstack, tid address, securebits and pdeathsig"))?;
     ended.map_err(perr("end of injection"))?;
     Ok(ThreadRemote {
         sigaltstack,
         clear_child_tid,
         securebits,
+        pdeathsig: pdeathsig as u32,
     })
 }
 
@@ -100,6 +104,7 @@ pub fn leader_thread(p: &ProcessRemote) -> ThreadRemote {
         sigaltstack: p.snap.altstack,
         clear_child_tid: p.snap.tid_address,
         securebits: p.snap.securebits,
+        pdeathsig: p.snap.pdeathsig as u32,
     }
 }
 

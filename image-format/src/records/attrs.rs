@@ -1,7 +1,9 @@
 //! Process attributes and the per-process record. [`TaskCore`] (`core-<pid>`, one per process) carries
 //! what belongs to the process as a whole: its own attributes (comm, personality, dumpable, pdeathsig,
 //! child subreaper, job-control stop), and the process-wide parts of other kinds, each typed in its own
-//! file (rlimits, signals, timers, creds, fs).
+//! file (rlimits, signals, timers, creds, fs). [`ProcessAttrs`] (`attrs-<pid>`) carries the attributes
+//! that belong to each thread (scheduling policy and priority, nice, CPU affinity, I/O priority, timer
+//! slack, parent-death signal) and the process's OOM score adjustment.
 
 use serde::{Deserialize, Serialize};
 
@@ -10,7 +12,7 @@ use proptest_derive::Arbitrary;
 
 use super::creds::Creds;
 use super::fs::RemovedDir;
-use super::ids::Pid;
+use super::ids::{Pid, Tid};
 use super::rlimits::Rlimit;
 use super::signals::{SigAction, SigInfo};
 use super::timers::{ITimer, PosixTimer};
@@ -149,6 +151,104 @@ pub(crate) fn check_task_core(file: &str, pid: Pid, core: &TaskCore, p: &mut Pro
                     "job-control stop by signal {}, not a stop signal",
                     stop.signal
                 ),
+            );
+        }
+    }
+}
+
+/// What the scheduler knows of a thread (`sched_getattr`).
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SchedParams {
+    /// `SCHED_*` policy.
+    pub policy: u32,
+    /// `SCHED_FLAG_*` as reported (only `SCHED_FLAG_RESET_ON_FORK` is kept).
+    pub flags: u64,
+    /// `getpriority(PRIO_PROCESS, tid)`: a real-time thread keeps one too.
+    pub nice: i32,
+    /// Real-time priority (`SCHED_FIFO`, `SCHED_RR`).
+    pub priority: u32,
+    /// The fair scheduler's slice (a custom one was set with `sched_setattr`), or the deadline runtime.
+    pub runtime: u64,
+    pub deadline: u64,
+    pub period: u64,
+    /// Utilization clamps (0 and 1024 are the defaults).
+    pub util_min: u32,
+    pub util_max: u32,
+}
+
+/// The attributes one thread has of its own.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadAttrs {
+    pub tid: Tid,
+    pub sched: SchedParams,
+    /// `ioprio_get(IOPRIO_WHO_PROCESS, tid)`: class in bits 13-15, level below.
+    pub ioprio: u32,
+    /// `/proc/<tid>/timerslack_ns` (0 for a real-time thread, whose slack the kernel keeps at 0).
+    pub timer_slack_ns: u64,
+    /// CPU affinity (`sched_getaffinity`), 64 CPUs per word, CPU 0 in bit 0 of the first.
+    pub affinity: Vec<u64>,
+    /// `PR_GET_PDEATHSIG` of the thread (the kernel keeps one per thread).
+    pub pdeathsig: u32,
+}
+
+/// Per-thread attributes of a process and its OOM score adjustment (`attrs-<pid>`, one entry).
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessAttrs {
+    pub pid: Pid,
+    /// `/proc/<pid>/oom_score_adj` (-1000..=1000).
+    pub oom_score_adj: i32,
+    /// Every thread, in the order of the process tree (the leader first).
+    pub threads: Vec<ThreadAttrs>,
+}
+
+/// Checks one process's attributes record against its pid and the threads the tree lists for it.
+pub(crate) fn check_process_attrs(
+    file: &str,
+    pid: Pid,
+    tids: &[Tid],
+    a: &ProcessAttrs,
+    p: &mut Problems,
+) {
+    if a.pid != pid {
+        p.add(file, format!("holds pid {}, not {}", a.pid.0, pid.0));
+    }
+    let listed: Vec<Tid> = a.threads.iter().map(|t| t.tid).collect();
+    if listed != tids {
+        p.add(
+            file,
+            format!(
+                "lists threads {:?}, the tree {:?}",
+                listed.iter().map(|t| t.0).collect::<Vec<_>>(),
+                tids.iter().map(|t| t.0).collect::<Vec<_>>()
+            ),
+        );
+    }
+    if !(-1000..=1000).contains(&a.oom_score_adj) {
+        p.add(
+            file,
+            format!("oom_score_adj {} is outside -1000..=1000", a.oom_score_adj),
+        );
+    }
+    for t in &a.threads {
+        if !(-20..=19).contains(&t.sched.nice) {
+            p.add(
+                file,
+                format!(
+                    "thread {}: nice {} is outside -20..=19",
+                    t.tid.0, t.sched.nice
+                ),
+            );
+        }
+        if t.affinity.iter().all(|w| *w == 0) {
+            p.add(file, format!("thread {}: an empty CPU affinity", t.tid.0));
+        }
+        if t.pdeathsig > 64 {
+            p.add(
+                file,
+                format!("thread {}: parent-death signal {}", t.tid.0, t.pdeathsig),
             );
         }
     }

@@ -11,18 +11,19 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::attrs::TaskCore;
+use super::attrs::{ProcessAttrs, TaskCore};
 use super::container::ContainerRoot;
 use super::file_identity::FileIdentity;
-use super::files::{Fd, FileDesc, FileLock, RegFile};
+use super::files::{Fd, FileDesc, FileLock, InodeAttrs, RegFile};
 use super::ids::{Pid, Tid};
 use super::mm::{Mm, ShmemObject};
 use super::mounts::{ExternalMaster, MountEntry, MountId, TmpfsRecord};
 use super::ns::{IpcNamespace, NsId, NsState, TaskCgroups, TaskNamespaces, UtsNamespace};
 use super::pages::PageExtent;
+use super::seccomp::TaskSeccomp;
 use super::threads::{ThreadCore, ThreadCoreV1};
 use super::tree::{PsTreeEntry, Zombie};
-use crate::codec;
+pub use super::upgrade::{decode_upgraded, Upgrade};
 use crate::inventory::Inventory;
 
 /// A typed record: one type per [`RecordKind`]. A record file holds entries of exactly one kind, and the
@@ -38,19 +39,6 @@ pub trait Record: Serialize + DeserializeOwned + std::fmt::Debug {
         let _ = (version, payload);
         None
     }
-}
-
-/// An older schema version of a record, kept so that images written with it are still read: the old type
-/// (decoded exactly as it was encoded) and its conversion into the current one. A conversion must never
-/// invent state that a restore would then trust: a field the old version did not carry gets the value that
-/// means "not known" (and the restorer must treat it so), or the conversion fails naming what is missing.
-pub trait Upgrade<New>: DeserializeOwned {
-    fn upgrade(self) -> Result<New, String>;
-}
-
-/// Decodes `payload` as `Old` and upgrades it: what [`Record::decode_older`] does for a kept version.
-pub fn decode_upgraded<Old: Upgrade<New>, New>(payload: &[u8]) -> Result<New, String> {
-    codec::decode::<Old>(payload)?.upgrade()
 }
 
 /// How the files of one kind are named inside an image directory.
@@ -256,13 +244,19 @@ record_kinds! {
     // 10-19: threads and process trees.
     /// Zombies of the tree (records/tree.rs).
     10 Zombie(Zombie) version 1 older [] files [name(ZOMBIES, "zombies")];
+    /// One process's seccomp modes and filters, when a thread is under seccomp (records/seccomp.rs).
+    15 Seccomp(TaskSeccomp) version 1 older [] files [numbered(seccomp, Pid, "seccomp-")];
+    /// One process's per-thread attributes and OOM score adjustment (records/attrs.rs).
+    16 ProcessAttrs(ProcessAttrs) version 1 older [] files [numbered(attrs, Pid, "attrs-")];
     // 20-29: open file descriptions.
     /// Open file descriptions not reopened by path (records/files/mod.rs).
-    20 FileDescs(FileDesc) version 1 older [] files [name(FILE_DESCS, "file-descs")];
+    20 FileDescs(FileDesc) version 2 older [1 => super::files::v1::FileDescV1] files [name(FILE_DESCS, "file-descs")];
     /// One process's file locks (records/files/locks.rs).
     21 FileLocks(FileLock) version 1 older [] files [numbered(locks, Pid, "locks-")];
     /// How restore recognises mapped files and executables (records/file_identity.rs).
     22 FileIdentity(FileIdentity) version 1 older [] files [name(FILE_IDENTITY, "file-identity")];
+    /// Owner, mode and times of the inodes of unlinked files and memfds (records/files/inode.rs).
+    27 InodeAttrs(InodeAttrs) version 1 older [] files [name(INODE_ATTRS, "inode-attrs")];
     // 30-34: mount namespaces.
     /// The mounts of the tree's mount namespace (records/mounts.rs).
     30 Mounts(MountEntry) version 1 older [] files [name(MOUNTS, "mounts")];

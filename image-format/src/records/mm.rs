@@ -213,7 +213,7 @@ pub(crate) mod v1 {
 
     use super::{MmLayout, VmaBacking};
     use crate::records::ids::FileId;
-    use crate::records::kind::Upgrade;
+    use crate::records::upgrade::Upgrade;
 
     #[derive(Debug, Clone, Serialize, Deserialize)]
     pub struct Mm {

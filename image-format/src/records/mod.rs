@@ -26,20 +26,24 @@ pub mod ns;
 pub mod pages;
 pub mod regs;
 pub mod rlimits;
+pub mod seccomp;
 pub mod signals;
 pub mod threads;
 pub mod timers;
 pub mod tree;
+pub mod upgrade;
 
-pub use attrs::{JobStop, TaskCore};
+pub use attrs::{JobStop, ProcessAttrs, SchedParams, TaskCore, ThreadAttrs};
 pub use container::{container_names, ContainerRoot};
 pub use creds::Creds;
 pub use file_identity::{
     elf_build_id, ContentDigest, FileCheck, FileDigest, FileIdentity, FILE_IDENTITY,
 };
+pub use files::unix;
 pub use files::{
-    DescId, DescKind, EpollTarget, Fd, FdFile, FileDesc, FileLock, FileOwner, FileStat, InetSocket,
-    InotifyWatch, LockKind, PtyState, RegFile, TcpConnection, TcpWindow, UnixDatagram,
+    DescId, DescKind, EpollTarget, Fd, FdFile, FileDesc, FileLock, FileOwner, FileStat, FileTime,
+    InetSocket, InodeAttrs, InotifyWatch, LockKind, PtyState, RegFile, TcpConnection, TcpWindow,
+    UnixDatagram,
 };
 pub use fs::RemovedDir;
 pub use ids::{FileId, Pid, ShmemId, Tid};
@@ -63,6 +67,7 @@ pub use ns::{ClockOffset, TimeNamespace};
 pub use pages::{page_flags, PageExtent};
 pub use regs::GpRegs;
 pub use rlimits::Rlimit;
+pub use seccomp::{BpfInsn, SeccompFilter, SeccompMode, TaskSeccomp, ThreadSeccomp};
 pub use signals::{SigAction, SigAltStack, SigInfo};
 pub use threads::{RobustList, Rseq, ThreadCore};
 pub use timers::{ITimer, PosixTimer};

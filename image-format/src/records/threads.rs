@@ -61,7 +61,7 @@ pub struct ThreadCoreV1 {
     pub ns_tids: Vec<Tid>,
 }
 
-impl super::kind::Upgrade<ThreadCore> for ThreadCoreV1 {
+impl super::upgrade::Upgrade<ThreadCore> for ThreadCoreV1 {
     /// The credentials were not recorded per thread: `None`, the process's (see [`ThreadCore::creds`]).
     fn upgrade(self) -> Result<ThreadCore, String> {
         Ok(ThreadCore {

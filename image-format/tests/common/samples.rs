@@ -33,6 +33,9 @@ pub struct Samples {
     pub ext_tmpfs: Vec<TmpfsRecord>,
     pub container_root: ContainerRoot,
     pub file_identity: FileIdentity,
+    pub seccomp: Vec<TaskSeccomp>,
+    pub attrs: Vec<ProcessAttrs>,
+    pub inode_attrs: Vec<InodeAttrs>,
 }
 
 pub const ROOT: Pid = Pid(100);
@@ -403,6 +406,7 @@ fn descs() -> Vec<FileDesc> {
                 peer: 9101,
                 sock_type: 1,
                 queued: vec![b"to 9100".to_vec()],
+                shutdown: Some(2),
             },
         ),
         d(
@@ -427,6 +431,7 @@ fn descs() -> Vec<FileDesc> {
             DescKind::UnixListen {
                 name: b"\0sample-listener".to_vec(),
                 sock_type: 1,
+                unlinked: Some(false),
             },
         ),
         d(
@@ -460,6 +465,8 @@ fn descs() -> Vec<FileDesc> {
                 name: b"/tmp/sock".to_vec(),
                 peer_name: vec![],
                 queued: vec![b"conn".to_vec()],
+                shutdown: Some(1),
+                unlinked: Some(true),
             },
         ),
         d(
@@ -474,6 +481,8 @@ fn descs() -> Vec<FileDesc> {
                     from: b"/tmp/peer".to_vec(),
                     data: b"dgram".to_vec(),
                 }],
+                shutdown: Some(0),
+                unlinked: Some(false),
             },
         ),
         d(14, 2, DescKind::TcpEstablished(tcp())),
@@ -538,6 +547,16 @@ fn descs() -> Vec<FileDesc> {
                         data: 33,
                     },
                 ],
+            },
+        ),
+        d(
+            21,
+            2,
+            DescKind::UnixUnconnected {
+                sock_type: 5,
+                name: b"/tmp/unconnected".to_vec(),
+                unlinked: true,
+                shutdown: 3,
             },
         ),
     ];
@@ -884,6 +903,113 @@ impl Samples {
                     },
                 ],
             },
+            seccomp: vec![TaskSeccomp {
+                pid: ROOT,
+                filters: vec![
+                    SeccompFilter {
+                        prev: None,
+                        flags: 0,
+                        insns: vec![BpfInsn {
+                            code: 0x06,
+                            jt: 0,
+                            jf: 0,
+                            k: 0x7fff_0000,
+                        }],
+                    },
+                    SeccompFilter {
+                        prev: Some(0),
+                        flags: 2,
+                        insns: vec![
+                            BpfInsn {
+                                code: 0x20,
+                                jt: 0,
+                                jf: 0,
+                                k: 0,
+                            },
+                            BpfInsn {
+                                code: 0x06,
+                                jt: 0,
+                                jf: 0,
+                                k: 0x0005_002a,
+                            },
+                        ],
+                    },
+                ],
+                threads: vec![
+                    ThreadSeccomp {
+                        tid: Tid(100),
+                        mode: SeccompMode::Filter { last: 1 },
+                    },
+                    ThreadSeccomp {
+                        tid: Tid(101),
+                        mode: SeccompMode::Filter { last: 0 },
+                    },
+                ],
+            }],
+            inode_attrs: [6, 10]
+                .into_iter()
+                .map(|d| InodeAttrs {
+                    desc: DescId(d),
+                    uid: 1000,
+                    gid: 100,
+                    mode: 0o640,
+                    atime: FileTime {
+                        sec: 1_700_000_000,
+                        nsec: 5,
+                    },
+                    mtime: FileTime {
+                        sec: 1_600_000_000,
+                        nsec: 999_999_999,
+                    },
+                })
+                .collect(),
+            attrs: vec![
+                ProcessAttrs {
+                    pid: ROOT,
+                    oom_score_adj: 321,
+                    threads: vec![
+                        ThreadAttrs {
+                            tid: Tid(100),
+                            sched: SchedParams {
+                                policy: 3,
+                                nice: 5,
+                                runtime: 1_400_000,
+                                util_max: 1024,
+                                ..SchedParams::default()
+                            },
+                            ioprio: 2 << 13 | 6,
+                            timer_slack_ns: 123_456,
+                            affinity: vec![0b10],
+                            pdeathsig: 0,
+                        },
+                        ThreadAttrs {
+                            tid: Tid(101),
+                            sched: SchedParams {
+                                policy: 1,
+                                flags: 1,
+                                priority: 7,
+                                ..SchedParams::default()
+                            },
+                            ioprio: 3 << 13,
+                            timer_slack_ns: 0,
+                            affinity: vec![0b01],
+                            pdeathsig: 28,
+                        },
+                    ],
+                },
+                ProcessAttrs {
+                    pid: CHILD,
+                    oom_score_adj: 0,
+                    threads: vec![ThreadAttrs {
+                        tid: Tid(102),
+                        sched: SchedParams::default(),
+                        ioprio: 0,
+                        timer_slack_ns: 50_000,
+                        affinity: vec![0b11],
+                        pdeathsig: 0,
+                    }],
+                },
+            ],
         }
     }
 
@@ -908,6 +1034,16 @@ impl Samples {
         }
         for (pid, locks) in &self.locks {
             w.write_records(&names::locks(*pid), locks).unwrap();
+        }
+        for s in &self.seccomp {
+            w.write_records(&names::seccomp(s.pid), std::slice::from_ref(s))
+                .unwrap();
+        }
+        w.write_records(names::INODE_ATTRS, &self.inode_attrs)
+            .unwrap();
+        for a in &self.attrs {
+            w.write_records(&names::attrs(a.pid), std::slice::from_ref(a))
+                .unwrap();
         }
         w.write_records(names::REG_FILES, &self.files).unwrap();
         w.write_records(names::FILE_DESCS, &self.descs).unwrap();

@@ -19,6 +19,12 @@
 //! tids), and the leader sets its own after every other thread has, then sets dumpable and the
 //! parent-death signal again, which any id change resets.
 //!
+//! Each thread sets its own scheduling attributes ([`set_sched`]) and installs its seccomp filters
+//! ([`install_filters`]) before its credentials, while it still has the privileges they need; the leader
+//! installs its filters while it creates the threads, so a thread shares the leader's filters it had
+//! (see `SeccompArg`). The tracer keeps every thread's seccomp suspended until the release, so nothing
+//! after the filters is filtered; strict mode ([`enter_strict`]) is the very last change of a thread.
+//!
 //! What it does NOT do: it never allocates, never uses libc or std, and makes no decision the host side
 //! could make.
 #![no_std]
@@ -29,8 +35,13 @@ use core::arch::{asm, naked_asm};
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use dormant_restorer_proto::{
-    CredsArg, ExtentArg, QueuedSigArg, Report, RestoreArgs, RseqArg, Step, ThreadArgs, TimerArg,
-    VmaArg, VmaKind, EXIT_BASE, PROTO_VERSION, REPORT_SIZE, THREAD_STACK_SIZE,
+    CredsArg, ExtentArg, FilterArg, QueuedSigArg, Report, RestoreArgs, RseqArg, SchedArg,
+    SeccompArg, Step, ThreadArgs, TimerArg, VmaArg, VmaKind, EXIT_BASE, PROTO_VERSION, REPORT_SIZE,
+    THREAD_STACK_SIZE,
+};
+use dormant_sys::process::{
+    SockFprog, PR_SET_TIMERSLACK, SECCOMP_MODE_FILTER, SECCOMP_MODE_STRICT, SECCOMP_SET_MODE_FILTER,
+    SECCOMP_SET_MODE_STRICT,
 };
 use dormant_sys::mman::{
     MADV_POPULATE_WRITE, MAP_ANONYMOUS, MAP_FIXED, MAP_GROWSDOWN, MAP_PRIVATE, MAP_SHARED,
@@ -206,15 +217,25 @@ fn run(a: &RestoreArgs) -> Result<Never, Failure> {
     block_signals()?;
     // What the child set and any id change resets (the threads' too, since dumpable is the mm's).
     let kept = KeptPrctl::read()?;
-    // Threads inherit the blocked mask; they exist before timers and signals may name them.
-    for t in &threads[1..] {
-        clone_thread(t, a.report_fd, siginfos)?;
+    // Threads inherit the blocked mask; they exist before timers and signals may name them. Each is
+    // created once the leader has installed the filters it shares with the leader (see `SeccompArg`).
+    let leader_filters = filter_count(&leader.seccomp);
+    for level in 0..=leader_filters {
+        install_filters(&leader.seccomp, level.saturating_sub(1), level)?;
+        for t in threads[1..]
+            .iter()
+            .filter(|t| t.seccomp.inherited.min(leader_filters) == level)
+        {
+            clone_thread(t, a.report_fd, siginfos)?;
+        }
     }
     create_timers(timers)?;
     queue_signals(siginfos, true)?;
+    set_sched(&leader.sched, leader.tid)?;
     wait_for_thread_creds(leader.creds_pending)?;
     set_creds(&leader.creds)?;
     kept.apply()?;
+    enter_strict(&leader.seccomp)?;
 
     let ok = Report {
         step: Step::Done as u32,
@@ -348,9 +369,13 @@ extern "C" fn thread_entry(
             )?;
         }
         queue_signals(siginfos, false)?;
-        let set = set_creds(&t.creds);
+        let set = install_filters(&t.seccomp, t.seccomp.inherited, filter_count(&t.seccomp))
+            .and_then(|()| set_sched(&t.sched, t.tid))
+            .and_then(|()| set_creds(&t.creds))
+            .and_then(|()| set_pdeathsig(&t.sched, t.tid));
         thread_creds_done(t.creds_pending);
-        set
+        set?;
+        enter_strict(&t.seccomp)
     });
     match result {
         Ok(()) => sigreturn(t.sigframe_uc),
@@ -365,6 +390,86 @@ extern "C" fn thread_entry(
             sys::exit_group(EXIT_BASE + f.step as i32)
         }
     }
+}
+
+/// How many filters thread `s` runs under (0 unless in filter mode).
+fn filter_count(s: &SeccompArg) -> u32 {
+    if s.mode == SECCOMP_MODE_FILTER {
+        s.nr_filters
+    } else {
+        0
+    }
+}
+
+/// Installs filters `from..to` of a thread's chain (oldest first) on the calling thread. Its seccomp is
+/// suspended by the tracer until the release, so what the blob does afterwards is not filtered.
+fn install_filters(s: &SeccompArg, from: u32, to: u32) -> Result<(), Failure> {
+    if from >= to {
+        return Ok(());
+    }
+    // SAFETY: the host laid out `nr_filters` filter descriptions at `filters` inside the area.
+    let filters = unsafe { block_slice::<FilterArg>(s.filters, s.nr_filters as u64) };
+    for (i, f) in filters
+        .iter()
+        .enumerate()
+        .take(to as usize)
+        .skip(from as usize)
+    {
+        let prog = SockFprog {
+            len: f.len as u16,
+            _pad: [0; 3],
+            filter: f.insns,
+        };
+        let ret = sys::seccomp(
+            SECCOMP_SET_MODE_FILTER,
+            f.flags,
+            &prog as *const SockFprog as u64,
+        );
+        check(Step::SeccompFilter, ret, i as u64)?;
+    }
+    Ok(())
+}
+
+/// Strict mode, the calling thread's very last change: from here on only read, write, exit and
+/// rt_sigreturn pass (once the tracer lets go).
+fn enter_strict(s: &SeccompArg) -> Result<(), Failure> {
+    if s.mode != SECCOMP_MODE_STRICT {
+        return Ok(());
+    }
+    let ret = sys::seccomp(SECCOMP_SET_MODE_STRICT, 0, 0);
+    check(Step::SeccompStrict, ret, 0).map(drop)
+}
+
+/// The calling thread's own scheduling attributes (see `SchedArg`). The policy goes in before the timer
+/// slack: entering a real-time policy sets the slack to 0 and leaving one resets it to the default.
+fn set_sched(a: &SchedArg, tid: u32) -> Result<(), Failure> {
+    if a.set == 0 {
+        return Ok(());
+    }
+    check(Step::Nice, sys::setpriority_self(a.nice), tid as u64)?;
+    let ret = sys::sched_setattr_self(&a.attr as *const _ as u64);
+    check(Step::SchedSetattr, ret, tid as u64)?;
+    if a.timer_slack_ns != 0 {
+        let ret = sys::prctl(PR_SET_TIMERSLACK, a.timer_slack_ns, 0, 0, 0);
+        check(Step::TimerSlack, ret, tid as u64)?;
+    }
+    if a.nr_affinity != 0 {
+        let ret = sys::sched_setaffinity_self(
+            u64::from(a.nr_affinity) * 8,
+            a.affinity.as_ptr() as u64,
+        );
+        check(Step::Affinity, ret, tid as u64)?;
+    }
+    check(Step::Ioprio, sys::ioprio_set_self(a.ioprio), tid as u64).map(drop)
+}
+
+/// A thread's parent-death signal, after its credentials (whose change resets it).
+fn set_pdeathsig(a: &SchedArg, tid: u32) -> Result<(), Failure> {
+    if a.set == 0 || a.pdeathsig == 0 {
+        return Ok(());
+    }
+    let ret = sys::prctl(PR_SET_PDEATHSIG, a.pdeathsig as u64, 0, 0, 0);
+    check(Step::ThreadPdeathsig, ret, tid as u64).map(drop)
 }
 
 /// The counter of threads that have not set their credentials yet (see `RestoreArgs::creds_pending`).

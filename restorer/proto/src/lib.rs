@@ -7,11 +7,11 @@
 //! layout both sides agree on. Bump [`PROTO_VERSION`] on every layout change.
 #![no_std]
 
-use dormant_sys::process::PrctlMmMap;
+use dormant_sys::process::{PrctlMmMap, SchedAttr};
 use dormant_sys::signal::{KernelItimerval, KernelSigaction, NSIG, SIGINFO_SIZE};
 
 /// Layout version of [`RestoreArgs`]; the blob refuses a block with another version.
-pub const PROTO_VERSION: u32 = 6;
+pub const PROTO_VERSION: u32 = 8;
 
 /// Name of the blob's entry symbol for the leader thread: `extern "C" fn(args: *const RestoreArgs) -> !`,
 /// entered with a 16-byte aligned stack (it realigns anyway).
@@ -104,6 +104,65 @@ pub struct CredsArg {
     pub no_new_privs: u32,
 }
 
+/// Words of CPU affinity mask a thread carries (1024 CPUs).
+pub const AFFINITY_WORDS: usize = 16;
+
+/// A thread's own scheduling attributes, set by the thread itself before its credentials (lowering nice,
+/// a real-time policy and a real-time I/O class need the restorer's privileges): timer slack, nice, policy
+/// with its parameters, CPU affinity, I/O priority; and its parent-death signal, after its credentials
+/// (which reset it).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SchedArg {
+    /// Non-zero: set them (zero: not known, left as inherited).
+    pub set: u32,
+    pub nice: i32,
+    /// `ioprio_set` value.
+    pub ioprio: u32,
+    /// Words of `affinity` in use.
+    pub nr_affinity: u32,
+    /// 0: left alone (a real-time thread's slack, which the kernel keeps at 0).
+    pub timer_slack_ns: u64,
+    /// Policy, flags and parameters for `sched_setattr` (`size` filled in).
+    pub attr: SchedAttr,
+    pub affinity: [u64; AFFINITY_WORDS],
+    /// `PR_SET_PDEATHSIG` after the credentials (threads other than the leader; the leader's is the
+    /// process's, see `ProcessCtl`).
+    pub pdeathsig: u32,
+    pub _pad: u32,
+}
+
+/// One seccomp filter to install (`seccomp(SECCOMP_SET_MODE_FILTER, flags, {len, insns})`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FilterArg {
+    pub flags: u64,
+    /// `*const SockFilter` and its count.
+    pub insns: u64,
+    pub len: u32,
+    pub _pad: u32,
+}
+
+/// A thread's seccomp mode. Filters are installed before the credentials (installing one needs
+/// CAP_SYS_ADMIN or no_new_privs), with the restorer's tracer holding every thread's seccomp suspended
+/// (`PTRACE_O_SUSPEND_SECCOMP`) until the release, so the rest of the blob and the tracer's cleanup run
+/// unfiltered. The leader installs its chain while it creates the threads: a thread whose chain starts
+/// with the leader's first `inherited` filters is created once the leader has installed exactly those,
+/// and so shares them as it did (a thread created after its creator's filters); it installs the rest of
+/// its chain itself. Strict mode is set last of all, right before the final report or trap.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SeccompArg {
+    /// `SECCOMP_MODE_*`: 0 none, 1 strict, 2 filters.
+    pub mode: u32,
+    /// Leading filters of `filters` inherited from the leader (0 for the leader itself).
+    pub inherited: u32,
+    /// `*const FilterArg` and its count: the whole chain, oldest first.
+    pub filters: u64,
+    pub nr_filters: u32,
+    pub _pad: u32,
+}
+
 /// Per-thread state the blob installs before the thread's final `rt_sigreturn`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -133,6 +192,8 @@ pub struct ThreadArgs {
     pub creds: CredsArg,
     /// Address of `RestoreArgs::creds_pending` (the same for every thread).
     pub creds_pending: u64,
+    pub sched: SchedArg,
+    pub seccomp: SeccompArg,
 }
 
 /// Size of the blob stack of each thread other than the leader.
@@ -310,6 +371,15 @@ pub enum Step {
     CredsWait = 47,
     ChildChroot = 50,
     ChildPrctl = 51,
+    // 70-79: seccomp and per-thread attributes.
+    SeccompFilter = 70,
+    SeccompStrict = 71,
+    TimerSlack = 72,
+    Nice = 73,
+    SchedSetattr = 74,
+    Affinity = 75,
+    Ioprio = 76,
+    ThreadPdeathsig = 77,
     /// Recreating a removed working (or root) directory, entering it and removing it again; the detail
     /// says which call failed (1 mkdir, 2 chown, 3 chmod, 4 chdir, 5 rmdir, 6 chroot).
     ChildRemovedDir = 80,
@@ -378,6 +448,14 @@ impl Step {
             51 => ChildPrctl,
             41 => ChildPersonality,
             42 => ChildFork,
+            70 => SeccompFilter,
+            71 => SeccompStrict,
+            72 => TimerSlack,
+            73 => Nice,
+            74 => SchedSetattr,
+            75 => Affinity,
+            76 => Ioprio,
+            77 => ThreadPdeathsig,
             80 => ChildRemovedDir,
             _ => return None,
         })
@@ -442,6 +520,14 @@ impl Step {
             ChildPrctl => "setting subreaper, dumpable or pdeathsig (child)",
             ChildPersonality => "setting the execution domain (child)",
             ChildFork => "forking a child of the restored tree with its pid (child)",
+            SeccompFilter => "installing a seccomp filter",
+            SeccompStrict => "entering seccomp strict mode",
+            TimerSlack => "setting a thread's timer slack (PR_SET_TIMERSLACK)",
+            Nice => "setting a thread's nice value (setpriority)",
+            SchedSetattr => "setting a thread's scheduling policy (sched_setattr)",
+            Affinity => "setting a thread's CPU affinity (sched_setaffinity)",
+            Ioprio => "setting a thread's I/O priority (ioprio_set)",
+            ThreadPdeathsig => "setting a thread's parent-death signal after its credentials",
             ChildRemovedDir => {
                 "recreating the removed working or root directory, entering it and removing it (child)"
             }

@@ -38,6 +38,7 @@ pub fn kind_name(k: &DescKind) -> &'static str {
         DescKind::Fifo { .. } => "fifo",
         DescKind::UnixConn { .. } => "unix connection",
         DescKind::UnixDgram { .. } => "unix datagram socket",
+        DescKind::UnixUnconnected { .. } => "unconnected unix socket",
         DescKind::TcpEstablished(_) => "TCP connection",
         DescKind::External { .. } => "external",
         DescKind::Pty { master: true, .. } => "pty master",

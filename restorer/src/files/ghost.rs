@@ -1,9 +1,10 @@
 //! Unlinked ("ghost") regular files, carried with their content: an unnamed file (O_TMPFILE) in the
 //! directory the file lived in, filled, then reopened through /proc/self/fd with the original access mode
-//! and flags.
+//! and flags; its owner, mode and times are the dumped ones (`inode-attrs`), set once it is filled.
 
 use std::os::fd::OwnedFd;
 
+use dormant_image::records::InodeAttrs;
 use nix::errno::Errno;
 
 use super::raw::{owned, proc_fd_path, write_all};
@@ -14,6 +15,7 @@ pub(super) fn open(
     flags: u32,
     data: &[u8],
     pos: u64,
+    attrs: Option<&InodeAttrs>,
 ) -> Result<OwnedFd, (String, Errno)> {
     let dir = std::path::Path::new(path)
         .parent()
@@ -30,6 +32,9 @@ pub(super) fn open(
     })
     .map_err(|e| (format!("O_TMPFILE in {}", dir.display()), e))?;
     write_all(&tmp, data).map_err(|e| (format!("writing the content of {path}"), e))?;
+    if let Some(a) = attrs {
+        super::inode::set(&tmp, a)?;
+    }
     let keep = flags
         & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY | libc::O_TMPFILE) as u32;
     let again = proc_fd_path(&tmp)?;

@@ -19,6 +19,7 @@ mod external;
 mod fifo;
 mod ghost;
 mod inet;
+mod inode;
 mod inotify;
 mod locks;
 mod memfd;
@@ -38,7 +39,7 @@ mod unix;
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use dormant_image::records::{DescId, DescKind, Fd, FileDesc};
+use dormant_image::records::{DescId, DescKind, Fd, FileDesc, InodeAttrs};
 
 pub use action::{run_child_action, ChildAction};
 pub use error::FileRestoreError;
@@ -83,12 +84,13 @@ pub fn open_all(
     descs: &[FileDesc],
     tcp_established: bool,
 ) -> Result<OpenedFiles, FileRestoreError> {
-    open_all_inheriting(descs, tcp_established, &Inherited::default())
+    open_all_inheriting(descs, &[], tcp_established, &Inherited::default())
 }
 
 /// [`open_all`], external descriptions taken from `inherited` (`--inherit-fd`).
 pub fn open_all_inheriting(
     descs: &[FileDesc],
+    inode_attrs: &[InodeAttrs],
     tcp_established: bool,
     inherited: &Inherited,
 ) -> Result<OpenedFiles, FileRestoreError> {
@@ -110,11 +112,13 @@ pub fn open_all_inheriting(
         .filter(is_listener)
         .chain(descs.iter().filter(|d| !is_listener(d)));
     for d in listeners_first {
-        let fd = open::open_one(d, &mut state)?;
+        let attrs = inode_attrs.iter().find(|a| a.desc == d.id);
+        let fd = open::open_one(d, attrs, &mut state)?;
         opened.fds.insert(d.id, fd);
         opened.descs.insert(d.id, d.clone());
     }
     unix::fill_queues(&state.unix, descs, &opened.fds)?;
+    unix::finish(&mut state.unix, descs, &opened.fds)?;
     // Established TCP connections leave repair mode last, when every end in the image exists.
     for d in descs {
         let (DescKind::TcpEstablished(c), Some(fd)) = (&d.kind, opened.fds.get(&d.id)) else {
@@ -126,6 +130,11 @@ pub fn open_all_inheriting(
             what: format!("{}: {what}", tcp::shown(c)),
             source,
         })?;
+    }
+    for d in descs {
+        if let Some(fd) = opened.fds.get(&d.id) {
+            open::set_status_flags(d, fd)?;
+        }
     }
     Ok(opened)
 }

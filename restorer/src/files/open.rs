@@ -2,7 +2,7 @@
 
 use std::os::fd::OwnedFd;
 
-use dormant_image::records::{DescKind, FileDesc};
+use dormant_image::records::{DescKind, FileDesc, InodeAttrs};
 
 use super::error::{kind_name, FileRestoreError, OpenFailure};
 use super::{
@@ -35,7 +35,12 @@ impl State {
 }
 
 /// Opens description `d` (both ends of a pipe or pair on the first of them).
-pub(super) fn open_one(d: &FileDesc, st: &mut State) -> Result<OwnedFd, FileRestoreError> {
+/// `attrs`: the dumped owner, mode and times of a carried inode (unlinked file, memfd).
+pub(super) fn open_one(
+    d: &FileDesc,
+    attrs: Option<&InodeAttrs>,
+    st: &mut State,
+) -> Result<OwnedFd, FileRestoreError> {
     let kind = kind_name(&d.kind);
     let fd = match &d.kind {
         DescKind::PipeEnd {
@@ -68,16 +73,19 @@ pub(super) fn open_one(d: &FileDesc, st: &mut State) -> Result<OwnedFd, FileRest
             data,
             pos,
             seals,
-        } => memfd::open(name, data, *pos, *seals),
+        } => memfd::open(name, data, *pos, *seals, d.flags, attrs),
         DescKind::UnixPair {
             ino,
             peer,
             sock_type,
             ..
         } => unix::open_pair(&mut st.unix, d.id, *ino, *peer, *sock_type),
-        DescKind::UnixListen { name, sock_type } => {
-            unix::open_listener(&mut st.unix, name, *sock_type)
-        }
+        DescKind::UnixListen {
+            name, sock_type, ..
+        } => unix::open_listener(&mut st.unix, name, *sock_type),
+        DescKind::UnixUnconnected {
+            sock_type, name, ..
+        } => unix::open_unconnected(*sock_type, name).map_err(Into::into),
         DescKind::UnixConn {
             ino,
             peer,
@@ -99,7 +107,7 @@ pub(super) fn open_one(d: &FileDesc, st: &mut State) -> Result<OwnedFd, FileRest
             mode,
             data,
             pos,
-        } => ghost::open(path, *mode, d.flags, data, *pos).map_err(Into::into),
+        } => ghost::open(path, *mode, d.flags, data, *pos, attrs).map_err(Into::into),
         DescKind::Fifo {
             path,
             dev,
@@ -116,22 +124,29 @@ pub(super) fn open_one(d: &FileDesc, st: &mut State) -> Result<OwnedFd, FileRest
         DescKind::Pidfd { .. } => pidfd::open_stand_in(),
     }
     .map_err(|e| e.at(d.id.0, kind))?;
-    set_status_flags(&fd, d.flags).map_err(|e| e.at(d.id.0, kind))?;
     Ok(fd)
 }
 
-/// The dumped `O_NONBLOCK` and `O_ASYNC` of a description.
-fn set_status_flags(fd: &OwnedFd, flags: u32) -> Result<(), OpenFailure> {
-    let mut fl = nix::fcntl::OFlag::empty();
-    if flags & libc::O_NONBLOCK as u32 != 0 {
-        fl |= nix::fcntl::OFlag::O_NONBLOCK;
+/// The status flags `F_SETFL` can change; the others (access mode, creation flags) are the open's.
+const SETFL_FLAGS: i32 =
+    libc::O_APPEND | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME | libc::O_NONBLOCK;
+
+/// Gives description `d` (open as `fd`) exactly the dumped status flags `F_SETFL` can set (`O_APPEND`,
+/// `O_NONBLOCK`, `O_ASYNC`, `O_DIRECT`, `O_NOATIME`): set the ones it had, cleared the ones it did not.
+/// Run once every description is filled (queues re-sent, connections out of repair mode), so nothing the
+/// restore itself writes meets `O_NONBLOCK` or `O_APPEND`. External descriptions are the caller's.
+pub(super) fn set_status_flags(d: &FileDesc, fd: &OwnedFd) -> Result<(), FileRestoreError> {
+    if matches!(d.kind, DescKind::External { .. }) {
+        return Ok(());
     }
-    if flags & libc::O_ASYNC as u32 != 0 {
-        fl |= nix::fcntl::OFlag::O_ASYNC;
-    }
-    if !fl.is_empty() {
+    let fail = |what: String| move |e| OpenFailure::sys(what)(e).at(d.id.0, kind_name(&d.kind));
+    let cur = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)
+        .map_err(fail("F_GETFL".to_string()))?;
+    let want = (cur & !SETFL_FLAGS) | (d.flags as i32 & SETFL_FLAGS);
+    if want != cur {
+        let fl = nix::fcntl::OFlag::from_bits_retain(want);
         nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(fl))
-            .map_err(OpenFailure::sys(format!("F_SETFL {fl:?}")))?;
+            .map_err(fail(format!("F_SETFL {fl:?}")))?;
     }
     Ok(())
 }

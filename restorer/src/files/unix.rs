@@ -13,6 +13,11 @@
 //! datagram from the restored socket of its sender's name, or from an unnamed socket when the sender is
 //! not in the image), and only then are they connected (a connected socket accepts datagrams only from
 //! its peer).
+//!
+//! Once every queue is filled, each socket's shutdown bits are re-applied with `shutdown` (after the queues:
+//! a socket shut for receiving refuses what is sent to it), the ends made for peers that were closed at
+//! dump time are closed (the survivor reads its queue, then EOF), and the paths that were unlinked at dump
+//! time are unlinked again (after every connect: a restored connection may have gone through one).
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -245,6 +250,99 @@ fn open_connection(
     } else {
         (client, accepted)
     })
+}
+
+/// A socket of `sock_type` that is neither connected nor listening, bound to `name` (unbound when empty).
+pub(super) fn open_unconnected(sock_type: i32, name: &[u8]) -> Result<OwnedFd, (String, Errno)> {
+    let fd = new_socket(sock_type)?;
+    if !name.is_empty() {
+        bind_named(&fd, name)?;
+    }
+    Ok(fd)
+}
+
+use dormant_image::records::unix::CLOSED_PEER;
+
+/// Re-applies shutdown bits, closes the ends of closed peers and unlinks the paths unlinked at dump time
+/// (see the module docs). Runs after [`fill_queues`].
+pub(super) fn finish(
+    st: &mut Sockets,
+    descs: &[FileDesc],
+    fds: &std::collections::BTreeMap<DescId, OwnedFd>,
+) -> Result<(), FileRestoreError> {
+    use dormant_image::records::unix::{RCV_SHUTDOWN, SEND_SHUTDOWN};
+    for d in descs {
+        let (shutdown, name, unlinked) = match &d.kind {
+            DescKind::UnixPair { shutdown, .. } => (shutdown.unwrap_or(0), &[][..], false),
+            DescKind::UnixListen { name, unlinked, .. } => (0, &name[..], *unlinked == Some(true)),
+            DescKind::UnixConn {
+                shutdown,
+                name,
+                unlinked,
+                ..
+            }
+            | DescKind::UnixDgram {
+                shutdown,
+                name,
+                unlinked,
+                ..
+            } => (shutdown.unwrap_or(0), &name[..], *unlinked == Some(true)),
+            DescKind::UnixUnconnected {
+                shutdown,
+                name,
+                unlinked,
+                ..
+            } => (*shutdown, &name[..], *unlinked),
+            _ => continue,
+        };
+        let how = match (shutdown & RCV_SHUTDOWN != 0, shutdown & SEND_SHUTDOWN != 0) {
+            (false, false) => None,
+            (true, false) => Some(libc::SHUT_RD),
+            (false, true) => Some(libc::SHUT_WR),
+            (true, true) => Some(libc::SHUT_RDWR),
+        };
+        if let Some(how) = how {
+            let fd = fds.get(&d.id).ok_or_else(|| FileRestoreError::Bad {
+                id: d.id.0,
+                kind: "unix socket",
+                reason: "not opened".into(),
+            })?;
+            // SAFETY: shutdown on a socket we own.
+            check(unsafe { libc::shutdown(fd.as_raw_fd(), how) }).map_err(|source| {
+                FileRestoreError::Sys {
+                    id: d.id.0,
+                    kind: "unix socket",
+                    what: format!("shutdown({how})"),
+                    source,
+                }
+            })?;
+        }
+        if unlinked && name.first().is_some_and(|&c| c != 0) {
+            use std::os::unix::ffi::OsStrExt;
+            use std::os::unix::fs::FileTypeExt;
+            let path = std::path::Path::new(std::ffi::OsStr::from_bytes(name));
+            // Only the socket file a bind of this restore left (anything else failed that bind).
+            let ours = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+            match if ours {
+                std::fs::remove_file(path)
+            } else {
+                Ok(())
+            } {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => {
+                    return Err(FileRestoreError::Sys {
+                        id: d.id.0,
+                        kind: "unix socket",
+                        what: format!("unlinking {} (unlinked at dump time)", shown(name)),
+                        source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                    })
+                }
+            }
+        }
+    }
+    st.ends.retain(|ino, _| ino & CLOSED_PEER == 0);
+    Ok(())
 }
 
 /// A datagram socket bound to `name` (unbound when empty); queue and connection come later

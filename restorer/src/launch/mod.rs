@@ -35,7 +35,7 @@ use child::ChildPlan;
 use fork::{MappedArea, MaskGuard};
 use tracer::Traced;
 
-pub use crate::task::ProcessCtl;
+pub use crate::task::{Finish, ProcessCtl, ThreadSeccompInput};
 
 /// One fd of the restored task: the helper fd `from` (open in this process, numbered above every target
 /// fd) becomes `to` in the child.
@@ -104,6 +104,8 @@ pub struct Launch {
     pub comm: Option<std::ffi::CString>,
     /// The task's execution domain (`personality(2)`), e.g. ADDR_NO_RANDOMIZE for later execs.
     pub personality: Option<u32>,
+    /// What the tracer sets and checks from outside before the release.
+    pub finish: crate::task::Finish,
 }
 
 /// A thread the blob creates besides the leader.

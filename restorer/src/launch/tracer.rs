@@ -34,6 +34,8 @@ pub(super) struct Traced {
     pub(super) threads: Vec<OtherThread>,
     /// The credentials each of `threads` must have (see `Launch::thread_creds`).
     creds: Vec<Option<dormant_image::records::Creds>>,
+    /// What is set and checked from outside before the release (see `Launch::finish`).
+    finish: crate::task::Finish,
     area: Option<(u64, u64)>,
     /// The job-control stop it goes back to once released (see [`super::stops`]).
     pub(super) job_stop: Option<dormant_image::records::JobStop>,
@@ -64,6 +66,7 @@ impl Traced {
                     thread_creds,
                     job_stop,
                     sigchld_pending,
+                    finish,
                     ..
                 } = *l;
                 drop(helper_fds);
@@ -81,6 +84,7 @@ impl Traced {
                     ns_pid,
                     threads,
                     creds: thread_creds,
+                    finish,
                     area: Some((area.base, area.end())),
                     job_stop,
                     sigchld_pending,
@@ -99,6 +103,7 @@ impl Traced {
                 ns_pid,
                 threads: Vec::new(),
                 creds: Vec::new(),
+                finish: Default::default(),
                 area: None,
                 job_stop: None,
                 sigchld_pending: false,
@@ -111,6 +116,7 @@ impl Traced {
                 ns_pid: 0,
                 threads: Vec::new(),
                 creds: Vec::new(),
+                finish: Default::default(),
                 area: None,
                 job_stop: None,
                 sigchld_pending: false,
@@ -309,10 +315,17 @@ pub(super) fn trace(
     before_release: &mut BeforeRelease<'_>,
 ) -> Result<(), RestoreError> {
     let npid = NixPid::from_raw(pid as i32);
-    let opts = ptrace::Options::PTRACE_O_EXITKILL
+    let mut opts = ptrace::Options::PTRACE_O_EXITKILL
         | ptrace::Options::PTRACE_O_TRACESYSGOOD
         | ptrace::Options::PTRACE_O_TRACECLONE
         | ptrace::Options::PTRACE_O_TRACEFORK;
+    // The blob installs seccomp filters before it is done, and the tracer injects a munmap after that:
+    // with the option (inherited by every task and thread the tree creates) neither is filtered until
+    // the release detaches them.
+    if traced.iter().any(|t| t.finish.suspend_seccomp) {
+        opts |=
+            ptrace::Options::from_bits_retain(dormant_sys::ptrace::PTRACE_O_SUSPEND_SECCOMP as i32);
+    }
     ptrace::seize(npid, opts).map_err(ptrace_err(pid, "SEIZE"))?;
     nix::unistd::write(&sync_write, &[1])
         .map_err(|e| RestoreError::sys("releasing the child", e))?;
@@ -544,6 +557,10 @@ fn release(
             if let Some(want) = want {
                 crate::task::verify_creds(t.pid, th.tid, want)?;
             }
+        }
+        if t.zombie.is_none() {
+            let tids: Vec<u32> = t.threads.iter().map(|th| th.tid).collect();
+            t.finish.apply_and_verify(t.pid, &tids)?;
         }
     }
     for t in traced.iter() {

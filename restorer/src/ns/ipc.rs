@@ -1,6 +1,7 @@
 //! Recreates a System V ipc namespace's objects with their ids: limits first, then for each object write
 //! `*_next_id`, create it (as its creator), check the id, set owner and mode, and fill it (shm contents,
-//! semaphore values, messages in order). Runs in the process that has just unshared the ipc namespace.
+//! semaphore values, messages in order); last the dumped `*_next_id` values (an id a process chose for its
+//! next object). Runs in the process that has just unshared the ipc namespace.
 
 use dormant_image::records::{IdMapRange, IpcNamespace, IpcPerm, NsId};
 use dormant_image::PageStoreReader;
@@ -112,10 +113,19 @@ fn store_err(pages: &PageStoreReader, source: dormant_image::ImageError) -> NsRe
     }
 }
 
-/// Sets the namespace's limits (`/proc/sys/kernel/*`, `/proc/sys/fs/mqueue/*` of the calling thread's ipc
-/// namespace). Only those two directories may be named, without `..`.
-fn restore_sysctls(ipc: &IpcNamespace) -> Result<()> {
-    for s in &ipc.sysctls {
+/// Whether sysctl `name` chooses the id of the next object (`kernel/*_next_id`): written back last, after
+/// restore used it to give every object its id.
+fn is_next_id(name: &str) -> bool {
+    name.starts_with("kernel/") && name.ends_with("_next_id")
+}
+
+/// Sets the namespace's sysctls (`/proc/sys/kernel/*`, `/proc/sys/fs/mqueue/*` of the calling thread's ipc
+/// namespace) that `pick` selects. Only those two directories may be named, without `..`.
+fn restore_sysctls(ipc: &IpcNamespace, pick: impl Fn(&str) -> bool) -> Result<()> {
+    // A `*_next_id` of -1 (none chosen) is what a new namespace has, and the kernel refuses to be written it.
+    let unset =
+        |s: &dormant_image::records::IpcSysctl| is_next_id(&s.name) && s.value.trim() == "-1";
+    for s in ipc.sysctls.iter().filter(|s| pick(&s.name) && !unset(s)) {
         let allowed = (s.name.starts_with("kernel/") || s.name.starts_with("fs/mqueue/"))
             && s.name
                 .split('/')
@@ -209,7 +219,7 @@ fn restore_posix_queues(
 pub fn restore_ipc(plan: &IpcPlan, user: Option<(&[IdMapRange], &[IdMapRange])>) -> Result<()> {
     let ipc = &plan.ns;
     let ns = ipc.id;
-    restore_sysctls(ipc)?;
+    restore_sysctls(ipc, |n| !is_next_id(n))?;
     for (seg, pages) in ipc.shm.iter().zip(&plan.shm_pages) {
         let object = format!("shm {}", seg.id);
         let perm = local_perm(ns, &seg.perm, &object, user)?;
@@ -327,6 +337,7 @@ pub fn restore_ipc(plan: &IpcPlan, user: Option<(&[IdMapRange], &[IdMapRange])>)
         })?;
     }
     restore_posix_queues(ipc, user)?;
+    restore_sysctls(ipc, is_next_id)?;
     log::info!(
         "ipc namespace {ns}: recreated {} shm segments, {} semaphore sets, {} message queues, {} POSIX queues",
         ipc.shm.len(),

@@ -1,13 +1,21 @@
 //! Per-process attributes set with prctl and friends in the child before it enters the blob: child
 //! subreaper, dumpable, parent-death signal, the name (`comm`) and the execution domain
-//! (`personality`); and whether the task was stopped.
+//! (`personality`); and whether the task was stopped. Each thread's own attributes (scheduling policy,
+//! nice, CPU affinity, I/O priority, timer slack, a non-leader's parent-death signal) are set by the
+//! thread in the blob (`SchedArg`); the OOM score adjustment is written by the tracer, which checks all
+//! of them in `/proc` before the release.
 
 use std::ffi::{CStr, CString};
 
-use dormant_image::records::JobStop;
-use dormant_restorer_proto::Step;
+use dormant_image::records::{JobStop, ProcessAttrs, ThreadAttrs};
+use dormant_restorer_proto::{SchedArg, Step, AFFINITY_WORDS};
+use dormant_sys::process::{
+    SchedAttr, IOPRIO_CLASS_NONE, IOPRIO_CLASS_SHIFT, SCHED_BATCH, SCHED_CAPACITY_SCALE,
+    SCHED_FLAG_RESET_ON_FORK, SCHED_FLAG_UTIL_CLAMP_MAX, SCHED_FLAG_UTIL_CLAMP_MIN, SCHED_OTHER,
+};
 
 use super::ChildFailed;
+use crate::error::RestoreError;
 use crate::image::TaskImage;
 
 /// Per-process attributes the child sets with prctl before it enters the blob (`None`: not known, left
@@ -104,6 +112,185 @@ pub fn apply(
         if unsafe { libc::personality(p as libc::c_ulong) } < 0 {
             return Err(ChildFailed::errno(Step::ChildPersonality, p as u64));
         }
+    }
+    Ok(())
+}
+
+/// Every thread's `SchedArg` (the leader first); all unset when the image does not carry them.
+/// `own_slice` is the restorer's fair-scheduler slice: a thread's equal to it is the default, not set.
+pub fn sched_args(
+    attrs: Option<&ProcessAttrs>,
+    nr_threads: usize,
+    own_slice: u64,
+) -> Vec<SchedArg> {
+    let Some(a) = attrs else {
+        return vec![SchedArg::default(); nr_threads];
+    };
+    a.threads.iter().map(|t| sched_arg(t, own_slice)).collect()
+}
+
+fn fair(policy: u32) -> bool {
+    policy == SCHED_OTHER || policy == SCHED_BATCH
+}
+
+fn sched_arg(t: &ThreadAttrs, own_slice: u64) -> SchedArg {
+    let s = &t.sched;
+    let clamped = (s.util_min, s.util_max) != (0, SCHED_CAPACITY_SCALE) && s.util_max != 0;
+    let mut flags = s.flags & SCHED_FLAG_RESET_ON_FORK;
+    if clamped {
+        flags |= SCHED_FLAG_UTIL_CLAMP_MIN | SCHED_FLAG_UTIL_CLAMP_MAX;
+    }
+    let attr = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        policy: s.policy,
+        flags,
+        nice: s.nice,
+        priority: s.priority,
+        runtime: if fair(s.policy) && s.runtime != own_slice {
+            s.runtime
+        } else {
+            0
+        },
+        deadline: 0,
+        period: 0,
+        util_min: s.util_min,
+        util_max: s.util_max,
+    };
+    let mut affinity = [0u64; AFFINITY_WORDS];
+    let n = t.affinity.len().min(AFFINITY_WORDS);
+    affinity[..n].copy_from_slice(&t.affinity[..n]);
+    SchedArg {
+        set: 1,
+        nice: s.nice,
+        ioprio: normal_ioprio(t.ioprio),
+        nr_affinity: n as u32,
+        timer_slack_ns: t.timer_slack_ns,
+        attr,
+        affinity,
+        pdeathsig: t.pdeathsig,
+        _pad: 0,
+    }
+}
+
+/// An I/O priority of class NONE is set as NONE with level 0 (the kernel reports a level for it that
+/// it does not take back).
+fn normal_ioprio(ioprio: u32) -> u32 {
+    if ioprio >> IOPRIO_CLASS_SHIFT == IOPRIO_CLASS_NONE {
+        0
+    } else {
+        ioprio
+    }
+}
+
+/// Refuses what this restorer cannot set: an affinity wider than the blob carries.
+pub fn refuse(task: &TaskImage) -> Result<(), RestoreError> {
+    let Some(a) = &task.attrs else { return Ok(()) };
+    for t in &a.threads {
+        if t.affinity[AFFINITY_WORDS.min(t.affinity.len())..]
+            .iter()
+            .any(|w| *w != 0)
+        {
+            return Err(RestoreError::BadImage {
+                dir: std::path::PathBuf::new(),
+                reason: format!(
+                    "pid {} thread {}: CPU affinity names a CPU above {}",
+                    task.pid.0,
+                    t.tid.0,
+                    AFFINITY_WORDS * 64 - 1
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The restorer's own fair-scheduler slice (what a thread inherits when no custom one was set).
+pub fn own_slice() -> u64 {
+    // SAFETY: gettid takes no argument.
+    let tid = unsafe { libc::gettid() };
+    dormant_sys::host::sched_getattr(tid).map_or(0, |a| a.runtime)
+}
+
+/// Writes the OOM score adjustment of process `pid` (the tracer, before the release).
+pub fn set_oom_score_adj(pid: u32, value: i32) -> Result<(), RestoreError> {
+    let path = format!("/proc/{pid}/oom_score_adj");
+    std::fs::write(&path, value.to_string()).map_err(|source| RestoreError::Proc {
+        path: path.into(),
+        source,
+    })
+}
+
+/// Checks thread `tid` of `pid` against its image's attributes as the kernel reports them.
+pub fn verify(pid: u32, tid: u32, want: &ThreadAttrs, own_slice: u64) -> Result<(), RestoreError> {
+    let mismatch = |what: &'static str, found: String, want: String| RestoreError::AttrMismatch {
+        pid,
+        tid,
+        what,
+        found,
+        want,
+    };
+    let sys_err =
+        |what: &'static str| move |e| RestoreError::sys(format!("{what} of thread {tid}"), e);
+    let got = dormant_sys::host::sched_getattr(tid as i32).map_err(sys_err("sched_getattr"))?;
+    let s = &want.sched;
+    let runtime = |r: u64| {
+        if fair(s.policy) && r == own_slice {
+            0
+        } else {
+            r
+        }
+    };
+    let nice = dormant_sys::host::nice_of(tid as i32).map_err(sys_err("getpriority"))?;
+    let found = (
+        got.policy,
+        got.flags & SCHED_FLAG_RESET_ON_FORK,
+        nice,
+        got.priority,
+        runtime(got.runtime),
+    );
+    let wanted = (s.policy, s.flags, s.nice, s.priority, runtime(s.runtime));
+    if found != wanted {
+        return Err(mismatch(
+            "scheduling (policy, flags, nice, priority, slice)",
+            format!("{found:?}"),
+            format!("{wanted:?}"),
+        ));
+    }
+    let affinity =
+        dormant_sys::host::sched_getaffinity(tid as i32).map_err(sys_err("sched_getaffinity"))?;
+    let trim = |v: &[u64]| {
+        let mut v = v.to_vec();
+        while v.last() == Some(&0) {
+            v.pop();
+        }
+        v
+    };
+    if trim(&affinity) != trim(&want.affinity) {
+        return Err(mismatch(
+            "CPU affinity",
+            format!("{affinity:x?}"),
+            format!("{:x?}", want.affinity),
+        ));
+    }
+    let ioprio = dormant_sys::host::ioprio_get(tid as i32).map_err(sys_err("ioprio_get"))?;
+    if normal_ioprio(ioprio) != normal_ioprio(want.ioprio) {
+        return Err(mismatch(
+            "I/O priority",
+            format!("{ioprio:#x}"),
+            format!("{:#x}", want.ioprio),
+        ));
+    }
+    let path = format!("/proc/{tid}/timerslack_ns");
+    let slack = std::fs::read_to_string(&path).map_err(|source| RestoreError::Proc {
+        path: path.into(),
+        source,
+    })?;
+    if slack.trim() != want.timer_slack_ns.to_string() {
+        return Err(mismatch(
+            "timer slack",
+            slack.trim().into(),
+            want.timer_slack_ns.to_string(),
+        ));
     }
     Ok(())
 }

@@ -76,11 +76,15 @@ fn vmas(
             }
             VmaBacking::Anon => (VmaKind::Anon, -1),
             VmaBacking::File(id) => {
-                let writable = shared && v.prot & libc::PROT_WRITE as u32 != 0;
+                let f = task.file(dir, *id, &format!("mapping {:#x}", v.start))?;
+                // A shared mapping made from a writable open may be made writable later (VM_MAYWRITE):
+                // the dump gives such a file O_RDWR.
+                let writable = shared
+                    && (v.prot & libc::PROT_WRITE as u32 != 0
+                        || f.flags as i32 & libc::O_ACCMODE == libc::O_RDWR);
                 let fd = match file_fds.get(&(*id, writable)) {
                     Some(fd) => *fd,
                     None => {
-                        let f = task.file(dir, *id, &format!("mapping {:#x}", v.start))?;
                         let flags = if writable {
                             libc::O_RDWR
                         } else {

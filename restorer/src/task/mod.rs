@@ -17,6 +17,7 @@ mod mm;
 mod pages;
 mod regs;
 mod rlimits;
+mod seccomp;
 mod signals;
 mod threads;
 mod timers;
@@ -35,13 +36,14 @@ use crate::image::{TaskImage, VdsoPlacement};
 use crate::launch::Launch;
 use crate::procself;
 
-pub(crate) use attrs::apply as apply_attrs;
 pub use attrs::ProcessCtl;
+pub(crate) use attrs::{apply as apply_attrs, own_slice};
 pub use creds::{verify as verify_creds, ThreadCreds};
 pub(crate) use fds::apply as apply_fds;
 pub(crate) use fs::apply as apply_fs;
 pub use fs::RemovedCwd;
 pub(crate) use rlimits::apply as apply_rlimits;
+pub use seccomp::ThreadSeccompInput;
 
 /// Options that change how fds are rebuilt.
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +68,8 @@ pub struct TreeShared {
     pub fresh_host_pids: bool,
     /// The restorer's own credentials: what every restored thread inherits.
     pub runner: dormant_restorable::Runner,
+    /// The restorer's fair-scheduler slice (see [`attrs::sched_args`]).
+    pub own_slice: u64,
 }
 
 /// Builds the launch for `task`, one kind of state after the other. Its blob area avoids the areas
@@ -100,7 +104,20 @@ pub fn prepare(
         .iter()
         .map(|c| c.as_ref().map(|c| c.want.clone()))
         .collect();
-    let threads = threads::prepare(task, tree_shared.fresh_host_pids, creds);
+    let nr_threads = 1 + task.other_threads.len();
+    let sched = attrs::sched_args(task.attrs, nr_threads, tree_shared.own_slice);
+    let seccomp = seccomp::prepare(task.seccomp, nr_threads);
+    let finish = Finish {
+        oom_score_adj: task.attrs.map(|a| a.oom_score_adj),
+        attrs: match task.attrs {
+            Some(a) => a.threads.iter().cloned().map(Some).collect(),
+            None => vec![None; nr_threads],
+        },
+        seccomp: seccomp.clone(),
+        own_slice: tree_shared.own_slice,
+        suspend_seccomp: seccomp::any(task.seccomp),
+    };
+    let threads = threads::prepare(task, tree_shared.fresh_host_pids, creds, sched, seccomp);
     let (expected_rip, other_threads) = regs::expected_rips(task, &threads);
     let report = helpers.report_pipe()?;
     let input = BlobInput {
@@ -149,12 +166,63 @@ pub fn prepare(
         session: crate::launch::SessionPlan::for_ids(pid, task.tree.pgid.0, task.tree.sid.0),
         comm: attrs.comm,
         personality: attrs.personality,
+        finish,
     })
+}
+
+/// What the tracer sets and checks from outside once every thread of a task is done, before the
+/// release: the OOM score adjustment (set), every thread's attributes and seccomp state (checked).
+#[derive(Debug, Clone, Default)]
+pub struct Finish {
+    pub oom_score_adj: Option<i32>,
+    /// Per thread, the leader first; `None`: not recorded, not checked.
+    pub attrs: Vec<Option<dormant_image::records::ThreadAttrs>>,
+    pub seccomp: Vec<ThreadSeccompInput>,
+    /// The restorer's fair-scheduler slice (see [`attrs::sched_args`]).
+    pub own_slice: u64,
+    /// Some thread runs under seccomp: the tracer must trace the tree with its seccomp suspended.
+    pub suspend_seccomp: bool,
+}
+
+impl Finish {
+    /// Sets and checks what is described above for the task `pid` whose threads are `tids` (the leader
+    /// first, in the order of the image).
+    pub fn apply_and_verify(&self, pid: u32, tids: &[u32]) -> Result<(), RestoreError> {
+        if let Some(v) = self.oom_score_adj {
+            attrs::set_oom_score_adj(pid, v)?;
+        }
+        for (i, &tid) in tids.iter().enumerate() {
+            if let Some(Some(want)) = self.attrs.get(i) {
+                attrs::verify(pid, tid, want, self.own_slice)?;
+            }
+            if let Some(want) = self.seccomp.get(i) {
+                seccomp::verify(pid, tid, want)?;
+            }
+        }
+        if let Some(want) = self.oom_score_adj {
+            let path = format!("/proc/{pid}/oom_score_adj");
+            let found = std::fs::read_to_string(&path).map_err(|source| RestoreError::Proc {
+                path: path.into(),
+                source,
+            })?;
+            if found.trim() != want.to_string() {
+                return Err(RestoreError::AttrMismatch {
+                    pid,
+                    tid: pid,
+                    what: "oom_score_adj",
+                    found: found.trim().into(),
+                    want: want.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What of `task` this restorer refuses, checked before anything changes: a pending SIGTRAP, POSIX timers
 /// on a kernel that cannot give their ids back.
 pub fn refuse(task: &TaskImage) -> Result<(), RestoreError> {
+    attrs::refuse(task)?;
     signals::refuse(task)?;
     timers::refuse(task)?;
     Ok(())

@@ -20,10 +20,22 @@ pub fn prepare(
     task: &TaskImage,
     fresh_host_pids: bool,
     creds: Vec<Option<super::ThreadCreds>>,
+    sched: Vec<dormant_restorer_proto::SchedArg>,
+    seccomp: Vec<super::ThreadSeccompInput>,
 ) -> Vec<ThreadInput> {
     task.threads()
         .zip(creds)
-        .map(|(t, creds)| {
+        .zip(
+            sched
+                .into_iter()
+                .chain(std::iter::repeat(Default::default())),
+        )
+        .zip(
+            seccomp
+                .into_iter()
+                .chain(std::iter::repeat(Default::default())),
+        )
+        .map(|(((t, creds), sched), seccomp)| {
             let (regs, xstate) = super::regs::of(t);
             let ns_tid = match t.ns_tids.as_slice() {
                 [outer, inner] if *outer == t.tid => inner.0,
@@ -51,6 +63,8 @@ pub fn prepare(
                 // restore is possible is decided for the whole tree.
                 ns_tid,
                 creds,
+                sched,
+                seccomp,
             }
         })
         .collect()

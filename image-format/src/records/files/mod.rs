@@ -18,6 +18,7 @@ use crate::error::Problems;
 
 pub mod epoll;
 pub mod inet;
+pub mod inode;
 pub mod inotify;
 pub mod locks;
 pub mod pidfd;
@@ -25,9 +26,13 @@ pub mod pty;
 pub mod reg;
 pub mod tcp;
 pub mod unix;
+/// Schema 1 of `file-descs`, public for the schema lock test (which traces its enum whole).
+#[doc(hidden)]
+pub mod v1;
 
 pub use epoll::EpollTarget;
 pub use inet::InetSocket;
+pub use inode::{FileTime, InodeAttrs};
 pub use inotify::InotifyWatch;
 pub use locks::{FileLock, LockKind};
 pub use pty::PtyState;
@@ -122,18 +127,28 @@ pub enum DescKind {
     /// what this end's receive queue held (peeked, not consumed): restore sends it from the peer.
     UnixPair {
         /// Inode of this socket and of its peer (from sock_diag); the pair is created when the lower inode
-        /// is met, and both ends share the entry of that pair.
+        /// is met, and both ends share the entry of that pair. A peer closed before the dump is
+        /// [`unix::CLOSED_PEER`]` | ino` (schema 2).
         ino: u64,
         peer: u64,
         sock_type: i32,
         /// Queued messages in order (one chunk for a stream socket).
         queued: Vec<Vec<u8>>,
+        /// This end's shutdown state ([`unix::RCV_SHUTDOWN`], [`unix::SEND_SHUTDOWN`] bits); `None` when the
+        /// image did not record it (schema 1).
+        shutdown: Option<u8>,
     },
     /// An inet socket that is not connected: unbound, bound, or listening.
     Inet(InetSocket),
     /// A listening unix socket with no connection waiting to be accepted. `name` is `sun_path` as bound: a
     /// path, or a leading NUL byte and an abstract name.
-    UnixListen { name: Vec<u8>, sock_type: i32 },
+    UnixListen {
+        name: Vec<u8>,
+        sock_type: i32,
+        /// The path was unlinked after the bind: restore binds and unlinks it again (see
+        /// [`DescKind::UnixConn::unlinked`]).
+        unlinked: Option<bool>,
+    },
     /// A regular file unlinked while open ("ghost"), carried with its content: `path` is where it lived
     /// (restore creates an unnamed file in that directory), `mode` its permission bits.
     Ghost {
@@ -166,6 +181,12 @@ pub enum DescKind {
         peer_name: Vec<u8>,
         /// What this end's receive queue held (restore sends it from the peer).
         queued: Vec<Vec<u8>>,
+        /// As [`DescKind::UnixPair::shutdown`].
+        shutdown: Option<u8>,
+        /// `name` is a path and no socket file was at that path at dump time (it was unlinked): restore
+        /// removes the file its bind creates once every socket exists. `None` when the image did not record
+        /// it (schema 1).
+        unlinked: Option<bool>,
     },
     /// A unix datagram socket that is bound, or connected to a bound one (a mutually connected unnamed
     /// pair is a [`DescKind::UnixPair`]). Restore binds it, re-sends its queue, then connects it.
@@ -177,6 +198,10 @@ pub enum DescKind {
         peer: Option<u64>,
         peer_name: Vec<u8>,
         queued: Vec<UnixDatagram>,
+        /// As [`DescKind::UnixPair::shutdown`].
+        shutdown: Option<u8>,
+        /// As [`DescKind::UnixConn::unlinked`].
+        unlinked: Option<bool>,
     },
     /// An established TCP connection (IPv4 or IPv6), dumped with `TCP_REPAIR` under `--tcp-established`
     /// and rebuilt in repair mode (no handshake: the peer keeps its socket and never sees a reconnect).
@@ -203,6 +228,16 @@ pub enum DescKind {
     /// namespace (as [`crate::records::PsTreeEntry::pid`]). The restored task reopens it with `pidfd_open` once the
     /// target exists; `O_NONBLOCK` (`PIDFD_NONBLOCK`) comes from [`FileDesc::flags`].
     Pidfd { pid: u32 },
+    /// A unix socket that is neither connected nor listening: unbound, or bound to `name` (schema 2).
+    UnixUnconnected {
+        sock_type: i32,
+        /// Bound name; empty when unbound.
+        name: Vec<u8>,
+        /// As [`DescKind::UnixConn::unlinked`].
+        unlinked: bool,
+        /// As [`DescKind::UnixPair::shutdown`].
+        shutdown: u8,
+    },
 }
 
 /// Checks the files reopened by path: each id once.

@@ -1,5 +1,5 @@
 //! Unix sockets ([`super::DescKind::UnixPair`], `UnixListen`, `UnixConn`, `UnixDgram`): the queued
-//! datagrams of a datagram socket; the other states are the variants' own fields.
+//! datagrams of a datagram socket and the shutdown bits; the other states are the variants' own fields.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,3 +14,14 @@ pub struct UnixDatagram {
     pub from: Vec<u8>,
     pub data: Vec<u8>,
 }
+
+/// Shutdown bit: this socket receives no more (`shutdown(SHUT_RD)` here, or `SHUT_WR` by the stream peer).
+/// The kernel's `RCV_SHUTDOWN`, as `UNIX_DIAG_SHUTDOWN` reports it.
+pub const RCV_SHUTDOWN: u8 = 1;
+/// Shutdown bit: this socket sends no more (`shutdown(SHUT_WR)` here, or `SHUT_RD` by the stream peer).
+pub const SEND_SHUTDOWN: u8 = 2;
+
+/// Marks the stand-in peer inode of a stream socket whose peer was closed before the dump (the kernel keeps
+/// the survivor connected to the released socket): `CLOSED_PEER | ino` of the survivor. No description
+/// holds it; restore creates that end to fill the survivor's queue and closes it.
+pub const CLOSED_PEER: u64 = 1 << 63;

@@ -124,7 +124,7 @@ pub(crate) mod v1 {
     use serde::{Deserialize, Serialize};
 
     use super::{NetNamespace, UserNamespace};
-    use crate::records::kind::Upgrade;
+    use crate::records::upgrade::Upgrade;
 
     /// Named apart from the current type: the schema tracer knows enums by name.
     #[derive(Debug, Clone, Serialize, Deserialize)]
