@@ -16,7 +16,6 @@
 //! recreates the directories without removing them leaves. `cwd-removed`, `root-removed` and
 //! `root-attrs` fail.
 
-use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -58,10 +57,6 @@ fn wait_until(cond: impl Fn() -> bool) -> bool {
     true
 }
 
-fn cstr(s: &str) -> CString {
-    CString::new(s).unwrap_or_default()
-}
-
 /// `getcwd` fails with ENOENT (the working directory was removed).
 fn getcwd_enoent() -> Result<(), String> {
     let mut buf = [0u8; 4096];
@@ -101,8 +96,7 @@ fn k(page: &Page, dir: &str) -> ! {
         )
         .is_ok()
         && std::env::set_current_dir(&gone).is_ok();
-    // SAFETY: chroot takes a NUL-terminated path.
-    if !made || unsafe { libc::chroot(cstr(".").as_ptr()) } != 0 {
+    if !made || nix::unistd::chroot(".").is_err() {
         exit_now(10);
     }
     page.word(K_READY).store(1, Ordering::Release);
@@ -110,12 +104,8 @@ fn k(page: &Page, dir: &str) -> ! {
         exit_now(11);
     }
     if page.word(FAULT).load(Ordering::Acquire) == 1 {
-        use std::os::fd::AsRawFd;
         let Ok(keep) = keep else { exit_now(12) };
-        // SAFETY: fchdir to a descriptor we own, then chroot to it.
-        if unsafe { libc::fchdir(keep.as_raw_fd()) } != 0
-            || unsafe { libc::chroot(cstr(".").as_ptr()) } != 0
-        {
+        if nix::unistd::fchdir(&keep).is_err() || nix::unistd::chroot(".").is_err() {
             exit_now(13);
         }
     }
