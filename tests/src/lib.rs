@@ -12,6 +12,7 @@
 
 pub mod container;
 pub mod harness;
+pub mod ipc;
 pub mod kata;
 pub mod maps;
 pub mod runtimes;

@@ -142,8 +142,10 @@ fn container_workload_catches_damage() {
     c.trigger().unwrap();
     let log = c.wait_verdict().unwrap();
     assert!(
-        log.contains("FAIL dev-shm-plain-file") && log.contains("sh: workload exited 1"),
-        "the damaged /dev/shm file must be caught:\n{log}"
+        log.contains("FAIL dev-shm-plain-file")
+            && log.contains("FAIL sem-set")
+            && log.contains("sh: workload exited 1"),
+        "the damaged /dev/shm file and semaphore set must be caught:\n{log}"
     );
 }
 

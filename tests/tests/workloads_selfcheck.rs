@@ -434,7 +434,7 @@ fn ipc_passes_untouched() -> Result<()> {
 fn ipc_detects_lost_settings() -> Result<()> {
     harness::self_check_fails(
         ipc().args([INJECT_FAULT]),
-        &["kernel/sem", "kernel/msg_next_id", "next-ids"],
+        &["kernel/sem", "kernel/msg_next_id", "sem-set", "next-ids"],
     )?;
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! - the hostname the container was given (uts namespace);
 //! - a System V shared memory segment (ipc namespace) with a byte pattern, attached: same id, key and size,
 //!   same bytes through the old attachment and a fresh one;
+//! - the ipc namespace's limits (set by `ctr_agent`) and a semaphore set's values ([`dormant_tests::ipc`]);
 //! - a POSIX shm file `/dev/shm/dormant-posix` mapped `MAP_SHARED` (tmpfs content of /dev/shm): the mapping
 //!   still holds the pattern and is still the file's memory (a write through the mapping is read back
 //!   through the file), and an unmapped file `/dev/shm/plain` keeps its content and mode;
@@ -20,6 +21,7 @@ use std::fs;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::process::ExitCode;
 
+use dormant_tests::ipc::IpcSettings;
 use dormant_tests::workload::{self, Report, WorkloadArgs, WorkloadError, INJECT_FAULT};
 
 const HOSTNAME: &str = "dormant-ctr";
@@ -289,6 +291,7 @@ fn body() -> Result<ExitCode, WorkloadError> {
     }
     proc_is_own_pid_namespace().map_err(|e| WorkloadError::setup("/proc", e))?;
     let sysv = SysvShm::create()?;
+    let ipc = IpcSettings::observe()?;
     let posix = PosixShm::create()?;
     fs::write(PLAIN_PATH, PLAIN_TEXT).map_err(|e| WorkloadError::setup(PLAIN_PATH, e))?;
     fs::set_permissions(PLAIN_PATH, fs::Permissions::from_mode(0o640))
@@ -300,6 +303,7 @@ fn body() -> Result<ExitCode, WorkloadError> {
     workload::wait_for_trigger(&args.trigger)?;
     if args.has_flag(INJECT_FAULT) {
         let _ = fs::write(PLAIN_PATH, "damaged\n");
+        ipc.damage();
     }
 
     let mut report = Report::new("wl_container");
@@ -314,6 +318,7 @@ fn body() -> Result<ExitCode, WorkloadError> {
         }),
     );
     report.check("sysv-shm", sysv.verify());
+    ipc.check(&mut report);
     report.check("posix-shm-mapping", posix.verify());
     report.check(
         "dev-shm-plain-file",

@@ -279,6 +279,12 @@ fn container_init(cdir: &Path, shm: &Path, stdio: StdioPlan, extras: &InitExtras
     // Masked and read-only paths under /proc, as kata-agent sets them: submounts of the container's proc.
     bind(Path::new("/dev/null"), &rootfs.join("proc/timer_list"))?;
     let sys = rootfs.join("proc/sys");
+    // The container's ipc limits, as a runtime writes an OCI spec's `linux.sysctl` before /proc/sys is
+    // made read-only.
+    ctx(
+        dormant_tests::ipc::write_limits(&sys),
+        "write the ipc limits",
+    )?;
     bind(&sys, &sys)?;
     ctx(
         mount(
