@@ -17,9 +17,9 @@ use crate::pages::PageStoreReader;
 use crate::reader::{ImageReader, VerifyReport};
 use crate::records::{self, names, ns, Record};
 use crate::records::{
-    ContainerRoot, DescId, ExternalMaster, Fd, FileDesc, FileId, FileIdentity, FileLock,
-    DeletedFile, InodeAttrs, IpcNamespace, Mm, MountEntry, MountId, NetNamespace, NsId, NsKind, NsState, Pid,
-    ProcessAttrs, PsTreeEntry, RegFile, ShmemId, ShmemObject, TaskCgroups, TaskCore,
+    ContainerRoot, DeletedFile, DescId, ExternalMaster, Fd, FileDesc, FileId, FileIdentity,
+    FileLock, InodeAttrs, IpcNamespace, Mm, MountEntry, MountId, NetNamespace, NsId, NsKind,
+    NsState, Pid, ProcessAttrs, PsTreeEntry, RegFile, ShmemId, ShmemObject, TaskCgroups, TaskCore,
     TaskNamespaces, TaskSeccomp, ThreadCore, TmpfsRecord, UserNamespace, UtsNamespace, Zombie,
 };
 

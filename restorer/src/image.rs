@@ -8,9 +8,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use dormant_image::records::{
-    names, page_flags, ContentDigest, DeletedContent, DeletedFile, Fd, FdFile, FileCheck, FileDesc, FileId, FileIdentity,
-    FileLock, FileStat, Mm, Pid, PsTreeEntry, RegFile, ShmemId, ShmemObject, TaskCore, ThreadCore,
-    VmaBacking, Zombie, FILE_IDENTITY,
+    names, page_flags, ContentDigest, DeletedContent, DeletedFile, Fd, FdFile, FileCheck, FileDesc,
+    FileId, FileIdentity, FileLock, FileStat, Mm, Pid, PsTreeEntry, RegFile, ShmemId, ShmemObject,
+    TaskCore, ThreadCore, VmaBacking, Zombie, FILE_IDENTITY,
 };
 use dormant_image::{Image, ImageError, PageStoreReader, TaskRecords};
 

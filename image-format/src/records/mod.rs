@@ -41,9 +41,9 @@ pub use file_identity::{
 };
 pub use files::unix;
 pub use files::{
-    DeletedContent, DeletedFile, DescId, DescKind, EpollTarget, Fd, FdFile, FileDesc, FileLock, FileOwner, FileStat, FileTime,
-    InetSocket, InodeAttrs, InotifyWatch, LockKind, PtyState, RegFile, TcpConnection, TcpWindow,
-    UnixDatagram,
+    DeletedContent, DeletedFile, DescId, DescKind, EpollTarget, Fd, FdFile, FileDesc, FileLock,
+    FileOwner, FileStat, FileTime, InetSocket, InodeAttrs, InotifyWatch, LockKind, PtyState,
+    RegFile, TcpConnection, TcpWindow, UnixDatagram,
 };
 pub use ids::{FileId, Pid, ShmemId, Tid};
 #[cfg(feature = "arbitrary")]

@@ -45,8 +45,12 @@ pub(super) fn open(
 pub fn reopen(fd: &OwnedFd, flags: i32) -> Result<OwnedFd, (String, Errno)> {
     let again = proc_fd_path(fd)?;
     // SAFETY: open reads the NUL-terminated path and returns a new fd.
-    owned(unsafe { libc::open(again.as_ptr(), flags | libc::O_CLOEXEC) })
-        .map_err(|e| (format!("reopening the recreated file with flags {flags:#o}"), e))
+    owned(unsafe { libc::open(again.as_ptr(), flags | libc::O_CLOEXEC) }).map_err(|e| {
+        (
+            format!("reopening the recreated file with flags {flags:#o}"),
+            e,
+        )
+    })
 }
 
 /// The deleted mapped file or executable `content` of the image, recreated at `path` (unlinked) and
@@ -194,4 +198,3 @@ fn place(tmp: &CString, cpath: &CString, path: &str) -> Result<(), (String, Errn
         }
     }
 }
-

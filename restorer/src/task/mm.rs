@@ -217,7 +217,8 @@ fn open_mapped(
     let copy = match shared.deleted.entry(f.id) {
         Entry::Occupied(e) => e.into_mut(),
         Entry::Vacant(e) => {
-            let fd = ghost::recreate_deleted(&f.path, content, |id| opened.get(id)).map_err(fail)?;
+            let fd =
+                ghost::recreate_deleted(&f.path, content, |id| opened.get(id)).map_err(fail)?;
             log::debug!(
                 "pid {}: recreated deleted file {} (file {})",
                 task.pid.0,

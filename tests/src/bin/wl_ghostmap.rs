@@ -118,7 +118,8 @@ fn maps_entry(addr: usize) -> Result<(u64, String), String> {
         .find(|l| l.starts_with(&start))
         .ok_or_else(|| format!("no mapping at {addr:#x}"))?;
     let f: Vec<&str> = line.splitn(6, char::is_whitespace).collect();
-    let off = u64::from_str_radix(f.get(2).copied().unwrap_or(""), 16).map_err(|e| e.to_string())?;
+    let off =
+        u64::from_str_radix(f.get(2).copied().unwrap_or(""), 16).map_err(|e| e.to_string())?;
     Ok((off, f.get(5).map_or("", |s| s.trim_start()).to_string()))
 }
 
@@ -202,7 +203,9 @@ fn check_mapped(m: &Mapped) -> Vec<(&'static str, Result<(), String>)> {
             let got = maps_entry(addr)?;
             let w = (off, format!("{path} (deleted)"));
             if got != w {
-                return Err(format!("mapping {addr:#x}: (offset, name) {got:?}, want {w:?}"));
+                return Err(format!(
+                    "mapping {addr:#x}: (offset, name) {got:?}, want {w:?}"
+                ));
             }
         }
         let link = fd_link(m.fd_a);
@@ -236,7 +239,10 @@ fn check_mapped(m: &Mapped) -> Vec<(&'static str, Result<(), String>)> {
         let ia = (st.st_dev, st.st_ino);
         for r in [m.sa, m.pa] {
             if mapped_inode(r.0, r.1)? != ia {
-                return Err(format!("mapping {:#x} is not the inode of fd {}", r.0, m.fd_a));
+                return Err(format!(
+                    "mapping {:#x} is not the inode of fd {}",
+                    r.0, m.fd_a
+                ));
             }
         }
         let ib = mapped_inode(m.sb1.0, m.sb1.1)?;
@@ -370,7 +376,11 @@ fn check_exe(e: &Exe) -> Vec<(&'static str, Result<(), String>)> {
         }
         Ok(())
     };
-    vec![("exe-link", link()), ("exe-fstat", stat()), ("exe-maps", maps())]
+    vec![
+        ("exe-link", link()),
+        ("exe-fstat", stat()),
+        ("exe-maps", maps()),
+    ]
 }
 
 /// `fifo`: the path and both ends.
