@@ -103,7 +103,7 @@ pub enum DumpError {
         what: String,
         path: String,
         #[source]
-        source: crate::files::FdError,
+        source: Box<crate::files::FdError>,
     },
     #[error("pid {pid}: cannot stat {what} ({path}): {source}")]
     Stat {

@@ -50,7 +50,7 @@ pub fn deleted(table: &FileTable, carried: &Carried) -> Result<Vec<DeletedFile>>
                     format!("mapping {}", source.trim_start_matches("map_files/"))
                 },
                 path: f.path.clone(),
-                source: e,
+                source: Box::new(e),
             })?,
         };
         out.push(DeletedFile {
