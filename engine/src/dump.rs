@@ -447,6 +447,12 @@ impl Dump {
             }
         };
         file_descs.finish(root, &mut writer)?;
+        let deleted = file_descs.deleted_files(&table)?;
+        if !deleted.is_empty() {
+            writer
+                .write_records(names::DELETED_FILES, &deleted)
+                .map_err(err(names::DELETED_FILES))?;
+        }
         writer
             .write_records(names::PSTREE, &entries)
             .map_err(err(names::PSTREE))?;

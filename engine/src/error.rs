@@ -96,11 +96,14 @@ pub enum DumpError {
         #[source]
         source: FdError,
     },
-    #[error("pid {pid} {what}: {path} is deleted; deleted files are not supported yet")]
+    /// A deleted file behind a mapping or the executable whose content cannot be carried.
+    #[error("pid {pid} {what}: {path} is deleted and its content cannot be carried: {source}")]
     DeletedFile {
         pid: u32,
         what: String,
         path: String,
+        #[source]
+        source: Box<crate::files::FdError>,
     },
     #[error("pid {pid}: cannot stat {what} ({path}): {source}")]
     Stat {

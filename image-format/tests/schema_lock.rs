@@ -42,6 +42,7 @@ fn trace_enums(t: &mut Tracer) {
     t.trace_simple_type::<FileCheck>().unwrap();
     t.trace_simple_type::<ContentDigest>().unwrap();
     t.trace_simple_type::<SeccompMode>().unwrap();
+    t.trace_simple_type::<DeletedContent>().unwrap();
 }
 
 /// Traces `T` with every variant of every enum it holds (traced first by `enums`).

@@ -8,9 +8,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use dormant_image::records::{
-    names, page_flags, ContentDigest, Fd, FdFile, FileCheck, FileDesc, FileId, FileIdentity,
-    FileLock, FileStat, Mm, Pid, PsTreeEntry, RegFile, ShmemId, ShmemObject, TaskCore, ThreadCore,
-    VmaBacking, Zombie, FILE_IDENTITY,
+    names, page_flags, ContentDigest, DeletedContent, DeletedFile, Fd, FdFile, FileCheck, FileDesc,
+    FileId, FileIdentity, FileLock, FileStat, Mm, Pid, PsTreeEntry, RegFile, ShmemId, ShmemObject,
+    TaskCore, ThreadCore, VmaBacking, Zombie, FILE_IDENTITY,
 };
 use dormant_image::{Image, ImageError, PageStoreReader, TaskRecords};
 
@@ -32,6 +32,8 @@ pub struct TaskImage<'a> {
     pub fds: &'a [Fd],
     /// Files reopened by path, of the whole tree (relocated once a container is entered).
     pub files: &'a BTreeMap<FileId, RegFile>,
+    /// The files of `files` deleted while mapped or executed, with their content (whole tree).
+    pub deleted: &'a [DeletedFile],
     /// File locks the task held (`locks-<pid>`).
     pub locks: &'a [FileLock],
     /// Shared memory objects of the whole tree, with their pages.
@@ -63,6 +65,7 @@ impl<'a> TaskImage<'a> {
             mm: &task.mm,
             fds: &task.fds,
             files,
+            deleted: &img.deleted_files,
             locks: &task.locks,
             shmem: img
                 .shmem
@@ -85,6 +88,14 @@ impl<'a> TaskImage<'a> {
     /// Every thread, the leader first.
     pub fn threads(&self) -> impl Iterator<Item = &ThreadCore> {
         std::iter::once(self.thread).chain(self.other_threads)
+    }
+
+    /// The content of file `id` when it was deleted while mapped or executed (restore recreates it).
+    pub fn deleted(&self, id: FileId) -> Option<&'a DeletedContent> {
+        self.deleted
+            .iter()
+            .find(|d| d.file == id)
+            .map(|d| &d.content)
     }
 
     /// The file `id`, or a bad-image error naming who referred to it.
@@ -341,6 +352,10 @@ pub fn check_files(
         used.iter().filter(|u| u.2).map(|u| u.0).collect();
     for (id, user, _) in used {
         let f = task.file(dir, id, &user)?;
+        if task.deleted(id).is_some() {
+            // Deleted at dump time: restore recreates it from the image, whatever is at the path now.
+            continue;
+        }
         let meta = std::fs::metadata(&f.path).map_err(|source| RestoreError::File {
             what: "cannot stat",
             path: f.path.clone(),

@@ -572,7 +572,7 @@ fn tree_nodes(
     let blob = Blob::embedded()?;
     let mut shared = task::TreeShared {
         areas: Vec::new(),
-        shmem: Default::default(),
+        mm: Default::default(),
         reg: Default::default(),
         ids: pids.inner_ids(tree),
         fresh_host_pids: pids.fresh,

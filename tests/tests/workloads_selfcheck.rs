@@ -438,3 +438,29 @@ fn ipc_detects_lost_settings() -> Result<()> {
     )?;
     Ok(())
 }
+
+fn ghostmap(kinds: &[&str]) -> Spec {
+    Spec::workload("wl_ghostmap", env!("CARGO_BIN_EXE_wl_ghostmap")).args(kinds.iter().copied())
+}
+
+#[test]
+fn ghostmap_passes_untouched() -> Result<()> {
+    harness::self_check(ghostmap(&["exe", "mapped", "fifo"]))?;
+    Ok(())
+}
+
+/// A new (linked) file mapped over one mapping and the FIFO's bytes read away: what a restore that
+/// opened paths again or lost the FIFO's queue would leave.
+#[test]
+fn ghostmap_detects_damage() -> Result<()> {
+    harness::self_check_fails(
+        ghostmap(&["exe", "mapped", "fifo", INJECT_FAULT]),
+        &[
+            "mapped-names",
+            "mapped-one-inode",
+            "mapped-shared-write",
+            "fifo-queued",
+        ],
+    )?;
+    Ok(())
+}

@@ -11,7 +11,7 @@ use super::fifo;
 use super::kind::FdKind;
 use super::pty;
 use super::sys::{self, TaskFds};
-use super::table::{check_not_deleted, stat_proc_link, DELETED};
+use super::table::{stat_proc_link, DELETED};
 use super::{dev, reg, tty};
 use crate::error::{DumpError, Result};
 
@@ -132,7 +132,6 @@ pub fn classify(task: &TaskFds, fd: i32, target: &str, shell_job: bool) -> Resul
     if let Some(key) = fifo::identify(pid, fd) {
         return desc(FdKind::Fifo { key });
     }
-    check_not_deleted(pid, || format!("fd {fd}"), target)?;
     let stat = stat_proc_link(pid, &format!("fd/{fd}"), || format!("fd {fd}"))?;
     let kind = match stat.mode & libc::S_IFMT {
         libc::S_IFREG | libc::S_IFDIR => match reg::pseudo_fs(pid, fd) {

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 
 use dormant_image::records::{
-    names, DescId, DescKind, Fd, FdFile, FileDesc, FileLock, InodeAttrs, LockKind, Pid,
+    names, DeletedFile, DescId, DescKind, Fd, FdFile, FileDesc, FileLock, InodeAttrs, LockKind, Pid,
 };
 use dormant_image::ImageWriter;
 
@@ -192,6 +192,10 @@ impl FileCollector {
                     FdKind::Ghost | FdKind::Memfd => {
                         Some(self.carried.add(pid, fd, id, &dup).map_err(fail)?)
                     }
+                    FdKind::Fifo { key } => self
+                        .fifos
+                        .unlinked_attrs(key, &target, id, &dup)
+                        .map_err(fail)?,
                     _ => None,
                 };
                 let desc = self.dump_desc(&cx, kind, &dup).map_err(fail)?;
@@ -291,6 +295,12 @@ impl FileCollector {
             }
         }
         None
+    }
+
+    /// The `deleted-files` entries of `table` (see [`ghost::deleted`]): each deleted mapped file or
+    /// executable with its content, or the unlinked-file description of this dump that carries its inode.
+    pub fn deleted_files(&self, table: &FileTable) -> Result<Vec<DeletedFile>> {
+        ghost::deleted(table, &self.carried)
     }
 
     /// The descriptions collected so far.

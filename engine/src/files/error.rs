@@ -35,7 +35,10 @@ pub enum FdError {
     },
     #[error("{target} is not an unlinked regular file")]
     NotUnlinkedFile { target: String },
-    #[error("{target}: an unlinked FIFO cannot be reopened by path")]
+    #[error(
+        "{target}: a FIFO still linked under a name ending in \" (deleted)\" cannot be told from an \
+         unlinked one"
+    )]
     UnlinkedFifo { target: String },
     /// The other end of a pipe or FIFO is open in a process outside the dump.
     #[error("the {end} end of {what} is held by a process outside the dump{hint}")]

@@ -2,16 +2,21 @@
 //! (copied with the pipe module's `tee`, so nothing is consumed). Restore reopens the path; the bytes are
 //! carried once per FIFO, on the first end met. An end kept open outside the dump is refused: it would
 //! also keep the buffered bytes, which restore would then write a second time.
+//!
+//! A FIFO unlinked while open keeps the kernel's ` (deleted)` in its path, which tells restore to make a
+//! new one (once, for all its ends) rather than open the path; its owner, mode and times go to
+//! `inode-attrs` with its first end met.
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 
-use dormant_image::records::DescKind;
+use dormant_image::records::{DescId, DescKind, InodeAttrs};
 
 use super::error::FdError;
 use super::kind::FifoKey;
 use super::pipe::{self, EndSeen};
+use super::table::DELETED;
 
 /// The FIFO behind `/proc/<pid>/fd/<fd>`, if it is one (a path target whose inode is `S_IFIFO`).
 pub fn identify(pid: u32, fd: i32) -> Option<FifoKey> {
@@ -25,6 +30,8 @@ pub fn identify(pid: u32, fd: i32) -> Option<FifoKey> {
 pub struct Fifos {
     with_data: HashSet<FifoKey>,
     ends: HashMap<(FifoKey, bool), EndSeen>,
+    /// Unlinked FIFOs whose attributes were recorded.
+    unlinked: HashSet<FifoKey>,
 }
 
 impl Fifos {
@@ -38,11 +45,6 @@ impl Fifos {
         flags: u32,
         dup: &OwnedFd,
     ) -> Result<DescKind, FdError> {
-        if target.ends_with(" (deleted)") {
-            return Err(FdError::UnlinkedFifo {
-                target: target.to_string(),
-            });
-        }
         let access = flags & libc::O_ACCMODE as u32;
         if access == libc::O_RDWR as u32 {
             self.ends.insert((key, false), (pid, fd, false));
@@ -64,6 +66,31 @@ impl Fifos {
             size,
             data,
         })
+    }
+
+    /// The owner, mode and times of FIFO `key` for `inode-attrs` (description `id`), when its link target
+    /// `target` says it was unlinked and no other end recorded them yet. A FIFO still linked under a name
+    /// that itself ends in ` (deleted)` is refused: restore could not tell it from an unlinked one.
+    pub fn unlinked_attrs(
+        &mut self,
+        key: FifoKey,
+        target: &str,
+        id: DescId,
+        dup: &OwnedFd,
+    ) -> Result<Option<InodeAttrs>, FdError> {
+        if !target.ends_with(DELETED) {
+            return Ok(None);
+        }
+        let st = nix::sys::stat::fstat(dup).map_err(FdError::errno("fstat"))?;
+        if st.st_nlink != 0 {
+            return Err(FdError::UnlinkedFifo {
+                target: target.to_string(),
+            });
+        }
+        Ok(self
+            .unlinked
+            .insert(key)
+            .then(|| super::inode::attrs_of(id, &st)))
     }
 
     /// Refuses an end whose other end is open in a process outside the dump: where it was met and why.

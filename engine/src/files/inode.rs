@@ -9,10 +9,10 @@ use dormant_image::records::{DescId, FileTime, InodeAttrs};
 
 use super::error::FdError;
 
-/// The first fd (pid, fd) met on each carried inode, by (dev, ino).
+/// The first fd (pid, fd) met on each carried inode, and the description it carries, by (dev, ino).
 #[derive(Debug, Default)]
 pub struct Carried {
-    first: HashMap<(u64, u64), (u32, i32)>,
+    first: HashMap<(u64, u64), (u32, i32, DescId)>,
 }
 
 impl Carried {
@@ -26,7 +26,7 @@ impl Carried {
         dup: &OwnedFd,
     ) -> Result<InodeAttrs, FdError> {
         let st = nix::sys::stat::fstat(dup).map_err(FdError::errno("fstat"))?;
-        if let Some(&(first_pid, first_fd)) = self.first.get(&(st.st_dev, st.st_ino)) {
+        if let Some(&(first_pid, first_fd, _)) = self.first.get(&(st.st_dev, st.st_ino)) {
             return Err(FdError::CarriedInodeShared {
                 what: "unlinked file or memfd",
                 ino: st.st_ino,
@@ -34,20 +34,30 @@ impl Carried {
                 fd: first_fd,
             });
         }
-        self.first.insert((st.st_dev, st.st_ino), (pid, fd));
-        Ok(InodeAttrs {
-            desc: id,
-            uid: st.st_uid,
-            gid: st.st_gid,
-            mode: st.st_mode & 0o7777,
-            atime: FileTime {
-                sec: st.st_atime,
-                nsec: st.st_atime_nsec as u32,
-            },
-            mtime: FileTime {
-                sec: st.st_mtime,
-                nsec: st.st_mtime_nsec as u32,
-            },
-        })
+        self.first.insert((st.st_dev, st.st_ino), (pid, fd, id));
+        Ok(attrs_of(id, &st))
+    }
+
+    /// The description that carries inode (`dev`, `ino`), if one does.
+    pub fn desc_of(&self, dev: u64, ino: u64) -> Option<DescId> {
+        self.first.get(&(dev, ino)).map(|f| f.2)
+    }
+}
+
+/// The attributes of an inode whose `fstat` is `st`, for description `id`.
+pub fn attrs_of(id: DescId, st: &libc::stat) -> InodeAttrs {
+    InodeAttrs {
+        desc: id,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        mode: st.st_mode & 0o7777,
+        atime: FileTime {
+            sec: st.st_atime,
+            nsec: st.st_atime_nsec as u32,
+        },
+        mtime: FileTime {
+            sec: st.st_mtime,
+            nsec: st.st_mtime_nsec as u32,
+        },
     }
 }

@@ -27,7 +27,7 @@ pub fn read_content(dup: &OwnedFd, what: &'static str) -> Result<Vec<u8>, FdErro
 }
 
 /// `size` bytes of `fd` read with `pread` from offset 0, refused above [`MEMFD_MAX`].
-fn read_all(dup: &OwnedFd, size: u64, what: &'static str) -> Result<Vec<u8>, FdError> {
+pub(super) fn read_all(dup: &OwnedFd, size: u64, what: &'static str) -> Result<Vec<u8>, FdError> {
     if size > MEMFD_MAX {
         return Err(FdError::TooLarge {
             what,

@@ -42,5 +42,5 @@ mod unix;
 pub use collector::FileCollector;
 pub use error::FdError;
 pub use kind::FdKind;
-pub use table::{check_not_deleted, file_stat, same_file, stat_proc_link, FileTable};
+pub use table::{file_stat, same_file, stat_proc_link, FileTable};
 pub use tcp::RepairedSockets;

@@ -28,6 +28,9 @@ pub struct FileTable {
     /// Whether the shared mappings of a file were made from a writable open (smaps `mw`), per file; see
     /// [`FileTable::shared_mapping`].
     shared_access: HashMap<FileId, bool>,
+    /// Files behind mappings or executables that were unlinked (their link read `PATH (deleted)`), with
+    /// where the first task met on each reaches it: their content is carried ([`super::ghost::deleted`]).
+    deleted: Vec<(FileId, u32, String)>,
 }
 
 impl FileTable {
@@ -40,12 +43,20 @@ impl FileTable {
     }
 
     /// The entry for a mapped file or an executable: one per (dev, ino). `source` is the name under
-    /// `/proc/PID/` through which task `pid` reaches it (`exe`, `map_files/START-END`).
+    /// `/proc/PID/` through which task `pid` reaches it (`exe`, `map_files/START-END`). A `path` the kernel
+    /// marked deleted is recorded without the mark, and the file is listed in [`FileTable::deleted`].
     pub fn by_identity(&mut self, path: &str, stat: FileStat, pid: u32, source: &str) -> FileId {
         if let Some(id) = self.by_inode.get(&(stat.dev, stat.ino)) {
             return *id;
         }
         let id = self.next_id();
+        let path = match path.strip_suffix(DELETED) {
+            Some(linked) => {
+                self.deleted.push((id, pid, source.to_string()));
+                linked
+            }
+            None => path,
+        };
         self.sources.push((id, pid, source.to_string()));
         self.files.push(RegFile {
             id,
@@ -99,6 +110,14 @@ impl FileTable {
         &self.files
     }
 
+    /// The deleted files behind mappings and executables: each entry with the task and the name under
+    /// its `/proc/PID/` through which it can be read.
+    pub fn deleted(&self) -> impl Iterator<Item = (&RegFile, u32, &str)> {
+        self.deleted
+            .iter()
+            .map(|(id, pid, source)| (&self.files[id.0 as usize], *pid, source.as_str()))
+    }
+
     /// The `file-identity` record for `check`: with [`FileCheck::Content`], the digest of every file behind
     /// a mapping or an executable, read through the task's own view of it (so a container's files are read
     /// from its root, whatever the dumper's namespace shows at that path).
@@ -149,18 +168,6 @@ pub fn stat_proc_link(pid: u32, name: &str, what: impl Fn() -> String) -> Result
             path,
             source,
         })
-}
-
-/// Refuses a path the kernel marked as deleted.
-pub fn check_not_deleted(pid: u32, what: impl Fn() -> String, path: &str) -> Result<()> {
-    if path.ends_with(DELETED) {
-        return Err(DumpError::DeletedFile {
-            pid,
-            what: what(),
-            path: path.to_string(),
-        });
-    }
-    Ok(())
 }
 
 /// Whether `path` names something in the dumper's own view that looks like `stat` (used by tests and checks).

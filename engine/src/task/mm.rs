@@ -145,7 +145,7 @@ pub fn collect_vmas(pid: u32, table: &mut FileTable) -> Result<Vec<CollectedVma>
             VmaClass::Vvar => VmaBacking::Vvar,
             VmaClass::Vsyscall => VmaBacking::Vsyscall,
             VmaClass::File { path } => {
-                files::check_not_deleted(pid, what, path)?;
+                // A deleted file (` (deleted)`) is carried with its content (files::ghost::deleted).
                 let source = map_files_name(&e);
                 let stat = files::stat_proc_link(pid, &source, what)
                     .map_err(crate::caps::explain_map_files)?;
@@ -285,10 +285,10 @@ pub fn read_auxv(pid: u32) -> Result<Vec<u64>> {
     Ok(proc::parse_auxv(&proc::read_bytes(pid, "auxv")?))
 }
 
-/// The executable, as a file-table entry.
+/// The executable, as a file-table entry (a deleted one is carried with its content, like a deleted
+/// mapped file).
 pub fn dump_exe(pid: u32, table: &mut FileTable) -> Result<FileId> {
     let path = proc::read_link(pid, "exe")?;
-    files::check_not_deleted(pid, || "executable".to_string(), &path)?;
     let stat = files::stat_proc_link(pid, "exe", || "executable".to_string())?;
     Ok(table.by_identity(&path, stat, pid, "exe"))
 }

@@ -41,9 +41,9 @@ pub use file_identity::{
 };
 pub use files::unix;
 pub use files::{
-    DescId, DescKind, EpollTarget, Fd, FdFile, FileDesc, FileLock, FileOwner, FileStat, FileTime,
-    InetSocket, InodeAttrs, InotifyWatch, LockKind, PtyState, RegFile, TcpConnection, TcpWindow,
-    UnixDatagram,
+    DeletedContent, DeletedFile, DescId, DescKind, EpollTarget, Fd, FdFile, FileDesc, FileLock,
+    FileOwner, FileStat, FileTime, InetSocket, InodeAttrs, InotifyWatch, LockKind, PtyState,
+    RegFile, TcpConnection, TcpWindow, UnixDatagram,
 };
 pub use fs::RemovedDir;
 pub use ids::{FileId, Pid, ShmemId, Tid};

@@ -36,6 +36,7 @@ pub struct Samples {
     pub seccomp: Vec<TaskSeccomp>,
     pub attrs: Vec<ProcessAttrs>,
     pub inode_attrs: Vec<InodeAttrs>,
+    pub deleted_files: Vec<DeletedFile>,
 }
 
 pub const ROOT: Pid = Pid(100);
@@ -946,6 +947,17 @@ impl Samples {
                     },
                 ],
             }],
+            deleted_files: vec![DeletedFile {
+                file: FileId(2),
+                content: DeletedContent::Data {
+                    data: b"\x7fELF deleted child".to_vec(),
+                    uid: 0,
+                    gid: 0,
+                    mode: 0o755,
+                    atime: FileTime { sec: 1, nsec: 2 },
+                    mtime: FileTime { sec: 3, nsec: 4 },
+                },
+            }],
             inode_attrs: [6, 10]
                 .into_iter()
                 .map(|d| InodeAttrs {
@@ -1040,6 +1052,8 @@ impl Samples {
                 .unwrap();
         }
         w.write_records(names::INODE_ATTRS, &self.inode_attrs)
+            .unwrap();
+        w.write_records(names::DELETED_FILES, &self.deleted_files)
             .unwrap();
         for a in &self.attrs {
             w.write_records(&names::attrs(a.pid), std::slice::from_ref(a))

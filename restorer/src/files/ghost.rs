@@ -1,13 +1,22 @@
-//! Unlinked ("ghost") regular files, carried with their content: an unnamed file (O_TMPFILE) in the
-//! directory the file lived in, filled, then reopened through /proc/self/fd with the original access mode
-//! and flags; its owner, mode and times are the dumped ones (`inode-attrs`), set once it is filled.
+//! Unlinked ("ghost") regular files, carried with their content: fds open on a file that was unlinked,
+//! and files deleted while mapped or executed (`deleted-files`, a library or binary upgraded under the
+//! process). Each is recreated at its old path ([`recreate`]), filled, given the dumped owner, mode and
+//! times (`inode-attrs`), opened, and unlinked again at that same name, so `/proc/PID/fd/N`,
+//! `/proc/PID/maps` and `/proc/PID/exe` read `PATH (deleted)` as they did and `st_nlink` is 0. An fd is
+//! then a reopen of it through `/proc/self/fd` with the dumped access mode and flags.
+//!
+//! The path may be taken by now (the upgraded library): the copy is made under a temporary name in the
+//! same directory and swapped with it (`RENAME_EXCHANGE`), unlinked, and the file now there renamed
+//! back; between the unlink and that rename (two syscalls) the path does not exist.
 
-use std::os::fd::OwnedFd;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 
-use dormant_image::records::InodeAttrs;
+use dormant_image::records::{DeletedContent, DescId, InodeAttrs};
 use nix::errno::Errno;
 
-use super::raw::{owned, proc_fd_path, write_all};
+use super::raw::{check, owned, proc_fd_path, write_all};
 
 pub(super) fn open(
     path: &str,
@@ -17,31 +26,175 @@ pub(super) fn open(
     pos: u64,
     attrs: Option<&InodeAttrs>,
 ) -> Result<OwnedFd, (String, Errno)> {
-    let dir = std::path::Path::new(path)
-        .parent()
-        .unwrap_or(std::path::Path::new("/"));
-    let cdir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
-        .map_err(|_| (format!("directory of {path}"), Errno::EINVAL))?;
-    // SAFETY: open reads the NUL-terminated path and returns a new fd.
-    let tmp = owned(unsafe {
-        libc::open(
-            cdir.as_ptr(),
-            libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
-            mode as libc::c_uint,
-        )
-    })
-    .map_err(|e| (format!("O_TMPFILE in {}", dir.display()), e))?;
-    write_all(&tmp, data).map_err(|e| (format!("writing the content of {path}"), e))?;
-    if let Some(a) = attrs {
-        super::inode::set(&tmp, a)?;
+    let copy = recreate(path, data, attrs)?;
+    if attrs.is_none() {
+        // An image without `inode-attrs`: the mode of the description is all that is known.
+        // SAFETY: fchmod on our own fd.
+        check(unsafe { libc::fchmod(copy.as_raw_fd(), mode as libc::mode_t) })
+            .map_err(|e| (format!("fchmod {path} to {mode:o}"), e))?;
     }
     let keep = flags
         & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY | libc::O_TMPFILE) as u32;
-    let again = proc_fd_path(&tmp)?;
-    // SAFETY: open reads the NUL-terminated path and returns a new fd.
-    let fd = owned(unsafe { libc::open(again.as_ptr(), keep as libc::c_int | libc::O_CLOEXEC) })
-        .map_err(|e| (format!("reopening the copy of {path}"), e))?;
+    let fd = reopen(&copy, keep as i32)?;
     nix::unistd::lseek(&fd, pos as i64, nix::unistd::Whence::SeekSet)
         .map_err(|e| (format!("seeking {path} to {pos}"), e))?;
     Ok(fd)
+}
+
+/// A new description of the file behind `fd`, opened with `flags` through `/proc/self/fd`.
+pub fn reopen(fd: &OwnedFd, flags: i32) -> Result<OwnedFd, (String, Errno)> {
+    let again = proc_fd_path(fd)?;
+    // SAFETY: open reads the NUL-terminated path and returns a new fd.
+    owned(unsafe { libc::open(again.as_ptr(), flags | libc::O_CLOEXEC) }).map_err(|e| {
+        (
+            format!("reopening the recreated file with flags {flags:#o}"),
+            e,
+        )
+    })
+}
+
+/// The deleted mapped file or executable `content` of the image, recreated at `path` (unlinked) and
+/// open read-only; `desc` gives the open unlinked-file description that carries it, when it is one.
+pub fn recreate_deleted<'a>(
+    path: &str,
+    content: &DeletedContent,
+    desc: impl FnOnce(DescId) -> Option<std::os::fd::BorrowedFd<'a>>,
+) -> Result<OwnedFd, (String, Errno)> {
+    match content {
+        DeletedContent::Data {
+            data,
+            uid,
+            gid,
+            mode,
+            atime,
+            mtime,
+        } => {
+            let attrs = InodeAttrs {
+                desc: DescId(0),
+                uid: *uid,
+                gid: *gid,
+                mode: *mode,
+                atime: *atime,
+                mtime: *mtime,
+            };
+            let copy = recreate(path, data, Some(&attrs))?;
+            reopen(&copy, libc::O_RDONLY)
+        }
+        DeletedContent::Desc(id) => {
+            let fd = desc(*id).ok_or_else(|| {
+                (
+                    format!("unlinked-file description {} of {path} is not open", id.0),
+                    Errno::ENOENT,
+                )
+            })?;
+            let fd = fd
+                .try_clone_to_owned()
+                .map_err(|e| ("dup".to_string(), super::raw::errno_of(&e)))?;
+            reopen(&fd, libc::O_RDONLY)
+        }
+    }
+}
+
+/// Creates the file `path` with `data` and the attributes `attrs` (times last, once written), then
+/// unlinks it at that name; returns it open read-write. See the module docs for a path taken meanwhile.
+pub fn recreate(
+    path: &str,
+    data: &[u8],
+    attrs: Option<&InodeAttrs>,
+) -> Result<OwnedFd, (String, Errno)> {
+    recreate_with(path, |tmp| {
+        // SAFETY: open reads the NUL-terminated path and returns a new fd.
+        let fd = owned(unsafe {
+            libc::open(
+                tmp.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                0o600 as libc::c_uint,
+            )
+        })
+        .map_err(|e| ("creating the copy".to_string(), e))?;
+        fill(&fd, data, attrs)?;
+        Ok(fd)
+    })
+}
+
+/// Makes a new inode with `create` (given a free temporary name in the directory of `path`, it returns
+/// the new file open), then moves it to `path` and unlinks it there, so its name reads `PATH (deleted)`.
+/// A failed `create` may leave its name behind: it is unlinked.
+pub(super) fn recreate_with(
+    path: &str,
+    create: impl FnOnce(&CString) -> Result<OwnedFd, (String, Errno)>,
+) -> Result<OwnedFd, (String, Errno)> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let p = std::path::Path::new(path);
+    let (dir, name) = match (p.parent(), p.file_name()) {
+        (Some(d), Some(n)) => (d, n.to_string_lossy()),
+        _ => return Err((format!("path {path} has no file name"), Errno::EINVAL)),
+    };
+    let tmp = dir.join(format!(
+        ".{name}.dormant-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let c = |p: &std::path::Path| {
+        CString::new(p.as_os_str().as_encoded_bytes())
+            .map_err(|_| (format!("path {}", p.display()), Errno::EINVAL))
+    };
+    let (ctmp, cpath) = (c(&tmp)?, c(p)?);
+    let fd = match create(&ctmp) {
+        Ok(fd) => fd,
+        Err((what, e)) => {
+            // SAFETY: unlink reads the NUL-terminated path; the temporary name is ours (O_EXCL).
+            unsafe { libc::unlink(ctmp.as_ptr()) };
+            return Err((format!("{}: {what}", tmp.display()), e));
+        }
+    };
+    place(&ctmp, &cpath, path).map(|()| fd)
+}
+
+fn fill(fd: &OwnedFd, data: &[u8], attrs: Option<&InodeAttrs>) -> Result<(), (String, Errno)> {
+    write_all(fd, data).map_err(|e| ("writing the content".to_string(), e))?;
+    match attrs {
+        Some(a) => super::inode::set(fd, a),
+        None => Ok(()),
+    }
+}
+
+/// Moves the filled file `tmp` to `path` and unlinks it there; a file already at `path` is swapped out
+/// and back. The temporary name is gone afterwards, whatever failed (it never names the file that was at
+/// `path`).
+fn place(tmp: &CString, cpath: &CString, path: &str) -> Result<(), (String, Errno)> {
+    let rename = |from: &CString, to: &CString, flags: libc::c_uint| {
+        // SAFETY: renameat2 reads two NUL-terminated paths.
+        check(unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                flags,
+            )
+        })
+    };
+    // SAFETY: unlink reads the NUL-terminated path.
+    let unlink = |p: &CString| check(unsafe { libc::unlink(p.as_ptr()) });
+    match rename(tmp, cpath, libc::RENAME_NOREPLACE) {
+        Ok(_) => unlink(cpath)
+            .map(drop)
+            .map_err(|e| (format!("unlinking the copy at {path}"), e)),
+        Err(Errno::EEXIST) => {
+            if let Err(e) = rename(tmp, cpath, libc::RENAME_EXCHANGE) {
+                unlink(tmp).ok();
+                return Err((format!("swapping the copy with the file now at {path}"), e));
+            }
+            let gone = unlink(cpath).map_err(|e| (format!("unlinking the copy at {path}"), e));
+            // The file that is at the path now goes back whatever happened.
+            rename(tmp, cpath, 0)
+                .map_err(|e| (format!("putting the file now at {path} back"), e))?;
+            gone.map(drop)
+        }
+        Err(e) => {
+            unlink(tmp).ok();
+            Err((format!("moving the copy to {path}"), e))
+        }
+    }
 }

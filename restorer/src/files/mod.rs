@@ -17,7 +17,7 @@ mod error;
 mod eventfd;
 mod external;
 mod fifo;
-mod ghost;
+pub(crate) mod ghost;
 mod inet;
 mod inode;
 mod inotify;

@@ -18,6 +18,8 @@ pub(super) struct State {
     pipes: pipe::PendingEnds,
     ptys: pty::Slaves,
     pub(super) unix: unix::Sockets,
+    /// Unlinked FIFOs recreated, for their other ends.
+    fifos: fifo::Unlinked,
     /// `--inherit-fd` descriptors for external descriptions.
     inherited: external::Inherited,
 }
@@ -29,6 +31,7 @@ impl State {
             pipes: Default::default(),
             ptys: Default::default(),
             unix: Default::default(),
+            fifos: Default::default(),
             inherited,
         }
     }
@@ -114,7 +117,17 @@ pub(super) fn open_one(
             ino,
             size,
             data,
-        } => fifo::open(path, *dev, *ino, d.flags, *size, data.as_deref()).map_err(Into::into),
+        } => fifo::open(
+            path,
+            *dev,
+            *ino,
+            d.flags,
+            *size,
+            data.as_deref(),
+            attrs,
+            &mut st.fifos,
+        )
+        .map_err(Into::into),
         // The caller's description as it is: its status flags are the caller's business.
         DescKind::External { key } => return st.inherited.dup(d.id.0, key),
         DescKind::Inet(s) => inet::open(s).map_err(Into::into),

@@ -7,13 +7,14 @@ use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use dormant_image::records::{FileId, ShmemId, VmaBacking};
+use dormant_image::records::{FileId, RegFile, ShmemId, VmaBacking};
 use dormant_restorer_proto::{VmaArg, VmaKind};
 use dormant_sys::process::PrctlMmMap;
 
 use super::helpers::HelperFds;
 use super::open_file;
 use crate::error::RestoreError;
+use crate::files::{ghost, OpenedFiles};
 use crate::image::TaskImage;
 
 /// The mappings and mm layout of one task.
@@ -24,16 +25,27 @@ pub struct TaskMm {
     pub auxv: Vec<u64>,
 }
 
-/// Opens what the task's mappings and exe need (as blob fds of `helpers`); a shared-memory object is
-/// created once per tree, in `shmem`.
+/// What the mappings of the tasks of one tree share: each shared-memory object and each recreated
+/// deleted file, created once (see [`crate::files::ghost`]).
+#[derive(Debug, Default)]
+pub struct MmShared {
+    pub shmem: BTreeMap<ShmemId, OwnedFd>,
+    /// Deleted files recreated (and unlinked again), open read-only, by file id.
+    pub deleted: BTreeMap<FileId, OwnedFd>,
+}
+
+/// Opens what the task's mappings and exe need (as blob fds of `helpers`); a shared-memory object or a
+/// deleted file is created once per tree, in `shared` (a deleted file also open through an fd is that
+/// fd's description in `opened`).
 pub fn prepare(
     dir: &Path,
     task: &TaskImage,
-    shmem: &mut BTreeMap<ShmemId, OwnedFd>,
+    shared: &mut MmShared,
+    opened: &OpenedFiles,
     helpers: &mut HelperFds,
 ) -> Result<TaskMm, RestoreError> {
-    let vmas = vmas(dir, task, shmem, helpers)?;
-    let exe_fd = exe(dir, task, helpers)?;
+    let vmas = vmas(dir, task, shared, opened, helpers)?;
+    let exe_fd = exe(dir, task, shared, opened, helpers)?;
     let l = &task.mm.layout;
     let map = PrctlMmMap {
         start_code: l.start_code,
@@ -62,7 +74,8 @@ pub fn prepare(
 fn vmas(
     dir: &Path,
     task: &TaskImage,
-    shmem: &mut BTreeMap<ShmemId, OwnedFd>,
+    shared_objs: &mut MmShared,
+    opened: &OpenedFiles,
     helpers: &mut HelperFds,
 ) -> Result<Vec<VmaArg>, RestoreError> {
     let mut file_fds: BTreeMap<(FileId, bool), RawFd> = BTreeMap::new();
@@ -90,7 +103,7 @@ fn vmas(
                         } else {
                             libc::O_RDONLY
                         };
-                        let file = open_file(&f.path, flags, "cannot open mapped file")?;
+                        let file = open_mapped(task, f, flags, shared_objs, opened)?;
                         let fd = helpers.lift_for_blob(&file, &f.path)?;
                         file_fds.insert((*id, writable), fd);
                         fd
@@ -109,7 +122,7 @@ fn vmas(
                     None => {
                         // One object per id for the whole tree: processes that shared it at dump time
                         // map the same object again.
-                        let obj = match shmem.entry(*id) {
+                        let obj = match shared_objs.shmem.entry(*id) {
                             Entry::Occupied(e) => e.into_mut(),
                             Entry::Vacant(e) => e.insert(create_shmem(dir, task, *id)?),
                         };
@@ -158,8 +171,19 @@ fn vmas(
 
 /// The executable's fd for `PR_SET_MM_MAP`, or `u32::MAX` when it is already the restorer's own
 /// (PR_SET_MM_MAP refuses to replace an exe still mapped).
-fn exe(dir: &Path, task: &TaskImage, helpers: &mut HelperFds) -> Result<u32, RestoreError> {
+fn exe(
+    dir: &Path,
+    task: &TaskImage,
+    shared: &mut MmShared,
+    opened: &OpenedFiles,
+    helpers: &mut HelperFds,
+) -> Result<u32, RestoreError> {
     let exe = task.file(dir, task.mm.exe, "the executable")?;
+    if task.deleted(exe.id).is_some() {
+        // The copy is recreated, so it is never the restorer's own.
+        let exe_file = open_mapped(task, exe, libc::O_RDONLY, shared, opened)?;
+        return Ok(helpers.lift_for_blob(&exe_file, &exe.path)? as u32);
+    }
     let exe_file = open_file(&exe.path, libc::O_RDONLY, "cannot open the executable")?;
     let own_exe = std::fs::metadata("/proc/self/exe").ok();
     if own_exe.is_some_and(|m| m.dev() == exe.stat.dev && m.ino() == exe.stat.ino) {
@@ -171,6 +195,40 @@ fn exe(dir: &Path, task: &TaskImage, helpers: &mut HelperFds) -> Result<u32, Res
         return Ok(u32::MAX);
     }
     Ok(helpers.lift_for_blob(&exe_file, &exe.path)? as u32)
+}
+
+/// Opens file `f` for a mapping or as the executable with access mode `flags`: by path, or, for a file
+/// deleted at dump time, from its copy recreated once per tree (a new description of it: a shared
+/// writable mapping needs `O_RDWR`, and every other user keeps the copy read-only, which
+/// `PR_SET_MM_MAP` needs of an executable).
+fn open_mapped(
+    task: &TaskImage,
+    f: &RegFile,
+    flags: i32,
+    shared: &mut MmShared,
+    opened: &OpenedFiles,
+) -> Result<OwnedFd, RestoreError> {
+    let Some(content) = task.deleted(f.id) else {
+        return Ok(open_file(&f.path, flags, "cannot open mapped file")?.into());
+    };
+    let fail = |(what, e): (String, nix::errno::Errno)| {
+        RestoreError::sys(format!("deleted file {}: {what}", f.path), e)
+    };
+    let copy = match shared.deleted.entry(f.id) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(e) => {
+            let fd =
+                ghost::recreate_deleted(&f.path, content, |id| opened.get(id)).map_err(fail)?;
+            log::debug!(
+                "pid {}: recreated deleted file {} (file {})",
+                task.pid.0,
+                f.path,
+                f.id.0
+            );
+            e.insert(fd)
+        }
+    };
+    ghost::reopen(copy, flags).map_err(fail)
 }
 
 /// Creates shared-memory object `id` of `size` bytes filled from its page store, as an fd.

@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
-use dormant_image::records::{FileId, ShmemId};
+use dormant_image::records::FileId;
 use dormant_restorer_proto::Step;
 
 use crate::area::{self, Area, BlobInput};
@@ -56,8 +56,9 @@ pub struct FdPolicy {
 pub struct TreeShared {
     /// Blob areas laid out so far (all are mapped in this process at once before the first fork).
     pub areas: Vec<(u64, u64)>,
-    /// Shared-memory objects created so far, by id: created once, mapped by every task that had them.
-    pub shmem: BTreeMap<ShmemId, OwnedFd>,
+    /// Shared-memory objects and recreated deleted files so far, by id: created once, mapped by every
+    /// task that had them.
+    pub mm: mm::MmShared,
     /// Regular files reopened so far, by id: one open file description per id for the whole tree, so fds
     /// of several processes that shared one (opened before a fork) share its offset again.
     pub reg: BTreeMap<FileId, OwnedFd>,
@@ -93,7 +94,7 @@ pub fn prepare(
         opened,
         &mut helpers,
     )?;
-    let mut mm = mm::prepare(dir, task, &mut tree_shared.shmem, &mut helpers)?;
+    let mut mm = mm::prepare(dir, task, &mut tree_shared.mm, opened, &mut helpers)?;
     let pages = pages::prepare(dir, task, &mut mm.vmas, &mut helpers)?;
     let signals = signals::prepare(dir, task, &tree_shared.ids)?;
     let timers = timers::prepare(dir, task, &tree_shared.ids)?;

@@ -1,6 +1,6 @@
 //! Owner, mode and times of the inodes behind descriptions whose content the image carries (`inode-attrs`):
-//! unlinked files and memfds. Restore creates a new inode for each, which would otherwise belong to the
-//! restorer (root) and be dated at the restore; these put back what the dumped one had. A record kind of
+//! unlinked files, memfds and unlinked FIFOs. Restore creates a new inode for each, which would otherwise
+//! belong to the restorer (root) and be dated at the restore; these put back what the dumped one had. A record kind of
 //! its own (rather than fields of `file-descs`) so that images without it read as "not known": the inode
 //! is then left as it is created.
 
@@ -19,7 +19,7 @@ use crate::records::file_names::INODE_ATTRS;
 #[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InodeAttrs {
-    /// The description ([`DescKind::Ghost`] or [`DescKind::Memfd`]).
+    /// The description ([`DescKind::Ghost`], [`DescKind::Memfd`], or an unlinked [`DescKind::Fifo`]).
     pub desc: DescId,
     pub uid: u32,
     pub gid: u32,
@@ -42,13 +42,18 @@ pub(crate) fn check_inode_attrs(attrs: &[InodeAttrs], descs: &[FileDesc], p: &mu
     let mut seen = BTreeSet::new();
     for a in attrs {
         let carried = descs.iter().any(|d| {
-            d.id == a.desc && matches!(d.kind, DescKind::Ghost { .. } | DescKind::Memfd { .. })
+            d.id == a.desc
+                && match &d.kind {
+                    DescKind::Ghost { .. } | DescKind::Memfd { .. } => true,
+                    DescKind::Fifo { path, .. } => path.ends_with(" (deleted)"),
+                    _ => false,
+                }
         });
         if !carried {
             p.add(
                 INODE_ATTRS,
                 format!(
-                    "description {} is not an unlinked file or memfd of the image",
+                    "description {} is not an unlinked file, memfd or unlinked FIFO of the image",
                     a.desc.0
                 ),
             );

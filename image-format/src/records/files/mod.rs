@@ -17,6 +17,7 @@ use super::ids::{FileId, Pid};
 use crate::error::Problems;
 
 pub mod epoll;
+pub mod ghost;
 pub mod inet;
 pub mod inode;
 pub mod inotify;
@@ -31,6 +32,7 @@ pub mod unix;
 pub mod v1;
 
 pub use epoll::EpollTarget;
+pub use ghost::{DeletedContent, DeletedFile};
 pub use inet::InetSocket;
 pub use inode::{FileTime, InodeAttrs};
 pub use inotify::InotifyWatch;
@@ -159,7 +161,9 @@ pub enum DescKind {
     },
     /// One open of a FIFO (named pipe), reopened by `path` with the access mode of [`FileDesc::flags`].
     /// `dev`/`ino` identify the FIFO at dump time (all ends of one FIFO share them); the buffered bytes are
-    /// carried once per FIFO, on the entry with `data: Some`.
+    /// carried once per FIFO, on the entry with `data: Some`. A FIFO unlinked while open keeps the
+    /// kernel's ` (deleted)` at the end of `path`: restore makes one new FIFO for all such ends (its owner,
+    /// mode and times in `inode-attrs`, on one of them) and unlinks it again.
     Fifo {
         path: String,
         dev: u64,
