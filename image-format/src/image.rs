@@ -18,7 +18,7 @@ use crate::reader::{ImageReader, VerifyReport};
 use crate::records::{self, names, ns, Record};
 use crate::records::{
     ContainerRoot, DescId, ExternalMaster, Fd, FileDesc, FileId, FileIdentity, FileLock,
-    InodeAttrs, IpcNamespace, Mm, MountEntry, MountId, NetNamespace, NsId, NsKind, NsState, Pid,
+    InodeAttrs, InotifyCarriedWatch, IpcNamespace, Mm, MountEntry, MountId, NetNamespace, NsId, NsKind, NsState, Pid,
     ProcessAttrs, PsTreeEntry, RegFile, ShmemId, ShmemObject, TaskCgroups, TaskCore,
     TaskNamespaces, TaskSeccomp, ThreadCore, TmpfsRecord, UserNamespace, UtsNamespace, Zombie,
 };
@@ -39,6 +39,8 @@ pub struct Image {
     /// Owner, mode and times of the inodes of unlinked files and memfds (`inode-attrs`; empty in images
     /// that did not carry them).
     pub inode_attrs: Vec<InodeAttrs>,
+    /// inotify watches on inodes the image carries (`inotify-carried`; empty when there are none).
+    pub inotify_carried: Vec<InotifyCarriedWatch>,
     /// Anonymous shared memory objects with their pages.
     pub shmem: BTreeMap<ShmemId, SharedObject>,
     /// How restore recognises mapped files and executables; `None`: by device and inode.
@@ -251,6 +253,7 @@ impl Image {
             files,
             descs,
             inode_attrs,
+            inotify_carried,
             shmem,
             file_identity,
             namespaces,
@@ -265,6 +268,7 @@ impl Image {
             files,
             descs,
             inode_attrs,
+            inotify_carried,
             shmem,
             file_identity,
             namespaces,
@@ -325,6 +329,7 @@ struct Parts {
     files: BTreeMap<FileId, RegFile>,
     descs: Vec<FileDesc>,
     inode_attrs: Vec<InodeAttrs>,
+    inotify_carried: Vec<InotifyCarriedWatch>,
     shmem: BTreeMap<ShmemId, SharedObject>,
     file_identity: Option<FileIdentity>,
     namespaces: Option<Namespaces>,
@@ -361,6 +366,8 @@ fn load_parts(l: &mut Loader<'_>) -> Parts {
     records::files::check_descs(&descs, &file_ids, &processes, &mut l.p);
     let inode_attrs: Vec<InodeAttrs> = l.optional(names::INODE_ATTRS);
     records::files::inode::check_inode_attrs(&inode_attrs, &descs, &mut l.p);
+    let inotify_carried: Vec<InotifyCarriedWatch> = l.optional(names::INOTIFY_CARRIED);
+    records::files::inotify::check_inotify_carried(&inotify_carried, &descs, &mut l.p);
     let desc_ids: BTreeSet<DescId> = descs.iter().map(|d| d.id).collect();
     let shmem = load_shmem(l, &pids);
     let shmem_ids: BTreeSet<ShmemId> = shmem.keys().copied().collect();
@@ -389,6 +396,7 @@ fn load_parts(l: &mut Loader<'_>) -> Parts {
         files,
         descs,
         inode_attrs,
+        inotify_carried,
         shmem,
         file_identity,
         namespaces,

@@ -9,10 +9,10 @@ use dormant_image::records::{DescId, FileTime, InodeAttrs};
 
 use super::error::FdError;
 
-/// The first fd (pid, fd) met on each carried inode, by (dev, ino).
+/// The first fd (pid, fd) met on each carried inode and its description, by (dev, ino).
 #[derive(Debug, Default)]
 pub struct Carried {
-    first: HashMap<(u64, u64), (u32, i32)>,
+    first: HashMap<(u64, u64), (u32, i32, DescId)>,
 }
 
 impl Carried {
@@ -26,7 +26,7 @@ impl Carried {
         dup: &OwnedFd,
     ) -> Result<InodeAttrs, FdError> {
         let st = nix::sys::stat::fstat(dup).map_err(FdError::errno("fstat"))?;
-        if let Some(&(first_pid, first_fd)) = self.first.get(&(st.st_dev, st.st_ino)) {
+        if let Some(&(first_pid, first_fd, _)) = self.first.get(&(st.st_dev, st.st_ino)) {
             return Err(FdError::CarriedInodeShared {
                 what: "unlinked file or memfd",
                 ino: st.st_ino,
@@ -34,7 +34,7 @@ impl Carried {
                 fd: first_fd,
             });
         }
-        self.first.insert((st.st_dev, st.st_ino), (pid, fd));
+        self.first.insert((st.st_dev, st.st_ino), (pid, fd, id));
         Ok(InodeAttrs {
             desc: id,
             uid: st.st_uid,
@@ -49,5 +49,10 @@ impl Carried {
                 nsec: st.st_mtime_nsec as u32,
             },
         })
+    }
+
+    /// The description carrying inode `ino` of device `dev`, if the dump carries it.
+    pub fn desc_of(&self, dev: u64, ino: u64) -> Option<DescId> {
+        self.first.get(&(dev, ino)).map(|&(_, _, id)| id)
     }
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::attrs::{ProcessAttrs, TaskCore};
 use super::container::ContainerRoot;
 use super::file_identity::FileIdentity;
-use super::files::{Fd, FileDesc, FileLock, InodeAttrs, RegFile};
+use super::files::{Fd, FileDesc, FileLock, InodeAttrs, InotifyCarriedWatch, RegFile};
 use super::ids::{Pid, Tid};
 use super::mm::{Mm, ShmemObject};
 use super::mounts::{ExternalMaster, MountEntry, MountId, TmpfsRecord};
@@ -279,6 +279,9 @@ record_kinds! {
     // 40-44: containers. 40 was `ns-pids`, retired (its content is `PsTreeEntry::ns_pids`).
     /// The container's root directory as `dump --root` named it (records/container.rs).
     41 ContainerRoot(ContainerRoot) version 1 older [] files [name(CONTAINER_ROOT, "container-root")];
+    // 50-54: descriptor edges.
+    /// inotify watches on inodes the image carries (records/files/inotify.rs).
+    50 InotifyCarried(InotifyCarriedWatch) version 1 older [] files [name(INOTIFY_CARRIED, "inotify-carried")];
 }
 
 /// Kind numbers once used and retired: never to be reused, so an old image's file can never be misread as

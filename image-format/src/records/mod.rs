@@ -42,7 +42,7 @@ pub use file_identity::{
 pub use files::unix;
 pub use files::{
     DescId, DescKind, EpollTarget, Fd, FdFile, FileDesc, FileLock, FileOwner, FileStat, FileTime,
-    InetSocket, InodeAttrs, InotifyWatch, LockKind, PtyState, RegFile, TcpConnection, TcpWindow,
+    InetSocket, InodeAttrs, InotifyCarriedWatch, InotifyWatch, LockKind, PtyState, RegFile, TcpConnection, TcpWindow,
     UnixDatagram,
 };
 pub use ids::{FileId, Pid, ShmemId, Tid};

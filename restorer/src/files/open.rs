@@ -20,6 +20,8 @@ pub(super) struct State {
     pub(super) unix: unix::Sockets,
     /// `--inherit-fd` descriptors for external descriptions.
     inherited: external::Inherited,
+    /// The watches on carried inodes of the inotify instance opened next: (wd, mask, restored fd).
+    pub(super) inotify_carried: Vec<(i32, u32, std::os::fd::RawFd)>,
 }
 
 impl State {
@@ -30,6 +32,7 @@ impl State {
             ptys: Default::default(),
             unix: Default::default(),
             inherited,
+            inotify_carried: Vec::new(),
         }
     }
 }
@@ -120,7 +123,9 @@ pub(super) fn open_one(
         DescKind::Inet(s) => inet::open(s).map_err(Into::into),
         DescKind::TcpEstablished(c) => tcp::open(c)
             .map_err(|(what, e)| OpenFailure::from((format!("{}: {what}", tcp::shown(c)), e))),
-        DescKind::Inotify { watches } => inotify::open(watches).map_err(Into::into),
+        DescKind::Inotify { watches } => {
+            inotify::open(watches, &std::mem::take(&mut st.inotify_carried)).map_err(Into::into)
+        }
         DescKind::Pidfd { .. } => pidfd::open_stand_in(),
     }
     .map_err(|e| e.at(d.id.0, kind))?;

@@ -83,7 +83,7 @@ pub fn prepare(
     opened: &crate::files::OpenedFiles,
 ) -> Result<Launch, RestoreError> {
     let pid = task.pid.0;
-    let mut helpers = helpers::HelperFds::above(task.fds);
+    let mut helpers = helpers::HelperFds::above(task.fds, opened.watched_fd_max(task.fds));
     let fds = fds::prepare(
         dir,
         task,
