@@ -21,3 +21,17 @@ fn inotify_watching_an_unlinked_file_and_a_memfd() -> Result<()> {
     assert!(log.contains("ok inotify"), "{log}");
     Ok(())
 }
+
+#[test]
+fn posix_ofd_and_flock_locks_on_the_right_descriptions() -> Result<()> {
+    let log = harness::dump_restore(edges(&["locks"]))?;
+    assert!(log.contains("ok locks"), "{log}");
+    Ok(())
+}
+
+#[test]
+fn read_and_write_leases() -> Result<()> {
+    let log = harness::dump_restore(edges(&["leases"]))?;
+    assert!(log.contains("ok leases"), "{log}");
+    Ok(())
+}

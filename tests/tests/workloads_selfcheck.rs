@@ -423,7 +423,7 @@ fn fdedges(kinds: &[&str]) -> Spec {
 }
 
 /// The kinds of `wl_fdedges` that run unprivileged.
-const FDEDGES: &[&str] = &["epoll", "inotify"];
+const FDEDGES: &[&str] = &["epoll", "inotify", "locks", "leases"];
 
 #[test]
 fn fdedges_pass_untouched() -> Result<()> {

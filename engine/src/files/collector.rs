@@ -296,7 +296,7 @@ impl FileCollector {
             let key = (l.kind as u8, l.write, l.start, l.len);
             let owner = match l.kind {
                 LockKind::Posix => (pid, target.to_string(), key),
-                LockKind::Flock | LockKind::Ofd => (0, format!("{file:?}"), key),
+                LockKind::Flock | LockKind::Ofd | LockKind::Lease => (0, format!("{file:?}"), key),
             };
             if self.locks_seen.insert(owner) {
                 self.locks.entry(pid).or_default().push(l);

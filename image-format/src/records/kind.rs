@@ -252,7 +252,7 @@ record_kinds! {
     /// Open file descriptions not reopened by path (records/files/mod.rs).
     20 FileDescs(FileDesc) version 2 older [1 => super::files::v1::FileDescV1] files [name(FILE_DESCS, "file-descs")];
     /// One process's file locks (records/files/locks.rs).
-    21 FileLocks(FileLock) version 1 older [] files [numbered(locks, Pid, "locks-")];
+    21 FileLocks(FileLock) version 2 older [1 => super::files::locks::v1::FileLockV1] files [numbered(locks, Pid, "locks-")];
     /// How restore recognises mapped files and executables (records/file_identity.rs).
     22 FileIdentity(FileIdentity) version 1 older [] files [name(FILE_IDENTITY, "file-identity")];
     /// Owner, mode and times of the inodes of unlinked files and memfds (records/files/inode.rs).

@@ -36,6 +36,7 @@ pub struct Samples {
     pub seccomp: Vec<TaskSeccomp>,
     pub attrs: Vec<ProcessAttrs>,
     pub inode_attrs: Vec<InodeAttrs>,
+    pub inotify_carried: Vec<InotifyCarriedWatch>,
 }
 
 pub const ROOT: Pid = Pid(100);
@@ -725,6 +726,13 @@ impl Samples {
                         start: 100,
                         len: 1,
                     },
+                    FileLock {
+                        fd: 3,
+                        kind: LockKind::Lease,
+                        write: false,
+                        start: 0,
+                        len: 0,
+                    },
                 ],
             )],
             files: vec![
@@ -936,6 +944,12 @@ impl Samples {
                     },
                 ],
             }],
+            inotify_carried: vec![InotifyCarriedWatch {
+                inotify: DescId(18),
+                wd: 2,
+                mask: 0x2,
+                file: DescId(10),
+            }],
             inode_attrs: [6, 10]
                 .into_iter()
                 .map(|d| InodeAttrs {
@@ -1030,6 +1044,8 @@ impl Samples {
                 .unwrap();
         }
         w.write_records(names::INODE_ATTRS, &self.inode_attrs)
+            .unwrap();
+        w.write_records(names::INOTIFY_CARRIED, &self.inotify_carried)
             .unwrap();
         for a in &self.attrs {
             w.write_records(&names::attrs(a.pid), std::slice::from_ref(a))

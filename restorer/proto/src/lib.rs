@@ -259,6 +259,23 @@ pub struct RestoreArgs {
     /// dumpable flag, only once it is 0: a thread's id change resets dumpable.
     pub creds_pending: u32,
     pub _pad: u32,
+    /// `*const LockArg` and its count: the task's POSIX record locks, taken once `close_fds` are closed
+    /// (closing any fd of a file drops the process's POSIX locks on it, and a mapped file's helper fd may
+    /// be one).
+    pub locks: u64,
+    pub nr_locks: u64,
+}
+
+/// One POSIX record lock the task takes on its fd `fd` (`F_SETLK`, `SEEK_SET`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LockArg {
+    pub fd: i32,
+    /// Non-zero: a write lock; zero: a read lock.
+    pub write: u32,
+    pub start: u64,
+    /// 0: to the end of the file.
+    pub len: u64,
 }
 
 /// One POSIX timer: created with `timer_create` under `PR_TIMER_CREATE_RESTORE_IDS` so it gets `id`
@@ -380,6 +397,9 @@ pub enum Step {
     Affinity = 75,
     Ioprio = 76,
     ThreadPdeathsig = 77,
+    // 110-119: descriptor edges.
+    /// `fcntl(F_SETLK)` of a POSIX record lock (detail: the fd).
+    PosixLock = 110,
 }
 
 /// Exit status base of a failing blob.
@@ -453,6 +473,7 @@ impl Step {
             75 => Affinity,
             76 => Ioprio,
             77 => ThreadPdeathsig,
+            110 => PosixLock,
             _ => return None,
         })
     }
@@ -524,6 +545,7 @@ impl Step {
             Affinity => "setting a thread's CPU affinity (sched_setaffinity)",
             Ioprio => "setting a thread's I/O priority (ioprio_set)",
             ThreadPdeathsig => "setting a thread's parent-death signal after its credentials",
+            PosixLock => "taking a POSIX record lock",
         }
     }
 }

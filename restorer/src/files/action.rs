@@ -1,12 +1,10 @@
 //! Steps a forked task runs on its files once its fds are in place: the ones keyed by the task's own fd
-//! numbers (epoll registrations), the ones that need the task's own process (POSIX locks), and the ones
+//! numbers (epoll registrations), the ones that need the task's own process (flocks, leases), and the ones
 //! that need processes that exist only after the fork (pidfds).
 
 use std::collections::BTreeMap;
 
 use dormant_image::records::{DescId, DescKind, Fd, FdFile, FileDesc};
-
-use super::locks::PosixLock;
 
 /// A step the forked child runs after its fds are in place; plain data so the child does not allocate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,8 +28,10 @@ pub enum ChildAction {
         nonblock: bool,
         cloexec: bool,
     },
-    /// A POSIX record lock, owned by the process that takes it.
-    SetLk(PosixLock),
+    /// `flock` of the description at `fd` (the task takes it, so `/proc/locks` shows its pid).
+    Flock { fd: i32, write: bool },
+    /// `F_SETLEASE` on the description at `fd` (likewise).
+    Lease { fd: i32, write: bool },
 }
 
 /// Runs one action in the child; returns the errno on failure. Allocation-free.
@@ -51,7 +51,8 @@ pub fn run_child_action(a: &ChildAction) -> Result<(), i32> {
             events,
             data,
         } => super::epoll::add_at(epfd, fd, src, events, data),
-        ChildAction::SetLk(lock) => lock.take(),
+        ChildAction::Flock { fd, write } => super::locks::flock(fd, write),
+        ChildAction::Lease { fd, write } => super::locks::lease(fd, write),
         ChildAction::PidfdOpen {
             fd,
             pid,

@@ -44,7 +44,7 @@ use dormant_image::records::{DescId, DescKind, Fd, FileDesc, InodeAttrs, Inotify
 pub use action::{run_child_action, ChildAction};
 pub use error::FileRestoreError;
 pub use external::{InheritSpecError, Inherited};
-pub use locks::{lock_description, PosixLock};
+pub use locks::{lock_description, LockTaker};
 
 /// The descriptions of an image, open in this process.
 #[derive(Debug, Default)]

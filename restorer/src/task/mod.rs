@@ -123,6 +123,7 @@ pub fn prepare(
         vmas: mm.vmas,
         extents: pages.extents,
         close_fds: helpers.blob_fds().to_vec(),
+        locks: fds.posix_locks.clone(),
         pages_fd: pages.fd,
         report_fd: report.fd,
         inherited_rseq: threads::inherited_rseq(),

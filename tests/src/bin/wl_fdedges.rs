@@ -13,6 +13,14 @@
 //!   ones before the dump, sees no event queued, then an `IN_MODIFY` for a write to the file, an `IN_ATTRIB`
 //!   for a chmod of the memfd and an `IN_CREATE` in the directory. Fault: the file's watch is removed.
 //!
+//! - `locks`: POSIX locks through a fd and its dup, an OFD lock through a second open of the same file,
+//!   shared flocks on two descriptions of one file (one dup'ed), a POSIX lock on a file also mapped shared
+//!   with an OFD lock through another open. The check compares `/proc/locks` (type, mode, pid, inode,
+//!   range) and each fd's fdinfo `lock:` lines (the description that holds each) with the ones before
+//!   the dump. Fault: the other open of the mapped file is closed (the POSIX lock goes with it).
+//! - `leases`: a read lease and a write lease (`F_SETLEASE`), checked the same way. Fault: the read lease
+//!   is released.
+//!
 //! `--inject-fault` damages each kind as said above after the trigger, so its check must fail.
 
 use std::os::fd::RawFd;
@@ -345,10 +353,196 @@ impl Edge for Inotify {
     }
 }
 
+/// The `lock:` lines of `/proc/self/fdinfo/FD` without their ordinal: kind, mode, type, pid, device and
+/// inode, range. fdinfo lists the locks taken through that very description, so this tells which one
+/// holds each lock.
+fn fd_locks(fd: RawFd) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+        .map_err(|e| format!("fdinfo of {fd}: {e}"))?;
+    let mut out: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("lock:"))
+        .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// The lines of `/proc/locks` on `inodes` (`dev:ino` as listed there), without their ordinal.
+fn proc_locks(inodes: &[String]) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string("/proc/locks").map_err(|e| format!("/proc/locks: {e}"))?;
+    let mut out: Vec<String> = text
+        .lines()
+        .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>())
+        .filter(|f| f.iter().any(|x| inodes.contains(&x.to_string())))
+        .map(|f| f.join(" "))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// `MAJ:MIN:INO` of fd `fd` as `/proc/locks` writes it (hex device numbers).
+fn lock_inode(fd: RawFd) -> Result<String, WorkloadError> {
+    // SAFETY: fstat writes one struct stat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    cvt(unsafe { libc::fstat(fd, &mut st) }, "fstat")?;
+    Ok(format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(st.st_dev),
+        libc::minor(st.st_dev),
+        st.st_ino
+    ))
+}
+
+fn open_file(path: &std::path::Path, flags: libc::c_int) -> Result<RawFd, WorkloadError> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|e| WorkloadError::setup("path", e))?;
+    // SAFETY: reads the NUL-terminated path; returns a new fd.
+    cvt(unsafe { libc::open(c.as_ptr(), flags | libc::O_CREAT, 0o644) }, "open")
+}
+
+fn record_lock(
+    fd: RawFd,
+    cmd: libc::c_int,
+    ty: libc::c_int,
+    start: i64,
+    len: i64,
+) -> Result<(), WorkloadError> {
+    // SAFETY: flock is plain data; all-zero is valid.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = ty as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = start;
+    fl.l_len = len;
+    // SAFETY: fcntl reads one struct flock.
+    cvt(unsafe { libc::fcntl(fd, cmd, &fl) }, "fcntl lock")?;
+    Ok(())
+}
+
+/// Locks of every kind on several fds: compared line by line in `/proc/locks` and in each fd's fdinfo.
+struct Locks {
+    fds: Vec<RawFd>,
+    inodes: Vec<String>,
+    before_all: Vec<String>,
+    before_fds: Vec<Vec<String>>,
+    /// What the fault drops: a close of another fd on a POSIX-locked file.
+    fault_fd: RawFd,
+}
+
+impl Locks {
+    fn new(fds: Vec<RawFd>, fault_fd: RawFd) -> Result<Self, WorkloadError> {
+        let mut inodes = Vec::new();
+        for &f in &fds {
+            inodes.push(lock_inode(f)?);
+        }
+        let before_all = proc_locks(&inodes).map_err(|e| WorkloadError::setup("locks", e))?;
+        let before_fds = fds
+            .iter()
+            .map(|&f| fd_locks(f))
+            .collect::<Result<_, _>>()
+            .map_err(|e| WorkloadError::setup("locks", e))?;
+        Ok(Locks {
+            fds,
+            inodes,
+            before_all,
+            before_fds,
+            fault_fd,
+        })
+    }
+}
+
+fn locks(args: &WorkloadArgs) -> Result<Box<dyn Edge>, WorkloadError> {
+    let (a, b, c) = (
+        args.dir.join("locks-a"),
+        args.dir.join("locks-b"),
+        args.dir.join("locks-c"),
+    );
+    std::fs::write(&c, vec![7u8; 4096]).map_err(|e| WorkloadError::setup("file", e))?;
+    // File a opened twice, the first open dup'ed: POSIX locks (the process's) through a1 and its dup,
+    // an OFD lock through a2.
+    let a1 = open_file(&a, libc::O_RDWR)?;
+    let a2 = open_file(&a, libc::O_RDWR)?;
+    // SAFETY: dup of our own fd.
+    let a3 = cvt(unsafe { libc::dup(a1) }, "dup")?;
+    record_lock(a1, libc::F_SETLK, libc::F_WRLCK, 0, 10)?;
+    record_lock(a3, libc::F_SETLK, libc::F_RDLCK, 100, 0)?;
+    record_lock(a2, libc::F_OFD_SETLK, libc::F_WRLCK, 20, 10)?;
+    // File b: a shared flock on two descriptions (b1 with its dup b2, and b3).
+    let b1 = open_file(&b, libc::O_RDONLY)?;
+    // SAFETY: dup of our own fd.
+    let b2 = cvt(unsafe { libc::dup(b1) }, "dup")?;
+    let b3 = open_file(&b, libc::O_RDONLY)?;
+    // SAFETY: flock on our own fds.
+    cvt(unsafe { libc::flock(b1, libc::LOCK_SH) }, "flock")?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::flock(b3, libc::LOCK_SH) }, "flock")?;
+    // File c: mapped shared and POSIX-locked, an OFD read lock on another open past that range.
+    let c1 = open_file(&c, libc::O_RDWR)?;
+    let c2 = open_file(&c, libc::O_RDONLY)?;
+    // SAFETY: maps 4 KiB of our own file; the mapping is never unmapped.
+    let m = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            c1,
+            0,
+        )
+    };
+    if m == libc::MAP_FAILED {
+        return Err(WorkloadError::setup("mmap", std::io::Error::last_os_error()));
+    }
+    record_lock(c1, libc::F_SETLK, libc::F_WRLCK, 0, 4000)?;
+    record_lock(c2, libc::F_OFD_SETLK, libc::F_RDLCK, 4000, 96)?;
+    Ok(Box::new(Locks::new(vec![a1, a2, a3, b1, b2, b3, c1, c2], c2)?))
+}
+
+/// A read lease on one file and a write lease on another.
+fn leases(args: &WorkloadArgs) -> Result<Box<dyn Edge>, WorkloadError> {
+    let (r, w) = (args.dir.join("lease-r"), args.dir.join("lease-w"));
+    let fr = open_file(&r, libc::O_RDONLY)?;
+    let fw = open_file(&w, libc::O_RDWR)?;
+    // SAFETY: F_SETLEASE on our own fds.
+    cvt(unsafe { libc::fcntl(fr, libc::F_SETLEASE, libc::F_RDLCK) }, "F_SETLEASE read")?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fw, libc::F_SETLEASE, libc::F_WRLCK) }, "F_SETLEASE write")?;
+    let second = open_file(&r, libc::O_RDONLY)?;
+    Ok(Box::new(Locks::new(vec![fr, fw], second)?))
+}
+
+impl Edge for Locks {
+    fn fault(&mut self) {
+        // SAFETY: closes our own fd: for a POSIX-locked file this drops the process's locks on it (POSIX
+        // semantics); for the leases, the second open of the leased file goes and F_UNLCK drops the lease.
+        unsafe {
+            libc::close(self.fault_fd);
+            libc::fcntl(self.fds[0], libc::F_SETLEASE, libc::F_UNLCK);
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let all = proc_locks(&self.inodes)?;
+        if all != self.before_all {
+            return Err(format!("/proc/locks {all:#?}, before the dump {:#?}", self.before_all));
+        }
+        for (f, before) in self.fds.iter().zip(&self.before_fds) {
+            let now = fd_locks(*f)?;
+            if &now != before {
+                return Err(format!("fd {f} holds locks {now:?}, before the dump {before:?}"));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn set_up(kind: &str, args: &WorkloadArgs) -> Result<Box<dyn Edge>, WorkloadError> {
     match kind {
         "epoll" => epoll(),
         "inotify" => inotify(args),
+        "locks" => locks(args),
+        "leases" => leases(args),
         other => Err(WorkloadError::setup(
             "kind",
             format!("unknown kind {other:?}"),
