@@ -9,8 +9,8 @@
 
 use dormant_image::records::{GpRegs, MmAttrs, RobustList, SigAltStack};
 use dormant_restorer_proto::{
-    CredsArg, ExtentArg, FilterArg, LockArg, QueuedSigArg, RestoreArgs, RseqArg, SchedArg, SeccompArg,
-    ThreadArgs, TimerArg, VmaArg, PROTO_VERSION, THREAD_STACK_SIZE,
+    CredsArg, ExtentArg, FilterArg, LockArg, QueuedSigArg, RestoreArgs, RseqArg, SchedArg,
+    SeccompArg, ThreadArgs, TimerArg, VmaArg, PROTO_VERSION, THREAD_STACK_SIZE,
 };
 use dormant_sys::process::{PrctlMmMap, TASK_SIZE};
 use dormant_sys::signal::{KernelItimerval, KernelSigaction, NSIG};

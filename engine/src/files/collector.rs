@@ -393,15 +393,15 @@ impl FileCollector {
         self.inotify_pending
             .iter()
             .map(|(inotify, pid, fd, u)| {
-                let file = self
-                    .carried
-                    .desc_of(u.dev, u.ino)
-                    .ok_or_else(|| DumpError::FileDesc {
-                        pid: *pid,
-                        fd: *fd,
-                        kind: FdKind::Inotify,
-                        source: u.refusal(),
-                    })?;
+                let file =
+                    self.carried
+                        .desc_of(u.dev, u.ino)
+                        .ok_or_else(|| DumpError::FileDesc {
+                            pid: *pid,
+                            fd: *fd,
+                            kind: FdKind::Inotify,
+                            source: u.refusal(),
+                        })?;
                 Ok(InotifyCarriedWatch {
                     inotify: *inotify,
                     wd: u.wd,

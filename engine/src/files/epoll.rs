@@ -67,8 +67,9 @@ fn find_target(
 ) -> Result<FdFile, FdError> {
     let p = pid as i32;
     let same = |f: &Fd| -> Result<bool, FdError> {
-        dormant_sys::host::kcmp_epoll_target(p, f.fd, p, epfd, tfd, toff)
-            .map_err(FdError::errno(format!("kcmp(KCMP_EPOLL_TFD) of watch {tfd} with fd {}", f.fd)))
+        dormant_sys::host::kcmp_epoll_target(p, f.fd, p, epfd, tfd, toff).map_err(FdError::errno(
+            format!("kcmp(KCMP_EPOLL_TFD) of watch {tfd} with fd {}", f.fd),
+        ))
     };
     let here = task_fds.iter().filter(|f| f.fd == tfd);
     let others = task_fds.iter().filter(|f| f.fd != tfd);

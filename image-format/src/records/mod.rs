@@ -33,7 +33,7 @@ pub mod timers;
 pub mod tree;
 pub mod upgrade;
 
-pub use attrs::{ProcessAttrs, SchedParams, TaskCore, ThreadAttrs};
+pub use attrs::{JobStop, ProcessAttrs, SchedParams, TaskCore, ThreadAttrs};
 pub use container::{container_names, ContainerRoot};
 pub use creds::Creds;
 pub use file_identity::{
@@ -42,9 +42,10 @@ pub use file_identity::{
 pub use files::unix;
 pub use files::{
     DescId, DescKind, EpollTarget, Fd, FdFile, FileDesc, FileLock, FileOwner, FileStat, FileTime,
-    InetSocket, InodeAttrs, InotifyCarriedWatch, InotifyWatch, LockKind, PtyState, RegFile, TcpConnection, TcpWindow,
-    UnixDatagram,
+    InetSocket, InodeAttrs, InotifyCarriedWatch, InotifyWatch, LockKind, PtyState, RegFile,
+    TcpConnection, TcpWindow, UnixDatagram,
 };
+pub use fs::RemovedDir;
 pub use ids::{FileId, Pid, ShmemId, Tid};
 #[cfg(feature = "arbitrary")]
 pub use kind::ArbitraryKindVisitor;

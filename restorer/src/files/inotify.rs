@@ -137,8 +137,12 @@ fn add_through_fd(fd: &OwnedFd, file: RawFd, mask: u32) -> Result<i32, (String, 
     let path = std::ffi::CString::new(format!("/proc/self/fd/{file}"))
         .map_err(|_| ("carried inode path".to_string(), Errno::EINVAL))?;
     // SAFETY: reads the NUL-terminated path; returns a wd or -1.
-    check(unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) })
-        .map_err(|e| (format!("inotify_add_watch /proc/self/fd/{file} mask {mask:#x}"), e))
+    check(unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) }).map_err(|e| {
+        (
+            format!("inotify_add_watch /proc/self/fd/{file} mask {mask:#x}"),
+            e,
+        )
+    })
 }
 
 /// `IN_MASK_CREATE` (not in the libc crate for this target): never part of a kept mask.

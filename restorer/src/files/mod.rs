@@ -121,14 +121,17 @@ pub fn open_all_inheriting(
                 .iter()
                 .filter(|w| w.inotify == d.id)
                 .map(|w| {
-                    let fd = opened.fds.get(&w.file).ok_or_else(|| FileRestoreError::Bad {
-                        id: d.id.0,
-                        kind: "inotify",
-                        reason: format!(
-                            "wd {} watches description {}, which is not open",
-                            w.wd, w.file.0
-                        ),
-                    })?;
+                    let fd = opened
+                        .fds
+                        .get(&w.file)
+                        .ok_or_else(|| FileRestoreError::Bad {
+                            id: d.id.0,
+                            kind: "inotify",
+                            reason: format!(
+                                "wd {} watches description {}, which is not open",
+                                w.wd, w.file.0
+                            ),
+                        })?;
                     Ok((w.wd, w.mask, fd.as_raw_fd()))
                 })
                 .collect::<Result<_, FileRestoreError>>()?;

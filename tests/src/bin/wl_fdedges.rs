@@ -145,12 +145,7 @@ fn epoll() -> Result<Box<dyn Edge>, WorkloadError> {
     let (other_r, other_w) = pipe()?;
     let (r3, w3) = pipe()?;
     epoll_add(ep, r1, libc::EPOLLIN as u32, DATA_CLOSED)?;
-    epoll_add(
-        ep,
-        r2,
-        (libc::EPOLLIN | libc::EPOLLET) as u32,
-        DATA_REUSED,
-    )?;
+    epoll_add(ep, r2, (libc::EPOLLIN | libc::EPOLLET) as u32, DATA_REUSED)?;
     epoll_add(inner, r3, libc::EPOLLIN as u32, DATA_INNER)?;
     epoll_add(ep, inner, libc::EPOLLIN as u32, DATA_NESTED)?;
     // SAFETY: dup, dup2 and close of our own fds: the first pipe lives on at `k1` with its watched
@@ -189,7 +184,10 @@ impl Edge for Epoll {
     fn check(&self) -> Result<(), String> {
         let now = epoll_watches(self.ep)?;
         if now != self.before {
-            return Err(format!("watches {now:?}, before the dump {:?}", self.before));
+            return Err(format!(
+                "watches {now:?}, before the dump {:?}",
+                self.before
+            ));
         }
         if !epoll_ready(self.ep, 0)?.is_empty() {
             return Err("events ready before any write".into());
@@ -198,7 +196,9 @@ impl Edge for Epoll {
             write_byte(w)?;
             let got = epoll_ready(self.ep, 1000)?;
             if got != [data] {
-                return Err(format!("a write to fd {w} made {got:x?} ready, want [{data:x}]"));
+                return Err(format!(
+                    "a write to fd {w} made {got:x?} ready, want [{data:x}]"
+                ));
             }
             read_byte(r)?;
         }
@@ -290,10 +290,17 @@ fn inotify(args: &WorkloadArgs) -> Result<Box<dyn Edge>, WorkloadError> {
     // SAFETY: opens the file just written.
     let file = cvt(unsafe { libc::open(cpath.as_ptr(), libc::O_RDWR) }, "open")?;
     // SAFETY: memfd_create reads the NUL-terminated name.
-    let memfd = cvt(unsafe { libc::memfd_create(c"watched".as_ptr(), 0) }, "memfd")?;
+    let memfd = cvt(
+        unsafe { libc::memfd_create(c"watched".as_ptr(), 0) },
+        "memfd",
+    )?;
     // SAFETY: inotify_init1 returns a new fd.
     let fd = cvt(unsafe { libc::inotify_init1(libc::IN_NONBLOCK) }, "inotify")?;
-    let wd_file = add_watch(fd, &path.to_string_lossy(), libc::IN_MODIFY | libc::IN_ATTRIB)?;
+    let wd_file = add_watch(
+        fd,
+        &path.to_string_lossy(),
+        libc::IN_MODIFY | libc::IN_ATTRIB,
+    )?;
     let wd_dir = add_watch(fd, &dir.to_string_lossy(), libc::IN_CREATE)?;
     // Writes to a memfd notify nobody (a pseudo file); a change of its mode does.
     let wd_memfd = add_watch(fd, &format!("/proc/self/fd/{memfd}"), libc::IN_ATTRIB)?;
@@ -323,7 +330,10 @@ impl Edge for Inotify {
     fn check(&self) -> Result<(), String> {
         let now = inotify_watches(self.fd)?;
         if now != self.before {
-            return Err(format!("watches {now:?}, before the dump {:?}", self.before));
+            return Err(format!(
+                "watches {now:?}, before the dump {:?}",
+                self.before
+            ));
         }
         let ev = inotify_events(self.fd)?;
         if !ev.is_empty() {
@@ -333,7 +343,9 @@ impl Edge for Inotify {
         write_byte(f)?;
         let ev = inotify_events(self.fd)?;
         if ev != [(wd, libc::IN_MODIFY)] {
-            return Err(format!("a write to fd {f} queued {ev:?}, want IN_MODIFY on wd {wd}"));
+            return Err(format!(
+                "a write to fd {f} queued {ev:?}, want IN_MODIFY on wd {wd}"
+            ));
         }
         let (m, wd) = self.memfd;
         // SAFETY: changes the mode of our own memfd.
@@ -342,12 +354,17 @@ impl Edge for Inotify {
         }
         let ev = inotify_events(self.fd)?;
         if ev != [(wd, libc::IN_ATTRIB)] {
-            return Err(format!("a chmod of fd {m} queued {ev:?}, want IN_ATTRIB on wd {wd}"));
+            return Err(format!(
+                "a chmod of fd {m} queued {ev:?}, want IN_ATTRIB on wd {wd}"
+            ));
         }
         std::fs::write(self.dir.join("new"), b"").map_err(|e| e.to_string())?;
         let ev = inotify_events(self.fd)?;
         if ev != [(self.dir_wd, libc::IN_CREATE)] {
-            return Err(format!("a create queued {ev:?}, want IN_CREATE on wd {}", self.dir_wd));
+            return Err(format!(
+                "a create queued {ev:?}, want IN_CREATE on wd {}",
+                self.dir_wd
+            ));
         }
         Ok(())
     }
@@ -399,7 +416,10 @@ fn open_file(path: &std::path::Path, flags: libc::c_int) -> Result<RawFd, Worklo
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|e| WorkloadError::setup("path", e))?;
     // SAFETY: reads the NUL-terminated path; returns a new fd.
-    cvt(unsafe { libc::open(c.as_ptr(), flags | libc::O_CREAT, 0o644) }, "open")
+    cvt(
+        unsafe { libc::open(c.as_ptr(), flags | libc::O_CREAT, 0o644) },
+        "open",
+    )
 }
 
 fn record_lock(
@@ -492,11 +512,17 @@ fn locks(args: &WorkloadArgs) -> Result<Box<dyn Edge>, WorkloadError> {
         )
     };
     if m == libc::MAP_FAILED {
-        return Err(WorkloadError::setup("mmap", std::io::Error::last_os_error()));
+        return Err(WorkloadError::setup(
+            "mmap",
+            std::io::Error::last_os_error(),
+        ));
     }
     record_lock(c1, libc::F_SETLK, libc::F_WRLCK, 0, 4000)?;
     record_lock(c2, libc::F_OFD_SETLK, libc::F_RDLCK, 4000, 96)?;
-    Ok(Box::new(Locks::new(vec![a1, a2, a3, b1, b2, b3, c1, c2], c2)?))
+    Ok(Box::new(Locks::new(
+        vec![a1, a2, a3, b1, b2, b3, c1, c2],
+        c2,
+    )?))
 }
 
 /// A read lease on one file and a write lease on another.
@@ -505,9 +531,15 @@ fn leases(args: &WorkloadArgs) -> Result<Box<dyn Edge>, WorkloadError> {
     let fr = open_file(&r, libc::O_RDONLY)?;
     let fw = open_file(&w, libc::O_RDWR)?;
     // SAFETY: F_SETLEASE on our own fds.
-    cvt(unsafe { libc::fcntl(fr, libc::F_SETLEASE, libc::F_RDLCK) }, "F_SETLEASE read")?;
+    cvt(
+        unsafe { libc::fcntl(fr, libc::F_SETLEASE, libc::F_RDLCK) },
+        "F_SETLEASE read",
+    )?;
     // SAFETY: as above.
-    cvt(unsafe { libc::fcntl(fw, libc::F_SETLEASE, libc::F_WRLCK) }, "F_SETLEASE write")?;
+    cvt(
+        unsafe { libc::fcntl(fw, libc::F_SETLEASE, libc::F_WRLCK) },
+        "F_SETLEASE write",
+    )?;
     let second = open_file(&r, libc::O_RDONLY)?;
     Ok(Box::new(Locks::new(vec![fr, fw], second)?))
 }
@@ -525,12 +557,17 @@ impl Edge for Locks {
     fn check(&self) -> Result<(), String> {
         let all = proc_locks(&self.inodes)?;
         if all != self.before_all {
-            return Err(format!("/proc/locks {all:#?}, before the dump {:#?}", self.before_all));
+            return Err(format!(
+                "/proc/locks {all:#?}, before the dump {:#?}",
+                self.before_all
+            ));
         }
         for (f, before) in self.fds.iter().zip(&self.before_fds) {
             let now = fd_locks(*f)?;
             if &now != before {
-                return Err(format!("fd {f} holds locks {now:?}, before the dump {before:?}"));
+                return Err(format!(
+                    "fd {f} holds locks {now:?}, before the dump {before:?}"
+                ));
             }
         }
         Ok(())
