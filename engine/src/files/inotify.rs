@@ -350,9 +350,10 @@ inotify wd:2 ino:994171 sdev:fe00001 mask:80000fff ignored_mask:0 fhandle-bytes:
         let info =
             std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap();
         // Needs CAP_DAC_READ_SEARCH for open_by_handle_at: the tests run as root.
-        let DescKind::Inotify { watches } = dump(&info, &fd).unwrap() else {
+        let (DescKind::Inotify { watches }, unresolved) = dump(&info, &fd).unwrap() else {
             panic!("not an inotify description")
         };
+        assert!(unresolved.is_empty(), "{unresolved:?}");
         assert_eq!(watches.len(), 1);
         assert_eq!(watches[0].wd, 1);
         assert_eq!(watches[0].mask, libc::IN_CREATE);

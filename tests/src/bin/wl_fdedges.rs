@@ -45,6 +45,7 @@ fn pipe() -> Result<(RawFd, RawFd), WorkloadError> {
     let mut p = [0; 2];
     // SAFETY: pipe2 writes two fds into `p`.
     cvt(
+        // SAFETY: a plain syscall on our own fds and stack values.
         unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_NONBLOCK) },
         "pipe2",
     )?;
@@ -123,6 +124,7 @@ fn epoll_add(ep: RawFd, fd: RawFd, events: u32, data: u64) -> Result<(), Workloa
     let mut e = libc::epoll_event { events, u64: data };
     // SAFETY: epoll_ctl reads one event from our stack.
     cvt(
+        // SAFETY: a plain syscall on our own fds and stack values.
         unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut e) },
         "epoll_ctl",
     )?;
@@ -265,6 +267,7 @@ fn add_watch(fd: RawFd, path: &str, mask: u32) -> Result<i32, WorkloadError> {
     let c = std::ffi::CString::new(path).map_err(|e| WorkloadError::setup("path", e))?;
     // SAFETY: reads the NUL-terminated path.
     cvt(
+        // SAFETY: a plain syscall on our own fds and stack values.
         unsafe { libc::inotify_add_watch(fd, c.as_ptr(), mask) },
         "inotify_add_watch",
     )
@@ -291,6 +294,7 @@ fn inotify(args: &WorkloadArgs) -> Result<Box<dyn Edge>, WorkloadError> {
     let file = cvt(unsafe { libc::open(cpath.as_ptr(), libc::O_RDWR) }, "open")?;
     // SAFETY: memfd_create reads the NUL-terminated name.
     let memfd = cvt(
+        // SAFETY: a plain syscall on our own fds and stack values.
         unsafe { libc::memfd_create(c"watched".as_ptr(), 0) },
         "memfd",
     )?;
@@ -417,6 +421,7 @@ fn open_file(path: &std::path::Path, flags: libc::c_int) -> Result<RawFd, Worklo
         .map_err(|e| WorkloadError::setup("path", e))?;
     // SAFETY: reads the NUL-terminated path; returns a new fd.
     cvt(
+        // SAFETY: a plain syscall on our own fds and stack values.
         unsafe { libc::open(c.as_ptr(), flags | libc::O_CREAT, 0o644) },
         "open",
     )
@@ -532,11 +537,13 @@ fn leases(args: &WorkloadArgs) -> Result<Box<dyn Edge>, WorkloadError> {
     let fw = open_file(&w, libc::O_RDWR)?;
     // SAFETY: F_SETLEASE on our own fds.
     cvt(
+        // SAFETY: a plain syscall on our own fds and stack values.
         unsafe { libc::fcntl(fr, libc::F_SETLEASE, libc::F_RDLCK) },
         "F_SETLEASE read",
     )?;
     // SAFETY: as above.
     cvt(
+        // SAFETY: a plain syscall on our own fds and stack values.
         unsafe { libc::fcntl(fw, libc::F_SETLEASE, libc::F_WRLCK) },
         "F_SETLEASE write",
     )?;
@@ -548,6 +555,7 @@ impl Edge for Locks {
     fn fault(&mut self) {
         // SAFETY: closes our own fd: for a POSIX-locked file this drops the process's locks on it (POSIX
         // semantics); for the leases, the second open of the leased file goes and F_UNLCK drops the lease.
+        // SAFETY: a plain syscall on our own fds and stack values.
         unsafe {
             libc::close(self.fault_fd);
             libc::fcntl(self.fds[0], libc::F_SETLEASE, libc::F_UNLCK);
