@@ -18,9 +18,10 @@ use crate::reader::{ImageReader, VerifyReport};
 use crate::records::{self, names, ns, Record};
 use crate::records::{
     ContainerRoot, DeletedFile, DescId, ExternalMaster, Fd, FileDesc, FileId, FileIdentity,
-    FileLock, InodeAttrs, IpcNamespace, Mm, MountEntry, MountId, NetNamespace, NsId, NsKind,
-    NsState, Pid, ProcessAttrs, PsTreeEntry, RegFile, ShmemId, ShmemObject, TaskCgroups, TaskCore,
-    TaskNamespaces, TaskSeccomp, ThreadCore, TmpfsRecord, UserNamespace, UtsNamespace, Zombie,
+    FileLock, InodeAttrs, InotifyCarriedWatch, IpcNamespace, Mm, MountEntry, MountId, NetNamespace,
+    NsId, NsKind, NsState, Pid, ProcessAttrs, PsTreeEntry, RegFile, ShmemId, ShmemObject,
+    TaskCgroups, TaskCore, TaskNamespaces, TaskSeccomp, ThreadCore, TmpfsRecord, UserNamespace,
+    UtsNamespace, Zombie,
 };
 
 /// A checked image, loaded whole (see the module doc).
@@ -41,6 +42,8 @@ pub struct Image {
     pub inode_attrs: Vec<InodeAttrs>,
     /// Files deleted while mapped or executed, with their content (`deleted-files`; empty when none).
     pub deleted_files: Vec<DeletedFile>,
+    /// inotify watches on inodes the image carries (`inotify-carried`; empty when there are none).
+    pub inotify_carried: Vec<InotifyCarriedWatch>,
     /// Anonymous shared memory objects with their pages.
     pub shmem: BTreeMap<ShmemId, SharedObject>,
     /// How restore recognises mapped files and executables; `None`: by device and inode.
@@ -254,6 +257,7 @@ impl Image {
             descs,
             inode_attrs,
             deleted_files,
+            inotify_carried,
             shmem,
             file_identity,
             namespaces,
@@ -269,6 +273,7 @@ impl Image {
             descs,
             inode_attrs,
             deleted_files,
+            inotify_carried,
             shmem,
             file_identity,
             namespaces,
@@ -330,6 +335,7 @@ struct Parts {
     descs: Vec<FileDesc>,
     inode_attrs: Vec<InodeAttrs>,
     deleted_files: Vec<DeletedFile>,
+    inotify_carried: Vec<InotifyCarriedWatch>,
     shmem: BTreeMap<ShmemId, SharedObject>,
     file_identity: Option<FileIdentity>,
     namespaces: Option<Namespaces>,
@@ -368,6 +374,8 @@ fn load_parts(l: &mut Loader<'_>) -> Parts {
     records::files::inode::check_inode_attrs(&inode_attrs, &descs, &mut l.p);
     let deleted_files: Vec<DeletedFile> = l.optional(names::DELETED_FILES);
     records::files::ghost::check_deleted_files(&deleted_files, &file_ids, &descs, &mut l.p);
+    let inotify_carried: Vec<InotifyCarriedWatch> = l.optional(names::INOTIFY_CARRIED);
+    records::files::inotify::check_inotify_carried(&inotify_carried, &descs, &mut l.p);
     let desc_ids: BTreeSet<DescId> = descs.iter().map(|d| d.id).collect();
     let shmem = load_shmem(l, &pids);
     let shmem_ids: BTreeSet<ShmemId> = shmem.keys().copied().collect();
@@ -397,6 +405,7 @@ fn load_parts(l: &mut Loader<'_>) -> Parts {
         descs,
         inode_attrs,
         deleted_files,
+        inotify_carried,
         shmem,
         file_identity,
         namespaces,

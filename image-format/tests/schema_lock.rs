@@ -32,6 +32,8 @@ fn trace_enums(t: &mut Tracer) {
     t.trace_simple_type::<FdFile>().unwrap();
     t.trace_simple_type::<DescKind>().unwrap();
     t.trace_simple_type::<files::v1::DescKindV1>().unwrap();
+    t.trace_simple_type::<files::locks::v1::LockKindV1>()
+        .unwrap();
     t.trace_simple_type::<LockKind>().unwrap();
     t.trace_simple_type::<VmaBacking>().unwrap();
     t.trace_simple_type::<MountSource>().unwrap();

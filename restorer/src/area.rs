@@ -9,8 +9,8 @@
 
 use dormant_image::records::{GpRegs, MmAttrs, RobustList, SigAltStack};
 use dormant_restorer_proto::{
-    CredsArg, ExtentArg, FilterArg, QueuedSigArg, RestoreArgs, RseqArg, SchedArg, SeccompArg,
-    ThreadArgs, TimerArg, VmaArg, PROTO_VERSION, THREAD_STACK_SIZE,
+    CredsArg, ExtentArg, FilterArg, LockArg, QueuedSigArg, RestoreArgs, RseqArg, SchedArg,
+    SeccompArg, ThreadArgs, TimerArg, VmaArg, PROTO_VERSION, THREAD_STACK_SIZE,
 };
 use dormant_sys::process::{PrctlMmMap, TASK_SIZE};
 use dormant_sys::signal::{KernelItimerval, KernelSigaction, NSIG};
@@ -82,6 +82,8 @@ pub struct BlobInput {
     pub threads: Vec<ThreadInput>,
     /// The address space's `mlockall` flags for future mappings and THP setting (`None`: not known).
     pub mm_attrs: Option<MmAttrs>,
+    /// POSIX record locks, taken after `close_fds` are closed.
+    pub locks: Vec<LockArg>,
 }
 
 /// A laid-out area: `bytes` must be copied to `base`.
@@ -123,6 +125,7 @@ struct Offsets {
     vmas: u64,
     extents: u64,
     close_fds: u64,
+    locks: u64,
     timers: u64,
     siginfos: u64,
     auxv: u64,
@@ -147,7 +150,11 @@ fn offsets(blob: &Blob, input: &BlobInput) -> Offsets {
         extents + (input.extents.len() * size_of::<ExtentArg>()) as u64,
         16,
     );
-    let timers = align(close_fds + (input.close_fds.len() * 4) as u64, 16);
+    let locks = align(close_fds + (input.close_fds.len() * 4) as u64, 16);
+    let timers = align(
+        locks + (input.locks.len() * size_of::<LockArg>()) as u64,
+        16,
+    );
     let siginfos = align(
         timers + (input.timers.len() * size_of::<TimerArg>()) as u64,
         16,
@@ -192,6 +199,7 @@ fn offsets(blob: &Blob, input: &BlobInput) -> Offsets {
         vmas,
         extents,
         close_fds,
+        locks,
         timers,
         siginfos,
         auxv,
@@ -297,6 +305,7 @@ pub fn build(blob: &Blob, input: &BlobInput, base: u64) -> Result<Area, RestoreE
     put(&mut bytes, o.vmas, &input.vmas);
     put(&mut bytes, o.extents, &input.extents);
     put(&mut bytes, o.close_fds, &input.close_fds);
+    put(&mut bytes, o.locks, &input.locks);
     put(&mut bytes, o.timers, &input.timers);
     put(&mut bytes, o.siginfos, &input.siginfos);
 
@@ -343,6 +352,8 @@ pub fn build(blob: &Blob, input: &BlobInput, base: u64) -> Result<Area, RestoreE
         thp_disable: input.mm_attrs.map_or(0, |m| m.thp_disable),
         creds_pending: input.threads.len() as u32 - 1,
         _pad: 0,
+        locks: base + o.locks,
+        nr_locks: input.locks.len() as u64,
     };
     put(&mut bytes, o.args, &[args]);
     debug_assert!(o.stack_bottom < o.total);
@@ -467,6 +478,7 @@ mod tests {
                 file_offset: 0,
             }],
             close_fds: vec![5, 6],
+            locks: Vec::new(),
             pages_fd: 5,
             report_fd: 7,
             inherited_rseq: RseqArg::default(),

@@ -135,6 +135,8 @@ pub struct TreeImage<'a> {
     pub descs: &'a [FileDesc],
     /// Owner, mode and times of the inodes of unlinked files and memfds (`inode-attrs`).
     pub inode_attrs: &'a [dormant_image::records::InodeAttrs],
+    /// inotify watches on carried inodes (`inotify-carried`).
+    pub inotify_carried: &'a [dormant_image::records::InotifyCarriedWatch],
 }
 
 impl<'a> TreeImage<'a> {
@@ -149,6 +151,7 @@ impl<'a> TreeImage<'a> {
             zombies: &img.zombies,
             descs: &img.descs,
             inode_attrs: &img.inode_attrs,
+            inotify_carried: &img.inotify_carried,
         }
     }
 }

@@ -283,6 +283,7 @@ impl Restore {
         let opened = crate::files::open_all_inheriting(
             tree_descs(&tree),
             tree.inode_attrs,
+            tree.inotify_carried,
             self.tcp_established,
             &self.inherited,
         )?;

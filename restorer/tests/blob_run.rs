@@ -166,6 +166,7 @@ fn build_victim(pid: u32, break_it: bool) -> Victim {
         vmas,
         extents,
         close_fds: vec![pages_fd.as_raw_fd(), exe_fd.as_raw_fd()],
+        locks: Vec::new(),
         pages_fd: pages_fd.as_raw_fd(),
         report_fd: report_write.as_raw_fd(),
         inherited_rseq: inherited_rseq(),

@@ -95,6 +95,46 @@ pub fn kcmp_same(pid1: i32, pid2: i32, kind: libc::c_int) -> Result<bool, Errno>
     Ok(ret == 0)
 }
 
+/// `kcmp` type comparing a task's fd with a file registered in an epoll.
+pub const KCMP_EPOLL_TFD: libc::c_int = 7;
+
+/// `struct kcmp_epoll_slot`: which registration of epoll `efd` (the `toff`-th with fd number `tfd`).
+#[repr(C)]
+struct KcmpEpollSlot {
+    efd: u32,
+    tfd: u32,
+    toff: u32,
+}
+
+/// Whether fd `fd1` of `pid1` is the file registered as the `toff`-th watch with fd number `tfd` in the
+/// epoll `efd` of `pid2` (kcmp `KCMP_EPOLL_TFD`). `ENOENT` when the epoll has no such registration.
+pub fn kcmp_epoll_target(
+    pid1: i32,
+    fd1: RawFd,
+    pid2: i32,
+    efd: RawFd,
+    tfd: RawFd,
+    toff: u32,
+) -> Result<bool, Errno> {
+    let slot = KcmpEpollSlot {
+        efd: efd as u32,
+        tfd: tfd as u32,
+        toff,
+    };
+    // SAFETY: kcmp reads one kcmp_epoll_slot from our stack; it writes nothing.
+    let ret = check(unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1,
+            pid2,
+            KCMP_EPOLL_TFD,
+            fd1 as libc::c_ulong,
+            &slot as *const KcmpEpollSlot as libc::c_ulong,
+        )
+    })?;
+    Ok(ret == 0)
+}
+
 // --- ptrace ----------------------------------------------------------------------------------------
 
 /// PTRACE_GETREGSET `note` into `buf`; how many bytes the kernel filled.

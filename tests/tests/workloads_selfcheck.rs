@@ -464,3 +464,24 @@ fn ghostmap_detects_damage() -> Result<()> {
     )?;
     Ok(())
 }
+
+fn fdedges(kinds: &[&str]) -> Spec {
+    Spec::workload("wl_fdedges", env!("CARGO_BIN_EXE_wl_fdedges")).args(kinds.iter().copied())
+}
+
+/// The kinds of `wl_fdedges` that run unprivileged.
+const FDEDGES: &[&str] = &["epoll", "inotify", "locks", "leases"];
+
+#[test]
+fn fdedges_pass_untouched() -> Result<()> {
+    harness::self_check(fdedges(FDEDGES))?;
+    Ok(())
+}
+
+#[test]
+fn fdedges_detect_damage() -> Result<()> {
+    let mut args = FDEDGES.to_vec();
+    args.push(INJECT_FAULT);
+    harness::self_check_fails(fdedges(&args), FDEDGES)?;
+    Ok(())
+}

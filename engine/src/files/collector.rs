@@ -6,7 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 
 use dormant_image::records::{
-    names, DeletedFile, DescId, DescKind, Fd, FdFile, FileDesc, FileLock, InodeAttrs, LockKind, Pid,
+    names, DeletedFile, DescId, DescKind, Fd, FdFile, FileDesc, FileLock, InodeAttrs,
+    InotifyCarriedWatch, LockKind, Pid,
 };
 use dormant_image::ImageWriter;
 
@@ -61,6 +62,9 @@ pub struct FileCollector {
     inode_attrs: Vec<InodeAttrs>,
     /// The first fd met on each carried inode (dev, ino); see [`inode::Carried`].
     carried: inode::Carried,
+    /// inotify watches no path names, by instance (with the pid and fd it was met on), matched with the
+    /// carried inodes once every fd is dumped.
+    inotify_pending: Vec<(DescId, u32, i32, inotify::Unresolved)>,
 }
 
 /// What tells two listings of one lock apart: (kind, write, start, len).
@@ -130,9 +134,33 @@ impl FileCollector {
             }
             out.push(self.dump_one(&task, fd, target, table, &[])?);
         }
-        for (fd, target) in epolls {
-            let so_far = out.clone();
-            out.push(self.dump_one(&task, fd, target, table, &so_far)?);
+        // An epoll may watch another epoll: one whose watch is not found among the fds dumped so far
+        // waits for the next round, until a round dumps none (then its error stands).
+        let mut pending = epolls;
+        while !pending.is_empty() {
+            let before = pending.len();
+            let mut waiting = Vec::new();
+            let mut last_err = None;
+            for (fd, target) in pending {
+                let so_far = out.clone();
+                match self.dump_one(&task, fd, target.clone(), table, &so_far) {
+                    Ok(f) => out.push(f),
+                    Err(
+                        e @ DumpError::FileDesc {
+                            source: FdError::EpollTarget { .. },
+                            ..
+                        },
+                    ) => {
+                        waiting.push((fd, target));
+                        last_err = Some(e);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if let Some(e) = last_err.filter(|_| waiting.len() == before) {
+                return Err(e);
+            }
+            pending = waiting;
         }
         out.sort_by_key(|f| f.fd);
         Ok(out)
@@ -241,9 +269,15 @@ impl FileCollector {
             FdKind::Ghost => ghost::dump(cx.target, cx.pos, dup),
             FdKind::PtyMaster => pty::dump(dup, true, cx.target),
             FdKind::PtySlave { .. } => pty::dump(dup, false, cx.target),
-            FdKind::Inotify => inotify::dump(cx.info_text, dup),
+            FdKind::Inotify => {
+                let (desc, unresolved) = inotify::dump(cx.info_text, dup)?;
+                let id = DescId(self.descs.len() as u32);
+                self.inotify_pending
+                    .extend(unresolved.into_iter().map(|u| (id, pid, fd, u)));
+                Ok(desc)
+            }
             FdKind::Pidfd => pidfd::dump(cx.info_text, cx.flags, &self.tree_pids),
-            FdKind::Epoll => epoll::dump(cx.info_text, cx.task_fds),
+            FdKind::Epoll => epoll::dump(pid, fd, cx.info_text, cx.task_fds),
             FdKind::Unix { ino } => {
                 if self.unix_peers.is_none() {
                     self.unix_peers = Some(unix::peers()?);
@@ -266,7 +300,7 @@ impl FileCollector {
             let key = (l.kind as u8, l.write, l.start, l.len);
             let owner = match l.kind {
                 LockKind::Posix => (pid, target.to_string(), key),
-                LockKind::Flock | LockKind::Ofd => (0, format!("{file:?}"), key),
+                LockKind::Flock | LockKind::Ofd | LockKind::Lease => (0, format!("{file:?}"), key),
             };
             if self.locks_seen.insert(owner) {
                 self.locks.entry(pid).or_default().push(l);
@@ -349,7 +383,43 @@ impl FileCollector {
                 kind: FdKind::Fifo { key: (0, 0) },
                 source,
             })?;
-        self.write(pid, writer)
+        let carried_watches = self.inotify_carried()?;
+        self.write(pid, writer)?;
+        if carried_watches.is_empty() {
+            return Ok(());
+        }
+        writer
+            .write_records(names::INOTIFY_CARRIED, &carried_watches)
+            .map_err(|source| DumpError::Image {
+                pid,
+                what: names::INOTIFY_CARRIED.into(),
+                source,
+            })
+    }
+
+    /// The inotify watches no path names, each on the description that carries its inode; refused when
+    /// the dump carries no such inode.
+    fn inotify_carried(&self) -> Result<Vec<InotifyCarriedWatch>> {
+        self.inotify_pending
+            .iter()
+            .map(|(inotify, pid, fd, u)| {
+                let file =
+                    self.carried
+                        .desc_of(u.dev, u.ino)
+                        .ok_or_else(|| DumpError::FileDesc {
+                            pid: *pid,
+                            fd: *fd,
+                            kind: FdKind::Inotify,
+                            source: u.refusal(),
+                        })?;
+                Ok(InotifyCarriedWatch {
+                    inotify: *inotify,
+                    wd: u.wd,
+                    mask: u.mask,
+                    file,
+                })
+            })
+            .collect()
     }
 
     /// Writes the locks of every task and the descriptions.

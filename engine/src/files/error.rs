@@ -47,8 +47,8 @@ pub enum FdError {
         what: String,
         hint: String,
     },
-    #[error("watches fd {tfd}, which is closed or another epoll (not supported)")]
-    EpollTarget { tfd: i32 },
+    #[error("the watch of fd {tfd} cannot be restored: {why}")]
+    EpollTarget { tfd: i32, why: String },
     #[error("{target} is not a /dev/pts/N path")]
     NotPtsPath { target: String },
     #[error(

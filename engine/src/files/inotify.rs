@@ -114,8 +114,38 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// The description of an inotify fd: every watch with its path (the caller names the pid and fd in errors).
-pub fn dump(info: &str, dup: &OwnedFd) -> Result<DescKind, FdError> {
+/// A watch whose inode has no path (an unlinked file, a memfd): resolved against the inodes the dump
+/// carries once every fd is dumped ([`super::collector::FileCollector::finish`]).
+#[derive(Debug, Clone)]
+pub struct Unresolved {
+    pub wd: i32,
+    pub mask: u32,
+    pub ino: u64,
+    /// `st_dev` of the watched inode.
+    pub dev: u64,
+    /// Why no path was found.
+    pub why: String,
+}
+
+impl Unresolved {
+    /// The refusal when no carried inode matches either.
+    pub fn refusal(&self) -> FdError {
+        FdError::InotifyWatch {
+            wd: self.wd,
+            ino: self.ino,
+            major: libc::major(self.dev) as u64,
+            minor: libc::minor(self.dev) as u64,
+            why: format!(
+                "{}; nor is it an unlinked file or memfd the dump carries",
+                self.why
+            ),
+        }
+    }
+}
+
+/// The description of an inotify fd: every watch with its path (the caller names the pid and fd in
+/// errors), and the watches no path names (left for the caller to match with the carried inodes).
+pub fn dump(info: &str, dup: &OwnedFd) -> Result<(DescKind, Vec<Unresolved>), FdError> {
     let mut queued: libc::c_int = 0;
     // SAFETY: FIONREAD writes one int to our stack.
     if unsafe { libc::ioctl(dup.as_raw_fd(), libc::FIONREAD, &mut queued) } != 0 {
@@ -126,24 +156,27 @@ pub fn dump(info: &str, dup: &OwnedFd) -> Result<DescKind, FdError> {
     }
     let mounts = own_mounts()?;
     let mut watches = Vec::new();
+    let mut unresolved = Vec::new();
     for w in parse(info).map_err(FdError::Parse)? {
-        let (path, symlink) = resolve(&w, &mounts).map_err(|why| FdError::InotifyWatch {
-            wd: w.wd,
-            ino: w.ino,
-            major: w.sdev >> 20,
-            minor: w.sdev & 0xf_ffff,
-            why,
-        })?;
-        watches.push(InotifyWatch {
-            wd: w.wd,
-            mask: w.mask,
-            path,
-            ino: w.ino,
-            dev: w.dev(),
-            symlink,
-        });
+        match resolve(&w, &mounts) {
+            Ok((path, symlink)) => watches.push(InotifyWatch {
+                wd: w.wd,
+                mask: w.mask,
+                path,
+                ino: w.ino,
+                dev: w.dev(),
+                symlink,
+            }),
+            Err(why) => unresolved.push(Unresolved {
+                wd: w.wd,
+                mask: w.mask,
+                ino: w.ino,
+                dev: w.dev(),
+                why,
+            }),
+        }
     }
-    Ok(DescKind::Inotify { watches })
+    Ok((DescKind::Inotify { watches }, unresolved))
 }
 
 /// The dumper's mounts as (st_dev, mount point).
@@ -317,9 +350,10 @@ inotify wd:2 ino:994171 sdev:fe00001 mask:80000fff ignored_mask:0 fhandle-bytes:
         let info =
             std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap();
         // Needs CAP_DAC_READ_SEARCH for open_by_handle_at: the tests run as root.
-        let DescKind::Inotify { watches } = dump(&info, &fd).unwrap() else {
+        let (DescKind::Inotify { watches }, unresolved) = dump(&info, &fd).unwrap() else {
             panic!("not an inotify description")
         };
+        assert!(unresolved.is_empty(), "{unresolved:?}");
         assert_eq!(watches.len(), 1);
         assert_eq!(watches[0].wd, 1);
         assert_eq!(watches[0].mask, libc::IN_CREATE);

@@ -1,5 +1,5 @@
-//! File locks from the `lock:` lines of fdinfo (the kernel lists there the flock/OFD locks of the
-//! description and the POSIX locks the task holds on the file). Waiters (`->` lines) are not locks held.
+//! File locks from the `lock:` lines of fdinfo (the kernel lists there the flock/OFD locks and leases of
+//! the description and the POSIX locks the task took through it). A lease being broken is refused. Waiters (`->` lines) are not locks held.
 
 use dormant_image::records::{FileLock, LockKind};
 
@@ -22,16 +22,27 @@ pub fn parse(fd: i32, info: &str) -> Result<Vec<FileLock>, FdError> {
             "FLOCK" => LockKind::Flock,
             "POSIX" => LockKind::Posix,
             "OFDLCK" => LockKind::Ofd,
+            "LEASE" => LockKind::Lease,
             other => {
                 return Err(FdError::Lock(format!(
-                    "lock type {other} (lease or unknown) is not supported"
+                    "lock type {other} (a delegation or unknown) is not supported"
                 )))
             }
         };
-        if f.get(2) != Some(&"ADVISORY") {
-            return Err(FdError::Lock(format!(
-                "mandatory lock in {line:?} is not supported"
-            )));
+        match (kind, f.get(2).copied()) {
+            (LockKind::Lease, Some("ACTIVE")) | (_, Some("ADVISORY")) => {}
+            (LockKind::Lease, state) => {
+                return Err(FdError::Lock(format!(
+                    "a lease being broken ({}) is not supported: the break in progress cannot be \
+                     recreated",
+                    state.unwrap_or("?")
+                )))
+            }
+            _ => {
+                return Err(FdError::Lock(format!(
+                    "mandatory lock in {line:?} is not supported"
+                )))
+            }
         }
         let write = match *f.get(3).ok_or_else(bad)? {
             "WRITE" => true,
@@ -74,6 +85,10 @@ mod tests {
             (l[1].kind, l[1].write, l[1].start, l[1].len),
             (LockKind::Posix, false, 10, 10)
         );
-        assert!(parse(4, "lock:\t1: LEASE  ACTIVE    READ 77 00:1e:12 0 EOF\n").is_err());
+        let l = parse(4, "lock:\t1: LEASE  ACTIVE    READ 77 00:1e:12 0 EOF\n").unwrap();
+        assert_eq!((l[0].kind, l[0].write), (LockKind::Lease, false));
+        let e = parse(4, "lock:\t1: LEASE  BREAKING  READ 77 00:1e:12 0 EOF\n").unwrap_err();
+        assert!(e.to_string().contains("being broken"), "{e}");
+        assert!(parse(4, "lock:\t1: DELEG  ACTIVE    READ 77 00:1e:12 0 EOF\n").is_err());
     }
 }

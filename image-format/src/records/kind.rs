@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use super::attrs::{ProcessAttrs, TaskCore};
 use super::container::ContainerRoot;
 use super::file_identity::FileIdentity;
-use super::files::{DeletedFile, Fd, FileDesc, FileLock, InodeAttrs, RegFile};
+use super::files::{
+    DeletedFile, Fd, FileDesc, FileLock, InodeAttrs, InotifyCarriedWatch, RegFile,
+};
 use super::ids::{Pid, Tid};
 use super::mm::{Mm, ShmemObject};
 use super::mounts::{ExternalMaster, MountEntry, MountId, TmpfsRecord};
@@ -252,7 +254,7 @@ record_kinds! {
     /// Open file descriptions not reopened by path (records/files/mod.rs).
     20 FileDescs(FileDesc) version 2 older [1 => super::files::v1::FileDescV1] files [name(FILE_DESCS, "file-descs")];
     /// One process's file locks (records/files/locks.rs).
-    21 FileLocks(FileLock) version 1 older [] files [numbered(locks, Pid, "locks-")];
+    21 FileLocks(FileLock) version 2 older [1 => super::files::locks::v1::FileLockV1] files [numbered(locks, Pid, "locks-")];
     /// How restore recognises mapped files and executables (records/file_identity.rs).
     22 FileIdentity(FileIdentity) version 1 older [] files [name(FILE_IDENTITY, "file-identity")];
     /// Owner, mode and times of the inodes of unlinked files and memfds (records/files/inode.rs).
@@ -281,6 +283,9 @@ record_kinds! {
     41 ContainerRoot(ContainerRoot) version 1 older [] files [name(CONTAINER_ROOT, "container-root")];
     /// Files deleted while mapped or executed, with their content (records/files/ghost.rs).
     42 DeletedFiles(DeletedFile) version 1 older [] files [name(DELETED_FILES, "deleted-files")];
+    // 50-54: descriptor edges.
+    /// inotify watches on inodes the image carries (records/files/inotify.rs).
+    50 InotifyCarried(InotifyCarriedWatch) version 1 older [] files [name(INOTIFY_CARRIED, "inotify-carried")];
 }
 
 /// Kind numbers once used and retired: never to be reused, so an old image's file can never be misread as

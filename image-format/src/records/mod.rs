@@ -42,8 +42,8 @@ pub use file_identity::{
 pub use files::unix;
 pub use files::{
     DeletedContent, DeletedFile, DescId, DescKind, EpollTarget, Fd, FdFile, FileDesc, FileLock,
-    FileOwner, FileStat, FileTime, InetSocket, InodeAttrs, InotifyWatch, LockKind, PtyState,
-    RegFile, TcpConnection, TcpWindow, UnixDatagram,
+    FileOwner, FileStat, FileTime, InetSocket, InodeAttrs, InotifyCarriedWatch, InotifyWatch,
+    LockKind, PtyState, RegFile, TcpConnection, TcpWindow, UnixDatagram,
 };
 pub use fs::RemovedDir;
 pub use ids::{FileId, Pid, ShmemId, Tid};

@@ -37,6 +37,7 @@ pub struct Samples {
     pub attrs: Vec<ProcessAttrs>,
     pub inode_attrs: Vec<InodeAttrs>,
     pub deleted_files: Vec<DeletedFile>,
+    pub inotify_carried: Vec<InotifyCarriedWatch>,
 }
 
 pub const ROOT: Pid = Pid(100);
@@ -736,6 +737,13 @@ impl Samples {
                         start: 100,
                         len: 1,
                     },
+                    FileLock {
+                        fd: 3,
+                        kind: LockKind::Lease,
+                        write: false,
+                        start: 0,
+                        len: 0,
+                    },
                 ],
             )],
             files: vec![
@@ -958,6 +966,12 @@ impl Samples {
                     mtime: FileTime { sec: 3, nsec: 4 },
                 },
             }],
+            inotify_carried: vec![InotifyCarriedWatch {
+                inotify: DescId(18),
+                wd: 2,
+                mask: 0x2,
+                file: DescId(10),
+            }],
             inode_attrs: [6, 10]
                 .into_iter()
                 .map(|d| InodeAttrs {
@@ -1054,6 +1068,8 @@ impl Samples {
         w.write_records(names::INODE_ATTRS, &self.inode_attrs)
             .unwrap();
         w.write_records(names::DELETED_FILES, &self.deleted_files)
+            .unwrap();
+        w.write_records(names::INOTIFY_CARRIED, &self.inotify_carried)
             .unwrap();
         for a in &self.attrs {
             w.write_records(&names::attrs(a.pid), std::slice::from_ref(a))

@@ -35,7 +35,7 @@ use core::arch::{asm, naked_asm};
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use dormant_restorer_proto::{
-    CredsArg, ExtentArg, FilterArg, QueuedSigArg, Report, RestoreArgs, RseqArg, SchedArg,
+    CredsArg, ExtentArg, FilterArg, LockArg, QueuedSigArg, Report, RestoreArgs, RseqArg, SchedArg,
     SeccompArg, Step, ThreadArgs, TimerArg, VmaArg, VmaKind, EXIT_BASE, PROTO_VERSION, REPORT_SIZE,
     THREAD_STACK_SIZE,
 };
@@ -71,6 +71,34 @@ struct Failure {
     step: Step,
     errno: i32,
     detail: u64,
+}
+
+/// The kernel's `struct flock` on x86-64.
+#[repr(C)]
+struct KernelFlock {
+    l_type: i16,
+    l_whence: i16,
+    l_start: i64,
+    l_len: i64,
+    l_pid: i32,
+}
+
+const F_SETLK: u64 = 6;
+const F_RDLCK: i16 = 0;
+const F_WRLCK: i16 = 1;
+
+/// Takes one POSIX record lock: after the helper fds are closed, since a close of any fd of the file
+/// would drop it.
+fn posix_lock(l: &LockArg) -> Result<(), Failure> {
+    let fl = KernelFlock {
+        l_type: if l.write != 0 { F_WRLCK } else { F_RDLCK },
+        l_whence: 0,
+        l_start: l.start as i64,
+        l_len: l.len as i64,
+        l_pid: 0,
+    };
+    let ret = sys::fcntl(l.fd, F_SETLK, &fl as *const KernelFlock as u64);
+    check(Step::PosixLock, ret, l.fd as u64).map(|_| ())
 }
 
 fn check(step: Step, ret: i64, detail: u64) -> Result<i64, Failure> {
@@ -206,6 +234,10 @@ fn run(a: &RestoreArgs) -> Result<Never, Failure> {
     }
     for &fd in close_fds {
         check(Step::CloseFd, sys::close(fd), fd as u64)?;
+    }
+    // SAFETY: the host laid out this array inside the area (see `RestoreArgs`).
+    for l in unsafe { block_slice::<LockArg>(a.locks, a.nr_locks) } {
+        posix_lock(l)?;
     }
     // Locking future mappings last: what the blob maps from here on is not the task's.
     if a.has_mm_attrs != 0 && a.mlock_future != 0 {

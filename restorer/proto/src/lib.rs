@@ -11,7 +11,7 @@ use dormant_sys::process::{PrctlMmMap, SchedAttr};
 use dormant_sys::signal::{KernelItimerval, KernelSigaction, NSIG, SIGINFO_SIZE};
 
 /// Layout version of [`RestoreArgs`]; the blob refuses a block with another version.
-pub const PROTO_VERSION: u32 = 8;
+pub const PROTO_VERSION: u32 = 9;
 
 /// Name of the blob's entry symbol for the leader thread: `extern "C" fn(args: *const RestoreArgs) -> !`,
 /// entered with a 16-byte aligned stack (it realigns anyway).
@@ -259,6 +259,23 @@ pub struct RestoreArgs {
     /// dumpable flag, only once it is 0: a thread's id change resets dumpable.
     pub creds_pending: u32,
     pub _pad: u32,
+    /// `*const LockArg` and its count: the task's POSIX record locks, taken once `close_fds` are closed
+    /// (closing any fd of a file drops the process's POSIX locks on it, and a mapped file's helper fd may
+    /// be one).
+    pub locks: u64,
+    pub nr_locks: u64,
+}
+
+/// One POSIX record lock the task takes on its fd `fd` (`F_SETLK`, `SEEK_SET`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LockArg {
+    pub fd: i32,
+    /// Non-zero: a write lock; zero: a read lock.
+    pub write: u32,
+    pub start: u64,
+    /// 0: to the end of the file.
+    pub len: u64,
 }
 
 /// One POSIX timer: created with `timer_create` under `PR_TIMER_CREATE_RESTORE_IDS` so it gets `id`
@@ -383,6 +400,9 @@ pub enum Step {
     /// Recreating a removed working (or root) directory, entering it and removing it again; the detail
     /// says which call failed (1 mkdir, 2 chown, 3 chmod, 4 chdir, 5 rmdir, 6 chroot).
     ChildRemovedDir = 80,
+    // 110-119: descriptor edges.
+    /// `fcntl(F_SETLK)` of a POSIX record lock (detail: the fd).
+    PosixLock = 110,
 }
 
 /// Exit status base of a failing blob.
@@ -457,6 +477,7 @@ impl Step {
             76 => Ioprio,
             77 => ThreadPdeathsig,
             80 => ChildRemovedDir,
+            110 => PosixLock,
             _ => return None,
         })
     }
@@ -531,6 +552,7 @@ impl Step {
             ChildRemovedDir => {
                 "recreating the removed working or root directory, entering it and removing it (child)"
             }
+            PosixLock => "taking a POSIX record lock",
         }
     }
 }

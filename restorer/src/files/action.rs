@@ -1,20 +1,21 @@
 //! Steps a forked task runs on its files once its fds are in place: the ones keyed by the task's own fd
-//! numbers (epoll registrations), the ones that need the task's own process (POSIX locks), and the ones
+//! numbers (epoll registrations), the ones that need the task's own process (flocks, leases), and the ones
 //! that need processes that exist only after the fork (pidfds).
 
 use std::collections::BTreeMap;
 
 use dormant_image::records::{DescId, DescKind, Fd, FdFile, FileDesc};
 
-use super::locks::PosixLock;
-
 /// A step the forked child runs after its fds are in place; plain data so the child does not allocate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChildAction {
-    /// `epoll_ctl(epfd, EPOLL_CTL_ADD, fd, {events, data})` ([`super::epoll::add`]).
+    /// `epoll_ctl(epfd, EPOLL_CTL_ADD, fd, {events, data})` ([`super::epoll::add`]); when `src` is not
+    /// `fd`, the watched file is the one at `src`, put at `fd` for the call only (the task had closed `fd`
+    /// or reused it for another file).
     EpollAdd {
         epfd: i32,
         fd: i32,
+        src: i32,
         events: u32,
         data: u64,
     },
@@ -27,8 +28,10 @@ pub enum ChildAction {
         nonblock: bool,
         cloexec: bool,
     },
-    /// A POSIX record lock, owned by the process that takes it.
-    SetLk(PosixLock),
+    /// `flock` of the description at `fd` (the task takes it, so `/proc/locks` shows its pid).
+    Flock { fd: i32, write: bool },
+    /// `F_SETLEASE` on the description at `fd` (likewise).
+    Lease { fd: i32, write: bool },
 }
 
 /// Runs one action in the child; returns the errno on failure. Allocation-free.
@@ -37,10 +40,19 @@ pub fn run_child_action(a: &ChildAction) -> Result<(), i32> {
         ChildAction::EpollAdd {
             epfd,
             fd,
+            src,
             events,
             data,
-        } => super::epoll::add(epfd, fd, events, data),
-        ChildAction::SetLk(lock) => lock.take(),
+        } if src == fd => super::epoll::add(epfd, fd, events, data),
+        ChildAction::EpollAdd {
+            epfd,
+            fd,
+            src,
+            events,
+            data,
+        } => super::epoll::add_at(epfd, fd, src, events, data),
+        ChildAction::Flock { fd, write } => super::locks::flock(fd, write),
+        ChildAction::Lease { fd, write } => super::locks::lease(fd, write),
         ChildAction::PidfdOpen {
             fd,
             pid,
@@ -79,12 +91,22 @@ pub(super) fn for_fds(descs: &BTreeMap<DescId, FileDesc>, fds: &[Fd]) -> Vec<Chi
         let Some(DescKind::Epoll { targets }) = desc_of(f).map(|d| &d.kind) else {
             continue;
         };
-        out.extend(targets.iter().map(|t| ChildAction::EpollAdd {
-            epfd: f.fd,
-            fd: t.fd,
-            events: t.events,
-            data: t.data,
-        }));
+        for t in targets {
+            // The fd holding the watched file: the watched number itself when it still does, else any.
+            // None: the epoll is shared with the task the dump took the watch from, which adds it.
+            let here = fds.iter().filter(|g| g.fd == t.fd);
+            let others = fds.iter().filter(|g| g.fd != t.fd);
+            let Some(src) = here.chain(others).find(|g| g.file == t.file) else {
+                continue;
+            };
+            out.push(ChildAction::EpollAdd {
+                epfd: f.fd,
+                fd: t.fd,
+                src: src.fd,
+                events: t.events,
+                data: t.data,
+            });
+        }
     }
     out
 }

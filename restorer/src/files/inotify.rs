@@ -1,6 +1,6 @@
 //! inotify instances with their watches, each re-added by path with its dumped watch descriptor.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use dormant_image::records::InotifyWatch;
 use nix::errno::Errno;
@@ -15,26 +15,40 @@ const INOTIFY_MAX_WD: i32 = 1 << 22;
 /// are added in ascending wd order and every gap is burnt with a placeholder watch on a memfd of ours,
 /// removed at once. Each removal queues an `IN_IGNORED` event, which is drained from the still private
 /// instance (the dump carried no events). Returned blocking; the caller applies the dumped status flags.
-pub(super) fn open(watches: &[InotifyWatch]) -> Result<OwnedFd, (String, Errno)> {
+///
+/// `carried`: watches on inodes the image carries, as (wd, mask, fd of the restored description), added
+/// through `/proc/self/fd/N`: the recreated file is already unlinked and has its attributes, so no event
+/// of the restore's own making is queued.
+pub(super) fn open(
+    watches: &[InotifyWatch],
+    carried: &[(i32, u32, RawFd)],
+) -> Result<OwnedFd, (String, Errno)> {
     // SAFETY: inotify_init1 returns a new fd.
     let fd = owned(unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) })
         .map_err(|e| ("inotify_init1".to_string(), e))?;
-    let mut sorted: Vec<&InotifyWatch> = watches.iter().collect();
-    sorted.sort_by_key(|w| w.wd);
+    let mut sorted: Vec<(i32, Option<&InotifyWatch>, u32, RawFd)> = watches
+        .iter()
+        .map(|w| (w.wd, Some(w), w.mask, -1))
+        .chain(carried.iter().map(|&(wd, mask, f)| (wd, None, mask, f)))
+        .collect();
+    sorted.sort_by_key(|w| w.0);
     let mut placeholder: Option<(OwnedFd, std::ffi::CString)> = None;
     let mut next = 1;
-    for w in sorted {
-        if w.wd < next || w.wd > INOTIFY_MAX_WD {
+    for (wd, path_watch, mask, carried_fd) in sorted {
+        let shown = match path_watch {
+            Some(w) => w.path.clone(),
+            None => format!("carried inode (restored fd {carried_fd})"),
+        };
+        if wd < next || wd > INOTIFY_MAX_WD {
             return Err((
                 format!(
-                    "watch descriptor {} of {} cannot be recreated (next free is {next}, limit {INOTIFY_MAX_WD})",
-                    w.wd, w.path
+                    "watch descriptor {wd} of {shown} cannot be recreated (next free is {next}, limit {INOTIFY_MAX_WD})"
                 ),
                 Errno::EINVAL,
             ));
         }
         let mut burnt = 0u32;
-        while next < w.wd {
+        while next < wd {
             if placeholder.is_none() {
                 let name = c"dormant-inotify-placeholder";
                 // SAFETY: memfd_create reads the NUL-terminated name and returns a new fd.
@@ -51,7 +65,7 @@ pub(super) fn open(watches: &[InotifyWatch]) -> Result<OwnedFd, (String, Errno)>
             let got = check(unsafe {
                 libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), libc::IN_ACCESS)
             })
-            .map_err(|e| (format!("placeholder watch before wd {}", w.wd), e))?;
+            .map_err(|e| (format!("placeholder watch before wd {wd}"), e))?;
             // SAFETY: removes the watch just added to our own instance.
             check(unsafe { libc::inotify_rm_watch(fd.as_raw_fd(), got) })
                 .map_err(|e| (format!("removing placeholder wd {got}"), e))?;
@@ -63,38 +77,13 @@ pub(super) fn open(watches: &[InotifyWatch]) -> Result<OwnedFd, (String, Errno)>
             }
         }
         drain(&fd);
-        let md = std::fs::symlink_metadata(&w.path)
-            .map_err(|e| (format!("watched path {}", w.path), errno_of(&e)))?;
-        use std::os::unix::fs::MetadataExt;
-        if md.ino() != w.ino || md.dev() != w.dev {
+        let got = match path_watch {
+            Some(w) => add_by_path(&fd, w)?,
+            None => add_through_fd(&fd, carried_fd, mask)?,
+        };
+        if got != wd {
             return Err((
-                format!(
-                    "watched path {} is inode {} on device {:#x} now, not inode {} on {:#x} as dumped",
-                    w.path,
-                    md.ino(),
-                    md.dev(),
-                    w.ino,
-                    w.dev
-                ),
-                Errno::ESTALE,
-            ));
-        }
-        let mut mask = w.mask & !(libc::IN_MASK_ADD | IN_MASK_CREATE);
-        if w.symlink {
-            mask |= libc::IN_DONT_FOLLOW;
-        }
-        let cpath = std::ffi::CString::new(w.path.as_str()).map_err(|_| {
-            (
-                format!("watched path {:?} holds a NUL byte", w.path),
-                Errno::EINVAL,
-            )
-        })?;
-        // SAFETY: reads the NUL-terminated path; returns a wd or -1.
-        let got = check(unsafe { libc::inotify_add_watch(fd.as_raw_fd(), cpath.as_ptr(), mask) })
-            .map_err(|e| (format!("inotify_add_watch {} mask {mask:#x}", w.path), e))?;
-        if got != w.wd {
-            return Err((
-                format!("watch on {} got wd {got}, not the dumped {}", w.path, w.wd),
+                format!("watch on {shown} got wd {got}, not the dumped {wd}"),
                 Errno::EINVAL,
             ));
         }
@@ -106,6 +95,54 @@ pub(super) fn open(watches: &[InotifyWatch]) -> Result<OwnedFd, (String, Errno)>
     )
     .map_err(|e| ("F_SETFL (blocking)".to_string(), e))?;
     Ok(fd)
+}
+
+/// Adds watch `w` by its path, checked to name the dumped inode still; returns the wd.
+fn add_by_path(fd: &OwnedFd, w: &InotifyWatch) -> Result<i32, (String, Errno)> {
+    let md = std::fs::symlink_metadata(&w.path)
+        .map_err(|e| (format!("watched path {}", w.path), errno_of(&e)))?;
+    use std::os::unix::fs::MetadataExt;
+    if md.ino() != w.ino || md.dev() != w.dev {
+        return Err((
+            format!(
+                "watched path {} is inode {} on device {:#x} now, not inode {} on {:#x} as dumped",
+                w.path,
+                md.ino(),
+                md.dev(),
+                w.ino,
+                w.dev
+            ),
+            Errno::ESTALE,
+        ));
+    }
+    let mut mask = w.mask & !(libc::IN_MASK_ADD | IN_MASK_CREATE);
+    if w.symlink {
+        mask |= libc::IN_DONT_FOLLOW;
+    }
+    let cpath = std::ffi::CString::new(w.path.as_str()).map_err(|_| {
+        (
+            format!("watched path {:?} holds a NUL byte", w.path),
+            Errno::EINVAL,
+        )
+    })?;
+    // SAFETY: reads the NUL-terminated path; returns a wd or -1.
+    let got = check(unsafe { libc::inotify_add_watch(fd.as_raw_fd(), cpath.as_ptr(), mask) })
+        .map_err(|e| (format!("inotify_add_watch {} mask {mask:#x}", w.path), e))?;
+    Ok(got)
+}
+
+/// Adds a watch with `mask` on the inode of our fd `file` through `/proc/self/fd/N`; returns the wd.
+fn add_through_fd(fd: &OwnedFd, file: RawFd, mask: u32) -> Result<i32, (String, Errno)> {
+    let mask = mask & !(libc::IN_MASK_ADD | IN_MASK_CREATE);
+    let path = std::ffi::CString::new(format!("/proc/self/fd/{file}"))
+        .map_err(|_| ("carried inode path".to_string(), Errno::EINVAL))?;
+    // SAFETY: reads the NUL-terminated path; returns a wd or -1.
+    check(unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) }).map_err(|e| {
+        (
+            format!("inotify_add_watch /proc/self/fd/{file} mask {mask:#x}"),
+            e,
+        )
+    })
 }
 
 /// `IN_MASK_CREATE` (not in the libc crate for this target): never part of a kept mask.
@@ -146,7 +183,7 @@ mod tests {
             watch(5, libc::IN_MODIFY | libc::IN_ONESHOT, &b),
             watch(2, libc::IN_CREATE | libc::IN_DELETE, &a),
         ];
-        let fd = open(&ws).unwrap();
+        let fd = open(&ws, &[]).unwrap();
         let info =
             std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap();
         let lines: Vec<(String, String)> = info
@@ -199,7 +236,7 @@ mod tests {
         if std::fs::metadata(&a).unwrap().ino() == w.ino {
             return; // the file system reused the inode number: nothing to tell apart
         }
-        let (what, _) = open(&[w]).unwrap_err();
+        let (what, _) = open(&[w], &[]).unwrap_err();
         assert!(what.contains("not inode"), "{what}");
     }
 }

@@ -1,23 +1,23 @@
-//! File locks: a description's own locks (flock, OFD) are taken on the restorer's copy before the fork, so
-//! every task sharing the description holds them; POSIX record locks belong to a process and are taken by
-//! the task itself ([`PosixLock`], run in the child once its fds are in place).
+//! File locks. An OFD lock belongs to the description and shows no owner pid: it is taken on the
+//! restorer's copy before the fork. A flock and a lease belong to the description too, but show the pid
+//! of the process that took them (`/proc/locks`): the task takes them itself, in the child once its fds
+//! are in place ([`ChildAction`]). POSIX record locks belong to the process and are dropped by a close of
+//! any of its fds on the file, so the blob takes them after it closed its helper fds ([`LockArg`]).
 
 use dormant_image::records::{FileLock, LockKind};
+use dormant_restorer_proto::LockArg;
 
-/// A POSIX record lock (`F_SETLK`) the task takes on its fd `fd`.
+use super::ChildAction;
+
+/// Who takes a lock of the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PosixLock {
-    pub fd: i32,
-    pub write: bool,
-    pub start: u64,
-    pub len: u64,
-}
-
-impl PosixLock {
-    /// Takes the lock in the calling (child) process. Allocation-free; returns the errno on failure.
-    pub fn take(&self) -> Result<(), i32> {
-        set_lock(self.fd, libc::F_SETLK, self.write, self.start, self.len)
-    }
+pub enum LockTaker {
+    /// Taken already, on the restorer's copy.
+    Taken,
+    /// The child, once its fds are in place.
+    Child(ChildAction),
+    /// The blob, once its helper fds are closed.
+    Blob(LockArg),
 }
 
 /// `fcntl(fd, cmd, {type, SEEK_SET, start, len})`; allocation-free. Returns the errno on failure.
@@ -35,30 +35,48 @@ fn set_lock(fd: i32, cmd: i32, write: bool, start: u64, len: u64) -> Result<(), 
     Ok(())
 }
 
-/// Takes a description's lock (flock or OFD) on `fd` (the restorer's copy) before the fork, so every task
-/// sharing the description holds it; a POSIX lock is returned for the task to take.
-pub fn lock_description(fd: i32, l: &FileLock) -> Result<Option<PosixLock>, nix::Error> {
-    match l.kind {
-        LockKind::Flock => {
-            let op = if l.write {
-                libc::LOCK_EX
-            } else {
-                libc::LOCK_SH
-            };
-            // SAFETY: flock on an fd this process owns.
-            if unsafe { libc::flock(fd, op | libc::LOCK_NB) } != 0 {
-                return Err(nix::Error::last());
-            }
-            Ok(None)
+/// `flock(fd, LOCK_SH/LOCK_EX | LOCK_NB)` in the child. Allocation-free; returns the errno on failure.
+pub(super) fn flock(fd: i32, write: bool) -> Result<(), i32> {
+    let op = if write { libc::LOCK_EX } else { libc::LOCK_SH };
+    // SAFETY: flock on an fd of this process.
+    if unsafe { libc::flock(fd, op | libc::LOCK_NB) } != 0 {
+        return Err(nix::errno::Errno::last_raw());
+    }
+    Ok(())
+}
+
+/// `fcntl(fd, F_SETLEASE, F_RDLCK/F_WRLCK)` in the child. Allocation-free; returns the errno on failure.
+pub(super) fn lease(fd: i32, write: bool) -> Result<(), i32> {
+    let ty = if write { libc::F_WRLCK } else { libc::F_RDLCK };
+    // SAFETY: F_SETLEASE on an fd of this process.
+    if unsafe { libc::fcntl(fd, libc::F_SETLEASE, ty) } != 0 {
+        return Err(nix::errno::Errno::last_raw());
+    }
+    Ok(())
+}
+
+/// Takes an OFD lock on `fd` (the restorer's copy of the description) now; says who takes the others.
+/// `l.fd` is the task's fd number.
+pub fn lock_description(fd: i32, l: &FileLock) -> Result<LockTaker, nix::Error> {
+    Ok(match l.kind {
+        LockKind::Ofd => {
+            set_lock(fd, libc::F_OFD_SETLK, l.write, l.start, l.len)
+                .map_err(nix::Error::from_raw)?;
+            LockTaker::Taken
         }
-        LockKind::Ofd => set_lock(fd, libc::F_OFD_SETLK, l.write, l.start, l.len)
-            .map(|()| None)
-            .map_err(nix::Error::from_raw),
-        LockKind::Posix => Ok(Some(PosixLock {
+        LockKind::Flock => LockTaker::Child(ChildAction::Flock {
             fd: l.fd,
             write: l.write,
+        }),
+        LockKind::Lease => LockTaker::Child(ChildAction::Lease {
+            fd: l.fd,
+            write: l.write,
+        }),
+        LockKind::Posix => LockTaker::Blob(LockArg {
+            fd: l.fd,
+            write: l.write as u32,
             start: l.start,
             len: l.len,
-        })),
-    }
+        }),
+    })
 }

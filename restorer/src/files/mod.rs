@@ -37,14 +37,14 @@ pub(crate) mod tty;
 mod unix;
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use dormant_image::records::{DescId, DescKind, Fd, FileDesc, InodeAttrs};
+use dormant_image::records::{DescId, DescKind, Fd, FileDesc, InodeAttrs, InotifyCarriedWatch};
 
 pub use action::{run_child_action, ChildAction};
 pub use error::FileRestoreError;
 pub use external::{InheritSpecError, Inherited};
-pub use locks::{lock_description, PosixLock};
+pub use locks::{lock_description, LockTaker};
 
 /// The descriptions of an image, open in this process.
 #[derive(Debug, Default)]
@@ -84,13 +84,16 @@ pub fn open_all(
     descs: &[FileDesc],
     tcp_established: bool,
 ) -> Result<OpenedFiles, FileRestoreError> {
-    open_all_inheriting(descs, &[], tcp_established, &Inherited::default())
+    open_all_inheriting(descs, &[], &[], tcp_established, &Inherited::default())
 }
 
-/// [`open_all`], external descriptions taken from `inherited` (`--inherit-fd`).
+/// [`open_all`], external descriptions taken from `inherited` (`--inherit-fd`). `inotify_carried`: the
+/// watches on carried inodes, added through the restored descriptions (inotify instances are opened
+/// last, once those exist).
 pub fn open_all_inheriting(
     descs: &[FileDesc],
     inode_attrs: &[InodeAttrs],
+    inotify_carried: &[InotifyCarriedWatch],
     tcp_established: bool,
     inherited: &Inherited,
 ) -> Result<OpenedFiles, FileRestoreError> {
@@ -101,18 +104,38 @@ pub fn open_all_inheriting(
     // connection rebinds the listener's port (allowed in repair mode while the listener exists; the
     // listener's own bind would conflict with the connection the other way round).
     // Pty masters first too: each opens its pair, and the slave's description takes the slave.
-    let is_listener = |d: &&FileDesc| match &d.kind {
-        DescKind::UnixListen { .. } => true,
-        DescKind::Inet(s) => s.listen_backlog.is_some(),
-        DescKind::Pty { master, .. } => *master,
-        _ => false,
+    // inotify instances last: a watch on a carried inode is added through its restored description.
+    let rank = |d: &&FileDesc| match &d.kind {
+        DescKind::UnixListen { .. } => 0,
+        DescKind::Inet(s) if s.listen_backlog.is_some() => 0,
+        DescKind::Pty { master: true, .. } => 0,
+        DescKind::Inotify { .. } => 2,
+        _ => 1,
     };
-    let listeners_first = descs
-        .iter()
-        .filter(is_listener)
-        .chain(descs.iter().filter(|d| !is_listener(d)));
-    for d in listeners_first {
+    let mut ordered: Vec<&FileDesc> = descs.iter().collect();
+    ordered.sort_by_key(rank);
+    for d in ordered {
         let attrs = inode_attrs.iter().find(|a| a.desc == d.id);
+        if let DescKind::Inotify { .. } = d.kind {
+            state.inotify_carried = inotify_carried
+                .iter()
+                .filter(|w| w.inotify == d.id)
+                .map(|w| {
+                    let fd = opened
+                        .fds
+                        .get(&w.file)
+                        .ok_or_else(|| FileRestoreError::Bad {
+                            id: d.id.0,
+                            kind: "inotify",
+                            reason: format!(
+                                "wd {} watches description {}, which is not open",
+                                w.wd, w.file.0
+                            ),
+                        })?;
+                    Ok((w.wd, w.mask, fd.as_raw_fd()))
+                })
+                .collect::<Result<_, FileRestoreError>>()?;
+        }
         let fd = open::open_one(d, attrs, &mut state)?;
         opened.fds.insert(d.id, fd);
         opened.descs.insert(d.id, d.clone());
@@ -149,6 +172,22 @@ impl OpenedFiles {
     /// first, then epoll registrations.
     pub fn child_actions_for(&self, fds: &[Fd]) -> Vec<ChildAction> {
         action::for_fds(&self.descs, fds)
+    }
+
+    /// The highest fd number an epoll of the task with fd table `fds` watches (-1 when none): the child
+    /// puts a file there for a moment when the task had closed the number.
+    pub fn watched_fd_max(&self, fds: &[Fd]) -> i32 {
+        fds.iter()
+            .filter_map(|f| match f.file {
+                dormant_image::records::FdFile::Desc(id) => self.descs.get(&id),
+                _ => None,
+            })
+            .filter_map(|d| match &d.kind {
+                DescKind::Epoll { targets } => targets.iter().map(|t| t.fd).max(),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(-1)
     }
 
     /// Sets each description's owner and signal (`F_SETOWN_EX`, `F_SETSIG`) on the restorer's own copy, once

@@ -22,6 +22,8 @@ pub(super) struct State {
     fifos: fifo::Unlinked,
     /// `--inherit-fd` descriptors for external descriptions.
     inherited: external::Inherited,
+    /// The watches on carried inodes of the inotify instance opened next: (wd, mask, restored fd).
+    pub(super) inotify_carried: Vec<(i32, u32, std::os::fd::RawFd)>,
 }
 
 impl State {
@@ -33,6 +35,7 @@ impl State {
             unix: Default::default(),
             fifos: Default::default(),
             inherited,
+            inotify_carried: Vec::new(),
         }
     }
 }
@@ -133,7 +136,9 @@ pub(super) fn open_one(
         DescKind::Inet(s) => inet::open(s).map_err(Into::into),
         DescKind::TcpEstablished(c) => tcp::open(c)
             .map_err(|(what, e)| OpenFailure::from((format!("{}: {what}", tcp::shown(c)), e))),
-        DescKind::Inotify { watches } => inotify::open(watches).map_err(Into::into),
+        DescKind::Inotify { watches } => {
+            inotify::open(watches, &std::mem::take(&mut st.inotify_carried)).map_err(Into::into)
+        }
         DescKind::Pidfd { .. } => pidfd::open_stand_in(),
     }
     .map_err(|e| e.at(d.id.0, kind))?;

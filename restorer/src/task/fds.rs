@@ -12,17 +12,19 @@ use dormant_image::records::{FdFile, FileId};
 use super::helpers::HelperFds;
 use super::ChildFailed;
 use crate::error::RestoreError;
-use crate::files::{self, ChildAction, OpenedFiles};
+use crate::files::{self, ChildAction, LockTaker, OpenedFiles};
 use crate::image::TaskImage;
 use crate::launch::FdMove;
-use dormant_restorer_proto::Step;
+use dormant_restorer_proto::{LockArg, Step};
 
 /// The task's fds as the child puts them in place.
 #[derive(Debug)]
 pub struct TaskFds {
     pub moves: Vec<FdMove>,
-    /// Steps on its files once they are in place (pidfds, epoll registrations, POSIX locks).
+    /// Steps on its files once they are in place (pidfds, epoll registrations, flocks, leases).
     pub actions: Vec<ChildAction>,
+    /// POSIX record locks, which the blob takes once its helper fds are closed.
+    pub posix_locks: Vec<LockArg>,
 }
 
 /// Builds the fd table of `task`. Fds that shared one description at dump time share the one reopened
@@ -79,8 +81,19 @@ pub fn prepare(
         });
     }
     let mut actions = opened.child_actions_for(task.fds);
-    actions.extend(locks(dir, task, &moves)?);
-    Ok(TaskFds { moves, actions })
+    let mut posix_locks = Vec::new();
+    for taker in locks(dir, task, &moves)? {
+        match taker {
+            LockTaker::Taken => {}
+            LockTaker::Child(a) => actions.push(a),
+            LockTaker::Blob(l) => posix_locks.push(l),
+        }
+    }
+    Ok(TaskFds {
+        moves,
+        actions,
+        posix_locks,
+    })
 }
 
 /// A regular file reopened with its dumped flags at its dumped offset.
@@ -93,8 +106,8 @@ fn reopen(path: &str, flags: i32, pos: u64) -> Result<OwnedFd, RestoreError> {
     Ok(OwnedFd::from(file))
 }
 
-/// The task's locks: a description's own taken on our copy now, POSIX ones left to the child.
-fn locks(dir: &Path, task: &TaskImage, moves: &[FdMove]) -> Result<Vec<ChildAction>, RestoreError> {
+/// The task's locks: OFD ones taken on our copy now, the others left to the child or the blob.
+fn locks(dir: &Path, task: &TaskImage, moves: &[FdMove]) -> Result<Vec<LockTaker>, RestoreError> {
     let mut out = Vec::new();
     for l in task.locks.iter() {
         let m = moves
@@ -104,10 +117,9 @@ fn locks(dir: &Path, task: &TaskImage, moves: &[FdMove]) -> Result<Vec<ChildActi
                 dir: dir.to_owned(),
                 reason: format!("lock on fd {} which the task does not have", l.fd),
             })?;
-        let posix = files::lock_description(m.from, l).map_err(|e| {
+        out.push(files::lock_description(m.from, l).map_err(|e| {
             RestoreError::sys(format!("taking the {:?} lock of fd {}", l.kind, l.fd), e)
-        })?;
-        out.extend(posix.map(ChildAction::SetLk));
+        })?);
     }
     Ok(out)
 }
@@ -143,8 +155,7 @@ pub fn apply(moves: &[FdMove], keep: &[RawFd], actions: &[ChildAction]) -> Resul
         }
         next = k as u32 + 1;
     }
-    // After the close: closing any fd of a file drops the process's POSIX locks on it, so they are taken
-    // only once the helper copies are gone.
+    // After the close: an epoll registration of a closed number dups the file there and closes it again.
     for a in actions {
         files::run_child_action(a).map_err(|e| ChildFailed::new(Step::ChildDupFd, e, 0))?;
     }

@@ -19,9 +19,10 @@ pub struct HelperFds {
 }
 
 impl HelperFds {
-    /// Numbered above every fd in `fds` (and above 0-2).
-    pub fn above(fds: &[Fd]) -> Self {
-        let max_target_fd = fds.iter().map(|f| f.fd).max().unwrap_or(-1);
+    /// Numbered above every fd in `fds`, above `also` (an fd number the child uses for a moment, such as
+    /// the closed number an epoll watch is keyed by) and above 0-2.
+    pub fn above(fds: &[Fd], also: RawFd) -> Self {
+        let max_target_fd = fds.iter().map(|f| f.fd).max().unwrap_or(-1).max(also);
         HelperFds {
             base: (max_target_fd + 1).max(3),
             owned: Vec::new(),

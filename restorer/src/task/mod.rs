@@ -85,7 +85,7 @@ pub fn prepare(
     opened: &crate::files::OpenedFiles,
 ) -> Result<Launch, RestoreError> {
     let pid = task.pid.0;
-    let mut helpers = helpers::HelperFds::above(task.fds);
+    let mut helpers = helpers::HelperFds::above(task.fds, opened.watched_fd_max(task.fds));
     let fds = fds::prepare(
         dir,
         task,
@@ -125,6 +125,7 @@ pub fn prepare(
         vmas: mm.vmas,
         extents: pages.extents,
         close_fds: helpers.blob_fds().to_vec(),
+        locks: fds.posix_locks.clone(),
         pages_fd: pages.fd,
         report_fd: report.fd,
         inherited_rseq: threads::inherited_rseq(),

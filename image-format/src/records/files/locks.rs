@@ -29,6 +29,48 @@ pub enum LockKind {
     Flock,
     Posix,
     Ofd,
+    /// `F_SETLEASE` (read or write, never one being broken); held by the description. Schema 2.
+    Lease,
+}
+
+/// Schema 1 of `locks-<pid>`: the same, without leases.
+pub mod v1 {
+    use serde::{Deserialize, Serialize};
+
+    use crate::records::upgrade::Upgrade;
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct FileLockV1 {
+        pub fd: i32,
+        pub kind: LockKindV1,
+        pub write: bool,
+        pub start: u64,
+        pub len: u64,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum LockKindV1 {
+        Flock,
+        Posix,
+        Ofd,
+    }
+
+    impl Upgrade<super::FileLock> for FileLockV1 {
+        /// Every schema 1 lock is a schema 2 lock of the same kind.
+        fn upgrade(self) -> Result<super::FileLock, String> {
+            Ok(super::FileLock {
+                fd: self.fd,
+                kind: match self.kind {
+                    LockKindV1::Flock => super::LockKind::Flock,
+                    LockKindV1::Posix => super::LockKind::Posix,
+                    LockKindV1::Ofd => super::LockKind::Ofd,
+                },
+                write: self.write,
+                start: self.start,
+                len: self.len,
+            })
+        }
+    }
 }
 
 /// Checks that every lock is held through an fd of the process.

@@ -35,7 +35,7 @@ pub use epoll::EpollTarget;
 pub use ghost::{DeletedContent, DeletedFile};
 pub use inet::InetSocket;
 pub use inode::{FileTime, InodeAttrs};
-pub use inotify::InotifyWatch;
+pub use inotify::{InotifyCarriedWatch, InotifyWatch};
 pub use locks::{FileLock, LockKind};
 pub use pty::PtyState;
 pub use reg::{FileStat, RegFile};
