@@ -32,6 +32,7 @@ fn trace_enums(t: &mut Tracer) {
     t.trace_simple_type::<FdFile>().unwrap();
     t.trace_simple_type::<DescKind>().unwrap();
     t.trace_simple_type::<files::v1::DescKindV1>().unwrap();
+    t.trace_simple_type::<files::v2::DescKindV2>().unwrap();
     t.trace_simple_type::<LockKind>().unwrap();
     t.trace_simple_type::<VmaBacking>().unwrap();
     t.trace_simple_type::<MountSource>().unwrap();

@@ -43,7 +43,7 @@ pub use files::unix;
 pub use files::{
     DescId, DescKind, EpollTarget, Fd, FdFile, FileDesc, FileLock, FileOwner, FileStat, FileTime,
     InetSocket, InodeAttrs, InotifyWatch, LockKind, PtyState, RegFile, TcpConnection, TcpWindow,
-    UnixDatagram,
+    UnixDatagram, UnixPending,
 };
 pub use ids::{FileId, Pid, ShmemId, Tid};
 #[cfg(feature = "arbitrary")]

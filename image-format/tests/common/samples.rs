@@ -407,6 +407,7 @@ fn descs() -> Vec<FileDesc> {
                 sock_type: 1,
                 protocol: 6,
                 bound: Some(([0; 16], 8080)),
+                peer: None,
                 listen_backlog: Some(128),
                 reuseaddr: true,
                 reuseport: false,
@@ -422,6 +423,11 @@ fn descs() -> Vec<FileDesc> {
                 name: b"\0sample-listener".to_vec(),
                 sock_type: 1,
                 unlinked: Some(false),
+                backlog: Some(16),
+                pending: vec![UnixPending {
+                    embryo: 7001,
+                    client: 7002,
+                }],
             },
         ),
         d(

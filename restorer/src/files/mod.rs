@@ -107,11 +107,16 @@ pub fn open_all_inheriting(
         DescKind::Pty { master, .. } => *master,
         _ => false,
     };
-    let listeners_first = descs
+    // The clients of connections waiting in a listener's queue last (see unix.rs).
+    state.unix.plan(descs);
+    let pending = |d: &&FileDesc| state.unix.is_pending_client(d);
+    let order: Vec<&FileDesc> = descs
         .iter()
         .filter(is_listener)
-        .chain(descs.iter().filter(|d| !is_listener(d)));
-    for d in listeners_first {
+        .chain(descs.iter().filter(|d| !is_listener(d) && !pending(d)))
+        .chain(descs.iter().filter(|d| pending(d)))
+        .collect();
+    for d in order {
         let attrs = inode_attrs.iter().find(|a| a.desc == d.id);
         let fd = open::open_one(d, attrs, &mut state)?;
         opened.fds.insert(d.id, fd);

@@ -1,5 +1,5 @@
 //! Unix sockets ([`super::DescKind::UnixPair`], `UnixListen`, `UnixConn`, `UnixDgram`): the queued
-//! datagrams of a datagram socket and the shutdown bits; the other states are the variants' own fields.
+//! datagrams of a datagram socket, the connections waiting in a listener's queue and the shutdown bits; the other states are the variants' own fields.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +13,19 @@ pub struct UnixDatagram {
     /// The sender's name as `recvfrom` reports it; empty when the sender was unnamed.
     pub from: Vec<u8>,
     pub data: Vec<u8>,
+}
+
+/// A connection waiting in a unix listener's accept queue: the embryonic socket `accept` would return, and
+/// the client socket connected to it (a [`super::DescKind::UnixConn`] of the image whose peer is
+/// `embryo`). Restore connects the clients to the listener in queue order, so `accept` returns them in the
+/// original order.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnixPending {
+    /// Inode of the embryonic (not yet accepted) socket; no process holds it.
+    pub embryo: u64,
+    /// Inode of the client socket.
+    pub client: u64,
 }
 
 /// Shutdown bit: this socket receives no more (`shutdown(SHUT_RD)` here, or `SHUT_WR` by the stream peer).
