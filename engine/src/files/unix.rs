@@ -2,8 +2,8 @@
 //! messages, peeked with `SO_PEEK_OFF` + `MSG_PEEK` so nothing is consumed. Peers, shutdown state, the
 //! inode each socket bound, queue lengths and listeners' waiting connections come from a UNIX_DIAG dump.
 //! Listening sockets are carried by name (path or abstract) with their backlog and the connections waiting
-//! in their accept queue (each embryonic socket and its client, in order; the client is a dumped
-//! connected socket whose peer is the embryo). Connected stream sockets with a name on either side (an
+//! in their accept queue (each named by its client, in order; the client is a dumped connected socket
+//! whose peer is the embryonic socket, [`PENDING_PEER`]). Connected stream sockets with a name on either side (an
 //! accepted connection and its client) are carried with both names; datagram sockets that are bound or
 //! connected to another socket with their name, their peer (inode and name) and their queued datagrams
 //! (each with its sender's name); sockets neither connected nor listening with their name. Every socket
@@ -21,7 +21,7 @@
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use dormant_image::records::unix::CLOSED_PEER;
+use dormant_image::records::unix::{CLOSED_PEER, PENDING_PEER};
 use dormant_image::records::{DescId, DescKind, FileDesc, UnixDatagram, UnixPending};
 use nix::errno::Errno;
 use nix::sys::socket::{self, MsgFlags, SockFlag, SockProtocol, SockType};
@@ -69,8 +69,9 @@ pub struct Diag {
     /// `UNIX_DIAG_RQLEN`: for a listener (connections queued, `listen` backlog); for any other socket
     /// (bytes in its receive queue, bytes it sent that are not consumed yet).
     pub rqlen: Option<(u32, u32)>,
-    /// A listener's embryonic sockets (connections waiting to be accepted), in the order `accept` returns
-    /// them.
+    /// `UNIX_DIAG_ICONS` of a listener: the client inode of each connection waiting to be accepted, in the
+    /// order `accept` returns them (0 for a client that was closed). The embryonic sockets themselves have
+    /// no inode (sock_diag reports 0 for them, and as the peer of their clients).
     pub icons: Vec<u64>,
 }
 
@@ -337,14 +338,14 @@ fn listener(
     })
 }
 
-/// The connections waiting in the accept queue of the listener named `name`, in order: each embryonic
-/// socket and the client connected to it (whose process must be in the dump: [`check_peers`]). Refused:
-/// a connection whose client already sent bytes (they sit in the embryonic socket's receive queue, which
-/// only `accept` could read, taking the connection from the process), and one whose client was closed
-/// (its name, which `accept` reports, went with it).
+/// The connections waiting in the accept queue of the listener named `name`, in order, each named by its
+/// client (whose process must be in the dump: [`check_peers`]). Refused: a connection whose client already
+/// sent data (it sits in the embryonic socket's receive queue, which only `accept` could read, taking the
+/// connection from the process), and one whose client was closed (its name, which `accept` reports, went
+/// with it).
 fn pending_of(name: &[u8], diag: &Diag, all: &DiagMap) -> Result<Vec<UnixPending>, FdError> {
     let mut pending = Vec::with_capacity(diag.icons.len());
-    for (i, &embryo) in diag.icons.iter().enumerate() {
+    for (i, &client) in diag.icons.iter().enumerate() {
         let refuse = |why: String| {
             FdError::Socket(format!(
                 "connection {} of {} waiting to be accepted on unix socket{}: {why}",
@@ -353,28 +354,31 @@ fn pending_of(name: &[u8], diag: &Diag, all: &DiagMap) -> Result<Vec<UnixPending
                 shown_name(name)
             ))
         };
-        let e = all
-            .get(&embryo)
-            .ok_or_else(|| refuse(format!("sock_diag does not list its socket {embryo}")))?;
-        let queued = e.rqlen.map_or(0, |(q, _)| q);
-        if queued > 0 {
+        let Some(c) = all.get(&client).filter(|_| client != 0) else {
+            return Err(refuse(
+                "its client socket was closed, and with it the name accept() would report (not \
+                 supported)"
+                    .into(),
+            ));
+        };
+        // The client's send buffer in use: what it sent that waits in the embryonic socket.
+        let sent = c.rqlen.map_or(0, |(_, out)| out);
+        if sent > 0 {
             return Err(refuse(format!(
-                "its client already sent {queued} byte(s), which only accept() could read (not \
-                 supported: the dump would have to take the connection from the process)"
+                "its client socket {client} already sent data ({sent} bytes of buffer), which only \
+                 accept() could read (not supported: the dump would have to take the connection from \
+                 the process)"
             )));
         }
-        match e.peer {
-            Some(client) if !peer_closed(client, all) => {
-                pending.push(UnixPending { embryo, client })
-            }
-            _ => return Err(refuse(
-                "its client socket was closed, and with it the name accept() would report (not \
-                     supported)"
-                    .into(),
-            )),
-        }
+        pending.push(UnixPending { client });
     }
     Ok(pending)
+}
+
+/// Whether socket `ino` is the client of a connection waiting in the queue of a listener of this network
+/// namespace.
+fn is_waiting_client(ino: u64, diag: &DiagMap) -> bool {
+    diag.values().any(|d| d.icons.contains(&ino))
 }
 
 /// Whether socket `peer` was closed: sock_diag lists it no more (or names no inode) and no process holds
@@ -436,7 +440,10 @@ pub fn dump(pid: u32, ino: u64, diag: &DiagMap, dup: &OwnedFd) -> Result<DescKin
             shutdown: me.shutdown,
         });
     };
-    if peer_closed(peer, diag) {
+    // A client connected to an embryonic socket (restore connects it to the listener again) is not one
+    // whose peer was closed, though sock_diag names no peer inode for either.
+    let waiting = peer == PENDING_PEER && is_waiting_client(ino, diag);
+    if !waiting && peer_closed(peer, diag) {
         if !peer_name.is_empty() && peer_name[0] != 0 {
             return Err(FdError::Socket(format!(
                 "unix socket {ino}{}: its peer was closed while bound to{} (not supported: restore \
@@ -508,8 +515,8 @@ pub fn check_peers(
             _ => None,
         })
         .collect();
-    // Embryonic socket → the client connected to it.
-    let mut embryos = HashMap::new();
+    // The clients of connections waiting in a dumped listener's queue.
+    let mut waiting = HashSet::new();
     for d in descs {
         let DescKind::UnixListen { name, pending, .. } = &d.kind else {
             continue;
@@ -527,7 +534,7 @@ pub fn check_peers(
                     )),
                 ));
             }
-            embryos.insert(p.embryo, p.client);
+            waiting.insert(p.client);
         }
     }
     for d in descs {
@@ -549,7 +556,8 @@ pub fn check_peers(
             }
             _ => continue,
         };
-        if peer & CLOSED_PEER == 0 && !inos.contains(&peer) && embryos.get(&peer) != Some(&ino) {
+        let in_queue = peer == PENDING_PEER && waiting.contains(&ino);
+        if peer & CLOSED_PEER == 0 && !inos.contains(&peer) && !in_queue {
             let holders = holders_text(peer);
             return Err((
                 d.id,
@@ -915,13 +923,14 @@ mod tests {
         assert_eq!(*backlog, Some(5));
         let clients: Vec<u64> = pending.iter().map(|p| p.client).collect();
         assert_eq!(clients, vec![ino_of(&c1), ino_of(&c2)]);
+        let pending = pending.clone();
         let mut descs = vec![desc(1, got.clone())];
         for (i, c) in [&c1, &c2].into_iter().enumerate() {
             let k = dump_own(c).unwrap();
             let DescKind::UnixConn { peer, .. } = &k else {
                 panic!("{k:?}")
             };
-            assert_eq!(*peer, pending[i].embryo);
+            assert_eq!((*peer, pending[i].client), (PENDING_PEER, ino_of(c)));
             descs.push(desc(2 + i as u32, k));
         }
         check_peers(&descs, &HashSet::new()).unwrap();
@@ -968,7 +977,7 @@ mod tests {
         let mut c = UnixStream::connect(&at).unwrap();
         std::io::Write::write_all(&mut c, b"hello").unwrap();
         let err = dump_own(&l).unwrap_err().to_string();
-        assert!(err.contains("already sent 5 byte(s)"), "{err}");
+        assert!(err.contains("already sent data"), "{err}");
         let at2 = dir.path().join("l2");
         let l2 = listen(&at2, 5);
         drop(UnixStream::connect(&at2).unwrap());

@@ -424,10 +424,7 @@ fn descs() -> Vec<FileDesc> {
                 sock_type: 1,
                 unlinked: Some(false),
                 backlog: Some(16),
-                pending: vec![UnixPending {
-                    embryo: 7001,
-                    client: 7002,
-                }],
+                pending: vec![UnixPending { client: 7002 }],
             },
         ),
         d(

@@ -15,18 +15,20 @@ pub struct UnixDatagram {
     pub data: Vec<u8>,
 }
 
-/// A connection waiting in a unix listener's accept queue: the embryonic socket `accept` would return, and
-/// the client socket connected to it (a [`super::DescKind::UnixConn`] of the image whose peer is
-/// `embryo`). Restore connects the clients to the listener in queue order, so `accept` returns them in the
-/// original order.
+/// A connection waiting in a unix listener's accept queue, named by its client socket: a
+/// [`super::DescKind::UnixConn`] of the image whose peer is [`PENDING_PEER`] (the embryonic socket
+/// `accept` would return has no inode). Restore connects the clients to the listener in queue order, so
+/// `accept` returns them in the original order.
 #[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnixPending {
-    /// Inode of the embryonic (not yet accepted) socket; no process holds it.
-    pub embryo: u64,
     /// Inode of the client socket.
     pub client: u64,
 }
+
+/// The peer of a client whose connection waits in a listener's queue: the embryonic socket, which has no
+/// inode (sock_diag reports 0).
+pub const PENDING_PEER: u64 = 0;
 
 /// Shutdown bit: this socket receives no more (`shutdown(SHUT_RD)` here, or `SHUT_WR` by the stream peer).
 /// The kernel's `RCV_SHUTDOWN`, as `UNIX_DIAG_SHUTDOWN` reports it.
