@@ -439,8 +439,6 @@ fn sockpeers_detect_lost_state() -> Result<()> {
             "pending-new-connection",
             "dgram-queue-senders",
             "dgram-clients",
-            "dgram-socketpair-reconnected",
-            "dgram-socketpair-disconnected",
             "extpeer-connected",
             "udp-names",
             "udp-traffic",

@@ -412,6 +412,16 @@ pub fn dump(pid: u32, ino: u64, diag: &DiagMap, dup: &OwnedFd) -> Result<DescKin
     if sock_type == libc::SOCK_DGRAM {
         let mutual = peer.is_some_and(|p| diag.get(&p).and_then(|d| d.peer) == Some(ino));
         if !(mutual && name.is_empty() && peer_name.is_empty()) {
+            if peer.is_some() && peer_name.is_empty() {
+                // Only a socketpair connects to an unnamed socket; when the partner then connected
+                // elsewhere the kernel purged its queue and left a one-shot ECONNRESET (sk_err) on this
+                // one, which neither a dump can read without clearing nor a restore set.
+                return Err(FdError::Socket(
+                    "datagram socket connected to an unnamed socket that is not its pair (not \
+                     supported: its pending ECONNRESET cannot be carried)"
+                        .into(),
+                ));
+            }
             if peer.is_some_and(|p| peer_closed(p, diag)) {
                 return Err(FdError::Socket(format!(
                     "unix datagram socket{} is connected to a socket{} that was closed (its next send \

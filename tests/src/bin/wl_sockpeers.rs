@@ -426,11 +426,24 @@ fn set_up_dgram(args: &WorkloadArgs) -> Result<Dgram, WorkloadError> {
         Ok((sv[0], sv[1]))
     };
     let (a, b) = pair()?;
+    let (c, e) = pair()?;
+    if !DGRAM_SOCKETPAIRS {
+        return Ok(Dgram {
+            srv,
+            srv_at,
+            k1,
+            k2,
+            k2_name,
+            a,
+            b,
+            c,
+            e,
+        });
+    }
     send(b, b"to-a")
         .and_then(|_| send(a, b"to-b"))
         .map_err(|_| setup_err("send"))?;
     connect_unix(b, &srv_at).map_err(|_| setup_err("connect b"))?;
-    let (c, e) = pair()?;
     send(c, b"to-e").map_err(|_| setup_err("send"))?;
     disconnect(e).map_err(|_| setup_err("disconnect e"))?;
     Ok(Dgram {
@@ -581,7 +594,7 @@ fn inject_fault(s: &State) {
             }
         }
         State::Dgram(d) => {
-            for fd in [d.srv, d.k1, d.k2, d.a, d.b, d.c, d.e] {
+            for fd in [d.srv, d.k1, d.k2] {
                 replace(fd, fresh(libc::SOCK_DGRAM));
             }
         }
@@ -727,6 +740,17 @@ fn verify_dgram(d: &Dgram, r: &mut Report) {
             .and_then(|()| expect_eq("k2 send", send(d.k2, b"k2"), Ok(2)))
             .and_then(|()| expect_eq("server gets", recv_from(d.srv), q(&d.k2_name, b"k2"))),
     );
+    if DGRAM_SOCKETPAIRS {
+        verify_socketpairs(d, r);
+    }
+}
+
+/// Datagram socketpairs whose one end reconnected or disconnected are refused at dump (the kernel leaves a
+/// pending ECONNRESET on the other end that cannot be carried): not part of the `dgram` kind.
+const DGRAM_SOCKETPAIRS: bool = false;
+
+fn verify_socketpairs(d: &Dgram, r: &mut Report) {
+    let q = |from: &[u8], data: &[u8]| Ok((data.to_vec(), from.to_vec()));
     r.check(
         "dgram-socketpair-reconnected",
         expect_eq("a queued", recv(d.a), Ok(b"to-a".to_vec()))
