@@ -417,6 +417,7 @@ impl Dump {
         let mut entries = Vec::with_capacity(tree.tasks.len());
         let mut shmem: Vec<ShmemObject> = Vec::new();
         let mut bytes = 0;
+        let mut waited_stops = std::collections::BTreeMap::new();
         for t in &tree.tasks {
             let mut state = TreeState {
                 writer: &mut writer,
@@ -424,8 +425,15 @@ impl Dump {
                 files: &mut file_descs,
                 known_shmem: &shmem,
                 page_copy: self.page_copy,
+                waited_stops: &mut waited_stops,
             };
-            let dumped = task::dump(&t.task, t.ppid, &mut state, progress)?;
+            let stopped_children: Vec<u32> = tree
+                .tasks
+                .iter()
+                .filter(|c| c.ppid == Some(t.task.pid()) && c.task.was_stopped())
+                .map(|c| c.task.pid())
+                .collect();
+            let dumped = task::dump(&t.task, t.ppid, &stopped_children, &mut state, progress)?;
             entries.push(dumped.pstree);
             shmem.extend(dumped.shmem);
             bytes += dumped.bytes;

@@ -68,6 +68,8 @@ pub struct SeizedTask {
     threads: Vec<u32>,
     /// The task was in a job-control stop; it stays stopped after detach.
     stopped: bool,
+    /// The signal of that stop, as its group-stop trap (`PTRACE_EVENT_STOP`) reported it.
+    stop_signal: Option<i32>,
     released: bool,
     /// Ptrace requests are bound to the seizing thread.
     _not_send: PhantomData<*const ()>,
@@ -182,6 +184,7 @@ impl SeizedTask {
             identity,
             threads: Vec::new(),
             stopped: before.state == 'T',
+            stop_signal: None,
             released: false,
             _not_send: PhantomData,
         };
@@ -197,6 +200,9 @@ impl SeizedTask {
             ptrace::interrupt(npid).map_err(ptrace_err(pid, "PTRACE_INTERRUPT"))?;
             task.wait_for_event_stop(pid)?;
         }
+        // The trap tells, not the state read before the seize: a task read as `T` may have been continued
+        // since (its trap is then a plain SIGTRAP), and one read as running may have stopped meanwhile.
+        task.stopped = task.stop_signal.is_some();
         task.seize_threads()?;
         task.consume_pending_sigstop()?;
         // Pid-reuse guard: the process we stopped must be the one whose identity we read.
@@ -230,6 +236,7 @@ impl SeizedTask {
             },
             threads: Vec::new(),
             stopped: before.state == 'T',
+            stop_signal: None,
             released: false,
             _not_send: PhantomData,
         };
@@ -286,6 +293,8 @@ impl SeizedTask {
                 Err(e) => return Err(e),
             }
         }
+        // As in `seize`: the traps tell whether the task is in a job-control stop.
+        self.stopped = self.stop_signal.is_some();
         self.seize_threads()?;
         self.consume_pending_sigstop()?;
         match ProcessIdentity::current(pid) {
@@ -423,8 +432,10 @@ impl SeizedTask {
             match wait_stop(pid).map_err(ptrace_err(pid, "wait for stop"))? {
                 TraceeStop::Event { sig, event } if event == libc::PTRACE_EVENT_STOP => {
                     if matches!(Signal::try_from(sig), Ok(s) if is_stop_signal(s)) {
-                        // A group stop: the task was (or has just become) stopped by job control.
+                        // A group stop: the task was (or has just become) stopped by job control. The
+                        // kernel reports the signal of the group stop (its JOBCTL_STOP_SIGMASK bits).
                         self.stopped = true;
+                        self.stop_signal = Some(sig);
                     }
                     return Ok(());
                 }
@@ -465,6 +476,11 @@ impl SeizedTask {
     /// Whether the task was in a job-control stop when seized.
     pub fn was_stopped(&self) -> bool {
         self.stopped
+    }
+
+    /// The signal of the job-control stop, when the task was in one and its trap said which.
+    pub fn stop_signal(&self) -> Option<i32> {
+        self.stop_signal.filter(|_| self.stopped)
     }
 
     /// Lets the task go. It continues exactly where it was (or stays job-control stopped).

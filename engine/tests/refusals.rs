@@ -173,11 +173,21 @@ fn scenario(kind: RefusalKind) -> Scenario {
             (c, pid)
         }
         RefusalKind::DeletedDirectory => {
+            // A removed root with the working directory outside it (chroot leaves the cwd where it was).
             let gone = dir.path().join("gone");
             std::fs::create_dir(&gone).unwrap();
-            let c = spawn(&sleep, &gone);
+            let c = spawn(
+                &[
+                    "perl",
+                    "-e",
+                    "chroot('gone') or die; $0 = 'chrooted'; sleep 1000",
+                ],
+                dir.path(),
+            );
             let pid = c.id();
-            wait_until("sleep", || comm(pid) == "sleep");
+            wait_until("perl to chroot", || {
+                std::fs::read_link(format!("/proc/{pid}/root")).is_ok_and(|r| r.ends_with("gone"))
+            });
             std::fs::remove_dir(&gone).unwrap();
             (c, pid)
         }

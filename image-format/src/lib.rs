@@ -53,7 +53,9 @@ pub const FORMAT_MAJOR: u16 = 3;
 /// 1: `ThreadCore` version 2 (every thread's credentials).
 /// 2: record kinds `Seccomp` (15) and `ProcessAttrs` (16), `InodeAttrs` (27); `FileDescs` version 2 (unix
 ///    sockets' shutdown state, unlinked paths, closed peers, unconnected ones).
-pub const FORMAT_MINOR: u16 = 2;
+/// 3: `TaskCore` version 2 (job-control stop signal and the parent's wait, removed working and root
+///    directories).
+pub const FORMAT_MINOR: u16 = 3;
 
 /// The architecture this build reads and writes images for (as `std::env::consts::ARCH` spells it);
 /// register state in an image is only meaningful on the same architecture.

@@ -185,7 +185,7 @@ fn a_newer_version_of_a_real_kind_is_refused_by_load() {
     common::reseal_inventory(&dir);
     let text = Image::load(&dir).unwrap_err().to_string();
     let want = format!(
-        "{file}: record kind 4 (TaskCore) is at schema version {newer}, newer than what this build reads (version {})",
+        "{file}: record kind 4 (TaskCore) is at schema version {newer}, newer than what this build reads (version {}",
         TaskCore::VERSION
     );
     assert!(text.contains(&want), "{text}");
@@ -363,6 +363,28 @@ fn format_3_2_all_kinds_image_is_read() {
         .any(|d| matches!(d.kind, DescKind::UnixUnconnected { .. })));
     let old = Image::load(&fixture("format-3.1-all-kinds")).unwrap();
     assert_eq!(conn(&old), (None, None));
+}
+
+/// The format 3.3 all-kinds image (`TaskCore` version 2) reads back the same, with a child's job-control
+/// stop and a removed working directory; in the 3.2 one, written at version 1, neither is known.
+#[test]
+fn format_3_3_all_kinds_image_is_read() {
+    let dir = fixture("format-3.3-all-kinds");
+    let img = Image::load(&dir).unwrap();
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("format-3.3-all-kinds.json")).unwrap(),
+    )
+    .unwrap();
+    if let Err(e) = contains(&expected, &image_json(&dir), "") {
+        panic!("the format 3.3 all-kinds image reads differently: {e}");
+    }
+    assert!(img.tasks.iter().any(|t| t.core.job_stop.is_some()));
+    assert!(img.tasks.iter().any(|t| t.core.cwd_removed.is_some()));
+    let old = Image::load(&fixture("format-3.2-all-kinds")).unwrap();
+    assert!(old
+        .tasks
+        .iter()
+        .all(|t| t.core.job_stop.is_none() && t.core.cwd_removed.is_none()));
 }
 
 /// The image `dormant dump` of this release wrote of `busybox sleep` is read with every check passing.

@@ -298,3 +298,77 @@ pub fn posix_timers(
     }
     Ok(states)
 }
+
+/// Whether the task (a parent) would be told of its child `child` (its pid as the task sees it) being
+/// stopped, i.e. the child's group stop is still to be collected with `waitpid(WUNTRACED)`:
+/// `waitid(P_PID, child, WSTOPPED | WNOHANG | WNOWAIT)`, which leaves the report where it is.
+pub fn stop_report_pending(
+    scratch: &mut RemoteScratch<'_>,
+    child: i32,
+) -> Result<bool, ParasiteError> {
+    const SIGINFO_LEN: usize = 128;
+    // si_pid: after si_signo, si_errno, si_code (and padding to 16 on 64-bit).
+    const SI_PID: usize = 16;
+    if scratch.len() < SIGINFO_LEN {
+        return Err(ParasiteError::ShortMem {
+            tid: scratch.task().tid(),
+            op: "waitid siginfo in scratch",
+            addr: scratch.addr(),
+            len: SIGINFO_LEN,
+            done: scratch.len(),
+        });
+    }
+    scratch.write(0, &[0u8; SIGINFO_LEN])?;
+    let info = scratch.addr();
+    let ret = scratch.task().syscall(
+        libc::SYS_waitid,
+        [
+            libc::P_PID as u64,
+            child as u64,
+            info,
+            (libc::WSTOPPED | libc::WNOHANG | libc::WNOWAIT) as u64,
+            0,
+            0,
+        ],
+    )?;
+    scratch.task().check_ret("waitid(WSTOPPED|WNOWAIT)", ret)?;
+    let mut pid = [0u8; 4];
+    scratch.read(SI_PID, &mut pid)?;
+    Ok(i32::from_le_bytes(pid) != 0)
+}
+
+/// Collects the stop report of child `child` (its pid as the task sees it), as the task's own
+/// `waitpid(child, WUNTRACED | WNOHANG)` would; `Ok(false)` when there is none (yet).
+pub fn collect_stop_report(task: &mut RemoteTask, child: i32) -> Result<bool, ParasiteError> {
+    let ret = task.syscall(
+        libc::SYS_wait4,
+        [
+            child as u64,
+            0,
+            (libc::WUNTRACED | libc::WNOHANG) as u64,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    Ok(task.check_ret("wait4(WUNTRACED)", ret)? != 0)
+}
+
+/// Takes one pending `sig` off the task's queues without delivering it (`rt_sigtimedwait` with a zero
+/// timeout); `Ok(false)` when none was pending.
+pub fn dequeue_signal(scratch: &mut RemoteScratch<'_>, sig: i32) -> Result<bool, ParasiteError> {
+    // The set at 0, a zero timespec at 16.
+    let mut buf = [0u8; 32];
+    buf[..8].copy_from_slice(&(1u64 << (sig - 1)).to_le_bytes());
+    scratch.write(0, &buf)?;
+    let base = scratch.addr();
+    let ret = scratch.task().syscall(
+        libc::SYS_rt_sigtimedwait,
+        [base, 0, base + 16, SIGSET_SIZE, 0, 0],
+    )?;
+    if ret == -(libc::EAGAIN as i64) {
+        return Ok(false);
+    }
+    scratch.task().check_ret("rt_sigtimedwait", ret)?;
+    Ok(true)
+}

@@ -13,12 +13,12 @@ pub enum Refusal {
     #[error("pid {pid} thread {tid}: {reason}; a restore could not give it its credentials")]
     Credentials { pid: u32, tid: u32, reason: String },
     #[error(
-        "pid {pid}: its {what} {path} was removed; restoring a removed {what} is not implemented yet"
+        "pid {pid}: its root directory {path} was removed and its working directory is elsewhere; a removed \
+         root is only restored when the task works in it"
     )]
     DeletedDirectory {
         pid: u32,
-        /// "working directory" or "root directory".
-        what: &'static str,
+        /// The removed root directory, without the kernel's " (deleted)".
         path: String,
     },
     #[error(
@@ -171,14 +171,14 @@ pub fn check(tasks: &[TaskFacts], runner: &Runner) -> Result<(), Refusal> {
             }
         }
         attributes(t, runner)?;
-        for (what, path) in [("working directory", &t.cwd), ("root directory", &t.root)] {
-            if path.ends_with(DELETED) {
-                return Err(Refusal::DeletedDirectory {
-                    pid: t.pid.0,
-                    what,
-                    path: path.trim_end_matches(DELETED).to_string(),
-                });
-            }
+        // A removed working directory is recreated, entered and removed again; so is a removed root the
+        // task works in (`chroot(".")` once it is removed). A removed root with the working directory
+        // elsewhere would need the root entered from outside it, which nothing can name any more.
+        if t.root.ends_with(DELETED) && t.cwd != t.root {
+            return Err(Refusal::DeletedDirectory {
+                pid: t.pid.0,
+                path: t.root.trim_end_matches(DELETED).to_string(),
+            });
         }
     }
     Ok(())
@@ -406,14 +406,19 @@ mod tests {
         let mut t = task(10, &[10], &[(NsKind::User, 9)]);
         t.creds[0].1.uids = [1000; 4];
         assert!(crate::creds::check_in_user_namespace(10, 10, &t.creds[0].1, &root.creds).is_err());
+        // A removed working directory is restored, and so is a removed root the task works in.
         let mut t = task(10, &[10], &[]);
         t.cwd = "/tmp/gone (deleted)".into();
+        assert_eq!(kind_of(&[t.clone()]), None);
+        t.root = t.cwd.clone();
+        assert_eq!(kind_of(&[t.clone()]), None);
+        // A removed root with the working directory elsewhere is not.
+        t.cwd = "/tmp".into();
         let r = check(&[t], &root).unwrap_err();
         assert_eq!(
             r,
             Refusal::DeletedDirectory {
                 pid: 10,
-                what: "working directory",
                 path: "/tmp/gone".into()
             }
         );

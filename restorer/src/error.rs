@@ -145,6 +145,10 @@ pub enum RestoreError {
         source: nix::Error,
     },
 
+    /// Putting a restored task back in its job-control stop failed.
+    #[error("pid {pid}: putting it back in its job-control stop: {what}")]
+    JobStop { pid: u32, what: String },
+
     /// Removing the blob area from the restored task failed.
     #[error("pid {pid}: removing the restorer area: {source}")]
     Cleanup { pid: u32, source: ParasiteError },

@@ -156,9 +156,12 @@ fn write_image_with(pid: u32, corrupt_vdso: bool, edit: impl FnOnce(&mut Parts))
         child_subreaper: None,
         shared_pending: Vec::new(),
         stopped: false,
+        job_stop: None,
         cwd: cwd.to_str().unwrap().into(),
         root: "/".into(),
         posix_timers: Vec::new(),
+        cwd_removed: None,
+        root_removed: None,
     };
     let stack_top = STACK + STACK_PAGES * PAGE;
     let regs = GpRegs {

@@ -290,9 +290,12 @@ fn capture(pid: i32, image: &Path, fifo: &Path) {
         child_subreaper: None,
         shared_pending: Vec::new(),
         stopped: false,
+        job_stop: None,
         cwd: "/".into(),
         root: "/".into(),
         posix_timers: Vec::new(),
+        cwd_removed: None,
+        root_removed: None,
     };
     w.write_records(&names::core(p), &[core]).unwrap();
     w.commit(InventoryInfo {

@@ -352,6 +352,80 @@ fn tcp_sockets_on_port(port: u16) -> std::io::Result<Vec<u8>> {
 /// epoll set and TCP listener).
 #[test]
 fn redis_keys_survive() -> Result<()> {
+    redis_round_trip(&[], |_| Ok(()))
+}
+
+/// The status lines of every thread of `pid` that make up its credentials, by tid.
+fn redis_creds(pid: u32) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in dir.flatten() {
+        let text = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let lines = text
+            .lines()
+            .filter(|l| {
+                [
+                    "Uid:", "Gid:", "Groups:", "CapInh:", "CapPrm:", "CapEff:", "CapAmb:",
+                ]
+                .iter()
+                .any(|k| l.starts_with(k))
+            })
+            .map(str::to_string)
+            .collect();
+        out.push((t.file_name().to_string_lossy().into_owned(), lines));
+    }
+    out.sort();
+    out
+}
+
+/// Debian's redis-server as its package runs it, under its own `redis` user (`setpriv --reuid redis
+/// --regid redis --init-groups`, no capabilities), with 10,000 keys: restored, every key reads back, and
+/// every thread runs as redis with its groups and no capability, exactly as dumped.
+#[test]
+fn redis_as_redis_user_keys_survive() -> Result<()> {
+    let uid = std::process::Command::new("id")
+        .args(["-u", "redis"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    assert!(
+        !uid.is_empty(),
+        "no redis user (the redis-server package makes it)"
+    );
+    let mut before = Vec::new();
+    redis_round_trip(
+        &["--reuid", "redis", "--regid", "redis", "--init-groups"],
+        |(pid, dumped)| {
+            let now = redis_creds(pid);
+            if dumped {
+                before = now;
+                return Ok(());
+            }
+            let as_redis = |line: &String| {
+                !line.starts_with("Uid:") || line.split_whitespace().skip(1).all(|v| v == uid)
+            };
+            let no_caps =
+                |line: &String| !line.starts_with("Cap") || line.ends_with("0000000000000000");
+            let all_redis = now
+                .iter()
+                .all(|(_, l)| l.iter().all(|x| as_redis(x) && no_caps(x)));
+            if now != before || !all_redis || now.len() < 2 {
+                return Err(format!("credentials {now:?}, dumped {before:?}"));
+            }
+            Ok(())
+        },
+    )
+}
+
+/// redis-server (under `setpriv PRIV` when `privs` is not empty) with 10,000 keys, dumped once its
+/// client is gone, restored, PINGed and read back; `check((pid, before_dump))` runs right before the
+/// dump and after the restore.
+fn redis_round_trip(
+    privs: &[&str],
+    mut check: impl FnMut((u32, bool)) -> std::result::Result<(), String>,
+) -> Result<()> {
     const KEYS: usize = 10_000;
     require_root()?;
     harness::dormant_bin()?;
@@ -366,7 +440,25 @@ fn redis_keys_survive() -> Result<()> {
             source: e,
         })?;
     let port_s = port.to_string();
-    let mut w = Workload::start(Spec::plain("redis", &server).args([
+    // Its own working directory, which the redis user can enter: redis loads `dump.rdb` from there.
+    let dir = harness::Scratch::new("redis")?;
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .map_err(|e| harness::HarnessError::Io {
+        what: "opening the redis directory to its user".into(),
+        path: dir.path().into(),
+        source: e,
+    })?;
+    let dir_s = dir.path().to_string_lossy().into_owned();
+    let server_s = server.to_string_lossy().into_owned();
+    let mut argv: Vec<&str> = Vec::new();
+    if !privs.is_empty() {
+        argv.extend_from_slice(privs);
+        argv.push(&server_s);
+    }
+    argv.extend_from_slice(&[
         "--port",
         &port_s,
         "--bind",
@@ -377,7 +469,15 @@ fn redis_keys_survive() -> Result<()> {
         "no",
         "--daemonize",
         "no",
-    ]))?;
+        "--dir",
+        &dir_s,
+    ]);
+    let program = if privs.is_empty() {
+        server.clone()
+    } else {
+        harness::find_program("setpriv")?
+    };
+    let mut w = Workload::start(Spec::plain("redis", &program).args(argv))?;
     let ping = || {
         harness::wait_until(Duration::from_secs(30), || {
             redis_cli(&cli, port, &["PING".into()], None).is_ok_and(|o| o.trim() == "PONG")
@@ -418,12 +518,14 @@ fn redis_keys_survive() -> Result<()> {
             tcp_sockets_on_port(port)
         )));
     }
+    check((w.pid() as u32, true)).map_err(|e| w.fail(e))?;
     w.dump(false)?;
     let mut r = w.restore()?;
     let result = (|| {
         if !ping() {
             return Err(w.fail("restored redis-server does not answer PING"));
         }
+        check((w.pid() as u32, false)).map_err(|e| w.fail(format!("after restore: {e}")))?;
         let mut mget = vec!["MGET".to_string()];
         mget.extend((0..KEYS).map(|i| format!("key:{i}")));
         let out = redis_cli(&cli, port, &mget, None).map_err(|e| w.fail(format!("MGET: {e}")))?;

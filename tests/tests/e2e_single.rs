@@ -122,6 +122,38 @@ fn timens_dump_restore() -> Result<()> {
     Ok(())
 }
 
+/// `wl_fs`: a working directory removed while in use, and a child chrooted into a directory that was then
+/// removed: each is recreated with its mode and owner, entered and removed again, so `/proc` reads
+/// `(deleted)`, `getcwd` fails with ENOENT and the directory has no links.
+fn removed_dirs() -> Spec {
+    Spec::workload("wl_fs", env!("CARGO_BIN_EXE_wl_fs"))
+}
+
+#[test]
+fn removed_dirs_pass_untouched() -> Result<()> {
+    harness::require_root()?;
+    harness::self_check(removed_dirs())?;
+    Ok(())
+}
+
+/// The directories recreated but not removed (what a restore that forgets the rmdir leaves): the checks
+/// notice.
+#[test]
+fn removed_dirs_detect_damage() -> Result<()> {
+    harness::require_root()?;
+    harness::self_check_fails(
+        removed_dirs().args([dormant_tests::workload::INJECT_FAULT]),
+        &["cwd-removed", "root-removed", "root-attrs"],
+    )?;
+    Ok(())
+}
+
+#[test]
+fn removed_dirs_dump_restore() -> Result<()> {
+    harness::dump_restore(removed_dirs())?;
+    Ok(())
+}
+
 #[test]
 fn memory_leave_running_then_restore() -> Result<()> {
     harness::leave_running_then_restore(memory())?;

@@ -126,6 +126,28 @@ fn process_attributes_dump_restore() -> Result<()> {
     Ok(())
 }
 
+fn jobctl() -> Spec {
+    Spec::workload("wl_jobctl", env!("CARGO_BIN_EXE_wl_jobctl"))
+}
+
+/// Children stopped by SIGSTOP and by SIGTSTP (one of them two threads) whose stops the parent has not
+/// collected, and one whose stop it has: each comes back stopped by its own signal, the parent's
+/// `waitpid(WUNTRACED)` reports the first two with their signals and nothing for the third, no SIGCHLD is
+/// pending that was not, and each runs again on SIGCONT.
+#[test]
+fn job_control_stops_dump_restore() -> Result<()> {
+    harness::dump_restore(jobctl())?;
+    Ok(())
+}
+
+/// The same, dumped twice with the tree left running in between (a dump must leave the stops and the
+/// parent's view of them as they were).
+#[test]
+fn job_control_stops_leave_running_then_restore() -> Result<()> {
+    harness::leave_running_then_restore(jobctl())?;
+    Ok(())
+}
+
 fn orphans() -> Spec {
     Spec::workload("wl_orphans", env!("CARGO_BIN_EXE_wl_orphans"))
 }

@@ -271,6 +271,27 @@ fn memattrs_detects_damage() -> Result<()> {
     Ok(())
 }
 
+fn jobctl() -> Spec {
+    Spec::workload("wl_jobctl", env!("CARGO_BIN_EXE_wl_jobctl"))
+}
+
+#[test]
+fn jobctl_passes_untouched() -> Result<()> {
+    harness::self_check(jobctl())?;
+    Ok(())
+}
+
+/// A child continued instead of stopped, one stopped by the wrong signal, one whose collected stop is
+/// reported again (what a restore that gets job control wrong leaves): every check notices.
+#[test]
+fn jobctl_detects_damage() -> Result<()> {
+    harness::self_check_fails(
+        jobctl().args([INJECT_FAULT]),
+        &["a-stopped", "b-stopped", "c-stopped", "sigchld"],
+    )?;
+    Ok(())
+}
+
 fn seccomp() -> Spec {
     Spec::workload("wl_seccomp", env!("CARGO_BIN_EXE_wl_seccomp"))
 }

@@ -1,14 +1,16 @@
-//! Per-process attributes: name, personality, and the prctl flags only the task can report (dumpable,
-//! parent-death signal, child subreaper; see [`super::remote`]); and what each thread has of its own,
-//! read from outside: scheduling policy, priority and nice (`sched_getattr`), CPU affinity, I/O
-//! priority, timer slack (`/proc/<tid>/timerslack_ns`), with the process's OOM score adjustment.
+//! Per-process attributes: name, personality, the prctl flags only the task can report (dumpable,
+//! parent-death signal, child subreaper; see [`super::remote`]), and its job-control stop; and what each
+//! thread has of its own, read from outside: scheduling policy, priority and nice (`sched_getattr`), CPU
+//! affinity, I/O priority, timer slack (`/proc/<tid>/timerslack_ns`), with the process's OOM score
+//! adjustment.
 
-use dormant_image::records::{Pid, ProcessAttrs, SchedParams, ThreadAttrs, Tid};
+use dormant_image::records::{JobStop, Pid, ProcessAttrs, SchedParams, ThreadAttrs, Tid};
 use dormant_parasite::query::TaskSnapshot;
 use dormant_sys::process::SCHED_FLAG_RESET_ON_FORK;
 
 use crate::error::{DumpError, Result};
 use crate::proc;
+use crate::seize::SeizedTask;
 
 /// The prctl flags of a process as records carry them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +48,27 @@ pub fn prctl_flags(snap: &TaskSnapshot) -> PrctlFlags {
         pdeathsig: Some(snap.pdeathsig as u32),
         child_subreaper: Some(snap.child_subreaper),
     }
+}
+
+/// The job-control stop of `task`, if it was in one: the signal its group-stop trap reported (SIGSTOP
+/// when none did) and whether its parent had collected it (`parent_waited`, asked in the parent; `None`
+/// for the root, whose parent is not dumped: it counts as not collected).
+pub fn job_stop(task: &SeizedTask, parent_waited: Option<bool>) -> Option<JobStop> {
+    task.was_stopped().then(|| JobStop {
+        signal: task.stop_signal().unwrap_or(libc::SIGSTOP) as u32,
+        parent_waited: parent_waited.unwrap_or(false),
+    })
+}
+
+/// The pid of `pid` in its own (innermost) pid namespace, as its parent names it (`NSpid`).
+pub fn inner_pid(pid: u32) -> Result<u32> {
+    let text = proc::read_string(pid, "status")?;
+    let status = proc::status::parse(&text).map_err(|reason| DumpError::ProcParse {
+        pid,
+        file: "status",
+        reason,
+    })?;
+    Ok(status.ns_pids.last().copied().unwrap_or(pid))
 }
 
 /// The per-thread attributes of `pid` (threads `tids`, the leader first, with the parent-death signal

@@ -46,6 +46,9 @@ pub struct TreeState<'a> {
     /// Shared-memory objects stored by the tasks dumped before.
     pub known_shmem: &'a [ShmemObject],
     pub page_copy: pages::PageCopy,
+    /// Whether the parent of each job-control-stopped task had already collected its stop, by the
+    /// child's pid: filled when the parent is dumped (parents come first), read by the child's dump.
+    pub waited_stops: &'a mut std::collections::BTreeMap<u32, bool>,
 }
 
 /// What one task's dump produced for the tree-wide records.
@@ -58,10 +61,12 @@ pub struct DumpedTask {
     pub bytes: u64,
 }
 
-/// Collects one seized process (`ppid`: its parent in the tree) and writes its records and page store.
+/// Collects one seized process (`ppid`: its parent in the tree; `stopped_children`: its children in the
+/// tree that are in a job-control stop) and writes its records and page store.
 pub fn dump(
     task: &SeizedTask,
     ppid: Option<u32>,
+    stopped_children: &[u32],
     tree_state: &mut TreeState<'_>,
     progress: &mut Progress,
 ) -> Result<DumpedTask> {
@@ -76,6 +81,13 @@ pub fn dump(
 
     // In-process state, before the mappings are read (the scratch mapping is gone again by then).
     let remote = remote::query_process(pid)?;
+    let children = stopped_children
+        .iter()
+        .map(|&c| Ok((c, attrs::inner_pid(c)?)))
+        .collect::<Result<Vec<_>>>()?;
+    tree_state
+        .waited_stops
+        .extend(remote::stop_reports(pid, &children)?);
     let mut thread_remote = vec![remote::leader_thread(&remote)];
     for t in thread_regs.iter().skip(1) {
         thread_remote.push(remote::query_thread(pid, t.tid)?);
@@ -111,7 +123,9 @@ pub fn dump(
         vmas: vmas.iter().map(|v| v.vma.clone()).collect(),
         attrs: Some(remote.mm_attrs),
     };
-    let core = state.core(task, &remote, shared_pending);
+    let parent_waited = tree_state.waited_stops.get(&pid).copied();
+    let mut core = state.core(task, &remote, shared_pending);
+    core.job_stop = attrs::job_stop(task, parent_waited);
     let threads: Vec<ThreadCore> = thread_regs
         .into_iter()
         .zip(thread_remote)
@@ -218,9 +232,12 @@ impl ProcState {
             child_subreaper: flags.child_subreaper,
             shared_pending,
             stopped: task.was_stopped(),
+            job_stop: None,
             cwd: self.fs.cwd.clone(),
             root: self.fs.root.clone(),
             posix_timers: remote.posix_timers.clone(),
+            cwd_removed: self.fs.cwd_removed,
+            root_removed: self.fs.root_removed,
         }
     }
 }

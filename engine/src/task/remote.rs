@@ -107,3 +107,30 @@ pub fn leader_thread(p: &ProcessRemote) -> ThreadRemote {
         pdeathsig: p.snap.pdeathsig as u32,
     }
 }
+
+/// For each stopped child of `pid` (`(child, its pid as pid sees it)`), whether `pid` has already
+/// collected the child's stop with `waitpid(WUNTRACED)`: asked in the parent with a `waitid(WNOWAIT)`
+/// that leaves any report in place.
+pub fn stop_reports(pid: u32, children: &[(u32, u32)]) -> Result<Vec<(u32, bool)>> {
+    if children.is_empty() {
+        return Ok(Vec::new());
+    }
+    let perr = parasite_err(pid, "stopped children's wait status");
+    let mut task = RemoteTask::new(RTid(pid as i32)).map_err(&perr)?;
+    let asked = task.scratch(SCRATCH_SIGINFO).and_then(|mut scratch| {
+        children
+            .iter()
+            .map(|&(child, inner)| {
+                query::stop_report_pending(&mut scratch, inner as i32)
+                    .map(|pending| (child, !pending))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+    });
+    let ended = task.finish();
+    let waited = asked.map_err(&perr)?;
+    ended.map_err(perr)?;
+    Ok(waited)
+}
+
+/// Scratch bytes a `siginfo_t` needs.
+const SCRATCH_SIGINFO: usize = 128;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use proptest_derive::Arbitrary;
 
 use super::creds::Creds;
+use super::fs::RemovedDir;
 use super::ids::{Pid, Tid};
 use super::rlimits::Rlimit;
 use super::signals::{SigAction, SigInfo};
@@ -41,13 +42,90 @@ pub struct TaskCore {
     pub shared_pending: Vec<SigInfo>,
     /// The task was stopped (job control) at dump time and must be stopped again after restore.
     pub stopped: bool,
+    /// How it was stopped, when `stopped`; `None` also in images of schema version 1, which did not
+    /// record it (their restore stops the task with SIGSTOP and tells its parent anew).
+    pub job_stop: Option<JobStop>,
     /// Working directory and root directory (`/proc/pid/cwd`, `/proc/pid/root`), as paths in the task's
-    /// mount namespace.
+    /// mount namespace. A removed directory keeps the kernel's ` (deleted)` suffix and has its
+    /// attributes in `cwd_removed` / `root_removed`.
     pub cwd: String,
     pub root: String,
     /// POSIX timers (`timer_create`), ascending by id.
     pub posix_timers: Vec<PosixTimer>,
+    /// The removed working directory's attributes (the restore recreates it, enters it and removes it
+    /// again); `None` when the working directory exists.
+    pub cwd_removed: Option<RemovedDir>,
+    /// The same for a removed root directory.
+    pub root_removed: Option<RemovedDir>,
 }
+
+/// A job-control stop (`T` in `/proc/pid/stat`): which signal stopped the task, and whether its parent
+/// has already collected the stop with `waitpid(WUNTRACED)`. The kernel reports a group stop to the
+/// parent once (`signal->group_exit_code`, cleared by the wait); the restore re-creates the stop with the
+/// same signal and, when the parent had already waited, collects the new report in the parent, so the
+/// parent neither misses a report it was owed nor sees one twice.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStop {
+    /// SIGSTOP, SIGTSTP, SIGTTIN or SIGTTOU.
+    pub signal: u32,
+    /// The parent (in the tree) already collected the stop; `false` for the root, whose parent is not
+    /// part of the image.
+    pub parent_waited: bool,
+}
+
+/// Schema version 1 of [`TaskCore`] (before the stop signal, the parent's wait and removed directories
+/// were carried), kept to read older images.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskCoreV1 {
+    pub pid: Pid,
+    pub comm: String,
+    pub personality: u32,
+    pub umask: u32,
+    pub rlimits: Vec<Rlimit>,
+    pub sigactions: Option<Vec<SigAction>>,
+    pub itimers: Option<[ITimer; 3]>,
+    pub creds: Creds,
+    pub dumpable: Option<u32>,
+    pub pdeathsig: Option<u32>,
+    pub child_subreaper: Option<bool>,
+    pub shared_pending: Vec<SigInfo>,
+    pub stopped: bool,
+    pub cwd: String,
+    pub root: String,
+    pub posix_timers: Vec<PosixTimer>,
+}
+
+impl super::kind::Upgrade<TaskCore> for TaskCoreV1 {
+    /// How a stopped task was stopped was not recorded (`None`); a version 1 dump refused removed
+    /// directories.
+    fn upgrade(self) -> Result<TaskCore, String> {
+        Ok(TaskCore {
+            pid: self.pid,
+            comm: self.comm,
+            personality: self.personality,
+            umask: self.umask,
+            rlimits: self.rlimits,
+            sigactions: self.sigactions,
+            itimers: self.itimers,
+            creds: self.creds,
+            dumpable: self.dumpable,
+            pdeathsig: self.pdeathsig,
+            child_subreaper: self.child_subreaper,
+            shared_pending: self.shared_pending,
+            stopped: self.stopped,
+            job_stop: None,
+            cwd: self.cwd,
+            root: self.root,
+            posix_timers: self.posix_timers,
+            cwd_removed: None,
+            root_removed: None,
+        })
+    }
+}
+
+/// The stop signals a job-control stop can come from.
+const STOP_SIGNALS: [i32; 4] = [libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
 
 /// Checks one process record against the pid the process tree gives it, and each kind it carries.
 pub(crate) fn check_task_core(file: &str, pid: Pid, core: &TaskCore, p: &mut Problems) {
@@ -61,7 +139,21 @@ pub(crate) fn check_task_core(file: &str, pid: Pid, core: &TaskCore, p: &mut Pro
     super::signals::check_sigactions(file, core.sigactions.as_deref(), p);
     super::signals::check_siginfos(file, "shared pending signal", &core.shared_pending, p);
     super::timers::check_posix_timers(file, &core.posix_timers, p);
-    super::fs::check_fs(file, &core.cwd, &core.root, core.umask, p);
+    super::fs::check_fs(file, core, p);
+    if let Some(stop) = core.job_stop {
+        if !core.stopped {
+            p.add(file, "records how it was stopped but was not stopped");
+        }
+        if !STOP_SIGNALS.contains(&(stop.signal as i32)) {
+            p.add(
+                file,
+                format!(
+                    "job-control stop by signal {}, not a stop signal",
+                    stop.signal
+                ),
+            );
+        }
+    }
 }
 
 /// What the scheduler knows of a thread (`sched_getattr`).

@@ -230,7 +230,7 @@ record_kinds! {
     /// The process tree, root first, parents before children (records/tree.rs).
     3 PsTree(PsTreeEntry) version 1 older [] files [name(PSTREE, "pstree")];
     /// One process's process-wide state (records/attrs.rs).
-    4 TaskCore(TaskCore) version 1 older [] files [numbered(core, Pid, "core-")];
+    4 TaskCore(TaskCore) version 2 older [1 => super::attrs::TaskCoreV1] files [numbered(core, Pid, "core-")];
     /// One thread's registers and signal state (records/threads.rs).
     5 ThreadCore(ThreadCore) version 2 older [1 => ThreadCoreV1] files [numbered(thread, Tid, "thread-")];
     /// One process's address space (records/mm.rs).

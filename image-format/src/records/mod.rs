@@ -33,7 +33,7 @@ pub mod timers;
 pub mod tree;
 pub mod upgrade;
 
-pub use attrs::{ProcessAttrs, SchedParams, TaskCore, ThreadAttrs};
+pub use attrs::{JobStop, ProcessAttrs, SchedParams, TaskCore, ThreadAttrs};
 pub use container::{container_names, ContainerRoot};
 pub use creds::Creds;
 pub use file_identity::{
@@ -45,6 +45,7 @@ pub use files::{
     InetSocket, InodeAttrs, InotifyWatch, LockKind, PtyState, RegFile, TcpConnection, TcpWindow,
     UnixDatagram, UnixPending,
 };
+pub use fs::RemovedDir;
 pub use ids::{FileId, Pid, ShmemId, Tid};
 #[cfg(feature = "arbitrary")]
 pub use kind::ArbitraryKindVisitor;

@@ -142,8 +142,12 @@ fn core(pid: Pid, comm: &str) -> TaskCore {
         pdeathsig: Some(0),
         child_subreaper: Some(pid == ROOT),
         shared_pending: vec![siginfo(10)],
-        stopped: false,
-        cwd: "/work".into(),
+        stopped: pid != ROOT,
+        job_stop: (pid != ROOT).then_some(JobStop {
+            signal: 20,
+            parent_waited: true,
+        }),
+        cwd: "/work/gone (deleted)".into(),
         root: "/".into(),
         posix_timers: vec![PosixTimer {
             id: 0,
@@ -156,6 +160,12 @@ fn core(pid: Pid, comm: &str) -> TaskCore {
             value_ns: 250_000,
             overrun: 0,
         }],
+        cwd_removed: Some(RemovedDir {
+            mode: 0o1750,
+            uid: 1000,
+            gid: 1001,
+        }),
+        root_removed: None,
     }
 }
 

@@ -11,7 +11,7 @@ use dormant_sys::process::{PrctlMmMap, SchedAttr};
 use dormant_sys::signal::{KernelItimerval, KernelSigaction, NSIG, SIGINFO_SIZE};
 
 /// Layout version of [`RestoreArgs`]; the blob refuses a block with another version.
-pub const PROTO_VERSION: u32 = 7;
+pub const PROTO_VERSION: u32 = 8;
 
 /// Name of the blob's entry symbol for the leader thread: `extern "C" fn(args: *const RestoreArgs) -> !`,
 /// entered with a 16-byte aligned stack (it realigns anyway).
@@ -380,6 +380,9 @@ pub enum Step {
     Affinity = 75,
     Ioprio = 76,
     ThreadPdeathsig = 77,
+    /// Recreating a removed working (or root) directory, entering it and removing it again; the detail
+    /// says which call failed (1 mkdir, 2 chown, 3 chmod, 4 chdir, 5 rmdir, 6 chroot).
+    ChildRemovedDir = 80,
 }
 
 /// Exit status base of a failing blob.
@@ -453,6 +456,7 @@ impl Step {
             75 => Affinity,
             76 => Ioprio,
             77 => ThreadPdeathsig,
+            80 => ChildRemovedDir,
             _ => return None,
         })
     }
@@ -524,6 +528,9 @@ impl Step {
             Affinity => "setting a thread's CPU affinity (sched_setaffinity)",
             Ioprio => "setting a thread's I/O priority (ioprio_set)",
             ThreadPdeathsig => "setting a thread's parent-death signal after its credentials",
+            ChildRemovedDir => {
+                "recreating the removed working or root directory, entering it and removing it (child)"
+            }
         }
     }
 }

@@ -60,6 +60,7 @@ struct TaskPlan<'a> {
     rlimits: &'a [RlimitSet],
     cwd: Option<&'a CStr>,
     root: Option<&'a CStr>,
+    removed_cwd: Option<crate::task::RemovedCwd>,
     prctl: ProcessCtl,
     comm: Option<&'a CStr>,
     personality: Option<u32>,
@@ -134,6 +135,7 @@ impl<'a> TaskPlan<'a> {
             rlimits: &l.rlimits,
             cwd: l.cwd.as_deref(),
             root: l.root.as_deref(),
+            removed_cwd: l.removed_cwd,
             prctl: prctl_at(nodes, i, l),
             comm: l.comm.as_deref(),
             personality: l.personality,
@@ -272,7 +274,7 @@ fn take_session(plans: &[ChildPlan<'_>], plan: &ChildPlan<'_>) {
 /// The task's state the child sets itself, kind by kind; the blob does the rest.
 fn enter_task(t: &TaskPlan<'_>) -> Result<(), ChildFailed> {
     task::apply_fds(t.moves, t.keep, t.actions)?;
-    task::apply_fs(t.cwd, t.root, t.umask)?;
+    task::apply_fs(t.cwd, t.root, t.umask, t.removed_cwd)?;
     task::apply_attrs(&t.prctl, t.comm, t.personality)?;
     task::apply_rlimits(t.rlimits)
 }

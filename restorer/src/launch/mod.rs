@@ -21,6 +21,7 @@
 mod child;
 mod fork;
 mod guard;
+mod stops;
 mod tracer;
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -81,6 +82,8 @@ pub struct Launch {
     /// Root directory to `chroot` into after the `chdir` (absolute, in the restorer's view), when the task
     /// was chrooted.
     pub root: Option<std::ffi::CString>,
+    /// The working directory was removed: `cwd` is a stand-in the child creates, enters and removes.
+    pub removed_cwd: Option<crate::task::RemovedCwd>,
     /// Process attributes set with prctl in the child.
     pub prctl: ProcessCtl,
     /// The registers the task must have after its final rt_sigreturn (checked: rip).
@@ -90,8 +93,11 @@ pub struct Launch {
     /// The credentials every thread (the leader first) must have once its blob is done, checked before
     /// the release; `None`: left as inherited, not checked.
     pub thread_creds: Vec<Option<dormant_image::records::Creds>>,
-    /// Stop the task with SIGSTOP once it is released (it was stopped when dumped).
-    pub stopped: bool,
+    /// The job-control stop to put the task back in once it is released (it was stopped when dumped).
+    pub job_stop: Option<dormant_image::records::JobStop>,
+    /// A SIGCHLD was pending for the whole process when it was dumped (see
+    /// [`crate::task::TaskAttrs::sigchld_pending`]).
+    pub sigchld_pending: bool,
     /// Session and process group to give the task before it enters the blob.
     pub session: SessionPlan,
     /// The task's `comm` (PR_SET_NAME), so `ps` shows the restored program, not dormant.

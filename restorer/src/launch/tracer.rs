@@ -26,22 +26,25 @@ use crate::error::RestoreError;
 pub(super) struct Traced {
     /// 0 until known when the kernel chooses it (fresh host pids): the tracer learns it from its parent's
     /// fork event ([`adopt`]).
-    pid: u32,
+    pub(super) pid: u32,
     /// Its pid inside the tree's nested pid namespace, 0 when not in one.
-    ns_pid: u32,
+    pub(super) ns_pid: u32,
     /// Every thread (its `tid` 0 until known) with the rip it must have after its rt_sigreturn, leader
     /// first; empty for a zombie.
-    threads: Vec<OtherThread>,
+    pub(super) threads: Vec<OtherThread>,
     /// The credentials each of `threads` must have (see `Launch::thread_creds`).
     creds: Vec<Option<dormant_image::records::Creds>>,
     /// What is set and checked from outside before the release (see `Launch::finish`).
     finish: crate::task::Finish,
     area: Option<(u64, u64)>,
-    stopped: bool,
+    /// The job-control stop it goes back to once released (see [`super::stops`]).
+    pub(super) job_stop: Option<dormant_image::records::JobStop>,
+    /// SIGCHLD was pending for the whole process when dumped.
+    pub(super) sigchld_pending: bool,
     report: Option<File>,
     /// The wait status it must end with: a zombie's saved one, 0 for a helper; `None` for live tasks.
-    zombie: Option<u32>,
-    helper: bool,
+    pub(super) zombie: Option<u32>,
+    pub(super) helper: bool,
 }
 
 impl Traced {
@@ -61,7 +64,8 @@ impl Traced {
                     expected_rip,
                     other_threads,
                     thread_creds,
-                    stopped,
+                    job_stop,
+                    sigchld_pending,
                     finish,
                     ..
                 } = *l;
@@ -82,7 +86,8 @@ impl Traced {
                     creds: thread_creds,
                     finish,
                     area: Some((area.base, area.end())),
-                    stopped,
+                    job_stop,
+                    sigchld_pending,
                     report: Some(File::from(report_read)),
                     zombie: None,
                     helper: false,
@@ -100,7 +105,8 @@ impl Traced {
                 creds: Vec::new(),
                 finish: Default::default(),
                 area: None,
-                stopped: false,
+                job_stop: None,
+                sigchld_pending: false,
                 report: None,
                 zombie: Some(status),
                 helper: false,
@@ -112,7 +118,8 @@ impl Traced {
                 creds: Vec::new(),
                 finish: Default::default(),
                 area: None,
-                stopped: false,
+                job_stop: None,
+                sigchld_pending: false,
                 report: None,
                 zombie: Some(0),
                 helper: true,
@@ -577,19 +584,19 @@ fn release(
         }
     }
     before_release(pid, &hosts)?;
+    // Children are let go before their parents; a parent is settled with its stopped children before it
+    // is, and a stopped task gets its stop signal right before it is let go (see `stops`).
     for t in traced.iter().rev() {
         if t.helper {
             continue;
         }
+        super::stops::settle_parent(t, traced)?;
+        super::stops::send(t)?;
         for th in t.threads.iter().rev() {
             ptrace::detach(NixPid::from_raw(th.tid as i32), None)
                 .map_err(ptrace_err(th.tid, "DETACH"))?;
         }
-        if t.stopped {
-            kill(NixPid::from_raw(t.pid as i32), Signal::SIGSTOP)
-                .map_err(|e| RestoreError::sys(format!("stopping pid {}", t.pid), e))?;
-        }
         log::info!("pid {}: restored ({} thread(s))", t.pid, t.threads.len());
     }
-    Ok(())
+    super::stops::await_stopped(traced)
 }

@@ -7,7 +7,7 @@
 
 use std::ffi::{CStr, CString};
 
-use dormant_image::records::{ProcessAttrs, ThreadAttrs};
+use dormant_image::records::{JobStop, ProcessAttrs, ThreadAttrs};
 use dormant_restorer_proto::{SchedArg, Step, AFFINITY_WORDS};
 use dormant_sys::process::{
     SchedAttr, IOPRIO_CLASS_NONE, IOPRIO_CLASS_SHIFT, SCHED_BATCH, SCHED_CAPACITY_SCALE,
@@ -61,8 +61,11 @@ pub struct TaskAttrs {
     pub prctl: ProcessCtl,
     pub comm: Option<CString>,
     pub personality: Option<u32>,
-    /// Stop the task with SIGSTOP once it is released (it was stopped when dumped).
-    pub stopped: bool,
+    /// The job-control stop to put the task back in once it is released (it was stopped when dumped).
+    pub job_stop: Option<JobStop>,
+    /// A SIGCHLD was pending for the whole process when it was dumped: a report of a child's stop that
+    /// the restore re-creates then adds nothing to be taken away again.
+    pub sigchld_pending: bool,
 }
 
 pub fn prepare(task: &TaskImage) -> TaskAttrs {
@@ -75,7 +78,17 @@ pub fn prepare(task: &TaskImage) -> TaskAttrs {
         },
         comm: CString::new(core.comm.as_str()).ok(),
         personality: Some(core.personality),
-        stopped: core.stopped,
+        // Images of schema version 1 did not say how: SIGSTOP, reported to the parent anew.
+        job_stop: core.stopped.then(|| {
+            core.job_stop.unwrap_or(JobStop {
+                signal: libc::SIGSTOP as u32,
+                parent_waited: false,
+            })
+        }),
+        sigchld_pending: core
+            .shared_pending
+            .iter()
+            .any(|s| s.0.get(..4) == Some(&libc::SIGCHLD.to_le_bytes()[..])),
     }
 }
 

@@ -41,6 +41,7 @@ pub(crate) use attrs::{apply as apply_attrs, own_slice};
 pub use creds::{verify as verify_creds, ThreadCreds};
 pub(crate) use fds::apply as apply_fds;
 pub(crate) use fs::apply as apply_fs;
+pub use fs::RemovedCwd;
 pub(crate) use rlimits::apply as apply_rlimits;
 pub use seccomp::ThreadSeccompInput;
 
@@ -155,11 +156,13 @@ pub fn prepare(
         rlimits: rlimits::prepare(task),
         cwd: fs.cwd,
         root: fs.root,
+        removed_cwd: fs.removed_cwd,
         prctl: attrs.prctl,
         expected_rip,
         other_threads,
         thread_creds,
-        stopped: attrs.stopped,
+        job_stop: attrs.job_stop,
+        sigchld_pending: attrs.sigchld_pending,
         session: crate::launch::SessionPlan::for_ids(pid, task.tree.pgid.0, task.tree.sid.0),
         comm: attrs.comm,
         personality: attrs.personality,
