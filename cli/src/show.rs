@@ -188,10 +188,11 @@ fn desc_summary(k: &records::DescKind) -> String {
         DescKind::Memfd { name, data, .. } => format!("memfd {name:?}, {} bytes", data.len()),
         DescKind::UnixPair { ino, peer, .. } => format!("unix socket {ino} paired with {peer}"),
         DescKind::Inet(i) => format!("inet socket family {} type {}", i.family, i.sock_type),
-        DescKind::UnixListen { name, .. } => {
+        DescKind::UnixListen { name, pending, .. } => {
             format!(
-                "unix listener {}",
-                String::from_utf8_lossy(name).replace('\0', "@")
+                "unix listener {}, {} connection(s) waiting",
+                String::from_utf8_lossy(name).replace('\0', "@"),
+                pending.len()
             )
         }
         DescKind::Ghost { path, data, .. } => {

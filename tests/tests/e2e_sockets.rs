@@ -36,3 +36,55 @@ fn unix_peer_closed_reads_queue_then_eof() -> Result<()> {
     harness::dump_restore(sockets(&["peerclosed"]))?;
     Ok(())
 }
+
+fn sockpeers(kinds: &[&str]) -> Spec {
+    Spec::workload("wl_sockpeers", env!("CARGO_BIN_EXE_wl_sockpeers")).args(kinds.iter().copied())
+}
+
+/// Connections waiting in stream and seqpacket listeners' queues come back in order, each with its
+/// client's name, flags and shutdown state, and the listeners keep their backlogs.
+#[test]
+fn unix_pending_connections() -> Result<()> {
+    harness::dump_restore(sockpeers(&["pending"]))?;
+    Ok(())
+}
+
+/// Datagram sockets connected to a server that is not their pair, and socketpair ends reconnected or
+/// disconnected, keep their peers and queues (with each datagram's sender name).
+#[test]
+fn unix_datagram_peers() -> Result<()> {
+    harness::dump_restore(sockpeers(&["dgram"]))?;
+    Ok(())
+}
+
+/// A datagram socket connected by path to a socket of a process outside the dump is connected again by
+/// that path: what it sends after the restore reaches the outside socket.
+#[test]
+fn unix_datagram_peer_outside_the_dump() -> Result<()> {
+    let dir = harness::Scratch::new("extpeer")?;
+    let at = dir.path().join("outside.sock");
+    let outside =
+        std::os::unix::net::UnixDatagram::bind(&at).map_err(|e| harness::HarnessError::Io {
+            what: "binding the outside socket".into(),
+            path: at.clone(),
+            source: e,
+        })?;
+    let kind = format!("extpeer:{}", at.display());
+    harness::dump_restore(sockpeers(&[&kind]))?;
+    let mut got = Vec::new();
+    outside.set_nonblocking(true).ok();
+    let mut buf = [0u8; 64];
+    while let Ok(n) = outside.recv(&mut buf) {
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert_eq!(got, ["before", "after"], "what the outside socket received");
+    Ok(())
+}
+
+/// Connected UDP sockets (IPv4 bound, IPv4 with the port connect picked, IPv6) keep their local and peer
+/// addresses and options, and exchange datagrams with their peers.
+#[test]
+fn udp_connected() -> Result<()> {
+    harness::dump_restore(sockpeers(&["udp"]))?;
+    Ok(())
+}

@@ -420,6 +420,55 @@ fn sockets_detect_lost_state() -> Result<()> {
     Ok(())
 }
 
+fn sockpeers(kinds: &[&str]) -> Spec {
+    Spec::workload("wl_sockpeers", env!("CARGO_BIN_EXE_wl_sockpeers")).args(kinds.iter().copied())
+}
+
+/// The outside socket `extpeer` connects to, bound in this (test) process.
+fn outside_socket() -> Result<(harness::Scratch, std::os::unix::net::UnixDatagram, String)> {
+    let dir = harness::Scratch::new("extpeer")?;
+    let at = dir.path().join("outside.sock");
+    let s = std::os::unix::net::UnixDatagram::bind(&at).map_err(|e| harness::HarnessError::Io {
+        what: "binding the outside socket".into(),
+        path: at.clone(),
+        source: e,
+    })?;
+    Ok((dir, s, format!("extpeer:{}", at.display())))
+}
+
+#[test]
+fn sockpeers_pass_untouched() -> Result<()> {
+    let (_dir, _outside, ext) = outside_socket()?;
+    harness::self_check(sockpeers(&["pending", "dgram", &ext, "udp"]))?;
+    Ok(())
+}
+
+/// Sockets replaced by fresh ones without the state under test (listeners without their queue and
+/// backlog, clients and datagram sockets without names, peers or queues, UDP sockets unconnected): every
+/// check fails.
+#[test]
+fn sockpeers_detect_lost_state() -> Result<()> {
+    let (_dir, _outside, ext) = outside_socket()?;
+    harness::self_check_fails(
+        sockpeers(&["pending", "dgram", &ext, "udp"]).args([INJECT_FAULT]),
+        &[
+            "pending-accept-order",
+            "pending-client-shutdown",
+            "pending-client-state",
+            "pending-seqpacket-order",
+            "pending-backlog",
+            "pending-new-connection",
+            "dgram-queue-senders",
+            "dgram-clients",
+            "extpeer-connected",
+            "udp-names",
+            "udp-traffic",
+            "udp-options",
+        ],
+    )?;
+    Ok(())
+}
+
 fn ipc() -> Spec {
     Spec::workload("wl_ipc", env!("CARGO_BIN_EXE_wl_ipc"))
 }

@@ -49,6 +49,9 @@ pub struct FileCollector {
     locks_seen: HashSet<(u32, String, FileLockKey)>,
     /// Unix socket peers, read once on the first unix socket.
     unix_peers: Option<unix::DiagMap>,
+    /// Unix datagram sockets connected by path to a socket whose path was unlinked
+    /// ([`unix::peer_path_gone`]).
+    unix_peer_path_gone: HashSet<u64>,
     /// Dump established TCP connections in repair mode instead of refusing them (`--tcp-established`).
     tcp_established: bool,
     /// Copies of the TCP sockets left in repair mode; see [`RepairedSockets`].
@@ -283,7 +286,11 @@ impl FileCollector {
                     self.unix_peers = Some(unix::peers()?);
                 }
                 let peers = self.unix_peers.get_or_insert_with(HashMap::new);
-                unix::dump(pid, ino, peers, dup)
+                let kind = unix::dump(pid, ino, peers, dup)?;
+                if unix::peer_path_gone(pid, &kind, peers)? {
+                    self.unix_peer_path_gone.insert(ino);
+                }
+                Ok(kind)
             }
             FdKind::Inet { family } => {
                 inet::dump(dup, family, self.tcp_established, &mut self.repaired)
@@ -357,7 +364,7 @@ impl FileCollector {
     /// it), records external pipe ends, and writes `file-descs` and the locks. `pid` names the root task
     /// in errors.
     pub fn finish(&mut self, pid: u32, writer: &mut ImageWriter) -> Result<()> {
-        unix::check_peers(&self.descs)
+        unix::check_peers(&self.descs, &self.unix_peer_path_gone)
             .map_err(|(id, source)| self.desc_error(pid, id, FdKind::Unix { ino: 0 }, source))?;
         // A pipe whose other end is open but held by no dumped task would be cut off by a restore, unless
         // the end is dumped as external (containers, `External::Pipes`): the caller hands a new one in at

@@ -1,7 +1,10 @@
-//! TCP and UDP sockets that are not connected: unbound, bound, or listening, with their common options.
-//! Connected sockets (established TCP, connected UDP) are refused with an error naming the connection,
-//! except established TCP with `--tcp-established`: the socket is put in repair mode and its queues,
-//! sequence numbers, options and windows are read (see [`RepairedSockets`] for how repair mode is left).
+//! TCP and UDP sockets: unbound, bound, listening, or (UDP) connected, with their common options.
+//! Established TCP is refused with an error naming the connection, except with `--tcp-established`: the
+//! socket is put in repair mode and its queues, sequence numbers, options and windows are read (see
+//! [`RepairedSockets`] for how repair mode is left). A UDP socket is dumped only with empty queues: a
+//! datagram waiting to be read could be put back only by sending it again from its original sender's
+//! address, and one held back by `UDP_CORK`/`MSG_MORE` is not readable at all; a socket holding either is
+//! refused rather than restored without it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::OwnedFd;
@@ -59,35 +62,30 @@ pub fn dump(
     let (local, _) = sys::sock_name(dup, false).map_err(FdError::sys("getsockname"))?;
     let local = addr_of(&local)
         .ok_or_else(|| FdError::Socket("getsockname gave no inet address".into()))?;
-    if let Ok((peer, _)) = sys::sock_name(dup, true) {
-        if tcp_established && sock_type == libc::SOCK_STREAM {
-            let peer = addr_of(&peer)
-                .ok_or_else(|| FdError::Socket("getpeername gave no inet address".into()))?;
+    let peer = sys::sock_name(dup, true).ok();
+    if let Some((peer, _)) = peer.filter(|_| sock_type == libc::SOCK_STREAM) {
+        let peer = addr_of(&peer)
+            .ok_or_else(|| FdError::Socket("getpeername gave no inet address".into()))?;
+        if tcp_established {
             let copy = dup.try_clone().map_err(FdError::sys("dup"))?;
             return super::tcp::dump(copy, family, local, peer, repaired)
                 .map(DescKind::TcpEstablished);
         }
-        let what = if sock_type == libc::SOCK_STREAM {
-            "established TCP connection"
-        } else {
-            "connected UDP socket"
-        };
-        let peer = addr_of(&peer).map_or("?".to_string(), |p| p.to_string());
         return Err(FdError::Connected {
-            what,
+            what: "established TCP connection",
             local: local.to_string(),
-            peer,
+            peer: peer.to_string(),
         });
     }
+    let peer = match peer {
+        Some((ss, _)) => Some(udp_peer(&ss)?),
+        None => None,
+    };
+    if sock_type == libc::SOCK_DGRAM {
+        udp_queues_empty(dup, local, peer)?;
+    }
     let listening = opt(libc::SOL_SOCKET, libc::SO_ACCEPTCONN, "SO_ACCEPTCONN")? != 0;
-    let bound = (local.port() != 0 || !local.ip().is_unspecified()).then(|| {
-        let mut a = [0u8; 16];
-        match local.ip() {
-            IpAddr::V4(v4) => a[..4].copy_from_slice(&v4.octets()),
-            IpAddr::V6(v6) => a.copy_from_slice(&v6.octets()),
-        }
-        (a, local.port())
-    });
+    let bound = (local.port() != 0 || !local.ip().is_unspecified()).then(|| packed(local));
     let flag = |level, name, what: &str| opt(level, name, what).map(|v| v != 0);
     let nodelay = if sock_type == libc::SOCK_STREAM {
         flag(libc::IPPROTO_TCP, libc::TCP_NODELAY, "TCP_NODELAY")?
@@ -104,6 +102,7 @@ pub fn dump(
         sock_type,
         protocol,
         bound,
+        peer: peer.map(packed),
         // The kernel does not report a listener's backlog through a socket option; restore uses the
         // system maximum (the kernel clamps it to somaxconn).
         listen_backlog: listening.then_some(libc::SOMAXCONN as u32),
@@ -113,4 +112,131 @@ pub fn dump(
         nodelay,
         v6only,
     }))
+}
+
+/// An address as the image packs it: 16 bytes (IPv4 in the first 4) and the port.
+fn packed(a: SocketAddr) -> ([u8; 16], u16) {
+    let mut b = [0u8; 16];
+    match a.ip() {
+        IpAddr::V4(v4) => b[..4].copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => b.copy_from_slice(&v6.octets()),
+    }
+    (b, a.port())
+}
+
+/// The peer of a connected UDP socket; refused when it is an IPv6 address with a scope (link-local: the
+/// image does not carry the interface).
+fn udp_peer(ss: &libc::sockaddr_storage) -> Result<SocketAddr, FdError> {
+    let peer =
+        addr_of(ss).ok_or_else(|| FdError::Socket("getpeername gave no inet address".into()))?;
+    if let SocketAddr::V6(_) = peer {
+        // SAFETY: addr_of saw AF_INET6, so the storage holds a sockaddr_in6.
+        let sin6 = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+        if sin6.sin6_scope_id != 0 {
+            return Err(FdError::Socket(format!(
+                "UDP socket connected to {peer} on interface {} (a scoped IPv6 peer is not supported)",
+                sin6.sin6_scope_id
+            )));
+        }
+    }
+    Ok(peer)
+}
+
+/// How long a UDP send queue may take to drain before it counts as held back (sent datagrams stay charged
+/// to the socket until the device or the receiver frees them).
+const UDP_DRAIN: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Refuses a UDP socket with a datagram waiting to be read or bytes held back in its send queue (see the
+/// module docs); names the first datagram's sender and size.
+fn udp_queues_empty(
+    dup: &OwnedFd,
+    local: SocketAddr,
+    peer: Option<SocketAddr>,
+) -> Result<(), FdError> {
+    use std::os::fd::AsRawFd;
+    let me = match peer {
+        Some(p) => format!("UDP socket {local} -> {p}"),
+        None => format!("UDP socket {local}"),
+    };
+    let mut byte = 0u8;
+    // SAFETY: sockaddr_storage is plain data; all-zero is valid.
+    let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most 1 byte into `byte` and `len` bytes into `from`, both on our stack;
+    // MSG_PEEK leaves the datagram queued, MSG_TRUNC returns its whole length.
+    let n = unsafe {
+        libc::recvfrom(
+            dup.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            (&mut from as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if n >= 0 {
+        let sender = addr_of(&from).map_or("?".to_string(), |a| a.to_string());
+        return Err(FdError::Socket(format!(
+            "{me}: its receive queue holds a {n} byte datagram from {sender} (not supported: restore \
+             could put it back only by sending it again from that address)"
+        )));
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::EAGAIN) {
+        return Err(FdError::sys("peeking the UDP receive queue")(e));
+    }
+    let deadline = std::time::Instant::now() + UDP_DRAIN;
+    loop {
+        let mut out: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ writes one int into `out` on our stack.
+        if unsafe { libc::ioctl(dup.as_raw_fd(), libc::TIOCOUTQ, &mut out) } != 0 {
+            return Err(FdError::last_os("SIOCOUTQ"));
+        }
+        if out <= 0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(FdError::Socket(format!(
+                "{me}: {out} byte(s) are held in its send queue (UDP_CORK or MSG_MORE), which cannot be \
+                 read back"
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    fn dump_udp(s: &UdpSocket, family: i32) -> Result<DescKind, FdError> {
+        let dup = std::os::fd::AsFd::as_fd(s).try_clone_to_owned().unwrap();
+        dump(&dup, family, false, &mut RepairedSockets::default())
+    }
+
+    /// A connected UDP socket carries its local address and its peer; one with a datagram waiting is
+    /// refused naming the sender, and the datagram stays queued.
+    #[test]
+    fn connected_udp_and_queued_datagrams() {
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.connect(peer.local_addr().unwrap()).unwrap();
+        let got = dump_udp(&s, libc::AF_INET).unwrap();
+        let DescKind::Inet(i) = got else {
+            panic!("{got:?}")
+        };
+        assert_eq!(i.bound, Some(packed(s.local_addr().unwrap())));
+        assert_eq!(i.peer, Some(packed(peer.local_addr().unwrap())));
+        peer.send_to(b"queued", s.local_addr().unwrap()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let err = dump_udp(&s, libc::AF_INET).unwrap_err().to_string();
+        assert!(
+            err.contains("6 byte datagram from")
+                && err.contains(&peer.local_addr().unwrap().to_string()),
+            "{err}"
+        );
+        let mut buf = [0u8; 16];
+        assert_eq!(s.recv(&mut buf).unwrap(), 6, "nothing was consumed");
+    }
 }

@@ -1,20 +1,28 @@
 //! Unix sockets: connected pairs (socketpair, or two connected sockets both in the dump) with their queued
-//! messages, peeked with `SO_PEEK_OFF` + `MSG_PEEK` so nothing is consumed. Peers, shutdown state and the
-//! inode each socket bound come from a UNIX_DIAG dump. Listening sockets are carried by name (path or
-//! abstract); connected stream sockets with a name on either side (an accepted connection and its client)
-//! with both names; datagram sockets that are bound or connected to a bound one with their name, their
-//! peer's name and their queued datagrams (each with its sender's name); sockets neither connected nor
-//! listening with their name. Every socket carries its shutdown bits and, for a path name, whether the
-//! path was unlinked since the bind. A stream socket whose peer was closed (released: no process holds it,
-//! sock_diag no longer lists it) is carried as connected to a peer restore creates and closes again, so it
-//! reads its queue and then EOF. Refused: a peer alive outside the dump, a path that now holds another
-//! file, listeners with connections waiting, and messages carrying fds (`SCM_RIGHTS`) or credentials.
+//! messages, peeked with `SO_PEEK_OFF` + `MSG_PEEK` so nothing is consumed. Peers, shutdown state, the
+//! inode each socket bound, queue lengths and listeners' waiting connections come from a UNIX_DIAG dump.
+//! Listening sockets are carried by name (path or abstract) with their backlog and the connections waiting
+//! in their accept queue (each named by its client, in order; the client is a dumped connected socket
+//! whose peer is the embryonic socket, [`PENDING_PEER`]). Connected stream sockets with a name on either side (an
+//! accepted connection and its client) are carried with both names; datagram sockets that are bound or
+//! connected to another socket with their name, their peer (inode and name) and their queued datagrams
+//! (each with its sender's name); sockets neither connected nor listening with their name. Every socket
+//! carries its shutdown bits and, for a path name, whether the path was unlinked since the bind. A stream
+//! socket whose peer was closed (released: no process holds it, sock_diag no longer lists it) is carried as
+//! connected to a peer restore creates and closes again, so it reads its queue and then EOF.
+//!
+//! Refused: a stream peer alive outside the dump; a datagram peer outside the dump that is unnamed or whose
+//! path was unlinked (one whose name still reaches it is connected again by name, like CRIU's external
+//! unix sockets); a datagram socket connected to a closed one; a queued datagram whose sender restore
+//! could not send it from again; a waiting connection whose client sent bytes (only `accept` could read
+//! them) or was closed; a path that now holds another file; and messages carrying fds (`SCM_RIGHTS`) or
+//! credentials.
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use dormant_image::records::unix::CLOSED_PEER;
-use dormant_image::records::{DescId, DescKind, FileDesc, UnixDatagram};
+use dormant_image::records::unix::{CLOSED_PEER, PENDING_PEER};
+use dormant_image::records::{DescId, DescKind, FileDesc, UnixDatagram, UnixPending};
 use nix::errno::Errno;
 use nix::sys::socket::{self, MsgFlags, SockFlag, SockProtocol, SockType};
 
@@ -31,6 +39,10 @@ const UDIAG_SHOW_VFS: u32 = 0x2;
 const UDIAG_SHOW_PEER: u32 = 0x4;
 const UNIX_DIAG_VFS: u16 = 1;
 const UNIX_DIAG_PEER: u16 = 2;
+const UDIAG_SHOW_ICONS: u32 = 0x8;
+const UDIAG_SHOW_RQLEN: u32 = 0x10;
+const UNIX_DIAG_ICONS: u16 = 3;
+const UNIX_DIAG_RQLEN: u16 = 4;
 const UNIX_DIAG_SHUTDOWN: u16 = 6;
 /// Size of `struct unix_diag_msg`; attributes follow it.
 const UNIX_DIAG_MSG_LEN: usize = 16;
@@ -46,7 +58,7 @@ fn u16_at(b: &[u8], off: usize) -> Option<u16> {
 }
 
 /// What sock_diag tells of one unix socket.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Diag {
     /// The peer's inode when connected (0 or an inode no longer listed: the peer was closed).
     pub peer: Option<u64>,
@@ -54,6 +66,13 @@ pub struct Diag {
     pub shutdown: u8,
     /// The file the socket's own bind created: (device as the kernel encodes it, inode).
     pub vfs: Option<(u32, u32)>,
+    /// `UNIX_DIAG_RQLEN`: for a listener (connections queued, `listen` backlog); for any other socket
+    /// (bytes in its receive queue, bytes it sent that are not consumed yet).
+    pub rqlen: Option<(u32, u32)>,
+    /// `UNIX_DIAG_ICONS` of a listener: the client inode of each connection waiting to be accepted, in the
+    /// order `accept` returns them (0 for a client that was closed). The embryonic sockets themselves have
+    /// no inode (sock_diag reports 0 for them, and as the peer of their clients).
+    pub icons: Vec<u64>,
 }
 
 /// Every unix socket of this network namespace, by inode.
@@ -79,7 +98,8 @@ pub fn peers() -> Result<DiagMap, FdError> {
     req.extend_from_slice(&0u16.to_ne_bytes());
     req.extend_from_slice(&u32::MAX.to_ne_bytes()); // all states
     req.extend_from_slice(&0u32.to_ne_bytes()); // ino
-    req.extend_from_slice(&(UDIAG_SHOW_PEER | UDIAG_SHOW_VFS).to_ne_bytes());
+    let show = UDIAG_SHOW_PEER | UDIAG_SHOW_VFS | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN;
+    req.extend_from_slice(&show.to_ne_bytes());
     req.extend_from_slice(&[0xff; 8]); // cookie
     socket::send(sock.as_raw_fd(), &req, MsgFlags::empty())
         .map_err(FdError::errno("sending the UNIX_DIAG request"))?;
@@ -127,6 +147,14 @@ pub fn peers() -> Result<DiagMap, FdError> {
                                 d.vfs = u32_at(msg, a + 4)
                                     .zip(u32_at(msg, a + 8))
                                     .map(|(i, v)| (v, i))
+                            }
+                            UNIX_DIAG_RQLEN => d.rqlen = u32_at(msg, a + 4).zip(u32_at(msg, a + 8)),
+                            UNIX_DIAG_ICONS => {
+                                let end = (a + alen).min(msg.len());
+                                d.icons = (a + 4..end)
+                                    .step_by(4)
+                                    .filter_map(|o| u32_at(msg, o).map(u64::from))
+                                    .collect();
                             }
                             _ => {}
                         }
@@ -268,8 +296,22 @@ fn path_unlinked(pid: u32, name: &[u8], vfs: Option<(u32, u32)>) -> Result<bool,
     )))
 }
 
-/// A listening socket: its name; refused while connections wait in its accept queue (they would be lost).
-fn listener(pid: u32, dup: &OwnedFd, sock_type: i32, diag: Diag) -> Result<DescKind, FdError> {
+/// A listening socket: its name, its backlog and the connections waiting in its accept queue (see
+/// [`pending_of`]).
+fn listener(
+    pid: u32,
+    dup: &OwnedFd,
+    sock_type: i32,
+    diag: &Diag,
+    all: &DiagMap,
+) -> Result<DescKind, FdError> {
+    let name = name_of(dup)?;
+    if name.is_empty() {
+        return Err(FdError::Socket(
+            "listening unix socket without a name".into(),
+        ));
+    }
+    let pending = pending_of(&name, diag, all)?;
     let mut p = libc::pollfd {
         fd: std::os::fd::AsRawFd::as_raw_fd(dup),
         events: libc::POLLIN,
@@ -279,25 +321,64 @@ fn listener(pid: u32, dup: &OwnedFd, sock_type: i32, diag: Diag) -> Result<DescK
     if unsafe { libc::poll(&mut p, 1, 0) } < 0 {
         return Err(FdError::last_os("poll"));
     }
-    let name = name_of(dup)?;
-    if p.revents & libc::POLLIN != 0 {
+    if p.revents & libc::POLLIN != 0 && pending.is_empty() {
         return Err(FdError::Socket(format!(
-            "listening unix socket{} has connections waiting to be accepted (not supported yet: they \
-             would be lost)",
+            "listening unix socket{} has connections waiting to be accepted, but sock_diag names none \
+             (UNIX_DIAG_ICONS): they would be lost",
             shown_name(&name)
         )));
-    }
-    if name.is_empty() {
-        return Err(FdError::Socket(
-            "listening unix socket without a name".into(),
-        ));
     }
     let unlinked = Some(path_unlinked(pid, &name, diag.vfs)?);
     Ok(DescKind::UnixListen {
         name,
         sock_type,
         unlinked,
+        backlog: diag.rqlen.map(|(_, backlog)| backlog),
+        pending,
     })
+}
+
+/// The connections waiting in the accept queue of the listener named `name`, in order, each named by its
+/// client (whose process must be in the dump: [`check_peers`]). Refused: a connection whose client already
+/// sent data (it sits in the embryonic socket's receive queue, which only `accept` could read, taking the
+/// connection from the process), and one whose client was closed (its name, which `accept` reports, went
+/// with it).
+fn pending_of(name: &[u8], diag: &Diag, all: &DiagMap) -> Result<Vec<UnixPending>, FdError> {
+    let mut pending = Vec::with_capacity(diag.icons.len());
+    for (i, &client) in diag.icons.iter().enumerate() {
+        let refuse = |why: String| {
+            FdError::Socket(format!(
+                "connection {} of {} waiting to be accepted on unix socket{}: {why}",
+                i + 1,
+                diag.icons.len(),
+                shown_name(name)
+            ))
+        };
+        let Some(c) = all.get(&client).filter(|_| client != 0) else {
+            return Err(refuse(
+                "its client socket was closed, and with it the name accept() would report (not \
+                 supported)"
+                    .into(),
+            ));
+        };
+        // The client's send buffer in use: what it sent that waits in the embryonic socket.
+        let sent = c.rqlen.map_or(0, |(_, out)| out);
+        if sent > 0 {
+            return Err(refuse(format!(
+                "its client socket {client} already sent data ({sent} bytes of buffer), which only \
+                 accept() could read (not supported: the dump would have to take the connection from \
+                 the process)"
+            )));
+        }
+        pending.push(UnixPending { client });
+    }
+    Ok(pending)
+}
+
+/// Whether socket `ino` is the client of a connection waiting in the queue of a listener of this network
+/// namespace.
+fn is_waiting_client(ino: u64, diag: &DiagMap) -> bool {
+    diag.values().any(|d| d.icons.contains(&ino))
 }
 
 /// Whether socket `peer` was closed: sock_diag lists it no more (or names no inode) and no process holds
@@ -311,9 +392,9 @@ fn peer_closed(peer: u64, diag: &DiagMap) -> bool {
 pub fn dump(pid: u32, ino: u64, diag: &DiagMap, dup: &OwnedFd) -> Result<DescKind, FdError> {
     let sock_type =
         sys::sockopt_int(dup, libc::SOL_SOCKET, libc::SO_TYPE).map_err(FdError::sys("SO_TYPE"))?;
-    let me = diag.get(&ino).copied().unwrap_or_default();
+    let me = diag.get(&ino).cloned().unwrap_or_default();
     if sys::sockopt_int(dup, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).unwrap_or(0) != 0 {
-        return listener(pid, dup, sock_type, me);
+        return listener(pid, dup, sock_type, &me, diag);
     }
     let name = if is_named(dup)? {
         name_of(dup)?
@@ -332,9 +413,22 @@ pub fn dump(pid: u32, ino: u64, diag: &DiagMap, dup: &OwnedFd) -> Result<DescKin
         let mutual = peer.is_some_and(|p| diag.get(&p).and_then(|d| d.peer) == Some(ino));
         if !(mutual && name.is_empty() && peer_name.is_empty()) {
             if peer.is_some() && peer_name.is_empty() {
+                // Only a socketpair connects to an unnamed socket; when the partner then connected
+                // elsewhere the kernel purged its queue and left a one-shot ECONNRESET (sk_err) on this
+                // one, which neither a dump can read without clearing nor a restore set.
                 return Err(FdError::Socket(
-                    "datagram socket connected to an unnamed socket that is not its pair".into(),
+                    "datagram socket connected to an unnamed socket that is not its pair (not \
+                     supported: its pending ECONNRESET cannot be carried)"
+                        .into(),
                 ));
+            }
+            if peer.is_some_and(|p| peer_closed(p, diag)) {
+                return Err(FdError::Socket(format!(
+                    "unix datagram socket{} is connected to a socket{} that was closed (its next send \
+                     fails with ECONNREFUSED; not supported)",
+                    shown_name(&name),
+                    shown_name(&peer_name)
+                )));
             }
             let queued = peek_all(dup)?;
             return Ok(DescKind::UnixDgram {
@@ -356,7 +450,10 @@ pub fn dump(pid: u32, ino: u64, diag: &DiagMap, dup: &OwnedFd) -> Result<DescKin
             shutdown: me.shutdown,
         });
     };
-    if peer_closed(peer, diag) {
+    // A client connected to an embryonic socket (restore connects it to the listener again) is not one
+    // whose peer was closed, though sock_diag names no peer inode for either.
+    let waiting = peer == PENDING_PEER && is_waiting_client(ino, diag);
+    if !waiting && peer_closed(peer, diag) {
         if !peer_name.is_empty() && peer_name[0] != 0 {
             return Err(FdError::Socket(format!(
                 "unix socket {ino}{}: its peer was closed while bound to{} (not supported: restore \
@@ -396,9 +493,29 @@ pub fn closed_peer_of(ino: u64) -> u64 {
     CLOSED_PEER | ino
 }
 
-/// Checks what only the whole dump can tell: every connected unix socket's peer is in it (or was closed).
-/// Refuses the first whose peer is not, naming its description and who holds the peer.
-pub fn check_peers(descs: &[FileDesc]) -> Result<(), (DescId, FdError)> {
+/// Whether datagram socket `kind` (held by task `pid`) is connected by path to a socket whose path is gone
+/// (unlinked): restore can rebuild that connection only when the peer is in the dump ([`check_peers`]). A
+/// path that now holds another file is refused.
+pub fn peer_path_gone(pid: u32, kind: &DescKind, diag: &DiagMap) -> Result<bool, FdError> {
+    match kind {
+        DescKind::UnixDgram {
+            peer: Some(peer),
+            peer_name,
+            ..
+        } => path_unlinked(pid, peer_name, diag.get(peer).and_then(|d| d.vfs)),
+        _ => Ok(false),
+    }
+}
+
+/// Checks what only the whole dump can tell: every connected unix socket's peer is in it (or was closed),
+/// except a datagram socket connected by name to a peer outside the dump whose name still reaches it
+/// (`peer_path_gone` holds those whose peer's path was unlinked); every client of a connection waiting in a
+/// listener's queue is in it; every queued datagram can be sent again from its sender's name
+/// ([`check_senders`]). Refuses the first that fails, naming its description.
+pub fn check_peers(
+    descs: &[FileDesc],
+    peer_path_gone: &HashSet<u64>,
+) -> Result<(), (DescId, FdError)> {
     let inos: HashSet<u64> = descs
         .iter()
         .filter_map(|d| match d.kind {
@@ -408,6 +525,28 @@ pub fn check_peers(descs: &[FileDesc]) -> Result<(), (DescId, FdError)> {
             _ => None,
         })
         .collect();
+    // The clients of connections waiting in a dumped listener's queue.
+    let mut waiting = HashSet::new();
+    for d in descs {
+        let DescKind::UnixListen { name, pending, .. } = &d.kind else {
+            continue;
+        };
+        for p in pending {
+            if !inos.contains(&p.client) {
+                return Err((
+                    d.id,
+                    FdError::Socket(format!(
+                        "a connection waiting to be accepted on unix socket{}: its client socket {} is \
+                         {}",
+                        shown_name(name),
+                        p.client,
+                        holders_text(p.client)
+                    )),
+                ));
+            }
+            waiting.insert(p.client);
+        }
+    }
     for d in descs {
         let (ino, peer, peer_name) = match &d.kind {
             DescKind::UnixPair { ino, peer, .. } => (*ino, *peer, &[][..]),
@@ -417,18 +556,130 @@ pub fn check_peers(descs: &[FileDesc]) -> Result<(), (DescId, FdError)> {
                 peer_name,
                 ..
             } => (*ino, *peer, peer_name.as_slice()),
+            DescKind::UnixDgram {
+                ino,
+                peer: Some(peer),
+                peer_name,
+                ..
+            } if peer_name.is_empty() || peer_path_gone.contains(ino) => {
+                (*ino, *peer, peer_name.as_slice())
+            }
             _ => continue,
         };
-        if peer & CLOSED_PEER == 0 && !inos.contains(&peer) {
+        let in_queue = peer == PENDING_PEER && waiting.contains(&ino);
+        if peer & CLOSED_PEER == 0 && !inos.contains(&peer) && !in_queue {
+            let holders = holders_text(peer);
             return Err((
                 d.id,
                 FdError::UnixPeerOutside {
                     ino,
                     peer,
                     peer_name: shown_name(peer_name),
-                    holders: holders_text(peer),
+                    holders: if peer_name.is_empty() {
+                        holders
+                    } else {
+                        format!("{holders}, and its path was unlinked")
+                    },
                 },
             ));
+        }
+    }
+    check_senders(descs)
+}
+
+/// The socketpair partner of each unnamed datagram socket connected to an unnamed socket: restore rebuilds
+/// both with one `socketpair` (only a socketpair connects to an unnamed socket).
+pub fn dgram_partners(descs: &[FileDesc]) -> HashMap<u64, u64> {
+    let mut partners = HashMap::new();
+    for d in descs {
+        if let DescKind::UnixDgram {
+            ino,
+            peer: Some(peer),
+            peer_name,
+            ..
+        } = &d.kind
+        {
+            if peer_name.is_empty() {
+                partners.insert(*ino, *peer);
+                partners.insert(*peer, *ino);
+            }
+        }
+    }
+    partners
+}
+
+/// Every datagram queued on a unix datagram socket can be sent again the way it came: from the dumped
+/// datagram socket bound to its sender's name (or an unnamed socket when the sender was unnamed); on an
+/// unnamed socket, which only its socketpair partner can reach, from that partner.
+fn check_senders(descs: &[FileDesc]) -> Result<(), (DescId, FdError)> {
+    let names: HashMap<&[u8], u64> = descs
+        .iter()
+        .filter_map(|d| match &d.kind {
+            DescKind::UnixDgram { ino, name, .. } if !name.is_empty() => {
+                Some((name.as_slice(), *ino))
+            }
+            _ => None,
+        })
+        .collect();
+    let partners = dgram_partners(descs);
+    let name_of_ino = |want: u64| {
+        descs.iter().find_map(|d| match &d.kind {
+            DescKind::UnixDgram { ino, name, .. } if *ino == want => Some(name.as_slice()),
+            _ => None,
+        })
+    };
+    for d in descs {
+        let DescKind::UnixDgram {
+            ino, name, queued, ..
+        } = &d.kind
+        else {
+            continue;
+        };
+        let partner_name = if name.is_empty() {
+            partners.get(ino).and_then(|p| name_of_ino(*p))
+        } else {
+            None
+        };
+        for (i, m) in queued.iter().enumerate() {
+            let why = if name.is_empty() {
+                match partner_name {
+                    None => Some(
+                        "only its socketpair partner could have sent it, and that partner is not in \
+                         the dump"
+                            .to_string(),
+                    ),
+                    Some(p) if p != m.from.as_slice() => Some(format!(
+                        "its sender{} is not the socketpair partner{}, the only socket that can reach \
+                         this one",
+                        shown_name(&m.from),
+                        shown_name(p)
+                    )),
+                    Some(_) => None,
+                }
+            } else if !m.from.is_empty() && !names.contains_key(m.from.as_slice()) {
+                Some(format!(
+                    "its sender{} is not a datagram socket of the dump, so restore could not send it \
+                     from that name",
+                    shown_name(&m.from)
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err((
+                    d.id,
+                    FdError::Socket(format!(
+                        "datagram {} of {} queued on unix datagram socket{}: {why}",
+                        i + 1,
+                        queued.len(),
+                        if name.is_empty() {
+                            " (unnamed)".to_string()
+                        } else {
+                            shown_name(name)
+                        }
+                    )),
+                ));
+            }
         }
     }
     Ok(())
@@ -635,5 +886,155 @@ mod tests {
             .to_string();
         assert!(err.contains("SCM_RIGHTS"), "{err}");
         assert_eq!(count(), before, "the peeked fd was closed");
+    }
+
+    fn desc(id: u32, kind: DescKind) -> FileDesc {
+        FileDesc {
+            id: DescId(id),
+            flags: 0,
+            kind,
+            owner: None,
+        }
+    }
+
+    fn dump_own(fd: &impl std::os::fd::AsFd) -> Result<DescKind, FdError> {
+        let raw = fd.as_fd().as_raw_fd();
+        dump(
+            std::process::id(),
+            ino_of(&raw),
+            &peers().unwrap(),
+            &dup_of(fd),
+        )
+    }
+
+    fn listen(at: &std::path::Path, backlog: i32) -> OwnedFd {
+        let l = std::os::unix::net::UnixListener::bind(at).unwrap();
+        // SAFETY: listen on our own socket with another backlog.
+        assert_eq!(unsafe { libc::listen(l.as_raw_fd(), backlog) }, 0);
+        OwnedFd::from(l)
+    }
+
+    /// A listener's waiting connections come in queue order with their clients, and its backlog; the
+    /// clients' descriptions name the embryonic sockets as peers, which the whole-dump check accepts.
+    #[test]
+    fn listener_with_pending_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = dir.path().join("l");
+        let l = listen(&at, 5);
+        let c1 = UnixStream::connect(&at).unwrap();
+        let c2 = UnixStream::connect(&at).unwrap();
+        let got = dump_own(&l).unwrap();
+        let DescKind::UnixListen {
+            backlog, pending, ..
+        } = &got
+        else {
+            panic!("{got:?}")
+        };
+        assert_eq!(*backlog, Some(5));
+        let clients: Vec<u64> = pending.iter().map(|p| p.client).collect();
+        assert_eq!(clients, vec![ino_of(&c1), ino_of(&c2)]);
+        let pending = pending.clone();
+        let mut descs = vec![desc(1, got.clone())];
+        for (i, c) in [&c1, &c2].into_iter().enumerate() {
+            let k = dump_own(c).unwrap();
+            let DescKind::UnixConn { peer, .. } = &k else {
+                panic!("{k:?}")
+            };
+            assert_eq!((*peer, pending[i].client), (PENDING_PEER, ino_of(c)));
+            descs.push(desc(2 + i as u32, k));
+        }
+        check_peers(&descs, &HashSet::new()).unwrap();
+        // Without its second client the dump is refused, naming the connection.
+        descs.pop();
+        let err = check_peers(&descs, &HashSet::new())
+            .unwrap_err()
+            .1
+            .to_string();
+        assert!(
+            err.contains("waiting to be accepted") && err.contains("client socket"),
+            "{err}"
+        );
+        // Nothing was accepted.
+        assert!(UnixListenerRef(&l).accepts_two());
+    }
+
+    struct UnixListenerRef<'a>(&'a OwnedFd);
+    impl UnixListenerRef<'_> {
+        fn accepts_two(&self) -> bool {
+            (0..2).all(|_| {
+                // SAFETY: accept4 on our listener, non-blocking; the accepted fd is closed at once.
+                let fd = unsafe {
+                    libc::accept4(
+                        self.0.as_raw_fd(),
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                        libc::SOCK_NONBLOCK,
+                    )
+                };
+                // SAFETY: closing the fd accept4 just gave us.
+                fd >= 0 && unsafe { libc::close(fd) } == 0
+            })
+        }
+    }
+
+    /// A waiting connection whose client already sent bytes is refused (they cannot be read without
+    /// accepting), and so is one whose client was closed.
+    #[test]
+    fn pending_with_data_or_closed_client_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = dir.path().join("l");
+        let l = listen(&at, 5);
+        let mut c = UnixStream::connect(&at).unwrap();
+        std::io::Write::write_all(&mut c, b"hello").unwrap();
+        let err = dump_own(&l).unwrap_err().to_string();
+        assert!(err.contains("already sent data"), "{err}");
+        let at2 = dir.path().join("l2");
+        let l2 = listen(&at2, 5);
+        drop(UnixStream::connect(&at2).unwrap());
+        let err = dump_own(&l2).unwrap_err().to_string();
+        assert!(err.contains("client socket was closed"), "{err}");
+    }
+
+    /// A queued datagram whose sender is no datagram socket of the dump is refused by the whole-dump
+    /// check; with the sender in the dump it passes.
+    #[test]
+    fn queued_datagram_sender_must_be_dumped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (at, from) = (dir.path().join("srv"), dir.path().join("cli"));
+        let srv = UnixDatagram::bind(&at).unwrap();
+        let cli = UnixDatagram::bind(&from).unwrap();
+        cli.send_to(b"one", &at).unwrap();
+        let mut descs = vec![desc(1, dump_own(&srv).unwrap())];
+        let err = check_peers(&descs, &HashSet::new())
+            .unwrap_err()
+            .1
+            .to_string();
+        assert!(
+            err.contains("is not a datagram socket of the dump"),
+            "{err}"
+        );
+        descs.push(desc(2, dump_own(&cli).unwrap()));
+        check_peers(&descs, &HashSet::new()).unwrap();
+    }
+
+    /// A datagram socket connected to a closed one is refused; a stream socket whose peer is alive
+    /// outside the dump is refused naming who holds the peer.
+    #[test]
+    fn dead_and_outside_peers_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = dir.path().join("srv");
+        let srv = UnixDatagram::bind(&at).unwrap();
+        let cli = UnixDatagram::unbound().unwrap();
+        cli.connect(&at).unwrap();
+        drop(srv);
+        let err = dump_own(&cli).unwrap_err().to_string();
+        assert!(err.contains("was closed"), "{err}");
+        let (a, _b) = UnixStream::pair().unwrap();
+        let descs = vec![desc(1, dump_own(&a).unwrap())];
+        let err = check_peers(&descs, &HashSet::new())
+            .unwrap_err()
+            .1
+            .to_string();
+        assert!(err.contains("held by pid"), "{err}");
     }
 }

@@ -419,6 +419,7 @@ fn descs() -> Vec<FileDesc> {
                 sock_type: 1,
                 protocol: 6,
                 bound: Some(([0; 16], 8080)),
+                peer: None,
                 listen_backlog: Some(128),
                 reuseaddr: true,
                 reuseport: false,
@@ -434,6 +435,8 @@ fn descs() -> Vec<FileDesc> {
                 name: b"\0sample-listener".to_vec(),
                 sock_type: 1,
                 unlinked: Some(false),
+                backlog: Some(16),
+                pending: vec![UnixPending { client: 7002 }],
             },
         ),
         d(

@@ -1,5 +1,6 @@
-//! Inet sockets that are not connected (unbound, bound or listening): a new socket with the dumped
-//! options, bound to its address and listening with its backlog. Also the address and option helpers the
+//! Inet sockets other than established TCP (unbound, bound, listening, connected UDP): a new socket with
+//! the dumped options, bound to its address, then listening with its backlog or connected to its peer
+//! (after the bind, so the local address and port are the dumped ones, not the ones connect would pick). Also the address and option helpers the
 //! established TCP connections (`tcp.rs`) share.
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -123,6 +124,18 @@ pub(super) fn open(s: &InetSocket) -> Result<OwnedFd, Failure> {
             )
         })
         .map_err(|e| (format!("bind to port {}", bound.1), e))?;
+    }
+    if let Some(peer) = s.peer {
+        let (ss, len) = sockaddr(s.family, peer);
+        // SAFETY: connect reads `len` bytes of the address from our stack.
+        check(unsafe {
+            libc::connect(
+                fd.as_raw_fd(),
+                (&ss as *const libc::sockaddr_storage).cast(),
+                len,
+            )
+        })
+        .map_err(|e| (format!("connect to port {}", peer.1), e))?;
     }
     if let Some(backlog) = s.listen_backlog {
         // SAFETY: listen on our own socket.

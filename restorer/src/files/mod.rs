@@ -104,7 +104,11 @@ pub fn open_all_inheriting(
     // connection rebinds the listener's port (allowed in repair mode while the listener exists; the
     // listener's own bind would conflict with the connection the other way round).
     // Pty masters first too: each opens its pair, and the slave's description takes the slave.
-    // inotify instances last: a watch on a carried inode is added through its restored description.
+    // inotify instances after every other description: a watch on a carried inode is added through its
+    // restored description. The clients of connections waiting in a listener's queue last of all (see
+    // unix.rs).
+    state.unix.plan(descs);
+    let pending = |d: &&FileDesc| state.unix.is_pending_client(d);
     let rank = |d: &&FileDesc| match &d.kind {
         DescKind::UnixListen { .. } => 0,
         DescKind::Inet(s) if s.listen_backlog.is_some() => 0,
@@ -113,7 +117,7 @@ pub fn open_all_inheriting(
         _ => 1,
     };
     let mut ordered: Vec<&FileDesc> = descs.iter().collect();
-    ordered.sort_by_key(rank);
+    ordered.sort_by_key(|d| if pending(d) { 3 } else { rank(d) });
     for d in ordered {
         let attrs = inode_attrs.iter().find(|a| a.desc == d.id);
         if let DescKind::Inotify { .. } = d.kind {

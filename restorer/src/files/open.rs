@@ -87,8 +87,11 @@ pub(super) fn open_one(
             ..
         } => unix::open_pair(&mut st.unix, d.id, *ino, *peer, *sock_type),
         DescKind::UnixListen {
-            name, sock_type, ..
-        } => unix::open_listener(&mut st.unix, name, *sock_type),
+            name,
+            sock_type,
+            backlog,
+            ..
+        } => unix::open_listener(&mut st.unix, name, *sock_type, *backlog),
         DescKind::UnixUnconnected {
             sock_type, name, ..
         } => unix::open_unconnected(*sock_type, name).map_err(Into::into),
@@ -107,7 +110,9 @@ pub(super) fn open_one(
             name,
             peer_name,
         ),
-        DescKind::UnixDgram { name, .. } => unix::open_datagram(name).map_err(Into::into),
+        DescKind::UnixDgram { ino, name, .. } => {
+            unix::open_datagram(&mut st.unix, d.id, *ino, name)
+        }
         DescKind::Ghost {
             path,
             mode,

@@ -9,10 +9,17 @@
 //! when the image has a listener of that name (listeners are opened before anything else); otherwise a
 //! temporary one is bound for the moment of the connect (a listener closed before the dump).
 //!
-//! Datagram sockets are bound at open; after every description exists their queues are re-sent (each
-//! datagram from the restored socket of its sender's name, or from an unnamed socket when the sender is
-//! not in the image), and only then are they connected (a connected socket accepts datagrams only from
-//! its peer).
+//! A listener's connections waiting to be accepted are rebuilt by connecting their clients (each bound to
+//! its own name first) to it in queue order, so `accept` returns them in the original order. Their
+//! descriptions are opened after every other one: a connection accepted from the same listener is rebuilt
+//! through it by connect + accept, which must not take a pending one.
+//!
+//! Datagram sockets are bound at open (one connected to an unnamed socket is made with it by `socketpair`:
+//! nothing else connects to an unnamed socket); after every description exists their queues are re-sent
+//! (each datagram from the restored socket of its sender's name, from an unnamed socket when the sender was
+//! unnamed, or for an unnamed receiver from its socketpair partner), and only then are they connected or,
+//! a socketpair end whose own connection was dissolved, disconnected (a connected socket accepts datagrams
+//! only from its peer).
 //!
 //! Once every queue is filled, each socket's shutdown bits are re-applied with `shutdown` (after the queues:
 //! a socket shut for receiving refuses what is sent to it), the ends made for peers that were closed at
@@ -37,6 +44,56 @@ pub struct Sockets {
     descs: HashMap<u64, DescId>,
     /// Restored listening sockets by name (copies), for connections accepted from them.
     listeners: HashMap<Vec<u8>, OwnedFd>,
+    /// Client inode of each connection waiting in a listener's queue → the listener's name.
+    pending_client: HashMap<u64, Vec<u8>>,
+    /// Listener name → its waiting connections in queue order: (client inode, client name); taken when
+    /// the first client is opened.
+    pending: HashMap<Vec<u8>, Vec<(u64, Vec<u8>)>>,
+    /// Each datagram socket made with its partner by one `socketpair` → that partner.
+    partners: HashMap<u64, u64>,
+}
+
+impl Sockets {
+    /// Learns from every description what opening one needs to know of others: the clients of each
+    /// listener's waiting connections and the socketpair partners of datagram sockets.
+    pub(super) fn plan(&mut self, descs: &[FileDesc]) {
+        let client_name = |want: u64| {
+            descs.iter().find_map(|d| match &d.kind {
+                DescKind::UnixConn { ino, name, .. } if *ino == want => Some(name.clone()),
+                _ => None,
+            })
+        };
+        for d in descs {
+            match &d.kind {
+                DescKind::UnixListen { name, pending, .. } if !pending.is_empty() => {
+                    let queue = pending
+                        .iter()
+                        .map(|p| (p.client, client_name(p.client).unwrap_or_default()))
+                        .collect();
+                    for p in pending {
+                        self.pending_client.insert(p.client, name.clone());
+                    }
+                    self.pending.insert(name.clone(), queue);
+                }
+                DescKind::UnixDgram {
+                    ino,
+                    peer: Some(peer),
+                    peer_name,
+                    ..
+                } if peer_name.is_empty() => {
+                    self.partners.insert(*ino, *peer);
+                    self.partners.insert(*peer, *ino);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Whether `d` is the client of a connection waiting in a listener's queue (opened last: see the
+    /// module docs).
+    pub(super) fn is_pending_client(&self, d: &FileDesc) -> bool {
+        matches!(&d.kind, DescKind::UnixConn { ino, .. } if self.pending_client.contains_key(ino))
+    }
 }
 
 /// End `ino` of an unnamed pair: the one created with its peer, or a new `socketpair` whose other end
@@ -52,6 +109,13 @@ pub(super) fn open_pair(
     if let Some(fd) = st.ends.remove(&ino) {
         return Ok(fd);
     }
+    let (a, b) = socketpair(sock_type)?;
+    st.ends.insert(peer, b);
+    Ok(a)
+}
+
+/// Both ends of a new `socketpair` of `sock_type`.
+fn socketpair(sock_type: i32) -> Result<(OwnedFd, OwnedFd), OpenFailure> {
     let mut sv = [0 as libc::c_int; 2];
     // SAFETY: socketpair writes two fds into `sv`.
     check(unsafe {
@@ -64,12 +128,10 @@ pub(super) fn open_pair(
     })
     .map_err(OpenFailure::sys("socketpair"))?;
     // SAFETY: both fds were just created by socketpair and are owned by nobody else.
-    let (a, b) = unsafe {
+    Ok(unsafe {
         use std::os::fd::FromRawFd;
         (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1]))
-    };
-    st.ends.insert(peer, b);
-    Ok(a)
+    })
 }
 
 /// A listener bound to `name`, kept (a copy) for the connections accepted from it.
@@ -77,8 +139,10 @@ pub(super) fn open_listener(
     st: &mut Sockets,
     name: &[u8],
     sock_type: i32,
+    backlog: Option<u32>,
 ) -> Result<OwnedFd, OpenFailure> {
-    let fd = listen_on(name, sock_type)?;
+    let backlog = backlog.map_or(libc::SOMAXCONN, |b| b.min(i32::MAX as u32) as i32);
+    let fd = listen_on(name, sock_type, backlog)?;
     let copy = fd
         .try_clone()
         .map_err(|e| OpenFailure::sys("dup")(super::raw::errno_of(&e)))?;
@@ -97,12 +161,33 @@ pub(super) fn open_conn(
     peer_name: &[u8],
 ) -> Result<OwnedFd, OpenFailure> {
     st.descs.insert(ino, id);
+    if let Some(listener) = st.pending_client.get(&ino).cloned() {
+        connect_pending(st, &listener, sock_type)?;
+    }
     if let Some(fd) = st.ends.remove(&ino) {
         return Ok(fd);
     }
     let (mine, other) = open_connection(sock_type, name, peer_name, &st.listeners)?;
     st.ends.insert(peer, other);
     Ok(mine)
+}
+
+/// Connects the clients of the connections waiting on listener `name` to it, in queue order, each bound to
+/// its name first; they wait in [`Sockets::ends`] for their descriptions. Once per listener.
+fn connect_pending(st: &mut Sockets, name: &[u8], sock_type: i32) -> Result<(), (String, Errno)> {
+    let Some(queue) = st.pending.remove(name) else {
+        return Ok(());
+    };
+    for (client, client_name) in queue {
+        // Non-blocking: a full queue fails instead of waiting (the dumped queue fitted its backlog).
+        let fd = new_socket(sock_type | libc::SOCK_NONBLOCK)?;
+        if !client_name.is_empty() {
+            bind_named(&fd, &client_name)?;
+        }
+        connect_named(&fd, name)?;
+        st.ends.insert(client, fd);
+    }
+    Ok(())
 }
 
 /// `name` for messages (`@` for the abstract namespace's leading NUL).
@@ -180,11 +265,11 @@ fn connect_named(fd: &OwnedFd, name: &[u8]) -> Result<(), (String, Errno)> {
 }
 
 /// A unix socket bound to `name` (a stale socket file of the dumped one removed first), listening.
-fn listen_on(name: &[u8], sock_type: i32) -> Result<OwnedFd, (String, Errno)> {
+fn listen_on(name: &[u8], sock_type: i32, backlog: i32) -> Result<OwnedFd, (String, Errno)> {
     let fd = new_socket(sock_type)?;
     bind_named(&fd, name)?;
     // SAFETY: listen on our own socket.
-    check(unsafe { libc::listen(fd.as_raw_fd(), libc::SOMAXCONN) })
+    check(unsafe { libc::listen(fd.as_raw_fd(), backlog) })
         .map_err(|e| ("listen".to_string(), e))?;
     Ok(fd)
 }
@@ -214,7 +299,7 @@ fn open_connection(
     let listener = match listeners.get(server_name) {
         Some(l) => l,
         None => {
-            temp = listen_on(server_name, sock_type)?;
+            temp = listen_on(server_name, sock_type, libc::SOMAXCONN)?;
             &temp
         }
     };
@@ -345,10 +430,25 @@ pub(super) fn finish(
     Ok(())
 }
 
-/// A datagram socket bound to `name` (unbound when empty); queue and connection come later
+/// Datagram socket `ino` bound to `name` (unbound when empty): made with its partner by one `socketpair`
+/// when it has one ([`Sockets::plan`]), else a new socket; queue and connection come later
 /// ([`fill_datagrams`]).
-pub(super) fn open_datagram(name: &[u8]) -> Result<OwnedFd, (String, Errno)> {
-    let fd = new_socket(libc::SOCK_DGRAM)?;
+pub(super) fn open_datagram(
+    st: &mut Sockets,
+    id: DescId,
+    ino: u64,
+    name: &[u8],
+) -> Result<OwnedFd, OpenFailure> {
+    st.descs.insert(ino, id);
+    let fd = match (st.ends.remove(&ino), st.partners.get(&ino)) {
+        (Some(fd), _) => fd,
+        (None, Some(&partner)) => {
+            let (mine, other) = socketpair(libc::SOCK_DGRAM)?;
+            st.ends.insert(partner, other);
+            mine
+        }
+        (None, None) => new_socket(libc::SOCK_DGRAM)?,
+    };
     if !name.is_empty() {
         bind_named(&fd, name)?;
     }
@@ -401,11 +501,13 @@ pub(super) fn fill_queues(
             }
         }
     }
-    fill_datagrams(descs, fds)
+    fill_datagrams(st, descs, fds)
 }
 
-/// Re-sends every datagram socket's queue, then connects the connected ones (see the module docs).
+/// Re-sends every datagram socket's queue, then connects the connected ones and disconnects the
+/// socketpair ends whose own connection was dissolved (see the module docs).
 fn fill_datagrams(
+    st: &Sockets,
     descs: &[FileDesc],
     fds: &std::collections::BTreeMap<DescId, OwnedFd>,
 ) -> Result<(), FileRestoreError> {
@@ -422,52 +524,77 @@ fn fill_datagrams(
         what,
         source,
     };
-    let mut unnamed: Option<OwnedFd> = None;
+    let bad = |id: DescId, reason: String| FileRestoreError::Bad {
+        id: id.0,
+        kind: "unix datagram socket",
+        reason,
+    };
+    let unnamed = new_socket(libc::SOCK_DGRAM).map_err(|(w, e)| FileRestoreError::Sys {
+        id: 0,
+        kind: "unix datagram socket",
+        what: w,
+        source: e,
+    })?;
     for d in descs {
-        let DescKind::UnixDgram { name, queued, .. } = &d.kind else {
+        let DescKind::UnixDgram {
+            ino, name, queued, ..
+        } = &d.kind
+        else {
             continue;
         };
         if queued.is_empty() {
             continue;
         }
-        if name.is_empty() {
-            return Err(FileRestoreError::Bad {
-                id: d.id.0,
-                kind: "unix datagram socket",
-                reason: format!("{} queued datagrams on an unnamed socket", queued.len()),
-            });
-        }
-        let (sun, len) = sockaddr(name).map_err(|(w, e)| fail(d.id, w, e))?;
+        // An unnamed socket is reached through its socketpair partner, a named one by its name.
+        let to = if name.is_empty() {
+            None
+        } else {
+            Some(sockaddr(name).map_err(|(w, e)| fail(d.id, w, e))?)
+        };
+        let partner = st
+            .partners
+            .get(ino)
+            .and_then(|p| st.descs.get(p))
+            .and_then(|id| fds.get(id));
         for m in queued {
-            let sender = match by_name.get(m.from.as_slice()).and_then(|id| fds.get(id)) {
-                Some(fd) => fd,
-                None => {
-                    if !m.from.is_empty() {
-                        log::warn!(
-                            "a datagram queued on {} came from {}, which is not in the image; it is re-sent from an unnamed socket",
-                            shown(name),
-                            shown(&m.from)
-                        );
-                    }
-                    if unnamed.is_none() {
-                        unnamed =
-                            Some(new_socket(libc::SOCK_DGRAM).map_err(|(w, e)| fail(d.id, w, e))?);
-                    }
-                    unnamed.as_ref().ok_or_else(|| FileRestoreError::Bad {
-                        id: d.id.0,
-                        kind: "unix datagram socket",
-                        reason: "no sender socket".into(),
-                    })?
-                }
+            let sender = match (&to, m.from.is_empty()) {
+                (None, _) => partner.ok_or_else(|| {
+                    bad(
+                        d.id,
+                        format!(
+                            "{} queued datagrams on an unnamed socket without a socketpair partner",
+                            queued.len()
+                        ),
+                    )
+                })?,
+                (Some(_), true) => &unnamed,
+                (Some(_), false) => by_name
+                    .get(m.from.as_slice())
+                    .and_then(|id| fds.get(id))
+                    .ok_or_else(|| {
+                        bad(
+                            d.id,
+                            format!(
+                                "a datagram queued on {} came from {}, which is not in the image",
+                                shown(name),
+                                shown(&m.from)
+                            ),
+                        )
+                    })?,
             };
-            // SAFETY: sendto reads `m.data` and `len` bytes of `sun` on our stack.
+            let (addr, len) = match &to {
+                Some((sun, len)) => ((sun as *const libc::sockaddr_un).cast(), *len),
+                None => (std::ptr::null(), 0),
+            };
+            // SAFETY: sendto reads `m.data`, and `len` bytes of the address on our stack (none when
+            // sending to the connected partner).
             let n = unsafe {
                 libc::sendto(
                     sender.as_raw_fd(),
                     m.data.as_ptr().cast(),
                     m.data.len(),
                     libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                    (&sun as *const libc::sockaddr_un).cast(),
+                    addr,
                     len,
                 )
             };
@@ -486,19 +613,42 @@ fn fill_datagrams(
     }
     for d in descs {
         let DescKind::UnixDgram {
-            peer: Some(_),
+            ino,
+            peer,
             peer_name,
             ..
         } = &d.kind
         else {
             continue;
         };
-        let fd = fds.get(&d.id).ok_or_else(|| FileRestoreError::Bad {
-            id: d.id.0,
-            kind: "unix datagram socket",
-            reason: "not opened".into(),
-        })?;
-        connect_named(fd, peer_name).map_err(|(w, e)| fail(d.id, w, e))?;
+        let fd = fds
+            .get(&d.id)
+            .ok_or_else(|| bad(d.id, "not opened".into()))?;
+        match peer {
+            // Connected by the socketpair already.
+            Some(_) if peer_name.is_empty() => {}
+            Some(_) => connect_named(fd, peer_name).map_err(|(w, e)| fail(d.id, w, e))?,
+            // A socketpair end whose partner is connected to it, but not it to the partner.
+            None if st.partners.contains_key(ino) => disconnect(fd)
+                .map_err(|e| fail(d.id, "dissolving the socketpair connection".into(), e))?,
+            None => {}
+        }
     }
     Ok(())
+}
+
+/// `connect(AF_UNSPEC)`: dissolves a datagram socket's connection.
+fn disconnect(fd: &OwnedFd) -> Result<(), Errno> {
+    // SAFETY: sockaddr is plain data; all-zero with AF_UNSPEC is the disconnect address.
+    let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
+    sa.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+    // SAFETY: connect reads the address on our stack.
+    check(unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            &sa,
+            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+        )
+    })
+    .map(|_| ())
 }

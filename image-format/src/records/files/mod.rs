@@ -30,6 +30,9 @@ pub mod unix;
 /// Schema 1 of `file-descs`, public for the schema lock test (which traces its enum whole).
 #[doc(hidden)]
 pub mod v1;
+/// Schema 2 of `file-descs`, public for the schema lock test.
+#[doc(hidden)]
+pub mod v2;
 
 pub use epoll::EpollTarget;
 pub use ghost::{DeletedContent, DeletedFile};
@@ -40,7 +43,7 @@ pub use locks::{FileLock, LockKind};
 pub use pty::PtyState;
 pub use reg::{FileStat, RegFile};
 pub use tcp::{TcpConnection, TcpWindow};
-pub use unix::UnixDatagram;
+pub use unix::{UnixDatagram, UnixPending};
 
 /// One task's fd table (`fds-<pid>`, one entry per fd, ascending).
 #[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
@@ -140,16 +143,22 @@ pub enum DescKind {
         /// image did not record it (schema 1).
         shutdown: Option<u8>,
     },
-    /// An inet socket that is not connected: unbound, bound, or listening.
+    /// An inet socket other than an established TCP connection: unbound, bound, listening, or a
+    /// connected UDP socket (schema 3).
     Inet(InetSocket),
-    /// A listening unix socket with no connection waiting to be accepted. `name` is `sun_path` as bound: a
-    /// path, or a leading NUL byte and an abstract name.
+    /// A listening unix socket. `name` is `sun_path` as bound: a path, or a leading NUL byte and an
+    /// abstract name.
     UnixListen {
         name: Vec<u8>,
         sock_type: i32,
         /// The path was unlinked after the bind: restore binds and unlinks it again (see
         /// [`DescKind::UnixConn::unlinked`]).
         unlinked: Option<bool>,
+        /// The `listen` backlog (schema 3); `None` when the image did not record it: restore uses the
+        /// system maximum.
+        backlog: Option<u32>,
+        /// The connections waiting to be accepted, in the order `accept` returns them (schema 3).
+        pending: Vec<UnixPending>,
     },
     /// A regular file unlinked while open ("ghost"), carried with its content: `path` is where it lived
     /// (restore creates an unnamed file in that directory), `mode` its permission bits.

@@ -3,9 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    DescId, EpollTarget, FileOwner, InetSocket, InotifyWatch, PtyState, TcpConnection, UnixDatagram,
-};
+use super::v2::{DescKindV2, FileDescV2, InetSocketV2 as InetSocket};
+use super::{DescId, EpollTarget, FileOwner, InotifyWatch, PtyState, TcpConnection, UnixDatagram};
 use crate::records::upgrade::Upgrade;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,10 +102,17 @@ pub enum DescKindV1 {
 }
 
 impl Upgrade<super::FileDesc> for FileDescV1 {
+    /// Through schema 2 (see [`FileDescV2`]'s upgrade).
+    fn upgrade(self) -> Result<super::FileDesc, String> {
+        <Self as Upgrade<FileDescV2>>::upgrade(self)?.upgrade()
+    }
+}
+
+impl Upgrade<FileDescV2> for FileDescV1 {
     /// Schema 1 did not record a unix socket's shutdown state or whether its path was unlinked: both
     /// become "not known" (`None`), which restore leaves as schema 1 restored them.
-    fn upgrade(self) -> Result<super::FileDesc, String> {
-        use super::DescKind as K;
+    fn upgrade(self) -> Result<FileDescV2, String> {
+        use DescKindV2 as K;
         let kind = match self.kind {
             DescKindV1::PipeEnd {
                 pipe,
@@ -232,7 +238,7 @@ impl Upgrade<super::FileDesc> for FileDescV1 {
             DescKindV1::Inotify { watches } => K::Inotify { watches },
             DescKindV1::Pidfd { pid } => K::Pidfd { pid },
         };
-        Ok(super::FileDesc {
+        Ok(FileDescV2 {
             id: self.id,
             flags: self.flags,
             kind,
