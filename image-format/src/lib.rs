@@ -55,7 +55,9 @@ pub const FORMAT_MAJOR: u16 = 3;
 ///    sockets' shutdown state, unlinked paths, closed peers, unconnected ones).
 /// 3: `TaskCore` version 2 (job-control stop signal and the parent's wait, removed working and root
 ///    directories).
-pub const FORMAT_MINOR: u16 = 3;
+/// 4: record kinds `DeletedFiles` (42) and `InotifyCarried` (50); `FileDescs` version 3 (unix listeners'
+///    waiting connections, UDP peers), `FileLocks` version 2 (leases).
+pub const FORMAT_MINOR: u16 = 4;
 
 /// The architecture this build reads and writes images for (as `std::env::consts::ARCH` spells it);
 /// register state in an image is only meaningful on the same architecture.

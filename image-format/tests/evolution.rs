@@ -387,6 +387,46 @@ fn format_3_3_all_kinds_image_is_read() {
         .all(|t| t.core.job_stop.is_none() && t.core.cwd_removed.is_none()));
 }
 
+/// The format 3.4 all-kinds image reads back the same: a file deleted while mapped, an inotify watch on a
+/// carried inode, a unix listener with its backlog and a waiting connection (`FileDescs` version 3) and a
+/// lease (`FileLocks` version 2); the 3.3 one has none of them.
+#[test]
+fn format_3_4_all_kinds_image_is_read() {
+    use dormant_image::records::{DescKind, LockKind};
+    let dir = fixture("format-3.4-all-kinds");
+    let img = Image::load(&dir).unwrap();
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("format-3.4-all-kinds.json")).unwrap(),
+    )
+    .unwrap();
+    if let Err(e) = contains(&expected, &image_json(&dir), "") {
+        panic!("the format 3.4 all-kinds image reads differently: {e}");
+    }
+    let waiting = |img: &Image| {
+        img.descs.iter().find_map(|d| match &d.kind {
+            DescKind::UnixListen {
+                backlog, pending, ..
+            } => Some((*backlog, pending.len())),
+            _ => None,
+        })
+    };
+    let leases = |img: &Image| {
+        img.tasks
+            .iter()
+            .flat_map(|t| &t.locks)
+            .filter(|l| l.kind == LockKind::Lease)
+            .count()
+    };
+    assert_eq!(waiting(&img), Some((Some(16), 1)));
+    assert_eq!(leases(&img), 1);
+    assert_eq!(img.deleted_files.len(), 1);
+    assert_eq!(img.inotify_carried.len(), 1);
+    let old = Image::load(&fixture("format-3.3-all-kinds")).unwrap();
+    assert_eq!(waiting(&old), Some((None, 0)));
+    assert_eq!(leases(&old), 0);
+    assert!(old.deleted_files.is_empty() && old.inotify_carried.is_empty());
+}
+
 /// The image `dormant dump` of this release wrote of `busybox sleep` is read with every check passing.
 #[test]
 fn format_3_0_busybox_image_is_read() {
