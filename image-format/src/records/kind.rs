@@ -14,9 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::attrs::{ProcessAttrs, TaskCore};
 use super::container::ContainerRoot;
 use super::file_identity::FileIdentity;
-use super::files::{
-    DeletedFile, Fd, FileDesc, FileLock, InodeAttrs, InotifyCarriedWatch, RegFile,
-};
+use super::files::{DeletedFile, Fd, FileDesc, FileLock, InodeAttrs, InotifyCarriedWatch, RegFile};
 use super::ids::{Pid, Tid};
 use super::mm::{Mm, ShmemObject};
 use super::mounts::{ExternalMaster, MountEntry, MountId, TmpfsRecord};

@@ -153,7 +153,7 @@ impl Upgrade<super::FileDesc> for FileDescV2 {
     fn upgrade(self) -> Result<super::FileDesc, String> {
         let kind = match unix_kind(self.kind) {
             Ok(k) => k,
-            Err(other) => other_kind(other)?,
+            Err(other) => other_kind(*other)?,
         };
         Ok(super::FileDesc {
             id: self.id,
@@ -165,7 +165,7 @@ impl Upgrade<super::FileDesc> for FileDescV2 {
 }
 
 /// The unix socket variants, upgraded; any other variant back unchanged.
-fn unix_kind(k: DescKindV2) -> Result<super::DescKind, DescKindV2> {
+fn unix_kind(k: DescKindV2) -> Result<super::DescKind, Box<DescKindV2>> {
     use super::DescKind as K;
     use DescKindV2 as O;
     Ok(match k {
@@ -240,7 +240,7 @@ fn unix_kind(k: DescKindV2) -> Result<super::DescKind, DescKindV2> {
             unlinked,
             shutdown,
         },
-        other => return Err(other),
+        other => return Err(Box::new(other)),
     })
 }
 
