@@ -77,6 +77,21 @@ impl WorkloadArgs {
     pub fn has_flag(&self, flag: &str) -> bool {
         self.rest.iter().any(|a| a == flag)
     }
+
+    /// The workload-specific arguments that are not flags (the kinds of state a multi-kind workload sets
+    /// up); at least one.
+    pub fn kinds(&self) -> Result<Vec<String>, WorkloadError> {
+        let kinds: Vec<String> = self
+            .rest
+            .iter()
+            .filter(|a| !a.starts_with("--"))
+            .cloned()
+            .collect();
+        if kinds.is_empty() {
+            return Err(WorkloadError::setup("kinds", "none given"));
+        }
+        Ok(kinds)
+    }
 }
 
 /// The flag that makes a workload damage one piece of its own state after the trigger, so a test can prove

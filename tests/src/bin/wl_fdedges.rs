@@ -597,15 +597,7 @@ fn set_up(kind: &str, args: &WorkloadArgs) -> Result<Box<dyn Edge>, WorkloadErro
 
 fn run() -> Result<ExitCode, WorkloadError> {
     let args = WorkloadArgs::from_env(USAGE)?;
-    let kinds: Vec<String> = args
-        .rest
-        .iter()
-        .filter(|a| !a.starts_with("--"))
-        .cloned()
-        .collect();
-    if kinds.is_empty() {
-        return Err(WorkloadError::setup("kinds", "none given"));
-    }
+    let kinds = args.kinds()?;
     let mut edges = Vec::new();
     for k in &kinds {
         edges.push((k.clone(), set_up(k, &args)?));

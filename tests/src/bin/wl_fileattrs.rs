@@ -404,15 +404,7 @@ fn inject_fault(s: &State) {
 fn run() -> Result<ExitCode, WorkloadError> {
     let args = WorkloadArgs::from_env(USAGE)?;
     let mut report = Report::new("wl_fileattrs");
-    let kinds: Vec<String> = args
-        .rest
-        .iter()
-        .filter(|a| !a.starts_with("--"))
-        .cloned()
-        .collect();
-    if kinds.is_empty() {
-        return Err(WorkloadError::setup("kinds", "none given"));
-    }
+    let kinds = args.kinds()?;
     let mut states = Vec::new();
     for k in &kinds {
         states.push((k.clone(), set_up(k, &args)?));

@@ -465,10 +465,7 @@ enum State {
 fn run() -> Result<ExitCode, WorkloadError> {
     let args = WorkloadArgs::from_env(USAGE)?;
     let mut report = Report::new("wl_ghostmap");
-    let kinds: Vec<&String> = args.rest.iter().filter(|a| !a.starts_with("--")).collect();
-    if kinds.is_empty() {
-        return Err(WorkloadError::setup("kinds", "none given"));
-    }
+    let kinds = args.kinds()?;
     // The exec of `exe` first: it restarts the process.
     let mut states = Vec::new();
     if kinds.iter().any(|k| *k == "exe") {

@@ -870,10 +870,7 @@ fn verify(s: &State, r: &mut Report) {
 
 fn body() -> Result<ExitCode, WorkloadError> {
     let args = WorkloadArgs::from_env("KIND... [--inject-fault]")?;
-    let kinds: Vec<&String> = args.rest.iter().filter(|a| !a.starts_with("--")).collect();
-    if kinds.is_empty() {
-        return Err(WorkloadError::setup("arguments", "no KIND given"));
-    }
+    let kinds = args.kinds()?;
     let states = kinds
         .iter()
         .map(|k| set_up(k, &args))
