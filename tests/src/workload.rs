@@ -269,3 +269,38 @@ pub fn shared_anon_page() -> Result<*mut libc::c_void, WorkloadError> {
     }
     Ok(page)
 }
+
+/// A page of shared anonymous memory seen as 1024 atomic words, through which a workload and the children
+/// it forks afterwards hand each other flags and results (a restore keeps it shared between them).
+#[derive(Debug)]
+pub struct SharedWords(*mut std::sync::atomic::AtomicU32);
+
+impl SharedWords {
+    /// Maps the page ([`shared_anon_page`]).
+    pub fn new() -> Result<Self, WorkloadError> {
+        Ok(Self(shared_anon_page()?.cast()))
+    }
+
+    /// Word `i` (< 1024) of the page.
+    pub fn word(&self, i: usize) -> &std::sync::atomic::AtomicU32 {
+        assert!(i < 1024, "word {i} is outside the page");
+        // SAFETY: the page holds 1024 words, `i` is below that, and the mapping lives for the process's
+        // lifetime.
+        unsafe { &*self.0.add(i) }
+    }
+}
+
+/// How long [`wait_until`] waits for a condition before it gives up.
+pub const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Polls `cond` every 2 ms until it holds (true) or [`WAIT_TIMEOUT`] passed (false).
+pub fn wait_until(cond: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    while !cond() {
+        if start.elapsed() > WAIT_TIMEOUT {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    true
+}

@@ -18,12 +18,12 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
 
-use dormant_tests::workload::{self, exit_now, Report, WorkloadArgs, WorkloadError, INJECT_FAULT};
+use dormant_tests::workload::{
+    self, exit_now, wait_until, Report, SharedWords, WorkloadArgs, WorkloadError, INJECT_FAULT,
+};
 
-const TIMEOUT: Duration = Duration::from_secs(30);
 const CWD_MODE: u32 = 0o751;
 const ROOT_MODE: u32 = 0o705;
 const OWNER: (u32, u32) = (1234, 2345);
@@ -36,26 +36,6 @@ const FAULT: usize = 2;
 const K_REMOVED: usize = 3;
 const K_ATTRS: usize = 4;
 const K_DONE: usize = 5;
-
-struct Page(*mut AtomicU32);
-
-impl Page {
-    fn word(&self, i: usize) -> &AtomicU32 {
-        // SAFETY: the page holds 1024 words, i is small, and the mapping lives for the process's life.
-        unsafe { &*self.0.add(i) }
-    }
-}
-
-fn wait_until(cond: impl Fn() -> bool) -> bool {
-    let start = Instant::now();
-    while !cond() {
-        if start.elapsed() > TIMEOUT {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    true
-}
 
 /// `getcwd` fails with ENOENT (the working directory was removed).
 fn getcwd_enoent() -> Result<(), String> {
@@ -85,7 +65,7 @@ fn stat(path: &str) -> Result<(u32, u32, u32, u64, u64, u64), String> {
 }
 
 /// `k`: make the directory, chroot into it, tell the root, wait, check from inside, report.
-fn k(page: &Page, dir: &str) -> ! {
+fn k(page: &SharedWords, dir: &str) -> ! {
     let gone = format!("{dir}/gone-root");
     // Kept for the fault: a way back out of the chroot.
     let keep = std::fs::File::open(dir);
@@ -198,7 +178,7 @@ fn run() -> Result<ExitCode, WorkloadError> {
         .map_err(|e| WorkloadError::setup("canonical workload dir", e))?
         .to_string_lossy()
         .into_owned();
-    let page = Page(workload::shared_anon_page()?.cast());
+    let page = SharedWords::new()?;
     let child = match workload::fork()? {
         0 => k(&page, &dir),
         pid => pid,

@@ -20,37 +20,18 @@
 //! fail.
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use dormant_tests::workload::{self, exit_now, Report, WorkloadArgs, WorkloadError, INJECT_FAULT};
+use dormant_tests::workload::{
+    self, exit_now, wait_until, Report, SharedWords, WorkloadArgs, WorkloadError, INJECT_FAULT,
+};
 
-const TIMEOUT: Duration = Duration::from_secs(30);
 /// Word of the shared page: 1 once the children may exit.
 const GO: usize = 0;
 
-struct Page(*mut AtomicU32);
-
-impl Page {
-    fn word(&self, i: usize) -> &AtomicU32 {
-        // SAFETY: the page holds 1024 words, i is small, and the mapping lives for the process's life.
-        unsafe { &*self.0.add(i) }
-    }
-}
-
-fn wait_until(cond: impl Fn() -> bool) -> bool {
-    let start = Instant::now();
-    while !cond() {
-        if start.elapsed() > TIMEOUT {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    true
-}
-
 /// A child: loops until the go word says exit (so it runs only when not stopped).
-fn child(page: &Page, threads: bool) -> ! {
+fn child(page: &SharedWords, threads: bool) -> ! {
     if threads {
         // A second thread, which the group stop must hold too.
         std::thread::spawn(|| loop {
@@ -214,7 +195,7 @@ fn inject_fault(a: libc::pid_t, b: libc::pid_t, c: libc::pid_t) -> Result<(), Wo
 
 fn run() -> Result<ExitCode, WorkloadError> {
     let args = WorkloadArgs::from_env("[--inject-fault]")?;
-    let page = Page(workload::shared_anon_page()?.cast());
+    let page = SharedWords::new()?;
     block_sigchld()?;
     let spawn = |threads: bool| -> Result<libc::pid_t, WorkloadError> {
         match workload::fork()? {

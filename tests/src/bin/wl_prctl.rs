@@ -10,13 +10,13 @@
 //!   reaps `c` (status 0) and then `gc` itself, and `gc` must have seen the root's pid.
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
 
-use dormant_tests::workload::{self, exit_now, Report, WorkloadArgs, WorkloadError};
+use dormant_tests::workload::{
+    self, exit_now, wait_until, Report, SharedWords, WorkloadArgs, WorkloadError,
+};
 
 const SECBIT_KEEP_CAPS: libc::c_ulong = 1 << 4;
-const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Words of the shared page.
 const GO: usize = 0;
@@ -28,33 +28,13 @@ const C_BAD_PDEATHSIG: u32 = 2;
 const C_BAD_PPID: u32 = 3;
 const C_FORK_FAILED: u32 = 4;
 
-struct Page(*mut AtomicU32);
-
-impl Page {
-    fn word(&self, i: usize) -> &AtomicU32 {
-        // SAFETY: the page holds 1024 words, i < 3, and the mapping lives for the process's life.
-        unsafe { &*self.0.add(i) }
-    }
-}
-
 fn prctl_get(option: libc::c_int) -> i64 {
     // SAFETY: PR_GET_* options that return their value and take no pointer.
     i64::from(unsafe { libc::prctl(option, 0, 0, 0, 0) })
 }
 
-fn wait_until(cond: impl Fn() -> bool) -> bool {
-    let start = Instant::now();
-    while !cond() {
-        if start.elapsed() > TIMEOUT {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    true
-}
-
 /// `c` after the fork: set the parent-death signal, wait for the go, check, hand `gc` over, exit.
-fn child(page: &Page, root: u32) -> ! {
+fn child(page: &SharedWords, root: u32) -> ! {
     // SAFETY: PR_SET_PDEATHSIG takes a signal number.
     if unsafe {
         libc::prctl(
@@ -125,8 +105,7 @@ fn wait_exit(pid: libc::pid_t) -> Option<i32> {
 
 fn run() -> Result<ExitCode, WorkloadError> {
     let args = WorkloadArgs::from_env("(no arguments)")?;
-    let mem = workload::shared_anon_page()?;
-    let page = Page(mem.cast());
+    let page = SharedWords::new()?;
     let set = |what: &str, option: libc::c_int, value: libc::c_ulong| {
         // SAFETY: these PR_SET_* options take one integer and change only this process.
         if unsafe { libc::prctl(option, value, 0, 0, 0) } != 0 {
