@@ -96,7 +96,7 @@ pub struct TaskCoreV1 {
     pub posix_timers: Vec<PosixTimer>,
 }
 
-impl super::kind::Upgrade<TaskCore> for TaskCoreV1 {
+impl super::upgrade::Upgrade<TaskCore> for TaskCoreV1 {
     /// How a stopped task was stopped was not recorded (`None`); a version 1 dump refused removed
     /// directories.
     fn upgrade(self) -> Result<TaskCore, String> {
@@ -139,7 +139,13 @@ pub(crate) fn check_task_core(file: &str, pid: Pid, core: &TaskCore, p: &mut Pro
     super::signals::check_sigactions(file, core.sigactions.as_deref(), p);
     super::signals::check_siginfos(file, "shared pending signal", &core.shared_pending, p);
     super::timers::check_posix_timers(file, &core.posix_timers, p);
-    super::fs::check_fs(file, core, p);
+    super::fs::check_fs(
+        file,
+        (&core.cwd, core.cwd_removed),
+        (&core.root, core.root_removed),
+        core.umask,
+        p,
+    );
     if let Some(stop) = core.job_stop {
         if !core.stopped {
             p.add(file, "records how it was stopped but was not stopped");

@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "arbitrary")]
 use proptest_derive::Arbitrary;
 
-use super::attrs::TaskCore;
 use crate::error::Problems;
 
 /// Suffix the kernel appends to the path of a removed directory.
@@ -27,10 +26,17 @@ pub struct RemovedDir {
 
 /// Checks that the paths can be handed to `chdir`/`chroot` (no NUL byte), the umask is a mode, and a
 /// removed directory's record goes with a path the kernel marked removed.
-pub(crate) fn check_fs(file: &str, core: &TaskCore, p: &mut Problems) {
+/// `cwd` and `root` are each the path with its removed directory's record.
+pub(crate) fn check_fs(
+    file: &str,
+    cwd: (&str, Option<RemovedDir>),
+    root: (&str, Option<RemovedDir>),
+    umask: u32,
+    p: &mut Problems,
+) {
     let dirs = [
-        ("working directory", &core.cwd, core.cwd_removed),
-        ("root directory", &core.root, core.root_removed),
+        ("working directory", cwd.0, cwd.1),
+        ("root directory", root.0, root.1),
     ];
     for (what, path, removed) in dirs {
         if path.contains('\0') {
@@ -54,10 +60,7 @@ pub(crate) fn check_fs(file: &str, core: &TaskCore, p: &mut Problems) {
             }
         }
     }
-    if core.umask & !0o777 != 0 {
-        p.add(
-            file,
-            format!("umask {:#o} is not a permission mode", core.umask),
-        );
+    if umask & !0o777 != 0 {
+        p.add(file, format!("umask {umask:#o} is not a permission mode"));
     }
 }
