@@ -92,11 +92,23 @@ fn deleted_copy_of_sleep_keeps_running() -> Result<()> {
 }
 
 fn run_deleted_sleep(copy: &std::path::Path) -> Result<()> {
-    let mut w = Workload::start(
-        Spec::plain("sleep", copy)
+    // Another test thread's fork may still hold the copy open for writing (inherited before its exec
+    // closed it): exec then fails with ETXTBSY for a moment, which says nothing about dormant.
+    let mut tries = 0;
+    let mut w = loop {
+        let spec = Spec::plain("sleep", copy)
             .args(["1000"])
-            .blocked_in(NANOSLEEP),
-    )?;
+            .blocked_in(NANOSLEEP);
+        match Workload::start(spec) {
+            Err(harness::HarnessError::Io { source, .. })
+                if source.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 =>
+            {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            started => break started?,
+        }
+    };
     let pid = w.pid();
     fs::remove_file(copy).map_err(|e| w.fail(format!("rm: {e}")))?;
     let want = format!("{} (deleted)", copy.display());
