@@ -113,6 +113,22 @@ fn unshare_propagation(tree: &MountTree, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Creates the yard directory `.dormant-mnt-yard-<pid>-<n>` (0700) in `tmp`, the first `n` free. A name
+/// can be taken by the yard of a killed restore whose pid was ours, or by a restore in another pid
+/// namespace: neither is ours to remove (the other one's may be mounted on in its own mount namespace).
+fn create_yard(tmp: &Path) -> Result<PathBuf> {
+    let pid = std::process::id();
+    let mut n = 0u32;
+    loop {
+        let yard = tmp.join(format!(".dormant-mnt-yard-{pid}-{n}"));
+        match std::fs::DirBuilder::new().mode(0o700).create(&yard) {
+            Ok(()) => return Ok(yard),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+            Err(e) => return Err(io_err("creating the mount yard", &yard)(e)),
+        }
+    }
+}
+
 struct Executor<'a> {
     img: &'a MountImage,
     root: PathBuf,
@@ -129,14 +145,10 @@ struct Executor<'a> {
 impl<'a> Executor<'a> {
     fn new(img: &'a MountImage, root: &Path, ext: &'a ExternalMap, steps: &[Step]) -> Result<Self> {
         let tmp = std::env::temp_dir();
-        let yard = tmp.join(format!(".dormant-mnt-yard-{}", std::process::id()));
         let tree = MountTree::read(None)?;
         unshare_propagation(&tree, Path::new("/"))?;
         unshare_propagation(&tree, &tmp)?;
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&yard)
-            .map_err(io_err("creating the mount yard", &yard))?;
+        let yard = create_yard(&tmp)?;
         mount(
             Some("dormant-yard"),
             &yard,
@@ -514,5 +526,24 @@ fn attr_of(a: &MountAttrs) -> MountAttr {
             | sys::MOUNT_ATTR_NODIRATIME
             | sys::MOUNT_ATTR_NOSYMFOLLOW,
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The yard of a killed restore that had our pid does not stop a restore: the next free name is used
+    /// and the stale one is left alone.
+    #[test]
+    fn a_stale_yard_with_our_pid_is_stepped_over() {
+        let tmp = std::env::temp_dir().join(format!("dormant-yard-test-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let stale = tmp.join(format!(".dormant-mnt-yard-{}-0", std::process::id()));
+        std::fs::create_dir_all(&stale).unwrap();
+        let yard = create_yard(&tmp).unwrap();
+        assert_ne!(yard, stale);
+        assert!(yard.is_dir() && stale.is_dir());
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 }
