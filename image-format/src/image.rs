@@ -20,8 +20,8 @@ use crate::records::{
     ContainerRoot, DeletedFile, DescId, ExternalMaster, Fd, FileDesc, FileId, FileIdentity,
     FileLock, InodeAttrs, InotifyCarriedWatch, IpcNamespace, Mm, MountEntry, MountId, NetNamespace,
     NsId, NsKind, NsState, Pid, ProcessAttrs, PsTreeEntry, RegFile, ShmemId, ShmemObject,
-    TaskCgroups, TaskCore, TaskNamespaces, TaskSeccomp, ThreadCore, TmpfsRecord, UserNamespace,
-    UtsNamespace, Zombie,
+    TaskCgroups, TaskCore, TaskNamespaces, TaskSeccomp, ThreadCore, TmpfsRecord, UdpQueue,
+    UserNamespace, UtsNamespace, Zombie,
 };
 
 /// A checked image, loaded whole (see the module doc).
@@ -44,6 +44,8 @@ pub struct Image {
     pub deleted_files: Vec<DeletedFile>,
     /// inotify watches on inodes the image carries (`inotify-carried`; empty when there are none).
     pub inotify_carried: Vec<InotifyCarriedWatch>,
+    /// Datagrams waiting in UDP sockets (`udp-queues`; empty when none).
+    pub udp_queues: Vec<UdpQueue>,
     /// Anonymous shared memory objects with their pages.
     pub shmem: BTreeMap<ShmemId, SharedObject>,
     /// How restore recognises mapped files and executables; `None`: by device and inode.
@@ -258,6 +260,7 @@ impl Image {
             inode_attrs,
             deleted_files,
             inotify_carried,
+            udp_queues,
             shmem,
             file_identity,
             namespaces,
@@ -274,6 +277,7 @@ impl Image {
             inode_attrs,
             deleted_files,
             inotify_carried,
+            udp_queues,
             shmem,
             file_identity,
             namespaces,
@@ -336,6 +340,7 @@ struct Parts {
     inode_attrs: Vec<InodeAttrs>,
     deleted_files: Vec<DeletedFile>,
     inotify_carried: Vec<InotifyCarriedWatch>,
+    udp_queues: Vec<UdpQueue>,
     shmem: BTreeMap<ShmemId, SharedObject>,
     file_identity: Option<FileIdentity>,
     namespaces: Option<Namespaces>,
@@ -376,6 +381,8 @@ fn load_parts(l: &mut Loader<'_>) -> Parts {
     records::files::ghost::check_deleted_files(&deleted_files, &file_ids, &descs, &mut l.p);
     let inotify_carried: Vec<InotifyCarriedWatch> = l.optional(names::INOTIFY_CARRIED);
     records::files::inotify::check_inotify_carried(&inotify_carried, &descs, &mut l.p);
+    let udp_queues: Vec<UdpQueue> = l.optional(names::UDP_QUEUES);
+    records::files::inet::check_udp_queues(&udp_queues, &descs, &mut l.p);
     let desc_ids: BTreeSet<DescId> = descs.iter().map(|d| d.id).collect();
     let shmem = load_shmem(l, &pids);
     let shmem_ids: BTreeSet<ShmemId> = shmem.keys().copied().collect();
@@ -406,6 +413,7 @@ fn load_parts(l: &mut Loader<'_>) -> Parts {
         inode_attrs,
         deleted_files,
         inotify_carried,
+        udp_queues,
         shmem,
         file_identity,
         namespaces,

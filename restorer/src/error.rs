@@ -134,6 +134,16 @@ pub enum RestoreError {
         found: String,
         want: String,
     },
+    #[error(
+        "pid {pid} fd {fd}: lock(s) {missing:?} of the image are not held after the restore (fdinfo shows \
+         {found:?}); the restored tree is killed"
+    )]
+    LockLost {
+        pid: u32,
+        fd: i32,
+        missing: Vec<String>,
+        found: Vec<String>,
+    },
     #[error("pid {pid}: {what}")]
     ChildLost { pid: u32, what: String },
 

@@ -137,6 +137,7 @@ pub struct TreeImage<'a> {
     pub inode_attrs: &'a [dormant_image::records::InodeAttrs],
     /// inotify watches on carried inodes (`inotify-carried`).
     pub inotify_carried: &'a [dormant_image::records::InotifyCarriedWatch],
+    pub udp_queues: &'a [dormant_image::records::UdpQueue],
 }
 
 impl<'a> TreeImage<'a> {
@@ -152,6 +153,7 @@ impl<'a> TreeImage<'a> {
             descs: &img.descs,
             inode_attrs: &img.inode_attrs,
             inotify_carried: &img.inotify_carried,
+            udp_queues: &img.udp_queues,
         }
     }
 }

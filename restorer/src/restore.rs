@@ -284,6 +284,7 @@ impl Restore {
             tree_descs(&tree),
             tree.inode_attrs,
             tree.inotify_carried,
+            tree.udp_queues,
             self.tcp_established,
             &self.inherited,
         )?;

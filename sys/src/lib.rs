@@ -13,7 +13,8 @@
 //! - the raw-syscall layer of the two no_std blobs ([`raw`], numbers in [`nr`]); with `blob-rt`, the
 //!   memory functions a freestanding blob needs ([`rt`]);
 //! - with `std`: the host-side wrappers that dump, restore and the kerndat probes all call, so a probe
-//!   exercises the very code the real path runs ([`host`]), and the /proc/PID/maps parser ([`procfs`]);
+//!   exercises the very code the real path runs ([`host`]), the /proc/PID/maps parser ([`procfs`]), and
+//!   the read of a UDP socket's receive queue that leaves it queued ([`udp`]);
 //! - with `loader`: the ELF loader of the blobs ([`blob`]); with `build`: the build-script helper that
 //!   compiles them ([`build`]).
 //!
@@ -41,6 +42,8 @@ pub mod rt;
 pub mod host;
 #[cfg(feature = "std")]
 pub mod procfs;
+#[cfg(feature = "std")]
+pub mod udp;
 
 #[cfg(feature = "loader")]
 pub mod blob;

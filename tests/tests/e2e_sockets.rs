@@ -81,6 +81,14 @@ fn unix_datagram_peer_outside_the_dump() -> Result<()> {
     Ok(())
 }
 
+/// UDP sockets (IPv4, IPv4 connected, IPv6 dual stack) get their waiting datagrams back, in order, with
+/// their senders, an empty one and one queued before the connect included.
+#[test]
+fn udp_queued_datagrams() -> Result<()> {
+    harness::dump_restore(sockpeers(&["udpqueue"]))?;
+    Ok(())
+}
+
 /// Connected UDP sockets (IPv4 bound, IPv4 with the port connect picked, IPv6) keep their local and peer
 /// addresses and options, and exchange datagrams with their peers.
 #[test]

@@ -439,7 +439,7 @@ fn outside_socket() -> Result<(harness::Scratch, std::os::unix::net::UnixDatagra
 #[test]
 fn sockpeers_pass_untouched() -> Result<()> {
     let (_dir, _outside, ext) = outside_socket()?;
-    harness::self_check(sockpeers(&["pending", "dgram", &ext, "udp"]))?;
+    harness::self_check(sockpeers(&["pending", "dgram", &ext, "udp", "udpqueue"]))?;
     Ok(())
 }
 
@@ -450,7 +450,7 @@ fn sockpeers_pass_untouched() -> Result<()> {
 fn sockpeers_detect_lost_state() -> Result<()> {
     let (_dir, _outside, ext) = outside_socket()?;
     harness::self_check_fails(
-        sockpeers(&["pending", "dgram", &ext, "udp"]).args([INJECT_FAULT]),
+        sockpeers(&["pending", "dgram", &ext, "udp", "udpqueue"]).args([INJECT_FAULT]),
         &[
             "pending-accept-order",
             "pending-client-shutdown",
@@ -464,6 +464,7 @@ fn sockpeers_detect_lost_state() -> Result<()> {
             "udp-names",
             "udp-traffic",
             "udp-options",
+            "udpqueue-datagrams",
         ],
     )?;
     Ok(())

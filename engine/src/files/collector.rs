@@ -7,7 +7,7 @@ use std::os::fd::OwnedFd;
 
 use dormant_image::records::{
     names, DeletedFile, DescId, DescKind, Fd, FdFile, FileDesc, FileLock, InodeAttrs,
-    InotifyCarriedWatch, LockKind, Pid,
+    InotifyCarriedWatch, LockKind, Pid, UdpQueue,
 };
 use dormant_image::ImageWriter;
 
@@ -68,6 +68,8 @@ pub struct FileCollector {
     /// inotify watches no path names, by instance (with the pid and fd it was met on), matched with the
     /// carried inodes once every fd is dumped.
     inotify_pending: Vec<(DescId, u32, i32, inotify::Unresolved)>,
+    /// The datagrams waiting in UDP sockets, by description (`udp-queues`).
+    udp_queues: Vec<UdpQueue>,
 }
 
 /// What tells two listings of one lock apart: (kind, write, start, len).
@@ -293,7 +295,23 @@ impl FileCollector {
                 Ok(kind)
             }
             FdKind::Inet { family } => {
-                inet::dump(dup, family, self.tcp_established, &mut self.repaired)
+                let mut queued = Vec::new();
+                let kind = inet::dump(
+                    dup,
+                    family,
+                    self.tcp_established,
+                    &mut self.repaired,
+                    &mut queued,
+                )?;
+                if !queued.is_empty() {
+                    // The description about to be pushed (see `add`).
+                    let socket = DescId(self.descs.len() as u32);
+                    self.udp_queues.push(UdpQueue {
+                        socket,
+                        datagrams: queued,
+                    });
+                }
+                Ok(kind)
             }
             FdKind::Reg | FdKind::Dev | FdKind::Tty => Err(FdError::Parse(
                 "a file reopened by path has no description".into(),
@@ -392,16 +410,24 @@ impl FileCollector {
             })?;
         let carried_watches = self.inotify_carried()?;
         self.write(pid, writer)?;
-        if carried_watches.is_empty() {
-            return Ok(());
-        }
-        writer
-            .write_records(names::INOTIFY_CARRIED, &carried_watches)
-            .map_err(|source| DumpError::Image {
+        let image_err = |what: &'static str| {
+            move |source| DumpError::Image {
                 pid,
-                what: names::INOTIFY_CARRIED.into(),
+                what: what.into(),
                 source,
-            })
+            }
+        };
+        if !carried_watches.is_empty() {
+            writer
+                .write_records(names::INOTIFY_CARRIED, &carried_watches)
+                .map_err(image_err(names::INOTIFY_CARRIED))?;
+        }
+        if !self.udp_queues.is_empty() {
+            writer
+                .write_records(names::UDP_QUEUES, &self.udp_queues)
+                .map_err(image_err(names::UDP_QUEUES))?;
+        }
+        Ok(())
     }
 
     /// The inotify watches no path names, each on the description that carries its inode; refused when

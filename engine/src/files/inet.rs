@@ -1,15 +1,18 @@
 //! TCP and UDP sockets: unbound, bound, listening, or (UDP) connected, with their common options.
 //! Established TCP is refused with an error naming the connection, except with `--tcp-established`: the
 //! socket is put in repair mode and its queues, sequence numbers, options and windows are read (see
-//! [`RepairedSockets`] for how repair mode is left). A UDP socket is dumped only with empty queues: a
-//! datagram waiting to be read could be put back only by sending it again from its original sender's
-//! address, and one held back by `UDP_CORK`/`MSG_MORE` is not readable at all; a socket holding either is
-//! refused rather than restored without it.
+//! [`RepairedSockets`] for how repair mode is left). A UDP socket's receive queue is read without taking
+//! anything from it ([`dormant_sys::udp::peek_all`]) and carried (`udp-queues`): restore sends each
+//! datagram again from its sender's address. Refused: bytes held back in the send queue by
+//! `UDP_CORK`/`MSG_MORE` (not readable at all), a queue on a socket that peeks with an offset of its own
+//! (`SO_PEEK_OFF`: the kernel then hides empty datagrams it showed), an empty datagram behind others (a
+//! walk marks it peeked and a later walk no longer sees it), and a queue on a `SO_REUSEPORT` socket (a
+//! datagram sent again could reach another socket of its group).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::OwnedFd;
 
-use dormant_image::records::{DescKind, InetSocket};
+use dormant_image::records::{DescKind, InetSocket, UdpDatagram};
 
 use super::error::FdError;
 use super::sys;
@@ -48,6 +51,7 @@ pub fn dump(
     family: i32,
     tcp_established: bool,
     repaired: &mut RepairedSockets,
+    queued: &mut Vec<UdpDatagram>,
 ) -> Result<DescKind, FdError> {
     let opt = |level, name, what: &str| {
         sys::sockopt_int(dup, level, name).map_err(FdError::sys(format!("getsockopt {what}")))
@@ -81,8 +85,9 @@ pub fn dump(
         Some((ss, _)) => Some(udp_peer(&ss)?),
         None => None,
     };
+    let reuseport = opt(libc::SOL_SOCKET, libc::SO_REUSEPORT, "SO_REUSEPORT")? != 0;
     if sock_type == libc::SOCK_DGRAM {
-        udp_queues_empty(dup, local, peer)?;
+        *queued = udp_queues(dup, local, peer, reuseport)?;
     }
     let listening = opt(libc::SOL_SOCKET, libc::SO_ACCEPTCONN, "SO_ACCEPTCONN")? != 0;
     let bound = (local.port() != 0 || !local.ip().is_unspecified()).then(|| packed(local));
@@ -107,7 +112,7 @@ pub fn dump(
         // system maximum (the kernel clamps it to somaxconn).
         listen_backlog: listening.then_some(libc::SOMAXCONN as u32),
         reuseaddr: flag(libc::SOL_SOCKET, libc::SO_REUSEADDR, "SO_REUSEADDR")?,
-        reuseport: flag(libc::SOL_SOCKET, libc::SO_REUSEPORT, "SO_REUSEPORT")?,
+        reuseport,
         keepalive: flag(libc::SOL_SOCKET, libc::SO_KEEPALIVE, "SO_KEEPALIVE")?,
         nodelay,
         v6only,
@@ -146,18 +151,59 @@ fn udp_peer(ss: &libc::sockaddr_storage) -> Result<SocketAddr, FdError> {
 /// to the socket until the device or the receiver frees them).
 const UDP_DRAIN: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Refuses a UDP socket with a datagram waiting to be read or bytes held back in its send queue (see the
-/// module docs); names the first datagram's sender and size.
-fn udp_queues_empty(
+/// The datagrams waiting in a UDP socket's receive queue; refuses bytes held back in its send queue and
+/// the queues the module docs name.
+fn udp_queues(
     dup: &OwnedFd,
     local: SocketAddr,
     peer: Option<SocketAddr>,
-) -> Result<(), FdError> {
-    use std::os::fd::AsRawFd;
+    reuseport: bool,
+) -> Result<Vec<UdpDatagram>, FdError> {
+    use std::os::fd::AsFd;
     let me = match peer {
         Some(p) => format!("UDP socket {local} -> {p}"),
         None => format!("UDP socket {local}"),
     };
+    send_queue_drained(dup, &me)?;
+    let fd = dup.as_fd();
+    let offset = dormant_sys::udp::peek_offset(fd)
+        .map_err(|e| FdError::sys("getsockopt SO_PEEK_OFF")(e.into()))?;
+    let first = peek_first(dup)?;
+    let Some((n, sender)) = first else {
+        return Ok(Vec::new());
+    };
+    let refuse = |why: &str| {
+        Err(FdError::Socket(format!(
+            "{me}: its receive queue holds datagrams (the first: {n} bytes from {sender}) and {why}"
+        )))
+    };
+    if offset >= 0 {
+        return refuse("it peeks with an offset (SO_PEEK_OFF), which hides datagrams it has seen");
+    }
+    if reuseport {
+        return refuse(
+            "it is in a SO_REUSEPORT group, where a datagram sent again may reach another member",
+        );
+    }
+    let queue = dormant_sys::udp::peek_all(fd)
+        .map_err(|e| FdError::sys("peeking the UDP receive queue")(e.into()))?;
+    if queue.iter().skip(1).any(|d| d.data.is_empty()) {
+        return refuse(
+            "an empty datagram waits behind another (a later read of the queue could miss it)",
+        );
+    }
+    Ok(queue
+        .into_iter()
+        .map(|d| UdpDatagram {
+            from: packed(d.from),
+            data: d.data,
+        })
+        .collect())
+}
+
+/// The size and sender of the first datagram waiting, if any.
+fn peek_first(dup: &OwnedFd) -> Result<Option<(isize, String)>, FdError> {
+    use std::os::fd::AsRawFd;
     let mut byte = 0u8;
     // SAFETY: sockaddr_storage is plain data; all-zero is valid.
     let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -176,15 +222,18 @@ fn udp_queues_empty(
     };
     if n >= 0 {
         let sender = addr_of(&from).map_or("?".to_string(), |a| a.to_string());
-        return Err(FdError::Socket(format!(
-            "{me}: its receive queue holds a {n} byte datagram from {sender} (not supported: restore \
-             could put it back only by sending it again from that address)"
-        )));
+        return Ok(Some((n, sender)));
     }
     let e = std::io::Error::last_os_error();
     if e.raw_os_error() != Some(libc::EAGAIN) {
         return Err(FdError::sys("peeking the UDP receive queue")(e));
     }
+    Ok(None)
+}
+
+/// Waits a moment for the send queue to drain; refuses bytes held back in it.
+fn send_queue_drained(dup: &OwnedFd, me: &str) -> Result<(), FdError> {
+    use std::os::fd::AsRawFd;
     let deadline = std::time::Instant::now() + UDP_DRAIN;
     loop {
         let mut out: libc::c_int = 0;
@@ -210,32 +259,51 @@ mod tests {
     use super::*;
     use std::net::UdpSocket;
 
-    fn dump_udp(s: &UdpSocket, family: i32) -> Result<DescKind, FdError> {
+    fn dump_udp(s: &UdpSocket, family: i32) -> Result<(DescKind, Vec<UdpDatagram>), FdError> {
         let dup = std::os::fd::AsFd::as_fd(s).try_clone_to_owned().unwrap();
-        dump(&dup, family, false, &mut RepairedSockets::default())
+        let mut queued = Vec::new();
+        let kind = dump(
+            &dup,
+            family,
+            false,
+            &mut RepairedSockets::default(),
+            &mut queued,
+        )?;
+        Ok((kind, queued))
     }
 
-    /// A connected UDP socket carries its local address and its peer; one with a datagram waiting is
-    /// refused naming the sender, and the datagram stays queued.
+    /// A connected UDP socket carries its local address and its peer, and the datagrams waiting with
+    /// their senders; nothing is consumed. An empty datagram behind another is refused.
     #[test]
     fn connected_udp_and_queued_datagrams() {
         let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let other = UdpSocket::bind("127.0.0.1:0").unwrap();
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        other.send_to(b"before", s.local_addr().unwrap()).unwrap();
         s.connect(peer.local_addr().unwrap()).unwrap();
-        let got = dump_udp(&s, libc::AF_INET).unwrap();
+        peer.send_to(b"queued", s.local_addr().unwrap()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let (got, queued) = dump_udp(&s, libc::AF_INET).unwrap();
         let DescKind::Inet(i) = got else {
             panic!("{got:?}")
         };
         assert_eq!(i.bound, Some(packed(s.local_addr().unwrap())));
         assert_eq!(i.peer, Some(packed(peer.local_addr().unwrap())));
-        peer.send_to(b"queued", s.local_addr().unwrap()).unwrap();
+        let want = vec![
+            UdpDatagram {
+                from: packed(other.local_addr().unwrap()),
+                data: b"before".to_vec(),
+            },
+            UdpDatagram {
+                from: packed(peer.local_addr().unwrap()),
+                data: b"queued".to_vec(),
+            },
+        ];
+        assert_eq!(queued, want);
+        peer.send_to(b"", s.local_addr().unwrap()).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         let err = dump_udp(&s, libc::AF_INET).unwrap_err().to_string();
-        assert!(
-            err.contains("6 byte datagram from")
-                && err.contains(&peer.local_addr().unwrap().to_string()),
-            "{err}"
-        );
+        assert!(err.contains("an empty datagram waits behind"), "{err}");
         let mut buf = [0u8; 16];
         assert_eq!(s.recv(&mut buf).unwrap(), 6, "nothing was consumed");
     }

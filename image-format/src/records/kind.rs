@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use super::attrs::{ProcessAttrs, TaskCore};
 use super::container::ContainerRoot;
 use super::file_identity::FileIdentity;
-use super::files::{DeletedFile, Fd, FileDesc, FileLock, InodeAttrs, InotifyCarriedWatch, RegFile};
+use super::files::{
+    DeletedFile, Fd, FileDesc, FileLock, InodeAttrs, InotifyCarriedWatch, RegFile, UdpQueue,
+};
 use super::ids::{Pid, Tid};
 use super::mm::{Mm, ShmemObject};
 use super::mounts::{ExternalMaster, MountEntry, MountId, TmpfsRecord};
@@ -284,6 +286,9 @@ record_kinds! {
     // 50-54: descriptor edges.
     /// inotify watches on inodes the image carries (records/files/inotify.rs).
     50 InotifyCarried(InotifyCarriedWatch) version 1 older [] files [name(INOTIFY_CARRIED, "inotify-carried")];
+    // 70-74: socket queues.
+    /// Datagrams waiting in UDP sockets' receive queues (records/files/inet.rs).
+    70 UdpQueues(UdpQueue) version 1 older [] files [name(UDP_QUEUES, "udp-queues")];
 }
 
 /// Kind numbers once used and retired: never to be reused, so an old image's file can never be misread as

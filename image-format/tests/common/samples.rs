@@ -38,6 +38,7 @@ pub struct Samples {
     pub inode_attrs: Vec<InodeAttrs>,
     pub deleted_files: Vec<DeletedFile>,
     pub inotify_carried: Vec<InotifyCarriedWatch>,
+    pub udp_queues: Vec<UdpQueue>,
 }
 
 pub const ROOT: Pid = Pid(100);
@@ -564,6 +565,23 @@ fn descs() -> Vec<FileDesc> {
                 shutdown: 3,
             },
         ),
+        d(
+            23,
+            2,
+            DescKind::Inet(InetSocket {
+                family: 2,
+                sock_type: 2,
+                protocol: 17,
+                bound: Some(([127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 5353)),
+                peer: None,
+                listen_backlog: None,
+                reuseaddr: false,
+                reuseport: false,
+                keepalive: false,
+                nodelay: false,
+                v6only: false,
+            }),
+        ),
     ];
     v[6].owner = Some(FileOwner {
         kind: 1,
@@ -975,6 +993,19 @@ impl Samples {
                 mask: 0x2,
                 file: DescId(10),
             }],
+            udp_queues: vec![UdpQueue {
+                socket: DescId(23),
+                datagrams: vec![
+                    UdpDatagram {
+                        from: ([127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 40000),
+                        data: Vec::new(),
+                    },
+                    UdpDatagram {
+                        from: ([10, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 53),
+                        data: b"queued datagram".to_vec(),
+                    },
+                ],
+            }],
             inode_attrs: [6, 10]
                 .into_iter()
                 .map(|d| InodeAttrs {
@@ -1073,6 +1104,8 @@ impl Samples {
         w.write_records(names::DELETED_FILES, &self.deleted_files)
             .unwrap();
         w.write_records(names::INOTIFY_CARRIED, &self.inotify_carried)
+            .unwrap();
+        w.write_records(names::UDP_QUEUES, &self.udp_queues)
             .unwrap();
         for a in &self.attrs {
             w.write_records(&names::attrs(a.pid), std::slice::from_ref(a))

@@ -5,7 +5,7 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use dormant_image::records::InetSocket;
+use dormant_image::records::{InetSocket, UdpDatagram};
 use nix::errno::Errno;
 
 use super::raw::{check, owned};
@@ -73,7 +73,8 @@ pub(super) fn set_int(
     set_raw(fd, level, name, &v, what)
 }
 
-pub(super) fn open(s: &InetSocket) -> Result<OwnedFd, Failure> {
+/// Opens `s` (bound, then `queued` sent to it again, then connected or listening).
+pub(super) fn open(s: &InetSocket, queued: &[UdpDatagram]) -> Result<OwnedFd, Failure> {
     // SAFETY: socket returns a new fd.
     let fd = owned(unsafe { libc::socket(s.family, s.sock_type | libc::SOCK_CLOEXEC, s.protocol) })
         .map_err(|e| ("socket".to_string(), e))?;
@@ -124,6 +125,14 @@ pub(super) fn open(s: &InetSocket) -> Result<OwnedFd, Failure> {
             )
         })
         .map_err(|e| (format!("bind to port {}", bound.1), e))?;
+    }
+    // Before the connect: a connected socket takes datagrams from its peer only, and these were queued
+    // by whoever sent them.
+    if !queued.is_empty() {
+        let to = s
+            .bound
+            .ok_or_else(|| ("refilling an unbound UDP socket".to_string(), Errno::EINVAL))?;
+        super::udp_queue::refill(&fd, s.family, to, queued)?;
     }
     if let Some(peer) = s.peer {
         let (ss, len) = sockaddr(s.family, peer);

@@ -80,3 +80,82 @@ pub fn lock_description(fd: i32, l: &FileLock) -> Result<LockTaker, nix::Error> 
         }),
     })
 }
+
+/// Checks from outside, once task `pid` is restored and before it runs, that every lock of its image
+/// (`locks`) is held again through its fd: the fd's fdinfo lists the same kind, mode and range. A lock
+/// lost on the way fails the restore here instead of a restored task running without it.
+pub fn verify(pid: u32, locks: &[FileLock]) -> Result<(), crate::RestoreError> {
+    let mut fds: Vec<i32> = locks.iter().map(|l| l.fd).collect();
+    fds.sort_unstable();
+    fds.dedup();
+    for fd in fds {
+        let path = format!("/proc/{pid}/fdinfo/{fd}");
+        let text = std::fs::read_to_string(&path).map_err(|source| crate::RestoreError::Proc {
+            path: path.clone().into(),
+            source,
+        })?;
+        let found: Vec<String> = match FileLock::from_fdinfo(fd, &text) {
+            Ok(held) => held.iter().map(FileLock::fdinfo_key).collect(),
+            Err(e) => vec![e.to_string()],
+        };
+        let missing: Vec<String> = locks
+            .iter()
+            .filter(|l| l.fd == fd)
+            .map(FileLock::fdinfo_key)
+            .filter(|k| !found.contains(k))
+            .collect();
+        if !missing.is_empty() {
+            return Err(crate::RestoreError::LockLost {
+                pid,
+                fd,
+                missing,
+                found,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+    use dormant_image::records::LockKind;
+
+    /// The check passes for locks held through the fd and names the ones that are not.
+    #[test]
+    fn verify_finds_a_lost_lock() {
+        let f = tempfile::tempfile().unwrap();
+        let fd = f.as_raw_fd();
+        let held = FileLock {
+            fd,
+            kind: LockKind::Ofd,
+            write: true,
+            start: 20,
+            len: 10,
+        };
+        set_lock(fd, libc::F_OFD_SETLK, true, 20, 10).unwrap();
+        verify(std::process::id(), std::slice::from_ref(&held)).unwrap();
+        let lost = FileLock {
+            kind: LockKind::Posix,
+            write: false,
+            start: 100,
+            len: 0,
+            ..held.clone()
+        };
+        match verify(std::process::id(), &[held, lost]) {
+            Err(crate::RestoreError::LockLost {
+                fd: f,
+                missing,
+                found,
+                ..
+            }) => {
+                assert_eq!(f, fd);
+                assert_eq!(missing, vec!["POSIX READ 100 EOF".to_string()]);
+                assert_eq!(found, vec!["OFDLCK WRITE 20 29".to_string()]);
+            }
+            other => panic!("a lost lock passed the check: {other:?}"),
+        }
+    }
+}

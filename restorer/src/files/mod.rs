@@ -34,17 +34,20 @@ mod signalfd;
 mod tcp;
 mod timerfd;
 pub(crate) mod tty;
+mod udp_queue;
 mod unix;
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use dormant_image::records::{DescId, DescKind, Fd, FileDesc, InodeAttrs, InotifyCarriedWatch};
+use dormant_image::records::{
+    DescId, DescKind, Fd, FileDesc, InodeAttrs, InotifyCarriedWatch, UdpQueue,
+};
 
 pub use action::{run_child_action, ChildAction};
 pub use error::FileRestoreError;
 pub use external::{InheritSpecError, Inherited};
-pub use locks::{lock_description, LockTaker};
+pub use locks::{lock_description, verify as verify_locks, LockTaker};
 
 /// The descriptions of an image, open in this process.
 #[derive(Debug, Default)]
@@ -84,16 +87,17 @@ pub fn open_all(
     descs: &[FileDesc],
     tcp_established: bool,
 ) -> Result<OpenedFiles, FileRestoreError> {
-    open_all_inheriting(descs, &[], &[], tcp_established, &Inherited::default())
+    open_all_inheriting(descs, &[], &[], &[], tcp_established, &Inherited::default())
 }
 
 /// [`open_all`], external descriptions taken from `inherited` (`--inherit-fd`). `inotify_carried`: the
 /// watches on carried inodes, added through the restored descriptions (inotify instances are opened
-/// last, once those exist).
+/// last, once those exist). `udp_queues`: the datagrams waiting in UDP sockets, sent to them again.
 pub fn open_all_inheriting(
     descs: &[FileDesc],
     inode_attrs: &[InodeAttrs],
     inotify_carried: &[InotifyCarriedWatch],
+    udp_queues: &[UdpQueue],
     tcp_established: bool,
     inherited: &Inherited,
 ) -> Result<OpenedFiles, FileRestoreError> {
@@ -140,6 +144,10 @@ pub fn open_all_inheriting(
                 })
                 .collect::<Result<_, FileRestoreError>>()?;
         }
+        state.udp_queue = udp_queues
+            .iter()
+            .find(|q| q.socket == d.id)
+            .map_or_else(Vec::new, |q| q.datagrams.clone());
         let fd = open::open_one(d, attrs, &mut state)?;
         opened.fds.insert(d.id, fd);
         opened.descs.insert(d.id, d.clone());

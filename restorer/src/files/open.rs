@@ -24,6 +24,8 @@ pub(super) struct State {
     inherited: external::Inherited,
     /// The watches on carried inodes of the inotify instance opened next: (wd, mask, restored fd).
     pub(super) inotify_carried: Vec<(i32, u32, std::os::fd::RawFd)>,
+    /// The datagrams waiting in the UDP socket opened next.
+    pub(super) udp_queue: Vec<dormant_image::records::UdpDatagram>,
 }
 
 impl State {
@@ -36,6 +38,7 @@ impl State {
             fifos: Default::default(),
             inherited,
             inotify_carried: Vec::new(),
+            udp_queue: Vec::new(),
         }
     }
 }
@@ -138,7 +141,7 @@ pub(super) fn open_one(
         .map_err(Into::into),
         // The caller's description as it is: its status flags are the caller's business.
         DescKind::External { key } => return st.inherited.dup(d.id.0, key),
-        DescKind::Inet(s) => inet::open(s).map_err(Into::into),
+        DescKind::Inet(s) => inet::open(s, &std::mem::take(&mut st.udp_queue)).map_err(Into::into),
         DescKind::TcpEstablished(c) => tcp::open(c)
             .map_err(|(what, e)| OpenFailure::from((format!("{}: {what}", tcp::shown(c)), e))),
         DescKind::Inotify { watches } => {

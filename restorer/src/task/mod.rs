@@ -117,6 +117,7 @@ pub fn prepare(
         seccomp: seccomp.clone(),
         own_slice: tree_shared.own_slice,
         suspend_seccomp: seccomp::any(task.seccomp),
+        locks: task.locks.to_vec(),
     };
     let threads = threads::prepare(task, tree_shared.fresh_host_pids, creds, sched, seccomp);
     let (expected_rip, other_threads) = regs::expected_rips(task, &threads);
@@ -173,7 +174,8 @@ pub fn prepare(
 }
 
 /// What the tracer sets and checks from outside once every thread of a task is done, before the
-/// release: the OOM score adjustment (set), every thread's attributes and seccomp state (checked).
+/// release: the OOM score adjustment (set), every thread's attributes, seccomp state and the task's file
+/// locks (checked).
 #[derive(Debug, Clone, Default)]
 pub struct Finish {
     pub oom_score_adj: Option<i32>,
@@ -184,6 +186,8 @@ pub struct Finish {
     pub own_slice: u64,
     /// Some thread runs under seccomp: the tracer must trace the tree with its seccomp suspended.
     pub suspend_seccomp: bool,
+    /// The task's file locks, each checked to be held again through its fd.
+    pub locks: Vec<dormant_image::records::FileLock>,
 }
 
 impl Finish {
@@ -201,6 +205,7 @@ impl Finish {
                 seccomp::verify(pid, tid, want)?;
             }
         }
+        crate::files::verify_locks(pid, &self.locks)?;
         if let Some(want) = self.oom_score_adj {
             let path = format!("/proc/{pid}/oom_score_adj");
             let found = std::fs::read_to_string(&path).map_err(|source| RestoreError::Proc {

@@ -22,6 +22,11 @@
 //!   bind (the kernel picked its port), IPv6 bound then connected (with IPV6_V6ONLY), each to a bound
 //!   peer of this process. After the trigger each has its local and peer address, its options, exchanges
 //!   datagrams with its peer, and still ignores a datagram from another socket.
+//! - `udpqueue`: UDP sockets with datagrams waiting: IPv4 bound to 127.0.0.1 (an empty datagram at the
+//!   head, then a short one and a 30000-byte one from two senders), IPv4 connected with one datagram from
+//!   another socket queued before the connect and one from its peer after, IPv6 bound to `::` (dual
+//!   stack) with one datagram from an IPv4 sender and one from ::1. After the trigger each reads its
+//!   datagrams in the same order, bytes and senders, then nothing more.
 //!
 //! `--inject-fault` replaces, after the trigger, each socket under test by a fresh one that lacks the state
 //! under test (no waiting connections, no queue, no name, no connection), before checking.
@@ -321,7 +326,18 @@ struct Udp {
     conns: Vec<(UdpSocket, UdpSocket, SocketAddr, SocketAddr)>,
 }
 
+/// Datagrams as a receiver reads them: (sender, bytes), in arrival order.
+type Datagrams = Vec<(SocketAddr, Vec<u8>)>;
+
+/// UDP sockets with their queued datagrams.
+struct UdpQueues {
+    socks: Vec<(UdpSocket, Datagrams)>,
+    /// The senders, kept open so their ports stay theirs.
+    _senders: Vec<UdpSocket>,
+}
+
 enum State {
+    UdpQueue(UdpQueues),
     Pending(Pending),
     Dgram(Dgram),
     ExtPeer { x: RawFd, at: Vec<u8> },
@@ -553,8 +569,75 @@ fn set_up_udp() -> Result<Udp, WorkloadError> {
     Ok(Udp { conns })
 }
 
+fn set_up_udp_queues() -> Result<UdpQueues, WorkloadError> {
+    let io = |what: &'static str| move |e: std::io::Error| WorkloadError::setup(what, e);
+    let bind = |a: &str| UdpSocket::bind(a).map_err(io("bind udp"));
+    let (s1, s2) = (bind("127.0.0.1:0")?, bind("127.0.0.1:0")?);
+    let s6 = bind("[::1]:0")?;
+    let mut socks = Vec::new();
+    // (receiver, [(sender, bytes)])
+    let r1 = bind("127.0.0.1:0")?;
+    let sends: Vec<(&UdpSocket, Vec<u8>)> = vec![
+        (&s1, Vec::new()),
+        (&s2, b"short".to_vec()),
+        (&s1, vec![0x5a; 30_000]),
+    ];
+    socks.push((r1, sends));
+    let r2 = bind("127.0.0.1:0")?;
+    let peer = bind("127.0.0.1:0")?;
+    let before: Vec<(&UdpSocket, Vec<u8>)> = vec![(&s2, b"before connect".to_vec())];
+    socks.push((r2, before));
+    let r3 = udp_socket(libc::AF_INET6, false, false)?;
+    bind_inet(
+        &r3,
+        "[::]:0"
+            .parse()
+            .map_err(|e| WorkloadError::setup("address", e))?,
+    )?;
+    let mixed: Vec<(&UdpSocket, Vec<u8>)> =
+        vec![(&s1, b"from v4".to_vec()), (&s6, b"from v6".to_vec())];
+    socks.push((r3, mixed));
+    let mut out = Vec::new();
+    for (i, (r, sends)) in socks.into_iter().enumerate() {
+        let port = r.local_addr().map_err(io("local_addr"))?.port();
+        let mut want = Vec::new();
+        for (from, bytes) in sends {
+            let from_addr = from.local_addr().map_err(io("local_addr"))?;
+            let to: SocketAddr = if from_addr.is_ipv4() {
+                SocketAddr::from(([127, 0, 0, 1], port))
+            } else {
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))
+            };
+            from.send_to(&bytes, to).map_err(io("send_to"))?;
+            // As the receiver shows it: an IPv4 sender of a dual-stack socket is v4-mapped.
+            let shown = match (i, from_addr) {
+                (2, SocketAddr::V4(v4)) => SocketAddr::from((v4.ip().to_ipv6_mapped(), v4.port())),
+                (_, a) => a,
+            };
+            want.push((shown, bytes));
+        }
+        if i == 1 {
+            r.connect(peer.local_addr().map_err(io("local_addr"))?)
+                .map_err(io("connect"))?;
+            peer.send_to(b"from the peer", r.local_addr().map_err(io("local_addr"))?)
+                .map_err(io("send_to"))?;
+            want.push((
+                peer.local_addr().map_err(io("local_addr"))?,
+                b"from the peer".to_vec(),
+            ));
+        }
+        out.push((r, want));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    Ok(UdpQueues {
+        socks: out,
+        _senders: vec![s1, s2, s6, peer],
+    })
+}
+
 fn set_up(kind: &str, args: &WorkloadArgs) -> Result<State, WorkloadError> {
     Ok(match kind {
+        "udpqueue" => State::UdpQueue(set_up_udp_queues()?),
         "pending" => State::Pending(set_up_pending(args)?),
         "dgram" => State::Dgram(set_up_dgram(args)?),
         "udp" => State::Udp(set_up_udp()?),
@@ -599,6 +682,11 @@ fn inject_fault(s: &State) {
             }
         }
         State::ExtPeer { x, .. } => replace(*x, fresh(libc::SOCK_DGRAM)),
+        State::UdpQueue(q) => {
+            for (s, _) in &q.socks {
+                replace(s.as_raw_fd(), fresh_udp(s));
+            }
+        }
         State::Udp(u) => {
             for (s, ..) in &u.conns {
                 // SAFETY: a new UDP socket of the same family, put over ours.
@@ -771,6 +859,41 @@ fn verify_socketpairs(d: &Dgram, r: &mut Report) {
     );
 }
 
+/// A new UDP socket of `s`'s family.
+fn fresh_udp(s: &UdpSocket) -> RawFd {
+    let family = sockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN).unwrap_or(libc::AF_INET);
+    // SAFETY: socket returns a new fd.
+    unsafe { libc::socket(family, libc::SOCK_DGRAM, 0) }
+}
+
+fn verify_udp_queues(q: &UdpQueues, r: &mut Report) {
+    r.check(
+        "udpqueue-datagrams",
+        q.socks.iter().enumerate().try_for_each(|(i, (s, want))| {
+            let _ = s.set_nonblocking(true);
+            let mut buf = vec![0u8; 65_536];
+            for (j, (from, bytes)) in want.iter().enumerate() {
+                let got = s
+                    .recv_from(&mut buf)
+                    .map_err(|e| format!("socket {i} datagram {j}: {e}"))?;
+                if got != (bytes.len(), *from) || buf[..got.0] != bytes[..] {
+                    return Err(format!(
+                        "socket {i} datagram {j}: {} bytes from {}, want {} from {from}",
+                        got.0,
+                        got.1,
+                        bytes.len()
+                    ));
+                }
+            }
+            expect_eq(
+                &format!("socket {i} then"),
+                s.recv(&mut buf).map_err(|e| e.raw_os_error()),
+                Err(Some(libc::EAGAIN)),
+            )
+        }),
+    );
+}
+
 fn verify_udp(u: &Udp, r: &mut Report) {
     r.check(
         "udp-names",
@@ -865,6 +988,7 @@ fn verify(s: &State, r: &mut Report) {
                 .and_then(|()| expect_eq("send", send(*x, b"after"), Ok(5))),
         ),
         State::Udp(u) => verify_udp(u, r),
+        State::UdpQueue(q) => verify_udp_queues(q, r),
     }
 }
 

@@ -36,10 +36,10 @@ pub mod v2;
 
 pub use epoll::EpollTarget;
 pub use ghost::{DeletedContent, DeletedFile};
-pub use inet::InetSocket;
+pub use inet::{InetSocket, UdpDatagram, UdpQueue};
 pub use inode::{FileTime, InodeAttrs};
 pub use inotify::{InotifyCarriedWatch, InotifyWatch};
-pub use locks::{FileLock, LockKind};
+pub use locks::{FileLock, LockKind, LockLineError};
 pub use pty::PtyState;
 pub use reg::{FileStat, RegFile};
 pub use tcp::{TcpConnection, TcpWindow};
