@@ -137,6 +137,8 @@ pub struct TreeImage<'a> {
     pub inode_attrs: &'a [dormant_image::records::InodeAttrs],
     /// inotify watches on carried inodes (`inotify-carried`).
     pub inotify_carried: &'a [dormant_image::records::InotifyCarriedWatch],
+    /// Processes that share an fd table or an fs struct (`shared-tables`).
+    pub shared_tables: &'a [dormant_image::records::SharedTables],
 }
 
 impl<'a> TreeImage<'a> {
@@ -152,6 +154,7 @@ impl<'a> TreeImage<'a> {
             descs: &img.descs,
             inode_attrs: &img.inode_attrs,
             inotify_carried: &img.inotify_carried,
+            shared_tables: &img.shared_tables,
         }
     }
 }

@@ -22,7 +22,7 @@ use super::ns::{IpcNamespace, NsId, NsState, TaskCgroups, TaskNamespaces, UtsNam
 use super::pages::PageExtent;
 use super::seccomp::TaskSeccomp;
 use super::threads::{ThreadCore, ThreadCoreV1};
-use super::tree::{PsTreeEntry, Zombie};
+use super::tree::{PsTreeEntry, SharedTables, Zombie};
 pub use super::upgrade::{decode_upgraded, Upgrade};
 use crate::inventory::Inventory;
 
@@ -284,6 +284,9 @@ record_kinds! {
     // 50-54: descriptor edges.
     /// inotify watches on inodes the image carries (records/files/inotify.rs).
     50 InotifyCarried(InotifyCarriedWatch) version 1 older [] files [name(INOTIFY_CARRIED, "inotify-carried")];
+    // 60-64: shared process tables.
+    /// Which processes share an fd table or an fs struct (records/tree.rs).
+    60 SharedTables(SharedTables) version 1 older [] files [name(SHARED_TABLES, "shared-tables")];
 }
 
 /// Kind numbers once used and retired: never to be reused, so an old image's file can never be misread as
