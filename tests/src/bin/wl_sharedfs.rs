@@ -315,8 +315,7 @@ fn check_kcmp(me: i32, pids: &[i32; 5], a_shares: bool) -> Result<(), String> {
     let mut wrong = Vec::new();
     for (i, (n1, p1)) in all.iter().enumerate() {
         for (n2, p2) in &all[i + 1..] {
-            for (kind, group, what) in [(KCMP_FILES, &files[..], "files"), (KCMP_FS, &fs[..], "fs")]
-            {
+            for (kind, group, what) in [(KCMP_FILES, files, "files"), (KCMP_FS, &fs[..], "fs")] {
                 let want = group.contains(n1) && group.contains(n2);
                 if kcmp_same(*p1, *p2, kind)? != want {
                     wrong.push(format!("{n1}-{n2} {what} shared: {}", !want));
