@@ -396,8 +396,8 @@ impl Dump {
         if !self.skip_restore_check {
             crate::restorable::check(&facts)?;
         }
-        // No image records it, so no restore could refuse it: always checked.
-        crate::restorable::check_sharing(tree)?;
+        // Always checked: an image records only the sharing restore rebuilds.
+        let shared_tables = crate::restorable::shared_tables(tree)?;
         progress.done(DumpStage::Seize)?;
         // A container's mount tree and namespaces first: an unrestorable mount refuses the dump early.
         let pids: Vec<Pid> = tree.tasks.iter().map(|t| Pid(t.task.pid())).collect();
@@ -469,6 +469,11 @@ impl Dump {
             writer
                 .write_records(names::ZOMBIES, &tree.zombies)
                 .map_err(err(names::ZOMBIES))?;
+        }
+        if !shared_tables.is_empty() {
+            writer
+                .write_records(names::SHARED_TABLES, &shared_tables)
+                .map_err(err(names::SHARED_TABLES))?;
         }
         progress.done(DumpStage::Records)?;
 

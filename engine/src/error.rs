@@ -189,8 +189,9 @@ pub enum DumpError {
          carried (its next children would start in its own)"
     )]
     ForChildren { pid: u32, kind: &'static str },
-    /// Tasks that share (or threads that do not share) a per-task table the restore creates one of per
-    /// process: restored, a change one makes would no longer (or would now) show in the other.
+    /// Threads that do not share their process's fd table or fs struct, or processes sharing one in a way
+    /// the restore cannot clone again: restored, a change one makes would no longer (or would now) show
+    /// in the other.
     #[error("pid {pid}: {what}; this sharing is not restored yet")]
     Sharing { pid: u32, what: String },
     #[error("namespaces: {0}")]

@@ -5,14 +5,14 @@
 //!
 //! One more refusal is the dump's alone, since no image records it: a namespace a task unshared for
 //! children it has not forked yet (`/proc/PID/ns/{pid,time}_for_children`). Restored without it, the
-//! task's next children would start in its own namespace instead. Nor does any image record which tasks
-//! share an fd table or an fs struct (cwd, root, umask): the restore gives every process its own and
-//! every thread its process's, so processes that share one (`clone(CLONE_FILES)`, `CLONE_FS`) and threads
-//! that do not (`unshare`) are refused ([`check_sharing`]).
+//! task's next children would start in its own namespace instead. Which processes share an fd table or an
+//! fs struct (cwd, root, umask) is found here too ([`shared_tables`], recorded in `shared-tables`): the
+//! restore clones a sharer from its parent with `CLONE_FILES`/`CLONE_FS`, and gives every thread its
+//! process's, so threads with their own (`unshare`) and sharing not between parent and child are refused.
 
 use std::os::unix::fs::MetadataExt;
 
-use dormant_image::records::{NsKind, Pid, TaskNamespaces};
+use dormant_image::records::{NsKind, Pid, SharedTables, TaskNamespaces};
 use dormant_restorable::{Runner, TaskFacts};
 
 use crate::error::{DumpError, Result};
@@ -114,7 +114,7 @@ fn for_children(pid: u32, in_tree: &[u64]) -> Result<Vec<NsKind>> {
     Ok(out)
 }
 
-/// The per-task objects [`check_sharing`] compares: kcmp type, what sharing it means, and the `clone` flag.
+/// The per-task objects [`shared_tables`] compares: kcmp type, what sharing it means, and the `clone` flag.
 const SHARED_TABLES: [(libc::c_int, &str, &str); 2] = [
     (dormant_sys::host::KCMP_FILES, "fd table", "CLONE_FILES"),
     (
@@ -124,13 +124,16 @@ const SHARED_TABLES: [(libc::c_int, &str, &str); 2] = [
     ),
 ];
 
-/// Refuses a tree in which two processes share an fd table or an fs struct, or a thread has its own (see
-/// the module docs). Pairwise over processes: trees are small, and kcmp is one cheap syscall.
-pub fn check_sharing(tree: &SeizedTree) -> Result<()> {
-    let tasks: Vec<(u32, Vec<u32>)> = tree
+/// Which processes of the tree share an fd table or an fs struct (see [`SharedTables`]): the entries of
+/// those that share either. Refuses a thread with a table of its own (`unshare`), and sharing the restore
+/// cannot clone again: a process sharing a table its parent does not have (siblings cloned with
+/// `CLONE_PARENT`, or a parent that unshared since). Pairwise over processes: trees are small, and kcmp
+/// is one cheap syscall.
+pub fn shared_tables(tree: &SeizedTree) -> Result<Vec<SharedTables>> {
+    let tasks: Vec<(u32, Option<u32>, Vec<u32>)> = tree
         .tasks
         .iter()
-        .map(|t| (t.task.pid(), t.task.tids()))
+        .map(|t| (t.task.pid(), t.ppid, t.task.tids()))
         .collect();
     let same = |a: u32, b: u32, kind: libc::c_int| {
         dormant_sys::host::kcmp_same(a as i32, b as i32, kind).map_err(|e| DumpError::Sharing {
@@ -138,8 +141,10 @@ pub fn check_sharing(tree: &SeizedTree) -> Result<()> {
             what: format!("kcmp with task {b}: {e}"),
         })
     };
-    for (i, (pid, tids)) in tasks.iter().enumerate() {
-        for (kind, table, flag) in SHARED_TABLES {
+    let mut owners: Vec<[u32; 2]> = Vec::with_capacity(tasks.len());
+    for (i, (pid, ppid, tids)) in tasks.iter().enumerate() {
+        let mut ids = [*pid; 2];
+        for (k, (kind, table, flag)) in SHARED_TABLES.into_iter().enumerate() {
             for &tid in tids.iter().filter(|&&t| t != *pid) {
                 if !same(*pid, tid, kind)? {
                     return Err(DumpError::Sharing {
@@ -148,15 +153,40 @@ pub fn check_sharing(tree: &SeizedTree) -> Result<()> {
                     });
                 }
             }
-            for (other, _) in &tasks[i + 1..] {
-                if same(*pid, *other, kind)? {
-                    return Err(DumpError::Sharing {
-                        pid: *pid,
-                        what: format!("shares its {table} with pid {other} ({flag})"),
-                    });
+            // The first earlier process with the same table names it (its owner names itself).
+            for (j, (other, _, _)) in tasks[..i].iter().enumerate() {
+                if owners[j][k] == *other && same(*pid, *other, kind)? {
+                    ids[k] = *other;
+                    break;
                 }
             }
+            if ids[k] == *pid {
+                continue;
+            }
+            // Restore clones a sharer from its parent with the flag, so the parent must share it too.
+            let parent = ppid.and_then(|pp| tasks[..i].iter().position(|t| t.0 == pp));
+            if parent.is_none_or(|p| owners[p][k] != ids[k]) {
+                return Err(DumpError::Sharing {
+                    pid: *pid,
+                    what: format!(
+                        "shares its {table} with pid {} but its parent {} does not ({flag} \
+                         from a process other than its parent)",
+                        ids[k],
+                        ppid.unwrap_or(0)
+                    ),
+                });
+            }
         }
+        owners.push(ids);
     }
-    Ok(())
+    Ok(tasks
+        .iter()
+        .zip(&owners)
+        .filter(|((pid, _, _), ids)| ids[0] != *pid || ids[1] != *pid)
+        .map(|((pid, _, _), ids)| SharedTables {
+            pid: Pid(*pid),
+            files: Pid(ids[0]),
+            fs: Pid(ids[1]),
+        })
+        .collect())
 }

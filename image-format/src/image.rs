@@ -19,9 +19,9 @@ use crate::records::{self, names, ns, Record};
 use crate::records::{
     ContainerRoot, DeletedFile, DescId, ExternalMaster, Fd, FileDesc, FileId, FileIdentity,
     FileLock, InodeAttrs, InotifyCarriedWatch, IpcNamespace, Mm, MountEntry, MountId, NetNamespace,
-    NsId, NsKind, NsState, Pid, ProcessAttrs, PsTreeEntry, RegFile, ShmemId, ShmemObject,
-    TaskCgroups, TaskCore, TaskNamespaces, TaskSeccomp, ThreadCore, TmpfsRecord, UdpQueue,
-    UserNamespace, UtsNamespace, Zombie,
+    NsId, NsKind, NsState, Pid, ProcessAttrs, PsTreeEntry, RegFile, SharedTables, ShmemId,
+    ShmemObject, TaskCgroups, TaskCore, TaskNamespaces, TaskSeccomp, ThreadCore, TmpfsRecord,
+    UdpQueue, UserNamespace, UtsNamespace, Zombie,
 };
 
 /// A checked image, loaded whole (see the module doc).
@@ -32,6 +32,8 @@ pub struct Image {
     /// Every live process, in `pstree` order: root first, parents before children.
     pub tasks: Vec<TaskRecords>,
     pub zombies: Vec<Zombie>,
+    /// Processes that share an fd table or an fs struct (`shared-tables`; empty: none shares).
+    pub shared_tables: Vec<SharedTables>,
     /// Files reopened by path (`reg-files`), by id.
     pub files: BTreeMap<FileId, RegFile>,
     /// Open file descriptions not reopened by path (`file-descs`), in image order (an epoll's targets
@@ -255,6 +257,7 @@ impl Image {
         let Parts {
             tasks,
             zombies,
+            shared_tables,
             files,
             descs,
             inode_attrs,
@@ -272,6 +275,7 @@ impl Image {
             report,
             tasks,
             zombies,
+            shared_tables,
             files,
             descs,
             inode_attrs,
@@ -335,6 +339,7 @@ pub fn check_mounts(img: &ImageReader) -> Vec<ImageError> {
 struct Parts {
     tasks: Vec<TaskRecords>,
     zombies: Vec<Zombie>,
+    shared_tables: Vec<SharedTables>,
     files: BTreeMap<FileId, RegFile>,
     descs: Vec<FileDesc>,
     inode_attrs: Vec<InodeAttrs>,
@@ -357,6 +362,8 @@ fn load_parts(l: &mut Loader<'_>) -> Parts {
 
     let zombies: Vec<Zombie> = l.optional(names::ZOMBIES);
     records::tree::check_zombies(&zombies, &pids, &mut l.p);
+    let shared_tables: Vec<SharedTables> = l.optional(names::SHARED_TABLES);
+    records::tree::check_shared_tables(&shared_tables, &tree, &mut l.p);
     let reg: Vec<RegFile> = l.records(names::REG_FILES).unwrap_or_default();
     records::files::check_reg_files(&reg, &mut l.p);
     let files: BTreeMap<FileId, RegFile> = reg.into_iter().map(|f| (f.id, f)).collect();
@@ -408,6 +415,7 @@ fn load_parts(l: &mut Loader<'_>) -> Parts {
     Parts {
         tasks,
         zombies,
+        shared_tables,
         files,
         descs,
         inode_attrs,

@@ -138,6 +138,8 @@ pub struct TreeImage<'a> {
     /// inotify watches on carried inodes (`inotify-carried`).
     pub inotify_carried: &'a [dormant_image::records::InotifyCarriedWatch],
     pub udp_queues: &'a [dormant_image::records::UdpQueue],
+    /// Processes that share an fd table or an fs struct (`shared-tables`).
+    pub shared_tables: &'a [dormant_image::records::SharedTables],
 }
 
 impl<'a> TreeImage<'a> {
@@ -154,6 +156,7 @@ impl<'a> TreeImage<'a> {
             inode_attrs: &img.inode_attrs,
             inotify_carried: &img.inotify_carried,
             udp_queues: &img.udp_queues,
+            shared_tables: &img.shared_tables,
         }
     }
 }

@@ -109,6 +109,16 @@ pub enum Unsupported {
          recorded"
     )]
     PidfdTargetOutside { pid: u32, fd: i32, target: u32 },
+    #[error(
+        "pid {pid}: it shares the {table} of pid {owner}, but is forked by {parent}, which does not have \
+         it (a shared table is cloned from the parent)"
+    )]
+    SharedTableNotParent {
+        pid: u32,
+        table: &'static str,
+        owner: u32,
+        parent: u32,
+    },
 
     // --- what this machine lacks -----------------------------------------------------------------------
     #[error(
@@ -152,12 +162,13 @@ pub enum UnsupportedKind {
     PendingSigtrap,
     PidfdTargetLater,
     PidfdTargetOutside,
+    SharedTableNotParent,
     TimerIds,
     IpcNextId,
 }
 
 impl UnsupportedKind {
-    pub const ALL: [UnsupportedKind; 25] = [
+    pub const ALL: [UnsupportedKind; 26] = [
         UnsupportedKind::SecondRoot,
         UnsupportedKind::ParentOutside,
         UnsupportedKind::NotDescendants,
@@ -181,6 +192,7 @@ impl UnsupportedKind {
         UnsupportedKind::PendingSigtrap,
         UnsupportedKind::PidfdTargetLater,
         UnsupportedKind::PidfdTargetOutside,
+        UnsupportedKind::SharedTableNotParent,
         UnsupportedKind::TimerIds,
         UnsupportedKind::IpcNextId,
     ];
@@ -217,6 +229,7 @@ impl Unsupported {
             U::PendingSigtrap { .. } => K::PendingSigtrap,
             U::PidfdTargetLater { .. } => K::PidfdTargetLater,
             U::PidfdTargetOutside { .. } => K::PidfdTargetOutside,
+            U::SharedTableNotParent { .. } => K::SharedTableNotParent,
             U::TimerIds { .. } => K::TimerIds,
             U::IpcNextId { .. } => K::IpcNextId,
         }

@@ -513,6 +513,8 @@ struct TreePlan {
     members: Vec<Member>,
     /// In fork order, with helpers for gone leaders.
     planned: Vec<crate::tree::Planned>,
+    /// What each planned process shares with its parent.
+    shares: Vec<launch::Shares>,
 }
 
 impl TreePlan {
@@ -558,7 +560,12 @@ fn plan_tree(
             p.node
         );
     }
-    Ok(TreePlan { members, planned })
+    let shares = crate::tree::shares(tree.shared_tables, &members, &planned)?;
+    Ok(TreePlan {
+        members,
+        planned,
+        shares,
+    })
 }
 
 /// Every planned process as the launcher starts it: live tasks prepared kind by kind, zombies and helpers.
@@ -605,8 +612,12 @@ fn tree_nodes(
             Node::Member(input) => match tree.tasks.get(input) {
                 Some(task) => {
                     let vdso = vdsos.get(input).copied().flatten();
+                    let shares = plan.shares.get(at).copied().unwrap_or_default();
+                    if shares.files {
+                        same_fds_as_owner(dir, tree, task)?;
+                    }
                     let mut launch =
-                        task::prepare(dir, &blob, task, vdso, policy, &mut shared, opened)?;
+                        task::prepare(dir, &blob, task, vdso, policy, &mut shared, opened, shares)?;
                     launch.ns_pid = pids.inner(task.pid.0);
                     if pids.fresh {
                         launch.pid = None;
@@ -641,8 +652,56 @@ fn tree_nodes(
             subreaper_first: p.subreaper_first,
         });
     }
+    keep_sharers_fds(&mut nodes);
     // Every task holds its own copies of the shared objects now (`shared` is dropped here).
     Ok(nodes)
+}
+
+/// Refuses an image in which a process sharing an fd table lists other fds than the table's owner: the
+/// restore gives it the owner's.
+fn same_fds_as_owner(
+    dir: &Path,
+    tree: &TreeImage,
+    task: &image::TaskImage,
+) -> Result<(), RestoreError> {
+    let owner = dormant_image::records::SharedTables::of(tree.shared_tables, task.pid).files;
+    let owner_fds = tree.tasks.iter().find(|t| t.pid == owner).map(|t| t.fds);
+    if owner_fds == Some(task.fds) {
+        return Ok(());
+    }
+    Err(RestoreError::BadImage {
+        dir: dir.to_owned(),
+        reason: format!(
+            "pid {} shares the fd table of pid {}, but their fds differ",
+            task.pid.0, owner.0
+        ),
+    })
+}
+
+/// The owner of an fd table closes every fd it does not keep, in the table its sharers use too: it keeps
+/// theirs (their blob's helper fds and report pipes, numbered apart from its own by the restorer, which
+/// holds them all at once). The sharers' ancestors up to the owner share the table, so the owner is the
+/// nearest ancestor that does not share its parent's.
+fn keep_sharers_fds(nodes: &mut [TreeNode]) {
+    for i in 0..nodes.len() {
+        let keep = match &nodes[i].task {
+            TreeTask::Live(l) if l.shares.files => l.keep_fds.clone(),
+            _ => continue,
+        };
+        let mut owner = nodes[i].parent;
+        while let Some(o) = owner {
+            match &mut nodes[o].task {
+                TreeTask::Live(l) if l.shares.files => owner = nodes[o].parent,
+                TreeTask::Live(l) => {
+                    l.keep_fds.extend_from_slice(&keep);
+                    l.keep_fds.sort_unstable();
+                    l.keep_fds.dedup();
+                    break;
+                }
+                _ => break,
+            }
+        }
+    }
 }
 
 /// Checks that every pidfd target of the task planned at `at` exists when it sets up its files, and aims

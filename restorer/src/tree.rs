@@ -31,17 +31,24 @@
 //! session by birth) before it exits, and it is reparented to `P` again (`P` is a subreaper while it forks,
 //! like a session helper's parent).
 //!
-//! What it does NOT do: restore a root whose session or group is led from outside the tree other than by
+//! Processes that share an fd table or an fs struct (`shared-tables`) get it by birth: each is cloned by
+//! its parent with `CLONE_FILES`/`CLONE_FS` ([`shares`]), so the parent must have the same table (be its
+//! owner, the first process of the tree that has it, or share it in turn). The owner puts the fds (or
+//! cwd, root, umask) in place once; the others leave them alone ([`Shares`]).
+//!
+//! What it does NOT do: restore a process sharing a table its restored parent does not have (refused:
+//! the dump refuses it first when the dumped parent lacks it; a session helper or zombie leader as the
+//! forking parent is found only here); restore a root whose session or group is led from outside the tree other than by
 //! inheriting the restorer's (the root's own parent is the restorer); a task born in a session its parent
 //! left later (CRIU's "born sid"), or a session led by a live task that is not its ancestor; helpers inside
 //! a nested pid namespace (their inner pids are not recorded).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use dormant_image::records::{Pid, Zombie};
+use dormant_image::records::{Pid, SharedTables, Zombie};
 
 use crate::error::RestoreError;
-use crate::launch::SessionPlan;
+use crate::launch::{SessionPlan, Shares};
 use crate::refusal::Unsupported;
 
 /// One process of the tree as the planner sees it.
@@ -421,6 +428,59 @@ fn session_of(
     Ok((SessionPlan::JoinGroup(me.pgid), Some(me.pgid)))
 }
 
+/// The tables each planned process shares with its parent (see the module docs), in plan order; refuses
+/// a sharer whose parent in the plan does not have the table.
+pub fn shares(
+    entries: &[SharedTables],
+    members: &[Member],
+    planned: &[Planned],
+) -> Result<Vec<Shares>, RestoreError> {
+    let pid_at = |i: usize| match planned[i].node {
+        Node::Member(m) => members.get(m).filter(|m| !m.zombie).map(|m| m.pid),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(planned.len());
+    for (i, p) in planned.iter().enumerate() {
+        let Some(pid) = pid_at(i) else {
+            out.push(Shares::default());
+            continue;
+        };
+        let own = SharedTables::of(entries, Pid(pid));
+        let parent = p.parent.and_then(pid_at);
+        let theirs = parent.map(|pp| SharedTables::of(entries, Pid(pp)));
+        let mut shares = Shares::default();
+        for (table, id, parent_id, flag) in [
+            (
+                "fd table",
+                own.files,
+                theirs.map(|t| t.files),
+                &mut shares.files,
+            ),
+            ("fs struct", own.fs, theirs.map(|t| t.fs), &mut shares.fs),
+        ] {
+            if id.0 == pid {
+                continue;
+            }
+            if parent_id != Some(id) {
+                return Err(Unsupported::SharedTableNotParent {
+                    pid,
+                    table,
+                    owner: id.0,
+                    parent: p
+                        .parent
+                        .and_then(|pp| planned[pp].node.helper_pid())
+                        .or(parent)
+                        .unwrap_or(0),
+                }
+                .into());
+            }
+            *flag = true;
+        }
+        out.push(shares);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -628,6 +688,70 @@ mod tests {
         let err = plan(&members).unwrap_err();
         assert!(
             err.to_string().contains("parent 77 is not in the tree"),
+            "{err}"
+        );
+    }
+
+    fn tables(pid: u32, files: u32, fs: u32) -> SharedTables {
+        SharedTables {
+            pid: Pid(pid),
+            files: Pid(files),
+            fs: Pid(fs),
+        }
+    }
+
+    #[test]
+    fn sharers_are_cloned_with_their_parents_tables() {
+        // 101 shares 100's fd table, 102 its fs struct, 103 (a child of 101) the fd table too; 104 none.
+        let members = [
+            live(100, None, 100, 100),
+            live(101, Some(100), 100, 100),
+            live(102, Some(100), 100, 100),
+            live(103, Some(101), 100, 100),
+            live(104, Some(100), 100, 100),
+        ];
+        let entries = [
+            tables(101, 100, 101),
+            tables(102, 102, 100),
+            tables(103, 100, 103),
+        ];
+        let plan = plan(&members).unwrap();
+        let shares = shares(&entries, &members, &plan).unwrap();
+        let by_pid = |pid: u32| {
+            let at = plan
+                .iter()
+                .position(|p| matches!(p.node, Node::Member(i) if members[i].pid == pid))
+                .unwrap();
+            shares[at]
+        };
+        let s = |files, fs| Shares { files, fs };
+        assert_eq!(by_pid(100), s(false, false));
+        assert_eq!(by_pid(101), s(true, false));
+        assert_eq!(by_pid(102), s(false, true));
+        assert_eq!(by_pid(103), s(true, false));
+        assert_eq!(by_pid(104), s(false, false));
+    }
+
+    #[test]
+    fn sharer_whose_parent_lacks_the_table_is_refused() {
+        // 102 shares 100's fd table, but its parent 101 has its own.
+        let members = [
+            live(100, None, 100, 100),
+            live(101, Some(100), 100, 100),
+            live(102, Some(101), 100, 100),
+        ];
+        let plan = plan(&members).unwrap();
+        let err = shares(&[tables(102, 100, 102)], &members, &plan).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RestoreError::Unsupported(Unsupported::SharedTableNotParent {
+                    pid: 102,
+                    owner: 100,
+                    parent: 101,
+                    ..
+                })
+            ),
             "{err}"
         );
     }

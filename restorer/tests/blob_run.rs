@@ -210,6 +210,7 @@ fn build_victim(pid: u32, break_it: bool) -> Victim {
         pid: Some(pid),
         ns_pid: None,
         area,
+        shares: Default::default(),
         fd_moves: vec![FdMove {
             from: go_helper.as_raw_fd(),
             to: 0,

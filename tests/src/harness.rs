@@ -952,7 +952,8 @@ impl Workload {
                         logs: self.logs(),
                     })
                 }
-                Some(_) if leave_running || orig_status.is_some() => break,
+                // A restored tree's root is dormant restore's child (it reaps it), not ours.
+                Some(_) if leave_running || orig_status.is_some() || self.child.is_none() => break,
                 _ => {}
             }
             // After a successful dump the original may take a moment to die; bound that too.
@@ -1345,6 +1346,25 @@ pub fn dump_restore_same_tree(spec: Spec) -> Result<(Vec<TreeIds>, String)> {
     w.release()?;
     w.finish_restored(&mut r)?;
     Ok((before, w.log_text()))
+}
+
+/// [`dump_restore`] twice: the restored tree, still waiting for its trigger, is dumped and restored again
+/// (what it restored must be dumpable as it was), then released.
+pub fn dump_restore_twice(spec: Spec) -> Result<String> {
+    require_root()?;
+    dormant_bin()?;
+    let mut w = Workload::start(spec)?;
+    w.dump(false)?;
+    let mut first = w.restore()?;
+    w.expect_restored_pid(&mut first)?;
+    w.dump(false)?;
+    // Its root killed by the second dump, the first restore ends too.
+    let _ = w.wait_restored(&mut first, FINISH_TIMEOUT);
+    let mut r = w.restore()?;
+    w.expect_restored_pid(&mut r)?;
+    w.release()?;
+    w.finish_restored(&mut r)?;
+    Ok(w.log_text())
 }
 
 /// `dump --leave-running`: the original goes on and passes its own check; then (after it exited and was

@@ -24,7 +24,7 @@ use super::ns::{IpcNamespace, NsId, NsState, TaskCgroups, TaskNamespaces, UtsNam
 use super::pages::PageExtent;
 use super::seccomp::TaskSeccomp;
 use super::threads::{ThreadCore, ThreadCoreV1};
-use super::tree::{PsTreeEntry, Zombie};
+use super::tree::{PsTreeEntry, SharedTables, Zombie};
 pub use super::upgrade::{decode_upgraded, Upgrade};
 use crate::inventory::Inventory;
 
@@ -286,6 +286,9 @@ record_kinds! {
     // 50-54: descriptor edges.
     /// inotify watches on inodes the image carries (records/files/inotify.rs).
     50 InotifyCarried(InotifyCarriedWatch) version 1 older [] files [name(INOTIFY_CARRIED, "inotify-carried")];
+    // 60-64: shared process tables.
+    /// Which processes share an fd table or an fs struct (records/tree.rs).
+    60 SharedTables(SharedTables) version 1 older [] files [name(SHARED_TABLES, "shared-tables")];
     // 70-74: socket queues.
     /// Datagrams waiting in UDP sockets' receive queues (records/files/inet.rs).
     70 UdpQueues(UdpQueue) version 1 older [] files [name(UDP_QUEUES, "udp-queues")];

@@ -72,7 +72,7 @@ pub use seccomp::{BpfInsn, SeccompFilter, SeccompMode, TaskSeccomp, ThreadSeccom
 pub use signals::{SigAction, SigAltStack, SigInfo};
 pub use threads::{RobustList, Rseq, ThreadCore};
 pub use timers::{ITimer, PosixTimer};
-pub use tree::{PsTreeEntry, Zombie};
+pub use tree::{PsTreeEntry, SharedTables, Zombie};
 
 /// File names inside an image directory: every kind's files (from the kind table) and the page stores.
 pub mod names {

@@ -1,5 +1,6 @@
 //! The process tree: every live process with its parent, process group, session and threads
-//! (`pstree`), and the zombies among its children (`zombies`).
+//! (`pstree`), the zombies among its children (`zombies`), and which processes share an fd table or an fs
+//! struct (`shared-tables`).
 
 use std::collections::BTreeSet;
 
@@ -8,7 +9,7 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "arbitrary")]
 use proptest_derive::Arbitrary;
 
-use super::file_names::{PSTREE, ZOMBIES};
+use super::file_names::{PSTREE, SHARED_TABLES, ZOMBIES};
 use super::ids::{Pid, Tid};
 use crate::error::Problems;
 
@@ -43,6 +44,77 @@ pub struct Zombie {
     /// Its pid in the pid namespace one level below the dumper's, when it lived in one (the second
     /// `NSpid` entry; deeper nesting is not restorable anyway).
     pub inner_pid: Option<Pid>,
+}
+
+/// Which fd table and which fs struct (cwd, root, umask) a process of the tree has (`shared-tables`, one
+/// entry per process that shares either with another process of the tree): each is named by the pid of
+/// the first process in `pstree` order that has it, so equal ids mean shared (`clone(CLONE_FILES)`,
+/// `CLONE_FS`), and a process that has its own is its own id. A process without an entry has both of its
+/// own; an image without the file (older dumps, which refused any sharing) shares nothing.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedTables {
+    pub pid: Pid,
+    /// The fd table's id (see the type's docs).
+    pub files: Pid,
+    /// The fs struct's id.
+    pub fs: Pid,
+}
+
+impl SharedTables {
+    /// The ids of process `pid` in `entries`: its own when it has no entry.
+    pub fn of(entries: &[SharedTables], pid: Pid) -> SharedTables {
+        entries
+            .iter()
+            .copied()
+            .find(|e| e.pid == pid)
+            .unwrap_or(SharedTables {
+                pid,
+                files: pid,
+                fs: pid,
+            })
+    }
+}
+
+/// Checks the sharing entries against the tree: each names a process of the tree once, shares something,
+/// and each id is a process before it in the tree that has that table itself (its own id).
+pub(crate) fn check_shared_tables(
+    entries: &[SharedTables],
+    tree: &[PsTreeEntry],
+    p: &mut Problems,
+) {
+    let at = |pid: Pid| tree.iter().position(|t| t.pid == pid);
+    let mut seen = BTreeSet::new();
+    for e in entries {
+        if !seen.insert(e.pid) {
+            p.add(SHARED_TABLES, format!("pid {} is listed twice", e.pid.0));
+        }
+        let Some(i) = at(e.pid) else {
+            p.add(SHARED_TABLES, format!("pid {} is not in the tree", e.pid.0));
+            continue;
+        };
+        if e.files == e.pid && e.fs == e.pid {
+            p.add(SHARED_TABLES, format!("pid {} shares nothing", e.pid.0));
+        }
+        for (what, id) in [("fd table", e.files), ("fs struct", e.fs)] {
+            if id == e.pid {
+                continue;
+            }
+            let own = |o: &SharedTables| if what == "fd table" { o.files } else { o.fs };
+            let owner_ok =
+                at(id).is_some_and(|j| j < i) && own(&SharedTables::of(entries, id)) == id;
+            if !owner_ok {
+                p.add(
+                    SHARED_TABLES,
+                    format!(
+                        "pid {}: its {what} is named after pid {}, which is not an earlier process of \
+                         the tree with that {what} of its own",
+                        e.pid.0, id.0
+                    ),
+                );
+            }
+        }
+    }
 }
 
 /// Checks the tree: it is not empty, starts with the inventory's root, lists every pid and tid once, each

@@ -21,6 +21,7 @@ pub struct Samples {
     pub descs: Vec<FileDesc>,
     pub shmem: Vec<ShmemObject>,
     pub zombies: Vec<Zombie>,
+    pub shared_tables: Vec<SharedTables>,
     pub ns_ids: Vec<TaskNamespaces>,
     pub cgroups: Vec<TaskCgroups>,
     pub uts: UtsNamespace,
@@ -804,6 +805,11 @@ impl Samples {
                 exit_status: 3 << 8,
                 inner_pid: Some(Pid(3)),
             }],
+            shared_tables: vec![SharedTables {
+                pid: CHILD,
+                files: ROOT,
+                fs: CHILD,
+            }],
             ns_ids: vec![
                 TaskNamespaces {
                     pid: ROOT,
@@ -1115,6 +1121,8 @@ impl Samples {
         w.write_records(names::FILE_DESCS, &self.descs).unwrap();
         w.write_records(names::SHMEM, &self.shmem).unwrap();
         w.write_records(names::ZOMBIES, &self.zombies).unwrap();
+        w.write_records(names::SHARED_TABLES, &self.shared_tables)
+            .unwrap();
         w.write_records(names::NS_IDS, &self.ns_ids).unwrap();
         w.write_records(names::CGROUPS, &self.cgroups).unwrap();
         w.write_records(&names::uts(UTS), std::slice::from_ref(&self.uts))

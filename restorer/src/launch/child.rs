@@ -10,7 +10,7 @@ use dormant_restorer_proto::{Report, Step, REPORT_SIZE};
 use nix::errno::Errno;
 
 use super::fork::clone_exact;
-use super::{FdMove, HelperKind, Launch, RlimitSet, SessionPlan, TreeNode, TreeTask};
+use super::{FdMove, HelperKind, Launch, RlimitSet, SessionPlan, Shares, TreeNode, TreeTask};
 use crate::task::{self, ChildFailed, ProcessCtl};
 
 /// Data the child reads after the fork; prepared before it, so the child allocates nothing.
@@ -19,6 +19,8 @@ pub(super) struct ChildPlan<'a> {
     pub(super) pid: u32,
     /// The pid inside the tree's nested pid namespace, 0 when there is none.
     pub(super) ns_pid: u32,
+    /// `CLONE_FILES`/`CLONE_FS` when it shares its parent's fd table or fs struct ([`Shares`]).
+    pub(super) clone_flags: u64,
     /// Root only: wait for one byte here (the tracer has seized us); -1 for others.
     sync_read: RawFd,
     /// Root only: the write end of `sync_read`, closed first, so the read sees the end of file when the
@@ -53,6 +55,7 @@ enum End<'a> {
 
 /// A live task's state the child puts in place, kind by kind, and where its blob is.
 struct TaskPlan<'a> {
+    shares: Shares,
     moves: &'a [FdMove],
     actions: &'a [crate::files::ChildAction],
     keep: &'a [RawFd],
@@ -104,9 +107,14 @@ impl<'a> ChildPlan<'a> {
                 (session, -1, End::Helper, 0)
             }
         };
+        let clone_flags = match &n.task {
+            TreeTask::Live(l) => l.shares.clone_flags(),
+            _ => 0,
+        };
         ChildPlan {
             pid: n.task.pid(),
             ns_pid,
+            clone_flags,
             sync_read: links.sync.0,
             sync_write: links.sync.1,
             forked_write: links.forked.1,
@@ -128,6 +136,7 @@ impl<'a> ChildPlan<'a> {
 impl<'a> TaskPlan<'a> {
     fn new(nodes: &[TreeNode], i: usize, l: &'a Launch) -> Self {
         TaskPlan {
+            shares: l.shares,
             moves: &l.fd_moves,
             actions: &l.child_actions,
             keep: &l.keep_fds,
@@ -271,10 +280,16 @@ fn take_session(plans: &[ChildPlan<'_>], plan: &ChildPlan<'_>) {
     }
 }
 
-/// The task's state the child sets itself, kind by kind; the blob does the rest.
+/// The task's state the child sets itself, kind by kind; the blob does the rest. The fds and the fs
+/// struct of a process that shares them are its parent's, in place already or put there by the table's
+/// owner: moving or closing fds here would move or close them in the owner's table too.
 fn enter_task(t: &TaskPlan<'_>) -> Result<(), ChildFailed> {
-    task::apply_fds(t.moves, t.keep, t.actions)?;
-    task::apply_fs(t.cwd, t.root, t.umask, t.removed_cwd)?;
+    if !t.shares.files {
+        task::apply_fds(t.moves, t.keep, t.actions)?;
+    }
+    if !t.shares.fs {
+        task::apply_fs(t.cwd, t.root, t.umask, t.removed_cwd)?;
+    }
     task::apply_attrs(&t.prctl, t.comm, t.personality)?;
     task::apply_rlimits(t.rlimits)
 }
@@ -337,7 +352,7 @@ fn errno() -> i32 {
 /// and subtree exist.
 fn fork_child(plans: &[ChildPlan<'_>], c: usize, rep: RawFd) {
     let child = &plans[c];
-    let ret = clone_exact(child.pid, child.ns_pid, false);
+    let ret = clone_exact(child.pid, child.ns_pid, child.clone_flags);
     if ret == 0 {
         child_main(plans, c);
     }

@@ -91,10 +91,11 @@ impl Drop for MaskGuard {
 
 /// clone3 as a fork, with `pid` as the exact pid when non-zero and, in a container, `ns_pid` (non-zero)
 /// as its pid in the pid namespace one level down (set_tid is innermost first; `pid` 0 there lets the
-/// kernel choose the outer one). Returns 0 in the child, the pid in the parent, `-errno` on failure. With
-/// `to_parent` the child is our parent's (`CLONE_PARENT`). Allocation-free (also called in restored tasks
-/// forking their children).
-pub(super) fn clone_exact(pid: u32, ns_pid: u32, to_parent: bool) -> i64 {
+/// kernel choose the outer one). Returns 0 in the child, the pid in the parent, `-errno` on failure.
+/// `flags`: `CLONE_PARENT` (the child is our parent's), `CLONE_FILES`/`CLONE_FS` (it shares our fd table
+/// or fs struct). Allocation-free (also called in restored tasks forking their children).
+pub(super) fn clone_exact(pid: u32, ns_pid: u32, flags: u64) -> i64 {
+    let to_parent = flags & libc::CLONE_PARENT as u64 != 0;
     let set_tid = match (pid, ns_pid) {
         (_, 0) => [pid as libc::pid_t, 0],
         (0, ns) => [ns as libc::pid_t, 0],
@@ -108,11 +109,7 @@ pub(super) fn clone_exact(pid: u32, ns_pid: u32, to_parent: bool) -> i64 {
     let args = CloneArgs {
         // With CLONE_PARENT the kernel takes the exit signal from our own (SIGCHLD for a spawned helper)
         // and refuses one in the arguments.
-        flags: if to_parent {
-            libc::CLONE_PARENT as u64
-        } else {
-            0
-        },
+        flags,
         exit_signal: if to_parent { 0 } else { libc::SIGCHLD as u64 },
         set_tid: if size != 0 {
             set_tid.as_ptr() as u64
@@ -140,7 +137,11 @@ pub(super) fn fork_root_to_parent(
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
             .map_err(|e| RestoreError::sys("unshare(CLONE_NEWPID)", e))?;
     }
-    let ret = clone_exact(plans[0].pid, plans[0].ns_pid, true);
+    let ret = clone_exact(
+        plans[0].pid,
+        plans[0].ns_pid,
+        libc::CLONE_PARENT as u64 | plans[0].clone_flags,
+    );
     if ret == 0 {
         super::child::child_main(plans, 0);
     }

@@ -299,7 +299,7 @@ fn fork_root(root: &RootFork<'_>) -> i64 {
         }
     }
     let first = &root.plans[0];
-    let ret = clone_exact(first.pid, first.ns_pid, false);
+    let ret = clone_exact(first.pid, first.ns_pid, first.clone_flags);
     if ret == 0 {
         child_main(root.plans, 0);
     }

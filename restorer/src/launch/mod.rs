@@ -46,6 +46,25 @@ pub struct FdMove {
     pub cloexec: bool,
 }
 
+/// The tables a process shares with its restored parent, which has them already (the first process of
+/// the tree with a table puts it in place; see [`crate::tree`]): it is cloned with `CLONE_FILES` (its fd
+/// table) and `CLONE_FS` (cwd, root, umask), and leaves those to the table's owner, so no fd is moved or
+/// closed twice in one table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shares {
+    pub files: bool,
+    pub fs: bool,
+}
+
+impl Shares {
+    /// Its clone3 flags.
+    pub fn clone_flags(self) -> u64 {
+        let files = if self.files { libc::CLONE_FILES } else { 0 };
+        let fs = if self.fs { libc::CLONE_FS } else { 0 };
+        (files | fs) as u64
+    }
+}
+
 /// One resource limit to set in the child (already clamped to what this process may set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RlimitSet {
@@ -64,11 +83,14 @@ pub struct Launch {
     pub ns_pid: Option<u32>,
     /// The laid-out blob area (its args name the helper fds below).
     pub area: Area,
+    /// The tables it shares with its parent: it has no fds (`Shares::files`) or no cwd, root and umask
+    /// (`Shares::fs`) of its own to put in place.
+    pub shares: Shares,
     pub fd_moves: Vec<FdMove>,
     /// Steps on the task's files after its fds are in place (epoll registrations); see [`crate::files`].
     pub child_actions: Vec<crate::files::ChildAction>,
     /// Every fd the child keeps when it enters the blob (target fds and the blob's helper fds), including
-    /// the report pipe's write end.
+    /// the report pipe's write end; an fd table's owner also keeps those of the processes sharing it.
     pub keep_fds: Vec<RawFd>,
     /// Helper fds owned by this process until the child has its copies; closed right after the fork.
     pub helper_fds: Vec<OwnedFd>,

@@ -18,7 +18,7 @@ use crate::launch::FdMove;
 use dormant_restorer_proto::{LockArg, Step};
 
 /// The task's fds as the child puts them in place.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct TaskFds {
     pub moves: Vec<FdMove>,
     /// Steps on its files once they are in place (pidfds, epoll registrations, flocks, leases).

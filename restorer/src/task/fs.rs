@@ -20,7 +20,8 @@ use super::ChildFailed;
 use crate::error::RestoreError;
 use crate::image::TaskImage;
 
-#[derive(Debug)]
+/// The task's fs struct as the child puts it in place; all `None` (the default): left as inherited.
+#[derive(Debug, Default)]
 pub struct TaskFs {
     /// Working directory to change to (absolute), if known; for a removed one, the stand-in's path.
     pub cwd: Option<CString>,

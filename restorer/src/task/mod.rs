@@ -74,7 +74,10 @@ pub struct TreeShared {
 }
 
 /// Builds the launch for `task`, one kind of state after the other. Its blob area avoids the areas
-/// already in `tree_shared`, and is added to them.
+/// already in `tree_shared`, and is added to them. A task that `shares` its parent's fd table gets no fds
+/// (its parent's table has them, the same as its image's, and its helper fds are numbered above them
+/// too); one that shares the fs struct no cwd, root or umask.
+#[allow(clippy::too_many_arguments)]
 pub fn prepare(
     dir: &Path,
     blob: &Blob,
@@ -83,22 +86,31 @@ pub fn prepare(
     policy: FdPolicy,
     tree_shared: &mut TreeShared,
     opened: &crate::files::OpenedFiles,
+    shares: crate::launch::Shares,
 ) -> Result<Launch, RestoreError> {
     let pid = task.pid.0;
     let mut helpers = helpers::HelperFds::above(task.fds, opened.watched_fd_max(task.fds));
-    let fds = fds::prepare(
-        dir,
-        task,
-        policy.shell_job,
-        &mut tree_shared.reg,
-        opened,
-        &mut helpers,
-    )?;
+    let fds = if shares.files {
+        fds::TaskFds::default()
+    } else {
+        fds::prepare(
+            dir,
+            task,
+            policy.shell_job,
+            &mut tree_shared.reg,
+            opened,
+            &mut helpers,
+        )?
+    };
     let mut mm = mm::prepare(dir, task, &mut tree_shared.mm, opened, &mut helpers)?;
     let pages = pages::prepare(dir, task, &mut mm.vmas, &mut helpers)?;
     let signals = signals::prepare(dir, task, &tree_shared.ids)?;
     let timers = timers::prepare(dir, task, &tree_shared.ids)?;
-    let fs = fs::prepare(dir, task)?;
+    let fs = if shares.fs {
+        fs::TaskFs::default()
+    } else {
+        fs::prepare(dir, task)?
+    };
     let attrs = attrs::prepare(task);
     let creds = creds::prepare(task, &tree_shared.runner.creds);
     let thread_creds = creds
@@ -149,6 +161,7 @@ pub fn prepare(
         pid: Some(pid),
         ns_pid: None,
         area,
+        shares,
         fd_moves: fds.moves,
         child_actions: fds.actions,
         keep_fds: keep,

@@ -85,10 +85,12 @@ fn lock_line(fd: i32, rest: &str) -> Result<Option<FileLock>, LockLineError> {
     };
     match (kind, f.get(2).copied()) {
         (LockKind::Lease, Some("ACTIVE")) | (_, Some("ADVISORY")) => {}
-        (LockKind::Lease, state) => return Err(LockLineError::Unsupported(format!(
+        (LockKind::Lease, state) => {
+            return Err(LockLineError::Unsupported(format!(
             "a lease being broken ({}) is not supported: the break in progress cannot be recreated",
             state.unwrap_or("?")
-        ))),
+        )))
+        }
         _ => {
             return Err(LockLineError::Unsupported(format!(
                 "mandatory lock in {:?} is not supported",
