@@ -36,6 +36,7 @@ mod error;
 pub mod external;
 pub mod files;
 mod image;
+mod nested_mounts;
 pub mod launch;
 pub mod ns;
 mod procself;

@@ -263,13 +263,19 @@ impl Restore {
         pids.fresh = fresh;
         let plan = plan_tree(&tree, container.as_ref(), &pids)?;
         refuse_pidfds(&tree, &plan, &pids.inner_ids(&tree))?;
-        // A container image: enter its namespaces now, so its files are opened inside them.
+        // A container image: enter its namespaces now, so its files are opened inside them. A plain
+        // tree's nested mount namespaces are rebuilt now, and its files opened on them reopened there.
+        let mut nested = crate::nested_mounts::NestedMounts::default();
         let (entered, relocated) = match &container {
             Some(plan) => {
                 let (e, files) = enter_container(plan, dir, &img.files)?;
                 (Some(e), Some(files))
             }
-            None => (None, None),
+            None => {
+                nested = crate::nested_mounts::NestedMounts::build(&img)?;
+                let files = (!nested.is_empty()).then(|| nested.relocate(&img.files));
+                (None, files)
+            }
         };
         let tree = match &relocated {
             Some(files) => TreeImage::new(&img, files),
@@ -290,7 +296,7 @@ impl Restore {
         let policy = task::FdPolicy {
             shell_job: self.shell_job,
         };
-        let nodes = tree_nodes(dir, &tree, &vdsos, &plan, &pids, policy, &opened)?;
+        let nodes = tree_nodes(dir, &tree, &vdsos, &plan, &pids, policy, &opened, &nested)?;
         if let Some(p) = &pids.own {
             p.announce();
         }
@@ -569,6 +575,7 @@ fn tree_nodes(
     pids: &PidSpace<'_>,
     policy: task::FdPolicy,
     opened: &crate::files::OpenedFiles,
+    nested: &crate::nested_mounts::NestedMounts,
 ) -> Result<Vec<TreeNode>, RestoreError> {
     let blob = Blob::embedded()?;
     let mut shared = task::TreeShared {
@@ -607,6 +614,7 @@ fn tree_nodes(
                     let mut launch =
                         task::prepare(dir, &blob, task, vdso, policy, &mut shared, opened)?;
                     launch.ns_pid = pids.inner(task.pid.0);
+                    launch.mnt_ns = nested.ns_fd(task.pid);
                     if pids.fresh {
                         launch.pid = None;
                     }

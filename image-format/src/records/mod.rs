@@ -55,7 +55,7 @@ pub use kind::{
 };
 pub use mm::{Mm, MmAttrs, MmLayout, ShmemObject, Vma, VmaBacking};
 pub use mounts::{
-    mount_names, ExternalMaster, MountEntry, MountId, MountSource, PeerGroup, TmpfsNode,
+    mount_names, ExternalMaster, MountEntry, MountId, MountSource, NestedMount, NestedMountNs, PeerGroup, TmpfsNode,
     TmpfsNodeKind, TmpfsRecord, Xattr, TMPFS_CHUNK,
 };
 pub use ns::{

@@ -53,6 +53,8 @@ enum End<'a> {
 
 /// A live task's state the child puts in place, kind by kind, and where its blob is.
 struct TaskPlan<'a> {
+    /// The nested mount namespace to enter first (-1: none).
+    mnt_ns: RawFd,
     moves: &'a [FdMove],
     actions: &'a [crate::files::ChildAction],
     keep: &'a [RawFd],
@@ -128,6 +130,7 @@ impl<'a> ChildPlan<'a> {
 impl<'a> TaskPlan<'a> {
     fn new(nodes: &[TreeNode], i: usize, l: &'a Launch) -> Self {
         TaskPlan {
+            mnt_ns: l.mnt_ns.unwrap_or(-1),
             moves: &l.fd_moves,
             actions: &l.child_actions,
             keep: &l.keep_fds,
@@ -273,6 +276,12 @@ fn take_session(plans: &[ChildPlan<'_>], plan: &ChildPlan<'_>) {
 
 /// The task's state the child sets itself, kind by kind; the blob does the rest.
 fn enter_task(t: &TaskPlan<'_>) -> Result<(), ChildFailed> {
+    // First: its working and root directories are looked up in its namespace, and the fd is closed
+    // with the other helper fds below.
+    // SAFETY: setns on a namespace fd inherited from the restorer; it changes only this process.
+    if t.mnt_ns >= 0 && unsafe { libc::setns(t.mnt_ns, libc::CLONE_NEWNS) } != 0 {
+        return Err(ChildFailed::new(Step::ChildMountNs, errno(), t.mnt_ns as u64));
+    }
     task::apply_fds(t.moves, t.keep, t.actions)?;
     task::apply_fs(t.cwd, t.root, t.umask, t.removed_cwd)?;
     task::apply_attrs(&t.prctl, t.comm, t.personality)?;

@@ -169,6 +169,7 @@ pub fn prepare(
         comm: attrs.comm,
         personality: attrs.personality,
         finish,
+        mnt_ns: None,
     })
 }
 
