@@ -110,15 +110,17 @@ pub fn dump(pids: &[Pid]) -> Result<Vec<Nested>> {
             .iter()
             .find(|p| proc::read_link(p.0, "root").is_ok_and(|r| r == "/"))
         else {
-            return Err(refuse(first, "every task in its mount namespace is chrooted"));
+            return Err(refuse(
+                first,
+                "every task in its mount namespace is chrooted",
+            ));
         };
         let pid = reader.0 as i32;
-        let (dump, tree) = dormant_mounts::nested::dump_nested(pid).map_err(|source| {
-            DumpError::Mounts {
+        let (dump, tree) =
+            dormant_mounts::nested::dump_nested(pid).map_err(|source| DumpError::Mounts {
                 pid: reader.0,
                 source,
-            }
-        })?;
+            })?;
         log::info!(
             "pid {}: nested mount namespace {ns} ({} tasks): {} mounts, {} outer groups",
             reader.0,

@@ -554,6 +554,9 @@ fn nested_mount_namespace_with_a_bind_is_refused() {
             && text.contains("/b"),
         "{text}"
     );
-    assert!(!out.path().join("img").exists(), "a refused dump left an image");
+    assert!(
+        !out.path().join("img").exists(),
+        "a refused dump left an image"
+    );
     assert_runs_on(&tree);
 }

@@ -18,10 +18,10 @@ use crate::reader::{ImageReader, VerifyReport};
 use crate::records::{self, names, ns, Record};
 use crate::records::{
     ContainerRoot, DeletedFile, DescId, ExternalMaster, Fd, FileDesc, FileId, FileIdentity,
-    FileLock, InodeAttrs, InotifyCarriedWatch, IpcNamespace, Mm, MountEntry, MountId, NestedMountNs, NetNamespace,
-    NsId, NsKind, NsState, Pid, ProcessAttrs, PsTreeEntry, RegFile, ShmemId, ShmemObject,
-    TaskCgroups, TaskCore, TaskNamespaces, TaskSeccomp, ThreadCore, TmpfsRecord, UserNamespace,
-    UtsNamespace, Zombie,
+    FileLock, InodeAttrs, InotifyCarriedWatch, IpcNamespace, Mm, MountEntry, MountId,
+    NestedMountNs, NetNamespace, NsId, NsKind, NsState, Pid, ProcessAttrs, PsTreeEntry, RegFile,
+    ShmemId, ShmemObject, TaskCgroups, TaskCore, TaskNamespaces, TaskSeccomp, ThreadCore,
+    TmpfsRecord, UserNamespace, UtsNamespace, Zombie,
 };
 
 /// A checked image, loaded whole (see the module doc).

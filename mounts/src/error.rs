@@ -47,7 +47,9 @@ pub enum MountError {
     )]
     UnreachableMaster { mountpoint: String, group: u32 },
 
-    #[error("pid {pid}: mount {mountpoint} of its nested mount namespace cannot be restored: {why}")]
+    #[error(
+        "pid {pid}: mount {mountpoint} of its nested mount namespace cannot be restored: {why}"
+    )]
     Nested {
         pid: i32,
         mountpoint: String,

@@ -19,7 +19,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
-use dormant_image::records::{ExternalMaster, MountEntry, MountId, MountSource, NestedMount, PeerGroup};
+use dormant_image::records::{
+    ExternalMaster, MountEntry, MountId, MountSource, NestedMount, PeerGroup,
+};
 use nix::fcntl::{open, OFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::Mode;
@@ -72,10 +74,18 @@ pub fn classify_nested(inside: &MountTree, outside: &MountTree, pid: i32) -> Res
         return Err(MountError::NoRoot { pid });
     };
     if root.dev != oroot.dev || root.root != oroot.root {
-        return Err(refuse(pid, "/", "its root mount is not a copy of the root namespace's root"));
+        return Err(refuse(
+            pid,
+            "/",
+            "its root mount is not a copy of the root namespace's root",
+        ));
     }
     if order.len() != inside.mounts.len() {
-        return Err(refuse(pid, "/", "some of its mounts are not reachable from its root"));
+        return Err(refuse(
+            pid,
+            "/",
+            "some of its mounts are not reachable from its root",
+        ));
     }
     let carriers: BTreeMap<PeerGroup, &MountInfo> = outside
         .mounts
@@ -260,12 +270,17 @@ fn trim(dumped: &[NestedMount]) -> Result<()> {
         let tree = MountTree::read(None)?;
         let map = match_live(dumped, &tree, true);
         let live: BTreeSet<MountId> = map.values().map(|l| l.id).collect();
-        let extra = tree.tree_order().into_iter().find(|l| !live.contains(&l.id));
+        let extra = tree
+            .tree_order()
+            .into_iter()
+            .find(|l| !live.contains(&l.id));
         match extra {
             Some(l) if rounds <= tree.mounts.len() => {
                 rounds += 1;
-                umount2(l.mountpoint.as_str(), MntFlags::MNT_DETACH)
-                    .map_err(sys_err("unmounting a mount the nested namespace lacks", &l.mountpoint))?;
+                umount2(l.mountpoint.as_str(), MntFlags::MNT_DETACH).map_err(sys_err(
+                    "unmounting a mount the nested namespace lacks",
+                    &l.mountpoint,
+                ))?;
             }
             Some(l) => {
                 return Err(MountError::Plan(format!(
@@ -300,7 +315,10 @@ fn add_new(dumped: &[NestedMount]) -> Result<()> {
             MsFlags::empty(),
             data,
         )
-        .map_err(sys_err("mounting a nested namespace's filesystem", &e.mountpoint))?;
+        .map_err(sys_err(
+            "mounting a nested namespace's filesystem",
+            &e.mountpoint,
+        ))?;
         if !d.tmpfs.is_empty() {
             crate::tmpfs::restore_tree(Path::new(&e.mountpoint), &d.tmpfs)?;
         }
@@ -378,8 +396,10 @@ fn apply_sharing(
             propagation: flag.bits(),
             ..Default::default()
         };
-        sys::mount_setattr(fd(id)?.as_fd(), &attr)
-            .map_err(sys_err("setting a nested mount's propagation", &id.0.to_string()))
+        sys::mount_setattr(fd(id)?.as_fd(), &attr).map_err(sys_err(
+            "setting a nested mount's propagation",
+            &id.0.to_string(),
+        ))
     };
     match s {
         Step::JoinGroup { mount: id, from } => {
@@ -394,9 +414,14 @@ fn apply_sharing(
                 c"",
                 fd(id)?.as_fd(),
                 c"",
-                sys::MOVE_MOUNT_SET_GROUP | sys::MOVE_MOUNT_F_EMPTY_PATH | sys::MOVE_MOUNT_T_EMPTY_PATH,
+                sys::MOVE_MOUNT_SET_GROUP
+                    | sys::MOVE_MOUNT_F_EMPTY_PATH
+                    | sys::MOVE_MOUNT_T_EMPTY_PATH,
             )
-            .map_err(sys_err("joining a peer group (MOVE_MOUNT_SET_GROUP)", &id.0.to_string()))
+            .map_err(sys_err(
+                "joining a peer group (MOVE_MOUNT_SET_GROUP)",
+                &id.0.to_string(),
+            ))
         }
         Step::MakeSlave { mount: id } => propagation(id, MsFlags::MS_SLAVE),
         Step::MakeShared { mount: id } => propagation(id, MsFlags::MS_SHARED),
@@ -412,7 +437,11 @@ fn apply_sharing(
 pub fn verify(dumped: &[NestedMount]) -> Result<()> {
     let tree = MountTree::read(None)?;
     let live = match_live(dumped, &tree, false);
-    let differs = |what: String| Err(MountError::Plan(format!("nested namespace rebuilt wrong: {what}")));
+    let differs = |what: String| {
+        Err(MountError::Plan(format!(
+            "nested namespace rebuilt wrong: {what}"
+        )))
+    };
     if live.len() != dumped.len() || tree.mounts.len() != dumped.len() {
         return differs(format!(
             "{} mounts, {} matched, {} dumped",
@@ -438,7 +467,12 @@ pub fn verify(dumped: &[NestedMount]) -> Result<()> {
             && same_group(e.shared, l.shared)
             && same_group(e.master, l.master);
         if !ok {
-            return differs(format!("{} is {:?}, dumped {:?}", e.mountpoint, l.render(), e));
+            return differs(format!(
+                "{} is {:?}, dumped {:?}",
+                e.mountpoint,
+                l.render(),
+                e
+            ));
         }
     }
     Ok(())

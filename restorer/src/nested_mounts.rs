@@ -134,7 +134,11 @@ fn build_one(dir: &Path, n: &NestedMountNs) -> Result<Held, RestoreError> {
                 Err(e) => e.to_string(),
             };
             let mut w = std::fs::File::from(status_w);
-            let _ = w.write_all(if msg.is_empty() { b"ok" } else { msg.as_bytes() });
+            let _ = w.write_all(if msg.is_empty() {
+                b"ok"
+            } else {
+                msg.as_bytes()
+            });
             drop(w);
             let mut byte = [0u8; 1];
             let _ = std::fs::File::from(release_r).read(&mut byte);
@@ -164,7 +168,10 @@ fn build_one(dir: &Path, n: &NestedMountNs) -> Result<Held, RestoreError> {
                 WaitStatus::Exited(_, 0) => Ok(held),
                 other => Err(bad(
                     dir,
-                    format!("nested mount namespace {}: helper ended with {other:?}", n.ns),
+                    format!(
+                        "nested mount namespace {}: helper ended with {other:?}",
+                        n.ns
+                    ),
                 )),
             }
         }

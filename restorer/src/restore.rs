@@ -296,7 +296,12 @@ impl Restore {
         let policy = task::FdPolicy {
             shell_job: self.shell_job,
         };
-        let nodes = tree_nodes(dir, &tree, &vdsos, &plan, &pids, policy, &opened, &nested)?;
+        let mut nodes = tree_nodes(dir, &tree, &vdsos, &plan, &pids, policy, &opened)?;
+        for n in &mut nodes {
+            if let TreeTask::Live(l) = &mut n.task {
+                l.mnt_ns = l.pid.and_then(|p| nested.ns_fd(Pid(p)));
+            }
+        }
         if let Some(p) = &pids.own {
             p.announce();
         }
@@ -575,7 +580,6 @@ fn tree_nodes(
     pids: &PidSpace<'_>,
     policy: task::FdPolicy,
     opened: &crate::files::OpenedFiles,
-    nested: &crate::nested_mounts::NestedMounts,
 ) -> Result<Vec<TreeNode>, RestoreError> {
     let blob = Blob::embedded()?;
     let mut shared = task::TreeShared {
@@ -614,7 +618,6 @@ fn tree_nodes(
                     let mut launch =
                         task::prepare(dir, &blob, task, vdso, policy, &mut shared, opened)?;
                     launch.ns_pid = pids.inner(task.pid.0);
-                    launch.mnt_ns = nested.ns_fd(task.pid);
                     if pids.fresh {
                         launch.pid = None;
                     }

@@ -124,11 +124,20 @@ pub(crate) fn check_nested(
         let file = NESTED_MNT_NS;
         for pid in &n.pids {
             if !pids.contains(pid) || !seen.insert(*pid) {
-                p.add(file, format!("namespace {}: pid {} is not a task of the tree or is in two namespaces", n.ns, pid.0));
+                p.add(
+                    file,
+                    format!(
+                        "namespace {}: pid {} is not a task of the tree or is in two namespaces",
+                        n.ns, pid.0
+                    ),
+                );
             }
         }
         if let Some(f) = n.files.iter().find(|f| !files.contains(f)) {
-            p.add(file, format!("namespace {}: file {} is not in reg-files", n.ns, f.0));
+            p.add(
+                file,
+                format!("namespace {}: file {} is not in reg-files", n.ns, f.0),
+            );
         }
         let mut ids = BTreeSet::new();
         for (i, m) in n.mounts.iter().enumerate() {
@@ -138,7 +147,13 @@ pub(crate) fn check_nested(
                 Some(parent) => i > 0 && ids.contains(&parent) && e.how != MountSource::Root,
             };
             if !ok || !ids.insert(e.id) {
-                p.add(file, format!("namespace {}: mount {} ({}) is out of tree order", n.ns, e.id.0, e.mountpoint));
+                p.add(
+                    file,
+                    format!(
+                        "namespace {}: mount {} ({}) is out of tree order",
+                        n.ns, e.id.0, e.mountpoint
+                    ),
+                );
             }
         }
     }

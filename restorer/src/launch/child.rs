@@ -280,7 +280,11 @@ fn enter_task(t: &TaskPlan<'_>) -> Result<(), ChildFailed> {
     // with the other helper fds below.
     // SAFETY: setns on a namespace fd inherited from the restorer; it changes only this process.
     if t.mnt_ns >= 0 && unsafe { libc::setns(t.mnt_ns, libc::CLONE_NEWNS) } != 0 {
-        return Err(ChildFailed::new(Step::ChildMountNs, errno(), t.mnt_ns as u64));
+        return Err(ChildFailed::new(
+            Step::ChildMountNs,
+            errno(),
+            t.mnt_ns as u64,
+        ));
     }
     task::apply_fds(t.moves, t.keep, t.actions)?;
     task::apply_fs(t.cwd, t.root, t.umask, t.removed_cwd)?;

@@ -118,7 +118,19 @@ impl MountTree {
         let mut lines: Vec<(String, &Mount)> = self
             .mounts
             .iter()
-            .map(|m| (format!("{} parent={} root={} {} {}", m.mountpoint, mp(m.parent), m.root, m.opts, m.fs), m))
+            .map(|m| {
+                (
+                    format!(
+                        "{} parent={} root={} {} {}",
+                        m.mountpoint,
+                        mp(m.parent),
+                        m.root,
+                        m.opts,
+                        m.fs
+                    ),
+                    m,
+                )
+            })
             .collect();
         lines.sort_by(|a, b| a.0.cmp(&b.0));
         let carried: Vec<u32> = self.mounts.iter().filter_map(|m| m.shared).collect();
@@ -138,7 +150,10 @@ impl MountTree {
             .map(|(l, m)| {
                 let shared = m.shared.map(&mut name).unwrap_or_default();
                 let master = m.master.map(&mut name).unwrap_or_default();
-                format!("{l} shared={shared} master={master} unbindable={}", m.unbindable)
+                format!(
+                    "{l} shared={shared} master={master} unbindable={}",
+                    m.unbindable
+                )
             })
             .collect()
     }
@@ -155,7 +170,10 @@ fn own_mounts(tree: &MountTree, dir: &str) -> String {
 }
 
 fn mountinfo(pid: &str) -> Result<MountTree, String> {
-    let text = e(std::fs::read_to_string(format!("/proc/{pid}/mountinfo")), "mountinfo")?;
+    let text = e(
+        std::fs::read_to_string(format!("/proc/{pid}/mountinfo")),
+        "mountinfo",
+    )?;
     MountTree::parse(&text).ok_or_else(|| format!("/proc/{pid}/mountinfo does not parse"))
 }
 
@@ -225,15 +243,30 @@ fn child_setup(kind: Kind, dir: &str) -> Result<(), String> {
     let own = match kind {
         Kind::Slave => {
             e(
-                mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>),
+                mount(
+                    None::<&str>,
+                    "/",
+                    None::<&str>,
+                    MsFlags::MS_REC | MsFlags::MS_SLAVE,
+                    None::<&str>,
+                ),
                 "make-rslave",
             )?;
             let inner = format!("{base}/inner");
             e(
-                mount(Some("nested-inner"), inner.as_str(), Some("tmpfs"), MsFlags::empty(), Some("mode=0755,size=1m")),
+                mount(
+                    Some("nested-inner"),
+                    inner.as_str(),
+                    Some("tmpfs"),
+                    MsFlags::empty(),
+                    Some("mode=0755,size=1m"),
+                ),
                 "mount inner",
             )?;
-            e(std::fs::write(format!("{inner}/inner.txt"), INNER), "write inner")?;
+            e(
+                std::fs::write(format!("{inner}/inner.txt"), INNER),
+                "write inner",
+            )?;
             e(std::env::set_current_dir(&inner), "chdir inner")?;
             format!("{inner}/inner.txt")
         }
@@ -241,9 +274,15 @@ fn child_setup(kind: Kind, dir: &str) -> Result<(), String> {
     };
     keep_at(e(std::fs::File::open(&own), "open own")?, FD_OWN)?;
     let canon = own_mounts(&mountinfo("self")?, dir);
-    e(std::fs::write(format!("{dir}/{}.mountinfo", kind.name()), canon), "save mountinfo")?;
+    e(
+        std::fs::write(format!("{dir}/{}.mountinfo", kind.name()), canon),
+        "save mountinfo",
+    )?;
     let ino = ns_ino("self")?;
-    e(std::fs::write(format!("{dir}/{}.ns", kind.name()), ino.to_string()), "save ns")
+    e(
+        std::fs::write(format!("{dir}/{}.ns", kind.name()), ino.to_string()),
+        "save ns",
+    )
 }
 
 fn saved(dir: &str, kind: Kind, what: &str) -> Result<String, String> {
@@ -256,81 +295,131 @@ fn saved(dir: &str, kind: Kind, what: &str) -> Result<String, String> {
 /// The checks of a child after the trigger, each `(name, result)`.
 fn child_checks(kind: Kind, dir: &str, root_ns: u64) -> Vec<(String, Result<(), String>)> {
     let name = kind.name();
-    let other = if kind == Kind::Slave { Kind::Peer } else { Kind::Slave };
+    let other = if kind == Kind::Slave {
+        Kind::Peer
+    } else {
+        Kind::Slave
+    };
     let ppid = nix::unistd::getppid().to_string();
     let base = format!("{dir}/base");
     let mut out = Vec::new();
     let mine = mountinfo("self");
     let parents = mountinfo(&ppid);
-    out.push((format!("{name}-mountinfo"), (|| {
-        let now = own_mounts(&mine.clone()?, dir);
-        let before = saved(dir, kind, "mountinfo")?;
-        if now != before {
-            return Err(format!("mountinfo now:\n{now}\nbefore:\n{before}"));
-        }
-        Ok(())
-    })()));
-    out.push((format!("{name}-ns"), (|| {
-        let (me, parent) = (ns_ino("self")?, ns_ino(&ppid)?);
-        let sib: u64 = saved(dir, other, "ns")?.parse().map_err(|_| "bad saved ns")?;
-        if me == parent || me == sib || parent != root_ns {
-            return Err(format!("ns {me}, parent {parent} (was {root_ns}), sibling (dump time) {sib}"));
-        }
-        Ok(())
-    })()));
-    out.push((format!("{name}-propagation"), (|| {
-        let (m, p) = (mount_at(&mine.clone()?, &base)?, mount_at(&parents.clone()?, &base)?);
-        let ok = match kind {
-            Kind::Slave => m.master.is_some() && m.master == p.shared && m.shared.is_none(),
-            Kind::Peer => m.shared.is_some() && m.shared == p.shared && m.master.is_none(),
-        };
-        if !ok {
-            return Err(format!("base: mine {}, parent's {}", m.render(), p.render()));
-        }
-        Ok(())
-    })()));
-    out.push((format!("{name}-inherited-fd"), (|| {
-        let id = mnt_id(FD_A)?;
-        let (m, p) = (mine.clone()?, parents.clone()?);
-        let root_base = mount_at(&p, &base)?;
-        if id != root_base.id || m.mounts.iter().any(|x| x.id == id) {
-            return Err(format!("fd A on mount {id}, the root's base is {}", root_base.id));
-        }
-        let text = read_fd(FD_A)?;
-        (text == OUTER).then_some(()).ok_or(format!("fd A reads {text:?}"))
-    })()));
-    out.push((format!("{name}-own-fd"), (|| {
-        let id = mnt_id(FD_OWN)?;
-        let (m, p) = (mine.clone()?, parents.clone()?);
-        let (mp, want) = match kind {
-            Kind::Slave => (format!("{base}/inner"), INNER),
-            Kind::Peer => (base.clone(), OUTER),
-        };
-        let at = mount_at(&m, &mp)?;
-        if id != at.id || p.mounts.iter().any(|x| x.id == id) {
-            return Err(format!("fd on mount {id}, own {mp} is {}", at.id));
-        }
-        let text = read_fd(FD_OWN)?;
-        (text == want).then_some(()).ok_or(format!("own fd reads {text:?}"))
-    })()));
-    if kind == Kind::Slave {
-        out.push(("slave-tmpfs".into(), (|| {
-            let text = e(std::fs::read_to_string(format!("{base}/inner/inner.txt")), "inner.txt")?;
-            let cwd = e(std::fs::read_link("/proc/self/cwd"), "cwd")?;
-            if text != INNER || cwd.to_string_lossy() != format!("{base}/inner") {
-                return Err(format!("inner.txt {text:?}, cwd {cwd:?}"));
+    out.push((
+        format!("{name}-mountinfo"),
+        (|| {
+            let now = own_mounts(&mine.clone()?, dir);
+            let before = saved(dir, kind, "mountinfo")?;
+            if now != before {
+                return Err(format!("mountinfo now:\n{now}\nbefore:\n{before}"));
             }
             Ok(())
-        })()));
+        })(),
+    ));
+    out.push((
+        format!("{name}-ns"),
+        (|| {
+            let (me, parent) = (ns_ino("self")?, ns_ino(&ppid)?);
+            let sib: u64 = saved(dir, other, "ns")?
+                .parse()
+                .map_err(|_| "bad saved ns")?;
+            if me == parent || me == sib || parent != root_ns {
+                return Err(format!(
+                    "ns {me}, parent {parent} (was {root_ns}), sibling (dump time) {sib}"
+                ));
+            }
+            Ok(())
+        })(),
+    ));
+    out.push((
+        format!("{name}-propagation"),
+        (|| {
+            let (m, p) = (
+                mount_at(&mine.clone()?, &base)?,
+                mount_at(&parents.clone()?, &base)?,
+            );
+            let ok = match kind {
+                Kind::Slave => m.master.is_some() && m.master == p.shared && m.shared.is_none(),
+                Kind::Peer => m.shared.is_some() && m.shared == p.shared && m.master.is_none(),
+            };
+            if !ok {
+                return Err(format!(
+                    "base: mine {}, parent's {}",
+                    m.render(),
+                    p.render()
+                ));
+            }
+            Ok(())
+        })(),
+    ));
+    out.push((
+        format!("{name}-inherited-fd"),
+        (|| {
+            let id = mnt_id(FD_A)?;
+            let (m, p) = (mine.clone()?, parents.clone()?);
+            let root_base = mount_at(&p, &base)?;
+            if id != root_base.id || m.mounts.iter().any(|x| x.id == id) {
+                return Err(format!(
+                    "fd A on mount {id}, the root's base is {}",
+                    root_base.id
+                ));
+            }
+            let text = read_fd(FD_A)?;
+            (text == OUTER)
+                .then_some(())
+                .ok_or(format!("fd A reads {text:?}"))
+        })(),
+    ));
+    out.push((
+        format!("{name}-own-fd"),
+        (|| {
+            let id = mnt_id(FD_OWN)?;
+            let (m, p) = (mine.clone()?, parents.clone()?);
+            let (mp, want) = match kind {
+                Kind::Slave => (format!("{base}/inner"), INNER),
+                Kind::Peer => (base.clone(), OUTER),
+            };
+            let at = mount_at(&m, &mp)?;
+            if id != at.id || p.mounts.iter().any(|x| x.id == id) {
+                return Err(format!("fd on mount {id}, own {mp} is {}", at.id));
+            }
+            let text = read_fd(FD_OWN)?;
+            (text == want)
+                .then_some(())
+                .ok_or(format!("own fd reads {text:?}"))
+        })(),
+    ));
+    if kind == Kind::Slave {
+        out.push((
+            "slave-tmpfs".into(),
+            (|| {
+                let text = e(
+                    std::fs::read_to_string(format!("{base}/inner/inner.txt")),
+                    "inner.txt",
+                )?;
+                let cwd = e(std::fs::read_link("/proc/self/cwd"), "cwd")?;
+                if text != INNER || cwd.to_string_lossy() != format!("{base}/inner") {
+                    return Err(format!("inner.txt {text:?}, cwd {cwd:?}"));
+                }
+                Ok(())
+            })(),
+        ));
     }
     out
 }
 
 /// A child: setup, ready, wait, (fault), checks written to `DIR/<name>.verdict`.
 fn child(kind: Kind, page: &SharedWords, dir: &str, root_ns: u64) -> ! {
-    let ready = if kind == Kind::Slave { SLAVE_READY } else { PEER_READY };
+    let ready = if kind == Kind::Slave {
+        SLAVE_READY
+    } else {
+        PEER_READY
+    };
     if let Err(err) = child_setup(kind, dir) {
-        let _ = std::fs::write(format!("{dir}/{}.verdict", kind.name()), format!("setup: {err}"));
+        let _ = std::fs::write(
+            format!("{dir}/{}.verdict", kind.name()),
+            format!("setup: {err}"),
+        );
         page.word(ready).store(2, Ordering::Release);
         exit_now(10);
     }
@@ -360,13 +449,28 @@ fn setup_base(dir: &str) -> Result<(), WorkloadError> {
     let base = format!("{dir}/base");
     let fail = |what: &str, err: String| WorkloadError::setup(what.to_string(), err);
     std::fs::create_dir_all(&base).map_err(|err| fail("mkdir base", err.to_string()))?;
-    mount(Some("nested-base"), base.as_str(), Some("tmpfs"), MsFlags::empty(), Some("mode=0755,size=1m"))
-        .map_err(|err| fail("mount base", err.to_string()))?;
-    mount(None::<&str>, base.as_str(), None::<&str>, MsFlags::MS_SHARED, None::<&str>)
-        .map_err(|err| fail("make base shared", err.to_string()))?;
-    std::fs::create_dir(format!("{base}/inner")).map_err(|err| fail("mkdir inner", err.to_string()))?;
-    std::fs::write(format!("{base}/outer.txt"), OUTER).map_err(|err| fail("write outer", err.to_string()))?;
-    let f = std::fs::File::open(format!("{base}/outer.txt")).map_err(|err| fail("open outer", err.to_string()))?;
+    mount(
+        Some("nested-base"),
+        base.as_str(),
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("mode=0755,size=1m"),
+    )
+    .map_err(|err| fail("mount base", err.to_string()))?;
+    mount(
+        None::<&str>,
+        base.as_str(),
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .map_err(|err| fail("make base shared", err.to_string()))?;
+    std::fs::create_dir(format!("{base}/inner"))
+        .map_err(|err| fail("mkdir inner", err.to_string()))?;
+    std::fs::write(format!("{base}/outer.txt"), OUTER)
+        .map_err(|err| fail("write outer", err.to_string()))?;
+    let f = std::fs::File::open(format!("{base}/outer.txt"))
+        .map_err(|err| fail("open outer", err.to_string()))?;
     keep_at(f, FD_A).map_err(|err| fail("keep fd A", err))
 }
 
@@ -385,11 +489,16 @@ fn run() -> Result<ExitCode, WorkloadError> {
             0 => child(kind, &page, &dir, root_ns),
             pid => kids.push((kind, pid)),
         }
-        let ready = if kind == Kind::Slave { SLAVE_READY } else { PEER_READY };
+        let ready = if kind == Kind::Slave {
+            SLAVE_READY
+        } else {
+            PEER_READY
+        };
         if !wait_until(|| page.word(ready).load(Ordering::Acquire) != 0)
             || page.word(ready).load(Ordering::Acquire) != 1
         {
-            let why = std::fs::read_to_string(format!("{dir}/{}.verdict", kind.name())).unwrap_or_default();
+            let why = std::fs::read_to_string(format!("{dir}/{}.verdict", kind.name()))
+                .unwrap_or_default();
             return Err(WorkloadError::setup(kind.name().to_string(), why));
         }
     }
@@ -402,19 +511,36 @@ fn run() -> Result<ExitCode, WorkloadError> {
     let mut report = Report::new("wl_nestedmnt");
     for (kind, pid) in kids {
         let status = workload::wait_status(pid);
-        let verdict = std::fs::read_to_string(format!("{dir}/{}.verdict", kind.name())).unwrap_or_default();
-        if !status.is_some_and(|s| libc::WIFEXITED(s) && libc::WEXITSTATUS(s) == 0) || verdict.is_empty() {
-            report.check(kind.name(), Err(format!("ended with {status:?}: {verdict}")));
+        let verdict =
+            std::fs::read_to_string(format!("{dir}/{}.verdict", kind.name())).unwrap_or_default();
+        if !status.is_some_and(|s| libc::WIFEXITED(s) && libc::WEXITSTATUS(s) == 0)
+            || verdict.is_empty()
+        {
+            report.check(
+                kind.name(),
+                Err(format!("ended with {status:?}: {verdict}")),
+            );
             continue;
         }
         for line in verdict.lines() {
             let (name, result) = line.split_once('\t').unwrap_or((line, "no verdict"));
-            report.check(name, if result == "ok" { Ok(()) } else { Err(result.to_string()) });
+            report.check(
+                name,
+                if result == "ok" {
+                    Ok(())
+                } else {
+                    Err(result.to_string())
+                },
+            );
         }
     }
     report.check(
         "root-ns",
-        ns_ino("self").and_then(|n| (n == root_ns).then_some(()).ok_or(format!("root's ns {n}, was {root_ns}"))),
+        ns_ino("self").and_then(|n| {
+            (n == root_ns)
+                .then_some(())
+                .ok_or(format!("root's ns {n}, was {root_ns}"))
+        }),
     );
     let _ = umount2(format!("{dir}/base").as_str(), MntFlags::MNT_DETACH);
     Ok(report.finish())
