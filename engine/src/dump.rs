@@ -411,6 +411,13 @@ impl Dump {
             // restore can check them as the dump did.
             crate::ns::dump_namespaces(&pids, &mut writer)?;
         }
+        // Mount namespaces of tasks in a plain tree other than its root's (a container's are refused).
+        let nested = if container.is_none() {
+            crate::nested_mounts::dump(&pids)?
+        } else {
+            Vec::new()
+        };
+        crate::nested_mounts::refuse_shared_fd_table(&nested, &shared_tables)?;
         let mut table = FileTable::new();
         // One for the whole tree: fds shared between processes share one record.
         let mut file_descs = self.file_collector(tree, container.is_some());
@@ -446,6 +453,7 @@ impl Dump {
                 source,
             }
         };
+        crate::nested_mounts::finish(nested, file_descs.reg_mounts(), root, &mut writer)?;
         file_descs.finish(root, &mut writer)?;
         let deleted = file_descs.deleted_files(&table)?;
         if !deleted.is_empty() {

@@ -27,6 +27,7 @@ pub mod external;
 pub mod files;
 pub mod freezer;
 pub mod inventory;
+pub mod nested_mounts;
 pub mod proc;
 pub mod progress;
 pub mod restorable;

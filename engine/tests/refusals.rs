@@ -467,3 +467,96 @@ fn namespace_unshared_for_children_is_refused() {
     );
     assert_runs_on(&[pid]);
 }
+
+/// A container (own mount and pid namespaces) whose child made a mount namespace of its own: only a plain
+/// tree's nested mount namespaces are carried, so the dump refuses it naming the namespace kind.
+#[test]
+fn nested_mount_namespace_in_a_container_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = spawn(
+        &[
+            "unshare",
+            "--mount",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            "sh",
+            "-c",
+            "unshare --mount sleep 1000 & wait",
+        ],
+        dir.path(),
+    );
+    let top = c.id();
+    wait_until("the container's sleep", || {
+        descendants(top).iter().any(|&p| comm(p) == "sleep")
+    });
+    let root = children(top)[0];
+    let tree: Vec<u32> = std::iter::once(root).chain(descendants(root)).collect();
+    let s = Scenario {
+        child: c,
+        pid: root,
+        _dir: dir,
+    };
+    let out = tempfile::tempdir().unwrap();
+    let err = Dump::builder(Pid(s.pid))
+        .images_dir(out.path().join("img"))
+        .leave_running(true)
+        .build()
+        .unwrap()
+        .run()
+        .unwrap_err();
+    let DumpError::Unrestorable(refusal) = &err else {
+        panic!("the dump failed otherwise: {err}");
+    };
+    assert_eq!(refusal.kind(), RefusalKind::Nested, "{err}");
+    assert!(err.to_string().contains("another mnt namespace"), "{err}");
+    assert_runs_on(&tree);
+}
+
+/// A plain tree whose child bound a directory in its own mount namespace: a bind is not a mount the
+/// nested namespace's restore rebuilds, so the dump refuses it, naming the mount.
+#[test]
+fn nested_mount_namespace_with_a_bind_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("a")).unwrap();
+    std::fs::create_dir(dir.path().join("b")).unwrap();
+    let c = spawn(
+        &[
+            "sh",
+            "-c",
+            "unshare --mount sh -c 'mount --make-rprivate / && mount --bind a b && exec sleep 1000' & wait",
+        ],
+        dir.path(),
+    );
+    let pid = c.id();
+    wait_until("the nested sleep", || {
+        descendants(pid).iter().any(|&p| comm(p) == "sleep")
+    });
+    let tree: Vec<u32> = std::iter::once(pid).chain(descendants(pid)).collect();
+    let s = Scenario {
+        child: c,
+        pid,
+        _dir: dir,
+    };
+    let out = tempfile::tempdir().unwrap();
+    let err = Dump::builder(Pid(s.pid))
+        .images_dir(out.path().join("img"))
+        .leave_running(true)
+        .build()
+        .unwrap()
+        .run()
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, DumpError::Mounts { .. })
+            && text.contains("nested mount namespace")
+            && text.contains("/b"),
+        "{text}"
+    );
+    assert!(
+        !out.path().join("img").exists(),
+        "a refused dump left an image"
+    );
+    assert_runs_on(&tree);
+}

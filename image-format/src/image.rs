@@ -18,10 +18,10 @@ use crate::reader::{ImageReader, VerifyReport};
 use crate::records::{self, names, ns, Record};
 use crate::records::{
     ContainerRoot, DeletedFile, DescId, ExternalMaster, Fd, FileDesc, FileId, FileIdentity,
-    FileLock, InodeAttrs, InotifyCarriedWatch, IpcNamespace, Mm, MountEntry, MountId, NetNamespace,
-    NsId, NsKind, NsState, Pid, ProcessAttrs, PsTreeEntry, RegFile, SharedTables, ShmemId,
-    ShmemObject, TaskCgroups, TaskCore, TaskNamespaces, TaskSeccomp, ThreadCore, TmpfsRecord,
-    UdpQueue, UserNamespace, UtsNamespace, Zombie,
+    FileLock, InodeAttrs, InotifyCarriedWatch, IpcNamespace, Mm, MountEntry, MountId,
+    NestedMountNs, NetNamespace, NsId, NsKind, NsState, Pid, ProcessAttrs, PsTreeEntry, RegFile,
+    SharedTables, ShmemId, ShmemObject, TaskCgroups, TaskCore, TaskNamespaces, TaskSeccomp,
+    ThreadCore, TmpfsRecord, UdpQueue, UserNamespace, UtsNamespace, Zombie,
 };
 
 /// A checked image, loaded whole (see the module doc).
@@ -58,6 +58,8 @@ pub struct Image {
     pub mounts: Option<Mounts>,
     /// The container root `dump --root` recorded, if any.
     pub container_root: Option<ContainerRoot>,
+    /// Mount namespaces inside a plain tree (`nested-mntns`; empty when there are none).
+    pub nested_mnt: Vec<NestedMountNs>,
 }
 
 /// Everything the image says about one process.
@@ -269,6 +271,7 @@ impl Image {
             namespaces,
             mounts,
             container_root,
+            nested_mnt,
         } = parts;
         Ok(Image {
             reader,
@@ -287,6 +290,7 @@ impl Image {
             namespaces,
             mounts,
             container_root,
+            nested_mnt,
         })
     }
 
@@ -351,6 +355,7 @@ struct Parts {
     namespaces: Option<Namespaces>,
     mounts: Option<Mounts>,
     container_root: Option<ContainerRoot>,
+    nested_mnt: Vec<NestedMountNs>,
 }
 
 /// Loads and checks every record, tree-wide ones first.
@@ -405,6 +410,8 @@ fn load_parts(l: &mut Loader<'_>) -> Parts {
         .collect();
     let namespaces = load_namespaces(l, &pids);
     let mounts = load_mounts(l);
+    let nested_mnt: Vec<NestedMountNs> = l.optional(names::NESTED_MNT_NS);
+    records::mounts::check_nested(&nested_mnt, &pids, &file_ids, &mut l.p);
     let container_root = if l.img.has_file(names::CONTAINER_ROOT) {
         let roots: Vec<ContainerRoot> = l.optional(names::CONTAINER_ROOT);
         records::container::check_container_root(&roots, &mut l.p);
@@ -427,6 +434,7 @@ fn load_parts(l: &mut Loader<'_>) -> Parts {
         namespaces,
         mounts,
         container_root,
+        nested_mnt,
     }
 }
 

@@ -47,6 +47,15 @@ pub enum MountError {
     )]
     UnreachableMaster { mountpoint: String, group: u32 },
 
+    #[error(
+        "pid {pid}: mount {mountpoint} of its nested mount namespace cannot be restored: {why}"
+    )]
+    Nested {
+        pid: i32,
+        mountpoint: String,
+        why: String,
+    },
+
     #[error("mount plan: {0}")]
     Plan(String),
 

@@ -499,7 +499,7 @@ impl Drop for Executor<'_> {
     }
 }
 
-fn attr_of(a: &MountAttrs) -> MountAttr {
+pub(crate) fn attr_of(a: &MountAttrs) -> MountAttr {
     let mut set = 0;
     for (on, bit) in [
         (a.nosuid, sys::MOUNT_ATTR_NOSUID),

@@ -14,6 +14,7 @@ pub mod exec;
 pub mod external;
 pub mod image;
 pub mod mountinfo;
+pub mod nested;
 pub mod plan;
 pub mod procfs;
 pub mod reach;

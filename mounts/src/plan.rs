@@ -297,6 +297,17 @@ fn source_in(
     )
 }
 
+/// The sharing steps alone ([`share`], then unbindable), for a namespace whose mounts already exist (a
+/// nested namespace, see [`crate::nested`]).
+pub fn sharing_steps(img: &MountImage) -> Result<Vec<Step>> {
+    let mut steps = Vec::new();
+    share(img, &mut steps)?;
+    for m in img.mounts.iter().filter(|m| m.unbindable) {
+        steps.push(Step::MakeUnbindable { mount: m.id });
+    }
+    Ok(steps)
+}
+
 /// Sharing. A mount can be done once its master group exists (restored or outside); the first member of
 /// a group to be done starts it. Members with the widest root go first: joining a group needs the source's
 /// root to contain the joiner's.
@@ -318,6 +329,14 @@ fn share(img: &MountImage, steps: &mut Vec<Step>) -> Result<()> {
         let before = pending.len();
         let mut rest = Vec::new();
         for m in pending {
+            // A peer of an outside group (a nested namespace's copy): joining copies its master too.
+            if let Some(key) = m.shared.and_then(|n| ext.get(&n)) {
+                steps.push(Step::JoinGroup {
+                    mount: m.id,
+                    from: GroupFrom::External(key.to_string()),
+                });
+                continue;
+            }
             let master_from = match m.master {
                 None => None,
                 Some(g) => match (source_in(&started, g, m), ext.get(&g)) {

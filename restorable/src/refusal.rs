@@ -28,7 +28,7 @@ pub enum Refusal {
     NotCarried { pid: u32, kind: &'static str },
     #[error(
         "pid {pid} is in another {kind} namespace than the root task {root}; namespaces created inside the \
-         tree are not restored yet"
+         tree are not restored (but mount namespaces in a tree outside a container)"
     )]
     Nested {
         pid: u32,
@@ -240,8 +240,8 @@ fn namespaces(t: &TaskFacts, root: &TaskFacts, container: bool) -> Result<(), Re
 
 /// The namespace rule for one task (`task`) of a tree whose root task is in `root`'s namespaces:
 /// `container` (the root is in a mount namespace other than dormant's) carries the root's namespaces and
-/// needs every task in them; otherwise every task must be in dormant's (pid namespaces are judged by
-/// `NSpid` in [`check`]). Either way every task must be in the root's time namespace (its own or dormant's),
+/// needs every task in them; otherwise every task must be in dormant's, but for mount namespaces, which a
+/// plain tree carries (pid namespaces are judged by `NSpid` in [`check`]). Either way every task must be in the root's time namespace (its own or dormant's),
 /// which the restore recreates with its clock offsets.
 pub fn check_namespaces(
     task: &TaskNamespaces,
@@ -266,7 +266,8 @@ pub fn check_namespaces(
                     root: root.pid.0,
                 });
             }
-        } else if mine.is_some_and(|n| !n.external) {
+        } else if kind != NsKind::Mnt && mine.is_some_and(|n| !n.external) {
+            // A mount namespace of its own is carried in a plain tree (`nested-mntns`).
             return Err(Refusal::NotCarried {
                 pid,
                 kind: kind.proc_name(),
@@ -338,6 +339,11 @@ mod tests {
         assert_eq!(
             kind_of(&[task(10, &[10], &[(NsKind::Uts, 5)])]),
             Some(RefusalKind::NotCarried)
+        );
+        // A child's mount namespace of its own is carried (`nested-mntns`), other kinds are not.
+        assert_eq!(
+            kind_of(&[task(10, &[10], &[]), task(11, &[11], &[(NsKind::Mnt, 5)])]),
+            None
         );
         // A time namespace of its own is carried; a child in another one than the root's is not.
         assert_eq!(kind_of(&[task(10, &[10], &[(NsKind::Time, 5)])]), None);

@@ -37,6 +37,7 @@ pub mod external;
 pub mod files;
 mod image;
 pub mod launch;
+mod nested_mounts;
 pub mod ns;
 mod procself;
 pub mod refusal;

@@ -263,13 +263,19 @@ impl Restore {
         pids.fresh = fresh;
         let plan = plan_tree(&tree, container.as_ref(), &pids)?;
         refuse_pidfds(&tree, &plan, &pids.inner_ids(&tree))?;
-        // A container image: enter its namespaces now, so its files are opened inside them.
+        // A container image: enter its namespaces now, so its files are opened inside them. A plain
+        // tree's nested mount namespaces are rebuilt now, and its files opened on them reopened there.
+        let mut nested = crate::nested_mounts::NestedMounts::default();
         let (entered, relocated) = match &container {
             Some(plan) => {
                 let (e, files) = enter_container(plan, dir, &img.files)?;
                 (Some(e), Some(files))
             }
-            None => (None, None),
+            None => {
+                nested = crate::nested_mounts::NestedMounts::build(&img)?;
+                let files = (!nested.is_empty()).then(|| nested.relocate(&img.files));
+                (None, files)
+            }
         };
         let tree = match &relocated {
             Some(files) => TreeImage::new(&img, files),
@@ -291,7 +297,12 @@ impl Restore {
         let policy = task::FdPolicy {
             shell_job: self.shell_job,
         };
-        let nodes = tree_nodes(dir, &tree, &vdsos, &plan, &pids, policy, &opened)?;
+        let mut nodes = tree_nodes(dir, &tree, &vdsos, &plan, &pids, policy, &opened)?;
+        for n in &mut nodes {
+            if let TreeTask::Live(l) = &mut n.task {
+                l.mnt_ns = l.pid.and_then(|p| nested.ns_fd(Pid(p)));
+            }
+        }
         if let Some(p) = &pids.own {
             p.announce();
         }

@@ -207,6 +207,7 @@ fn build_victim(pid: u32, break_it: bool) -> Victim {
     keep.sort_unstable();
     let launch = Launch {
         finish: launch::Finish::default(),
+        mnt_ns: None,
         pid: Some(pid),
         ns_pid: None,
         area,

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 
 use dormant_image::records::{
-    names, DeletedFile, DescId, DescKind, Fd, FdFile, FileDesc, FileLock, InodeAttrs,
+    names, DeletedFile, DescId, DescKind, Fd, FdFile, FileDesc, FileId, FileLock, InodeAttrs,
     InotifyCarriedWatch, LockKind, Pid, UdpQueue,
 };
 use dormant_image::ImageWriter;
@@ -70,6 +70,8 @@ pub struct FileCollector {
     inotify_pending: Vec<(DescId, u32, i32, inotify::Unresolved)>,
     /// The datagrams waiting in UDP sockets, by description (`udp-queues`).
     udp_queues: Vec<UdpQueue>,
+    /// Every regular file with the mount (`mnt_id`) it was opened on, for nested mount namespaces.
+    reg_mounts: Vec<(FileId, u64)>,
 }
 
 /// What tells two listings of one lock apart: (kind, write, start, len).
@@ -94,6 +96,11 @@ impl FileCollector {
             shell_job,
             ..Self::default()
         }
+    }
+
+    /// Every regular file opened for an fd, with the mount (`mnt_id`) it was opened on.
+    pub fn reg_mounts(&self) -> &[(FileId, u64)] {
+        &self.reg_mounts
     }
 
     /// Dump established TCP connections with `TCP_REPAIR` (they are refused otherwise).
@@ -201,7 +208,9 @@ impl FileCollector {
         let file = match (kind, stat, dup) {
             (FdKind::Tty, _, _) => FdFile::InheritedTty,
             (FdKind::Reg | FdKind::Dev, Some(stat), _) => {
-                FdFile::Reg(table.open_file(&target, flags, info.pos, stat))
+                let id = table.open_file(&target, flags, info.pos, stat);
+                self.reg_mounts.push((id, info.mnt_id));
+                FdFile::Reg(id)
             }
             (_, _, Some(dup)) => {
                 let cx = FdContext {

@@ -19,7 +19,7 @@ use super::files::{
 };
 use super::ids::{Pid, Tid};
 use super::mm::{Mm, ShmemObject};
-use super::mounts::{ExternalMaster, MountEntry, MountId, TmpfsRecord};
+use super::mounts::{ExternalMaster, MountEntry, MountId, NestedMountNs, TmpfsRecord};
 use super::ns::{IpcNamespace, NsId, NsState, TaskCgroups, TaskNamespaces, UtsNamespace};
 use super::pages::PageExtent;
 use super::seccomp::TaskSeccomp;
@@ -283,6 +283,8 @@ record_kinds! {
     41 ContainerRoot(ContainerRoot) version 1 older [] files [name(CONTAINER_ROOT, "container-root")];
     /// Files deleted while mapped or executed, with their content (records/files/ghost.rs).
     42 DeletedFiles(DeletedFile) version 1 older [] files [name(DELETED_FILES, "deleted-files")];
+    /// Mount namespaces inside a plain tree (records/mounts.rs).
+    65 NestedMountNs(NestedMountNs) version 1 older [] files [name(NESTED_MNT_NS, "nested-mntns")];
     // 50-54: descriptor edges.
     /// inotify watches on inodes the image carries (records/files/inotify.rs).
     50 InotifyCarried(InotifyCarriedWatch) version 1 older [] files [name(INOTIFY_CARRIED, "inotify-carried")];

@@ -56,8 +56,8 @@ pub use kind::{
 };
 pub use mm::{Mm, MmAttrs, MmLayout, ShmemObject, Vma, VmaBacking};
 pub use mounts::{
-    mount_names, ExternalMaster, MountEntry, MountId, MountSource, PeerGroup, TmpfsNode,
-    TmpfsNodeKind, TmpfsRecord, Xattr, TMPFS_CHUNK,
+    mount_names, ExternalMaster, MountEntry, MountId, MountSource, NestedMount, NestedMountNs,
+    PeerGroup, TmpfsNode, TmpfsNodeKind, TmpfsRecord, Xattr, TMPFS_CHUNK,
 };
 pub use ns::{
     ns_names, CgroupLine, IdMapRange, IpcNamespace, IpcPerm, IpcSysctl, NetNamespace, NsId, NsKind,

@@ -12,7 +12,7 @@ use proptest_derive::Arbitrary;
 use std::collections::BTreeSet;
 
 use crate::error::Problems;
-use crate::records::file_names::{tmpfs, MOUNTS, MOUNT_MASTERS};
+use crate::records::file_names::{tmpfs, MOUNTS, MOUNT_MASTERS, NESTED_MNT_NS};
 
 /// A mount id as the dumped namespace's mountinfo showed it; only a label inside one image.
 #[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
@@ -77,7 +77,86 @@ pub struct ExternalMaster {
 
 /// File names of the mount records.
 pub mod mount_names {
-    pub use crate::records::file_names::{tmpfs, MOUNTS, MOUNT_MASTERS};
+    pub use crate::records::file_names::{tmpfs, MOUNTS, MOUNT_MASTERS, NESTED_MNT_NS};
+}
+
+/// A mount namespace of a plain tree other than the tree root's (one a task made with
+/// `unshare(CLONE_NEWNS)`): the tasks in it, the regular files opened on its mounts, and its mounts as a
+/// copy of the root's namespace plus changes (`nested-mntns`, one entry per namespace). Restore copies the
+/// restorer's namespace, removes what is not listed, adds what is new and sets propagation; fds in
+/// `files` are opened through the rebuilt namespace, every other one in the root's.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NestedMountNs {
+    /// The namespace's inode at dump time, only a label.
+    pub ns: u64,
+    /// The tasks in it.
+    pub pids: Vec<crate::records::Pid>,
+    /// Regular files (`reg-files`) opened on one of its mounts.
+    pub files: Vec<crate::records::FileId>,
+    /// Its mounts in tree order (parents first).
+    pub mounts: Vec<NestedMount>,
+    /// Peer groups of the root's namespace its mounts are peers or slaves of, each with the root-namespace
+    /// mountpoint (`key`) of a mount carrying it.
+    pub outer: Vec<ExternalMaster>,
+}
+
+/// One mount of a [`NestedMountNs`]: `entry.how` is [`MountSource::Root`] for its root,
+/// [`MountSource::External`] keyed by the mountpoint for a copy of the root namespace's mount there, and
+/// [`MountSource::NewFs`] for a filesystem mounted in it (with its tmpfs content).
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NestedMount {
+    pub entry: MountEntry,
+    pub tmpfs: Vec<TmpfsRecord>,
+}
+
+/// Checks the nested namespaces: tasks of the tree, each in one namespace; each namespace rooted once,
+/// parents before children; files known.
+pub(crate) fn check_nested(
+    nested: &[NestedMountNs],
+    pids: &std::collections::BTreeSet<crate::records::Pid>,
+    files: &std::collections::BTreeSet<crate::records::FileId>,
+    p: &mut Problems,
+) {
+    let mut seen = BTreeSet::new();
+    for n in nested {
+        let file = NESTED_MNT_NS;
+        for pid in &n.pids {
+            if !pids.contains(pid) || !seen.insert(*pid) {
+                p.add(
+                    file,
+                    format!(
+                        "namespace {}: pid {} is not a task of the tree or is in two namespaces",
+                        n.ns, pid.0
+                    ),
+                );
+            }
+        }
+        if let Some(f) = n.files.iter().find(|f| !files.contains(f)) {
+            p.add(
+                file,
+                format!("namespace {}: file {} is not in reg-files", n.ns, f.0),
+            );
+        }
+        let mut ids = BTreeSet::new();
+        for (i, m) in n.mounts.iter().enumerate() {
+            let e = &m.entry;
+            let ok = match e.parent {
+                None => i == 0 && e.how == MountSource::Root,
+                Some(parent) => i > 0 && ids.contains(&parent) && e.how != MountSource::Root,
+            };
+            if !ok || !ids.insert(e.id) {
+                p.add(
+                    file,
+                    format!(
+                        "namespace {}: mount {} ({}) is out of tree order",
+                        n.ns, e.id.0, e.mountpoint
+                    ),
+                );
+            }
+        }
+    }
 }
 
 /// Checks the mount records: exactly one root, parents and bind sources dumped, every master group either

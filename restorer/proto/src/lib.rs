@@ -403,6 +403,9 @@ pub enum Step {
     // 110-119: descriptor edges.
     /// `fcntl(F_SETLK)` of a POSIX record lock (detail: the fd).
     PosixLock = 110,
+    // 140-149: nested mount namespaces.
+    /// `setns` into the task's nested mount namespace (child; detail: the namespace fd).
+    ChildMountNs = 140,
 }
 
 /// Exit status base of a failing blob.
@@ -478,6 +481,7 @@ impl Step {
             77 => ThreadPdeathsig,
             80 => ChildRemovedDir,
             110 => PosixLock,
+            140 => ChildMountNs,
             _ => return None,
         })
     }
@@ -553,6 +557,7 @@ impl Step {
                 "recreating the removed working or root directory, entering it and removing it (child)"
             }
             PosixLock => "taking a POSIX record lock",
+            ChildMountNs => "entering the task's nested mount namespace (child)",
         }
     }
 }

@@ -56,6 +56,8 @@ enum End<'a> {
 /// A live task's state the child puts in place, kind by kind, and where its blob is.
 struct TaskPlan<'a> {
     shares: Shares,
+    /// The nested mount namespace to enter first (-1: none).
+    mnt_ns: RawFd,
     moves: &'a [FdMove],
     actions: &'a [crate::files::ChildAction],
     keep: &'a [RawFd],
@@ -137,6 +139,7 @@ impl<'a> TaskPlan<'a> {
     fn new(nodes: &[TreeNode], i: usize, l: &'a Launch) -> Self {
         TaskPlan {
             shares: l.shares,
+            mnt_ns: l.mnt_ns.unwrap_or(-1),
             moves: &l.fd_moves,
             actions: &l.child_actions,
             keep: &l.keep_fds,
@@ -284,6 +287,16 @@ fn take_session(plans: &[ChildPlan<'_>], plan: &ChildPlan<'_>) {
 /// struct of a process that shares them are its parent's, in place already or put there by the table's
 /// owner: moving or closing fds here would move or close them in the owner's table too.
 fn enter_task(t: &TaskPlan<'_>) -> Result<(), ChildFailed> {
+    // First: its working and root directories are looked up in its namespace, and the fd is closed
+    // with the other helper fds below.
+    // SAFETY: setns on a namespace fd inherited from the restorer; it changes only this process.
+    if t.mnt_ns >= 0 && unsafe { libc::setns(t.mnt_ns, libc::CLONE_NEWNS) } != 0 {
+        return Err(ChildFailed::new(
+            Step::ChildMountNs,
+            errno(),
+            t.mnt_ns as u64,
+        ));
+    }
     if !t.shares.files {
         task::apply_fds(t.moves, t.keep, t.actions)?;
     }

@@ -128,6 +128,8 @@ pub struct Launch {
     pub personality: Option<u32>,
     /// What the tracer sets and checks from outside before the release.
     pub finish: crate::task::Finish,
+    /// The nested mount namespace (a descriptor the restorer holds) the child enters first, if any.
+    pub mnt_ns: Option<RawFd>,
 }
 
 /// A thread the blob creates besides the leader.

@@ -183,6 +183,7 @@ pub fn prepare(
         comm: attrs.comm,
         personality: attrs.personality,
         finish,
+        mnt_ns: None,
     })
 }
 
