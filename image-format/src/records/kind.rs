@@ -250,7 +250,7 @@ record_kinds! {
     16 ProcessAttrs(ProcessAttrs) version 1 older [] files [numbered(attrs, Pid, "attrs-")];
     // 20-29: open file descriptions.
     /// Open file descriptions not reopened by path (records/files/mod.rs).
-    20 FileDescs(FileDesc) version 3 older [1 => super::files::v1::FileDescV1, 2 => super::files::v2::FileDescV2] files [name(FILE_DESCS, "file-descs")];
+    20 FileDescs(FileDesc) version 4 older [1 => super::files::v1::FileDescV1, 2 => super::files::v2::FileDescV2, 3 => super::files::v3::FileDescV3] files [name(FILE_DESCS, "file-descs")];
     /// One process's file locks (records/files/locks.rs).
     21 FileLocks(FileLock) version 2 older [1 => super::files::locks::v1::FileLockV1] files [numbered(locks, Pid, "locks-")];
     /// How restore recognises mapped files and executables (records/file_identity.rs).

@@ -564,6 +564,17 @@ fn descs() -> Vec<FileDesc> {
                 shutdown: 3,
             },
         ),
+        d(
+            22,
+            0o100000,
+            DescKind::Proc(ProcFile {
+                mount: "/proc".into(),
+                pid: Some(CHILD.0),
+                path: "stat".into(),
+                pos: 7,
+                dir: false,
+            }),
+        ),
     ];
     v[6].owner = Some(FileOwner {
         kind: 1,

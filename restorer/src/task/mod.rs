@@ -150,6 +150,7 @@ pub fn prepare(
         area,
         fd_moves: fds.moves,
         child_actions: fds.actions,
+        proc_files: fds.proc_files,
         keep_fds: keep,
         helper_fds: helpers.into_owned(),
         report_write: report.write,
