@@ -95,8 +95,16 @@ print('PID-OK' if ok else 'PID-BAD', os.getpid(), at, link, pid, flush=True)
 sys.exit(0 if ok else 1)
 "#;
     let spec = Spec::plain("python-proc-status", harness::python3()?)
-        .args([std::ffi::OsString::from("-c"), script.into(), go.clone().into()])
-        .blocked_in(&[libc::SYS_nanosleep, libc::SYS_clock_nanosleep, libc::SYS_select]);
+        .args([
+            std::ffi::OsString::from("-c"),
+            script.into(),
+            go.clone().into(),
+        ])
+        .blocked_in(&[
+            libc::SYS_nanosleep,
+            libc::SYS_clock_nanosleep,
+            libc::SYS_select,
+        ]);
     let mut w = Workload::start(spec)?;
     let pid = w.pid();
     w.dump(false)?;

@@ -28,6 +28,7 @@ pub struct ProcTargets {
 }
 
 /// What one proc fd is, as fdinfo and the link give it.
+#[derive(Debug)]
 pub struct ProcFd<'a> {
     pub pid: u32,
     pub fd: i32,
@@ -68,7 +69,10 @@ pub fn dump(f: &ProcFd<'_>, targets: &ProcTargets) -> Result<DescKind, FdError> 
     let (pid, path) = if mnt.root == "/" {
         split_pid(rel)
     } else {
-        if split_pid(&format!("{}/{rel}", mnt.root.trim_start_matches('/'))).0.is_some() {
+        if split_pid(&format!("{}/{rel}", mnt.root.trim_start_matches('/')))
+            .0
+            .is_some()
+        {
             return Err(refuse(format!(
                 "mount {mount} is a bind of a process's directory {}",
                 mnt.root
@@ -215,9 +219,10 @@ mod tests {
         let fd = f.as_raw_fd();
         let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
         let target = target.to_str().unwrap();
-        let info =
-            crate::proc::fdinfo::parse(&std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap())
-                .unwrap();
+        let info = crate::proc::fdinfo::parse(
+            &std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap(),
+        )
+        .unwrap();
         let pf = ProcFd {
             pid: me,
             fd,

@@ -43,7 +43,7 @@ pub use files::unix;
 pub use files::{
     DeletedContent, DeletedFile, DescId, DescKind, EpollTarget, Fd, FdFile, FileDesc, FileLock,
     FileOwner, FileStat, FileTime, InetSocket, InodeAttrs, InotifyCarriedWatch, InotifyWatch,
-    LockKind, PtyState, RegFile, TcpConnection, TcpWindow, UnixDatagram, UnixPending,
+    LockKind, ProcFile, PtyState, RegFile, TcpConnection, TcpWindow, UnixDatagram, UnixPending,
 };
 pub use fs::RemovedDir;
 pub use ids::{FileId, Pid, ShmemId, Tid};

@@ -3,12 +3,12 @@
 //! `wl_procfiles TRIGGER DIR KIND... [--inject-fault]`, KIND one of:
 //! - `files`: this process holds `/proc/self/maps` read partly (offset mid-file), `/proc/self/status` read
 //!   partly, `/proc/CHILD/stat` of its child (forked first, named `pf-child`), `/proc/self/task/TID/comm`
-//!   of one of its threads (named `pf-worker`), `/proc/sys/kernel/pid_max` read partly (no pid) and an
+//!   of one of its threads (named `pf-worker`), `/proc/sys/kernel/ostype` read partly (no pid) and an
 //!   `O_DIRECTORY` fd on `/proc/self/fd` read partly with getdents. After the trigger each fd is checked:
 //!   its link names the path of this (restored) pid, its offset (`SEEK_CUR`), fdinfo `flags` and
 //!   `mnt_id` are the ones before the dump, and what it reads is about the right process: status's `Pid:`
 //!   is getpid(), the child's stat starts with the child's pid and `(pf-child)`, the thread's comm is
-//!   `pf-worker`, the rest of pid_max is the rest of the file read afresh, the maps rest holds `[stack]`
+//!   `pf-worker`, the rest of ostype is the rest of the file read afresh, the maps rest holds `[stack]`
 //!   and the directory lists this fd. Fault: each fd is moved (lseek to 0) or replaced by another proc
 //!   file (the child's status, our own stat and comm, `/proc/self/task`).
 //! - `outside`: `/proc/PID/stat` of a process outside this tree (a grandchild whose parent exited; its pid
@@ -134,11 +134,17 @@ impl Held {
         }
         let at = offset(self.fd);
         if at != self.offset {
-            return Err(format!("fd {} is at {at}, before the dump {}", self.fd, self.offset));
+            return Err(format!(
+                "fd {} is at {at}, before the dump {}",
+                self.fd, self.offset
+            ));
         }
         let info = fdinfo(self.fd);
         if info != self.fdinfo {
-            return Err(format!("fd {}: fdinfo {info:?}, before the dump {:?}", self.fd, self.fdinfo));
+            return Err(format!(
+                "fd {}: fdinfo {info:?}, before the dump {:?}",
+                self.fd, self.fdinfo
+            ));
         }
         Ok(())
     }
@@ -148,8 +154,8 @@ struct Files {
     child: libc::pid_t,
     tid: libc::pid_t,
     held: Vec<Held>,
-    /// The bytes of pid_max read before the dump.
-    pid_max_head: usize,
+    /// The bytes of ostype read before the dump.
+    ostype_head: usize,
 }
 
 fn files() -> Result<Files, WorkloadError> {
@@ -174,7 +180,9 @@ fn files() -> Result<Files, WorkloadError> {
             }
         })
         .map_err(|e| WorkloadError::setup("thread", e))?;
-    let tid = rx.recv().map_err(|e| WorkloadError::setup("thread tid", e))?;
+    let tid = rx
+        .recv()
+        .map_err(|e| WorkloadError::setup("thread tid", e))?;
     let rd = libc::O_RDONLY | libc::O_CLOEXEC;
     let maps = open("/proc/self/maps", rd)?;
     read_n(maps, 100).map_err(|e| WorkloadError::setup("maps", e))?;
@@ -182,9 +190,9 @@ fn files() -> Result<Files, WorkloadError> {
     read_n(status, 6).map_err(|e| WorkloadError::setup("status", e))?;
     let stat = open(&format!("/proc/{child}/stat"), rd | libc::O_NONBLOCK)?;
     let comm = open(&format!("/proc/self/task/{tid}/comm"), rd)?;
-    let pid_max = open("/proc/sys/kernel/pid_max", rd)?;
-    let pid_max_head = read_n(pid_max, 2)
-        .map_err(|e| WorkloadError::setup("pid_max", e))?
+    let ostype = open("/proc/sys/kernel/ostype", rd)?;
+    let ostype_head = read_n(ostype, 2)
+        .map_err(|e| WorkloadError::setup("ostype", e))?
         .len();
     let dir = open("/proc/self/fd", rd | libc::O_DIRECTORY)?;
     getdents_some(dir).map_err(|e| WorkloadError::setup("getdents", e))?;
@@ -192,15 +200,19 @@ fn files() -> Result<Files, WorkloadError> {
         Held::new("maps", maps, "/proc/{pid}/maps".into()),
         Held::new("status", status, "/proc/{pid}/status".into()),
         Held::new("child-stat", stat, format!("/proc/{child}/stat")),
-        Held::new("thread-comm", comm, format!("/proc/{{pid}}/task/{tid}/comm")),
-        Held::new("sysctl", pid_max, "/proc/sys/kernel/pid_max".into()),
+        Held::new(
+            "thread-comm",
+            comm,
+            format!("/proc/{{pid}}/task/{tid}/comm"),
+        ),
+        Held::new("sysctl", ostype, "/proc/sys/kernel/ostype".into()),
         Held::new("fd-dir", dir, "/proc/{pid}/fd".into()),
     ];
     Ok(Files {
         child,
         tid,
         held,
-        pid_max_head,
+        ostype_head,
     })
 }
 
@@ -231,12 +243,19 @@ impl Files {
     /// What the fd reads is about the right process.
     fn check_content(&self, h: &Held) -> Result<(), String> {
         let me = std::process::id();
-        let rest = read_rest(h.fd)?;
+        let rest = if h.name == "fd-dir" {
+            String::new()
+        } else {
+            read_rest(h.fd)?
+        };
         match h.name {
             "maps" if rest.contains("[stack]") => Ok(()),
             "maps" => Err(format!("the rest of maps has no [stack] line: {rest:?}")),
             "status" => {
-                let pid = rest.lines().find_map(|l| l.strip_prefix("Pid:")).map(str::trim);
+                let pid = rest
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Pid:"))
+                    .map(str::trim);
                 if pid == Some(me.to_string().as_str()) {
                     Ok(())
                 } else {
@@ -248,12 +267,12 @@ impl Files {
             "thread-comm" if rest == "pf-worker\n" => Ok(()),
             "thread-comm" => Err(format!("comm of thread {}: {rest:?}", self.tid)),
             "sysctl" => {
-                let all = std::fs::read_to_string("/proc/sys/kernel/pid_max")
-                    .map_err(|e| format!("pid_max: {e}"))?;
-                if all.get(self.pid_max_head..) == Some(rest.as_str()) {
+                let all = std::fs::read_to_string("/proc/sys/kernel/ostype")
+                    .map_err(|e| format!("ostype: {e}"))?;
+                if all.get(self.ostype_head..) == Some(rest.as_str()) {
                     Ok(())
                 } else {
-                    Err(format!("rest of pid_max {rest:?}, the file is {all:?}"))
+                    Err(format!("rest of ostype {rest:?}, the file is {all:?}"))
                 }
             }
             "fd-dir" => {
@@ -277,7 +296,10 @@ impl Files {
 
     fn check(&self, report: &mut Report) {
         for h in &self.held {
-            report.check(h.name, h.check_common().and_then(|()| self.check_content(h)));
+            report.check(
+                h.name,
+                h.check_common().and_then(|()| self.check_content(h)),
+            );
         }
         // SAFETY: kills and reaps our own child.
         unsafe { libc::kill(self.child, libc::SIGKILL) };
@@ -290,7 +312,10 @@ fn outside(args: &WorkloadArgs) -> Result<(libc::pid_t, RawFd), WorkloadError> {
     let mut p = [0; 2];
     // SAFETY: pipe2 writes two fds into `p`.
     if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(WorkloadError::setup("pipe2", std::io::Error::last_os_error()));
+        return Err(WorkloadError::setup(
+            "pipe2",
+            std::io::Error::last_os_error(),
+        ));
     }
     let a = workload::fork()?;
     if a == 0 {
@@ -341,7 +366,12 @@ fn run() -> Result<ExitCode, WorkloadError> {
         match k.as_str() {
             "files" => held = Some(files()?),
             "outside" => out = Some(outside(&args)?),
-            other => return Err(WorkloadError::setup("kind", format!("unknown kind {other:?}"))),
+            other => {
+                return Err(WorkloadError::setup(
+                    "kind",
+                    format!("unknown kind {other:?}"),
+                ))
+            }
         }
     }
     workload::ready()?;

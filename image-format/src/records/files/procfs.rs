@@ -53,12 +53,7 @@ impl ProcFile {
 }
 
 /// Checks that a proc file names a process or thread of the image, and a path that stays under its mount.
-pub(crate) fn check_proc(
-    desc: DescId,
-    f: &ProcFile,
-    tasks: &BTreeSet<Pid>,
-    p: &mut Problems,
-) {
+pub(crate) fn check_proc(desc: DescId, f: &ProcFile, tasks: &BTreeSet<Pid>, p: &mut Problems) {
     let mut bad = |why: String| p.add(FILE_DESCS, format!("proc file {}: {why}", desc.0));
     if !f.mount.starts_with('/') {
         bad(format!("mount {:?} is not absolute", f.mount));

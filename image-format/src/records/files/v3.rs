@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    DescId, EpollTarget, FileOwner, InetSocket, InotifyWatch, PtyState, TcpConnection, UnixDatagram,
-    UnixPending,
+    DescId, EpollTarget, FileOwner, InetSocket, InotifyWatch, PtyState, TcpConnection,
+    UnixDatagram, UnixPending,
 };
 use crate::records::upgrade::Upgrade;
 
@@ -25,15 +25,22 @@ pub enum DescKindV3 {
         size: u32,
         data: Option<Vec<u8>>,
     },
-    EventFd { count: u64, semaphore: bool },
+    EventFd {
+        count: u64,
+        semaphore: bool,
+    },
     TimerFd {
         clock: i32,
         interval_ns: u64,
         value_ns: u64,
         ticks: u64,
     },
-    SignalFd { mask: u64 },
-    Epoll { targets: Vec<EpollTarget> },
+    SignalFd {
+        mask: u64,
+    },
+    Epoll {
+        targets: Vec<EpollTarget>,
+    },
     Memfd {
         name: String,
         data: Vec<u8>,
@@ -88,14 +95,20 @@ pub enum DescKindV3 {
         unlinked: Option<bool>,
     },
     TcpEstablished(TcpConnection),
-    External { key: String },
+    External {
+        key: String,
+    },
     Pty {
         master: bool,
         index: u32,
         state: PtyState,
     },
-    Inotify { watches: Vec<InotifyWatch> },
-    Pidfd { pid: u32 },
+    Inotify {
+        watches: Vec<InotifyWatch>,
+    },
+    Pidfd {
+        pid: u32,
+    },
     UnixUnconnected {
         sock_type: i32,
         name: Vec<u8>,
@@ -120,24 +133,152 @@ fn kind(k: DescKindV3) -> super::DescKind {
     use super::DescKind as K;
     use DescKindV3 as O;
     match k {
-        O::PipeEnd { pipe, write, size, data } => K::PipeEnd { pipe, write, size, data },
+        O::PipeEnd {
+            pipe,
+            write,
+            size,
+            data,
+        } => K::PipeEnd {
+            pipe,
+            write,
+            size,
+            data,
+        },
         O::EventFd { count, semaphore } => K::EventFd { count, semaphore },
-        O::TimerFd { clock, interval_ns, value_ns, ticks } => K::TimerFd { clock, interval_ns, value_ns, ticks },
+        O::TimerFd {
+            clock,
+            interval_ns,
+            value_ns,
+            ticks,
+        } => K::TimerFd {
+            clock,
+            interval_ns,
+            value_ns,
+            ticks,
+        },
         O::SignalFd { mask } => K::SignalFd { mask },
         O::Epoll { targets } => K::Epoll { targets },
-        O::Memfd { name, data, pos, seals } => K::Memfd { name, data, pos, seals },
-        O::UnixPair { ino, peer, sock_type, queued, shutdown } => K::UnixPair { ino, peer, sock_type, queued, shutdown },
+        O::Memfd {
+            name,
+            data,
+            pos,
+            seals,
+        } => K::Memfd {
+            name,
+            data,
+            pos,
+            seals,
+        },
+        O::UnixPair {
+            ino,
+            peer,
+            sock_type,
+            queued,
+            shutdown,
+        } => K::UnixPair {
+            ino,
+            peer,
+            sock_type,
+            queued,
+            shutdown,
+        },
         O::Inet(x) => K::Inet(x),
-        O::UnixListen { name, sock_type, unlinked, backlog, pending } => K::UnixListen { name, sock_type, unlinked, backlog, pending },
-        O::Ghost { path, mode, data, pos } => K::Ghost { path, mode, data, pos },
-        O::Fifo { path, dev, ino, size, data } => K::Fifo { path, dev, ino, size, data },
-        O::UnixConn { ino, peer, sock_type, name, peer_name, queued, shutdown, unlinked } => K::UnixConn { ino, peer, sock_type, name, peer_name, queued, shutdown, unlinked },
-        O::UnixDgram { ino, name, peer, peer_name, queued, shutdown, unlinked } => K::UnixDgram { ino, name, peer, peer_name, queued, shutdown, unlinked },
+        O::UnixListen {
+            name,
+            sock_type,
+            unlinked,
+            backlog,
+            pending,
+        } => K::UnixListen {
+            name,
+            sock_type,
+            unlinked,
+            backlog,
+            pending,
+        },
+        O::Ghost {
+            path,
+            mode,
+            data,
+            pos,
+        } => K::Ghost {
+            path,
+            mode,
+            data,
+            pos,
+        },
+        O::Fifo {
+            path,
+            dev,
+            ino,
+            size,
+            data,
+        } => K::Fifo {
+            path,
+            dev,
+            ino,
+            size,
+            data,
+        },
+        O::UnixConn {
+            ino,
+            peer,
+            sock_type,
+            name,
+            peer_name,
+            queued,
+            shutdown,
+            unlinked,
+        } => K::UnixConn {
+            ino,
+            peer,
+            sock_type,
+            name,
+            peer_name,
+            queued,
+            shutdown,
+            unlinked,
+        },
+        O::UnixDgram {
+            ino,
+            name,
+            peer,
+            peer_name,
+            queued,
+            shutdown,
+            unlinked,
+        } => K::UnixDgram {
+            ino,
+            name,
+            peer,
+            peer_name,
+            queued,
+            shutdown,
+            unlinked,
+        },
         O::TcpEstablished(x) => K::TcpEstablished(x),
         O::External { key } => K::External { key },
-        O::Pty { master, index, state } => K::Pty { master, index, state },
+        O::Pty {
+            master,
+            index,
+            state,
+        } => K::Pty {
+            master,
+            index,
+            state,
+        },
         O::Inotify { watches } => K::Inotify { watches },
         O::Pidfd { pid } => K::Pidfd { pid },
-        O::UnixUnconnected { sock_type, name, unlinked, shutdown } => K::UnixUnconnected { sock_type, name, unlinked, shutdown },
+        O::UnixUnconnected {
+            sock_type,
+            name,
+            unlinked,
+            shutdown,
+        } => K::UnixUnconnected {
+            sock_type,
+            name,
+            unlinked,
+            shutdown,
+        },
     }
 }
