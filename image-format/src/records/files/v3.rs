@@ -123,16 +123,20 @@ impl Upgrade<super::FileDesc> for FileDescV3 {
         Ok(super::FileDesc {
             id: self.id,
             flags: self.flags,
-            kind: kind(self.kind),
+            kind: kind(self.kind)?,
             owner: self.owner,
         })
     }
 }
 
-fn kind(k: DescKindV3) -> super::DescKind {
+fn kind(k: DescKindV3) -> Result<super::DescKind, String> {
     use super::DescKind as K;
     use DescKindV3 as O;
-    match k {
+    let k = match unix(k) {
+        Ok(done) => return Ok(done),
+        Err(other) => *other,
+    };
+    Ok(match k {
         O::PipeEnd {
             pipe,
             write,
@@ -169,33 +173,7 @@ fn kind(k: DescKindV3) -> super::DescKind {
             pos,
             seals,
         },
-        O::UnixPair {
-            ino,
-            peer,
-            sock_type,
-            queued,
-            shutdown,
-        } => K::UnixPair {
-            ino,
-            peer,
-            sock_type,
-            queued,
-            shutdown,
-        },
         O::Inet(x) => K::Inet(x),
-        O::UnixListen {
-            name,
-            sock_type,
-            unlinked,
-            backlog,
-            pending,
-        } => K::UnixListen {
-            name,
-            sock_type,
-            unlinked,
-            backlog,
-            pending,
-        },
         O::Ghost {
             path,
             mode,
@@ -219,6 +197,60 @@ fn kind(k: DescKindV3) -> super::DescKind {
             ino,
             size,
             data,
+        },
+        O::TcpEstablished(x) => K::TcpEstablished(x),
+        O::External { key } => K::External { key },
+        O::Pty {
+            master,
+            index,
+            state,
+        } => K::Pty {
+            master,
+            index,
+            state,
+        },
+        O::Inotify { watches } => K::Inotify { watches },
+        O::Pidfd { pid } => K::Pidfd { pid },
+        O::UnixPair { .. }
+        | O::UnixListen { .. }
+        | O::UnixConn { .. }
+        | O::UnixDgram { .. }
+        | O::UnixUnconnected { .. } => {
+            return Err("a unix socket variant reached the upgrade of the other kinds".into())
+        }
+    })
+}
+
+/// The unix socket variants; any other back unchanged.
+fn unix(k: DescKindV3) -> Result<super::DescKind, Box<DescKindV3>> {
+    use super::DescKind as K;
+    use DescKindV3 as O;
+    Ok(match k {
+        O::UnixPair {
+            ino,
+            peer,
+            sock_type,
+            queued,
+            shutdown,
+        } => K::UnixPair {
+            ino,
+            peer,
+            sock_type,
+            queued,
+            shutdown,
+        },
+        O::UnixListen {
+            name,
+            sock_type,
+            unlinked,
+            backlog,
+            pending,
+        } => K::UnixListen {
+            name,
+            sock_type,
+            unlinked,
+            backlog,
+            pending,
         },
         O::UnixConn {
             ino,
@@ -256,19 +288,6 @@ fn kind(k: DescKindV3) -> super::DescKind {
             shutdown,
             unlinked,
         },
-        O::TcpEstablished(x) => K::TcpEstablished(x),
-        O::External { key } => K::External { key },
-        O::Pty {
-            master,
-            index,
-            state,
-        } => K::Pty {
-            master,
-            index,
-            state,
-        },
-        O::Inotify { watches } => K::Inotify { watches },
-        O::Pidfd { pid } => K::Pidfd { pid },
         O::UnixUnconnected {
             sock_type,
             name,
@@ -280,5 +299,6 @@ fn kind(k: DescKindV3) -> super::DescKind {
             unlinked,
             shutdown,
         },
-    }
+        other => return Err(Box::new(other)),
+    })
 }
