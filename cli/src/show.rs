@@ -215,6 +215,7 @@ fn desc_summary(k: &records::DescKind) -> String {
             format!("inotify [{}]", ws.join(", "))
         }
         DescKind::Pidfd { pid } => format!("pidfd of pid {pid}"),
+        DescKind::Proc(f) => format!("proc file {} at {}", f.full_path(), f.pos),
         DescKind::Pty {
             master,
             index,

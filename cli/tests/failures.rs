@@ -259,13 +259,13 @@ fn changed_file_behind_a_mapping_is_refused() {
 }
 
 #[test]
-fn procfs_fd_is_refused_and_target_runs_on() {
+fn sysfs_fd_is_refused_and_target_runs_on() {
     require_root();
-    let tmp = TempDir::new("procfd");
+    let tmp = TempDir::new("sysfd");
     let mut cmd = Command::new("/usr/bin/python3");
     cmd.args([
         "-c",
-        "import time; f = open('/proc/self/status'); time.sleep(1000)",
+        "import time; f = open('/sys/devices/system/cpu/online'); time.sleep(1000)",
     ]);
     let mut py = spawn(&mut cmd);
     let pid = py.id();
@@ -286,12 +286,12 @@ fn procfs_fd_is_refused_and_target_runs_on() {
     let o = dormant(&["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap()]);
     assert!(
         !o.status.success(),
-        "a /proc file was accepted as a regular file"
+        "a /sys file was accepted as a regular file"
     );
     let msg = text(&o);
     assert!(
-        msg.contains("fd 3") && msg.contains("procfs"),
-        "error must name the fd and procfs:\n{msg}"
+        msg.contains("fd 3") && msg.contains("sysfs file"),
+        "error must name the fd and sysfs:\n{msg}"
     );
     assert!(!img.exists(), "a failed dump left an image behind");
     assert_untouched(pid, &sigblk);

@@ -379,6 +379,17 @@ impl Dump {
                 .map(|t| t.task.pid())
                 .chain(tree.zombies.iter().map(|z| z.pid.0)),
         );
+        files.proc_targets(
+            tree.tasks.iter().flat_map(|t| {
+                let pid = t.task.pid();
+                t.task.tids().into_iter().map(move |tid| (tid, pid))
+            }),
+            tree.zombies.iter().map(|z| z.pid.0),
+            container.then_some(
+                "a proc file in a container dump is not supported (the container's proc mounts are \
+                 replaced for the restored pid namespace only right before release)",
+            ),
+        );
         files
     }
 

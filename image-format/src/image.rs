@@ -386,7 +386,12 @@ fn load_parts(l: &mut Loader<'_>) -> Parts {
         .chain(zombies.iter().map(|z| z.pid))
         .collect();
     let file_ids: BTreeSet<FileId> = files.keys().copied().collect();
-    records::files::check_descs(&descs, &file_ids, &processes, &mut l.p);
+    // What a proc file may be about: live processes and their threads (restore keeps their ids).
+    let live: BTreeSet<Pid> = tree
+        .iter()
+        .flat_map(|t| std::iter::once(t.pid).chain(t.threads.iter().map(|tid| Pid(tid.0))))
+        .collect();
+    records::files::check_descs(&descs, &file_ids, &processes, &live, &mut l.p);
     let inode_attrs: Vec<InodeAttrs> = l.optional(names::INODE_ATTRS);
     records::files::inode::check_inode_attrs(&inode_attrs, &descs, &mut l.p);
     let deleted_files: Vec<DeletedFile> = l.optional(names::DELETED_FILES);

@@ -35,6 +35,7 @@ fn trace_enums(t: &mut Tracer) {
     t.trace_simple_type::<files::locks::v1::LockKindV1>()
         .unwrap();
     t.trace_simple_type::<files::v2::DescKindV2>().unwrap();
+    t.trace_simple_type::<files::v3::DescKindV3>().unwrap();
     t.trace_simple_type::<LockKind>().unwrap();
     t.trace_simple_type::<VmaBacking>().unwrap();
     t.trace_simple_type::<MountSource>().unwrap();

@@ -162,6 +162,14 @@ pub enum RestoreError {
     /// Removing the blob area from the restored task failed.
     #[error("pid {pid}: removing the restorer area: {source}")]
     Cleanup { pid: u32, source: ParasiteError },
+    /// A proc file could not be reopened in its restored task.
+    #[error("pid {pid} fd {fd}: reopening the proc file {path}: {what}")]
+    ProcFile {
+        pid: u32,
+        fd: i32,
+        path: String,
+        what: String,
+    },
 
     /// Writing the pidfile failed (the process was restored and keeps running).
     #[error("writing pidfile {path}: {source}")]

@@ -224,6 +224,7 @@ fn build_victim(pid: u32, break_it: bool) -> Victim {
         umask: Some(0o027),
         rlimits: Vec::new(),
         child_actions: Vec::new(),
+        proc_files: Vec::new(),
         cwd: Some(c"/tmp".to_owned()),
         root: None,
         removed_cwd: None,

@@ -539,3 +539,29 @@ fn fdedges_detect_damage() -> Result<()> {
     harness::self_check_fails(fdedges(&args), FDEDGES)?;
     Ok(())
 }
+
+fn procfiles() -> Spec {
+    Spec::workload("wl_procfiles", env!("CARGO_BIN_EXE_wl_procfiles")).args(["files"])
+}
+
+/// The checks of each held proc file, by name.
+const PROCFILES: &[&str] = &[
+    "maps",
+    "status",
+    "child-stat",
+    "thread-comm",
+    "sysctl",
+    "fd-dir",
+];
+
+#[test]
+fn procfiles_pass_untouched() -> Result<()> {
+    harness::self_check(procfiles())?;
+    Ok(())
+}
+
+#[test]
+fn procfiles_detect_damage() -> Result<()> {
+    harness::self_check_fails(procfiles().args([INJECT_FAULT]), PROCFILES)?;
+    Ok(())
+}

@@ -1,6 +1,6 @@
 //! Tells what an fd is ([`FdKind`]), once, from its link target, `stat` of the fd and, for sockets, the
 //! socket's domain. Refuses what the dump cannot carry at all (a netlink socket, a block device, a file
-//! of `/proc`...), naming the process, the fd and what it is.
+//! of `/sys`...), naming the process, the fd and what it is.
 
 use std::os::fd::OwnedFd;
 
@@ -118,6 +118,14 @@ pub fn classify(task: &TaskFds, fd: i32, target: &str, shell_job: bool) -> Resul
     if let Some(kind) = by_target(target, fd, shell_job) {
         return desc(kind);
     }
+    // Before the unlinked-file check: a file of a process that exited reads `... (deleted)` too.
+    let magic = target
+        .starts_with('/')
+        .then(|| reg::fs_magic(pid, fd))
+        .flatten();
+    if magic == Some(reg::PROC_SUPER_MAGIC) {
+        return desc(FdKind::Proc);
+    }
     if target.starts_with('/') && target.ends_with(DELETED) {
         let kind = match fifo::identify(pid, fd) {
             Some(key) => FdKind::Fifo { key },
@@ -134,10 +142,10 @@ pub fn classify(task: &TaskFds, fd: i32, target: &str, shell_job: bool) -> Resul
     }
     let stat = stat_proc_link(pid, &format!("fd/{fd}"), || format!("fd {fd}"))?;
     let kind = match stat.mode & libc::S_IFMT {
-        libc::S_IFREG | libc::S_IFDIR => match reg::pseudo_fs(pid, fd) {
-            Some(fs) => return Err(unsupported(fs)),
-            None => FdKind::Reg,
-        },
+        libc::S_IFREG | libc::S_IFDIR if magic == Some(reg::SYSFS_MAGIC) => {
+            return Err(unsupported("sysfs file"))
+        }
+        libc::S_IFREG | libc::S_IFDIR => FdKind::Reg,
         libc::S_IFCHR if dev::PATH_DEVICES.contains(&target) => FdKind::Dev,
         libc::S_IFCHR if tty::inherited(fd, stat.rdev, shell_job) => FdKind::Tty,
         libc::S_IFCHR if dev::reopened_by_path(target, stat.rdev, shell_job) => FdKind::Dev,

@@ -20,8 +20,8 @@ use super::sys::{self, TaskFds};
 use super::table::FileTable;
 use super::tcp::RepairedSockets;
 use super::{
-    epoll, eventfd, external, ghost, inet, inode, inotify, locks, memfd, pidfd, pty, signalfd,
-    timerfd, unix,
+    epoll, eventfd, external, ghost, inet, inode, inotify, locks, memfd, pidfd, procfs, pty,
+    signalfd, timerfd, unix,
 };
 use crate::error::{DumpError, Result};
 use crate::proc;
@@ -61,6 +61,11 @@ pub struct FileCollector {
     external_pipes: bool,
     /// Every pid of the dump (processes and zombies): the processes a pidfd may refer to.
     tree_pids: HashSet<u32>,
+    /// What a proc file may be about ([`procfs`]).
+    proc_targets: procfs::ProcTargets,
+    /// The proc file descriptions, with the process that holds them (one process each: every restored
+    /// task opens its own).
+    proc_descs: HashMap<DescId, u32>,
     /// Owner, mode and times of the inodes whose content is carried (unlinked files, memfds).
     inode_attrs: Vec<InodeAttrs>,
     /// The first fd met on each carried inode (dev, ino); see [`inode::Carried`].
@@ -86,6 +91,7 @@ struct FdContext<'a> {
     flags: u32,
     pos: u64,
     info_text: &'a str,
+    mnt_id: u64,
     /// The task's fds dumped so far (what an epoll may watch).
     task_fds: &'a [Fd],
 }
@@ -126,6 +132,21 @@ impl FileCollector {
     /// first [`FileCollector::dump_task`].
     pub fn tree_pids(&mut self, pids: impl IntoIterator<Item = u32>) {
         self.tree_pids = pids.into_iter().collect();
+    }
+
+    /// What proc files may be about: every live task and thread (tid to pid) and the zombies; `refused`
+    /// says why none can be carried in this dump, if so.
+    pub fn proc_targets(
+        &mut self,
+        tasks: impl IntoIterator<Item = (u32, u32)>,
+        zombies: impl IntoIterator<Item = u32>,
+        refused: Option<&'static str>,
+    ) {
+        self.proc_targets = procfs::ProcTargets {
+            tasks: tasks.into_iter().collect(),
+            zombies: zombies.into_iter().collect(),
+            refused,
+        };
     }
 
     /// The fd table of `pid` (ascending). Files reachable by path go into `table`; the rest into this
@@ -201,6 +222,7 @@ impl FileCollector {
             source,
         })?;
         if let Some(file) = self.shared_with_earlier(pid, fd, &target) {
+            self.check_proc_holder(pid, fd, &target, &file, &held)?;
             self.add_locks(pid, &target, &file, held);
             return Ok(Fd { fd, cloexec, file });
         }
@@ -220,6 +242,7 @@ impl FileCollector {
                     flags,
                     pos: info.pos,
                     info_text: &info_text,
+                    mnt_id: info.mnt_id,
                     task_fds,
                 };
                 let fail = |source| DumpError::FileDesc {
@@ -242,7 +265,16 @@ impl FileCollector {
                 };
                 let desc = self.dump_desc(&cx, kind, &dup).map_err(fail)?;
                 let owner = sys::owner(&dup).map_err(|e| fail(FdError::sys("F_GETOWN_EX")(e)))?;
+                if kind == FdKind::Proc && owner.is_some() {
+                    return Err(fail(FdError::ProcFile {
+                        path: target.clone(),
+                        why: "an owner (F_SETOWN) on a proc file is not carried".into(),
+                    }));
+                }
                 self.inode_attrs.extend(attrs);
+                if kind == FdKind::Proc {
+                    self.proc_descs.insert(id, pid);
+                }
                 self.descs.push(FileDesc {
                     id,
                     flags,
@@ -260,6 +292,7 @@ impl FileCollector {
                 })
             }
         };
+        self.check_proc_holder(pid, fd, &target, &file, &held)?;
         self.add_locks(pid, &target, &file, held);
         self.remember(pid, fd, target, file.clone());
         Ok(Fd { fd, cloexec, file })
@@ -291,7 +324,27 @@ impl FileCollector {
                 Ok(desc)
             }
             FdKind::Pidfd => pidfd::dump(cx.info_text, cx.flags, &self.tree_pids),
-            FdKind::Epoll => epoll::dump(pid, fd, cx.info_text, cx.task_fds),
+            FdKind::Epoll => {
+                let desc = epoll::dump(pid, fd, cx.info_text, cx.task_fds)?;
+                self.refuse_proc_watch(&desc)?;
+                Ok(desc)
+            }
+            FdKind::Proc => {
+                if cx.flags & libc::O_ASYNC as u32 != 0 {
+                    return Err(FdError::ProcFile {
+                        path: cx.target.to_string(),
+                        why: "O_ASYNC on a proc file is not carried".into(),
+                    });
+                }
+                let f = procfs::ProcFd {
+                    pid,
+                    fd,
+                    target: cx.target,
+                    pos: cx.pos,
+                    mnt_id: cx.mnt_id,
+                };
+                procfs::dump(&f, &self.proc_targets)
+            }
             FdKind::Unix { ino } => {
                 if self.unix_peers.is_none() {
                     self.unix_peers = Some(unix::peers()?);
@@ -326,6 +379,63 @@ impl FileCollector {
                 "a file reopened by path has no description".into(),
             )),
         }
+    }
+
+    /// Refuses a proc file description held by a second process (each restored task opens its own, which
+    /// would split the shared offset) or carrying locks (the restorer takes locks before the proc file
+    /// exists).
+    fn check_proc_holder(
+        &self,
+        pid: u32,
+        fd: i32,
+        target: &str,
+        file: &FdFile,
+        held: &[FileLock],
+    ) -> Result<()> {
+        let FdFile::Desc(id) = file else {
+            return Ok(());
+        };
+        let Some(&holder) = self.proc_descs.get(id) else {
+            return Ok(());
+        };
+        let why = if holder != pid {
+            format!(
+                "the same open file description is held by pid {holder} too (restore opens one per \
+                 process, which would split their shared offset)"
+            )
+        } else if !held.is_empty() {
+            "a lock on a proc file is not carried".to_string()
+        } else {
+            return Ok(());
+        };
+        Err(DumpError::FileDesc {
+            pid,
+            fd,
+            kind: FdKind::Proc,
+            source: FdError::ProcFile {
+                path: target.to_string(),
+                why,
+            },
+        })
+    }
+
+    /// Refuses an epoll watching a proc file: the task reopens proc files only after its epoll
+    /// registrations are made.
+    fn refuse_proc_watch(&self, desc: &DescKind) -> Result<(), FdError> {
+        let DescKind::Epoll { targets } = desc else {
+            return Ok(());
+        };
+        for t in targets {
+            if matches!(t.file, FdFile::Desc(id) if self.proc_descs.contains_key(&id)) {
+                return Err(FdError::EpollTarget {
+                    tfd: t.fd,
+                    why: "it is a proc file, which the restored task reopens only after its epoll \
+                          registrations"
+                        .into(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Records `held` once: a description's locks once per description, POSIX locks once per task and file.

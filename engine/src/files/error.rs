@@ -90,6 +90,9 @@ pub enum FdError {
     PidfdInvisible,
     #[error("pidfd of pid {pid}, which is outside the dumped tree")]
     PidfdOutside { pid: i64 },
+    /// An open file of `/proc` that cannot be reopened on the restored process.
+    #[error("{path}: {why}")]
+    ProcFile { path: String, why: String },
     /// A lock the dump cannot carry (a lease, a mandatory lock, an unknown mode).
     #[error("{0}")]
     Lock(String),

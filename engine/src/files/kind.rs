@@ -41,6 +41,8 @@ pub enum FdKind {
     Memfd,
     Inotify,
     Pidfd,
+    /// A file or directory of a proc mount ([`super::procfs`]).
+    Proc,
     PtyMaster,
     /// The slave `/dev/pts/<index>`.
     PtySlave {
@@ -66,6 +68,7 @@ impl FdKind {
             FdKind::Memfd => "memfd",
             FdKind::Inotify => "inotify",
             FdKind::Pidfd => "pidfd",
+            FdKind::Proc => "proc file",
             FdKind::PtyMaster => "pty master",
             FdKind::PtySlave { .. } => "pty slave",
         }

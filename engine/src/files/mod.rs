@@ -8,7 +8,8 @@
 //! queued messages, bound or connected unix datagram sockets with their queues, unix listeners,
 //! unconnected TCP/UDP sockets (bound, listening), established TCP connections with `--tcp-established`
 //! (repair mode, [`RepairedSockets`]), eventfd, timerfd, signalfd, epoll, memfd, unlinked files, inotify
-//! (watches by path, same wd numbers; refused with unread events), pidfds of processes of the dumped tree;
+//! (watches by path, same wd numbers; refused with unread events), pidfds of processes of the dumped tree,
+//! open files of `/proc` ([`procfs`]);
 //! flock, OFD and POSIX record locks. Anything else (established connections without the flag, netlink
 //! sockets, ...) fails the dump with an error naming the process, the fd and its type ([`FdError`]).
 
@@ -29,6 +30,7 @@ mod locks;
 mod memfd;
 mod pidfd;
 mod pipe;
+pub mod procfs;
 mod pty;
 pub mod reg;
 mod signalfd;

@@ -1,16 +1,15 @@
 //! Regular files and directories, reopened by path at restore with their open flags and offset. Files of
-//! `/proc` and `/sys` are refused: they describe some process or device at dump time, and reopening the
-//! path later names something else (or nothing).
+//! `/sys` are refused: they describe some device at dump time, and reopening the path later names
+//! something else (or nothing). Files of `/proc` are a kind of their own ([`super::procfs`]).
 
-/// The pseudo file system an open fd lives on (`procfs`, `sysfs`), if it does.
-pub fn pseudo_fs(pid: u32, fd: i32) -> Option<&'static str> {
-    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
-    const SYSFS_MAGIC: i64 = 0x6265_6572;
+/// `statfs` magic of procfs.
+pub const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+/// `statfs` magic of sysfs.
+pub const SYSFS_MAGIC: i64 = 0x6265_6572;
+
+/// The `statfs` magic of the file system fd `fd` of `pid` is on (`None` when it cannot be read).
+pub fn fs_magic(pid: u32, fd: i32) -> Option<i64> {
     let path = format!("/proc/{pid}/fd/{fd}");
     let st = nix::sys::statfs::statfs(path.as_str()).ok()?;
-    match st.filesystem_type().0 as i64 {
-        PROC_SUPER_MAGIC => Some("procfs file"),
-        SYSFS_MAGIC => Some("sysfs file"),
-        _ => None,
-    }
+    Some(st.filesystem_type().0 as i64)
 }

@@ -252,7 +252,7 @@ record_kinds! {
     16 ProcessAttrs(ProcessAttrs) version 1 older [] files [numbered(attrs, Pid, "attrs-")];
     // 20-29: open file descriptions.
     /// Open file descriptions not reopened by path (records/files/mod.rs).
-    20 FileDescs(FileDesc) version 3 older [1 => super::files::v1::FileDescV1, 2 => super::files::v2::FileDescV2] files [name(FILE_DESCS, "file-descs")];
+    20 FileDescs(FileDesc) version 4 older [1 => super::files::v1::FileDescV1, 2 => super::files::v2::FileDescV2, 3 => super::files::v3::FileDescV3] files [name(FILE_DESCS, "file-descs")];
     /// One process's file locks (records/files/locks.rs).
     21 FileLocks(FileLock) version 2 older [1 => super::files::locks::v1::FileLockV1] files [numbered(locks, Pid, "locks-")];
     /// How restore recognises mapped files and executables (records/file_identity.rs).
@@ -283,14 +283,15 @@ record_kinds! {
     41 ContainerRoot(ContainerRoot) version 1 older [] files [name(CONTAINER_ROOT, "container-root")];
     /// Files deleted while mapped or executed, with their content (records/files/ghost.rs).
     42 DeletedFiles(DeletedFile) version 1 older [] files [name(DELETED_FILES, "deleted-files")];
-    /// Mount namespaces inside a plain tree (records/mounts.rs).
-    65 NestedMountNs(NestedMountNs) version 1 older [] files [name(NESTED_MNT_NS, "nested-mntns")];
     // 50-54: descriptor edges.
     /// inotify watches on inodes the image carries (records/files/inotify.rs).
     50 InotifyCarried(InotifyCarriedWatch) version 1 older [] files [name(INOTIFY_CARRIED, "inotify-carried")];
     // 60-64: shared process tables.
     /// Which processes share an fd table or an fs struct (records/tree.rs).
     60 SharedTables(SharedTables) version 1 older [] files [name(SHARED_TABLES, "shared-tables")];
+    // 65-69: nested mount namespaces.
+    /// Mount namespaces inside a plain tree (records/mounts.rs).
+    65 NestedMountNs(NestedMountNs) version 1 older [] files [name(NESTED_MNT_NS, "nested-mntns")];
     // 70-74: socket queues.
     /// Datagrams waiting in UDP sockets' receive queues (records/files/inet.rs).
     70 UdpQueues(UdpQueue) version 1 older [] files [name(UDP_QUEUES, "udp-queues")];

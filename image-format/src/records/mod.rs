@@ -43,8 +43,8 @@ pub use files::unix;
 pub use files::{
     DeletedContent, DeletedFile, DescId, DescKind, EpollTarget, Fd, FdFile, FileDesc, FileLock,
     FileOwner, FileStat, FileTime, InetSocket, InodeAttrs, InotifyCarriedWatch, InotifyWatch,
-    LockKind, LockLineError, PtyState, RegFile, TcpConnection, TcpWindow, UdpDatagram, UdpQueue,
-    UnixDatagram, UnixPending,
+    LockKind, LockLineError, ProcFile, PtyState, RegFile, TcpConnection, TcpWindow, UdpDatagram,
+    UdpQueue, UnixDatagram, UnixPending,
 };
 pub use fs::RemovedDir;
 pub use ids::{FileId, Pid, ShmemId, Tid};

@@ -22,6 +22,7 @@ pub struct Samples {
     pub shmem: Vec<ShmemObject>,
     pub zombies: Vec<Zombie>,
     pub shared_tables: Vec<SharedTables>,
+    pub nested_mntns: Vec<NestedMountNs>,
     pub ns_ids: Vec<TaskNamespaces>,
     pub cgroups: Vec<TaskCgroups>,
     pub uts: UtsNamespace,
@@ -567,6 +568,17 @@ fn descs() -> Vec<FileDesc> {
             },
         ),
         d(
+            22,
+            0o100000,
+            DescKind::Proc(ProcFile {
+                mount: "/proc".into(),
+                pid: Some(CHILD.0),
+                path: "stat".into(),
+                pos: 7,
+                dir: false,
+            }),
+        ),
+        d(
             23,
             2,
             DescKind::Inet(InetSocket {
@@ -809,6 +821,32 @@ impl Samples {
                 pid: CHILD,
                 files: ROOT,
                 fs: CHILD,
+            }],
+            nested_mntns: vec![NestedMountNs {
+                ns: 4026532999,
+                pids: vec![CHILD],
+                files: vec![FileId(2)],
+                mounts: vec![
+                    NestedMount {
+                        entry: mount(61, None, "/", "ext4", MountSource::Root),
+                        tmpfs: Vec::new(),
+                    },
+                    NestedMount {
+                        entry: mount(
+                            62,
+                            Some(61),
+                            "/srv",
+                            "ext4",
+                            MountSource::External { key: "/srv".into() },
+                        ),
+                        tmpfs: Vec::new(),
+                    },
+                    NestedMount {
+                        entry: mount(63, Some(61), "/scratch", "tmpfs", MountSource::NewFs),
+                        tmpfs: tmpfs_content(9),
+                    },
+                ],
+                outer: Vec::new(),
             }],
             ns_ids: vec![
                 TaskNamespaces {
@@ -1121,6 +1159,8 @@ impl Samples {
         w.write_records(names::FILE_DESCS, &self.descs).unwrap();
         w.write_records(names::SHMEM, &self.shmem).unwrap();
         w.write_records(names::ZOMBIES, &self.zombies).unwrap();
+        w.write_records(names::NESTED_MNT_NS, &self.nested_mntns)
+            .unwrap();
         w.write_records(names::SHARED_TABLES, &self.shared_tables)
             .unwrap();
         w.write_records(names::NS_IDS, &self.ns_ids).unwrap();

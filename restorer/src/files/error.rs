@@ -45,6 +45,7 @@ pub fn kind_name(k: &DescKind) -> &'static str {
         DescKind::Pty { master: false, .. } => "pty slave",
         DescKind::Inotify { .. } => "inotify",
         DescKind::Pidfd { .. } => "pidfd",
+        DescKind::Proc(_) => "proc file",
     }
 }
 

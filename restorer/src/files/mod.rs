@@ -5,7 +5,8 @@
 //! moves it to its fd number ([`crate::launch::FdMove`]) and runs its [`ChildAction`]s (epoll
 //! registrations, which are keyed by the fd number the task uses).
 //!
-//! A pidfd is the exception: its process does not exist before the fork, so a stand-in is opened here and
+//! Files of `/proc` are not opened here at all: the task opens them itself once the whole tree exists
+//! ([`procfs`]). A pidfd is the other exception: its process does not exist before the fork, so a stand-in is opened here and
 //! the task replaces it with `pidfd_open` ([`ChildAction::PidfdOpen`]) after it forked its own subtree;
 //! the target must be the task itself, an ancestor or a descendant (they exist by then), which the restore
 //! checks first. Tasks that shared one pidfd description each get their own (a pidfd holds no state but
@@ -27,6 +28,7 @@ mod open;
 mod owner;
 mod pidfd;
 mod pipe;
+pub(crate) mod procfs;
 mod pty;
 mod raw;
 pub(crate) mod reg;
@@ -48,6 +50,7 @@ pub use action::{run_child_action, ChildAction};
 pub use error::FileRestoreError;
 pub use external::{InheritSpecError, Inherited};
 pub use locks::{lock_description, verify as verify_locks, LockTaker};
+pub use procfs::ProcOpen;
 
 /// The descriptions of an image, open in this process.
 #[derive(Debug, Default)]
@@ -123,6 +126,11 @@ pub fn open_all_inheriting(
     let mut ordered: Vec<&FileDesc> = descs.iter().collect();
     ordered.sort_by_key(|d| if pending(d) { 3 } else { rank(d) });
     for d in ordered {
+        // Opened by their tasks once the whole tree exists (see procfs.rs).
+        if procfs::of(d).is_some() {
+            opened.descs.insert(d.id, d.clone());
+            continue;
+        }
         let attrs = inode_attrs.iter().find(|a| a.desc == d.id);
         if let DescKind::Inotify { .. } = d.kind {
             state.inotify_carried = inotify_carried
@@ -178,6 +186,12 @@ impl OpenedFiles {
     /// The open description `id`, if the image has it.
     pub fn get(&self, id: DescId) -> Option<BorrowedFd<'_>> {
         self.fds.get(&id).map(|f| f.as_fd())
+    }
+
+    /// Description `id` when it is a proc file, which its task opens itself at the end ([`procfs`]).
+    pub fn proc_file(&self, id: DescId) -> Option<(&FileDesc, &dormant_image::records::ProcFile)> {
+        let d = self.descs.get(&id)?;
+        procfs::of(d).map(|f| (d, f))
     }
 
     /// The child-side actions of a task with fd table `fds` (`fd` numbers are the task's own): pidfds

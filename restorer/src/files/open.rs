@@ -148,6 +148,9 @@ pub(super) fn open_one(
             inotify::open(watches, &std::mem::take(&mut st.inotify_carried)).map_err(Into::into)
         }
         DescKind::Pidfd { .. } => pidfd::open_stand_in(),
+        DescKind::Proc(_) => Err(OpenFailure::Bad(
+            "a proc file is opened by its task, not before the fork".into(),
+        )),
     }
     .map_err(|e| e.at(d.id.0, kind))?;
     Ok(fd)

@@ -89,6 +89,9 @@ pub struct Launch {
     pub fd_moves: Vec<FdMove>,
     /// Steps on the task's files after its fds are in place (epoll registrations); see [`crate::files`].
     pub child_actions: Vec<crate::files::ChildAction>,
+    /// Files of `/proc` the tracer makes the task open once every task and thread of the tree exists
+    /// ([`crate::files::procfs`]).
+    pub proc_files: Vec<crate::files::ProcOpen>,
     /// Every fd the child keeps when it enters the blob (target fds and the blob's helper fds), including
     /// the report pipe's write end; an fd table's owner also keeps those of the processes sharing it.
     pub keep_fds: Vec<RawFd>,

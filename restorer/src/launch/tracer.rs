@@ -42,6 +42,8 @@ pub(super) struct Traced {
     /// SIGCHLD was pending for the whole process when dumped.
     pub(super) sigchld_pending: bool,
     report: Option<File>,
+    /// Files of `/proc` it opens once the whole tree exists.
+    proc_files: Vec<crate::files::ProcOpen>,
     /// The wait status it must end with: a zombie's saved one, 0 for a helper; `None` for live tasks.
     pub(super) zombie: Option<u32>,
     pub(super) helper: bool,
@@ -67,6 +69,7 @@ impl Traced {
                     job_stop,
                     sigchld_pending,
                     finish,
+                    proc_files,
                     ..
                 } = *l;
                 drop(helper_fds);
@@ -89,6 +92,7 @@ impl Traced {
                     job_stop,
                     sigchld_pending,
                     report: Some(File::from(report_read)),
+                    proc_files,
                     zombie: None,
                     helper: false,
                 }
@@ -108,6 +112,7 @@ impl Traced {
                 job_stop: None,
                 sigchld_pending: false,
                 report: None,
+                proc_files: Vec::new(),
                 zombie: Some(status),
                 helper: false,
             },
@@ -121,6 +126,7 @@ impl Traced {
                 job_stop: None,
                 sigchld_pending: false,
                 report: None,
+                proc_files: Vec::new(),
                 zombie: Some(0),
                 helper: true,
             },
@@ -584,6 +590,12 @@ fn release(
         }
     }
     before_release(pid, &hosts)?;
+    // Every task and thread exists, and a container's proc shows the tree's pids: the proc files.
+    for t in traced.iter().filter(|t| !t.proc_files.is_empty()) {
+        let (base, end) = t.area.unwrap_or((0, 0));
+        let site = choose_site(t.pid, base, end)?;
+        crate::files::procfs::reopen_in(t.pid, site, &t.proc_files)?;
+    }
     // Children are let go before their parents; a parent is settled with its stopped children before it
     // is, and a stopped task gets its stop signal right before it is let go (see `stops`).
     for t in traced.iter().rev() {

@@ -25,6 +25,8 @@ pub struct TaskFds {
     pub actions: Vec<ChildAction>,
     /// POSIX record locks, which the blob takes once its helper fds are closed.
     pub posix_locks: Vec<LockArg>,
+    /// Files of `/proc` the task opens once the whole tree exists (their fd numbers stay empty until).
+    pub proc_files: Vec<files::ProcOpen>,
 }
 
 /// Builds the fd table of `task`. Fds that shared one description at dump time share the one reopened
@@ -39,7 +41,15 @@ pub fn prepare(
 ) -> Result<TaskFds, RestoreError> {
     let mut moves = Vec::with_capacity(task.fds.len());
     let mut reg_fds: BTreeMap<FileId, RawFd> = BTreeMap::new();
+    let mut proc_files = Vec::new();
     for fd in task.fds.iter() {
+        if let Some((d, f)) = match fd.file {
+            FdFile::Desc(id) => opened.proc_file(id),
+            _ => None,
+        } {
+            files::procfs::add(&mut proc_files, d, f, fd.fd, fd.cloexec);
+            continue;
+        }
         let from = match &fd.file {
             FdFile::Reg(id) if reg_fds.contains_key(id) => reg_fds[id],
             FdFile::Desc(id) => {
@@ -93,6 +103,7 @@ pub fn prepare(
         moves,
         actions,
         posix_locks,
+        proc_files,
     })
 }
 

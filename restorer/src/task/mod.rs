@@ -164,6 +164,7 @@ pub fn prepare(
         shares,
         fd_moves: fds.moves,
         child_actions: fds.actions,
+        proc_files: fds.proc_files,
         keep_fds: keep,
         helper_fds: helpers.into_owned(),
         report_write: report.write,

@@ -23,6 +23,7 @@ pub mod inode;
 pub mod inotify;
 pub mod locks;
 pub mod pidfd;
+pub mod procfs;
 pub mod pty;
 pub mod reg;
 pub mod tcp;
@@ -33,6 +34,9 @@ pub mod v1;
 /// Schema 2 of `file-descs`, public for the schema lock test.
 #[doc(hidden)]
 pub mod v2;
+/// Schema 3 of `file-descs`, public for the schema lock test.
+#[doc(hidden)]
+pub mod v3;
 
 pub use epoll::EpollTarget;
 pub use ghost::{DeletedContent, DeletedFile};
@@ -40,6 +44,7 @@ pub use inet::{InetSocket, UdpDatagram, UdpQueue};
 pub use inode::{FileTime, InodeAttrs};
 pub use inotify::{InotifyCarriedWatch, InotifyWatch};
 pub use locks::{FileLock, LockKind, LockLineError};
+pub use procfs::ProcFile;
 pub use pty::PtyState;
 pub use reg::{FileStat, RegFile};
 pub use tcp::{TcpConnection, TcpWindow};
@@ -251,6 +256,9 @@ pub enum DescKind {
         /// As [`DescKind::UnixPair::shutdown`].
         shutdown: u8,
     },
+    /// An open file or directory of a proc mount (schema 4): reopened by the restored task itself once
+    /// every task and thread of the tree exists, so `/proc/PID/...` names the restored process.
+    Proc(ProcFile),
 }
 
 /// Checks the files reopened by path: each id once.
@@ -263,11 +271,13 @@ pub(crate) fn check_reg_files(files: &[RegFile], p: &mut Problems) {
     }
 }
 
-/// Checks the descriptions: each id once, and what each refers to (epoll targets, pidfd processes).
+/// Checks the descriptions: each id once, and what each refers to (epoll targets, pidfd processes, the
+/// live process or thread of a proc file: `live` holds pids and tids).
 pub(crate) fn check_descs(
     descs: &[FileDesc],
     files: &BTreeSet<FileId>,
     processes: &BTreeSet<Pid>,
+    live: &BTreeSet<Pid>,
     p: &mut Problems,
 ) {
     let mut earlier = BTreeSet::new();
@@ -275,6 +285,7 @@ pub(crate) fn check_descs(
         match &d.kind {
             DescKind::Epoll { targets } => epoll::check_epoll(d.id, targets, &earlier, files, p),
             DescKind::Pidfd { pid } => pidfd::check_pidfd(d.id, *pid, processes, p),
+            DescKind::Proc(f) => procfs::check_proc(d.id, f, live, p),
             _ => {}
         }
         if !earlier.insert(d.id) {
