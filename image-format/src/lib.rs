@@ -57,7 +57,9 @@ pub const FORMAT_MAJOR: u16 = 3;
 ///    directories).
 /// 4: record kinds `DeletedFiles` (42) and `InotifyCarried` (50); `FileDescs` version 3 (unix listeners'
 ///    waiting connections, UDP peers), `FileLocks` version 2 (leases).
-pub const FORMAT_MINOR: u16 = 4;
+/// 5: record kinds `SharedTables` (60), `NestedMountNs` (65) and `UdpQueues` (70); `FileDescs` version 4
+///    (files of /proc).
+pub const FORMAT_MINOR: u16 = 5;
 
 /// The architecture this build reads and writes images for (as `std::env::consts::ARCH` spells it);
 /// register state in an image is only meaningful on the same architecture.

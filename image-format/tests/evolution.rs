@@ -427,6 +427,37 @@ fn format_3_4_all_kinds_image_is_read() {
     assert!(old.deleted_files.is_empty() && old.inotify_carried.is_empty());
 }
 
+/// The format 3.5 all-kinds image reads back the same: processes sharing an fd table, a nested mount
+/// namespace, a UDP socket's queued datagrams and a file of /proc (`FileDescs` version 4); the 3.4 one has
+/// none of them.
+#[test]
+fn format_3_5_all_kinds_image_is_read() {
+    use dormant_image::records::DescKind;
+    let dir = fixture("format-3.5-all-kinds");
+    let img = Image::load(&dir).unwrap();
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("format-3.5-all-kinds.json")).unwrap(),
+    )
+    .unwrap();
+    if let Err(e) = contains(&expected, &image_json(&dir), "") {
+        panic!("the format 3.5 all-kinds image reads differently: {e}");
+    }
+    let proc_files = |img: &Image| {
+        img.descs
+            .iter()
+            .filter(|d| matches!(d.kind, DescKind::Proc(_)))
+            .count()
+    };
+    assert_eq!(proc_files(&img), 1);
+    assert_eq!(img.shared_tables.len(), 1);
+    assert_eq!(img.nested_mnt.len(), 1);
+    assert_eq!(img.udp_queues.len(), 1);
+    assert_eq!(img.udp_queues[0].datagrams.len(), 2);
+    let old = Image::load(&fixture("format-3.4-all-kinds")).unwrap();
+    assert_eq!(proc_files(&old), 0);
+    assert!(old.shared_tables.is_empty() && old.nested_mnt.is_empty() && old.udp_queues.is_empty());
+}
+
 /// The image `dormant dump` of this release wrote of `busybox sleep` is read with every check passing.
 #[test]
 fn format_3_0_busybox_image_is_read() {

@@ -11,7 +11,7 @@ use dormant_sys::process::{PrctlMmMap, SchedAttr};
 use dormant_sys::signal::{KernelItimerval, KernelSigaction, NSIG, SIGINFO_SIZE};
 
 /// Layout version of [`RestoreArgs`]; the blob refuses a block with another version.
-pub const PROTO_VERSION: u32 = 9;
+pub const PROTO_VERSION: u32 = 10;
 
 /// Name of the blob's entry symbol for the leader thread: `extern "C" fn(args: *const RestoreArgs) -> !`,
 /// entered with a 16-byte aligned stack (it realigns anyway).
