@@ -86,8 +86,8 @@ fn peek(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Option<Queued>, Errno> {
     }
 }
 
-/// The inet address in `ss`, if it holds one.
-fn socket_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+/// The inet address and port in `ss` (a `sockaddr_in`/`sockaddr_in6`), if it holds one.
+pub fn socket_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match ss.ss_family as i32 {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in, which it is large enough for.

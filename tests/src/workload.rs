@@ -241,6 +241,47 @@ pub fn wait_status(pid: libc::pid_t) -> Option<i32> {
     (r == pid).then_some(status)
 }
 
+/// A process outside this tree: a grandchild (its parent exits at once, so it is reparented away) that
+/// pauses until killed; returns its pid. The test kills it by the pid the caller writes down.
+pub fn outside_process() -> Result<libc::pid_t, WorkloadError> {
+    let mut p = [0; 2];
+    // SAFETY: pipe2 writes two fds into `p`.
+    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(WorkloadError::setup(
+            "pipe2",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let a = fork()?;
+    if a == 0 {
+        // SAFETY: raw syscalls only, no allocation.
+        unsafe {
+            if libc::fork() != 0 {
+                libc::_exit(0);
+            }
+            let me = libc::getpid().to_ne_bytes();
+            libc::write(p[1], me.as_ptr().cast(), 4);
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    wait_status(a);
+    let mut b = [0u8; 4];
+    // SAFETY: closing our copy of the write end, then reading 4 bytes into `b` on our stack; the read
+    // end is closed after.
+    let n = unsafe {
+        libc::close(p[1]);
+        let n = libc::read(p[0], b.as_mut_ptr().cast(), 4);
+        libc::close(p[0]);
+        n
+    };
+    if n != 4 {
+        return Err(WorkloadError::setup("outside pid", "short read"));
+    }
+    Ok(i32::from_ne_bytes(b))
+}
+
 /// Ends a forked child at once, without running the parent's atexit handlers or destructors again.
 pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit ends this process; nothing of it runs afterwards.

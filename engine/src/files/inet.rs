@@ -9,7 +9,7 @@
 //! walk marks it peeked and a later walk no longer sees it), and a queue on a `SO_REUSEPORT` socket (a
 //! datagram sent again could reach another socket of its group).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
 
 use dormant_image::records::{DescKind, InetSocket, UdpDatagram};
@@ -20,27 +20,7 @@ use super::tcp::RepairedSockets;
 
 /// Address and port of a `sockaddr_in`/`sockaddr_in6`.
 pub(super) fn addr_of(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match ss.ss_family as i32 {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in, which it is large enough for.
-            let sin =
-                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            Some(SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))),
-                u16::from_be(sin.sin_port),
-            ))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says the storage holds a sockaddr_in6, which it is large enough for.
-            let sin6 =
-                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            Some(SocketAddr::new(
-                IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)),
-                u16::from_be(sin6.sin6_port),
-            ))
-        }
-        _ => None,
-    }
+    dormant_sys::udp::socket_addr(ss)
 }
 
 /// The description of an inet socket, or why it cannot be dumped.

@@ -1830,36 +1830,7 @@ fn reap_pidfd(pidfd: RawFd, child: libc::pid_t, code: i32) -> Result<(), String>
 
 /// A process outside this tree: a grandchild (its parent exits at once) that pauses; the pidfd is ours.
 fn pidfd_outside(args: &WorkloadArgs) -> Result<State, WorkloadError> {
-    let mut p = [0; 2];
-    // SAFETY: pipe2 writes two fds into `p`.
-    cvt(
-        // SAFETY: pipe2 writes two fds into `p`.
-        unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) },
-        "pipe2",
-    )?;
-    let a = workload::fork()?;
-    if a == 0 {
-        // SAFETY: raw syscalls only, no allocation.
-        unsafe {
-            if libc::fork() != 0 {
-                libc::_exit(0);
-            }
-            let me = libc::getpid().to_ne_bytes();
-            libc::write(p[1], me.as_ptr().cast(), 4);
-            loop {
-                libc::pause();
-            }
-        }
-    }
-    workload::wait_status(a);
-    // SAFETY: closing our copy of the write end.
-    unsafe { libc::close(p[1]) };
-    let b = read_fd(p[0], 4).map_err(|e| WorkloadError::setup("outside pid", e))?;
-    let pid = i32::from_ne_bytes(
-        b.as_slice()
-            .try_into()
-            .map_err(|_| WorkloadError::setup("outside pid", "short read"))?,
-    );
+    let pid = workload::outside_process()?;
     let pidfd = pidfd_open(pid, 0).map_err(|e| WorkloadError::setup("pidfd", e))?;
     std::fs::write(args.dir.join("pidfd-outside.pid"), pid.to_string())
         .map_err(|e| WorkloadError::setup("pidfd-outside.pid", e))?;

@@ -309,37 +309,7 @@ impl Files {
 
 /// A process outside this tree (a grandchild whose parent exited) and an open `/proc/PID/stat` of it.
 fn outside(args: &WorkloadArgs) -> Result<(libc::pid_t, RawFd), WorkloadError> {
-    let mut p = [0; 2];
-    // SAFETY: pipe2 writes two fds into `p`.
-    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(WorkloadError::setup(
-            "pipe2",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    let a = workload::fork()?;
-    if a == 0 {
-        // SAFETY: raw syscalls only, no allocation.
-        unsafe {
-            if libc::fork() != 0 {
-                libc::_exit(0);
-            }
-            let me = libc::getpid().to_ne_bytes();
-            libc::write(p[1], me.as_ptr().cast(), 4);
-            loop {
-                libc::pause();
-            }
-        }
-    }
-    workload::wait_status(a);
-    // SAFETY: closing our copy of the write end.
-    unsafe { libc::close(p[1]) };
-    let b = read_n(p[0], 4).map_err(|e| WorkloadError::setup("outside pid", e))?;
-    let pid = i32::from_ne_bytes(
-        b.as_slice()
-            .try_into()
-            .map_err(|_| WorkloadError::setup("outside pid", "short read"))?,
-    );
+    let pid = workload::outside_process()?;
     let fd = open(&format!("/proc/{pid}/stat"), libc::O_RDONLY)?;
     std::fs::write(args.dir.join("outside.pid"), pid.to_string())
         .map_err(|e| WorkloadError::setup("outside.pid", e))?;
