@@ -9,8 +9,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use dormant_image::records::TcpConnection;
 use nix::errno::Errno;
 
-use super::inet::{set_int, set_raw, sockaddr, Failure};
 use super::raw::{check, owned};
+use super::raw::{set_int, set_raw, sockaddr, Failure};
 
 /// `setsockopt(IPPROTO_TCP, ...)` numbers from `<linux/tcp.h>`.
 const TCP_REPAIR: libc::c_int = 19;

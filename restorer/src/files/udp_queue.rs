@@ -14,8 +14,8 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use dormant_image::records::UdpDatagram;
 use nix::errno::Errno;
 
-use super::inet::{sockaddr, Failure};
 use super::raw::owned;
+use super::raw::{set_int, sockaddr, Failure};
 
 /// How long the looped-back datagrams may take to reach the socket.
 const DELIVERY: std::time::Duration = std::time::Duration::from_secs(2);
@@ -53,7 +53,7 @@ pub(super) fn refill(
     }
     let waited = wait_queued(fd, queued);
     if let Some(v) = rcvbuf {
-        super::inet::set_int(
+        set_int(
             fd,
             libc::SOL_SOCKET,
             libc::SO_RCVBUFFORCE,
@@ -86,7 +86,7 @@ fn make_room(fd: &OwnedFd, queued: &[UdpDatagram]) -> Result<Option<libc::c_int>
         return Ok(None);
     }
     let want = need.min(i32::MAX as usize) as libc::c_int;
-    super::inet::set_int(
+    set_int(
         fd,
         libc::SOL_SOCKET,
         libc::SO_RCVBUFFORCE,
