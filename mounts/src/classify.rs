@@ -12,7 +12,7 @@
 
 use std::collections::BTreeSet;
 
-use dormant_image::records::{ExternalMaster, MountEntry, MountSource, PeerGroup};
+use dormant_image::records::{ExternalMaster, MountSource, PeerGroup};
 
 use crate::error::{MountError, Result};
 use crate::external::ExternalMap;
@@ -142,20 +142,8 @@ pub fn classify(
             }
         }
 
-        img.mounts.push(MountEntry {
-            id: m.id,
-            parent: (m.id != root.id).then_some(m.parent),
-            mountpoint: m.mountpoint.clone(),
-            root: m.root.clone(),
-            fstype: m.fstype.clone(),
-            source: m.source.clone(),
-            mount_opts: m.mount_opts.clone(),
-            super_opts: m.super_opts.clone(),
-            shared: m.shared,
-            master: m.master,
-            unbindable: m.unbindable,
-            how,
-        });
+        img.mounts
+            .push(m.entry((m.id != root.id).then_some(m.parent), how));
     }
     img.masters = masters;
     Ok(img)

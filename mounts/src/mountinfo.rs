@@ -36,6 +36,31 @@ pub struct MountInfo {
     pub super_opts: String,
 }
 
+impl MountInfo {
+    /// The image's entry for this mount: `parent` as the image has it (`None` for the namespace's root),
+    /// restored as `how`.
+    pub fn entry(
+        &self,
+        parent: Option<dormant_image::records::MountId>,
+        how: dormant_image::records::MountSource,
+    ) -> dormant_image::records::MountEntry {
+        dormant_image::records::MountEntry {
+            id: self.id,
+            parent,
+            mountpoint: self.mountpoint.clone(),
+            root: self.root.clone(),
+            fstype: self.fstype.clone(),
+            source: self.source.clone(),
+            mount_opts: self.mount_opts.clone(),
+            super_opts: self.super_opts.clone(),
+            shared: self.shared,
+            master: self.master,
+            unbindable: self.unbindable,
+            how,
+        }
+    }
+}
+
 /// Undoes the kernel's `\ooo` escapes; a backslash not followed by three octal digits stays as it is.
 pub fn unescape(s: &str) -> String {
     let b = s.as_bytes();

@@ -19,9 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
-use dormant_image::records::{
-    ExternalMaster, MountEntry, MountId, MountSource, NestedMount, PeerGroup,
-};
+use dormant_image::records::{ExternalMaster, MountId, MountSource, NestedMount, PeerGroup};
 use nix::fcntl::{open, OFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::Mode;
@@ -170,20 +168,7 @@ pub fn classify_nested(inside: &MountTree, outside: &MountTree, pid: i32) -> Res
             Vec::new()
         };
         mounts.push(NestedMount {
-            entry: MountEntry {
-                id: m.id,
-                parent: (i != 0).then_some(m.parent),
-                mountpoint: m.mountpoint.clone(),
-                root: m.root.clone(),
-                fstype: m.fstype.clone(),
-                source: m.source.clone(),
-                mount_opts: m.mount_opts.clone(),
-                super_opts: m.super_opts.clone(),
-                shared: m.shared,
-                master: m.master,
-                unbindable: m.unbindable,
-                how,
-            },
+            entry: m.entry((i != 0).then_some(m.parent), how),
             tmpfs,
         });
     }
