@@ -466,7 +466,7 @@ impl Dump {
         };
         crate::nested_mounts::finish(nested, file_descs.reg_mounts(), root, &mut writer)?;
         file_descs.finish(root, &mut writer)?;
-        let deleted = file_descs.deleted_files(&table)?;
+        let deleted = file_descs.deleted_files(&table, &mut writer)?;
         if !deleted.is_empty() {
             writer
                 .write_records(names::DELETED_FILES, &deleted)

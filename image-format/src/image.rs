@@ -17,8 +17,8 @@ use crate::pages::PageStoreReader;
 use crate::reader::{ImageReader, VerifyReport};
 use crate::records::{self, names, ns, Record};
 use crate::records::{
-    ContainerRoot, DeletedFile, DescId, ExternalMaster, Fd, FileDesc, FileId, FileIdentity,
-    FileLock, InodeAttrs, InotifyCarriedWatch, IpcNamespace, Mm, MountEntry, MountId,
+    ContainerRoot, DeletedContent, DeletedFile, DescId, ExternalMaster, Fd, FileDesc, FileId,
+    FileIdentity, FileLock, InodeAttrs, InotifyCarriedWatch, IpcNamespace, Mm, MountEntry, MountId,
     NestedMountNs, NetNamespace, NsId, NsKind, NsState, Pid, ProcessAttrs, PsTreeEntry, RegFile,
     SharedTables, ShmemId, ShmemObject, TaskCgroups, TaskCore, TaskNamespaces, TaskSeccomp,
     ThreadCore, TmpfsRecord, UdpQueue, UserNamespace, UtsNamespace, Zombie,
@@ -44,6 +44,9 @@ pub struct Image {
     pub inode_attrs: Vec<InodeAttrs>,
     /// Files deleted while mapped or executed, with their content (`deleted-files`; empty when none).
     pub deleted_files: Vec<DeletedFile>,
+    /// The page stores of the files of `deleted_files` that carry their content in one
+    /// ([`DeletedContent::Stored`]), by file.
+    pub deleted_pages: BTreeMap<FileId, PageStoreReader>,
     /// inotify watches on inodes the image carries (`inotify-carried`; empty when there are none).
     pub inotify_carried: Vec<InotifyCarriedWatch>,
     /// Datagrams waiting in UDP sockets (`udp-queues`; empty when none).
@@ -264,6 +267,7 @@ impl Image {
             descs,
             inode_attrs,
             deleted_files,
+            deleted_pages,
             inotify_carried,
             udp_queues,
             shmem,
@@ -283,6 +287,7 @@ impl Image {
             descs,
             inode_attrs,
             deleted_files,
+            deleted_pages,
             inotify_carried,
             udp_queues,
             shmem,
@@ -348,6 +353,7 @@ struct Parts {
     descs: Vec<FileDesc>,
     inode_attrs: Vec<InodeAttrs>,
     deleted_files: Vec<DeletedFile>,
+    deleted_pages: BTreeMap<FileId, PageStoreReader>,
     inotify_carried: Vec<InotifyCarriedWatch>,
     udp_queues: Vec<UdpQueue>,
     shmem: BTreeMap<ShmemId, SharedObject>,
@@ -394,8 +400,7 @@ fn load_parts(l: &mut Loader<'_>) -> Parts {
     records::files::check_descs(&descs, &file_ids, &processes, &live, &mut l.p);
     let inode_attrs: Vec<InodeAttrs> = l.optional(names::INODE_ATTRS);
     records::files::inode::check_inode_attrs(&inode_attrs, &descs, &mut l.p);
-    let deleted_files: Vec<DeletedFile> = l.optional(names::DELETED_FILES);
-    records::files::ghost::check_deleted_files(&deleted_files, &file_ids, &descs, &mut l.p);
+    let (deleted_files, deleted_pages) = load_deleted(l, &file_ids, &descs);
     let inotify_carried: Vec<InotifyCarriedWatch> = l.optional(names::INOTIFY_CARRIED);
     records::files::inotify::check_inotify_carried(&inotify_carried, &descs, &mut l.p);
     let udp_queues: Vec<UdpQueue> = l.optional(names::UDP_QUEUES);
@@ -432,6 +437,7 @@ fn load_parts(l: &mut Loader<'_>) -> Parts {
         descs,
         inode_attrs,
         deleted_files,
+        deleted_pages,
         inotify_carried,
         udp_queues,
         shmem,
@@ -441,6 +447,30 @@ fn load_parts(l: &mut Loader<'_>) -> Parts {
         container_root,
         nested_mnt,
     }
+}
+
+/// The deleted files with the page stores of those whose content is stored in one.
+fn load_deleted(
+    l: &mut Loader<'_>,
+    file_ids: &BTreeSet<FileId>,
+    descs: &[FileDesc],
+) -> (Vec<DeletedFile>, BTreeMap<FileId, PageStoreReader>) {
+    let deleted: Vec<DeletedFile> = l.optional(names::DELETED_FILES);
+    records::files::ghost::check_deleted_files(&deleted, file_ids, descs, &mut l.p);
+    let mut pages = BTreeMap::new();
+    for d in &deleted {
+        let DeletedContent::Stored { size, .. } = d.content else {
+            continue;
+        };
+        let store = names::deleted_pages(d.file);
+        if let Some(s) = l.store(&store) {
+            let what = format!("file {}", d.file.0);
+            let end = size.next_multiple_of(crate::PAGE_SIZE);
+            records::pages::check_object_pages(&store, &what, end, s.extents(), &mut l.p);
+            pages.insert(d.file, s);
+        }
+    }
+    (deleted, pages)
 }
 
 /// The shared memory objects with their page stores.

@@ -47,6 +47,21 @@ pub(crate) fn store_of_index_file(file: &str) -> Option<&str> {
     file.strip_prefix(INDEX_PREFIX)
 }
 
+/// Fills `buf` from `file` at `off`; what lies past the end of the file reads as zero.
+fn read_upto(file: &File, buf: &mut [u8], off: u64) -> io::Result<()> {
+    buf.fill(0);
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], off + got as u64) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 fn is_page_aligned(v: u64) -> bool {
     v & (PAGE_SIZE - 1) == 0
 }
@@ -135,6 +150,67 @@ impl PageStoreWriter {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         index.push(extent);
+    }
+
+    /// Stores the first `size` bytes of `file` at their offsets in it (an extent's `vaddr` is the file
+    /// offset): only the page runs that hold data (`SEEK_DATA`/`SEEK_HOLE`) and are not all zero, so
+    /// holes and zero pages cost nothing; the last page is zero past `size`. Returns the bytes stored.
+    /// `source` names the file in errors. For file-like objects: shmem, System V segments, deleted files.
+    pub fn store_file(&self, file: &File, size: u64, flags: u32, source: &str) -> Result<u64> {
+        use nix::unistd::{lseek, Whence};
+        use std::os::fd::AsFd;
+        let end = size.next_multiple_of(PAGE_SIZE);
+        let io = |off: u64, op: &'static str, e: io::Error| ImageError::io(source, off, op, e);
+        let seek = |off: u64, whence| {
+            i64::try_from(off)
+                .map_err(|_| io(off, "lseek", io::Error::from(io::ErrorKind::InvalidInput)))
+                .and_then(|o| match lseek(file.as_fd(), o, whence) {
+                    Ok(at) => Ok(Some(at as u64)),
+                    Err(nix::errno::Errno::ENXIO) => Ok(None),
+                    Err(e) => Err(io(off, "lseek", e.into())),
+                })
+        };
+        let mut buf = vec![0u8; CHUNK];
+        let (mut pos, mut stored) = (0u64, 0u64);
+        while pos < end {
+            let Some(data) = seek(pos, Whence::SeekData)? else {
+                break;
+            };
+            let hole = seek(data, Whence::SeekHole)?.unwrap_or(end);
+            let (data, hole) = (
+                data & !(PAGE_SIZE - 1),
+                hole.next_multiple_of(PAGE_SIZE).min(end),
+            );
+            let mut off = data;
+            while off < hole {
+                let n = ((hole - off) as usize).min(CHUNK);
+                let chunk = &mut buf[..n];
+                read_upto(file, chunk, off).map_err(|e| io(off, "pread", e))?;
+                stored += self.store_nonzero_runs(off, flags, chunk)?;
+                off += n as u64;
+            }
+            pos = hole.max(pos + PAGE_SIZE);
+        }
+        Ok(stored)
+    }
+
+    /// Stores the runs of pages of `chunk` (the contents from `vaddr` on) that are not all zero.
+    fn store_nonzero_runs(&self, vaddr: u64, flags: u32, chunk: &[u8]) -> Result<u64> {
+        let page = PAGE_SIZE as usize;
+        let (mut run, mut stored) = (None, 0u64);
+        for p in (0..=chunk.len()).step_by(page) {
+            let zero = p == chunk.len() || chunk[p..p + page].iter().all(|&b| b == 0);
+            match (run, zero) {
+                (None, false) => run = Some(p),
+                (Some(s), true) => {
+                    self.write_extent(vaddr + s as u64, flags, &chunk[s..p])?;
+                    stored += (p - s) as u64;
+                    run = None;
+                }
+                _ => {}
+            }
+        }
+        Ok(stored)
     }
 
     /// Stores `data` (a whole number of pages) as the contents of `vaddr..vaddr+data.len()`.
@@ -490,6 +566,37 @@ impl PageStoreReader {
             });
         }
         Ok(())
+    }
+
+    /// Writes the store into `file` as the first `size` bytes of it, each extent at its `vaddr` as file
+    /// offset (checked), and truncates `file` to `size`: the inverse of
+    /// [`PageStoreWriter::store_file`]. `target` names the file in errors.
+    pub fn write_into(&self, file: &File, size: u64, target: &str) -> Result<()> {
+        file.set_len(size)
+            .map_err(|e| ImageError::io(target, size, "ftruncate", e))?;
+        let mut buf = Vec::new();
+        for e in &self.extents {
+            let len = usize::try_from(e.len).map_err(|_| self.outside(e, size))?;
+            if e.vaddr >= size || e.vaddr.saturating_add(e.len) > size.next_multiple_of(PAGE_SIZE) {
+                return Err(self.outside(e, size));
+            }
+            buf.resize(len, 0);
+            self.read_extent(e, &mut buf)?;
+            let keep = (size - e.vaddr).min(e.len) as usize;
+            file.write_all_at(&buf[..keep], e.vaddr)
+                .map_err(|err| ImageError::io(target, e.vaddr, "pwrite", err))?;
+        }
+        Ok(())
+    }
+
+    fn outside(&self, e: &PageExtent, size: u64) -> ImageError {
+        ImageError::Inconsistent {
+            file: index_file_name(&self.name),
+            reason: format!(
+                "extent {:#x}+{:#x} lies outside the {size} bytes it fills",
+                e.vaddr, e.len
+            ),
+        }
     }
 
     /// Checks the crc of every extent; returns the bytes checked.

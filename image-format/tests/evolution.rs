@@ -458,6 +458,36 @@ fn format_3_5_all_kinds_image_is_read() {
     assert!(old.shared_tables.is_empty() && old.nested_mnt.is_empty() && old.udp_queues.is_empty());
 }
 
+/// The format 3.6 all-kinds image reads back the same: its deleted file's content is in a page store of
+/// its own (`DeletedFiles` version 2); the 3.5 one carried it inline (version 1), still read.
+#[test]
+fn format_3_6_all_kinds_image_is_read() {
+    use dormant_image::records::{DeletedContent, FileId};
+    let dir = fixture("format-3.6-all-kinds");
+    let img = Image::load(&dir).unwrap();
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("format-3.6-all-kinds.json")).unwrap(),
+    )
+    .unwrap();
+    if let Err(e) = contains(&expected, &image_json(&dir), "") {
+        panic!("the format 3.6 all-kinds image reads differently: {e}");
+    }
+    assert_eq!(img.deleted_files.len(), 1);
+    assert!(matches!(
+        img.deleted_files[0].content,
+        DeletedContent::Stored { size: 5000, .. }
+    ));
+    let pages = &img.deleted_pages[&FileId(2)];
+    assert_eq!(pages.extents().len(), 1);
+    assert_eq!(pages.extents()[0].vaddr, 4096);
+    let old = Image::load(&fixture("format-3.5-all-kinds")).unwrap();
+    assert!(matches!(
+        old.deleted_files[0].content,
+        DeletedContent::Data { .. }
+    ));
+    assert!(old.deleted_pages.is_empty());
+}
+
 /// The image `dormant dump` of this release wrote of `busybox sleep` is read with every check passing.
 #[test]
 fn format_3_0_busybox_image_is_read() {

@@ -47,6 +47,8 @@ fn trace_enums(t: &mut Tracer) {
     t.trace_simple_type::<ContentDigest>().unwrap();
     t.trace_simple_type::<SeccompMode>().unwrap();
     t.trace_simple_type::<DeletedContent>().unwrap();
+    t.trace_simple_type::<files::ghost::v1::DeletedContentV1>()
+        .unwrap();
 }
 
 /// Traces `T` with every variant of every enum it holds (traced first by `enums`).

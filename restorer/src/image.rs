@@ -34,6 +34,8 @@ pub struct TaskImage<'a> {
     pub files: &'a BTreeMap<FileId, RegFile>,
     /// The files of `files` deleted while mapped or executed, with their content (whole tree).
     pub deleted: &'a [DeletedFile],
+    /// The page stores of the deleted files whose content is in one.
+    pub deleted_pages: &'a BTreeMap<FileId, PageStoreReader>,
     /// File locks the task held (`locks-<pid>`).
     pub locks: &'a [FileLock],
     /// Shared memory objects of the whole tree, with their pages.
@@ -66,6 +68,7 @@ impl<'a> TaskImage<'a> {
             fds: &task.fds,
             files,
             deleted: &img.deleted_files,
+            deleted_pages: &img.deleted_pages,
             locks: &task.locks,
             shmem: img
                 .shmem

@@ -34,6 +34,15 @@ fn deleted_executable_restored_from_its_content() -> Result<()> {
     Ok(())
 }
 
+/// A deleted mapped file of 80 MiB (more than one record entry may hold), sparse: its content goes to a
+/// page store of its own, holes are not stored, and it comes back byte for byte.
+#[test]
+fn deleted_file_bigger_than_a_record_entry() -> Result<()> {
+    let log = harness::dump_restore(ghostmap(&["big"]))?;
+    assert!(log.contains("ok big-content"), "{log}");
+    Ok(())
+}
+
 #[test]
 fn unlinked_fifo_restored_with_its_bytes() -> Result<()> {
     let log = harness::dump_restore(ghostmap(&["fifo"]))?;

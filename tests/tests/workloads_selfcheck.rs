@@ -499,21 +499,24 @@ fn ghostmap(kinds: &[&str]) -> Spec {
 
 #[test]
 fn ghostmap_passes_untouched() -> Result<()> {
-    harness::self_check(ghostmap(&["exe", "mapped", "fifo"]))?;
+    harness::self_check(ghostmap(&["exe", "mapped", "fifo", "big"]))?;
     Ok(())
 }
 
-/// A new (linked) file mapped over one mapping and the FIFO's bytes read away: what a restore that
-/// opened paths again or lost the FIFO's queue would leave.
+/// A new (linked) file mapped over one mapping, the FIFO's bytes read away and an anonymous page over the
+/// big file: what a restore that opened paths again or lost the FIFO's queue or the big file's content
+/// would leave.
 #[test]
 fn ghostmap_detects_damage() -> Result<()> {
     harness::self_check_fails(
-        ghostmap(&["exe", "mapped", "fifo", INJECT_FAULT]),
+        ghostmap(&["exe", "mapped", "fifo", "big", INJECT_FAULT]),
         &[
             "mapped-names",
             "mapped-one-inode",
             "mapped-shared-write",
             "fifo-queued",
+            "big-named",
+            "big-content",
         ],
     )?;
     Ok(())

@@ -476,9 +476,14 @@ impl FileCollector {
     }
 
     /// The `deleted-files` entries of `table` (see [`ghost::deleted`]): each deleted mapped file or
-    /// executable with its content, or the unlinked-file description of this dump that carries its inode.
-    pub fn deleted_files(&self, table: &FileTable) -> Result<Vec<DeletedFile>> {
-        ghost::deleted(table, &self.carried)
+    /// executable with its content (stored by `writer`), or the unlinked-file description of this dump
+    /// that carries its inode.
+    pub fn deleted_files(
+        &self,
+        table: &FileTable,
+        writer: &mut ImageWriter,
+    ) -> Result<Vec<DeletedFile>> {
+        ghost::deleted(table, &self.carried, writer)
     }
 
     /// The descriptions collected so far.

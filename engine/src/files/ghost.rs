@@ -7,7 +7,8 @@
 
 use std::os::fd::OwnedFd;
 
-use dormant_image::records::{DeletedContent, DeletedFile, DescId, DescKind};
+use dormant_image::records::{names, DeletedContent, DeletedFile, DescId, DescKind, FileId};
+use dormant_image::ImageWriter;
 
 use super::error::FdError;
 use super::inode::{self, Carried};
@@ -35,22 +36,31 @@ pub fn dump(target: &str, pos: u64, dup: &OwnedFd) -> Result<DescKind, FdError> 
 }
 
 /// The `deleted-files` entries of the deleted files behind mappings and executables of `table`: through
-/// the description of `carried` that holds the same inode, else with the content read now (the tree is
-/// stopped, so shared writes are all in the page cache), refused above [`memfd::MEMFD_MAX`].
-pub fn deleted(table: &FileTable, carried: &Carried) -> Result<Vec<DeletedFile>> {
+/// the description of `carried` that holds the same inode, else with the content stored now in a page
+/// store of its own (the tree is stopped, so shared writes are all in the page cache; no size limit, and
+/// holes and zero pages are not stored).
+pub fn deleted(
+    table: &FileTable,
+    carried: &Carried,
+    writer: &mut ImageWriter,
+) -> Result<Vec<DeletedFile>> {
     let mut out = Vec::new();
     for (f, pid, source) in table.deleted() {
+        let what = if source == "exe" {
+            "executable".to_string()
+        } else {
+            format!("mapping {}", source.trim_start_matches("map_files/"))
+        };
         let content = match carried.desc_of(f.stat.dev, f.stat.ino) {
             Some(id) => DeletedContent::Desc(id),
-            None => read(pid, source).map_err(|e| DumpError::DeletedFile {
-                pid,
-                what: if source == "exe" {
-                    "executable".to_string()
-                } else {
-                    format!("mapping {}", source.trim_start_matches("map_files/"))
+            None => store(pid, source, f.id, &f.path, writer).map_err(|e| match e {
+                Failed::File(e) => DumpError::DeletedFile {
+                    pid,
+                    what,
+                    path: f.path.clone(),
+                    source: Box::new(e),
                 },
-                path: f.path.clone(),
-                source: Box::new(e),
+                Failed::Image(e) => e,
             })?,
         };
         out.push(DeletedFile {
@@ -61,31 +71,67 @@ pub fn deleted(table: &FileTable, carried: &Carried) -> Result<Vec<DeletedFile>>
     Ok(out)
 }
 
-/// The content and attributes of the file task `pid` reaches through `/proc/PID/<source>`, read through
-/// an `O_NOATIME` open of it (the dump must not change the access time it carries).
-fn read(pid: u32, source: &str) -> Result<DeletedContent, FdError> {
+/// The attributes of the file task `pid` reaches through `/proc/PID/<source>`, with its content put in
+/// page store [`names::deleted_pages`] of `id`; read through an `O_NOATIME` open of it (the dump must not
+/// change the access time it carries).
+fn store(
+    pid: u32,
+    source: &str,
+    id: FileId,
+    path: &str,
+    writer: &mut ImageWriter,
+) -> Result<DeletedContent, Failed> {
     use std::os::unix::fs::OpenOptionsExt;
-    let path = proc::path(pid, source);
-    let file = std::fs::OpenOptions::new()
+    let at = proc::path(pid, source);
+    let file = match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOATIME)
-        .open(&path)
-        .map_err(FdError::sys(format!("opening {}", path.display())))?;
-    let fd = OwnedFd::from(file);
-    let st = nix::sys::stat::fstat(&fd).map_err(FdError::errno("fstat"))?;
+        .open(&at)
+    {
+        Ok(f) => f,
+        Err(e) => return Err(FdError::sys(format!("opening {}", at.display()))(e).into()),
+    };
+    let st = nix::sys::stat::fstat(&file).map_err(FdError::errno("fstat"))?;
     if st.st_mode & libc::S_IFMT != libc::S_IFREG {
         return Err(FdError::NotUnlinkedFile {
-            target: path.display().to_string(),
-        });
+            target: at.display().to_string(),
+        }
+        .into());
     }
+    let size = st.st_size.max(0) as u64;
+    let name = names::deleted_pages(id);
+    let image_err = |source| {
+        Failed::Image(DumpError::Image {
+            pid,
+            what: format!("content of deleted file {path}"),
+            source,
+        })
+    };
+    let pages = writer.page_store(&name).map_err(image_err)?;
+    pages
+        .store_file(&file, size, 0, &format!("deleted file {path}"))
+        .map_err(image_err)?;
+    writer.finish_page_store(pages).map_err(image_err)?;
     let attrs = inode::attrs_of(DescId(0), &st);
-    let data = memfd::read_all(&fd, st.st_size.max(0) as u64, "deleted mapped file")?;
-    Ok(DeletedContent::Data {
-        data,
+    Ok(DeletedContent::Stored {
+        size,
         uid: attrs.uid,
         gid: attrs.gid,
         mode: attrs.mode,
         atime: attrs.atime,
         mtime: attrs.mtime,
     })
+}
+
+/// Why a deleted file's content was not stored: the file could not be read (a refusal about the file),
+/// or the image could not be written.
+enum Failed {
+    File(FdError),
+    Image(DumpError),
+}
+
+impl From<FdError> for Failed {
+    fn from(e: FdError) -> Self {
+        Failed::File(e)
+    }
 }

@@ -3,15 +3,13 @@
 //! changing any object: `*_STAT_ANY` for the attributes, `GETALL` for semaphore values, `msgrcv(MSG_COPY)`
 //! for messages (they stay queued), and a read-only attach that is dropped at once for shm contents.
 
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::FileExt;
+use std::os::fd::OwnedFd;
 
 use dormant_image::records::{
-    ns_names, IpcNamespace, IpcPerm, IpcSysctl, NsId, NsKind, Pid, SysvMsg, SysvMsgQueue, SysvSem,
-    SysvShm,
+    ns_names, page_flags, IpcNamespace, IpcPerm, IpcSysctl, NsId, NsKind, Pid, SysvMsg,
+    SysvMsgQueue, SysvSem, SysvShm,
 };
 use dormant_image::ImageWriter;
-use nix::unistd::{lseek, Whence};
 
 use super::error::{NsError, Result};
 use super::membership::in_namespace;
@@ -229,68 +227,17 @@ fn copy_segment(
     file: &OwnedFd,
     store: &dormant_image::PageStoreWriter,
 ) -> Result<()> {
-    const PAGE: usize = 4096;
-    const CHUNK: usize = 64 * PAGE;
-    let read_err = |source| NsError::ShmRead {
+    let file = std::fs::File::from(file.try_clone().map_err(|source| NsError::ShmRead {
         ns,
         shmid: seg.id,
         source,
-    };
-    let file = std::fs::File::from(file.try_clone().map_err(read_err)?);
-    let end = seg.size.next_multiple_of(PAGE as u64);
-    let mut buf = vec![0u8; CHUNK];
-    let mut pos = 0u64;
-    while pos < end {
-        let data = match lseek(file.as_fd(), pos as i64, Whence::SeekData) {
-            Ok(off) => off as u64,
-            Err(nix::errno::Errno::ENXIO) => break,
-            Err(e) => return Err(read_err(e.into())),
-        };
-        let hole = lseek(file.as_fd(), data as i64, Whence::SeekHole)
-            .map_err(|e| read_err(e.into()))? as u64;
-        let (data, hole) = (
-            data & !(PAGE as u64 - 1),
-            hole.next_multiple_of(PAGE as u64).min(end),
-        );
-        let mut off = data;
-        while off < hole {
-            let n = ((hole - off) as usize).min(CHUNK);
-            let chunk = &mut buf[..n];
-            chunk.fill(0);
-            let mut got = 0;
-            while got < n {
-                match file.read_at(&mut chunk[got..], off + got as u64) {
-                    Ok(0) => break, // past the segment's byte size: the rest of the page is zero
-                    Ok(k) => got += k,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(read_err(e)),
-                }
-            }
-            // Store runs of non-zero pages.
-            let mut run: Option<usize> = None;
-            for p in (0..=n).step_by(PAGE) {
-                let zero = p == n || chunk[p..p + PAGE].iter().all(|&b| b == 0);
-                match (run, zero) {
-                    (None, false) => run = Some(p),
-                    (Some(s), true) => {
-                        store
-                            .write_extent(
-                                off + s as u64,
-                                dormant_image::records::page_flags::SHMEM,
-                                &chunk[s..p],
-                            )
-                            .map_err(|source| NsError::Image {
-                                what: store.name().to_owned(),
-                                source,
-                            })?;
-                        run = None;
-                    }
-                    _ => {}
-                }
-            }
-            off += n as u64;
-        }
-        pos = hole.max(pos + PAGE as u64);
-    }
+    })?);
+    let what = format!("shm segment {} of ipc namespace {ns}", seg.id);
+    store
+        .store_file(&file, seg.size, page_flags::SHMEM, &what)
+        .map_err(|source| NsError::Image {
+            what: store.name().to_owned(),
+            source,
+        })?;
     Ok(())
 }

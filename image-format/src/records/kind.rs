@@ -282,7 +282,7 @@ record_kinds! {
     /// The container's root directory as `dump --root` named it (records/container.rs).
     41 ContainerRoot(ContainerRoot) version 1 older [] files [name(CONTAINER_ROOT, "container-root")];
     /// Files deleted while mapped or executed, with their content (records/files/ghost.rs).
-    42 DeletedFiles(DeletedFile) version 1 older [] files [name(DELETED_FILES, "deleted-files")];
+    42 DeletedFiles(DeletedFile) version 2 older [1 => super::files::ghost::v1::DeletedFileV1] files [name(DELETED_FILES, "deleted-files")];
     // 50-54: descriptor edges.
     /// inotify watches on inodes the image carries (records/files/inotify.rs).
     50 InotifyCarried(InotifyCarriedWatch) version 1 older [] files [name(INOTIFY_CARRIED, "inotify-carried")];

@@ -77,7 +77,7 @@ pub use tree::{PsTreeEntry, SharedTables, Zombie};
 /// File names inside an image directory: every kind's files (from the kind table) and the page stores.
 pub mod names {
     pub use super::file_names::*;
-    use super::{Pid, ShmemId};
+    use super::{FileId, Pid, ShmemId};
 
     /// Page store of a task's private memory.
     pub fn task_pages(pid: Pid) -> String {
@@ -86,6 +86,10 @@ pub mod names {
     /// Page store of one shared-memory object.
     pub fn shmem_pages(id: ShmemId) -> String {
         format!("shmem-{}", id.0)
+    }
+    /// Page store of the content of file `id`, deleted while mapped or executed (`deleted-files`).
+    pub fn deleted_pages(id: FileId) -> String {
+        format!("deleted-{}", id.0)
     }
 }
 

@@ -1022,8 +1022,8 @@ impl Samples {
             }],
             deleted_files: vec![DeletedFile {
                 file: FileId(2),
-                content: DeletedContent::Data {
-                    data: b"\x7fELF deleted child".to_vec(),
+                content: DeletedContent::Stored {
+                    size: 5000,
                     uid: 0,
                     gid: 0,
                     mode: 0o755,
@@ -1190,7 +1190,8 @@ impl Samples {
             std::slice::from_ref(&self.file_identity),
         )
         .unwrap();
-        // Pages: the root's heap, stack and vDSO; the child's heap; the shared object; the segment.
+        // Pages: the root's heap, stack and vDSO; the child's heap; the shared object; the segment; the
+        // second page of the deleted file (its first is a hole).
         let store = |w: &mut ImageWriter, name: &str, extents: &[(u64, u32, u8)]| {
             let s = w.page_store(name).unwrap();
             for &(vaddr, flags, seed) in extents {
@@ -1222,6 +1223,7 @@ impl Samples {
             &ns_names::sysv_shm_pages(IPC, SHM_SEG),
             &[(0, page_flags::SHMEM, 6)],
         );
+        store(&mut w, &names::deleted_pages(FileId(2)), &[(4096, 0, 7)]);
         w.commit(info()).unwrap()
     }
 }

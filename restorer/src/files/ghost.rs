@@ -13,7 +13,8 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use dormant_image::records::{DeletedContent, DescId, InodeAttrs};
+use dormant_image::records::{DeletedContent, DescId, FileTime, InodeAttrs};
+use dormant_image::PageStoreReader;
 use nix::errno::Errno;
 
 use super::raw::{check, owned, proc_fd_path, write_all};
@@ -54,13 +55,23 @@ pub fn reopen(fd: &OwnedFd, flags: i32) -> Result<OwnedFd, (String, Errno)> {
 }
 
 /// The deleted mapped file or executable `content` of the image, recreated at `path` (unlinked) and
-/// open read-only; `desc` gives the open unlinked-file description that carries it, when it is one.
+/// open read-only; `pages` is its page store when the content is in one, and `desc` gives the open
+/// unlinked-file description that carries it, when it is one.
 pub fn recreate_deleted<'a>(
     path: &str,
     content: &DeletedContent,
+    pages: Option<&PageStoreReader>,
     desc: impl FnOnce(DescId) -> Option<std::os::fd::BorrowedFd<'a>>,
 ) -> Result<OwnedFd, (String, Errno)> {
-    match content {
+    let attrs = |uid: &u32, gid: &u32, mode: &u32, atime: &FileTime, mtime: &FileTime| InodeAttrs {
+        desc: DescId(0),
+        uid: *uid,
+        gid: *gid,
+        mode: *mode,
+        atime: *atime,
+        mtime: *mtime,
+    };
+    let copy = match content {
         DeletedContent::Data {
             data,
             uid,
@@ -68,17 +79,37 @@ pub fn recreate_deleted<'a>(
             mode,
             atime,
             mtime,
+        } => recreate(path, data, Some(&attrs(uid, gid, mode, atime, mtime)))?,
+        DeletedContent::Stored {
+            size,
+            uid,
+            gid,
+            mode,
+            atime,
+            mtime,
         } => {
-            let attrs = InodeAttrs {
-                desc: DescId(0),
-                uid: *uid,
-                gid: *gid,
-                mode: *mode,
-                atime: *atime,
-                mtime: *mtime,
-            };
-            let copy = recreate(path, data, Some(&attrs))?;
-            reopen(&copy, libc::O_RDONLY)
+            let pages = pages.ok_or_else(|| {
+                (
+                    format!("the image has no page store for the content of {path}"),
+                    Errno::ENOENT,
+                )
+            })?;
+            let attrs = attrs(uid, gid, mode, atime, mtime);
+            recreate_filled(path, Some(&attrs), |fd| {
+                let file = std::fs::File::from(
+                    fd.try_clone()
+                        .map_err(|e| ("dup".to_string(), super::raw::errno_of(&e)))?,
+                );
+                pages.write_into(&file, *size, path).map_err(|e| {
+                    let errno = match &e {
+                        dormant_image::ImageError::Io { source, .. } => {
+                            super::raw::errno_of(source)
+                        }
+                        _ => Errno::EIO,
+                    };
+                    (format!("writing the content from the image: {e}"), errno)
+                })
+            })?
         }
         DeletedContent::Desc(id) => {
             let fd = desc(*id).ok_or_else(|| {
@@ -87,12 +118,11 @@ pub fn recreate_deleted<'a>(
                     Errno::ENOENT,
                 )
             })?;
-            let fd = fd
-                .try_clone_to_owned()
-                .map_err(|e| ("dup".to_string(), super::raw::errno_of(&e)))?;
-            reopen(&fd, libc::O_RDONLY)
+            fd.try_clone_to_owned()
+                .map_err(|e| ("dup".to_string(), super::raw::errno_of(&e)))?
         }
-    }
+    };
+    reopen(&copy, libc::O_RDONLY)
 }
 
 /// Creates the file `path` with `data` and the attributes `attrs` (times last, once written), then
@@ -101,6 +131,17 @@ pub fn recreate(
     path: &str,
     data: &[u8],
     attrs: Option<&InodeAttrs>,
+) -> Result<OwnedFd, (String, Errno)> {
+    recreate_filled(path, attrs, |fd| {
+        write_all(fd, data).map_err(|e| ("writing the content".to_string(), e))
+    })
+}
+
+/// [`recreate`] with the content written by `fill`.
+fn recreate_filled(
+    path: &str,
+    attrs: Option<&InodeAttrs>,
+    fill: impl FnOnce(&OwnedFd) -> Result<(), (String, Errno)>,
 ) -> Result<OwnedFd, (String, Errno)> {
     recreate_with(path, |tmp| {
         // SAFETY: open reads the NUL-terminated path and returns a new fd.
@@ -112,7 +153,10 @@ pub fn recreate(
             )
         })
         .map_err(|e| ("creating the copy".to_string(), e))?;
-        fill(&fd, data, attrs)?;
+        fill(&fd)?;
+        if let Some(a) = attrs {
+            super::inode::set(&fd, a)?;
+        }
         Ok(fd)
     })
 }
@@ -149,14 +193,6 @@ pub(super) fn recreate_with(
         }
     };
     place(&ctmp, &cpath, path).map(|()| fd)
-}
-
-fn fill(fd: &OwnedFd, data: &[u8], attrs: Option<&InodeAttrs>) -> Result<(), (String, Errno)> {
-    write_all(fd, data).map_err(|e| ("writing the content".to_string(), e))?;
-    match attrs {
-        Some(a) => super::inode::set(fd, a),
-        None => Ok(()),
-    }
 }
 
 /// Moves the filled file `tmp` to `path` and unlinks it there; a file already at `path` is swapped out

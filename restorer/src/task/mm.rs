@@ -218,7 +218,10 @@ fn open_mapped(
         Entry::Occupied(e) => e.into_mut(),
         Entry::Vacant(e) => {
             let fd =
-                ghost::recreate_deleted(&f.path, content, |id| opened.get(id)).map_err(fail)?;
+                ghost::recreate_deleted(&f.path, content, task.deleted_pages.get(&f.id), |id| {
+                    opened.get(id)
+                })
+                .map_err(fail)?;
             log::debug!(
                 "pid {}: recreated deleted file {} (file {})",
                 task.pid.0,

@@ -11,12 +11,18 @@
 //! - `exe`: the workload copies its own executable to DIR, execs the copy and deletes it; after the
 //!   trigger `/proc/self/exe` reads `COPY (deleted)`, opening it gives an ELF of the same size and mode with
 //!   no link, and `/proc/self/maps` maps the copy `(deleted)`.
+//! - `big`: file `big` of DIR, 80 MiB and 123 bytes, sparse (a hole at its start), with data in its
+//!   second page, at 70 MiB and in its partial last page, mapped `MAP_SHARED` read-only whole and
+//!   unlinked. After the trigger the mapping is named `PATH (deleted)`, the file has the same size and no
+//!   link, and the whole mapping hashes as it did (so holes read zero). Bigger than one record entry of
+//!   the image may be: its content must be carried outside the records.
 //! - `fifo`: FIFO `f` of DIR opened read-only (non-blocking) and write-only, 13 bytes written, then
 //!   unlinked; after the trigger both ends are one FIFO with no link named `PATH (deleted)`, the 13 bytes
 //!   are there, and bytes written to one end come out of the other.
 //!
 //! `--inject-fault` maps a new file (linked, same bytes) over `b`'s read-only shared mapping, reads the
-//! FIFO's bytes away, and the checks of `mapped` and `fifo` fail as they would if the restore had not
+//! FIFO's bytes away, maps an anonymous page over the second page of `big`, and the checks of `mapped`,
+//! `big` and `fifo` fail as they would if the restore had not
 //! rebuilt them.
 
 use std::ffi::CString;
@@ -280,6 +286,99 @@ fn check_mapped(m: &Mapped) -> Vec<(&'static str, Result<(), String>)> {
     ]
 }
 
+/// The `big` file: its mapping, size, path and the hash of its bytes at setup.
+struct Big {
+    path: String,
+    map: (usize, usize),
+    size: u64,
+    hash: u64,
+}
+
+const BIG_SIZE: usize = (80 << 20) + 123;
+
+/// FNV-1a over `b`: enough to tell a byte moved or lost.
+fn fnv(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &x| {
+        (h ^ x as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn set_up_big(dir: &std::path::Path) -> Result<Big, WorkloadError> {
+    let path = dir.join("big");
+    let fd = open(&path, libc::O_CREAT | libc::O_RDWR)?;
+    // SAFETY: ftruncate on our own fd.
+    let ok = unsafe { libc::ftruncate(fd, BIG_SIZE as i64) } == 0
+        && [
+            (PAGE, pattern(5, PAGE)),
+            (70 << 20, pattern(6, 3 * PAGE)),
+            (BIG_SIZE - 123, pattern(7, 123)),
+        ]
+        .iter()
+        .all(|(off, b)| {
+            // SAFETY: writes `b.len()` bytes from `b` into our own fd.
+            let n = unsafe { libc::pwrite(fd, b.as_ptr().cast(), b.len(), *off as i64) };
+            n == b.len() as isize
+        });
+    if !ok {
+        return Err(setup_err("filling big"));
+    }
+    let len = BIG_SIZE.next_multiple_of(PAGE);
+    let addr = map(fd, len, libc::PROT_READ, libc::MAP_SHARED, 0)?;
+    // SAFETY: our own fd; the mapping keeps the file.
+    unsafe { libc::close(fd) };
+    let hash = fnv(&mem(addr, BIG_SIZE)[..]);
+    unlink(&path)?;
+    Ok(Big {
+        path: path.display().to_string(),
+        map: (addr, len),
+        size: BIG_SIZE as u64,
+        hash,
+    })
+}
+
+fn check_big(b: &Big) -> Vec<(&'static str, Result<(), String>)> {
+    let named = || -> Result<(), String> {
+        let got = maps_entry(b.map.0)?;
+        let want = (0, format!("{} (deleted)", b.path));
+        if got != want {
+            return Err(format!("(offset, name) {got:?}, want {want:?}"));
+        }
+        let f = format!("/proc/self/map_files/{:x}-{:x}", b.map.0, b.map.0 + b.map.1);
+        let md = std::fs::metadata(&f).map_err(|e| format!("stat {f}: {e}"))?;
+        use std::os::unix::fs::MetadataExt;
+        if (md.size(), md.nlink()) != (b.size, 0) {
+            return Err(format!(
+                "(size, nlink) {:?}, want {:?}",
+                (md.size(), md.nlink()),
+                (b.size, 0)
+            ));
+        }
+        Ok(())
+    };
+    let content = || -> Result<(), String> {
+        let got = fnv(&mem(b.map.0, BIG_SIZE)[..]);
+        if got != b.hash {
+            return Err(format!("hash {got:#x}, want {:#x}", b.hash));
+        }
+        Ok(())
+    };
+    vec![("big-named", named()), ("big-content", content())]
+}
+
+fn inject_big(b: &Big) {
+    // SAFETY: replaces one page of our own mapping with an anonymous one.
+    unsafe {
+        libc::mmap(
+            (b.map.0 + PAGE) as *mut libc::c_void,
+            PAGE,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+            -1,
+            0,
+        );
+    }
+}
+
 fn inject_mapped(m: &Mapped) {
     let c = m.dir.join("c");
     let Ok(fd) = open(&c, libc::O_CREAT | libc::O_RDWR) else {
@@ -460,6 +559,7 @@ enum State {
     Mapped(Mapped),
     Exe(Exe),
     Fifo(Fifo),
+    Big(Big),
 }
 
 fn run() -> Result<ExitCode, WorkloadError> {
@@ -475,6 +575,7 @@ fn run() -> Result<ExitCode, WorkloadError> {
         states.push(match k.as_str() {
             "mapped" => State::Mapped(set_up_mapped(&args.dir)?),
             "fifo" => State::Fifo(set_up_fifo(&args.dir)?),
+            "big" => State::Big(set_up_big(&args.dir)?),
             "exe" => continue,
             other => return Err(WorkloadError::setup("kind", format!("unknown {other}"))),
         });
@@ -486,6 +587,7 @@ fn run() -> Result<ExitCode, WorkloadError> {
             match s {
                 State::Mapped(m) => inject_mapped(m),
                 State::Fifo(f) => drop(read_some(f.rd)),
+                State::Big(b) => inject_big(b),
                 State::Exe(_) => {}
             }
         }
@@ -495,6 +597,7 @@ fn run() -> Result<ExitCode, WorkloadError> {
             State::Mapped(m) => check_mapped(m),
             State::Exe(e) => check_exe(e),
             State::Fifo(f) => check_fifo(f),
+            State::Big(b) => check_big(b),
         };
         for (what, r) in checks {
             report.check(what, r);

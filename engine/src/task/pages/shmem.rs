@@ -3,8 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
 
 use dormant_image::records::{page_flags, Pid, ShmemId, ShmemObject, Vma};
 use dormant_image::ImageWriter;
@@ -12,9 +10,6 @@ use dormant_image::ImageWriter;
 use crate::error::{DumpError, Result};
 use crate::proc;
 use crate::task::mm::{CollectedVma, VmaClass};
-use crate::task::pages::walk::PAGE_SIZE;
-
-use super::copy::COPY_CHUNK;
 
 /// The shared-memory objects mapped by a task, each with its size and one mapping to read it through.
 pub fn shmem_objects(vmas: &[CollectedVma]) -> BTreeMap<u64, (u64, &Vma)> {
@@ -27,19 +22,6 @@ pub fn shmem_objects(vmas: &[CollectedVma]) -> BTreeMap<u64, (u64, &Vma)> {
         }
     }
     objs
-}
-
-fn seek(fd: &File, offset: u64, whence: libc::c_int) -> std::io::Result<Option<u64>> {
-    // SAFETY: lseek on a file descriptor we own; no memory is involved.
-    let r = unsafe { libc::lseek(fd.as_raw_fd(), offset as libc::off_t, whence) };
-    if r < 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ENXIO) {
-            return Ok(None);
-        }
-        return Err(e);
-    }
-    Ok(Some(r as u64))
 }
 
 /// Dumps each shared-memory object of a task once into its own page store (offsets are object offsets);
@@ -64,53 +46,14 @@ pub fn dump_shmem(
                 what: format!("shmem object {ino}"),
                 source,
             })?;
-        let mut pos = 0u64;
-        let mut buf = vec![0u8; COPY_CHUNK as usize];
-        while pos < size {
-            let Some(data) = seek(&file, pos, libc::SEEK_DATA).map_err(err)? else {
-                break;
-            };
-            let hole = seek(&file, data, libc::SEEK_HOLE)
-                .map_err(err)?
-                .unwrap_or(size);
-            let (seg_start, seg_end) = (
-                data / PAGE_SIZE * PAGE_SIZE,
-                hole.min(size).div_ceil(PAGE_SIZE) * PAGE_SIZE,
-            );
-            let mut a = seg_start;
-            while a < seg_end {
-                let len = (seg_end - a).min(COPY_CHUNK) as usize;
-                let chunk = &mut buf[..len];
-                file.read_exact_at(chunk, a).map_err(err)?;
-                // Store runs of non-zero pages.
-                let mut run: Option<usize> = None;
-                let pages = len / PAGE_SIZE as usize;
-                for p in 0..=pages {
-                    let nonzero = p < pages
-                        && chunk[p * PAGE_SIZE as usize..(p + 1) * PAGE_SIZE as usize]
-                            .iter()
-                            .any(|b| *b != 0);
-                    match (nonzero, run) {
-                        (true, None) => run = Some(p),
-                        (false, Some(s)) => {
-                            let bytes = &chunk[s * PAGE_SIZE as usize..p * PAGE_SIZE as usize];
-                            store
-                                .write_extent(a + s as u64 * PAGE_SIZE, page_flags::SHMEM, bytes)
-                                .map_err(|source| DumpError::Image {
-                                    pid,
-                                    what: format!("shmem object {ino}"),
-                                    source,
-                                })?;
-                            total += bytes.len() as u64;
-                            run = None;
-                        }
-                        _ => {}
-                    }
-                }
-                a += len as u64;
-            }
-            pos = seg_end.max(pos + PAGE_SIZE);
-        }
+        let what = format!("shmem object {ino} of pid {pid}");
+        total += store
+            .store_file(&file, size, page_flags::SHMEM, &what)
+            .map_err(|source| DumpError::Image {
+                pid,
+                what: format!("shmem object {ino}"),
+                source,
+            })?;
         writer
             .finish_page_store(store)
             .map_err(|source| DumpError::Image {

@@ -1,10 +1,12 @@
 //! Files unlinked while a process maps them or runs them (`deleted-files`): a library or binary upgraded
 //! under a running process. The file stays in `reg-files` (its path without the kernel's ` (deleted)`,
 //! its dumped identity) so mappings and the executable keep referring to it by [`FileId`]; this record
-//! carries what restore needs to recreate it, since no path reaches it any more: its content and inode
-//! attributes, or (when the same inode is also open through an fd) the unlinked-file description that
-//! carries them already, so one inode is carried once. Restore recreates the file at its path, maps and
-//! sets the executable from it, and unlinks it again.
+//! carries what restore needs to recreate it, since no path reaches it any more: its size and inode
+//! attributes with its content in a page store of its own ([`names::deleted_pages`], offsets in the file,
+//! holes and zero pages not stored: a binary can be far bigger than one record entry may be), or (when the
+//! same inode is also open through an fd) the unlinked-file description that carries them already, so one
+//! inode is carried once. Restore recreates the file at its path, maps and sets the executable from it,
+//! and unlinks it again.
 //!
 //! A record kind of its own, so an image without it reads as "no deleted file", and an older restorer
 //! refuses an image with it rather than reopening whatever now lives at the path.
@@ -20,6 +22,8 @@ use super::{DescId, DescKind, FileDesc, FileTime};
 use crate::error::Problems;
 use crate::records::file_names::DELETED_FILES;
 use crate::records::ids::FileId;
+#[cfg(doc)]
+use crate::records::names;
 
 /// One deleted file of `reg-files` that mappings or an executable refer to.
 #[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
@@ -33,8 +37,9 @@ pub struct DeletedFile {
 #[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeletedContent {
-    /// Carried here: the bytes (as the page cache held them at dump time, shared writes included) and
-    /// the inode's owner, permission bits (`st_mode & 07777`) and times.
+    /// Carried inline: the bytes (as the page cache held them at dump time, shared writes included) and
+    /// the inode's owner, permission bits (`st_mode & 07777`) and times. Written by format 3.5 (schema
+    /// 1), read so its images still restore; dumps now write [`DeletedContent::Stored`].
     Data {
         data: Vec<u8>,
         uid: u32,
@@ -46,6 +51,16 @@ pub enum DeletedContent {
     /// The same inode is open through the unlinked-file description ([`DescKind::Ghost`]) `DescId`, which
     /// carries it.
     Desc(DescId),
+    /// `size` bytes in page store [`names::deleted_pages`] of the file (as the page cache held them at
+    /// dump time), with the inode's owner, permission bits and times as in [`DeletedContent::Data`].
+    Stored {
+        size: u64,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+        atime: FileTime,
+        mtime: FileTime,
+    },
 }
 
 /// Checks that each entry names a file of `reg-files` once, and a carried description where it refers to
@@ -84,6 +99,9 @@ pub(crate) fn check_deleted_files(
             }
             DeletedContent::Data {
                 mode, atime, mtime, ..
+            }
+            | DeletedContent::Stored {
+                mode, atime, mtime, ..
             } => {
                 if mode & !0o7777 != 0 || atime.nsec >= 1_000_000_000 || mtime.nsec >= 1_000_000_000
                 {
@@ -93,6 +111,60 @@ pub(crate) fn check_deleted_files(
                     );
                 }
             }
+        }
+    }
+}
+
+/// Schema 1 of `deleted-files` (format 3.5): content inline or through a description.
+pub mod v1 {
+    use serde::{Deserialize, Serialize};
+
+    use super::{DescId, FileId, FileTime};
+    use crate::records::upgrade::Upgrade;
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct DeletedFileV1 {
+        pub file: FileId,
+        pub content: DeletedContentV1,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum DeletedContentV1 {
+        Data {
+            data: Vec<u8>,
+            uid: u32,
+            gid: u32,
+            mode: u32,
+            atime: FileTime,
+            mtime: FileTime,
+        },
+        Desc(DescId),
+    }
+
+    impl Upgrade<super::DeletedFile> for DeletedFileV1 {
+        /// Both schema 1 forms are schema 2 forms.
+        fn upgrade(self) -> Result<super::DeletedFile, String> {
+            Ok(super::DeletedFile {
+                file: self.file,
+                content: match self.content {
+                    DeletedContentV1::Data {
+                        data,
+                        uid,
+                        gid,
+                        mode,
+                        atime,
+                        mtime,
+                    } => super::DeletedContent::Data {
+                        data,
+                        uid,
+                        gid,
+                        mode,
+                        atime,
+                        mtime,
+                    },
+                    DeletedContentV1::Desc(id) => super::DeletedContent::Desc(id),
+                },
+            })
         }
     }
 }
