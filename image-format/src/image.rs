@@ -20,8 +20,8 @@ use crate::records::{
     ContainerRoot, DeletedContent, DeletedFile, DescId, ExternalMaster, Fd, FileDesc, FileId,
     FileIdentity, FileLock, InodeAttrs, InotifyCarriedWatch, IpcNamespace, Mm, MountEntry, MountId,
     NestedMountNs, NetNamespace, NsId, NsKind, NsState, Pid, ProcessAttrs, PsTreeEntry, RegFile,
-    SharedTables, ShmemId, ShmemObject, TaskCgroups, TaskCore, TaskNamespaces, TaskSeccomp,
-    ThreadCore, TmpfsRecord, UdpQueue, UserNamespace, UtsNamespace, Zombie,
+    SharedTables, ShmemId, ShmemObject, StoredContent, TaskCgroups, TaskCore, TaskNamespaces,
+    TaskSeccomp, ThreadCore, TmpfsRecord, UdpQueue, UserNamespace, UtsNamespace, Zombie,
 };
 
 /// A checked image, loaded whole (see the module doc).
@@ -42,6 +42,9 @@ pub struct Image {
     /// Owner, mode and times of the inodes of unlinked files and memfds (`inode-attrs`; empty in images
     /// that did not carry them).
     pub inode_attrs: Vec<InodeAttrs>,
+    /// The unlinked files and memfds of `descs` whose content is in a page store (`desc-contents`): size
+    /// and store, by description.
+    pub desc_contents: BTreeMap<DescId, (u64, PageStoreReader)>,
     /// Files deleted while mapped or executed, with their content (`deleted-files`; empty when none).
     pub deleted_files: Vec<DeletedFile>,
     /// The page stores of the files of `deleted_files` that carry their content in one
@@ -266,6 +269,7 @@ impl Image {
             files,
             descs,
             inode_attrs,
+            desc_contents,
             deleted_files,
             deleted_pages,
             inotify_carried,
@@ -286,6 +290,7 @@ impl Image {
             files,
             descs,
             inode_attrs,
+            desc_contents,
             deleted_files,
             deleted_pages,
             inotify_carried,
@@ -352,6 +357,7 @@ struct Parts {
     files: BTreeMap<FileId, RegFile>,
     descs: Vec<FileDesc>,
     inode_attrs: Vec<InodeAttrs>,
+    desc_contents: BTreeMap<DescId, (u64, PageStoreReader)>,
     deleted_files: Vec<DeletedFile>,
     deleted_pages: BTreeMap<FileId, PageStoreReader>,
     inotify_carried: Vec<InotifyCarriedWatch>,
@@ -400,6 +406,7 @@ fn load_parts(l: &mut Loader<'_>) -> Parts {
     records::files::check_descs(&descs, &file_ids, &processes, &live, &mut l.p);
     let inode_attrs: Vec<InodeAttrs> = l.optional(names::INODE_ATTRS);
     records::files::inode::check_inode_attrs(&inode_attrs, &descs, &mut l.p);
+    let desc_contents = load_desc_contents(l, &descs);
     let (deleted_files, deleted_pages) = load_deleted(l, &file_ids, &descs);
     let inotify_carried: Vec<InotifyCarriedWatch> = l.optional(names::INOTIFY_CARRIED);
     records::files::inotify::check_inotify_carried(&inotify_carried, &descs, &mut l.p);
@@ -436,6 +443,7 @@ fn load_parts(l: &mut Loader<'_>) -> Parts {
         files,
         descs,
         inode_attrs,
+        desc_contents,
         deleted_files,
         deleted_pages,
         inotify_carried,
@@ -447,6 +455,26 @@ fn load_parts(l: &mut Loader<'_>) -> Parts {
         container_root,
         nested_mnt,
     }
+}
+
+/// The unlinked files and memfds whose content is in a page store, with their size and store.
+fn load_desc_contents(
+    l: &mut Loader<'_>,
+    descs: &[FileDesc],
+) -> BTreeMap<DescId, (u64, PageStoreReader)> {
+    let stored: Vec<StoredContent> = l.optional(names::DESC_CONTENTS);
+    records::files::inode::check_stored_contents(&stored, descs, &mut l.p);
+    let mut out = BTreeMap::new();
+    for c in stored {
+        let store = names::desc_pages(c.desc);
+        if let Some(s) = l.store(&store) {
+            let what = format!("description {}", c.desc.0);
+            let end = c.size.next_multiple_of(crate::PAGE_SIZE);
+            records::pages::check_object_pages(&store, &what, end, s.extents(), &mut l.p);
+            out.insert(c.desc, (c.size, s));
+        }
+    }
+    out
 }
 
 /// The deleted files with the page stores of those whose content is stored in one.

@@ -59,7 +59,8 @@ pub const FORMAT_MAJOR: u16 = 3;
 ///    waiting connections, UDP peers), `FileLocks` version 2 (leases).
 /// 5: record kinds `SharedTables` (60), `NestedMountNs` (65) and `UdpQueues` (70); `FileDescs` version 4
 ///    (files of /proc).
-/// 6: `DeletedFiles` version 2 (a deleted file's content in a page store of its own, `deleted-<file>`).
+/// 6: `DeletedFiles` version 2 (a deleted file's content in a page store of its own, `deleted-<file>`);
+///    record kind `DescContents` (75: an unlinked file's or memfd's content in page store `desc-<id>`).
 pub const FORMAT_MINOR: u16 = 6;
 
 /// The architecture this build reads and writes images for (as `std::env::consts::ARCH` spells it);

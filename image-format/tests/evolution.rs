@@ -459,7 +459,8 @@ fn format_3_5_all_kinds_image_is_read() {
 }
 
 /// The format 3.6 all-kinds image reads back the same: its deleted file's content is in a page store of
-/// its own (`DeletedFiles` version 2); the 3.5 one carried it inline (version 1), still read.
+/// its own (`DeletedFiles` version 2), and so is its unlinked file's (`DescContents`); the 3.5 one carried
+/// both inline (`DeletedFiles` version 1), still read.
 #[test]
 fn format_3_6_all_kinds_image_is_read() {
     use dormant_image::records::{DeletedContent, FileId};
@@ -486,6 +487,9 @@ fn format_3_6_all_kinds_image_is_read() {
         DeletedContent::Data { .. }
     ));
     assert!(old.deleted_pages.is_empty());
+    let (size, pages) = &img.desc_contents[&dormant_image::records::DescId(10)];
+    assert_eq!((*size, pages.extents().len()), (4100, 2));
+    assert!(old.desc_contents.is_empty());
 }
 
 /// The image `dormant dump` of this release wrote of `busybox sleep` is read with every check passing.

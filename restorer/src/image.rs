@@ -138,6 +138,8 @@ pub struct TreeImage<'a> {
     pub descs: &'a [FileDesc],
     /// Owner, mode and times of the inodes of unlinked files and memfds (`inode-attrs`).
     pub inode_attrs: &'a [dormant_image::records::InodeAttrs],
+    /// The unlinked files and memfds whose content is in a page store: size and store.
+    pub desc_contents: &'a BTreeMap<dormant_image::records::DescId, (u64, PageStoreReader)>,
     /// inotify watches on carried inodes (`inotify-carried`).
     pub inotify_carried: &'a [dormant_image::records::InotifyCarriedWatch],
     pub udp_queues: &'a [dormant_image::records::UdpQueue],
@@ -157,6 +159,7 @@ impl<'a> TreeImage<'a> {
             zombies: &img.zombies,
             descs: &img.descs,
             inode_attrs: &img.inode_attrs,
+            desc_contents: &img.desc_contents,
             inotify_carried: &img.inotify_carried,
             udp_queues: &img.udp_queues,
             shared_tables: &img.shared_tables,

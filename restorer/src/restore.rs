@@ -288,7 +288,7 @@ impl Restore {
         // Every open file description once, before any fork: tasks that shared one inherit the same.
         let opened = crate::files::open_all_inheriting(
             tree_descs(&tree),
-            tree.inode_attrs,
+            (tree.inode_attrs, tree.desc_contents),
             tree.inotify_carried,
             tree.udp_queues,
             self.tcp_established,

@@ -28,6 +28,15 @@ fn shared_mapping_of_writable_open_stays_may_write() -> Result<()> {
     Ok(())
 }
 
+/// A memfd of 100 MiB and an unlinked file of 70 MiB, sparse: more than one record entry may hold, so
+/// their content goes to page stores (`desc-contents`), holes not stored; size, offset and every byte
+/// come back.
+#[test]
+fn big_memfd_and_unlinked_file() -> Result<()> {
+    harness::dump_restore(attrs(&["big"]))?;
+    Ok(())
+}
+
 /// Not "mapshared": the original's run writes the mapped file, which restore then rightly refuses as
 /// changed since the dump.
 #[test]

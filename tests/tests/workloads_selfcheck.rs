@@ -327,15 +327,15 @@ fn fileattrs(kinds: &[&str]) -> Spec {
 
 #[test]
 fn fileattrs_pass_untouched() -> Result<()> {
-    harness::self_check(fileattrs(&["memfd", "ghost", "mapshared"]))?;
+    harness::self_check(fileattrs(&["memfd", "ghost", "mapshared", "big"]))?;
     Ok(())
 }
 
 #[test]
 fn fileattrs_detect_damage() -> Result<()> {
     harness::self_check_fails(
-        fileattrs(&["memfd", "ghost", "mapshared", INJECT_FAULT]),
-        &["ghost", "mapshared", "memfd"],
+        fileattrs(&["memfd", "ghost", "mapshared", "big", INJECT_FAULT]),
+        &["big", "ghost", "mapshared", "memfd"],
     )?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::os::fd::OwnedFd;
 
 use dormant_image::records::{
     names, DeletedFile, DescId, DescKind, Fd, FdFile, FileDesc, FileId, FileLock, InodeAttrs,
-    InotifyCarriedWatch, LockKind, Pid, UdpQueue,
+    InotifyCarriedWatch, LockKind, Pid, StoredContent, UdpQueue,
 };
 use dormant_image::ImageWriter;
 
@@ -75,6 +75,9 @@ pub struct FileCollector {
     inotify_pending: Vec<(DescId, u32, i32, inotify::Unresolved)>,
     /// The datagrams waiting in UDP sockets, by description (`udp-queues`).
     udp_queues: Vec<UdpQueue>,
+    /// The content of each memfd and unlinked-file description, stored at [`FileCollector::finish`]
+    /// (`desc-contents`).
+    contents: Vec<(DescId, memfd::Content)>,
     /// Every regular file with the mount (`mnt_id`) it was opened on, for nested mount namespaces.
     reg_mounts: Vec<(FileId, u64)>,
 }
@@ -312,8 +315,16 @@ impl FileCollector {
             FdKind::EventFd => eventfd::dump(cx.info_text),
             FdKind::SignalFd => signalfd::dump(cx.info_text),
             FdKind::TimerFd => timerfd::dump(cx.info_text, dup),
-            FdKind::Memfd => memfd::dump(cx.target, cx.pos, dup),
-            FdKind::Ghost => ghost::dump(cx.target, cx.pos, dup),
+            FdKind::Memfd | FdKind::Ghost => {
+                let (desc, content) = if kind == FdKind::Memfd {
+                    memfd::dump(cx.target, cx.pos, dup)?
+                } else {
+                    ghost::dump(cx.target, cx.pos, dup)?
+                };
+                self.contents
+                    .push((DescId(self.descs.len() as u32), content));
+                Ok(desc)
+            }
             FdKind::PtyMaster => pty::dump(dup, true, cx.target),
             FdKind::PtySlave { .. } => pty::dump(dup, false, cx.target),
             FdKind::Inotify => {
@@ -551,7 +562,38 @@ impl FileCollector {
                 .write_records(names::UDP_QUEUES, &self.udp_queues)
                 .map_err(image_err(names::UDP_QUEUES))?;
         }
+        let stored = self.store_contents(pid, writer)?;
+        if !stored.is_empty() {
+            writer
+                .write_records(names::DESC_CONTENTS, &stored)
+                .map_err(image_err(names::DESC_CONTENTS))?;
+        }
         Ok(())
+    }
+
+    /// Stores the content of each memfd and unlinked file in its description's page store (holes and
+    /// zero pages not stored; the tree is stopped, so no write lands meanwhile).
+    fn store_contents(&self, pid: u32, writer: &mut ImageWriter) -> Result<Vec<StoredContent>> {
+        let mut out = Vec::with_capacity(self.contents.len());
+        for (id, c) in &self.contents {
+            let name = names::desc_pages(*id);
+            let image_err = |source| DumpError::Image {
+                pid,
+                what: format!("content of description {}", id.0),
+                source,
+            };
+            let store = writer.page_store(&name).map_err(image_err)?;
+            let what = format!("content of description {}", id.0);
+            store
+                .store_file(&c.file, c.size, 0, &what)
+                .map_err(image_err)?;
+            writer.finish_page_store(store).map_err(image_err)?;
+            out.push(StoredContent {
+                desc: *id,
+                size: c.size,
+            });
+        }
+        Ok(out)
     }
 
     /// The inotify watches no path names, each on the description that carries its inode; refused when
@@ -717,9 +759,14 @@ mod tests {
             panic!("{ghost:?}")
         };
         assert!(
-            matches!(&c.descs()[g.0 as usize].kind, DescKind::Ghost { data, .. } if data == b"ghost"),
+            matches!(&c.descs()[g.0 as usize].kind, DescKind::Ghost { data, .. } if data.is_empty()),
             "{:?}",
             c.descs()
         );
+        let (id, content) = &c.contents[0];
+        assert_eq!((*id, content.size), (g, 5));
+        let mut got = String::new();
+        std::io::Read::read_to_string(&mut &content.file, &mut got).unwrap();
+        assert_eq!(got, "ghost");
     }
 }

@@ -16,13 +16,6 @@ pub enum FdError {
     /// The fd's fdinfo (or a UNIX_DIAG reply about it) says something the dumper does not understand.
     #[error("{0}")]
     Parse(String),
-    /// Content the image would have to carry is larger than the dump carries.
-    #[error("{what} of {size} bytes is larger than the {limit} byte limit")]
-    TooLarge {
-        what: &'static str,
-        size: u64,
-        limit: u64,
-    },
     #[error(
         "the same {what} (inode {ino}) is open through another description too (pid {pid} fd {fd}): \
          restore would create two separate files"

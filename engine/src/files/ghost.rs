@@ -1,7 +1,7 @@
 //! Regular files unlinked while open ("ghost" files), and files deleted while mapped or executed (a
-//! library or binary upgraded under a running process). An unlinked fd's description carries the content
-//! (read with `pread`, the shared offset does not move) and mode; a deleted mapped file or executable
-//! carries it in `deleted-files`, once per inode (through the unlinked fd's description when the inode is
+//! library or binary upgraded under a running process). An unlinked fd's description carries the mode,
+//! its content goes to a page store of the description (read through a description of the dumper's own,
+//! the shared offset does not move); a deleted mapped file or executable carries it in `deleted-files`, once per inode (through the unlinked fd's description when the inode is
 //! also open through one). Restore recreates the file at its old path, opens, maps or executes it from
 //! there, and unlinks it again, so the names read `PATH (deleted)` as they did.
 
@@ -18,21 +18,22 @@ use crate::error::{DumpError, Result};
 use crate::proc;
 
 /// The description of an unlinked file whose link target is `target` (`PATH (deleted)`), at position
-/// `pos`.
-pub fn dump(target: &str, pos: u64, dup: &OwnedFd) -> Result<DescKind, FdError> {
+/// `pos`, and its content (stored apart: the description's `data` is empty).
+pub fn dump(target: &str, pos: u64, dup: &OwnedFd) -> Result<(DescKind, memfd::Content), FdError> {
     let st = nix::sys::stat::fstat(dup).map_err(FdError::errno("fstat"))?;
     if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_nlink != 0 {
         return Err(FdError::NotUnlinkedFile {
             target: target.to_string(),
         });
     }
-    let data = memfd::read_content(dup, "unlinked file")?;
-    Ok(DescKind::Ghost {
+    let content = memfd::content(dup, "unlinked file")?;
+    let desc = DescKind::Ghost {
         path: target.trim_end_matches(" (deleted)").to_string(),
         mode: st.st_mode & 0o7777,
-        data,
+        data: Vec::new(),
         pos,
-    })
+    };
+    Ok((desc, content))
 }
 
 /// The `deleted-files` entries of the deleted files behind mappings and executables of `table`: through

@@ -15,7 +15,8 @@ use super::attrs::{ProcessAttrs, TaskCore};
 use super::container::ContainerRoot;
 use super::file_identity::FileIdentity;
 use super::files::{
-    DeletedFile, Fd, FileDesc, FileLock, InodeAttrs, InotifyCarriedWatch, RegFile, UdpQueue,
+    DeletedFile, Fd, FileDesc, FileLock, InodeAttrs, InotifyCarriedWatch, RegFile, StoredContent,
+    UdpQueue,
 };
 use super::ids::{Pid, Tid};
 use super::mm::{Mm, ShmemObject};
@@ -295,6 +296,9 @@ record_kinds! {
     // 70-74: socket queues.
     /// Datagrams waiting in UDP sockets' receive queues (records/files/inet.rs).
     70 UdpQueues(UdpQueue) version 1 older [] files [name(UDP_QUEUES, "udp-queues")];
+    // 75-79: carried content.
+    /// Unlinked files and memfds whose content is in a page store (records/files/inode.rs).
+    75 DescContents(StoredContent) version 1 older [] files [name(DESC_CONTENTS, "desc-contents")];
 }
 
 /// Kind numbers once used and retired: never to be reused, so an old image's file can never be misread as

@@ -43,8 +43,8 @@ pub use files::unix;
 pub use files::{
     DeletedContent, DeletedFile, DescId, DescKind, EpollTarget, Fd, FdFile, FileDesc, FileLock,
     FileOwner, FileStat, FileTime, InetSocket, InodeAttrs, InotifyCarriedWatch, InotifyWatch,
-    LockKind, LockLineError, ProcFile, PtyState, RegFile, TcpConnection, TcpWindow, UdpDatagram,
-    UdpQueue, UnixDatagram, UnixPending,
+    LockKind, LockLineError, ProcFile, PtyState, RegFile, StoredContent, TcpConnection, TcpWindow,
+    UdpDatagram, UdpQueue, UnixDatagram, UnixPending,
 };
 pub use fs::RemovedDir;
 pub use ids::{FileId, Pid, ShmemId, Tid};
@@ -77,7 +77,7 @@ pub use tree::{PsTreeEntry, SharedTables, Zombie};
 /// File names inside an image directory: every kind's files (from the kind table) and the page stores.
 pub mod names {
     pub use super::file_names::*;
-    use super::{FileId, Pid, ShmemId};
+    use super::{DescId, FileId, Pid, ShmemId};
 
     /// Page store of a task's private memory.
     pub fn task_pages(pid: Pid) -> String {
@@ -86,6 +86,10 @@ pub mod names {
     /// Page store of one shared-memory object.
     pub fn shmem_pages(id: ShmemId) -> String {
         format!("shmem-{}", id.0)
+    }
+    /// Page store of the content of unlinked-file or memfd description `id` (`desc-contents`).
+    pub fn desc_pages(id: DescId) -> String {
+        format!("desc-{}", id.0)
     }
     /// Page store of the content of file `id`, deleted while mapped or executed (`deleted-files`).
     pub fn deleted_pages(id: FileId) -> String {

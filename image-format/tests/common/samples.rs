@@ -41,6 +41,7 @@ pub struct Samples {
     pub deleted_files: Vec<DeletedFile>,
     pub inotify_carried: Vec<InotifyCarriedWatch>,
     pub udp_queues: Vec<UdpQueue>,
+    pub desc_contents: Vec<StoredContent>,
 }
 
 pub const ROOT: Pid = Pid(100);
@@ -448,7 +449,7 @@ fn descs() -> Vec<FileDesc> {
             DescKind::Ghost {
                 path: "/tmp/gone".into(),
                 mode: 0o600,
-                data: b"ghost".to_vec(),
+                data: Vec::new(),
                 pos: 2,
             },
         ),
@@ -1037,6 +1038,10 @@ impl Samples {
                 mask: 0x2,
                 file: DescId(10),
             }],
+            desc_contents: vec![StoredContent {
+                desc: DescId(10),
+                size: 4100,
+            }],
             udp_queues: vec![UdpQueue {
                 socket: DescId(23),
                 datagrams: vec![
@@ -1151,6 +1156,8 @@ impl Samples {
             .unwrap();
         w.write_records(names::UDP_QUEUES, &self.udp_queues)
             .unwrap();
+        w.write_records(names::DESC_CONTENTS, &self.desc_contents)
+            .unwrap();
         for a in &self.attrs {
             w.write_records(&names::attrs(a.pid), std::slice::from_ref(a))
                 .unwrap();
@@ -1191,7 +1198,7 @@ impl Samples {
         )
         .unwrap();
         // Pages: the root's heap, stack and vDSO; the child's heap; the shared object; the segment; the
-        // second page of the deleted file (its first is a hole).
+        // second page of the deleted file (its first is a hole); both pages of the unlinked file.
         let store = |w: &mut ImageWriter, name: &str, extents: &[(u64, u32, u8)]| {
             let s = w.page_store(name).unwrap();
             for &(vaddr, flags, seed) in extents {
@@ -1224,6 +1231,11 @@ impl Samples {
             &[(0, page_flags::SHMEM, 6)],
         );
         store(&mut w, &names::deleted_pages(FileId(2)), &[(4096, 0, 7)]);
+        store(
+            &mut w,
+            &names::desc_pages(DescId(10)),
+            &[(0, 0, 8), (4096, 0, 9)],
+        );
         w.commit(info()).unwrap()
     }
 }

@@ -19,15 +19,51 @@ use nix::errno::Errno;
 
 use super::raw::{check, owned, proc_fd_path, write_all};
 
+/// Where a carried inode's bytes come from: inline in its record, or a page store of the image.
+#[derive(Debug, Clone, Copy)]
+pub enum Content<'a> {
+    Inline(&'a [u8]),
+    Stored {
+        size: u64,
+        pages: &'a PageStoreReader,
+    },
+}
+
+impl Content<'_> {
+    /// Writes the content into the new, empty file `fd` (its size is the content's).
+    pub fn write_into(&self, fd: &OwnedFd) -> Result<(), (String, Errno)> {
+        match *self {
+            Content::Inline(data) => {
+                write_all(fd, data).map_err(|e| ("writing the content".to_string(), e))
+            }
+            Content::Stored { size, pages } => {
+                let file = std::fs::File::from(
+                    fd.try_clone()
+                        .map_err(|e| ("dup".to_string(), super::raw::errno_of(&e)))?,
+                );
+                pages.write_into(&file, size, pages.name()).map_err(|e| {
+                    let errno = match &e {
+                        dormant_image::ImageError::Io { source, .. } => {
+                            super::raw::errno_of(source)
+                        }
+                        _ => Errno::EIO,
+                    };
+                    (format!("writing the content from the image: {e}"), errno)
+                })
+            }
+        }
+    }
+}
+
 pub(super) fn open(
     path: &str,
     mode: u32,
     flags: u32,
-    data: &[u8],
+    content: Content<'_>,
     pos: u64,
     attrs: Option<&InodeAttrs>,
 ) -> Result<OwnedFd, (String, Errno)> {
-    let copy = recreate(path, data, attrs)?;
+    let copy = recreate(path, content, attrs)?;
     if attrs.is_none() {
         // An image without `inode-attrs`: the mode of the description is all that is known.
         // SAFETY: fchmod on our own fd.
@@ -79,7 +115,11 @@ pub fn recreate_deleted<'a>(
             mode,
             atime,
             mtime,
-        } => recreate(path, data, Some(&attrs(uid, gid, mode, atime, mtime)))?,
+        } => recreate(
+            path,
+            Content::Inline(data),
+            Some(&attrs(uid, gid, mode, atime, mtime)),
+        )?,
         DeletedContent::Stored {
             size,
             uid,
@@ -94,22 +134,8 @@ pub fn recreate_deleted<'a>(
                     Errno::ENOENT,
                 )
             })?;
-            let attrs = attrs(uid, gid, mode, atime, mtime);
-            recreate_filled(path, Some(&attrs), |fd| {
-                let file = std::fs::File::from(
-                    fd.try_clone()
-                        .map_err(|e| ("dup".to_string(), super::raw::errno_of(&e)))?,
-                );
-                pages.write_into(&file, *size, path).map_err(|e| {
-                    let errno = match &e {
-                        dormant_image::ImageError::Io { source, .. } => {
-                            super::raw::errno_of(source)
-                        }
-                        _ => Errno::EIO,
-                    };
-                    (format!("writing the content from the image: {e}"), errno)
-                })
-            })?
+            let content = Content::Stored { size: *size, pages };
+            recreate(path, content, Some(&attrs(uid, gid, mode, atime, mtime)))?
         }
         DeletedContent::Desc(id) => {
             let fd = desc(*id).ok_or_else(|| {
@@ -125,23 +151,12 @@ pub fn recreate_deleted<'a>(
     reopen(&copy, libc::O_RDONLY)
 }
 
-/// Creates the file `path` with `data` and the attributes `attrs` (times last, once written), then
+/// Creates the file `path` with `content` and the attributes `attrs` (times last, once written), then
 /// unlinks it at that name; returns it open read-write. See the module docs for a path taken meanwhile.
 pub fn recreate(
     path: &str,
-    data: &[u8],
+    content: Content<'_>,
     attrs: Option<&InodeAttrs>,
-) -> Result<OwnedFd, (String, Errno)> {
-    recreate_filled(path, attrs, |fd| {
-        write_all(fd, data).map_err(|e| ("writing the content".to_string(), e))
-    })
-}
-
-/// [`recreate`] with the content written by `fill`.
-fn recreate_filled(
-    path: &str,
-    attrs: Option<&InodeAttrs>,
-    fill: impl FnOnce(&OwnedFd) -> Result<(), (String, Errno)>,
 ) -> Result<OwnedFd, (String, Errno)> {
     recreate_with(path, |tmp| {
         // SAFETY: open reads the NUL-terminated path and returns a new fd.
@@ -153,7 +168,7 @@ fn recreate_filled(
             )
         })
         .map_err(|e| ("creating the copy".to_string(), e))?;
-        fill(&fd)?;
+        content.write_into(&fd)?;
         if let Some(a) = attrs {
             super::inode::set(&fd, a)?;
         }

@@ -9,11 +9,12 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use dormant_image::records::InodeAttrs;
 
 use super::error::OpenFailure;
-use super::raw::{check, owned, proc_fd_path, write_all};
+use super::ghost::Content;
+use super::raw::{check, owned, proc_fd_path};
 
 pub(super) fn open(
     name: &str,
-    data: &[u8],
+    content: Content<'_>,
     pos: u64,
     seals: u32,
     flags: u32,
@@ -26,7 +27,7 @@ pub(super) fn open(
         libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
     })
     .map_err(OpenFailure::sys("memfd_create"))?;
-    write_all(&fd, data).map_err(OpenFailure::sys("writing the content"))?;
+    content.write_into(&fd)?;
     // Before the seals: F_SEAL_EXEC forbids the chmod.
     if let Some(a) = attrs {
         super::inode::set(&fd, a)?;

@@ -45,6 +45,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use dormant_image::records::{
     DescId, DescKind, Fd, FileDesc, InodeAttrs, InotifyCarriedWatch, UdpQueue,
 };
+use dormant_image::PageStoreReader;
 
 pub use action::{run_child_action, ChildAction};
 pub use error::FileRestoreError;
@@ -90,15 +91,24 @@ pub fn open_all(
     descs: &[FileDesc],
     tcp_established: bool,
 ) -> Result<OpenedFiles, FileRestoreError> {
-    open_all_inheriting(descs, &[], &[], &[], tcp_established, &Inherited::default())
+    let none = BTreeMap::new();
+    open_all_inheriting(
+        descs,
+        (&[], &none),
+        &[],
+        &[],
+        tcp_established,
+        &Inherited::default(),
+    )
 }
 
 /// [`open_all`], external descriptions taken from `inherited` (`--inherit-fd`). `inotify_carried`: the
 /// watches on carried inodes, added through the restored descriptions (inotify instances are opened
 /// last, once those exist). `udp_queues`: the datagrams waiting in UDP sockets, sent to them again.
+/// The carried inodes' owner, mode and times, and the contents stored in page stores, come as a pair.
 pub fn open_all_inheriting(
     descs: &[FileDesc],
-    inode_attrs: &[InodeAttrs],
+    (inode_attrs, contents): (&[InodeAttrs], &BTreeMap<DescId, (u64, PageStoreReader)>),
     inotify_carried: &[InotifyCarriedWatch],
     udp_queues: &[UdpQueue],
     tcp_established: bool,
@@ -156,7 +166,7 @@ pub fn open_all_inheriting(
             .iter()
             .find(|q| q.socket == d.id)
             .map_or_else(Vec::new, |q| q.datagrams.clone());
-        let fd = open::open_one(d, attrs, &mut state)?;
+        let fd = open::open_one(d, attrs, contents.get(&d.id), &mut state)?;
         opened.fds.insert(d.id, fd);
         opened.descs.insert(d.id, d.clone());
     }

@@ -3,8 +3,10 @@
 use std::os::fd::OwnedFd;
 
 use dormant_image::records::{DescKind, FileDesc, InodeAttrs};
+use dormant_image::PageStoreReader;
 
 use super::error::{kind_name, FileRestoreError, OpenFailure};
+use super::ghost::Content;
 use super::{
     epoll, eventfd, external, fifo, ghost, inet, inotify, memfd, pidfd, pipe, pty, signalfd, tcp,
     timerfd, unix,
@@ -44,12 +46,20 @@ impl State {
 }
 
 /// Opens description `d` (both ends of a pipe or pair on the first of them).
-/// `attrs`: the dumped owner, mode and times of a carried inode (unlinked file, memfd).
+/// `attrs`: the dumped owner, mode and times of a carried inode (unlinked file, memfd); `stored`: its size
+/// and page store when its content is in one (`desc-contents`).
 pub(super) fn open_one(
     d: &FileDesc,
     attrs: Option<&InodeAttrs>,
+    stored: Option<&(u64, PageStoreReader)>,
     st: &mut State,
 ) -> Result<OwnedFd, FileRestoreError> {
+    fn content<'a>(stored: Option<&'a (u64, PageStoreReader)>, data: &'a [u8]) -> Content<'a> {
+        match stored {
+            Some((size, pages)) => Content::Stored { size: *size, pages },
+            None => Content::Inline(data),
+        }
+    }
     let kind = kind_name(&d.kind);
     let fd = match &d.kind {
         DescKind::PipeEnd {
@@ -82,7 +92,7 @@ pub(super) fn open_one(
             data,
             pos,
             seals,
-        } => memfd::open(name, data, *pos, *seals, d.flags, attrs),
+        } => memfd::open(name, content(stored, data), *pos, *seals, d.flags, attrs),
         DescKind::UnixPair {
             ino,
             peer,
@@ -121,7 +131,8 @@ pub(super) fn open_one(
             mode,
             data,
             pos,
-        } => ghost::open(path, *mode, d.flags, data, *pos, attrs).map_err(Into::into),
+        } => ghost::open(path, *mode, d.flags, content(stored, data), *pos, attrs)
+            .map_err(Into::into),
         DescKind::Fifo {
             path,
             dev,

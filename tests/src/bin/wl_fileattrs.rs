@@ -12,9 +12,13 @@
 //! - `mapshared`: a file of DIR opened read-write, mapped `MAP_SHARED` `PROT_READ` and closed, and one
 //!   opened read-only and mapped the same way; after the trigger `mprotect(PROT_WRITE)` works on the first
 //!   (a write through it reaches the file) and fails with EACCES on the second.
+//! - `big`: a memfd of 100 MiB and 7 bytes and an unlinked file of DIR of 70 MiB, both sparse with data
+//!   at the start, past 64 MiB and at the end (larger than one record entry of an image may be); after
+//!   the trigger each has its size, offset and content (hashed whole, so holes read zero).
 //!
-//! `--inject-fault` clears the memfd's `O_APPEND`, touches the unlinked file's times, and maps the first
-//! shared file again from a read-only open, after the trigger and before the checks.
+//! `--inject-fault` clears the memfd's `O_APPEND`, touches the unlinked file's times, maps the first
+//! shared file again from a read-only open, and writes a byte into the big memfd's hole, after the trigger
+//! and before the checks.
 
 use std::os::fd::RawFd;
 use std::process::ExitCode;
@@ -156,6 +160,96 @@ enum State {
         ro_map: usize,
         rw_path: std::path::PathBuf,
     },
+    /// (fd, size, offset, hash) of the big memfd and the big unlinked file.
+    Big(Vec<(RawFd, u64, i64, u64)>),
+}
+
+/// FNV-1a over `len` bytes of `fd` from offset 0, read in 1 MiB chunks.
+fn hash_fd(fd: RawFd, len: u64) -> Result<u64, String> {
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut h, mut off) = (0xcbf2_9ce4_8422_2325u64, 0u64);
+    while off < len {
+        let n = ((len - off) as usize).min(buf.len());
+        // SAFETY: reads at most `n` bytes into `buf`.
+        let got = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), n, off as i64) };
+        if got <= 0 {
+            return Err(format!("pread at {off}: {got}"));
+        }
+        for &b in &buf[..got as usize] {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+        off += got as u64;
+    }
+    Ok(h)
+}
+
+/// A sparse file of `size` bytes in `fd` with 3 data runs (start, 65 MiB, end), at offset 4097.
+fn fill_big(fd: RawFd, size: u64) -> Result<(RawFd, u64, i64, u64), WorkloadError> {
+    let runs: [(u64, &[u8]); 3] = [
+        (0, b"the start of a big file"),
+        (65 << 20, &[0x5a; 9000]),
+        (size - 5, b"end!\n"),
+    ];
+    // SAFETY: ftruncate and lseek on our own fd.
+    let ok = unsafe { libc::ftruncate(fd, size as i64) } == 0
+        && runs.iter().all(|(off, b)| {
+            // SAFETY: writes `b.len()` bytes from `b`.
+            let n = unsafe { libc::pwrite(fd, b.as_ptr().cast(), b.len(), *off as i64) };
+            n == b.len() as isize
+        })
+        && unsafe { libc::lseek(fd, 4097, libc::SEEK_SET) } == 4097;
+    if !ok {
+        return Err(WorkloadError::setup(
+            "filling a big file",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let hash = hash_fd(fd, size).map_err(|e| WorkloadError::setup("hashing", e))?;
+    Ok((fd, size, 4097, hash))
+}
+
+fn big(dir: &std::path::Path) -> Result<State, WorkloadError> {
+    let name = std::ffi::CString::new("big").unwrap_or_default();
+    // SAFETY: memfd_create reads the NUL-terminated name.
+    let memfd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    let path = dir.join("big-unlinked");
+    // SAFETY: open reads the NUL-terminated path.
+    let file = unsafe {
+        libc::open(
+            cstr(&path).as_ptr(),
+            libc::O_CREAT | libc::O_RDWR | libc::O_CLOEXEC,
+            0o600,
+        )
+    };
+    if memfd < 0 || file < 0 {
+        return Err(WorkloadError::setup(
+            "creating the big files",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let m = fill_big(memfd, (100 << 20) + 7)?;
+    let f = fill_big(file, 70 << 20)?;
+    std::fs::remove_file(&path).map_err(|e| WorkloadError::setup("unlink", e))?;
+    Ok(State::Big(vec![m, f]))
+}
+
+fn check_big(files: &[(RawFd, u64, i64, u64)]) -> Result<(), String> {
+    for &(fd, size, at, hash) in files {
+        // SAFETY: fstat into a zeroed struct on our own fd.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::fstat(fd, &mut st) } != 0 || st.st_size as u64 != size {
+            return Err(format!("fd {fd}: size {}, want {size}", st.st_size));
+        }
+        if pos(fd) != at {
+            return Err(format!("fd {fd}: offset {}, want {at}", pos(fd)));
+        }
+        let got = hash_fd(fd, size)?;
+        if got != hash {
+            return Err(format!("fd {fd}: content hash {got:#x}, want {hash:#x}"));
+        }
+    }
+    Ok(())
 }
 
 fn memfd() -> Result<State, WorkloadError> {
@@ -351,6 +445,7 @@ fn set_up(kind: &str, args: &WorkloadArgs) -> Result<State, WorkloadError> {
         "memfd" => memfd(),
         "ghost" => ghost(&args.dir),
         "mapshared" => map_shared(&args.dir),
+        "big" => big(&args.dir),
         other => Err(WorkloadError::setup(
             "kind",
             format!("unknown kind {other}"),
@@ -367,6 +462,7 @@ fn check(s: &State) -> Result<(), String> {
             ro_map,
             rw_path,
         } => check_map_shared(*rw_map, *ro_map, rw_path),
+        State::Big(files) => check_big(files),
     }
 }
 
@@ -375,6 +471,10 @@ fn inject_fault(s: &State) {
         State::Memfd { flagged, .. } => {
             // SAFETY: fcntl on our own fd.
             unsafe { libc::fcntl(*flagged, libc::F_SETFL, libc::O_NONBLOCK) };
+        }
+        State::Big(files) => {
+            // SAFETY: writes one byte from a static into our own memfd's hole.
+            unsafe { libc::pwrite(files[0].0, b"!".as_ptr().cast(), 1, 80 << 20) };
         }
         State::Ghost { rw, .. } => {
             // SAFETY: futimens with NULL sets both times to now.

@@ -13,7 +13,9 @@ use proptest_derive::Arbitrary;
 
 use super::{DescId, DescKind, FileDesc};
 use crate::error::Problems;
-use crate::records::file_names::INODE_ATTRS;
+use crate::records::file_names::{DESC_CONTENTS, INODE_ATTRS};
+#[cfg(doc)]
+use crate::records::names;
 
 /// The dumped attributes of one carried inode (`inode-attrs`, one entry per description that carries one).
 #[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
@@ -74,6 +76,51 @@ pub(crate) fn check_inode_attrs(attrs: &[InodeAttrs], descs: &[FileDesc], p: &mu
             p.add(
                 INODE_ATTRS,
                 format!("description {}: mode {:o} has type bits", a.desc.0, a.mode),
+            );
+        }
+    }
+}
+
+/// The content of an unlinked file or memfd description, stored in page store [`names::desc_pages`] of
+/// the description (offsets in the file; holes and zero pages not stored) rather than inline in
+/// `file-descs`, whose entries are bounded ([`crate::MAX_ENTRY_LEN`]) and held in memory whole. The
+/// description's own `data` is then empty. A record kind of its own, so a reader that does not know it
+/// refuses the image rather than restoring the file empty.
+#[cfg_attr(feature = "arbitrary", derive(Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredContent {
+    /// The description ([`DescKind::Ghost`] or [`DescKind::Memfd`]).
+    pub desc: DescId,
+    /// The file's size in bytes.
+    pub size: u64,
+}
+
+/// Checks that each entry names an unlinked file or memfd of the image whose inline data is empty, once.
+pub(crate) fn check_stored_contents(
+    stored: &[StoredContent],
+    descs: &[FileDesc],
+    p: &mut Problems,
+) {
+    let mut seen = BTreeSet::new();
+    for c in stored {
+        let ok = descs.iter().any(|d| {
+            d.id == c.desc
+                && matches!(&d.kind,
+                    DescKind::Ghost { data, .. } | DescKind::Memfd { data, .. } if data.is_empty())
+        });
+        if !ok {
+            p.add(
+                DESC_CONTENTS,
+                format!(
+                    "description {} is not an unlinked file or memfd without inline data",
+                    c.desc.0
+                ),
+            );
+        }
+        if !seen.insert(c.desc) {
+            p.add(
+                DESC_CONTENTS,
+                format!("description {} is listed twice", c.desc.0),
             );
         }
     }

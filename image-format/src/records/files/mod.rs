@@ -41,7 +41,7 @@ pub mod v3;
 pub use epoll::EpollTarget;
 pub use ghost::{DeletedContent, DeletedFile};
 pub use inet::{InetSocket, UdpDatagram, UdpQueue};
-pub use inode::{FileTime, InodeAttrs};
+pub use inode::{FileTime, InodeAttrs, StoredContent};
 pub use inotify::{InotifyCarriedWatch, InotifyWatch};
 pub use locks::{FileLock, LockKind, LockLineError};
 pub use procfs::ProcFile;
