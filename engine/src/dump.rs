@@ -452,6 +452,7 @@ impl Dump {
                 .map(|c| c.task.pid())
                 .collect();
             let dumped = task::dump(&t.task, t.ppid, &stopped_children, &mut state, progress)?;
+            file_descs.store_contents(t.task.pid(), &mut writer)?;
             entries.push(dumped.pstree);
             shmem.extend(dumped.shmem);
             bytes += dumped.bytes;

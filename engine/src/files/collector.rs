@@ -75,9 +75,10 @@ pub struct FileCollector {
     inotify_pending: Vec<(DescId, u32, i32, inotify::Unresolved)>,
     /// The datagrams waiting in UDP sockets, by description (`udp-queues`).
     udp_queues: Vec<UdpQueue>,
-    /// The content of each memfd and unlinked-file description, stored at [`FileCollector::finish`]
-    /// (`desc-contents`).
+    /// The content of each memfd and unlinked-file description not stored yet (see
+    /// [`FileCollector::store_contents`]), and those stored (`desc-contents`).
     contents: Vec<(DescId, memfd::Content)>,
+    stored: Vec<StoredContent>,
     /// Every regular file with the mount (`mnt_id`) it was opened on, for nested mount namespaces.
     reg_mounts: Vec<(FileId, u64)>,
 }
@@ -562,21 +563,21 @@ impl FileCollector {
                 .write_records(names::UDP_QUEUES, &self.udp_queues)
                 .map_err(image_err(names::UDP_QUEUES))?;
         }
-        let stored = self.store_contents(pid, writer)?;
-        if !stored.is_empty() {
+        self.store_contents(pid, writer)?;
+        if !self.stored.is_empty() {
             writer
-                .write_records(names::DESC_CONTENTS, &stored)
+                .write_records(names::DESC_CONTENTS, &self.stored)
                 .map_err(image_err(names::DESC_CONTENTS))?;
         }
         Ok(())
     }
 
-    /// Stores the content of each memfd and unlinked file in its description's page store (holes and
-    /// zero pages not stored; the tree is stopped, so no write lands meanwhile).
-    fn store_contents(&self, pid: u32, writer: &mut ImageWriter) -> Result<Vec<StoredContent>> {
-        let mut out = Vec::with_capacity(self.contents.len());
-        for (id, c) in &self.contents {
-            let name = names::desc_pages(*id);
+    /// Stores the content of each memfd and unlinked file met since the last call in its description's
+    /// page store (holes and zero pages not stored; the tree is stopped, so no write lands meanwhile).
+    /// Called after each task, so the dumper holds the files of one task's fds at most.
+    pub fn store_contents(&mut self, pid: u32, writer: &mut ImageWriter) -> Result<()> {
+        for (id, c) in std::mem::take(&mut self.contents) {
+            let name = names::desc_pages(id);
             let image_err = |source| DumpError::Image {
                 pid,
                 what: format!("content of description {}", id.0),
@@ -588,12 +589,12 @@ impl FileCollector {
                 .store_file(&c.file, c.size, 0, &what)
                 .map_err(image_err)?;
             writer.finish_page_store(store).map_err(image_err)?;
-            out.push(StoredContent {
-                desc: *id,
+            self.stored.push(StoredContent {
+                desc: id,
                 size: c.size,
             });
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The inotify watches no path names, each on the description that carries its inode; refused when

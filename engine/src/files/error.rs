@@ -26,6 +26,10 @@ pub enum FdError {
         pid: u32,
         fd: i32,
     },
+    #[error(
+        "memfd {name:?} is backed by huge pages (MFD_HUGETLB), which restore does not recreate"
+    )]
+    HugetlbMemfd { name: String },
     #[error("{target} is not an unlinked regular file")]
     NotUnlinkedFile { target: String },
     #[error(

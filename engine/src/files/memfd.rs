@@ -42,6 +42,10 @@ pub fn dump(target: &str, pos: u64, dup: &OwnedFd) -> Result<(DescKind, Content)
         .unwrap_or(target)
         .trim_end_matches(" (deleted)")
         .to_string();
+    let on = nix::sys::statfs::fstatfs(dup).map_err(FdError::errno("fstatfs"))?;
+    if on.filesystem_type() == nix::sys::statfs::HUGETLBFS_MAGIC {
+        return Err(FdError::HugetlbMemfd { name });
+    }
     let content = content(dup, "memfd")?;
     // SAFETY: F_GET_SEALS takes no argument and returns the seal bits or -1.
     let seals = unsafe { libc::fcntl(dup.as_raw_fd(), libc::F_GET_SEALS) };

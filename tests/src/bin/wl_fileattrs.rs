@@ -15,6 +15,8 @@
 //! - `big`: a memfd of 100 MiB and 7 bytes and an unlinked file of DIR of 70 MiB, both sparse with data
 //!   at the start, past 64 MiB and at the end (larger than one record entry of an image may be); after
 //!   the trigger each has its size, offset and content (hashed whole, so holes read zero).
+//! - `hugetlb`: a memfd backed by huge pages (`MFD_HUGETLB`), which the dump refuses; after the trigger
+//!   it is still a memfd on hugetlbfs.
 //!
 //! `--inject-fault` clears the memfd's `O_APPEND`, touches the unlinked file's times, maps the first
 //! shared file again from a read-only open, and writes a byte into the big memfd's hole, after the trigger
@@ -162,6 +164,33 @@ enum State {
     },
     /// (fd, size, offset, hash) of the big memfd and the big unlinked file.
     Big(Vec<(RawFd, u64, i64, u64)>),
+    Hugetlb(RawFd),
+}
+
+fn hugetlb() -> Result<State, WorkloadError> {
+    let name = std::ffi::CString::new("huge").unwrap_or_default();
+    // SAFETY: memfd_create reads the NUL-terminated name.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_HUGETLB) };
+    if fd < 0 {
+        return Err(WorkloadError::setup(
+            "memfd_create(MFD_HUGETLB)",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(State::Hugetlb(fd))
+}
+
+fn check_hugetlb(fd: RawFd) -> Result<(), String> {
+    // SAFETY: fstatfs into a zeroed struct on our own fd.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::fstatfs(fd, &mut st) } != 0 {
+        return Err(format!("fstatfs: {}", std::io::Error::last_os_error()));
+    }
+    if st.f_type != libc::HUGETLBFS_MAGIC {
+        return Err(format!("file system {:#x}, not hugetlbfs", st.f_type));
+    }
+    Ok(())
 }
 
 /// FNV-1a over `len` bytes of `fd` from offset 0, read in 1 MiB chunks.
@@ -446,6 +475,7 @@ fn set_up(kind: &str, args: &WorkloadArgs) -> Result<State, WorkloadError> {
         "ghost" => ghost(&args.dir),
         "mapshared" => map_shared(&args.dir),
         "big" => big(&args.dir),
+        "hugetlb" => hugetlb(),
         other => Err(WorkloadError::setup(
             "kind",
             format!("unknown kind {other}"),
@@ -463,6 +493,7 @@ fn check(s: &State) -> Result<(), String> {
             rw_path,
         } => check_map_shared(*rw_map, *ro_map, rw_path),
         State::Big(files) => check_big(files),
+        State::Hugetlb(fd) => check_hugetlb(*fd),
     }
 }
 
@@ -472,6 +503,7 @@ fn inject_fault(s: &State) {
             // SAFETY: fcntl on our own fd.
             unsafe { libc::fcntl(*flagged, libc::F_SETFL, libc::O_NONBLOCK) };
         }
+        State::Hugetlb(_) => {}
         State::Big(files) => {
             // SAFETY: writes one byte from a static into our own memfd's hole.
             unsafe { libc::pwrite(files[0].0, b"!".as_ptr().cast(), 1, 80 << 20) };
