@@ -13,7 +13,7 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use dormant_image::records::{DeletedContent, DescId, FileTime, InodeAttrs};
+use dormant_image::records::{DeletedContent, DescId, InodeAttrs};
 use dormant_image::PageStoreReader;
 use nix::errno::Errno;
 
@@ -99,35 +99,10 @@ pub fn recreate_deleted<'a>(
     pages: Option<&PageStoreReader>,
     desc: impl FnOnce(DescId) -> Option<std::os::fd::BorrowedFd<'a>>,
 ) -> Result<OwnedFd, (String, Errno)> {
-    let attrs = |uid: &u32, gid: &u32, mode: &u32, atime: &FileTime, mtime: &FileTime| InodeAttrs {
-        desc: DescId(0),
-        uid: *uid,
-        gid: *gid,
-        mode: *mode,
-        atime: *atime,
-        mtime: *mtime,
-    };
+    let attrs = content.attrs(DescId(0));
     let copy = match content {
-        DeletedContent::Data {
-            data,
-            uid,
-            gid,
-            mode,
-            atime,
-            mtime,
-        } => recreate(
-            path,
-            Content::Inline(data),
-            Some(&attrs(uid, gid, mode, atime, mtime)),
-        )?,
-        DeletedContent::Stored {
-            size,
-            uid,
-            gid,
-            mode,
-            atime,
-            mtime,
-        } => {
+        DeletedContent::Data { data, .. } => recreate(path, Content::Inline(data), attrs.as_ref())?,
+        DeletedContent::Stored { size, .. } => {
             let pages = pages.ok_or_else(|| {
                 (
                     format!("the image has no page store for the content of {path}"),
@@ -135,7 +110,7 @@ pub fn recreate_deleted<'a>(
                 )
             })?;
             let content = Content::Stored { size: *size, pages };
-            recreate(path, content, Some(&attrs(uid, gid, mode, atime, mtime)))?
+            recreate(path, content, attrs.as_ref())?
         }
         DeletedContent::Desc(id) => {
             let fd = desc(*id).ok_or_else(|| {

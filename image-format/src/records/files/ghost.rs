@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "arbitrary")]
 use proptest_derive::Arbitrary;
 
-use super::{DescId, DescKind, FileDesc, FileTime};
+use super::{DescId, DescKind, FileDesc, FileTime, InodeAttrs};
 use crate::error::Problems;
 use crate::records::file_names::DELETED_FILES;
 use crate::records::ids::FileId;
@@ -61,6 +61,39 @@ pub enum DeletedContent {
         atime: FileTime,
         mtime: FileTime,
     },
+}
+
+impl DeletedContent {
+    /// The inode's owner, mode and times carried with the content, as `inode-attrs` gives them for a
+    /// description (`desc`); `None` when a description carries them ([`DeletedContent::Desc`]).
+    pub fn attrs(&self, desc: DescId) -> Option<InodeAttrs> {
+        match *self {
+            DeletedContent::Data {
+                uid,
+                gid,
+                mode,
+                atime,
+                mtime,
+                ..
+            }
+            | DeletedContent::Stored {
+                uid,
+                gid,
+                mode,
+                atime,
+                mtime,
+                ..
+            } => Some(InodeAttrs {
+                desc,
+                uid,
+                gid,
+                mode,
+                atime,
+                mtime,
+            }),
+            DeletedContent::Desc(_) => None,
+        }
+    }
 }
 
 /// Checks that each entry names a file of `reg-files` once, and a carried description where it refers to
