@@ -21,6 +21,7 @@
 mod child;
 mod fork;
 mod guard;
+mod proc_files;
 mod stops;
 mod tracer;
 

@@ -594,7 +594,7 @@ fn release(
     for t in traced.iter().filter(|t| !t.proc_files.is_empty()) {
         let (base, end) = t.area.unwrap_or((0, 0));
         let site = choose_site(t.pid, base, end)?;
-        crate::files::procfs::reopen_in(t.pid, site, &t.proc_files)?;
+        super::proc_files::reopen_in(t.pid, site, &t.proc_files)?;
     }
     // Children are let go before their parents; a parent is settled with its stopped children before it
     // is, and a stopped task gets its stop signal right before it is let go (see `stops`).
