@@ -23,9 +23,11 @@
 //! the restoring machine (kernel features, CPU features, free pids): those stay the restorer's own
 //! refusals.
 
+mod check;
 pub mod creds;
 mod facts;
 mod refusal;
 
+pub use check::{check, check_namespaces};
 pub use facts::{facts_from_image, Runner, TaskFacts};
-pub use refusal::{check, check_namespaces, Refusal, RefusalKind};
+pub use refusal::{Refusal, RefusalKind};
