@@ -14,7 +14,7 @@ use dormant_image::records::{FileCheck, Pid};
 use crate::error::RpcError;
 use crate::opts::{setup, DumpPlan};
 use crate::proto::{CriuOpts, CriuResp, DumpResp, ReqType};
-use crate::server::{mark_complete, read_config_file, Dirs, Notifier};
+use crate::session::{mark_complete, read_config_file, Dirs, Notifier};
 use crate::transport::Conn;
 
 pub fn serve(conn: &Arc<Conn>, o: &CriuOpts) -> Result<CriuResp, RpcError> {

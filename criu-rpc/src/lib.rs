@@ -23,8 +23,10 @@ pub mod peer;
 pub mod proto;
 pub mod restore;
 pub mod server;
+pub mod session;
 pub mod stats;
 pub mod transport;
 
 pub use error::RpcError;
-pub use server::{serve, version, IMAGE_DIR};
+pub use server::{serve, version};
+pub use session::IMAGE_DIR;

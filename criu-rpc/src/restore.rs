@@ -17,7 +17,7 @@ use dormant_restorer::{ReleaseHook, Restore, RootParent};
 use crate::error::RpcError;
 use crate::opts::{setup, NetChoice, RestorePlan};
 use crate::proto::{CriuOpts, CriuResp, ReqType, RestoreResp};
-use crate::server::{read_config_file, Dirs, Notifier};
+use crate::session::{read_config_file, Dirs, Notifier};
 use crate::transport::Conn;
 
 pub fn serve(conn: &Arc<Conn>, o: &CriuOpts) -> Result<CriuResp, RpcError> {
