@@ -26,6 +26,7 @@ pub mod container;
 pub mod error;
 pub mod freezer;
 pub mod helper;
+mod helper_process;
 pub mod policy;
 pub mod proto;
 pub mod restore;
@@ -37,7 +38,8 @@ pub use container::{
     Stdio,
 };
 pub use error::{FailureKind, GlueError, Operation};
-pub use helper::{run_if_helper, FeatureProbe, HELPER_ARG};
+pub use helper::{FeatureProbe, HELPER_ARG};
+pub use helper_process::run_if_helper;
 pub use restore::restore;
 pub use service::{create_service, CheckpointService, ContainerHost, RestoreTarget};
 

@@ -637,6 +637,16 @@ fn tracer_death_mid_injection_leaves_target_running() {
     let w = Workload::spawn("spin");
     let counter = w.shm.u64_at(SHM_COUNTER);
     while counter.load(Ordering::Relaxed) == 0 {}
+    let sigblk = |tid: Tid| {
+        let s = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap();
+        s.lines()
+            .find(|l| l.starts_with("SigBlk:"))
+            .unwrap()
+            .to_string()
+    };
+    // Before the injector starts: it blocks every signal right after it reports READY, so a mask read
+    // after that line may already be the injected one.
+    let mask_before = sigblk(w.tid);
     let mut injector = Command::new(std::env::current_exe().unwrap())
         .env(ROLE_ENV, "injector")
         .env(TARGET_ENV, w.tid.0.to_string())
@@ -673,14 +683,6 @@ fn tracer_death_mid_injection_leaves_target_running() {
 {maps}"
     );
 
-    let sigblk = |tid: Tid| {
-        let s = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap();
-        s.lines()
-            .find(|l| l.starts_with("SigBlk:"))
-            .unwrap()
-            .to_string()
-    };
-    let mask_before = sigblk(w.tid);
     let patched = dormant_parasite::test_hooks::SITE_CODE[..8].to_vec();
     let deadline = Instant::now() + Duration::from_secs(10);
     while peek(w.child.id(), site, 8) != patched || sigblk(w.tid) == mask_before {
