@@ -149,7 +149,14 @@ fn human(img: &Image) -> String {
                 }
                 FdFile::InheritedTty => "inherited terminal".into(),
                 FdFile::Desc(id) => match descs.iter().find(|d| d.id == id) {
-                    Some(d) => format!("file description {}: {}", id.0, desc_summary(&d.kind)),
+                    Some(d) => {
+                        let stored = img.desc_contents.get(&id).map(|(size, _)| *size);
+                        format!(
+                            "file description {}: {}",
+                            id.0,
+                            desc_summary(&d.kind, stored)
+                        )
+                    }
                     None => format!("file description {} (missing)", id.0),
                 },
             };
@@ -171,8 +178,10 @@ fn human(img: &Image) -> String {
     s
 }
 
-/// One line about a description for the human-readable view (`--json` has every field).
-fn desc_summary(k: &records::DescKind) -> String {
+/// One line about a description for the human-readable view (`--json` has every field). `stored`: the
+/// size of its content when a page store holds it (`desc-contents`) rather than the record.
+fn desc_summary(k: &records::DescKind, stored: Option<u64>) -> String {
+    let bytes = |data: &[u8]| stored.unwrap_or(data.len() as u64);
     use records::DescKind;
     match k {
         DescKind::PipeEnd { pipe, write, .. } => {
@@ -185,7 +194,7 @@ fn desc_summary(k: &records::DescKind) -> String {
         DescKind::TimerFd { clock, .. } => format!("timerfd clock {clock}"),
         DescKind::SignalFd { mask } => format!("signalfd mask {mask:#x}"),
         DescKind::Epoll { targets } => format!("epoll, {} registrations", targets.len()),
-        DescKind::Memfd { name, data, .. } => format!("memfd {name:?}, {} bytes", data.len()),
+        DescKind::Memfd { name, data, .. } => format!("memfd {name:?}, {} bytes", bytes(data)),
         DescKind::UnixPair { ino, peer, .. } => format!("unix socket {ino} paired with {peer}"),
         DescKind::Inet(i) => format!("inet socket family {} type {}", i.family, i.sock_type),
         DescKind::UnixListen { name, pending, .. } => {
@@ -196,7 +205,7 @@ fn desc_summary(k: &records::DescKind) -> String {
             )
         }
         DescKind::Ghost { path, data, .. } => {
-            format!("unlinked file {path}, {} bytes", data.len())
+            format!("unlinked file {path}, {} bytes", bytes(data))
         }
         DescKind::Fifo { path, .. } => format!("fifo {path}"),
         DescKind::UnixConn { ino, peer, .. } => format!("unix connection {ino} to {peer}"),

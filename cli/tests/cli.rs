@@ -262,3 +262,46 @@ fn output_into_a_closed_pipe_ends_quietly() {
     sleep.kill().unwrap();
     sleep.wait().unwrap();
 }
+
+/// `show` counts the content of a memfd and an unlinked file that the image keeps in page stores
+/// (`desc-contents`), not the empty inline bytes of their records. Targets python3.
+#[test]
+fn show_counts_content_kept_in_page_stores() {
+    require_root();
+    let tmp = TempDir::new("stored");
+    let (img, ready) = (tmp.0.join("img"), tmp.0.join("ready"));
+    let script = "import os, sys, time\n\
+                  m = os.memfd_create('show-me'); os.write(m, b'a' * 10000)\n\
+                  f = open(sys.argv[1] + '.gone', 'w+'); f.write('hello'); f.flush()\n\
+                  os.unlink(sys.argv[1] + '.gone'); open(sys.argv[1], 'w').close()\n\
+                  time.sleep(1000)\n";
+    let mut py = spawn(
+        std::process::Command::new("/usr/bin/python3")
+            .args(["-c", script])
+            .arg(&ready),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "python3 never got ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = py.id().to_string();
+    let o = dormant(&["dump", "-t", &pid, "-D", img.to_str().unwrap(), "-R"]);
+    let _ = py.kill();
+    let _ = py.wait();
+    assert!(o.status.success(), "dump failed:\n{}", text(&o));
+    let o = dormant(&["show", "-D", img.to_str().unwrap()]);
+    let human = text(&o);
+    assert!(o.status.success(), "show failed:\n{human}");
+    assert!(
+        human.contains("memfd \"show-me\", 10000 bytes"),
+        "show lacks the memfd's size:\n{human}"
+    );
+    assert!(
+        human.contains(".gone, 5 bytes"),
+        "show lacks the unlinked file's size:\n{human}"
+    );
+}
