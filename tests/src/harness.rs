@@ -891,6 +891,32 @@ impl Workload {
         Ok(())
     }
 
+    /// Runs `dormant dump` expecting it to be refused with a message that holds every one of `needles`;
+    /// returns that message. The original process is left as the failed dump left it (see
+    /// [`Workload::release_and_pass`]).
+    pub fn dump_refused(&mut self, needles: &[&str]) -> Result<String> {
+        let logs = match self.dump(false) {
+            Ok(()) => {
+                return Err(self.fail(format!(
+                    "the dump succeeded, want it refused with {needles:?}"
+                )))
+            }
+            Err(e) => e.to_string(),
+        };
+        if let Some(missing) = needles.iter().find(|n| !logs.contains(*n)) {
+            return Err(self.fail(format!("the dump error does not say {missing:?}: {logs}")));
+        }
+        Ok(logs)
+    }
+
+    /// Releases the original process (after a refused or a leave-running dump) and asserts it runs on
+    /// and passes its own check within a minute.
+    pub fn release_and_pass(&mut self) -> Result<()> {
+        self.release()?;
+        let st = self.wait_exit(Duration::from_secs(60))?;
+        self.expect_pass(st)
+    }
+
     /// Runs `dormant dump` on the workload. Without `leave_running` it reaps the killed original while the
     /// dump waits for the pid to be free, then asserts the pid is free. With it, asserts the original is
     /// still running, not stopped and not traced.

@@ -637,8 +637,5 @@ fn dump_of_a_traced_target_names_its_tracer() -> Result<()> {
             out.status
         )));
     }
-    w.release()?;
-    let status = w.wait_exit(Duration::from_secs(60))?;
-    w.expect_pass(status)?;
-    Ok(())
+    w.release_and_pass()
 }

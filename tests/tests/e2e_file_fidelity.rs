@@ -44,21 +44,9 @@ fn hugetlb_memfd_refused_target_resumes() -> Result<()> {
     harness::require_root()?;
     harness::dormant_bin()?;
     let mut w = harness::Workload::start(attrs(&["hugetlb"]))?;
-    let pid = w.pid();
-    let logs = match w.dump(false) {
-        Ok(()) => return Err(w.fail("the dump of a hugetlb memfd succeeded")),
-        Err(e) => e.to_string(),
-    };
-    let (what, why) = (format!("pid {pid} fd "), "MFD_HUGETLB");
-    if !logs.contains(&what) || !logs.contains(why) {
-        return Err(w.fail(format!(
-            "dump error does not say {what:?} and {why:?}: {logs}"
-        )));
-    }
-    w.release()?;
-    let st = w.wait_exit(std::time::Duration::from_secs(60))?;
-    w.expect_pass(st)?;
-    Ok(())
+    let what = format!("pid {} fd ", w.pid());
+    w.dump_refused(&[&what, "MFD_HUGETLB"])?;
+    w.release_and_pass()
 }
 
 /// Not "mapshared": the original's run writes the mapped file, which restore then rightly refuses as

@@ -194,21 +194,10 @@ fn refused_naming(kind: &str, what: impl Fn(&Workload) -> Result<String>) -> Res
     require_root()?;
     harness::dormant_bin()?;
     let mut w = Workload::start(files(&[kind]))?;
-    let what = &what(&w)?;
-    let pid = w.pid();
-    let logs = match w.dump(false) {
-        Ok(()) => return Err(w.fail(format!("dump of an fd of kind {kind} succeeded"))),
-        Err(e) => e.to_string(),
-    };
-    if !logs.contains(&format!("pid {pid} fd ")) || !logs.contains(what) {
-        return Err(w.fail(format!(
-            "dump error does not name pid {pid}, the fd and {what:?}: {logs}"
-        )));
-    }
-    w.release()?;
-    let st = w.wait_exit(Duration::from_secs(60))?;
-    w.expect_pass(st)?;
-    Ok(())
+    let what = what(&w)?;
+    let pid_fd = format!("pid {} fd ", w.pid());
+    w.dump_refused(&[&pid_fd, &what])?;
+    w.release_and_pass()
 }
 
 #[test]
@@ -254,18 +243,9 @@ fn pidfd_outside_the_tree_refused_target_resumes() -> Result<()> {
         .trim()
         .parse()
         .map_err(|e| w.fail(format!("pid {text:?}: {e}")))?;
-    let pid = w.pid();
-    let logs = match w.dump(false) {
-        Ok(()) => return Err(w.fail("dump of a pidfd to a process outside the tree succeeded")),
-        Err(e) => e.to_string(),
-    };
-    let what = format!("pid {pid} fd ");
+    let what = format!("pid {} fd ", w.pid());
     let whom = format!("pidfd of pid {outside}, which is outside the dumped tree");
-    if !logs.contains(&what) || !logs.contains(&whom) {
-        return Err(w.fail(format!(
-            "dump error does not say {what:?} and {whom:?}: {logs}"
-        )));
-    }
+    w.dump_refused(&[&what, &whom])?;
     match harness::proc_state(outside) {
         Some((state, _)) if state != 'Z' && state != 'X' => {}
         other => {
@@ -274,9 +254,7 @@ fn pidfd_outside_the_tree_refused_target_resumes() -> Result<()> {
             )))
         }
     }
-    w.release()?;
-    let st = w.wait_exit(Duration::from_secs(60))?;
-    w.expect_pass(st)?;
+    w.release_and_pass()?;
     let gone = || matches!(harness::proc_state(outside), None | Some(('Z' | 'X', _)));
     if !harness::wait_until(Duration::from_secs(10), gone) {
         return Err(w.fail(format!(

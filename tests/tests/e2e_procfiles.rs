@@ -43,19 +43,10 @@ fn proc_file_of_a_process_outside_the_tree_refused_target_resumes() -> Result<()
         .trim()
         .parse()
         .map_err(|e| w.fail(format!("pid {text:?}: {e}")))?;
-    let pid = w.pid();
-    let logs = match w.dump(false) {
-        Ok(()) => return Err(w.fail("dump of a proc file of a process outside the tree succeeded")),
-        Err(e) => e.to_string(),
-    };
-    let what = format!("pid {pid} fd ");
+    let what = format!("pid {} fd ", w.pid());
     let path = format!("/proc/{outside}/stat");
     let why = format!("pid {outside} is not a process or thread of the dump");
-    if !logs.contains(&what) || !logs.contains(&path) || !logs.contains(&why) {
-        return Err(w.fail(format!(
-            "dump error does not say {what:?}, {path:?} and {why:?}: {logs}"
-        )));
-    }
+    w.dump_refused(&[&what, &path, &why])?;
     match harness::proc_state(outside) {
         Some((state, _)) if state != 'Z' && state != 'X' => {}
         other => {
@@ -64,10 +55,7 @@ fn proc_file_of_a_process_outside_the_tree_refused_target_resumes() -> Result<()
             )))
         }
     }
-    w.release()?;
-    let st = w.wait_exit(Duration::from_secs(60))?;
-    w.expect_pass(st)?;
-    Ok(())
+    w.release_and_pass()
 }
 
 /// python3, which knows nothing of dormant, holds `/proc/self/status` unbuffered with 6 bytes read. After

@@ -4,7 +4,6 @@
 //! of one seen by the others, offsets and flags kept; a sharer cloned by a sharer (not by the table's
 //! first holder) included. Privileged (root); needs the dormant binary.
 
-use std::time::Duration;
 
 use dormant_tests::harness::{self, Result, Spec, Workload};
 
@@ -36,17 +35,8 @@ fn refused(flag: &str, what: &str) -> Result<()> {
     harness::require_root()?;
     harness::dormant_bin()?;
     let mut w = Workload::start(sharedfs().args([flag]))?;
-    let logs = match w.dump(false) {
-        Ok(()) => return Err(w.fail(format!("dump of a tree with {flag} succeeded"))),
-        Err(e) => e.to_string(),
-    };
-    if !logs.contains(what) {
-        return Err(w.fail(format!("dump error does not say {what:?}: {logs}")));
-    }
-    w.release()?;
-    let st = w.wait_exit(Duration::from_secs(60))?;
-    w.expect_pass(st)?;
-    Ok(())
+    w.dump_refused(&[what])?;
+    w.release_and_pass()
 }
 
 #[test]

@@ -226,19 +226,12 @@ fn session_with_a_controlling_terminal_is_refused() -> Result<()> {
                 line: String::new(),
             }),
     )?;
-    let pid = w.pid();
-    let logs = match w.dump(false) {
-        Ok(()) => return Err(w.fail("a session leader with a controlling terminal was dumped")),
-        Err(e) => e.to_string(),
-    };
-    let want = format!("pid {pid} leads its session, whose controlling terminal is device 136:");
-    if !logs.contains(&want) {
-        return Err(w.fail(format!("the dump error does not say {want:?}: {logs}")));
-    }
-    w.release()?;
-    let st = w.wait_exit(Duration::from_secs(60))?;
-    w.expect_pass(st)?;
-    Ok(())
+    let want = format!(
+        "pid {} leads its session, whose controlling terminal is device 136:",
+        w.pid()
+    );
+    w.dump_refused(&[&want])?;
+    w.release_and_pass()
 }
 
 #[test]
