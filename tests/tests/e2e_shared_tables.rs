@@ -4,7 +4,6 @@
 //! of one seen by the others, offsets and flags kept; a sharer cloned by a sharer (not by the table's
 //! first holder) included. Privileged (root); needs the dormant binary.
 
-
 use dormant_tests::harness::{self, Result, Spec, Workload};
 
 fn sharedfs() -> Spec {
