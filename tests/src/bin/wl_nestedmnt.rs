@@ -25,7 +25,6 @@
 //! own namespace, and detaches its tmpfs; `slave-inherited-fd`, `slave-mountinfo`, `slave-own-fd` and
 //! `slave-tmpfs` fail.
 
-use std::io::{Read, Seek};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::process::ExitCode;
@@ -200,13 +199,18 @@ fn mount_at(tree: &MountTree, mp: &str) -> Result<Mount, String> {
 
 fn read_fd(fd: i32) -> Result<String, String> {
     // SAFETY: borrows fd for the read only; ManuallyDrop keeps it open.
-    let mut f = std::mem::ManuallyDrop::new(unsafe {
+    let f = std::mem::ManuallyDrop::new(unsafe {
         <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd)
     });
-    e(f.rewind(), "rewind")?;
-    let mut s = String::new();
-    e(f.read_to_string(&mut s), "read")?;
-    Ok(s)
+    // pread from 0: fd A is one description shared by both children, which check at the same time; a
+    // rewind and read would race on its shared offset.
+    let mut buf = vec![0u8; 4096];
+    let n = e(
+        std::os::unix::fs::FileExt::read_at(&*f, &mut buf, 0),
+        "pread",
+    )?;
+    buf.truncate(n);
+    String::from_utf8(buf).map_err(|err| format!("fd {fd}: {err}"))
 }
 
 fn keep_at(f: std::fs::File, fd: i32) -> Result<(), String> {
